@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// adminClient talks to a running node's admin API.
+type adminClient struct {
+	base  string
+	token string
+}
+
+func adminFlags(fs *flag.FlagSet) (addr, tokenFile *string) {
+	addr = fs.String("node", "http://127.0.0.1:7600", "the node's admin API URL")
+	tokenFile = fs.String("token-file", "", "the node's admin.token file (required)")
+	return
+}
+
+func newAdminClient(addr, tokenFile string) (*adminClient, error) {
+	if tokenFile == "" {
+		return nil, fmt.Errorf("%w: --token-file is required (the node writes it to its data_dir/admin.token)", errUsage)
+	}
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("read token: %w", err)
+	}
+	return &adminClient{base: strings.TrimRight(addr, "/"), token: strings.TrimSpace(string(tok))}, nil
+}
+
+// do sends a request and copies a JSON answer to stdout; a problem answer
+// becomes an error with its title and detail.
+func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, stdout io.Writer) error {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var p struct{ Title, Detail string }
+		json.Unmarshal(data, &p)
+		return fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, data, "", "  ") == nil {
+		data = pretty.Bytes()
+	}
+	_, err = stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
+	return err
+}
+
+func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ingest", stderr)
+	addr, tokenFile := adminFlags(fs)
+	typ := fs.String("type", "", "record type for lines without a \"type\" member")
+	if err := parse(fs, args, true); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: eduspace ingest [flags] FILE.ndjson", errUsage)
+	}
+	c, err := newAdminClient(*addr, *tokenFile)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return c.do(ctx, http.MethodPost, "/v1/ingest?type="+url.QueryEscape(*typ), f, stdout)
+}
+
+func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "add" {
+		return fmt.Errorf("%w: eduspace agreement add [flags] FILE.json", errUsage)
+	}
+	fs := newFlags("agreement add", stderr)
+	addr, tokenFile := adminFlags(fs)
+	if err := parse(fs, args[1:], true); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("%w: eduspace agreement add [flags] FILE.json", errUsage)
+	}
+	c, err := newAdminClient(*addr, *tokenFile)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return c.do(ctx, http.MethodPost, "/v1/agreements", f, stdout)
+}
+
+func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("share", stderr)
+	addr, tokenFile := adminFlags(fs)
+	id := fs.String("agreement", "", "the agreement to share under (required)")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *id == "" {
+		return fmt.Errorf("%w: --agreement is required", errUsage)
+	}
+	c, err := newAdminClient(*addr, *tokenFile)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]string{"agreement": *id})
+	return c.do(ctx, http.MethodPost, "/v1/shares", bytes.NewReader(body), stdout)
+}

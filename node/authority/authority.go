@@ -1,0 +1,90 @@
+// Package authority keeps the space operator's files: the root key pair in
+// a directory, and the issuing of member credentials from the request files
+// that nodes write at init.
+package authority
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+)
+
+// Files inside an authority directory.
+const (
+	PrivateKeyFile = "authority.key.pem"
+	PublicKeyFile  = "authority.pub.pem"
+	pemPrivate     = "EDUSPACE AUTHORITY PRIVATE KEY"
+)
+
+// Init creates a root key pair in dir: the private key 0600, the public key
+// as PEM SubjectPublicKeyInfo. It refuses to overwrite an existing key.
+func Init(dir string) (crypto.AuthorityPublicKey, error) {
+	priv := filepath.Join(dir, PrivateKeyFile)
+	if _, err := os.Stat(priv); err == nil {
+		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %s already exists", priv)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
+	}
+	k, err := crypto.GenerateAuthorityKey(rand.Reader)
+	if err != nil {
+		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
+	}
+	der, err := k.MarshalBinary()
+	if err != nil {
+		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
+	}
+	if err := crypto.WriteKeyFile(priv, pemPrivate, der); err != nil {
+		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
+	}
+	if err := crypto.WriteAuthorityPublicKey(filepath.Join(dir, PublicKeyFile), k.Public()); err != nil {
+		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
+	}
+	return k.Public(), nil
+}
+
+// Load reads the root private key from dir.
+func Load(dir string) (*crypto.AuthorityKey, error) {
+	der, err := crypto.ReadKeyFile(filepath.Join(dir, PrivateKeyFile), pemPrivate)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no authority key in %s: run `eduspace authority init --dir %s` first", dir, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return crypto.ParseAuthorityKey(der)
+}
+
+// Member is what the operator decides about a member when issuing.
+type Member struct {
+	Space       string
+	Institution string
+	Role        crypto.Role
+	Valid       time.Duration
+}
+
+// Issue reads a node's request file and returns the member credential (a
+// compact JWT) binding the node's public keys to m.
+func Issue(k *crypto.AuthorityKey, requestPath string, m Member, now time.Time) (string, error) {
+	data, err := os.ReadFile(requestPath)
+	if err != nil {
+		return "", fmt.Errorf("read request: %w", err)
+	}
+	var req node.Request
+	if err := json.Unmarshal(data, &req); err != nil {
+		return "", fmt.Errorf("request %s: %w", requestPath, err)
+	}
+	return k.Issue(crypto.Credential{
+		Space: m.Space, NodeID: req.NodeID, Institution: m.Institution, Role: m.Role,
+		KEMKeys: req.KEMKeys, SigningKeys: req.SigningKeys,
+		IssuedAt: now, Expires: now.Add(m.Valid),
+	})
+}

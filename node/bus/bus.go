@@ -1,0 +1,196 @@
+// Package bus is a node's connection to the space over NATS JetStream: the
+// embedded server of the default set-up, the connection, the streams and
+// consumers, and the member registry bucket. The layout (subject names,
+// stream settings) is the one place it is defined.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. The
+// receiver deduplicates on the envelope id for ever; this window only spares
+// it the work.
+const DuplicateWindow = 10 * time.Minute
+
+var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidName reports whether s can be a space or node name: it becomes a
+// NATS subject token and a stream-name part, so it is restricted to lower
+// case letters, digits, '-' and '_'.
+func ValidName(s string) bool { return tokenRE.MatchString(s) }
+
+// Layout names the subjects, streams and buckets of one space.
+type Layout struct{ Space string }
+
+// DeliverSubject is where envelopes for node are published.
+func (l Layout) DeliverSubject(node string) string { return "eds." + l.Space + ".deliver." + node }
+
+// DeliverStream holds the deliveries of every node of the space.
+func (l Layout) DeliverStream() string { return "EDS_" + l.Space + "_DELIVER" }
+
+// DeliverConsumer is node's durable consumer on the deliver stream.
+func (l Layout) DeliverConsumer(node string) string { return "deliver_" + node }
+
+// RegistryBucket is the key-value bucket of member credentials.
+func (l Layout) RegistryBucket() string { return "eds_" + l.Space + "_registry" }
+
+// Embedded is an in-process NATS server with JetStream.
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a NATS server with JetStream storing in dir. With an
+// empty listen address the server accepts only in-process connections;
+// otherwise it listens there (host:port; port 0 picks a free one).
+func StartEmbedded(dir, listen string) (*Embedded, error) {
+	opts := &server.Options{
+		ServerName: "eduspace-embedded",
+		JetStream:  true,
+		StoreDir:   filepath.Join(dir),
+		NoLog:      true,
+		NoSigs:     true,
+	}
+	if listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen %q: %w", listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen %q: port: %w", listen, err)
+		}
+		if p == 0 {
+			p = -1
+		}
+		opts.Host, opts.Port = host, p
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("embedded nats: not ready after 30s")
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// ClientURL is the server's client URL, or "" when it only accepts
+// in-process connections.
+func (e *Embedded) ClientURL() string {
+	if e.srv.Addr() == nil {
+		return ""
+	}
+	return e.srv.ClientURL()
+}
+
+// Shutdown stops the server and waits until it has stopped.
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// ConnectOptions says how to reach the NATS server.
+type ConnectOptions struct {
+	Name        string    // client name, shown in server monitoring
+	URL         string    // server URL(s), comma-separated
+	Credentials string    // a .creds file, optional
+	Embedded    *Embedded // connect in-process to this server instead of URL
+	Logger      *slog.Logger
+}
+
+// Connect opens a connection that reconnects for ever.
+func Connect(o ConnectOptions) (*nats.Conn, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("nats reconnected") }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("nats error", "err", err)
+		}),
+	}
+	if o.Credentials != "" {
+		opts = append(opts, nats.UserCredentials(o.Credentials))
+	}
+	url := o.URL
+	if o.Embedded != nil {
+		opts = append(opts, nats.InProcessServer(o.Embedded.srv))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	return nc, nil
+}
+
+// Ensure creates or updates the space's streams and buckets. Every node
+// calls it at start; the settings are the same for all, so the calls agree.
+func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.KeyValue, error) {
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        l.DeliverStream(),
+		Description: "eduspace envelopes, one subject per recipient node",
+		Subjects:    []string{"eds." + l.Space + ".deliver.*"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.WorkQueuePolicy,
+		Duplicates:  DuplicateWindow,
+		MaxAge:      30 * 24 * time.Hour,
+		Discard:     jetstream.DiscardOld,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", l.DeliverStream(), err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      l.RegistryBucket(),
+		Description: "eduspace member credentials (JWT), by node id",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure registry bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// DeliverConsumer creates or updates node's durable pull consumer.
+func DeliverConsumer(ctx context.Context, js jetstream.JetStream, l Layout, node string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, l.DeliverStream(), jetstream.ConsumerConfig{
+		Durable:       l.DeliverConsumer(node),
+		FilterSubject: l.DeliverSubject(node),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1024,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure consumer for %s: %w", node, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,170 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/bus"
+)
+
+// Config is a node's configuration, read from a YAML file (see
+// deploy/node.example.yaml for every key with its meaning).
+type Config struct {
+	// NodeID is this node's id in the space: lower case letters, digits,
+	// '-' and '_'. It must match the member credential.
+	NodeID string `yaml:"node_id"`
+	// Space is the data space's name, as in the credential.
+	Space string `yaml:"space"`
+	// DataDir holds the database, keys, credential and the embedded NATS
+	// store.
+	DataDir string `yaml:"data_dir"`
+	// AuthorityKey is the PEM file of the authority's root public key, the
+	// node's trust anchor.
+	AuthorityKey string `yaml:"authority_public_key"`
+	// Credential is the member credential (a JWT) the authority issued;
+	// default DataDir/credential.jwt.
+	Credential string `yaml:"credential"`
+	// Suite is the HPKE suite used to seal to peers.
+	Suite string `yaml:"suite"`
+
+	NATS    NATSConfig    `yaml:"nats"`
+	Admin   AdminConfig   `yaml:"admin"`
+	Metrics MetricsConfig `yaml:"metrics"`
+	Batch   BatchConfig   `yaml:"batch"`
+
+	// EnvelopeTTL is how long a sealed envelope stays acceptable.
+	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// NATSConfig says where the space's NATS servers are.
+type NATSConfig struct {
+	// URL of the space's NATS servers; empty starts an embedded server with
+	// JetStream in DataDir/nats.
+	URL string `yaml:"url"`
+	// Credentials is a NATS .creds file for URL, optional.
+	Credentials string `yaml:"credentials"`
+	// Listen is where the embedded server accepts clients (host:port), so
+	// that other nodes can join it; empty accepts in-process clients only.
+	Listen string `yaml:"listen"`
+}
+
+// AdminConfig is the admin HTTP API.
+type AdminConfig struct {
+	// Listen is the admin API's address; empty disables it.
+	Listen string `yaml:"listen"`
+}
+
+// MetricsConfig is the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is where /metrics is served; empty serves it on the admin
+	// listener.
+	Listen string `yaml:"listen"`
+}
+
+// BatchConfig sets how records are packed into envelopes.
+type BatchConfig struct {
+	// MaxRecords closes an envelope at this many records.
+	MaxRecords int `yaml:"max_records"`
+}
+
+// DefaultConfig is the configuration every file starts from.
+func DefaultConfig() Config {
+	return Config{
+		Suite:       crypto.DefaultSuite.String(),
+		Admin:       AdminConfig{Listen: "127.0.0.1:7600"},
+		Batch:       BatchConfig{MaxRecords: 100},
+		EnvelopeTTL: 24 * time.Hour,
+		LogLevel:    "info",
+	}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig and validates it.
+// Relative paths in the file are taken relative to the file's folder.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	base := filepath.Dir(path)
+	for _, p := range []*string{&cfg.DataDir, &cfg.AuthorityKey, &cfg.Credential, &cfg.NATS.Credentials} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks every field; an error names the field that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if !bus.ValidName(c.NodeID) {
+		bad("node_id", "%q: use 1-63 lower case letters, digits, '-' or '_'", c.NodeID)
+	}
+	if !bus.ValidName(c.Space) {
+		bad("space", "%q: use 1-63 lower case letters, digits, '-' or '_'", c.Space)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "required")
+	}
+	if c.AuthorityKey == "" {
+		bad("authority_public_key", "required: the PEM file of the authority's root public key")
+	}
+	if _, err := crypto.ParseSuite(c.Suite); err != nil {
+		bad("suite", "%q: %v", c.Suite, err)
+	}
+	if c.NATS.URL != "" && c.NATS.Listen != "" {
+		bad("nats.listen", "only for the embedded server; leave it empty when nats.url is set")
+	}
+	if c.NATS.URL == "" && c.NATS.Credentials != "" {
+		bad("nats.credentials", "only with nats.url")
+	}
+	for field, addr := range map[string]string{"nats.listen": c.NATS.Listen, "admin.listen": c.Admin.Listen, "metrics.listen": c.Metrics.Listen} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(field, "%q is not host:port", addr)
+		}
+	}
+	if c.Batch.MaxRecords < 1 || c.Batch.MaxRecords > 10000 {
+		bad("batch.max_records", "%d: must be 1 to 10000", c.Batch.MaxRecords)
+	}
+	if c.EnvelopeTTL < time.Minute {
+		bad("envelope_ttl", "%s: must be at least 1m", c.EnvelopeTTL)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q: use debug, info, warn or error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) credentialPath() string {
+	if c.Credential != "" {
+		return c.Credential
+	}
+	return filepath.Join(c.DataDir, "credential.jwt")
+}

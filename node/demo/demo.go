@@ -1,0 +1,296 @@
+// Package demo runs a whole eduspace space in one process on the embedded
+// NATS server: the authority, three universities and the municipal center,
+// with synthetic records, permitted and denied shares, and a check of every
+// node's evidence chain.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Space is the demo space's name.
+const Space = "demo"
+
+// Options tune a demo run.
+type Options struct {
+	// Dir keeps the authority's and every node's files; empty uses a
+	// temporary directory removed at the end.
+	Dir string
+	// Students per university (default 300).
+	Students int
+	Logger   *slog.Logger
+	// Progress, if set, is told each step as it starts.
+	Progress func(step string)
+}
+
+// Result is what the demo did. Its JSON form is the contract of
+// `eduspace demo --json` (version 1).
+type Result struct {
+	Version          int            `json:"version"`
+	Suite            string         `json:"suite"`
+	Nodes            []NodeResult   `json:"nodes"`
+	Shares           []ShareResult  `json:"shares"`
+	Ingested         int            `json:"ingested"`
+	Invalid          int            `json:"invalid"`
+	Delivered        int            `json:"delivered"`
+	Denied           map[string]int `json:"denied"`
+	EvidenceVerified bool           `json:"evidence_verified"`
+	Seconds          float64        `json:"seconds"`
+	Dir              string         `json:"dir,omitempty"`
+}
+
+// NodeResult is one node at the end of the demo.
+type NodeResult struct {
+	ID              string `json:"id"`
+	Institution     string `json:"institution"`
+	Role            string `json:"role"`
+	Records         int64  `json:"records"`
+	Received        int64  `json:"received"`
+	EvidenceEntries int64  `json:"evidence_entries"`
+	EvidenceOK      bool   `json:"evidence_ok"`
+}
+
+// ShareResult is one share request and what came of it.
+type ShareResult struct {
+	Agreement string         `json:"agreement"`
+	From      string         `json:"from"`
+	To        string         `json:"to"`
+	Purpose   string         `json:"purpose"`
+	Permitted int            `json:"permitted"`
+	Denied    map[string]int `json:"denied"`
+	Envelopes int            `json:"envelopes"`
+}
+
+type member struct {
+	id, institution, prefix string
+	role                    crypto.Role
+}
+
+var members = []member{
+	{"uni-beihu", "Beihu University", "2023101", crypto.RoleUniversity},
+	{"uni-nanshan", "Nanshan Normal University", "2023202", crypto.RoleUniversity},
+	{"uni-xijiang", "Xijiang University of Technology", "2023303", crypto.RoleUniversity},
+	{"edu-center", "Municipal Education Big Data Center", "", crypto.RoleCenter},
+}
+
+// agreements of the demo: one that permits most records, one that the
+// level rules mostly deny, one that has expired.
+func agreements(now time.Time) []*policy.Agreement {
+	year := 365 * 24 * time.Hour
+	return []*policy.Agreement{
+		{
+			ID: "beihu-nanshan-credit-transfer", Provider: "uni-beihu", Recipient: "uni-nanshan",
+			Purpose: policy.PurposeCreditTransfer, LegalBasis: policy.BasisContract,
+			RecordTypes: map[string][]string{
+				"student":      {"student_id", "name", "gender", "birth_date"},
+				"course_grade": {"student_id", "course_code", "course_name", "credits", "term", "score", "gpa"},
+			},
+			MaxLevel:      schema.L3,
+			Transforms:    map[string]policy.Transform{"birth_date": policy.TransformGeneraliseYear},
+			RetentionDays: 365, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
+		},
+		{
+			ID: "xijiang-center-statistics", Provider: "uni-xijiang", Recipient: "edu-center",
+			Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+			RecordTypes: map[string][]string{
+				"student": {"student_id", "gender", "ethnicity", "health_status"},
+			},
+			MaxLevel:      schema.L3,
+			RetentionDays: 180, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
+		},
+		{
+			ID: "nanshan-xijiang-verification-2024", Provider: "uni-nanshan", Recipient: "uni-xijiang",
+			Purpose: policy.PurposeEnrollmentVerification, LegalBasis: policy.BasisContract,
+			RecordTypes: map[string][]string{
+				"student": {"student_id", "name", "id_number"},
+			},
+			MaxLevel:      schema.L3,
+			RetentionDays: 30, ValidFrom: now.Add(-2 * year), ValidUntil: now.Add(-year),
+		},
+	}
+}
+
+// invalidRecords are ingested with each university's data to show that a
+// bad record is refused alone: a resident ID with a wrong check character
+// and a field the type does not have.
+const invalidRecords = `{"type":"student","student_id":"X-INVALID-1","name":"测试","id_type":"resident_id","id_number":"110101200001011230"}
+{"type":"course_grade","student_id":"X-INVALID-2","course_code":"CS101","favourite_colour":"blue"}
+`
+
+// Run runs the demo.
+func Run(ctx context.Context, o Options) (res Result, err error) {
+	start := time.Now()
+	if o.Students <= 0 {
+		o.Students = 300
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	step := func(s string) {
+		if o.Progress != nil {
+			o.Progress(s)
+		}
+	}
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "eduspace-demo-"); err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+	} else {
+		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+			return res, fmt.Errorf("demo: --dir %s is not empty", dir)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return res, err
+		}
+		res.Dir = dir
+	}
+	now := time.Now()
+
+	step("authority: root key and member credentials")
+	authDir := filepath.Join(dir, "authority")
+	if _, err := authority.Init(authDir); err != nil {
+		return res, err
+	}
+	ak, err := authority.Load(authDir)
+	if err != nil {
+		return res, err
+	}
+
+	step("embedded NATS with JetStream")
+	emb, err := bus.StartEmbedded(filepath.Join(dir, "nats"), "")
+	if err != nil {
+		return res, err
+	}
+	defer emb.Shutdown()
+
+	nodes := map[string]*node.Node{}
+	defer func() {
+		for _, n := range nodes {
+			err = errors.Join(err, n.Close())
+		}
+	}()
+	for _, m := range members {
+		nd := filepath.Join(dir, "nodes", m.id)
+		if _, err := node.InitKeys(nd, m.id, crypto.DefaultSuite); err != nil {
+			return res, err
+		}
+		tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{
+			Space: Space, Institution: m.institution, Role: m.role, Valid: 30 * 24 * time.Hour,
+		}, now)
+		if err != nil {
+			return res, err
+		}
+		if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok+"\n"), 0o644); err != nil {
+			return res, err
+		}
+		cfg := node.DefaultConfig()
+		cfg.NodeID, cfg.Space, cfg.DataDir = m.id, Space, nd
+		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)
+		cfg.Admin.Listen = ""
+		n, err := node.Open(ctx, cfg, node.Env{Logger: log, Embedded: emb})
+		if err != nil {
+			return res, err
+		}
+		nodes[m.id] = n
+	}
+	res.Suite = crypto.DefaultSuite.String()
+
+	step("ingest synthetic records at the universities")
+	for i, m := range members {
+		if m.role != crypto.RoleUniversity {
+			continue
+		}
+		var buf bytes.Buffer
+		if _, err := (Synth{Prefix: m.prefix, Students: o.Students, Seed: uint64(i + 1), Now: now}).Write(&buf); err != nil {
+			return res, err
+		}
+		buf.WriteString(invalidRecords)
+		ir, err := nodes[m.id].Ingest(ctx, &buf, "")
+		if err != nil {
+			return res, err
+		}
+		res.Ingested += ir.Stored
+		res.Invalid += ir.Invalid
+	}
+
+	step("agreements and shares")
+	res.Denied = map[string]int{}
+	want := map[string]int{}
+	for _, a := range agreements(now) {
+		for _, id := range []string{a.Provider, a.Recipient} {
+			if err := nodes[id].AddAgreement(ctx, a); err != nil {
+				return res, err
+			}
+		}
+		sr, err := nodes[a.Provider].Share(ctx, a.ID)
+		if err != nil {
+			return res, err
+		}
+		res.Shares = append(res.Shares, ShareResult{Agreement: a.ID, From: a.Provider, To: a.Recipient,
+			Purpose: string(a.Purpose), Permitted: sr.Permitted, Denied: sr.Denied, Envelopes: sr.Envelopes})
+		for r, c := range sr.Denied {
+			res.Denied[r] += c
+		}
+		want[a.Recipient] += sr.Permitted
+	}
+
+	step("wait for delivery")
+	deadline := time.Now().Add(30 * time.Second)
+	for id, k := range want {
+		for {
+			st, err := nodes[id].Status(ctx)
+			if err != nil {
+				return res, err
+			}
+			if st.Received >= int64(k) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return res, fmt.Errorf("demo: %s received %d of %d records within 30s", id, st.Received, k)
+			}
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+
+	step("verify every node's evidence chain")
+	res.EvidenceVerified = true
+	for _, m := range members {
+		n := nodes[m.id]
+		st, err := n.Status(ctx)
+		if err != nil {
+			return res, err
+		}
+		head, verr := n.VerifyEvidence(ctx)
+		ok := verr == nil
+		res.EvidenceVerified = res.EvidenceVerified && ok
+		res.Delivered += int(st.Received)
+		res.Nodes = append(res.Nodes, NodeResult{ID: m.id, Institution: m.institution, Role: string(m.role),
+			Records: st.Records, Received: st.Received, EvidenceEntries: head.Count, EvidenceOK: ok})
+	}
+	sort.Slice(res.Nodes, func(i, j int) bool { return res.Nodes[i].ID < res.Nodes[j].ID })
+	res.Version = 1
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}

@@ -1,0 +1,146 @@
+package demo
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+)
+
+// Synthetic, realistic-looking records. Every person here is invented:
+// names are drawn from common surnames and given-name characters, resident
+// ID numbers are built with valid area codes, dates and check characters.
+
+var (
+	surnames   = []rune("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤")
+	givenChars = []rune("伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬芳燕彩春菊兰凤洁梅琳素云莲真环雪荣爱妹霞香月莺媛艳瑞凡佳嘉琼勤珍贞莉桂娣叶璧璐娅琦晶妍茜秋珊莎锦黛青倩婷姣婉娴瑾颖露瑶怡婵雁蓓纨仪荷丹蓉眉君琴蕊薇菁梦岚苑婕馨瑗琰韵融园艺咏卿聪澜纯毓悦昭冰爽琬茗羽希宁欣飘育滢馥筠柔竹霭凝晓欢霄枫芸菲寒伊亚宜可姬舒影荔枝思丽浩宇轩子涵博文睿泽天佑")
+	areaCodes  = []string{"110101", "110108", "310104", "310115", "440106", "440305", "510107", "330106", "420111", "320102", "370102", "610113", "500103", "120104"}
+	ethnicity  = []string{"汉族", "汉族", "汉族", "汉族", "汉族", "汉族", "汉族", "汉族", "回族", "满族", "壮族", "蒙古族", "土家族", "苗族"}
+	political  = []string{"共青团员", "共青团员", "群众", "中共党员", "中共预备党员"}
+	courses    = []struct {
+		code, name string
+		credits    float64
+	}{
+		{"MATH101", "高等数学", 5}, {"CS102", "程序设计基础", 4}, {"PHY101", "大学物理", 4},
+		{"ENG101", "大学英语", 3}, {"CS201", "数据结构", 4}, {"POL101", "思想道德与法治", 3},
+		{"MATH201", "线性代数", 3}, {"PE101", "体育", 1}, {"PSY101", "心理健康教育", 2},
+	}
+)
+
+// residentID builds an 18-character resident ID number with a valid check
+// character (ISO 7064 MOD 11-2); the sequence's parity encodes gender.
+func residentID(r *rand.Rand, birth time.Time, female bool) string {
+	seq := r.IntN(500) * 2
+	if !female {
+		seq++
+	}
+	body := fmt.Sprintf("%s%s%03d", areaCodes[r.IntN(len(areaCodes))], birth.Format("20060102"), seq)
+	weights := []int{7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2}
+	sum := 0
+	for i, w := range weights {
+		sum += int(body[i]-'0') * w
+	}
+	return body + string("10X98765432"[sum%11])
+}
+
+func chineseName(r *rand.Rand) string {
+	n := string(surnames[r.IntN(len(surnames))]) + string(givenChars[r.IntN(len(givenChars))])
+	if r.IntN(3) > 0 {
+		n += string(givenChars[r.IntN(len(givenChars))])
+	}
+	return n
+}
+
+// Synth writes synthetic records of one university as NDJSON: students
+// (about one in twenty under 14, as in a juvenile class) and their course
+// grades. It returns how many records it wrote.
+type Synth struct {
+	Prefix   string // student id prefix, e.g. "2023001"
+	Students int
+	Seed     uint64
+	Now      time.Time
+}
+
+// Write writes the records and returns how many it wrote.
+func (s Synth) Write(w io.Writer) (int, error) {
+	r := rand.New(rand.NewPCG(s.Seed, s.Seed^0x9e3779b97f4a7c15))
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	n := 0
+	for i := 0; i < s.Students; i++ {
+		id := fmt.Sprintf("%s%04d", s.Prefix, i+1)
+		female := r.IntN(2) == 0
+		age := 18 + r.IntN(5)
+		if i%20 == 7 {
+			age = 12 + r.IntN(2) // juvenile class: under 14
+		}
+		birth := s.Now.AddDate(-age, 0, -r.IntN(360)-1)
+		gender := "男"
+		if female {
+			gender = "女"
+		}
+		st := map[string]any{
+			"type":             "student",
+			"student_id":       id,
+			"name":             chineseName(r),
+			"gender":           gender,
+			"birth_date":       birth.Format("2006-01-02"),
+			"id_type":          "resident_id",
+			"id_number":        residentID(r, birth, female),
+			"ethnicity":        ethnicity[r.IntN(len(ethnicity))],
+			"nationality":      "中国",
+			"political_status": political[r.IntN(len(political))],
+			"phone":            fmt.Sprintf("1%d%09d", 3+r.IntN(7), r.IntN(1_000_000_000)),
+			"email":            fmt.Sprintf("%s@stu.example.edu.cn", id),
+		}
+		if r.IntN(8) == 0 {
+			st["health_status"] = "良好"
+		}
+		if r.IntN(10) == 0 {
+			st["notes"] = fmt.Sprintf("家长联系电话 1%d%09d", 3+r.IntN(7), r.IntN(1_000_000_000))
+		}
+		if err := enc.Encode(st); err != nil {
+			return n, err
+		}
+		n++
+		for _, c := range r.Perm(len(courses))[:3] {
+			score := 55 + r.IntN(46)
+			g := map[string]any{
+				"type":        "course_grade",
+				"student_id":  id,
+				"course_code": courses[c].code,
+				"course_name": courses[c].name,
+				"credits":     courses[c].credits,
+				"term":        "2025-2026-1",
+				"score":       score,
+				"gpa":         gpa(score),
+			}
+			if err := enc.Encode(g); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+func gpa(score int) float64 {
+	switch {
+	case score >= 90:
+		return 4.0
+	case score >= 85:
+		return 3.7
+	case score >= 80:
+		return 3.3
+	case score >= 75:
+		return 3.0
+	case score >= 70:
+		return 2.7
+	case score >= 65:
+		return 2.3
+	case score >= 60:
+		return 2.0
+	}
+	return 0
+}

@@ -1,0 +1,161 @@
+package node
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/policy"
+)
+
+// problem is an RFC 9457 problem document. Type is a stable URI per kind
+// of error; Detail never carries record contents.
+type problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+const problemBase = "https://eduspace.invalid/problems/"
+
+func writeProblem(w http.ResponseWriter, status int, kind, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(problem{Type: problemBase + kind, Title: title, Status: status, Detail: detail})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (n *Node) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(n.m.reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
+}
+
+// adminHandler serves the health probes without authentication and the
+// /v1 API behind the node's bearer token.
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !n.Ready() {
+			writeProblem(w, http.StatusServiceUnavailable, "not-ready", "Node not ready", "not connected to NATS or not started")
+			return
+		}
+		io.WriteString(w, "ready\n")
+	})
+	api := http.NewServeMux()
+	api.HandleFunc("POST /v1/ingest", n.handleIngest)
+	api.HandleFunc("POST /v1/agreements", n.handleAgreement)
+	api.HandleFunc("POST /v1/shares", n.handleShare)
+	api.HandleFunc("GET /v1/status", n.handleStatus)
+	mux.Handle("/v1/", n.authorize(api))
+	return mux
+}
+
+func (n *Node) authorize(next http.Handler) http.Handler {
+	want := []byte("Bearer " + n.keys.AdminToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="eduspace"`)
+			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Missing or wrong bearer token", "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (n *Node) handleIngest(w http.ResponseWriter, r *http.Request) {
+	res, err := n.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), r.URL.Query().Get("type"))
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "ingest-failed", "Ingest failed", err.Error())
+		return
+	}
+	writeJSON(w, res)
+}
+
+func (n *Node) handleAgreement(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", err.Error())
+		return
+	}
+	a, err := policy.ParseAgreement(body, n.std)
+	if err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
+		return
+	}
+	if err := n.AddAgreement(r.Context(), a); err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Agreement not accepted", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+	writeJSON(w, map[string]string{"id": a.ID})
+}
+
+func (n *Node) handleShare(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Agreement string `json:"agreement"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.Agreement == "" {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"agreement\": \"<id>\"}", "")
+		return
+	}
+	res, err := n.Share(r.Context(), req.Agreement)
+	switch {
+	case errors.Is(err, ErrUnknownAgreement):
+		writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
+	case err != nil:
+		writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
+	default:
+		writeJSON(w, res)
+	}
+}
+
+// Status is a node's state at a glance.
+type Status struct {
+	Node            string `json:"node"`
+	Space           string `json:"space"`
+	Role            string `json:"role"`
+	Ready           bool   `json:"ready"`
+	Records         int64  `json:"records"`
+	Received        int64  `json:"received"`
+	OutboxDepth     int64  `json:"outbox_depth"`
+	EvidenceEntries int64  `json:"evidence_entries"`
+}
+
+// Status reports the node's state.
+func (n *Node) Status(ctx context.Context) (Status, error) {
+	s := Status{Node: n.cfg.NodeID, Space: n.cfg.Space, Role: string(n.cred.Role), Ready: n.Ready()}
+	err := n.db.R.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM records),
+		(SELECT count(*) FROM received),
+		(SELECT count(*) FROM outbox WHERE sent_ms IS NULL),
+		(SELECT coalesce(max(seq), 0) FROM evidence)`).Scan(&s.Records, &s.Received, &s.OutboxDepth, &s.EvidenceEntries)
+	return s, err
+}
+
+func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) {
+	s, err := n.Status(r.Context())
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "status-failed", "Status unavailable", err.Error())
+		return
+	}
+	writeJSON(w, s)
+}
+
+// VerifyEvidence checks the node's whole evidence chain.
+func (n *Node) VerifyEvidence(ctx context.Context) (evidence.Head, error) {
+	return evidence.Verify(ctx, n.db.R)
+}

@@ -1,0 +1,154 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// ingestBatch is how many records go into one database transaction.
+const ingestBatch = 1000
+
+// RecordError is one record refused at ingest: its position in the input,
+// the field and a reason code. It never carries the value.
+type RecordError struct {
+	Index  int    `json:"index"`
+	Field  string `json:"field,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// IngestResult sums up one ingest.
+type IngestResult struct {
+	Records   int           `json:"records"`   // records read
+	Stored    int           `json:"stored"`    // new records stored
+	Duplicate int           `json:"duplicate"` // records already held, not stored again
+	Invalid   int           `json:"invalid"`
+	Errors    []RecordError `json:"errors,omitempty"`
+}
+
+type ingestRow struct {
+	key     []byte
+	typ     string
+	subject string
+	level   schema.Level
+	body    []byte
+}
+
+// Ingest reads NDJSON records (each with a "type" member, or of
+// defaultType), validates and classifies each, and stores the valid ones.
+// An invalid record is refused alone, with its index, field and reason; the
+// rest go on. Storing is idempotent: a record already held is not stored
+// twice.
+func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (IngestResult, error) {
+	var res IngestResult
+	rd := schema.NewNDJSONReader(r, defaultType)
+	asOf := n.now()
+	batch := make([]ingestRow, 0, ingestBatch)
+	for {
+		rec, idx, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var verr *schema.ValidationError
+		if errors.As(err, &verr) {
+			res.Records++
+			res.reject(idx, verr)
+			n.m.invalid.WithLabelValues(verr.Reason).Inc()
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("ingest: read: %w", err)
+		}
+		res.Records++
+		labels, err := n.std.Classify(rec, asOf)
+		if errors.As(err, &verr) {
+			res.reject(idx, verr)
+			n.m.invalid.WithLabelValues(verr.Reason).Inc()
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("ingest: classify: %w", err)
+		}
+		if labels.Level >= schema.CORE {
+			res.reject(idx, &schema.ValidationError{Reason: "core_refused"})
+			n.m.invalid.WithLabelValues("core_refused").Inc()
+			continue
+		}
+		body, err := json.Marshal(rec.Fields) // map keys sorted: canonical
+		if err != nil {
+			return res, fmt.Errorf("ingest: encode record %d: %w", idx, err)
+		}
+		h := sha256.New()
+		h.Write([]byte(rec.Type))
+		h.Write([]byte{0})
+		h.Write(body)
+		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body})
+		if len(batch) == ingestBatch {
+			if err := n.storeIngest(ctx, batch, &res); err != nil {
+				return res, err
+			}
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		if err := n.storeIngest(ctx, batch, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (res *IngestResult) reject(idx int, verr *schema.ValidationError) {
+	res.Invalid++
+	// Keep the first thousand errors; the count says how many there were.
+	if len(res.Errors) < 1000 {
+		res.Errors = append(res.Errors, RecordError{Index: idx, Field: verr.Field, Reason: verr.Reason})
+	}
+}
+
+func (n *Node) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) error {
+	now := n.now().UnixMilli()
+	stored := 0
+	byLevel := map[string]int{}
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO records(key, type, subject, level, body, ingested_ms) VALUES (?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		defer stmt.Close()
+		for _, r := range rows {
+			out, err := stmt.ExecContext(ctx, r.key, r.typ, r.subject, r.level.String(), r.body, now)
+			if err != nil {
+				return fmt.Errorf("ingest: store: %w", err)
+			}
+			if k, _ := out.RowsAffected(); k == 1 {
+				stored++
+				byLevel[r.typ+"/"+r.level.String()]++
+			}
+		}
+		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindIngest, Count: stored, Detail: byLevel})
+	})
+	if err != nil {
+		return err
+	}
+	res.Stored += stored
+	res.Duplicate += len(rows) - stored
+	for k, c := range byLevel {
+		typ, level := splitKey(k)
+		n.m.ingested.WithLabelValues(typ, level).Add(float64(c))
+	}
+	return nil
+}
+
+func splitKey(k string) (string, string) {
+	typ, level, _ := strings.Cut(k, "/")
+	return typ, level
+}

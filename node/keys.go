@@ -1,0 +1,170 @@
+package node
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/eduspace/eduspace/crypto"
+)
+
+// Key files inside a node's data directory.
+const (
+	kemKeyFile     = "keys/kem.pem"
+	signingKeyFile = "keys/signing.pem"
+	secretFile     = "keys/node-secret.pem"
+	adminTokenFile = "admin.token"
+	// RequestFile is the public half of a node's keys, written by InitKeys
+	// for the authority to issue the node's credential from.
+	RequestFile = "node-request.json"
+)
+
+const (
+	pemKEM     = "EDUSPACE KEM PRIVATE KEY"
+	pemSigning = "EDUSPACE SIGNING PRIVATE KEY"
+	pemSecret  = "EDUSPACE NODE SECRET"
+)
+
+// Keys is a node's key material.
+type Keys struct {
+	KEM     *crypto.KEMPrivateKey
+	Signing *crypto.SigningKey
+	secret  []byte
+	// AdminToken is the bearer token of the admin API.
+	AdminToken string
+}
+
+// derive returns a key for one use, derived from the node secret.
+func (k *Keys) derive(label string) []byte {
+	m := hmac.New(sha256.New, k.secret)
+	m.Write([]byte("eduspace node key v1\x00" + label))
+	return m.Sum(nil)
+}
+
+// Request is the public part of a node's keys, handed to the authority.
+type Request struct {
+	NodeID      string                  `json:"node_id"`
+	KEMKeys     []crypto.KEMKeyInfo     `json:"kem_keys"`
+	SigningKeys []crypto.SigningKeyInfo `json:"signing_keys"`
+}
+
+// Request returns what the authority needs to issue this node's credential.
+func (k *Keys) Request(nodeID string) Request {
+	pub := k.KEM.Public()
+	vk := k.Signing.Public()
+	return Request{
+		NodeID:      nodeID,
+		KEMKeys:     []crypto.KEMKeyInfo{{ID: pub.KeyID(), Suite: pub.Suite(), Key: pub.Bytes()}},
+		SigningKeys: []crypto.SigningKeyInfo{{ID: vk.KeyID(), Key: vk.Bytes()}},
+	}
+}
+
+// InitKeys creates a node's keys in dir (files 0600) and writes the public
+// request file beside them. It refuses to overwrite existing keys.
+func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
+	if _, err := os.Stat(filepath.Join(dir, kemKeyFile)); err == nil {
+		return nil, fmt.Errorf("init keys: %s already exists", filepath.Join(dir, kemKeyFile))
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	kem, err := crypto.GenerateKEMKey(suite, rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	sig, err := crypto.GenerateSigningKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	k := &Keys{KEM: kem, Signing: sig, secret: make([]byte, 32)}
+	rand.Read(k.secret)
+	tok := make([]byte, 24)
+	rand.Read(tok)
+	k.AdminToken = hex.EncodeToString(tok)
+
+	kemRaw, err := kem.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	// The KEM key file holds the suite id (2 bytes, big-endian) and the key.
+	kemDER := append(binary.BigEndian.AppendUint16(nil, uint16(suite)), kemRaw...)
+	sigDER, err := sig.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	for _, f := range []struct {
+		name, typ string
+		der       []byte
+	}{{kemKeyFile, pemKEM, kemDER}, {signingKeyFile, pemSigning, sigDER}, {secretFile, pemSecret, k.secret}} {
+		if err := crypto.WriteKeyFile(filepath.Join(dir, f.name), f.typ, f.der); err != nil {
+			return nil, fmt.Errorf("init keys: %w", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, adminTokenFile), []byte(k.AdminToken+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	req, err := json.MarshalIndent(k.Request(nodeID), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, RequestFile), append(req, '\n'), 0o644); err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	return k, nil
+}
+
+// LoadKeys reads a node's keys from dir, refusing key files that others can
+// read.
+func LoadKeys(dir string) (*Keys, error) {
+	kemDER, err := crypto.ReadKeyFile(filepath.Join(dir, kemKeyFile), pemKEM)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("load keys: no keys in %s: run `eduspace node init` first", dir)
+		}
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	if len(kemDER) < 2 {
+		return nil, fmt.Errorf("load keys: %s: too short", kemKeyFile)
+	}
+	kem, err := crypto.ParseKEMPrivateKey(crypto.SuiteID(binary.BigEndian.Uint16(kemDER)), kemDER[2:])
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %s: %w", kemKeyFile, err)
+	}
+	sigDER, err := crypto.ReadKeyFile(filepath.Join(dir, signingKeyFile), pemSigning)
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	sig, err := crypto.ParseSigningKey(sigDER)
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %s: %w", signingKeyFile, err)
+	}
+	secret, err := crypto.ReadKeyFile(filepath.Join(dir, secretFile), pemSecret)
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	if len(secret) != 32 {
+		return nil, fmt.Errorf("load keys: %s: want 32 bytes", secretFile)
+	}
+	tokPath := filepath.Join(dir, adminTokenFile)
+	fi, err := os.Stat(tokPath)
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("load keys: %s is readable by others (mode %v): chmod 600 it", tokPath, fi.Mode().Perm())
+	}
+	tok, err := os.ReadFile(tokPath)
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	return &Keys{KEM: kem, Signing: sig, secret: secret, AdminToken: string(bytes.TrimSpace(tok))}, nil
+}

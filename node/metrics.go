@@ -1,0 +1,131 @@
+package node
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Refusal reasons for envelopes a node will not accept. Like policy reasons
+// they are stable metric label values and evidence entries.
+const (
+	RefuseMalformed    = "malformed"
+	RefuseMisaddressed = "misaddressed"
+	RefuseUnknownKey   = "unknown_key"
+	RefuseExpired      = "expired"
+	RefuseUnknownPeer  = "unknown_sender"
+	RefuseSignature    = "bad_signature"
+	RefuseDecrypt      = "decrypt_failed"
+	RefuseReplayed     = "replayed"
+	RefuseNoAgreement  = "no_agreement"
+	RefuseContent      = "bad_content"
+)
+
+var refuseReasons = []string{
+	RefuseMalformed, RefuseMisaddressed, RefuseUnknownKey, RefuseExpired, RefuseUnknownPeer,
+	RefuseSignature, RefuseDecrypt, RefuseReplayed, RefuseNoAgreement, RefuseContent,
+}
+
+// metrics are one node's instruments, on the node's own registry. Every
+// label value comes from a closed set: record types of the standard,
+// levels, policy reason codes, refusal reasons.
+type metrics struct {
+	reg *prometheus.Registry
+
+	ingested  *prometheus.CounterVec // type, level
+	invalid   *prometheus.CounterVec // reason
+	decisions *prometheus.CounterVec // outcome, reason
+	sealed    prometheus.Counter
+	sealedRec prometheus.Counter
+	sent      prometheus.Counter
+	received  prometheus.Counter
+	stored    prometheus.Counter
+	refused   *prometheus.CounterVec // reason
+	latency   prometheus.Histogram
+}
+
+func newMetrics(std *schema.Standard, outboxDepth, evidenceLen func(context.Context) float64) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector(),
+	)
+	m := &metrics{
+		reg: reg,
+		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eduspace_ingest_records_total",
+			Help: "Records ingested and classified, by record type and level.",
+		}, []string{"type", "level"}),
+		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eduspace_ingest_invalid_total",
+			Help: "Records rejected at ingest by validation, by reason.",
+		}, []string{"reason"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eduspace_policy_decisions_total",
+			Help: "Policy decisions on records, by outcome (permit, deny) and reason code.",
+		}, []string{"outcome", "reason"}),
+		sealed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_envelopes_sealed_total",
+			Help: "Envelopes sealed and written to the outbox.",
+		}),
+		sealedRec: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_envelope_records_sealed_total",
+			Help: "Records sealed into envelopes.",
+		}),
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_envelopes_sent_total",
+			Help: "Envelopes published and acknowledged by JetStream.",
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_envelopes_received_total",
+			Help: "Envelopes accepted from peers and stored.",
+		}),
+		stored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_records_received_total",
+			Help: "Records received from peers and stored.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eduspace_envelopes_refused_total",
+			Help: "Envelopes refused at receipt, by reason; never stored.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "eduspace_delivery_latency_seconds",
+			Help:    "Time from sealing an envelope to storing it at the recipient.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+	}
+	reg.MustRegister(m.ingested, m.invalid, m.decisions, m.sealed, m.sealedRec, m.sent, m.received,
+		m.stored, m.refused, m.latency)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_outbox_depth",
+		Help: "Envelopes sealed but not yet acknowledged by JetStream.",
+	}, func() float64 { return outboxDepth(context.Background()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_evidence_entries",
+		Help: "Entries in the node's evidence hash chain.",
+	}, func() float64 { return evidenceLen(context.Background()) }))
+
+	// Pre-declare every series of the closed label sets, so that a scrape
+	// shows zeros rather than nothing.
+	for _, t := range std.Types() {
+		for l := schema.L1; l <= schema.IMP; l++ {
+			m.ingested.WithLabelValues(t, l.String())
+		}
+	}
+	for _, r := range policy.Reasons() {
+		outcome := "deny"
+		if r == policy.ReasonPermit {
+			outcome = "permit"
+		}
+		m.decisions.WithLabelValues(outcome, string(r))
+	}
+	for _, r := range refuseReasons {
+		m.refused.WithLabelValues(r)
+	}
+	return m
+}

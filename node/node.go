@@ -1,0 +1,269 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Env is what a node takes from its surroundings rather than its config.
+type Env struct {
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Embedded, when set, is a NATS server in the same process that the node
+	// connects to in-process (the demo and tests run several nodes on one).
+	Embedded *bus.Embedded
+}
+
+// Node is a running eduspace node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	std    *schema.Standard
+	rules  policy.Rulebook
+	db     *store.DB
+	ev     *evidence.Log
+	keys   *Keys
+	cred   *crypto.Credential
+	layout bus.Layout
+	reg    *registry
+	m      *metrics
+	suite  crypto.SuiteID
+
+	emb  *bus.Embedded // started by this node; nil when not
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cons jetstream.ConsumeContext
+
+	shareMu   sync.Mutex
+	relayWake chan struct{}
+	ready     atomic.Bool
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	servers  []*http.Server
+	closers  []func() error // in order of opening; run in reverse by Close
+	once     sync.Once
+	closeErr error
+}
+
+// Open starts a node: database, keys, credential, NATS, the space's streams,
+// the relay and the consumer, and the HTTP listeners. Close stops it.
+func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	n := &Node{
+		cfg:       cfg,
+		log:       env.Logger,
+		now:       env.Now,
+		std:       schema.Default(),
+		rules:     policy.DefaultRulebook(),
+		layout:    bus.Layout{Space: cfg.Space},
+		relayWake: make(chan struct{}, 1),
+	}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
+	}
+	n.log = n.log.With("node", cfg.NodeID)
+	if n.now == nil {
+		n.now = time.Now
+	}
+	n.suite, _ = crypto.ParseSuite(cfg.Suite)
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if n.keys, err = LoadKeys(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	root, err := crypto.ReadAuthorityPublicKey(cfg.AuthorityKey)
+	if err != nil {
+		return nil, fmt.Errorf("authority_public_key: %w", err)
+	}
+	tok, err := os.ReadFile(cfg.credentialPath())
+	if err != nil {
+		return nil, fmt.Errorf("credential: %w", err)
+	}
+	n.cred, err = crypto.ParseCredential(strings.TrimSpace(string(tok)), root, cfg.Space, n.now())
+	if err != nil {
+		return nil, fmt.Errorf("credential %s: %w", cfg.credentialPath(), err)
+	}
+	if n.cred.NodeID != cfg.NodeID {
+		return nil, fmt.Errorf("credential %s: issued to node %q, not %q", cfg.credentialPath(), n.cred.NodeID, cfg.NodeID)
+	}
+	if _, ok := n.cred.KEMKey(n.keys.KEM.Public().KeyID()); !ok {
+		return nil, fmt.Errorf("credential %s: does not name this node's KEM key", cfg.credentialPath())
+	}
+	if _, ok := n.cred.SigningKey(n.keys.Signing.Public().KeyID()); !ok {
+		return nil, fmt.Errorf("credential %s: does not name this node's signing key", cfg.credentialPath())
+	}
+
+	n.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "node.db"))
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, n.db.Close)
+	n.ev = evidence.New(cfg.NodeID, n.keys.derive("evidence subject"), n.now)
+	n.m = newMetrics(n.std, n.outboxDepth, n.evidenceLength)
+
+	emb := env.Embedded
+	if emb == nil && cfg.NATS.URL == "" {
+		if n.emb, err = bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), cfg.NATS.Listen); err != nil {
+			return nil, err
+		}
+		n.closers = append(n.closers, func() error { n.emb.Shutdown(); return nil })
+		emb = n.emb
+	}
+	n.nc, err = bus.Connect(bus.ConnectOptions{
+		Name: "eduspace-" + cfg.NodeID, URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
+		Embedded: emb, Logger: n.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, func() error { return n.nc.Drain() })
+	if n.js, err = jetstream.New(n.nc); err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	kv, err := bus.Ensure(ctx, n.js, n.layout)
+	if err != nil {
+		return nil, err
+	}
+	n.reg = newRegistry(kv, root, cfg.Space, n.now)
+	if err := n.reg.publish(ctx, cfg.NodeID, strings.TrimSpace(string(tok))); err != nil {
+		return nil, err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	cons, err := bus.DeliverConsumer(ctx, n.js, n.layout, cfg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	n.cons, err = cons.Consume(func(msg jetstream.Msg) { n.receive(runCtx, msg) },
+		jetstream.PullMaxMessages(256))
+	if err != nil {
+		return nil, fmt.Errorf("consume deliveries: %w", err)
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.relay(runCtx)
+	}()
+	if err := n.serveHTTP(); err != nil {
+		return nil, err
+	}
+	n.ready.Store(true)
+	n.log.Info("node started", "space", cfg.Space, "role", string(n.cred.Role), "suite", n.suite.String(),
+		"embedded_nats", emb != nil)
+	return n, nil
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// AdminToken is the bearer token of the admin API.
+func (n *Node) AdminToken() string { return n.keys.AdminToken }
+
+// Ready reports whether the node is serving: started, connected to NATS.
+func (n *Node) Ready() bool {
+	return n.ready.Load() && n.nc != nil && n.nc.IsConnected()
+}
+
+// Close stops the node: HTTP first (with a fresh bounded context), then the
+// consumer and the relay, then NATS, then the database — the reverse of
+// opening. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.once.Do(func() {
+		n.ready.Store(false)
+		var errs []error
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, s := range n.servers {
+			if err := s.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop http: %w", err))
+			}
+		}
+		if n.cons != nil {
+			n.cons.Drain()
+			select {
+			case <-n.cons.Closed():
+			case <-ctx.Done():
+			}
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		n.wg.Wait()
+		for i := len(n.closers) - 1; i >= 0; i-- {
+			if err := n.closers[i](); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				errs = append(errs, err)
+			}
+		}
+		n.closeErr = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return n.closeErr
+}
+
+func (n *Node) serveHTTP() error {
+	admin := n.adminHandler()
+	metrics := n.metricsHandler()
+	if n.cfg.Metrics.Listen == "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics)
+		mux.Handle("/", admin)
+		admin = mux
+	} else if err := n.listen(n.cfg.Metrics.Listen, metrics); err != nil {
+		return err
+	}
+	if n.cfg.Admin.Listen != "" {
+		return n.listen(n.cfg.Admin.Listen, admin)
+	}
+	return nil
+}
+
+func (n *Node) listen(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	n.servers = append(n.servers, s)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "addr", addr, "err", err)
+		}
+	}()
+	n.log.Info("listening", "addr", ln.Addr().String())
+	return nil
+}

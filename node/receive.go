@@ -1,0 +1,227 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// refusal is a permanent reason not to accept an envelope.
+type refusal struct {
+	reason string
+	err    error
+}
+
+func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
+
+func refuse(reason string, err error) error { return &refusal{reason: reason, err: err} }
+
+// receive handles one delivery: a refused envelope is recorded and
+// terminated, a transient failure is retried later, an accepted envelope is
+// stored and then acknowledged.
+func (n *Node) receive(ctx context.Context, msg jetstream.Msg) {
+	h, err := n.accept(ctx, msg.Data())
+	var ref *refusal
+	switch {
+	case err == nil:
+		if err := msg.Ack(); err != nil {
+			// The envelope is stored; a redelivery will be seen as a duplicate.
+			n.log.Warn("ack delivery", "err", err)
+		}
+	case errors.As(err, &ref):
+		n.m.refused.WithLabelValues(ref.reason).Inc()
+		n.log.Warn("envelope refused", "reason", ref.reason, "sender", h.Sender, "envelope", h.IDString(), "err", ref.err)
+		if err := n.db.Write(ctx, func(tx *sql.Tx) error {
+			return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender,
+				Envelope: h.IDString(), Reason: ref.reason})
+		}); err != nil {
+			n.log.Error("record refusal in evidence log; will retry", "err", err)
+			msg.NakWithDelay(time.Second)
+			return
+		}
+		msg.Term()
+	default:
+		if ctx.Err() != nil {
+			return // shutting down: the message is redelivered after AckWait
+		}
+		n.log.Warn("delivery failed; will retry", "err", err)
+		msg.NakWithDelay(redeliveryDelay(msg))
+	}
+}
+
+func redeliveryDelay(msg jetstream.Msg) time.Duration {
+	d := 250 * time.Millisecond
+	if md, err := msg.Metadata(); err == nil {
+		for i := uint64(1); i < md.NumDelivered && d < 30*time.Second; i++ {
+			d *= 2
+		}
+	}
+	return min(d, 30*time.Second)
+}
+
+// accept checks, opens and stores one envelope. It returns the header it
+// parsed (zero if none) and nil, a *refusal, or a transient error.
+func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
+	env, err := crypto.ParseEnvelope(data)
+	if err != nil {
+		return crypto.Header{}, refuse(RefuseMalformed, err)
+	}
+	h := env.Header
+	now := n.now()
+	if h.Recipient != n.cfg.NodeID {
+		return h, refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))
+	}
+	if h.RecipientKeyID != n.keys.KEM.Public().KeyID() {
+		return h, refuse(RefuseUnknownKey, fmt.Errorf("no KEM key %q", h.RecipientKeyID))
+	}
+	if !now.Before(h.Expires) {
+		return h, refuse(RefuseExpired, fmt.Errorf("expired at %s", h.Expires.UTC().Format(time.RFC3339)))
+	}
+	cred, err := n.reg.lookup(ctx, h.Sender)
+	if errors.Is(err, errUnknownMember) {
+		return h, refuse(RefuseUnknownPeer, err)
+	}
+	if err != nil {
+		return h, err
+	}
+	vk, ok := cred.SigningKey(h.SenderKeyID)
+	if !ok {
+		return h, refuse(RefuseUnknownKey, fmt.Errorf("sender has no signing key %q", h.SenderKeyID))
+	}
+	if err := env.Verify(vk); err != nil {
+		return h, refuse(RefuseSignature, err)
+	}
+	eid := h.IDString()
+	var seen int
+	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, eid).Scan(&seen); err != nil {
+		return h, fmt.Errorf("check inbox: %w", err)
+	}
+	if seen > 0 {
+		return h, nil // a redelivery of what is stored: acknowledge, store nothing
+	}
+	a, err := n.agreement(ctx, h.Agreement)
+	if errors.Is(err, ErrUnknownAgreement) {
+		return h, refuse(RefuseNoAgreement, err)
+	}
+	if err != nil {
+		return h, err
+	}
+	if a.Provider != h.Sender || a.Recipient != n.cfg.NodeID || string(a.Purpose) != h.Purpose ||
+		a.Revoked || !a.ValidAt(h.Created) {
+		return h, refuse(RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
+	}
+	if _, ok := a.RecordTypes[h.RecordType]; !ok {
+		return h, refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
+	}
+	plain, err := env.Open(n.keys.KEM)
+	if err != nil {
+		return h, refuse(RefuseDecrypt, err)
+	}
+	recs, err := n.parseRecords(plain, h)
+	if err != nil {
+		return h, refuse(RefuseContent, err)
+	}
+	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
+			h.Created.UnixMilli(), now.UnixMilli()); err != nil {
+			var se sqlite3.Error
+			if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
+				return refuse(RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
+			}
+			return fmt.Errorf("store inbox: %w", err)
+		}
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO received(envelope_id, idx, type, level, body) VALUES (?, ?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("store records: %w", err)
+		}
+		defer stmt.Close()
+		for i, r := range recs {
+			if _, err := stmt.ExecContext(ctx, eid, i, r.typ, r.level, r.body); err != nil {
+				return fmt.Errorf("store records: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, last_in) VALUES (?, ?)
+			ON CONFLICT(peer) DO UPDATE SET last_in = max(last_in, excluded.last_in)`, h.Sender, h.Seq); err != nil {
+			return fmt.Errorf("store sequence: %w", err)
+		}
+		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
+			Purpose: h.Purpose, Envelope: eid, Count: len(recs), Detail: map[string]int{h.RecordType + "/" + h.Level: len(recs)}})
+	})
+	if err != nil {
+		return h, err
+	}
+	n.m.received.Inc()
+	n.m.stored.Add(float64(len(recs)))
+	n.m.latency.Observe(n.now().Sub(h.Created).Seconds())
+	return h, nil
+}
+
+type receivedRecord struct {
+	typ, level string
+	body       []byte
+}
+
+// parseRecords checks the plaintext: exactly h.Count records, each of the
+// header's record type, no level above the header's, and only fields that
+// type has. Values are not validated against the standard: tokenised and
+// generalised values are not meant to pass it.
+func (n *Node) parseRecords(plain []byte, h crypto.Header) ([]receivedRecord, error) {
+	rt, ok := n.std.Type(h.RecordType)
+	if !ok {
+		return nil, fmt.Errorf("unknown record type %q", h.RecordType)
+	}
+	maxLevel, err := schema.ParseLevel(h.Level)
+	if err != nil {
+		return nil, fmt.Errorf("header level: %w", err)
+	}
+	out := make([]receivedRecord, 0, h.Count)
+	sc := bufio.NewScanner(bytes.NewReader(plain))
+	sc.Buffer(make([]byte, 0, 64*1024), len(plain)+1)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		var w wireRecord
+		if err := json.Unmarshal(line, &w); err != nil {
+			return nil, fmt.Errorf("record %d: not a JSON record", len(out))
+		}
+		if w.Type != h.RecordType {
+			return nil, fmt.Errorf("record %d: type differs from the header", len(out))
+		}
+		lvl, err := schema.ParseLevel(w.Level)
+		if err != nil || lvl > maxLevel {
+			return nil, fmt.Errorf("record %d: level missing or above the header's", len(out))
+		}
+		for f := range w.Fields {
+			if _, ok := rt.Field(f); !ok {
+				return nil, fmt.Errorf("record %d: field not in type %s", len(out), h.RecordType)
+			}
+		}
+		body, err := json.Marshal(w.Fields)
+		if err != nil {
+			return nil, fmt.Errorf("record %d: %w", len(out), err)
+		}
+		out = append(out, receivedRecord{typ: w.Type, level: w.Level, body: body})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) != int(h.Count) {
+		return nil, fmt.Errorf("header says %d records, envelope holds %d", h.Count, len(out))
+	}
+	return out, nil
+}

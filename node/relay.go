@@ -1,0 +1,163 @@
+package node
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/node/evidence"
+)
+
+// relayPage is how many outbox rows the relay publishes before it waits for
+// their acknowledgements.
+const relayPage = 512
+
+func (n *Node) wakeRelay() {
+	select {
+	case n.relayWake <- struct{}{}:
+	default:
+	}
+}
+
+// relay publishes the outbox to JetStream until ctx ends. A row is marked
+// sent only after JetStream acknowledged it; a row published twice (after a
+// crash between publish and mark) is dropped by JetStream's duplicate
+// window and, past it, by the recipient's inbox.
+func (n *Node) relay(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	backoff := 100 * time.Millisecond
+	for {
+		more, err := n.relayOnce(ctx)
+		if err != nil && ctx.Err() == nil {
+			n.log.Warn("relay: will retry", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if more {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.relayWake:
+		case <-tick.C:
+		}
+	}
+}
+
+type outboxRow struct {
+	id        int64
+	eid       string
+	recipient string
+	subject   string
+	records   int
+	data      []byte
+}
+
+// relayOnce publishes one page of the outbox; more is true when the page
+// was full.
+func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
+	rows, err := n.db.R.QueryContext(ctx, `SELECT id, envelope_id, recipient, subject, records, data FROM outbox
+		WHERE sent_ms IS NULL ORDER BY id LIMIT ?`, relayPage)
+	if err != nil {
+		return false, fmt.Errorf("read outbox: %w", err)
+	}
+	var page []outboxRow
+	for rows.Next() {
+		var r outboxRow
+		if err := rows.Scan(&r.id, &r.eid, &r.recipient, &r.subject, &r.records, &r.data); err != nil {
+			rows.Close()
+			return false, fmt.Errorf("read outbox: %w", err)
+		}
+		page = append(page, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("read outbox: %w", err)
+	}
+	if len(page) == 0 {
+		return false, nil
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(page))
+	for _, r := range page {
+		f, err := n.js.PublishAsync(r.subject, r.data, jetstream.WithMsgID(r.eid))
+		if err != nil {
+			break
+		}
+		futures = append(futures, f)
+	}
+	acked := make([]outboxRow, 0, len(futures))
+	var pubErr error
+	timeout := time.After(30 * time.Second)
+wait:
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			acked = append(acked, page[i])
+		case err := <-f.Err():
+			pubErr = fmt.Errorf("publish envelope: %w", err)
+			break wait
+		case <-timeout:
+			pubErr = fmt.Errorf("publish envelope: no acknowledgement within 30s")
+			break wait
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	if len(acked) > 0 {
+		if err := n.markSent(ctx, acked); err != nil {
+			return false, err
+		}
+	}
+	if pubErr != nil {
+		return false, pubErr
+	}
+	return len(page) == relayPage && len(acked) == len(page), nil
+}
+
+func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
+	now := n.now().UnixMilli()
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		for _, r := range sent {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = ? WHERE id = ?`, now, r.id); err != nil {
+				return fmt.Errorf("mark sent: %w", err)
+			}
+			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindSend, Peer: r.recipient,
+				Envelope: r.eid, Count: r.records}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.m.sent.Add(float64(len(sent)))
+	return nil
+}
+
+func (n *Node) outboxDepth(ctx context.Context) float64 {
+	var k int64
+	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE sent_ms IS NULL`).Scan(&k); err != nil {
+		return -1
+	}
+	return float64(k)
+}
+
+func (n *Node) evidenceLength(ctx context.Context) float64 {
+	var k sql.NullInt64
+	if err := n.db.R.QueryRowContext(ctx, `SELECT max(seq) FROM evidence`).Scan(&k); err != nil {
+		return -1
+	}
+	return float64(k.Int64)
+}

@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations are applied in order; PRAGMA user_version holds how many have
+// been applied. Never edit a migration that has shipped: append a new one.
+var migrations = []string{
+	// 1: the first schema.
+	`
+CREATE TABLE records (
+	id          INTEGER PRIMARY KEY,
+	key         BLOB    NOT NULL UNIQUE, -- SHA-256 of type and canonical body: ingest is idempotent
+	type        TEXT    NOT NULL,
+	subject     TEXT    NOT NULL,        -- subject key value; never leaves the node
+	level       TEXT    NOT NULL,        -- level at ingest
+	body        BLOB    NOT NULL,        -- the record's fields as JSON
+	ingested_ms INTEGER NOT NULL
+);
+CREATE INDEX records_type ON records(type, id);
+
+CREATE TABLE agreements (
+	id       TEXT PRIMARY KEY,
+	body     BLOB    NOT NULL,
+	added_ms INTEGER NOT NULL
+);
+
+-- shared: which record went out under which agreement, so a share is never repeated.
+CREATE TABLE shared (
+	agreement   TEXT    NOT NULL,
+	record_id   INTEGER NOT NULL REFERENCES records(id),
+	envelope_id TEXT    NOT NULL,
+	PRIMARY KEY (agreement, record_id)
+) WITHOUT ROWID;
+
+-- pair_seq: per peer, the next outgoing sequence number and the highest received.
+CREATE TABLE pair_seq (
+	peer     TEXT PRIMARY KEY,
+	next_out INTEGER NOT NULL DEFAULT 1,
+	last_in  INTEGER NOT NULL DEFAULT 0
+);
+
+-- outbox: sealed envelopes, written with the decision that made them; the relay publishes and marks them.
+CREATE TABLE outbox (
+	id          INTEGER PRIMARY KEY,
+	envelope_id TEXT    NOT NULL UNIQUE,
+	recipient   TEXT    NOT NULL,
+	subject     TEXT    NOT NULL,
+	seq         INTEGER NOT NULL,
+	records     INTEGER NOT NULL,
+	data        BLOB    NOT NULL,
+	created_ms  INTEGER NOT NULL,
+	sent_ms     INTEGER
+);
+CREATE INDEX outbox_unsent ON outbox(id) WHERE sent_ms IS NULL;
+
+-- inbox: every envelope accepted from a peer; the envelope id makes receiving idempotent.
+CREATE TABLE inbox (
+	envelope_id TEXT    PRIMARY KEY,
+	sender      TEXT    NOT NULL,
+	seq         INTEGER NOT NULL,
+	agreement   TEXT    NOT NULL,
+	purpose     TEXT    NOT NULL,
+	record_type TEXT    NOT NULL,
+	records     INTEGER NOT NULL,
+	created_ms  INTEGER NOT NULL,
+	received_ms INTEGER NOT NULL,
+	UNIQUE (sender, seq)
+);
+
+-- received: the records that arrived, as the provider sent them (direct identifiers tokenised).
+CREATE TABLE received (
+	envelope_id TEXT    NOT NULL REFERENCES inbox(envelope_id),
+	idx         INTEGER NOT NULL,
+	type        TEXT    NOT NULL,
+	level       TEXT    NOT NULL,
+	body        BLOB    NOT NULL,
+	PRIMARY KEY (envelope_id, idx)
+) WITHOUT ROWID;
+
+-- evidence: the hash chain (package node/evidence).
+CREATE TABLE evidence (
+	seq       INTEGER PRIMARY KEY,
+	entry     BLOB NOT NULL,
+	prev_hash BLOB NOT NULL,
+	hash      BLOB NOT NULL
+);
+`,
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this binary knows (%d)", version, len(migrations))
+	}
+	for i := version; i < len(migrations); i++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
+		}
+	}
+	return nil
+}
