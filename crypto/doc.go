@@ -1,0 +1,20 @@
+// Package crypto is eduspace's cryptography: the sealed and signed envelope
+// that carries records between nodes, the HPKE suites and KEM keys behind it,
+// Ed25519 signing keys, member credentials issued by the space authority,
+// PEM key files, and per-recipient pseudonymous tokens.
+//
+// The envelope format is specified in ENVELOPE.md in this directory; test
+// vectors live in testdata. In short: [Seal] encrypts a payload to the
+// recipient's [KEMPublicKey] with one HPKE Base-mode context (X-Wing by
+// default), uses the header as associated data, and signs the whole envelope
+// with the sender's [SigningKey]. A receiver calls [ParseEnvelope], then
+// [Envelope.Verify] with the sender's key taken from its credential, and only
+// then [Envelope.Open].
+//
+// Credentials are EdDSA JWTs ([AuthorityKey.Issue], [ParseCredential]) that
+// bind a node id, institution, role and the node's public keys.
+//
+// Private key types print as redacted and error messages never contain key
+// material or plaintext. The package imports only the standard library,
+// github.com/cloudflare/circl and github.com/golang-jwt/jwt/v5.
+package crypto

@@ -1,0 +1,390 @@
+package crypto
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is; ENVELOPE.md §6 says
+// which step gives which.
+var (
+	ErrMalformed = errors.New("malformed envelope")
+	ErrVersion   = errors.New("unsupported envelope version")
+	ErrTooLarge  = errors.New("envelope too large")
+	ErrSignature = errors.New("envelope signature invalid")
+	ErrDecrypt   = errors.New("envelope decryption failed")
+	ErrSuite     = errors.New("unknown or mismatched suite")
+)
+
+// Limits of the envelope format (ENVELOPE.md §1).
+const (
+	MaxEnvelopeSize = 8 << 20 // bytes, whole envelope
+	MaxCount        = 100000  // records per envelope
+)
+
+// Envelope kinds (ENVELOPE.md §1).
+const (
+	KindRecords        uint8 = 1 // a batch of records
+	KindReceipt        uint8 = 2 // a signed receipt for an envelope received
+	KindErasureRequest uint8 = 3 // a request to erase a data subject's records
+	KindErasureReceipt uint8 = 4 // confirmation that an erasure was done
+)
+
+const (
+	magic        = "EDSE"
+	version1     = 1
+	labelHPKE    = "eduspace envelope v1 hpke"
+	labelSig     = "eduspace envelope v1 sig"
+	fixedHeader  = 52 // magic through count
+	sigSize      = ed25519.SignatureSize
+	aeadOverhead = 16
+)
+
+// string field limits, in header order.
+var stringFields = [...]struct {
+	name     string
+	min, max int
+}{
+	{"sender", 1, 128},
+	{"sender_key_id", 1, 64},
+	{"recipient", 1, 128},
+	{"recipient_key_id", 1, 64},
+	{"agreement", 0, 128},
+	{"purpose", 0, 64},
+	{"record_type", 0, 64},
+	{"level", 0, 4},
+}
+
+// Header is the authenticated, unencrypted part of an envelope. Every field is
+// visible to the transport: nothing personal belongs here.
+type Header struct {
+	Suite          SuiteID
+	Sender         string // sender node id
+	SenderKeyID    string // id of the sender's Ed25519 key that signs the envelope
+	Recipient      string // recipient node id
+	RecipientKeyID string // id of the recipient's KEM key the payload is sealed to
+	ID             [16]byte
+	Seq            uint64 // sequence number per (sender, recipient)
+	// Created and Expires are encoded as Unix milliseconds; finer precision
+	// is dropped.
+	Created, Expires time.Time
+	Agreement        string
+	Purpose          string
+	RecordType       string
+	Count            uint32 // records inside
+	Level            string // highest level inside: "", L1, L2, L3, L4, IMP or CORE
+	Kind             uint8  // KindRecords, KindReceipt, ...
+}
+
+// IDString returns the envelope id as 32 lowercase hex digits.
+func (h Header) IDString() string { return hex.EncodeToString(h.ID[:]) }
+
+func (h Header) strings() [len(stringFields)]string {
+	return [...]string{h.Sender, h.SenderKeyID, h.Recipient, h.RecipientKeyID,
+		h.Agreement, h.Purpose, h.RecordType, h.Level}
+}
+
+func malformed(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+}
+
+// validate checks the rules of ENVELOPE.md §1 other than the suite.
+func (h Header) validate() error {
+	if h.Kind < KindRecords || h.Kind > KindErasureReceipt {
+		return malformed("unknown kind %d", h.Kind)
+	}
+	if h.Count > MaxCount {
+		return malformed("count %d above %d", h.Count, MaxCount)
+	}
+	if h.Kind == KindRecords && h.Count == 0 {
+		return malformed("records envelope with count 0")
+	}
+	c, e := h.Created.UnixMilli(), h.Expires.UnixMilli()
+	if h.Created.IsZero() || c < 0 {
+		return malformed("created before 1970")
+	}
+	if e <= c {
+		return malformed("expires not after created")
+	}
+	for i, s := range h.strings() {
+		f := stringFields[i]
+		if len(s) < f.min || len(s) > f.max {
+			return malformed("%s length %d outside %d..%d", f.name, len(s), f.min, f.max)
+		}
+		if !utf8.ValidString(s) {
+			return malformed("%s not UTF-8", f.name)
+		}
+		for _, r := range s {
+			if unicode.IsControl(r) {
+				return malformed("%s has a control character", f.name)
+			}
+		}
+	}
+	switch h.Level {
+	case "", "L1", "L2", "L3", "L4", "IMP", "CORE":
+	default:
+		return malformed("unknown level")
+	}
+	return nil
+}
+
+func (h Header) appendTo(b []byte) []byte {
+	b = append(b, magic...)
+	b = append(b, version1)
+	b = binary.BigEndian.AppendUint16(b, uint16(h.Suite))
+	b = append(b, h.Kind)
+	b = append(b, h.ID[:]...)
+	b = binary.BigEndian.AppendUint64(b, h.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Created.UnixMilli()))
+	b = binary.BigEndian.AppendUint64(b, uint64(h.Expires.UnixMilli()))
+	b = binary.BigEndian.AppendUint32(b, h.Count)
+	for _, s := range h.strings() {
+		b = append(b, byte(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+func hpkeInfo(header []byte) []byte {
+	sum := sha256.Sum256(header)
+	return append([]byte(labelHPKE), sum[:]...)
+}
+
+func sigDigest(signed []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(labelSig))
+	h.Write(signed)
+	return h.Sum(nil)
+}
+
+// Seal encrypts plaintext to the recipient key to and signs the envelope with
+// signer, drawing randomness from rand (crypto/rand when nil). h.Suite must
+// equal to.Suite() (else ErrSuite), h.RecipientKeyID must be to's key id and
+// h.SenderKeyID signer's; an invalid header gives ErrMalformed and an envelope
+// above MaxEnvelopeSize gives ErrTooLarge.
+func Seal(rnd io.Reader, h Header, to *KEMPublicKey, signer *SigningKey, plaintext []byte) ([]byte, error) {
+	if to == nil || signer == nil {
+		return nil, errors.New("seal envelope: nil key")
+	}
+	if h.Suite != to.Suite() {
+		return nil, fmt.Errorf("seal envelope: header suite %s, key suite %s: %w", h.Suite, to.Suite(), ErrSuite)
+	}
+	if err := h.validate(); err != nil {
+		return nil, fmt.Errorf("seal envelope: %w", err)
+	}
+	if h.RecipientKeyID != to.KeyID() {
+		return nil, errors.New("seal envelope: recipient key id does not match the recipient key")
+	}
+	if h.SenderKeyID != signer.Public().KeyID() {
+		return nil, errors.New("seal envelope: sender key id does not match the signing key")
+	}
+	scheme := h.Suite.scheme()
+	size := fixedHeader + len(h.Sender) + len(h.SenderKeyID) + len(h.Recipient) + len(h.RecipientKeyID) +
+		len(h.Agreement) + len(h.Purpose) + len(h.RecordType) + len(h.Level) + len(stringFields) +
+		2 + scheme.CiphertextSize() + 4 + len(plaintext) + aeadOverhead + sigSize
+	if size > MaxEnvelopeSize {
+		return nil, fmt.Errorf("seal envelope: %d bytes: %w", size, ErrTooLarge)
+	}
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+
+	out := h.appendTo(make([]byte, 0, size))
+	header := out[:len(out):len(out)]
+	sender, err := h.Suite.hpke().NewSender(to.pk, hpkeInfo(header))
+	if err != nil {
+		return nil, fmt.Errorf("seal envelope: hpke sender: %w", err)
+	}
+	enc, sealer, err := sender.Setup(rnd)
+	if err != nil {
+		return nil, fmt.Errorf("seal envelope: hpke setup: %w", err)
+	}
+	ct, err := sealer.Seal(plaintext, header)
+	if err != nil {
+		return nil, fmt.Errorf("seal envelope: hpke seal: %w", err)
+	}
+	out = binary.BigEndian.AppendUint16(out, uint16(len(enc)))
+	out = append(out, enc...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(ct)))
+	out = append(out, ct...)
+	out = append(out, signer.Sign(sigDigest(out))...)
+	if len(out) != size {
+		return nil, errors.New("seal envelope: internal size mismatch")
+	}
+	return out, nil
+}
+
+// Envelope is a parsed envelope. Header is a decoded copy for the caller to
+// read; Verify and Open work on the bytes that were parsed.
+type Envelope struct {
+	Header Header
+
+	raw    []byte // whole envelope
+	header []byte // raw[:end of header]
+	enc    []byte
+	ct     []byte
+	sig    []byte
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n < 0 || n > len(r.b) {
+		r.err = malformed("truncated")
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u8() uint8 {
+	if v := r.take(1); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (r *reader) u16() uint16 {
+	if v := r.take(2); v != nil {
+		return binary.BigEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (r *reader) u32() uint32 {
+	if v := r.take(4); v != nil {
+		return binary.BigEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (r *reader) u64() uint64 {
+	if v := r.take(8); v != nil {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+// ParseEnvelope decodes an envelope strictly (ENVELOPE.md §6, step 1). It does
+// not verify the signature. Errors match ErrTooLarge, ErrMalformed, ErrVersion
+// or ErrSuite. The envelope refers to b, which must not change while the
+// envelope is in use.
+func ParseEnvelope(b []byte) (*Envelope, error) {
+	if len(b) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("parse envelope: %d bytes: %w", len(b), ErrTooLarge)
+	}
+	if len(b) < len(magic)+1 || string(b[:len(magic)]) != magic {
+		return nil, fmt.Errorf("parse envelope: %w", malformed("bad magic"))
+	}
+	if b[len(magic)] != version1 {
+		return nil, fmt.Errorf("parse envelope: version %d: %w", b[len(magic)], ErrVersion)
+	}
+	raw := b[:len(b):len(b)]
+	r := &reader{b: raw[len(magic)+1:]}
+	var h Header
+	h.Suite = SuiteID(r.u16())
+	if r.err == nil && !h.Suite.known() {
+		return nil, fmt.Errorf("parse envelope: suite %d: %w", uint16(h.Suite), ErrSuite)
+	}
+	h.Kind = r.u8()
+	copy(h.ID[:], r.take(len(h.ID)))
+	h.Seq = r.u64()
+	created, expires := int64(r.u64()), int64(r.u64())
+	h.Count = r.u32()
+	var strs [len(stringFields)]string
+	for i := range strs {
+		strs[i] = string(r.take(int(r.u8())))
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("parse envelope: header: %w", r.err)
+	}
+	h.Sender, h.SenderKeyID, h.Recipient, h.RecipientKeyID = strs[0], strs[1], strs[2], strs[3]
+	h.Agreement, h.Purpose, h.RecordType, h.Level = strs[4], strs[5], strs[6], strs[7]
+	if created < 0 || expires <= created {
+		return nil, fmt.Errorf("parse envelope: %w", malformed("bad times"))
+	}
+	h.Created, h.Expires = time.UnixMilli(created).UTC(), time.UnixMilli(expires).UTC()
+	if err := h.validate(); err != nil {
+		return nil, fmt.Errorf("parse envelope: %w", err)
+	}
+	e := &Envelope{Header: h, raw: raw}
+	e.header = raw[: len(raw)-len(r.b) : len(raw)-len(r.b)]
+
+	encLen := int(r.u16())
+	if r.err == nil && encLen != h.Suite.scheme().CiphertextSize() {
+		return nil, fmt.Errorf("parse envelope: %w", malformed("encapsulated key of %d bytes", encLen))
+	}
+	e.enc = r.take(encLen)
+	ctLen := r.u32()
+	if r.err == nil && (ctLen < aeadOverhead || uint64(ctLen) > uint64(len(r.b))) {
+		return nil, fmt.Errorf("parse envelope: %w", malformed("ciphertext length %d", ctLen))
+	}
+	e.ct = r.take(int(ctLen))
+	e.sig = r.take(sigSize)
+	if r.err != nil {
+		return nil, fmt.Errorf("parse envelope: %w", r.err)
+	}
+	if len(r.b) != 0 {
+		return nil, fmt.Errorf("parse envelope: %w", malformed("%d trailing bytes", len(r.b)))
+	}
+	return e, nil
+}
+
+// Verify checks the envelope's signature with the sender's key pub. It fails
+// with ErrSignature when the signature is invalid or Header.SenderKeyID is not
+// pub's key id.
+func (e *Envelope) Verify(pub VerifyKey) error {
+	if e.Header.SenderKeyID != pub.KeyID() {
+		return fmt.Errorf("verify envelope: sender key id does not match the key: %w", ErrSignature)
+	}
+	signed := e.raw[:len(e.raw)-sigSize]
+	if !pub.Verify(sigDigest(signed), e.sig) {
+		return fmt.Errorf("verify envelope: %w", ErrSignature)
+	}
+	return nil
+}
+
+// Open decrypts the payload with the recipient's private key. Call it only
+// after Verify succeeded. It fails with ErrSuite when priv is of another suite
+// than the envelope, and ErrDecrypt when decryption fails (wrong key, altered
+// header or ciphertext).
+func (e *Envelope) Open(priv *KEMPrivateKey) ([]byte, error) {
+	if priv == nil {
+		return nil, errors.New("open envelope: nil key")
+	}
+	if priv.Suite() != e.Header.Suite {
+		return nil, fmt.Errorf("open envelope: envelope suite %s, key suite %s: %w", e.Header.Suite, priv.Suite(), ErrSuite)
+	}
+	recv, err := e.Header.Suite.hpke().NewReceiver(priv.sk, hpkeInfo(e.header))
+	if err != nil {
+		return nil, fmt.Errorf("open envelope: %w", ErrDecrypt)
+	}
+	opener, err := recv.Setup(e.enc)
+	if err != nil {
+		return nil, fmt.Errorf("open envelope: hpke setup: %w", ErrDecrypt)
+	}
+	pt, err := opener.Open(e.ct, e.header)
+	if err != nil {
+		return nil, fmt.Errorf("open envelope: %w", ErrDecrypt)
+	}
+	return pt, nil
+}
+
+// Size returns the envelope's length in bytes.
+func (e *Envelope) Size() int { return len(e.raw) }

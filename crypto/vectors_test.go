@@ -1,0 +1,249 @@
+package crypto
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.vec from fixed randomness")
+
+// A vector is one testdata/*.vec file (ENVELOPE.md §8).
+type vector struct {
+	description string
+	expect      string
+	suite       SuiteID
+	recipient   []byte // KEM private key
+	sender      []byte // Ed25519 seed
+	payloadHash []byte
+	envelope    []byte
+}
+
+var expectErrors = map[string]error{
+	"malformed": ErrMalformed,
+	"version":   ErrVersion,
+	"suite":     ErrSuite,
+	"signature": ErrSignature,
+	"decrypt":   ErrDecrypt,
+	"too-large": ErrTooLarge,
+}
+
+func (v vector) marshal() []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "description: %s\n", v.description)
+	fmt.Fprintf(&b, "expect: %s\n", v.expect)
+	fmt.Fprintf(&b, "suite: %s\n", v.suite)
+	fmt.Fprintf(&b, "recipient-key: %x\n", v.recipient)
+	fmt.Fprintf(&b, "sender-key: %x\n", v.sender)
+	if v.payloadHash != nil {
+		fmt.Fprintf(&b, "payload-sha256: %x\n", v.payloadHash)
+	}
+	b.WriteString("\n")
+	enc := base64.StdEncoding.EncodeToString(v.envelope)
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\n")
+		enc = enc[76:]
+	}
+	b.WriteString(enc + "\n")
+	return b.Bytes()
+}
+
+func parseVector(data []byte) (vector, error) {
+	var v vector
+	head, body, ok := bytes.Cut(data, []byte("\n\n"))
+	if !ok {
+		return v, errors.New("no blank line")
+	}
+	sc := bufio.NewScanner(bytes.NewReader(head))
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			return v, fmt.Errorf("bad line %q", sc.Text())
+		}
+		var err error
+		switch key {
+		case "description":
+			v.description = val
+		case "expect":
+			v.expect = val
+			if _, known := expectErrors[val]; !known && val != "success" {
+				return v, fmt.Errorf("unknown expect %q", val)
+			}
+		case "suite":
+			v.suite, err = ParseSuite(val)
+		case "recipient-key":
+			v.recipient, err = hex.DecodeString(val)
+		case "sender-key":
+			v.sender, err = hex.DecodeString(val)
+		case "payload-sha256":
+			v.payloadHash, err = hex.DecodeString(val)
+		default:
+			return v, fmt.Errorf("unknown key %q", key)
+		}
+		if err != nil {
+			return v, fmt.Errorf("%s: %v", key, err)
+		}
+	}
+	var err error
+	v.envelope, err = base64.StdEncoding.DecodeString(strings.ReplaceAll(string(body), "\n", ""))
+	return v, err
+}
+
+// vectorCases builds every vector from fixed randomness.
+func vectorCases(t testing.TB) map[string]vector {
+	t.Helper()
+	xw := newFixture(t, SuiteXWing)
+	x := newFixture(t, SuiteX25519)
+	other, err := GenerateSigningKey(detRand("other sender"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKEM, err := GenerateKEMKey(SuiteX25519, detRand("other recipient"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(testPayload)
+	mk := func(f fixture, desc, expect string, env []byte) vector {
+		rk, _ := f.kem.MarshalBinary()
+		sk, _ := f.signer.MarshalBinary()
+		v := vector{description: desc, expect: expect, suite: f.suite, recipient: rk, sender: sk, envelope: env}
+		if expect == "success" {
+			v.payloadHash = sum[:]
+		}
+		return v
+	}
+	valid := x.seal(t, x.header(), testPayload)
+	hlen := len(mustParseTB(t, valid).header)
+	edit := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(valid)) }
+	seqOff := 24
+
+	vs := map[string]vector{
+		"xwing_ok":   mk(xw, "valid X-Wing envelope of two records", "success", xw.seal(t, xw.header(), testPayload)),
+		"x25519_ok":  mk(x, "valid X25519 envelope of two records", "success", valid),
+		"bad_magic":  mk(x, "magic EDSF instead of EDSE", "malformed", edit(func(b []byte) []byte { b[3] = 'F'; return b })),
+		"version_2":  mk(x, "version byte 2", "version", edit(func(b []byte) []byte { b[4] = 2; return resign(b, x.signer) })),
+		"suite_3":    mk(x, "unknown suite 3", "suite", edit(func(b []byte) []byte { b[6] = 3; return resign(b, x.signer) })),
+		"truncated":  mk(x, "last byte of the signature missing", "malformed", valid[:len(valid)-1]),
+		"trailing":   mk(x, "one byte after the signature", "malformed", append(bytes.Clone(valid), 0)),
+		"enc_length": mk(x, "encapsulated key length 31 instead of 32", "malformed", edit(func(b []byte) []byte { b[hlen+1] = 31; return b })),
+		"count_over_limit": mk(x, "count 100001", "malformed", edit(func(b []byte) []byte {
+			binary.BigEndian.PutUint32(b[48:], MaxCount+1)
+			return resign(b, x.signer)
+		})),
+		"sender_not_utf8": mk(x, "sender id with byte 0xff", "malformed", edit(func(b []byte) []byte { b[53] = 0xff; return resign(b, x.signer) })),
+		"seq_altered":     mk(x, "seq changed after signing", "signature", edit(func(b []byte) []byte { b[seqOff+7]++; return b })),
+		"ct_flipped":      mk(x, "one ciphertext bit flipped after signing", "signature", edit(func(b []byte) []byte { b[len(b)-sigSize-20] ^= 1; return b })),
+		"other_signer": mk(x, "signed by a key other than sender-key, under sender-key's id", "signature",
+			edit(func(b []byte) []byte { return resign(b, other) })),
+		"seq_altered_resigned": mk(x, "seq changed and re-signed by the sender: the header is AEAD associated data", "decrypt",
+			edit(func(b []byte) []byte { b[seqOff+7]++; return resign(b, x.signer) })),
+		"ct_flipped_resigned": mk(x, "ciphertext bit flipped and re-signed by the sender", "decrypt",
+			edit(func(b []byte) []byte { b[len(b)-sigSize-20] ^= 1; return resign(b, x.signer) })),
+		"wrong_recipient": mk(x, "sealed to another X25519 key than recipient-key", "decrypt", func() []byte {
+			h := x.header()
+			h.RecipientKeyID = otherKEM.Public().KeyID()
+			b, err := Seal(detRand("seal"), h, otherKEM.Public(), x.signer, testPayload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}()),
+	}
+	mismatch := mk(xw, "X-Wing envelope, recipient key of suite X25519", "suite", vs["xwing_ok"].envelope)
+	mismatch.suite, mismatch.recipient = SuiteX25519, vs["x25519_ok"].recipient
+	vs["suite_mismatch"] = mismatch
+	return vs
+}
+
+func mustParseTB(t testing.TB, b []byte) *Envelope {
+	t.Helper()
+	e, err := ParseEnvelope(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// checkVector runs v through ParseEnvelope, Verify and Open.
+func checkVector(v vector) error {
+	priv, err := ParseKEMPrivateKey(v.suite, v.recipient)
+	if err != nil {
+		return fmt.Errorf("recipient-key: %v", err)
+	}
+	signer, err := ParseSigningKey(v.sender)
+	if err != nil {
+		return fmt.Errorf("sender-key: %v", err)
+	}
+	pt, err := receive(v.envelope, signer.Public(), priv)
+	if v.expect == "success" {
+		if err != nil {
+			return fmt.Errorf("got %v, want success", err)
+		}
+		if sum := sha256.Sum256(pt); !bytes.Equal(sum[:], v.payloadHash) {
+			return fmt.Errorf("payload hash %x, want %x", sum, v.payloadHash)
+		}
+		return nil
+	}
+	if want := expectErrors[v.expect]; !errors.Is(err, want) {
+		return fmt.Errorf("got %v, want %v", err, want)
+	}
+	return nil
+}
+
+func TestVectors(t *testing.T) {
+	cases := vectorCases(t)
+	if *update {
+		old, _ := filepath.Glob("testdata/*.vec")
+		for _, p := range old {
+			os.Remove(p)
+		}
+		for name, v := range cases {
+			if err := os.WriteFile(filepath.Join("testdata", name+".vec"), v.marshal(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	files, err := filepath.Glob("testdata/*.vec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range files {
+		name := strings.TrimSuffix(filepath.Base(p), ".vec")
+		names = append(names, name)
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := parseVector(data)
+			if err != nil {
+				t.Fatalf("parse vector: %v", err)
+			}
+			if err := checkVector(v); err != nil {
+				t.Errorf("%s (%s): %v", name, v.description, err)
+			}
+			if c, ok := cases[name]; !ok {
+				t.Errorf("no generator for %s", name)
+			} else if !bytes.Equal(c.marshal(), data) {
+				t.Errorf("regenerating %s gives different bytes; run go test -run TestVectors -update and review the diff", name)
+			}
+		})
+	}
+	for name := range cases {
+		if !slices.Contains(names, name) {
+			t.Errorf("vector %s missing from testdata; run with -update", name)
+		}
+	}
+}
