@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -28,11 +27,9 @@ const (
 	RequestFile = "node-request.json"
 )
 
-const (
-	pemKEM     = "EDUSPACE KEM PRIVATE KEY"
-	pemSigning = "EDUSPACE SIGNING PRIVATE KEY"
-	pemSecret  = "EDUSPACE NODE SECRET"
-)
+// pemSecret is the PEM block type of the node secret, from which the
+// token and evidence keys are derived.
+const pemSecret = "EDUSPACE NODE SECRET"
 
 // Keys is a node's key material.
 type Keys struct {
@@ -91,23 +88,14 @@ func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
 	rand.Read(tok)
 	k.AdminToken = hex.EncodeToString(tok)
 
-	kemRaw, err := kem.MarshalBinary()
-	if err != nil {
+	if err := crypto.WriteKEMKeyFile(filepath.Join(dir, kemKeyFile), kem); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	// The KEM key file holds the suite id (2 bytes, big-endian) and the key.
-	kemDER := append(binary.BigEndian.AppendUint16(nil, uint16(suite)), kemRaw...)
-	sigDER, err := sig.MarshalBinary()
-	if err != nil {
+	if err := crypto.WriteSigningKeyFile(filepath.Join(dir, signingKeyFile), sig); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	for _, f := range []struct {
-		name, typ string
-		der       []byte
-	}{{kemKeyFile, pemKEM, kemDER}, {signingKeyFile, pemSigning, sigDER}, {secretFile, pemSecret, k.secret}} {
-		if err := crypto.WriteKeyFile(filepath.Join(dir, f.name), f.typ, f.der); err != nil {
-			return nil, fmt.Errorf("init keys: %w", err)
-		}
+	if err := crypto.WriteKeyFile(filepath.Join(dir, secretFile), pemSecret, k.secret); err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, adminTokenFile), []byte(k.AdminToken+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
@@ -125,27 +113,16 @@ func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
 // LoadKeys reads a node's keys from dir, refusing key files that others can
 // read.
 func LoadKeys(dir string) (*Keys, error) {
-	kemDER, err := crypto.ReadKeyFile(filepath.Join(dir, kemKeyFile), pemKEM)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("load keys: no keys in %s: run `eduspace node init` first", dir)
-		}
-		return nil, fmt.Errorf("load keys: %w", err)
+	kem, err := crypto.ReadKEMKeyFile(filepath.Join(dir, kemKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("load keys: no keys in %s: run `eduspace node init` first", dir)
 	}
-	if len(kemDER) < 2 {
-		return nil, fmt.Errorf("load keys: %s: too short", kemKeyFile)
-	}
-	kem, err := crypto.ParseKEMPrivateKey(crypto.SuiteID(binary.BigEndian.Uint16(kemDER)), kemDER[2:])
-	if err != nil {
-		return nil, fmt.Errorf("load keys: %s: %w", kemKeyFile, err)
-	}
-	sigDER, err := crypto.ReadKeyFile(filepath.Join(dir, signingKeyFile), pemSigning)
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
-	sig, err := crypto.ParseSigningKey(sigDER)
+	sig, err := crypto.ReadSigningKeyFile(filepath.Join(dir, signingKeyFile))
 	if err != nil {
-		return nil, fmt.Errorf("load keys: %s: %w", signingKeyFile, err)
+		return nil, fmt.Errorf("load keys: %w", err)
 	}
 	secret, err := crypto.ReadKeyFile(filepath.Join(dir, secretFile), pemSecret)
 	if err != nil {

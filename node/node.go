@@ -60,12 +60,13 @@ type Node struct {
 	relayWake chan struct{}
 	ready     atomic.Bool
 
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	servers  []*http.Server
-	closers  []func() error // in order of opening; run in reverse by Close
-	once     sync.Once
-	closeErr error
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	servers   []*http.Server
+	adminAddr string
+	closers   []func() error // in order of opening; run in reverse by Close
+	once      sync.Once
+	closeErr  error
 }
 
 // Open starts a node: database, keys, credential, NATS, the space's streams,
@@ -241,19 +242,25 @@ func (n *Node) serveHTTP() error {
 		mux.Handle("/metrics", metrics)
 		mux.Handle("/", admin)
 		admin = mux
-	} else if err := n.listen(n.cfg.Metrics.Listen, metrics); err != nil {
+	} else if _, err := n.listen(n.cfg.Metrics.Listen, metrics); err != nil {
 		return err
 	}
 	if n.cfg.Admin.Listen != "" {
-		return n.listen(n.cfg.Admin.Listen, admin)
+		addr, err := n.listen(n.cfg.Admin.Listen, admin)
+		n.adminAddr = addr
+		return err
 	}
 	return nil
 }
 
-func (n *Node) listen(addr string, h http.Handler) error {
+// AdminAddr is the address the admin API listens on ("" when disabled); it
+// resolves a configured port 0 to the port chosen.
+func (n *Node) AdminAddr() string { return n.adminAddr }
+
+func (n *Node) listen(addr string, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
+		return "", fmt.Errorf("listen %s: %w", addr, err)
 	}
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	n.servers = append(n.servers, s)
@@ -265,5 +272,5 @@ func (n *Node) listen(addr string, h http.Handler) error {
 		}
 	}()
 	n.log.Info("listening", "addr", ln.Addr().String())
-	return nil
+	return ln.Addr().String(), nil
 }

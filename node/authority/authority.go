@@ -21,7 +21,6 @@ import (
 const (
 	PrivateKeyFile = "authority.key.pem"
 	PublicKeyFile  = "authority.pub.pem"
-	pemPrivate     = "EDUSPACE AUTHORITY PRIVATE KEY"
 )
 
 // Init creates a root key pair in dir: the private key 0600, the public key
@@ -38,11 +37,7 @@ func Init(dir string) (crypto.AuthorityPublicKey, error) {
 	if err != nil {
 		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
 	}
-	der, err := k.MarshalBinary()
-	if err != nil {
-		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
-	}
-	if err := crypto.WriteKeyFile(priv, pemPrivate, der); err != nil {
+	if err := crypto.WriteAuthorityKeyFile(priv, k); err != nil {
 		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
 	}
 	if err := crypto.WriteAuthorityPublicKey(filepath.Join(dir, PublicKeyFile), k.Public()); err != nil {
@@ -53,14 +48,11 @@ func Init(dir string) (crypto.AuthorityPublicKey, error) {
 
 // Load reads the root private key from dir.
 func Load(dir string) (*crypto.AuthorityKey, error) {
-	der, err := crypto.ReadKeyFile(filepath.Join(dir, PrivateKeyFile), pemPrivate)
+	k, err := crypto.ReadAuthorityKeyFile(filepath.Join(dir, PrivateKeyFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no authority key in %s: run `eduspace authority init --dir %s` first", dir, dir)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return crypto.ParseAuthorityKey(der)
+	return k, err
 }
 
 // Member is what the operator decides about a member when issuing.

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func run(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestDemoJSON(t *testing.T) {
+	code, out, stderr := run(t, context.Background(), "demo", "--json", "--students", "60")
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	var res struct {
+		Version          int            `json:"version"`
+		Delivered        int            `json:"delivered"`
+		Denied           map[string]int `json:"denied"`
+		EvidenceVerified bool           `json:"evidence_verified"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	if res.Version != 1 || res.Delivered == 0 || len(res.Denied) == 0 || !res.EvidenceVerified {
+		t.Errorf("got %+v, want version 1, delivered > 0, some denied, evidence verified", res)
+	}
+	for _, reason := range []string{"agreement_not_valid", "level_above_agreement", "minor_needs_guardian"} {
+		if res.Denied[reason] == 0 {
+			t.Errorf("denied lacks %s: %v", reason, res.Denied)
+		}
+	}
+}
+
+func TestDemoDirKeepsFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "space")
+	code, out, stderr := run(t, context.Background(), "demo", "--students", "20", "--dir", dir)
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(out, "every node's evidence chain verified") {
+		t.Errorf("summary lacks the evidence verdict:\n%s", out)
+	}
+	for _, f := range []string{
+		"authority/authority.pub.pem", "authority/authority.key.pem",
+		"nodes/uni-beihu/credential.jwt", "nodes/uni-beihu/node.db", "nodes/uni-beihu/keys/kem.pem",
+		"nodes/edu-center/credential.jwt", "nodes/edu-center/node.db",
+	} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("kept files lack %s: %v", f, err)
+		}
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "nodes/uni-beihu/keys/signing.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("signing key file: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+	// A second run into the same directory is refused rather than mixed in.
+	if code, _, _ := run(t, context.Background(), "demo", "--dir", dir); code != exitFailure {
+		t.Errorf("demo into a non-empty dir: exit %d, want %d", code, exitFailure)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"frobnicate"},
+		{"demo", "--bogus"},
+		{"demo", "extra"},
+		{"node", "run"},
+		{"node", "explode"},
+		{"authority", "issue", "--dir", "x"},
+		{"share", "--token-file", "x"},
+	} {
+		if code, _, _ := run(t, context.Background(), args...); code != exitUsage {
+			t.Errorf("eduspace %v: exit %d, want %d", args, code, exitUsage)
+		}
+	}
+	if code, out, _ := run(t, context.Background(), "version"); code != exitOK || !strings.HasPrefix(out, "eduspace ") {
+		t.Errorf("version: exit %d, output %q", code, out)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestDaemon walks the operator's path from the README: authority init,
+// node init, authority issue, node run; then ingest through the admin API
+// with the CLI, and a clean stop when the context ends (as on SIGTERM).
+func TestDaemon(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	admin := freePort(t)
+	cfg := fmt.Sprintf("node_id: uni-test\nspace: test\ndata_dir: data\nauthority_public_key: authority/authority.pub.pem\nadmin:\n  listen: %s\n", admin)
+	cfgPath := filepath.Join(dir, "node.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	for _, args := range [][]string{
+		{"authority", "init", "--dir", filepath.Join(dir, "authority")},
+		{"node", "init", "--config", cfgPath},
+		{"authority", "issue", "--dir", filepath.Join(dir, "authority"), "--request", filepath.Join(dir, "data", "node-request.json"),
+			"--space", "test", "--institution", "Test University", "--out", filepath.Join(dir, "data", "credential.jwt")},
+	} {
+		if code, _, stderr := run(t, ctx, args...); code != exitOK {
+			t.Fatalf("eduspace %v: exit %d: %s", args, code, stderr)
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := run(t, runCtx, "node", "run", "--config", cfgPath)
+		done <- code
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("node not ready within 20s (last error %v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	recs := filepath.Join(dir, "records.ndjson")
+	os.WriteFile(recs, []byte(`{"student_id":"S1","course_code":"CS101","score":90}`+"\n"+`{"student_id":"S2","score":-1,"bogus":1}`+"\n"), 0o644)
+	code, out, stderr := run(t, ctx, "ingest", "--node", "http://"+admin, "--token-file", filepath.Join(dir, "data", "admin.token"), "--type", "course_grade", recs)
+	if code != exitOK {
+		t.Fatalf("ingest: exit %d: %s", code, stderr)
+	}
+	var ir struct{ Stored, Invalid int }
+	if err := json.Unmarshal([]byte(out), &ir); err != nil || ir.Stored != 1 || ir.Invalid != 1 {
+		t.Errorf("ingest result %q (%v): want 1 stored, 1 invalid", out, err)
+	}
+	if code, _, _ := run(t, ctx, "ingest", "--node", "http://"+admin, "--token-file", cfgPath, recs); code != exitFailure {
+		t.Errorf("ingest with a wrong token: exit %d, want %d", code, exitFailure)
+	}
+	stop()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("node run ended with exit %d, want 0", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("node run did not stop within 20s of its context ending")
+	}
+}

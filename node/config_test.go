@@ -1,0 +1,62 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := LoadConfig(filepath.Join("..", "deploy", "node.example.yaml"))
+	if err != nil {
+		t.Fatalf("deploy/node.example.yaml: %v", err)
+	}
+	def := DefaultConfig()
+	if cfg.Suite != def.Suite || cfg.Batch != def.Batch || cfg.EnvelopeTTL != def.EnvelopeTTL || cfg.Admin != def.Admin {
+		t.Errorf("the example's values differ from DefaultConfig: got %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	valid := func() Config {
+		c := DefaultConfig()
+		c.NodeID, c.Space, c.DataDir, c.AuthorityKey = "uni-a", "demo", "/tmp/x", "/tmp/a.pem"
+		return c
+	}
+	if c := valid(); c.Validate() != nil {
+		t.Fatalf("valid config refused: %v", c.Validate())
+	}
+	for _, tc := range []struct {
+		field string
+		edit  func(*Config)
+	}{
+		{"node_id", func(c *Config) { c.NodeID = "Uni A" }},
+		{"space", func(c *Config) { c.Space = "" }},
+		{"data_dir", func(c *Config) { c.DataDir = "" }},
+		{"authority_public_key", func(c *Config) { c.AuthorityKey = "" }},
+		{"suite", func(c *Config) { c.Suite = "rsa" }},
+		{"nats.listen", func(c *Config) { c.NATS.URL, c.NATS.Listen = "nats://127.0.0.1:4222", "127.0.0.1:4223" }},
+		{"nats.credentials", func(c *Config) { c.NATS.Credentials = "x.creds" }},
+		{"admin.listen", func(c *Config) { c.Admin.Listen = "7600" }},
+		{"batch.max_records", func(c *Config) { c.Batch.MaxRecords = 0 }},
+		{"envelope_ttl", func(c *Config) { c.EnvelopeTTL = 0 }},
+		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
+	} {
+		c := valid()
+		tc.edit(&c)
+		err := c.Validate()
+		if err == nil || !strings.HasPrefix(err.Error(), tc.field+":") {
+			t.Errorf("%s: got error %v, want one starting %q", tc.field, err, tc.field+":")
+		}
+	}
+}
+
+func TestConfigUnknownKeyRefused(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "node.yaml")
+	os.WriteFile(p, []byte("node_id: a\nspace: s\ndata_dir: d\nauthority_public_key: k\nbatch:\n  max_record: 5\n"), 0o644)
+	_, err := LoadConfig(p)
+	if err == nil || !strings.Contains(err.Error(), "max_record") {
+		t.Errorf("got %v, want an error naming the unknown key max_record", err)
+	}
+}

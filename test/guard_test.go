@@ -1,0 +1,99 @@
+package test
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// moduleRoot is the directory holding go.mod.
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
+
+// TestPackagesHaveDocComments: every package says what it owns.
+func TestPackagesHaveDocComments(t *testing.T) {
+	root := moduleRoot(t)
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata") && path != root {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		pkgs, err := parser.ParseDir(token.NewFileSet(), path, func(fi os.FileInfo) bool {
+			return !strings.HasSuffix(fi.Name(), "_test.go")
+		}, parser.ParseComments|parser.PackageClauseOnly)
+		if err != nil {
+			return err
+		}
+		for name, p := range pkgs {
+			documented := false
+			for _, f := range p.Files {
+				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
+					documented = true
+				}
+			}
+			rel, _ := filepath.Rel(root, path)
+			if !documented {
+				t.Errorf("package %s (%s) has no doc comment", name, rel)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestImportDirection: schema, policy and crypto never import node, and
+// schema imports nothing outside the standard library (DESIGN.md §10).
+func TestImportDirection(t *testing.T) {
+	root := moduleRoot(t)
+	const mod = "github.com/eduspace/eduspace"
+	for _, tc := range []struct {
+		pkg     string
+		allowed []string // import path prefixes allowed outside the standard library
+	}{
+		{"schema", []string{mod + "/schema"}},
+		{"policy", []string{mod + "/policy", mod + "/schema", "github.com/cedar-policy/"}},
+		{"crypto", []string{mod + "/crypto", "github.com/cloudflare/circl", "github.com/golang-jwt/jwt/v5", "golang.org/x/crypto", "golang.org/x/sys"}},
+	} {
+		cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+tc.pkg+"/...")
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", tc.pkg, err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			ok := false
+			for _, p := range tc.allowed {
+				ok = ok || strings.HasPrefix(dep, p)
+			}
+			if !ok {
+				t.Errorf("%s depends on %s; allowed: %v", tc.pkg, dep, tc.allowed)
+			}
+		}
+	}
+}
