@@ -1,0 +1,500 @@
+package schema
+
+import (
+	"encoding/json"
+	"math"
+	"sort"
+	"time"
+)
+
+// Record is one input record. Field values are string, json.Number, bool
+// or nil (as from encoding/json with UseNumber); float64 and Go integer
+// types are accepted as numbers too.
+type Record struct {
+	Type   string
+	Fields map[string]any
+}
+
+// FieldLabel is the classification of one field of a record.
+type FieldLabel struct {
+	Category  Category
+	Level     Level
+	DirectID  bool
+	Text      bool
+	Detectors []string // detectors that hit, in output order; shared, do not modify
+}
+
+// Labels is the classification of one record.
+type Labels struct {
+	Type       string
+	Subject    string // value of the subject key; empty for a type with no person subject
+	SubjectKey string // "student_id", "staff_id", "guardian_id"; empty for course
+	ID         string // value of the record's key: the subject, or course_code
+	Level      Level  // record level after C1..C6
+	Flags      []string
+	Rules      []string // rules that applied: "C1" always, "C2","C3","C5","C6" when they changed something
+	Fields     map[string]FieldLabel
+	BirthDate  time.Time // zero if unknown (from birth_date or a valid resident ID)
+
+	typ *RecordType // for field order in output
+}
+
+// Validation reason codes (ValidationError.Reason).
+const (
+	ReasonUnknownField = "unknown_field"
+	ReasonRequired     = "required"
+	ReasonType         = "type"
+	ReasonDate         = "date"
+	ReasonNegative     = "negative"
+	ReasonEnum         = "enum"
+	ReasonChecksum     = "checksum"
+	ReasonUnknownType  = "unknown_type"
+	ReasonSyntax       = "syntax"
+)
+
+// ValidationError reports a record that fails validation: the field and a
+// short stable reason code, never the value. Field is "type" for an
+// unknown or malformed record type and empty for a line that is not a
+// JSON object.
+type ValidationError struct {
+	Field, Reason string
+}
+
+func (e *ValidationError) Error() string {
+	if e.Field == "" {
+		return "invalid record: " + e.Reason
+	}
+	return "invalid record: field " + string(appendJSONString(nil, e.Field)) + ": " + e.Reason
+}
+
+// The rules a record can report, as bits.
+const (
+	ruleC2 uint8 = 1 << iota
+	ruleC3
+	ruleC5
+	ruleC6
+)
+
+var ruleLists = func() (lists [16][]string) {
+	for m := range lists {
+		names := []string{"C1"}
+		for i, n := range []string{"C2", "C3", "C5", "C6"} {
+			if m&(1<<i) != 0 {
+				names = append(names, n)
+			}
+		}
+		lists[m] = names[:len(names):len(names)]
+	}
+	return lists
+}()
+
+var (
+	flagsNone  = []string{}
+	flagsMinor = []string{"minor"}
+)
+
+// maxStackFields is the size of the per-call arrays kept on the stack.
+const maxStackFields = 32
+
+// Classify validates and labels one record by the rules of GRADING.md §3–4.
+// asOf decides who is a minor (C3); a zero asOf applies no minor rule.
+// An invalid record gives (Labels{}, *ValidationError).
+func (s *Standard) Classify(r Record, asOf time.Time) (Labels, error) {
+	t := s.types[r.Type]
+	if t == nil {
+		return Labels{}, &ValidationError{Field: "type", Reason: ReasonUnknownType}
+	}
+	nf := len(t.fields)
+	var (
+		valsBuf [maxStackFields]any
+		hasBuf  [maxStackFields]bool
+		labBuf  [maxStackFields]FieldLabel
+		vals    []any
+		has     []bool
+		lab     []FieldLabel
+	)
+	if nf <= maxStackFields {
+		vals, has, lab = valsBuf[:nf], hasBuf[:nf], labBuf[:nf]
+	} else {
+		vals, has, lab = make([]any, nf), make([]bool, nf), make([]FieldLabel, nf)
+	}
+
+	// Look up the type's fields; more fields in the record than found
+	// means an unknown field.
+	found := 0
+	for i := range t.fields {
+		if v, ok := r.Fields[t.fields[i].Name]; ok {
+			vals[i], has[i] = v, true
+			found++
+		}
+	}
+	if found < len(r.Fields) {
+		first := ""
+		for name := range r.Fields {
+			if _, ok := t.index[name]; !ok && (first == "" || name < first) {
+				first = name
+			}
+		}
+		return Labels{}, &ValidationError{Field: first, Reason: ReasonUnknownField}
+	}
+
+	// Validate in declared order.
+	ridIndex := -1 // the resident_id field whose value was checked
+	for i := range t.fields {
+		f := &t.fields[i]
+		v := vals[i]
+		if !has[i] || v == nil {
+			if f.Required {
+				return Labels{}, &ValidationError{Field: f.Name, Reason: ReasonRequired}
+			}
+			continue
+		}
+		if reason := s.check(t, i, f, v, vals, has); reason != "" {
+			return Labels{}, &ValidationError{Field: f.Name, Reason: reason}
+		}
+		if f.Kind == KindResidentID && residentIDApplies(t, i, vals, has) {
+			if str := v.(string); str != "" {
+				ridIndex = i
+			}
+		}
+	}
+
+	l := Labels{Type: t.name, SubjectKey: t.subjectKey, typ: t}
+	key, _ := vals[t.keyIndex].(string)
+	l.ID = key
+	if t.subjectKey != "" {
+		l.Subject = key
+	}
+	var rules uint8
+	for i := range t.fields {
+		if !has[i] {
+			continue
+		}
+		f := &t.fields[i]
+		lv, cat := f.Level, f.Category
+		str, isStr := vals[i].(string)
+		if isStr && f.Rules != nil {
+			if vr, ok := f.Rules[str]; ok {
+				cat = vr.Category
+				if vr.Level > lv {
+					lv = vr.Level
+					rules |= ruleC2
+				}
+			}
+		}
+		var hits detectorMask
+		if isStr && str != "" && (f.Kind == KindString || f.Kind == KindResidentID) {
+			mask := s.everywhereMask
+			if f.Text {
+				mask = s.textMask
+			}
+			if mask != 0 {
+				hits = s.detect(str, mask)
+			}
+			for d := detector(0); hits != 0 && d < numDetectors; d++ {
+				if hits&(1<<d) != 0 && s.detLevel[d] > lv {
+					lv = s.detLevel[d]
+					if f.Text {
+						rules |= ruleC5
+					} else {
+						rules |= ruleC6
+					}
+				}
+			}
+		}
+		lab[i] = FieldLabel{Category: cat, Level: lv, DirectID: f.Direct, Text: f.Text, Detectors: hits.names()}
+	}
+
+	// Birth date and C3.
+	var by, bm, bd int
+	minor := false
+	if t.birthIndex >= 0 && has[t.birthIndex] {
+		if str, _ := vals[t.birthIndex].(string); str != "" {
+			by, bm, bd, _ = parseDate(str)
+			minor = s.under(by, bm, bd, asOf)
+		}
+	}
+	if ridIndex >= 0 {
+		id := vals[ridIndex].(string)
+		y, m, d, _ := residentIDBirth(id)
+		if by == 0 {
+			by, bm, bd = y, m, d
+		}
+		minor = minor || s.under(y, m, d, asOf)
+	}
+	if by != 0 {
+		l.BirthDate = time.Date(by, time.Month(bm), bd, 0, 0, 0, 0, time.UTC)
+	}
+	l.Flags = flagsNone
+	if minor && t.subjectKey != "" {
+		l.Flags = flagsMinor
+		for i := range t.fields {
+			f := &t.fields[i]
+			fl := &lab[i]
+			if !has[i] || fl.Category == CategoryInstitution || fl.Category == CategoryAggregate ||
+				(f.Level == L1 && f.Category == CategoryAcademic) {
+				continue
+			}
+			if fl.Level < L4 {
+				fl.Level = L4
+				rules |= ruleC3
+			}
+		}
+	}
+
+	// C1.
+	l.Fields = make(map[string]FieldLabel, found)
+	for i := range t.fields {
+		if has[i] {
+			l.Fields[t.fields[i].Name] = lab[i]
+			l.Level = max(l.Level, lab[i].Level)
+		}
+	}
+	l.Rules = ruleLists[rules]
+	return l, nil
+}
+
+// residentIDApplies reports whether the resident_id field i must hold a
+// resident ID: its id type field is absent, empty or "resident_id".
+func residentIDApplies(t *RecordType, i int, vals []any, has []bool) bool {
+	j := t.idTypeIndex[i]
+	if j < 0 || !has[j] {
+		return true
+	}
+	idType, _ := vals[j].(string)
+	return idType == "" || idType == "resident_id"
+}
+
+// under reports whether someone born on y-m-d is under the minor age on
+// asOf's calendar date: asOf < birth date + minor age years. Someone born
+// on 29 February comes of age on 1 March in a common year.
+func (s *Standard) under(y, m, d int, asOf time.Time) bool {
+	if asOf.IsZero() || s.minorAge == 0 || y == 0 {
+		return false
+	}
+	ay, am, ad := asOf.Date()
+	cy, cm, cd := y+s.minorAge, m, d
+	if cm == 2 && cd == 29 && daysIn(cy, 2) == 28 {
+		cm, cd = 3, 1
+	}
+	if ay != cy {
+		return ay < cy
+	}
+	if int(am) != cm {
+		return int(am) < cm
+	}
+	return ad < cd
+}
+
+// check validates value v of field i and returns a reason code, or "".
+func (s *Standard) check(t *RecordType, i int, f *FieldSpec, v any, vals []any, has []bool) string {
+	switch f.Kind {
+	case KindString, KindDate, KindEnum, KindResidentID:
+		str, ok := v.(string)
+		if !ok {
+			return ReasonType
+		}
+		if str == "" {
+			if f.Required {
+				return ReasonRequired
+			}
+			return ""
+		}
+		switch f.Kind {
+		case KindDate:
+			if _, _, _, ok := parseDate(str); !ok {
+				return ReasonDate
+			}
+		case KindEnum:
+			for _, e := range f.Values {
+				if e == str {
+					return ""
+				}
+			}
+			return ReasonEnum
+		case KindResidentID:
+			if residentIDApplies(t, i, vals, has) && !validResidentID(str) {
+				return ReasonChecksum
+			}
+		}
+	case KindBool:
+		if _, ok := v.(bool); !ok {
+			return ReasonType
+		}
+	case KindInteger, KindNumber, KindAmount:
+		neg, integer, ok := number(v)
+		if !ok || (f.Kind == KindInteger && !integer) {
+			return ReasonType
+		}
+		if neg && f.Kind == KindAmount {
+			return ReasonNegative
+		}
+	}
+	return ""
+}
+
+// parseDate parses YYYY-MM-DD and checks that the date exists.
+func parseDate(s string) (y, m, d int, ok bool) {
+	if len(s) != 10 || s[4] != '-' || s[7] != '-' {
+		return 0, 0, 0, false
+	}
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9} {
+		if !isDigit(s[i]) {
+			return 0, 0, 0, false
+		}
+	}
+	y = atoi4(s)
+	m = int(s[5]-'0')*10 + int(s[6]-'0')
+	d = int(s[8]-'0')*10 + int(s[9]-'0')
+	return y, m, d, validDate(y, m, d)
+}
+
+// number reports whether v is a number, and whether it is negative and an
+// integer.
+func number(v any) (neg, integer, ok bool) {
+	switch n := v.(type) {
+	case json.Number:
+		return jsonNumber(string(n))
+	case float64:
+		if math.IsNaN(n) || math.IsInf(n, 0) {
+			return false, false, false
+		}
+		return n < 0, n == math.Trunc(n), true
+	case float32:
+		return number(float64(n))
+	case int:
+		return n < 0, true, true
+	case int64:
+		return n < 0, true, true
+	case int32:
+		return n < 0, true, true
+	case uint, uint64, uint32:
+		return false, true, true
+	}
+	return false, false, false
+}
+
+// jsonNumber checks the JSON number grammar; a number is negative when it
+// has a minus sign and a non-zero digit, an integer when it has neither a
+// fraction nor an exponent.
+func jsonNumber(s string) (neg, integer, ok bool) {
+	i := 0
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	minus := i == 1
+	nonzero := false
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case i < len(s) && '1' <= s[i] && s[i] <= '9':
+		for i < len(s) && isDigit(s[i]) {
+			i++
+		}
+		nonzero = true
+	default:
+		return false, false, false
+	}
+	integer = true
+	if i < len(s) && s[i] == '.' {
+		i++
+		integer = false
+		j := i
+		for i < len(s) && isDigit(s[i]) {
+			if s[i] != '0' {
+				nonzero = true
+			}
+			i++
+		}
+		if i == j {
+			return false, false, false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		integer = false
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		j := i
+		for i < len(s) && isDigit(s[i]) {
+			i++
+		}
+		if i == j {
+			return false, false, false
+		}
+	}
+	if i != len(s) {
+		return false, false, false
+	}
+	return minus && nonzero, integer, true
+}
+
+// AppendJSON appends the classify output line of DESIGN.md §11 for the
+// record at index with the given id (without a newline):
+//
+//	{"index":0,"id":"…","type":"student","level":"L3","flags":[],"rules":["C1"],"fields":{…}}
+//
+// Field objects have category and level, direct_id only when true and
+// detectors only when non-empty; fields come in the type's declared order.
+func (l Labels) AppendJSON(dst []byte, index int, id string) []byte {
+	start := len(dst)
+	dst = appendInt(append(dst, `{"index":`...), index)
+	dst = appendJSONString(append(dst, `,"id":`...), id)
+	dst = appendJSONString(append(dst, `,"type":`...), l.Type)
+	dst = appendJSONString(append(dst, `,"level":`...), l.Level.String())
+	dst = appendStrings(append(dst, `,"flags":`...), l.Flags)
+	dst = appendStrings(append(dst, `,"rules":`...), l.Rules)
+	dst = append(dst, `,"fields":{`...)
+	first := true
+	field := func(name string, fl FieldLabel) {
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = appendJSONString(dst, name)
+		dst = appendJSONString(append(dst, `:{"category":`...), string(fl.Category))
+		dst = appendJSONString(append(dst, `,"level":`...), fl.Level.String())
+		if fl.DirectID {
+			dst = append(dst, `,"direct_id":true`...)
+		}
+		if len(fl.Detectors) > 0 {
+			dst = appendStrings(append(dst, `,"detectors":`...), fl.Detectors)
+		}
+		dst = append(dst, '}')
+	}
+	if l.typ != nil {
+		n := 0
+		for i := range l.typ.fields {
+			name := l.typ.fields[i].Name
+			if fl, ok := l.Fields[name]; ok {
+				field(name, fl)
+				n++
+			}
+		}
+		if n == len(l.Fields) {
+			return append(dst, "}}"...)
+		}
+		// Fields that are not the type's: start over in sorted order.
+		l.typ = nil
+		return l.AppendJSON(dst[:start], index, id)
+	}
+	names := make([]string, 0, len(l.Fields))
+	for name := range l.Fields {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		field(name, l.Fields[name])
+	}
+	return append(dst, "}}"...)
+}
+
+// AppendJSON appends the classify output line of an invalid record:
+// {"index":n,"error":{"field":"…","reason":"…"}}.
+func (e *ValidationError) AppendJSON(dst []byte, index int) []byte {
+	dst = appendInt(append(dst, `{"index":`...), index)
+	dst = appendJSONString(append(dst, `,"error":{"field":`...), e.Field)
+	dst = appendJSONString(append(dst, `,"reason":`...), e.Reason)
+	return append(dst, "}}"...)
+}
