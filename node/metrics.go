@@ -45,10 +45,19 @@ type metrics struct {
 	received  prometheus.Counter
 	stored    prometheus.Counter
 	refused   *prometheus.CounterVec // reason
+	receipts  prometheus.Counter
 	latency   prometheus.Histogram
 }
 
-func newMetrics(std *schema.Standard, outboxDepth, evidenceLen func(context.Context) float64) *metrics {
+// gauges are the figures a scrape reads from the database.
+type gauges interface {
+	outboxDepth(context.Context) float64
+	evidenceLength(context.Context) float64
+	awaitingReceipt(context.Context) float64
+	sequenceMissing(context.Context) float64
+}
+
+func newMetrics(std *schema.Standard, g gauges) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -93,6 +102,10 @@ func newMetrics(std *schema.Standard, outboxDepth, evidenceLen func(context.Cont
 			Name: "eduspace_envelopes_refused_total",
 			Help: "Envelopes refused at receipt, by reason; never stored.",
 		}, []string{"reason"}),
+		receipts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_receipts_received_total",
+			Help: "Signed receipts received from recipients for envelopes this node sent.",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "eduspace_delivery_latency_seconds",
 			Help:    "Time from sealing an envelope to storing it at the recipient.",
@@ -100,15 +113,23 @@ func newMetrics(std *schema.Standard, outboxDepth, evidenceLen func(context.Cont
 		}),
 	}
 	reg.MustRegister(m.ingested, m.invalid, m.decisions, m.sealed, m.sealedRec, m.sent, m.received,
-		m.stored, m.refused, m.latency)
+		m.stored, m.refused, m.receipts, m.latency)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_outbox_depth",
 		Help: "Envelopes sealed but not yet acknowledged by JetStream.",
-	}, func() float64 { return outboxDepth(context.Background()) }))
+	}, func() float64 { return g.outboxDepth(context.Background()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_envelopes_awaiting_receipt",
+		Help: "Envelopes of records sent and acknowledged by JetStream whose recipient has not yet returned a signed receipt.",
+	}, func() float64 { return g.awaitingReceipt(context.Background()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_sequence_missing",
+		Help: "Envelopes of records from peers whose sequence number has been passed but which have not arrived (late or lost).",
+	}, func() float64 { return g.sequenceMissing(context.Background()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_evidence_entries",
 		Help: "Entries in the node's evidence hash chain.",
-	}, func() float64 { return evidenceLen(context.Background()) }))
+	}, func() float64 { return g.evidenceLength(context.Background()) }))
 
 	// Pre-declare every series of the closed label sets, so that a scrape
 	// shows zeros rather than nothing.

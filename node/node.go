@@ -51,10 +51,10 @@ type Node struct {
 	m      *metrics
 	suite  crypto.SuiteID
 
-	emb  *bus.Embedded // started by this node; nil when not
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	cons jetstream.ConsumeContext
+	emb       *bus.Embedded // started by this node; nil when not
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	consumers []jetstream.ConsumeContext
 
 	shareMu   sync.Mutex
 	relayWake chan struct{}
@@ -132,7 +132,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 	n.closers = append(n.closers, n.db.Close)
 	n.ev = evidence.New(cfg.NodeID, n.keys.derive("evidence subject"), n.now)
-	n.m = newMetrics(n.std, n.outboxDepth, n.evidenceLength)
+	n.m = newMetrics(n.std, n)
 
 	emb := env.Embedded
 	if emb == nil && cfg.NATS.URL == "" {
@@ -164,14 +164,24 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	cons, err := bus.DeliverConsumer(ctx, n.js, n.layout, cfg.NodeID)
-	if err != nil {
-		return nil, err
-	}
-	n.cons, err = cons.Consume(func(msg jetstream.Msg) { n.receive(runCtx, msg) },
-		jetstream.PullMaxMessages(256))
-	if err != nil {
-		return nil, fmt.Errorf("consume deliveries: %w", err)
+	for _, c := range []struct {
+		name, subject string
+		accept        func(context.Context, []byte) (crypto.Header, error)
+	}{
+		{n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverSubject(cfg.NodeID), n.accept},
+		{n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptSubject(cfg.NodeID), n.acceptReceipt},
+	} {
+		cons, err := bus.Consumer(ctx, n.js, n.layout, c.name, c.subject)
+		if err != nil {
+			return nil, err
+		}
+		accept := c.accept
+		cc, err := cons.Consume(func(msg jetstream.Msg) { n.receive(runCtx, msg, accept) },
+			jetstream.PullMaxMessages(256))
+		if err != nil {
+			return nil, fmt.Errorf("consume %s: %w", c.subject, err)
+		}
+		n.consumers = append(n.consumers, cc)
 	}
 	n.wg.Add(1)
 	go func() {
@@ -212,10 +222,12 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("stop http: %w", err))
 			}
 		}
-		if n.cons != nil {
-			n.cons.Drain()
+		for _, cc := range n.consumers {
+			cc.Drain()
+		}
+		for _, cc := range n.consumers {
 			select {
-			case <-n.cons.Closed():
+			case <-cc.Closed():
 			case <-ctx.Done():
 			}
 		}

@@ -28,11 +28,11 @@ func (r *refusal) Error() string { return r.reason + ": " + r.err.Error() }
 
 func refuse(reason string, err error) error { return &refusal{reason: reason, err: err} }
 
-// receive handles one delivery: a refused envelope is recorded and
-// terminated, a transient failure is retried later, an accepted envelope is
-// stored and then acknowledged.
-func (n *Node) receive(ctx context.Context, msg jetstream.Msg) {
-	h, err := n.accept(ctx, msg.Data())
+// receive handles one message with accept: a refused envelope is recorded
+// and terminated, a transient failure is retried later, an accepted
+// envelope is stored and then acknowledged.
+func (n *Node) receive(ctx context.Context, msg jetstream.Msg, accept func(context.Context, []byte) (crypto.Header, error)) {
+	h, err := accept(ctx, msg.Data())
 	var ref *refusal
 	switch {
 	case err == nil:
@@ -71,38 +71,59 @@ func redeliveryDelay(msg jetstream.Msg) time.Duration {
 	return min(d, 30*time.Second)
 }
 
-// accept checks, opens and stores one envelope. It returns the header it
-// parsed (zero if none) and nil, a *refusal, or a transient error.
-func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
+// check parses an envelope addressed to this node and checks everything
+// that needs no database: addressee, key, expiry, the sender's credential
+// and signature. It returns the parsed envelope (nil when unparseable) and
+// the sender's credential, or a *refusal or a transient error.
+func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Envelope, *crypto.Credential, error) {
 	env, err := crypto.ParseEnvelope(data)
 	if err != nil {
-		return crypto.Header{}, refuse(RefuseMalformed, err)
+		return nil, nil, refuse(RefuseMalformed, err)
 	}
 	h := env.Header
-	now := n.now()
+	if h.Kind != kind {
+		return env, nil, refuse(RefuseMalformed, fmt.Errorf("kind %d on a subject for kind %d", h.Kind, kind))
+	}
 	if h.Recipient != n.cfg.NodeID {
-		return h, refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))
+		return env, nil, refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))
 	}
 	if h.RecipientKeyID != n.keys.KEM.Public().KeyID() {
-		return h, refuse(RefuseUnknownKey, fmt.Errorf("no KEM key %q", h.RecipientKeyID))
+		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("no KEM key %q", h.RecipientKeyID))
 	}
-	if !now.Before(h.Expires) {
-		return h, refuse(RefuseExpired, fmt.Errorf("expired at %s", h.Expires.UTC().Format(time.RFC3339)))
+	if !n.now().Before(h.Expires) {
+		return env, nil, refuse(RefuseExpired, fmt.Errorf("expired at %s", h.Expires.UTC().Format(time.RFC3339)))
 	}
 	cred, err := n.reg.lookup(ctx, h.Sender)
 	if errors.Is(err, errUnknownMember) {
-		return h, refuse(RefuseUnknownPeer, err)
+		return env, nil, refuse(RefuseUnknownPeer, err)
 	}
 	if err != nil {
-		return h, err
+		return env, nil, err
 	}
 	vk, ok := cred.SigningKey(h.SenderKeyID)
 	if !ok {
-		return h, refuse(RefuseUnknownKey, fmt.Errorf("sender has no signing key %q", h.SenderKeyID))
+		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("sender has no signing key %q", h.SenderKeyID))
 	}
 	if err := env.Verify(vk); err != nil {
-		return h, refuse(RefuseSignature, err)
+		return env, nil, refuse(RefuseSignature, err)
 	}
+	return env, cred, nil
+}
+
+// accept checks, opens and stores one envelope of records, and queues a
+// signed receipt to the sender in the same transaction. It returns the
+// header it parsed (zero if none) and nil, a *refusal, or a transient
+// error.
+func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
+	env, cred, err := n.check(ctx, data, crypto.KindRecords)
+	if env == nil {
+		return crypto.Header{}, err
+	}
+	h := env.Header
+	if err != nil {
+		return h, err
+	}
+	now := n.now()
 	eid := h.IDString()
 	var seen int
 	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, eid).Scan(&seen); err != nil {
@@ -134,6 +155,11 @@ func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
 		return h, refuse(RefuseContent, err)
 	}
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		var prevLast int64
+		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`,
+			h.Sender, h.Kind).Scan(&prevLast); err != nil {
+			return fmt.Errorf("read sequence: %w", err)
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
 			h.Created.UnixMilli(), now.UnixMilli()); err != nil {
@@ -153,16 +179,26 @@ func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
 				return fmt.Errorf("store records: %w", err)
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, last_in) VALUES (?, ?)
-			ON CONFLICT(peer) DO UPDATE SET last_in = max(last_in, excluded.last_in)`, h.Sender, h.Seq); err != nil {
+		var last int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
+			ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in) RETURNING last_in`,
+			h.Sender, h.Kind, h.Seq).Scan(&last); err != nil {
 			return fmt.Errorf("store sequence: %w", err)
 		}
-		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
-			Purpose: h.Purpose, Envelope: eid, Count: len(recs), Detail: map[string]int{h.RecordType + "/" + h.Level: len(recs)}})
+		if uint64(last) == h.Seq && prevLast > 0 && h.Seq > uint64(prevLast)+1 {
+			n.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender,
+				"after", prevLast, "got", h.Seq)
+		}
+		if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
+			Purpose: h.Purpose, Envelope: eid, Count: len(recs), Detail: map[string]int{h.RecordType + "/" + h.Level: len(recs)}}); err != nil {
+			return err
+		}
+		return n.queueReceipt(ctx, tx, h, cred, len(recs), now)
 	})
 	if err != nil {
 		return h, err
 	}
+	n.wakeRelay()
 	n.m.received.Inc()
 	n.m.stored.Add(float64(len(recs)))
 	n.m.latency.Observe(n.now().Sub(h.Created).Seconds())

@@ -146,18 +146,28 @@ func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 	return nil
 }
 
-func (n *Node) outboxDepth(ctx context.Context) float64 {
-	var k int64
-	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM outbox WHERE sent_ms IS NULL`).Scan(&k); err != nil {
-		return -1
-	}
-	return float64(k)
-}
-
-func (n *Node) evidenceLength(ctx context.Context) float64 {
+// count runs a query returning one number, for a gauge; -1 when the
+// database cannot answer.
+func (n *Node) count(ctx context.Context, query string) float64 {
 	var k sql.NullInt64
-	if err := n.db.R.QueryRowContext(ctx, `SELECT max(seq) FROM evidence`).Scan(&k); err != nil {
+	if err := n.db.R.QueryRowContext(ctx, query).Scan(&k); err != nil {
 		return -1
 	}
 	return float64(k.Int64)
+}
+
+func (n *Node) outboxDepth(ctx context.Context) float64 {
+	return n.count(ctx, `SELECT count(*) FROM outbox WHERE sent_ms IS NULL`)
+}
+
+func (n *Node) evidenceLength(ctx context.Context) float64 {
+	return n.count(ctx, `SELECT max(seq) FROM evidence`)
+}
+
+func (n *Node) awaitingReceipt(ctx context.Context) float64 {
+	return n.count(ctx, `SELECT count(*) FROM outbox WHERE kind = 1 AND sent_ms IS NOT NULL AND receipt_ms IS NULL`)
+}
+
+func (n *Node) sequenceMissing(ctx context.Context) float64 {
+	return n.count(ctx, `SELECT (SELECT coalesce(sum(last_in), 0) FROM pair_seq WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -255,37 +254,15 @@ func (s *shareRun) writeDecisions(ctx context.Context, tx *sql.Tx) error {
 // evidence of the decisions so far.
 func (s *shareRun) flush(ctx context.Context, b *pending) error {
 	n := s.n
+	var eid string
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
-		var seq int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO pair_seq(peer) VALUES (?) ON CONFLICT(peer) DO UPDATE SET next_out = next_out
-			RETURNING next_out`, s.a.Recipient).Scan(&seq)
-		if err != nil {
-			return fmt.Errorf("share: sequence: %w", err)
-		}
-		now := n.now()
-		h := crypto.Header{
-			Suite:  s.to.Suite(),
-			Sender: n.cfg.NodeID, SenderKeyID: n.keys.Signing.Public().KeyID(),
-			Recipient: s.a.Recipient, RecipientKeyID: s.to.KeyID(),
-			Seq:     uint64(seq),
-			Created: now, Expires: now.Add(n.cfg.EnvelopeTTL),
-			Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
+		var err error
+		eid, err = n.enqueue(ctx, tx, crypto.Header{
+			Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
 			Count: uint32(b.count), Level: b.level.String(), Kind: crypto.KindRecords,
-		}
-		if _, err := rand.Read(h.ID[:]); err != nil {
-			return fmt.Errorf("share: envelope id: %w", err)
-		}
-		data, err := crypto.Seal(rand.Reader, h, s.to, n.keys.Signing, b.buf.Bytes())
+		}, s.to, n.layout.DeliverSubject(s.a.Recipient), b.buf.Bytes(), b.count)
 		if err != nil {
-			return fmt.Errorf("share: seal: %w", err)
-		}
-		eid := h.IDString()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, subject, seq, records, data, created_ms)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`, eid, s.a.Recipient, n.layout.DeliverSubject(s.a.Recipient), seq, b.count, data, now.UnixMilli()); err != nil {
-			return fmt.Errorf("share: outbox: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE pair_seq SET next_out = next_out + 1 WHERE peer = ?`, s.a.Recipient); err != nil {
-			return fmt.Errorf("share: sequence: %w", err)
+			return fmt.Errorf("share: %w", err)
 		}
 		stmt, err := tx.PrepareContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
 		if err != nil {

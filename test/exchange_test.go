@@ -214,6 +214,16 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 		return err == nil && st.Received == 52
 	})
 
+	// Every envelope comes back with a signed receipt; no sequence is missing.
+	waitFor(t, "receipts for every envelope at uni-a", func() bool {
+		m := scrape(t, a)
+		return strings.Contains(m, fmt.Sprintf("eduspace_receipts_received_total %d\n", sr.Envelopes)) &&
+			strings.Contains(m, "eduspace_envelopes_awaiting_receipt 0\n")
+	})
+	if m := scrape(t, b); !strings.Contains(m, "eduspace_sequence_missing 0\n") {
+		t.Errorf("uni-b reports missing sequence numbers")
+	}
+
 	got := received(t, s.conf["uni-b"].DataDir)
 	students, grades := 0, 0
 	for _, r := range got {

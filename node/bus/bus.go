@@ -38,11 +38,18 @@ type Layout struct{ Space string }
 // DeliverSubject is where envelopes for node are published.
 func (l Layout) DeliverSubject(node string) string { return "eds." + l.Space + ".deliver." + node }
 
-// DeliverStream holds the deliveries of every node of the space.
-func (l Layout) DeliverStream() string { return "EDS_" + l.Space + "_DELIVER" }
+// ReceiptSubject is where signed receipts for node's envelopes are published.
+func (l Layout) ReceiptSubject(node string) string { return "eds." + l.Space + ".receipt." + node }
 
-// DeliverConsumer is node's durable consumer on the deliver stream.
+// ExchangeStream holds the deliveries and receipts of every node of the
+// space, one subject per addressee.
+func (l Layout) ExchangeStream() string { return "EDS_" + l.Space + "_EXCHANGE" }
+
+// DeliverConsumer is node's durable consumer of its deliveries.
 func (l Layout) DeliverConsumer(node string) string { return "deliver_" + node }
+
+// ReceiptConsumer is node's durable consumer of receipts.
+func (l Layout) ReceiptConsumer(node string) string { return "receipt_" + node }
 
 // RegistryBucket is the key-value bucket of member credentials.
 func (l Layout) RegistryBucket() string { return "eds_" + l.Space + "_registry" }
@@ -154,9 +161,9 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 // calls it at start; the settings are the same for all, so the calls agree.
 func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.KeyValue, error) {
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        l.DeliverStream(),
-		Description: "eduspace envelopes, one subject per recipient node",
-		Subjects:    []string{"eds." + l.Space + ".deliver.*"},
+		Name:        l.ExchangeStream(),
+		Description: "eduspace envelopes and receipts, one subject per addressee",
+		Subjects:    []string{"eds." + l.Space + ".deliver.*", "eds." + l.Space + ".receipt.*"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.WorkQueuePolicy,
 		Duplicates:  DuplicateWindow,
@@ -164,7 +171,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.Ke
 		Discard:     jetstream.DiscardOld,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", l.DeliverStream(), err)
+		return nil, fmt.Errorf("ensure stream %s: %w", l.ExchangeStream(), err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      l.RegistryBucket(),
@@ -178,11 +185,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.Ke
 	return kv, nil
 }
 
-// DeliverConsumer creates or updates node's durable pull consumer.
-func DeliverConsumer(ctx context.Context, js jetstream.JetStream, l Layout, node string) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, l.DeliverStream(), jetstream.ConsumerConfig{
-		Durable:       l.DeliverConsumer(node),
-		FilterSubject: l.DeliverSubject(node),
+// Consumer creates or updates a durable pull consumer on the exchange
+// stream: name, filtered to subject.
+func Consumer(ctx context.Context, js jetstream.JetStream, l Layout, name, subject string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, l.ExchangeStream(), jetstream.ConsumerConfig{
+		Durable:       name,
+		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxAckPending: 1024,
@@ -190,7 +198,7 @@ func DeliverConsumer(ctx context.Context, js jetstream.JetStream, l Layout, node
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure consumer for %s: %w", node, err)
+		return nil, fmt.Errorf("ensure consumer %s: %w", name, err)
 	}
 	return c, nil
 }

@@ -28,6 +28,7 @@ const (
 	KindSend    = "send"
 	KindReceive = "receive"
 	KindRefuse  = "refuse"
+	KindReceipt = "receipt"
 	KindAgree   = "agreement"
 )
 

@@ -36,24 +36,28 @@ CREATE TABLE shared (
 	PRIMARY KEY (agreement, record_id)
 ) WITHOUT ROWID;
 
--- pair_seq: per peer, the next outgoing sequence number and the highest received.
+-- pair_seq: per peer and envelope kind, the next outgoing sequence number and the highest received.
 CREATE TABLE pair_seq (
-	peer     TEXT PRIMARY KEY,
+	peer     TEXT    NOT NULL,
+	kind     INTEGER NOT NULL,
 	next_out INTEGER NOT NULL DEFAULT 1,
-	last_in  INTEGER NOT NULL DEFAULT 0
-);
+	last_in  INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (peer, kind)
+) WITHOUT ROWID;
 
 -- outbox: sealed envelopes, written with the decision that made them; the relay publishes and marks them.
 CREATE TABLE outbox (
 	id          INTEGER PRIMARY KEY,
 	envelope_id TEXT    NOT NULL UNIQUE,
 	recipient   TEXT    NOT NULL,
+	kind        INTEGER NOT NULL,        -- envelope kind: 1 records, 2 receipt, 3 erasure request, 4 erasure receipt
 	subject     TEXT    NOT NULL,
 	seq         INTEGER NOT NULL,
 	records     INTEGER NOT NULL,
 	data        BLOB    NOT NULL,
 	created_ms  INTEGER NOT NULL,
-	sent_ms     INTEGER
+	sent_ms     INTEGER,                 -- JetStream acknowledged the publish
+	receipt_ms  INTEGER                  -- the recipient's signed receipt arrived (records envelopes)
 );
 CREATE INDEX outbox_unsent ON outbox(id) WHERE sent_ms IS NULL;
 

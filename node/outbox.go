@@ -1,0 +1,45 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+
+	"github.com/eduspace/eduspace/crypto"
+)
+
+// enqueue seals plaintext to `to` under header h and writes the envelope to
+// the outbox inside tx, with the next per-peer sequence number. It returns
+// the envelope id. The relay publishes the row after the transaction
+// commits; if it does not commit, nothing was sent.
+func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *crypto.KEMPublicKey, subject string, plaintext []byte, records int) (string, error) {
+	var seq int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO pair_seq(peer, kind) VALUES (?, ?) ON CONFLICT(peer, kind) DO UPDATE SET next_out = next_out
+		RETURNING next_out`, h.Recipient, h.Kind).Scan(&seq)
+	if err != nil {
+		return "", fmt.Errorf("sequence: %w", err)
+	}
+	now := n.now()
+	h.Suite = to.Suite()
+	h.Sender, h.SenderKeyID = n.cfg.NodeID, n.keys.Signing.Public().KeyID()
+	h.RecipientKeyID = to.KeyID()
+	h.Seq = uint64(seq)
+	h.Created, h.Expires = now, now.Add(n.cfg.EnvelopeTTL)
+	if _, err := rand.Read(h.ID[:]); err != nil {
+		return "", fmt.Errorf("envelope id: %w", err)
+	}
+	data, err := crypto.Seal(rand.Reader, h, to, n.keys.Signing, plaintext)
+	if err != nil {
+		return "", fmt.Errorf("seal: %w", err)
+	}
+	eid := h.IDString()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Recipient, h.Kind, subject, seq, records, data, now.UnixMilli()); err != nil {
+		return "", fmt.Errorf("outbox: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE pair_seq SET next_out = next_out + 1 WHERE peer = ? AND kind = ?`, h.Recipient, h.Kind); err != nil {
+		return "", fmt.Errorf("sequence: %w", err)
+	}
+	return eid, nil
+}
