@@ -144,7 +144,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 	n.nc, err = bus.Connect(bus.ConnectOptions{
 		Name: "eduspace-" + cfg.NodeID, URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
-		Embedded: emb, Logger: n.log,
+		InboxPrefix: n.layout.InboxPrefix(cfg.NodeID),
+		Embedded:    emb, Logger: n.log,
 	})
 	if err != nil {
 		return nil, err
@@ -168,8 +169,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		name, subject string
 		accept        func(context.Context, []byte) (crypto.Header, error)
 	}{
-		{n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverSubject(cfg.NodeID), n.accept},
-		{n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptSubject(cfg.NodeID), n.acceptReceipt},
+		{n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID), n.accept},
+		{n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID), n.acceptReceipt},
 	} {
 		cons, err := bus.Consumer(ctx, n.js, n.layout, c.name, c.subject)
 		if err != nil {

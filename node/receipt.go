@@ -35,7 +35,7 @@ func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, h crypto.Header, se
 	_, err = n.enqueue(ctx, tx, crypto.Header{
 		Recipient: h.Sender, Agreement: h.Agreement, Purpose: h.Purpose, RecordType: h.RecordType,
 		Count: uint32(records), Kind: crypto.KindReceipt,
-	}, to, n.layout.ReceiptSubject(h.Sender), body, 0)
+	}, to, n.layout.ReceiptSubject(h.Sender, n.cfg.NodeID), body, 0)
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}

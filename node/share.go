@@ -260,7 +260,7 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 		eid, err = n.enqueue(ctx, tx, crypto.Header{
 			Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
 			Count: uint32(b.count), Level: b.level.String(), Kind: crypto.KindRecords,
-		}, s.to, n.layout.DeliverSubject(s.a.Recipient), b.buf.Bytes(), b.count)
+		}, s.to, n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID), b.buf.Bytes(), b.count)
 		if err != nil {
 			return fmt.Errorf("share: %w", err)
 		}

@@ -286,7 +286,7 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 	}
 	js := bus.Layout{Space: space}
 	for _, msg := range [][]byte{[]byte("not an envelope"), forged} {
-		if _, err := jsPublish(nc, js.DeliverSubject("uni-b"), msg); err != nil {
+		if _, err := jsPublish(nc, js.DeliverSubject("uni-b", "uni-a"), msg); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -5,11 +5,13 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -35,11 +37,32 @@ func ValidName(s string) bool { return tokenRE.MatchString(s) }
 // Layout names the subjects, streams and buckets of one space.
 type Layout struct{ Space string }
 
-// DeliverSubject is where envelopes for node are published.
-func (l Layout) DeliverSubject(node string) string { return "eds." + l.Space + ".deliver." + node }
+// DeliverSubject is where sender publishes envelopes of records for
+// recipient. The sender is part of the subject so that the NATS server can
+// enforce who publishes as whom (see nats-config).
+func (l Layout) DeliverSubject(recipient, sender string) string {
+	return "eds." + l.Space + ".deliver." + recipient + "." + sender
+}
 
-// ReceiptSubject is where signed receipts for node's envelopes are published.
-func (l Layout) ReceiptSubject(node string) string { return "eds." + l.Space + ".receipt." + node }
+// DeliverFilter matches every delivery to node.
+func (l Layout) DeliverFilter(node string) string {
+	return "eds." + l.Space + ".deliver." + node + ".*"
+}
+
+// ReceiptSubject is where sender publishes signed receipts to recipient
+// for envelopes recipient sent.
+func (l Layout) ReceiptSubject(recipient, sender string) string {
+	return "eds." + l.Space + ".receipt." + recipient + "." + sender
+}
+
+// ReceiptFilter matches every receipt to node.
+func (l Layout) ReceiptFilter(node string) string {
+	return "eds." + l.Space + ".receipt." + node + ".*"
+}
+
+// InboxPrefix is node's own reply-subject prefix, so that the server can
+// keep each node's replies (pulled messages among them) from the others.
+func (l Layout) InboxPrefix(node string) string { return "_INBOX_" + node }
 
 // ExchangeStream holds the deliveries and receipts of every node of the
 // space, one subject per addressee.
@@ -117,7 +140,8 @@ func (e *Embedded) Shutdown() {
 type ConnectOptions struct {
 	Name        string    // client name, shown in server monitoring
 	URL         string    // server URL(s), comma-separated
-	Credentials string    // a .creds file, optional
+	Credentials string    // a .creds file (JWT) or an nkey seed file, optional
+	InboxPrefix string    // reply subjects' prefix; default _INBOX
 	Embedded    *Embedded // connect in-process to this server instead of URL
 	Logger      *slog.Logger
 }
@@ -143,7 +167,14 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 		}),
 	}
 	if o.Credentials != "" {
-		opts = append(opts, nats.UserCredentials(o.Credentials))
+		opt, err := credentialsOption(o.Credentials)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, opt)
+	}
+	if o.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	}
 	url := o.URL
 	if o.Embedded != nil {
@@ -157,32 +188,71 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Ensure creates or updates the space's streams and buckets. Every node
-// calls it at start; the settings are the same for all, so the calls agree.
+// credentialsOption reads a NATS credentials file: a user JWT with its
+// seed (.creds, decentralized auth) or a bare nkey user seed (what
+// `eduspace authority nats-config` generates).
+func credentialsOption(path string) (nats.Option, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials: %w", err)
+	}
+	if bytes.Contains(data, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(path), nil
+	}
+	opt, err := nats.NkeyOptionFromSeed(path)
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials %s: neither a .creds file nor an nkey seed: %w", path, err)
+	}
+	return opt, nil
+}
+
+// Ensure makes sure the space's stream and registry bucket exist, creating
+// them with the settings above when they do not. It does not change an
+// existing stream: where the NATS server enforces permissions, the space
+// operator creates them (`eduspace authority nats-setup`) and members may
+// only look them up.
 func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.KeyValue, error) {
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := js.Stream(ctx, l.ExchangeStream())
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = js.CreateStream(ctx, ExchangeStreamConfig(l))
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			err = nil // another node created it first
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", l.ExchangeStream(), err)
+	}
+	kv, err := js.KeyValue(ctx, l.RegistryBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, RegistryConfig(l))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ensure registry bucket %s: %w", l.RegistryBucket(), err)
+	}
+	return kv, nil
+}
+
+// ExchangeStreamConfig is the exchange stream's configuration.
+func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
 		Name:        l.ExchangeStream(),
-		Description: "eduspace envelopes and receipts, one subject per addressee",
-		Subjects:    []string{"eds." + l.Space + ".deliver.*", "eds." + l.Space + ".receipt.*"},
+		Description: "eduspace envelopes and receipts, one subject per addressee and sender",
+		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.WorkQueuePolicy,
 		Duplicates:  DuplicateWindow,
 		MaxAge:      30 * 24 * time.Hour,
-		Discard:     jetstream.DiscardOld,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", l.ExchangeStream(), err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+}
+
+// RegistryConfig is the registry bucket's configuration.
+func RegistryConfig(l Layout) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      l.RegistryBucket(),
 		Description: "eduspace member credentials (JWT), by node id",
 		History:     5,
 		Storage:     jetstream.FileStorage,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure registry bucket: %w", err)
 	}
-	return kv, nil
 }
 
 // Consumer creates or updates a durable pull consumer on the exchange
@@ -192,7 +262,7 @@ func Consumer(ctx context.Context, js jetstream.JetStream, l Layout, name, subje
 		Durable:       name,
 		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       15 * time.Second,
 		MaxAckPending: 1024,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
