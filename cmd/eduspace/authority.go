@@ -1,8 +1,13 @@
 package main
 
 import (
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
 	"context"
 	"fmt"
+	"github.com/eduspace/eduspace/node/bus"
 	"io"
 	"os"
 	"path/filepath"
@@ -67,6 +72,73 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintf(stdout, "credential written to %s\n", *out)
 		return nil
+	case "nats-config":
+		return runNATSConfig(ctx, args[1:], stdout, stderr)
+	case "nats-setup":
+		return runNATSSetup(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown authority subcommand %q", errUsage, args[0])
+}
+
+// runNATSConfig writes a stock nats-server configuration with one nkey user
+// per member, each allowed to publish only as itself and to read only its
+// own deliveries.
+func runNATSConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("authority nats-config", stderr)
+	dir := fs.String("dir", "", "the authority directory; nkey seeds are kept in DIR/nats (required)")
+	space := fs.String("space", "", "the space name (required)")
+	members := fs.String("members", "", "comma-separated node ids of the members (required)")
+	listen := fs.String("listen", "0.0.0.0:4222", "the server's client address")
+	store := fs.String("store", "/var/lib/nats", "the server's JetStream store directory")
+	out := fs.String("out", "", "write the configuration here instead of standard output")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *dir == "" || *space == "" || *members == "" {
+		return fmt.Errorf("%w: --dir, --space and --members are required", errUsage)
+	}
+	conf, err := authority.NATSConfig(*dir, *space, strings.Split(*members, ","), *listen, *store)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		_, err = io.WriteString(stdout, conf)
+		return err
+	}
+	if err := os.WriteFile(*out, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "nats-server configuration written to %s\nnkey seeds in %s: give each member its own <node>.nk (node config nats.credentials)\n",
+		*out, filepath.Dir(authority.NATSSeedPath(*dir, "x")))
+	return nil
+}
+
+// runNATSSetup creates the space's stream and registry bucket as the
+// operator, on a server whose members may not create them.
+func runNATSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("authority nats-setup", stderr)
+	url := fs.String("url", "", "the NATS server URL (required)")
+	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk)")
+	space := fs.String("space", "", "the space name (required)")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *url == "" || *space == "" {
+		return fmt.Errorf("%w: --url and --space are required", errUsage)
+	}
+	l := bus.Layout{Space: *space}
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: *url, Credentials: *creds})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if _, err := bus.Ensure(ctx, js, l); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "stream %s and bucket %s ready\n", l.ExchangeStream(), l.RegistryBucket())
+	return nil
 }

@@ -166,3 +166,28 @@ func TestDaemon(t *testing.T) {
 		t.Fatal("node run did not stop within 20s of its context ending")
 	}
 }
+
+func TestNATSConfigCommand(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "nats-server.conf")
+	code, _, stderr := run(t, context.Background(), "authority", "nats-config", "--dir", dir, "--space", "demo",
+		"--members", "uni-a,uni-b", "--listen", "127.0.0.1:4222", "--store", filepath.Join(dir, "js"), "--out", out)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	conf, _ := os.ReadFile(out)
+	for _, want := range []string{`"eds.demo.deliver.*.uni-a"`, `"eds.demo.deliver.*.uni-b"`, `"_INBOX_uni-a.>"`, "jetstream: enabled"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("configuration lacks %s", want)
+		}
+	}
+	for _, f := range []string{"operator.nk", "uni-a.nk", "uni-b.nk"} {
+		fi, err := os.Stat(filepath.Join(dir, "nats", f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("seed %s: %v (want mode 0600)", f, err)
+		}
+	}
+	if code, _, _ := run(t, context.Background(), "authority", "nats-config", "--dir", dir, "--space", "demo", "--members", "Bad Id"); code != exitFailure {
+		t.Errorf("invalid member id: exit %d, want %d", code, exitFailure)
+	}
+}

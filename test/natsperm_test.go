@@ -1,0 +1,196 @@
+package test
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// TestNATSPermissions runs a stock nats-server (Debian's package, which
+// .ci/run installs) with the configuration `eduspace authority nats-config`
+// generates: the exchange between two members works, and a third member
+// can neither publish as another nor read another's deliveries.
+func TestNATSPermissions(t *testing.T) {
+	natsBin, err := exec.LookPath("nats-server")
+	if err != nil {
+		t.Skip("nats-server not on PATH (apt-get install nats-server; .ci/run does): skipping the stock-server permission test")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	authDir := filepath.Join(dir, "authority")
+	if _, err := authority.Init(authDir); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b", "uni-c"}, addr, filepath.Join(dir, "js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	confPath := filepath.Join(dir, "nats-server.conf")
+	os.WriteFile(confPath, []byte(conf), 0o644)
+	srv := newProc(t, dir, "stock-nats-server", natsBin, "-c", confPath)
+	srv.start()
+	waitFor(t, "nats-server to listen", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	url := "nats://" + addr
+	l := bus.Layout{Space: space}
+
+	// A member may not create the space's stream; the operator does.
+	asMember, err := bus.Connect(bus.ConnectOptions{URL: url, Credentials: authority.NATSSeedPath(authDir, "uni-a"), InboxPrefix: l.InboxPrefix("uni-a")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(asMember)
+	if _, err := bus.Ensure(ctx, js, l); err == nil {
+		t.Error("a member created the space's stream")
+	}
+	asMember.Close()
+	op, err := bus.Connect(bus.ConnectOptions{URL: url, Credentials: authority.NATSSeedPath(authDir, authority.OperatorNATSUser)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opJS, _ := jetstream.New(op)
+	if _, err := bus.Ensure(ctx, opJS, l); err != nil {
+		t.Fatalf("operator setup: %v", err)
+	}
+	op.Close()
+
+	// The exchange works between uni-a and uni-b.
+	ak, _ := authority.Load(authDir)
+	open := func(id string) *node.Node {
+		nd := filepath.Join(dir, id)
+		if _, err := node.InitKeys(nd, id, crypto.DefaultSuite); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644)
+		cfg := node.DefaultConfig()
+		cfg.NodeID, cfg.Space, cfg.DataDir = id, space, nd
+		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)
+		cfg.NATS.URL, cfg.NATS.Credentials = url, authority.NATSSeedPath(authDir, id)
+		cfg.Admin.Listen = "127.0.0.1:0"
+		n, err := node.Open(ctx, cfg, node.Env{})
+		if err != nil {
+			t.Fatalf("open %s: %v", id, err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	a, b := open("uni-a"), open("uni-b")
+	data, _ := records(time.Now())
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	ag := &policy.Agreement{ID: "perm", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeCreditTransfer,
+		LegalBasis: policy.BasisContract, RecordTypes: map[string][]string{"course_grade": {"student_id", "course_code"}},
+		MaxLevel: schema.L2, RetentionDays: 1, ValidFrom: time.Now().Add(-time.Hour), ValidUntil: time.Now().Add(time.Hour)}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sr, err := a.Share(ctx, ag.ID)
+	if err != nil || sr.Permitted != 27 {
+		t.Fatalf("share: %+v, %v", sr, err)
+	}
+	waitFor(t, "27 records at uni-b through the stock server", func() bool {
+		st, _ := b.Status(ctx)
+		return st.Received == 27
+	})
+
+	// uni-c, authenticated as itself, tries to act as others.
+	var mu sync.Mutex
+	var violations []string
+	mallory, err := nats.Connect(url, mustNkey(t, authority.NATSSeedPath(authDir, "uni-c")),
+		nats.CustomInboxPrefix(l.InboxPrefix("uni-c")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			violations = append(violations, err.Error())
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mallory.Close()
+	sawViolation := func(what, subject string) {
+		t.Helper()
+		waitFor(t, "a permissions violation for "+what, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range violations {
+				if strings.Contains(v, "Permissions Violation") && strings.Contains(v, subject) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	// Publish as uni-a.
+	forged := l.DeliverSubject("uni-b", "uni-a")
+	mallory.Publish(forged, []byte("forged"))
+	mallory.Flush()
+	sawViolation("publishing as uni-a", forged)
+	// Read uni-b's replies (where pulled deliveries arrive).
+	mallory.Subscribe(l.InboxPrefix("uni-b")+".>", func(*nats.Msg) {})
+	mallory.Flush()
+	sawViolation("subscribing to uni-b's inbox", l.InboxPrefix("uni-b"))
+	// Write uni-a's registry entry.
+	regKey := "$KV." + l.RegistryBucket() + ".uni-a"
+	mallory.Publish(regKey, []byte("x"))
+	mallory.Flush()
+	sawViolation("overwriting uni-a's credential", regKey)
+	// Create a consumer over uni-b's deliveries, under either name.
+	mjs, _ := jetstream.New(mallory)
+	for _, name := range []string{l.DeliverConsumer("uni-b"), l.DeliverConsumer("uni-c")} {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := mjs.CreateOrUpdateConsumer(cctx, l.ExchangeStream(), jetstream.ConsumerConfig{
+			Durable: name, FilterSubject: l.DeliverFilter("uni-b"), AckPolicy: jetstream.AckExplicitPolicy})
+		cancel()
+		if err == nil {
+			t.Errorf("uni-c created consumer %s over uni-b's deliveries", name)
+		}
+	}
+	// uni-c's own consumer works: permissions are not simply closed.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := mjs.CreateOrUpdateConsumer(cctx, l.ExchangeStream(), jetstream.ConsumerConfig{
+		Durable: l.DeliverConsumer("uni-c"), FilterSubject: l.DeliverFilter("uni-c"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Errorf("uni-c cannot create its own consumer: %v", err)
+	}
+	if st, _ := b.Status(ctx); st.Received != 27 {
+		t.Errorf("uni-b holds %d records after the attempts, want 27", st.Received)
+	}
+}
+
+func mustNkey(t *testing.T, path string) nats.Option {
+	t.Helper()
+	opt, err := nats.NkeyOptionFromSeed(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return opt
+}
