@@ -78,8 +78,8 @@ func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (Ing
 			return res, fmt.Errorf("ingest: classify: %w", err)
 		}
 		if labels.Level >= schema.CORE {
-			res.reject(idx, &schema.ValidationError{Reason: "core_refused"})
-			n.m.invalid.WithLabelValues("core_refused").Inc()
+			res.reject(idx, &schema.ValidationError{Reason: reasonCoreRefused})
+			n.m.invalid.WithLabelValues(reasonCoreRefused).Inc()
 			continue
 		}
 		body, err := json.Marshal(rec.Fields) // map keys sorted: canonical

@@ -30,6 +30,16 @@ var refuseReasons = []string{
 	RefuseSignature, RefuseDecrypt, RefuseReplayed, RefuseNoAgreement, RefuseContent,
 }
 
+// reasonCoreRefused is the ingest refusal of a record classified CORE.
+const reasonCoreRefused = "core_refused"
+
+// invalidReasons are the reasons a record is refused at ingest.
+var invalidReasons = []string{
+	schema.ReasonUnknownField, schema.ReasonRequired, schema.ReasonType, schema.ReasonDate,
+	schema.ReasonNegative, schema.ReasonEnum, schema.ReasonChecksum, schema.ReasonUnknownType,
+	schema.ReasonSyntax, reasonCoreRefused,
+}
+
 // metrics are one node's instruments, on the node's own registry. Every
 // label value comes from a closed set: record types of the standard,
 // levels, policy reason codes, refusal reasons.
@@ -147,6 +157,9 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 	}
 	for _, r := range refuseReasons {
 		m.refused.WithLabelValues(r)
+	}
+	for _, r := range invalidReasons {
+		m.invalid.WithLabelValues(r)
 	}
 	return m
 }

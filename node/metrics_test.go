@@ -2,6 +2,11 @@ package node
 
 import (
 	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -55,3 +60,61 @@ func (zeroGauges) outboxDepth(context.Context) float64     { return 0 }
 func (zeroGauges) evidenceLength(context.Context) float64  { return 0 }
 func (zeroGauges) awaitingReceipt(context.Context) float64 { return 0 }
 func (zeroGauges) sequenceMissing(context.Context) float64 { return 0 }
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestMetricsGolden pins the names, types and label names of every
+// eduspace metric: auditors' dashboards and alerts depend on them. A change
+// here is a change of contract: update node/METRICS.md with it and run the
+// test with -update.
+func TestMetricsGolden(t *testing.T) {
+	m := newMetrics(schema.Default(), zeroGauges{})
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "eduspace_") {
+			continue
+		}
+		labels := map[string]bool{}
+		for _, metric := range mf.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				labels[l.GetName()] = true
+			}
+		}
+		names := make([]string, 0, len(labels))
+		for l := range labels {
+			names = append(names, l)
+		}
+		sort.Strings(names)
+		lines = append(lines, fmt.Sprintf("%s %s %s", mf.GetName(), strings.ToLower(mf.GetType().String()), strings.Join(names, ",")))
+	}
+	sort.Strings(lines)
+	got := strings.Join(lines, "\n") + "\n"
+	path := filepath.Join("testdata", "metrics.golden")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("metrics changed:\ngot:\n%s\nwant:\n%s", got, want)
+	}
+	doc, err := os.ReadFile("METRICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lines {
+		name := strings.Fields(l)[0]
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("%s is not documented in node/METRICS.md", name)
+		}
+	}
+}
