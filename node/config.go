@@ -39,6 +39,8 @@ type Config struct {
 	Admin   AdminConfig   `yaml:"admin"`
 	Metrics MetricsConfig `yaml:"metrics"`
 	Batch   BatchConfig   `yaml:"batch"`
+	// Checkpoint sets how the evidence log is committed on the space.
+	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -77,12 +79,23 @@ type BatchConfig struct {
 	MaxRecords int `yaml:"max_records"`
 }
 
+// CheckpointConfig sets the evidence checkpoints.
+type CheckpointConfig struct {
+	// Interval is how often the node signs and publishes a checkpoint of
+	// its evidence log when the log has grown.
+	Interval time.Duration `yaml:"interval"`
+	// MaxAge is how long evidence may stay uncovered by a published
+	// checkpoint before the node stops sending (fails closed).
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
 // DefaultConfig is the configuration every file starts from.
 func DefaultConfig() Config {
 	return Config{
 		Suite:       crypto.DefaultSuite.String(),
 		Admin:       AdminConfig{Listen: "127.0.0.1:7600"},
 		Batch:       BatchConfig{MaxRecords: 100},
+		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
 		EnvelopeTTL: 24 * time.Hour,
 		LogLevel:    "info",
 	}
@@ -150,6 +163,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Batch.MaxRecords < 1 || c.Batch.MaxRecords > 10000 {
 		bad("batch.max_records", "%d: must be 1 to 10000", c.Batch.MaxRecords)
+	}
+	if c.Checkpoint.Interval < 100*time.Millisecond {
+		bad("checkpoint.interval", "%s: must be at least 100ms", c.Checkpoint.Interval)
+	}
+	if c.Checkpoint.MaxAge < 2*c.Checkpoint.Interval {
+		bad("checkpoint.max_age", "%s: must be at least twice checkpoint.interval", c.Checkpoint.MaxAge)
 	}
 	if c.EnvelopeTTL < time.Minute {
 		bad("envelope_ttl", "%s: must be at least 1m", c.EnvelopeTTL)

@@ -48,6 +48,11 @@ func (n *Node) adminHandler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if n.sendingBlocked() {
+			writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
+				"evidence checkpoints could not be published for longer than checkpoint.max_age; nothing is sent")
+			return
+		}
 		if !n.Ready() {
 			writeProblem(w, http.StatusServiceUnavailable, "not-ready", "Node not ready", "not connected to NATS or not started")
 			return

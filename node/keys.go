@@ -20,6 +20,7 @@ import (
 const (
 	kemKeyFile     = "keys/kem.pem"
 	signingKeyFile = "keys/signing.pem"
+	checkpointFile = "keys/checkpoint.pem"
 	secretFile     = "keys/node-secret.pem"
 	adminTokenFile = "admin.token"
 	// RequestFile is the public half of a node's keys, written by InitKeys
@@ -35,7 +36,10 @@ const pemSecret = "EDUSPACE NODE SECRET"
 type Keys struct {
 	KEM     *crypto.KEMPrivateKey
 	Signing *crypto.SigningKey
-	secret  []byte
+	// Checkpoint is the composite (Ed25519 + ML-DSA-65) key that signs the
+	// evidence log's checkpoints.
+	Checkpoint *crypto.CompositeKey
+	secret     []byte
 	// AdminToken is the bearer token of the admin API.
 	AdminToken string
 }
@@ -49,19 +53,22 @@ func (k *Keys) derive(label string) []byte {
 
 // Request is the public part of a node's keys, handed to the authority.
 type Request struct {
-	NodeID      string                  `json:"node_id"`
-	KEMKeys     []crypto.KEMKeyInfo     `json:"kem_keys"`
-	SigningKeys []crypto.SigningKeyInfo `json:"signing_keys"`
+	NodeID         string                    `json:"node_id"`
+	KEMKeys        []crypto.KEMKeyInfo       `json:"kem_keys"`
+	SigningKeys    []crypto.SigningKeyInfo   `json:"signing_keys"`
+	CheckpointKeys []crypto.CompositeKeyInfo `json:"checkpoint_keys"`
 }
 
 // Request returns what the authority needs to issue this node's credential.
 func (k *Keys) Request(nodeID string) Request {
 	pub := k.KEM.Public()
 	vk := k.Signing.Public()
+	ck := k.Checkpoint.Public()
 	return Request{
-		NodeID:      nodeID,
-		KEMKeys:     []crypto.KEMKeyInfo{{ID: pub.KeyID(), Suite: pub.Suite(), Key: pub.Bytes()}},
-		SigningKeys: []crypto.SigningKeyInfo{{ID: vk.KeyID(), Key: vk.Bytes()}},
+		NodeID:         nodeID,
+		KEMKeys:        []crypto.KEMKeyInfo{{ID: pub.KeyID(), Suite: pub.Suite(), Key: pub.Bytes()}},
+		SigningKeys:    []crypto.SigningKeyInfo{{ID: vk.KeyID(), Key: vk.Bytes()}},
+		CheckpointKeys: []crypto.CompositeKeyInfo{{ID: ck.KeyID(), Key: ck.Bytes()}},
 	}
 }
 
@@ -82,7 +89,11 @@ func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	k := &Keys{KEM: kem, Signing: sig, secret: make([]byte, 32)}
+	ck, err := crypto.GenerateCompositeKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	k := &Keys{KEM: kem, Signing: sig, Checkpoint: ck, secret: make([]byte, 32)}
 	rand.Read(k.secret)
 	tok := make([]byte, 24)
 	rand.Read(tok)
@@ -92,6 +103,9 @@ func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
 	if err := crypto.WriteSigningKeyFile(filepath.Join(dir, signingKeyFile), sig); err != nil {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	if err := crypto.WriteCompositeKeyFile(filepath.Join(dir, checkpointFile), ck); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
 	if err := crypto.WriteKeyFile(filepath.Join(dir, secretFile), pemSecret, k.secret); err != nil {
@@ -124,6 +138,10 @@ func LoadKeys(dir string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
+	ck, err := crypto.ReadCompositeKeyFile(filepath.Join(dir, checkpointFile))
+	if err != nil {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
 	secret, err := crypto.ReadKeyFile(filepath.Join(dir, secretFile), pemSecret)
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
@@ -143,5 +161,5 @@ func LoadKeys(dir string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
-	return &Keys{KEM: kem, Signing: sig, secret: secret, AdminToken: string(bytes.TrimSpace(tok))}, nil
+	return &Keys{KEM: kem, Signing: sig, Checkpoint: ck, secret: secret, AdminToken: string(bytes.TrimSpace(tok))}, nil
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -56,7 +57,11 @@ type metrics struct {
 	stored    prometheus.Counter
 	refused   *prometheus.CounterVec // reason
 	receipts  prometheus.Counter
-	latency   prometheus.Histogram
+
+	checkpointsPublished prometheus.Counter
+	checkpointsReceived  prometheus.Counter
+	checkpointConflicts  prometheus.Counter
+	latency              prometheus.Histogram
 }
 
 // gauges are the figures a scrape reads from the database.
@@ -65,6 +70,8 @@ type gauges interface {
 	evidenceLength(context.Context) float64
 	awaitingReceipt(context.Context) float64
 	sequenceMissing(context.Context) float64
+	checkpointAge() time.Duration
+	sendingBlocked() bool
 }
 
 func newMetrics(std *schema.Standard, g gauges) *metrics {
@@ -116,6 +123,18 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 			Name: "eduspace_receipts_received_total",
 			Help: "Signed receipts received from recipients for envelopes this node sent.",
 		}),
+		checkpointsPublished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_checkpoints_published_total",
+			Help: "Signed checkpoints of this node's evidence log published on the space.",
+		}),
+		checkpointsReceived: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_checkpoints_received_total",
+			Help: "Signed checkpoints (of any node, this one included) verified and kept.",
+		}),
+		checkpointConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_checkpoint_conflicts_total",
+			Help: "Checkpoints that contradict one already kept for the same node and count (equivocation).",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "eduspace_delivery_latency_seconds",
 			Help:    "Time from sealing an envelope to storing it at the recipient.",
@@ -123,7 +142,7 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 		}),
 	}
 	reg.MustRegister(m.ingested, m.invalid, m.decisions, m.sealed, m.sealedRec, m.sent, m.received,
-		m.stored, m.refused, m.receipts, m.latency)
+		m.stored, m.refused, m.receipts, m.checkpointsPublished, m.checkpointsReceived, m.checkpointConflicts, m.latency)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_outbox_depth",
 		Help: "Envelopes sealed but not yet acknowledged by JetStream.",
@@ -136,6 +155,19 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 		Name: "eduspace_sequence_missing",
 		Help: "Envelopes of records from peers whose sequence number has been passed but which have not arrived (late or lost).",
 	}, func() float64 { return g.sequenceMissing(context.Background()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_checkpoint_age_seconds",
+		Help: "How long the evidence log has had entries no published checkpoint covers; 0 when covered.",
+	}, func() float64 { return g.checkpointAge().Seconds() }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_sending_blocked",
+		Help: "1 while the node fails closed (checkpoint age above checkpoint.max_age) and sends nothing, else 0.",
+	}, func() float64 {
+		if g.sendingBlocked() {
+			return 1
+		}
+		return 0
+	}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_evidence_entries",
 		Help: "Entries in the node's evidence hash chain.",

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -60,6 +61,8 @@ func (zeroGauges) outboxDepth(context.Context) float64     { return 0 }
 func (zeroGauges) evidenceLength(context.Context) float64  { return 0 }
 func (zeroGauges) awaitingReceipt(context.Context) float64 { return 0 }
 func (zeroGauges) sequenceMissing(context.Context) float64 { return 0 }
+func (zeroGauges) checkpointAge() time.Duration            { return 0 }
+func (zeroGauges) sendingBlocked() bool                    { return false }
 
 var update = flag.Bool("update", false, "rewrite golden files")
 

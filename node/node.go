@@ -37,25 +37,28 @@ type Env struct {
 
 // Node is a running eduspace node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	now    func() time.Time
-	std    *schema.Standard
-	rules  policy.Rulebook
-	db     *store.DB
-	ev     *evidence.Log
-	keys   *Keys
-	cred   *crypto.Credential
-	layout bus.Layout
-	reg    *registry
-	m      *metrics
-	suite  crypto.SuiteID
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	std       *schema.Standard
+	rules     policy.Rulebook
+	db        *store.DB
+	ev        *evidence.Log
+	keys      *Keys
+	cred      *crypto.Credential
+	credToken string // the credential as issued (JWT)
+	layout    bus.Layout
+	reg       *registry
+	m         *metrics
+	suite     crypto.SuiteID
 
 	emb       *bus.Embedded // started by this node; nil when not
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	consumers []jetstream.ConsumeContext
 
+	ckpt      checkpointState
+	started   bool // Open completed
 	shareMu   sync.Mutex
 	relayWake chan struct{}
 	ready     atomic.Bool
@@ -112,7 +115,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}
-	n.cred, err = crypto.ParseCredential(strings.TrimSpace(string(tok)), root, cfg.Space, n.now())
+	n.credToken = strings.TrimSpace(string(tok))
+	n.cred, err = crypto.ParseCredential(n.credToken, root, cfg.Space, n.now())
 	if err != nil {
 		return nil, fmt.Errorf("credential %s: %w", cfg.credentialPath(), err)
 	}
@@ -159,39 +163,47 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg = newRegistry(kv, root, cfg.Space, n.now)
-	if err := n.reg.publish(ctx, cfg.NodeID, strings.TrimSpace(string(tok))); err != nil {
+	if err := n.reg.publish(ctx, cfg.NodeID, n.credToken); err != nil {
 		return nil, err
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	for _, c := range []struct {
-		name, subject string
-		accept        func(context.Context, []byte) (crypto.Header, error)
+		stream, name, subject string
+		handle                func(jetstream.Msg)
 	}{
-		{n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID), n.accept},
-		{n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID), n.acceptReceipt},
+		{n.layout.ExchangeStream(), n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID),
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.accept) }},
+		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }},
+		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
+			func(msg jetstream.Msg) { n.receiveCheckpoint(runCtx, msg) }},
 	} {
-		cons, err := bus.Consumer(ctx, n.js, n.layout, c.name, c.subject)
+		cons, err := bus.Consumer(ctx, n.js, c.stream, c.name, c.subject)
 		if err != nil {
 			return nil, err
 		}
-		accept := c.accept
-		cc, err := cons.Consume(func(msg jetstream.Msg) { n.receive(runCtx, msg, accept) },
-			jetstream.PullMaxMessages(256))
+		cc, err := cons.Consume(c.handle, jetstream.PullMaxMessages(256))
 		if err != nil {
 			return nil, fmt.Errorf("consume %s: %w", c.subject, err)
 		}
 		n.consumers = append(n.consumers, cc)
 	}
-	n.wg.Add(1)
+	n.ckpt.init(n.now())
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		n.relay(runCtx)
 	}()
+	go func() {
+		defer n.wg.Done()
+		n.checkpointer(runCtx)
+	}()
 	if err := n.serveHTTP(); err != nil {
 		return nil, err
 	}
+	n.started = true
 	n.ready.Store(true)
 	n.log.Info("node started", "space", cfg.Space, "role", string(n.cred.Role), "suite", n.suite.String(),
 		"embedded_nats", emb != nil)
@@ -204,9 +216,10 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 // AdminToken is the bearer token of the admin API.
 func (n *Node) AdminToken() string { return n.keys.AdminToken }
 
-// Ready reports whether the node is serving: started, connected to NATS.
+// Ready reports whether the node is serving: started, connected to NATS,
+// and not failing closed for want of published checkpoints.
 func (n *Node) Ready() bool {
-	return n.ready.Load() && n.nc != nil && n.nc.IsConnected()
+	return n.ready.Load() && n.nc != nil && n.nc.IsConnected() && !n.sendingBlocked()
 }
 
 // Close stops the node: HTTP first (with a fresh bounded context), then the
@@ -221,6 +234,13 @@ func (n *Node) Close() error {
 		for _, s := range n.servers {
 			if err := s.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop http: %w", err))
+			}
+		}
+		if n.started {
+			// A last checkpoint, so that the log as it is at shutdown is
+			// covered on the space.
+			if err := n.publishCheckpoint(ctx); err != nil {
+				n.log.Warn("final checkpoint not published", "err", err)
 			}
 		}
 		for _, cc := range n.consumers {

@@ -31,6 +31,7 @@ type registry struct {
 
 type cachedCredential struct {
 	cred    *crypto.Credential
+	token   string
 	fetched time.Time
 }
 
@@ -52,29 +53,37 @@ func (r *registry) publish(ctx context.Context, node, token string) error {
 // lookup returns the verified credential of node. A credential that fails
 // to verify (expired, wrong signature) is an error wrapping the reason.
 func (r *registry) lookup(ctx context.Context, node string) (*crypto.Credential, error) {
+	c, _, err := r.lookupToken(ctx, node)
+	return c, err
+}
+
+// lookupToken is lookup that also returns the credential as published (the
+// JWT), for records that must be verifiable offline later.
+func (r *registry) lookupToken(ctx context.Context, node string) (*crypto.Credential, string, error) {
 	now := r.now()
 	r.mu.Lock()
 	c, ok := r.cache[node]
 	r.mu.Unlock()
 	if ok && now.Sub(c.fetched) < registryTTL && now.Before(c.cred.Expires) {
-		return c.cred, nil
+		return c.cred, c.token, nil
 	}
 	e, err := r.kv.Get(ctx, node)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, fmt.Errorf("node %q: %w", node, errUnknownMember)
+		return nil, "", fmt.Errorf("node %q: %w", node, errUnknownMember)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("registry lookup: %w", err)
+		return nil, "", fmt.Errorf("registry lookup: %w", err)
 	}
-	cred, err := crypto.ParseCredential(string(e.Value()), r.root, r.space, now)
+	token := string(e.Value())
+	cred, err := crypto.ParseCredential(token, r.root, r.space, now)
 	if err != nil {
-		return nil, fmt.Errorf("node %q: credential: %w: %w", node, errUnknownMember, err)
+		return nil, "", fmt.Errorf("node %q: credential: %w: %w", node, errUnknownMember, err)
 	}
 	if cred.NodeID != node {
-		return nil, fmt.Errorf("node %q: registry entry holds the credential of %q: %w", node, cred.NodeID, errUnknownMember)
+		return nil, "", fmt.Errorf("node %q: registry entry holds the credential of %q: %w", node, cred.NodeID, errUnknownMember)
 	}
 	r.mu.Lock()
-	r.cache[node] = cachedCredential{cred: cred, fetched: now}
+	r.cache[node] = cachedCredential{cred: cred, token: token, fetched: now}
 	r.mu.Unlock()
-	return cred, nil
+	return cred, token, nil
 }

@@ -67,6 +67,11 @@ type outboxRow struct {
 // relayOnce publishes one page of the outbox; more is true when the page
 // was full.
 func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
+	if n.sendingBlocked() {
+		// Fail closed: nothing leaves while the evidence of what would leave
+		// cannot be committed on the space. The outbox keeps it.
+		return false, nil
+	}
 	rows, err := n.db.R.QueryContext(ctx, `SELECT id, envelope_id, recipient, subject, records, data FROM outbox
 		WHERE sent_ms IS NULL ORDER BY id LIMIT ?`, relayPage)
 	if err != nil {

@@ -54,6 +54,7 @@ type shareRun struct {
 	n         *Node
 	a         *policy.Agreement
 	to        *crypto.KEMPublicKey
+	role      crypto.Role
 	tokenKey  []byte
 	res       ShareResult
 	batches   map[string]*pending
@@ -86,7 +87,7 @@ func (n *Node) Share(ctx context.Context, agreementID string) (ShareResult, erro
 		return ShareResult{}, fmt.Errorf("share under agreement %s: recipient %s has no KEM key", a.ID, a.Recipient)
 	}
 	s := &shareRun{
-		n: n, a: a, to: to,
+		n: n, a: a, to: to, role: cred.Role,
 		tokenKey:  crypto.TokenKey(n.keys.derive("tokens"), a.Recipient),
 		res:       ShareResult{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}},
 		batches:   map[string]*pending{},
@@ -167,7 +168,8 @@ func (s *shareRun) decide(ctx context.Context, typ string, id int64, body []byte
 	}
 	s.res.Considered++
 	d := policy.Decide(n.rules, policy.Input{
-		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, Labels: labels, Agreement: s.a, Now: now,
+		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, RecipientRole: string(s.role),
+		Labels: labels, Agreement: s.a, Now: now,
 	})
 	subject := n.ev.Subject(labels.Subject)
 	key := [2]string{d.Rule, string(d.Reason)}

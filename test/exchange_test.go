@@ -57,7 +57,7 @@ func newSpace(t *testing.T) *testSpace {
 
 // member creates a node's keys and credential and opens it, connected to
 // the space's server over loopback TCP.
-func (s *testSpace) member(id string, suite crypto.SuiteID) *node.Node {
+func (s *testSpace) member(id string, suite crypto.SuiteID, edit ...func(*node.Config)) *node.Node {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
 	if _, err := node.InitKeys(nd, id, suite); err != nil {
@@ -78,6 +78,9 @@ func (s *testSpace) member(id string, suite crypto.SuiteID) *node.Node {
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Suite = suite.String()
 	cfg.Batch.MaxRecords = 10
+	for _, e := range edit {
+		e(&cfg)
+	}
 	s.conf[id] = cfg
 	n, err := node.Open(context.Background(), cfg, node.Env{})
 	if err != nil {

@@ -76,7 +76,7 @@ func Issue(k *crypto.AuthorityKey, requestPath string, m Member, now time.Time) 
 	}
 	return k.Issue(crypto.Credential{
 		Space: m.Space, NodeID: req.NodeID, Institution: m.Institution, Role: m.Role,
-		KEMKeys: req.KEMKeys, SigningKeys: req.SigningKeys,
+		KEMKeys: req.KEMKeys, SigningKeys: req.SigningKeys, CheckpointKeys: req.CheckpointKeys,
 		IssuedAt: now, Expires: now.Add(m.Valid),
 	})
 }

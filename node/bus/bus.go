@@ -60,6 +60,19 @@ func (l Layout) ReceiptFilter(node string) string {
 	return "eds." + l.Space + ".receipt." + node + ".*"
 }
 
+// AuditSubject is where node publishes the signed checkpoints of its
+// evidence log.
+func (l Layout) AuditSubject(node string) string { return "eds." + l.Space + ".audit." + node }
+
+// AuditFilter matches every node's checkpoints.
+func (l Layout) AuditFilter() string { return "eds." + l.Space + ".audit.*" }
+
+// AuditStream keeps every node's checkpoints for ever.
+func (l Layout) AuditStream() string { return "EDS_" + l.Space + "_AUDIT" }
+
+// AuditConsumer is node's durable consumer of everyone's checkpoints.
+func (l Layout) AuditConsumer(node string) string { return "audit_" + node }
+
 // InboxPrefix is node's own reply-subject prefix, so that the server can
 // keep each node's replies (pulled messages among them) from the others.
 func (l Layout) InboxPrefix(node string) string { return "_INBOX_" + node }
@@ -212,15 +225,17 @@ func credentialsOption(path string) (nats.Option, error) {
 // operator creates them (`eduspace authority nats-setup`) and members may
 // only look them up.
 func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.KeyValue, error) {
-	_, err := js.Stream(ctx, l.ExchangeStream())
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, ExchangeStreamConfig(l))
-		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			err = nil // another node created it first
+	for _, cfg := range []jetstream.StreamConfig{ExchangeStreamConfig(l), AuditStreamConfig(l)} {
+		_, err := js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				err = nil // another node created it first
+			}
 		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ensure stream %s: %w", l.ExchangeStream(), err)
+		if err != nil {
+			return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
 	}
 	kv, err := js.KeyValue(ctx, l.RegistryBucket())
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -245,6 +260,19 @@ func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 	}
 }
 
+// AuditStreamConfig is the audit stream's configuration: checkpoints are
+// small, few and must outlive the logs they protect, so nothing expires.
+func AuditStreamConfig(l Layout) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        l.AuditStream(),
+		Description: "eduspace signed evidence checkpoints, one subject per node",
+		Subjects:    []string{l.AuditFilter()},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Duplicates:  DuplicateWindow,
+	}
+}
+
 // RegistryConfig is the registry bucket's configuration.
 func RegistryConfig(l Layout) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
@@ -255,10 +283,10 @@ func RegistryConfig(l Layout) jetstream.KeyValueConfig {
 	}
 }
 
-// Consumer creates or updates a durable pull consumer on the exchange
-// stream: name, filtered to subject.
-func Consumer(ctx context.Context, js jetstream.JetStream, l Layout, name, subject string) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, l.ExchangeStream(), jetstream.ConsumerConfig{
+// Consumer creates or updates a durable pull consumer on stream: name,
+// filtered to subject.
+func Consumer(ctx context.Context, js jetstream.JetStream, stream, name, subject string) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable:       name,
 		FilterSubject: subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,

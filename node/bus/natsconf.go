@@ -28,23 +28,26 @@ func (l Layout) MemberPermissions(node string) Permissions {
 	pub = append(pub,
 		"eds."+l.Space+".deliver.*."+node,
 		"eds."+l.Space+".receipt.*."+node,
+		l.AuditSubject(node),
 		"$JS.API.STREAM.INFO."+st,
+		"$JS.API.STREAM.INFO."+l.AuditStream(),
 		"$JS.API.STREAM.INFO."+kv,
 		"$KV."+l.RegistryBucket()+"."+node,
 		"$JS.API.DIRECT.GET."+kv+".>",
 		"$JS.API.STREAM.MSG.GET."+kv,
 	)
-	for _, c := range []struct{ name, filter string }{
-		{l.DeliverConsumer(node), l.DeliverFilter(node)},
-		{l.ReceiptConsumer(node), l.ReceiptFilter(node)},
+	for _, c := range []struct{ stream, name, filter string }{
+		{st, l.DeliverConsumer(node), l.DeliverFilter(node)},
+		{st, l.ReceiptConsumer(node), l.ReceiptFilter(node)},
+		{l.AuditStream(), l.AuditConsumer(node), l.AuditFilter()},
 	} {
 		pub = append(pub,
 			// The consumer's filter is part of the create subject, so a member
 			// cannot create a consumer of its own name over another's subjects.
-			"$JS.API.CONSUMER.CREATE."+st+"."+c.name+"."+c.filter,
-			"$JS.API.CONSUMER.INFO."+st+"."+c.name,
-			"$JS.API.CONSUMER.MSG.NEXT."+st+"."+c.name,
-			"$JS.ACK."+st+"."+c.name+".>",
+			"$JS.API.CONSUMER.CREATE."+c.stream+"."+c.name+"."+c.filter,
+			"$JS.API.CONSUMER.INFO."+c.stream+"."+c.name,
+			"$JS.API.CONSUMER.MSG.NEXT."+c.stream+"."+c.name,
+			"$JS.ACK."+c.stream+"."+c.name+".>",
 		)
 	}
 	return Permissions{Publish: pub, Subscribe: []string{l.InboxPrefix(node) + ".>"}}

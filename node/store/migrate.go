@@ -85,6 +85,18 @@ CREATE TABLE received (
 	PRIMARY KEY (envelope_id, idx)
 ) WITHOUT ROWID;
 
+-- checkpoints: signed checkpoints of evidence logs, this node's own and its peers', as published on
+-- the space. A checkpoint says: after count entries, node's chain head was head.
+CREATE TABLE checkpoints (
+	node       TEXT    NOT NULL,
+	count      INTEGER NOT NULL,
+	head       BLOB    NOT NULL,
+	time_ms    INTEGER NOT NULL,
+	data       BLOB    NOT NULL, -- the signed checkpoint (crypto.SignCheckpoint)
+	credential TEXT    NOT NULL, -- the signer's member credential (JWT), to verify data offline
+	PRIMARY KEY (node, count)
+) WITHOUT ROWID;
+
 -- evidence: the hash chain (package node/evidence).
 CREATE TABLE evidence (
 	seq       INTEGER PRIMARY KEY,

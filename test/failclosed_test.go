@@ -1,0 +1,92 @@
+package test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// TestFailClosed: while a node cannot publish checkpoints of its evidence
+// log, it sends nothing (the outbox keeps what was sealed), says so in its
+// metrics and /readyz; once checkpoints go through again, everything
+// queued is delivered.
+func TestFailClosed(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	fast := func(c *node.Config) {
+		c.Checkpoint.Interval = 100 * time.Millisecond
+		c.Checkpoint.MaxAge = 400 * time.Millisecond
+	}
+	a := s.member("uni-a", crypto.SuiteX25519, fast)
+	b := s.member("uni-b", crypto.SuiteX25519, fast)
+
+	// Take the audit stream away: checkpoints cannot be published.
+	nc, err := nats.Connect(s.emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	l := bus.Layout{Space: space}
+	if err := js.DeleteStream(ctx, l.AuditStream()); err != nil {
+		t.Fatal(err)
+	}
+
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	ag := &policy.Agreement{ID: "fc", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeCreditTransfer,
+		LegalBasis: policy.BasisContract, RecordTypes: map[string][]string{"course_grade": {"student_id", "course_code"}},
+		MaxLevel: schema.L2, RetentionDays: 1, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "uni-a to fail closed", func() bool {
+		return strings.Contains(scrape(t, a), "eduspace_sending_blocked 1\n")
+	})
+	resp, err := http.Get("http://" + a.AdminAddr() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while failing closed: %d, want 503", resp.StatusCode)
+	}
+	sr, err := a.Share(ctx, ag.ID)
+	if err != nil || sr.Permitted != 27 {
+		t.Fatalf("share: %+v, %v", sr, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if st, _ := b.Status(ctx); st.Received != 0 {
+		t.Fatalf("uni-b received %d records while uni-a failed closed", st.Received)
+	}
+	if st, _ := a.Status(ctx); st.OutboxDepth != int64(sr.Envelopes) {
+		t.Errorf("outbox holds %d envelopes, want %d", st.OutboxDepth, sr.Envelopes)
+	}
+
+	// Give the stream back: checkpoints go out, sending resumes.
+	if _, err := js.CreateStream(ctx, bus.AuditStreamConfig(l)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "27 records at uni-b after recovery", func() bool {
+		st, _ := b.Status(ctx)
+		return st.Received == 27
+	})
+	if m := scrape(t, a); !strings.Contains(m, "eduspace_sending_blocked 0\n") {
+		t.Error("uni-a still reports sending blocked")
+	}
+}
