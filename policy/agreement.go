@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -73,17 +74,27 @@ type Agreement struct {
 	// RecordTypes maps each agreed record type to the fields that may leave
 	// (minimum necessary). Every other field is dropped.
 	RecordTypes map[string][]string `json:"record_types"`
-	// MaxLevel is the highest level of what leaves, after dropping.
+	// MaxLevel is the highest level of what leaves, after dropping. IMP
+	// is allowed only for important data whose raw egress is also approved
+	// in the evidence log (Input.ImportantApproved).
 	MaxLevel schema.Level `json:"max_level"`
 	// AllowRawL4 lets L4 records leave as records (GRADING.md §7: by default
 	// only aggregates of L4 data leave).
 	AllowRawL4 bool `json:"allow_raw_l4,omitempty"`
 	// Transforms overrides the default handling of named fields.
-	Transforms    map[string]Transform `json:"transforms,omitempty"`
-	RetentionDays int                  `json:"retention_days"`
-	ValidFrom     time.Time            `json:"valid_from"`
-	ValidUntil    time.Time            `json:"valid_until"`
-	Revoked       bool                 `json:"revoked,omitempty"`
+	Transforms map[string]Transform `json:"transforms,omitempty"`
+	// BulkApproved records the parties' bulk approval (GRADING.md §5 V1):
+	// records at L3 may go on leaving once this recipient has received
+	// those of the bulk threshold's number of subjects this year.
+	BulkApproved bool `json:"bulk_approved,omitempty"`
+	// RetentionDays is how long the recipient keeps what it received,
+	// counted from receipt; then it deletes without being asked.
+	RetentionDays int       `json:"retention_days"`
+	ValidFrom     time.Time `json:"valid_from"`
+	ValidUntil    time.Time `json:"valid_until"`
+	// Revoked is state, not content: Canonical leaves it out. The node
+	// sets it from SignedAgreement (Effective).
+	Revoked bool `json:"revoked,omitempty"`
 }
 
 // ParseAgreement decodes an agreement from JSON and validates it against
@@ -118,14 +129,18 @@ func (a *Agreement) Validate(std *schema.Standard) error {
 		return fmt.Errorf("agreement %s: legal_basis: %q is not one of consent, statutory_duty, contract, public_interest", a.ID, a.LegalBasis)
 	case len(a.RecordTypes) == 0:
 		return fmt.Errorf("agreement %s: record_types: at least one record type required", a.ID)
-	case a.MaxLevel < schema.L1 || a.MaxLevel > schema.L4:
-		return fmt.Errorf("agreement %s: max_level: must be L1 to L4", a.ID)
+	case a.MaxLevel < schema.L1 || a.MaxLevel > schema.IMP:
+		return fmt.Errorf("agreement %s: max_level: must be L1 to IMP", a.ID)
 	case a.RetentionDays <= 0:
 		return fmt.Errorf("agreement %s: retention_days: must be positive", a.ID)
 	case a.ValidFrom.IsZero() || a.ValidUntil.IsZero():
 		return fmt.Errorf("agreement %s: valid_from and valid_until: required", a.ID)
 	case !a.ValidUntil.After(a.ValidFrom):
 		return fmt.Errorf("agreement %s: valid_until: must be after valid_from", a.ID)
+	case a.ValidFrom.UTC().Year() < 1 || a.ValidUntil.UTC().Year() > 9999:
+		return fmt.Errorf("agreement %s: valid_from and valid_until: years 1 to 9999 only", a.ID)
+	case a.RetentionDays > 100*366:
+		return fmt.Errorf("agreement %s: retention_days: at most a century", a.ID)
 	}
 	for _, typ := range sortedKeys(a.RecordTypes) {
 		rt, ok := std.Type(typ)
@@ -135,18 +150,85 @@ func (a *Agreement) Validate(std *schema.Standard) error {
 		if len(a.RecordTypes[typ]) == 0 {
 			return fmt.Errorf("agreement %s: record_types.%s: at least one field required", a.ID, typ)
 		}
+		seen := map[string]bool{}
 		for _, f := range a.RecordTypes[typ] {
 			if _, ok := rt.Field(f); !ok {
 				return fmt.Errorf("agreement %s: record_types.%s: unknown field %q", a.ID, typ, f)
 			}
+			if seen[f] {
+				return fmt.Errorf("agreement %s: record_types.%s: field %q named twice", a.ID, typ, f)
+			}
+			seen[f] = true
 		}
 	}
-	for f, t := range a.Transforms {
-		if !transforms[t] {
+	for _, f := range sortedKeys(a.Transforms) {
+		if t := a.Transforms[f]; !transforms[t] {
 			return fmt.Errorf("agreement %s: transforms.%s: unknown transform %q", a.ID, f, t)
+		}
+		agreed := false
+		for _, fields := range a.RecordTypes {
+			agreed = agreed || slices.Contains(fields, f)
+		}
+		if !agreed {
+			return fmt.Errorf("agreement %s: transforms.%s: not an agreed field", a.ID, f)
 		}
 	}
 	return nil
+}
+
+// Canonical returns the agreement as deterministic JSON, the bytes both
+// parties sign: members in declaration order, field lists sorted, times in
+// UTC, and the revocation state left out. Two agreements with the same
+// content give the same bytes.
+func (a *Agreement) Canonical() []byte {
+	c := *a
+	c.Revoked = false
+	c.ValidFrom, c.ValidUntil = a.ValidFrom.UTC(), a.ValidUntil.UTC()
+	c.RecordTypes = make(map[string][]string, len(a.RecordTypes))
+	for typ, fields := range a.RecordTypes {
+		c.RecordTypes[typ] = slices.Sorted(slices.Values(fields))
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		// Only a level outside L1..CORE or a year outside 0..9999 fails to
+		// marshal; Validate refuses both.
+		return nil
+	}
+	return b
+}
+
+// AgreementSignatureLabel separates agreement signatures from every other
+// signature a node key makes.
+const AgreementSignatureLabel = "eduspace agreement v1"
+
+// SigningMessage returns what each party signs with its Ed25519 key:
+// AgreementSignatureLabel, a zero byte, then Canonical(). It is nil, and
+// must not be signed, for an agreement Canonical cannot encode.
+func (a *Agreement) SigningMessage() []byte {
+	c := a.Canonical()
+	if c == nil {
+		return nil
+	}
+	return labelled(AgreementSignatureLabel, c)
+}
+
+func labelled(label string, body []byte) []byte {
+	m := make([]byte, 0, len(label)+1+len(body))
+	m = append(m, label...)
+	m = append(m, 0)
+	return append(m, body...)
+}
+
+// RetentionDeadline is when what the recipient received at received must be
+// deleted: RetentionDays calendar days later.
+func (a *Agreement) RetentionDeadline(received time.Time) time.Time {
+	return received.AddDate(0, 0, a.RetentionDays)
+}
+
+// RetentionExpired reports whether, at now, the recipient must already
+// have deleted what it received at received.
+func (a *Agreement) RetentionExpired(received, now time.Time) bool {
+	return !now.Before(a.RetentionDeadline(received))
 }
 
 // ValidAt reports whether t lies within the agreement's validity period.

@@ -1,52 +1,58 @@
 package policy
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/eduspace/eduspace/schema"
 )
 
-// Rulebook is the space-wide handling per level (GRADING.md §7). Agreements
-// can only narrow it.
-type Rulebook struct {
-	// AggregateOnlyFrom is the lowest level whose raw records never leave
-	// (default IMP: important data leaves only as aggregates).
-	AggregateOnlyFrom schema.Level
-	// SensitiveLevel is the level whose raw egress needs the agreement's
-	// explicit allowance and separate consent or a statutory duty (L4).
-	SensitiveLevel schema.Level
-	// IdentityPurposes are the purposes for which direct identifiers may
-	// leave in clear (identity verification); for every other purpose they
-	// are tokenised per recipient.
-	IdentityPurposes []Purpose
-}
-
-// DefaultRulebook is GRADING.md §7 as written.
-func DefaultRulebook() Rulebook {
-	return Rulebook{
-		AggregateOnlyFrom: schema.IMP,
-		SensitiveLevel:    schema.L4,
-		IdentityPurposes:  []Purpose{PurposeEnrollmentVerification},
-	}
-}
-
 // Consent is what the consent ledger holds for one subject, purpose and
-// recipient at the time of the decision.
+// recipient at the time of the decision. ConsentState computes it from the
+// ledger's records.
 type Consent struct {
-	// Granted is a valid, unexpired, unwithdrawn separate consent.
+	// Granted is a valid (granted, unexpired, unwithdrawn) separate consent
+	// for the purpose and recipient that covers the categories asked for.
 	Granted bool
-	// Guardian is true when the consent was given by a guardian.
+	// Guardian is true when guardian consents alone cover them (GRADING.md
+	// §4 C3: subjects under 14).
 	Guardian bool
+	// Scope is the union of the categories the valid consents cover; nil
+	// means every category. Decide refuses (consent_scope) a record that
+	// would carry a field of a category outside it. Tokenised fields do not
+	// count: what leaves of them is a per-recipient pseudonym.
+	Scope []schema.Category
+	// Records names the consent records relied upon, for the evidence log.
+	Records []string
 }
 
 // Input is everything a decision depends on.
 type Input struct {
 	Provider, Recipient string
-	Labels              schema.Labels
-	// Agreement is the agreement the share request names; nil when none.
+	// RecipientRole is the role in the recipient's verified, unexpired,
+	// unrevoked credential ("university", "center", "auditor"). Empty means
+	// the recipient is not an admitted member of the space: it may receive
+	// L1 only.
+	RecipientRole string
+	Labels        schema.Labels
+	// Agreement is the agreement the share request names; nil when none,
+	// and nil while it is only proposed (SignedAgreement.Effective).
 	Agreement *Agreement
 	Consent   Consent
-	Now       time.Time
+	// VolumeSoFar counts the distinct subjects, other than this record's,
+	// whose records at L3 or above this recipient has already received this
+	// calendar year (V1, and V2 at L3). Decide adds this record's subject.
+	VolumeSoFar int
+	// SensitiveSoFar counts, likewise, those received at L4 (V2 at L4).
+	SensitiveSoFar int
+	// SubjectsSoFar counts, likewise, those received at any level (V3).
+	SubjectsSoFar int
+	// ImportantApproved is true when the evidence log records an approval
+	// for raw egress of important data (IMP, or V2 volume) to this
+	// recipient under this agreement.
+	ImportantApproved bool
+	Now               time.Time
 }
 
 // FieldAction is what happens to one field of a permitted record.
@@ -68,23 +74,6 @@ type Decision struct {
 	Actions []FieldAction
 }
 
-// The rule identifiers a decision names. Like reason codes they are stable.
-const (
-	RuleDefaultDeny           = "default-deny"
-	RuleAgreementParty        = "agreement.party"
-	RuleAgreementRevoked      = "agreement.revoked"
-	RuleAgreementValidity     = "agreement.validity"
-	RuleAgreementType         = "agreement.record_types"
-	RuleAgreementFields       = "agreement.fields"
-	RuleAgreementLevel        = "agreement.max_level"
-	RuleAgreementConsent      = "agreement.consent"
-	RuleAgreementPermit       = "agreement.permit"
-	RuleRulebookCore          = "rulebook.core"
-	RuleRulebookAggregateOnly = "rulebook.aggregate_only"
-	RuleRulebookSensitive     = "rulebook.sensitive"
-	RuleRulebookMinor         = "rulebook.minor"
-)
-
 func deny(rule string, reason Reason) Decision {
 	return Decision{Rule: rule, Reason: reason}
 }
@@ -92,7 +81,8 @@ func deny(rule string, reason Reason) Decision {
 // Decide returns the decision for one record and one recipient. Deny is the
 // default: a record leaves only when an agreement covers it and every rule of
 // the rulebook holds for what is left of it after the agreement's
-// transformations. Decide performs no I/O and does not read the clock.
+// transformations. The rules are tried in the order of Rules(); the first
+// that denies decides. Decide performs no I/O and does not read the clock.
 func Decide(rb Rulebook, in Input) Decision {
 	l := in.Labels
 	a := in.Agreement
@@ -108,47 +98,39 @@ func Decide(rb Rulebook, in Input) Decision {
 	if !a.ValidAt(in.Now) {
 		return deny(RuleAgreementValidity, ReasonAgreementNotValid)
 	}
+	if !purposes[a.Purpose] {
+		return deny(RuleAgreementPurpose, ReasonPurposeNotDeclared)
+	}
+	if !bases[a.LegalBasis] {
+		return deny(RuleAgreementBasis, ReasonBasisNotDeclared)
+	}
 	if _, ok := a.RecordTypes[l.Type]; !ok {
 		return deny(RuleAgreementType, ReasonTypeNotAgreed)
 	}
 	if l.Level >= schema.CORE {
 		return deny(RuleRulebookCore, ReasonCoreNeverLeaves)
 	}
+	if in.RecipientRole != "" && !rb.roleReceives(in.RecipientRole) {
+		return deny(RuleRulebookRole, ReasonRecipientRole)
+	}
 
-	identity := false
-	for _, p := range rb.IdentityPurposes {
-		identity = identity || p == a.Purpose
-	}
-	actions := make([]FieldAction, 0, len(l.Fields))
-	level := schema.LevelUnknown
-	kept := 0
-	for _, name := range sortedKeys(l.Fields) {
-		fl := l.Fields[name]
-		t := TransformDrop
-		if a.Allows(l.Type, name) {
-			t = TransformKeep
-			if (fl.DirectID || name == l.SubjectKey) && !identity {
-				t = TransformTokenise
-			}
-			if o, ok := a.Transforms[name]; ok {
-				t = o
-			}
-		}
-		actions = append(actions, FieldAction{Field: name, Transform: t})
-		if t == TransformDrop {
-			continue
-		}
-		kept++
-		level = max(level, fl.Level)
-	}
-	if kept == 0 {
+	actions, level := actionsFor(&rb, a, l)
+	if level == schema.LevelUnknown {
 		return deny(RuleAgreementFields, ReasonNoAgreedFields)
 	}
-	if level >= rb.AggregateOnlyFrom {
+	if level >= rb.MembersOnlyFrom && in.RecipientRole == "" {
+		return deny(RuleRulebookMembers, ReasonRecipientNotMember)
+	}
+	if level >= rb.AggregateOnlyFrom && !in.ImportantApproved {
 		return deny(RuleRulebookAggregateOnly, ReasonImportantAggregate)
 	}
+	c := in.Consent
+	covered := c.Granted && scopeCovers(c.Scope, l, actions)
 	statutory := a.LegalBasis == BasisStatutoryDuty
-	if hasFlag(l.Flags, "minor") && !statutory && !(in.Consent.Granted && in.Consent.Guardian) {
+	if slices.Contains(l.Flags, "minor") && !statutory && !(covered && c.Guardian) {
+		if c.Granted && c.Guardian {
+			return deny(RuleRulebookMinor, ReasonConsentScope)
+		}
 		return deny(RuleRulebookMinor, ReasonMinorNeedsGuardian)
 	}
 	if level > a.MaxLevel {
@@ -158,21 +140,110 @@ func Decide(rb Rulebook, in Input) Decision {
 		if !a.AllowRawL4 {
 			return deny(RuleRulebookSensitive, ReasonSensitiveNotRaw)
 		}
-		if !statutory && !in.Consent.Granted {
+		if !statutory && !covered {
+			if c.Granted {
+				return deny(RuleRulebookSensitive, ReasonConsentScope)
+			}
 			return deny(RuleRulebookSensitive, ReasonSensitiveNeedsBasis)
 		}
 	}
-	if a.LegalBasis == BasisConsent && !in.Consent.Granted {
+	if a.LegalBasis == BasisConsent && !covered {
+		if c.Granted {
+			return deny(RuleAgreementConsent, ReasonConsentScope)
+		}
 		return deny(RuleAgreementConsent, ReasonConsentMissing)
+	}
+	if l.SubjectKey != "" {
+		if v := rb.Volume.AggregateOnly; v > 0 && in.SubjectsSoFar+1 >= v {
+			return deny(RuleVolumeAggregate, ReasonVolumeAggregateOnly)
+		}
+		important := (level >= schema.L4 && in.SensitiveSoFar+1 >= rb.Volume.ImportantL4) ||
+			(level >= schema.L3 && in.VolumeSoFar+1 >= rb.Volume.ImportantL3)
+		if important && !in.ImportantApproved {
+			return deny(RuleVolumeImportant, ReasonVolumeImportant)
+		}
+		bulk := rb.Volume.BulkL3 > 0 && level >= schema.L3 && in.VolumeSoFar+1 >= rb.Volume.BulkL3
+		if bulk && !a.BulkApproved && !in.ImportantApproved {
+			return deny(RuleVolumeBulk, ReasonVolumeBulk)
+		}
 	}
 	return Decision{Permit: true, Rule: RuleAgreementPermit, Reason: ReasonPermit, Level: level, Actions: actions}
 }
 
-func hasFlag(flags []string, f string) bool {
-	for _, x := range flags {
-		if x == f {
-			return true
+// actionsFor returns what happens to every field of the record under the
+// agreement, in field-name order, and the highest level of what is kept
+// (LevelUnknown when nothing is).
+func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, schema.Level) {
+	identity := rb.identity(a.Purpose)
+	agreed := a.RecordTypes[l.Type]
+	actions := make([]FieldAction, 0, len(l.Fields))
+	level := schema.LevelUnknown
+	for name, fl := range l.Fields {
+		t := TransformDrop
+		if slices.Contains(agreed, name) {
+			direct := fl.DirectID || name == l.SubjectKey
+			t = TransformKeep
+			if direct && !identity {
+				t = TransformTokenise
+			}
+			if len(a.Transforms) > 0 {
+				if o, ok := a.Transforms[name]; ok {
+					t = o
+				}
+			}
+			// The rulebook tokenises direct identifiers for every purpose
+			// but identity verification; an agreement may narrow that to
+			// dropping, never widen it to clear text.
+			if direct && !identity && t != TransformDrop {
+				t = TransformTokenise
+			}
+		}
+		actions = append(actions, FieldAction{Field: name, Transform: t})
+		if t != TransformDrop {
+			level = max(level, fl.Level)
 		}
 	}
-	return false
+	slices.SortFunc(actions, func(x, y FieldAction) int { return strings.Compare(x.Field, y.Field) })
+	return actions, level
+}
+
+// LeavingCategories returns the categories of the fields of a record that
+// would leave under the agreement other than as tokens, sorted, each once:
+// what a consent must cover. The node passes them to ConsentState.
+func LeavingCategories(rb Rulebook, a *Agreement, l schema.Labels) []schema.Category {
+	if a == nil {
+		return nil
+	}
+	actions, _ := actionsFor(&rb, a, l)
+	var cats []schema.Category
+	for _, act := range actions {
+		if act.Transform == TransformDrop || act.Transform == TransformTokenise {
+			continue
+		}
+		c := l.Fields[act.Field].Category
+		if !slices.Contains(cats, c) {
+			cats = append(cats, c)
+		}
+	}
+	slices.Sort(cats)
+	return cats
+}
+
+// scopeCovers reports whether every field that leaves other than as a token
+// has a category within scope (nil scope: every category). A field with no
+// category (free text) is covered only by an unscoped consent.
+func scopeCovers(scope []schema.Category, l schema.Labels, actions []FieldAction) bool {
+	if scope == nil {
+		return true
+	}
+	for _, act := range actions {
+		if act.Transform == TransformDrop || act.Transform == TransformTokenise {
+			continue
+		}
+		c := l.Fields[act.Field].Category
+		if c == schema.CategoryNone || !slices.Contains(scope, c) {
+			return false
+		}
+	}
+	return true
 }

@@ -2,7 +2,8 @@ package policy
 
 // Reason is a stable code that explains a decision. The codes are part of
 // the node's evidence log and metric labels: they are never renamed, only
-// added to.
+// added to. REASONS.md is the table operators read; a test keeps the two in
+// step.
 type Reason string
 
 // The reason codes, one table for the whole node.
@@ -21,6 +22,15 @@ const (
 	ReasonSensitiveNotRaw     Reason = "sensitive_not_raw"     // L4 raw egress not allowed by the agreement
 	ReasonMinorNeedsGuardian  Reason = "minor_needs_guardian"  // subject under 14: guardian consent required
 	ReasonConsentMissing      Reason = "consent_missing"       // legal basis is consent and no valid consent is recorded
+
+	ReasonPurposeNotDeclared  Reason = "purpose_not_declared"       // the agreement names no purpose from the vocabulary
+	ReasonBasisNotDeclared    Reason = "legal_basis_not_declared"   // the agreement names no legal basis from the list
+	ReasonRecipientNotMember  Reason = "recipient_not_member"       // L2 and above go only to admitted members of the space
+	ReasonRecipientRole       Reason = "recipient_role_not_allowed" // the recipient's role never receives records (auditor)
+	ReasonConsentScope        Reason = "consent_scope"              // a consent exists but does not cover a category that would leave
+	ReasonVolumeBulk          Reason = "volume_needs_bulk_approval" // V1: L3 to this recipient reaches the bulk threshold without bulk approval
+	ReasonVolumeImportant     Reason = "volume_important"           // V2: the volume makes the data important (IMP); raw egress needs approval
+	ReasonVolumeAggregateOnly Reason = "volume_aggregate_only"      // V3: personal data of this many subjects leaves only as aggregates
 )
 
 // Reasons lists every reason code, in a stable order. Metrics are
@@ -31,5 +41,45 @@ func Reasons() []Reason {
 		ReasonWrongParty, ReasonTypeNotAgreed, ReasonNoAgreedFields, ReasonLevelAboveAgreement,
 		ReasonCoreNeverLeaves, ReasonImportantAggregate, ReasonSensitiveNeedsBasis,
 		ReasonSensitiveNotRaw, ReasonMinorNeedsGuardian, ReasonConsentMissing,
+		ReasonPurposeNotDeclared, ReasonBasisNotDeclared, ReasonRecipientNotMember,
+		ReasonRecipientRole, ReasonConsentScope, ReasonVolumeBulk, ReasonVolumeImportant,
+		ReasonVolumeAggregateOnly,
+	}
+}
+
+// The rule identifiers a decision names. Like reason codes they are stable:
+// they are written to the evidence log.
+const (
+	RuleDefaultDeny           = "default-deny"
+	RuleAgreementParty        = "agreement.party"
+	RuleAgreementRevoked      = "agreement.revoked"
+	RuleAgreementValidity     = "agreement.validity"
+	RuleAgreementType         = "agreement.record_types"
+	RuleAgreementFields       = "agreement.fields"
+	RuleAgreementLevel        = "agreement.max_level"
+	RuleAgreementConsent      = "agreement.consent"
+	RuleAgreementPermit       = "agreement.permit"
+	RuleRulebookCore          = "rulebook.core"
+	RuleRulebookAggregateOnly = "rulebook.aggregate_only"
+	RuleRulebookSensitive     = "rulebook.sensitive"
+	RuleRulebookMinor         = "rulebook.minor"
+
+	RuleAgreementPurpose = "agreement.purpose"
+	RuleAgreementBasis   = "agreement.legal_basis"
+	RuleRulebookMembers  = "rulebook.members"
+	RuleRulebookRole     = "rulebook.recipient_role"
+	RuleVolumeBulk       = "rulebook.volume.bulk"
+	RuleVolumeImportant  = "rulebook.volume.important"
+	RuleVolumeAggregate  = "rulebook.volume.aggregate_only"
+)
+
+// Rules lists every rule identifier, in the order Decide applies them.
+func Rules() []string {
+	return []string{
+		RuleDefaultDeny, RuleAgreementParty, RuleAgreementRevoked, RuleAgreementValidity,
+		RuleAgreementPurpose, RuleAgreementBasis, RuleAgreementType, RuleRulebookCore,
+		RuleRulebookRole, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
+		RuleRulebookMinor, RuleAgreementLevel, RuleRulebookSensitive, RuleAgreementConsent,
+		RuleVolumeAggregate, RuleVolumeImportant, RuleVolumeBulk, RuleAgreementPermit,
 	}
 }
