@@ -145,7 +145,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	s := Status{Node: n.cfg.NodeID, Space: n.cfg.Space, Role: string(n.cred.Role), Ready: n.Ready()}
 	err := n.db.R.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM records),
-		(SELECT count(*) FROM received),
+		(SELECT coalesce(sum(records), 0) FROM received),
 		(SELECT count(*) FROM outbox WHERE sent_ms IS NULL),
 		(SELECT coalesce(max(seq), 0) FROM evidence)`).Scan(&s.Records, &s.Received, &s.OutboxDepth, &s.EvidenceEntries)
 	return s, err

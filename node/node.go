@@ -57,11 +57,13 @@ type Node struct {
 	js        jetstream.JetStream
 	consumers []jetstream.ConsumeContext
 
-	ckpt      checkpointState
-	started   bool // Open completed
-	shareMu   sync.Mutex
-	relayWake chan struct{}
-	ready     atomic.Bool
+	ckpt checkpointState
+	// receivedRecords counts records stored from peers since start.
+	receivedRecords atomic.Int64
+	started         bool // Open completed
+	shareMu         sync.Mutex
+	relayWake       chan struct{}
+	ready           atomic.Bool
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -209,6 +211,10 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		"embedded_nats", emb != nil)
 	return n, nil
 }
+
+// ReceivedRecords is how many records this node has stored from peers
+// since it started.
+func (n *Node) ReceivedRecords() int64 { return n.receivedRecords.Load() }
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }

@@ -1,13 +1,12 @@
 package node
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -150,10 +149,10 @@ func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
 	if err != nil {
 		return h, refuse(RefuseDecrypt, err)
 	}
-	recs, err := n.parseRecords(plain, h)
-	if err != nil {
+	if err := n.checkRecords(plain, h); err != nil {
 		return h, refuse(RefuseContent, err)
 	}
+	records := int(h.Count)
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
 		var prevLast int64
 		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`,
@@ -169,15 +168,9 @@ func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
 			}
 			return fmt.Errorf("store inbox: %w", err)
 		}
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO received(envelope_id, idx, type, level, body) VALUES (?, ?, ?, ?, ?)`)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`,
+			eid, h.RecordType, records, plain); err != nil {
 			return fmt.Errorf("store records: %w", err)
-		}
-		defer stmt.Close()
-		for i, r := range recs {
-			if _, err := stmt.ExecContext(ctx, eid, i, r.typ, r.level, r.body); err != nil {
-				return fmt.Errorf("store records: %w", err)
-			}
 		}
 		var last int64
 		if err := tx.QueryRowContext(ctx, `INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
@@ -190,74 +183,56 @@ func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
 				"after", prevLast, "got", h.Seq)
 		}
 		if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
-			Purpose: h.Purpose, Envelope: eid, Count: len(recs), Detail: map[string]int{h.RecordType + "/" + h.Level: len(recs)}}); err != nil {
+			Purpose: h.Purpose, Envelope: eid, Count: records, Detail: map[string]int{h.RecordType + "/" + h.Level: records}}); err != nil {
 			return err
 		}
-		return n.queueReceipt(ctx, tx, h, cred, len(recs), now)
+		return n.queueReceipt(ctx, tx, h, cred, records, now)
 	})
 	if err != nil {
 		return h, err
 	}
 	n.wakeRelay()
 	n.m.received.Inc()
-	n.m.stored.Add(float64(len(recs)))
+	n.m.stored.Add(float64(records))
+	n.receivedRecords.Add(int64(records))
 	n.m.latency.Observe(n.now().Sub(h.Created).Seconds())
 	return h, nil
 }
 
-type receivedRecord struct {
-	typ, level string
-	body       []byte
-}
-
-// parseRecords checks the plaintext: exactly h.Count records, each of the
-// header's record type, no level above the header's, and only fields that
-// type has. Values are not validated against the standard: tokenised and
-// generalised values are not meant to pass it.
-func (n *Node) parseRecords(plain []byte, h crypto.Header) ([]receivedRecord, error) {
+// checkRecords checks an envelope's plaintext before it is stored: NDJSON
+// of exactly h.Count records, each of the header's record type and with
+// only fields that type has. Values are not validated against the
+// standard: tokenised and generalised values are not meant to pass it.
+func (n *Node) checkRecords(plain []byte, h crypto.Header) error {
 	rt, ok := n.std.Type(h.RecordType)
 	if !ok {
-		return nil, fmt.Errorf("unknown record type %q", h.RecordType)
+		return fmt.Errorf("unknown record type %q", h.RecordType)
 	}
-	maxLevel, err := schema.ParseLevel(h.Level)
-	if err != nil {
-		return nil, fmt.Errorf("header level: %w", err)
+	if _, err := schema.ParseLevel(h.Level); err != nil {
+		return fmt.Errorf("header level: %w", err)
 	}
-	out := make([]receivedRecord, 0, h.Count)
-	sc := bufio.NewScanner(bytes.NewReader(plain))
-	sc.Buffer(make([]byte, 0, 64*1024), len(plain)+1)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) == 0 {
-			continue
+	rd := schema.NewNDJSONReader(bytes.NewReader(plain), "")
+	count := 0
+	for {
+		rec, idx, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
 		}
-		var w wireRecord
-		if err := json.Unmarshal(line, &w); err != nil {
-			return nil, fmt.Errorf("record %d: not a JSON record", len(out))
+		if err != nil {
+			return fmt.Errorf("record %d: not a record", idx)
 		}
-		if w.Type != h.RecordType {
-			return nil, fmt.Errorf("record %d: type differs from the header", len(out))
+		if rec.Type != h.RecordType {
+			return fmt.Errorf("record %d: type differs from the header", idx)
 		}
-		lvl, err := schema.ParseLevel(w.Level)
-		if err != nil || lvl > maxLevel {
-			return nil, fmt.Errorf("record %d: level missing or above the header's", len(out))
-		}
-		for f := range w.Fields {
+		for f := range rec.Fields {
 			if _, ok := rt.Field(f); !ok {
-				return nil, fmt.Errorf("record %d: field not in type %s", len(out), h.RecordType)
+				return fmt.Errorf("record %d: field not in type %s", idx, h.RecordType)
 			}
 		}
-		body, err := json.Marshal(w.Fields)
-		if err != nil {
-			return nil, fmt.Errorf("record %d: %w", len(out), err)
-		}
-		out = append(out, receivedRecord{typ: w.Type, level: w.Level, body: body})
+		count++
 	}
-	if err := sc.Err(); err != nil {
-		return nil, err
+	if count != int(h.Count) {
+		return fmt.Errorf("header says %d records, envelope holds %d", h.Count, count)
 	}
-	if len(out) != int(h.Count) {
-		return nil, fmt.Errorf("header says %d records, envelope holds %d", h.Count, len(out))
-	}
-	return out, nil
+	return nil
 }

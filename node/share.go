@@ -5,7 +5,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -24,18 +26,10 @@ type ShareResult struct {
 	Envelopes  int            `json:"envelopes"`
 }
 
-// wireRecord is one record inside an envelope's plaintext (one JSON object
-// per line).
-type wireRecord struct {
-	Type   string         `json:"type"`
-	Level  string         `json:"level"`
-	Fields map[string]any `json:"fields"`
-}
-
 // pending is an envelope being filled for one record type.
 type pending struct {
 	typ      string
-	buf      bytes.Buffer
+	buf      []byte // the envelope's plaintext: one wire record per line
 	count    int
 	level    schema.Level
 	records  []int64
@@ -71,30 +65,12 @@ type shareRun struct {
 func (n *Node) Share(ctx context.Context, agreementID string) (ShareResult, error) {
 	n.shareMu.Lock()
 	defer n.shareMu.Unlock()
-	a, err := n.agreement(ctx, agreementID)
+	s, err := n.newShareRun(ctx, agreementID)
 	if err != nil {
 		return ShareResult{}, err
 	}
-	if a.Provider != n.cfg.NodeID {
-		return ShareResult{}, fmt.Errorf("share under agreement %s: this node is not its provider", a.ID)
-	}
-	cred, err := n.reg.lookup(ctx, a.Recipient)
-	if err != nil {
-		return ShareResult{}, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
-	}
-	to := cred.CurrentKEMKey()
-	if to == nil {
-		return ShareResult{}, fmt.Errorf("share under agreement %s: recipient %s has no KEM key", a.ID, a.Recipient)
-	}
-	s := &shareRun{
-		n: n, a: a, to: to, role: cred.Role,
-		tokenKey:  crypto.TokenKey(n.keys.derive("tokens"), a.Recipient),
-		res:       ShareResult{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}},
-		batches:   map[string]*pending{},
-		decisions: map[[2]string]*decisionGroup{},
-	}
-	types := make([]string, 0, len(a.RecordTypes))
-	for t := range a.RecordTypes {
+	types := make([]string, 0, len(s.a.RecordTypes))
+	for t := range s.a.RecordTypes {
 		types = append(types, t)
 	}
 	sort.Strings(types)
@@ -106,8 +82,86 @@ func (n *Node) Share(ctx context.Context, agreementID string) (ShareResult, erro
 	if err := s.flushAll(ctx); err != nil {
 		return s.res, err
 	}
-	n.wakeRelay()
 	return s.res, nil
+}
+
+// SendResult sums up one Send: the share figures and the records refused
+// by validation.
+type SendResult struct {
+	ShareResult
+	Invalid int           `json:"invalid"`
+	Errors  []RecordError `json:"errors,omitempty"`
+}
+
+// Send streams records from r straight through classification and policy
+// to the agreement's recipient, without keeping them at this node: each
+// record is validated and classified as at ingest, decided alone, and the
+// permitted ones sealed into envelopes that are written to the outbox with
+// the evidence of every decision. It is the path for feeds that are
+// forwarded rather than held (and the path `eduspace bench` measures).
+func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (SendResult, error) {
+	n.shareMu.Lock()
+	defer n.shareMu.Unlock()
+	s, err := n.newShareRun(ctx, agreementID)
+	if err != nil {
+		return SendResult{}, err
+	}
+	var res SendResult
+	var ir IngestResult
+	for {
+		rec, idx, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var verr *schema.ValidationError
+		if err == nil {
+			var labels schema.Labels
+			labels, err = n.std.Classify(rec, n.now())
+			if err == nil {
+				if err := s.decide(ctx, rec, labels, 0); err != nil {
+					res.ShareResult = s.res
+					return res, err
+				}
+				continue
+			}
+		}
+		if !errors.As(err, &verr) {
+			res.ShareResult = s.res
+			return res, fmt.Errorf("send: read: %w", err)
+		}
+		ir.reject(idx, verr)
+		n.m.invalid.WithLabelValues(verr.Reason).Inc()
+	}
+	err = s.flushAll(ctx)
+	res.ShareResult, res.Invalid, res.Errors = s.res, ir.Invalid, ir.Errors
+	return res, err
+}
+
+// newShareRun prepares a share under agreementID: the agreement must name
+// this node as provider, and the recipient must be a member with a KEM key.
+func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, error) {
+	a, err := n.agreement(ctx, agreementID)
+	if err != nil {
+		return nil, err
+	}
+	if a.Provider != n.cfg.NodeID {
+		return nil, fmt.Errorf("share under agreement %s: this node is not its provider", a.ID)
+	}
+	cred, err := n.reg.lookup(ctx, a.Recipient)
+	if err != nil {
+		return nil, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
+	}
+	to := cred.CurrentKEMKey()
+	if to == nil {
+		return nil, fmt.Errorf("share under agreement %s: recipient %s has no KEM key", a.ID, a.Recipient)
+	}
+	return &shareRun{
+		n: n, a: a, to: to, role: cred.Role,
+		tokenKey:  crypto.TokenKey(n.keys.derive("tokens"), a.Recipient),
+		res:       ShareResult{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}},
+		batches:   map[string]*pending{},
+		decisions: map[[2]string]*decisionGroup{},
+	}, nil
 }
 
 // shareType walks the records of one type in pages, so memory stays flat.
@@ -139,7 +193,7 @@ func (s *shareRun) shareType(ctx context.Context, typ string) error {
 			return fmt.Errorf("share: read records: %w", err)
 		}
 		for _, r := range got {
-			if err := s.decide(ctx, typ, r.id, r.body); err != nil {
+			if err := s.decideStored(ctx, typ, r.id, r.body); err != nil {
 				return err
 			}
 		}
@@ -150,22 +204,30 @@ func (s *shareRun) shareType(ctx context.Context, typ string) error {
 	}
 }
 
-func (s *shareRun) decide(ctx context.Context, typ string, id int64, body []byte) error {
-	n := s.n
+// decideStored decides a record held in the records table.
+func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	rec := schema.Record{Type: typ}
 	if err := dec.Decode(&rec.Fields); err != nil {
 		return fmt.Errorf("share: decode stored record %d: %w", id, err)
 	}
-	now := n.now()
-	labels, err := n.std.Classify(rec, now)
+	labels, err := s.n.std.Classify(rec, s.n.now())
 	if err != nil {
 		// The record was valid at ingest; the standard has changed since.
 		// It cannot be judged, so it does not leave.
-		n.log.Warn("stored record no longer validates; not shared", "record", id, "err", err)
+		s.n.log.Warn("stored record no longer validates; not shared", "record", id, "err", err)
 		return nil
 	}
+	return s.decide(ctx, rec, labels, id)
+}
+
+// decide decides one classified record (id is its row in the records
+// table, 0 for a streamed record) and packs it when permitted.
+func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.Labels, id int64) error {
+	n := s.n
+	now := n.now()
+	typ := rec.Type
 	s.res.Considered++
 	d := policy.Decide(n.rules, policy.Input{
 		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, RecipientRole: string(s.role),
@@ -189,21 +251,17 @@ func (s *shareRun) decide(ctx context.Context, typ string, id int64, body []byte
 		return nil
 	}
 	s.res.Permitted++
-	fields := policy.Apply(rec, d, func(v string) string { return crypto.Token(s.tokenKey, v) })
-	line, err := json.Marshal(wireRecord{Type: typ, Level: d.Level.String(), Fields: fields})
-	if err != nil {
-		return fmt.Errorf("share: encode record: %w", err)
-	}
 	b := s.batches[typ]
 	if b == nil {
 		b = &pending{typ: typ}
 		s.batches[typ] = b
 	}
-	b.buf.Write(line)
-	b.buf.WriteByte('\n')
+	b.buf = appendWire(b.buf, rec, d, s.tokenKey)
 	b.count++
 	b.level = max(b.level, d.Level)
-	b.records = append(b.records, id)
+	if id != 0 {
+		b.records = append(b.records, id)
+	}
 	b.subjects = append(b.subjects, subject)
 	if b.count >= n.cfg.Batch.MaxRecords {
 		return s.flush(ctx, b)
@@ -262,7 +320,7 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 		eid, err = n.enqueue(ctx, tx, crypto.Header{
 			Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
 			Count: uint32(b.count), Level: b.level.String(), Kind: crypto.KindRecords,
-		}, s.to, n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID), b.buf.Bytes(), b.count)
+		}, s.to, n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID), b.buf, b.count)
 		if err != nil {
 			return fmt.Errorf("share: %w", err)
 		}
@@ -290,7 +348,7 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 	n.m.sealed.Inc()
 	n.m.sealedRec.Add(float64(b.count))
 	s.res.Envelopes++
-	b.buf.Reset()
+	b.buf = b.buf[:0]
 	b.count, b.level = 0, schema.LevelUnknown
 	b.records, b.subjects = b.records[:0], nil
 	n.wakeRelay()

@@ -266,6 +266,11 @@ func findBankCard(s string) bool { return scanDigits(s, 1<<detBankCard) != 0 }
 func bankCardRun(s string, i, j int) bool {
 	n := j - i
 	if n >= 16 {
+		// A resident ID is not a card: neither 18 digits that are one, nor
+		// the 17 digits before an X check character.
+		if n == 17 && j < len(s) && (s[j] == 'X' || s[j] == 'x') && validResidentID(s[i:j+1]) {
+			return false
+		}
 		return n <= 19 && luhn(s[i:j]) && !(n == 18 && validResidentID(s[i:j]))
 	}
 	return n >= 4 && groupedCard(s, i, j)

@@ -138,7 +138,7 @@ func received(t *testing.T, dir string) []map[string]any {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT type, body FROM received ORDER BY envelope_id, idx`)
+	rows, err := db.Query(`SELECT type, body FROM received ORDER BY envelope_id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,12 +150,14 @@ func received(t *testing.T, dir string) []map[string]any {
 		if err := rows.Scan(&typ, &body); err != nil {
 			t.Fatal(err)
 		}
-		m := map[string]any{}
-		if err := json.Unmarshal(body, &m); err != nil {
-			t.Fatal(err)
+		for _, line := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+			m := map[string]any{}
+			if err := json.Unmarshal(line, &m); err != nil {
+				t.Fatal(err)
+			}
+			m["_type"] = typ
+			out = append(out, m)
 		}
-		m["_type"] = typ
-		out = append(out, m)
 	}
 	return out
 }

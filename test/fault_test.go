@@ -79,12 +79,14 @@ func storedSet(t *testing.T, dir string) (map[[2]string]bool, int) {
 	for rows.Next() {
 		var body []byte
 		rows.Scan(&body)
-		var m map[string]any
-		json.Unmarshal(body, &m)
-		id, _ := m["student_id"].(string)
-		cc, _ := m["course_code"].(string)
-		got[[2]string{id, cc}] = true
-		n++
+		for _, line := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+			var m map[string]any
+			json.Unmarshal(line, &m)
+			id, _ := m["student_id"].(string)
+			cc, _ := m["course_code"].(string)
+			got[[2]string{id, cc}] = true
+			n++
+		}
 	}
 	return got, n
 }

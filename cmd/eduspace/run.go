@@ -33,6 +33,9 @@ func commands() []command {
 		{"ingest", "send NDJSON records to a running node", runIngest},
 		{"agreement", "agreement add FILE: give a running node an agreement", runAgreement},
 		{"share", "share --agreement ID: share records under an agreement", runShare},
+		{"classify", "classify records offline by the grading standard", runClassify},
+		{"audit", "audit verify | audit export: check an evidence log", runAudit},
+		{"bench", "measure the full pipeline against plain JetStream", runBench},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -28,9 +28,9 @@ var (
 	}
 )
 
-// residentID builds an 18-character resident ID number with a valid check
+// ResidentID builds an 18-character resident ID number with a valid check
 // character (ISO 7064 MOD 11-2); the sequence's parity encodes gender.
-func residentID(r *rand.Rand, birth time.Time, female bool) string {
+func ResidentID(r *rand.Rand, birth time.Time, female bool) string {
 	seq := r.IntN(500) * 2
 	if !female {
 		seq++
@@ -44,7 +44,9 @@ func residentID(r *rand.Rand, birth time.Time, female bool) string {
 	return body + string("10X98765432"[sum%11])
 }
 
-func chineseName(r *rand.Rand) string {
+// ChineseName draws a realistic Chinese name: a common surname and one or
+// two given-name characters.
+func ChineseName(r *rand.Rand) string {
 	n := string(surnames[r.IntN(len(surnames))]) + string(givenChars[r.IntN(len(givenChars))])
 	if r.IntN(3) > 0 {
 		n += string(givenChars[r.IntN(len(givenChars))])
@@ -83,11 +85,11 @@ func (s Synth) Write(w io.Writer) (int, error) {
 		st := map[string]any{
 			"type":             "student",
 			"student_id":       id,
-			"name":             chineseName(r),
+			"name":             ChineseName(r),
 			"gender":           gender,
 			"birth_date":       birth.Format("2006-01-02"),
 			"id_type":          "resident_id",
-			"id_number":        residentID(r, birth, female),
+			"id_number":        ResidentID(r, birth, female),
 			"ethnicity":        ethnicity[r.IntN(len(ethnicity))],
 			"nationality":      "中国",
 			"political_status": political[r.IntN(len(political))],

@@ -5,10 +5,14 @@
 // Each entry's hash is SHA-256(prev_hash ‖ canonical entry), where the
 // canonical entry is the entry's JSON encoding (struct fields in a fixed
 // order, map keys sorted). Data subjects appear only as keyed hashes.
+//
+// [VerifyCheckpoints] checks a chain, read from a database ([DBRows]) or an
+// export ([ExportReader]), against the node's signed checkpoints, which
+// [Signed.Authenticate] verifies; [Export] writes the file an auditor
+// verifies offline (EXPORT.md).
 package evidence
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -109,6 +113,8 @@ func chain(prev, body []byte) []byte {
 type Head struct {
 	Count int64
 	Hash  []byte
+	// Node is the node the entries name ("" for an empty chain).
+	Node string
 }
 
 // BrokenError names the first entry at which a chain fails to verify.
@@ -123,40 +129,10 @@ func (e *BrokenError) Error() string {
 
 // Verify walks the whole chain in db and checks every link: consecutive
 // sequence numbers from 1, each prev_hash equal to the previous hash, each
-// hash recomputed from its entry, each entry's own seq equal to its row.
-// A broken chain returns a *BrokenError.
+// hash recomputed from its entry, each entry's own seq equal to its row, and
+// every entry naming the first one's node. A broken chain returns a
+// *BrokenError. [VerifyCheckpoints] checks the
+// chain against checkpoints too.
 func Verify(ctx context.Context, db *sql.DB) (Head, error) {
-	rows, err := db.QueryContext(ctx, `SELECT seq, entry, prev_hash, hash FROM evidence ORDER BY seq`)
-	if err != nil {
-		return Head{}, fmt.Errorf("read evidence: %w", err)
-	}
-	defer rows.Close()
-	prev := make([]byte, sha256.Size)
-	var n int64
-	for rows.Next() {
-		var seq int64
-		var body, ph, h []byte
-		if err := rows.Scan(&seq, &body, &ph, &h); err != nil {
-			return Head{}, fmt.Errorf("read evidence: %w", err)
-		}
-		n++
-		if seq != n {
-			return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("entry %d missing (next stored is %d)", n, seq)}
-		}
-		if !bytes.Equal(ph, prev) {
-			return Head{}, &BrokenError{Seq: seq, Reason: "previous hash does not match the chain"}
-		}
-		if !bytes.Equal(h, chain(prev, body)) {
-			return Head{}, &BrokenError{Seq: seq, Reason: "entry does not match its hash"}
-		}
-		var e Entry
-		if err := json.Unmarshal(body, &e); err != nil || e.Seq != seq {
-			return Head{}, &BrokenError{Seq: seq, Reason: "entry is not a well-formed record of its position"}
-		}
-		prev = h
-	}
-	if err := rows.Err(); err != nil {
-		return Head{}, fmt.Errorf("read evidence: %w", err)
-	}
-	return Head{Count: n, Hash: prev}, nil
+	return VerifyCheckpoints(DBRows(ctx, db), nil)
 }

@@ -75,14 +75,13 @@ CREATE TABLE inbox (
 	UNIQUE (sender, seq)
 );
 
--- received: the records that arrived, as the provider sent them (direct identifiers tokenised).
+-- received: the records that arrived, one row per envelope: its plaintext as the provider sent it
+-- (NDJSON, one record per line, direct identifiers tokenised), checked against the standard.
 CREATE TABLE received (
-	envelope_id TEXT    NOT NULL REFERENCES inbox(envelope_id),
-	idx         INTEGER NOT NULL,
+	envelope_id TEXT    PRIMARY KEY REFERENCES inbox(envelope_id),
 	type        TEXT    NOT NULL,
-	level       TEXT    NOT NULL,
-	body        BLOB    NOT NULL,
-	PRIMARY KEY (envelope_id, idx)
+	records     INTEGER NOT NULL,
+	body        BLOB    NOT NULL
 ) WITHOUT ROWID;
 
 -- checkpoints: signed checkpoints of evidence logs, this node's own and its peers', as published on

@@ -1,0 +1,311 @@
+// Package bench measures a node's whole pipeline against plain JetStream on
+// the same machine, in the same run: `eduspace bench`.
+//
+// The pipeline is the real one: a sender node streams records through
+// validation and classification, policy, sealing and signing into its
+// outbox; its relay publishes the envelopes on JetStream; the receiver
+// verifies, opens, checks and stores them, both nodes writing their
+// evidence logs. The baseline publishes the same plaintext records, one per
+// message, with PublishAsync to a file-backed stream.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/demo"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Options tune a run.
+type Options struct {
+	Records        int            // records through the pipeline (default 100,000)
+	Suite          crypto.SuiteID // default crypto.DefaultSuite
+	BatchRecords   int            // records per envelope (default: the node's default)
+	LatencySamples int            // single records timed one at a time (default 200)
+	Dir            string         // working directory; default a temporary one, removed after
+	Logger         *slog.Logger
+	Progress       func(string)
+}
+
+// Result is a run's outcome. Its JSON form is the contract of `eduspace
+// bench --json` (version 1, DESIGN.md §11).
+type Result struct {
+	Version          int     `json:"version"`
+	Records          int     `json:"records"`
+	RecordBytes      int     `json:"record_bytes"` // mean size of a plaintext record
+	Seconds          float64 `json:"seconds"`
+	RecordsPerS      float64 `json:"records_per_s"`
+	BaselineMsgsPerS float64 `json:"baseline_msgs_per_s"`
+	BaselineRuns     []int   `json:"baseline_runs_msgs_per_s"` // before and after the pipeline
+	Ratio            float64 `json:"ratio"`
+	P50ms            float64 `json:"p50_ms"`
+	P99ms            float64 `json:"p99_ms"`
+	Suite            string  `json:"suite"`
+	BatchRecords     int     `json:"batch_records"`
+	Cores            int     `json:"cores"`
+	GoVersion        string  `json:"go_version"`
+}
+
+const space = "bench"
+
+// Run runs the benchmark.
+func Run(ctx context.Context, o Options) (res Result, err error) {
+	if o.Records <= 0 {
+		o.Records = 100_000
+	}
+	if o.Suite == 0 {
+		o.Suite = crypto.DefaultSuite
+	}
+	if o.LatencySamples <= 0 {
+		o.LatencySamples = 200
+	}
+	if o.BatchRecords <= 0 {
+		o.BatchRecords = node.DefaultConfig().Batch.MaxRecords
+	}
+	step := func(s string) {
+		if o.Progress != nil {
+			o.Progress(s)
+		}
+	}
+	dir := o.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "eduspace-bench-"); err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	step("generate records")
+	data, sizes := Records(o.Records, 1)
+	res = Result{Version: 1, Records: o.Records, RecordBytes: sizes / o.Records, Suite: o.Suite.String(),
+		BatchRecords: o.BatchRecords, Cores: runtime.NumCPU(), GoVersion: runtime.Version()}
+
+	step("start NATS and two nodes")
+	emb, err := bus.StartEmbedded(filepath.Join(dir, "nats"), "")
+	if err != nil {
+		return res, err
+	}
+	defer emb.Shutdown()
+	if _, err := authority.Init(filepath.Join(dir, "authority")); err != nil {
+		return res, err
+	}
+	ak, err := authority.Load(filepath.Join(dir, "authority"))
+	if err != nil {
+		return res, err
+	}
+	open := func(id string) (*node.Node, error) {
+		nd := filepath.Join(dir, id)
+		if _, err := node.InitKeys(nd, id, o.Suite); err != nil {
+			return nil, err
+		}
+		tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{
+			Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: 24 * time.Hour}, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644); err != nil {
+			return nil, err
+		}
+		cfg := node.DefaultConfig()
+		cfg.NodeID, cfg.Space, cfg.DataDir = id, space, nd
+		cfg.AuthorityKey = filepath.Join(dir, "authority", authority.PublicKeyFile)
+		cfg.Admin.Listen = ""
+		cfg.Suite = o.Suite.String()
+		cfg.Batch.MaxRecords = o.BatchRecords
+		return node.Open(ctx, cfg, node.Env{Logger: o.Logger, Embedded: emb})
+	}
+	snd, err := open("sender")
+	if err != nil {
+		return res, err
+	}
+	defer snd.Close()
+	rcv, err := open("receiver")
+	if err != nil {
+		return res, err
+	}
+	defer rcv.Close()
+	ag := Agreement(time.Now())
+	for _, n := range []*node.Node{snd, rcv} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			return res, err
+		}
+	}
+
+	step("baseline: plain JetStream PublishAsync, one record per message")
+	b1, err := baseline(ctx, emb, data, "before")
+	if err != nil {
+		return res, err
+	}
+
+	step(fmt.Sprintf("pipeline: %d records", o.Records))
+	start := time.Now()
+	sr, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(data), ""))
+	if err != nil {
+		return res, err
+	}
+	if sr.Permitted != o.Records {
+		return res, fmt.Errorf("bench: %d of %d records permitted (denied %v, invalid %d)", sr.Permitted, o.Records, sr.Denied, sr.Invalid)
+	}
+	if err := waitReceived(ctx, rcv, int64(o.Records), 5*time.Minute); err != nil {
+		return res, err
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.RecordsPerS = float64(o.Records) / res.Seconds
+
+	step("baseline again")
+	b2, err := baseline(ctx, emb, data, "after")
+	if err != nil {
+		return res, err
+	}
+	res.BaselineRuns = []int{int(b1), int(b2)}
+	res.BaselineMsgsPerS = (b1 + b2) / 2
+	res.Ratio = res.RecordsPerS / res.BaselineMsgsPerS
+
+	step(fmt.Sprintf("latency: %d single records", o.LatencySamples))
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	lat := make([]float64, 0, o.LatencySamples)
+	for i := 0; i < o.LatencySamples; i++ {
+		// A record not sent before: ingest is idempotent only for held
+		// records, so a re-sent one would arrive again; any line will do.
+		line := lines[i%len(lines)]
+		want := rcv.ReceivedRecords() + 1
+		t0 := time.Now()
+		if _, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(line), "")); err != nil {
+			return res, err
+		}
+		if err := waitReceived(ctx, rcv, want, 10*time.Second); err != nil {
+			return res, err
+		}
+		lat = append(lat, float64(time.Since(t0).Microseconds())/1000)
+	}
+	sort.Float64s(lat)
+	res.P50ms = lat[len(lat)/2]
+	res.P99ms = lat[(len(lat)*99)/100]
+	return res, nil
+}
+
+func waitReceived(ctx context.Context, n *node.Node, want int64, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for n.ReceivedRecords() < want {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: receiver holds %d of %d records after %s", n.ReceivedRecords(), want, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Microsecond):
+		}
+	}
+	return nil
+}
+
+// baseline publishes every record of data as its own message with
+// PublishAsync (at most 4096 in flight) to a file-backed stream with the
+// exchange stream's settings, waits for every acknowledgement, and returns
+// messages per second.
+func baseline(ctx context.Context, emb *bus.Embedded, data []byte, name string) (float64, error) {
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "bench-baseline", Embedded: emb})
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return 0, err
+	}
+	cfg := bus.ExchangeStreamConfig(bus.Layout{Space: "baseline_" + name})
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		return 0, fmt.Errorf("baseline stream: %w", err)
+	}
+	defer js.DeleteStream(context.Background(), cfg.Name)
+	subject := "eds.baseline_" + name + ".deliver.receiver.sender"
+	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	start := time.Now()
+	for _, l := range lines {
+		if _, err := js.PublishAsync(subject, l); err != nil {
+			return 0, fmt.Errorf("baseline publish: %w", err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(5 * time.Minute):
+		return 0, fmt.Errorf("baseline: acknowledgements missing after 5 minutes")
+	}
+	return float64(len(lines)) / time.Since(start).Seconds(), nil
+}
+
+// Agreement is the bench's agreement: every field of the bench records
+// may leave (direct identifiers tokenised), for research, up to L3.
+func Agreement(now time.Time) *policy.Agreement {
+	return &policy.Agreement{
+		ID: "bench", Provider: "sender", Recipient: "receiver",
+		Purpose: policy.PurposeResearch, LegalBasis: policy.BasisPublicInterest,
+		RecordTypes: map[string][]string{"student": benchFields},
+		MaxLevel:    schema.L3, RetentionDays: 30, BulkApproved: true,
+		ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(24 * time.Hour),
+	}
+}
+
+var benchFields = []string{"student_id", "name", "name_pinyin", "gender", "birth_date", "id_type", "id_number",
+	"ethnicity", "nationality", "native_place", "political_status", "hukou_type", "address", "postal_code",
+	"phone", "email", "dormitory", "campus_card_no"}
+
+var pinyin = []string{"Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun"}
+
+// Records returns n realistic student records of about 600 bytes as NDJSON
+// (adults only, so that the agreement permits every one) and their total
+// size.
+func Records(n int, seed uint64) ([]byte, int) {
+	r := rand.New(rand.NewPCG(seed, seed*31+7))
+	now := time.Now()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for i := 0; i < n; i++ {
+		female := r.IntN(2) == 0
+		birth := now.AddDate(-18-r.IntN(6), 0, -r.IntN(360)-1)
+		gender := "男"
+		if female {
+			gender = "女"
+		}
+		enc.Encode(map[string]any{
+			"type":             "student",
+			"student_id":       fmt.Sprintf("2024%07d", i+1),
+			"name":             demo.ChineseName(r),
+			"name_pinyin":      pinyin[r.IntN(len(pinyin))] + " " + pinyin[r.IntN(len(pinyin))] + "yi",
+			"gender":           gender,
+			"birth_date":       birth.Format("2006-01-02"),
+			"id_type":          "resident_id",
+			"id_number":        demo.ResidentID(r, birth, female),
+			"ethnicity":        "汉族",
+			"nationality":      "中国",
+			"native_place":     "四川省成都市",
+			"political_status": "共青团员",
+			"hukou_type":       "城镇",
+			"address":          fmt.Sprintf("四川省成都市武侯区人民南路%d段%d号%d栋%d单元", 1+r.IntN(4), 1+r.IntN(200), 1+r.IntN(30), 1+r.IntN(6)),
+			"postal_code":      "610041",
+			"phone":            fmt.Sprintf("1%d%09d", 3+r.IntN(7), r.IntN(1_000_000_000)),
+			"email":            fmt.Sprintf("s%07d@stu.example.edu.cn", i+1),
+			"dormitory":        fmt.Sprintf("学生公寓%d号楼%d室", 1+r.IntN(20), 100+r.IntN(600)),
+			"campus_card_no":   fmt.Sprintf("%010d", r.IntN(1_000_000_000)),
+		})
+	}
+	return buf.Bytes(), buf.Len()
+}

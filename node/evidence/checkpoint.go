@@ -1,0 +1,133 @@
+package evidence
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+)
+
+// Signed is a checkpoint as published on the space and kept in the
+// checkpoints table: the signed statement (crypto.SignCheckpoint), the
+// signer's member credential (JWT), and unverified copies of what the
+// statement says, for use when no authority key is at hand.
+type Signed struct {
+	Node       string
+	Count      int64
+	Head       []byte
+	TimeMS     int64 // unix milliseconds
+	Data       []byte
+	Credential string
+}
+
+// Checkpoint returns the unverified checkpoint the copies describe.
+func (s Signed) Checkpoint() Checkpoint { return Checkpoint{Count: s.Count, Head: s.Head} }
+
+// DBCheckpoints reads node's checkpoints from a node database's checkpoints
+// table, in count order. It verifies nothing.
+func DBCheckpoints(ctx context.Context, db *sql.DB, node string) ([]Signed, error) {
+	return readCheckpoints(ctx, db, node)
+}
+
+// queryer is a *sql.DB or a *sql.Tx.
+type queryer interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}
+
+func readCheckpoints(ctx context.Context, db queryer, node string) ([]Signed, error) {
+	rows, err := db.QueryContext(ctx, `SELECT node, count, head, time_ms, data, credential FROM checkpoints WHERE node = ? ORDER BY count`, node)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Signed
+	for rows.Next() {
+		var s Signed
+		if err := rows.Scan(&s.Node, &s.Count, &s.Head, &s.TimeMS, &s.Data, &s.Credential); err != nil {
+			return nil, fmt.Errorf("read checkpoints: %w", err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// Authenticate verifies s as a checkpoint of node s.Node in space: the
+// credential must verify under root for space at the checkpoint's time, be
+// s.Node's, and hold the checkpoint key the statement names; the statement
+// must verify with that key, name space, s.Node and the time s.TimeMS; and
+// the copies Count and Head must be what it says. It returns the verified
+// checkpoint.
+//
+// Revocation is not checked: the caller holding a revocation list checks
+// the node and key id at the checkpoint's time.
+func (s Signed) Authenticate(root crypto.AuthorityPublicKey, space string) (Checkpoint, error) {
+	node, keyID, err := crypto.CheckpointSigner(s.Data)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if node != s.Node {
+		return Checkpoint{}, fmt.Errorf("checkpoint names node %q, not %q", node, s.Node)
+	}
+	at := time.UnixMilli(s.TimeMS)
+	cred, err := crypto.ParseCredential(strings.TrimSpace(s.Credential), root, space, at)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if cred.NodeID != s.Node {
+		return Checkpoint{}, fmt.Errorf("credential is %q's, not %q's", cred.NodeID, s.Node)
+	}
+	vk, ok := cred.CheckpointKey(keyID)
+	if !ok {
+		return Checkpoint{}, fmt.Errorf("credential has no checkpoint key %s", keyID)
+	}
+	c, err := crypto.ParseCheckpoint(s.Data, vk)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	switch {
+	case c.Space != space:
+		return Checkpoint{}, fmt.Errorf("checkpoint is for space %q, not %q", c.Space, space)
+	case c.Node != s.Node:
+		return Checkpoint{}, fmt.Errorf("checkpoint names node %q, not %q", c.Node, s.Node)
+	case c.Time.UnixMilli() != s.TimeMS:
+		return Checkpoint{}, errors.New("stored time differs from the signed checkpoint's")
+	case c.Count != uint64(s.Count) || !bytes.Equal(c.Head[:], s.Head):
+		return Checkpoint{}, errors.New("stored count or head differs from the signed checkpoint's")
+	}
+	return Checkpoint{Count: int64(c.Count), Head: c.Head[:]}, nil
+}
+
+// CredentialSpace returns the space a member credential's issuer claim
+// names, without verifying anything, or "" when it names none. Use it to
+// choose the space to verify the credential for, never as a fact.
+func CredentialSpace(jwt string) string {
+	parts := strings.Split(strings.TrimSpace(jwt), ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var cl struct {
+		Iss string `json:"iss"`
+	}
+	if json.Unmarshal(payload, &cl) != nil {
+		return ""
+	}
+	space, ok := strings.CutPrefix(cl.Iss, "eduspace-authority:")
+	if !ok {
+		return ""
+	}
+	return space
+}

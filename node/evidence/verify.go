@@ -1,0 +1,165 @@
+package evidence
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"iter"
+	"slices"
+)
+
+// Row is one stored link of a chain, as in the evidence table.
+type Row struct {
+	Seq      int64
+	Entry    []byte // the canonical entry
+	PrevHash []byte
+	Hash     []byte
+}
+
+// Rows is a chain source: its rows in seq order. A non-nil error ends the
+// sequence; it is a failure to read, not a finding about the chain.
+type Rows = iter.Seq2[Row, error]
+
+// DBRows reads the chain from a node database's evidence table.
+func DBRows(ctx context.Context, db *sql.DB) Rows { return queryRows(ctx, db) }
+
+func queryRows(ctx context.Context, db queryer) Rows {
+	return func(yield func(Row, error) bool) {
+		rows, err := db.QueryContext(ctx, `SELECT seq, entry, prev_hash, hash FROM evidence ORDER BY seq`)
+		if err != nil {
+			yield(Row{}, fmt.Errorf("read evidence: %w", err))
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r Row
+			if err := rows.Scan(&r.Seq, &r.Entry, &r.PrevHash, &r.Hash); err != nil {
+				yield(Row{}, fmt.Errorf("read evidence: %w", err))
+				return
+			}
+			if !yield(r, nil) {
+				return
+			}
+		}
+		if err := rows.Err(); err != nil {
+			yield(Row{}, fmt.Errorf("read evidence: %w", err))
+		}
+	}
+}
+
+// FirstNode returns the node named by the first entry of rows, or "" when
+// there are none or the first entry is not well-formed. It reads no
+// further than the first row and verifies nothing.
+func FirstNode(rows Rows) (string, error) {
+	for r, err := range rows {
+		if err != nil {
+			return "", err
+		}
+		var e Entry
+		if json.Unmarshal(r.Entry, &e) != nil {
+			return "", nil
+		}
+		return e.Node, nil
+	}
+	return "", nil
+}
+
+// Checkpoint is what a checkpoint commits to: after Count entries the chain's
+// head hash was Head. Authenticating it is the caller's business (see
+// [Signed.Authenticate]).
+type Checkpoint struct {
+	Count int64
+	Head  []byte
+}
+
+// VerifyCheckpoints walks the chain in rows and checks every link as
+// [Verify] does, that every entry names the node the first one names, and
+// every checkpoint in cps: the chain must have at least Count entries and
+// the hash after entry Count must equal Head.
+//
+// A broken chain returns a *BrokenError naming the first bad entry. For a
+// broken link that is the entry itself. For a checkpoint that does not
+// match, or one beyond the end of the chain, it is the entry after the last
+// checkpoint that still matched (or entry 1): every entry after that one
+// may have been rewritten, so a log whose first entries were deleted and
+// the rest re-chained and renumbered is caught at entry 1, and a log whose
+// tail was cut is caught when a checkpoint covers the tail. Checkpoints
+// with the same Count must agree.
+func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
+	cps = slices.Clone(cps)
+	slices.SortStableFunc(cps, func(a, b Checkpoint) int { return cmp.Compare(a.Count, b.Count) })
+	for _, c := range cps {
+		if c.Count < 0 {
+			return Head{}, fmt.Errorf("checkpoint with negative count %d", c.Count)
+		}
+	}
+	prev := make([]byte, sha256.Size)
+	var n, good int64 // entries walked; the last count a checkpoint confirmed
+	var node string
+	// check compares the checkpoints at count n with the hash after entry n.
+	check := func() error {
+		for len(cps) > 0 && cps[0].Count == n {
+			if !bytes.Equal(cps[0].Head, prev) {
+				return &BrokenError{Seq: good + 1, Reason: fmt.Sprintf(
+					"a checkpoint says the head after entry %d was %s, the chain has %s", n, short(cps[0].Head), short(prev))}
+			}
+			cps = cps[1:]
+			good = n
+		}
+		return nil
+	}
+	if err := check(); err != nil {
+		return Head{}, err
+	}
+	for r, err := range rows {
+		if err != nil {
+			return Head{}, err
+		}
+		n++
+		if r.Seq != n {
+			return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("entry %d missing (next stored is %d)", n, r.Seq)}
+		}
+		if !bytes.Equal(r.PrevHash, prev) {
+			return Head{}, &BrokenError{Seq: n, Reason: "previous hash does not match the chain"}
+		}
+		if !bytes.Equal(r.Hash, chain(prev, r.Entry)) {
+			return Head{}, &BrokenError{Seq: n, Reason: "entry does not match its hash"}
+		}
+		var e Entry
+		if err := json.Unmarshal(r.Entry, &e); err != nil || e.Seq != n {
+			return Head{}, &BrokenError{Seq: n, Reason: "entry is not a well-formed record of its position"}
+		}
+		if n == 1 {
+			node = e.Node
+		} else if e.Node != node {
+			return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("entry names node %q, the log is %q's", e.Node, node)}
+		}
+		prev = r.Hash
+		if err := check(); err != nil {
+			return Head{}, err
+		}
+	}
+	if len(cps) > 0 {
+		last := cps[len(cps)-1].Count
+		return Head{}, &BrokenError{Seq: good + 1, Reason: fmt.Sprintf(
+			"the chain has %d entries, a checkpoint covers %d", n, last)}
+	}
+	return Head{Count: n, Hash: prev, Node: node}, nil
+}
+
+// short abbreviates a hash for messages.
+func short(h []byte) string {
+	s := hex.EncodeToString(h)
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
