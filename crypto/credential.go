@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -47,11 +48,19 @@ type SigningKeyInfo struct {
 	Key []byte
 }
 
+// CompositeKeyInfo is a composite (Ed25519 + ML-DSA-65) public key listed in
+// a credential: Key is [CompositeVerifyKey.Bytes], ID its KeyID.
+type CompositeKeyInfo struct {
+	ID  string
+	Key []byte
+}
+
 // Credential binds a node to its institution, role and public keys in one
-// space. The first key of each list is the current one.
+// space. The first key of each list is the current one; the others are the
+// node's next or previous keys (CREDENTIALS.md §5 describes rotation).
 //
 // On the wire a credential is a compact JWS (JWT) signed with EdDSA (Ed25519)
-// by the space authority, with these claims:
+// by the space authority, with these claims (CREDENTIALS.md):
 //
 //	iss       "eduspace-authority:<space>"
 //	sub       node id
@@ -62,14 +71,21 @@ type SigningKeyInfo struct {
 //	role      "university", "center" or "auditor"
 //	kem_keys  [{"kid": key id, "suite": suite name, "key": base64url public key}, ...]
 //	sig_keys  [{"kid": key id, "key": base64url Ed25519 public key}, ...]
+//	ckpt_keys [{"kid": key id, "key": base64url composite public key}, ...] (optional)
+//	pq        base64url ML-DSA-65 signature by the authority (last member)
 //
-// Key ids must equal the ids derived from the keys (ENVELOPE.md §5).
+// Key ids must equal the ids derived from the keys (ENVELOPE.md §5). The pq
+// claim makes the credential a composite signature: the EdDSA JWS signature
+// and the ML-DSA-65 signature must both verify (CREDENTIALS.md §3).
 type Credential struct {
 	Space, NodeID, Institution string
 	Role                       Role
 	KEMKeys                    []KEMKeyInfo
 	SigningKeys                []SigningKeyInfo
-	IssuedAt, Expires          time.Time
+	// CheckpointKeys are the node's composite keys for signing evidence
+	// checkpoints and other long-lived statements; 0..8 of them.
+	CheckpointKeys    []CompositeKeyInfo
+	IssuedAt, Expires time.Time
 }
 
 // KEMKey returns the KEM key with the given id.
@@ -114,6 +130,27 @@ func (c *Credential) CurrentSigningKey() VerifyKey {
 	return v
 }
 
+// CheckpointKey returns the composite checkpoint key with the given id.
+func (c *Credential) CheckpointKey(id string) (CompositeVerifyKey, bool) {
+	for _, k := range c.CheckpointKeys {
+		if k.ID == id {
+			v, err := ParseCompositeVerifyKey(k.Key)
+			return v, err == nil && v.KeyID() == id
+		}
+	}
+	return CompositeVerifyKey{}, false
+}
+
+// CurrentCheckpointKey returns the first checkpoint key, or the zero
+// CompositeVerifyKey if there is none or it is invalid.
+func (c *Credential) CurrentCheckpointKey() CompositeVerifyKey {
+	if len(c.CheckpointKeys) == 0 {
+		return CompositeVerifyKey{}
+	}
+	v, _ := c.CheckpointKey(c.CheckpointKeys[0].ID)
+	return v
+}
+
 func validName(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
@@ -128,8 +165,9 @@ func validName(s string) bool {
 
 // validate checks a credential's fields: space and node id are 1..64 of
 // [A-Za-z0-9_-], the institution is 1..256 bytes of UTF-8 without control
-// characters, the role is known, there are 1..8 keys of each kind, every key
-// parses and has the id derived from it, and Expires is after IssuedAt.
+// characters, the role is known, there are 1..8 KEM and signing keys and 0..8
+// checkpoint keys, every key parses and has the id derived from it, no id
+// repeats, and Expires is after IssuedAt.
 func (c *Credential) validate() error {
 	if !validName(c.Space) {
 		return errors.New("invalid space name")
@@ -175,6 +213,19 @@ func (c *Credential) validate() error {
 		}
 		seen[k.ID] = true
 	}
+	if len(c.CheckpointKeys) > maxKeysPerList {
+		return fmt.Errorf("%d checkpoint keys, want 0..%d", len(c.CheckpointKeys), maxKeysPerList)
+	}
+	for i, k := range c.CheckpointKeys {
+		v, err := ParseCompositeVerifyKey(k.Key)
+		if err != nil {
+			return fmt.Errorf("checkpoint key %d: %w", i, err)
+		}
+		if v.KeyID() != k.ID || seen[k.ID] {
+			return fmt.Errorf("checkpoint key %d: id %q does not match the key or repeats", i, k.ID)
+		}
+		seen[k.ID] = true
+	}
 	if c.IssuedAt.IsZero() || !c.Expires.After(c.IssuedAt) {
 		return errors.New("expiry not after issue time")
 	}
@@ -198,53 +249,73 @@ type credentialClaims struct {
 	Role        Role          `json:"role"`
 	KEMKeys     []kemKeyClaim `json:"kem_keys"`
 	SigKeys     []sigKeyClaim `json:"sig_keys"`
+	CkptKeys    []sigKeyClaim `json:"ckpt_keys,omitempty"`
+	// PQ is the authority's ML-DSA-65 signature; Issue appends it as the
+	// last member of the payload (CREDENTIALS.md §3).
+	PQ string `json:"pq,omitempty"`
 }
 
 func issuer(space string) string   { return "eduspace-authority:" + space }
 func audience(space string) string { return "eduspace:" + space }
 
-// AuthorityKey is the space authority's Ed25519 root key. It prints as
-// redacted.
+// AuthorityKey is the space authority's root key: an Ed25519 key, which signs
+// credentials as standard EdDSA JWTs, and an ML-DSA-65 key, which adds the
+// post-quantum half to credentials and signs revocation lists together with
+// the Ed25519 key (CREDENTIALS.md). It prints as redacted.
 type AuthorityKey struct {
-	sk SigningKey
+	_  noCompare
+	ck CompositeKey
 }
 
-// AuthorityPublicKey is the authority's root public key, the trust anchor
-// every node is configured with.
+// AuthorityPublicKey is the authority's root public key (Ed25519 and
+// ML-DSA-65), the trust anchor every node is configured with. Compare keys
+// with [AuthorityPublicKey.Equal]; the zero value verifies nothing.
 type AuthorityPublicKey struct {
-	key VerifyKey
+	_  noCompare
+	cv CompositeVerifyKey
 }
 
-// GenerateAuthorityKey returns a new root key, drawing its seed from rand
-// (crypto/rand when nil).
+// GenerateAuthorityKey returns a new root key, drawing its two 32-byte seeds
+// from rand (crypto/rand when nil).
 func GenerateAuthorityKey(rnd io.Reader) (*AuthorityKey, error) {
-	seed, err := readSeed(rnd)
+	k, err := GenerateCompositeKey(rnd)
 	if err != nil {
 		return nil, fmt.Errorf("generate authority key: %w", err)
 	}
-	defer clear(seed)
-	return ParseAuthorityKey(seed)
+	return &AuthorityKey{ck: *k}, nil
 }
 
-// ParseAuthorityKey decodes a 32-byte Ed25519 seed as written by
-// [AuthorityKey.MarshalBinary].
-func ParseAuthorityKey(seed []byte) (*AuthorityKey, error) {
-	sk, err := ParseSigningKey(seed)
-	if err != nil {
-		return nil, errors.New("parse authority key: want a 32-byte seed")
+// ParseAuthorityKey decodes a 64-byte root key as written by
+// [AuthorityKey.MarshalBinary]: the Ed25519 seed, then the ML-DSA-65 seed.
+func ParseAuthorityKey(b []byte) (*AuthorityKey, error) {
+	if len(b) == ed25519.SeedSize {
+		return nil, errors.New("parse authority key: a 32-byte Ed25519-only key from before composite root keys; create a new authority key")
 	}
-	return &AuthorityKey{sk: *sk}, nil
+	k, err := ParseCompositeKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse authority key: want %d bytes, got %d", CompositePrivateKeySize, len(b))
+	}
+	return &AuthorityKey{ck: *k}, nil
 }
 
-// MarshalBinary returns the 32-byte seed.
-func (a *AuthorityKey) MarshalBinary() ([]byte, error) { return a.sk.MarshalBinary() }
+// MarshalBinary returns the 64-byte encoding: Ed25519 seed ‖ ML-DSA-65 seed.
+// The result is secret.
+func (a *AuthorityKey) MarshalBinary() ([]byte, error) { return a.ck.MarshalBinary() }
 
 // Public returns the root public key.
-func (a *AuthorityKey) Public() AuthorityPublicKey { return AuthorityPublicKey{key: a.sk.Public()} }
+func (a *AuthorityKey) Public() AuthorityPublicKey { return AuthorityPublicKey{cv: a.ck.pub} }
+
+// Equal reports whether a and o are the same key, in constant time.
+func (a *AuthorityKey) Equal(o *AuthorityKey) bool {
+	if a == nil || o == nil {
+		return a == o
+	}
+	return a.ck.Equal(&o.ck)
+}
 
 // String returns a redacted description naming the public key id.
 func (a AuthorityKey) String() string {
-	return "AuthorityKey(" + a.sk.pub.KeyID() + ", redacted)"
+	return "AuthorityKey(" + a.ck.pub.KeyID() + ", redacted)"
 }
 
 // Format prints the redacted [AuthorityKey.String] for every verb.
@@ -253,26 +324,51 @@ func (a AuthorityKey) Format(f fmt.State, _ rune) { io.WriteString(f, a.String()
 // LogValue keeps the key out of structured logs.
 func (a AuthorityKey) LogValue() slog.Value { return slog.StringValue(a.String()) }
 
-// ParseAuthorityPublicKey decodes a raw 32-byte Ed25519 public key.
+// ParseAuthorityPublicKey decodes a root public key as returned by
+// [AuthorityPublicKey.Bytes] (the 1984-byte composite encoding).
 func ParseAuthorityPublicKey(b []byte) (AuthorityPublicKey, error) {
-	v, err := ParseVerifyKey(b)
+	v, err := ParseCompositeVerifyKey(b)
 	if err != nil {
 		return AuthorityPublicKey{}, fmt.Errorf("parse authority public key: %w", err)
 	}
-	return AuthorityPublicKey{key: v}, nil
+	return AuthorityPublicKey{cv: v}, nil
 }
 
-// Bytes returns the raw 32-byte public key.
-func (p AuthorityPublicKey) Bytes() []byte { return p.key.Bytes() }
+// Bytes returns the 1984-byte encoding: Ed25519 public key ‖ ML-DSA-65
+// public key.
+func (p AuthorityPublicKey) Bytes() []byte { return p.cv.Bytes() }
+
+// Ed25519 returns the Ed25519 half, the key standard JOSE libraries verify
+// credentials with.
+func (p AuthorityPublicKey) Ed25519() ed25519.PublicKey {
+	if p.cv.IsZero() {
+		return nil
+	}
+	return p.cv.ed25519Key().Bytes()
+}
+
+// Composite returns the root key as a composite verification key, as it
+// verifies revocation lists.
+func (p AuthorityPublicKey) Composite() CompositeVerifyKey { return p.cv }
+
+// IsZero reports whether p is the zero AuthorityPublicKey.
+func (p AuthorityPublicKey) IsZero() bool { return p.cv.IsZero() }
 
 // Equal reports whether p and o are the same key.
-func (p AuthorityPublicKey) Equal(o AuthorityPublicKey) bool { return p == o }
+func (p AuthorityPublicKey) Equal(o AuthorityPublicKey) bool { return p.cv.Equal(o.cv) }
 
-// KeyID returns the key's id, "s-" and 16 hex digits as for node signing keys.
-func (p AuthorityPublicKey) KeyID() string { return p.key.KeyID() }
+// KeyID returns the key's id, "c-" and 16 hex digits as for composite keys.
+// Credentials name it in the JWS header's "kid".
+func (p AuthorityPublicKey) KeyID() string { return p.cv.KeyID() }
 
-// Issue signs c as a compact JWT. c.Space names the space; times are
-// truncated to seconds.
+// String returns the key id.
+func (p AuthorityPublicKey) String() string { return "AuthorityPublicKey(" + p.cv.KeyID() + ")" }
+
+// Issue signs c as a compact JWT (CREDENTIALS.md §3): the claims without
+// "pq" are signed with the ML-DSA-65 root key, that signature is appended as
+// the last claim "pq", and the result is signed as a standard EdDSA JWS with
+// the Ed25519 root key. c.Space names the space; times are truncated to
+// seconds.
 func (a *AuthorityKey) Issue(c Credential) (string, error) {
 	if err := c.validate(); err != nil {
 		return "", fmt.Errorf("issue credential: %w", err)
@@ -290,34 +386,70 @@ func (a *AuthorityKey) Issue(c Credential) (string, error) {
 		Role:        c.Role,
 	}
 	for _, k := range c.KEMKeys {
-		cl.KEMKeys = append(cl.KEMKeys, kemKeyClaim{ID: k.ID, Suite: k.Suite.String(), Key: base64.RawURLEncoding.EncodeToString(k.Key)})
+		cl.KEMKeys = append(cl.KEMKeys, kemKeyClaim{ID: k.ID, Suite: k.Suite.String(), Key: b64.EncodeToString(k.Key)})
 	}
 	for _, k := range c.SigningKeys {
-		cl.SigKeys = append(cl.SigKeys, sigKeyClaim{ID: k.ID, Key: base64.RawURLEncoding.EncodeToString(k.Key)})
+		cl.SigKeys = append(cl.SigKeys, sigKeyClaim{ID: k.ID, Key: b64.EncodeToString(k.Key)})
 	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, cl)
-	tok.Header["kid"] = a.Public().KeyID()
-	s, err := tok.SignedString(a.sk.priv)
+	for _, k := range c.CheckpointKeys {
+		cl.CkptKeys = append(cl.CkptKeys, sigKeyClaim{ID: k.ID, Key: b64.EncodeToString(k.Key)})
+	}
+	s, err := a.signClaims(cl)
 	if err != nil {
 		return "", fmt.Errorf("issue credential: %w", err)
 	}
 	return s, nil
 }
 
+// signClaims signs cl (with cl.PQ empty) as Issue describes.
+func (a *AuthorityKey) signClaims(cl credentialClaims) (string, error) {
+	cl.PQ = ""
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, cl)
+	tok.Header["kid"] = a.Public().KeyID()
+	input0, err := tok.SigningString()
+	if err != nil {
+		return "", err
+	}
+	header, payload0, _ := strings.Cut(input0, ".")
+	p0, err := b64.DecodeString(payload0)
+	if err != nil || len(p0) <= 2 || p0[len(p0)-1] != '}' {
+		return "", errors.New("unexpected claims encoding")
+	}
+	pq, err := a.ck.signMLDSA(PurposeCredential, []byte(input0))
+	if err != nil {
+		return "", err
+	}
+	p1 := append(p0[:len(p0)-1:len(p0)-1], pqSuffix(b64.EncodeToString(pq))...)
+	input1 := header + "." + b64.EncodeToString(p1)
+	sig, err := jwt.SigningMethodEdDSA.Sign(input1, a.ck.ed)
+	if err != nil {
+		return "", err
+	}
+	return input1 + "." + b64.EncodeToString(sig), nil
+}
+
+var b64 = base64.RawURLEncoding.Strict()
+
+// pqSuffix is how the pq claim ends the payload: the payload without pq,
+// minus its closing brace, followed by this.
+func pqSuffix(pq string) string { return `,"pq":"` + pq + `"}` }
+
 // ParseCredential verifies token against the root key for space at time now
 // and returns the credential. It accepts only EdDSA, requires iss, aud, exp
-// and iat, allows 30 s of clock skew, and checks roles, key sizes and key
-// ids. Errors wrap the jwt package's (jwt.ErrTokenExpired, ...).
+// and iat, allows 30 s of clock skew, checks roles, key sizes and key ids,
+// and requires the ML-DSA-65 signature in the pq claim to verify
+// (CREDENTIALS.md §3). Errors wrap the jwt package's (jwt.ErrTokenExpired,
+// ...), or [ErrCompositeSignature] when the pq claim is missing or invalid.
 func ParseCredential(token string, root AuthorityPublicKey, space string, now time.Time) (*Credential, error) {
 	if len(token) > maxCredentialSize {
 		return nil, errors.New("parse credential: token too large")
 	}
-	if root.key.IsZero() {
+	if root.IsZero() {
 		return nil, errors.New("parse credential: no root key")
 	}
 	var cl credentialClaims
 	_, err := jwt.ParseWithClaims(token, &cl,
-		func(*jwt.Token) (any, error) { return ed25519.PublicKey(root.key.Bytes()), nil },
+		func(*jwt.Token) (any, error) { return root.Ed25519(), nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithIssuer(issuer(space)),
 		jwt.WithAudience(audience(space)),
@@ -328,6 +460,9 @@ func ParseCredential(token string, root AuthorityPublicKey, space string, now ti
 		jwt.WithStrictDecoding(),
 	)
 	if err != nil {
+		return nil, fmt.Errorf("parse credential: %w", err)
+	}
+	if err := verifyPQ(token, cl.PQ, root); err != nil {
 		return nil, fmt.Errorf("parse credential: %w", err)
 	}
 	if cl.IssuedAt == nil {
@@ -346,21 +481,56 @@ func ParseCredential(token string, root AuthorityPublicKey, space string, now ti
 		if err != nil {
 			return nil, fmt.Errorf("parse credential: kem key %d: %w", i, err)
 		}
-		b, err := base64.RawURLEncoding.Strict().DecodeString(k.Key)
+		b, err := b64.DecodeString(k.Key)
 		if err != nil {
 			return nil, fmt.Errorf("parse credential: kem key %d: bad base64url", i)
 		}
 		c.KEMKeys = append(c.KEMKeys, KEMKeyInfo{ID: k.ID, Suite: s, Key: b})
 	}
 	for i, k := range cl.SigKeys {
-		b, err := base64.RawURLEncoding.Strict().DecodeString(k.Key)
+		b, err := b64.DecodeString(k.Key)
 		if err != nil {
 			return nil, fmt.Errorf("parse credential: signing key %d: bad base64url", i)
 		}
 		c.SigningKeys = append(c.SigningKeys, SigningKeyInfo{ID: k.ID, Key: b})
 	}
+	for i, k := range cl.CkptKeys {
+		b, err := b64.DecodeString(k.Key)
+		if err != nil {
+			return nil, fmt.Errorf("parse credential: checkpoint key %d: bad base64url", i)
+		}
+		c.CheckpointKeys = append(c.CheckpointKeys, CompositeKeyInfo{ID: k.ID, Key: b})
+	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("parse credential: %w", err)
 	}
 	return c, nil
+}
+
+// verifyPQ checks the ML-DSA-65 half of a credential whose EdDSA signature
+// has been verified: the payload must end with `,"pq":"<pq>"}` exactly, and
+// pq must sign the JWS signing input of the payload without that member.
+func verifyPQ(token, pq string, root AuthorityPublicKey) error {
+	if pq == "" {
+		return fmt.Errorf("no pq claim: %w", ErrCompositeSignature)
+	}
+	header, rest, _ := strings.Cut(token, ".")
+	payload1, _, _ := strings.Cut(rest, ".")
+	p1, err := b64.DecodeString(payload1)
+	if err != nil {
+		return fmt.Errorf("pq claim: bad payload encoding: %w", ErrCompositeSignature)
+	}
+	suffix := pqSuffix(pq)
+	if !strings.HasSuffix(string(p1), suffix) || len(p1) < len(suffix)+1 {
+		return fmt.Errorf("pq claim is not the payload's last member in canonical form: %w", ErrCompositeSignature)
+	}
+	p0 := append(p1[:len(p1)-len(suffix):len(p1)-len(suffix)], '}')
+	sig, err := b64.DecodeString(pq)
+	if err != nil {
+		return fmt.Errorf("pq claim: bad base64url: %w", ErrCompositeSignature)
+	}
+	if !root.cv.verifyMLDSA(PurposeCredential, []byte(header+"."+b64.EncodeToString(p0)), sig) {
+		return fmt.Errorf("pq claim: ML-DSA-65 signature invalid: %w", ErrCompositeSignature)
+	}
+	return nil
 }

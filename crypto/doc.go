@@ -12,7 +12,12 @@
 // then [Envelope.Open].
 //
 // Credentials are EdDSA JWTs ([AuthorityKey.Issue], [ParseCredential]) that
-// bind a node id, institution, role and the node's public keys.
+// bind a node id, institution, role and the node's public keys; an extra
+// claim carries the authority's ML-DSA-65 signature, and both must verify.
+// Composite Ed25519 + ML-DSA-65 keys ([CompositeKey]) sign what lives long:
+// the authority's [RevocationList] and nodes' evidence checkpoints ([Checkpoint]).
+// CREDENTIALS.md in this directory specifies credentials, composite
+// signatures, key rotation and these signed statements.
 //
 // Private key types print as redacted and error messages never contain key
 // material or plaintext. The package imports only the standard library,

@@ -2,9 +2,14 @@ package crypto
 
 import (
 	"bytes"
+	"encoding/base64"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // FuzzParseEnvelope feeds arbitrary bytes through every entry point. A parsed
@@ -43,4 +48,149 @@ func FuzzParseEnvelope(f *testing.F) {
 			_, _ = e.Open(fx.kem)
 		}
 	})
+}
+
+// The fuzz targets below verify ML-DSA-65 signatures, which makes minimising
+// new inputs slow; run them with -fuzzminimizetime 0, for example
+//
+//	go test ./crypto -run '^$' -fuzz '^FuzzParseCheckpoint$' -fuzztime 15s -fuzzminimizetime 0
+
+// FuzzParseCredential feeds arbitrary tokens to ParseCredential, and the
+// same bytes as a payload that carries a valid EdDSA signature by the root
+// key, so that the claims, the key lists and the pq check are reached too.
+// Only a payload the authority signed may be accepted.
+func FuzzParseCredential(f *testing.F) {
+	a, c := testCredential(f)
+	k := testCompositeKey(f, "checkpoint")
+	withCP := c
+	withCP.CheckpointKeys = []CompositeKeyInfo{{ID: k.Public().KeyID(), Key: k.Public().Bytes()}}
+	signed := map[string]bool{}
+	var header string
+	for _, cred := range []Credential{c, withCP} {
+		tok, err := a.Issue(cred)
+		if err != nil {
+			f.Fatal(err)
+		}
+		parts := strings.Split(tok, ".")
+		header = parts[0]
+		payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+		signed[withoutPQ(payload)] = true
+		f.Add([]byte(tok))
+		f.Add(payload)
+	}
+	f.Add([]byte(`{"iss":"eduspace-authority:city-edu","sub":"uni-a","aud":["eduspace:city-edu"],"exp":1800000000,"iat":1767225600,"pq":""}`))
+	now := issued.Add(time.Hour)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if c, err := ParseCredential(string(b), a.Public(), "city-edu", now); err == nil {
+			if c.validate() != nil {
+				t.Fatal("accepted an invalid credential")
+			}
+			if _, p, _ := strings.Cut(string(b), "."); true {
+				p, _, _ = strings.Cut(p, ".")
+				if payload, _ := base64.RawURLEncoding.DecodeString(p); !signed[withoutPQ(payload)] {
+					t.Fatalf("accepted a payload the authority did not sign: %s", payload)
+				}
+			}
+		}
+		input := header + "." + base64.RawURLEncoding.EncodeToString(b)
+		sig, _ := jwt.SigningMethodEdDSA.Sign(input, a.ck.ed)
+		tok := input + "." + base64.RawURLEncoding.EncodeToString(sig)
+		c, err := ParseCredential(tok, a.Public(), "city-edu", now)
+		if err != nil {
+			if c != nil {
+				t.Fatal("credential and error both returned")
+			}
+			return
+		}
+		if !signed[withoutPQ(b)] {
+			t.Fatalf("accepted a payload the authority did not sign: %s", b)
+		}
+		if c.validate() != nil {
+			t.Fatal("accepted an invalid credential")
+		}
+	})
+}
+
+// FuzzParseRevocationList decodes arbitrary bytes; whatever decodes must
+// re-encode to the same signed bytes, and only the authority's signed lists
+// may verify.
+func FuzzParseRevocationList(f *testing.F) {
+	a, _ := GenerateAuthorityKey(detRand("authority"))
+	valid := map[string]bool{}
+	rl := testRevocationList()
+	for _, l := range []RevocationList{rl, {Space: "city-edu", Serial: 1, Issued: issued}} {
+		data, err := a.SignRevocations(l)
+		if err != nil {
+			f.Fatal(err)
+		}
+		valid[string(data[:len(data)-CompositeSignatureSize])] = true
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rl, signed, _, err := decodeRevocationList(b)
+		if err == nil {
+			if got := rl.appendTo(nil); !bytes.Equal(got, signed) {
+				t.Fatalf("does not re-encode:\ngot  %x\nwant %x", got, signed)
+			}
+			if rl.validate() != nil {
+				t.Fatal("decoded an invalid list")
+			}
+		}
+		l, err := ParseRevocationList(b, a.Public(), "city-edu")
+		if err == nil && !valid[string(b[:len(b)-CompositeSignatureSize])] {
+			t.Fatalf("accepted a list the authority did not sign: %+v", l)
+		}
+		if err != nil && l != nil {
+			t.Fatal("list and error both returned")
+		}
+		if err == nil {
+			_ = l.Revoked("uni-a", "s-0123456789abcdef", issued)
+		}
+	})
+}
+
+// FuzzParseCheckpoint decodes arbitrary bytes; whatever decodes must
+// re-encode to the same signed bytes, and only signed checkpoints verify.
+func FuzzParseCheckpoint(f *testing.F) {
+	k := testCompositeKey(f, "checkpoint")
+	valid := map[string]bool{}
+	for _, c := range []Checkpoint{
+		{Space: "city-edu", Node: "uni-a", Count: 1000, Head: [32]byte{1, 2, 3}, Time: issued},
+		{Space: "s", Node: strings.Repeat("n", 64), Time: time.UnixMilli(0)},
+	} {
+		data, err := SignCheckpoint(k, c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		valid[string(data[:len(data)-CompositeSignatureSize])] = true
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, keyID, signed, _, err := parseCheckpoint(b)
+		if err == nil {
+			if got := c.appendTo(nil, keyID); !bytes.Equal(got, signed) {
+				t.Fatalf("does not re-encode:\ngot  %x\nwant %x", got, signed)
+			}
+			if node, kid, err := CheckpointSigner(b); err != nil || node != c.Node || kid != keyID {
+				t.Fatalf("CheckpointSigner = %q, %q, %v", node, kid, err)
+			}
+		}
+		cp, err := ParseCheckpoint(b, k.Public())
+		if err == nil && !valid[string(b[:len(b)-CompositeSignatureSize])] {
+			t.Fatalf("accepted a checkpoint that was not signed: %+v", cp)
+		}
+		if err != nil && cp != nil {
+			t.Fatal("checkpoint and error both returned")
+		}
+	})
+}
+
+// withoutPQ returns a credential payload without its pq member: ML-DSA-65
+// signatures are randomised, so fuzz workers compare what was signed.
+func withoutPQ(payload []byte) string {
+	i := bytes.LastIndex(payload, []byte(`,"pq":"`))
+	if i < 0 {
+		return string(payload)
+	}
+	return string(payload[:i]) + "}"
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 const (
 	pemSigningKey   = "EDUSPACE SIGNING KEY"
 	pemAuthorityKey = "EDUSPACE AUTHORITY KEY"
+	pemCompositeKey = "EDUSPACE COMPOSITE KEY"
 	pemPublicKey    = "PUBLIC KEY"
 	maxKeyFileSize  = 64 << 10
 )
@@ -70,6 +73,16 @@ func ReadKeyFile(path, blockType string) ([]byte, error) {
 }
 
 func readPEMFile(path, blockType string, private bool) ([]byte, error) {
+	blocks, err := readPEMBlocks(path, blockType, 1, private)
+	if err != nil {
+		return nil, err
+	}
+	return blocks[0], nil
+}
+
+// readPEMBlocks reads a PEM file holding exactly n blocks, all of type
+// blockType and without headers, and returns their bytes.
+func readPEMBlocks(path, blockType string, n int, private bool) ([][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
@@ -92,17 +105,23 @@ func readPEMFile(path, blockType string, private bool) ([]byte, error) {
 	if len(data) > maxKeyFileSize {
 		return nil, fmt.Errorf("read key file %s: larger than %d bytes", path, maxKeyFileSize)
 	}
-	block, rest := pem.Decode(data)
-	if block == nil || block.Type != blockType {
-		return nil, fmt.Errorf("read key file %s: no PEM block of type %q", path, blockType)
+	var out [][]byte
+	rest := data
+	for range n {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil || block.Type != blockType {
+			return nil, fmt.Errorf("read key file %s: want %d PEM blocks of type %q, found %d", path, n, blockType, len(out))
+		}
+		if len(block.Headers) != 0 {
+			return nil, fmt.Errorf("read key file %s: unexpected PEM headers", path)
+		}
+		out = append(out, block.Bytes)
 	}
 	if len(bytes.TrimSpace(rest)) != 0 {
 		return nil, fmt.Errorf("read key file %s: data after the PEM block", path)
 	}
-	if len(block.Headers) != 0 {
-		return nil, fmt.Errorf("read key file %s: unexpected PEM headers", path)
-	}
-	return block.Bytes, nil
+	return out, nil
 }
 
 // WriteSigningKeyFile writes a node signing key to path (mode 0600).
@@ -179,32 +198,94 @@ func ReadAuthorityKeyFile(path string) (*AuthorityKey, error) {
 	return a, nil
 }
 
-// WriteAuthorityPublicKey writes the root public key to path as a PEM
-// "PUBLIC KEY" block (X.509 SubjectPublicKeyInfo, Ed25519), mode 0644,
-// atomically.
-func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
-	der, err := x509.MarshalPKIXPublicKey(ed25519.PublicKey(p.Bytes()))
+// WriteCompositeKeyFile writes a composite private key to path (mode 0600).
+func WriteCompositeKeyFile(path string, k *CompositeKey) error {
+	b, err := k.MarshalBinary()
 	if err != nil {
 		return fmt.Errorf("write key file %s: %w", path, err)
 	}
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: der}), 0o644)
+	defer clear(b)
+	return WriteKeyFile(path, pemCompositeKey, b)
+}
+
+// ReadCompositeKeyFile reads a composite private key written by
+// [WriteCompositeKeyFile].
+func ReadCompositeKeyFile(path string) (*CompositeKey, error) {
+	b, err := ReadKeyFile(path, pemCompositeKey)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	k, err := ParseCompositeKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("read key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// oidMLDSA65 is id-ml-dsa-65 (RFC 9881).
+var oidMLDSA65 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 3, 18}
+
+type subjectPublicKeyInfo struct {
+	Algorithm pkix.AlgorithmIdentifier
+	PublicKey asn1.BitString
+}
+
+// WriteAuthorityPublicKey writes the root public key to path, mode 0644,
+// atomically, as two PEM "PUBLIC KEY" blocks (X.509 SubjectPublicKeyInfo):
+// first the Ed25519 key, which openssl and JOSE libraries read to verify
+// credentials' EdDSA signatures, then the ML-DSA-65 key (RFC 9881 encoding:
+// algorithm id-ml-dsa-65 without parameters, the 1952-byte key as the bit
+// string).
+func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
+	if p.IsZero() {
+		return fmt.Errorf("write key file %s: no key", path)
+	}
+	edDER, err := x509.MarshalPKIXPublicKey(p.Ed25519())
+	if err != nil {
+		return fmt.Errorf("write key file %s: %w", path, err)
+	}
+	mlRaw := p.Bytes()[ed25519.PublicKeySize:]
+	mlDER, err := asn1.Marshal(subjectPublicKeyInfo{
+		Algorithm: pkix.AlgorithmIdentifier{Algorithm: oidMLDSA65},
+		PublicKey: asn1.BitString{Bytes: mlRaw, BitLength: 8 * len(mlRaw)},
+	})
+	if err != nil {
+		return fmt.Errorf("write key file %s: %w", path, err)
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: edDER})
+	data = append(data, pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: mlDER})...)
+	return writeFileAtomic(path, data, 0o644)
 }
 
 // ReadAuthorityPublicKey reads a root public key written by
-// [WriteAuthorityPublicKey] (or any PEM SubjectPublicKeyInfo of an Ed25519
-// key, such as openssl's).
+// [WriteAuthorityPublicKey]. It requires exactly the two blocks, Ed25519
+// first and ML-DSA-65 second, without headers and with nothing after them.
 func ReadAuthorityPublicKey(path string) (AuthorityPublicKey, error) {
-	der, err := readPEMFile(path, pemPublicKey, false)
+	blocks, err := readPEMBlocks(path, pemPublicKey, 2, false)
 	if err != nil {
 		return AuthorityPublicKey{}, err
 	}
-	pub, err := x509.ParsePKIXPublicKey(der)
+	pub, err := x509.ParsePKIXPublicKey(blocks[0])
 	if err != nil {
-		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: %w", path, err)
+		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: first block: %w", path, err)
 	}
 	edPub, ok := pub.(ed25519.PublicKey)
 	if !ok {
-		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: not an Ed25519 public key", path)
+		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: first block is not an Ed25519 public key", path)
 	}
-	return ParseAuthorityPublicKey(edPub)
+	var spki subjectPublicKeyInfo
+	rest, err := asn1.Unmarshal(blocks[1], &spki)
+	if err != nil || len(rest) != 0 {
+		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: second block is not a SubjectPublicKeyInfo", path)
+	}
+	if !spki.Algorithm.Algorithm.Equal(oidMLDSA65) || len(spki.Algorithm.Parameters.FullBytes) != 0 ||
+		spki.PublicKey.BitLength != 8*len(spki.PublicKey.Bytes) {
+		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: second block is not an ML-DSA-65 public key", path)
+	}
+	p, err := ParseAuthorityPublicKey(append(append([]byte(nil), edPub...), spki.PublicKey.Bytes...))
+	if err != nil {
+		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: %w", path, err)
+	}
+	return p, nil
 }

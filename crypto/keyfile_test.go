@@ -77,14 +77,14 @@ func TestKeyFiles(t *testing.T) {
 	if err := WriteAuthorityKeyFile(ap, a); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadAuthorityKeyFile(ap); err != nil || got.Public() != a.Public() {
+	if got, err := ReadAuthorityKeyFile(ap); err != nil || !got.Public().Equal(a.Public()) {
 		t.Errorf("ReadAuthorityKeyFile: %v", err)
 	}
 	pub := filepath.Join(dir, "authority.pub.pem")
 	if err := WriteAuthorityPublicKey(pub, a.Public()); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadAuthorityPublicKey(pub); err != nil || got != a.Public() {
+	if got, err := ReadAuthorityPublicKey(pub); err != nil || !got.Equal(a.Public()) {
 		t.Errorf("ReadAuthorityPublicKey: %v", err)
 	}
 	if pem, _ := os.ReadFile(pub); !bytes.HasPrefix(pem, []byte("-----BEGIN PUBLIC KEY-----\n")) {

@@ -3,12 +3,14 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"sort"
+	"sync/atomic"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -53,6 +55,7 @@ type shareRun struct {
 	res       ShareResult
 	batches   map[string]*pending
 	decisions map[[2]string]*decisionGroup
+	sl        *sealer // started by the first full envelope
 }
 
 // Share sends every record the node holds of the agreement's record types
@@ -269,6 +272,8 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	return nil
 }
 
+// flushAll hands the partly filled envelopes and the last decisions to the
+// sealer and waits until everything is committed.
 func (s *shareRun) flushAll(ctx context.Context) error {
 	types := make([]string, 0, len(s.batches))
 	for t := range s.batches {
@@ -283,21 +288,198 @@ func (s *shareRun) flushAll(ctx context.Context) error {
 		}
 	}
 	if len(s.decisions) > 0 {
-		return s.n.db.Write(ctx, func(tx *sql.Tx) error { return s.writeDecisions(ctx, tx) })
+		s.submit(ctx, sealJob{decisions: s.decisions})
+		s.decisions = map[[2]string]*decisionGroup{}
 	}
+	if s.sl == nil {
+		return nil
+	}
+	close(s.sl.jobs)
+	<-s.sl.done
+	s.res.Envelopes = s.sl.envelopes
+	return s.sl.err
+}
+
+// flush hands a full envelope, with the decisions made since the last one,
+// to the sealer and starts a new envelope.
+func (s *shareRun) flush(ctx context.Context, b *pending) error {
+	if s.sl != nil && s.sl.failed.Load() {
+		<-s.sl.done
+		return s.sl.err
+	}
+	job := sealJob{b: *b, decisions: s.decisions}
+	s.decisions = map[[2]string]*decisionGroup{}
+	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf))}
+	s.submit(ctx, job)
 	return nil
 }
 
-// writeDecisions appends the gathered decisions to the evidence log, one
-// entry per rule and reason, and forgets them.
-func (s *shareRun) writeDecisions(ctx context.Context, tx *sql.Tx) error {
-	keys := make([][2]string, 0, len(s.decisions))
-	for k := range s.decisions {
+func (s *shareRun) submit(ctx context.Context, job sealJob) {
+	if s.sl == nil {
+		s.sl = s.n.startSealer(ctx, s)
+	}
+	s.sl.jobs <- job
+}
+
+// sealJob is a full envelope (or none) and the decisions made before it,
+// handed from the deciding goroutine to the sealer.
+type sealJob struct {
+	b         pending
+	decisions map[[2]string]*decisionGroup
+}
+
+// sealer seals envelopes and commits them, in groups, while the deciding
+// goroutine goes on: sealing and the database overlap classification.
+type sealer struct {
+	jobs      chan sealJob
+	done      chan struct{}
+	failed    atomic.Bool
+	err       error // valid once done is closed
+	envelopes int   // valid once done is closed
+	nextSeq   int64
+}
+
+// sealGroup is how many envelopes at most one transaction commits.
+const sealGroup = 16
+
+func (n *Node) startSealer(ctx context.Context, s *shareRun) *sealer {
+	sl := &sealer{jobs: make(chan sealJob, 8), done: make(chan struct{})}
+	// Sequence numbers of this share are assigned here, in commit order:
+	// Share and Send hold shareMu, so nothing else assigns records
+	// sequence numbers to this recipient meanwhile. A failed commit ends
+	// the run and leaves next_out where it was.
+	if err := n.db.R.QueryRowContext(ctx, `SELECT coalesce(max(next_out), 1) FROM pair_seq WHERE peer = ? AND kind = ?`,
+		s.a.Recipient, crypto.KindRecords).Scan(&sl.nextSeq); err != nil {
+		sl.err = fmt.Errorf("share: sequence: %w", err)
+		sl.failed.Store(true)
+	}
+	go func() {
+		defer close(sl.done)
+		for job := range sl.jobs {
+			group := []sealJob{job}
+		more:
+			for len(group) < sealGroup {
+				select {
+				case j, ok := <-sl.jobs:
+					if !ok {
+						break more
+					}
+					group = append(group, j)
+				default:
+					break more
+				}
+			}
+			if sl.failed.Load() {
+				continue // drain: the run has failed
+			}
+			if err := s.commitGroup(ctx, sl, group); err != nil {
+				sl.err = err
+				sl.failed.Store(true)
+			}
+		}
+	}()
+	return sl
+}
+
+type sealed struct {
+	job  sealJob
+	eid  string
+	seq  int64
+	data []byte
+}
+
+// commitGroup seals the group's envelopes and commits them in one
+// transaction with the records they mark as shared, the evidence of the
+// decisions and seals, and the pair's next sequence number.
+func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob) error {
+	n := s.n
+	out := make([]sealed, 0, len(group))
+	seq := sl.nextSeq
+	for _, job := range group {
+		if job.b.count == 0 {
+			out = append(out, sealed{job: job})
+			continue
+		}
+		now := n.now()
+		h := crypto.Header{
+			Suite: s.to.Suite(), Sender: n.cfg.NodeID, SenderKeyID: n.keys.Signing.Public().KeyID(),
+			Recipient: s.a.Recipient, RecipientKeyID: s.to.KeyID(), Seq: uint64(seq),
+			Created: now, Expires: now.Add(n.cfg.EnvelopeTTL),
+			Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: job.b.typ,
+			Count: uint32(job.b.count), Level: job.b.level.String(), Kind: crypto.KindRecords,
+		}
+		if _, err := rand.Read(h.ID[:]); err != nil {
+			return fmt.Errorf("share: envelope id: %w", err)
+		}
+		data, err := crypto.Seal(rand.Reader, h, s.to, n.keys.Signing, job.b.buf)
+		if err != nil {
+			return fmt.Errorf("share: seal: %w", err)
+		}
+		out = append(out, sealed{job: job, eid: h.IDString(), seq: seq, data: data})
+		seq++
+	}
+	subject := n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID)
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		now := n.now().UnixMilli()
+		for _, e := range out {
+			if err := s.writeDecisions(ctx, tx, e.job.decisions); err != nil {
+				return err
+			}
+			if e.data == nil {
+				continue
+			}
+			b := e.job.b
+			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, e.data, now); err != nil {
+				return fmt.Errorf("share: outbox: %w", err)
+			}
+			for _, id := range b.records {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`, s.a.ID, id, e.eid); err != nil {
+					return fmt.Errorf("share: mark shared: %w", err)
+				}
+			}
+			if err := n.ev.Append(ctx, tx, evidence.Entry{
+				Kind: evidence.KindSeal, Peer: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose),
+				Envelope: e.eid, Count: b.count, Subjects: b.subjects, Detail: map[string]int{b.typ + "/" + b.level.String(): b.count},
+			}); err != nil {
+				return err
+			}
+		}
+		if seq == sl.nextSeq {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES (?, ?, ?)
+			ON CONFLICT(peer, kind) DO UPDATE SET next_out = excluded.next_out`, s.a.Recipient, crypto.KindRecords, seq)
+		if err != nil {
+			return fmt.Errorf("share: sequence: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, e := range out {
+		if e.data != nil {
+			sl.envelopes++
+			n.m.sealed.Inc()
+			n.m.sealedRec.Add(float64(e.job.b.count))
+		}
+	}
+	sl.nextSeq = seq
+	n.wakeRelay()
+	return nil
+}
+
+// writeDecisions appends decisions to the evidence log, one entry per rule
+// and reason.
+func (s *shareRun) writeDecisions(ctx context.Context, tx *sql.Tx, decisions map[[2]string]*decisionGroup) error {
+	keys := make([][2]string, 0, len(decisions))
+	for k := range decisions {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i][0]+keys[i][1] < keys[j][0]+keys[j][1] })
 	for _, k := range keys {
-		g := s.decisions[k]
+		g := decisions[k]
 		if err := s.n.ev.Append(ctx, tx, evidence.Entry{
 			Kind: evidence.KindDecide, Peer: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose),
 			Rule: g.rule, Reason: g.reason, Count: len(g.subjects), Subjects: g.subjects,
@@ -305,52 +487,5 @@ func (s *shareRun) writeDecisions(ctx context.Context, tx *sql.Tx) error {
 			return err
 		}
 	}
-	clear(s.decisions)
-	return nil
-}
-
-// flush seals one envelope and writes it to the outbox in one transaction
-// with the records it marks as shared, the pair sequence number and the
-// evidence of the decisions so far.
-func (s *shareRun) flush(ctx context.Context, b *pending) error {
-	n := s.n
-	var eid string
-	err := n.db.Write(ctx, func(tx *sql.Tx) error {
-		var err error
-		eid, err = n.enqueue(ctx, tx, crypto.Header{
-			Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
-			Count: uint32(b.count), Level: b.level.String(), Kind: crypto.KindRecords,
-		}, s.to, n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID), b.buf, b.count)
-		if err != nil {
-			return fmt.Errorf("share: %w", err)
-		}
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
-		if err != nil {
-			return fmt.Errorf("share: %w", err)
-		}
-		defer stmt.Close()
-		for _, id := range b.records {
-			if _, err := stmt.ExecContext(ctx, s.a.ID, id, eid); err != nil {
-				return fmt.Errorf("share: mark shared: %w", err)
-			}
-		}
-		if err := s.writeDecisions(ctx, tx); err != nil {
-			return err
-		}
-		return n.ev.Append(ctx, tx, evidence.Entry{
-			Kind: evidence.KindSeal, Peer: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose),
-			Envelope: eid, Count: b.count, Subjects: b.subjects, Detail: map[string]int{b.typ + "/" + b.level.String(): b.count},
-		})
-	})
-	if err != nil {
-		return err
-	}
-	n.m.sealed.Inc()
-	n.m.sealedRec.Add(float64(b.count))
-	s.res.Envelopes++
-	b.buf = b.buf[:0]
-	b.count, b.level = 0, schema.LevelUnknown
-	b.records, b.subjects = b.records[:0], nil
-	n.wakeRelay()
 	return nil
 }
