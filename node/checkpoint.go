@@ -203,3 +203,15 @@ func (n *Node) checkpointAge() time.Duration {
 func (n *Node) sendingBlocked() bool {
 	return n.checkpointAge() > n.cfg.Checkpoint.MaxAge
 }
+
+// Checkpoint signs and publishes a checkpoint of the evidence log now, if
+// the log has grown since the last one.
+func (n *Node) Checkpoint(ctx context.Context) error { return n.publishCheckpoint(ctx) }
+
+// CheckpointHeld is the highest entry count of node's evidence log that a
+// checkpoint this node holds covers (0 when none).
+func (n *Node) CheckpointHeld(ctx context.Context, node string) (int64, error) {
+	var c sql.NullInt64
+	err := n.db.R.QueryRowContext(ctx, `SELECT max(count) FROM checkpoints WHERE node = ?`, node).Scan(&c)
+	return c.Int64, err
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bench"
@@ -17,6 +19,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	suite := fs.String("suite", crypto.DefaultSuite.String(), "HPKE suite")
 	batch := fs.Int("batch", 0, "records per envelope (default: the node's default)")
 	samples := fs.Int("latency-samples", 200, "single records timed for the latency figures")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
@@ -30,6 +33,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	o := bench.Options{Records: *records, Suite: s, BatchRecords: *batch, LatencySamples: *samples}
 	if !*asJSON {
 		o.Progress = func(s string) { fmt.Fprintf(stderr, "· %s\n", s) }
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	res, err := bench.Run(ctx, o)
 	if err != nil {

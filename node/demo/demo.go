@@ -253,7 +253,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	step("wait for delivery")
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for id, k := range want {
 		for {
 			st, err := nodes[id].Status(ctx)
@@ -290,6 +290,34 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			Records: st.Records, Received: st.Received, EvidenceEntries: head.Count, EvidenceOK: ok})
 	}
 	sort.Slice(res.Nodes, func(i, j int) bool { return res.Nodes[i].ID < res.Nodes[j].ID })
+
+	step("publish evidence checkpoints and wait until every node holds everyone's")
+	latest := map[string]int64{}
+	for _, m := range members {
+		if err := nodes[m.id].Checkpoint(ctx); err != nil {
+			return res, err
+		}
+		if latest[m.id], err = nodes[m.id].CheckpointHeld(ctx, m.id); err != nil {
+			return res, err
+		}
+	}
+	for _, holder := range members {
+		for _, m := range members {
+			for {
+				held, err := nodes[holder.id].CheckpointHeld(ctx, m.id)
+				if err != nil {
+					return res, err
+				}
+				if held >= latest[m.id] {
+					break
+				}
+				if time.Now().After(deadline) {
+					return res, fmt.Errorf("demo: %s holds no checkpoint of %s's latest evidence", holder.id, m.id)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
 	res.Version = 1
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
