@@ -171,12 +171,23 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	inbound := make(chan jetstream.Msg, 1024)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.deliveries(runCtx, inbound)
+	}()
 	for _, c := range []struct {
 		stream, name, subject string
 		handle                func(jetstream.Msg)
 	}{
 		{n.layout.ExchangeStream(), n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.accept) }},
+			func(msg jetstream.Msg) {
+				select {
+				case inbound <- msg:
+				case <-runCtx.Done():
+				}
+			}},
 		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
 			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),

@@ -6,36 +6,39 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
 )
 
-// receiptBody is the plaintext of a receipt envelope: which envelope was
-// stored, with how many records, when.
+// receiptBody is the plaintext of a receipt envelope: the envelopes of
+// records that were stored, with how many records each, and when.
 type receiptBody struct {
+	Envelopes []receiptItem `json:"envelopes"`
+}
+
+type receiptItem struct {
 	Envelope string `json:"envelope"`
 	Records  int    `json:"records"`
 	StoredMS int64  `json:"stored_ms"`
 }
 
-// queueReceipt writes a signed receipt for the envelope h to the outbox,
-// inside the transaction that stored the envelope: a stored envelope always
-// gets its receipt, and a receipt never precedes what it confirms.
-func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, h crypto.Header, sender *crypto.Credential, records int, now time.Time) error {
-	to := sender.CurrentKEMKey()
+// queueReceipt writes one signed receipt to sender for the envelopes in
+// items to the outbox, inside the transaction that stored them: a stored
+// envelope always gets its receipt, and a receipt never precedes what it
+// confirms.
+func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []receiptItem) error {
+	to := cred.CurrentKEMKey()
 	if to == nil {
-		return fmt.Errorf("receipt: sender %s has no KEM key", h.Sender)
+		return fmt.Errorf("receipt: sender %s has no KEM key", sender)
 	}
-	body, err := json.Marshal(receiptBody{Envelope: h.IDString(), Records: records, StoredMS: now.UnixMilli()})
+	body, err := json.Marshal(receiptBody{Envelopes: items})
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}
 	_, err = n.enqueue(ctx, tx, crypto.Header{
-		Recipient: h.Sender, Agreement: h.Agreement, Purpose: h.Purpose, RecordType: h.RecordType,
-		Count: uint32(records), Kind: crypto.KindReceipt,
-	}, to, n.layout.ReceiptSubject(h.Sender, n.cfg.NodeID), body, 0)
+		Recipient: sender, Count: uint32(len(items)), Kind: crypto.KindReceipt,
+	}, to, n.layout.ReceiptSubject(sender, n.cfg.NodeID), body, 0)
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}
@@ -58,33 +61,39 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 		return h, refuse(RefuseDecrypt, err)
 	}
 	var rb receiptBody
-	if err := json.Unmarshal(plain, &rb); err != nil || rb.Envelope == "" {
+	if err := json.Unmarshal(plain, &rb); err != nil || len(rb.Envelopes) == 0 || len(rb.Envelopes) != int(h.Count) {
 		return h, refuse(RefuseContent, errors.New("receipt body is not a receipt"))
 	}
 	var updated int64
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		var records int
-		var receipt sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`,
-			rb.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
-		if errors.Is(err, sql.ErrNoRows) {
-			return refuse(RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
+		updated = 0
+		for _, it := range rb.Envelopes {
+			var records int
+			var receipt sql.NullInt64
+			err := tx.QueryRowContext(ctx, `SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`,
+				it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
+			if errors.Is(err, sql.ErrNoRows) {
+				return refuse(RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
+			}
+			if err != nil {
+				return fmt.Errorf("read outbox: %w", err)
+			}
+			if receipt.Valid {
+				continue // a redelivered receipt
+			}
+			if records != it.Records {
+				return refuse(RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", it.Records, records))
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`, n.now().UnixMilli(), it.Envelope); err != nil {
+				return fmt.Errorf("record receipt: %w", err)
+			}
+			updated++
+			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: h.Sender,
+				Envelope: it.Envelope, Count: it.Records}); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("read outbox: %w", err)
-		}
-		if receipt.Valid {
-			return nil // a redelivered receipt
-		}
-		if records != rb.Records {
-			return refuse(RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", rb.Records, records))
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`, n.now().UnixMilli(), rb.Envelope); err != nil {
-			return fmt.Errorf("record receipt: %w", err)
-		}
-		updated = 1
-		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: h.Sender, Agreement: h.Agreement,
-			Envelope: rb.Envelope, Count: rb.Records})
+		return nil
 	})
 	if err != nil {
 		return h, err

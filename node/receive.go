@@ -9,7 +9,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/mattn/go-sqlite3"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -107,96 +106,6 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 		return env, nil, refuse(RefuseSignature, err)
 	}
 	return env, cred, nil
-}
-
-// accept checks, opens and stores one envelope of records, and queues a
-// signed receipt to the sender in the same transaction. It returns the
-// header it parsed (zero if none) and nil, a *refusal, or a transient
-// error.
-func (n *Node) accept(ctx context.Context, data []byte) (crypto.Header, error) {
-	env, cred, err := n.check(ctx, data, crypto.KindRecords)
-	if env == nil {
-		return crypto.Header{}, err
-	}
-	h := env.Header
-	if err != nil {
-		return h, err
-	}
-	now := n.now()
-	eid := h.IDString()
-	var seen int
-	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, eid).Scan(&seen); err != nil {
-		return h, fmt.Errorf("check inbox: %w", err)
-	}
-	if seen > 0 {
-		return h, nil // a redelivery of what is stored: acknowledge, store nothing
-	}
-	a, err := n.agreement(ctx, h.Agreement)
-	if errors.Is(err, ErrUnknownAgreement) {
-		return h, refuse(RefuseNoAgreement, err)
-	}
-	if err != nil {
-		return h, err
-	}
-	if a.Provider != h.Sender || a.Recipient != n.cfg.NodeID || string(a.Purpose) != h.Purpose ||
-		a.Revoked || !a.ValidAt(h.Created) {
-		return h, refuse(RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
-	}
-	if _, ok := a.RecordTypes[h.RecordType]; !ok {
-		return h, refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
-	}
-	plain, err := env.Open(n.keys.KEM)
-	if err != nil {
-		return h, refuse(RefuseDecrypt, err)
-	}
-	if err := n.checkRecords(plain, h); err != nil {
-		return h, refuse(RefuseContent, err)
-	}
-	records := int(h.Count)
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		var prevLast int64
-		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`,
-			h.Sender, h.Kind).Scan(&prevLast); err != nil {
-			return fmt.Errorf("read sequence: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
-			h.Created.UnixMilli(), now.UnixMilli()); err != nil {
-			var se sqlite3.Error
-			if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
-				return refuse(RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
-			}
-			return fmt.Errorf("store inbox: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`,
-			eid, h.RecordType, records, plain); err != nil {
-			return fmt.Errorf("store records: %w", err)
-		}
-		var last int64
-		if err := tx.QueryRowContext(ctx, `INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
-			ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in) RETURNING last_in`,
-			h.Sender, h.Kind, h.Seq).Scan(&last); err != nil {
-			return fmt.Errorf("store sequence: %w", err)
-		}
-		if uint64(last) == h.Seq && prevLast > 0 && h.Seq > uint64(prevLast)+1 {
-			n.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender,
-				"after", prevLast, "got", h.Seq)
-		}
-		if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
-			Purpose: h.Purpose, Envelope: eid, Count: records, Detail: map[string]int{h.RecordType + "/" + h.Level: records}}); err != nil {
-			return err
-		}
-		return n.queueReceipt(ctx, tx, h, cred, records, now)
-	})
-	if err != nil {
-		return h, err
-	}
-	n.wakeRelay()
-	n.m.received.Inc()
-	n.m.stored.Add(float64(records))
-	n.receivedRecords.Add(int64(records))
-	n.m.latency.Observe(n.now().Sub(h.Created).Seconds())
-	return h, nil
 }
 
 // checkRecords checks an envelope's plaintext before it is stored: NDJSON

@@ -51,6 +51,7 @@ type Result struct {
 	Records          int     `json:"records"`
 	RecordBytes      int     `json:"record_bytes"` // mean size of a plaintext record
 	Seconds          float64 `json:"seconds"`
+	SendSeconds      float64 `json:"send_seconds"` // until the sender had sealed and committed everything
 	RecordsPerS      float64 `json:"records_per_s"`
 	BaselineMsgsPerS float64 `json:"baseline_msgs_per_s"`
 	BaselineRuns     []int   `json:"baseline_runs_msgs_per_s"` // before and after the pipeline
@@ -163,6 +164,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if sr.Permitted != o.Records {
 		return res, fmt.Errorf("bench: %d of %d records permitted (denied %v, invalid %d)", sr.Permitted, o.Records, sr.Denied, sr.Invalid)
 	}
+	res.SendSeconds = time.Since(start).Seconds()
 	if err := waitReceived(ctx, rcv, int64(o.Records), 5*time.Minute); err != nil {
 		return res, err
 	}

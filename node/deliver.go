@@ -1,0 +1,253 @@
+package node
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/evidence"
+)
+
+// deliveryGroup is how many deliveries at most one transaction stores.
+const deliveryGroup = 64
+
+// deliveries takes the messages the deliveries consumer hands over and
+// stores them in groups: whatever has arrived, up to deliveryGroup, is
+// checked and opened in parallel and stored in one transaction, then
+// acknowledged. Under load this turns one commit per envelope into one per
+// group; at light load a group is a single envelope and nothing waits.
+func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
+	for {
+		var first jetstream.Msg
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-in:
+		}
+		group := []jetstream.Msg{first}
+	more:
+		for len(group) < deliveryGroup {
+			select {
+			case m := <-in:
+				group = append(group, m)
+			default:
+				break more
+			}
+		}
+		n.storeDeliveries(ctx, group)
+	}
+}
+
+// prepared is one delivery checked and opened, not yet stored.
+type prepared struct {
+	msg   jetstream.Msg
+	h     crypto.Header
+	cred  *crypto.Credential
+	plain []byte
+	err   error // nil, a *refusal, or transient
+	dup   bool  // already stored: acknowledge, store nothing
+}
+
+// prepare checks, dedups and opens one delivery: everything but storing.
+func (n *Node) prepare(ctx context.Context, p *prepared) {
+	env, cred, err := n.check(ctx, p.msg.Data(), crypto.KindRecords)
+	if env != nil {
+		p.h = env.Header
+	}
+	if err != nil {
+		p.err = err
+		return
+	}
+	h := env.Header
+	p.cred = cred
+	var seen int
+	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, h.IDString()).Scan(&seen); err != nil {
+		p.err = fmt.Errorf("check inbox: %w", err)
+		return
+	}
+	if seen > 0 {
+		p.dup = true
+		return
+	}
+	a, err := n.agreement(ctx, h.Agreement)
+	if errors.Is(err, ErrUnknownAgreement) {
+		p.err = refuse(RefuseNoAgreement, err)
+		return
+	}
+	if err != nil {
+		p.err = err
+		return
+	}
+	if a.Provider != h.Sender || a.Recipient != n.cfg.NodeID || string(a.Purpose) != h.Purpose ||
+		a.Revoked || !a.ValidAt(h.Created) {
+		p.err = refuse(RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
+		return
+	}
+	if _, ok := a.RecordTypes[h.RecordType]; !ok {
+		p.err = refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
+		return
+	}
+	plain, err := env.Open(n.keys.KEM)
+	if err != nil {
+		p.err = refuse(RefuseDecrypt, err)
+		return
+	}
+	if err := n.checkRecords(plain, h); err != nil {
+		p.err = refuse(RefuseContent, err)
+		return
+	}
+	p.plain = plain
+}
+
+// storeDeliveries prepares a group (two at a time), stores what was
+// accepted and records what was refused in one transaction with one signed
+// receipt per sender, then acknowledges, terminates or retries each.
+func (n *Node) storeDeliveries(ctx context.Context, msgs []jetstream.Msg) {
+	ps := make([]prepared, len(msgs))
+	var wg sync.WaitGroup
+	const workers = 2
+	for w := 0; w < workers; w++ {
+		wg.Go(func() {
+			for i := w; i < len(ps); i += workers {
+				ps[i].msg = msgs[i]
+				n.prepare(ctx, &ps[i])
+			}
+		})
+	}
+	wg.Wait()
+
+	now := n.now()
+	var stored []*prepared
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		stored = stored[:0]
+		receipts := map[string][]receiptItem{}
+		creds := map[string]*crypto.Credential{}
+		for i := range ps {
+			p := &ps[i]
+			var ref *refusal
+			if errors.As(p.err, &ref) {
+				if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
+					Envelope: p.h.IDString(), Reason: ref.reason}); err != nil {
+					return err
+				}
+				continue
+			}
+			if p.err != nil || p.dup {
+				continue
+			}
+			ok, err := n.storeOne(ctx, tx, p, now)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			stored = append(stored, p)
+			receipts[p.h.Sender] = append(receipts[p.h.Sender], receiptItem{Envelope: p.h.IDString(), Records: int(p.h.Count), StoredMS: now.UnixMilli()})
+			creds[p.h.Sender] = p.cred
+		}
+		senders := make([]string, 0, len(receipts))
+		for s := range receipts {
+			senders = append(senders, s)
+		}
+		sort.Strings(senders)
+		for _, s := range senders {
+			if err := n.queueReceipt(ctx, tx, s, creds[s], receipts[s]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return // shutting down: redelivered after AckWait
+		}
+		n.log.Warn("deliveries not stored; will retry", "envelopes", len(msgs), "err", err)
+		for _, p := range ps {
+			p.msg.NakWithDelay(redeliveryDelay(p.msg))
+		}
+		return
+	}
+	if len(stored) > 0 {
+		n.wakeRelay()
+	}
+	for i := range ps {
+		p := &ps[i]
+		var ref *refusal
+		switch {
+		case errors.As(p.err, &ref):
+			n.m.refused.WithLabelValues(ref.reason).Inc()
+			n.log.Warn("envelope refused", "reason", ref.reason, "sender", p.h.Sender, "envelope", p.h.IDString(), "err", ref.err)
+			p.msg.Term()
+		case p.err != nil:
+			if ctx.Err() == nil {
+				n.log.Warn("delivery failed; will retry", "err", p.err)
+				p.msg.NakWithDelay(redeliveryDelay(p.msg))
+			}
+		default:
+			if err := p.msg.Ack(); err != nil {
+				// Stored; a redelivery will be seen as a duplicate.
+				n.log.Warn("ack delivery", "err", err)
+			}
+		}
+	}
+	for _, p := range stored {
+		n.m.received.Inc()
+		n.m.stored.Add(float64(p.h.Count))
+		n.receivedRecords.Add(int64(p.h.Count))
+		n.m.latency.Observe(n.now().Sub(p.h.Created).Seconds())
+	}
+}
+
+// storeOne stores one prepared envelope inside tx. A sequence number the
+// sender already used for another envelope turns p into a refusal
+// (replayed) and stores nothing; ok reports whether it was stored.
+func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.Time) (ok bool, err error) {
+	h := p.h
+	eid := h.IDString()
+	var other int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, eid).Scan(&other); err != nil {
+		return false, fmt.Errorf("check inbox: %w", err)
+	}
+	if other > 0 {
+		p.dup = true // twice in one group
+		return false, nil
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`, h.Sender, h.Seq).Scan(&other); err != nil {
+		return false, fmt.Errorf("check sequence: %w", err)
+	}
+	if other > 0 {
+		p.err = refuse(RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
+		return false, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: RefuseReplayed})
+	}
+	var prevLast int64
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`,
+		h.Sender, h.Kind).Scan(&prevLast); err != nil {
+		return false, fmt.Errorf("read sequence: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
+		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
+		return false, fmt.Errorf("store inbox: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`,
+		eid, h.RecordType, h.Count, p.plain); err != nil {
+		return false, fmt.Errorf("store records: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
+		ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in)`, h.Sender, h.Kind, h.Seq); err != nil {
+		return false, fmt.Errorf("store sequence: %w", err)
+	}
+	if prevLast > 0 && h.Seq > uint64(prevLast)+1 {
+		n.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender, "after", prevLast, "got", h.Seq)
+	}
+	return true, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
+		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + h.Level: int(h.Count)}})
+}
