@@ -64,6 +64,9 @@ func (n *Node) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/agreements", n.handleAgreement)
 	api.HandleFunc("POST /v1/shares", n.handleShare)
 	api.HandleFunc("GET /v1/status", n.handleStatus)
+	api.HandleFunc("POST /v1/consents", n.handleConsent)
+	api.HandleFunc("POST /v1/consents/{id}/withdraw", n.handleWithdraw)
+	api.HandleFunc("POST /v1/subjects/report", n.handleSubjectReport)
 	mux.Handle("/v1/", n.authorize(api))
 	return mux
 }
@@ -163,4 +166,54 @@ func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) {
 // VerifyEvidence checks the node's whole evidence chain.
 func (n *Node) VerifyEvidence(ctx context.Context) (evidence.Head, error) {
 	return evidence.Verify(ctx, n.db.R)
+}
+
+func (n *Node) handleConsent(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+		return
+	}
+	c, err := policy.ParseConsent(body)
+	if err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid-consent", "Invalid consent", err.Error())
+		return
+	}
+	receipt, err := n.GrantConsent(r.Context(), c)
+	if err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "consent-refused", "Consent not recorded", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusCreated)
+	writeJSON(w, map[string]string{"id": c.ID, "receipt": receipt})
+}
+
+func (n *Node) handleWithdraw(w http.ResponseWriter, r *http.Request) {
+	res, err := n.WithdrawConsent(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrUnknownConsent):
+		writeProblem(w, http.StatusNotFound, "unknown-consent", "Unknown consent", "")
+	case err != nil:
+		writeProblem(w, http.StatusUnprocessableEntity, "withdraw-failed", "Withdrawal failed", err.Error())
+	default:
+		writeJSON(w, res)
+	}
+}
+
+// handleSubjectReport takes the subject in the body, not the URL, so that
+// no student id ends up in a proxy's access log.
+func (n *Node) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Subject string `json:"subject"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&req); err != nil || req.Subject == "" {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"subject\": \"<student_id>\"}", "")
+		return
+	}
+	rep, err := n.SubjectReport(r.Context(), req.Subject)
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "report-failed", "Subject report failed", "")
+		return
+	}
+	writeJSON(w, rep)
 }

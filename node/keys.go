@@ -12,15 +12,26 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 )
 
-// Key files inside a node's data directory.
+// Key files inside a node's data directory (KEYS.md). The keys of
+// generation 1 (node init) are in keys/ itself, those of generation n ≥ 2
+// (node rotate) in keys/<n>/, under the same three names.
 const (
-	kemKeyFile     = "keys/kem.pem"
-	signingKeyFile = "keys/signing.pem"
-	checkpointFile = "keys/checkpoint.pem"
+	keysDir        = "keys"
+	kemKeyName     = "kem.pem"
+	signingKeyName = "signing.pem"
+	checkpointName = "checkpoint.pem"
+	kemKeyFile     = "keys/" + kemKeyName
+	signingKeyFile = "keys/" + signingKeyName
+	checkpointFile = "keys/" + checkpointName
 	secretFile     = "keys/node-secret.pem"
 	adminTokenFile = "admin.token"
 	// RequestFile is the public half of a node's keys, written by InitKeys
@@ -32,16 +43,93 @@ const (
 // token and evidence keys are derived.
 const pemSecret = "EDUSPACE NODE SECRET"
 
-// Keys is a node's key material.
+// Keys is a node's key material: one or more generations of key pairs, of
+// which one is current, the node secret and the admin token.
 type Keys struct {
+	// KEM, Signing and Checkpoint are the current keys. Once the node's
+	// credential is known (Open, [Keys.Use]) they are the ones the
+	// credential lists first (CREDENTIALS.md §5); before, those of the
+	// newest generation held.
 	KEM     *crypto.KEMPrivateKey
 	Signing *crypto.SigningKey
 	// Checkpoint is the composite (Ed25519 + ML-DSA-65) key that signs the
 	// evidence log's checkpoints.
 	Checkpoint *crypto.CompositeKey
-	secret     []byte
+	// Generations are every generation of keys held, oldest first.
+	Generations []KeySet
+	// kem are the KEM private keys the node opens envelopes with, by key
+	// id: after Use, only those its credential lists.
+	kem    map[string]*crypto.KEMPrivateKey
+	secret []byte
 	// AdminToken is the bearer token of the admin API.
 	AdminToken string
+}
+
+// KeySet is one generation of a node's keys, created together by node init
+// (generation 1) or node rotate (2, 3, …).
+type KeySet struct {
+	Generation int
+	KEM        *crypto.KEMPrivateKey
+	Signing    *crypto.SigningKey
+	Checkpoint *crypto.CompositeKey
+}
+
+// kemKey returns the private KEM key with key id id, if the node holds it
+// and (once Use has run) its credential lists it.
+func (k *Keys) kemKey(id string) (*crypto.KEMPrivateKey, bool) {
+	p, ok := k.kem[id]
+	return p, ok
+}
+
+// openEnvelope decrypts env with the KEM key its header names (ENVELOPE.md §6 step
+// 4): a node that has rotated its keys opens envelopes sealed to any key
+// its credential still lists. Call it only after check accepted env.
+func (n *Node) openEnvelope(env *crypto.Envelope) ([]byte, error) {
+	priv, ok := n.keys.kemKey(env.Header.RecipientKeyID)
+	if !ok {
+		return nil, fmt.Errorf("open envelope: no KEM key %q: %w", env.Header.RecipientKeyID, crypto.ErrDecrypt)
+	}
+	return env.Open(priv)
+}
+
+// Use makes the keys that cred lists first the current ones, and limits the
+// KEM keys envelopes are opened with to those cred lists. It fails when the
+// node does not hold the private half of a current key: a credential issued
+// for keys this node does not have, or keys deleted too early.
+func (k *Keys) Use(cred *crypto.Credential) error {
+	kems := map[string]*crypto.KEMPrivateKey{}
+	sigs := map[string]*crypto.SigningKey{}
+	ckpts := map[string]*crypto.CompositeKey{}
+	for _, g := range k.Generations {
+		kems[g.KEM.Public().KeyID()] = g.KEM
+		sigs[g.Signing.Public().KeyID()] = g.Signing
+		ckpts[g.Checkpoint.Public().KeyID()] = g.Checkpoint
+	}
+	if len(cred.KEMKeys) == 0 || len(cred.SigningKeys) == 0 {
+		return errors.New("credential lists no KEM or no signing key")
+	}
+	cur, ok := kems[cred.KEMKeys[0].ID]
+	if !ok {
+		return fmt.Errorf("credential's current KEM key %s is not among this node's keys", cred.KEMKeys[0].ID)
+	}
+	sig, ok := sigs[cred.SigningKeys[0].ID]
+	if !ok {
+		return fmt.Errorf("credential's current signing key %s is not among this node's keys", cred.SigningKeys[0].ID)
+	}
+	ck := k.Checkpoint
+	if len(cred.CheckpointKeys) > 0 {
+		if ck, ok = ckpts[cred.CheckpointKeys[0].ID]; !ok {
+			return fmt.Errorf("credential's current checkpoint key %s is not among this node's keys", cred.CheckpointKeys[0].ID)
+		}
+	}
+	open := map[string]*crypto.KEMPrivateKey{}
+	for _, info := range cred.KEMKeys {
+		if p, ok := kems[info.ID]; ok {
+			open[info.ID] = p
+		}
+	}
+	k.KEM, k.Signing, k.Checkpoint, k.kem = cur, sig, ck, open
+	return nil
 }
 
 // derive returns a key for one use, derived from the node secret.
@@ -59,55 +147,120 @@ type Request struct {
 	CheckpointKeys []crypto.CompositeKeyInfo `json:"checkpoint_keys"`
 }
 
-// Request returns what the authority needs to issue this node's credential.
+// Request returns what the authority needs to issue this node's credential
+// for its current keys.
 func (k *Keys) Request(nodeID string) Request {
-	pub := k.KEM.Public()
-	vk := k.Signing.Public()
-	ck := k.Checkpoint.Public()
-	return Request{
-		NodeID:         nodeID,
-		KEMKeys:        []crypto.KEMKeyInfo{{ID: pub.KeyID(), Suite: pub.Suite(), Key: pub.Bytes()}},
-		SigningKeys:    []crypto.SigningKeyInfo{{ID: vk.KeyID(), Key: vk.Bytes()}},
-		CheckpointKeys: []crypto.CompositeKeyInfo{{ID: ck.KeyID(), Key: ck.Bytes()}},
+	return requestFor(nodeID, []KeySet{{KEM: k.KEM, Signing: k.Signing, Checkpoint: k.Checkpoint}})
+}
+
+// requestFor lists the keys of sets, in that order: the first set is the
+// current one (CREDENTIALS.md §5).
+func requestFor(nodeID string, sets []KeySet) Request {
+	r := Request{NodeID: nodeID}
+	for _, g := range sets {
+		pub := g.KEM.Public()
+		vk := g.Signing.Public()
+		ck := g.Checkpoint.Public()
+		r.KEMKeys = append(r.KEMKeys, crypto.KEMKeyInfo{ID: pub.KeyID(), Suite: pub.Suite(), Key: pub.Bytes()})
+		r.SigningKeys = append(r.SigningKeys, crypto.SigningKeyInfo{ID: vk.KeyID(), Key: vk.Bytes()})
+		r.CheckpointKeys = append(r.CheckpointKeys, crypto.CompositeKeyInfo{ID: ck.KeyID(), Key: ck.Bytes()})
+	}
+	return r
+}
+
+// generationDir is the directory of generation gen's key files, relative to
+// the data directory.
+func generationDir(gen int) string {
+	if gen == 1 {
+		return keysDir
+	}
+	return filepath.Join(keysDir, strconv.Itoa(gen))
+}
+
+// newKeySet generates a generation of keys and writes its files (0600).
+func newKeySet(dir string, gen int, suite crypto.SuiteID) (KeySet, error) {
+	kem, err := crypto.GenerateKEMKey(suite, rand.Reader)
+	if err != nil {
+		return KeySet{}, err
+	}
+	sig, err := crypto.GenerateSigningKey(rand.Reader)
+	if err != nil {
+		return KeySet{}, err
+	}
+	ck, err := crypto.GenerateCompositeKey(rand.Reader)
+	if err != nil {
+		return KeySet{}, err
+	}
+	gd := filepath.Join(dir, generationDir(gen))
+	if err := os.MkdirAll(gd, 0o700); err != nil {
+		return KeySet{}, err
+	}
+	if err := crypto.WriteKEMKeyFile(filepath.Join(gd, kemKeyName), kem); err != nil {
+		return KeySet{}, err
+	}
+	if err := crypto.WriteSigningKeyFile(filepath.Join(gd, signingKeyName), sig); err != nil {
+		return KeySet{}, err
+	}
+	if err := crypto.WriteCompositeKeyFile(filepath.Join(gd, checkpointName), ck); err != nil {
+		return KeySet{}, err
+	}
+	return KeySet{Generation: gen, KEM: kem, Signing: sig, Checkpoint: ck}, nil
+}
+
+// readKeySet reads generation gen's three key files, refusing files that
+// others can read. ok is false when the generation has no KEM key file.
+func readKeySet(dir string, gen int) (_ KeySet, ok bool, err error) {
+	gd := filepath.Join(dir, generationDir(gen))
+	kem, err := crypto.ReadKEMKeyFile(filepath.Join(gd, kemKeyName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return KeySet{}, false, nil
+	}
+	if err != nil {
+		return KeySet{}, false, err
+	}
+	sig, err := crypto.ReadSigningKeyFile(filepath.Join(gd, signingKeyName))
+	if err != nil {
+		return KeySet{}, false, err
+	}
+	ck, err := crypto.ReadCompositeKeyFile(filepath.Join(gd, checkpointName))
+	if err != nil {
+		return KeySet{}, false, err
+	}
+	return KeySet{Generation: gen, KEM: kem, Signing: sig, Checkpoint: ck}, true, nil
+}
+
+// setGenerations makes gens the keys held, the newest current, and every
+// KEM key usable until Use narrows them to the credential's.
+func (k *Keys) setGenerations(gens []KeySet) {
+	k.Generations = gens
+	last := gens[len(gens)-1]
+	k.KEM, k.Signing, k.Checkpoint = last.KEM, last.Signing, last.Checkpoint
+	k.kem = map[string]*crypto.KEMPrivateKey{}
+	for _, g := range gens {
+		k.kem[g.KEM.Public().KeyID()] = g.KEM
 	}
 }
 
 // InitKeys creates a node's keys in dir (files 0600) and writes the public
 // request file beside them. It refuses to overwrite existing keys.
 func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
-	if _, err := os.Stat(filepath.Join(dir, kemKeyFile)); err == nil {
-		return nil, fmt.Errorf("init keys: %s already exists", filepath.Join(dir, kemKeyFile))
+	if gens, _ := generations(dir); len(gens) > 0 {
+		return nil, fmt.Errorf("init keys: %s already holds keys", filepath.Join(dir, keysDir))
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	kem, err := crypto.GenerateKEMKey(suite, rand.Reader)
+	set, err := newKeySet(dir, 1, suite)
 	if err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	sig, err := crypto.GenerateSigningKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("init keys: %w", err)
-	}
-	ck, err := crypto.GenerateCompositeKey(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("init keys: %w", err)
-	}
-	k := &Keys{KEM: kem, Signing: sig, Checkpoint: ck, secret: make([]byte, 32)}
+	k := &Keys{secret: make([]byte, 32)}
+	k.setGenerations([]KeySet{set})
 	rand.Read(k.secret)
 	tok := make([]byte, 24)
 	rand.Read(tok)
 	k.AdminToken = hex.EncodeToString(tok)
 
-	if err := crypto.WriteKEMKeyFile(filepath.Join(dir, kemKeyFile), kem); err != nil {
-		return nil, fmt.Errorf("init keys: %w", err)
-	}
-	if err := crypto.WriteSigningKeyFile(filepath.Join(dir, signingKeyFile), sig); err != nil {
-		return nil, fmt.Errorf("init keys: %w", err)
-	}
-	if err := crypto.WriteCompositeKeyFile(filepath.Join(dir, checkpointFile), ck); err != nil {
-		return nil, fmt.Errorf("init keys: %w", err)
-	}
 	if err := crypto.WriteKeyFile(filepath.Join(dir, secretFile), pemSecret, k.secret); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
@@ -124,23 +277,46 @@ func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
 	return k, nil
 }
 
-// LoadKeys reads a node's keys from dir, refusing key files that others can
-// read.
+// generations lists the generation numbers that have a directory (or, for
+// generation 1, key files) under dir/keys, in ascending order.
+func generations(dir string) ([]int, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, keysDir))
+	if err != nil {
+		return nil, err
+	}
+	var gens []int
+	if _, err := os.Stat(filepath.Join(dir, kemKeyFile)); err == nil {
+		gens = append(gens, 1)
+	}
+	for _, e := range ents {
+		g, err := strconv.Atoi(e.Name())
+		if err == nil && g >= 2 && e.IsDir() && strconv.Itoa(g) == e.Name() {
+			gens = append(gens, g)
+		}
+	}
+	sort.Ints(gens)
+	return gens, nil
+}
+
+// LoadKeys reads a node's keys from dir, every generation of them, refusing
+// key files that others can read.
 func LoadKeys(dir string) (*Keys, error) {
-	kem, err := crypto.ReadKEMKeyFile(filepath.Join(dir, kemKeyFile))
-	if errors.Is(err, fs.ErrNotExist) {
+	nums, err := generations(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("load keys: %w", err)
+	}
+	var gens []KeySet
+	for _, g := range nums {
+		set, ok, err := readKeySet(dir, g)
+		if err != nil {
+			return nil, fmt.Errorf("load keys: generation %d: %w", g, err)
+		}
+		if ok {
+			gens = append(gens, set)
+		}
+	}
+	if len(gens) == 0 {
 		return nil, fmt.Errorf("load keys: no keys in %s: run `eduspace node init` first", dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load keys: %w", err)
-	}
-	sig, err := crypto.ReadSigningKeyFile(filepath.Join(dir, signingKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("load keys: %w", err)
-	}
-	ck, err := crypto.ReadCompositeKeyFile(filepath.Join(dir, checkpointFile))
-	if err != nil {
-		return nil, fmt.Errorf("load keys: %w", err)
 	}
 	secret, err := crypto.ReadKeyFile(filepath.Join(dir, secretFile), pemSecret)
 	if err != nil {
@@ -161,5 +337,146 @@ func LoadKeys(dir string) (*Keys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load keys: %w", err)
 	}
-	return &Keys{KEM: kem, Signing: sig, Checkpoint: ck, secret: secret, AdminToken: string(bytes.TrimSpace(tok))}, nil
+	k := &Keys{secret: secret, AdminToken: string(bytes.TrimSpace(tok))}
+	k.setGenerations(gens)
+	return k, nil
+}
+
+// RotateStep is one step of a node's key rotation (CREDENTIALS.md §5).
+type RotateStep string
+
+// The steps of a rotation, in order.
+const (
+	// RotateAnnounce creates the next generation of keys (unless one not
+	// yet in the credential exists) and requests [current, next, …].
+	RotateAnnounce RotateStep = "announce"
+	// RotateSwitch requests [next, current, …]: the newest generation
+	// becomes current, the old one stays listed so that envelopes sealed
+	// to it still open.
+	RotateSwitch RotateStep = "switch"
+	// RotateRetire requests the current generation alone.
+	RotateRetire RotateStep = "retire"
+)
+
+// Rotation is what a rotation step did.
+type Rotation struct {
+	Step RotateStep `json:"step"`
+	// Created is the generation created, 0 when none was.
+	Created int `json:"created,omitempty"`
+	// Listed are the generations the new request lists, current first.
+	Listed []int `json:"listed"`
+	// Unlisted are generations held but not in the request: once the
+	// credential issued from it is in use and every envelope sealed to them
+	// has expired, their key files can be deleted (KEYS.md).
+	Unlisted []int `json:"unlisted,omitempty"`
+	// Request is the request file written for the authority.
+	Request string `json:"request"`
+}
+
+// RotateKeys takes one step of a key rotation for the node of cfg: it
+// reads the node's keys and its current credential (which must verify),
+// creates keys when the step needs them, and writes the request file
+// (node-request.json) for the authority to issue the next credential from.
+// The running node takes the new credential when restarted with it.
+func RotateKeys(cfg Config, step RotateStep, now time.Time) (Rotation, error) {
+	rot := Rotation{Step: step, Request: filepath.Join(cfg.DataDir, RequestFile)}
+	suite, err := crypto.ParseSuite(cfg.Suite)
+	if err != nil {
+		return rot, fmt.Errorf("rotate keys: %w", err)
+	}
+	k, err := LoadKeys(cfg.DataDir)
+	if err != nil {
+		return rot, fmt.Errorf("rotate keys: %w", err)
+	}
+	root, err := crypto.ReadAuthorityPublicKey(cfg.AuthorityKey)
+	if err != nil {
+		return rot, fmt.Errorf("rotate keys: authority_public_key: %w", err)
+	}
+	tok, err := os.ReadFile(cfg.credentialPath())
+	if err != nil {
+		return rot, fmt.Errorf("rotate keys: credential: %w", err)
+	}
+	cred, err := crypto.ParseCredential(strings.TrimSpace(string(tok)), root, cfg.Space, now)
+	if err != nil {
+		return rot, fmt.Errorf("rotate keys: credential %s: %w", cfg.credentialPath(), err)
+	}
+	if cred.NodeID != cfg.NodeID {
+		return rot, fmt.Errorf("rotate keys: credential %s: issued to node %q, not %q", cfg.credentialPath(), cred.NodeID, cfg.NodeID)
+	}
+	byKEM := map[string]KeySet{}
+	for _, g := range k.Generations {
+		byKEM[g.KEM.Public().KeyID()] = g
+	}
+	// The generations the credential lists, in its order.
+	var listed []KeySet
+	for _, info := range cred.KEMKeys {
+		if g, ok := byKEM[info.ID]; ok {
+			listed = append(listed, g)
+		}
+	}
+	if len(listed) == 0 || listed[0].KEM.Public().KeyID() != cred.KEMKeys[0].ID {
+		return rot, fmt.Errorf("rotate keys: the credential's current KEM key %s is not among this node's keys", cred.KEMKeys[0].ID)
+	}
+	cur := listed[0]
+	newest := k.Generations[len(k.Generations)-1]
+	inCred := func(g KeySet) bool {
+		_, ok := cred.KEMKey(g.KEM.Public().KeyID())
+		return ok
+	}
+	others := func(skip ...int) []KeySet {
+		var out []KeySet
+		for _, g := range listed {
+			if !slices.Contains(skip, g.Generation) {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	var req []KeySet
+	switch step {
+	case RotateAnnounce:
+		next := newest
+		if inCred(newest) {
+			if next, err = newKeySet(cfg.DataDir, newest.Generation+1, suite); err != nil {
+				return rot, fmt.Errorf("rotate keys: %w", err)
+			}
+			rot.Created = next.Generation
+		}
+		req = append([]KeySet{cur, next}, others(cur.Generation, next.Generation)...)
+	case RotateSwitch:
+		if newest.Generation == cur.Generation {
+			return rot, errors.New("rotate keys: the newest keys are already current: run `eduspace node rotate` (announce) first")
+		}
+		req = append([]KeySet{newest, cur}, others(cur.Generation, newest.Generation)...)
+	case RotateRetire:
+		req = []KeySet{cur}
+	default:
+		return rot, fmt.Errorf("rotate keys: unknown step %q", step)
+	}
+	if len(req) > 8 {
+		return rot, errors.New("rotate keys: a credential lists at most 8 keys of a kind: retire old keys first")
+	}
+	for _, g := range req {
+		rot.Listed = append(rot.Listed, g.Generation)
+	}
+	for _, g := range k.Generations {
+		if !slices.Contains(rot.Listed, g.Generation) {
+			rot.Unlisted = append(rot.Unlisted, g.Generation)
+		}
+	}
+	data, err := json.MarshalIndent(requestFor(cfg.NodeID, req), "", "  ")
+	if err != nil {
+		return rot, fmt.Errorf("rotate keys: %w", err)
+	}
+	if err := os.WriteFile(rot.Request, append(data, '\n'), 0o644); err != nil {
+		return rot, fmt.Errorf("rotate keys: %w", err)
+	}
+	return rot, nil
+}
+
+// GenerationFiles are the key files of generation gen under dataDir, for
+// the operator to delete once the generation is retired (KEYS.md).
+func GenerationFiles(dataDir string, gen int) []string {
+	gd := filepath.Join(dataDir, generationDir(gen))
+	return []string{filepath.Join(gd, kemKeyName), filepath.Join(gd, signingKeyName), filepath.Join(gd, checkpointName)}
 }

@@ -58,6 +58,11 @@ type metrics struct {
 	refused   *prometheus.CounterVec // reason
 	receipts  prometheus.Counter
 
+	consents       *prometheus.CounterVec // action
+	erasures       *prometheus.CounterVec // event: requested, confirmed, performed
+	recordsErased  prometheus.Counter
+	recordsExpired prometheus.Counter
+
 	checkpointsPublished prometheus.Counter
 	checkpointsReceived  prometheus.Counter
 	checkpointConflicts  prometheus.Counter
@@ -70,6 +75,7 @@ type gauges interface {
 	evidenceLength(context.Context) float64
 	awaitingReceipt(context.Context) float64
 	sequenceMissing(context.Context) float64
+	erasuresOpen(context.Context) float64
 	checkpointAge() time.Duration
 	sendingBlocked() bool
 }
@@ -123,6 +129,22 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 			Name: "eduspace_receipts_received_total",
 			Help: "Signed receipts received from recipients for envelopes this node sent.",
 		}),
+		consents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eduspace_consents_total",
+			Help: "Consent ledger changes, by action (grant, withdraw).",
+		}, []string{"action"}),
+		erasures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "eduspace_erasures_total",
+			Help: "Erasure events: requested (sent to a recipient), confirmed (its signed receipt came back), performed (done here for a provider).",
+		}, []string{"event"}),
+		recordsErased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_records_erased_total",
+			Help: "Received records deleted here on a provider's erasure request.",
+		}),
+		recordsExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "eduspace_records_expired_total",
+			Help: "Received records deleted here when their agreement's retention period ended.",
+		}),
 		checkpointsPublished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "eduspace_checkpoints_published_total",
 			Help: "Signed checkpoints of this node's evidence log published on the space.",
@@ -142,7 +164,7 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 		}),
 	}
 	reg.MustRegister(m.ingested, m.invalid, m.decisions, m.sealed, m.sealedRec, m.sent, m.received,
-		m.stored, m.refused, m.receipts, m.checkpointsPublished, m.checkpointsReceived, m.checkpointConflicts, m.latency)
+		m.stored, m.refused, m.receipts, m.consents, m.erasures, m.recordsErased, m.recordsExpired, m.checkpointsPublished, m.checkpointsReceived, m.checkpointConflicts, m.latency)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_outbox_depth",
 		Help: "Envelopes sealed but not yet acknowledged by JetStream.",
@@ -155,6 +177,10 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 		Name: "eduspace_sequence_missing",
 		Help: "Envelopes of records from peers whose sequence number has been passed but which have not arrived (late or lost).",
 	}, func() float64 { return g.sequenceMissing(context.Background()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "eduspace_erasures_open",
+		Help: "Erasure requests sent whose recipient has not yet confirmed them with a signed receipt.",
+	}, func() float64 { return g.erasuresOpen(context.Background()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_checkpoint_age_seconds",
 		Help: "How long the evidence log has had entries no published checkpoint covers; 0 when covered.",
@@ -192,6 +218,12 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 	}
 	for _, r := range invalidReasons {
 		m.invalid.WithLabelValues(r)
+	}
+	for _, a := range []string{"grant", "withdraw"} {
+		m.consents.WithLabelValues(a)
+	}
+	for _, e := range []string{"requested", "confirmed", "performed"} {
+		m.erasures.WithLabelValues(e)
 	}
 	return m
 }

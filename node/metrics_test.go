@@ -62,6 +62,7 @@ func (zeroGauges) evidenceLength(context.Context) float64  { return 0 }
 func (zeroGauges) awaitingReceipt(context.Context) float64 { return 0 }
 func (zeroGauges) sequenceMissing(context.Context) float64 { return 0 }
 func (zeroGauges) checkpointAge() time.Duration            { return 0 }
+func (zeroGauges) erasuresOpen(context.Context) float64    { return 0 }
 func (zeroGauges) sendingBlocked() bool                    { return false }
 
 var update = flag.Bool("update", false, "rewrite golden files")

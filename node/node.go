@@ -190,6 +190,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			}},
 		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
 			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }},
+		{n.layout.ExchangeStream(), n.layout.ErasureConsumer(cfg.NodeID), n.layout.ErasureFilter(cfg.NodeID),
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptErasure) }},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
 			func(msg jetstream.Msg) { n.receiveCheckpoint(runCtx, msg) }},
 	} {
@@ -212,6 +214,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	go func() {
 		defer n.wg.Done()
 		n.checkpointer(runCtx)
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.janitor(runCtx, 10*time.Minute)
 	}()
 	if err := n.serveHTTP(); err != nil {
 		return nil, err

@@ -176,3 +176,7 @@ func (n *Node) awaitingReceipt(ctx context.Context) float64 {
 func (n *Node) sequenceMissing(ctx context.Context) float64 {
 	return n.count(ctx, `SELECT (SELECT coalesce(sum(last_in), 0) FROM pair_seq WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
 }
+
+func (n *Node) erasuresOpen(ctx context.Context) float64 {
+	return n.count(ctx, `SELECT count(*) FROM erasures WHERE confirmed_ms IS NULL`)
+}

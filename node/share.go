@@ -11,6 +11,7 @@ import (
 	"io"
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -36,6 +37,14 @@ type pending struct {
 	level    schema.Level
 	records  []int64
 	subjects []string
+	items    []deliveryItem
+}
+
+// deliveryItem is one record in an envelope, for the deliveries table.
+type deliveryItem struct {
+	subject string // keyed evidence hash
+	level   schema.Level
+	fields  string // the fields that left, comma-separated
 }
 
 // decisionGroup gathers the decisions of one flush that share rule and
@@ -56,6 +65,58 @@ type shareRun struct {
 	batches   map[string]*pending
 	decisions map[[2]string]*decisionGroup
 	sl        *sealer // started by the first full envelope
+	// consents are the ledger's records for the agreement's purpose, by
+	// subject key value.
+	consents map[string][]policy.ConsentRecord
+	// seen holds the subjects this recipient received this calendar year
+	// and the highest level each reached (volume rules V1–V3); the counts
+	// are of subjects at ≥L3, at ≥L4 and at any level.
+	seen                 map[string]schema.Level
+	volL3, volL4, volAny int
+}
+
+// load reads what decisions need besides the record: the consent ledger
+// for the agreement's purpose and the recipient's volume this year.
+func (s *shareRun) load(ctx context.Context) error {
+	var err error
+	if s.consents, err = s.n.consentsFor(ctx, s.a.Purpose); err != nil {
+		return err
+	}
+	now := s.n.now()
+	year := time.Date(now.Year(), 1, 1, 0, 0, 0, 0, now.Location()).UnixMilli()
+	rows, err := s.n.db.R.QueryContext(ctx, `SELECT d.subject, d.level FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
+		WHERE o.recipient = ? AND o.created_ms >= ?`, s.a.Recipient, year)
+	if err != nil {
+		return fmt.Errorf("read volume: %w", err)
+	}
+	defer rows.Close()
+	s.seen = map[string]schema.Level{}
+	for rows.Next() {
+		var subj, lvl string
+		if err := rows.Scan(&subj, &lvl); err != nil {
+			return fmt.Errorf("read volume: %w", err)
+		}
+		l, _ := schema.ParseLevel(lvl)
+		s.count(subj, l)
+	}
+	return rows.Err()
+}
+
+// count adds a delivery at level l of subject to the year's volume.
+func (s *shareRun) count(subject string, l schema.Level) {
+	prev, had := s.seen[subject]
+	if !had {
+		s.volAny++
+	}
+	if l >= schema.L3 && (!had || prev < schema.L3) {
+		s.volL3++
+	}
+	if l >= schema.L4 && (!had || prev < schema.L4) {
+		s.volL4++
+	}
+	if !had || l > prev {
+		s.seen[subject] = l
+	}
 }
 
 // Share sends every record the node holds of the agreement's record types
@@ -69,6 +130,9 @@ func (n *Node) Share(ctx context.Context, agreementID string) (ShareResult, erro
 	n.shareMu.Lock()
 	defer n.shareMu.Unlock()
 	s, err := n.newShareRun(ctx, agreementID)
+	if err == nil {
+		err = s.load(ctx)
+	}
 	if err != nil {
 		return ShareResult{}, err
 	}
@@ -106,6 +170,9 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 	n.shareMu.Lock()
 	defer n.shareMu.Unlock()
 	s, err := n.newShareRun(ctx, agreementID)
+	if err == nil {
+		err = s.load(ctx)
+	}
 	if err != nil {
 		return SendResult{}, err
 	}
@@ -232,11 +299,16 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	now := n.now()
 	typ := rec.Type
 	s.res.Considered++
+	subject := n.ev.Subject(labels.Subject)
+	prev, had := s.seen[subject]
 	d := policy.Decide(n.rules, policy.Input{
 		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, RecipientRole: string(s.role),
-		Labels: labels, Agreement: s.a, Now: now,
+		Labels: labels, Agreement: s.a, Consent: s.consentState(labels, now),
+		VolumeSoFar:    s.volL3 - b2i(had && prev >= schema.L3),
+		SensitiveSoFar: s.volL4 - b2i(had && prev >= schema.L4),
+		SubjectsSoFar:  s.volAny - b2i(had),
+		Now:            now,
 	})
-	subject := n.ev.Subject(labels.Subject)
 	key := [2]string{d.Rule, string(d.Reason)}
 	g := s.decisions[key]
 	if g == nil {
@@ -266,6 +338,8 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 		b.records = append(b.records, id)
 	}
 	b.subjects = append(b.subjects, subject)
+	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: keptFields(d)})
+	s.count(subject, d.Level)
 	if b.count >= n.cfg.Batch.MaxRecords {
 		return s.flush(ctx, b)
 	}
@@ -429,9 +503,16 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob)
 				continue
 			}
 			b := e.job.b
-			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, e.data, now); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms, agreement, purpose, record_type)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, e.data, now,
+				s.a.ID, string(s.a.Purpose), b.typ); err != nil {
 				return fmt.Errorf("share: outbox: %w", err)
+			}
+			for _, it := range b.items {
+				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries(subject, envelope_id, level, fields) VALUES (?, ?, ?, ?)`,
+					it.subject, e.eid, it.level.String(), it.fields); err != nil {
+					return fmt.Errorf("share: deliveries: %w", err)
+				}
 			}
 			for _, id := range b.records {
 				if _, err := tx.ExecContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`, s.a.ID, id, e.eid); err != nil {
@@ -488,4 +569,26 @@ func (s *shareRun) writeDecisions(ctx context.Context, tx *sql.Tx, decisions map
 		}
 	}
 	return nil
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// keptFields lists the fields a permitted record takes out, comma-separated.
+func keptFields(d policy.Decision) string {
+	var b []byte
+	for _, a := range d.Actions {
+		if a.Transform == policy.TransformDrop {
+			continue
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, a.Field...)
+	}
+	return string(b)
 }

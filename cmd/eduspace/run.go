@@ -33,6 +33,8 @@ func commands() []command {
 		{"ingest", "send NDJSON records to a running node", runIngest},
 		{"agreement", "agreement add FILE: give a running node an agreement", runAgreement},
 		{"share", "share --agreement ID: share records under an agreement", runShare},
+		{"consent", "consent grant FILE | consent withdraw --id ID: the consent ledger", runConsent},
+		{"subject", "subject report --student ID: every delivery of one student's data", runSubject},
 		{"classify", "classify records offline by the grading standard", runClassify},
 		{"audit", "audit verify | audit export: check an evidence log", runAudit},
 		{"bench", "measure the full pipeline against plain JetStream", runBench},

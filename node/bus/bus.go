@@ -73,6 +73,20 @@ func (l Layout) AuditStream() string { return "EDS_" + l.Space + "_AUDIT" }
 // AuditConsumer is node's durable consumer of everyone's checkpoints.
 func (l Layout) AuditConsumer(node string) string { return "audit_" + node }
 
+// ErasureSubject is where sender publishes erasure requests and erasure
+// receipts to recipient.
+func (l Layout) ErasureSubject(recipient, sender string) string {
+	return "eds." + l.Space + ".erasure." + recipient + "." + sender
+}
+
+// ErasureFilter matches every erasure request or receipt to node.
+func (l Layout) ErasureFilter(node string) string {
+	return "eds." + l.Space + ".erasure." + node + ".*"
+}
+
+// ErasureConsumer is node's durable consumer of erasure requests and receipts.
+func (l Layout) ErasureConsumer(node string) string { return "erasure_" + node }
+
 // InboxPrefix is node's own reply-subject prefix, so that the server can
 // keep each node's replies (pulled messages among them) from the others.
 func (l Layout) InboxPrefix(node string) string { return "_INBOX_" + node }
@@ -252,7 +266,7 @@ func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        l.ExchangeStream(),
 		Description: "eduspace envelopes and receipts, one subject per addressee and sender",
-		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*"},
+		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*", "eds." + l.Space + ".erasure.*.*"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.WorkQueuePolicy,
 		Duplicates:  DuplicateWindow,

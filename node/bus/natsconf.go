@@ -28,6 +28,7 @@ func (l Layout) MemberPermissions(node string) Permissions {
 	pub = append(pub,
 		"eds."+l.Space+".deliver.*."+node,
 		"eds."+l.Space+".receipt.*."+node,
+		"eds."+l.Space+".erasure.*."+node,
 		l.AuditSubject(node),
 		"$JS.API.STREAM.INFO."+st,
 		"$JS.API.STREAM.INFO."+l.AuditStream(),
@@ -39,6 +40,7 @@ func (l Layout) MemberPermissions(node string) Permissions {
 	for _, c := range []struct{ stream, name, filter string }{
 		{st, l.DeliverConsumer(node), l.DeliverFilter(node)},
 		{st, l.ReceiptConsumer(node), l.ReceiptFilter(node)},
+		{st, l.ErasureConsumer(node), l.ErasureFilter(node)},
 		{l.AuditStream(), l.AuditConsumer(node), l.AuditFilter()},
 	} {
 		pub = append(pub,

@@ -33,6 +33,10 @@ const (
 	KindReceive = "receive"
 	KindRefuse  = "refuse"
 	KindReceipt = "receipt"
+	KindConsent = "consent"
+	KindErasure = "erasure"
+	KindDrop    = "drop"
+	KindExpire  = "expire"
 	KindAgree   = "agreement"
 )
 

@@ -57,7 +57,10 @@ CREATE TABLE outbox (
 	data        BLOB    NOT NULL,
 	created_ms  INTEGER NOT NULL,
 	sent_ms     INTEGER,                 -- JetStream acknowledged the publish
-	receipt_ms  INTEGER                  -- the recipient's signed receipt arrived (records envelopes)
+	receipt_ms  INTEGER,                 -- the recipient's signed receipt arrived (records envelopes)
+	agreement   TEXT,                    -- records envelopes: the agreement, purpose and record type
+	purpose     TEXT,
+	record_type TEXT
 );
 CREATE INDEX outbox_unsent ON outbox(id) WHERE sent_ms IS NULL;
 
@@ -95,6 +98,42 @@ CREATE TABLE checkpoints (
 	credential TEXT    NOT NULL, -- the signer's member credential (JWT), to verify data offline
 	PRIMARY KEY (node, count)
 ) WITHOUT ROWID;
+
+-- consents: the consent ledger, one row per consent record (policy.ConsentRecord as JSON).
+CREATE TABLE consents (
+	id         TEXT    PRIMARY KEY,
+	subject    TEXT    NOT NULL, -- subject key value; never leaves the node
+	purpose    TEXT    NOT NULL,
+	body       BLOB    NOT NULL,
+	updated_ms INTEGER NOT NULL
+);
+CREATE INDEX consents_purpose ON consents(purpose, subject);
+
+-- deliveries: whose records went out in which envelope (the subject as its keyed evidence hash),
+-- at which level and with which fields: the subject report, erasures and the volume rules read it.
+CREATE TABLE deliveries (
+	subject     TEXT NOT NULL,
+	envelope_id TEXT NOT NULL,
+	level       TEXT NOT NULL,
+	fields      TEXT NOT NULL,
+	PRIMARY KEY (subject, envelope_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_envelope ON deliveries(envelope_id);
+
+-- erasures: requests sent to recipients after a consent withdrawal, and their signed receipts.
+CREATE TABLE erasures (
+	id           TEXT    PRIMARY KEY,
+	subject      TEXT    NOT NULL, -- keyed evidence hash
+	recipient    TEXT    NOT NULL,
+	agreement    TEXT    NOT NULL,
+	purpose      TEXT    NOT NULL,
+	request      BLOB    NOT NULL, -- policy.ErasureRequest as JSON
+	requested_ms INTEGER NOT NULL,
+	confirmed_ms INTEGER,
+	records      INTEGER,          -- records the recipient deleted
+	receipt      BLOB              -- policy.ErasureReceipt as JSON
+);
+CREATE INDEX erasures_subject ON erasures(subject);
 
 -- evidence: the hash chain (package node/evidence).
 CREATE TABLE evidence (

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+)
+
+// runConsent records consents in and withdraws them from a running node's
+// ledger.
+func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: consent grant [flags] FILE.json | consent withdraw [flags] --id ID", errUsage)
+	}
+	switch args[0] {
+	case "grant":
+		fs := newFlags("consent grant", stderr)
+		addr, tokenFile := adminFlags(fs)
+		if err := parse(fs, args[1:], true); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return fmt.Errorf("%w: eduspace consent grant [flags] FILE.json", errUsage)
+		}
+		c, err := newAdminClient(*addr, *tokenFile)
+		if err != nil {
+			return err
+		}
+		body, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		return c.do(ctx, http.MethodPost, "/v1/consents", bytes.NewReader(body), stdout)
+	case "withdraw":
+		fs := newFlags("consent withdraw", stderr)
+		addr, tokenFile := adminFlags(fs)
+		id := fs.String("id", "", "the consent's id (required)")
+		if err := parse(fs, args[1:], false); err != nil {
+			return err
+		}
+		if *id == "" {
+			return fmt.Errorf("%w: --id is required", errUsage)
+		}
+		c, err := newAdminClient(*addr, *tokenFile)
+		if err != nil {
+			return err
+		}
+		return c.do(ctx, http.MethodPost, "/v1/consents/"+url.PathEscape(*id)+"/withdraw", nil, stdout)
+	}
+	return fmt.Errorf("%w: unknown consent subcommand %q", errUsage, args[0])
+}
+
+// runSubject prints the subject report: every delivery of one student's
+// data, with its erasure state.
+func runSubject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "report" {
+		return fmt.Errorf("%w: eduspace subject report [flags] --student ID", errUsage)
+	}
+	fs := newFlags("subject report", stderr)
+	addr, tokenFile := adminFlags(fs)
+	student := fs.String("student", "", "the student's id (required)")
+	if err := parse(fs, args[1:], false); err != nil {
+		return err
+	}
+	if *student == "" {
+		return fmt.Errorf("%w: --student is required", errUsage)
+	}
+	c, err := newAdminClient(*addr, *tokenFile)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]string{"subject": *student})
+	return c.do(ctx, http.MethodPost, "/v1/subjects/report", bytes.NewReader(body), stdout)
+}

@@ -1,0 +1,115 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// TestConsentWithdrawalAcrossNodes follows a withdrawal from the provider's
+// ledger to the recipient's database and back: records leave only with
+// consent; the withdrawal sends a signed erasure request; the recipient
+// deletes the subject's records and answers with a signed erasure receipt;
+// the subject report shows the erasure confirmed; the subject's records
+// do not leave again.
+func TestConsentWithdrawalAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	ag := &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var receipts []string
+	for _, id := range []string{"S0001", "S0002"} {
+		r, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeResearch,
+			Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		receipts = append(receipts, r)
+	}
+	sr, err := a.Share(ctx, ag.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr.Permitted != 2 || sr.Denied[string(policy.ReasonConsentMissing)] != 23 {
+		t.Fatalf("share: %+v; want 2 permitted (consented) and 23 consent_missing", sr)
+	}
+	waitFor(t, "2 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 2 })
+
+	// The consent receipt is a JWT that uni-a's signing key verifies.
+	var req node.Request
+	raw, _ := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, node.RequestFile))
+	json.Unmarshal(raw, &req)
+	vk, err := crypto.ParseVerifyKey(req.SigningKeys[0].Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		policy.ConsentReceiptClaims
+		jwt.RegisteredClaims
+	}
+	if err := vk.ParseJWT(receipts[0], &claims, time.Now()); err != nil || claims.Action != policy.ConsentGrant || claims.Node != "uni-a" {
+		t.Fatalf("consent receipt: %v, %+v", err, claims)
+	}
+	if strings.Contains(receipts[0], "S0001") {
+		t.Error("the receipt carries the raw student id")
+	}
+
+	rep, err := a.SubjectReport(ctx, "S0001")
+	if err != nil || len(rep.Deliveries) != 1 || rep.Deliveries[0].Recipient != "uni-b" || rep.Deliveries[0].Erasure != "" {
+		t.Fatalf("subject report before withdrawal: %+v, %v", rep, err)
+	}
+
+	wr, err := a.WithdrawConsent(ctx, "c-S0001")
+	if err != nil || wr.Requests != 1 || wr.Receipt == "" {
+		t.Fatalf("withdraw: %+v, %v", wr, err)
+	}
+	waitFor(t, "the erasure confirmed at uni-a", func() bool {
+		m := scrape(t, a)
+		return strings.Contains(m, `eduspace_erasures_total{event="confirmed"} 1`) && strings.Contains(m, "eduspace_erasures_open 0\n")
+	})
+	if st, _ := b.Status(ctx); st.Received != 1 {
+		t.Errorf("uni-b holds %d records after the erasure, want 1", st.Received)
+	}
+	if m := scrape(t, b); !strings.Contains(m, "eduspace_records_erased_total 1\n") {
+		t.Error("uni-b did not count the erased record")
+	}
+	rep, _ = a.SubjectReport(ctx, "S0001")
+	if len(rep.Deliveries) != 1 || rep.Deliveries[0].Erasure != "confirmed" {
+		t.Errorf("subject report after withdrawal: %+v", rep)
+	}
+	if rep, _ := a.SubjectReport(ctx, "S0002"); len(rep.Deliveries) != 1 || rep.Deliveries[0].Erasure != "" {
+		t.Errorf("the other subject's report changed: %+v", rep)
+	}
+	sr, err = a.Share(ctx, ag.ID)
+	if err != nil || sr.Permitted != 0 {
+		t.Errorf("share after withdrawal: %+v, %v; want nothing permitted", sr, err)
+	}
+	for name, n := range map[string]*node.Node{"uni-a": a, "uni-b": b} {
+		if _, err := n.VerifyEvidence(ctx); err != nil {
+			t.Errorf("%s evidence: %v", name, err)
+		}
+	}
+}
