@@ -43,7 +43,7 @@ func TestMetricsLint(t *testing.T) {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
 				switch l.GetName() {
-				case "type", "level", "reason", "outcome":
+				case "type", "level", "reason", "outcome", "action", "event":
 				default:
 					t.Errorf("%s has label %q outside the closed set", name, l.GetName())
 				}
