@@ -63,6 +63,8 @@ func printDemo(w io.Writer, r demo.Result) {
 		fmt.Fprintf(w, "  %s → %s (%s): %d permitted in %d envelopes, %d denied%s\n",
 			s.From, s.To, s.Purpose, s.Permitted, s.Envelopes, sum(s.Denied), reasons(s.Denied))
 	}
+	fmt.Fprintf(w, "\nconsents: %d granted, %d withdrawn; erasures: %d requested, %d confirmed by the recipients\n",
+		r.ConsentsGranted, r.ConsentsWithdrawn, r.ErasuresRequested, r.ErasuresConfirmed)
 	verdict := "every node's evidence chain verified"
 	if !r.EvidenceVerified {
 		verdict = "EVIDENCE CHAIN BROKEN"

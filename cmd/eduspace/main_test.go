@@ -31,6 +31,8 @@ func TestDemoJSON(t *testing.T) {
 		Delivered        int            `json:"delivered"`
 		Denied           map[string]int `json:"denied"`
 		EvidenceVerified bool           `json:"evidence_verified"`
+		Requested        int            `json:"erasures_requested"`
+		Confirmed        int            `json:"erasures_confirmed"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
@@ -38,7 +40,10 @@ func TestDemoJSON(t *testing.T) {
 	if res.Version != 1 || res.Delivered == 0 || len(res.Denied) == 0 || !res.EvidenceVerified {
 		t.Errorf("got %+v, want version 1, delivered > 0, some denied, evidence verified", res)
 	}
-	for _, reason := range []string{"agreement_not_valid", "level_above_agreement", "minor_needs_guardian"} {
+	if res.Requested == 0 || res.Confirmed != res.Requested {
+		t.Errorf("erasures: %d requested, %d confirmed; want some, all confirmed", res.Requested, res.Confirmed)
+	}
+	for _, reason := range []string{"agreement_not_valid", "level_above_agreement", "minor_needs_guardian", "consent_missing"} {
 		if res.Denied[reason] == 0 {
 			t.Errorf("denied lacks %s: %v", reason, res.Denied)
 		}

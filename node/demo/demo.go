@@ -50,8 +50,14 @@ type Result struct {
 	Delivered        int            `json:"delivered"`
 	Denied           map[string]int `json:"denied"`
 	EvidenceVerified bool           `json:"evidence_verified"`
-	Seconds          float64        `json:"seconds"`
-	Dir              string         `json:"dir,omitempty"`
+	// Consents granted for the consent-based study, withdrawn afterwards,
+	// and the erasures the withdrawals caused at the recipients.
+	ConsentsGranted   int     `json:"consents_granted"`
+	ConsentsWithdrawn int     `json:"consents_withdrawn"`
+	ErasuresRequested int     `json:"erasures_requested"`
+	ErasuresConfirmed int     `json:"erasures_confirmed"`
+	Seconds           float64 `json:"seconds"`
+	Dir               string  `json:"dir,omitempty"`
 }
 
 // NodeResult is one node at the end of the demo.
@@ -112,6 +118,16 @@ func agreements(now time.Time) []*policy.Agreement {
 			},
 			MaxLevel:      schema.L3,
 			RetentionDays: 180, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
+		},
+		{
+			ID: "beihu-center-health-study", Provider: "uni-beihu", Recipient: "edu-center",
+			Purpose: policy.PurposeResearch, LegalBasis: policy.BasisConsent,
+			RecordTypes: map[string][]string{
+				"student": {"student_id", "gender", "birth_date", "ethnicity"},
+			},
+			MaxLevel:      schema.L3,
+			Transforms:    map[string]policy.Transform{"birth_date": policy.TransformGeneraliseYear},
+			RetentionDays: 365, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
 		},
 		{
 			ID: "nanshan-xijiang-verification-2024", Provider: "uni-nanshan", Recipient: "uni-xijiang",
@@ -231,6 +247,16 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		res.Invalid += ir.Invalid
 	}
 
+	step("consents for the health study at Beihu University (one student in five)")
+	for i := 0; i < o.Students; i += 5 {
+		id := fmt.Sprintf("%s%04d", members[0].prefix, i+1)
+		if _, err := nodes["uni-beihu"].GrantConsent(ctx, policy.ConsentRecord{ID: "consent-" + id, Subject: id,
+			Purpose: policy.PurposeResearch, Recipients: []string{"edu-center"}, Granted: now.Add(-time.Hour)}); err != nil {
+			return res, err
+		}
+		res.ConsentsGranted++
+	}
+
 	step("agreements and shares")
 	res.Denied = map[string]int{}
 	want := map[string]int{}
@@ -272,6 +298,43 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
+	}
+
+	step("withdraw two consents; the center erases and confirms")
+	for _, i := range []int{0, 5} {
+		id := fmt.Sprintf("%s%04d", members[0].prefix, i+1)
+		wr, err := nodes["uni-beihu"].WithdrawConsent(ctx, "consent-"+id)
+		if err != nil {
+			return res, err
+		}
+		res.ConsentsWithdrawn++
+		res.ErasuresRequested += wr.Requests
+	}
+	for {
+		var confirmed int
+		rep := 0
+		for _, i := range []int{0, 5} {
+			r, err := nodes["uni-beihu"].SubjectReport(ctx, fmt.Sprintf("%s%04d", members[0].prefix, i+1))
+			if err != nil {
+				return res, err
+			}
+			for _, d := range r.Deliveries {
+				if d.Erasure != "" {
+					rep++
+				}
+				if d.Erasure == "confirmed" {
+					confirmed++
+				}
+			}
+		}
+		if confirmed == rep {
+			res.ErasuresConfirmed = res.ErasuresRequested
+			break
+		}
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("demo: %d of %d erasures confirmed within the time limit", confirmed, rep)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	step("verify every node's evidence chain")
