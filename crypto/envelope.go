@@ -37,6 +37,7 @@ const (
 	KindReceipt        uint8 = 2 // a signed receipt for an envelope received
 	KindErasureRequest uint8 = 3 // a request to erase a data subject's records
 	KindErasureReceipt uint8 = 4 // confirmation that an erasure was done
+	KindAgreement      uint8 = 5 // an agreement proposal, acceptance or revocation between two members
 )
 
 const (
@@ -99,7 +100,7 @@ func malformed(format string, args ...any) error {
 
 // validate checks the rules of ENVELOPE.md §1 other than the suite.
 func (h Header) validate() error {
-	if h.Kind < KindRecords || h.Kind > KindErasureReceipt {
+	if h.Kind < KindRecords || h.Kind > KindAgreement {
 		return malformed("unknown kind %d", h.Kind)
 	}
 	if h.Count > MaxCount {

@@ -77,7 +77,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		return
 	}
 	a, err := n.agreement(ctx, h.Agreement)
-	if errors.Is(err, ErrUnknownAgreement) {
+	if errors.Is(err, ErrUnknownAgreement) || errors.Is(err, ErrAgreementNotActive) {
 		p.err = refuse(RefuseNoAgreement, err)
 		return
 	}

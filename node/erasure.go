@@ -145,7 +145,7 @@ func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentR
 		return err
 	}
 	if _, err := n.enqueue(ctx, tx, crypto.Header{Recipient: recipient, Agreement: agreement, Purpose: string(c.Purpose),
-		Count: 1, Kind: crypto.KindErasureRequest}, to, n.layout.ErasureSubject(recipient, n.cfg.NodeID), body, 0); err != nil {
+		Count: 1, Kind: crypto.KindErasureRequest}, to, n.layout.ControlSubject(recipient, n.cfg.NodeID), body, 0); err != nil {
 		return fmt.Errorf("erasure request: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO erasures(id, subject, recipient, agreement, purpose, request, requested_ms)
@@ -156,9 +156,10 @@ func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentR
 		Purpose: string(c.Purpose), Reason: "requested", Subjects: []string{subject}, Envelope: req.ID})
 }
 
-// acceptErasure handles an erasure request (this node erases and answers)
-// or an erasure receipt (a recipient confirms).
-func (n *Node) acceptErasure(ctx context.Context, data []byte) (crypto.Header, error) {
+// acceptControl handles a control message: an erasure request (this node
+// erases and answers), an erasure receipt (a recipient confirms), or an
+// agreement message.
+func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, error) {
 	env, cred, err := n.check(ctx, data, 0)
 	if env == nil {
 		return crypto.Header{}, err
@@ -176,8 +177,10 @@ func (n *Node) acceptErasure(ctx context.Context, data []byte) (crypto.Header, e
 		return h, n.erase(ctx, h, cred, plain)
 	case crypto.KindErasureReceipt:
 		return h, n.confirmErasure(ctx, h, plain)
+	case crypto.KindAgreement:
+		return h, n.agreementMessage(ctx, h, cred, plain)
 	}
-	return h, refuse(RefuseMalformed, fmt.Errorf("kind %d on the erasure subject", h.Kind))
+	return h, refuse(RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }
 
 // erase deletes, from what this node received from the provider under the
@@ -251,7 +254,7 @@ func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Cred
 			return fmt.Errorf("erasure receipt: provider has no KEM key")
 		}
 		_, err = n.enqueue(ctx, tx, crypto.Header{Recipient: req.Provider, Agreement: req.Agreement, Purpose: string(req.Purpose),
-			Count: 1, Kind: crypto.KindErasureReceipt}, to, n.layout.ErasureSubject(req.Provider, n.cfg.NodeID), body, 0)
+			Count: 1, Kind: crypto.KindErasureReceipt}, to, n.layout.ControlSubject(req.Provider, n.cfg.NodeID), body, 0)
 		return err
 	})
 	if err != nil {

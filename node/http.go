@@ -62,12 +62,17 @@ func (n *Node) adminHandler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("POST /v1/ingest", n.handleIngest)
 	api.HandleFunc("POST /v1/agreements", n.handleAgreement)
+	api.HandleFunc("GET /v1/agreements", n.handleAgreements)
+	api.HandleFunc("POST /v1/agreements/propose", n.handlePropose)
+	api.HandleFunc("POST /v1/agreements/{id}/accept", n.handleAccept)
+	api.HandleFunc("POST /v1/agreements/{id}/revoke", n.handleRevoke)
 	api.HandleFunc("POST /v1/shares", n.handleShare)
 	api.HandleFunc("GET /v1/status", n.handleStatus)
 	api.HandleFunc("POST /v1/consents", n.handleConsent)
 	api.HandleFunc("POST /v1/consents/{id}/withdraw", n.handleWithdraw)
 	api.HandleFunc("POST /v1/subjects/report", n.handleSubjectReport)
 	mux.Handle("/v1/", n.authorize(api))
+	mux.Handle("GET /status", n.statusPageHandler()) // loopback only, no token: node/status.go
 	return mux
 }
 
@@ -216,4 +221,57 @@ func (n *Node) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, rep)
+}
+
+func (n *Node) handleAgreements(w http.ResponseWriter, r *http.Request) {
+	list, err := n.Agreements(r.Context())
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "agreements-failed", "Agreements unavailable", err.Error())
+		return
+	}
+	writeJSON(w, list)
+}
+
+func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+		return
+	}
+	a, err := policy.ParseAgreement(body, n.std)
+	if err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
+		return
+	}
+	if err := n.ProposeAgreement(r.Context(), a); err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "proposal-failed", "Agreement not proposed", err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+	writeJSON(w, map[string]string{"id": a.ID, "state": agreementProposed})
+}
+
+func (n *Node) handleAccept(w http.ResponseWriter, r *http.Request) {
+	if err := n.AcceptAgreement(r.Context(), r.PathValue("id")); err != nil {
+		status := http.StatusUnprocessableEntity
+		if errors.Is(err, ErrUnknownAgreement) {
+			status = http.StatusNotFound
+		}
+		writeProblem(w, status, "accept-failed", "Agreement not accepted", err.Error())
+		return
+	}
+	writeJSON(w, map[string]string{"id": r.PathValue("id"), "state": agreementActive})
+}
+
+func (n *Node) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	dropped, err := n.RevokeAgreement(r.Context(), r.PathValue("id"))
+	if err != nil {
+		status := http.StatusUnprocessableEntity
+		if errors.Is(err, ErrUnknownAgreement) {
+			status = http.StatusNotFound
+		}
+		writeProblem(w, status, "revoke-failed", "Agreement not revoked", err.Error())
+		return
+	}
+	writeJSON(w, map[string]any{"id": r.PathValue("id"), "state": agreementRevoked, "dropped_envelopes": dropped})
 }

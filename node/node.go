@@ -125,11 +125,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if n.cred.NodeID != cfg.NodeID {
 		return nil, fmt.Errorf("credential %s: issued to node %q, not %q", cfg.credentialPath(), n.cred.NodeID, cfg.NodeID)
 	}
-	if _, ok := n.cred.KEMKey(n.keys.KEM.Public().KeyID()); !ok {
-		return nil, fmt.Errorf("credential %s: does not name this node's KEM key", cfg.credentialPath())
-	}
-	if _, ok := n.cred.SigningKey(n.keys.Signing.Public().KeyID()); !ok {
-		return nil, fmt.Errorf("credential %s: does not name this node's signing key", cfg.credentialPath())
+	// The credential decides which keys are current (CREDENTIALS.md §5).
+	if err := n.keys.Use(n.cred); err != nil {
+		return nil, fmt.Errorf("credential %s: %w", cfg.credentialPath(), err)
 	}
 
 	n.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "node.db"))
@@ -165,6 +163,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg = newRegistry(kv, root, cfg.Space, n.now)
+	revKV, err := bus.Revocations(ctx, n.js, n.layout)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.reg.loadRevocations(ctx, revKV, cfg.DataDir, n.log); err != nil {
+		return nil, err
+	}
 	if err := n.reg.publish(ctx, cfg.NodeID, n.credToken); err != nil {
 		return nil, err
 	}
@@ -172,10 +177,14 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	inbound := make(chan jetstream.Msg, 1024)
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		n.deliveries(runCtx, inbound)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.reg.watchRevocations(runCtx, revKV, n.log)
 	}()
 	for _, c := range []struct {
 		stream, name, subject string
@@ -190,8 +199,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			}},
 		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
 			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }},
-		{n.layout.ExchangeStream(), n.layout.ErasureConsumer(cfg.NodeID), n.layout.ErasureFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptErasure) }},
+		{n.layout.ExchangeStream(), n.layout.ControlConsumer(cfg.NodeID), n.layout.ControlFilter(cfg.NodeID),
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptControl) }},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
 			func(msg jetstream.Msg) { n.receiveCheckpoint(runCtx, msg) }},
 	} {

@@ -89,27 +89,48 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "add" {
-		return fmt.Errorf("%w: eduspace agreement add [flags] FILE.json", errUsage)
+	const use = "agreement add FILE | propose FILE | accept --id ID | revoke --id ID | list"
+	if len(args) == 0 {
+		return fmt.Errorf("%w: %s", errUsage, use)
 	}
-	fs := newFlags("agreement add", stderr)
+	sub := args[0]
+	fs := newFlags("agreement "+sub, stderr)
 	addr, tokenFile := adminFlags(fs)
-	if err := parse(fs, args[1:], true); err != nil {
+	id := fs.String("id", "", "the agreement's id (accept, revoke)")
+	if err := parse(fs, args[1:], sub == "add" || sub == "propose"); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: eduspace agreement add [flags] FILE.json", errUsage)
+	var method, path string
+	var body io.Reader
+	switch sub {
+	case "add", "propose":
+		if fs.NArg() != 1 {
+			return fmt.Errorf("%w: eduspace agreement %s [flags] FILE.json", errUsage, sub)
+		}
+		f, err := os.Open(fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		method, path, body = http.MethodPost, "/v1/agreements", f
+		if sub == "propose" {
+			path = "/v1/agreements/propose"
+		}
+	case "accept", "revoke":
+		if *id == "" {
+			return fmt.Errorf("%w: --id is required", errUsage)
+		}
+		method, path = http.MethodPost, "/v1/agreements/"+url.PathEscape(*id)+"/"+sub
+	case "list":
+		method, path = http.MethodGet, "/v1/agreements"
+	default:
+		return fmt.Errorf("%w: %s", errUsage, use)
 	}
 	c, err := newAdminClient(*addr, *tokenFile)
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(fs.Arg(0))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return c.do(ctx, http.MethodPost, "/v1/agreements", f, stdout)
+	return c.do(ctx, method, path, body, stdout)
 }
 
 func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) error {

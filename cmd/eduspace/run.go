@@ -31,7 +31,7 @@ func commands() []command {
 		{"node", "node run --config FILE | node init --config FILE", runNode},
 		{"authority", "authority init --dir D | authority issue ...", runAuthority},
 		{"ingest", "send NDJSON records to a running node", runIngest},
-		{"agreement", "agreement add FILE: give a running node an agreement", runAgreement},
+		{"agreement", "agreement add | propose | accept | revoke | list: agreements with peers", runAgreement},
 		{"share", "share --agreement ID: share records under an agreement", runShare},
 		{"consent", "consent grant FILE | consent withdraw --id ID: the consent ledger", runConsent},
 		{"subject", "subject report --student ID: every delivery of one student's data", runSubject},

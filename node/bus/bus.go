@@ -73,19 +73,18 @@ func (l Layout) AuditStream() string { return "EDS_" + l.Space + "_AUDIT" }
 // AuditConsumer is node's durable consumer of everyone's checkpoints.
 func (l Layout) AuditConsumer(node string) string { return "audit_" + node }
 
-// ErasureSubject is where sender publishes erasure requests and erasure
-// receipts to recipient.
-func (l Layout) ErasureSubject(recipient, sender string) string {
-	return "eds." + l.Space + ".erasure." + recipient + "." + sender
+// ControlSubject is where sender publishes control messages to recipient:
+// erasure requests and receipts, agreement proposals, acceptances and
+// revocations.
+func (l Layout) ControlSubject(recipient, sender string) string {
+	return "eds." + l.Space + ".control." + recipient + "." + sender
 }
 
-// ErasureFilter matches every erasure request or receipt to node.
-func (l Layout) ErasureFilter(node string) string {
-	return "eds." + l.Space + ".erasure." + node + ".*"
-}
+// ControlFilter matches every control message to node.
+func (l Layout) ControlFilter(node string) string { return "eds." + l.Space + ".control." + node + ".*" }
 
-// ErasureConsumer is node's durable consumer of erasure requests and receipts.
-func (l Layout) ErasureConsumer(node string) string { return "erasure_" + node }
+// ControlConsumer is node's durable consumer of control messages.
+func (l Layout) ControlConsumer(node string) string { return "control_" + node }
 
 // InboxPrefix is node's own reply-subject prefix, so that the server can
 // keep each node's replies (pulled messages among them) from the others.
@@ -103,6 +102,14 @@ func (l Layout) ReceiptConsumer(node string) string { return "receipt_" + node }
 
 // RegistryBucket is the key-value bucket of member credentials.
 func (l Layout) RegistryBucket() string { return "eds_" + l.Space + "_registry" }
+
+// RevocationBucket is the key-value bucket that holds the authority's
+// signed revocation list (CREDENTIALS.md §6.1) under RevocationKey. Members
+// may read and watch it; only the space operator may write it.
+func (l Layout) RevocationBucket() string { return "eds_" + l.Space + "_revocations" }
+
+// RevocationKey is the key of the revocation list in RevocationBucket.
+const RevocationKey = "list"
 
 // Embedded is an in-process NATS server with JetStream.
 type Embedded struct {
@@ -251,6 +258,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.Ke
 			return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
+	if _, err := Revocations(ctx, js, l); err != nil {
+		return nil, err
+	}
 	kv, err := js.KeyValue(ctx, l.RegistryBucket())
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = js.CreateOrUpdateKeyValue(ctx, RegistryConfig(l))
@@ -261,12 +271,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.Ke
 	return kv, nil
 }
 
+// Revocations looks up the revocation list bucket, creating it when it does
+// not exist (which, where the NATS server enforces permissions, only the
+// space operator may: `eduspace authority nats-setup`).
+func Revocations(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, l.RevocationBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, RevocationConfig(l))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ensure revocation bucket %s: %w", l.RevocationBucket(), err)
+	}
+	return kv, nil
+}
+
 // ExchangeStreamConfig is the exchange stream's configuration.
 func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        l.ExchangeStream(),
 		Description: "eduspace envelopes and receipts, one subject per addressee and sender",
-		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*", "eds." + l.Space + ".erasure.*.*"},
+		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*", "eds." + l.Space + ".control.*.*"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.WorkQueuePolicy,
 		Duplicates:  DuplicateWindow,
@@ -293,6 +317,17 @@ func RegistryConfig(l Layout) jetstream.KeyValueConfig {
 		Bucket:      l.RegistryBucket(),
 		Description: "eduspace member credentials (JWT), by node id",
 		History:     5,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+// RevocationConfig is the revocation bucket's configuration. A few older
+// lists are kept for the record; nodes only ever take a newer one.
+func RevocationConfig(l Layout) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      l.RevocationBucket(),
+		Description: "eduspace signed revocation list (CREDENTIALS.md §6.1), under key " + RevocationKey,
+		History:     10,
 		Storage:     jetstream.FileStorage,
 	}
 }

@@ -20,15 +20,17 @@ type Permissions struct {
 
 // MemberPermissions lets node publish only as itself, consume only what is
 // addressed to it, read the registry and write only its own entry there,
-// and receive replies only on its own inbox prefix.
+// read and watch the revocation list but not write it, and receive replies
+// only on its own inbox prefix.
 func (l Layout) MemberPermissions(node string) Permissions {
 	st := l.ExchangeStream()
 	kv := "KV_" + l.RegistryBucket()
+	rkv := "KV_" + l.RevocationBucket()
 	var pub []string
 	pub = append(pub,
 		"eds."+l.Space+".deliver.*."+node,
 		"eds."+l.Space+".receipt.*."+node,
-		"eds."+l.Space+".erasure.*."+node,
+		"eds."+l.Space+".control.*."+node,
 		l.AuditSubject(node),
 		"$JS.API.STREAM.INFO."+st,
 		"$JS.API.STREAM.INFO."+l.AuditStream(),
@@ -36,11 +38,21 @@ func (l Layout) MemberPermissions(node string) Permissions {
 		"$KV."+l.RegistryBucket()+"."+node,
 		"$JS.API.DIRECT.GET."+kv+".>",
 		"$JS.API.STREAM.MSG.GET."+kv,
+		// The revocation list: read it, and watch it through an ordered
+		// consumer (ephemeral, named by the client, filtered to the list's
+		// key) whose flow-control replies the member sends. No
+		// $KV.<revocations> subject: members cannot write it.
+		"$JS.API.STREAM.INFO."+rkv,
+		"$JS.API.DIRECT.GET."+rkv+".>",
+		"$JS.API.STREAM.MSG.GET."+rkv,
+		"$JS.API.CONSUMER.CREATE."+rkv+".*.$KV."+l.RevocationBucket()+"."+RevocationKey,
+		"$JS.API.CONSUMER.DELETE."+rkv+".*",
+		"$JS.FC."+rkv+".>",
 	)
 	for _, c := range []struct{ stream, name, filter string }{
 		{st, l.DeliverConsumer(node), l.DeliverFilter(node)},
 		{st, l.ReceiptConsumer(node), l.ReceiptFilter(node)},
-		{st, l.ErasureConsumer(node), l.ErasureFilter(node)},
+		{st, l.ControlConsumer(node), l.ControlFilter(node)},
 		{l.AuditStream(), l.AuditConsumer(node), l.AuditFilter()},
 	} {
 		pub = append(pub,
@@ -66,9 +78,9 @@ func (l Layout) ServerConfig(members []Member, operatorNKey, listen, storeDir st
 	fmt.Fprintf(&b, "# Each member authenticates with its nkey and may publish only as itself and read only its own deliveries.\n\n")
 	fmt.Fprintf(&b, "listen: %q\n\njetstream {\n  store_dir: %q\n}\n\n", listen, storeDir)
 	fmt.Fprintf(&b, "accounts {\n  EDUSPACE_%s {\n    jetstream: enabled\n    users: [\n", strings.ToUpper(strings.ReplaceAll(l.Space, "-", "_")))
-	fmt.Fprintf(&b, "      # the space operator: creates the stream and the registry bucket (`eduspace authority nats-setup`)\n")
+	fmt.Fprintf(&b, "      # the space operator: creates the streams and buckets (`eduspace authority nats-setup`), publishes the revocation list\n")
 	fmt.Fprintf(&b, "      { nkey: %q, permissions: { publish: { allow: [%s] }, subscribe: { allow: [%q] } } }\n",
-		operatorNKey, quoteList([]string{"$JS.API.>"}), "_INBOX.>")
+		operatorNKey, quoteList([]string{"$JS.API.>", "$KV." + l.RevocationBucket() + ".>"}), "_INBOX.>")
 	ms := append([]Member(nil), members...)
 	sort.Slice(ms, func(i, j int) bool { return ms[i].NodeID < ms[j].NodeID })
 	for _, m := range ms {

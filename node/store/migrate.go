@@ -22,9 +22,15 @@ CREATE TABLE records (
 );
 CREATE INDEX records_type ON records(type, id);
 
+-- agreements: body is the policy.Agreement decisions use; signed the policy.SignedAgreement with
+-- both parties' signatures (NULL for one installed on both sides by their operators).
+-- state: proposed (by this node, awaiting the peer), offered (by the peer, awaiting this node),
+-- active, revoked.
 CREATE TABLE agreements (
 	id       TEXT PRIMARY KEY,
 	body     BLOB    NOT NULL,
+	state    TEXT    NOT NULL DEFAULT 'active',
+	signed   BLOB,
 	added_ms INTEGER NOT NULL
 );
 
