@@ -34,6 +34,9 @@ type Config struct {
 	Credential string `yaml:"credential"`
 	// Suite is the HPKE suite used to seal to peers.
 	Suite string `yaml:"suite"`
+	// Rulebook is the space's rulebook (JSON, see policy/REASONS.md and
+	// policy.ParseRulebook); empty uses GRADING.md §7 as written.
+	Rulebook string `yaml:"rulebook"`
 
 	NATS    NATSConfig    `yaml:"nats"`
 	Admin   AdminConfig   `yaml:"admin"`
@@ -115,7 +118,7 @@ func LoadConfig(path string) (Config, error) {
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}
 	base := filepath.Dir(path)
-	for _, p := range []*string{&cfg.DataDir, &cfg.AuthorityKey, &cfg.Credential, &cfg.NATS.Credentials} {
+	for _, p := range []*string{&cfg.DataDir, &cfg.AuthorityKey, &cfg.Credential, &cfg.NATS.Credentials, &cfg.Rulebook} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(base, *p)
 		}

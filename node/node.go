@@ -106,6 +106,15 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	if cfg.Rulebook != "" {
+		data, err := os.ReadFile(cfg.Rulebook)
+		if err != nil {
+			return nil, fmt.Errorf("rulebook: %w", err)
+		}
+		if n.rules, err = policy.ParseRulebook(data); err != nil {
+			return nil, fmt.Errorf("rulebook %s: %w", cfg.Rulebook, err)
+		}
+	}
 	if n.keys, err = LoadKeys(cfg.DataDir); err != nil {
 		return nil, err
 	}
