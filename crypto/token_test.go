@@ -30,3 +30,13 @@ func TestTokens(t *testing.T) {
 }
 
 const knownToken = "tk_kC5bUGNmI6isw102-3uBiw"
+
+func TestTokenizerMatchesToken(t *testing.T) {
+	key := TokenKey([]byte("node secret"), "uni-b")
+	tz := NewTokenizer(key)
+	for _, v := range []string{"", "2023010001", "张三", "2023010001"} {
+		if got, want := tz.Token(v), Token(key, v); got != want {
+			t.Errorf("Tokenizer.Token(%q) = %s, want %s", v, got, want)
+		}
+	}
+}

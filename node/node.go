@@ -62,6 +62,7 @@ type Node struct {
 	receivedRecords atomic.Int64
 	started         bool // Open completed
 	shareMu         sync.Mutex
+	volumes         map[string]*volume // by recipient; guarded by shareMu
 	relayWake       chan struct{}
 	ready           atomic.Bool
 
@@ -88,6 +89,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		rules:     policy.DefaultRulebook(),
 		layout:    bus.Layout{Space: cfg.Space},
 		relayWake: make(chan struct{}, 1),
+		volumes:   map[string]*volume{},
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)

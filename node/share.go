@@ -65,12 +65,22 @@ type shareRun struct {
 	batches   map[string]*pending
 	decisions map[[2]string]*decisionGroup
 	sl        *sealer // started by the first full envelope
+	tz        *crypto.Tokenizer
 	// consents are the ledger's records for the agreement's purpose, by
 	// subject key value.
 	consents map[string][]policy.ConsentRecord
-	// seen holds the subjects this recipient received this calendar year
-	// and the highest level each reached (volume rules V1–V3); the counts
-	// are of subjects at ≥L3, at ≥L4 and at any level.
+	// vol is the recipient's volume this calendar year (rules V1–V3).
+	vol *volume
+}
+
+// volume holds the subjects a recipient received in one calendar year and
+// the highest level each reached; the counts are of subjects at ≥L3, at
+// ≥L4 and at any level. A node keeps one per recipient, under shareMu,
+// loaded from the deliveries table once a year; a run counts a subject when
+// it decides to send it, so a run that fails over-counts until the state is
+// loaded again (stricter, never looser).
+type volume struct {
+	year                 int
 	seen                 map[string]schema.Level
 	volL3, volL4, volAny int
 }
@@ -83,6 +93,10 @@ func (s *shareRun) load(ctx context.Context) error {
 		return err
 	}
 	now := s.n.now()
+	if v := s.n.volumes[s.a.Recipient]; v != nil && v.year == now.Year() {
+		s.vol = v
+		return nil
+	}
 	year := time.Date(now.Year(), 1, 1, 0, 0, 0, 0, now.Location()).UnixMilli()
 	rows, err := s.n.db.R.QueryContext(ctx, `SELECT d.subject, d.level FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
 		WHERE o.recipient = ? AND o.created_ms >= ?`, s.a.Recipient, year)
@@ -90,32 +104,37 @@ func (s *shareRun) load(ctx context.Context) error {
 		return fmt.Errorf("read volume: %w", err)
 	}
 	defer rows.Close()
-	s.seen = map[string]schema.Level{}
+	v := &volume{year: now.Year(), seen: map[string]schema.Level{}}
 	for rows.Next() {
 		var subj, lvl string
 		if err := rows.Scan(&subj, &lvl); err != nil {
 			return fmt.Errorf("read volume: %w", err)
 		}
 		l, _ := schema.ParseLevel(lvl)
-		s.count(subj, l)
+		v.count(subj, l)
 	}
-	return rows.Err()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.n.volumes[s.a.Recipient] = v
+	s.vol = v
+	return nil
 }
 
 // count adds a delivery at level l of subject to the year's volume.
-func (s *shareRun) count(subject string, l schema.Level) {
-	prev, had := s.seen[subject]
+func (v *volume) count(subject string, l schema.Level) {
+	prev, had := v.seen[subject]
 	if !had {
-		s.volAny++
+		v.volAny++
 	}
 	if l >= schema.L3 && (!had || prev < schema.L3) {
-		s.volL3++
+		v.volL3++
 	}
 	if l >= schema.L4 && (!had || prev < schema.L4) {
-		s.volL4++
+		v.volL4++
 	}
 	if !had || l > prev {
-		s.seen[subject] = l
+		v.seen[subject] = l
 	}
 }
 
@@ -300,13 +319,13 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	typ := rec.Type
 	s.res.Considered++
 	subject := n.ev.Subject(labels.Subject)
-	prev, had := s.seen[subject]
+	prev, had := s.vol.seen[subject]
 	d := policy.Decide(n.rules, policy.Input{
 		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, RecipientRole: string(s.role),
 		Labels: labels, Agreement: s.a, Consent: s.consentState(labels, now),
-		VolumeSoFar:    s.volL3 - b2i(had && prev >= schema.L3),
-		SensitiveSoFar: s.volL4 - b2i(had && prev >= schema.L4),
-		SubjectsSoFar:  s.volAny - b2i(had),
+		VolumeSoFar:    s.vol.volL3 - b2i(had && prev >= schema.L3),
+		SensitiveSoFar: s.vol.volL4 - b2i(had && prev >= schema.L4),
+		SubjectsSoFar:  s.vol.volAny - b2i(had),
 		Now:            now,
 	})
 	key := [2]string{d.Rule, string(d.Reason)}
@@ -331,7 +350,10 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 		b = &pending{typ: typ}
 		s.batches[typ] = b
 	}
-	b.buf = appendWire(b.buf, rec, d, s.tokenKey)
+	if s.tz == nil {
+		s.tz = crypto.NewTokenizer(s.tokenKey)
+	}
+	b.buf = appendWire(b.buf, rec, d, s.tz)
 	b.count++
 	b.level = max(b.level, d.Level)
 	if id != 0 {
@@ -339,7 +361,7 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	}
 	b.subjects = append(b.subjects, subject)
 	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: keptFields(d)})
-	s.count(subject, d.Level)
+	s.vol.count(subject, d.Level)
 	if b.count >= n.cfg.Batch.MaxRecords {
 		return s.flush(ctx, b)
 	}
@@ -371,6 +393,9 @@ func (s *shareRun) flushAll(ctx context.Context) error {
 	close(s.sl.jobs)
 	<-s.sl.done
 	s.res.Envelopes = s.sl.envelopes
+	if s.sl.err != nil {
+		delete(s.n.volumes, s.a.Recipient) // counted what did not go: load again
+	}
 	return s.sl.err
 }
 
@@ -495,6 +520,16 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob)
 	subject := n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID)
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		now := n.now().UnixMilli()
+		insDelivery, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO deliveries(subject, envelope_id, level, fields) VALUES (?, ?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("share: %w", err)
+		}
+		defer insDelivery.Close()
+		insShared, err := tx.PrepareContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
+		if err != nil {
+			return fmt.Errorf("share: %w", err)
+		}
+		defer insShared.Close()
 		for _, e := range out {
 			if err := s.writeDecisions(ctx, tx, e.job.decisions); err != nil {
 				return err
@@ -509,13 +544,12 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob)
 				return fmt.Errorf("share: outbox: %w", err)
 			}
 			for _, it := range b.items {
-				if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO deliveries(subject, envelope_id, level, fields) VALUES (?, ?, ?, ?)`,
-					it.subject, e.eid, it.level.String(), it.fields); err != nil {
+				if _, err := insDelivery.ExecContext(ctx, it.subject, e.eid, it.level.String(), it.fields); err != nil {
 					return fmt.Errorf("share: deliveries: %w", err)
 				}
 			}
 			for _, id := range b.records {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`, s.a.ID, id, e.eid); err != nil {
+				if _, err := insShared.ExecContext(ctx, s.a.ID, id, e.eid); err != nil {
 					return fmt.Errorf("share: mark shared: %w", err)
 				}
 			}
@@ -529,7 +563,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob)
 		if seq == sl.nextSeq {
 			return nil
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES (?, ?, ?)
+		_, err = tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES (?, ?, ?)
 			ON CONFLICT(peer, kind) DO UPDATE SET next_out = excluded.next_out`, s.a.Recipient, crypto.KindRecords, seq)
 		if err != nil {
 			return fmt.Errorf("share: sequence: %w", err)

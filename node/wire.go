@@ -16,9 +16,9 @@ import (
 // recipient reads it with the same reader as an ingest.
 
 // appendWire appends rec as one wire line, applying d's actions; direct
-// identifiers to tokenise become the recipient's tokens under tokenKey.
-// It writes what policy.Apply would return, without building a map.
-func appendWire(dst []byte, rec schema.Record, d policy.Decision, tokenKey []byte) []byte {
+// identifiers to tokenise become the recipient's tokens from tz. It writes
+// what policy.Apply would return, without building a map.
+func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tokenizer) []byte {
 	dst = append(dst, `{"type":`...)
 	dst = appendJSONString(dst, rec.Type)
 	for _, act := range d.Actions {
@@ -31,7 +31,7 @@ func appendWire(dst []byte, rec schema.Record, d policy.Decision, tokenKey []byt
 			if v == nil {
 				continue
 			}
-			v = crypto.Token(tokenKey, valueString(v))
+			v = tz.Token(valueString(v))
 		case policy.TransformGeneraliseYear:
 			s, ok := v.(string)
 			if !ok || len(s) < 4 {

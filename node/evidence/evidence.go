@@ -21,6 +21,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
+	"sync"
 	"time"
 )
 
@@ -64,6 +67,7 @@ type Log struct {
 	node string
 	key  []byte
 	now  func() time.Time
+	macs sync.Pool // of HMAC states under key, for Subject
 }
 
 // New returns the log of node; subjectKey keys the subject hashes.
@@ -75,10 +79,17 @@ func New(node string, subjectKey []byte, now func() time.Time) *Log {
 // log: HMAC-SHA256(subjectKey, "eduspace evidence subject v1" ‖ 0 ‖ id),
 // the first 16 bytes in hex.
 func (l *Log) Subject(id string) string {
-	m := hmac.New(sha256.New, l.key)
+	m, _ := l.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, l.key)
+	}
+	m.Reset()
 	m.Write([]byte("eduspace evidence subject v1\x00"))
-	m.Write([]byte(id))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	io.WriteString(m, id)
+	var sum [sha256.Size]byte
+	s := hex.EncodeToString(m.Sum(sum[:0])[:16])
+	l.macs.Put(m)
+	return s
 }
 
 // Append adds e to the chain inside tx. The head is read inside the same
