@@ -443,27 +443,57 @@ const sealGroup = 16
 
 func (n *Node) startSealer(ctx context.Context, s *shareRun) *sealer {
 	sl := &sealer{jobs: make(chan sealJob, 8), done: make(chan struct{})}
-	// Sequence numbers of this share are assigned here, in commit order:
-	// Share and Send hold shareMu, so nothing else assigns records
-	// sequence numbers to this recipient meanwhile. A failed commit ends
-	// the run and leaves next_out where it was.
+	// Sequence numbers of this share are assigned in submission order, which
+	// is commit order: Share and Send hold shareMu, so nothing else assigns
+	// records sequence numbers to this recipient meanwhile. A failed commit
+	// ends the run and leaves next_out where it was.
 	if err := n.db.R.QueryRowContext(ctx, `SELECT coalesce(max(next_out), 1) FROM pair_seq WHERE peer = ? AND kind = ?`,
 		s.a.Recipient, crypto.KindRecords).Scan(&sl.nextSeq); err != nil {
 		sl.err = fmt.Errorf("share: sequence: %w", err)
 		sl.failed.Store(true)
 	}
+	// jobs → dispatcher (assigns sequence numbers) → sealers (in parallel)
+	// → committer (in order, in groups of what is ready).
+	work := make(chan *sealed, 16)
+	ordered := make(chan *sealed, 64)
+	go func() {
+		seq := sl.nextSeq
+		for job := range sl.jobs {
+			e := &sealed{job: job, ready: make(chan struct{})}
+			if job.b.count > 0 {
+				e.seq = seq
+				seq++
+				work <- e
+			} else {
+				close(e.ready)
+			}
+			ordered <- e
+		}
+		close(work)
+		close(ordered)
+	}()
+	for w := 0; w < sealWorkers; w++ {
+		go func() {
+			for e := range work {
+				e.err = s.seal(e)
+				close(e.ready)
+			}
+		}()
+	}
 	go func() {
 		defer close(sl.done)
-		for job := range sl.jobs {
-			group := []sealJob{job}
+		for e := range ordered {
+			<-e.ready
+			group := []*sealed{e}
 		more:
 			for len(group) < sealGroup {
 				select {
-				case j, ok := <-sl.jobs:
+				case next, ok := <-ordered:
 					if !ok {
 						break more
 					}
-					group = append(group, j)
+					<-next.ready
+					group = append(group, next)
 				default:
 					break more
 				}
@@ -480,47 +510,59 @@ func (n *Node) startSealer(ctx context.Context, s *shareRun) *sealer {
 	return sl
 }
 
+// sealWorkers is how many envelopes are sealed at once.
+const sealWorkers = 2
+
+// sealed is an envelope on its way from the decider to the outbox.
 type sealed struct {
-	job  sealJob
-	eid  string
-	seq  int64
-	data []byte
+	job   sealJob
+	seq   int64
+	eid   string
+	data  []byte
+	err   error
+	ready chan struct{} // closed when data (or err) is set
 }
 
-// commitGroup seals the group's envelopes and commits them in one
-// transaction with the records they mark as shared, the evidence of the
-// decisions and seals, and the pair's next sequence number.
-func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob) error {
+// seal seals one envelope with its assigned sequence number.
+func (s *shareRun) seal(e *sealed) error {
 	n := s.n
-	out := make([]sealed, 0, len(group))
+	now := n.now()
+	h := crypto.Header{
+		Suite: s.to.Suite(), Sender: n.cfg.NodeID, SenderKeyID: n.keys.Signing.Public().KeyID(),
+		Recipient: s.a.Recipient, RecipientKeyID: s.to.KeyID(), Seq: uint64(e.seq),
+		Created: now, Expires: now.Add(n.cfg.EnvelopeTTL),
+		Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: e.job.b.typ,
+		Count: uint32(e.job.b.count), Level: e.job.b.level.String(), Kind: crypto.KindRecords,
+	}
+	if _, err := rand.Read(h.ID[:]); err != nil {
+		return fmt.Errorf("share: envelope id: %w", err)
+	}
+	data, err := crypto.Seal(rand.Reader, h, s.to, n.keys.Signing, e.job.b.buf)
+	if err != nil {
+		return fmt.Errorf("share: seal: %w", err)
+	}
+	e.eid, e.data = h.IDString(), data
+	return nil
+}
+
+// commitGroup commits sealed envelopes in one transaction with the records
+// they mark as shared, their deliveries, the evidence of the decisions and
+// seals, and the pair's next sequence number.
+func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed) error {
+	n := s.n
 	seq := sl.nextSeq
-	for _, job := range group {
-		if job.b.count == 0 {
-			out = append(out, sealed{job: job})
-			continue
+	for _, e := range group {
+		if e.err != nil {
+			return e.err
 		}
-		now := n.now()
-		h := crypto.Header{
-			Suite: s.to.Suite(), Sender: n.cfg.NodeID, SenderKeyID: n.keys.Signing.Public().KeyID(),
-			Recipient: s.a.Recipient, RecipientKeyID: s.to.KeyID(), Seq: uint64(seq),
-			Created: now, Expires: now.Add(n.cfg.EnvelopeTTL),
-			Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: job.b.typ,
-			Count: uint32(job.b.count), Level: job.b.level.String(), Kind: crypto.KindRecords,
+		if e.data != nil {
+			seq = e.seq + 1
 		}
-		if _, err := rand.Read(h.ID[:]); err != nil {
-			return fmt.Errorf("share: envelope id: %w", err)
-		}
-		data, err := crypto.Seal(rand.Reader, h, s.to, n.keys.Signing, job.b.buf)
-		if err != nil {
-			return fmt.Errorf("share: seal: %w", err)
-		}
-		out = append(out, sealed{job: job, eid: h.IDString(), seq: seq, data: data})
-		seq++
 	}
 	subject := n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID)
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		now := n.now().UnixMilli()
-		insDelivery, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO deliveries(subject, envelope_id, level, fields) VALUES (?, ?, ?, ?)`)
+		insDelivery, err := tx.PrepareContext(ctx, `INSERT INTO deliveries(subject, envelope_id, level, fields) VALUES (?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("share: %w", err)
 		}
@@ -530,7 +572,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob)
 			return fmt.Errorf("share: %w", err)
 		}
 		defer insShared.Close()
-		for _, e := range out {
+		for _, e := range group {
 			if err := s.writeDecisions(ctx, tx, e.job.decisions); err != nil {
 				return err
 			}
@@ -573,7 +615,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []sealJob)
 	if err != nil {
 		return err
 	}
-	for _, e := range out {
+	for _, e := range group {
 		if e.data != nil {
 			sl.envelopes++
 			n.m.sealed.Inc()
