@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eduspace/eduspace/node/demo"
+	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -23,7 +23,7 @@ import (
 func faultRecords(t *testing.T) ([]byte, map[[2]string]bool) {
 	t.Helper()
 	var all bytes.Buffer
-	if _, err := (demo.Synth{Prefix: "2024999", Students: 3400, Seed: 7, Now: time.Now()}).Write(&all); err != nil {
+	if _, err := (synth.Synth{Prefix: "2024999", Students: 3400, Seed: 7, Now: time.Now()}).Write(&all); err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer

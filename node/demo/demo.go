@@ -19,6 +19,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -235,7 +236,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			continue
 		}
 		var buf bytes.Buffer
-		if _, err := (Synth{Prefix: m.prefix, Students: o.Students, Seed: uint64(i + 1), Now: now}).Write(&buf); err != nil {
+		if _, err := (synth.Synth{Prefix: m.prefix, Students: o.Students, Seed: uint64(i + 1), Now: now}).Write(&buf); err != nil {
 			return res, err
 		}
 		buf.WriteString(invalidRecords)

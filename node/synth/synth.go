@@ -1,6 +1,11 @@
-package demo
+// Package synth makes synthetic, realistic-looking education records for
+// the demo, the benchmark and tests: Chinese names, resident ID numbers with
+// valid check characters, students with course grades. Every person is
+// invented.
+package synth
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -145,4 +150,52 @@ func gpa(score int) float64 {
 		return 2.0
 	}
 	return 0
+}
+
+// StudentFields are the fields of the records Students makes.
+var StudentFields = []string{"student_id", "name", "name_pinyin", "gender", "birth_date", "id_type", "id_number",
+	"ethnicity", "nationality", "native_place", "political_status", "hukou_type", "address", "postal_code",
+	"phone", "email", "dormitory", "campus_card_no"}
+
+var pinyin = []string{"Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Xu", "Sun"}
+
+// Students returns n realistic student records of about 600 bytes as
+// NDJSON (adults only, no free text: every one is at L3 or below) and their
+// total size.
+func Students(n int, seed uint64) ([]byte, int) {
+	r := rand.New(rand.NewPCG(seed, seed*31+7))
+	now := time.Now()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for i := 0; i < n; i++ {
+		female := r.IntN(2) == 0
+		birth := now.AddDate(-18-r.IntN(6), 0, -r.IntN(360)-1)
+		gender := "男"
+		if female {
+			gender = "女"
+		}
+		enc.Encode(map[string]any{
+			"type":             "student",
+			"student_id":       fmt.Sprintf("2024%07d", i+1),
+			"name":             ChineseName(r),
+			"name_pinyin":      pinyin[r.IntN(len(pinyin))] + " " + pinyin[r.IntN(len(pinyin))] + "yi",
+			"gender":           gender,
+			"birth_date":       birth.Format("2006-01-02"),
+			"id_type":          "resident_id",
+			"id_number":        ResidentID(r, birth, female),
+			"ethnicity":        "汉族",
+			"nationality":      "中国",
+			"native_place":     "四川省成都市",
+			"political_status": "共青团员",
+			"hukou_type":       "城镇",
+			"address":          fmt.Sprintf("四川省成都市武侯区人民南路%d段%d号%d栋%d单元", 1+r.IntN(4), 1+r.IntN(200), 1+r.IntN(30), 1+r.IntN(6)),
+			"postal_code":      "610041",
+			"phone":            fmt.Sprintf("1%d%09d", 3+r.IntN(7), r.IntN(1_000_000_000)),
+			"email":            fmt.Sprintf("s%07d@stu.example.edu.cn", i+1),
+			"dormitory":        fmt.Sprintf("学生公寓%d号楼%d室", 1+r.IntN(20), 100+r.IntN(600)),
+			"campus_card_no":   fmt.Sprintf("%010d", r.IntN(1_000_000_000)),
+		})
+	}
+	return buf.Bytes(), buf.Len()
 }

@@ -1,0 +1,92 @@
+package node
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/synth"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// The node's per-record stages, each as its own benchmark (records/s), so
+// that a regression shows where it is. Crypto per record: crypto's
+// BenchmarkSealOpen; classification alone: schema's BenchmarkClassifyStudent;
+// the whole pipeline: node/bench's BenchmarkPipeline.
+
+func benchRecords(b *testing.B, n int) []schema.Record {
+	data, _ := synth.Students(n, 9)
+	rd := schema.NewNDJSONReader(bytes.NewReader(data), "")
+	out := make([]schema.Record, 0, n)
+	for range n {
+		rec, _, err := rd.Next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// BenchmarkSenderStage: classify, decide and encode one record for the wire.
+func BenchmarkSenderStage(b *testing.B) {
+	recs := benchRecords(b, 1000)
+	std, rb := schema.Default(), policy.DefaultRulebook()
+	now := time.Now()
+	a := benchAgreement(now)
+	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))
+	var buf []byte
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		rec := recs[i%len(recs)]
+		i++
+		l, err := std.Classify(rec, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := policy.Decide(rb, policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
+			Labels: l, Agreement: a, Now: now})
+		if !d.Permit {
+			b.Fatalf("denied: %s", d.Reason)
+		}
+		buf = appendWire(buf[:0], rec, d, tz)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkReceiverCheck: check one envelope's plaintext (per record).
+func BenchmarkReceiverCheck(b *testing.B) {
+	recs := benchRecords(b, 100)
+	std, rb := schema.Default(), policy.DefaultRulebook()
+	now := time.Now()
+	a := benchAgreement(now)
+	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))
+	var plain []byte
+	for _, rec := range recs {
+		l, _ := std.Classify(rec, now)
+		d := policy.Decide(rb, policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
+			Labels: l, Agreement: a, Now: now})
+		plain = appendWire(plain, rec, d, tz)
+	}
+	n := &Node{std: std}
+	h := crypto.Header{RecordType: "student", Count: uint32(len(recs)), Level: "L3"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := n.checkRecords(plain, h); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
+}
+
+// benchAgreement permits every field of synth.Students' records, for
+// research, up to L3 (as node/bench's agreement does).
+func benchAgreement(now time.Time) *policy.Agreement {
+	fields := synth.StudentFields
+	return &policy.Agreement{ID: "bench", Provider: "sender", Recipient: "receiver", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisPublicInterest, RecordTypes: map[string][]string{"student": fields},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(time.Hour)}
+}
