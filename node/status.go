@@ -1,0 +1,407 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+)
+
+// The status page: GET /status on the admin listener, one server-rendered
+// HTML page (html/template, embedded, no scripts, no external assets) for
+// the people who run the node. It shows figures and node ids only, never a
+// record, a student or a key.
+//
+// It needs no bearer token, so that a browser can open it, and answers
+// only to loopback peers, and only to requests that no proxy relayed: the
+// admin listener's default address is 127.0.0.1, and an operator reaches
+// the page from elsewhere through an SSH tunnel (deploy/README.md).
+
+//go:embed status.html
+var statusHTML string
+
+var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap{
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "—"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05 UTC")
+	},
+	"age": func(d time.Duration) string { return roundDuration(d) },
+}).Parse(statusHTML))
+
+// statusPeer is one member of the space as this node knows it.
+type statusPeer struct {
+	Node        string
+	Self        bool
+	Institution string
+	Role        string
+	Expires     time.Time
+	ExpiresIn   string
+	Warn        bool   // the credential expires within 30 days or is not valid
+	State       string // "valid", or why the credential does not count
+	Source      string // where the credential was read: registry, checkpoint
+	Checkpoint  int64  // highest evidence count of theirs this node holds
+	CheckpointT time.Time
+	SentTo      int64 // envelopes of records this node sent them
+	RecvFrom    int64 // envelopes of records this node received from them
+}
+
+// statusCount is a labelled figure.
+type statusCount struct {
+	Label string
+	Value int64
+}
+
+// statusData is what the page shows.
+type statusData struct {
+	Generated   time.Time
+	Node, Space string
+	Role        string
+	Institution string
+	Suite       string
+	CredExpires time.Time
+	CredLeft    string
+	CredWarn    bool
+
+	Ready, Connected, Blocked bool
+
+	EvidenceCount  int64
+	EvidenceHead   string
+	CheckpointAge  time.Duration
+	CheckpointMax  time.Duration
+	OwnCheckpoint  int64
+	OwnCheckpointT time.Time
+
+	OutboxDepth, AwaitingReceipt, SequenceMissing int64
+
+	// Sent: envelopes of records this node sealed, in the last 24 h and in all.
+	Sent24, SentAll                   statusExchange
+	Received24, ReceivedAll           statusInbound
+	Refused                           []statusCount // since start, by reason
+	RefusedTotal                      int64
+	PermitSinceStart, DenySinceStart  int64
+	Peers                             []statusPeer
+	ConsentTable, ErasureTable        bool
+	Consents                          int64
+	ErasuresAll, ErasuresOpen, ErasOK int64
+
+	Problems []string // parts of the page that could not be read
+}
+
+type statusExchange struct {
+	Envelopes, Records, Acked, Confirmed, Pending int64
+}
+
+type statusInbound struct {
+	Envelopes, Records int64
+}
+
+// statusPageHandler serves the status page to loopback peers only.
+func (n *Node) statusPageHandler() http.Handler {
+	return loopbackOnly(http.HandlerFunc(n.serveStatusPage))
+}
+
+// loopbackOnly lets through requests whose peer is a loopback address and
+// that carry no proxy header; others get 403.
+func loopbackOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		relayed := r.Header.Get("Forwarded") != "" || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("X-Real-Ip") != ""
+		if err != nil || ip == nil || !ip.IsLoopback() || relayed {
+			writeProblem(w, http.StatusForbidden, "status-loopback-only", "The status page answers on loopback only",
+				"open it on the node's machine or through an SSH tunnel to the admin listener")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (n *Node) serveStatusPage(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	d := n.statusData(ctx)
+	var buf bytes.Buffer
+	if err := statusTemplate.Execute(&buf, d); err != nil {
+		writeProblem(w, http.StatusInternalServerError, "status-failed", "Status page failed", err.Error())
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+	w.Write(buf.Bytes())
+}
+
+// statusData reads everything the page shows. A part that cannot be read
+// is named in Problems and shown empty; the page itself always renders.
+func (n *Node) statusData(ctx context.Context) statusData {
+	now := n.now()
+	d := statusData{
+		Generated: now, Node: n.cfg.NodeID, Space: n.cfg.Space, Suite: n.suite.String(),
+		Ready: n.Ready(), Connected: n.nc != nil && n.nc.IsConnected(), Blocked: n.sendingBlocked(),
+		CheckpointAge: n.checkpointAge(), CheckpointMax: n.cfg.Checkpoint.MaxAge,
+	}
+	if n.cred != nil {
+		d.Role, d.Institution, d.CredExpires = string(n.cred.Role), n.cred.Institution, n.cred.Expires
+		d.CredLeft, d.CredWarn = expiresIn(n.cred.Expires, now)
+	}
+	problem := func(what string, err error) {
+		if err != nil {
+			d.Problems = append(d.Problems, what+": "+err.Error())
+		}
+	}
+
+	count, head, err := n.head(ctx)
+	problem("evidence head", err)
+	d.EvidenceCount = count
+	if len(head) > 0 {
+		d.EvidenceHead = hex.EncodeToString(head[:min(8, len(head))])
+	}
+	var own, ownT sql.NullInt64
+	problem("own checkpoint", n.db.R.QueryRowContext(ctx,
+		`SELECT max(count), max(time_ms) FROM checkpoints WHERE node = ?`, n.cfg.NodeID).Scan(&own, &ownT))
+	d.OwnCheckpoint = own.Int64
+	if ownT.Valid {
+		d.OwnCheckpointT = time.UnixMilli(ownT.Int64)
+	}
+	d.OutboxDepth = int64(n.outboxDepth(ctx))
+	d.AwaitingReceipt = int64(n.awaitingReceipt(ctx))
+	d.SequenceMissing = int64(n.sequenceMissing(ctx))
+
+	since := now.Add(-24 * time.Hour).UnixMilli()
+	for _, x := range []struct {
+		out   *statusExchange
+		since int64
+	}{{&d.Sent24, since}, {&d.SentAll, 0}} {
+		problem("envelopes sent", n.db.R.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(records), 0),
+			count(sent_ms), count(receipt_ms), count(*) - count(sent_ms)
+			FROM outbox WHERE kind = 1 AND created_ms >= ?`, x.since).
+			Scan(&x.out.Envelopes, &x.out.Records, &x.out.Acked, &x.out.Confirmed, &x.out.Pending))
+	}
+	for _, x := range []struct {
+		out   *statusInbound
+		since int64
+	}{{&d.Received24, since}, {&d.ReceivedAll, 0}} {
+		problem("envelopes received", n.db.R.QueryRowContext(ctx,
+			`SELECT count(*), coalesce(sum(records), 0) FROM inbox WHERE received_ms >= ?`, x.since).
+			Scan(&x.out.Envelopes, &x.out.Records))
+	}
+	n.statusCounters(&d, problem)
+	n.statusPeers(ctx, &d, now, problem)
+	n.statusConsent(ctx, &d, problem)
+	return d
+}
+
+// statusCounters reads the refusals and decisions counted since start from
+// the node's metrics registry.
+func (n *Node) statusCounters(d *statusData, problem func(string, error)) {
+	mfs, err := n.m.reg.Gather()
+	if err != nil {
+		problem("metrics", err)
+		return
+	}
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "eduspace_envelopes_refused_total":
+			for _, m := range mf.GetMetric() {
+				v := int64(m.GetCounter().GetValue())
+				reason := ""
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						reason = l.GetValue()
+					}
+				}
+				d.RefusedTotal += v
+				if v > 0 {
+					d.Refused = append(d.Refused, statusCount{reason, v})
+				}
+			}
+		case "eduspace_policy_decisions_total":
+			for _, m := range mf.GetMetric() {
+				v := int64(m.GetCounter().GetValue())
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" && l.GetValue() == "permit" {
+						d.PermitSinceStart += v
+					} else if l.GetName() == "outcome" {
+						d.DenySinceStart += v
+					}
+				}
+			}
+		}
+	}
+	sort.Slice(d.Refused, func(i, j int) bool { return d.Refused[i].Label < d.Refused[j].Label })
+}
+
+// statusPeers lists every node this node knows of: those whose checkpoints
+// it holds (every active member publishes them) and those it exchanged
+// envelopes with, each with its credential as the registry serves it (or,
+// when the registry cannot answer, as the checkpoint carried it).
+func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, problem func(string, error)) {
+	peers := map[string]*statusPeer{}
+	get := func(id string) *statusPeer {
+		p := peers[id]
+		if p == nil {
+			p = &statusPeer{Node: id, Self: id == n.cfg.NodeID}
+			peers[id] = p
+		}
+		return p
+	}
+	rows, err := n.db.R.QueryContext(ctx, `SELECT node, max(count), max(time_ms) FROM checkpoints GROUP BY node`)
+	if err == nil {
+		for rows.Next() {
+			var id string
+			var c, t int64
+			if err = rows.Scan(&id, &c, &t); err != nil {
+				break
+			}
+			p := get(id)
+			p.Checkpoint, p.CheckpointT = c, time.UnixMilli(t)
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		rows.Close()
+	}
+	problem("peers from checkpoints", err)
+	for _, q := range []struct {
+		query string
+		set   func(*statusPeer, int64)
+	}{
+		{`SELECT recipient, count(*) FROM outbox WHERE kind = 1 GROUP BY recipient`, func(p *statusPeer, v int64) { p.SentTo = v }},
+		{`SELECT sender, count(*) FROM inbox GROUP BY sender`, func(p *statusPeer, v int64) { p.RecvFrom = v }},
+	} {
+		rows, err := n.db.R.QueryContext(ctx, q.query)
+		if err == nil {
+			for rows.Next() {
+				var id string
+				var v int64
+				if err = rows.Scan(&id, &v); err != nil {
+					break
+				}
+				q.set(get(id), v)
+			}
+			if err == nil {
+				err = rows.Err()
+			}
+			rows.Close()
+		}
+		problem("peers from exchanges", err)
+	}
+	get(n.cfg.NodeID)
+
+	for _, p := range peers {
+		var cred *crypto.Credential
+		if p.Self {
+			cred, p.Source = n.cred, "this node"
+		} else if n.reg != nil {
+			lctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			c, err := n.reg.lookup(lctx, p.Node)
+			cancel()
+			if err == nil {
+				cred, p.Source = c, "registry"
+			} else {
+				p.State = shortError(err)
+				if c, err2 := n.checkpointCredential(ctx, p.Node, now); err2 == nil {
+					cred, p.Source = c, "checkpoint (registry: "+p.State+")"
+				}
+			}
+		}
+		if cred == nil {
+			if p.State == "" {
+				p.State = "no credential known"
+			}
+			p.Warn = true
+			continue
+		}
+		p.State = "valid"
+		p.Institution, p.Role, p.Expires = cred.Institution, string(cred.Role), cred.Expires
+		p.ExpiresIn, p.Warn = expiresIn(cred.Expires, now)
+	}
+	for _, p := range peers {
+		d.Peers = append(d.Peers, *p)
+	}
+	sort.Slice(d.Peers, func(i, j int) bool {
+		if d.Peers[i].Self != d.Peers[j].Self {
+			return d.Peers[i].Self
+		}
+		return d.Peers[i].Node < d.Peers[j].Node
+	})
+}
+
+// checkpointCredential verifies the credential that came with node's
+// latest checkpoint.
+func (n *Node) checkpointCredential(ctx context.Context, node string, now time.Time) (*crypto.Credential, error) {
+	var tok string
+	if err := n.db.R.QueryRowContext(ctx, `SELECT credential FROM checkpoints WHERE node = ? ORDER BY count DESC LIMIT 1`, node).Scan(&tok); err != nil {
+		return nil, err
+	}
+	return crypto.ParseCredential(tok, n.reg.root, n.cfg.Space, now)
+}
+
+// statusConsent counts consent records and erasures where this version of
+// the database has those tables; the page says so when it does not.
+func (n *Node) statusConsent(ctx context.Context, d *statusData, problem func(string, error)) {
+	has := func(table string) bool {
+		var c int
+		err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&c)
+		problem("schema", err)
+		return c > 0
+	}
+	if d.ConsentTable = has("consents"); d.ConsentTable {
+		problem("consents", n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM consents`).Scan(&d.Consents))
+	}
+	if d.ErasureTable = has("erasures"); d.ErasureTable {
+		problem("erasures", n.db.R.QueryRowContext(ctx,
+			`SELECT count(*), count(confirmed_ms), count(*) - count(confirmed_ms) FROM erasures`).
+			Scan(&d.ErasuresAll, &d.ErasOK, &d.ErasuresOpen))
+	}
+}
+
+// expiresIn says how long until t, and whether that is under 30 days.
+func expiresIn(t, now time.Time) (string, bool) {
+	left := t.Sub(now)
+	if left <= 0 {
+		return "expired " + roundDuration(-left) + " ago", true
+	}
+	return "in " + roundDuration(left), left < 30*24*time.Hour
+}
+
+// roundDuration prints d at a precision a person reads at a glance.
+func roundDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "0s"
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	case d < 48*time.Hour:
+		return d.Round(time.Minute).String()
+	default:
+		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+// shortError keeps the first line of err, at most 120 characters: enough
+// to say why, and the page never shows more than the error's own words.
+func shortError(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return s
+}
