@@ -208,25 +208,22 @@ func newKeySet(dir string, gen int, suite crypto.SuiteID) (KeySet, error) {
 }
 
 // readKeySet reads generation gen's three key files, refusing files that
-// others can read. ok is false when the generation has no KEM key file.
-func readKeySet(dir string, gen int) (_ KeySet, ok bool, err error) {
+// others can read.
+func readKeySet(dir string, gen int) (KeySet, error) {
 	gd := filepath.Join(dir, generationDir(gen))
 	kem, err := crypto.ReadKEMKeyFile(filepath.Join(gd, kemKeyName))
-	if errors.Is(err, fs.ErrNotExist) {
-		return KeySet{}, false, nil
-	}
 	if err != nil {
-		return KeySet{}, false, err
+		return KeySet{}, err
 	}
 	sig, err := crypto.ReadSigningKeyFile(filepath.Join(gd, signingKeyName))
 	if err != nil {
-		return KeySet{}, false, err
+		return KeySet{}, err
 	}
 	ck, err := crypto.ReadCompositeKeyFile(filepath.Join(gd, checkpointName))
 	if err != nil {
-		return KeySet{}, false, err
+		return KeySet{}, err
 	}
-	return KeySet{Generation: gen, KEM: kem, Signing: sig, Checkpoint: ck}, true, nil
+	return KeySet{Generation: gen, KEM: kem, Signing: sig, Checkpoint: ck}, nil
 }
 
 // setGenerations makes gens the keys held, the newest current, and every
@@ -285,8 +282,11 @@ func generations(dir string) ([]int, error) {
 		return nil, err
 	}
 	var gens []int
-	if _, err := os.Stat(filepath.Join(dir, kemKeyFile)); err == nil {
-		gens = append(gens, 1)
+	for _, f := range []string{kemKeyFile, signingKeyFile, checkpointFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			gens = append(gens, 1)
+			break
+		}
 	}
 	for _, e := range ents {
 		g, err := strconv.Atoi(e.Name())
@@ -307,13 +307,11 @@ func LoadKeys(dir string) (*Keys, error) {
 	}
 	var gens []KeySet
 	for _, g := range nums {
-		set, ok, err := readKeySet(dir, g)
+		set, err := readKeySet(dir, g)
 		if err != nil {
 			return nil, fmt.Errorf("load keys: generation %d: %w", g, err)
 		}
-		if ok {
-			gens = append(gens, set)
-		}
+		gens = append(gens, set)
 	}
 	if len(gens) == 0 {
 		return nil, fmt.Errorf("load keys: no keys in %s: run `eduspace node init` first", dir)

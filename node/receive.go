@@ -85,22 +85,46 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 	if h.Recipient != n.cfg.NodeID {
 		return env, nil, refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))
 	}
-	if h.RecipientKeyID != n.keys.KEM.Public().KeyID() {
+	// Keys by id: after a rotation, envelopes sealed to any KEM key the
+	// node's credential still lists open (CREDENTIALS.md §5).
+	priv, ok := n.keys.kemKey(h.RecipientKeyID)
+	if !ok {
 		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("no KEM key %q", h.RecipientKeyID))
 	}
-	if !n.now().Before(h.Expires) {
+	if priv.Suite() != h.Suite {
+		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("envelope of suite %s names KEM key %q of suite %s", h.Suite, h.RecipientKeyID, priv.Suite()))
+	}
+	now := n.now()
+	if n.reg.revoked(n.cfg.NodeID, h.RecipientKeyID, now) {
+		return env, nil, refuse(RefuseRevoked, fmt.Errorf("sealed to this node's revoked key %q", h.RecipientKeyID))
+	}
+	if !now.Before(h.Expires) {
 		return env, nil, refuse(RefuseExpired, fmt.Errorf("expired at %s", h.Expires.UTC().Format(time.RFC3339)))
 	}
+	// The time checked is now, not the envelope's created time, which the
+	// holder of a revoked key could set at will.
+	if err := n.reg.checkRevoked(h.Sender, h.SenderKeyID, now); err != nil {
+		return env, nil, refuse(RefuseRevoked, err)
+	}
 	cred, err := n.reg.lookup(ctx, h.Sender)
+	vk, ok := crypto.VerifyKey{}, false
+	if err == nil {
+		if vk, ok = cred.SigningKey(h.SenderKeyID); !ok {
+			// The sender may have rotated its keys since its credential was
+			// cached.
+			cred, err = n.reg.lookupFresh(ctx, h.Sender)
+		}
+	}
 	if errors.Is(err, errUnknownMember) {
 		return env, nil, refuse(RefuseUnknownPeer, err)
 	}
 	if err != nil {
 		return env, nil, err
 	}
-	vk, ok := cred.SigningKey(h.SenderKeyID)
 	if !ok {
-		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("sender has no signing key %q", h.SenderKeyID))
+		if vk, ok = cred.SigningKey(h.SenderKeyID); !ok {
+			return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("sender has no signing key %q", h.SenderKeyID))
+		}
 	}
 	if err := env.Verify(vk); err != nil {
 		return env, nil, refuse(RefuseSignature, err)

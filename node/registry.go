@@ -4,16 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/bus"
 )
 
 // errUnknownMember is returned for a node id the registry does not hold.
 var errUnknownMember = errors.New("not a member of the space")
+
+// ErrRevoked is returned when a peer, or the key of a peer an envelope would
+// be sealed to, is on the space's revocation list.
+var ErrRevoked = errors.New("revoked by the space authority")
 
 // registry is the space's member registry: each member's credential, kept
 // in a JetStream key-value bucket under its node id. Anybody may read it;
@@ -27,6 +37,13 @@ type registry struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedCredential
+
+	// rl is the newest revocation list verified so far (nil: none yet).
+	// revFile keeps it across restarts, so that a node never goes back to
+	// an older list.
+	rl      atomic.Pointer[crypto.RevocationList]
+	revMu   sync.Mutex // serialises offers
+	revFile string
 }
 
 type cachedCredential struct {
@@ -55,6 +72,24 @@ func (r *registry) publish(ctx context.Context, node, token string) error {
 func (r *registry) lookup(ctx context.Context, node string) (*crypto.Credential, error) {
 	c, _, err := r.lookupToken(ctx, node)
 	return c, err
+}
+
+// refreshAfter is how old a cached credential must be before lookupFresh
+// reads it again.
+const refreshAfter = 5 * time.Second
+
+// lookupFresh is lookup for an envelope that names a key the cached
+// credential does not list, as after the sender rotated its keys: the
+// registry is read again unless the cached copy is younger than
+// refreshAfter (which bounds the reads envelopes naming made-up keys can
+// cause).
+func (r *registry) lookupFresh(ctx context.Context, node string) (*crypto.Credential, error) {
+	r.mu.Lock()
+	if c, ok := r.cache[node]; ok && r.now().Sub(c.fetched) >= refreshAfter {
+		delete(r.cache, node)
+	}
+	r.mu.Unlock()
+	return r.lookup(ctx, node)
 }
 
 // lookupToken is lookup that also returns the credential as published (the
@@ -87,3 +122,156 @@ func (r *registry) lookupToken(ctx context.Context, node string) (*crypto.Creden
 	r.mu.Unlock()
 	return cred, token, nil
 }
+
+// revocationFile is where a node keeps the newest revocation list it has
+// verified, inside its data directory.
+const revocationFile = "revocations.edrl"
+
+// revoked reports whether node, or its key keyID, is revoked at time at
+// by the newest list held.
+func (r *registry) revoked(node, keyID string, at time.Time) bool {
+	return r.rl.Load().Revoked(node, keyID, at)
+}
+
+// checkRevoked returns an error wrapping ErrRevoked when node or its key
+// keyID is revoked at time at.
+func (r *registry) checkRevoked(node, keyID string, at time.Time) error {
+	rl := r.rl.Load()
+	if !rl.Revoked(node, keyID, at) {
+		return nil
+	}
+	if rl.Revoked(node, "", at) {
+		return fmt.Errorf("node %q: %w (revocation list %d)", node, ErrRevoked, rl.Serial)
+	}
+	return fmt.Errorf("node %q: key %s: %w (revocation list %d)", node, keyID, ErrRevoked, rl.Serial)
+}
+
+// revocationSerial is the serial of the list held, 0 when none.
+func (r *registry) revocationSerial() uint64 {
+	if rl := r.rl.Load(); rl != nil {
+		return rl.Serial
+	}
+	return 0
+}
+
+// offerRevocations takes data as the space's revocation list if it verifies
+// against the root key, is for this space and supersedes the list held
+// (CREDENTIALS.md §6.1); it then becomes the list checked and, when keep is
+// set, is written to the data directory. It reports whether the list was
+// taken; the same list again is not an error, an older one or one that
+// does not verify is.
+func (r *registry) offerRevocations(data []byte, keep bool) (bool, error) {
+	rl, err := crypto.ParseRevocationList(data, r.root, r.space)
+	if err != nil {
+		return false, err
+	}
+	r.revMu.Lock()
+	defer r.revMu.Unlock()
+	held := r.rl.Load()
+	if !rl.Supersedes(held) {
+		if rl.Serial == held.Serial {
+			return false, nil
+		}
+		return false, fmt.Errorf("revocation list %d is older than the list held (%d): ignored", rl.Serial, held.Serial)
+	}
+	if keep && r.revFile != "" {
+		if err := writeFileAtomic(r.revFile, data); err != nil {
+			return false, fmt.Errorf("keep revocation list: %w", err)
+		}
+	}
+	r.rl.Store(rl)
+	return true, nil
+}
+
+// loadRevocations reads the list kept in the data directory, then the one
+// published on the space, keeping the newer. A published list that does not
+// verify or is older is logged and ignored; one kept locally that does not
+// verify is an error (the data directory was tampered with).
+func (r *registry) loadRevocations(ctx context.Context, kv jetstream.KeyValue, dataDir string, log *slog.Logger) error {
+	r.revFile = filepath.Join(dataDir, revocationFile)
+	data, err := os.ReadFile(r.revFile)
+	switch {
+	case err == nil:
+		if _, err := r.offerRevocations(data, false); err != nil {
+			return fmt.Errorf("revocation list %s: %w", r.revFile, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("revocation list: %w", err)
+	}
+	e, err := kv.Get(ctx, bus.RevocationKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read revocation list: %w", err)
+	}
+	r.takeRevocations(e.Value(), log)
+	return nil
+}
+
+// takeRevocations offers a published list and logs the outcome.
+func (r *registry) takeRevocations(data []byte, log *slog.Logger) {
+	took, err := r.offerRevocations(data, true)
+	switch {
+	case err != nil:
+		log.Warn("revocation list ignored", "err", err, "serial_held", r.revocationSerial())
+	case took:
+		rl := r.rl.Load()
+		log.Info("revocation list taken", "serial", rl.Serial, "entries", len(rl.Entries))
+	}
+}
+
+// watchRevocations follows the revocation list on the space until ctx
+// ends, taking every newer list that verifies.
+func (r *registry) watchRevocations(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) {
+	for ctx.Err() == nil {
+		w, err := kv.Watch(ctx, bus.RevocationKey)
+		if err != nil {
+			log.Warn("watch revocation list; will retry", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e != nil && e.Operation() == jetstream.KeyValuePut {
+				r.takeRevocations(e.Value(), log)
+			}
+		}
+		// Updates closes when ctx ends or the subscription closed.
+		w.Stop()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// writeFileAtomic writes data to path (mode 0600) through a temporary file
+// renamed over it.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// RevocationSerial is the serial of the newest revocation list this node
+// has verified and checks peers against, 0 when it holds none.
+func (n *Node) RevocationSerial() uint64 { return n.reg.revocationSerial() }

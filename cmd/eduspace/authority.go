@@ -1,25 +1,24 @@
 package main
 
 import (
-	"strings"
-
-	"github.com/nats-io/nats.go/jetstream"
-
 	"context"
 	"fmt"
-	"github.com/eduspace/eduspace/node/bus"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/node/bus"
 )
 
 func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: authority init --dir D | authority issue --dir D --request FILE ...", errUsage)
+		return fmt.Errorf("%w: authority init --dir D | authority issue --dir D --request FILE ... | authority revoke --dir D --space S --node ID ... | authority publish-revocations ... | authority nats-config ... | authority nats-setup ...", errUsage)
 	}
 	switch args[0] {
 	case "init":
@@ -72,6 +71,10 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		fmt.Fprintf(stdout, "credential written to %s\n", *out)
 		return nil
+	case "revoke":
+		return runRevoke(ctx, args[1:], stdout, stderr)
+	case "publish-revocations":
+		return runPublishRevocations(ctx, args[1:], stdout, stderr)
 	case "nats-config":
 		return runNATSConfig(ctx, args[1:], stdout, stderr)
 	case "nats-setup":
@@ -139,6 +142,101 @@ func runNATSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if _, err := bus.Ensure(ctx, js, l); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "stream %s and bucket %s ready\n", l.ExchangeStream(), l.RegistryBucket())
+	fmt.Fprintf(stdout, "stream %s and buckets %s, %s ready\n", l.ExchangeStream(), l.RegistryBucket(), l.RevocationBucket())
+	return nil
+}
+
+// runRevoke adds a node, or one of its keys, to the space's revocation
+// list, signs the list with the next serial, keeps it in the authority
+// directory, and writes it to a file or publishes it on the space.
+func runRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("authority revoke", stderr)
+	dir := fs.String("dir", "", "the authority directory (required)")
+	space := fs.String("space", "", "the space name (required)")
+	nodeID := fs.String("node", "", "the node id to revoke (required)")
+	keyID := fs.String("key", "", "revoke only this key id (k-…, s-… or c-…) of the node; default the whole node")
+	reason := fs.String("reason", "", "why, kept in the signed list (no personal data)")
+	at := fs.String("at", "", "revoked from this time on (RFC 3339, e.g. the time of compromise); default now")
+	out := fs.String("out", "", "write the signed list to this file")
+	url := fs.String("url", "", "publish the signed list on the space through this NATS server")
+	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk), with --url")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *dir == "" || *space == "" || *nodeID == "" {
+		return fmt.Errorf("%w: --dir, --space and --node are required", errUsage)
+	}
+	if *out == "" && *url == "" {
+		return fmt.Errorf("%w: give --out FILE, --url URL, or both", errUsage)
+	}
+	now := time.Now()
+	from := now
+	if *at != "" {
+		t, err := time.Parse(time.RFC3339, *at)
+		if err != nil {
+			return fmt.Errorf("%w: --at: %v", errUsage, err)
+		}
+		from = t
+	}
+	k, err := authority.Load(*dir)
+	if err != nil {
+		return err
+	}
+	rl, data, err := authority.Revoke(k, *dir, *space, crypto.Revocation{NodeID: *nodeID, KeyID: *keyID, Revoked: from, Reason: *reason}, now)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "revocation list %d signed (%d entries), kept in %s\n", rl.Serial, len(rl.Entries), authority.RevocationListPath(*dir, *space))
+	return emitRevocations(ctx, *space, data, rl.Serial, *out, *url, *creds, stdout)
+}
+
+// runPublishRevocations publishes the last list the authority signed, for
+// a space set up after the list was made or a bucket that lost it.
+func runPublishRevocations(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("authority publish-revocations", stderr)
+	dir := fs.String("dir", "", "the authority directory (required)")
+	space := fs.String("space", "", "the space name (required)")
+	out := fs.String("out", "", "write the signed list to this file")
+	url := fs.String("url", "", "publish the signed list on the space through this NATS server")
+	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk), with --url")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *dir == "" || *space == "" || (*out == "" && *url == "") {
+		return fmt.Errorf("%w: --dir and --space, and --out or --url, are required", errUsage)
+	}
+	rl, data, err := authority.RevocationList(*dir, *space)
+	if err != nil {
+		return err
+	}
+	if rl == nil {
+		return fmt.Errorf("no revocation list for space %s in %s: nothing revoked yet", *space, *dir)
+	}
+	return emitRevocations(ctx, *space, data, rl.Serial, *out, *url, *creds, stdout)
+}
+
+func emitRevocations(ctx context.Context, space string, data []byte, serial uint64, out, url, creds string, stdout io.Writer) error {
+	if out != "" {
+		if err := os.WriteFile(out, data, 0o644); err != nil {
+			return fmt.Errorf("write revocation list: %w", err)
+		}
+		fmt.Fprintf(stdout, "revocation list %d written to %s\n", serial, out)
+	}
+	if url == "" {
+		return nil
+	}
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: url, Credentials: creds})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := authority.PublishRevocations(ctx, js, space, data); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "revocation list %d published in bucket %s\n", serial, bus.Layout{Space: space}.RevocationBucket())
 	return nil
 }

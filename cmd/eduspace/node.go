@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"path/filepath"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
@@ -12,13 +14,15 @@ import (
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: node run --config FILE | node init --config FILE", errUsage)
+		return fmt.Errorf("%w: node run --config FILE | node init --config FILE | node rotate --config FILE [--switch | --retire]", errUsage)
 	}
 	switch args[0] {
 	case "run":
 		return runNodeRun(ctx, args[1:], stdout, stderr)
 	case "init":
 		return runNodeInit(ctx, args[1:], stdout, stderr)
+	case "rotate":
+		return runNodeRotate(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown node subcommand %q", errUsage, args[0])
 }
@@ -73,5 +77,59 @@ func runNodeInit(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintf(stdout, "keys written to %s\nhand %s to the space authority:\n  eduspace authority issue --dir AUTHORITY_DIR --request %s --space %s --role university --institution NAME --out credential.jwt\nthen put credential.jwt in %s\n",
 		filepath.Join(cfg.DataDir, "keys"), filepath.Join(cfg.DataDir, node.RequestFile),
 		filepath.Join(cfg.DataDir, node.RequestFile), cfg.Space, cfg.DataDir)
+	return nil
+}
+
+// runNodeRotate takes one step of a key rotation (node/KEYS.md,
+// crypto/CREDENTIALS.md §5): by default it announces next keys, with
+// --switch it makes them current, with --retire it drops the old ones from
+// the request. Each step writes node-request.json for the authority; the
+// node takes the credential issued from it at its next start.
+func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("node rotate", stderr)
+	cfgPath := fs.String("config", "", "the node's YAML config file (required)")
+	sw := fs.Bool("switch", false, "make the keys announced by the last rotate current (step 2)")
+	retire := fs.Bool("retire", false, "request the current keys only (step 3)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *cfgPath == "" {
+		return fmt.Errorf("%w: --config is required", errUsage)
+	}
+	if *sw && *retire {
+		return fmt.Errorf("%w: --switch and --retire exclude each other", errUsage)
+	}
+	cfg, err := node.LoadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	step := node.RotateAnnounce
+	switch {
+	case *sw:
+		step = node.RotateSwitch
+	case *retire:
+		step = node.RotateRetire
+	}
+	rot, err := node.RotateKeys(cfg, step, time.Now())
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(struct {
+			Version int `json:"version"`
+			node.Rotation
+		}{1, rot})
+	}
+	if rot.Created != 0 {
+		fmt.Fprintf(stdout, "key generation %d created in %s\n", rot.Created, filepath.Join(cfg.DataDir, "keys"))
+	}
+	fmt.Fprintf(stdout, "%s: %s lists key generations %v (current first)\n", rot.Step, rot.Request, rot.Listed)
+	fmt.Fprintf(stdout, "have the authority issue a credential from it:\n  eduspace authority issue --dir AUTHORITY_DIR --request %s --space %s --role ROLE --institution NAME --out credential.jwt\nthen put credential.jwt in place and restart the node\n",
+		rot.Request, cfg.Space)
+	for _, g := range rot.Unlisted {
+		fmt.Fprintf(stdout, "generation %d is not in the request: once the new credential is in use and every envelope sealed to it has expired, delete %v\n",
+			g, node.GenerationFiles(cfg.DataDir, g))
+	}
 	return nil
 }
