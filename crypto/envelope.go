@@ -38,6 +38,7 @@ const (
 	KindErasureRequest uint8 = 3 // a request to erase a data subject's records
 	KindErasureReceipt uint8 = 4 // confirmation that an erasure was done
 	KindAgreement      uint8 = 5 // an agreement proposal, acceptance or revocation between two members
+	KindAggregate      uint8 = 6 // a message of an aggregate round (query, secure-aggregation step, release)
 )
 
 const (
@@ -100,7 +101,7 @@ func malformed(format string, args ...any) error {
 
 // validate checks the rules of ENVELOPE.md §1 other than the suite.
 func (h Header) validate() error {
-	if h.Kind < KindRecords || h.Kind > KindAgreement {
+	if h.Kind < KindRecords || h.Kind > KindAggregate {
 		return malformed("unknown kind %d", h.Kind)
 	}
 	if h.Count > MaxCount {

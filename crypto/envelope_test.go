@@ -348,7 +348,7 @@ func TestInvalidHeaders(t *testing.T) {
 		{"long purpose", func(h *Header) { h.Purpose = strings.Repeat("p", 65) }},
 		{"unknown level", func(h *Header) { h.Level = "L9" }},
 		{"kind 0", func(h *Header) { h.Kind = 0 }},
-		{"kind 6", func(h *Header) { h.Kind = 6 }},
+		{"kind 7", func(h *Header) { h.Kind = 7 }},
 		{"count above limit", func(h *Header) { h.Count = MaxCount + 1 }},
 		{"records without count", func(h *Header) { h.Count = 0 }},
 		{"zero created", func(h *Header) { h.Created = time.Time{} }},

@@ -61,6 +61,14 @@ type NATSConfig struct {
 	// Listen is where the embedded server accepts clients (host:port), so
 	// that other nodes can join it; empty accepts in-process clients only.
 	Listen string `yaml:"listen"`
+	// Domain is the JetStream domain of the space's streams when the node
+	// reaches them through a leaf node (the hub's domain, e.g. "hub");
+	// empty for a direct connection.
+	Domain string `yaml:"domain"`
+	// Replicas is how many copies of the space's streams a node creates
+	// when it finds them missing (servers without permissions only; the
+	// operator's `authority nats-setup --replicas` otherwise); 0 means 1.
+	Replicas int `yaml:"replicas"`
 }
 
 // AdminConfig is the admin HTTP API.
@@ -152,6 +160,12 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.URL != "" && c.NATS.Listen != "" {
 		bad("nats.listen", "only for the embedded server; leave it empty when nats.url is set")
+	}
+	if c.NATS.Domain != "" && (c.NATS.URL == "" || !bus.ValidName(c.NATS.Domain)) {
+		bad("nats.domain", "%q: a JetStream domain name (lower case letters, digits, '-', '_'), only with nats.url", c.NATS.Domain)
+	}
+	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
+		bad("nats.replicas", "%d: must be 0 to 5", c.NATS.Replicas)
 	}
 	if c.NATS.URL == "" && c.NATS.Credentials != "" {
 		bad("nats.credentials", "only with nats.url")

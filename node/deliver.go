@@ -94,7 +94,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.err = refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
 		return
 	}
-	plain, err := env.Open(n.keys.KEM)
+	plain, err := n.openEnvelope(env)
 	if err != nil {
 		p.err = refuse(RefuseDecrypt, err)
 		return

@@ -157,8 +157,8 @@ func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentR
 }
 
 // acceptControl handles a control message: an erasure request (this node
-// erases and answers), an erasure receipt (a recipient confirms), or an
-// agreement message.
+// erases and answers), an erasure receipt (a recipient confirms), an
+// agreement message, or a message of an aggregate round (aggregate.go).
 func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, error) {
 	env, cred, err := n.check(ctx, data, 0)
 	if env == nil {
@@ -168,7 +168,7 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	plain, err := env.Open(n.keys.KEM)
+	plain, err := n.openEnvelope(env)
 	if err != nil {
 		return h, refuse(RefuseDecrypt, err)
 	}
@@ -179,6 +179,8 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 		return h, n.confirmErasure(ctx, h, plain)
 	case crypto.KindAgreement:
 		return h, n.agreementMessage(ctx, h, cred, plain)
+	case crypto.KindAggregate:
+		return h, n.aggregateMessage(ctx, h, cred, plain)
 	}
 	return h, refuse(RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }

@@ -71,6 +71,7 @@ func (n *Node) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/consents", n.handleConsent)
 	api.HandleFunc("POST /v1/consents/{id}/withdraw", n.handleWithdraw)
 	api.HandleFunc("POST /v1/subjects/report", n.handleSubjectReport)
+	n.aggregateRoutes(api) // aggregate_http.go
 	mux.Handle("/v1/", n.authorize(api))
 	mux.Handle("GET /status", n.statusPageHandler()) // loopback only, no token: node/status.go
 	return mux

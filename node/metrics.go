@@ -24,11 +24,13 @@ const (
 	RefuseReplayed     = "replayed"
 	RefuseNoAgreement  = "no_agreement"
 	RefuseContent      = "bad_content"
+	RefuseRevoked      = "revoked"
 )
 
 var refuseReasons = []string{
 	RefuseMalformed, RefuseMisaddressed, RefuseUnknownKey, RefuseExpired, RefuseUnknownPeer,
 	RefuseSignature, RefuseDecrypt, RefuseReplayed, RefuseNoAgreement, RefuseContent,
+	RefuseRevoked,
 }
 
 // reasonCoreRefused is the ingest refusal of a record classified CORE.
@@ -67,6 +69,8 @@ type metrics struct {
 	checkpointsReceived  prometheus.Counter
 	checkpointConflicts  prometheus.Counter
 	latency              prometheus.Histogram
+
+	agg aggMetrics // node/aggregate_metrics.go
 }
 
 // gauges are the figures a scrape reads from the database.
@@ -225,5 +229,6 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 	for _, e := range []string{"requested", "confirmed", "performed"} {
 		m.erasures.WithLabelValues(e)
 	}
+	m.initAggregate()
 	return m
 }

@@ -63,6 +63,7 @@ type Node struct {
 	started         bool // Open completed
 	shareMu         sync.Mutex
 	volumes         map[string]*volume // by recipient; guarded by shareMu
+	agg             aggState           // aggregate rounds in memory (aggregate.go)
 	relayWake       chan struct{}
 	ready           atomic.Bool
 
@@ -87,7 +88,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		now:       env.Now,
 		std:       schema.Default(),
 		rules:     policy.DefaultRulebook(),
-		layout:    bus.Layout{Space: cfg.Space},
+		layout:    bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
 		relayWake: make(chan struct{}, 1),
 		volumes:   map[string]*volume{},
 	}
@@ -166,7 +167,12 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.closers = append(n.closers, func() error { return n.nc.Drain() })
-	if n.js, err = jetstream.New(n.nc); err != nil {
+	if cfg.NATS.Domain != "" {
+		n.js, err = jetstream.NewWithDomain(n.nc, cfg.NATS.Domain)
+	} else {
+		n.js, err = jetstream.New(n.nc)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	kv, err := bus.Ensure(ctx, n.js, n.layout)
@@ -239,6 +245,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	go func() {
 		defer n.wg.Done()
 		n.janitor(runCtx, 10*time.Minute)
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.aggregator(runCtx)
 	}()
 	if err := n.serveHTTP(); err != nil {
 		return nil, err

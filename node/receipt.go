@@ -56,7 +56,7 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	plain, err := env.Open(n.keys.KEM)
+	plain, err := n.openEnvelope(env)
 	if err != nil {
 		return h, refuse(RefuseDecrypt, err)
 	}

@@ -244,6 +244,9 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 	if to == nil {
 		return nil, fmt.Errorf("share under agreement %s: recipient %s has no KEM key", a.ID, a.Recipient)
 	}
+	if err := n.reg.checkRevoked(a.Recipient, to.KeyID(), n.now()); err != nil {
+		return nil, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
+	}
 	return &shareRun{
 		n: n, a: a, to: to, role: cred.Role,
 		tokenKey:  crypto.TokenKey(n.keys.derive("tokens"), a.Recipient),

@@ -55,6 +55,7 @@ func faultAgreement() []byte {
 		ID: "fault-verify", Provider: "uni-s", Recipient: "uni-r", Purpose: policy.PurposeEnrollmentVerification,
 		LegalBasis: policy.BasisContract, RecordTypes: map[string][]string{"course_grade": {"student_id", "course_code", "score"}},
 		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(24 * time.Hour),
+		BulkApproved: true, // 3,400 subjects at L3: rule V1 asks for bulk approval
 	}
 	data, _ := json.Marshal(a)
 	return data

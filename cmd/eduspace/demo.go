@@ -65,6 +65,20 @@ func printDemo(w io.Writer, r demo.Result) {
 	}
 	fmt.Fprintf(w, "\nconsents: %d granted, %d withdrawn; erasures: %d requested, %d confirmed by the recipients\n",
 		r.ConsentsGranted, r.ConsentsWithdrawn, r.ErasuresRequested, r.ErasuresConfirmed)
+	ag := r.Aggregate
+	fmt.Fprintf(w, "\naggregate %s: %d of %d universities, %d cells released, %d suppressed under k; ρ = %.3f (ε = %.2f at δ = %g); %.2fs\n",
+		ag.Round, ag.Survivors, ag.Participants, ag.CellsReleased, ag.CellsSuppressed, ag.RhoSpent, ag.EpsilonSpent, ag.Delta, ag.Seconds)
+	for _, c := range ag.Cells {
+		v := "suppressed"
+		if c.Count != nil {
+			v = fmt.Sprintf("%d (noisy)", *c.Count)
+		}
+		key := strings.Join(c.Key, ", ")
+		if key == "" {
+			key = "other"
+		}
+		fmt.Fprintf(w, "  %s: %s\n", key, v)
+	}
 	verdict := "every node's evidence chain verified"
 	if !r.EvidenceVerified {
 		verdict = "EVIDENCE CHAIN BROKEN"

@@ -33,6 +33,12 @@ func TestDemoJSON(t *testing.T) {
 		EvidenceVerified bool           `json:"evidence_verified"`
 		Requested        int            `json:"erasures_requested"`
 		Confirmed        int            `json:"erasures_confirmed"`
+		Aggregate        *struct {
+			CellsReleased   *int     `json:"cells_released"`
+			CellsSuppressed *int     `json:"cells_suppressed"`
+			EpsilonSpent    *float64 `json:"epsilon_spent"`
+			Survivors       int      `json:"survivors"`
+		} `json:"aggregate"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
@@ -42,6 +48,15 @@ func TestDemoJSON(t *testing.T) {
 	}
 	if res.Requested == 0 || res.Confirmed != res.Requested {
 		t.Errorf("erasures: %d requested, %d confirmed; want some, all confirmed", res.Requested, res.Confirmed)
+	}
+	// One aggregate round of the three universities: students by gender
+	// (女, 男, other), the empty "other" cell suppressed under k.
+	if ag := res.Aggregate; ag == nil || ag.CellsReleased == nil || ag.CellsSuppressed == nil || ag.EpsilonSpent == nil {
+		t.Errorf("aggregate object missing or incomplete: %s", out)
+	} else if *ag.CellsReleased+*ag.CellsSuppressed != 3 || *ag.CellsSuppressed < 1 || ag.Survivors != 3 ||
+		*ag.EpsilonSpent <= 0 || *ag.EpsilonSpent > 1.5 {
+		t.Errorf("aggregate: %d released, %d suppressed, ε = %v, %d survivors; want 3 cells, ≥ 1 suppressed, 0 < ε ≤ 1.5, 3 survivors",
+			*ag.CellsReleased, *ag.CellsSuppressed, *ag.EpsilonSpent, ag.Survivors)
 	}
 	for _, reason := range []string{"agreement_not_valid", "level_above_agreement", "minor_needs_guardian", "consent_missing"} {
 		if res.Denied[reason] == 0 {

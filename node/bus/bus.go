@@ -35,7 +35,12 @@ var tokenRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 func ValidName(s string) bool { return tokenRE.MatchString(s) }
 
 // Layout names the subjects, streams and buckets of one space.
-type Layout struct{ Space string }
+type Layout struct {
+	Space string
+	// Replicas is how many copies of the space's streams and bucket a
+	// clustered server keeps (3 at a hub cluster); 0 means 1.
+	Replicas int
+}
 
 // DeliverSubject is where sender publishes envelopes of records for
 // recipient. The sender is part of the subject so that the NATS server can
@@ -75,13 +80,15 @@ func (l Layout) AuditConsumer(node string) string { return "audit_" + node }
 
 // ControlSubject is where sender publishes control messages to recipient:
 // erasure requests and receipts, agreement proposals, acceptances and
-// revocations.
+// revocations, and the messages of aggregate rounds (node/AGGREGATES.md).
 func (l Layout) ControlSubject(recipient, sender string) string {
 	return "eds." + l.Space + ".control." + recipient + "." + sender
 }
 
 // ControlFilter matches every control message to node.
-func (l Layout) ControlFilter(node string) string { return "eds." + l.Space + ".control." + node + ".*" }
+func (l Layout) ControlFilter(node string) string {
+	return "eds." + l.Space + ".control." + node + ".*"
+}
 
 // ControlConsumer is node's durable consumer of control messages.
 func (l Layout) ControlConsumer(node string) string { return "control_" + node }
@@ -288,6 +295,7 @@ func Revocations(ctx context.Context, js jetstream.JetStream, l Layout) (jetstre
 // ExchangeStreamConfig is the exchange stream's configuration.
 func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
+		Replicas:    max(l.Replicas, 1),
 		Name:        l.ExchangeStream(),
 		Description: "eduspace envelopes and receipts, one subject per addressee and sender",
 		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*", "eds." + l.Space + ".control.*.*"},
@@ -302,6 +310,7 @@ func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 // small, few and must outlive the logs they protect, so nothing expires.
 func AuditStreamConfig(l Layout) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
+		Replicas:    max(l.Replicas, 1),
 		Name:        l.AuditStream(),
 		Description: "eduspace signed evidence checkpoints, one subject per node",
 		Subjects:    []string{l.AuditFilter()},
@@ -314,6 +323,7 @@ func AuditStreamConfig(l Layout) jetstream.StreamConfig {
 // RegistryConfig is the registry bucket's configuration.
 func RegistryConfig(l Layout) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
+		Replicas:    max(l.Replicas, 1),
 		Bucket:      l.RegistryBucket(),
 		Description: "eduspace member credentials (JWT), by node id",
 		History:     5,

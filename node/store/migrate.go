@@ -152,6 +152,36 @@ CREATE TABLE evidence (
 	hash      BLOB NOT NULL
 );
 `,
+	// 2: aggregates (node/AGGREGATES.md).
+	`
+-- aggregate_queries: the center's signed aggregate queries and their schedule; next_ms is when the
+-- next round of a standing query is due (NULL: none), state active, done or failed.
+CREATE TABLE aggregate_queries (
+	id         TEXT    PRIMARY KEY,
+	signed     BLOB    NOT NULL, -- node.SignedQuery as JSON
+	state      TEXT    NOT NULL,
+	rounds     INTEGER NOT NULL DEFAULT 0,
+	next_ms    INTEGER,
+	created_ms INTEGER NOT NULL
+);
+
+-- aggregate_releases: the center's released aggregates (noisy, cells under k suppressed), by round id.
+CREATE TABLE aggregate_releases (
+	id          TEXT    PRIMARY KEY,
+	query       TEXT    NOT NULL,
+	body        BLOB    NOT NULL, -- node.AggregateRelease as JSON
+	released_ms INTEGER NOT NULL
+);
+CREATE INDEX aggregate_releases_query ON aggregate_releases(query, released_ms);
+
+-- privacy_ledger: this node's privacy budget per (recipient, dataset), one row holding the
+-- policy/privacy Ledger as JSON.
+CREATE TABLE privacy_ledger (
+	id         INTEGER PRIMARY KEY CHECK (id = 1),
+	body       BLOB    NOT NULL,
+	updated_ms INTEGER NOT NULL
+);
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

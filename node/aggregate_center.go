@@ -1,0 +1,659 @@
+package node
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/crypto/secagg"
+	"github.com/eduspace/eduspace/policy/privacy"
+)
+
+// The center's side of aggregate rounds: queries and their schedule,
+// relaying, summing, suppressing and storing releases (AGGREGATES.md §3).
+
+// Steps of a round at the center: what it is collecting.
+const (
+	stepCommit = iota
+	stepShares
+	stepMasked
+	stepUnmask
+	stepDone
+)
+
+// ErrNotCenter is returned when a node without the center role is asked to
+// run an aggregate query.
+var ErrNotCenter = errors.New("only a node with the center role runs aggregate queries")
+
+// ErrUnknownAggregate is returned for a release id the center does not hold.
+var ErrUnknownAggregate = errors.New("unknown aggregate")
+
+// centerRound is the center's state of one round, in memory.
+type centerRound struct {
+	id, queryID, digest string
+	sq                  SignedQuery
+	q                   *AggregateQuery
+	plan                aggPlan
+	r                   *secagg.Round
+	started, stepAt     time.Time
+	step                int
+	declined            map[string]string
+	commits             map[string]aggCommit
+	commitments         map[string]secagg.Commitment
+	shares              map[string][][]byte
+	shared              []string // U2
+	masked              map[string]secagg.MaskedInput
+	survivors           []string // U3
+	responses           map[string]secagg.UnmaskResponse
+	done                chan struct{}
+	release             *AggregateRelease
+	err                 error
+	finished            time.Time
+}
+
+// AggregateQueryInfo is what submitting a query started.
+type AggregateQueryInfo struct {
+	ID      string  `json:"id"`
+	Digest  string  `json:"digest"`
+	Round   string  `json:"round"`   // the first round
+	Rho     float64 `json:"rho"`     // worst-case ρ of one release
+	Epsilon float64 `json:"epsilon"` // at δ = AggregateDelta
+}
+
+// ReleasedCell is one cell of a release: its key (one value per group-by
+// dimension, "" for other) and its noisy count (and sum), or nothing when
+// suppressed.
+type ReleasedCell struct {
+	Key        []string `json:"key"`
+	Count      *int64   `json:"count,omitempty"`
+	Sum        *int64   `json:"sum,omitempty"`
+	Suppressed bool     `json:"suppressed,omitempty"`
+}
+
+// AggregateRelease is one released aggregate: noisy, with cells under k
+// suppressed. Nothing else of a round is kept.
+type AggregateRelease struct {
+	ID              string         `json:"id"` // the round id
+	Query           string         `json:"query"`
+	QueryDigest     string         `json:"query_digest"`
+	RecordType      string         `json:"record_type"`
+	Dataset         string         `json:"dataset"`
+	Purpose         string         `json:"purpose"`
+	GroupBy         []string       `json:"group_by"`
+	Measure         Measure        `json:"measure"`
+	K               int64          `json:"k"`
+	Rho             float64        `json:"rho"`     // worst-case ρ each contributor debited
+	Epsilon         float64        `json:"epsilon"` // ρ converted at δ
+	Delta           float64        `json:"delta"`
+	Participants    []string       `json:"participants"`
+	Survivors       []string       `json:"survivors"`
+	Started         time.Time      `json:"started"`
+	Released        time.Time      `json:"released"`
+	CellsReleased   int            `json:"cells_released"`
+	CellsSuppressed int            `json:"cells_suppressed"`
+	Cells           []ReleasedCell `json:"cells,omitempty"`
+}
+
+// SubmitAggregateQuery signs q as this center's query, stores it and starts
+// its first round; a standing query (Interval set) gets a new round every
+// interval until its deadline. Unset fields take defaults: center, issued
+// (now), dataset (the record type), contribution bound 1, round timeout
+// 60s, deadline an hour after issue.
+func (n *Node) SubmitAggregateQuery(ctx context.Context, q AggregateQuery) (AggregateQueryInfo, error) {
+	if n.cred.Role != crypto.RoleCenter {
+		return AggregateQueryInfo{}, ErrNotCenter
+	}
+	now := n.now()
+	if q.Center == "" {
+		q.Center = n.cfg.NodeID
+	}
+	if q.Issued.IsZero() {
+		q.Issued = now.UTC().Truncate(time.Millisecond)
+	}
+	if q.Dataset == "" {
+		q.Dataset = q.RecordType
+	}
+	if q.ContributionBound == 0 {
+		q.ContributionBound = 1
+	}
+	if q.RoundTimeout == 0 {
+		q.RoundTimeout = Duration(time.Minute)
+	}
+	if q.Deadline.IsZero() {
+		q.Deadline = q.Issued.Add(time.Hour)
+	}
+	if q.Center != n.cfg.NodeID {
+		return AggregateQueryInfo{}, fmt.Errorf("aggregate query: center: must be this node, %s", n.cfg.NodeID)
+	}
+	if err := q.Validate(n.std); err != nil {
+		return AggregateQueryInfo{}, err
+	}
+	plan, err := planQuery(&q)
+	if err != nil {
+		return AggregateQueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)
+	}
+	for i, p := range q.Participants {
+		cred, err := n.reg.lookup(ctx, p)
+		if err != nil || cred.Role != crypto.RoleUniversity {
+			return AggregateQueryInfo{}, fmt.Errorf("aggregate query: participants[%d]: %q is not an admitted university", i, p)
+		}
+	}
+	sq, err := n.signQuery(&q)
+	if err != nil {
+		return AggregateQueryInfo{}, err
+	}
+	signed, _ := json.Marshal(sq)
+	info := AggregateQueryInfo{ID: q.ID, Digest: sq.Digest(), Rho: plan.rho}
+	info.Epsilon, _ = privacy.Epsilon(plan.rho, AggregateDelta)
+	n.agg.mu.Lock()
+	defer n.agg.mu.Unlock()
+	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO aggregate_queries(id, signed, state, rounds, next_ms, created_ms)
+			VALUES (?, ?, 'active', 0, NULL, ?)`, q.ID, signed, now.UnixMilli()); err != nil {
+			return fmt.Errorf("aggregate query: id: %q exists already", q.ID)
+		}
+		e := aggEntry("", info.Digest, "query_submitted")
+		e.Purpose = string(q.Purpose)
+		e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells, "rho_nano": nanoRho(plan.rho)}
+		return n.ev.Append(ctx, tx, e)
+	})
+	if err != nil {
+		return AggregateQueryInfo{}, err
+	}
+	info.Round, err = n.startRound(ctx, q.ID)
+	return info, err
+}
+
+// startRound starts the next round of a stored query; agg.mu is held.
+func (n *Node) startRound(ctx context.Context, queryID string) (string, error) {
+	var signed []byte
+	var rounds int
+	if err := n.db.R.QueryRowContext(ctx, `SELECT signed, rounds FROM aggregate_queries WHERE id = ?`, queryID).Scan(&signed, &rounds); err != nil {
+		return "", fmt.Errorf("aggregate query %s: %w", queryID, err)
+	}
+	var sq SignedQuery
+	if err := json.Unmarshal(signed, &sq); err != nil {
+		return "", err
+	}
+	q, err := n.verifyQuery(ctx, &sq)
+	if err != nil {
+		return "", err
+	}
+	plan, err := planQuery(q)
+	if err != nil {
+		return "", err
+	}
+	now := n.now()
+	if !now.Before(q.Deadline) {
+		n.setQueryState(ctx, q.ID, "done", sql.NullInt64{})
+		return "", fmt.Errorf("aggregate query %s: past its deadline", q.ID)
+	}
+	id := fmt.Sprintf("%s-r%d", q.ID, rounds+1)
+	r, err := secagg.NewRound(secagg.Params{RoundID: id, Participants: q.Participants, Threshold: q.Threshold,
+		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
+	if err != nil {
+		return "", err
+	}
+	cr := &centerRound{id: id, queryID: q.ID, digest: sq.Digest(), sq: sq, q: q, plan: plan, r: r, started: now, stepAt: now,
+		declined: map[string]string{}, commits: map[string]aggCommit{}, commitments: map[string]secagg.Commitment{},
+		shares: map[string][][]byte{}, masked: map[string]secagg.MaskedInput{}, responses: map[string]secagg.UnmaskResponse{},
+		done: make(chan struct{})}
+	var next sql.NullInt64
+	state := "done"
+	if iv := time.Duration(q.Interval); iv > 0 && now.Add(iv).Before(q.Deadline) {
+		next, state = sql.NullInt64{Int64: now.Add(iv).UnixMilli(), Valid: true}, "active"
+	}
+	msgs := map[string]aggMsg{}
+	for _, p := range q.Participants {
+		msgs[p] = aggMsg{Type: aggMsgRound, Round: id, Query: &sq}
+	}
+	e := aggEntry(id, cr.digest, "round_started")
+	e.Purpose = string(q.Purpose)
+	e.Detail = map[string]int{"participants": len(q.Participants)}
+	err = n.sendAgg(ctx, q, msgs, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE aggregate_queries SET rounds = rounds + 1, next_ms = ?, state = ? WHERE id = ?`,
+			next, state, q.ID); err != nil {
+			return err
+		}
+		return n.ev.Append(ctx, tx, e)
+	})
+	if err != nil {
+		return "", err
+	}
+	if n.agg.rounds == nil {
+		n.agg.rounds = map[string]*centerRound{}
+	}
+	n.agg.rounds[id] = cr
+	n.m.agg.rounds.WithLabelValues("started").Inc()
+	n.log.Info("aggregate round started", "round", id, "participants", len(q.Participants))
+	return id, nil
+}
+
+// centerTick starts the rounds standing queries are due, and moves rounds
+// whose step has timed out on.
+func (n *Node) centerTick(ctx context.Context, now time.Time) {
+	rows, err := n.db.R.QueryContext(ctx, `SELECT id FROM aggregate_queries WHERE state = 'active' AND next_ms IS NOT NULL AND next_ms <= ?`, now.UnixMilli())
+	if err != nil {
+		return
+	}
+	var due []string
+	for rows.Next() {
+		var id string
+		if rows.Scan(&id) == nil {
+			due = append(due, id)
+		}
+	}
+	rows.Close()
+	n.agg.mu.Lock()
+	defer n.agg.mu.Unlock()
+	for _, id := range due {
+		if _, err := n.startRound(ctx, id); err != nil && ctx.Err() == nil {
+			// Skip this round (a participant's credential could not be
+			// read, say): the next one is due an interval later.
+			n.log.Warn("standing aggregate query: round not started", "query", id, "err", err)
+			n.skipRound(ctx, id, now)
+		}
+	}
+	for id, cr := range n.agg.rounds {
+		if cr.step == stepDone {
+			if now.Sub(cr.finished) > 10*time.Minute {
+				delete(n.agg.rounds, id)
+			}
+			continue
+		}
+		if now.Sub(cr.stepAt) >= time.Duration(cr.q.RoundTimeout)/4 {
+			n.centerAdvance(ctx, cr, true)
+		}
+	}
+}
+
+// centerMessage records a participant's message and moves the round on
+// when the step is complete.
+func (n *Node) centerMessage(ctx context.Context, from string, m aggMsg) {
+	n.agg.mu.Lock()
+	defer n.agg.mu.Unlock()
+	cr := n.agg.rounds[m.Round]
+	if cr == nil || cr.step == stepDone || !slices.Contains(cr.q.Participants, from) {
+		return
+	}
+	if err := cr.record(n, ctx, from, m); err != nil {
+		n.log.Warn("aggregate message ignored", "round", cr.id, "from", from, "type", m.Type, "err", err)
+		return
+	}
+	n.centerAdvance(ctx, cr, false)
+}
+
+func (cr *centerRound) record(n *Node, ctx context.Context, from string, m aggMsg) error {
+	switch m.Type {
+	case aggMsgDecline:
+		if _, ok := cr.declined[from]; ok {
+			return nil
+		}
+		reason := "declined"
+		if slices.Contains(aggRefuseReasons, m.Reason) {
+			reason = m.Reason
+		}
+		cr.declined[from] = reason
+		e := aggEntry(cr.id, cr.digest, reason)
+		e.Peer, e.Purpose = from, string(cr.q.Purpose)
+		return n.db.Write(ctx, func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) })
+	case aggMsgCommit:
+		if cr.step != stepCommit {
+			return errors.New("late commitment")
+		}
+		cred, err := n.reg.lookup(ctx, from)
+		if err != nil {
+			return err
+		}
+		vk, ok := cred.SigningKey(m.KeyID)
+		if !ok || !vk.Verify(append([]byte(aggCommitLabel), m.Data...), m.Sig) {
+			return errors.New("commitment signature does not verify")
+		}
+		c, err := cr.r.ParseCommitment(m.Data)
+		if err != nil || c.From != from {
+			return errors.New("malformed commitment")
+		}
+		cr.commits[from] = aggCommit{From: from, KeyID: m.KeyID, Data: m.Data, Sig: m.Sig}
+		cr.commitments[from] = c
+	case aggMsgShares:
+		if cr.step != stepShares {
+			return errors.New("late share bundles")
+		}
+		if _, ok := cr.commits[from]; !ok {
+			return errors.New("share bundles from a participant that did not commit")
+		}
+		to := map[string]bool{}
+		for _, b := range m.Bundles {
+			env, err := crypto.ParseEnvelope(b)
+			if err != nil {
+				return err
+			}
+			h := env.Header
+			if h.Sender != from || h.Kind != crypto.KindAggregate || h.Recipient == from || to[h.Recipient] {
+				return errors.New("share bundle misaddressed")
+			}
+			if _, ok := cr.commits[h.Recipient]; !ok {
+				return errors.New("share bundle to a participant that did not commit")
+			}
+			to[h.Recipient] = true
+		}
+		if len(to) != len(cr.commits)-1 {
+			return fmt.Errorf("%d share bundles for %d other committed participants", len(to), len(cr.commits)-1)
+		}
+		cr.shares[from] = m.Bundles
+	case aggMsgMasked:
+		if cr.step != stepMasked || !slices.Contains(cr.shared, from) {
+			return errors.New("masked table out of turn")
+		}
+		mi, err := cr.r.ParseMaskedInput(m.Data)
+		if err != nil || mi.From != from {
+			return errors.New("malformed masked table")
+		}
+		cr.masked[from] = mi
+	case aggMsgUnmask:
+		if cr.step != stepUnmask || !slices.Contains(cr.survivors, from) {
+			return errors.New("unmask response out of turn")
+		}
+		u, err := cr.r.ParseUnmaskResponse(m.Data)
+		if err != nil || u.From != from {
+			return errors.New("malformed unmask response")
+		}
+		cr.responses[from] = u
+	}
+	return nil
+}
+
+// pending reports how many answers of the current step are still expected
+// and how many arrived.
+func (cr *centerRound) pending() (expected, have int) {
+	var from []string
+	switch cr.step {
+	case stepCommit:
+		from, have = cr.q.Participants, len(cr.commits)
+	case stepShares:
+		from, have = slices.Collect(maps.Keys(cr.commits)), len(cr.shares)
+	case stepMasked:
+		from, have = cr.shared, len(cr.masked)
+	case stepUnmask:
+		from, have = cr.survivors, len(cr.responses)
+	}
+	for _, p := range from {
+		if _, gone := cr.declined[p]; !gone {
+			expected++
+		}
+	}
+	return max(expected, have), have
+}
+
+// centerAdvance moves the round to its next step once every expected
+// answer arrived, or when the step timed out with enough of them; agg.mu is
+// held.
+func (n *Node) centerAdvance(ctx context.Context, cr *centerRound, timedOut bool) {
+	expected, have := cr.pending()
+	if have < expected && !timedOut {
+		return
+	}
+	m := cr.q.minSurvivors()
+	var err error
+	switch cr.step {
+	case stepCommit:
+		u1 := slices.Sorted(maps.Keys(cr.commits))
+		if len(u1) < m {
+			n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d committed, need %d", len(u1), m))
+			return
+		}
+		commits := make([]aggCommit, 0, len(u1))
+		for _, u := range u1 {
+			commits = append(commits, cr.commits[u])
+		}
+		msgs := map[string]aggMsg{}
+		for _, u := range u1 {
+			msgs[u] = aggMsg{Type: aggMsgCommitments, Round: cr.id, Commits: commits}
+		}
+		err = n.sendAgg(ctx, cr.q, msgs, nil)
+	case stepShares:
+		u2 := slices.Sorted(maps.Keys(cr.shares))
+		if len(u2) < m {
+			n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d shared, need %d", len(u2), m))
+			return
+		}
+		msgs := map[string]aggMsg{}
+		for _, v := range u2 {
+			msgs[v] = aggMsg{Type: aggMsgBundles, Round: cr.id, Members: u2}
+		}
+		for _, u := range u2 {
+			for _, b := range cr.shares[u] {
+				env, _ := crypto.ParseEnvelope(b) // parsed when recorded
+				if msg, ok := msgs[env.Header.Recipient]; ok {
+					msg.Bundles = append(msg.Bundles, b)
+					msgs[env.Header.Recipient] = msg
+				}
+			}
+		}
+		cr.shared = u2
+		err = n.sendAgg(ctx, cr.q, msgs, nil)
+	case stepMasked:
+		u3 := slices.Sorted(maps.Keys(cr.masked))
+		if len(u3) < m {
+			n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d masked tables, need %d", len(u3), m))
+			return
+		}
+		msgs := map[string]aggMsg{}
+		for _, u := range u3 {
+			msgs[u] = aggMsg{Type: aggMsgSurvivors, Round: cr.id, Members: u3}
+		}
+		cr.survivors = u3
+		err = n.sendAgg(ctx, cr.q, msgs, nil)
+	case stepUnmask:
+		n.centerRelease(ctx, cr)
+		return
+	default:
+		return
+	}
+	if err != nil {
+		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		return
+	}
+	cr.step++
+	cr.stepAt = n.now()
+}
+
+// centerFail ends a round without a release and tells the participants.
+func (n *Node) centerFail(ctx context.Context, cr *centerRound, reason string, cause error) {
+	n.log.Warn("aggregate round failed", "round", cr.id, "reason", reason, "err", cause)
+	msgs := map[string]aggMsg{}
+	for _, p := range cr.q.Participants {
+		if _, gone := cr.declined[p]; !gone {
+			msgs[p] = aggMsg{Type: aggMsgAbort, Round: cr.id, Reason: reason}
+		}
+	}
+	e := aggEntry(cr.id, cr.digest, "round_failed")
+	e.Purpose = string(cr.q.Purpose)
+	e.Detail = map[string]int{"step": cr.step}
+	if err := n.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
+		n.log.Warn("aggregate round: abort not sent", "round", cr.id, "err", err)
+	}
+	cr.err = fmt.Errorf("aggregate round %s failed: %s: %w", cr.id, reason, cause)
+	n.centerFinish(cr)
+	n.m.agg.rounds.WithLabelValues("failed").Inc()
+}
+
+func (n *Node) centerFinish(cr *centerRound) {
+	cr.step, cr.finished = stepDone, n.now()
+	cr.commits, cr.commitments, cr.shares, cr.masked, cr.responses = nil, nil, nil, nil, nil
+	close(cr.done)
+}
+
+// centerRelease sums the masked tables, suppresses cells under k, and
+// stores the release with its evidence.
+func (n *Node) centerRelease(ctx context.Context, cr *centerRound) {
+	t := cr.q.Threshold
+	if len(cr.responses) < t+1 {
+		n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t+1))
+		return
+	}
+	tr := secagg.Transcript{Shared: cr.shared}
+	for _, u := range slices.Sorted(maps.Keys(cr.commitments)) {
+		tr.Commitments = append(tr.Commitments, cr.commitments[u])
+	}
+	for _, u := range cr.survivors {
+		tr.Masked = append(tr.Masked, cr.masked[u])
+	}
+	for _, u := range slices.Sorted(maps.Keys(cr.responses)) {
+		tr.Responses = append(tr.Responses, cr.responses[u])
+	}
+	sum, err := cr.r.Sum(tr)
+	if err != nil {
+		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		return
+	}
+	q := cr.q
+	cells := q.cells()
+	counts := sum[:cells]
+	cc, suppressed := privacy.Suppress(counts, q.K)
+	var sc []privacy.Cell
+	if q.Measure.Kind == "sum" {
+		sc, _ = privacy.SuppressBy(sum[cells:], counts, q.K)
+	}
+	clear(sum)
+	rel := &AggregateRelease{ID: cr.id, Query: q.ID, QueryDigest: cr.digest, RecordType: q.RecordType, Dataset: q.Dataset,
+		Purpose: string(q.Purpose), Measure: q.Measure, K: q.K, Rho: cr.plan.rho, Delta: AggregateDelta,
+		Participants: slices.Sorted(slices.Values(q.Participants)), Survivors: cr.survivors, Started: cr.started.UTC(),
+		Released: n.now().UTC(), CellsReleased: cells - suppressed, CellsSuppressed: suppressed, GroupBy: []string{}}
+	rel.Epsilon, _ = privacy.Epsilon(cr.plan.rho, AggregateDelta)
+	for _, d := range q.GroupBy {
+		rel.GroupBy = append(rel.GroupBy, d.Field)
+	}
+	for i := range cells {
+		c := ReleasedCell{Key: q.cellKey(i), Suppressed: cc[i].Suppressed}
+		if !c.Suppressed {
+			v := cc[i].Value
+			c.Count = &v
+			if sc != nil {
+				s := sc[i].Value
+				c.Sum = &s
+			}
+		}
+		rel.Cells = append(rel.Cells, c)
+	}
+	body, err := json.Marshal(rel)
+	if err != nil {
+		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		return
+	}
+	e := aggEntry(cr.id, cr.digest, "released")
+	e.Purpose, e.Count = string(q.Purpose), len(cr.survivors)
+	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(cr.plan.rho), "cells_released": rel.CellsReleased,
+		"cells_suppressed": rel.CellsSuppressed}, cr.survivors)
+	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO aggregate_releases(id, query, body, released_ms) VALUES (?, ?, ?, ?)`,
+			rel.ID, rel.Query, body, rel.Released.UnixMilli()); err != nil {
+			return fmt.Errorf("store release: %w", err)
+		}
+		return n.ev.Append(ctx, tx, e)
+	})
+	if err != nil {
+		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		return
+	}
+	cr.release = rel
+	n.centerFinish(cr)
+	n.m.agg.rounds.WithLabelValues("completed").Inc()
+	n.m.agg.cells.WithLabelValues("released").Add(float64(rel.CellsReleased))
+	n.m.agg.cells.WithLabelValues("suppressed").Add(float64(rel.CellsSuppressed))
+	n.m.agg.rho.Add(rel.Rho)
+	n.log.Info("aggregate released", "round", cr.id, "survivors", len(cr.survivors), "cells_released", rel.CellsReleased,
+		"cells_suppressed", rel.CellsSuppressed, "seconds", rel.Released.Sub(rel.Started).Seconds())
+}
+
+// WaitAggregate waits until round ends and returns its release, or the
+// error that ended it. A round not running here is looked up among the
+// stored releases (ErrUnknownAggregate when it is not there).
+func (n *Node) WaitAggregate(ctx context.Context, round string) (*AggregateRelease, error) {
+	n.agg.mu.Lock()
+	cr := n.agg.rounds[round]
+	n.agg.mu.Unlock()
+	if cr == nil {
+		return n.Aggregate(ctx, round)
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-cr.done:
+	}
+	return cr.release, cr.err
+}
+
+// Aggregate returns a stored release.
+func (n *Node) Aggregate(ctx context.Context, id string) (*AggregateRelease, error) {
+	var body []byte
+	err := n.db.R.QueryRowContext(ctx, `SELECT body FROM aggregate_releases WHERE id = ?`, id).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("aggregate %q: %w", id, ErrUnknownAggregate)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rel AggregateRelease
+	if err := json.Unmarshal(body, &rel); err != nil {
+		return nil, err
+	}
+	return &rel, nil
+}
+
+// Aggregates lists the stored releases, newest first, without their cells.
+func (n *Node) Aggregates(ctx context.Context) ([]AggregateRelease, error) {
+	rows, err := n.db.R.QueryContext(ctx, `SELECT body FROM aggregate_releases ORDER BY released_ms DESC, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []AggregateRelease{}
+	for rows.Next() {
+		var body []byte
+		if err := rows.Scan(&body); err != nil {
+			return nil, err
+		}
+		var rel AggregateRelease
+		if err := json.Unmarshal(body, &rel); err != nil {
+			return nil, err
+		}
+		rel.Cells = nil
+		out = append(out, rel)
+	}
+	return out, rows.Err()
+}
+
+func (n *Node) setQueryState(ctx context.Context, id, state string, next sql.NullInt64) {
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE aggregate_queries SET state = ?, next_ms = ? WHERE id = ?`, state, next, id)
+		return err
+	})
+	if err != nil {
+		n.log.Warn("aggregate query state not stored", "query", id, "err", err)
+	}
+}
+
+// skipRound moves a standing query whose round could not start to its next
+// due time, or ends it.
+func (n *Node) skipRound(ctx context.Context, id string, now time.Time) {
+	var signed []byte
+	var sq SignedQuery
+	var q AggregateQuery
+	if n.db.R.QueryRowContext(ctx, `SELECT signed FROM aggregate_queries WHERE id = ?`, id).Scan(&signed) != nil ||
+		json.Unmarshal(signed, &sq) != nil || json.Unmarshal(sq.Query, &q) != nil {
+		n.setQueryState(ctx, id, "failed", sql.NullInt64{})
+		return
+	}
+	if iv := time.Duration(q.Interval); iv > 0 && now.Add(iv).Before(q.Deadline) {
+		n.setQueryState(ctx, id, "active", sql.NullInt64{Int64: now.Add(iv).UnixMilli(), Valid: true})
+		return
+	}
+	n.setQueryState(ctx, id, "done", sql.NullInt64{})
+}

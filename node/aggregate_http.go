@@ -1,0 +1,145 @@
+package node
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// aggregateRoutes adds the aggregate API (AGGREGATES.md §5) to the admin
+// API: the center's queries and releases, and every node's budgets.
+func (n *Node) aggregateRoutes(api *http.ServeMux) {
+	api.HandleFunc("POST /v1/aggregate-queries", n.handleSubmitQuery)
+	api.HandleFunc("GET /v1/aggregates", n.handleAggregates)
+	api.HandleFunc("GET /v1/aggregates/{id}", n.handleAggregate)
+	api.HandleFunc("GET /v1/budgets", n.handleBudgets)
+	api.HandleFunc("PUT /v1/budgets", n.handleSetBudget)
+}
+
+func (n *Node) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+		return
+	}
+	var q AggregateQuery
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid aggregate query", err.Error())
+		return
+	}
+	info, err := n.SubmitAggregateQuery(r.Context(), q)
+	switch {
+	case errors.Is(err, ErrNotCenter):
+		writeProblem(w, http.StatusForbidden, "not-center", "Not a center", err.Error())
+	case err != nil:
+		writeProblem(w, http.StatusUnprocessableEntity, "invalid-query", "Aggregate query not accepted", err.Error())
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(info)
+	}
+}
+
+func (n *Node) handleAggregates(w http.ResponseWriter, r *http.Request) {
+	list, err := n.Aggregates(r.Context())
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregates unavailable", "")
+		return
+	}
+	writeJSON(w, list)
+}
+
+func (n *Node) handleAggregate(w http.ResponseWriter, r *http.Request) {
+	id, asCSV := r.PathValue("id"), r.URL.Query().Get("format") == "csv"
+	if s, ok := strings.CutSuffix(id, ".csv"); ok {
+		id, asCSV = s, true
+	}
+	if f := r.URL.Query().Get("format"); f != "" && f != "csv" && f != "json" {
+		writeProblem(w, http.StatusBadRequest, "bad-request", "format must be json or csv", "")
+		return
+	}
+	rel, err := n.Aggregate(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrUnknownAggregate):
+		writeProblem(w, http.StatusNotFound, "unknown-aggregate", "Unknown aggregate", "")
+		return
+	case err != nil:
+		writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregate unavailable", "")
+		return
+	}
+	if !asCSV {
+		writeJSON(w, rel)
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+rel.ID+`.csv"`)
+	writeReleaseCSV(w, rel)
+}
+
+// writeReleaseCSV writes one row per cell: the dimension values ("" for
+// other), the noisy count, the noisy sum for a sum measure, and whether the
+// cell was suppressed (its figures then empty).
+func writeReleaseCSV(w io.Writer, rel *AggregateRelease) error {
+	cw := csv.NewWriter(w)
+	head := append([]string{}, rel.GroupBy...)
+	head = append(head, "count")
+	if rel.Measure.Kind == "sum" {
+		head = append(head, "sum_"+rel.Measure.Field)
+	}
+	cw.Write(append(head, "suppressed"))
+	for _, c := range rel.Cells {
+		row := make([]string, 0, len(head)+1)
+		for _, k := range c.Key {
+			if k != "" && strings.ContainsRune("=+-@\t\r", rune(k[0])) {
+				k = "'" + k // not a formula in a spreadsheet
+			}
+			row = append(row, k)
+		}
+		row = append(row, optInt(c.Count))
+		if rel.Measure.Kind == "sum" {
+			row = append(row, optInt(c.Sum))
+		}
+		cw.Write(append(row, strconv.FormatBool(c.Suppressed)))
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func optInt(v *int64) string {
+	if v == nil {
+		return ""
+	}
+	return strconv.FormatInt(*v, 10)
+}
+
+func (n *Node) handleBudgets(w http.ResponseWriter, r *http.Request) {
+	list, err := n.PrivacyBudgets(r.Context())
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, "budgets-failed", "Budgets unavailable", "")
+		return
+	}
+	writeJSON(w, list)
+}
+
+func (n *Node) handleSetBudget(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Recipient string  `json:"recipient"`
+		Dataset   string  `json:"dataset"`
+		Rho       float64 `json:"budget_rho"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&req); err != nil || req.Recipient == "" {
+		writeProblem(w, http.StatusBadRequest, "bad-request", `Body must be {"recipient": …, "dataset": …, "budget_rho": …}`, "")
+		return
+	}
+	if err := n.SetPrivacyBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
+		writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", err.Error())
+		return
+	}
+	n.handleBudgets(w, r)
+}

@@ -1,0 +1,552 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/policy/privacy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Aggregate queries (node/AGGREGATES.md §1): what the center asks, signed
+// with its node signing key, validated the same way at the center and at
+// every university.
+
+// Limits of an aggregate query.
+const (
+	maxAggDims         = 4
+	maxAggDimValues    = 64
+	maxAggCells        = 100_000 // cells of one table; a sum query sends twice as many
+	maxAggParticipants = 100
+	maxAggBound        = 1_000_000_000
+	maxAggContribution = 100
+	maxAggRho          = 10.0
+	// DefaultPrivacyBudget is the ρ a university grants a (recipient,
+	// dataset) account it has no budget for, the first time an active
+	// agreement lets that recipient query that dataset (PRIVACY.md: ten
+	// releases of ρ = 0.05).
+	DefaultPrivacyBudget = 0.5
+	// AggregateDelta is the δ at which releases state their ε.
+	AggregateDelta = 1e-6
+	aggQueryLabel  = "eduspace aggregate query v1\x00"
+	aggCommitLabel = "eduspace aggregate commitment v1\x00"
+)
+
+// The group-by dimensions a query may use: a closed set of low-cardinality
+// fields. major_category is the first two characters of major_code (the
+// discipline category).
+var aggDimensions = map[string]string{
+	"gender": "gender", "grade_year": "grade_year", "education_level": "education_level",
+	"major_code": "major_code", "major_category": "major_code", "rating": "rating",
+	"program_category": "program_category",
+}
+
+// aggPurposes are the purposes an aggregate query may serve.
+var aggPurposes = map[policy.Purpose]bool{policy.PurposeStatistics: true, policy.PurposeEmploymentStatistics: true}
+
+var aggIDRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,47}$`)
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string ("30s", "24h").
+type Duration time.Duration
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errors.New("duration: want a string such as \"30s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Dimension is one group-by dimension: a field from the closed set and the
+// values the table distinguishes. Records whose value is missing or not
+// listed fall in one more cell, "other" (an empty string in releases).
+type Dimension struct {
+	Field  string   `json:"field"`
+	Values []string `json:"values"`
+}
+
+// Measure is what each cell holds: "count" (records), or "sum" of a
+// numeric field clamped to [lower, upper] and rounded to an integer; a sum
+// is released with the noisy count of the same cell, which decides its
+// suppression.
+type Measure struct {
+	Kind  string `json:"kind"` // count, sum
+	Field string `json:"field,omitempty"`
+	Lower int64  `json:"lower,omitempty"`
+	Upper int64  `json:"upper,omitempty"`
+}
+
+// AggregateQuery is the center's query (DESIGN.md §8). The center signs its
+// canonical JSON; every university checks it before taking part.
+type AggregateQuery struct {
+	ID         string    `json:"id"`
+	Center     string    `json:"center"`
+	Issued     time.Time `json:"issued"`
+	RecordType string    `json:"record_type"`
+	// Dataset names the privacy-budget account the query draws on; it must
+	// be the record type, so that every query over the same records draws
+	// on one account (PRIVACY.md §6).
+	Dataset string         `json:"dataset"`
+	Purpose policy.Purpose `json:"purpose"`
+	GroupBy []Dimension    `json:"group_by"`
+	Measure Measure        `json:"measure"`
+	// ContributionBound is the most records of one data subject a node
+	// counts (the first ones it ingested, chosen without looking at values).
+	ContributionBound int `json:"contribution_bound"`
+	// K is the minimum cell size: cells whose noisy count is below it are
+	// suppressed.
+	K int64 `json:"k"`
+	// Rho is the target zCDP ρ of one release.
+	Rho          float64  `json:"rho"`
+	Participants []string `json:"participants"`
+	// Threshold t: the round completes with up to t dropouts; 2t+1 ≤ n.
+	Threshold int `json:"threshold"`
+	// Deadline: no round starts after it, and universities decline rounds
+	// that reach them after it.
+	Deadline time.Time `json:"deadline"`
+	// RoundTimeout bounds one round; each of its four collecting steps gets
+	// a quarter.
+	RoundTimeout Duration `json:"round_timeout"`
+	// Interval, when set, makes the query standing: the center starts a
+	// new round every interval until the deadline.
+	Interval Duration `json:"interval,omitempty"`
+}
+
+func aggText(s string, max int) bool {
+	if s == "" || len(s) > max || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks the query against the standard; its errors name the
+// field that is wrong.
+func (q *AggregateQuery) Validate(std *schema.Standard) error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("aggregate query: %s: %s", field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case !aggIDRE.MatchString(q.ID):
+		return bad("id", "want 1..48 of a-z, 0-9, '-', '_', starting with a letter or digit")
+	case q.Center == "":
+		return bad("center", "required")
+	case q.Issued.IsZero():
+		return bad("issued", "required")
+	}
+	rt, ok := std.Type(q.RecordType)
+	if !ok {
+		return bad("record_type", "%q is not a record type of the standard", q.RecordType)
+	}
+	if q.Dataset != q.RecordType {
+		return bad("dataset", "must be the record type %q (one budget account per record type)", q.RecordType)
+	}
+	if !aggPurposes[q.Purpose] {
+		return bad("purpose", "%q: want statistics or employment_statistics", q.Purpose)
+	}
+	if len(q.GroupBy) > maxAggDims {
+		return bad("group_by", "%d dimensions, at most %d", len(q.GroupBy), maxAggDims)
+	}
+	seen := map[string]bool{}
+	for i, d := range q.GroupBy {
+		f := fmt.Sprintf("group_by[%d]", i)
+		src, ok := aggDimensions[d.Field]
+		if !ok {
+			return bad(f+".field", "%q is not a group-by dimension (gender, grade_year, education_level, major_code, major_category, rating, program_category)", d.Field)
+		}
+		if _, ok := rt.Field(src); !ok {
+			return bad(f+".field", "record type %s has no field %s", q.RecordType, src)
+		}
+		if seen[d.Field] {
+			return bad(f+".field", "%s named twice", d.Field)
+		}
+		seen[d.Field] = true
+		if len(d.Values) == 0 || len(d.Values) > maxAggDimValues {
+			return bad(f+".values", "%d values, want 1..%d", len(d.Values), maxAggDimValues)
+		}
+		vs := map[string]bool{}
+		for j, v := range d.Values {
+			if !aggText(v, 64) {
+				return bad(fmt.Sprintf("%s.values[%d]", f, j), "want 1..64 bytes of text")
+			}
+			if vs[v] {
+				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q listed twice", v)
+			}
+			vs[v] = true
+		}
+	}
+	switch q.Measure.Kind {
+	case "count":
+		if q.Measure.Field != "" || q.Measure.Lower != 0 || q.Measure.Upper != 0 {
+			return bad("measure", "a count takes no field or bounds")
+		}
+	case "sum":
+		fs, ok := rt.Field(q.Measure.Field)
+		if !ok {
+			return bad("measure.field", "record type %s has no field %q", q.RecordType, q.Measure.Field)
+		}
+		if fs.Kind != schema.KindInteger && fs.Kind != schema.KindNumber && fs.Kind != schema.KindAmount {
+			return bad("measure.field", "%s is not numeric", q.Measure.Field)
+		}
+		if q.Measure.Lower >= q.Measure.Upper || q.Measure.Lower < -maxAggBound || q.Measure.Upper > maxAggBound {
+			return bad("measure.lower", "want lower < upper within ±%d", maxAggBound)
+		}
+	default:
+		return bad("measure.kind", "%q: want count or sum", q.Measure.Kind)
+	}
+	if q.ContributionBound < 1 || q.ContributionBound > maxAggContribution {
+		return bad("contribution_bound", "%d, want 1..%d", q.ContributionBound, maxAggContribution)
+	}
+	if q.K < 0 || q.K > 1_000_000 {
+		return bad("k", "%d, want 0..1000000", q.K)
+	}
+	if !(q.Rho > 0) || q.Rho > maxAggRho {
+		return bad("rho", "%v, want 0 < ρ ≤ %v", q.Rho, maxAggRho)
+	}
+	n := len(q.Participants)
+	if n < 3 || n > maxAggParticipants {
+		return bad("participants", "%d, want 3..%d", n, maxAggParticipants)
+	}
+	ps := map[string]bool{}
+	for i, p := range q.Participants {
+		switch {
+		case !aggText(p, 128):
+			return bad(fmt.Sprintf("participants[%d]", i), "invalid node id")
+		case p == q.Center:
+			return bad(fmt.Sprintf("participants[%d]", i), "the center cannot take part")
+		case ps[p]:
+			return bad(fmt.Sprintf("participants[%d]", i), "%q listed twice", p)
+		}
+		ps[p] = true
+	}
+	if q.Threshold < 1 || 2*q.Threshold+1 > n {
+		return bad("threshold", "%d with %d participants, want 1 ≤ t and 2t+1 ≤ n", q.Threshold, n)
+	}
+	if !q.Deadline.After(q.Issued) {
+		return bad("deadline", "must be after issued")
+	}
+	rt2 := time.Duration(q.RoundTimeout)
+	if rt2 < 200*time.Millisecond || rt2 > 24*time.Hour {
+		return bad("round_timeout", "%s, want 200ms..24h", rt2)
+	}
+	if iv := time.Duration(q.Interval); iv != 0 && (iv < rt2 || iv < time.Second) {
+		return bad("interval", "%s, want 0 (one round) or at least the round timeout and 1s", iv)
+	}
+	if c := q.cells(); c > maxAggCells {
+		return bad("group_by", "%d cells, at most %d", c, maxAggCells)
+	}
+	return nil
+}
+
+// cells is the number of cells of the table: the product over dimensions
+// of (values + 1).
+func (q *AggregateQuery) cells() int {
+	c := 1
+	for _, d := range q.GroupBy {
+		c *= len(d.Values) + 1
+		if c > maxAggCells {
+			return maxAggCells + 1
+		}
+	}
+	return c
+}
+
+// vectorLen is the length of the vector a participant masks: the counts,
+// and for a sum the sums after them.
+func (q *AggregateQuery) vectorLen() int {
+	if q.Measure.Kind == "sum" {
+		return 2 * q.cells()
+	}
+	return q.cells()
+}
+
+// fields are the record fields the query reads: its dimensions' sources
+// and the measured field.
+func (q *AggregateQuery) fields() []string {
+	var out []string
+	for _, d := range q.GroupBy {
+		out = append(out, aggDimensions[d.Field])
+	}
+	if q.Measure.Field != "" {
+		out = append(out, q.Measure.Field)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// minSurvivors is m = n − t: the fewest noise shares a release may carry.
+func (q *AggregateQuery) minSurvivors() int { return len(q.Participants) - q.Threshold }
+
+// SignedQuery is a query as the center signed it: the exact bytes, the id of
+// the center's signing key and its Ed25519 signature over
+// "eduspace aggregate query v1" ‖ 0 ‖ query.
+type SignedQuery struct {
+	Query []byte `json:"query"`
+	KeyID string `json:"key_id"`
+	Sig   []byte `json:"sig"`
+}
+
+// Digest is the hex SHA-256 of the signed query bytes: the query's identity
+// in evidence logs and releases.
+func (s *SignedQuery) Digest() string {
+	h := sha256.Sum256(s.Query)
+	return hex.EncodeToString(h[:])
+}
+
+func (n *Node) signQuery(q *AggregateQuery) (SignedQuery, error) {
+	raw, err := json.Marshal(q)
+	if err != nil {
+		return SignedQuery{}, err
+	}
+	return SignedQuery{Query: raw, KeyID: n.keys.Signing.Public().KeyID(),
+		Sig: n.keys.Signing.Sign(append([]byte(aggQueryLabel), raw...))}, nil
+}
+
+// queryError is a query refused for good: malformed or invalid, or (with
+// signature set) unsigned, forged or not from a center.
+type queryError struct {
+	signature bool
+	err       error
+}
+
+func (e *queryError) Error() string { return e.err.Error() }
+func (e *queryError) Unwrap() error { return e.err }
+
+// verifyQuery parses and checks a signed query: strict JSON, valid, signed
+// by a signing key listed in the credential of a member whose role is
+// center. Permanent refusals are *queryError; other errors are transient.
+func (n *Node) verifyQuery(ctx context.Context, sq *SignedQuery) (*AggregateQuery, error) {
+	var q AggregateQuery
+	dec := json.NewDecoder(bytes.NewReader(sq.Query))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&q); err != nil {
+		return nil, &queryError{err: fmt.Errorf("aggregate query: %w", err)}
+	}
+	if err := q.Validate(n.std); err != nil {
+		return nil, &queryError{err: err}
+	}
+	sigErr := func(format string, args ...any) error {
+		return &queryError{signature: true, err: fmt.Errorf("aggregate query: signature: "+format, args...)}
+	}
+	if len(sq.Sig) == 0 || sq.KeyID == "" {
+		return nil, sigErr("unsigned")
+	}
+	cred, err := n.reg.lookup(ctx, q.Center)
+	if errors.Is(err, errUnknownMember) {
+		return nil, sigErr("center %q is not a member", q.Center)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cred.Role != crypto.RoleCenter {
+		return nil, sigErr("%q is not a center", q.Center)
+	}
+	vk, ok := cred.SigningKey(sq.KeyID)
+	if !ok || !vk.Verify(append([]byte(aggQueryLabel), sq.Query...), sq.Sig) {
+		return nil, sigErr("does not verify")
+	}
+	return &q, nil
+}
+
+// aggPlan is the noise plan of a query: the same at every node, since it
+// depends on the query only (PRIVACY.md §4.3).
+type aggPlan struct {
+	cells            int
+	countVar, sumVar *big.Rat // per-node share variances; sumVar nil for a count
+	rho              float64  // worst-case ρ of one release, debited by each contributor
+}
+
+func planQuery(q *AggregateQuery) (aggPlan, error) {
+	p := aggPlan{cells: q.cells()}
+	c := float64(q.ContributionBound)
+	m, n := q.minSurvivors(), len(q.Participants)
+	target := q.Rho
+	if q.Measure.Kind == "sum" {
+		target = q.Rho / 2
+	}
+	v, r, err := privacy.PlanShareVariance(target, m, n, p.cells, privacy.Sensitivity{L1: c, L2: c})
+	if err != nil {
+		return p, err
+	}
+	p.countVar, p.rho = v, r
+	if q.Measure.Kind == "sum" {
+		b := c * float64(max(abs64(q.Measure.Lower), abs64(q.Measure.Upper), 1))
+		v, r, err := privacy.PlanShareVariance(target, m, n, p.cells, privacy.Sensitivity{L1: b, L2: b})
+		if err != nil {
+			return p, err
+		}
+		p.sumVar, p.rho = v, p.rho+r
+	}
+	return p, nil
+}
+
+func abs64(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// noise draws this node's noise share for a vector of the query.
+func (p aggPlan) noise(s *privacy.Sampler, vecLen int) ([]int64, error) {
+	z, err := privacy.NoiseShare(s, p.countVar, p.cells)
+	if err != nil {
+		return nil, err
+	}
+	if p.sumVar != nil {
+		zs, err := privacy.NoiseShare(s, p.sumVar, vecLen-p.cells)
+		if err != nil {
+			return nil, err
+		}
+		z = append(z, zs...)
+	}
+	return z, nil
+}
+
+// aggregateTable computes this node's exact table for q from its records:
+// counts per cell, then for a sum the clamped, rounded sums per cell. At
+// most ContributionBound records per subject count, the first ingested.
+func (n *Node) aggregateTable(ctx context.Context, q *AggregateQuery) ([]int64, error) {
+	cells := q.cells()
+	x := make([]int64, q.vectorLen())
+	index := make([]map[string]int, len(q.GroupBy))
+	for i, d := range q.GroupBy {
+		index[i] = make(map[string]int, len(d.Values))
+		for j, v := range d.Values {
+			index[i][v] = j
+		}
+	}
+	rows, err := n.db.R.QueryContext(ctx, `SELECT subject, body FROM records WHERE type = ? ORDER BY id`, q.RecordType)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate table: %w", err)
+	}
+	defer rows.Close()
+	per := map[string]int{}
+	for rows.Next() {
+		var subject string
+		var body []byte
+		if err := rows.Scan(&subject, &body); err != nil {
+			return nil, fmt.Errorf("aggregate table: %w", err)
+		}
+		if per[subject] >= q.ContributionBound {
+			continue
+		}
+		var rec map[string]any
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		if err := dec.Decode(&rec); err != nil {
+			continue // not a record this node wrote; never counted
+		}
+		var value int64
+		if q.Measure.Kind == "sum" {
+			f, ok := aggNumber(rec[q.Measure.Field])
+			if !ok {
+				continue // a sum counts only records with a value
+			}
+			f = math.Round(min(max(f, float64(q.Measure.Lower)), float64(q.Measure.Upper)))
+			value = int64(f)
+		}
+		per[subject]++
+		cell := 0
+		for i, d := range q.GroupBy {
+			v := aggValue(rec[aggDimensions[d.Field]])
+			if d.Field == "major_category" {
+				v = firstRunes(v, 2)
+			}
+			j, ok := index[i][v]
+			if !ok {
+				j = len(d.Values) // other
+			}
+			cell = cell*(len(d.Values)+1) + j
+		}
+		x[cell]++
+		if q.Measure.Kind == "sum" {
+			x[cells+cell] += value
+		}
+	}
+	return x, rows.Err()
+}
+
+func aggValue(v any) string {
+	switch t := v.(type) {
+	case string:
+		return t
+	case json.Number:
+		return t.String()
+	case bool:
+		return strconv.FormatBool(t)
+	}
+	return ""
+}
+
+func aggNumber(v any) (float64, bool) {
+	var f float64
+	var err error
+	switch t := v.(type) {
+	case json.Number:
+		f, err = t.Float64()
+	case string:
+		f, err = strconv.ParseFloat(strings.TrimSpace(t), 64)
+	default:
+		return 0, false
+	}
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, false
+	}
+	return f, true
+}
+
+func firstRunes(s string, k int) string {
+	i := 0
+	for j := range s {
+		if i == k {
+			return s[:j]
+		}
+		i++
+	}
+	return s
+}
+
+// cellKey returns the dimension values of cell i ("" for other).
+func (q *AggregateQuery) cellKey(i int) []string {
+	key := make([]string, len(q.GroupBy))
+	for d := len(q.GroupBy) - 1; d >= 0; d-- {
+		size := len(q.GroupBy[d].Values) + 1
+		j := i % size
+		i /= size
+		if j < len(q.GroupBy[d].Values) {
+			key[d] = q.GroupBy[d].Values[j]
+		}
+	}
+	return key
+}

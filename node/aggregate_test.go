@@ -1,0 +1,87 @@
+package node
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+func testQuery() AggregateQuery {
+	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	return AggregateQuery{ID: "q1", Center: "center", Issued: now, RecordType: "enrollment", Dataset: "enrollment",
+		Purpose: policy.PurposeStatistics,
+		GroupBy: []Dimension{{Field: "education_level", Values: []string{"本科", "硕士"}}, {Field: "major_category", Values: []string{"08"}}},
+		Measure: Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 6}, ContributionBound: 1, K: 5, Rho: 0.05,
+		Participants: []string{"a", "b", "c", "d"}, Threshold: 1, Deadline: now.Add(time.Hour), RoundTimeout: Duration(time.Minute)}
+}
+
+// TestAggregateQueryValidate: a good query passes; every error names its
+// field.
+func TestAggregateQueryValidate(t *testing.T) {
+	std := schema.Default()
+	q := testQuery()
+	if err := q.Validate(std); err != nil {
+		t.Fatal(err)
+	}
+	for field, edit := range map[string]func(*AggregateQuery){
+		"id":                    func(q *AggregateQuery) { q.ID = "Bad ID" },
+		"record_type":           func(q *AggregateQuery) { q.RecordType = "nope" },
+		"dataset":               func(q *AggregateQuery) { q.Dataset = "student" },
+		"purpose":               func(q *AggregateQuery) { q.Purpose = policy.PurposeResearch },
+		"group_by[0].field":     func(q *AggregateQuery) { q.GroupBy[0].Field = "gender" }, // not in enrollment
+		"group_by[1].values":    func(q *AggregateQuery) { q.GroupBy[1].Values = nil },
+		"group_by[0].values[1]": func(q *AggregateQuery) { q.GroupBy[0].Values[1] = "本科" },
+		"measure.field":         func(q *AggregateQuery) { q.Measure.Field = "major_name" },
+		"measure.lower":         func(q *AggregateQuery) { q.Measure.Lower = 7 },
+		"measure.kind":          func(q *AggregateQuery) { q.Measure.Kind = "mean" },
+		"contribution_bound":    func(q *AggregateQuery) { q.ContributionBound = 0 },
+		"k":                     func(q *AggregateQuery) { q.K = -1 },
+		"rho":                   func(q *AggregateQuery) { q.Rho = 11 },
+		"participants[1]":       func(q *AggregateQuery) { q.Participants[1] = "center" },
+		"threshold":             func(q *AggregateQuery) { q.Threshold = 2 },
+		"deadline":              func(q *AggregateQuery) { q.Deadline = q.Issued },
+		"round_timeout":         func(q *AggregateQuery) { q.RoundTimeout = 0 },
+		"interval":              func(q *AggregateQuery) { q.Interval = Duration(time.Second) },
+	} {
+		q := testQuery()
+		q.GroupBy = slices.Clone(q.GroupBy)
+		q.GroupBy[0].Values = slices.Clone(q.GroupBy[0].Values)
+		q.Participants = slices.Clone(q.Participants)
+		edit(&q)
+		err := q.Validate(std)
+		if err == nil || !strings.Contains(err.Error(), "aggregate query: "+field+":") {
+			t.Errorf("%s: got %v", field, err)
+		}
+	}
+}
+
+// TestAggregateCells: cell indices and keys agree, "other" last per
+// dimension; the plan's worst ρ stays within the target.
+func TestAggregateCells(t *testing.T) {
+	q := testQuery()
+	if q.cells() != 3*2 || q.vectorLen() != 12 {
+		t.Fatalf("cells %d, vector %d", q.cells(), q.vectorLen())
+	}
+	want := [][]string{{"本科", "08"}, {"本科", ""}, {"硕士", "08"}, {"硕士", ""}, {"", "08"}, {"", ""}}
+	for i, w := range want {
+		if got := q.cellKey(i); !slices.Equal(got, w) {
+			t.Errorf("cell %d: %q, want %q", i, got, w)
+		}
+	}
+	if firstRunes("080901", 2) != "08" || firstRunes("工学", 2) != "工学" || firstRunes("", 2) != "" {
+		t.Error("firstRunes")
+	}
+	p, err := planQuery(&q)
+	if err != nil || p.rho > q.Rho || p.rho < q.Rho*0.9 || p.sumVar == nil {
+		t.Errorf("plan: %+v %v", p, err)
+	}
+	var d Duration
+	if err := json.Unmarshal([]byte(`"1m30s"`), &d); err != nil || time.Duration(d) != 90*time.Second {
+		t.Errorf("duration: %v %v", d, err)
+	}
+}
