@@ -123,13 +123,17 @@ func runNATSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	url := fs.String("url", "", "the NATS server URL (required)")
 	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk)")
 	space := fs.String("space", "", "the space name (required)")
+	replicas := fs.Int("replicas", 1, "copies of the streams and buckets (3 on a hub cluster)")
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
 	if *url == "" || *space == "" {
 		return fmt.Errorf("%w: --url and --space are required", errUsage)
 	}
-	l := bus.Layout{Space: *space}
+	if *replicas < 1 || *replicas > 5 {
+		return fmt.Errorf("%w: --replicas must be 1 to 5", errUsage)
+	}
+	l := bus.Layout{Space: *space, Replicas: *replicas}
 	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: *url, Credentials: *creds})
 	if err != nil {
 		return err
