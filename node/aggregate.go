@@ -251,14 +251,23 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 		return nil // a redelivery: answered already
 	}
 	now := n.now()
+	if n.agg.parts == nil {
+		n.agg.parts = map[string]*partRound{}
+	}
 	decline := func(reason string, cause error) error {
 		n.log.Info("aggregate round declined", "round", m.Round, "reason", reason, "err", cause)
-		n.m.agg.refused.WithLabelValues(reason).Inc()
-		n.m.agg.participation.WithLabelValues("declined").Inc()
 		e := aggEntry(m.Round, digest, reason)
 		e.Peer, e.Purpose = q.Center, string(q.Purpose)
-		return n.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgDecline, Round: m.Round, Reason: reason}},
-			func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) })
+		if err := n.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgDecline, Round: m.Round, Reason: reason}},
+			func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
+			return err
+		}
+		n.m.agg.refused.WithLabelValues(reason).Inc()
+		n.m.agg.participation.WithLabelValues("declined").Inc()
+		// Remembered, so that a redelivered round message is not declined twice.
+		n.agg.parts[m.Round] = &partRound{id: m.Round, center: q.Center, dropped: true,
+			expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
+		return nil
 	}
 	if !slices.Contains(q.Participants, n.cfg.NodeID) {
 		return decline(AggRefuseNotParticipant, nil)
@@ -314,9 +323,6 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 		KeyID: n.keys.Signing.Public().KeyID(), Sig: n.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}},
 		func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
 		return err
-	}
-	if n.agg.parts == nil {
-		n.agg.parts = map[string]*partRound{}
 	}
 	n.agg.parts[m.Round] = pr
 	pr.dropped = n.agg.knobs.DropAfter == "commit"
