@@ -344,8 +344,12 @@ func (n *Node) confirmErasure(ctx context.Context, h crypto.Header, plain []byte
 	return err
 }
 
-// expire deletes received records whose agreement's retention has ended,
-// without being asked: one pass.
+// ExpireRetention deletes received records whose agreement's retention
+// period has ended, without being asked: one pass (the node runs one at
+// start and every ten minutes).
+func (n *Node) ExpireRetention(ctx context.Context) error { return n.expire(ctx) }
+
+// expire is one retention pass.
 func (n *Node) expire(ctx context.Context) error {
 	rows, err := n.db.R.QueryContext(ctx, `SELECT r.envelope_id, r.records, i.agreement, i.sender, i.received_ms FROM received r
 		JOIN inbox i ON i.envelope_id = r.envelope_id WHERE r.records > 0`)

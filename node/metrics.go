@@ -80,6 +80,7 @@ type gauges interface {
 	awaitingReceipt(context.Context) float64
 	sequenceMissing(context.Context) float64
 	erasuresOpen(context.Context) float64
+	consumerPending(kind string) float64
 	checkpointAge() time.Duration
 	sendingBlocked() bool
 }
@@ -181,6 +182,13 @@ func newMetrics(std *schema.Standard, g gauges) *metrics {
 		Name: "eduspace_sequence_missing",
 		Help: "Envelopes of records from peers whose sequence number has been passed but which have not arrived (late or lost).",
 	}, func() float64 { return g.sequenceMissing(context.Background()) }))
+	for _, kind := range []string{"deliver", "receipt", "control", "audit"} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "eduspace_consumer_pending_messages",
+			Help:        "Messages waiting for this node on one of its JetStream consumers: not yet delivered plus delivered and not yet acknowledged (consumer lag).",
+			ConstLabels: prometheus.Labels{"consumer": kind},
+		}, func() float64 { return g.consumerPending(kind) }))
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "eduspace_erasures_open",
 		Help: "Erasure requests sent whose recipient has not yet confirmed them with a signed receipt.",

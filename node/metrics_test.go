@@ -43,7 +43,7 @@ func TestMetricsLint(t *testing.T) {
 		for _, metric := range mf.GetMetric() {
 			for _, l := range metric.GetLabel() {
 				switch l.GetName() {
-				case "type", "level", "reason", "outcome", "action", "event":
+				case "type", "level", "reason", "outcome", "action", "event", "consumer":
 				default:
 					t.Errorf("%s has label %q outside the closed set", name, l.GetName())
 				}
@@ -63,6 +63,7 @@ func (zeroGauges) awaitingReceipt(context.Context) float64 { return 0 }
 func (zeroGauges) sequenceMissing(context.Context) float64 { return 0 }
 func (zeroGauges) checkpointAge() time.Duration            { return 0 }
 func (zeroGauges) erasuresOpen(context.Context) float64    { return 0 }
+func (zeroGauges) consumerPending(string) float64          { return 0 }
 func (zeroGauges) sendingBlocked() bool                    { return false }
 
 var update = flag.Bool("update", false, "rewrite golden files")

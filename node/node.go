@@ -56,6 +56,8 @@ type Node struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	consumers []jetstream.ConsumeContext
+	consMu    sync.Mutex
+	cons      map[string]jetstream.Consumer // by kind: deliver, receipt, control, audit
 
 	ckpt checkpointState
 	// receivedRecords counts records stored from peers since start.
@@ -91,6 +93,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		layout:    bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
 		relayWake: make(chan struct{}, 1),
 		volumes:   map[string]*volume{},
+		cons:      map[string]jetstream.Consumer{},
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -225,6 +228,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		if err != nil {
 			return nil, err
 		}
+		n.consMu.Lock()
+		n.cons[strings.TrimSuffix(c.name, "_"+cfg.NodeID)] = cons
+		n.consMu.Unlock()
 		cc, err := cons.Consume(c.handle, jetstream.PullMaxMessages(256))
 		if err != nil {
 			return nil, fmt.Errorf("consume %s: %w", c.subject, err)
@@ -361,4 +367,23 @@ func (n *Node) listen(addr string, h http.Handler) (string, error) {
 	}()
 	n.log.Info("listening", "addr", ln.Addr().String())
 	return ln.Addr().String(), nil
+}
+
+// consumerPending is how many messages wait for this node on one of its
+// consumers (deliver, receipt, control, audit): not yet delivered plus
+// delivered and not yet acknowledged. -1 when the server cannot say.
+func (n *Node) consumerPending(kind string) float64 {
+	n.consMu.Lock()
+	c := n.cons[kind]
+	n.consMu.Unlock()
+	if c == nil {
+		return -1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := c.Info(ctx)
+	if err != nil {
+		return -1
+	}
+	return float64(info.NumPending) + float64(info.NumAckPending)
 }

@@ -58,6 +58,11 @@ func newSpace(t *testing.T) *testSpace {
 // member creates a node's keys and credential and opens it, connected to
 // the space's server over loopback TCP.
 func (s *testSpace) member(id string, suite crypto.SuiteID, edit ...func(*node.Config)) *node.Node {
+	return s.memberEnv(id, suite, node.Env{}, edit...)
+}
+
+// memberEnv is member with the node's environment (its clock) given.
+func (s *testSpace) memberEnv(id string, suite crypto.SuiteID, env node.Env, edit ...func(*node.Config)) *node.Node {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
 	if _, err := node.InitKeys(nd, id, suite); err != nil {
@@ -82,7 +87,7 @@ func (s *testSpace) member(id string, suite crypto.SuiteID, edit ...func(*node.C
 		e(&cfg)
 	}
 	s.conf[id] = cfg
-	n, err := node.Open(context.Background(), cfg, node.Env{})
+	n, err := node.Open(context.Background(), cfg, env)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -309,6 +314,9 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 		if err != nil || head.Count == 0 {
 			t.Errorf("%s evidence: %d entries, %v", name, head.Count, err)
 		}
+	}
+	if m := scrape(t, b); !strings.Contains(m, `eduspace_consumer_pending_messages{consumer="deliver"} 0`) {
+		t.Error("uni-b reports deliveries waiting (consumer lag) after everything was stored")
 	}
 	m := scrape(t, a)
 	for _, want := range []string{
