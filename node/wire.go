@@ -3,7 +3,6 @@ package node
 import (
 	"encoding/json"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/policy"
@@ -20,7 +19,7 @@ import (
 // what policy.Apply would return, without building a map.
 func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tokenizer) []byte {
 	dst = append(dst, `{"type":`...)
-	dst = appendJSONString(dst, rec.Type)
+	dst = schema.AppendJSONString(dst, rec.Type)
 	for _, act := range d.Actions {
 		v, ok := rec.Fields[act.Field]
 		if !ok || act.Transform == policy.TransformDrop {
@@ -40,7 +39,7 @@ func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tok
 			v = s[:4]
 		}
 		dst = append(dst, ',')
-		dst = appendJSONString(dst, act.Field)
+		dst = schema.AppendJSONString(dst, act.Field)
 		dst = append(dst, ':')
 		dst = appendValue(dst, v)
 	}
@@ -68,7 +67,7 @@ func appendValue(dst []byte, v any) []byte {
 	case nil:
 		return append(dst, "null"...)
 	case string:
-		return appendJSONString(dst, x)
+		return schema.AppendJSONString(dst, x)
 	case json.Number:
 		return append(dst, x...)
 	case bool:
@@ -83,47 +82,4 @@ func appendValue(dst []byte, v any) []byte {
 		return append(dst, "null"...)
 	}
 	return append(dst, b...)
-}
-
-// appendJSONString appends s as a JSON string.
-func appendJSONString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

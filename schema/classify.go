@@ -64,7 +64,7 @@ func (e *ValidationError) Error() string {
 	if e.Field == "" {
 		return "invalid record: " + e.Reason
 	}
-	return "invalid record: field " + string(appendJSONString(nil, e.Field)) + ": " + e.Reason
+	return "invalid record: field " + string(AppendJSONString(nil, e.Field)) + ": " + e.Reason
 }
 
 // The rules a record can report, as bits.
@@ -440,9 +440,9 @@ func jsonNumber(s string) (neg, integer, ok bool) {
 func (l Labels) AppendJSON(dst []byte, index int, id string) []byte {
 	start := len(dst)
 	dst = appendInt(append(dst, `{"index":`...), index)
-	dst = appendJSONString(append(dst, `,"id":`...), id)
-	dst = appendJSONString(append(dst, `,"type":`...), l.Type)
-	dst = appendJSONString(append(dst, `,"level":`...), l.Level.String())
+	dst = AppendJSONString(append(dst, `,"id":`...), id)
+	dst = AppendJSONString(append(dst, `,"type":`...), l.Type)
+	dst = AppendJSONString(append(dst, `,"level":`...), l.Level.String())
 	dst = appendStrings(append(dst, `,"flags":`...), l.Flags)
 	dst = appendStrings(append(dst, `,"rules":`...), l.Rules)
 	dst = append(dst, `,"fields":{`...)
@@ -452,9 +452,9 @@ func (l Labels) AppendJSON(dst []byte, index int, id string) []byte {
 			dst = append(dst, ',')
 		}
 		first = false
-		dst = appendJSONString(dst, name)
-		dst = appendJSONString(append(dst, `:{"category":`...), string(fl.Category))
-		dst = appendJSONString(append(dst, `,"level":`...), fl.Level.String())
+		dst = AppendJSONString(dst, name)
+		dst = AppendJSONString(append(dst, `:{"category":`...), string(fl.Category))
+		dst = AppendJSONString(append(dst, `,"level":`...), fl.Level.String())
 		if fl.DirectID {
 			dst = append(dst, `,"direct_id":true`...)
 		}
@@ -494,7 +494,7 @@ func (l Labels) AppendJSON(dst []byte, index int, id string) []byte {
 // {"index":n,"error":{"field":"…","reason":"…"}}.
 func (e *ValidationError) AppendJSON(dst []byte, index int) []byte {
 	dst = appendInt(append(dst, `{"index":`...), index)
-	dst = appendJSONString(append(dst, `,"error":{"field":`...), e.Field)
-	dst = appendJSONString(append(dst, `,"reason":`...), e.Reason)
+	dst = AppendJSONString(append(dst, `,"error":{"field":`...), e.Field)
+	dst = AppendJSONString(append(dst, `,"reason":`...), e.Reason)
 	return append(dst, "}}"...)
 }

@@ -105,7 +105,7 @@ func (s Summary) AppendJSON(dst []byte) []byte {
 	dst = appendInt(append(dst, `{"summary":{"records":`...), s.Records)
 	dst = appendInt(append(dst, `,"invalid":`...), s.Invalid)
 	dst = appendInt(append(dst, `,"subjects":`...), s.Subjects)
-	dst = appendJSONString(append(dst, `,"level":`...), s.Level.String())
+	dst = AppendJSONString(append(dst, `,"level":`...), s.Level.String())
 	dst = appendStrings(append(dst, `,"rules":`...), s.Rules)
 	return append(dst, "}}"...)
 }

@@ -7,9 +7,10 @@ import (
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD; control characters, U+2028 and U+2029 are escaped.
-func appendJSONString(dst []byte, s string) []byte {
+// AppendJSONString appends s to dst as a JSON string, the escaping every
+// JSON line eduspace writes by hand uses. Invalid UTF-8 becomes U+FFFD;
+// control characters, U+2028 and U+2029 are escaped.
+func AppendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -66,7 +67,7 @@ func appendStrings(dst []byte, ss []string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, s)
+		dst = AppendJSONString(dst, s)
 	}
 	return append(dst, ']')
 }
