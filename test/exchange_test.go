@@ -65,15 +65,8 @@ func (s *testSpace) member(id string, suite crypto.SuiteID, edit ...func(*node.C
 func (s *testSpace) memberEnv(id string, suite crypto.SuiteID, env node.Env, edit ...func(*node.Config)) *node.Node {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
-	if _, err := node.InitKeys(nd, id, suite); err != nil {
-		s.t.Fatal(err)
-	}
-	tok, err := authority.Issue(s.ak, filepath.Join(nd, node.RequestFile), authority.Member{
-		Space: space, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: time.Hour}, s.now)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644); err != nil {
+	if _, err := authority.Provision(s.ak, nd, id, suite, authority.Member{
+		Space: space, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: time.Hour}, s.now); err != nil {
 		s.t.Fatal(err)
 	}
 	cfg := node.DefaultConfig()

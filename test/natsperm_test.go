@@ -80,14 +80,10 @@ func TestNATSPermissions(t *testing.T) {
 	ak, _ := authority.Load(authDir)
 	open := func(id string) *node.Node {
 		nd := filepath.Join(dir, id)
-		if _, err := node.InitKeys(nd, id, crypto.DefaultSuite); err != nil {
+		if _, err := authority.Provision(ak, nd, id, crypto.DefaultSuite, authority.Member{Space: space, Institution: id,
+			Role: crypto.RoleUniversity, Valid: time.Hour}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: time.Hour}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644)
 		cfg := node.DefaultConfig()
 		cfg.NodeID, cfg.Space, cfg.DataDir = id, space, nd
 		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)

@@ -196,16 +196,11 @@ func newProcSpace(t *testing.T) *procSpace {
 func (s *procSpace) node(id string, maxRecords int) *nodeProc {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
-	keys, err := node.InitKeys(nd, id, crypto.DefaultSuite)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	tok, err := authority.Issue(s.ak, filepath.Join(nd, node.RequestFile), authority.Member{
+	keys, err := authority.Provision(s.ak, nd, id, crypto.DefaultSuite, authority.Member{
 		Space: "fault", Institution: id, Role: crypto.RoleUniversity, Valid: time.Hour}, time.Now())
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644)
 	admin := freeAddr(s.t)
 	cfg := fmt.Sprintf("node_id: %s\nspace: fault\ndata_dir: %s\nauthority_public_key: %s\nnats:\n  url: nats://%s\nadmin:\n  listen: %s\nbatch:\n  max_records: %d\nlog_level: warn\n",
 		id, nd, filepath.Join(s.dir, "authority", authority.PublicKeyFile), s.natsAddr, admin, maxRecords)

@@ -80,3 +80,23 @@ func Issue(k *crypto.AuthorityKey, requestPath string, m Member, now time.Time) 
 		IssuedAt: now, Expires: now.Add(m.Valid),
 	})
 }
+
+// Provision enrols a node in one step, for the demo, the benchmark and
+// tests: it creates the node's keys in dir (node.InitKeys), issues its
+// credential from the request they wrote, and puts the credential at
+// dir/credential.jwt. A real member does the two halves on two machines
+// (`eduspace node init`, `eduspace authority issue`).
+func Provision(k *crypto.AuthorityKey, dir, nodeID string, suite crypto.SuiteID, m Member, now time.Time) (*node.Keys, error) {
+	keys, err := node.InitKeys(dir, nodeID, suite)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := Issue(k, filepath.Join(dir, node.RequestFile), m, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "credential.jwt"), []byte(tok+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("write credential: %w", err)
+	}
+	return keys, nil
+}

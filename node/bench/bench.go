@@ -111,15 +111,8 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 	open := func(id string) (*node.Node, error) {
 		nd := filepath.Join(dir, id)
-		if _, err := node.InitKeys(nd, id, o.Suite); err != nil {
-			return nil, err
-		}
-		tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{
-			Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: 24 * time.Hour}, time.Now())
-		if err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644); err != nil {
+		if _, err := authority.Provision(ak, nd, id, o.Suite, authority.Member{
+			Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: 24 * time.Hour}, time.Now()); err != nil {
 			return nil, err
 		}
 		cfg := node.DefaultConfig()

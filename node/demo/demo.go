@@ -226,16 +226,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}()
 	for _, m := range members {
 		nd := filepath.Join(dir, "nodes", m.id)
-		if _, err := node.InitKeys(nd, m.id, crypto.DefaultSuite); err != nil {
-			return res, err
-		}
-		tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{
+		if _, err := authority.Provision(ak, nd, m.id, crypto.DefaultSuite, authority.Member{
 			Space: Space, Institution: m.institution, Role: m.role, Valid: 30 * 24 * time.Hour,
-		}, now)
-		if err != nil {
-			return res, err
-		}
-		if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok+"\n"), 0o644); err != nil {
+		}, now); err != nil {
 			return res, err
 		}
 		cfg := node.DefaultConfig()
