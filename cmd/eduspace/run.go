@@ -37,6 +37,7 @@ func commands() []command {
 		{"subject", "subject report --student ID: every delivery of one student's data", runSubject},
 		{"classify", "classify records offline by the grading standard", runClassify},
 		{"audit", "audit verify | audit export: check an evidence log", runAudit},
+		{"inspect", "inspect FILE: print an envelope's header without opening it", runInspect},
 		{"bench", "measure the full pipeline against plain JetStream", runBench},
 		{"version", "print the version", runVersion},
 	}
