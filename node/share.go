@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,8 +70,10 @@ type shareRun struct {
 	// consents are the ledger's records for the agreement's purpose, by
 	// subject key value.
 	consents map[string][]policy.ConsentRecord
-	// vol is the recipient's volume this calendar year (rules V1–V3).
-	vol *volume
+	// vol is the recipient's volume this calendar year (rules V1–V3),
+	// shared by the deciders of one run under volMu.
+	vol   *volume
+	volMu *sync.Mutex
 }
 
 // volume holds the subjects a recipient received in one calendar year and
@@ -188,42 +191,124 @@ type SendResult struct {
 func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (SendResult, error) {
 	n.shareMu.Lock()
 	defer n.shareMu.Unlock()
-	s, err := n.newShareRun(ctx, agreementID)
+	base, err := n.newShareRun(ctx, agreementID)
 	if err == nil {
-		err = s.load(ctx)
+		err = base.load(ctx)
 	}
 	if err != nil {
 		return SendResult{}, err
 	}
-	var res SendResult
+	base.sl = n.startSealer(ctx, base)
+
+	// The reader hands chunks of records to sendWorkers deciders, each with
+	// its own envelopes, decisions and tokenizer; they share the volume
+	// state (under a lock) and the sealer.
+	type item struct {
+		rec schema.Record
+		idx int
+	}
+	chunks := make(chan []item, 2*sendWorkers)
+	workers := make([]*shareRun, sendWorkers)
+	irs := make([]IngestResult, sendWorkers)
+	errs := make([]error, sendWorkers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		workers[w] = base.fork()
+		wg.Go(func() {
+			s := workers[w]
+			for chunk := range chunks {
+				if errs[w] != nil {
+					continue // drain
+				}
+				for _, it := range chunk {
+					labels, err := n.std.Classify(it.rec, n.now())
+					var verr *schema.ValidationError
+					if errors.As(err, &verr) {
+						irs[w].reject(it.idx, verr)
+						n.m.invalid.WithLabelValues(verr.Reason).Inc()
+						continue
+					}
+					if err == nil {
+						err = s.decide(ctx, it.rec, labels, 0)
+					}
+					if err != nil {
+						errs[w] = err
+						break
+					}
+				}
+			}
+			if errs[w] == nil {
+				errs[w] = s.flushBatches(ctx)
+			}
+		})
+	}
 	var ir IngestResult
+	var readErr error
+	chunk := make([]item, 0, sendChunk)
 	for {
 		rec, idx, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		var verr *schema.ValidationError
-		if err == nil {
-			var labels schema.Labels
-			labels, err = n.std.Classify(rec, n.now())
-			if err == nil {
-				if err := s.decide(ctx, rec, labels, 0); err != nil {
-					res.ShareResult = s.res
-					return res, err
-				}
-				continue
-			}
+		if errors.As(err, &verr) {
+			ir.reject(idx, verr)
+			n.m.invalid.WithLabelValues(verr.Reason).Inc()
+			continue
 		}
-		if !errors.As(err, &verr) {
-			res.ShareResult = s.res
-			return res, fmt.Errorf("send: read: %w", err)
+		if err != nil {
+			readErr = fmt.Errorf("send: read: %w", err)
+			break
 		}
-		ir.reject(idx, verr)
-		n.m.invalid.WithLabelValues(verr.Reason).Inc()
+		chunk = append(chunk, item{rec, idx})
+		if len(chunk) == sendChunk {
+			chunks <- chunk
+			chunk = make([]item, 0, sendChunk)
+		}
 	}
-	err = s.flushAll(ctx)
-	res.ShareResult, res.Invalid, res.Errors = s.res, ir.Invalid, ir.Errors
-	return res, err
+	if len(chunk) > 0 {
+		chunks <- chunk
+	}
+	close(chunks)
+	wg.Wait()
+	sealErr := base.finish()
+
+	res := SendResult{ShareResult: ShareResult{Agreement: base.a.ID, Recipient: base.a.Recipient, Denied: map[string]int{},
+		Envelopes: base.res.Envelopes}}
+	for w, s := range workers {
+		res.Considered += s.res.Considered
+		res.Permitted += s.res.Permitted
+		for k, v := range s.res.Denied {
+			res.Denied[k] += v
+		}
+		ir.Invalid += irs[w].Invalid
+		ir.Errors = append(ir.Errors, irs[w].Errors...)
+	}
+	sort.Slice(ir.Errors, func(i, j int) bool { return ir.Errors[i].Index < ir.Errors[j].Index })
+	if len(ir.Errors) > 1000 {
+		ir.Errors = ir.Errors[:1000]
+	}
+	res.Invalid, res.Errors = ir.Invalid, ir.Errors
+	return res, errors.Join(append([]error{readErr, sealErr}, errs...)...)
+}
+
+// sendWorkers is how many goroutines decide records in Send; sendChunk how
+// many records the reader hands one at a time.
+const (
+	sendWorkers = 2
+	sendChunk   = 64
+)
+
+// fork returns a decider sharing s's agreement, recipient, consents, volume
+// state and sealer, with envelopes, decisions and results of its own.
+func (s *shareRun) fork() *shareRun {
+	return &shareRun{
+		n: s.n, a: s.a, to: s.to, role: s.role, tokenKey: s.tokenKey,
+		res:       ShareResult{Agreement: s.a.ID, Recipient: s.a.Recipient, Denied: map[string]int{}},
+		batches:   map[string]*pending{},
+		decisions: map[[2]string]*decisionGroup{},
+		sl:        s.sl, consents: s.consents, vol: s.vol, volMu: s.volMu,
+	}
 }
 
 // newShareRun prepares a share under agreementID: the agreement must name
@@ -253,6 +338,7 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 		res:       ShareResult{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}},
 		batches:   map[string]*pending{},
 		decisions: map[[2]string]*decisionGroup{},
+		volMu:     &sync.Mutex{},
 	}, nil
 }
 
@@ -322,6 +408,7 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	typ := rec.Type
 	s.res.Considered++
 	subject := n.ev.Subject(labels.Subject)
+	s.volMu.Lock()
 	prev, had := s.vol.seen[subject]
 	d := policy.Decide(n.rules, policy.Input{
 		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, RecipientRole: string(s.role),
@@ -331,6 +418,10 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 		SubjectsSoFar:  s.vol.volAny - b2i(had),
 		Now:            now,
 	})
+	if d.Permit {
+		s.vol.count(subject, d.Level)
+	}
+	s.volMu.Unlock()
 	key := [2]string{d.Rule, string(d.Reason)}
 	g := s.decisions[key]
 	if g == nil {
@@ -364,16 +455,24 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	}
 	b.subjects = append(b.subjects, subject)
 	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: keptFields(d)})
-	s.vol.count(subject, d.Level)
 	if b.count >= n.cfg.Batch.MaxRecords {
 		return s.flush(ctx, b)
 	}
 	return nil
 }
 
-// flushAll hands the partly filled envelopes and the last decisions to the
-// sealer and waits until everything is committed.
+// flushAll hands what is left to the sealer and waits until everything
+// is committed.
 func (s *shareRun) flushAll(ctx context.Context) error {
+	if err := s.flushBatches(ctx); err != nil {
+		return err
+	}
+	return s.finish()
+}
+
+// flushBatches hands the partly filled envelopes and the last decisions to
+// the sealer.
+func (s *shareRun) flushBatches(ctx context.Context) error {
 	types := make([]string, 0, len(s.batches))
 	for t := range s.batches {
 		types = append(types, t)
@@ -390,6 +489,11 @@ func (s *shareRun) flushAll(ctx context.Context) error {
 		s.submit(ctx, sealJob{decisions: s.decisions})
 		s.decisions = map[[2]string]*decisionGroup{}
 	}
+	return nil
+}
+
+// finish closes the sealer and waits until it has committed everything.
+func (s *shareRun) finish() error {
 	if s.sl == nil {
 		return nil
 	}
