@@ -215,6 +215,8 @@ func (n *Node) AcceptAgreement(ctx context.Context, id string) error {
 // queued under it is dropped (held records become shareable again under
 // another agreement), and the other party is told.
 func (n *Node) RevokeAgreement(ctx context.Context, id string) (dropped int, err error) {
+	n.shareMu.Lock() // no share under it commits meanwhile
+	defer n.shareMu.Unlock()
 	a, err := n.agreement(ctx, id)
 	if err != nil {
 		return 0, err
@@ -252,7 +254,7 @@ func (n *Node) RevokeAgreement(ctx context.Context, id string) (dropped int, err
 // dropQueued removes the envelopes of records under agreement that have
 // not left yet, with their shared marks and deliveries.
 func (n *Node) dropQueued(ctx context.Context, tx *sql.Tx, agreement string) (int, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT envelope_id FROM outbox WHERE agreement = ? AND kind = ? AND sent_ms IS NULL`,
+	rows, err := tx.QueryContext(ctx, `SELECT envelope_id FROM outbox WHERE agreement = ? AND kind = ? AND attempt_ms IS NULL`,
 		agreement, crypto.KindRecords)
 	if err != nil {
 		return 0, fmt.Errorf("drop queued: %w", err)
@@ -260,16 +262,19 @@ func (n *Node) dropQueued(ctx context.Context, tx *sql.Tx, agreement string) (in
 	var ids []string
 	for rows.Next() {
 		var id string
-		rows.Scan(&id)
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("drop queued: %w", err)
+		}
 		ids = append(ids, id)
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("drop queued: %w", err)
+	}
 	for _, eid := range ids {
-		for _, q := range []string{`DELETE FROM outbox WHERE envelope_id = ?`, `DELETE FROM shared WHERE envelope_id = ?`,
-			`DELETE FROM deliveries WHERE envelope_id = ?`} {
-			if _, err := tx.ExecContext(ctx, q, eid); err != nil {
-				return 0, fmt.Errorf("drop queued: %w", err)
-			}
+		if err := dropEnvelope(ctx, tx, eid); err != nil {
+			return 0, err
 		}
 		if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindDrop, Envelope: eid, Agreement: agreement,
 			Reason: "agreement_revoked"}); err != nil {
@@ -277,6 +282,18 @@ func (n *Node) dropQueued(ctx context.Context, tx *sql.Tx, agreement string) (in
 		}
 	}
 	return len(ids), nil
+}
+
+// dropEnvelope removes an envelope that has not left from the outbox, with
+// its shared marks (held records become shareable again) and deliveries.
+func dropEnvelope(ctx context.Context, tx *sql.Tx, eid string) error {
+	for _, q := range []string{`DELETE FROM outbox WHERE envelope_id = ? AND attempt_ms IS NULL`,
+		`DELETE FROM shared WHERE envelope_id = ?`, `DELETE FROM deliveries WHERE envelope_id = ?`} {
+		if _, err := tx.ExecContext(ctx, q, eid); err != nil {
+			return fmt.Errorf("drop queued envelope: %w", err)
+		}
+	}
+	return nil
 }
 
 func (n *Node) sendAgreementMsg(ctx context.Context, tx *sql.Tx, peer, action string, sa policy.SignedAgreement) error {
@@ -348,13 +365,33 @@ func (n *Node) agreementMessage(ctx context.Context, h crypto.Header, sender *cr
 		}
 		return n.storeAgreement(ctx, &sa.Agreement, &sa, agreementActive, peer, "accepted by peer")
 	case "revoke":
-		if !known || state == agreementRevoked || sa.RevokedBy != peer {
+		if !known || state == agreementRevoked || sa.RevokedBy != peer || sa.RevokedAt.IsZero() {
 			return nil // nothing to revoke, or revoked already
 		}
-		a := sa.Agreement
+		// Only the state changes: the terms stay those stored here, whatever
+		// the message carries.
+		n.shareMu.Lock()
+		defer n.shareMu.Unlock()
+		a, err := n.agreement(ctx, sa.ID)
+		if err != nil && !errors.Is(err, ErrAgreementNotActive) {
+			return err
+		}
+		stored, _, err := n.signedAgreement(ctx, sa.ID)
+		if err != nil {
+			return err
+		}
+		if a == nil && stored != nil {
+			a = &stored.Agreement
+		}
+		if a == nil {
+			return nil
+		}
 		a.Revoked = true
+		if stored != nil {
+			stored.RevokedBy, stored.RevokedAt = sa.RevokedBy, sa.RevokedAt
+		}
 		return n.db.Write(ctx, func(tx *sql.Tx) error {
-			if err := n.storeAgreementTx(ctx, tx, &a, &sa, agreementRevoked, peer, "revoked by peer"); err != nil {
+			if err := n.storeAgreementTx(ctx, tx, a, stored, agreementRevoked, peer, "revoked by peer"); err != nil {
 				return err
 			}
 			_, err := n.dropQueued(ctx, tx, sa.ID)

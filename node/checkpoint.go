@@ -170,6 +170,15 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	}
 	vk, ok := cred.CheckpointKey(keyID)
 	if !ok {
+		// Perhaps the node rotated its keys and the cached credential is
+		// older than the checkpoint: read the registry again first.
+		if fresh, err := n.reg.lookupFresh(ctx, node); err == nil {
+			if vk, ok = fresh.CheckpointKey(keyID); ok {
+				_, token, _ = n.reg.lookupToken(ctx, node)
+			}
+		}
+	}
+	if !ok {
 		return refuse(RefuseUnknownKey, fmt.Errorf("no checkpoint key %q", keyID))
 	}
 	c, err := crypto.ParseCheckpoint(data, vk)

@@ -15,6 +15,13 @@ import (
 	"github.com/eduspace/eduspace/node/evidence"
 )
 
+// maxClockSkew is how far ahead of this node's clock an envelope's created
+// time may be; maxEnvelopeLife how long an envelope may be valid at all.
+const (
+	maxClockSkew    = 5 * time.Minute
+	maxEnvelopeLife = 30 * 24 * time.Hour
+)
+
 // deliveryGroup is how many deliveries at most one transaction stores.
 const deliveryGroup = 64
 
@@ -67,6 +74,13 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	}
 	h := env.Header
 	p.cred = cred
+	// The sender chooses created and expires: bound them, so that a
+	// backdated envelope cannot pass for one made while the agreement was
+	// valid.
+	if now := n.now(); h.Created.After(now.Add(maxClockSkew)) || h.Expires.Sub(h.Created) > maxEnvelopeLife {
+		p.err = refuse(RefuseExpired, errors.New("created in the future or valid for too long"))
+		return
+	}
 	var seen int
 	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, h.IDString()).Scan(&seen); err != nil {
 		p.err = fmt.Errorf("check inbox: %w", err)

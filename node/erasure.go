@@ -32,6 +32,11 @@ type WithdrawResult struct {
 // under that purpose is sent a signed erasure request, all in one
 // transaction. Recipients answer with signed erasure receipts.
 func (n *Node) WithdrawConsent(ctx context.Context, id string) (WithdrawResult, error) {
+	// No share may commit the subject's records meanwhile: a run that
+	// decided before the withdrawal would otherwise queue them after the
+	// withdrawal looked for them.
+	n.shareMu.Lock()
+	defer n.shareMu.Unlock()
 	c, err := n.consent(ctx, id)
 	if err != nil {
 		return WithdrawResult{}, err
@@ -59,7 +64,7 @@ func (n *Node) WithdrawConsent(ctx context.Context, id string) (WithdrawResult, 
 		type target struct{ recipient, agreement string }
 		var targets []target
 		seen := map[target]bool{}
-		rows, err := tx.QueryContext(ctx, `SELECT o.envelope_id, o.recipient, o.agreement, o.sent_ms IS NULL,
+		rows, err := tx.QueryContext(ctx, `SELECT o.envelope_id, o.recipient, o.agreement, o.attempt_ms IS NULL,
 				o.records = (SELECT count(*) FROM shared s WHERE s.envelope_id = o.envelope_id)
 			FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
 			WHERE d.subject = ? AND o.purpose = ?`, subject, string(c.Purpose))
@@ -90,11 +95,8 @@ func (n *Node) WithdrawConsent(ctx context.Context, id string) (WithdrawResult, 
 			return err
 		}
 		for _, eid := range drop {
-			for _, q := range []string{`DELETE FROM outbox WHERE envelope_id = ?`, `DELETE FROM shared WHERE envelope_id = ?`,
-				`DELETE FROM deliveries WHERE envelope_id = ?`} {
-				if _, err := tx.ExecContext(ctx, q, eid); err != nil {
-					return fmt.Errorf("drop queued envelope: %w", err)
-				}
+			if err := dropEnvelope(ctx, tx, eid); err != nil {
+				return err
 			}
 			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindDrop, Envelope: eid, Purpose: string(c.Purpose),
 				Reason: "consent_withdrawn", Subjects: []string{subject}}); err != nil {

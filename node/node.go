@@ -297,13 +297,6 @@ func (n *Node) Close() error {
 				errs = append(errs, fmt.Errorf("stop http: %w", err))
 			}
 		}
-		if n.started {
-			// A last checkpoint, so that the log as it is at shutdown is
-			// covered on the space.
-			if err := n.publishCheckpoint(ctx); err != nil {
-				n.log.Warn("final checkpoint not published", "err", err)
-			}
-		}
 		for _, cc := range n.consumers {
 			cc.Drain()
 		}
@@ -317,6 +310,19 @@ func (n *Node) Close() error {
 			n.cancel()
 		}
 		n.wg.Wait()
+		// A share still running (its request outlived the HTTP shutdown, or
+		// a caller in this process) finishes before anything closes.
+		n.shareMu.Lock()
+		if n.started {
+			// A last checkpoint, after everything else has stopped writing,
+			// so that the log as it is at shutdown is covered on the space.
+			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := n.publishCheckpoint(cctx); err != nil {
+				n.log.Warn("final checkpoint not published", "err", err)
+			}
+			ccancel()
+		}
+		n.shareMu.Unlock()
 		for i := len(n.closers) - 1; i >= 0; i-- {
 			if err := n.closers[i](); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 				errs = append(errs, err)

@@ -144,6 +144,11 @@ func (n *Node) checkRecords(plain []byte, h crypto.Header) error {
 	if _, err := schema.ParseLevel(h.Level); err != nil {
 		return fmt.Errorf("header level: %w", err)
 	}
+	// One record per line and nothing else: erasure relies on lines and
+	// records matching one to one.
+	if len(plain) == 0 || plain[0] == '\n' || bytes.Contains(plain, []byte("\n\n")) || plain[len(plain)-1] != '\n' {
+		return fmt.Errorf("empty lines or no final newline")
+	}
 	rd := schema.NewNDJSONReader(bytes.NewReader(plain), "")
 	count := 0
 	for {

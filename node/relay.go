@@ -93,6 +93,28 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	if len(page) == 0 {
 		return false, nil
 	}
+	// Mark the page as being published before it is: from here on an
+	// envelope may have left, so a withdrawal or revocation no longer drops
+	// it but asks the recipient to erase.
+	full := len(page) == relayPage
+	var live []outboxRow
+	if err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		live = live[:0]
+		now := n.now().UnixMilli()
+		for _, r := range page {
+			res, err := tx.ExecContext(ctx, `UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?) WHERE id = ? AND sent_ms IS NULL`, now, r.id)
+			if err != nil {
+				return fmt.Errorf("mark attempt: %w", err)
+			}
+			if k, _ := res.RowsAffected(); k == 1 {
+				live = append(live, r) // dropped meanwhile otherwise: never published
+			}
+		}
+		return nil
+	}); err != nil {
+		return false, err
+	}
+	page = live
 	futures := make([]jetstream.PubAckFuture, 0, len(page))
 	for _, r := range page {
 		f, err := n.js.PublishAsync(r.subject, r.data, jetstream.WithMsgID(r.eid))
@@ -127,15 +149,19 @@ wait:
 	if pubErr != nil {
 		return false, pubErr
 	}
-	return len(page) == relayPage && len(acked) == len(page), nil
+	return full && len(acked) == len(page), nil
 }
 
 func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 	now := n.now().UnixMilli()
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		for _, r := range sent {
-			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = ? WHERE id = ?`, now, r.id); err != nil {
+			res, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = ? WHERE id = ?`, now, r.id)
+			if err != nil {
 				return fmt.Errorf("mark sent: %w", err)
+			}
+			if k, _ := res.RowsAffected(); k == 0 {
+				continue // not there any more: nothing to mark
 			}
 			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindSend, Peer: r.recipient,
 				Envelope: r.eid, Count: r.records}); err != nil {

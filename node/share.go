@@ -158,6 +158,9 @@ func (n *Node) Share(ctx context.Context, agreementID string) (ShareResult, erro
 	if err != nil {
 		return ShareResult{}, err
 	}
+	// Whatever happens, the sealer is closed and waited for before shareMu
+	// is released: nothing of this run commits after it returns.
+	defer s.finish()
 	types := make([]string, 0, len(s.a.RecordTypes))
 	for t := range s.a.RecordTypes {
 		types = append(types, t)
@@ -199,6 +202,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 		return SendResult{}, err
 	}
 	base.sl = n.startSealer(ctx, base)
+	defer base.finish() // on an early return; a no-op after the one below
 
 	// The reader hands chunks of records to sendWorkers deciders, each with
 	// its own envelopes, decisions and tokenizer; they share the volume
@@ -494,9 +498,10 @@ func (s *shareRun) flushBatches(ctx context.Context) error {
 
 // finish closes the sealer and waits until it has committed everything.
 func (s *shareRun) finish() error {
-	if s.sl == nil {
+	if s.sl == nil || s.sl.closed {
 		return nil
 	}
+	s.sl.closed = true
 	close(s.sl.jobs)
 	<-s.sl.done
 	s.res.Envelopes = s.sl.envelopes
@@ -510,8 +515,7 @@ func (s *shareRun) finish() error {
 // to the sealer and starts a new envelope.
 func (s *shareRun) flush(ctx context.Context, b *pending) error {
 	if s.sl != nil && s.sl.failed.Load() {
-		<-s.sl.done
-		return s.sl.err
+		return s.sl.err // set before failed; the run ends, finish waits
 	}
 	job := sealJob{b: *b, decisions: s.decisions}
 	s.decisions = map[[2]string]*decisionGroup{}
@@ -540,7 +544,8 @@ type sealer struct {
 	jobs      chan sealJob
 	done      chan struct{}
 	failed    atomic.Bool
-	err       error // valid once done is closed
+	err       error // valid once failed is set, or done is closed
+	closed    bool  // finish has run
 	envelopes int   // valid once done is closed
 	nextSeq   int64
 }

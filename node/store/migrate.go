@@ -62,6 +62,7 @@ CREATE TABLE outbox (
 	records     INTEGER NOT NULL,
 	data        BLOB    NOT NULL,
 	created_ms  INTEGER NOT NULL,
+	attempt_ms  INTEGER,                 -- the relay began publishing it: it may have left
 	sent_ms     INTEGER,                 -- JetStream acknowledged the publish
 	receipt_ms  INTEGER,                 -- the recipient's signed receipt arrived (records envelopes)
 	agreement   TEXT,                    -- records envelopes: the agreement, purpose and record type

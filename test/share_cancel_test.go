@@ -1,0 +1,69 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/synth"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// TestShareCancelledThenResumed: a share whose request goes away midway
+// stops without leaving its sealer behind; the next share sends the rest;
+// every record arrives exactly once.
+func TestShareCancelledThenResumed(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	var all, grades bytes.Buffer
+	(synth.Synth{Prefix: "2025000", Students: 1000, Seed: 5, Now: s.now}).Write(&all)
+	sc := bufio.NewScanner(&all)
+	n := 0
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(`"type":"course_grade"`)) {
+			grades.Write(sc.Bytes())
+			grades.WriteByte('\n')
+			n++
+		}
+	}
+	if _, err := a.Ingest(ctx, &grades, ""); err != nil {
+		t.Fatal(err)
+	}
+	ag := &policy.Agreement{ID: "cancel", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeCreditTransfer,
+		LegalBasis: policy.BasisContract, RecordTypes: map[string][]string{"course_grade": {"student_id", "course_code", "score"}},
+		MaxLevel: schema.L3, RetentionDays: 30, BulkApproved: true, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
+	for _, nd := range []*node.Node{a, b} {
+		if err := nd.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Millisecond)
+	a.Share(cctx, ag.ID) // may finish, fail or stop midway: any of them is fine
+	cancel()
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Share(ctx, ag.ID)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("second share: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the second share hung")
+	}
+	waitFor(t, "every grade at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received >= int64(n) })
+	time.Sleep(200 * time.Millisecond)
+	if st, _ := b.Status(ctx); st.Received != int64(n) {
+		t.Errorf("uni-b holds %d records, want exactly %d", st.Received, n)
+	}
+}
