@@ -471,12 +471,24 @@ func TestClusterLeaf(t *testing.T) {
 		t.Errorf("%d records missing, %d unexpected at the receiver", missing, extra)
 	}
 
-	// The streams kept three replicas through it all.
-	sctx, sc := context.WithTimeout(ctx, 10*time.Second)
-	defer sc()
-	if st, err := opJS.Stream(sctx, l.ExchangeStream()); err != nil {
-		t.Errorf("exchange stream: %v", err)
-	} else if r := st.CachedInfo().Config.Replicas; r != 3 {
+	// The streams kept three replicas through it all. The restarted server
+	// may still be catching up, and the operator's connection reconnecting:
+	// ask until the cluster answers (bounded).
+	var info *jetstream.StreamInfo
+	var lastErr error
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		sctx, sc := context.WithTimeout(ctx, 5*time.Second)
+		st, err := opJS.Stream(sctx, l.ExchangeStream())
+		sc()
+		if err == nil {
+			info = st.CachedInfo()
+			break
+		}
+		lastErr = err
+	}
+	if info == nil {
+		t.Errorf("exchange stream: %v", lastErr)
+	} else if r := info.Config.Replicas; r != 3 {
 		t.Errorf("exchange stream has %d replicas, want 3", r)
 	}
 }
