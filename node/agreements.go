@@ -341,6 +341,9 @@ func (n *Node) agreementMessage(ctx context.Context, h crypto.Header, sender *cr
 	}
 	verified := func(party string, cred *crypto.Credential) bool {
 		for _, k := range cred.SigningKeys {
+			if n.reg.checkRevoked(party, k.ID, n.now()) != nil {
+				continue // a revoked key signs nothing
+			}
 			if vk, err := crypto.ParseVerifyKey(k.Key); err == nil && vk.Verify(sa.SigningMessage(), sigOf(party)) {
 				return true
 			}

@@ -185,6 +185,9 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	if err != nil {
 		return refuse(RefuseSignature, err)
 	}
+	if err := n.reg.checkRevoked(node, keyID, n.now()); err != nil {
+		return refuse(RefuseRevoked, err)
+	}
 	if c.Space != n.cfg.Space || c.Node != node {
 		return refuse(RefuseMisaddressed, errors.New("checkpoint of another space or node"))
 	}
