@@ -452,24 +452,7 @@ func TestClusterLeaf(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	got, rows := storedSet(t, rcv.dir)
-	if rows != len(want) || len(got) != len(want) {
-		t.Errorf("receiver stored %d rows, %d distinct records; want exactly %d", rows, len(got), len(want))
-	}
-	missing, extra := 0, 0
-	for k := range want {
-		if !got[k] {
-			missing++
-		}
-	}
-	for k := range got {
-		if !want[k] {
-			extra++
-		}
-	}
-	if missing > 0 || extra > 0 {
-		t.Errorf("%d records missing, %d unexpected at the receiver", missing, extra)
-	}
+	assertExactlyOnce(t, rcv.dir, want)
 
 	// The streams kept three replicas through it all. The restarted server
 	// may still be catching up, and the operator's connection reconnecting:

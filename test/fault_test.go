@@ -171,17 +171,23 @@ func testFault(t *testing.T, victim string) {
 			t.Error(err)
 		}
 	}
-	got, rows := storedSet(t, rcv.dir)
+	assertExactlyOnce(t, rcv.dir, want)
+}
+
+// assertExactlyOnce compares what the receiver in dir stored with want:
+// every record there, none twice, nothing else.
+func assertExactlyOnce(t *testing.T, dir string, want map[[2]string]bool) {
+	t.Helper()
+	got, rows := storedSet(t, dir)
 	if rows != len(want) || len(got) != len(want) {
 		t.Errorf("receiver stored %d rows, %d distinct records; want exactly %d", rows, len(got), len(want))
 	}
-	missing := 0
+	missing, extra := 0, 0
 	for k := range want {
 		if !got[k] {
 			missing++
 		}
 	}
-	extra := 0
 	for k := range got {
 		if !want[k] {
 			extra++
