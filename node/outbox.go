@@ -20,6 +20,24 @@ func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *cry
 	if err != nil {
 		return "", fmt.Errorf("sequence: %w", err)
 	}
+	eid, data, err := n.seal(h, to, seq, plaintext)
+	if err != nil {
+		return "", err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Recipient, h.Kind, subject, seq, records, data, n.now().UnixMilli()); err != nil {
+		return "", fmt.Errorf("outbox: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE pair_seq SET next_out = next_out + 1 WHERE peer = ? AND kind = ?`, h.Recipient, h.Kind); err != nil {
+		return "", fmt.Errorf("sequence: %w", err)
+	}
+	return eid, nil
+}
+
+// seal completes h with what this node always puts there (suite, sender
+// and keys, sequence number, times, a fresh id), seals plaintext to `to`
+// and signs it. It returns the envelope id and the envelope.
+func (n *Node) seal(h crypto.Header, to *crypto.KEMPublicKey, seq int64, plaintext []byte) (string, []byte, error) {
 	now := n.now()
 	h.Suite = to.Suite()
 	h.Sender, h.SenderKeyID = n.cfg.NodeID, n.keys.Signing.Public().KeyID()
@@ -27,19 +45,11 @@ func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *cry
 	h.Seq = uint64(seq)
 	h.Created, h.Expires = now, now.Add(n.cfg.EnvelopeTTL)
 	if _, err := rand.Read(h.ID[:]); err != nil {
-		return "", fmt.Errorf("envelope id: %w", err)
+		return "", nil, fmt.Errorf("envelope id: %w", err)
 	}
 	data, err := crypto.Seal(rand.Reader, h, to, n.keys.Signing, plaintext)
 	if err != nil {
-		return "", fmt.Errorf("seal: %w", err)
+		return "", nil, fmt.Errorf("seal: %w", err)
 	}
-	eid := h.IDString()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Recipient, h.Kind, subject, seq, records, data, now.UnixMilli()); err != nil {
-		return "", fmt.Errorf("outbox: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE pair_seq SET next_out = next_out + 1 WHERE peer = ? AND kind = ?`, h.Recipient, h.Kind); err != nil {
-		return "", fmt.Errorf("sequence: %w", err)
-	}
-	return eid, nil
+	return h.IDString(), data, nil
 }

@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -637,23 +636,14 @@ type sealed struct {
 
 // seal seals one envelope with its assigned sequence number.
 func (s *shareRun) seal(e *sealed) error {
-	n := s.n
-	now := n.now()
-	h := crypto.Header{
-		Suite: s.to.Suite(), Sender: n.cfg.NodeID, SenderKeyID: n.keys.Signing.Public().KeyID(),
-		Recipient: s.a.Recipient, RecipientKeyID: s.to.KeyID(), Seq: uint64(e.seq),
-		Created: now, Expires: now.Add(n.cfg.EnvelopeTTL),
-		Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: e.job.b.typ,
+	eid, data, err := s.n.seal(crypto.Header{
+		Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: e.job.b.typ,
 		Count: uint32(e.job.b.count), Level: e.job.b.level.String(), Kind: crypto.KindRecords,
-	}
-	if _, err := rand.Read(h.ID[:]); err != nil {
-		return fmt.Errorf("share: envelope id: %w", err)
-	}
-	data, err := crypto.Seal(rand.Reader, h, s.to, n.keys.Signing, e.job.b.buf)
+	}, s.to, e.seq, e.job.b.buf)
 	if err != nil {
-		return fmt.Errorf("share: seal: %w", err)
+		return fmt.Errorf("share: %w", err)
 	}
-	e.eid, e.data = h.IDString(), data
+	e.eid, e.data = eid, data
 	return nil
 }
 
