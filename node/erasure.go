@@ -200,17 +200,17 @@ func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Cred
 		return refuse(RefuseContent, errors.New("erasure request does not match its envelope"))
 	}
 	now := n.now()
-	deleted := 0
+	deleted, fresh := 0, false
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
-		deleted = 0
-		var done int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM evidence WHERE json_extract(entry, '$.kind') = 'erasure'
-			AND json_extract(entry, '$.envelope') = ? AND json_extract(entry, '$.reason') = 'performed'`, req.ID).Scan(&done); err != nil {
+		deleted, fresh = 0, false
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased(request, done_ms) VALUES (?, ?)`, req.ID, now.UnixMilli())
+		if err != nil {
 			return fmt.Errorf("check erasure: %w", err)
 		}
-		if done > 0 {
+		if k, _ := res.RowsAffected(); k == 0 {
 			return nil // a redelivered request: done already, its receipt queued then
 		}
+		fresh = true
 		rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, r.type, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
 			WHERE i.sender = ? AND i.agreement = ?`, req.Provider, req.Agreement)
 		if err != nil {
@@ -261,7 +261,7 @@ func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Cred
 			Count: 1, Kind: crypto.KindErasureReceipt}, to, n.layout.ControlSubject(req.Provider, n.cfg.NodeID), body, 0)
 		return err
 	})
-	if err != nil {
+	if err != nil || !fresh {
 		return err
 	}
 	n.m.erasures.WithLabelValues("performed").Inc()

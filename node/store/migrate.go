@@ -145,6 +145,13 @@ CREATE TABLE erasures (
 );
 CREATE INDEX erasures_subject ON erasures(subject);
 
+-- erased: erasure requests this node carried out for providers, so that a redelivered request is
+-- answered once.
+CREATE TABLE erased (
+	request TEXT    PRIMARY KEY,
+	done_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- evidence: the hash chain (package node/evidence).
 CREATE TABLE evidence (
 	seq       INTEGER PRIMARY KEY,
