@@ -13,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // maxClockSkew is how far ahead of this node's clock an envelope's created
@@ -140,6 +141,7 @@ func (n *Node) storeDeliveries(ctx context.Context, msgs []jetstream.Msg) {
 	now := n.now()
 	var stored []*prepared
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
 		stored = stored[:0]
 		receipts := map[string][]receiptItem{}
 		creds := map[string]*crypto.Credential{}
@@ -220,6 +222,17 @@ func (n *Node) storeDeliveries(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
+// The statements of storeOne.
+var (
+	qInboxHas       = store.NewQuery(`SELECT count(*) FROM inbox WHERE envelope_id = ?`)
+	qInboxSeq       = store.NewQuery(`SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`)
+	qLastIn         = store.NewQuery(`SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`)
+	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertReceived = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
+	qLastInUpdate   = store.NewQuery(`INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
+		ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in)`)
+)
+
 // storeOne stores one prepared envelope inside tx. A sequence number the
 // sender already used for another envelope turns p into a refusal
 // (replayed) and stores nothing; ok reports whether it was stored.
@@ -227,14 +240,21 @@ func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.T
 	h := p.h
 	eid := h.IDString()
 	var other int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, eid).Scan(&other); err != nil {
+	st, err := n.db.Stmt(ctx, tx, qInboxHas)
+	if err == nil {
+		err = st.QueryRowContext(ctx, eid).Scan(&other)
+	}
+	if err != nil {
 		return false, fmt.Errorf("check inbox: %w", err)
 	}
 	if other > 0 {
 		p.dup = true // twice in one group
 		return false, nil
 	}
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`, h.Sender, h.Seq).Scan(&other); err != nil {
+	if st, err = n.db.Stmt(ctx, tx, qInboxSeq); err == nil {
+		err = st.QueryRowContext(ctx, h.Sender, h.Seq).Scan(&other)
+	}
+	if err != nil {
 		return false, fmt.Errorf("check sequence: %w", err)
 	}
 	if other > 0 {
@@ -242,21 +262,29 @@ func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.T
 		return false, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: RefuseReplayed})
 	}
 	var prevLast int64
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`,
-		h.Sender, h.Kind).Scan(&prevLast); err != nil {
+	if st, err = n.db.Stmt(ctx, tx, qLastIn); err == nil {
+		err = st.QueryRowContext(ctx, h.Sender, h.Kind).Scan(&prevLast)
+	}
+	if err != nil {
 		return false, fmt.Errorf("read sequence: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
-		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
+	if st, err = n.db.Stmt(ctx, tx, qInsertInbox); err == nil {
+		_, err = st.ExecContext(ctx, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
+			h.Created.UnixMilli(), now.UnixMilli())
+	}
+	if err != nil {
 		return false, fmt.Errorf("store inbox: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`,
-		eid, h.RecordType, h.Count, p.plain); err != nil {
+	if st, err = n.db.Stmt(ctx, tx, qInsertReceived); err == nil {
+		_, err = st.ExecContext(ctx, eid, h.RecordType, h.Count, p.plain)
+	}
+	if err != nil {
 		return false, fmt.Errorf("store records: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
-		ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in)`, h.Sender, h.Kind, h.Seq); err != nil {
+	if st, err = n.db.Stmt(ctx, tx, qLastInUpdate); err == nil {
+		_, err = st.ExecContext(ctx, h.Sender, h.Kind, h.Seq)
+	}
+	if err != nil {
 		return false, fmt.Errorf("store sequence: %w", err)
 	}
 	if prevLast > 0 && h.Seq > uint64(prevLast)+1 {

@@ -150,7 +150,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.closers = append(n.closers, n.db.Close)
-	n.ev = evidence.New(cfg.NodeID, n.keys.derive("evidence subject"), n.now)
+	n.ev = evidence.New(cfg.NodeID, n.keys.derive("evidence subject"), n.now).UseDB(n.db)
 	n.m = newMetrics(n.std, n)
 
 	emb := env.Embedded

@@ -9,6 +9,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // receiptBody is the plaintext of a receipt envelope: the envelopes of
@@ -45,6 +46,12 @@ func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred
 	return nil
 }
 
+// The statements of acceptReceipt.
+var (
+	qReceiptRead = store.NewQuery(`SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`)
+	qReceiptMark = store.NewQuery(`UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`)
+)
+
 // acceptReceipt checks and records a receipt from a peer for an envelope
 // this node sent to it.
 func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, error) {
@@ -66,12 +73,20 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 	}
 	var updated int64
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
 		updated = 0
+		read, err := n.db.Stmt(ctx, tx, qReceiptRead)
+		if err != nil {
+			return fmt.Errorf("read outbox: %w", err)
+		}
+		mark, err := n.db.Stmt(ctx, tx, qReceiptMark)
+		if err != nil {
+			return fmt.Errorf("record receipt: %w", err)
+		}
 		for _, it := range rb.Envelopes {
 			var records int
 			var receipt sql.NullInt64
-			err := tx.QueryRowContext(ctx, `SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`,
-				it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
+			err := read.QueryRowContext(ctx, it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
 			if errors.Is(err, sql.ErrNoRows) {
 				return refuse(RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
 			}
@@ -84,7 +99,7 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 			if records != it.Records {
 				return refuse(RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", it.Records, records))
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`, n.now().UnixMilli(), it.Envelope); err != nil {
+			if _, err := mark.ExecContext(ctx, n.now().UnixMilli(), it.Envelope); err != nil {
 				return fmt.Errorf("record receipt: %w", err)
 			}
 			updated++

@@ -6,7 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -132,6 +132,15 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 	return env, cred, nil
 }
 
+// lineChecker is checkRecords' parser and the map it reuses for each
+// record's fields.
+type lineChecker struct {
+	p      *schema.LineParser
+	fields map[string]any
+}
+
+var lineCheckers sync.Pool
+
 // checkRecords checks an envelope's plaintext before it is stored: NDJSON
 // of exactly h.Count records, each of the header's record type and with
 // only fields that type has. Values are not validated against the
@@ -149,25 +158,28 @@ func (n *Node) checkRecords(plain []byte, h crypto.Header) error {
 	if len(plain) == 0 || plain[0] == '\n' || bytes.Contains(plain, []byte("\n\n")) || plain[len(plain)-1] != '\n' {
 		return fmt.Errorf("empty lines or no final newline")
 	}
-	rd := schema.NewNDJSONReader(bytes.NewReader(plain), "")
+	lc, _ := lineCheckers.Get().(*lineChecker)
+	if lc == nil {
+		lc = &lineChecker{p: schema.NewLineParser(""), fields: map[string]any{}}
+	}
+	defer lineCheckers.Put(lc)
 	count := 0
-	for {
-		rec, idx, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("record %d: not a record", idx)
+	for rest := plain; len(rest) > 0; count++ {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i]
+		rest = rest[i+1:]
+		rec, verr := lc.p.Parse(line, lc.fields)
+		if verr != nil {
+			return fmt.Errorf("record %d: not a record", count)
 		}
 		if rec.Type != h.RecordType {
-			return fmt.Errorf("record %d: type differs from the header", idx)
+			return fmt.Errorf("record %d: type differs from the header", count)
 		}
 		for f := range rec.Fields {
 			if _, ok := rt.Field(f); !ok {
-				return fmt.Errorf("record %d: field not in type %s", idx, h.RecordType)
+				return fmt.Errorf("record %d: field not in type %s", count, h.RecordType)
 			}
 		}
-		count++
 	}
 	if count != int(h.Count) {
 		return fmt.Errorf("header says %d records, envelope holds %d", h.Count, count)

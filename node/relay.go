@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // relayPage is how many outbox rows the relay publishes before it waits for
@@ -99,10 +100,15 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	full := len(page) == relayPage
 	var live []outboxRow
 	if err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
 		live = live[:0]
 		now := n.now().UnixMilli()
+		st, err := n.db.Stmt(ctx, tx, qMarkAttempt)
+		if err != nil {
+			return fmt.Errorf("mark attempt: %w", err)
+		}
 		for _, r := range page {
-			res, err := tx.ExecContext(ctx, `UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?) WHERE id = ? AND sent_ms IS NULL`, now, r.id)
+			res, err := st.ExecContext(ctx, now, r.id)
 			if err != nil {
 				return fmt.Errorf("mark attempt: %w", err)
 			}
@@ -152,11 +158,22 @@ wait:
 	return full && len(acked) == len(page), nil
 }
 
+// The relay's marks.
+var (
+	qMarkAttempt = store.NewQuery(`UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?) WHERE id = ? AND sent_ms IS NULL`)
+	qMarkSent    = store.NewQuery(`UPDATE outbox SET sent_ms = ? WHERE id = ?`)
+)
+
 func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 	now := n.now().UnixMilli()
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
+		st, err := n.db.Stmt(ctx, tx, qMarkSent)
+		if err != nil {
+			return fmt.Errorf("mark sent: %w", err)
+		}
 		for _, r := range sent {
-			res, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = ? WHERE id = ?`, now, r.id)
+			res, err := st.ExecContext(ctx, now, r.id)
 			if err != nil {
 				return fmt.Errorf("mark sent: %w", err)
 			}

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -205,10 +207,15 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 
 	// The reader hands chunks of records to sendWorkers deciders, each with
 	// its own envelopes, decisions and tokenizer; they share the volume
-	// state (under a lock) and the sealer.
+	// state (under a lock) and the sealer. From an NDJSON reader the chunks
+	// carry raw lines and the deciders parse them too, each reusing one map
+	// for the fields and one for the labels: only splitting lines stays in
+	// the reading goroutine.
+	lines, _ := r.(lineReader)
 	type item struct {
-		rec schema.Record
-		idx int
+		rec  schema.Record
+		line []byte // the unparsed record (lines only)
+		idx  int
 	}
 	chunks := make(chan []item, 2*sendWorkers)
 	workers := make([]*shareRun, sendWorkers)
@@ -219,12 +226,26 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 		workers[w] = base.fork()
 		wg.Go(func() {
 			s := workers[w]
+			var parser *schema.LineParser
+			if lines != nil {
+				parser = lines.Parser()
+			}
+			fields, labelFields := map[string]any{}, map[string]schema.FieldLabel{}
 			for chunk := range chunks {
 				if errs[w] != nil {
 					continue // drain
 				}
 				for _, it := range chunk {
-					labels, err := n.std.Classify(it.rec, n.now())
+					rec := it.rec
+					if it.line != nil {
+						var verr *schema.ValidationError
+						if rec, verr = parser.Parse(it.line, fields); verr != nil {
+							irs[w].reject(it.idx, verr)
+							n.m.invalid.WithLabelValues(verr.Reason).Inc()
+							continue
+						}
+					}
+					labels, err := n.std.ClassifyInto(rec, n.now(), labelFields)
 					var verr *schema.ValidationError
 					if errors.As(err, &verr) {
 						irs[w].reject(it.idx, verr)
@@ -232,7 +253,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 						continue
 					}
 					if err == nil {
-						err = s.decide(ctx, it.rec, labels, 0)
+						err = s.decide(ctx, rec, labels, 0)
 					}
 					if err != nil {
 						errs[w] = err
@@ -248,14 +269,27 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 	var ir IngestResult
 	var readErr error
 	chunk := make([]item, 0, sendChunk)
+	var arena []byte // the chunk's lines, copied out of the reader's buffer
 	for {
-		rec, idx, err := r.Next()
+		var it item
+		var err error
+		if lines != nil {
+			var line []byte
+			line, it.idx, err = lines.NextLine()
+			if err == nil {
+				start := len(arena)
+				arena = append(arena, line...)
+				it.line = arena[start:len(arena):len(arena)]
+			}
+		} else {
+			it.rec, it.idx, err = r.Next()
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		var verr *schema.ValidationError
 		if errors.As(err, &verr) {
-			ir.reject(idx, verr)
+			ir.reject(it.idx, verr)
 			n.m.invalid.WithLabelValues(verr.Reason).Inc()
 			continue
 		}
@@ -263,10 +297,11 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 			readErr = fmt.Errorf("send: read: %w", err)
 			break
 		}
-		chunk = append(chunk, item{rec, idx})
+		chunk = append(chunk, it)
 		if len(chunk) == sendChunk {
 			chunks <- chunk
 			chunk = make([]item, 0, sendChunk)
+			arena = make([]byte, 0, len(arena))
 		}
 	}
 	if len(chunk) > 0 {
@@ -293,6 +328,14 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 	}
 	res.Invalid, res.Errors = ir.Invalid, ir.Errors
 	return res, errors.Join(append([]error{readErr, sealErr}, errs...)...)
+}
+
+// lineReader is a reader of records that can hand out unparsed lines and
+// parsers for them (schema.NDJSONReader), so that Send parses in its
+// deciding goroutines.
+type lineReader interface {
+	NextLine() ([]byte, int, error)
+	Parser() *schema.LineParser
 }
 
 // sendWorkers is how many goroutines decide records in Send; sendChunk how
@@ -647,6 +690,14 @@ func (s *shareRun) seal(e *sealed) error {
 	return nil
 }
 
+// The statements of commitGroup.
+var (
+	qInsertOutbox = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms, agreement, purpose, record_type)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertDelivery = store.NewQuery(`INSERT INTO delivered(envelope_id, fields, items) VALUES (?, ?, ?)`)
+	qInsertShared   = store.NewQuery(`INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
+)
+
 // commitGroup commits sealed envelopes in one transaction with the records
 // they mark as shared, their deliveries, the evidence of the decisions and
 // seals, and the pair's next sequence number.
@@ -663,17 +714,19 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 	}
 	subject := n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID)
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
 		now := n.now().UnixMilli()
-		insDelivery, err := tx.PrepareContext(ctx, `INSERT INTO deliveries(subject, envelope_id, level, fields) VALUES (?, ?, ?, ?)`)
-		if err != nil {
-			return fmt.Errorf("share: %w", err)
+		var insOutbox, insDelivery, insShared *sql.Stmt
+		for _, q := range []struct {
+			s **sql.Stmt
+			q *store.Query
+		}{{&insOutbox, qInsertOutbox}, {&insDelivery, qInsertDelivery}, {&insShared, qInsertShared}} {
+			st, err := n.db.Stmt(ctx, tx, q.q)
+			if err != nil {
+				return fmt.Errorf("share: %w", err)
+			}
+			*q.s = st
 		}
-		defer insDelivery.Close()
-		insShared, err := tx.PrepareContext(ctx, `INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
-		if err != nil {
-			return fmt.Errorf("share: %w", err)
-		}
-		defer insShared.Close()
 		for _, e := range group {
 			if err := s.writeDecisions(ctx, tx, e.job.decisions); err != nil {
 				return err
@@ -682,15 +735,14 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 				continue
 			}
 			b := e.job.b
-			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms, agreement, purpose, record_type)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, e.data, now,
+			if _, err := insOutbox.ExecContext(ctx, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, e.data, now,
 				s.a.ID, string(s.a.Purpose), b.typ); err != nil {
 				return fmt.Errorf("share: outbox: %w", err)
 			}
-			for _, it := range b.items {
-				if _, err := insDelivery.ExecContext(ctx, it.subject, e.eid, it.level.String(), it.fields); err != nil {
-					return fmt.Errorf("share: deliveries: %w", err)
-				}
+			fields, items := deliveredJSON(b.items)
+			// As text: SQLite reads a JSON blob as JSONB.
+			if _, err := insDelivery.ExecContext(ctx, e.eid, string(fields), string(items)); err != nil {
+				return fmt.Errorf("share: deliveries: %w", err)
 			}
 			for _, id := range b.records {
 				if _, err := insShared.ExecContext(ctx, s.a.ID, id, e.eid); err != nil {
@@ -707,9 +759,8 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 		if seq == sl.nextSeq {
 			return nil
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES (?, ?, ?)
-			ON CONFLICT(peer, kind) DO UPDATE SET next_out = excluded.next_out`, s.a.Recipient, crypto.KindRecords, seq)
-		if err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES (?, ?, ?)
+			ON CONFLICT(peer, kind) DO UPDATE SET next_out = excluded.next_out`, s.a.Recipient, crypto.KindRecords, seq); err != nil {
 			return fmt.Errorf("share: sequence: %w", err)
 		}
 		return nil
@@ -727,6 +778,32 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 	sl.nextSeq = seq
 	n.wakeRelay()
 	return nil
+}
+
+// deliveredJSON encodes an envelope's deliveries for the delivered table:
+// the distinct field lists, and per record its subject, level and the index
+// of its field list.
+func deliveredJSON(items []deliveryItem) (fields, list []byte) {
+	fields, list = append(fields, '['), append(list, '[')
+	index := map[string]int{}
+	for i, it := range items {
+		k, ok := index[it.fields]
+		if !ok {
+			k = len(index)
+			index[it.fields] = k
+			if k > 0 {
+				fields = append(fields, ',')
+			}
+			fields = schema.AppendJSONString(fields, it.fields)
+		}
+		if i > 0 {
+			list = append(list, ',')
+		}
+		list = schema.AppendJSONString(append(list, '['), it.subject)
+		list = schema.AppendJSONString(append(list, ','), it.level.String())
+		list = append(strconv.AppendInt(append(list, ','), int64(k), 10), ']')
+	}
+	return append(fields, ']'), append(list, ']')
 }
 
 // writeDecisions appends decisions to the evidence log, one entry per rule

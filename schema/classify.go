@@ -100,6 +100,14 @@ const maxStackFields = 32
 // asOf decides who is a minor (C3); a zero asOf applies no minor rule.
 // An invalid record gives (Labels{}, *ValidationError).
 func (s *Standard) Classify(r Record, asOf time.Time) (Labels, error) {
+	return s.ClassifyInto(r, asOf, nil)
+}
+
+// ClassifyInto is Classify with the map for Labels.Fields supplied: fields,
+// emptied first, becomes it (a new map when fields is nil). A caller done
+// with the previous record's labels passes their map again and saves the
+// largest allocation of a classification.
+func (s *Standard) ClassifyInto(r Record, asOf time.Time, fields map[string]FieldLabel) (Labels, error) {
 	t := s.types[r.Type]
 	if t == nil {
 		return Labels{}, &ValidationError{Field: "type", Reason: ReasonUnknownType}
@@ -243,7 +251,12 @@ func (s *Standard) Classify(r Record, asOf time.Time) (Labels, error) {
 	}
 
 	// C1.
-	l.Fields = make(map[string]FieldLabel, found)
+	if fields != nil {
+		clear(fields)
+		l.Fields = fields
+	} else {
+		l.Fields = make(map[string]FieldLabel, found)
+	}
 	for i := range t.fields {
 		if has[i] {
 			l.Fields[t.fields[i].Name] = lab[i]

@@ -18,12 +18,20 @@ const MaxLineBytes = 1 << 20
 // member, or the reader's default type when the line has none. Memory use
 // is bounded by the longest line, not by the input.
 type NDJSONReader struct {
-	br          *bufio.Reader
+	br    *bufio.Reader
+	p     LineParser
+	next  int   // index of the next record
+	err   error // sticky read error
+	buf   []byte
+	first bool
+}
+
+// LineParser parses NDJSON lines into records, for a goroutine that does
+// not read them itself: NDJSONReader.NextLine reads lines, and parsers in
+// other goroutines turn them into records. A LineParser is not safe for
+// concurrent use; get one per goroutine from NDJSONReader.Parser.
+type LineParser struct {
 	defaultType string
-	next        int   // index of the next record
-	err         error // sticky read error
-	buf         []byte
-	first       bool
 	keys        map[string]string // interned member names
 }
 
@@ -33,18 +41,26 @@ const maxInternedKeys = 4096
 // NewNDJSONReader returns a reader of records from r. Records without a
 // "type" member get defaultType.
 func NewNDJSONReader(r io.Reader, defaultType string) *NDJSONReader {
-	return &NDJSONReader{br: bufio.NewReaderSize(r, 64<<10), defaultType: defaultType, first: true}
+	return &NDJSONReader{br: bufio.NewReaderSize(r, 64<<10), p: LineParser{defaultType: defaultType}, first: true}
 }
 
-// Next returns the next record and its 0-based index among the input's
-// non-blank lines. A line that is not a JSON object gives
-// (Record{}, index, *ValidationError{Reason: "syntax"}) and reading goes on;
-// a "type" member that is not a string gives Field "type", Reason "type".
-// At the end Next returns io.EOF; any other error is an I/O error.
-func (r *NDJSONReader) Next() (Record, int, error) {
+// NewLineParser returns a parser of NDJSON lines; records without a
+// "type" member get defaultType.
+func NewLineParser(defaultType string) *LineParser {
+	return &LineParser{defaultType: defaultType}
+}
+
+// Parser returns a new parser of r's lines, with r's default type.
+func (r *NDJSONReader) Parser() *LineParser { return NewLineParser(r.p.defaultType) }
+
+// NextLine returns the next non-blank line, trimmed, unparsed, and its
+// 0-based index, as Next would count it; the line is valid until the next
+// call. A line longer than MaxLineBytes gives (nil, index,
+// *ValidationError{Reason: "syntax"}). At the end NextLine returns io.EOF.
+func (r *NDJSONReader) NextLine() ([]byte, int, error) {
 	for {
 		if r.err != nil {
-			return Record{}, r.next, r.err
+			return nil, r.next, r.err
 		}
 		line, tooLong, err := r.readLine()
 		if err != nil {
@@ -61,14 +77,27 @@ func (r *NDJSONReader) Next() (Record, int, error) {
 		idx := r.next
 		r.next++
 		if tooLong {
-			return Record{}, idx, &ValidationError{Reason: ReasonSyntax}
+			return nil, idx, &ValidationError{Reason: ReasonSyntax}
 		}
-		rec, verr := r.parseRecordLine(line)
-		if verr != nil {
-			return Record{}, idx, verr
-		}
-		return rec, idx, nil
+		return line, idx, nil
 	}
+}
+
+// Next returns the next record and its 0-based index among the input's
+// non-blank lines. A line that is not a JSON object gives
+// (Record{}, index, *ValidationError{Reason: "syntax"}) and reading goes on;
+// a "type" member that is not a string gives Field "type", Reason "type".
+// At the end Next returns io.EOF; any other error is an I/O error.
+func (r *NDJSONReader) Next() (Record, int, error) {
+	line, idx, err := r.NextLine()
+	if err != nil {
+		return Record{}, idx, err
+	}
+	rec, verr := r.p.Parse(line, nil)
+	if verr != nil {
+		return Record{}, idx, verr
+	}
+	return rec, idx, nil
 }
 
 // readLine returns the next line without its newline. A line longer than
@@ -99,10 +128,17 @@ func (r *NDJSONReader) readLine() (line []byte, tooLong bool, err error) {
 	}
 }
 
-// parseRecordLine parses one JSON object into a record.
-func (r *NDJSONReader) parseRecordLine(line []byte) (Record, *ValidationError) {
-	fields, ok := r.parseFlatObject(line)
-	if !ok {
+// Parse parses one line, a JSON object, into a record, as
+// NDJSONReader.Next does. The record's fields go into fields, emptied
+// first, when it is not nil (a caller done with the previous record reuses
+// its map), into a new map otherwise.
+func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *ValidationError) {
+	if fields == nil {
+		fields = make(map[string]any, 32)
+	} else {
+		clear(fields)
+	}
+	if !p.parseFlatObject(line, fields) {
 		fields = nil
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.UseNumber()
@@ -113,7 +149,7 @@ func (r *NDJSONReader) parseRecordLine(line []byte) (Record, *ValidationError) {
 			return Record{}, &ValidationError{Reason: ReasonSyntax}
 		}
 	}
-	rec := Record{Type: r.defaultType, Fields: fields}
+	rec := Record{Type: p.defaultType, Fields: fields}
 	if t, ok := fields["type"]; ok {
 		s, ok := t.(string)
 		if !ok {
@@ -129,49 +165,57 @@ func (r *NDJSONReader) parseRecordLine(line []byte) (Record, *ValidationError) {
 // valid UTF-8, one object whose values are strings without escapes,
 // numbers, true, false or null. It gives the same result as encoding/json
 // with UseNumber; for anything else it returns false and the caller uses
-// encoding/json.
-func (r *NDJSONReader) parseFlatObject(b []byte) (map[string]any, bool) {
+// encoding/json. Values are cut from one copy of the line: one allocation
+// per line rather than one per value.
+func (p *LineParser) parseFlatObject(b []byte, fields map[string]any) bool {
 	if !utf8.Valid(b) {
-		return nil, false
+		return false
 	}
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return nil, false
+		return false
 	}
-	fields := make(map[string]any, 32)
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return fields, skipSpace(b, i+1) == len(b)
+		return skipSpace(b, i+1) == len(b)
+	}
+	var line string // b as a string, made at the first string or number value
+	str := func(from, to int) string {
+		if line == "" {
+			line = string(b)
+		}
+		return line[from:to]
 	}
 	for {
 		j, ok := flatStringEnd(b, i)
 		if !ok {
-			return nil, false
+			return false
 		}
-		key := r.intern(b[i+1 : j-1])
+		key := p.intern(b[i+1 : j-1])
 		i = skipSpace(b, j)
 		if i >= len(b) || b[i] != ':' {
-			return nil, false
+			return false
 		}
 		i = skipSpace(b, i+1)
 		if i >= len(b) {
-			return nil, false
+			return false
 		}
 		var v any
 		switch c := b[i]; {
 		case c == '"':
-			v, i, ok = flatString(b, i)
+			j, ok := flatStringEnd(b, i)
 			if !ok {
-				return nil, false
+				return false
 			}
+			v, i = str(i+1, j-1), j
 		case c == '-' || isDigit(c):
 			j := i
 			for j < len(b) && (isDigit(b[j]) || b[j] == '-' || b[j] == '+' || b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
 				j++
 			}
-			n := string(b[i:j])
+			n := str(i, j)
 			if _, _, ok := jsonNumber(n); !ok {
-				return nil, false
+				return false
 			}
 			v, i = json.Number(n), j
 		case bytes.HasPrefix(b[i:], []byte("true")):
@@ -181,32 +225,22 @@ func (r *NDJSONReader) parseFlatObject(b []byte) (map[string]any, bool) {
 		case bytes.HasPrefix(b[i:], []byte("null")):
 			v, i = nil, i+4
 		default:
-			return nil, false
+			return false
 		}
 		fields[key] = v
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return nil, false
+			return false
 		}
 		switch b[i] {
 		case ',':
 			i = skipSpace(b, i+1)
 		case '}':
-			return fields, skipSpace(b, i+1) == len(b)
+			return skipSpace(b, i+1) == len(b)
 		default:
-			return nil, false
+			return false
 		}
 	}
-}
-
-// flatString parses a JSON string without escapes or control characters
-// starting at b[i] == '"'.
-func flatString(b []byte, i int) (string, int, bool) {
-	j, ok := flatStringEnd(b, i)
-	if !ok {
-		return "", j, false
-	}
-	return string(b[i+1 : j-1]), j, true
 }
 
 // flatStringEnd returns the index after the closing quote of the string
@@ -228,16 +262,16 @@ func flatStringEnd(b []byte, i int) (int, bool) {
 
 // intern returns b as a string, shared between records for member names
 // seen before.
-func (r *NDJSONReader) intern(b []byte) string {
-	if s, ok := r.keys[string(b)]; ok {
+func (p *LineParser) intern(b []byte) string {
+	if s, ok := p.keys[string(b)]; ok {
 		return s
 	}
 	s := string(b)
-	if len(r.keys) < maxInternedKeys {
-		if r.keys == nil {
-			r.keys = make(map[string]string)
+	if len(p.keys) < maxInternedKeys {
+		if p.keys == nil {
+			p.keys = make(map[string]string)
 		}
-		r.keys[s] = s
+		p.keys[s] = s
 	}
 	return s
 }

@@ -177,7 +177,9 @@ func FuzzFlatObject(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		got, ok := new(NDJSONReader).parseFlatObject([]byte(s))
+		got := map[string]any{"stale": 1}
+		clear(got)
+		ok := new(LineParser).parseFlatObject([]byte(s), got)
 		if !ok {
 			return
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/pprof"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bench"
@@ -19,7 +18,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	suite := fs.String("suite", crypto.DefaultSuite.String(), "HPKE suite")
 	batch := fs.Int("batch", 0, "records per envelope (default: the node's default)")
 	samples := fs.Int("latency-samples", 200, "single records timed for the latency figures")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the pipeline phase (not the baselines or latency samples) to this file")
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
@@ -40,10 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+		o.CPUProfile = f
 	}
 	res, err := bench.Run(ctx, o)
 	if err != nil {

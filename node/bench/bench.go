@@ -13,10 +13,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"time"
 
@@ -38,6 +40,7 @@ type Options struct {
 	BatchRecords   int            // records per envelope (default: the node's default)
 	LatencySamples int            // single records timed one at a time (default 200)
 	Dir            string         // working directory; default a temporary one, removed after
+	CPUProfile     io.Writer      // when set, a CPU profile of the pipeline phase goes here
 	Logger         *slog.Logger
 	Progress       func(string)
 }
@@ -160,6 +163,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	step(fmt.Sprintf("pipeline: %d records", o.Records))
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			return res, err
+		}
+	}
 	start := time.Now()
 	sr, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(data), ""))
 	if err != nil {
@@ -173,6 +181,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 	res.Seconds = time.Since(start).Seconds()
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	res.RecordsPerS = float64(o.Records) / res.Seconds
 
 	step("baseline again")

@@ -18,13 +18,14 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"sync"
 	"time"
+
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // Kinds of entry.
@@ -68,6 +69,24 @@ type Log struct {
 	key  []byte
 	now  func() time.Time
 	macs sync.Pool // of HMAC states under key, for Subject
+	db   *store.DB // its prepared statements, when set (UseDB)
+}
+
+// The statements of Append, prepared once per database.
+var (
+	qHead   = store.NewQuery(`SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1`)
+	qAppend = store.NewQuery(`INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)`)
+)
+
+// entryBufs holds buffers for Append's encoding; SQLite copies what it
+// binds, so a buffer is free again when Append returns.
+var entryBufs sync.Pool
+
+// UseDB makes Append use db's prepared statements; the transactions given
+// to Append must then be db's.
+func (l *Log) UseDB(db *store.DB) *Log {
+	l.db = db
+	return l
 }
 
 // New returns the log of node; subjectKey keys the subject hashes.
@@ -95,9 +114,14 @@ func (l *Log) Subject(id string) string {
 // Append adds e to the chain inside tx. The head is read inside the same
 // transaction, so a rolled-back append leaves no trace.
 func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
+	ctx = store.InTx(ctx)
 	var seq int64
 	var prev []byte
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
+	head, err := l.db.Stmt(ctx, tx, qHead)
+	if err != nil {
+		return fmt.Errorf("read evidence head: %w", err)
+	}
+	err = head.QueryRowContext(ctx).Scan(&seq, &prev)
 	if errors.Is(err, sql.ErrNoRows) {
 		seq, prev = 0, make([]byte, sha256.Size)
 	} else if err != nil {
@@ -106,12 +130,19 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	e.Seq = seq + 1
 	e.Time = l.now().UnixMilli()
 	e.Node = l.node
-	body, err := json.Marshal(e)
-	if err != nil {
-		return fmt.Errorf("encode evidence entry: %w", err)
+	bp, _ := entryBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
 	}
+	defer entryBufs.Put(bp)
+	body := appendEntry((*bp)[:0], &e)
+	*bp = body
 	h := chain(prev, body)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)`, e.Seq, body, prev, h); err != nil {
+	ins, err := l.db.Stmt(ctx, tx, qAppend)
+	if err != nil {
+		return fmt.Errorf("append evidence: %w", err)
+	}
+	if _, err := ins.ExecContext(ctx, e.Seq, body, prev, h); err != nil {
 		return fmt.Errorf("append evidence: %w", err)
 	}
 	return nil
