@@ -287,7 +287,9 @@ func (n *Node) dropQueued(ctx context.Context, tx *sql.Tx, agreement string) (in
 // dropEnvelope removes an envelope that has not left from the outbox, with
 // its shared marks (held records become shareable again) and deliveries.
 func dropEnvelope(ctx context.Context, tx *sql.Tx, eid string) error {
-	for _, q := range []string{`DELETE FROM outbox WHERE envelope_id = ? AND attempt_ms IS NULL`,
+	for _, q := range []string{
+		`DELETE FROM outbox_data WHERE id IN (SELECT id FROM outbox WHERE envelope_id = ? AND attempt_ms IS NULL)`,
+		`DELETE FROM outbox WHERE envelope_id = ? AND attempt_ms IS NULL`,
 		`DELETE FROM shared WHERE envelope_id = ?`, `DELETE FROM delivered WHERE envelope_id = ?`} {
 		if _, err := tx.ExecContext(ctx, q, eid); err != nil {
 			return fmt.Errorf("drop queued envelope: %w", err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // enqueue seals plaintext to `to` under header h and writes the envelope to
@@ -24,14 +25,34 @@ func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *cry
 	if err != nil {
 		return "", err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, eid, h.Recipient, h.Kind, subject, seq, records, data, n.now().UnixMilli()); err != nil {
+	res, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, eid, h.Recipient, h.Kind, subject, seq, records, n.now().UnixMilli())
+	if err == nil {
+		err = insertEnvelope(ctx, n.db, tx, res, data)
+	}
+	if err != nil {
 		return "", fmt.Errorf("outbox: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE pair_seq SET next_out = next_out + 1 WHERE peer = ? AND kind = ?`, h.Recipient, h.Kind); err != nil {
 		return "", fmt.Errorf("sequence: %w", err)
 	}
 	return eid, nil
+}
+
+var qInsertEnvelope = store.NewQuery(`INSERT INTO outbox_data(id, data) VALUES (?, ?)`)
+
+// insertEnvelope stores the envelope of the outbox row res inserted.
+func insertEnvelope(ctx context.Context, db *store.DB, tx *sql.Tx, res sql.Result, data []byte) error {
+	id, err := res.LastInsertId()
+	if err != nil {
+		return err
+	}
+	st, err := db.Stmt(ctx, tx, qInsertEnvelope)
+	if err != nil {
+		return err
+	}
+	_, err = st.ExecContext(ctx, id, data)
+	return err
 }
 
 // seal completes h with what this node always puts there (suite, sender

@@ -73,8 +73,8 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 		// cannot be committed on the space. The outbox keeps it.
 		return false, nil
 	}
-	rows, err := n.db.R.QueryContext(ctx, `SELECT id, envelope_id, recipient, subject, records, data FROM outbox
-		WHERE sent_ms IS NULL ORDER BY id LIMIT ?`, relayPage)
+	rows, err := n.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records, d.data
+		FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.sent_ms IS NULL ORDER BY o.id LIMIT ?`, relayPage)
 	if err != nil {
 		return false, fmt.Errorf("read outbox: %w", err)
 	}

@@ -692,8 +692,8 @@ func (s *shareRun) seal(e *sealed) error {
 
 // The statements of commitGroup.
 var (
-	qInsertOutbox = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, data, created_ms, agreement, purpose, record_type)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertOutbox = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertDelivery = store.NewQuery(`INSERT INTO delivered(envelope_id, fields, items) VALUES (?, ?, ?)`)
 	qInsertShared   = store.NewQuery(`INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
 )
@@ -735,8 +735,12 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 				continue
 			}
 			b := e.job.b
-			if _, err := insOutbox.ExecContext(ctx, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, e.data, now,
-				s.a.ID, string(s.a.Purpose), b.typ); err != nil {
+			res, err := insOutbox.ExecContext(ctx, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, now,
+				s.a.ID, string(s.a.Purpose), b.typ)
+			if err == nil {
+				err = insertEnvelope(ctx, n.db, tx, res, e.data)
+			}
+			if err != nil {
 				return fmt.Errorf("share: outbox: %w", err)
 			}
 			fields, items := deliveredJSON(b.items)

@@ -1,8 +1,8 @@
 package policy
 
 import (
+	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/eduspace/eduspace/schema"
@@ -178,7 +178,15 @@ func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, sch
 	agreed := a.RecordTypes[l.Type]
 	actions := make([]FieldAction, 0, len(l.Fields))
 	level := schema.LevelUnknown
-	for name, fl := range l.Fields {
+	names := l.SortedNames()
+	if names == nil {
+		names = slices.Sorted(maps.Keys(l.Fields))
+	}
+	for _, name := range names {
+		fl, ok := l.Fields[name]
+		if !ok {
+			continue
+		}
 		t := TransformDrop
 		if slices.Contains(agreed, name) {
 			direct := fl.DirectID || name == l.SubjectKey
@@ -203,7 +211,6 @@ func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, sch
 			level = max(level, fl.Level)
 		}
 	}
-	slices.SortFunc(actions, func(x, y FieldAction) int { return strings.Compare(x.Field, y.Field) })
 	return actions, level
 }
 

@@ -39,6 +39,17 @@ type Labels struct {
 	typ *RecordType // for field order in output
 }
 
+// SortedNames returns the names of the labelled fields in byte order, or
+// nil when the labels did not come from Classify (then sort the keys of
+// Fields). It may list names of the type that the record does not have:
+// look each up in Fields. The slice is shared; do not modify it.
+func (l Labels) SortedNames() []string {
+	if l.typ == nil {
+		return nil
+	}
+	return l.typ.sorted
+}
+
 // Validation reason codes (ValidationError.Reason).
 const (
 	ReasonUnknownField = "unknown_field"

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // MaxLineBytes is the longest NDJSON line NDJSONReader accepts; a longer
@@ -33,6 +34,7 @@ type NDJSONReader struct {
 type LineParser struct {
 	defaultType string
 	keys        map[string]string // interned member names
+	order       []string          // the member names of the last line, in order
 }
 
 // maxInternedKeys bounds the reader's table of member names.
@@ -138,7 +140,7 @@ func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *Validat
 	} else {
 		clear(fields)
 	}
-	if !p.parseFlatObject(line, fields) {
+	if _, ok := p.parseFlatObject(line, fields, nil); !ok {
 		fields = nil
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.UseNumber()
@@ -167,18 +169,23 @@ func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *Validat
 // with UseNumber; for anything else it returns false and the caller uses
 // encoding/json. Values are cut from one copy of the line: one allocation
 // per line rather than one per value.
-func (p *LineParser) parseFlatObject(b []byte, fields map[string]any) bool {
+//
+// With names set instead of fields, it stores nothing: it calls names with
+// each member name but "type" and returns the "type" member's value if it
+// is a string.
+func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func(string)) (typ string, ok bool) {
 	if !utf8.Valid(b) {
-		return false
+		return "", false
 	}
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return false
+		return "", false
 	}
 	i = skipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return skipSpace(b, i+1) == len(b)
+		return "", skipSpace(b, i+1) == len(b)
 	}
+	k := 0 // members so far
 	var line string // b as a string, made at the first string or number value
 	str := func(from, to int) string {
 		if line == "" {
@@ -189,35 +196,44 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any) bool {
 	for {
 		j, ok := flatStringEnd(b, i)
 		if !ok {
-			return false
+			return "", false
 		}
-		key := p.intern(b[i+1 : j-1])
+		key := p.member(k, b[i+1:j-1])
+		k++
 		i = skipSpace(b, j)
 		if i >= len(b) || b[i] != ':' {
-			return false
+			return "", false
 		}
 		i = skipSpace(b, i+1)
 		if i >= len(b) {
-			return false
+			return "", false
 		}
 		var v any
 		switch c := b[i]; {
 		case c == '"':
 			j, ok := flatStringEnd(b, i)
 			if !ok {
-				return false
+				return "", false
 			}
-			v, i = str(i+1, j-1), j
+			switch {
+			case fields != nil:
+				v = str(i+1, j-1)
+			case key == "type":
+				typ = p.intern(b[i+1 : j-1])
+			}
+			i = j
 		case c == '-' || isDigit(c):
 			j := i
 			for j < len(b) && (isDigit(b[j]) || b[j] == '-' || b[j] == '+' || b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
 				j++
 			}
-			n := str(i, j)
-			if _, _, ok := jsonNumber(n); !ok {
-				return false
+			if _, _, ok := jsonNumber(unsafeString(b[i:j])); !ok {
+				return "", false
 			}
-			v, i = json.Number(n), j
+			if fields != nil {
+				v = json.Number(str(i, j))
+			}
+			i = j
 		case bytes.HasPrefix(b[i:], []byte("true")):
 			v, i = true, i+4
 		case bytes.HasPrefix(b[i:], []byte("false")):
@@ -225,23 +241,40 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any) bool {
 		case bytes.HasPrefix(b[i:], []byte("null")):
 			v, i = nil, i+4
 		default:
-			return false
+			return "", false
 		}
-		fields[key] = v
+		switch {
+		case fields != nil:
+			fields[key] = v
+		case key != "type":
+			names(key)
+		}
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return false
+			return "", false
 		}
 		switch b[i] {
 		case ',':
 			i = skipSpace(b, i+1)
 		case '}':
-			return skipSpace(b, i+1) == len(b)
+			return typ, skipSpace(b, i+1) == len(b)
 		default:
-			return false
+			return "", false
 		}
 	}
 }
+
+// Members reads a line as Parse would, but only its member names: it calls
+// fn with each name other than "type" and returns the "type" member's
+// value. ok is false for a line that is not an object of plain values
+// (strings without escapes, numbers, true, false, null); Parse tells
+// whether such a line is a record at all.
+func (p *LineParser) Members(line []byte, fn func(name string)) (recordType string, ok bool) {
+	return p.parseFlatObject(line, nil, fn)
+}
+
+// unsafeString views b as a string for a check that does not keep it.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // flatStringEnd returns the index after the closing quote of the string
 // without escapes or control characters starting at b[i] == '"'.
@@ -258,6 +291,23 @@ func flatStringEnd(b []byte, i int) (int, bool) {
 		}
 	}
 	return len(b), false
+}
+
+// member returns the k-th member name of a line, interned: lines of one
+// feed name their members in the same order, so the name of the last
+// line's k-th member is compared first, without hashing.
+func (p *LineParser) member(k int, b []byte) string {
+	if k < len(p.order) && p.order[k] == unsafeString(b) {
+		return p.order[k]
+	}
+	s := p.intern(b)
+	switch {
+	case k < len(p.order):
+		p.order[k] = s
+	case k == len(p.order) && k < maxInternedKeys:
+		p.order = append(p.order, s)
+	}
+	return s
 }
 
 // intern returns b as a string, shared between records for member names

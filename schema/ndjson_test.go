@@ -179,7 +179,7 @@ func FuzzFlatObject(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		got := map[string]any{"stale": 1}
 		clear(got)
-		ok := new(LineParser).parseFlatObject([]byte(s), got)
+		_, ok := new(LineParser).parseFlatObject([]byte(s), got, nil)
 		if !ok {
 			return
 		}
@@ -194,6 +194,22 @@ func FuzzFlatObject(f *testing.F) {
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("%q: fast path %#v, encoding/json %#v", s, got, want)
+		}
+		// Members sees the same names and type.
+		names := map[string]any{}
+		typ, ok := new(LineParser).Members([]byte(s), func(name string) { names[name] = want[name] })
+		if !ok {
+			t.Fatalf("%q: Parse's fast path accepts it, Members does not", s)
+		}
+		wantType, _ := want["type"].(string)
+		if typ != wantType {
+			t.Fatalf("%q: Members type %q, want %q", s, typ, wantType)
+		}
+		if _, has := want["type"]; has {
+			names["type"] = want["type"]
+		}
+		if !reflect.DeepEqual(names, want) {
+			t.Fatalf("%q: Members names %v, encoding/json %v", s, names, want)
 		}
 	})
 }

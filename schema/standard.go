@@ -100,6 +100,7 @@ type RecordType struct {
 	fields      []FieldSpec
 	idTypeIndex []int // per field: index of its IDTypeField, or -1
 	index       map[string]int
+	sorted      []string // field names in byte order
 }
 
 // Name returns the type's name, e.g. "student".
@@ -432,6 +433,10 @@ func parseType(name string, rt rawType) (*RecordType, error) {
 		}
 		t.birthIndex = b
 	}
+	for _, f := range t.fields {
+		t.sorted = append(t.sorted, f.Name)
+	}
+	sort.Strings(t.sorted)
 	return t, nil
 }
 

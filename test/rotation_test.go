@@ -24,7 +24,7 @@ func outboxKeys(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT data FROM outbox WHERE kind = ? ORDER BY rowid`, crypto.KindRecords)
+	rows, err := db.Query(`SELECT d.data FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.kind = ? ORDER BY o.id`, crypto.KindRecords)
 	if err != nil {
 		t.Fatal(err)
 	}
