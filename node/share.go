@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -378,6 +379,14 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 	if err := n.reg.checkRevoked(a.Recipient, to.KeyID(), n.now()); err != nil {
 		return nil, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
 	}
+	// The run decides on a copy whose field lists are sorted: policy walks
+	// sorted lists in step with the sorted fields of a record.
+	sorted := *a
+	sorted.RecordTypes = make(map[string][]string, len(a.RecordTypes))
+	for t, fields := range a.RecordTypes {
+		sorted.RecordTypes[t] = slices.Sorted(slices.Values(fields))
+	}
+	a = &sorted
 	return &shareRun{
 		n: n, a: a, to: to, role: cred.Role,
 		tokenKey:  crypto.TokenKey(n.keys.derive("tokens"), a.Recipient),
@@ -501,11 +510,16 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	}
 	b.subjects = append(b.subjects, subject)
 	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: keptFields(d)})
-	if b.count >= n.cfg.Batch.MaxRecords {
+	if b.count >= n.cfg.Batch.MaxRecords || len(b.buf) >= maxEnvelopePlaintext {
 		return s.flush(ctx, b)
 	}
 	return nil
 }
+
+// maxEnvelopePlaintext closes an envelope early, whatever batch.max_records
+// says, once its plaintext reaches 512 KiB: sealed, it stays under NATS's
+// default maximum message size of 1 MiB.
+const maxEnvelopePlaintext = 512 << 10
 
 // flushAll hands what is left to the sealer and waits until everything
 // is committed.

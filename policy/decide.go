@@ -182,13 +182,27 @@ func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, sch
 	if names == nil {
 		names = slices.Sorted(maps.Keys(l.Fields))
 	}
+	// names is sorted; when the agreement lists its fields sorted too (a
+	// node sorts a copy for a run of decisions), one walk over both finds
+	// the agreed ones.
+	merge := slices.IsSorted(agreed)
+	next := 0 // agreed[next:] are the agreed fields not yet passed
 	for _, name := range names {
 		fl, ok := l.Fields[name]
 		if !ok {
 			continue
 		}
+		var isAgreed bool
+		if merge {
+			for next < len(agreed) && agreed[next] < name {
+				next++
+			}
+			isAgreed = next < len(agreed) && agreed[next] == name
+		} else {
+			isAgreed = slices.Contains(agreed, name)
+		}
 		t := TransformDrop
-		if slices.Contains(agreed, name) {
+		if isAgreed {
 			direct := fl.DirectID || name == l.SubjectKey
 			t = TransformKeep
 			if direct && !identity {

@@ -233,6 +233,24 @@ func TestDecisionVectors(t *testing.T) {
 				if again := Decide(rb, in); fmt.Sprint(again) != fmt.Sprint(d) {
 					t.Errorf("second call differs: %+v vs %+v", again, d)
 				}
+				// The agreement's field lists sorted (the walk in step with
+				// the record's sorted fields) and reversed (the search of
+				// an unsorted list) decide the same.
+				if in.Agreement != nil {
+					for _, order := range []func([]string){slices.Sort[[]string], slices.Reverse[[]string]} {
+						a := *in.Agreement
+						a.RecordTypes = map[string][]string{}
+						for typ, fields := range in.Agreement.RecordTypes {
+							a.RecordTypes[typ] = slices.Clone(fields)
+							order(a.RecordTypes[typ])
+						}
+						in2 := in
+						in2.Agreement = &a
+						if again := Decide(rb, in2); fmt.Sprint(again) != fmt.Sprint(d) {
+							t.Errorf("with the agreement's fields reordered: %+v vs %+v", again, d)
+						}
+					}
+				}
 			})
 		}
 	}
