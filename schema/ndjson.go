@@ -185,7 +185,7 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 	if i < len(b) && b[i] == '}' {
 		return "", skipSpace(b, i+1) == len(b)
 	}
-	k := 0 // members so far
+	k := 0          // members so far
 	var line string // b as a string, made at the first string or number value
 	str := func(from, to int) string {
 		if line == "" {
