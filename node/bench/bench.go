@@ -256,7 +256,9 @@ func baseline(ctx context.Context, emb *bus.Embedded, data []byte, name string) 
 	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 	start := time.Now()
 	for _, l := range lines {
-		if _, err := js.PublishAsync(subject, l); err != nil {
+		// A busy machine may keep the window full for longer than the
+		// default stall wait (200 ms): wait, as a publisher would.
+		if _, err := js.PublishAsync(subject, l, jetstream.WithStallWait(30*time.Second)); err != nil {
 			return 0, fmt.Errorf("baseline publish: %w", err)
 		}
 	}
