@@ -254,11 +254,12 @@ func baseline(ctx context.Context, emb *bus.Embedded, data []byte, name string) 
 	defer js.DeleteStream(context.Background(), cfg.Name)
 	subject := "eds.baseline_" + name + ".deliver.receiver.sender"
 	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
+	// A busy machine may keep the window full for longer than the default
+	// stall wait (200 ms): wait, as a publisher would.
+	stall := jetstream.WithStallWait(30 * time.Second)
 	start := time.Now()
 	for _, l := range lines {
-		// A busy machine may keep the window full for longer than the
-		// default stall wait (200 ms): wait, as a publisher would.
-		if _, err := js.PublishAsync(subject, l, jetstream.WithStallWait(30*time.Second)); err != nil {
+		if _, err := js.PublishAsync(subject, l, stall); err != nil {
 			return 0, fmt.Errorf("baseline publish: %w", err)
 		}
 	}
