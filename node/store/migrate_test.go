@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-// TestDeliveriesMigration: a database written by a binary that stored one
+// TestDeliveriesMigration (migrations 3 and 4): a database written by a binary that stored one
 // deliveries row per record reads the same rows through the deliveries
 // view after migration 3, and new envelopes written in the new form read
 // back one row per record with their field lists.
@@ -36,6 +36,10 @@ func TestDeliveriesMigration(t *testing.T) {
 			}
 			want = append(want, x)
 		}
+	}
+	if _, err := old.ExecContext(ctx, `INSERT INTO outbox(id, envelope_id, recipient, kind, subject, seq, records, data, created_ms)
+		VALUES (7, 'env-0', 'uni-b', 1, 'eds.s.deliver.uni-b.uni-a', 1, 4, x'00ff10', 1)`); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := old.ExecContext(ctx, `PRAGMA user_version = 2`); err != nil {
 		t.Fatal(err)
@@ -83,5 +87,14 @@ func TestDeliveriesMigration(t *testing.T) {
 	var one string
 	if err := db.R.QueryRowContext(ctx, `SELECT subject FROM deliveries WHERE subject = ?`, "subj-1-2").Scan(&one); err != nil {
 		t.Errorf("select one subject: %v", err)
+	}
+	// Migration 4: the envelope moved to outbox_data under the row's id.
+	var data []byte
+	var eid string
+	if err := db.R.QueryRowContext(ctx, `SELECT o.envelope_id, d.data FROM outbox o JOIN outbox_data d ON d.id = o.id`).Scan(&eid, &data); err != nil {
+		t.Fatalf("outbox after migration: %v", err)
+	}
+	if eid != "env-0" || string(data) != "\x00\xff\x10" {
+		t.Errorf("outbox after migration: %s %x", eid, data)
 	}
 }
