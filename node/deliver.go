@@ -240,21 +240,14 @@ func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.T
 	h := p.h
 	eid := h.IDString()
 	var other int
-	st, err := n.db.Stmt(ctx, tx, qInboxHas)
-	if err == nil {
-		err = st.QueryRowContext(ctx, eid).Scan(&other)
-	}
-	if err != nil {
+	if err := n.db.QueryRow(ctx, tx, qInboxHas, eid).Scan(&other); err != nil {
 		return false, fmt.Errorf("check inbox: %w", err)
 	}
 	if other > 0 {
 		p.dup = true // twice in one group
 		return false, nil
 	}
-	if st, err = n.db.Stmt(ctx, tx, qInboxSeq); err == nil {
-		err = st.QueryRowContext(ctx, h.Sender, h.Seq).Scan(&other)
-	}
-	if err != nil {
+	if err := n.db.QueryRow(ctx, tx, qInboxSeq, h.Sender, h.Seq).Scan(&other); err != nil {
 		return false, fmt.Errorf("check sequence: %w", err)
 	}
 	if other > 0 {
@@ -262,29 +255,17 @@ func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.T
 		return false, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: RefuseReplayed})
 	}
 	var prevLast int64
-	if st, err = n.db.Stmt(ctx, tx, qLastIn); err == nil {
-		err = st.QueryRowContext(ctx, h.Sender, h.Kind).Scan(&prevLast)
-	}
-	if err != nil {
+	if err := n.db.QueryRow(ctx, tx, qLastIn, h.Sender, h.Kind).Scan(&prevLast); err != nil {
 		return false, fmt.Errorf("read sequence: %w", err)
 	}
-	if st, err = n.db.Stmt(ctx, tx, qInsertInbox); err == nil {
-		_, err = st.ExecContext(ctx, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
-			h.Created.UnixMilli(), now.UnixMilli())
-	}
-	if err != nil {
+	if _, err := n.db.Exec(ctx, tx, qInsertInbox, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
+		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
 		return false, fmt.Errorf("store inbox: %w", err)
 	}
-	if st, err = n.db.Stmt(ctx, tx, qInsertReceived); err == nil {
-		_, err = st.ExecContext(ctx, eid, h.RecordType, h.Count, p.plain)
-	}
-	if err != nil {
+	if _, err := n.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, h.Count, p.plain); err != nil {
 		return false, fmt.Errorf("store records: %w", err)
 	}
-	if st, err = n.db.Stmt(ctx, tx, qLastInUpdate); err == nil {
-		_, err = st.ExecContext(ctx, h.Sender, h.Kind, h.Seq)
-	}
-	if err != nil {
+	if _, err := n.db.Exec(ctx, tx, qLastInUpdate, h.Sender, h.Kind, h.Seq); err != nil {
 		return false, fmt.Errorf("store sequence: %w", err)
 	}
 	if prevLast > 0 && h.Seq > uint64(prevLast)+1 {

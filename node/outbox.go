@@ -47,11 +47,7 @@ func insertEnvelope(ctx context.Context, db *store.DB, tx *sql.Tx, res sql.Resul
 	if err != nil {
 		return err
 	}
-	st, err := db.Stmt(ctx, tx, qInsertEnvelope)
-	if err != nil {
-		return err
-	}
-	_, err = st.ExecContext(ctx, id, data)
+	_, err = db.Exec(ctx, tx, qInsertEnvelope, id, data)
 	return err
 }
 

@@ -730,16 +730,9 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
 		now := n.now().UnixMilli()
-		var insOutbox, insDelivery, insShared *sql.Stmt
-		for _, q := range []struct {
-			s **sql.Stmt
-			q *store.Query
-		}{{&insOutbox, qInsertOutbox}, {&insDelivery, qInsertDelivery}, {&insShared, qInsertShared}} {
-			st, err := n.db.Stmt(ctx, tx, q.q)
-			if err != nil {
-				return fmt.Errorf("share: %w", err)
-			}
-			*q.s = st
+		insShared, err := n.db.Stmt(ctx, tx, qInsertShared) // once per record of held records
+		if err != nil {
+			return fmt.Errorf("share: %w", err)
 		}
 		for _, e := range group {
 			if err := s.writeDecisions(ctx, tx, e.job.decisions); err != nil {
@@ -749,7 +742,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 				continue
 			}
 			b := e.job.b
-			res, err := insOutbox.ExecContext(ctx, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, now,
+			res, err := n.db.Exec(ctx, tx, qInsertOutbox, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, now,
 				s.a.ID, string(s.a.Purpose), b.typ)
 			if err == nil {
 				err = insertEnvelope(ctx, n.db, tx, res, e.data)
@@ -759,7 +752,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 			}
 			fields, items := deliveredJSON(b.items)
 			// As text: SQLite reads a JSON blob as JSONB.
-			if _, err := insDelivery.ExecContext(ctx, e.eid, string(fields), string(items)); err != nil {
+			if _, err := n.db.Exec(ctx, tx, qInsertDelivery, e.eid, string(fields), string(items)); err != nil {
 				return fmt.Errorf("share: deliveries: %w", err)
 			}
 			for _, id := range b.records {

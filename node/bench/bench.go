@@ -167,6 +167,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
 			return res, err
 		}
+		defer pprof.StopCPUProfile() // on an early return; a no-op after the stop below
 	}
 	start := time.Now()
 	sr, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(data), ""))

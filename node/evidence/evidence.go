@@ -117,11 +117,7 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	ctx = store.InTx(ctx)
 	var seq int64
 	var prev []byte
-	head, err := l.db.Stmt(ctx, tx, qHead)
-	if err != nil {
-		return fmt.Errorf("read evidence head: %w", err)
-	}
-	err = head.QueryRowContext(ctx).Scan(&seq, &prev)
+	err := l.db.QueryRow(ctx, tx, qHead).Scan(&seq, &prev)
 	if errors.Is(err, sql.ErrNoRows) {
 		seq, prev = 0, make([]byte, sha256.Size)
 	} else if err != nil {
@@ -138,11 +134,7 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	body := appendEntry((*bp)[:0], &e)
 	*bp = body
 	h := chain(prev, body)
-	ins, err := l.db.Stmt(ctx, tx, qAppend)
-	if err != nil {
-		return fmt.Errorf("append evidence: %w", err)
-	}
-	if _, err := ins.ExecContext(ctx, e.Seq, body, prev, h); err != nil {
+	if _, err := l.db.Exec(ctx, tx, qAppend, e.Seq, body, prev, h); err != nil {
 		return fmt.Errorf("append evidence: %w", err)
 	}
 	return nil

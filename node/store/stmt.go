@@ -75,3 +75,35 @@ func (db *DB) Stmt(ctx context.Context, tx *sql.Tx, q *Query) (*sql.Stmt, error)
 // a transaction's statements are short, and a cancelled ctx still ends the
 // transaction, which Write began under it.
 func InTx(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
+// Exec runs q in tx with args.
+func (db *DB) Exec(ctx context.Context, tx *sql.Tx, q *Query, args ...any) (sql.Result, error) {
+	st, err := db.Stmt(ctx, tx, q)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// Row is the result of QueryRow.
+type Row struct {
+	row *sql.Row
+	err error // preparing the statement failed
+}
+
+// Scan is sql.Row's Scan; it reports a failure to prepare the query too.
+func (r Row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	return r.row.Scan(dest...)
+}
+
+// QueryRow runs q in tx with args, for at most one row.
+func (db *DB) QueryRow(ctx context.Context, tx *sql.Tx, q *Query, args ...any) Row {
+	st, err := db.Stmt(ctx, tx, q)
+	if err != nil {
+		return Row{err: err}
+	}
+	return Row{row: st.QueryRowContext(ctx, args...)}
+}
