@@ -76,6 +76,10 @@ type shareRun struct {
 	// shared by the deciders of one run under volMu.
 	vol   *volume
 	volMu *sync.Mutex
+	// lastActions and lastKept are the last permitted record's actions and
+	// keptFields, reused while they stay the same.
+	lastActions []policy.FieldAction
+	lastKept    string
 }
 
 // volume holds the subjects a recipient received in one calendar year and
@@ -209,9 +213,9 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 	// The reader hands chunks of records to sendWorkers deciders, each with
 	// its own envelopes, decisions and tokenizer; they share the volume
 	// state (under a lock) and the sealer. From an NDJSON reader the chunks
-	// carry raw lines and the deciders parse them too, each reusing one map
-	// for the fields and one for the labels: only splitting lines stays in
-	// the reading goroutine.
+	// carry raw lines and the deciders parse them too, each into one reused
+	// row (schema.Row: values by field position, no map): only splitting
+	// lines stays in the reading goroutine.
 	lines, _ := r.(lineReader)
 	type item struct {
 		rec  schema.Record
@@ -231,22 +235,26 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 			if lines != nil {
 				parser = lines.Parser()
 			}
-			fields, labelFields := map[string]any{}, map[string]schema.FieldLabel{}
+			row := new(schema.Row)
 			for chunk := range chunks {
 				if errs[w] != nil {
 					continue // drain
 				}
 				for _, it := range chunk {
-					rec := it.rec
+					var labels schema.Labels
+					var r record
+					var err error
 					if it.line != nil {
-						var verr *schema.ValidationError
-						if rec, verr = parser.Parse(it.line, fields); verr != nil {
-							irs[w].reject(it.idx, verr)
-							n.m.invalid.WithLabelValues(verr.Reason).Inc()
-							continue
+						if verr := parser.ParseRow(it.line, n.std, row); verr != nil {
+							err = verr
+						} else {
+							labels, err = n.std.ClassifyRow(row, n.now())
 						}
+						r.row = row
+					} else {
+						labels, err = n.std.Classify(it.rec, n.now())
+						r.rec = &it.rec
 					}
-					labels, err := n.std.ClassifyInto(rec, n.now(), labelFields)
 					var verr *schema.ValidationError
 					if errors.As(err, &verr) {
 						irs[w].reject(it.idx, verr)
@@ -254,7 +262,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 						continue
 					}
 					if err == nil {
-						err = s.decide(ctx, rec, labels, 0)
+						err = s.decide(ctx, r, labels, 0)
 					}
 					if err != nil {
 						errs[w] = err
@@ -452,15 +460,30 @@ func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body 
 		s.n.log.Warn("stored record no longer validates; not shared", "record", id, "err", err)
 		return nil
 	}
-	return s.decide(ctx, rec, labels, id)
+	return s.decide(ctx, record{rec: &rec}, labels, id)
+}
+
+// record is a record to decide: a map record (held, or from a reader of
+// records) or a row parsed from an NDJSON line.
+type record struct {
+	rec *schema.Record
+	row *schema.Row
+}
+
+// appendWire appends the record as one wire line, as d says.
+func (r record) appendWire(dst []byte, d policy.Decision, tz *crypto.Tokenizer) []byte {
+	if r.row != nil {
+		return appendWireRow(dst, r.row, d, tz)
+	}
+	return appendWire(dst, *r.rec, d, tz)
 }
 
 // decide decides one classified record (id is its row in the records
 // table, 0 for a streamed record) and packs it when permitted.
-func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.Labels, id int64) error {
+func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels, id int64) error {
 	n := s.n
 	now := n.now()
-	typ := rec.Type
+	typ := labels.Type
 	s.res.Considered++
 	subject := n.ev.Subject(labels.Subject)
 	s.volMu.Lock()
@@ -502,14 +525,14 @@ func (s *shareRun) decide(ctx context.Context, rec schema.Record, labels schema.
 	if s.tz == nil {
 		s.tz = crypto.NewTokenizer(s.tokenKey)
 	}
-	b.buf = appendWire(b.buf, rec, d, s.tz)
+	b.buf = rec.appendWire(b.buf, d, s.tz)
 	b.count++
 	b.level = max(b.level, d.Level)
 	if id != 0 {
 		b.records = append(b.records, id)
 	}
 	b.subjects = append(b.subjects, subject)
-	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: keptFields(d)})
+	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: s.keptFields(d)})
 	if b.count >= n.cfg.Batch.MaxRecords || len(b.buf) >= maxEnvelopePlaintext {
 		return s.flush(ctx, b)
 	}
@@ -845,6 +868,17 @@ func b2i(b bool) int {
 }
 
 // keptFields lists the fields a permitted record takes out, comma-separated.
+// Records of one feed mostly take the same fields out: the last list is
+// kept and given again while the actions stay the same.
+func (s *shareRun) keptFields(d policy.Decision) string {
+	if s.lastKept != "" && slices.Equal(d.Actions, s.lastActions) {
+		return s.lastKept
+	}
+	s.lastActions = append(s.lastActions[:0], d.Actions...)
+	s.lastKept = keptFields(d)
+	return s.lastKept
+}
+
 func keptFields(d policy.Decision) string {
 	var b []byte
 	for _, a := range d.Actions {

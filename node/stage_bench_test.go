@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,7 +31,8 @@ func benchRecords(b *testing.B, n int) []schema.Record {
 	return out
 }
 
-// BenchmarkSenderStage: classify, decide and encode one record for the wire.
+// BenchmarkSenderStage: classify, decide and encode one held record for
+// the wire (Share's path, records decoded into maps).
 func BenchmarkSenderStage(b *testing.B) {
 	recs := benchRecords(b, 1000)
 	std, rb := schema.Default(), policy.DefaultRulebook()
@@ -53,6 +55,40 @@ func BenchmarkSenderStage(b *testing.B) {
 			b.Fatalf("denied: %s", d.Reason)
 		}
 		buf = appendWire(buf[:0], rec, d, tz)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkSenderLine: parse an NDJSON line into a row, classify, decide
+// and encode it for the wire (Send's path, which eduspace bench measures).
+func BenchmarkSenderLine(b *testing.B) {
+	data, _ := synth.Students(1000, 9)
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	std, rb := schema.Default(), policy.DefaultRulebook()
+	now := time.Now()
+	a := benchAgreement(now)
+	a.RecordTypes["student"] = slices.Sorted(slices.Values(a.RecordTypes["student"])) // as newShareRun does
+	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))
+	p, row := schema.NewLineParser(""), new(schema.Row)
+	var buf []byte
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		line := lines[i%len(lines)]
+		i++
+		if verr := p.ParseRow(line, std, row); verr != nil {
+			b.Fatal(verr)
+		}
+		l, err := std.ClassifyRow(row, now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		d := policy.Decide(rb, policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
+			Labels: l, Agreement: a, Now: now})
+		if !d.Permit {
+			b.Fatalf("denied: %s", d.Reason)
+		}
+		buf = appendWireRow(buf[:0], row, d, tz)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }

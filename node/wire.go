@@ -18,32 +18,75 @@ import (
 // identifiers to tokenise become the recipient's tokens from tz. It writes
 // what policy.Apply would return, without building a map.
 func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tokenizer) []byte {
-	dst = append(dst, `{"type":`...)
-	dst = schema.AppendJSONString(dst, rec.Type)
+	dst = appendWireType(dst, rec.Type)
 	for _, act := range d.Actions {
-		v, ok := rec.Fields[act.Field]
-		if !ok || act.Transform == policy.TransformDrop {
-			continue
+		if v, ok := rec.Fields[act.Field]; ok {
+			dst = appendWireField(dst, act, v, tz)
 		}
-		switch act.Transform {
-		case policy.TransformTokenise:
-			if v == nil {
-				continue
-			}
-			v = tz.Token(valueString(v))
-		case policy.TransformGeneraliseYear:
-			s, ok := v.(string)
-			if !ok || len(s) < 4 {
-				continue
-			}
-			v = s[:4]
-		}
-		dst = append(dst, ',')
-		dst = schema.AppendJSONString(dst, act.Field)
-		dst = append(dst, ':')
-		dst = appendValue(dst, v)
 	}
 	return append(dst, '}', '\n')
+}
+
+// appendWireRow is appendWire for a row (schema.Row) whose labels d was
+// decided on: its actions name the row's fields in the order of the type's
+// SortedIndex, so values are found by position.
+func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.Tokenizer) []byte {
+	start := len(dst)
+	t := row.RecordType()
+	dst = appendWireType(dst, row.Type)
+	k := 0
+	for _, i := range t.SortedIndex() {
+		if !row.Has[i] {
+			continue
+		}
+		if k >= len(d.Actions) || d.Actions[k].Field != t.FieldName(i) {
+			return appendWireRowByName(dst[:start], row, d, tz)
+		}
+		dst = appendWireField(dst, d.Actions[k], row.Vals[i], tz)
+		k++
+	}
+	return append(dst, '}', '\n')
+}
+
+// appendWireRowByName is appendWireRow for actions that do not follow the
+// row's fields in order: it looks each action's field up by name.
+func appendWireRowByName(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.Tokenizer) []byte {
+	dst = appendWireType(dst, row.Type)
+	for _, act := range d.Actions {
+		if i, ok := row.RecordType().FieldIndex(act.Field); ok && row.Has[i] {
+			dst = appendWireField(dst, act, row.Vals[i], tz)
+		}
+	}
+	return append(dst, '}', '\n')
+}
+
+func appendWireType(dst []byte, typ string) []byte {
+	return schema.AppendJSONString(append(dst, `{"type":`...), typ)
+}
+
+// appendWireField appends one member, ",name:value", as act says; nothing
+// for a dropped field, a null to tokenise or a date too short to
+// generalise.
+func appendWireField(dst []byte, act policy.FieldAction, v any, tz *crypto.Tokenizer) []byte {
+	switch act.Transform {
+	case policy.TransformDrop:
+		return dst
+	case policy.TransformTokenise:
+		if v == nil {
+			return dst
+		}
+		v = tz.Token(valueString(v))
+	case policy.TransformGeneraliseYear:
+		s, ok := v.(string)
+		if !ok || len(s) < 4 {
+			return dst
+		}
+		v = s[:4]
+	}
+	dst = append(dst, ',')
+	dst = schema.AppendJSONString(dst, act.Field)
+	dst = append(dst, ':')
+	return appendValue(dst, v)
 }
 
 func valueString(v any) string {

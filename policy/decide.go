@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"maps"
 	"slices"
 	"time"
 
@@ -176,22 +175,14 @@ func Decide(rb Rulebook, in Input) Decision {
 func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, schema.Level) {
 	identity := rb.identity(a.Purpose)
 	agreed := a.RecordTypes[l.Type]
-	actions := make([]FieldAction, 0, len(l.Fields))
+	actions := make([]FieldAction, 0, l.NumFields())
 	level := schema.LevelUnknown
-	names := l.SortedNames()
-	if names == nil {
-		names = slices.Sorted(maps.Keys(l.Fields))
-	}
-	// names is sorted; when the agreement lists its fields sorted too (a
-	// node sorts a copy for a run of decisions), one walk over both finds
-	// the agreed ones.
+	// The record's fields come sorted; when the agreement lists its fields
+	// sorted too (a node sorts a copy for a run of decisions), one walk
+	// over both finds the agreed ones.
 	merge := slices.IsSorted(agreed)
 	next := 0 // agreed[next:] are the agreed fields not yet passed
-	for _, name := range names {
-		fl, ok := l.Fields[name]
-		if !ok {
-			continue
-		}
+	for name, fl := range l.Sorted() {
 		var isAgreed bool
 		if merge {
 			for next < len(agreed) && agreed[next] < name {
@@ -241,8 +232,8 @@ func LeavingCategories(rb Rulebook, a *Agreement, l schema.Labels) []schema.Cate
 		if act.Transform == TransformDrop || act.Transform == TransformTokenise {
 			continue
 		}
-		c := l.Fields[act.Field].Category
-		if !slices.Contains(cats, c) {
+		fl, _ := l.Field(act.Field)
+		if c := fl.Category; !slices.Contains(cats, c) {
 			cats = append(cats, c)
 		}
 	}
@@ -261,8 +252,8 @@ func scopeCovers(scope []schema.Category, l schema.Labels, actions []FieldAction
 		if act.Transform == TransformDrop || act.Transform == TransformTokenise {
 			continue
 		}
-		c := l.Fields[act.Field].Category
-		if c == schema.CategoryNone || !slices.Contains(scope, c) {
+		fl, _ := l.Field(act.Field)
+		if c := fl.Category; c == schema.CategoryNone || !slices.Contains(scope, c) {
 			return false
 		}
 	}

@@ -2,7 +2,10 @@ package schema
 
 import (
 	"encoding/json"
+	"iter"
+	"maps"
 	"math"
+	"slices"
 	"sort"
 	"time"
 )
@@ -33,10 +36,72 @@ type Labels struct {
 	Level      Level  // record level after C1..C6
 	Flags      []string
 	Rules      []string // rules that applied: "C1" always, "C2","C3","C5","C6" when they changed something
-	Fields     map[string]FieldLabel
-	BirthDate  time.Time // zero if unknown (from birth_date or a valid resident ID)
+	// Fields holds the field labels by name. It is nil in labels from
+	// ClassifyRow, which keeps them by position: Field, Sorted and
+	// NumFields read both forms.
+	Fields    map[string]FieldLabel
+	BirthDate time.Time // zero if unknown (from birth_date or a valid resident ID)
 
-	typ *RecordType // for field order in output
+	typ   *RecordType  // for field order in output
+	dense []FieldLabel // ClassifyRow: labels by field index; valid where has
+	has   []bool
+}
+
+// Field returns the label of the named field and whether the record has
+// that field.
+func (l Labels) Field(name string) (FieldLabel, bool) {
+	if l.dense == nil {
+		fl, ok := l.Fields[name]
+		return fl, ok
+	}
+	i, ok := l.typ.index[name]
+	if !ok || !l.has[i] {
+		return FieldLabel{}, false
+	}
+	return l.dense[i], true
+}
+
+// NumFields returns how many fields the record has.
+func (l Labels) NumFields() int {
+	if l.dense == nil {
+		return len(l.Fields)
+	}
+	n := 0
+	for _, h := range l.has {
+		if h {
+			n++
+		}
+	}
+	return n
+}
+
+// Sorted yields the record's fields with their labels in byte order of
+// their names. For labels from Classify it yields the names of the type
+// only, as SortedNames lists them; for labels built by hand (no type), the
+// names of Fields, sorted.
+func (l Labels) Sorted() iter.Seq2[string, FieldLabel] {
+	return func(yield func(string, FieldLabel) bool) {
+		switch {
+		case l.dense != nil:
+			for _, i := range l.typ.sortedIndex {
+				if l.has[i] && !yield(l.typ.fields[i].Name, l.dense[i]) {
+					return
+				}
+			}
+		case l.typ != nil:
+			for _, name := range l.typ.sorted {
+				if fl, ok := l.Fields[name]; ok && !yield(name, fl) {
+					return
+				}
+			}
+		default:
+			for _, name := range slices.Sorted(maps.Keys(l.Fields)) {
+				if !yield(name, l.Fields[name]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // SortedNames returns the names of the labelled fields in byte order, or
@@ -148,15 +213,39 @@ func (s *Standard) ClassifyInto(r Record, asOf time.Time, fields map[string]Fiel
 		}
 	}
 	if found < len(r.Fields) {
-		first := ""
+		first, seen := "", false // "" is a name too
 		for name := range r.Fields {
-			if _, ok := t.index[name]; !ok && (first == "" || name < first) {
-				first = name
+			if _, ok := t.index[name]; !ok && (!seen || name < first) {
+				first, seen = name, true
 			}
 		}
 		return Labels{}, &ValidationError{Field: first, Reason: ReasonUnknownField}
 	}
+	l, err := s.classify(t, vals, has, asOf, lab)
+	if err != nil {
+		return Labels{}, err
+	}
 
+	// C1.
+	if fields != nil {
+		clear(fields)
+		l.Fields = fields
+	} else {
+		l.Fields = make(map[string]FieldLabel, found)
+	}
+	for i := range t.fields {
+		if has[i] {
+			l.Fields[t.fields[i].Name] = lab[i]
+		}
+	}
+	return l, nil
+}
+
+// classify validates and labels the values of a record of type t, vals
+// and has by the index of t's fields, into lab (one per field). It returns
+// the record's labels but for the field labels themselves, which the
+// caller files as a map (ClassifyInto) or keeps positional (ClassifyRow).
+func (s *Standard) classify(t *RecordType, vals []any, has []bool, asOf time.Time, lab []FieldLabel) (Labels, error) {
 	// Validate in declared order.
 	ridIndex := -1 // the resident_id field whose value was checked
 	for i := range t.fields {
@@ -260,17 +349,8 @@ func (s *Standard) ClassifyInto(r Record, asOf time.Time, fields map[string]Fiel
 			}
 		}
 	}
-
-	// C1.
-	if fields != nil {
-		clear(fields)
-		l.Fields = fields
-	} else {
-		l.Fields = make(map[string]FieldLabel, found)
-	}
 	for i := range t.fields {
 		if has[i] {
-			l.Fields[t.fields[i].Name] = lab[i]
 			l.Level = max(l.Level, lab[i].Level)
 		}
 	}

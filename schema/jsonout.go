@@ -11,6 +11,17 @@ const hexDigits = "0123456789abcdef"
 // JSON line eduspace writes by hand uses. Invalid UTF-8 becomes U+FFFD;
 // control characters, U+2028 and U+2029 are escaped.
 func AppendJSONString(dst []byte, s string) []byte {
+	if plainJSON(s) {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	return appendJSONStringSlow(dst, s)
+}
+
+// appendJSONStringSlow is AppendJSONString rune by rune, for strings that
+// need escaping.
+func appendJSONStringSlow(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {

@@ -3,6 +3,7 @@ package schema
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -35,6 +36,14 @@ type LineParser struct {
 	defaultType string
 	keys        map[string]string // interned member names
 	order       []string          // the member names of the last line, in order
+
+	// ParseRow's state: the members of the line being read, the field
+	// index of each member of the last row (for rowType), and a map for
+	// lines off the fast path.
+	pairs   []member
+	rowType *RecordType
+	rowIdx  []rowMember
+	spare   map[string]any
 }
 
 // maxInternedKeys bounds the reader's table of member names.
@@ -172,8 +181,10 @@ func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *Validat
 //
 // With names set instead of fields, it stores nothing: it calls names with
 // each member name but "type" and returns the "type" member's value if it
-// is a string.
+// is a string. With neither, it appends every member, "type" included, to
+// p.pairs.
 func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func(string)) (typ string, ok bool) {
+	values := names == nil // values are kept, in fields or p.pairs
 	if !utf8.Valid(b) {
 		return "", false
 	}
@@ -216,7 +227,7 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 				return "", false
 			}
 			switch {
-			case fields != nil:
+			case values:
 				v = str(i+1, j-1)
 			case key == "type":
 				typ = p.intern(b[i+1 : j-1])
@@ -230,7 +241,7 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 			if _, _, ok := jsonNumber(unsafeString(b[i:j])); !ok {
 				return "", false
 			}
-			if fields != nil {
+			if values {
 				v = json.Number(str(i, j))
 			}
 			i = j
@@ -246,6 +257,8 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 		switch {
 		case fields != nil:
 			fields[key] = v
+		case values:
+			p.pairs = append(p.pairs, member{key, v})
 		case key != "type":
 			names(key)
 		}
@@ -282,7 +295,10 @@ func flatStringEnd(b []byte, i int) (int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return i, false
 	}
-	for j := i + 1; j < len(b); j++ {
+	j := i + 1
+	for ; j+8 <= len(b) && !stopsString(binary.LittleEndian.Uint64(b[j:])); j += 8 {
+	}
+	for ; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
 			return j + 1, true

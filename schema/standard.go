@@ -101,6 +101,7 @@ type RecordType struct {
 	idTypeIndex []int // per field: index of its IDTypeField, or -1
 	index       map[string]int
 	sorted      []string // field names in byte order
+	sortedIndex []int    // field indexes in byte order of their names
 }
 
 // Name returns the type's name, e.g. "student".
@@ -437,6 +438,9 @@ func parseType(name string, rt rawType) (*RecordType, error) {
 		t.sorted = append(t.sorted, f.Name)
 	}
 	sort.Strings(t.sorted)
+	for _, name := range t.sorted {
+		t.sortedIndex = append(t.sortedIndex, t.index[name])
+	}
 	return t, nil
 }
 

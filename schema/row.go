@@ -1,0 +1,163 @@
+package schema
+
+import "time"
+
+// Row is a record in positional form: its values by the index of its
+// type's fields, with no map. Send parses NDJSON lines into rows
+// (LineParser.ParseRow) and classifies them (Standard.ClassifyRow): a map
+// per record and a lookup per field and stage cost more than the rest of
+// classifying it. A Row is reused from record to record; the zero Row is
+// ready to use.
+type Row struct {
+	Type string
+	// Vals and Has hold the record's values by the index of the type's
+	// fields (RecordType.Fields order); Has tells which fields the record
+	// has, since a value may be nil (JSON null).
+	Vals []any
+	Has  []bool
+
+	t   *RecordType
+	lab []FieldLabel // ClassifyRow's labels, by field index
+}
+
+// RecordType returns the row's record type.
+func (r *Row) RecordType() *RecordType { return r.t }
+
+// SortedIndex returns the indexes of the type's fields in byte order of
+// their names: the order of Labels.Sorted and of a decision's actions. The
+// slice is shared; do not modify it.
+func (t *RecordType) SortedIndex() []int { return t.sortedIndex }
+
+// FieldName returns the name of the type's i-th field (Fields order).
+func (t *RecordType) FieldName(i int) string { return t.fields[i].Name }
+
+// FieldIndex returns the index of the named field in Fields order.
+func (t *RecordType) FieldIndex(name string) (int, bool) {
+	i, ok := t.index[name]
+	return i, ok
+}
+
+// member is one member of a line, in the order it came.
+type member struct {
+	name string
+	v    any
+}
+
+// rowMember is the field index of a line's k-th member name (-1 when the
+// type has no such field), kept from one row to the next: lines of one
+// feed name their members in the same order.
+type rowMember struct {
+	name  string
+	index int
+}
+
+// ParseRow parses one line into row as Parse would into a record, and
+// resolves its record type and fields in std: a line that is not a
+// record, names an unknown type or has a field its type does not, gives
+// the *ValidationError that Parse and then Classify would give. On error
+// the row's content is undefined.
+func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationError {
+	p.pairs = p.pairs[:0]
+	typ, typeSet := p.defaultType, false
+	var typeVal any
+	if _, ok := p.parseFlatObject(line, nil, nil); ok {
+		// Members in line order: the last "type" counts, as in a map.
+		n := 0
+		for _, m := range p.pairs {
+			if m.name == "type" {
+				typeVal, typeSet = m.v, true
+				continue
+			}
+			p.pairs[n] = m
+			n++
+		}
+		p.pairs = p.pairs[:n]
+	} else {
+		p.pairs = p.pairs[:0] // what the fast path read before it gave up
+		if p.spare == nil {
+			p.spare = make(map[string]any, 32)
+		}
+		rec, verr := p.Parse(line, p.spare)
+		if verr != nil {
+			return verr
+		}
+		typ = rec.Type
+		for name, v := range rec.Fields {
+			p.pairs = append(p.pairs, member{name, v})
+		}
+	}
+	if typeSet {
+		s, ok := typeVal.(string)
+		if !ok {
+			return &ValidationError{Field: "type", Reason: ReasonType}
+		}
+		typ = s
+	}
+	t := std.types[typ]
+	if t == nil {
+		return &ValidationError{Field: "type", Reason: ReasonUnknownType}
+	}
+	row.Type, row.t = t.name, t
+	nf := len(t.fields)
+	if cap(row.Vals) < nf {
+		row.Vals, row.Has = make([]any, nf), make([]bool, nf)
+	}
+	row.Vals, row.Has = row.Vals[:nf], row.Has[:nf]
+	clear(row.Vals)
+	clear(row.Has)
+	if p.rowType != t {
+		p.rowType, p.rowIdx = t, p.rowIdx[:0]
+	}
+	unknown, hasUnknown := "", false
+	for k, m := range p.pairs {
+		var i int
+		if k < len(p.rowIdx) && p.rowIdx[k].name == m.name {
+			i = p.rowIdx[k].index
+		} else {
+			j, ok := t.index[m.name]
+			if !ok {
+				j = -1
+			}
+			i = j
+			switch {
+			case k < len(p.rowIdx):
+				p.rowIdx[k] = rowMember{m.name, i}
+			case k == len(p.rowIdx) && k < maxInternedKeys:
+				p.rowIdx = append(p.rowIdx, rowMember{m.name, i})
+			}
+		}
+		if i < 0 {
+			if !hasUnknown || m.name < unknown {
+				unknown, hasUnknown = m.name, true
+			}
+			continue
+		}
+		row.Vals[i], row.Has[i] = m.v, true
+	}
+	if hasUnknown {
+		return &ValidationError{Field: unknown, Reason: ReasonUnknownField}
+	}
+	return nil
+}
+
+// ClassifyRow is Classify for a row from ParseRow. The labels keep the
+// field labels by position (Labels.Fields is nil) in the row's own
+// buffer: they are valid until the row is parsed into again.
+func (s *Standard) ClassifyRow(r *Row, asOf time.Time) (Labels, error) {
+	t := r.t
+	if t == nil || s.types[t.name] != t {
+		return Labels{}, &ValidationError{Field: "type", Reason: ReasonUnknownType}
+	}
+	nf := len(t.fields)
+	if cap(r.lab) < nf {
+		r.lab = make([]FieldLabel, nf)
+	}
+	r.lab = r.lab[:nf]
+	clear(r.lab)
+	l, err := s.classify(t, r.Vals, r.Has, asOf, r.lab)
+	if err != nil {
+		return Labels{}, err
+	}
+	l.dense, l.has = r.lab, r.Has
+	return l, nil
+}
