@@ -47,10 +47,16 @@ func NewTokenizer(key []byte) *Tokenizer {
 
 // Token returns the token of value, as Token(key, value) does.
 func (t *Tokenizer) Token(value string) string {
+	t.buf = t.AppendToken(t.buf[:0], value)
+	return string(t.buf)
+}
+
+// AppendToken appends the token of value to dst. A token is "tk_" and
+// base64url without padding: it needs no escaping in JSON.
+func (t *Tokenizer) AppendToken(dst []byte, value string) []byte {
 	t.mac.Reset()
 	io.WriteString(t.mac, value)
 	t.sum = t.mac.Sum(t.sum[:0])
-	t.buf = append(t.buf[:0], "tk_"...)
-	t.buf = base64.RawURLEncoding.AppendEncode(t.buf, t.sum[:16])
-	return string(t.buf)
+	dst = append(dst, "tk_"...)
+	return base64.RawURLEncoding.AppendEncode(dst, t.sum[:16])
 }

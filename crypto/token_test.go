@@ -38,5 +38,8 @@ func TestTokenizerMatchesToken(t *testing.T) {
 		if got, want := tz.Token(v), Token(key, v); got != want {
 			t.Errorf("Tokenizer.Token(%q) = %s, want %s", v, got, want)
 		}
+		if got, want := string(tz.AppendToken([]byte("x"), v)), "x"+Token(key, v); got != want {
+			t.Errorf("Tokenizer.AppendToken(x, %q) = %s, want %s", v, got, want)
+		}
 	}
 }

@@ -75,7 +75,10 @@ func appendWireField(dst []byte, act policy.FieldAction, v any, tz *crypto.Token
 		if v == nil {
 			return dst
 		}
-		v = tz.Token(valueString(v))
+		dst = append(dst, ',')
+		dst = schema.AppendJSONString(dst, act.Field)
+		dst = tz.AppendToken(append(dst, ':', '"'), valueString(v))
+		return append(dst, '"')
 	case policy.TransformGeneraliseYear:
 		s, ok := v.(string)
 		if !ok || len(s) < 4 {
