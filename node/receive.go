@@ -132,14 +132,20 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 	return env, cred, nil
 }
 
-// lineChecker is checkRecords' parser and the map it reuses for each
-// record's fields.
+// lineChecker is checkRecords' parser, the map it reuses for each
+// record's fields, and the member names of the last line that the type
+// has, by position (lines of one envelope name their members alike).
 type lineChecker struct {
 	p      *schema.LineParser
 	fields map[string]any
+	typ    *schema.RecordType
+	known  []string
 }
 
 var lineCheckers sync.Pool
+
+// maxKnownMembers bounds the member names a lineChecker remembers.
+const maxKnownMembers = 256
 
 // checkRecords checks an envelope's plaintext before it is stored: NDJSON
 // of exactly h.Count records, each of the header's record type and with
@@ -163,10 +169,25 @@ func (n *Node) checkRecords(plain []byte, h crypto.Header) error {
 		lc = &lineChecker{p: schema.NewLineParser(""), fields: map[string]any{}}
 	}
 	defer lineCheckers.Put(lc)
+	if lc.typ != rt {
+		lc.typ, lc.known = rt, lc.known[:0]
+	}
 	foreign := false // a member name the type does not have
+	k := 0           // the member's position in its line
 	member := func(name string) {
-		if _, ok := rt.Field(name); !ok {
+		pos := k
+		k++
+		if pos < len(lc.known) && lc.known[pos] == name {
+			return
+		}
+		if _, ok := rt.FieldIndex(name); !ok {
 			foreign = true
+			return
+		}
+		if pos < len(lc.known) {
+			lc.known[pos] = name
+		} else if pos == len(lc.known) && pos < maxKnownMembers {
+			lc.known = append(lc.known, name)
 		}
 	}
 	count := 0
@@ -174,6 +195,7 @@ func (n *Node) checkRecords(plain []byte, h crypto.Header) error {
 		i := bytes.IndexByte(rest, '\n')
 		line := rest[:i]
 		rest = rest[i+1:]
+		k = 0
 		typ, ok := lc.p.Members(line, member)
 		if !ok {
 			// Not plain values only: read it whole.
@@ -182,6 +204,7 @@ func (n *Node) checkRecords(plain []byte, h crypto.Header) error {
 				return fmt.Errorf("record %d: not a record", count)
 			}
 			typ = rec.Type
+			k = maxKnownMembers + 1 // by name: positions mean nothing here
 			for f := range rec.Fields {
 				member(f)
 			}
