@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
@@ -55,6 +57,7 @@ type deliveryItem struct {
 type decisionGroup struct {
 	rule, reason string
 	subjects     []string
+	counter      prometheus.Counter // the decisions metric of its outcome and reason
 }
 
 // shareRun is the state of one Share call.
@@ -503,15 +506,16 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 	key := [2]string{d.Rule, string(d.Reason)}
 	g := s.decisions[key]
 	if g == nil {
-		g = &decisionGroup{rule: d.Rule, reason: string(d.Reason)}
+		outcome := "deny"
+		if d.Permit {
+			outcome = "permit"
+		}
+		g = &decisionGroup{rule: d.Rule, reason: string(d.Reason),
+			counter: n.m.decisions.WithLabelValues(outcome, string(d.Reason))}
 		s.decisions[key] = g
 	}
 	g.subjects = append(g.subjects, subject)
-	outcome := "deny"
-	if d.Permit {
-		outcome = "permit"
-	}
-	n.m.decisions.WithLabelValues(outcome, string(d.Reason)).Inc()
+	g.counter.Inc()
 	if !d.Permit {
 		s.res.Denied[string(d.Reason)]++
 		return nil
