@@ -212,7 +212,18 @@ func (n *Node) checkpointAge() time.Duration {
 
 // sendingBlocked reports whether the node fails closed: evidence has gone
 // uncovered by a published checkpoint for longer than checkpoint.max_age.
+//
+// It is checkpointAge() > max_age, without reading the evidence head while
+// the log was last known covered within max_age: checkpointAge is then at
+// most that long ago whatever the head, so the answer is the same. The
+// relay asks before every page, the readiness probe on every request.
 func (n *Node) sendingBlocked() bool {
+	n.ckpt.mu.Lock()
+	recent := n.now().Sub(n.ckpt.published) <= n.cfg.Checkpoint.MaxAge
+	n.ckpt.mu.Unlock()
+	if recent && n.cfg.Checkpoint.MaxAge >= 0 {
+		return false
+	}
 	return n.checkpointAge() > n.cfg.Checkpoint.MaxAge
 }
 

@@ -67,6 +67,8 @@ type Node struct {
 	volumes         map[string]*volume // by recipient; guarded by shareMu
 	agg             aggState           // aggregate rounds in memory (aggregate.go)
 	relayWake       chan struct{}
+	envs            envelopeCache          // envelopes written to the outbox, for the relay
+	relayPageRead   atomic.Pointer[func()] // tests: runs between the relay's read of a page and its marks
 	ready           atomic.Bool
 
 	cancel    context.CancelFunc

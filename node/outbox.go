@@ -28,7 +28,7 @@ func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *cry
 	res, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, eid, h.Recipient, h.Kind, subject, seq, records, n.now().UnixMilli())
 	if err == nil {
-		err = insertEnvelope(ctx, n.db, tx, res, data)
+		err = n.insertEnvelope(ctx, tx, res, eid, data)
 	}
 	if err != nil {
 		return "", fmt.Errorf("outbox: %w", err)
@@ -41,14 +41,20 @@ func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *cry
 
 var qInsertEnvelope = store.NewQuery(`INSERT INTO outbox_data(id, data) VALUES (?, ?)`)
 
-// insertEnvelope stores the envelope of the outbox row res inserted.
-func insertEnvelope(ctx context.Context, db *store.DB, tx *sql.Tx, res sql.Result, data []byte) error {
+// insertEnvelope stores data, envelope eid, as the envelope of the outbox
+// row res inserted, and keeps it in the node's envelope cache for the
+// relay; the cache keeps data itself, which nobody may modify afterwards.
+// Should tx roll back, the cached entry is never asked for and ages out.
+func (n *Node) insertEnvelope(ctx context.Context, tx *sql.Tx, res sql.Result, eid string, data []byte) error {
 	id, err := res.LastInsertId()
 	if err != nil {
 		return err
 	}
-	_, err = db.Exec(ctx, tx, qInsertEnvelope, id, data)
-	return err
+	if _, err := n.db.Exec(ctx, tx, qInsertEnvelope, id, data); err != nil {
+		return err
+	}
+	n.envs.put(eid, data)
+	return nil
 }
 
 // seal completes h with what this node always puts there (suite, sender

@@ -56,24 +56,30 @@ func (n *Node) relay(ctx context.Context) {
 	}
 }
 
+// outboxRow is an unsent outbox row as the relay publishes it.
 type outboxRow struct {
 	id        int64
 	eid       string
 	recipient string
 	subject   string
 	records   int
-	data      []byte
+	data      []byte // set after the row is marked attempted
 }
 
 // relayOnce publishes one page of the outbox; more is true when the page
 // was full.
+//
+// The page is read without the envelopes; each is then taken from the
+// envelope cache, which holds what was written to the outbox recently, or
+// read from outbox_data (after a restart, or evicted). Either way only the
+// envelope of a row still there once marked attempted is published.
 func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	if n.sendingBlocked() {
 		// Fail closed: nothing leaves while the evidence of what would leave
 		// cannot be committed on the space. The outbox keeps it.
 		return false, nil
 	}
-	rows, err := n.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records, d.data
+	rows, err := n.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records
 		FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.sent_ms IS NULL ORDER BY o.id LIMIT ?`, relayPage)
 	if err != nil {
 		return false, fmt.Errorf("read outbox: %w", err)
@@ -81,7 +87,7 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	var page []outboxRow
 	for rows.Next() {
 		var r outboxRow
-		if err := rows.Scan(&r.id, &r.eid, &r.recipient, &r.subject, &r.records, &r.data); err != nil {
+		if err := rows.Scan(&r.id, &r.eid, &r.recipient, &r.subject, &r.records); err != nil {
 			rows.Close()
 			return false, fmt.Errorf("read outbox: %w", err)
 		}
@@ -94,33 +100,46 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	if len(page) == 0 {
 		return false, nil
 	}
+	if hook := n.relayPageRead.Load(); hook != nil {
+		(*hook)()
+	}
 	// Mark the page as being published before it is: from here on an
 	// envelope may have left, so a withdrawal or revocation no longer drops
-	// it but asks the recipient to erase.
+	// it but asks the recipient to erase. The envelope id in the mark makes
+	// sure the row is still the one read: SQLite may give a dropped row's
+	// id to the next row inserted.
 	full := len(page) == relayPage
-	var live []outboxRow
+	var live, dropped []outboxRow
 	if err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
-		live = live[:0]
+		live, dropped = live[:0], dropped[:0]
 		now := n.now().UnixMilli()
 		st, err := n.db.Stmt(ctx, tx, qMarkAttempt)
 		if err != nil {
 			return fmt.Errorf("mark attempt: %w", err)
 		}
 		for _, r := range page {
-			res, err := st.ExecContext(ctx, now, r.id)
+			res, err := st.ExecContext(ctx, now, r.id, r.eid)
 			if err != nil {
 				return fmt.Errorf("mark attempt: %w", err)
 			}
 			if k, _ := res.RowsAffected(); k == 1 {
-				live = append(live, r) // dropped meanwhile otherwise: never published
+				live = append(live, r)
+			} else {
+				dropped = append(dropped, r) // dropped meanwhile: never published
 			}
 		}
 		return nil
 	}); err != nil {
 		return false, err
 	}
+	for _, r := range dropped {
+		n.envs.remove(r.eid)
+	}
 	page = live
+	if err := n.loadEnvelopes(ctx, page); err != nil {
+		return false, err
+	}
 	futures := make([]jetstream.PubAckFuture, 0, len(page))
 	for _, r := range page {
 		f, err := n.js.PublishAsync(r.subject, r.data, jetstream.WithMsgID(r.eid))
@@ -158,12 +177,46 @@ wait:
 	return full && len(acked) == len(page), nil
 }
 
-// The relay's marks.
+// loadEnvelopes sets the envelope of each row of page, rows the relay has
+// marked attempted: from the envelope cache, else from outbox_data. A row
+// marked attempted is no longer dropped, so its id keeps naming it.
+func (n *Node) loadEnvelopes(ctx context.Context, page []outboxRow) error {
+	var st *sql.Stmt
+	defer func() {
+		if st != nil {
+			st.Close()
+		}
+	}()
+	for i := range page {
+		r := &page[i]
+		if data, ok := n.envs.get(r.eid); ok {
+			r.data = data
+			n.envs.hits.Add(1)
+			continue
+		}
+		if st == nil {
+			var err error
+			if st, err = n.db.R.PrepareContext(ctx, `SELECT data FROM outbox_data WHERE id = ?`); err != nil {
+				return fmt.Errorf("read outbox: %w", err)
+			}
+		}
+		if err := st.QueryRowContext(ctx, r.id).Scan(&r.data); err != nil {
+			return fmt.Errorf("read outbox envelope: %w", err)
+		}
+		n.envs.reads.Add(1)
+	}
+	return nil
+}
+
+// The relay's marks. Both name the row by id and envelope id: an id alone
+// may name a later row, given a dropped row's id.
 var (
-	qMarkAttempt = store.NewQuery(`UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?) WHERE id = ? AND sent_ms IS NULL`)
-	qMarkSent    = store.NewQuery(`UPDATE outbox SET sent_ms = ? WHERE id = ?`)
+	qMarkAttempt = store.NewQuery(`UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?) WHERE id = ? AND envelope_id = ? AND sent_ms IS NULL`)
+	qMarkSent    = store.NewQuery(`UPDATE outbox SET sent_ms = ? WHERE id = ? AND envelope_id = ?`)
 )
 
+// markSent marks the rows sent, which JetStream acknowledged, with the
+// evidence of each send, and forgets their envelopes.
 func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 	now := n.now().UnixMilli()
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
@@ -173,7 +226,7 @@ func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 			return fmt.Errorf("mark sent: %w", err)
 		}
 		for _, r := range sent {
-			res, err := st.ExecContext(ctx, now, r.id)
+			res, err := st.ExecContext(ctx, now, r.id, r.eid)
 			if err != nil {
 				return fmt.Errorf("mark sent: %w", err)
 			}
@@ -189,6 +242,9 @@ func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 	})
 	if err != nil {
 		return err
+	}
+	for _, r := range sent {
+		n.envs.remove(r.eid)
 	}
 	n.m.sent.Add(float64(len(sent)))
 	return nil

@@ -772,7 +772,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 			res, err := n.db.Exec(ctx, tx, qInsertOutbox, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, now,
 				s.a.ID, string(s.a.Purpose), b.typ)
 			if err == nil {
-				err = insertEnvelope(ctx, n.db, tx, res, e.data)
+				err = n.insertEnvelope(ctx, tx, res, e.eid, e.data)
 			}
 			if err != nil {
 				return fmt.Errorf("share: outbox: %w", err)
