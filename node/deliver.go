@@ -55,12 +55,12 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 
 // prepared is one delivery checked and opened, not yet stored.
 type prepared struct {
-	msg   jetstream.Msg
-	h     crypto.Header
-	cred  *crypto.Credential
-	plain []byte
-	err   error // nil, a *refusal, or transient
-	dup   bool  // already stored: acknowledge, store nothing
+	msg  jetstream.Msg
+	h    crypto.Header
+	cred *crypto.Credential
+	body []byte // the payload as it arrived (NDJSON or compressed): stored as is
+	err  error  // nil, a *refusal, or transient
+	dup  bool   // already stored: acknowledge, store nothing
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
@@ -109,16 +109,23 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.err = refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
 		return
 	}
-	plain, err := n.openEnvelope(env)
+	body, err := n.openEnvelope(env)
 	if err != nil {
 		p.err = refuse(RefuseDecrypt, err)
+		return
+	}
+	// The records are checked as NDJSON and stored as they arrived, so a
+	// compressed payload stays compressed in the database (codec.go).
+	plain, err := recordsPlain(body, recordsLimit(h.Count))
+	if err != nil {
+		p.err = refuse(RefuseContent, err)
 		return
 	}
 	if err := n.checkRecords(plain, h); err != nil {
 		p.err = refuse(RefuseContent, err)
 		return
 	}
-	p.plain = plain
+	p.body = body
 }
 
 // storeDeliveries prepares a group (two at a time), stores what was
@@ -262,7 +269,7 @@ func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.T
 		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
 		return false, fmt.Errorf("store inbox: %w", err)
 	}
-	if _, err := n.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, h.Count, p.plain); err != nil {
+	if _, err := n.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, h.Count, p.body); err != nil {
 		return false, fmt.Errorf("store records: %w", err)
 	}
 	if _, err := n.db.Exec(ctx, tx, qLastInUpdate, h.Sender, h.Kind, h.Seq); err != nil {

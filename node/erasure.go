@@ -229,9 +229,16 @@ func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Cred
 				rows.Close()
 				return err
 			}
-			kept, k, gone := n.withoutSubject(typ, body, req.Subject)
+			// A stored body is NDJSON or compressed NDJSON (codec.go); what
+			// is kept is written back compressed when that is smaller.
+			plain, err := recordsPlain(body, maxRecordsPlain)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("read records of envelope %s: %w", eid, err)
+			}
+			kept, k, gone := n.withoutSubject(typ, plain, req.Subject)
 			if gone > 0 {
-				rw = append(rw, rewrite{eid, kept, k})
+				rw = append(rw, rewrite{eid, compressRecords(kept, uint32(k)), k})
 				deleted += gone
 			}
 		}

@@ -70,6 +70,9 @@ func (n *Node) seal(h crypto.Header, to *crypto.KEMPublicKey, seq int64, plainte
 	if _, err := rand.Read(h.ID[:]); err != nil {
 		return "", nil, fmt.Errorf("envelope id: %w", err)
 	}
+	if h.Kind == crypto.KindRecords {
+		plaintext = compressRecords(plaintext, h.Count) // NDJSON or one zstd frame (codec.go)
+	}
 	data, err := crypto.Seal(rand.Reader, h, to, n.keys.Signing, plaintext)
 	if err != nil {
 		return "", nil, fmt.Errorf("seal: %w", err)

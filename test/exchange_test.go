@@ -148,7 +148,11 @@ func received(t *testing.T, dir string) []map[string]any {
 		if err := rows.Scan(&typ, &body); err != nil {
 			t.Fatal(err)
 		}
-		for _, line := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+		plain, err := node.ReceivedNDJSON(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(bytes.TrimSpace(plain), []byte("\n")) {
 			m := map[string]any{}
 			if err := json.Unmarshal(line, &m); err != nil {
 				t.Fatal(err)

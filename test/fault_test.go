@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -79,8 +80,14 @@ func storedSet(t *testing.T, dir string) (map[[2]string]bool, int) {
 	n := 0
 	for rows.Next() {
 		var body []byte
-		rows.Scan(&body)
-		for _, line := range bytes.Split(bytes.TrimSpace(body), []byte("\n")) {
+		if err := rows.Scan(&body); err != nil {
+			t.Fatal(err)
+		}
+		plain, err := node.ReceivedNDJSON(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(bytes.TrimSpace(plain), []byte("\n")) {
 			var m map[string]any
 			json.Unmarshal(line, &m)
 			id, _ := m["student_id"].(string)

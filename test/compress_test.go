@@ -1,0 +1,288 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// zstdMagic starts every zstd frame.
+var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+// receivedBodies reads the received table's bodies as stored, by envelope.
+func receivedBodies(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT envelope_id, body FROM received`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var eid string
+		var body []byte
+		if err := rows.Scan(&eid, &body); err != nil {
+			t.Fatal(err)
+		}
+		out[eid] = body
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// gradeLines is NDJSON of n course grades as a sender puts them on the
+// wire, student ids tokenised.
+func gradeLines(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&b, `{"type":"course_grade","student_id":"tk_%016x","course_code":"CS101","score":%d}`+"\n", i, 60+i%40)
+	}
+	return b.Bytes()
+}
+
+// repeatTo repeats line to at least n bytes.
+func repeatTo(line []byte, n int) []byte { return bytes.Repeat(line, n/len(line)+1) }
+
+// TestCompressedRecords: envelopes of records travel compressed and are
+// stored compressed; an uncompressed envelope, as older nodes send, is
+// still accepted; a compressed payload that is too large, lies about its
+// size, does not declare it, is corrupt, or holds what the record type
+// does not have is refused as bad content, counted, recorded in the
+// evidence log and never stored.
+func TestCompressedRecords(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	ag := gradeAgreement("a-to-b", "uni-a", "uni-b", s.now)
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sr, err := a.Share(ctx, ag.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sr.Permitted != 27 || sr.Envelopes != 3 {
+		t.Fatalf("share: got %+v, want 27 grades in 3 envelopes", sr)
+	}
+	waitFor(t, "27 records at uni-b", func() bool { st, err := b.Status(ctx); return err == nil && st.Received == 27 })
+	shared := receivedBodies(t, s.conf["uni-b"].DataDir)
+	stored, plain := 0, 0
+	for eid, body := range shared {
+		if !bytes.HasPrefix(body, zstdMagic) {
+			t.Errorf("envelope %s stored uncompressed", eid)
+		}
+		nd, err := node.ReceivedNDJSON(body)
+		if err != nil {
+			t.Fatalf("envelope %s: %v", eid, err)
+		}
+		stored, plain = stored+len(body), plain+len(nd)
+	}
+	if stored*2 > plain {
+		t.Errorf("uni-b stores %d bytes for %d bytes of records, want at most half", stored, plain)
+	}
+
+	// Envelopes made by hand with uni-a's real keys.
+	aKeys, err := node.LoadKeys(s.conf["uni-a"].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bKeys, err := node.LoadKeys(s.conf["uni-b"].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bKEM := bKeys.KEM.Public()
+	now := time.Now()
+	seq := uint64(1000)
+	seal := func(count int, payload []byte) []byte {
+		t.Helper()
+		seq++
+		h := crypto.Header{Suite: bKEM.Suite(), Kind: crypto.KindRecords, Sender: "uni-a", SenderKeyID: aKeys.Signing.Public().KeyID(),
+			Recipient: "uni-b", RecipientKeyID: bKEM.KeyID(), Seq: seq, Created: now, Expires: now.Add(time.Hour),
+			Agreement: ag.ID, Purpose: string(ag.Purpose), RecordType: "course_grade", Count: uint32(count), Level: "L2"}
+		rand.Read(h.ID[:])
+		env, err := crypto.Seal(nil, h, bKEM, aKeys.Signing, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithSingleSegment(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(plain []byte) []byte { return enc.EncodeAll(plain, nil) }
+	undeclared := func(plain []byte) []byte {
+		var buf bytes.Buffer
+		w, _ := zstd.NewWriter(&buf)
+		w.Write(plain[:len(plain)-1])
+		w.Flush() // the header leaves before the size is known
+		w.Write(plain[len(plain)-1:])
+		w.Close()
+		return buf.Bytes()
+	}
+	corrupt := frame(gradeLines(20))
+	corrupt[len(corrupt)/2] ^= 0xff
+	// 20 lines are 1,8xx bytes: the frame declares its size in bytes 5
+	// and 6, less 256 (RFC 8878 §3.1.1.1.4).
+	lying := frame(gradeLines(20))
+	declared := int(lying[5]) | int(lying[6])<<8
+	lying[5], lying[6] = byte(declared-1), byte((declared-1)>>8)
+
+	cases := []struct {
+		name string
+		want string // "" = stored
+		env  []byte
+	}{
+		{"uncompressed, as nodes before compression send", "", seal(3, gradeLines(3))},
+		{"compressed by another encoder (zstd's default level)", "", seal(20, frame(gradeLines(20)))},
+		{"9 MiB decompressed: more than an envelope may hold", node.RefuseContent, seal(500, frame(repeatTo(gradeLines(1), 9<<20)))},
+		{"2 MiB decompressed for one record", node.RefuseContent, seal(1, frame(repeatTo(gradeLines(1), 2<<20)))},
+		{"a frame that does not declare its size", node.RefuseContent, seal(20, undeclared(gradeLines(20)))},
+		{"a frame declaring one byte less than it holds", node.RefuseContent, seal(20, lying)},
+		{"a corrupt frame", node.RefuseContent, seal(20, corrupt)},
+		{"a frame truncated", node.RefuseContent, seal(20, frame(gradeLines(20))[:100])},
+		{"a frame of a field outside the record type", node.RefuseContent,
+			seal(1, frame([]byte(`{"type":"course_grade","student_id":"tk_x","salary":1,"course_code":"CS101","score":91}`+"\n")))},
+	}
+	js := s.js()
+	subject := bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a")
+	want, accepted := map[string]int{}, 0
+	for _, c := range cases {
+		if _, err := js.Publish(ctx, subject, c.env); err != nil {
+			t.Fatalf("%s: publish: %v", c.name, err)
+		}
+		if c.want != "" {
+			want[c.want]++
+		} else {
+			accepted++
+		}
+	}
+	waitFor(t, "every refusal counted", func() bool { return sameCounts(refusedCounts(t, b), want) })
+	waitFor(t, "uni-b to store the accepted envelopes", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == 27+3+20
+	})
+	if got := refusals(t, s.conf["uni-b"].DataDir); !sameCounts(got, want) {
+		t.Errorf("evidence log refusals by reason:\ngot  %v\nwant %v", got, want)
+	}
+	bodies := receivedBodies(t, s.conf["uni-b"].DataDir)
+	if len(bodies) != len(shared)+accepted {
+		t.Errorf("uni-b stored %d envelopes, want %d", len(bodies), len(shared)+accepted)
+	}
+	forms := map[bool]int{}
+	for eid, body := range bodies {
+		if _, ok := shared[eid]; !ok {
+			forms[bytes.HasPrefix(body, zstdMagic)]++
+		}
+	}
+	if forms[false] != 1 || forms[true] != 1 {
+		t.Errorf("the two accepted envelopes stored as %d uncompressed and %d compressed, want one each (as they arrived)", forms[false], forms[true])
+	}
+	got := received(t, s.conf["uni-b"].DataDir)
+	if len(got) != 27+3+20 {
+		t.Errorf("uni-b holds %d records, want %d", len(got), 27+3+20)
+	}
+	for _, r := range got {
+		if r["salary"] != nil {
+			t.Errorf("a refused record was stored: %v", r)
+		}
+	}
+}
+
+// TestErasureOfCompressedBody: an erasure request removes the subject's
+// record from a body stored compressed, keeps the others, and writes the
+// body back compressed.
+func TestErasureOfCompressedBody(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	ag := &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		id := fmt.Sprintf("S%04d", i)
+		if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeResearch,
+			Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 10 || sr.Envelopes != 1 {
+		t.Fatalf("share: %+v, %v; want 10 records in one envelope", sr, err)
+	}
+	waitFor(t, "10 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 10 })
+	dir := s.conf["uni-b"].DataDir
+	ids := func() map[string]bool {
+		out := map[string]bool{}
+		for _, body := range receivedBodies(t, dir) {
+			if !bytes.HasPrefix(body, zstdMagic) {
+				t.Errorf("body stored uncompressed")
+			}
+		}
+		for _, r := range received(t, dir) {
+			id, _ := r["student_id"].(string)
+			out[id] = true
+		}
+		return out
+	}
+	before := ids()
+	if len(before) != 10 {
+		t.Fatalf("uni-b holds %d subjects, want 10", len(before))
+	}
+
+	if _, err := a.WithdrawConsent(ctx, "c-S0001"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the erasure confirmed at uni-a", func() bool {
+		return strings.Contains(scrape(t, a), `eduspace_erasures_total{event="confirmed"} 1`)
+	})
+	after := ids()
+	if len(after) != 9 {
+		t.Errorf("uni-b holds %d subjects after the erasure, want 9", len(after))
+	}
+	for id := range after {
+		if !before[id] {
+			t.Errorf("subject %s appeared with the erasure", id)
+		}
+	}
+	if st, _ := b.Status(ctx); st.Received != 9 {
+		t.Errorf("uni-b counts %d records after the erasure, want 9", st.Received)
+	}
+}
