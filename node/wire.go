@@ -21,7 +21,7 @@ func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tok
 	dst = appendWireType(dst, rec.Type)
 	for _, act := range d.Actions {
 		if v, ok := rec.Fields[act.Field]; ok {
-			dst = appendWireField(dst, act, v, tz)
+			dst = appendWireField(dst, act, "", v, false, tz)
 		}
 	}
 	return append(dst, '}', '\n')
@@ -33,6 +33,7 @@ func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tok
 func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.Tokenizer) []byte {
 	start := len(dst)
 	t := row.RecordType()
+	plain := row.PlainStrings()
 	dst = appendWireType(dst, row.Type)
 	k := 0
 	for _, i := range t.SortedIndex() {
@@ -42,7 +43,7 @@ func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.To
 		if k >= len(d.Actions) || d.Actions[k].Field != t.FieldName(i) {
 			return appendWireRowByName(dst[:start], row, d, tz)
 		}
-		dst = appendWireField(dst, d.Actions[k], row.Vals[i], tz)
+		dst = appendWireField(dst, d.Actions[k], t.QuotedName(i), row.Vals[i], plain, tz)
 		k++
 	}
 	return append(dst, '}', '\n')
@@ -54,7 +55,7 @@ func appendWireRowByName(dst []byte, row *schema.Row, d policy.Decision, tz *cry
 	dst = appendWireType(dst, row.Type)
 	for _, act := range d.Actions {
 		if i, ok := row.RecordType().FieldIndex(act.Field); ok && row.Has[i] {
-			dst = appendWireField(dst, act, row.Vals[i], tz)
+			dst = appendWireField(dst, act, "", row.Vals[i], row.PlainStrings(), tz)
 		}
 	}
 	return append(dst, '}', '\n')
@@ -66,8 +67,10 @@ func appendWireType(dst []byte, typ string) []byte {
 
 // appendWireField appends one member, ",name:value", as act says; nothing
 // for a dropped field, a null to tokenise or a date too short to
-// generalise.
-func appendWireField(dst []byte, act policy.FieldAction, v any, tz *crypto.Tokenizer) []byte {
+// generalise. quoted is the field's name as a JSON string
+// (RecordType.QuotedName), or "" to quote act.Field here; plain tells that
+// a string value needs no check before it is written (Row.PlainStrings).
+func appendWireField(dst []byte, act policy.FieldAction, quoted string, v any, plain bool, tz *crypto.Tokenizer) []byte {
 	switch act.Transform {
 	case policy.TransformDrop:
 		return dst
@@ -75,9 +78,8 @@ func appendWireField(dst []byte, act policy.FieldAction, v any, tz *crypto.Token
 		if v == nil {
 			return dst
 		}
-		dst = append(dst, ',')
-		dst = schema.AppendJSONString(dst, act.Field)
-		dst = tz.AppendToken(append(dst, ':', '"'), valueString(v))
+		dst = appendWireName(dst, act.Field, quoted)
+		dst = tz.AppendToken(append(dst, '"'), valueString(v))
 		return append(dst, '"')
 	case policy.TransformGeneraliseYear:
 		s, ok := v.(string)
@@ -86,10 +88,22 @@ func appendWireField(dst []byte, act policy.FieldAction, v any, tz *crypto.Token
 		}
 		v = s[:4]
 	}
-	dst = append(dst, ',')
-	dst = schema.AppendJSONString(dst, act.Field)
-	dst = append(dst, ':')
+	dst = appendWireName(dst, act.Field, quoted)
+	if s, ok := v.(string); ok && plain {
+		return schema.AppendPlainJSONString(dst, s)
+	}
 	return appendValue(dst, v)
+}
+
+// appendWireName appends `,"name":`, from quoted when it is not "".
+func appendWireName(dst []byte, name, quoted string) []byte {
+	dst = append(dst, ',')
+	if quoted != "" {
+		dst = append(dst, quoted...)
+	} else {
+		dst = schema.AppendJSONString(dst, name)
+	}
+	return append(dst, ':')
 }
 
 func valueString(v any) string {

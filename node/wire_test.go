@@ -26,7 +26,11 @@ func TestWireRowMatchesRecord(t *testing.T) {
 	// field missing.
 	lines = append(lines,
 		[]byte(`{"student_id":"20240009999","name":"王五","gender":"男","type":"student","birth_date":"2001-02-03","email":null}`),
-		[]byte(`{"type":"student","student_id":"20240009998","name":"赵六"}`))
+		[]byte(`{"type":"student","student_id":"20240009998","name":"赵六"}`),
+		// U+2028 and quotation marks (0xE2 lead bytes), which the wire
+		// escapes as encoding/json does; and an escape, off the fast path.
+		[]byte(`{"type":"student","student_id":"20240009997","name_pinyin":"Li`+"\u2028"+`Si","dormitory":"“A”栋 1234567"}`),
+		[]byte(`{"type":"student","student_id":"20240009996","name_pinyin":"Li \"Si\"","dormitory":"`+"\u2029"+`"}`))
 	std, rb := schema.Default(), policy.DefaultRulebook()
 	now := time.Now()
 	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))

@@ -16,9 +16,15 @@ type Row struct {
 	Vals []any
 	Has  []bool
 
-	t   *RecordType
-	lab []FieldLabel // ClassifyRow's labels, by field index
+	t     *RecordType
+	lab   []FieldLabel // ClassifyRow's labels, by field index
+	plain bool         // string values came from the fast path (PlainStrings)
 }
+
+// PlainStrings reports whether every string value of the row is valid
+// UTF-8 without quotes, backslashes or control characters, as values read
+// from a line without escapes are: AppendPlainJSONString may write them.
+func (r *Row) PlainStrings() bool { return r.plain }
 
 // RecordType returns the row's record type.
 func (r *Row) RecordType() *RecordType { return r.t }
@@ -30,6 +36,10 @@ func (t *RecordType) SortedIndex() []int { return t.sortedIndex }
 
 // FieldName returns the name of the type's i-th field (Fields order).
 func (t *RecordType) FieldName(i int) string { return t.fields[i].Name }
+
+// QuotedName returns the name of the type's i-th field as a JSON string,
+// quotes included.
+func (t *RecordType) QuotedName(i int) string { return t.quoted[i] }
 
 // FieldIndex returns the index of the named field in Fields order.
 func (t *RecordType) FieldIndex(name string) (int, bool) {
@@ -60,7 +70,9 @@ func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationE
 	p.pairs = p.pairs[:0]
 	typ, typeSet := p.defaultType, false
 	var typeVal any
+	row.plain = false
 	if _, ok := p.parseFlatObject(line, nil, nil); ok {
+		row.plain = true
 		// Members in line order: the last "type" counts, as in a map.
 		n := 0
 		for _, m := range p.pairs {

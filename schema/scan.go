@@ -46,3 +46,24 @@ func plainJSON(s string) bool {
 	}
 	return utf8.ValidString(s)
 }
+
+// AppendPlainJSONString appends s as a JSON string, as AppendJSONString
+// does, for s known to be valid UTF-8 without quotes, backslashes or
+// control characters (Row.PlainStrings): it only looks for U+2028 and
+// U+2029, eight bytes at a time.
+func AppendPlainJSONString(dst []byte, s string) []byte {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		if hasByte(binary.LittleEndian.Uint64([]byte(s[i:i+8])), 0xE2) {
+			return AppendJSONString(dst, s)
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] == 0xE2 {
+			return AppendJSONString(dst, s)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}

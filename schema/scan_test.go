@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -31,7 +32,7 @@ func TestScanWords(t *testing.T) {
 
 func FuzzAppendJSONString(f *testing.F) {
 	for _, s := range []string{"", "plain ascii text", "张三丰 学生公寓13号楼", "a\"b", `a\b`, "tab\there", "\x00",
-		"\u2028", "“quoted”", "\xff\xfe", "0123456789abcdef\n", "四川省成都市武侯区人民南路3段97号26栋5单元"} {
+		"\u2028", "“quoted”", "eight by\u2028 eight bytes", "“12345678901234567890”", "\xff\xfe", "0123456789abcdef\n", "四川省成都市武侯区人民南路3段97号26栋5单元"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -41,6 +42,11 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 		if !utf8.ValidString(s) {
 			return
+		}
+		if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == '"' || r == '\\' }) {
+			if plain := AppendPlainJSONString(nil, s); !bytes.Equal(plain, got) {
+				t.Fatalf("%q: AppendPlainJSONString %s, AppendJSONString %s", s, plain, got)
+			}
 		}
 		var back string
 		if err := json.Unmarshal(got, &back); err != nil || back != s {

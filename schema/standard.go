@@ -102,6 +102,7 @@ type RecordType struct {
 	index       map[string]int
 	sorted      []string // field names in byte order
 	sortedIndex []int    // field indexes in byte order of their names
+	quoted      []string // field names as JSON strings, by index
 }
 
 // Name returns the type's name, e.g. "student".
@@ -440,6 +441,9 @@ func parseType(name string, rt rawType) (*RecordType, error) {
 	sort.Strings(t.sorted)
 	for _, name := range t.sorted {
 		t.sortedIndex = append(t.sortedIndex, t.index[name])
+	}
+	for _, f := range t.fields {
+		t.quoted = append(t.quoted, string(AppendJSONString(nil, f.Name)))
 	}
 	return t, nil
 }
