@@ -173,50 +173,75 @@ func Decide(rb Rulebook, in Input) Decision {
 // agreement, in field-name order, and the highest level of what is kept
 // (LevelUnknown when nothing is).
 func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, schema.Level) {
-	identity := rb.identity(a.Purpose)
-	agreed := a.RecordTypes[l.Type]
-	actions := make([]FieldAction, 0, l.NumFields())
-	level := schema.LevelUnknown
+	w := actionWalk{
+		identity: rb.identity(a.Purpose), agreed: a.RecordTypes[l.Type], a: a, subjectKey: l.SubjectKey,
+		actions: make([]FieldAction, 0, l.NumFields()), level: schema.LevelUnknown,
+	}
 	// The record's fields come sorted; when the agreement lists its fields
 	// sorted too (a node sorts a copy for a run of decisions), one walk
 	// over both finds the agreed ones.
-	merge := slices.IsSorted(agreed)
-	next := 0 // agreed[next:] are the agreed fields not yet passed
-	for name, fl := range l.Sorted() {
-		var isAgreed bool
-		if merge {
-			for next < len(agreed) && agreed[next] < name {
-				next++
-			}
-			isAgreed = next < len(agreed) && agreed[next] == name
-		} else {
-			isAgreed = slices.Contains(agreed, name)
-		}
-		t := TransformDrop
-		if isAgreed {
-			direct := fl.DirectID || name == l.SubjectKey
-			t = TransformKeep
-			if direct && !identity {
-				t = TransformTokenise
-			}
-			if len(a.Transforms) > 0 {
-				if o, ok := a.Transforms[name]; ok {
-					t = o
-				}
-			}
-			// The rulebook tokenises direct identifiers for every purpose
-			// but identity verification; an agreement may narrow that to
-			// dropping, never widen it to clear text.
-			if direct && !identity && t != TransformDrop {
-				t = TransformTokenise
+	w.merge = slices.IsSorted(w.agreed)
+	if t, fls, has, ok := l.Positions(); ok {
+		// Labels from ClassifyRow: by position, without a call per field.
+		for _, i := range t.SortedIndex() {
+			if has[i] {
+				w.field(t.FieldName(i), &fls[i])
 			}
 		}
-		actions = append(actions, FieldAction{Field: name, Transform: t})
-		if t != TransformDrop {
-			level = max(level, fl.Level)
+	} else {
+		for name, fl := range l.Sorted() {
+			w.field(name, &fl)
 		}
 	}
-	return actions, level
+	return w.actions, w.level
+}
+
+// actionWalk is actionsFor's walk over a record's fields in name order.
+type actionWalk struct {
+	identity   bool
+	agreed     []string
+	merge      bool // agreed is sorted: walk it in step
+	next       int  // agreed[next:] are the agreed fields not yet passed
+	a          *Agreement
+	subjectKey string
+	actions    []FieldAction
+	level      schema.Level
+}
+
+// field decides what happens to the next field, name, labelled fl.
+func (w *actionWalk) field(name string, fl *schema.FieldLabel) {
+	var isAgreed bool
+	if w.merge {
+		for w.next < len(w.agreed) && w.agreed[w.next] < name {
+			w.next++
+		}
+		isAgreed = w.next < len(w.agreed) && w.agreed[w.next] == name
+	} else {
+		isAgreed = slices.Contains(w.agreed, name)
+	}
+	t := TransformDrop
+	if isAgreed {
+		direct := fl.DirectID || name == w.subjectKey
+		t = TransformKeep
+		if direct && !w.identity {
+			t = TransformTokenise
+		}
+		if len(w.a.Transforms) > 0 {
+			if o, ok := w.a.Transforms[name]; ok {
+				t = o
+			}
+		}
+		// The rulebook tokenises direct identifiers for every purpose
+		// but identity verification; an agreement may narrow that to
+		// dropping, never widen it to clear text.
+		if direct && !w.identity && t != TransformDrop {
+			t = TransformTokenise
+		}
+	}
+	w.actions = append(w.actions, FieldAction{Field: name, Transform: t})
+	if t != TransformDrop {
+		w.level = max(w.level, fl.Level)
+	}
 }
 
 // LeavingCategories returns the categories of the fields of a record that

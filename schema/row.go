@@ -152,6 +152,18 @@ func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationE
 	return nil
 }
 
+// Positions returns, for labels from ClassifyRow, the record's type, the
+// field labels by the index of its fields and which fields the record has,
+// for a caller that walks them by position (in SortedIndex order, say);
+// ok is false for labels in map form. The slices are shared; do not modify
+// them.
+func (l Labels) Positions() (t *RecordType, labels []FieldLabel, has []bool, ok bool) {
+	if l.dense == nil {
+		return nil, nil, nil, false
+	}
+	return l.typ, l.dense, l.has, true
+}
+
 // ClassifyRow is Classify for a row from ParseRow. The labels keep the
 // field labels by position (Labels.Fields is nil) in the row's own
 // buffer: they are valid until the row is parsed into again.
