@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"hash"
-	"io"
 )
 
 const labelTokenKey = "eduspace token key v1"
@@ -36,6 +35,7 @@ func Token(key []byte, value string) string {
 // safe for concurrent use). Its tokens equal Token's.
 type Tokenizer struct {
 	mac hash.Hash
+	in  []byte // the value, copied: HMAC takes bytes
 	sum []byte
 	buf []byte
 }
@@ -55,7 +55,8 @@ func (t *Tokenizer) Token(value string) string {
 // base64url without padding: it needs no escaping in JSON.
 func (t *Tokenizer) AppendToken(dst []byte, value string) []byte {
 	t.mac.Reset()
-	io.WriteString(t.mac, value)
+	t.in = append(t.in[:0], value...)
+	t.mac.Write(t.in)
 	t.sum = t.mac.Sum(t.sum[:0])
 	dst = append(dst, "tk_"...)
 	return base64.RawURLEncoding.AppendEncode(dst, t.sum[:16])

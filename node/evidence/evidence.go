@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"sync"
 	"time"
 
@@ -68,7 +67,7 @@ type Log struct {
 	node string
 	key  []byte
 	now  func() time.Time
-	macs sync.Pool // of HMAC states under key, for Subject
+	macs sync.Pool // of *subjectMAC under key, for Subject
 	db   *store.DB // its prepared statements, when set (UseDB)
 }
 
@@ -98,17 +97,23 @@ func New(node string, subjectKey []byte, now func() time.Time) *Log {
 // log: HMAC-SHA256(subjectKey, "eduspace evidence subject v1" ‖ 0 ‖ id),
 // the first 16 bytes in hex.
 func (l *Log) Subject(id string) string {
-	m, _ := l.macs.Get().(hash.Hash)
+	m, _ := l.macs.Get().(*subjectMAC)
 	if m == nil {
-		m = hmac.New(sha256.New, l.key)
+		m = &subjectMAC{h: hmac.New(sha256.New, l.key)}
 	}
-	m.Reset()
-	m.Write([]byte("eduspace evidence subject v1\x00"))
-	io.WriteString(m, id)
+	m.h.Reset()
+	m.in = append(append(m.in[:0], "eduspace evidence subject v1\x00"...), id...)
+	m.h.Write(m.in)
 	var sum [sha256.Size]byte
-	s := hex.EncodeToString(m.Sum(sum[:0])[:16])
+	s := hex.EncodeToString(m.h.Sum(sum[:0])[:16])
 	l.macs.Put(m)
 	return s
+}
+
+// subjectMAC is an HMAC state for Subject and its input, reused.
+type subjectMAC struct {
+	h  hash.Hash
+	in []byte
 }
 
 // Append adds e to the chain inside tx. The head is read inside the same
