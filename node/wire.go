@@ -21,7 +21,8 @@ func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tok
 	dst = appendWireType(dst, rec.Type)
 	for _, act := range d.Actions {
 		if v, ok := rec.Fields[act.Field]; ok {
-			dst = appendWireField(dst, act, "", v, false, tz)
+			str, isStr := v.(string)
+			dst = appendWireField(dst, act, "", str, isStr, v, false, tz)
 		}
 	}
 	return append(dst, '}', '\n')
@@ -43,7 +44,12 @@ func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.To
 		if k >= len(d.Actions) || d.Actions[k].Field != t.FieldName(i) {
 			return appendWireRowByName(dst[:start], row, d, tz)
 		}
-		dst = appendWireField(dst, d.Actions[k], t.QuotedName(i), row.Vals[i], plain, tz)
+		str, isStr := row.String(i)
+		var v any
+		if !isStr {
+			v = row.Value(i)
+		}
+		dst = appendWireField(dst, d.Actions[k], t.QuotedName(i), str, isStr, v, plain, tz)
 		k++
 	}
 	return append(dst, '}', '\n')
@@ -55,7 +61,8 @@ func appendWireRowByName(dst []byte, row *schema.Row, d policy.Decision, tz *cry
 	dst = appendWireType(dst, row.Type)
 	for _, act := range d.Actions {
 		if i, ok := row.RecordType().FieldIndex(act.Field); ok && row.Has[i] {
-			dst = appendWireField(dst, act, "", row.Vals[i], row.PlainStrings(), tz)
+			str, isStr := row.String(i)
+			dst = appendWireField(dst, act, "", str, isStr, row.Value(i), row.PlainStrings(), tz)
 		}
 	}
 	return append(dst, '}', '\n')
@@ -67,30 +74,36 @@ func appendWireType(dst []byte, typ string) []byte {
 
 // appendWireField appends one member, ",name:value", as act says; nothing
 // for a dropped field, a null to tokenise or a date too short to
-// generalise. quoted is the field's name as a JSON string
-// (RecordType.QuotedName), or "" to quote act.Field here; plain tells that
-// a string value needs no check before it is written (Row.PlainStrings).
-func appendWireField(dst []byte, act policy.FieldAction, quoted string, v any, plain bool, tz *crypto.Tokenizer) []byte {
+// generalise. The value is str when isStr, v otherwise. quoted is the
+// field's name as a JSON string (RecordType.QuotedName), or "" to quote
+// act.Field here; plain tells that a string value needs no check before it
+// is written (Row.PlainStrings).
+func appendWireField(dst []byte, act policy.FieldAction, quoted string, str string, isStr bool, v any, plain bool, tz *crypto.Tokenizer) []byte {
 	switch act.Transform {
 	case policy.TransformDrop:
 		return dst
 	case policy.TransformTokenise:
-		if v == nil {
-			return dst
+		if !isStr {
+			if v == nil {
+				return dst
+			}
+			str = valueString(v)
 		}
 		dst = appendWireName(dst, act.Field, quoted)
-		dst = tz.AppendToken(append(dst, '"'), valueString(v))
+		dst = tz.AppendToken(append(dst, '"'), str)
 		return append(dst, '"')
 	case policy.TransformGeneraliseYear:
-		s, ok := v.(string)
-		if !ok || len(s) < 4 {
+		if !isStr || len(str) < 4 {
 			return dst
 		}
-		v = s[:4]
+		str = str[:4]
 	}
 	dst = appendWireName(dst, act.Field, quoted)
-	if s, ok := v.(string); ok && plain {
-		return schema.AppendPlainJSONString(dst, s)
+	switch {
+	case isStr && plain:
+		return schema.AppendPlainJSONString(dst, str)
+	case isStr:
+		return schema.AppendJSONString(dst, str)
 	}
 	return appendValue(dst, v)
 }

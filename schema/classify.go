@@ -190,17 +190,17 @@ func (s *Standard) ClassifyInto(r Record, asOf time.Time, fields map[string]Fiel
 	}
 	nf := len(t.fields)
 	var (
-		valsBuf [maxStackFields]any
+		valsBuf [maxStackFields]value
 		hasBuf  [maxStackFields]bool
 		labBuf  [maxStackFields]FieldLabel
-		vals    []any
+		vals    []value
 		has     []bool
 		lab     []FieldLabel
 	)
 	if nf <= maxStackFields {
 		vals, has, lab = valsBuf[:nf], hasBuf[:nf], labBuf[:nf]
 	} else {
-		vals, has, lab = make([]any, nf), make([]bool, nf), make([]FieldLabel, nf)
+		vals, has, lab = make([]value, nf), make([]bool, nf), make([]FieldLabel, nf)
 	}
 
 	// Look up the type's fields; more fields in the record than found
@@ -208,7 +208,7 @@ func (s *Standard) ClassifyInto(r Record, asOf time.Time, fields map[string]Fiel
 	found := 0
 	for i := range t.fields {
 		if v, ok := r.Fields[t.fields[i].Name]; ok {
-			vals[i], has[i] = v, true
+			vals[i], has[i] = valueOf(v), true
 			found++
 		}
 	}
@@ -245,13 +245,13 @@ func (s *Standard) ClassifyInto(r Record, asOf time.Time, fields map[string]Fiel
 // and has by the index of t's fields, into lab (one per field). It returns
 // the record's labels but for the field labels themselves, which the
 // caller files as a map (ClassifyInto) or keeps positional (ClassifyRow).
-func (s *Standard) classify(t *RecordType, vals []any, has []bool, asOf time.Time, lab []FieldLabel) (Labels, error) {
+func (s *Standard) classify(t *RecordType, vals []value, has []bool, asOf time.Time, lab []FieldLabel) (Labels, error) {
 	// Validate in declared order.
 	ridIndex := -1 // the resident_id field whose value was checked
 	for i := range t.fields {
 		f := &t.fields[i]
 		v := vals[i]
-		if !has[i] || v == nil {
+		if !has[i] || v.null() {
 			if f.Required {
 				return Labels{}, &ValidationError{Field: f.Name, Reason: ReasonRequired}
 			}
@@ -261,14 +261,14 @@ func (s *Standard) classify(t *RecordType, vals []any, has []bool, asOf time.Tim
 			return Labels{}, &ValidationError{Field: f.Name, Reason: reason}
 		}
 		if f.Kind == KindResidentID && residentIDApplies(t, i, vals, has) {
-			if str := v.(string); str != "" {
+			if v.s != "" {
 				ridIndex = i
 			}
 		}
 	}
 
 	l := Labels{Type: t.name, SubjectKey: t.subjectKey, typ: t}
-	key, _ := vals[t.keyIndex].(string)
+	key := vals[t.keyIndex].s
 	l.ID = key
 	if t.subjectKey != "" {
 		l.Subject = key
@@ -280,7 +280,7 @@ func (s *Standard) classify(t *RecordType, vals []any, has []bool, asOf time.Tim
 		}
 		f := &t.fields[i]
 		lv, cat := f.Level, f.Category
-		str, isStr := vals[i].(string)
+		str, isStr := vals[i].s, vals[i].str
 		if isStr && f.Rules != nil {
 			if vr, ok := f.Rules[str]; ok {
 				cat = vr.Category
@@ -317,13 +317,13 @@ func (s *Standard) classify(t *RecordType, vals []any, has []bool, asOf time.Tim
 	var by, bm, bd int
 	minor := false
 	if t.birthIndex >= 0 && has[t.birthIndex] {
-		if str, _ := vals[t.birthIndex].(string); str != "" {
+		if str := vals[t.birthIndex].s; str != "" {
 			by, bm, bd, _ = parseDate(str)
 			minor = s.under(by, bm, bd, asOf)
 		}
 	}
 	if ridIndex >= 0 {
-		id := vals[ridIndex].(string)
+		id := vals[ridIndex].s
 		y, m, d, _ := residentIDBirth(id)
 		if by == 0 {
 			by, bm, bd = y, m, d
@@ -360,12 +360,12 @@ func (s *Standard) classify(t *RecordType, vals []any, has []bool, asOf time.Tim
 
 // residentIDApplies reports whether the resident_id field i must hold a
 // resident ID: its id type field is absent, empty or "resident_id".
-func residentIDApplies(t *RecordType, i int, vals []any, has []bool) bool {
+func residentIDApplies(t *RecordType, i int, vals []value, has []bool) bool {
 	j := t.idTypeIndex[i]
 	if j < 0 || !has[j] {
 		return true
 	}
-	idType, _ := vals[j].(string)
+	idType := vals[j].s
 	return idType == "" || idType == "resident_id"
 }
 
@@ -391,13 +391,13 @@ func (s *Standard) under(y, m, d int, asOf time.Time) bool {
 }
 
 // check validates value v of field i and returns a reason code, or "".
-func (s *Standard) check(t *RecordType, i int, f *FieldSpec, v any, vals []any, has []bool) string {
+func (s *Standard) check(t *RecordType, i int, f *FieldSpec, v value, vals []value, has []bool) string {
 	switch f.Kind {
 	case KindString, KindDate, KindEnum, KindResidentID:
-		str, ok := v.(string)
-		if !ok {
+		if !v.str {
 			return ReasonType
 		}
+		str := v.s
 		if str == "" {
 			if f.Required {
 				return ReasonRequired
@@ -422,11 +422,11 @@ func (s *Standard) check(t *RecordType, i int, f *FieldSpec, v any, vals []any, 
 			}
 		}
 	case KindBool:
-		if _, ok := v.(bool); !ok {
+		if _, ok := v.v.(bool); !ok || v.str {
 			return ReasonType
 		}
 	case KindInteger, KindNumber, KindAmount:
-		neg, integer, ok := number(v)
+		neg, integer, ok := number(v.v)
 		if !ok || (f.Kind == KindInteger && !integer) {
 			return ReasonType
 		}

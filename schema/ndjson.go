@@ -219,7 +219,7 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 		if i >= len(b) {
 			return "", false
 		}
-		var v any
+		var v value
 		switch c := b[i]; {
 		case c == '"':
 			j, ok := flatStringEnd(b, i)
@@ -228,7 +228,7 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 			}
 			switch {
 			case values:
-				v = str(i+1, j-1)
+				v = value{s: str(i+1, j-1), str: true}
 			case key == "type":
 				typ = p.intern(b[i+1 : j-1])
 			}
@@ -242,21 +242,21 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 				return "", false
 			}
 			if values {
-				v = json.Number(str(i, j))
+				v.v = json.Number(str(i, j))
 			}
 			i = j
 		case bytes.HasPrefix(b[i:], []byte("true")):
-			v, i = true, i+4
+			v.v, i = true, i+4
 		case bytes.HasPrefix(b[i:], []byte("false")):
-			v, i = false, i+5
+			v.v, i = false, i+5
 		case bytes.HasPrefix(b[i:], []byte("null")):
-			v, i = nil, i+4
+			i += 4
 		default:
 			return "", false
 		}
 		switch {
 		case fields != nil:
-			fields[key] = v
+			fields[key] = v.any()
 		case values:
 			p.pairs = append(p.pairs, member{key, v})
 		case key != "type":

@@ -10,12 +10,12 @@ import "time"
 // ready to use.
 type Row struct {
 	Type string
-	// Vals and Has hold the record's values by the index of the type's
-	// fields (RecordType.Fields order); Has tells which fields the record
-	// has, since a value may be nil (JSON null).
-	Vals []any
-	Has  []bool
+	// Has tells, by the index of the type's fields (RecordType.Fields
+	// order), which fields the record has; Value and String give their
+	// values.
+	Has []bool
 
+	vals  []value
 	t     *RecordType
 	lab   []FieldLabel // ClassifyRow's labels, by field index
 	plain bool         // string values came from the fast path (PlainStrings)
@@ -25,6 +25,40 @@ type Row struct {
 // UTF-8 without quotes, backslashes or control characters, as values read
 // from a line without escapes are: AppendPlainJSONString may write them.
 func (r *Row) PlainStrings() bool { return r.plain }
+
+// Value returns the value of field i (Fields order): a string, a
+// json.Number, a bool or nil (absent, or JSON null).
+func (r *Row) Value(i int) any { return r.vals[i].any() }
+
+// String returns the value of field i when it is a string, without
+// putting it in an interface.
+func (r *Row) String(i int) (string, bool) { return r.vals[i].s, r.vals[i].str }
+
+// value is one field's value as classification reads it: a string as such
+// (no interface, so no allocation per value), or any other JSON value.
+type value struct {
+	s   string
+	v   any  // when not a string: json.Number, bool, nil, or a Go number
+	str bool // the value is the string s
+}
+
+func valueOf(v any) value {
+	if s, ok := v.(string); ok {
+		return value{s: s, str: true}
+	}
+	return value{v: v}
+}
+
+// null reports a JSON null (or an absent value).
+func (v value) null() bool { return !v.str && v.v == nil }
+
+// any returns the value in an interface.
+func (v value) any() any {
+	if v.str {
+		return v.s
+	}
+	return v.v
+}
 
 // RecordType returns the row's record type.
 func (r *Row) RecordType() *RecordType { return r.t }
@@ -50,7 +84,7 @@ func (t *RecordType) FieldIndex(name string) (int, bool) {
 // member is one member of a line, in the order it came.
 type member struct {
 	name string
-	v    any
+	v    value
 }
 
 // rowMember is the field index of a line's k-th member name (-1 when the
@@ -69,7 +103,7 @@ type rowMember struct {
 func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationError {
 	p.pairs = p.pairs[:0]
 	typ, typeSet := p.defaultType, false
-	var typeVal any
+	var typeVal value
 	row.plain = false
 	if _, ok := p.parseFlatObject(line, nil, nil); ok {
 		row.plain = true
@@ -95,15 +129,14 @@ func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationE
 		}
 		typ = rec.Type
 		for name, v := range rec.Fields {
-			p.pairs = append(p.pairs, member{name, v})
+			p.pairs = append(p.pairs, member{name, valueOf(v)})
 		}
 	}
 	if typeSet {
-		s, ok := typeVal.(string)
-		if !ok {
+		if !typeVal.str {
 			return &ValidationError{Field: "type", Reason: ReasonType}
 		}
-		typ = s
+		typ = typeVal.s
 	}
 	t := std.types[typ]
 	if t == nil {
@@ -111,11 +144,11 @@ func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationE
 	}
 	row.Type, row.t = t.name, t
 	nf := len(t.fields)
-	if cap(row.Vals) < nf {
-		row.Vals, row.Has = make([]any, nf), make([]bool, nf)
+	if cap(row.vals) < nf {
+		row.vals, row.Has = make([]value, nf), make([]bool, nf)
 	}
-	row.Vals, row.Has = row.Vals[:nf], row.Has[:nf]
-	clear(row.Vals)
+	row.vals, row.Has = row.vals[:nf], row.Has[:nf]
+	clear(row.vals)
 	clear(row.Has)
 	if p.rowType != t {
 		p.rowType, p.rowIdx = t, p.rowIdx[:0]
@@ -144,7 +177,7 @@ func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationE
 			}
 			continue
 		}
-		row.Vals[i], row.Has[i] = m.v, true
+		row.vals[i], row.Has[i] = m.v, true
 	}
 	if hasUnknown {
 		return &ValidationError{Field: unknown, Reason: ReasonUnknownField}
@@ -178,7 +211,7 @@ func (s *Standard) ClassifyRow(r *Row, asOf time.Time) (Labels, error) {
 	}
 	r.lab = r.lab[:nf]
 	clear(r.lab)
-	l, err := s.classify(t, r.Vals, r.Has, asOf, r.lab)
+	l, err := s.classify(t, r.vals, r.Has, asOf, r.lab)
 	if err != nil {
 		return Labels{}, err
 	}

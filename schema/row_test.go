@@ -69,8 +69,11 @@ func sameAsMapPath(t *testing.T, std *Standard, p *LineParser, row *Row, line []
 	rt := row.RecordType()
 	for i, f := range rt.fields {
 		v, has := rec.Fields[f.Name]
-		if has != row.Has[i] || !reflect.DeepEqual(v, row.Vals[i]) {
-			t.Fatalf("%q: field %s: row has %v %#v, record %v %#v", line, f.Name, row.Has[i], row.Vals[i], has, v)
+		if has != row.Has[i] || !reflect.DeepEqual(v, row.Value(i)) {
+			t.Fatalf("%q: field %s: row has %v %#v, record %v %#v", line, f.Name, row.Has[i], row.Value(i), has, v)
+		}
+		if s, ok := row.String(i); ok != (reflect.TypeOf(v) == reflect.TypeOf("")) || (ok && s != v) {
+			t.Fatalf("%q: field %s: String gives %q, %v for %#v", line, f.Name, s, ok, v)
 		}
 	}
 }
