@@ -6,25 +6,50 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/compress/s2"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/schema"
 )
 
 // The payload of a records envelope is NDJSON, either as it is or as one
-// zstd frame (crypto/ENVELOPE.md §11). The two tell themselves apart by
-// their first bytes: a record line starts with '{', a zstd frame with the
-// frame magic. Senders compress; receivers read both, so envelopes from
-// nodes that do not compress still open. The received table stores the
-// payload as it arrived, so a stored body is of either form too.
+// S2 block behind a magic of our own (crypto/ENVELOPE.md §11). The two tell
+// themselves apart by their first bytes: a record line starts with '{', a
+// compressed payload with s2BlockMagic. Senders compress; receivers read
+// both, so envelopes from nodes that do not compress still open. The
+// received table stores the payload as it arrived, so a stored body is of
+// either form too. The zstd form of an earlier build, never released, is
+// not read: such a payload is not NDJSON either, and is refused as such.
 //
-// zstd is klauspost/compress's: the module is in the build already (the
-// embedded NATS server compresses with its s2 and flate packages), and its
-// zstd package brings no other module.
+// S2 is klauspost/compress's: the module is in the build already, and the
+// embedded NATS server compresses with the same package. On a 500-record
+// envelope of the bench's records (295 KB of NDJSON) s2.Encode takes
+// 0.21–0.26 ms and leaves 72 KB (4.07:1), s2.Decode 0.12–0.15 ms;
+// s2.EncodeBetter 0.7–0.8 ms for 71 KB (4.15:1); zstd at its fastest
+// level, which the node used before, 1.0–1.25 ms for 49 KB (6.03:1) and
+// 0.25–0.3 ms to decompress (BenchmarkRecordsCodec, 2 shared cores). The
+// pipeline is CPU-bound and SQLite spends about 8 ns per stored byte on
+// each side, so zstd's 23 KB less per envelope buy back only part of the
+// ≈ 1.1 ms its codec costs more. End to end, `eduspace bench --records
+// 99000` uses 25.9 µs of CPU per record with S2 against 27.8 with zstd
+// (−7 %; means of 16 alternate runs each, CPU profiles): compressing
+// −2.1 µs, decompressing −0.55, SQLite +0.7, NATS +0.15.
+//
+// The block format, not S2's stream format: the size is known before
+// compressing and the block declares it in its first bytes, so the
+// receiver checks it against recordsLimit and allocates exactly that
+// before it decodes anything, and decoding fails unless the block fills
+// exactly what it declares. The stream's checksums would guard nothing the
+// envelope's AEAD does not; its reader decodes each block into buffers of
+// its own (1–4 MiB) and copies it out, which doubles the decoding time on
+// the bench's envelopes (0.21–0.23 ms against 0.10–0.15, allocations
+// included); and it cannot say how much it will produce before it has. A
+// block has no magic of its own, hence ours; without it, a stored body is
+// what `s2d -block` reads.
 
-// zstdMagic starts every zstd frame (RFC 8878 §3.1.1).
-var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+// s2BlockMagic starts every compressed payload; an S2 block follows it.
+// 0x89 starts no UTF-8 text, so no NDJSON either.
+var s2BlockMagic = []byte("\x89S2B")
 
 // maxRecordsPlain is the most NDJSON one envelope's payload may hold once
 // decompressed: what an uncompressed envelope can carry at most
@@ -42,79 +67,60 @@ func recordsLimit(count uint32) int {
 	return int(min(uint64(count)*(schema.MaxLineBytes+1), maxRecordsPlain))
 }
 
-// The encoder and the decoder are shared by every node of the process and
-// made on first use. EncodeAll and DecodeAll are safe for concurrent use;
-// each allows GOMAXPROCS calls at once, more wait.
-//
-// SpeedFastest: on a 500-record envelope of the bench's records (295 KB)
-// it takes 1.0–1.2 ms and leaves 49 KB (6.03:1); SpeedDefault takes
-// 1.4–1.7 ms for 5.98:1, SpeedBetterCompression 3.7 ms for 6.14:1;
-// decompressing takes 0.35–0.4 ms at any of them (BenchmarkRecordsCodec,
-// 2 shared cores). The pipeline is CPU-bound: the fastest level it is.
-// Single segment: every frame declares its size, which the receiver checks
-// against recordsLimit before it decodes anything.
-var (
-	recordsEncoder = sync.OnceValue(func() *zstd.Encoder {
-		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithSingleSegment(true))
-		if err != nil {
-			panic("node: zstd encoder: " + err.Error()) // constant options: a bug
-		}
-		return e
-	})
-	recordsDecoder = sync.OnceValue(func() *zstd.Decoder {
-		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
-			zstd.WithDecoderMaxMemory(maxRecordsPlain), zstd.WithDecoderMaxWindow(maxRecordsPlain),
-			zstd.WithDecodeAllCapLimit(true))
-		if err != nil {
-			panic("node: zstd decoder: " + err.Error()) // constant options: a bug
-		}
-		return d
-	})
-)
+// encodeScratch holds buffers for s2.Encode, which wants room for an
+// input that does not compress (s2.MaxEncodedLen, a little more than the
+// input) though a records payload takes a quarter of that: the block is
+// encoded here and copied out at its size, so a sender allocates what it
+// sends and no more.
+var encodeScratch = sync.Pool{New: func() any { return new([]byte) }}
 
 // compressRecords returns the payload for count records of NDJSON plain:
-// one zstd frame, or plain itself when the frame would not be smaller or
-// plain is longer than a receiver accepts decompressed (recordsLimit; then
-// the envelope travels as before, or is too large as before).
+// s2BlockMagic and one S2 block, or plain itself when that would not be
+// smaller or plain is longer than a receiver accepts decompressed
+// (recordsLimit; then the envelope travels as before, or is too large as
+// before).
 func compressRecords(plain []byte, count uint32) []byte {
 	if len(plain) == 0 || len(plain) > recordsLimit(count) {
 		return plain
 	}
-	z := recordsEncoder().EncodeAll(plain, make([]byte, 0, len(plain)/4))
-	if len(z) >= len(plain) {
+	scratch := encodeScratch.Get().(*[]byte)
+	defer encodeScratch.Put(scratch)
+	if n := s2.MaxEncodedLen(len(plain)); cap(*scratch) < n {
+		*scratch = make([]byte, n)
+	}
+	block := s2.Encode(*scratch, plain)
+	if len(s2BlockMagic)+len(block) >= len(plain) {
 		return plain
 	}
-	return z
+	z := make([]byte, 0, len(s2BlockMagic)+len(block))
+	return append(append(z, s2BlockMagic...), block...)
 }
 
-// errRecordsFrame wraps every reason a compressed payload is refused.
-var errRecordsFrame = errors.New("compressed records")
+// errRecordsBlock wraps every reason a compressed payload is refused.
+var errRecordsBlock = errors.New("compressed records")
 
 // recordsPlain returns the NDJSON of a records payload or stored body: body
-// itself unless it starts with the zstd magic, else the frame decompressed.
-// A frame that does not declare its size, declares more than limit bytes,
-// or does not decode to exactly what it declares is an error. Decoding
-// allocates the declared size, and at most a few times limit for a frame
-// that holds more than it declares, whatever it holds (TestRecordsPlainBounded).
+// itself unless it starts with s2BlockMagic, else the block decompressed.
+// A block whose size does not parse, that declares more than limit bytes,
+// or that does not decode to exactly what it declares (corrupt, truncated,
+// followed by anything) is an error. Decoding allocates the declared size
+// and nothing else, whatever the block holds (TestRecordsPlainBounded).
 // Errors name no content.
 func recordsPlain(body []byte, limit int) ([]byte, error) {
-	if !bytes.HasPrefix(body, zstdMagic) {
+	block, ok := bytes.CutPrefix(body, s2BlockMagic)
+	if !ok {
 		return body, nil
 	}
-	var fh zstd.Header
-	if err := fh.Decode(body); err != nil {
-		return nil, fmt.Errorf("%w: frame header: %w", errRecordsFrame, err)
-	}
-	if !fh.HasFCS {
-		return nil, fmt.Errorf("%w: frame does not declare its size", errRecordsFrame)
-	}
-	if fh.FrameContentSize > uint64(limit) {
-		return nil, fmt.Errorf("%w: %d bytes decompressed, more than the %d allowed", errRecordsFrame, fh.FrameContentSize, limit)
-	}
-	// With the decoder's cap limit, DecodeAll writes at most cap(dst) bytes.
-	out, err := recordsDecoder().DecodeAll(body, make([]byte, 0, int(fh.FrameContentSize)))
+	n, err := s2.DecodedLen(block)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errRecordsFrame, err)
+		return nil, fmt.Errorf("%w: block size: %w", errRecordsBlock, err)
+	}
+	if n > limit {
+		return nil, fmt.Errorf("%w: %d bytes decompressed, more than the %d allowed", errRecordsBlock, n, limit)
+	}
+	out, err := s2.Decode(make([]byte, n), block)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errRecordsBlock, err)
 	}
 	return out, nil
 }

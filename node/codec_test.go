@@ -2,11 +2,13 @@ package node
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -47,97 +49,92 @@ func wirePayload(tb testing.TB, n int) []byte {
 }
 
 // BenchmarkRecordsCodec compresses and decompresses one 500-record
-// envelope's payload at the levels worth considering; "ratio" is plain
-// bytes per compressed byte. The node uses SpeedFastest (codec.go).
+// envelope's payload with the node's codec (s2.Encode), with S2's better
+// level, and with zstd at its fastest level (what the node used before),
+// each into a buffer it reuses; "ratio" is plain bytes per compressed
+// byte. "node" is compressRecords and recordsPlain, allocations included.
 func BenchmarkRecordsCodec(b *testing.B) {
 	plain := wirePayload(b, 500)
-	for _, lv := range []zstd.EncoderLevel{zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
-		enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(lv), zstd.WithSingleSegment(true), zstd.WithEncoderConcurrency(1))
-		if err != nil {
-			b.Fatal(err)
-		}
-		z := enc.EncodeAll(plain, nil)
-		b.Run("compress/"+lv.String(), func(b *testing.B) {
+	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithSingleSegment(true), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	zdec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	codecs := []struct {
+		name   string
+		encode func(dst, src []byte) []byte
+		decode func(dst, src []byte) ([]byte, error)
+	}{
+		{"s2", s2.Encode, s2.Decode},
+		{"s2-better", s2.EncodeBetter, s2.Decode},
+		{"zstd-fastest",
+			func(dst, src []byte) []byte { return zenc.EncodeAll(src, dst) },
+			func(dst, src []byte) ([]byte, error) { return zdec.DecodeAll(src, dst) }},
+	}
+	for _, c := range codecs {
+		z := c.encode(nil, plain)
+		b.Run("compress/"+c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(plain)))
-			dst := make([]byte, 0, len(plain))
+			dst := make([]byte, 0, s2.MaxEncodedLen(len(plain)))
 			for b.Loop() {
-				dst = enc.EncodeAll(plain, dst[:0])
+				dst = c.encode(dst[:0], plain)
 			}
 			b.ReportMetric(float64(len(plain))/float64(len(z)), "ratio")
 			b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "records/s")
 		})
-		b.Run("decompress/"+lv.String(), func(b *testing.B) {
+		b.Run("decompress/"+c.name, func(b *testing.B) {
 			b.SetBytes(int64(len(plain)))
+			dst := make([]byte, 0, len(plain))
 			for b.Loop() {
-				if _, err := recordsPlain(z, recordsLimit(500)); err != nil {
+				if dst, err = c.decode(dst[:0], z); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "records/s")
 		})
 	}
+	b.Run("node", func(b *testing.B) {
+		b.SetBytes(int64(len(plain)))
+		for b.Loop() {
+			if _, err := recordsPlain(compressRecords(plain, 500), recordsLimit(500)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*500)/b.Elapsed().Seconds(), "records/s")
+	})
 }
 
-// frame compresses plain as the node does.
-func frame(plain []byte) []byte { return recordsEncoder().EncodeAll(plain, nil) }
-
-// streamFrame compresses plain with a streaming writer, whose frame does
-// not declare its size.
-func streamFrame(tb testing.TB, plain []byte) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// A flush before the end writes the header before the size is known.
-	w.Write(plain[:len(plain)-1])
-	w.Flush()
-	w.Write(plain[len(plain)-1:])
-	if err := w.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	var fh zstd.Header
-	if err := fh.Decode(buf.Bytes()); err != nil || fh.HasFCS {
-		tb.Fatalf("stream of %d bytes: %v, header declares its size: %v", len(plain), err, fh.HasFCS)
-	}
-	return buf.Bytes()
+// compressed is plain as a compressed payload, whatever its size.
+func compressed(plain []byte) []byte {
+	return append(bytes.Clone(s2BlockMagic), s2.Encode(nil, plain)...)
 }
 
-// lyingFrame is a frame of plain whose header declares declared bytes
-// (plain must be 256 bytes to 64 KiB, so that the declared size is two
-// bytes long, and declared in that range too).
-func lyingFrame(tb testing.TB, plain []byte, declared int) []byte {
+// declaring is a compressed payload z whose block declares declared bytes
+// instead of what it does.
+func declaring(tb testing.TB, z []byte, declared uint64) []byte {
 	tb.Helper()
-	z := bytes.Clone(frame(plain))
-	var fh zstd.Header
-	if err := fh.Decode(z); err != nil || !fh.SingleSegment || z[4]>>6 != 1 {
-		tb.Fatalf("frame of %d bytes: %v, header %+v", len(plain), err, fh)
+	block := z[len(s2BlockMagic):]
+	_, n := binary.Uvarint(block)
+	if n <= 0 {
+		tb.Fatalf("block size does not parse: %d", n)
 	}
-	z[5], z[6] = byte(declared-256), byte((declared-256)>>8) // RFC 8878 §3.1.1.1.4: two bytes, minus 256
-	return z
+	return append(binary.AppendUvarint(bytes.Clone(s2BlockMagic), declared), block[n:]...)
 }
 
-// splice is the header of frame a on the blocks of frame b.
-func splice(tb testing.TB, a, b []byte) []byte {
-	tb.Helper()
-	var ha, hb zstd.Header
-	if err := ha.Decode(a); err != nil {
-		tb.Fatal(err)
-	}
-	if err := hb.Decode(b); err != nil {
-		tb.Fatal(err)
-	}
-	return append(bytes.Clone(a[:ha.HeaderSize]), b[hb.HeaderSize:]...)
+// ops is a compressed payload declaring size bytes, of the S2 operations
+// given by hand.
+func ops(size uint64, op ...byte) []byte {
+	return append(binary.AppendUvarint(bytes.Clone(s2BlockMagic), size), op...)
 }
 
 func TestRecordsPlain(t *testing.T) {
 	line := []byte(`{"type":"course_grade","student_id":"tk_0123456789abcdef","course_code":"CS101","score":91}` + "\n")
 	plain := bytes.Repeat(line, 100)
 	big := bytes.Repeat(line, 2*maxRecordsPlain/len(line)) // 16 MiB: more than any envelope may hold
-	corrupt := bytes.Clone(frame(plain))
-	corrupt[len(corrupt)/2] ^= 0xff
-	small := plain[:1000]
+	z := compressed(plain)
 	cases := []struct {
 		name  string
 		body  []byte
@@ -147,25 +144,33 @@ func TestRecordsPlain(t *testing.T) {
 		{"NDJSON as it is", plain, recordsLimit(100), plain},
 		{"NDJSON above the limit (the envelope size bounds it)", plain, 10, plain},
 		{"empty (a body emptied by retention)", []byte{}, maxRecordsPlain, []byte{}},
-		{"a frame", frame(plain), recordsLimit(100), plain},
-		{"a frame at exactly the limit", frame(plain), len(plain), plain},
-		{"a frame one byte above the limit", frame(plain), len(plain) - 1, nil},
-		{"a frame of 16 MiB (a bomb)", frame(big), maxRecordsPlain, nil},
-		{"a frame of 16 MiB without its size", streamFrame(t, big), maxRecordsPlain, nil},
-		{"a frame without its size", streamFrame(t, plain), recordsLimit(100), nil},
-		{"a frame declaring fewer bytes than it holds", lyingFrame(t, small, 300), recordsLimit(100), nil},
-		{"a frame declaring more bytes than it holds", lyingFrame(t, small, 2000), recordsLimit(100), nil},
-		{"a corrupt frame", corrupt, recordsLimit(100), nil},
-		{"a truncated frame", frame(plain)[:len(frame(plain))-10], recordsLimit(100), nil},
-		{"the magic alone", zstdMagic, recordsLimit(100), nil},
-		{"a frame and trailing bytes", append(frame(plain), "{}\n"...), recordsLimit(100), nil},
-		{"two frames", append(frame(plain), frame(plain)...), 2 * len(plain), nil},
+		{"a block", z, recordsLimit(100), plain},
+		{"a block of nothing", compressed(nil), recordsLimit(1), []byte{}},
+		{"a block of one literal", ops(3, 2<<2, '{', '}', '\n'), recordsLimit(1), []byte("{}\n")},
+		{"a block at exactly the limit", z, len(plain), plain},
+		{"a block one byte above the limit", z, len(plain) - 1, nil},
+		{"a block of 16 MiB (a bomb)", compressed(big), maxRecordsPlain, nil},
+		{"a block declaring 4 GiB", declaring(t, z, 1<<32-1), maxRecordsPlain, nil},
+		{"a block whose size has more than 32 bits", declaring(t, z, 1<<32), maxRecordsPlain, nil},
+		{"a block whose size does not end", append(bytes.Clone(s2BlockMagic), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80), maxRecordsPlain, nil},
+		{"the magic alone (no size)", s2BlockMagic, recordsLimit(100), nil},
+		{"a block declaring one byte less than it holds", declaring(t, z, uint64(len(plain)-1)), recordsLimit(100), nil},
+		{"a block declaring one byte more than it holds", declaring(t, z, uint64(len(plain)+1)), recordsLimit(100), nil},
+		{"a block declaring nothing, holding records", declaring(t, z, 0), recordsLimit(100), nil},
+		{"a copy before anything was written", ops(10, 9<<2|2, 0x10, 0x00), recordsLimit(1), nil},
+		{"a copy from before the start", ops(13, 2<<2, '{', '}', '\n', 9<<2|2, 0x04, 0x00), recordsLimit(1), nil},
+		{"a literal longer than the block", ops(3, 5<<2, '{', '}', '\n'), recordsLimit(1), nil},
+		{"a truncated block", z[:len(z)-10], recordsLimit(100), nil},
+		{"a block and a newline", append(bytes.Clone(z), '\n'), recordsLimit(100), nil},
+		{"a block and a record", append(bytes.Clone(z), line...), recordsLimit(100), nil},
+		{"two blocks", append(bytes.Clone(z), s2.Encode(nil, plain)...), 2 * len(plain), nil},
+		{"a block then the magic", append(bytes.Clone(z), s2BlockMagic...), 2 * len(plain), nil},
 	}
 	for _, c := range cases {
 		got, err := recordsPlain(c.body, c.limit)
 		if c.want == nil {
-			if err == nil || !errors.Is(err, errRecordsFrame) {
-				t.Errorf("%s: got %d bytes, %v; want an error wrapping errRecordsFrame", c.name, len(got), err)
+			if err == nil || !errors.Is(err, errRecordsBlock) {
+				t.Errorf("%s: got %d bytes, %v; want an error wrapping errRecordsBlock", c.name, len(got), err)
 			}
 			continue
 		}
@@ -175,29 +180,33 @@ func TestRecordsPlain(t *testing.T) {
 	}
 }
 
-// TestRecordsPlainBounded: refusing a bomb allocates about what the limit
-// allows, not what the bomb holds.
+// TestRecordsPlainBounded: refusing a bomb allocates at most what the
+// limit allows, and nothing when the block declares more than that,
+// whatever the block holds.
 func TestRecordsPlainBounded(t *testing.T) {
 	zeros := make([]byte, 64<<20)
+	bomb := compressed(zeros)
+	limit := recordsLimit(1)
 	for _, c := range []struct {
-		name string
-		body []byte
+		name  string
+		body  []byte
+		bound uint64 // bytes it may allocate
 	}{
-		{"declared 64 MiB", frame(zeros)},
-		{"undeclared 64 MiB", streamFrame(t, zeros)},
-		{"declaring 1000 bytes, holding 64 MiB", splice(t, lyingFrame(t, bytes.Repeat([]byte("{}\n"), 400), 1000), frame(zeros))},
-		{"declaring 1 MiB, holding 64 MiB", splice(t, frame(zeros[:1<<20]), frame(zeros))},
+		{"declared 64 MiB", bomb, 1 << 10},
+		{"declared 4 GiB", declaring(t, bomb, 1<<32-1), 1 << 10},
+		{"declaring 1000 bytes, holding 64 MiB", declaring(t, bomb, 1000), 1000 + 1<<10},
+		{"declaring the limit, holding 64 MiB", declaring(t, bomb, uint64(limit)), uint64(limit) + 16<<10}, // rounded up to pages
 	} {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		_, err := recordsPlain(c.body, recordsLimit(1))
+		_, err := recordsPlain(c.body, limit)
 		runtime.ReadMemStats(&after)
 		if err == nil {
 			t.Errorf("%s: accepted", c.name)
 		}
-		if got := after.TotalAlloc - before.TotalAlloc; got > 4*(schema.MaxLineBytes+1) {
-			t.Errorf("%s: allocated %d bytes to refuse it, limit %d", c.name, got, recordsLimit(1))
+		if got := after.TotalAlloc - before.TotalAlloc; got > c.bound {
+			t.Errorf("%s: allocated %d bytes to refuse it, want at most %d", c.name, got, c.bound)
 		}
 	}
 }
@@ -212,46 +221,56 @@ func TestCompressRecords(t *testing.T) {
 		compressed bool
 	}{
 		{"an envelope of the bench's records", plain, 500, true},
-		{"one short record (the frame would not be smaller)", []byte(`{"type":"x"}` + "\n"), 1, false},
+		{"one short record (the block would not be smaller)", []byte(`{"type":"x"}` + "\n"), 1, false},
 		{"more than the receiver accepts decompressed", bytes.Repeat(line, 2*maxRecordsPlain/len(line)), 100000, false},
 		{"more than count records may be", bytes.Repeat(line, 20000), 1, false},
 		{"empty", nil, 1, false},
 	} {
 		got := compressRecords(c.plain, c.count)
-		if isFrame := bytes.HasPrefix(got, zstdMagic); isFrame != c.compressed {
-			t.Errorf("%s: compressed %v, want %v", c.name, isFrame, c.compressed)
+		if isBlock := bytes.HasPrefix(got, s2BlockMagic); isBlock != c.compressed {
+			t.Errorf("%s: compressed %v, want %v", c.name, isBlock, c.compressed)
 			continue
 		}
 		if !c.compressed && !bytes.Equal(got, c.plain) {
 			t.Errorf("%s: payload changed though not compressed", c.name)
+		}
+		if c.compressed && cap(got) != len(got) {
+			t.Errorf("%s: %d bytes in a buffer of %d", c.name, len(got), cap(got))
 		}
 		back, err := recordsPlain(got, recordsLimit(c.count))
 		if err != nil || !bytes.Equal(back, c.plain) {
 			t.Errorf("%s: round trip gave %d bytes, %v; want %d bytes", c.name, len(back), err, len(c.plain))
 		}
 	}
-	if z := compressRecords(plain, 500); len(z)*4 > len(plain) {
-		t.Errorf("500 records: %d bytes compressed to %d, want at least 4:1", len(plain), len(z))
+	if z := compressRecords(plain, 500); len(z)*3 > len(plain) {
+		t.Errorf("500 records: %d bytes compressed to %d, want at least 3:1", len(plain), len(z))
 	}
 }
 
-// FuzzRecordsPlain: whatever the body, recordsPlain does not panic, and a
-// frame it accepts gives at most limit bytes.
+// FuzzRecordsPlain: whatever the body, recordsPlain does not panic, a
+// block it accepts gives at most limit bytes, and what it gives survives
+// the round trip.
 func FuzzRecordsPlain(f *testing.F) {
 	line := []byte(`{"type":"course_grade","student_id":"tk_0123456789abcdef","course_code":"CS101","score":91}` + "\n")
 	plain := bytes.Repeat(line, 20)
 	f.Add(plain)
-	f.Add(frame(plain))
-	f.Add(streamFrame(f, plain))
-	f.Add(frame(make([]byte, 1<<20)))
+	f.Add(compressed(plain))
+	f.Add(declaring(f, compressed(plain), uint64(len(plain)-1)))
+	f.Add(compressed(make([]byte, 1<<20)))
+	f.Add(ops(13, 2<<2, '{', '}', '\n', 9<<2|2, 0x04, 0x00))
+	f.Add(s2BlockMagic)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		const limit = 64 << 10
 		got, err := recordsPlain(body, limit)
-		if err != nil {
+		if err != nil || !bytes.HasPrefix(body, s2BlockMagic) {
 			return
 		}
-		if bytes.HasPrefix(body, zstdMagic) && len(got) > limit {
+		if len(got) > limit {
 			t.Fatalf("%d bytes decompressed, limit %d", len(got), limit)
+		}
+		back, err := recordsPlain(compressed(got), limit)
+		if err != nil || !bytes.Equal(back, got) {
+			t.Fatalf("round trip of %d bytes: %d bytes, %v", len(got), len(back), err)
 		}
 	})
 }

@@ -71,7 +71,7 @@ func (n *Node) seal(h crypto.Header, to *crypto.KEMPublicKey, seq int64, plainte
 		return "", nil, fmt.Errorf("envelope id: %w", err)
 	}
 	if h.Kind == crypto.KindRecords {
-		plaintext = compressRecords(plaintext, h.Count) // NDJSON or one zstd frame (codec.go)
+		plaintext = compressRecords(plaintext, h.Count) // NDJSON or one S2 block (codec.go)
 	}
 	data, err := crypto.Seal(rand.Reader, h, to, n.keys.Signing, plaintext)
 	if err != nil {

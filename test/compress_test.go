@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -20,8 +22,9 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-// zstdMagic starts every zstd frame.
-var zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+// s2Magic starts every compressed records payload, an S2 block after it
+// (crypto/ENVELOPE.md §11).
+var s2Magic = []byte{0x89, 'S', '2', 'B'}
 
 // receivedBodies reads the received table's bodies as stored, by envelope.
 func receivedBodies(t *testing.T, dir string) map[string][]byte {
@@ -67,8 +70,9 @@ func repeatTo(line []byte, n int) []byte { return bytes.Repeat(line, n/len(line)
 // TestCompressedRecords: envelopes of records travel compressed and are
 // stored compressed; an uncompressed envelope, as older nodes send, is
 // still accepted; a compressed payload that is too large, lies about its
-// size, does not declare it, is corrupt, or holds what the record type
-// does not have is refused as bad content, counted, recorded in the
+// size, has none, is corrupt, truncated or followed by anything, holds
+// what the record type does not have, or is a zstd frame (the form of an
+// unreleased build) is refused as bad content, counted, recorded in the
 // evidence log and never stored.
 func TestCompressedRecords(t *testing.T) {
 	ctx := context.Background()
@@ -96,7 +100,7 @@ func TestCompressedRecords(t *testing.T) {
 	shared := receivedBodies(t, s.conf["uni-b"].DataDir)
 	stored, plain := 0, 0
 	for eid, body := range shared {
-		if !bytes.HasPrefix(body, zstdMagic) {
+		if !bytes.HasPrefix(body, s2Magic) {
 			t.Errorf("envelope %s stored uncompressed", eid)
 		}
 		nd, err := node.ReceivedNDJSON(body)
@@ -134,27 +138,23 @@ func TestCompressedRecords(t *testing.T) {
 		}
 		return env
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithSingleSegment(true))
+	// A payload is the magic, then the block: its size as a varint, then
+	// its operations.
+	block := func(plain []byte) []byte { return append(bytes.Clone(s2Magic), s2.Encode(nil, plain)...) }
+	better := func(plain []byte) []byte { return append(bytes.Clone(s2Magic), s2.EncodeBetter(nil, plain)...) }
+	declaring := func(z []byte, size uint64) []byte {
+		_, n := binary.Uvarint(z[len(s2Magic):])
+		return append(binary.AppendUvarint(bytes.Clone(s2Magic), size), z[len(s2Magic)+n:]...)
+	}
+	twenty := block(gradeLines(20))
+	// The first operation a copy: there is nothing yet to copy from.
+	corrupt := bytes.Clone(twenty)
+	_, n := binary.Uvarint(corrupt[len(s2Magic):])
+	corrupt[len(s2Magic)+n] = 9<<2 | 2
+	zenc, err := zstd.NewWriter(nil, zstd.WithSingleSegment(true))
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := func(plain []byte) []byte { return enc.EncodeAll(plain, nil) }
-	undeclared := func(plain []byte) []byte {
-		var buf bytes.Buffer
-		w, _ := zstd.NewWriter(&buf)
-		w.Write(plain[:len(plain)-1])
-		w.Flush() // the header leaves before the size is known
-		w.Write(plain[len(plain)-1:])
-		w.Close()
-		return buf.Bytes()
-	}
-	corrupt := frame(gradeLines(20))
-	corrupt[len(corrupt)/2] ^= 0xff
-	// 20 lines are 1,8xx bytes: the frame declares its size in bytes 5
-	// and 6, less 256 (RFC 8878 §3.1.1.1.4).
-	lying := frame(gradeLines(20))
-	declared := int(lying[5]) | int(lying[6])<<8
-	lying[5], lying[6] = byte(declared-1), byte((declared-1)>>8)
 
 	cases := []struct {
 		name string
@@ -162,15 +162,18 @@ func TestCompressedRecords(t *testing.T) {
 		env  []byte
 	}{
 		{"uncompressed, as nodes before compression send", "", seal(3, gradeLines(3))},
-		{"compressed by another encoder (zstd's default level)", "", seal(20, frame(gradeLines(20)))},
-		{"9 MiB decompressed: more than an envelope may hold", node.RefuseContent, seal(500, frame(repeatTo(gradeLines(1), 9<<20)))},
-		{"2 MiB decompressed for one record", node.RefuseContent, seal(1, frame(repeatTo(gradeLines(1), 2<<20)))},
-		{"a frame that does not declare its size", node.RefuseContent, seal(20, undeclared(gradeLines(20)))},
-		{"a frame declaring one byte less than it holds", node.RefuseContent, seal(20, lying)},
-		{"a corrupt frame", node.RefuseContent, seal(20, corrupt)},
-		{"a frame truncated", node.RefuseContent, seal(20, frame(gradeLines(20))[:100])},
-		{"a frame of a field outside the record type", node.RefuseContent,
-			seal(1, frame([]byte(`{"type":"course_grade","student_id":"tk_x","salary":1,"course_code":"CS101","score":91}`+"\n")))},
+		{"compressed by another encoder (S2's better level)", "", seal(20, better(gradeLines(20)))},
+		{"9 MiB decompressed: more than an envelope may hold", node.RefuseContent, seal(500, block(repeatTo(gradeLines(1), 9<<20)))},
+		{"2 MiB decompressed for one record", node.RefuseContent, seal(1, block(repeatTo(gradeLines(1), 2<<20)))},
+		{"the magic without a block (no size)", node.RefuseContent, seal(20, s2Magic)},
+		{"a block declaring one byte less than it holds", node.RefuseContent, seal(20, declaring(twenty, uint64(len(gradeLines(20))-1)))},
+		{"a block declaring one byte more than it holds", node.RefuseContent, seal(20, declaring(twenty, uint64(len(gradeLines(20))+1)))},
+		{"a corrupt block", node.RefuseContent, seal(20, corrupt)},
+		{"a block truncated", node.RefuseContent, seal(20, twenty[:100])},
+		{"a block and trailing bytes", node.RefuseContent, seal(20, append(bytes.Clone(twenty), "{}\n"...))},
+		{"a block of a field outside the record type", node.RefuseContent,
+			seal(1, block([]byte(`{"type":"course_grade","student_id":"tk_x","salary":1,"course_code":"CS101","score":91}`+"\n")))},
+		{"a zstd frame (an unreleased build's form)", node.RefuseContent, seal(20, zenc.EncodeAll(gradeLines(20), nil))},
 	}
 	js := s.js()
 	subject := bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a")
@@ -200,7 +203,7 @@ func TestCompressedRecords(t *testing.T) {
 	forms := map[bool]int{}
 	for eid, body := range bodies {
 		if _, ok := shared[eid]; !ok {
-			forms[bytes.HasPrefix(body, zstdMagic)]++
+			forms[bytes.HasPrefix(body, s2Magic)]++
 		}
 	}
 	if forms[false] != 1 || forms[true] != 1 {
@@ -252,7 +255,7 @@ func TestErasureOfCompressedBody(t *testing.T) {
 	ids := func() map[string]bool {
 		out := map[string]bool{}
 		for _, body := range receivedBodies(t, dir) {
-			if !bytes.HasPrefix(body, zstdMagic) {
+			if !bytes.HasPrefix(body, s2Magic) {
 				t.Errorf("body stored uncompressed")
 			}
 		}
