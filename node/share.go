@@ -43,6 +43,9 @@ type pending struct {
 	records  []int64
 	subjects []string
 	items    []deliveryItem
+	// last is the last permit for a record of this type in this run, whose
+	// actions policy reuses for records with the same fields.
+	last policy.Decision
 }
 
 // deliveryItem is one record in an envelope, for the deliveries table.
@@ -237,6 +240,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 			var parser *schema.LineParser
 			if lines != nil {
 				parser = lines.Parser()
+				parser.ShareLines() // each line has its own place in a chunk's arena, never overwritten
 			}
 			row := new(schema.Row)
 			for chunk := range chunks {
@@ -489,6 +493,15 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 	typ := labels.Type
 	s.res.Considered++
 	subject := n.ev.Subject(labels.Subject)
+	b := s.batches[typ]
+	if b == nil {
+		b = &pending{typ: typ}
+		s.batches[typ] = b
+	}
+	var last *policy.Decision
+	if b.last.Permit {
+		last = &b.last
+	}
 	s.volMu.Lock()
 	prev, had := s.vol.seen[subject]
 	d := policy.Decide(n.rules, policy.Input{
@@ -498,6 +511,7 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 		SensitiveSoFar: s.vol.volL4 - b2i(had && prev >= schema.L4),
 		SubjectsSoFar:  s.vol.volAny - b2i(had),
 		Now:            now,
+		Previous:       last,
 	})
 	if d.Permit {
 		s.vol.count(subject, d.Level)
@@ -521,11 +535,7 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 		return nil
 	}
 	s.res.Permitted++
-	b := s.batches[typ]
-	if b == nil {
-		b = &pending{typ: typ}
-		s.batches[typ] = b
-	}
+	b.last = d
 	if s.tz == nil {
 		s.tz = crypto.NewTokenizer(s.tokenKey)
 	}
@@ -602,7 +612,7 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 	}
 	job := sealJob{b: *b, decisions: s.decisions}
 	s.decisions = map[[2]string]*decisionGroup{}
-	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf))}
+	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf)), last: b.last}
 	s.submit(ctx, job)
 	return nil
 }
@@ -875,10 +885,11 @@ func b2i(b bool) int {
 // Records of one feed mostly take the same fields out: the last list is
 // kept and given again while the actions stay the same.
 func (s *shareRun) keptFields(d policy.Decision) string {
-	if s.lastKept != "" && slices.Equal(d.Actions, s.lastActions) {
+	same := len(d.Actions) == len(s.lastActions) && (len(d.Actions) == 0 || &d.Actions[0] == &s.lastActions[0]) // policy reused them
+	if s.lastKept != "" && (same || slices.Equal(d.Actions, s.lastActions)) {
 		return s.lastKept
 	}
-	s.lastActions = append(s.lastActions[:0], d.Actions...)
+	s.lastActions = d.Actions // a decision's actions are not modified
 	s.lastKept = keptFields(d)
 	return s.lastKept
 }

@@ -52,6 +52,13 @@ type Input struct {
 	// recipient under this agreement.
 	ImportantApproved bool
 	Now               time.Time
+	// Previous is optional: the caller's last permit for a record of the
+	// same type, decided under the same rulebook and agreement. When this
+	// record has the same fields and its labels come from the standard
+	// (ClassifyRow), the fields' actions are Previous.Actions again, and
+	// Decide returns that slice rather than working them out anew: a
+	// decision's Actions are shared, not to be modified.
+	Previous *Decision
 }
 
 // FieldAction is what happens to one field of a permitted record.
@@ -113,7 +120,7 @@ func Decide(rb Rulebook, in Input) Decision {
 		return deny(RuleRulebookRole, ReasonRecipientRole)
 	}
 
-	actions, level := actionsFor(&rb, a, l)
+	actions, level := actionsFor(&rb, a, l, in.Previous)
 	if level == schema.LevelUnknown {
 		return deny(RuleAgreementFields, ReasonNoAgreedFields)
 	}
@@ -172,7 +179,10 @@ func Decide(rb Rulebook, in Input) Decision {
 // actionsFor returns what happens to every field of the record under the
 // agreement, in field-name order, and the highest level of what is kept
 // (LevelUnknown when nothing is).
-func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, schema.Level) {
+func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels, prev *Decision) ([]FieldAction, schema.Level) {
+	if actions, level, ok := sameActions(l, prev); ok {
+		return actions, level
+	}
 	w := actionWalk{
 		identity: rb.identity(a.Purpose), agreed: a.RecordTypes[l.Type], a: a, subjectKey: l.SubjectKey,
 		actions: make([]FieldAction, 0, l.NumFields()), level: schema.LevelUnknown,
@@ -194,6 +204,39 @@ func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels) ([]FieldAction, sch
 		}
 	}
 	return w.actions, w.level
+}
+
+// sameActions returns prev's actions, and the highest level of what they
+// keep of l, when l labels a record with the fields prev decided on. A
+// field's action depends on its name, the agreement, the rulebook, the
+// type's subject key and whether the field is a direct identifier; the
+// caller vouches for all but the last two being the same (Input.Previous),
+// and for labels from the standard those follow from the type.
+func sameActions(l schema.Labels, prev *Decision) ([]FieldAction, schema.Level, bool) {
+	if prev == nil || !prev.Permit {
+		return nil, schema.LevelUnknown, false
+	}
+	t, fls, has, ok := l.Positions()
+	if !ok {
+		return nil, schema.LevelUnknown, false
+	}
+	level, k := schema.LevelUnknown, 0
+	for _, i := range t.SortedIndex() {
+		if !has[i] {
+			continue
+		}
+		if k >= len(prev.Actions) || prev.Actions[k].Field != t.FieldName(i) {
+			return nil, schema.LevelUnknown, false
+		}
+		if prev.Actions[k].Transform != TransformDrop {
+			level = max(level, fls[i].Level)
+		}
+		k++
+	}
+	if k != len(prev.Actions) {
+		return nil, schema.LevelUnknown, false
+	}
+	return prev.Actions, level, true
 }
 
 // actionWalk is actionsFor's walk over a record's fields in name order.
@@ -251,7 +294,7 @@ func LeavingCategories(rb Rulebook, a *Agreement, l schema.Labels) []schema.Cate
 	if a == nil {
 		return nil
 	}
-	actions, _ := actionsFor(&rb, a, l)
+	actions, _ := actionsFor(&rb, a, l, nil)
 	var cats []schema.Category
 	for _, act := range actions {
 		if act.Transform == TransformDrop || act.Transform == TransformTokenise {

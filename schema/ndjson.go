@@ -44,6 +44,8 @@ type LineParser struct {
 	rowType *RecordType
 	rowIdx  []rowMember
 	spare   map[string]any
+
+	shared bool // ShareLines: values refer to the line itself
 }
 
 // maxInternedKeys bounds the reader's table of member names.
@@ -60,6 +62,11 @@ func NewNDJSONReader(r io.Reader, defaultType string) *NDJSONReader {
 func NewLineParser(defaultType string) *LineParser {
 	return &LineParser{defaultType: defaultType}
 }
+
+// ShareLines tells the parser that the lines it is given are never
+// modified afterwards (nor reused): string values then refer to the line
+// itself instead of a copy, and keep it alive while they are in use.
+func (p *LineParser) ShareLines() { p.shared = true }
 
 // Parser returns a new parser of r's lines, with r's default type.
 func (r *NDJSONReader) Parser() *LineParser { return NewLineParser(r.p.defaultType) }
@@ -200,7 +207,11 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 	var line string // b as a string, made at the first string or number value
 	str := func(from, to int) string {
 		if line == "" {
-			line = string(b)
+			if p.shared {
+				line = unsafe.String(unsafe.SliceData(b), len(b))
+			} else {
+				line = string(b)
+			}
 		}
 		return line[from:to]
 	}

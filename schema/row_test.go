@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/eduspace/eduspace/node/synth"
 )
@@ -156,4 +157,34 @@ func FuzzRow(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		sameAsMapPath(t, std, p, row, []byte(s), asOf)
 	})
+}
+
+// TestShareLines checks that with ShareLines string values refer to the
+// line itself, and without it to a copy; the values are the same.
+func TestShareLines(t *testing.T) {
+	std := Default()
+	line := []byte(`{"type":"student","student_id":"20240000001","name":"张三"}`)
+	inLine := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		start := uintptr(unsafe.Pointer(&line[0]))
+		return p >= start && p < start+uintptr(len(line))
+	}
+	rt, _ := std.Type("student")
+	i, _ := rt.FieldIndex("name")
+	for _, shared := range []bool{false, true} {
+		p, row := NewLineParser(""), new(Row)
+		if shared {
+			p.ShareLines()
+		}
+		if verr := p.ParseRow(line, std, row); verr != nil {
+			t.Fatal(verr)
+		}
+		name, ok := row.String(i)
+		if !ok || name != "张三" {
+			t.Fatalf("shared %v: name %q, %v", shared, name, ok)
+		}
+		if inLine(name) != shared {
+			t.Errorf("shared %v: the value refers to the line: %v", shared, inLine(name))
+		}
+	}
 }
