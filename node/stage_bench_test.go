@@ -70,7 +70,9 @@ func BenchmarkSenderLine(b *testing.B) {
 	a.RecordTypes["student"] = slices.Sorted(slices.Values(a.RecordTypes["student"])) // as newShareRun does
 	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))
 	p, row := schema.NewLineParser(""), new(schema.Row)
+	p.ShareLines() // as Send does
 	var buf []byte
+	var last policy.Decision
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
@@ -83,11 +85,16 @@ func BenchmarkSenderLine(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		d := policy.Decide(rb, policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
-			Labels: l, Agreement: a, Now: now})
+		in := policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
+			Labels: l, Agreement: a, Now: now}
+		if last.Permit {
+			in.Previous = &last
+		}
+		d := policy.Decide(rb, in)
 		if !d.Permit {
 			b.Fatalf("denied: %s", d.Reason)
 		}
+		last = d
 		buf = appendWireRow(buf[:0], row, d, tz)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
