@@ -31,7 +31,22 @@ const deliveryGroup = 64
 // checked and opened in parallel and stored in one transaction, then
 // acknowledged. Under load this turns one commit per envelope into one per
 // group; at light load a group is a single envelope and nothing waits.
+// The next group is checked and opened while the last one is stored: a
+// duplicate of an envelope still being stored is then found by storeOne,
+// inside the transaction.
 func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
+	ready := make(chan []prepared, 1)
+	stored := make(chan struct{})
+	go func() {
+		defer close(stored)
+		for ps := range ready {
+			n.storeDeliveries(ctx, ps)
+		}
+	}()
+	defer func() {
+		close(ready)
+		<-stored
+	}()
 	for {
 		var first jetstream.Msg
 		select {
@@ -49,7 +64,12 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 				break more
 			}
 		}
-		n.storeDeliveries(ctx, group)
+		ps := n.prepareDeliveries(ctx, group)
+		select {
+		case ready <- ps:
+		case <-ctx.Done():
+			return // not acknowledged: redelivered after AckWait
+		}
 	}
 }
 
@@ -128,10 +148,8 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	p.body = body
 }
 
-// storeDeliveries prepares a group (two at a time), stores what was
-// accepted and records what was refused in one transaction with one signed
-// receipt per sender, then acknowledges, terminates or retries each.
-func (n *Node) storeDeliveries(ctx context.Context, msgs []jetstream.Msg) {
+// prepareDeliveries checks and opens a group of deliveries, two at a time.
+func (n *Node) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []prepared {
 	ps := make([]prepared, len(msgs))
 	var wg sync.WaitGroup
 	const workers = 2
@@ -144,7 +162,13 @@ func (n *Node) storeDeliveries(ctx context.Context, msgs []jetstream.Msg) {
 		})
 	}
 	wg.Wait()
+	return ps
+}
 
+// storeDeliveries stores what of a prepared group was accepted and records
+// what was refused in one transaction with one signed receipt per sender,
+// then acknowledges, terminates or retries each.
+func (n *Node) storeDeliveries(ctx context.Context, ps []prepared) {
 	now := n.now()
 	var stored []*prepared
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
@@ -192,7 +216,7 @@ func (n *Node) storeDeliveries(ctx context.Context, msgs []jetstream.Msg) {
 		if ctx.Err() != nil {
 			return // shutting down: redelivered after AckWait
 		}
-		n.log.Warn("deliveries not stored; will retry", "envelopes", len(msgs), "err", err)
+		n.log.Warn("deliveries not stored; will retry", "envelopes", len(ps), "err", err)
 		for _, p := range ps {
 			p.msg.NakWithDelay(redeliveryDelay(p.msg))
 		}
