@@ -612,7 +612,8 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 	}
 	job := sealJob{b: *b, decisions: s.decisions}
 	s.decisions = map[[2]string]*decisionGroup{}
-	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf)), last: b.last}
+	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf)), last: b.last,
+		subjects: make([]string, 0, len(job.b.subjects)), items: make([]deliveryItem, 0, len(job.b.items))}
 	s.submit(ctx, job)
 	return nil
 }
