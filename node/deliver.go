@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"time"
 
@@ -165,8 +164,8 @@ func (n *Node) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []pr
 	return ps
 }
 
-// storeDeliveries stores what of a prepared group was accepted and records
-// what was refused in one transaction with one signed receipt per sender,
+// storeDeliveries stores what of a prepared group was accepted, queues its
+// receipts (receipts.go) and records what was refused, in one transaction,
 // then acknowledges, terminates or retries each.
 func (n *Node) storeDeliveries(ctx context.Context, ps []prepared) {
 	now := n.now()
@@ -174,8 +173,6 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared) {
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
 		stored = stored[:0]
-		receipts := map[string][]receiptItem{}
-		creds := map[string]*crypto.Credential{}
 		for i := range ps {
 			p := &ps[i]
 			var ref *refusal
@@ -196,19 +193,10 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared) {
 			if !ok {
 				continue
 			}
-			stored = append(stored, p)
-			receipts[p.h.Sender] = append(receipts[p.h.Sender], receiptItem{Envelope: p.h.IDString(), Records: int(p.h.Count), StoredMS: now.UnixMilli()})
-			creds[p.h.Sender] = p.cred
-		}
-		senders := make([]string, 0, len(receipts))
-		for s := range receipts {
-			senders = append(senders, s)
-		}
-		sort.Strings(senders)
-		for _, s := range senders {
-			if err := n.queueReceipt(ctx, tx, s, creds[s], receipts[s]); err != nil {
-				return err
+			if _, err := n.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli()); err != nil {
+				return fmt.Errorf("queue receipt: %w", err)
 			}
+			stored = append(stored, p)
 		}
 		return nil
 	})
@@ -223,7 +211,7 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared) {
 		return
 	}
 	if len(stored) > 0 {
-		n.wakeRelay()
+		n.wakeReceipts()
 	}
 	for i := range ps {
 		p := &ps[i]

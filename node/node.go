@@ -67,6 +67,8 @@ type Node struct {
 	volumes         map[string]*volume // by recipient; guarded by shareMu
 	agg             aggState           // aggregate rounds in memory (aggregate.go)
 	relayWake       chan struct{}
+	receiptWake     chan struct{}
+	receiptLinger   atomic.Int64           // nanoseconds; receiptLinger but in tests
 	envs            envelopeCache          // envelopes written to the outbox, for the relay
 	relayPageRead   atomic.Pointer[func()] // tests: runs between the relay's read of a page and its marks
 	ready           atomic.Bool
@@ -87,16 +89,18 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       env.Logger,
-		now:       env.Now,
-		std:       schema.Default(),
-		rules:     policy.DefaultRulebook(),
-		layout:    bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
-		relayWake: make(chan struct{}, 1),
-		volumes:   map[string]*volume{},
-		cons:      map[string]jetstream.Consumer{},
+		cfg:         cfg,
+		log:         env.Logger,
+		now:         env.Now,
+		std:         schema.Default(),
+		rules:       policy.DefaultRulebook(),
+		layout:      bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
+		relayWake:   make(chan struct{}, 1),
+		receiptWake: make(chan struct{}, 1),
+		volumes:     map[string]*volume{},
+		cons:        map[string]jetstream.Consumer{},
 	}
+	n.receiptLinger.Store(int64(receiptLinger))
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -240,10 +244,14 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		n.consumers = append(n.consumers, cc)
 	}
 	n.ckpt.init(n.now())
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		n.relay(runCtx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.receipts(runCtx)
 	}()
 	go func() {
 		defer n.wg.Done()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -24,10 +25,136 @@ type receiptItem struct {
 	StoredMS int64  `json:"stored_ms"`
 }
 
+// Receipts. The transaction that stores an envelope queues it in
+// receipt_queue, so a stored envelope always gets its receipt and a
+// receipt never precedes what it confirms; the receipts loop then confirms
+// what is queued, one signed receipt per sender for everything stored
+// within receiptLinger of the first, and deletes the rows in the
+// transaction that writes the receipt to the outbox. What a stopped node
+// had queued is confirmed when it starts again.
+
+// receiptLinger is how long a stored envelope waits for others to share
+// its receipt; receiptMax the most envelopes one receipt confirms.
+const (
+	receiptLinger = 50 * time.Millisecond
+	receiptMax    = 512
+)
+
+// The statements of the receipt queue.
+var (
+	qQueueReceipt  = store.NewQuery(`INSERT INTO receipt_queue(envelope_id, sender, records, stored_ms) VALUES (?, ?, ?, ?)`)
+	qReceiptQueued = store.NewQuery(`DELETE FROM receipt_queue WHERE envelope_id = ?`)
+)
+
+func (n *Node) wakeReceipts() {
+	select {
+	case n.receiptWake <- struct{}{}:
+	default:
+	}
+}
+
+// receipts confirms queued envelopes to their senders until ctx ends: at
+// start, then receiptLinger (n.receiptLinger: tests change it) after each
+// wake.
+func (n *Node) receipts(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		if err := n.sendReceipts(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			n.log.Warn("receipts: will retry", "err", err, "in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.receiptWake:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(n.receiptLinger.Load())):
+		}
+	}
+}
+
+// sendReceipts writes a receipt to each sender with queued envelopes (up
+// to receiptMax each; more wait for the next pass) and deletes them from
+// the queue, in one transaction.
+func (n *Node) sendReceipts(ctx context.Context) error {
+	rows, err := n.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
+	if err != nil {
+		return fmt.Errorf("read receipt queue: %w", err)
+	}
+	queued := map[string][]receiptItem{}
+	var senders []string
+	for rows.Next() {
+		var sender string
+		var it receiptItem
+		if err := rows.Scan(&it.Envelope, &sender, &it.Records, &it.StoredMS); err != nil {
+			rows.Close()
+			return fmt.Errorf("read receipt queue: %w", err)
+		}
+		if len(queued[sender]) == 0 {
+			senders = append(senders, sender)
+		}
+		if len(queued[sender]) < receiptMax {
+			queued[sender] = append(queued[sender], it)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read receipt queue: %w", err)
+	}
+	if len(senders) == 0 {
+		return nil
+	}
+	// Credentials before the transaction: a lookup may go to the network.
+	creds := make(map[string]*crypto.Credential, len(senders))
+	var lookupErr error
+	for _, s := range senders {
+		cred, err := n.reg.lookup(ctx, s)
+		if err != nil {
+			lookupErr = errors.Join(lookupErr, fmt.Errorf("receipt to %s: %w", s, err)) // stays queued
+			continue
+		}
+		creds[s] = cred
+	}
+	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
+		for _, s := range senders {
+			cred := creds[s]
+			if cred == nil {
+				continue
+			}
+			if err := n.queueReceipt(ctx, tx, s, cred, queued[s]); err != nil {
+				return err
+			}
+			for _, it := range queued[s] {
+				if _, err := n.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
+					return fmt.Errorf("receipt queue: %w", err)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	n.wakeRelay()
+	return lookupErr
+}
+
 // queueReceipt writes one signed receipt to sender for the envelopes in
-// items to the outbox, inside the transaction that stored them: a stored
-// envelope always gets its receipt, and a receipt never precedes what it
-// confirms.
+// items to the outbox, inside tx.
 func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []receiptItem) error {
 	to := cred.CurrentKEMKey()
 	if to == nil {
