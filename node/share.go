@@ -3,7 +3,9 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -96,8 +98,27 @@ type shareRun struct {
 // loaded again (stricter, never looser).
 type volume struct {
 	year                 int
-	seen                 map[string]schema.Level
+	seen                 map[subjectKey]schema.Level
 	volL3, volL4, volAny int
+}
+
+// subjectKey is a subject's evidence hash (evidence.Log.Subject) in
+// binary: the key of volume.seen, which holds every subject a recipient
+// received in a year, so hashing and comparing 16 bytes rather than 32
+// characters is worth a few lines.
+type subjectKey [16]byte
+
+func keyOf(subject string) subjectKey {
+	var k subjectKey
+	if len(subject) == hex.EncodedLen(len(k)) {
+		if _, err := hex.Decode(k[:], []byte(subject)); err == nil {
+			return k
+		}
+	}
+	// Not a subject hash (never written so): a key of its own all the same.
+	sum := sha256.Sum256([]byte(subject))
+	copy(k[:], sum[:])
+	return k
 }
 
 // load reads what decisions need besides the record: the consent ledger
@@ -119,14 +140,16 @@ func (s *shareRun) load(ctx context.Context) error {
 		return fmt.Errorf("read volume: %w", err)
 	}
 	defer rows.Close()
-	v := &volume{year: now.Year(), seen: map[string]schema.Level{}}
+	v := &volume{year: now.Year(), seen: map[subjectKey]schema.Level{}}
 	for rows.Next() {
 		var subj, lvl string
 		if err := rows.Scan(&subj, &lvl); err != nil {
 			return fmt.Errorf("read volume: %w", err)
 		}
 		l, _ := schema.ParseLevel(lvl)
-		v.count(subj, l)
+		k := keyOf(subj)
+		prev, had := v.seen[k]
+		v.count(k, prev, had, l)
 	}
 	if err := rows.Err(); err != nil {
 		return err
@@ -136,9 +159,9 @@ func (s *shareRun) load(ctx context.Context) error {
 	return nil
 }
 
-// count adds a delivery at level l of subject to the year's volume.
-func (v *volume) count(subject string, l schema.Level) {
-	prev, had := v.seen[subject]
+// count adds a delivery at level l of subject k to the year's volume;
+// prev and had are what v.seen holds for k.
+func (v *volume) count(k subjectKey, prev schema.Level, had bool, l schema.Level) {
 	if !had {
 		v.volAny++
 	}
@@ -149,7 +172,7 @@ func (v *volume) count(subject string, l schema.Level) {
 		v.volL4++
 	}
 	if !had || l > prev {
-		v.seen[subject] = l
+		v.seen[k] = l
 	}
 }
 
@@ -247,6 +270,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 				if errs[w] != nil {
 					continue // drain
 				}
+				now := n.now() // one reading per chunk: records of a chunk are decided within a millisecond or so
 				for _, it := range chunk {
 					var labels schema.Labels
 					var r record
@@ -255,11 +279,11 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 						if verr := parser.ParseRow(it.line, n.std, row); verr != nil {
 							err = verr
 						} else {
-							labels, err = n.std.ClassifyRow(row, n.now())
+							labels, err = n.std.ClassifyRow(row, now)
 						}
 						r.row = row
 					} else {
-						labels, err = n.std.Classify(it.rec, n.now())
+						labels, err = n.std.Classify(it.rec, now)
 						r.rec = &it.rec
 					}
 					var verr *schema.ValidationError
@@ -269,7 +293,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 						continue
 					}
 					if err == nil {
-						err = s.decide(ctx, r, labels, 0)
+						err = s.decide(ctx, r, labels, 0, now)
 					}
 					if err != nil {
 						errs[w] = err
@@ -460,14 +484,15 @@ func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body 
 	if err := dec.Decode(&rec.Fields); err != nil {
 		return fmt.Errorf("share: decode stored record %d: %w", id, err)
 	}
-	labels, err := s.n.std.Classify(rec, s.n.now())
+	now := s.n.now()
+	labels, err := s.n.std.Classify(rec, now)
 	if err != nil {
 		// The record was valid at ingest; the standard has changed since.
 		// It cannot be judged, so it does not leave.
 		s.n.log.Warn("stored record no longer validates; not shared", "record", id, "err", err)
 		return nil
 	}
-	return s.decide(ctx, record{rec: &rec}, labels, id)
+	return s.decide(ctx, record{rec: &rec}, labels, id, now)
 }
 
 // record is a record to decide: a map record (held, or from a reader of
@@ -486,10 +511,9 @@ func (r record) appendWire(dst []byte, d policy.Decision, tz *crypto.Tokenizer) 
 }
 
 // decide decides one classified record (id is its row in the records
-// table, 0 for a streamed record) and packs it when permitted.
-func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels, id int64) error {
+// table, 0 for a streamed record) at now and packs it when permitted.
+func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels, id int64, now time.Time) error {
 	n := s.n
-	now := n.now()
 	typ := labels.Type
 	s.res.Considered++
 	subject := n.ev.Subject(labels.Subject)
@@ -502,8 +526,9 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 	if b.last.Permit {
 		last = &b.last
 	}
+	sk := keyOf(subject)
 	s.volMu.Lock()
-	prev, had := s.vol.seen[subject]
+	prev, had := s.vol.seen[sk]
 	d := policy.Decide(n.rules, policy.Input{
 		Provider: n.cfg.NodeID, Recipient: s.a.Recipient, RecipientRole: string(s.role),
 		Labels: labels, Agreement: s.a, Consent: s.consentState(labels, now),
@@ -514,7 +539,7 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 		Previous:       last,
 	})
 	if d.Permit {
-		s.vol.count(subject, d.Level)
+		s.vol.count(sk, prev, had, d.Level)
 	}
 	s.volMu.Unlock()
 	key := [2]string{d.Rule, string(d.Reason)}
