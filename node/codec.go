@@ -107,6 +107,13 @@ var errRecordsBlock = errors.New("compressed records")
 // and nothing else, whatever the block holds (TestRecordsPlainBounded).
 // Errors name no content.
 func recordsPlain(body []byte, limit int) ([]byte, error) {
+	return recordsPlainInto(nil, body, limit)
+}
+
+// recordsPlainInto is recordsPlain decompressing into dst's storage when
+// it is large enough (a new buffer otherwise); body itself comes back when
+// it is not compressed.
+func recordsPlainInto(dst, body []byte, limit int) ([]byte, error) {
 	block, ok := bytes.CutPrefix(body, s2BlockMagic)
 	if !ok {
 		return body, nil
@@ -118,12 +125,20 @@ func recordsPlain(body []byte, limit int) ([]byte, error) {
 	if n > limit {
 		return nil, fmt.Errorf("%w: %d bytes decompressed, more than the %d allowed", errRecordsBlock, n, limit)
 	}
-	out, err := s2.Decode(make([]byte, n), block)
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	out, err := s2.Decode(dst[:n], block)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errRecordsBlock, err)
 	}
 	return out, nil
 }
+
+// plainBuffers holds buffers for the receiver's decompressed payloads,
+// which are checked and dropped (the compressed payload is what is
+// stored): a 300 KB allocation per envelope otherwise.
+var plainBuffers sync.Pool // of *[]byte
 
 // ReceivedNDJSON returns the records of a body as the received table stores
 // it (one envelope's payload as it arrived: NDJSON, or NDJSON compressed as

@@ -135,10 +135,18 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	}
 	// The records are checked as NDJSON and stored as they arrived, so a
 	// compressed payload stays compressed in the database (codec.go).
-	plain, err := recordsPlain(body, recordsLimit(h.Count))
+	buf, _ := plainBuffers.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	defer plainBuffers.Put(buf)
+	plain, err := recordsPlainInto(*buf, body, recordsLimit(h.Count))
 	if err != nil {
 		p.err = refuse(RefuseContent, err)
 		return
+	}
+	if len(body) > 0 && len(plain) > 0 && &plain[0] != &body[0] {
+		*buf = plain // decompressed: keep the storage for the next envelope
 	}
 	if err := n.checkRecords(plain, h); err != nil {
 		p.err = refuse(RefuseContent, err)
