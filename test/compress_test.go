@@ -19,7 +19,6 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/policy"
-	"github.com/eduspace/eduspace/schema"
 )
 
 // s2Magic starts every compressed records payload, an S2 block after it
@@ -225,21 +224,7 @@ func TestCompressedRecords(t *testing.T) {
 // body back compressed.
 func TestErasureOfCompressedBody(t *testing.T) {
 	ctx := context.Background()
-	s := newSpace(t)
-	a := s.member("uni-a", crypto.SuiteX25519)
-	b := s.member("uni-b", crypto.SuiteX25519)
-	data, _ := records(s.now)
-	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
-		t.Fatal(err)
-	}
-	ag := &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
-		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
-		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
-	for _, n := range []*node.Node{a, b} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, a, b, ag := consentStudy(t)
 	for i := range 10 {
 		id := fmt.Sprintf("S%04d", i)
 		if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeResearch,

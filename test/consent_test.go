@@ -25,21 +25,7 @@ import (
 // do not leave again.
 func TestConsentWithdrawalAcrossNodes(t *testing.T) {
 	ctx := context.Background()
-	s := newSpace(t)
-	a := s.member("uni-a", crypto.SuiteX25519)
-	b := s.member("uni-b", crypto.SuiteX25519)
-	data, _ := records(s.now)
-	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
-		t.Fatal(err)
-	}
-	ag := &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
-		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
-		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
-	for _, n := range []*node.Node{a, b} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
-			t.Fatal(err)
-		}
-	}
+	s, a, b, ag := consentStudy(t)
 	var receipts []string
 	for _, id := range []string{"S0001", "S0002"} {
 		r, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeResearch,
@@ -112,4 +98,27 @@ func TestConsentWithdrawalAcrossNodes(t *testing.T) {
 			t.Errorf("%s evidence: %v", name, err)
 		}
 	}
+}
+
+// consentStudy opens uni-a holding records(now) and uni-b, both with the
+// agreement "study": research on consent, student ID, name and birth date.
+func consentStudy(t *testing.T) (s *testSpace, a, b *node.Node, ag *policy.Agreement) {
+	t.Helper()
+	ctx := context.Background()
+	s = newSpace(t)
+	a = s.member("uni-a", crypto.SuiteX25519)
+	b = s.member("uni-b", crypto.SuiteX25519)
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	ag = &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s, a, b, ag
 }
