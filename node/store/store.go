@@ -39,8 +39,19 @@ type DB struct {
 // database at most every checkpointEvery while commits happen; the writer
 // itself checkpoints only if the WAL grows past writerCheckpointBytes,
 // which the background one keeps it from.
+//
+// Every 500 ms rather than 100: a checkpoint is a cgo call of 1–30 ms
+// (copying pages, two fsyncs) and the Go runtime hands its P to other
+// goroutines only when its monitor notices, after up to 10–20 ms. With two
+// cores, the sender's and the receiver's checkpoints at once left no P to
+// run Go code for 15 ms (seen in an execution trace of `eduspace bench`).
+// Fewer checkpoints stall less often and copy pages rewritten in between
+// (evidence head, outbox marks) once: `eduspace bench` went from 97,000–
+// 118,000 to 114,000–156,000 records/s, and BenchmarkEnvelopeWrites'
+// CPU per envelope fell 5–10 %. The WAL grows to about 15 MiB per
+// checkpoint at full speed, far below writerCheckpointBytes.
 const (
-	checkpointEvery       = 100 * time.Millisecond
+	checkpointEvery       = 500 * time.Millisecond
 	writerCheckpointBytes = 64 << 20
 )
 
