@@ -90,3 +90,40 @@ func BenchmarkNDJSONClassify(b *testing.B) {
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
 	_ = json.Valid(out)
 }
+
+// BenchmarkParseRow measures the sender's parse of one line into a Row,
+// and BenchmarkMembers the receiver's check of a line's member names.
+func BenchmarkParseRow(b *testing.B) {
+	_, data := benchStudents(b, 1000)
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	std := Default()
+	var p LineParser
+	var row Row
+	b.SetBytes(int64(len(data) / len(lines)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := p.ParseRow(lines[i%len(lines)], std, &row); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "records/s")
+}
+
+func BenchmarkMembers(b *testing.B) {
+	_, data := benchStudents(b, 1000)
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	var p LineParser
+	names := 0
+	b.SetBytes(int64(len(data) / len(lines)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, ok := p.Members(lines[i%len(lines)], func(string) { names++ }); !ok {
+			b.Fatal("a bench line refused")
+		}
+		i++
+	}
+	b.ReportMetric(float64(i)/b.Elapsed().Seconds(), "records/s")
+}

@@ -192,9 +192,8 @@ func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *Validat
 // p.pairs.
 func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func(string)) (typ string, ok bool) {
 	values := names == nil // values are kept, in fields or p.pairs
-	if !utf8.Valid(b) {
-		return "", false
-	}
+	// UTF-8 is checked string by string (flatStringEnd): outside strings
+	// only ASCII is accepted, so the line needs no pass of its own.
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return "", false
@@ -301,20 +300,33 @@ func (p *LineParser) Members(line []byte, fn func(name string)) (recordType stri
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // flatStringEnd returns the index after the closing quote of the string
-// without escapes or control characters starting at b[i] == '"'.
+// without escapes or control characters starting at b[i] == '"'. ok is
+// false too when the string is not valid UTF-8; ASCII strings, the
+// common case, are checked by the scan itself.
 func flatStringEnd(b []byte, i int) (int, bool) {
 	if i >= len(b) || b[i] != '"' {
 		return i, false
 	}
+	var high uint64 // the OR of every byte scanned, for its top bit
 	j := i + 1
-	for ; j+8 <= len(b) && !stopsString(binary.LittleEndian.Uint64(b[j:])); j += 8 {
+	for ; j+8 <= len(b); j += 8 {
+		x := binary.LittleEndian.Uint64(b[j:])
+		if stopsString(x) {
+			break
+		}
+		high |= x
 	}
 	for ; j < len(b); j++ {
 		switch c := b[j]; {
 		case c == '"':
+			if high&highs != 0 && !utf8.Valid(b[i+1:j]) {
+				return j, false
+			}
 			return j + 1, true
 		case c == '\\' || c < 0x20:
 			return j, false
+		default:
+			high |= uint64(c)
 		}
 	}
 	return len(b), false

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unicode/utf8"
 )
 
 type readResult struct {
@@ -166,6 +167,33 @@ func FuzzNDJSON(f *testing.F) {
 	})
 }
 
+// TestFlatObjectUTF8 checks that strings are checked for UTF-8 wherever
+// the bad byte falls: in a name or a value, in the eight-byte scan or the
+// tail, or cut off by the closing quote.
+func TestFlatObjectUTF8(t *testing.T) {
+	for _, s := range []string{
+		`{"a":"` + "\xff" + `"}`,
+		`{"` + "\xff" + `":"a"}`,
+		`{"a":"0123456789abcdef` + "\xc3" + `0123456789"}`,
+		`{"a":"0123456789abcdef` + "\xe5\xad" + `"}`,
+		`{"a":"` + "\xed\xa0\x80" + `"}`,     // a surrogate
+		`{"a":"` + "\xc0\xaf" + `xxxxxxxx"}`, // overlong
+		`{"a":1` + "\xc3" + `}`,
+	} {
+		if _, ok := new(LineParser).parseFlatObject([]byte(s), map[string]any{}, nil); ok {
+			t.Errorf("accepted %q", s)
+		}
+		if _, ok := new(LineParser).Members([]byte(s), func(string) {}); ok {
+			t.Errorf("Members accepted %q", s)
+		}
+	}
+	for _, s := range []string{`{"名":"四川省成都市武侯区人民南路3段97号26栋5单元"}`, `{"a":"0123456789abcdé"}`} {
+		if _, ok := new(LineParser).parseFlatObject([]byte(s), map[string]any{}, nil); !ok {
+			t.Errorf("refused %q", s)
+		}
+	}
+}
+
 // FuzzFlatObject checks the fast path against encoding/json: where it
 // accepts a line, both give the same fields.
 func FuzzFlatObject(f *testing.F) {
@@ -181,6 +209,9 @@ func FuzzFlatObject(f *testing.F) {
 		_, ok := new(LineParser).parseFlatObject([]byte(s), got, nil)
 		if !ok {
 			return
+		}
+		if !utf8.ValidString(s) {
+			t.Fatalf("fast path accepted %q, which is not valid UTF-8", s)
 		}
 		var want map[string]any
 		dec := json.NewDecoder(strings.NewReader(s))
