@@ -88,6 +88,11 @@ type shareRun struct {
 	// keptFields, reused while they stay the same.
 	lastActions []policy.FieldAction
 	lastKept    string
+	// lastBatch and lastGroup are the envelope and the decision group the
+	// last record went to: a feed is mostly of one type, decided mostly by
+	// one rule, so most records skip both map lookups.
+	lastBatch *pending
+	lastGroup *decisionGroup
 }
 
 // volume holds the subjects a recipient received in one calendar year and
@@ -516,17 +521,20 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 	n := s.n
 	typ := labels.Type
 	s.res.Considered++
-	subject := n.ev.Subject(labels.Subject)
-	b := s.batches[typ]
-	if b == nil {
-		b = &pending{typ: typ}
-		s.batches[typ] = b
+	sk := subjectKey(n.ev.SubjectSum(labels.Subject))
+	subject := hex.EncodeToString(sk[:])
+	b := s.lastBatch
+	if b == nil || b.typ != typ {
+		if b = s.batches[typ]; b == nil {
+			b = &pending{typ: typ}
+			s.batches[typ] = b
+		}
+		s.lastBatch = b
 	}
 	var last *policy.Decision
 	if b.last.Permit {
 		last = &b.last
 	}
-	sk := keyOf(subject)
 	s.volMu.Lock()
 	prev, had := s.vol.seen[sk]
 	d := policy.Decide(n.rules, policy.Input{
@@ -542,16 +550,9 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 		s.vol.count(sk, prev, had, d.Level)
 	}
 	s.volMu.Unlock()
-	key := [2]string{d.Rule, string(d.Reason)}
-	g := s.decisions[key]
-	if g == nil {
-		outcome := "deny"
-		if d.Permit {
-			outcome = "permit"
-		}
-		g = &decisionGroup{rule: d.Rule, reason: string(d.Reason),
-			counter: n.m.decisions.WithLabelValues(outcome, string(d.Reason))}
-		s.decisions[key] = g
+	g := s.lastGroup
+	if g == nil || g.rule != d.Rule || g.reason != string(d.Reason) {
+		g = s.decisionGroup(d)
 	}
 	g.subjects = append(g.subjects, subject)
 	g.counter.Inc()
@@ -576,6 +577,24 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 		return s.flush(ctx, b)
 	}
 	return nil
+}
+
+// decisionGroup returns the group of the decisions made by d's rule for
+// d's reason since the last envelope, and makes it the last group.
+func (s *shareRun) decisionGroup(d policy.Decision) *decisionGroup {
+	key := [2]string{d.Rule, string(d.Reason)}
+	g := s.decisions[key]
+	if g == nil {
+		outcome := "deny"
+		if d.Permit {
+			outcome = "permit"
+		}
+		g = &decisionGroup{rule: d.Rule, reason: string(d.Reason),
+			counter: s.n.m.decisions.WithLabelValues(outcome, string(d.Reason))}
+		s.decisions[key] = g
+	}
+	s.lastGroup = g
+	return g
 }
 
 // maxEnvelopePlaintext closes an envelope early, whatever batch.max_records
@@ -609,7 +628,7 @@ func (s *shareRun) flushBatches(ctx context.Context) error {
 	}
 	if len(s.decisions) > 0 {
 		s.submit(ctx, sealJob{decisions: s.decisions})
-		s.decisions = map[[2]string]*decisionGroup{}
+		s.decisions, s.lastGroup = map[[2]string]*decisionGroup{}, nil
 	}
 	return nil
 }
@@ -636,7 +655,7 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 		return s.sl.err // set before failed; the run ends, finish waits
 	}
 	job := sealJob{b: *b, decisions: s.decisions}
-	s.decisions = map[[2]string]*decisionGroup{}
+	s.decisions, s.lastGroup = map[[2]string]*decisionGroup{}, nil
 	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf)), last: b.last,
 		subjects: make([]string, 0, len(job.b.subjects)), items: make([]deliveryItem, 0, len(job.b.items))}
 	s.submit(ctx, job)

@@ -97,6 +97,12 @@ func New(node string, subjectKey []byte, now func() time.Time) *Log {
 // log: HMAC-SHA256(subjectKey, "eduspace evidence subject v1" ‖ 0 ‖ id),
 // the first 16 bytes in hex.
 func (l *Log) Subject(id string) string {
+	sum := l.SubjectSum(id)
+	return hex.EncodeToString(sum[:])
+}
+
+// SubjectSum is Subject in binary: the 16 bytes its hex spells.
+func (l *Log) SubjectSum(id string) [16]byte {
 	m, _ := l.macs.Get().(*subjectMAC)
 	if m == nil {
 		m = &subjectMAC{h: hmac.New(sha256.New, l.key)}
@@ -105,9 +111,10 @@ func (l *Log) Subject(id string) string {
 	m.in = append(append(m.in[:0], "eduspace evidence subject v1\x00"...), id...)
 	m.h.Write(m.in)
 	var sum [sha256.Size]byte
-	s := hex.EncodeToString(m.h.Sum(sum[:0])[:16])
+	var out [16]byte
+	copy(out[:], m.h.Sum(sum[:0]))
 	l.macs.Put(m)
-	return s
+	return out
 }
 
 // subjectMAC is an HMAC state for Subject and its input, reused.
