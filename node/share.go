@@ -256,7 +256,16 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 		line []byte // the unparsed record (lines only)
 		idx  int
 	}
-	chunks := make(chan []item, 2*sendWorkers)
+	// A chunk's lines live in its arena until its decider is done with it:
+	// nothing decided keeps a line (rows are reused, subjects are hashed,
+	// names interned), so deciders hand chunks back to be filled again
+	// instead of the reader taking fresh memory for every 64 lines.
+	type chunkBuf struct {
+		items []item
+		arena []byte
+	}
+	chunks := make(chan chunkBuf, 2*sendWorkers)
+	free := make(chan chunkBuf, 4*sendWorkers)
 	workers := make([]*shareRun, sendWorkers)
 	irs := make([]IngestResult, sendWorkers)
 	errs := make([]error, sendWorkers)
@@ -276,7 +285,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 					continue // drain
 				}
 				now := n.now() // one reading per chunk: records of a chunk are decided within a millisecond or so
-				for _, it := range chunk {
+				for _, it := range chunk.items {
 					var labels schema.Labels
 					var r record
 					var err error
@@ -305,6 +314,11 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 						break
 					}
 				}
+				clear(chunk.items) // records held by a reader of records
+				select {
+				case free <- chunkBuf{chunk.items[:0], chunk.arena[:0]}:
+				default:
+				}
 			}
 			if errs[w] == nil {
 				errs[w] = s.flushBatches(ctx)
@@ -315,6 +329,14 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 	var readErr error
 	chunk := make([]item, 0, sendChunk)
 	var arena []byte // the chunk's lines, copied out of the reader's buffer
+	next := func() {
+		select {
+		case c := <-free:
+			chunk, arena = c.items, c.arena
+		default:
+			chunk, arena = make([]item, 0, sendChunk), make([]byte, 0, len(arena))
+		}
+	}
 	for {
 		var it item
 		var err error
@@ -344,13 +366,12 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 		}
 		chunk = append(chunk, it)
 		if len(chunk) == sendChunk {
-			chunks <- chunk
-			chunk = make([]item, 0, sendChunk)
-			arena = make([]byte, 0, len(arena))
+			chunks <- chunkBuf{chunk, arena}
+			next()
 		}
 	}
 	if len(chunk) > 0 {
-		chunks <- chunk
+		chunks <- chunkBuf{chunk, arena}
 	}
 	close(chunks)
 	wg.Wait()
@@ -656,7 +677,12 @@ func (s *shareRun) flush(ctx context.Context, b *pending) error {
 	}
 	job := sealJob{b: *b, decisions: s.decisions}
 	s.decisions, s.lastGroup = map[[2]string]*decisionGroup{}, nil
-	*b = pending{typ: b.typ, buf: make([]byte, 0, len(job.b.buf)), last: b.last,
+	buf, _ := wireBufs.Get().(*[]byte)
+	if buf == nil || cap(*buf) < len(job.b.buf) {
+		buf = new([]byte)
+		*buf = make([]byte, 0, len(job.b.buf))
+	}
+	*b = pending{typ: b.typ, buf: (*buf)[:0], last: b.last,
 		subjects: make([]string, 0, len(job.b.subjects)), items: make([]deliveryItem, 0, len(job.b.items))}
 	s.submit(ctx, job)
 	return nil
@@ -783,8 +809,16 @@ func (s *shareRun) seal(e *sealed) error {
 		return fmt.Errorf("share: %w", err)
 	}
 	e.eid, e.data = eid, data
+	buf := e.job.b.buf[:0] // sealed: nothing refers to the plaintext any more
+	e.job.b.buf = nil
+	wireBufs.Put(&buf)
 	return nil
 }
+
+// wireBufs holds envelope plaintext buffers between the sealer, done with
+// one, and the next envelope: a few hundred KiB each, taken fresh they
+// cost page faults and zeroing at every envelope.
+var wireBufs sync.Pool
 
 // The statements of commitGroup.
 var (
