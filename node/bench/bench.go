@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,21 +50,28 @@ type Options struct {
 // Result is a run's outcome. Its JSON form is the contract of `eduspace
 // bench --json` (version 1, DESIGN.md §11).
 type Result struct {
-	Version          int     `json:"version"`
-	Records          int     `json:"records"`
-	RecordBytes      int     `json:"record_bytes"` // mean size of a plaintext record
-	Seconds          float64 `json:"seconds"`
-	SendSeconds      float64 `json:"send_seconds"` // until the sender had sealed and committed everything
-	RecordsPerS      float64 `json:"records_per_s"`
-	BaselineMsgsPerS float64 `json:"baseline_msgs_per_s"`
-	BaselineRuns     []int   `json:"baseline_runs_msgs_per_s"` // before and after the pipeline
-	Ratio            float64 `json:"ratio"`
-	P50ms            float64 `json:"p50_ms"`
-	P99ms            float64 `json:"p99_ms"`
-	Suite            string  `json:"suite"`
-	BatchRecords     int     `json:"batch_records"`
-	Cores            int     `json:"cores"`
-	GoVersion        string  `json:"go_version"`
+	Version     int     `json:"version"`
+	Records     int     `json:"records"`
+	RecordBytes int     `json:"record_bytes"` // mean size of a plaintext record
+	Seconds     float64 `json:"seconds"`
+	SendSeconds float64 `json:"send_seconds"` // until the sender had sealed and committed everything
+	RecordsPerS float64 `json:"records_per_s"`
+	// CPUMicrosPerRecord is the process's CPU time (user and system, all
+	// threads: both nodes, the NATS server and SQLite) over the pipeline
+	// phase per record: steadier than records/s on a shared machine, for
+	// comparing builds.
+	CPUMicrosPerRecord float64 `json:"cpu_us_per_record"`
+	BaselineMsgsPerS   float64 `json:"baseline_msgs_per_s"`
+	BaselineRuns       []int   `json:"baseline_runs_msgs_per_s"` // before and after the pipeline
+	// BaselineCPUMicrosPerMsg is CPUMicrosPerRecord for the baselines.
+	BaselineCPUMicrosPerMsg float64 `json:"baseline_cpu_us_per_msg"`
+	Ratio                   float64 `json:"ratio"`
+	P50ms                   float64 `json:"p50_ms"`
+	P99ms                   float64 `json:"p99_ms"`
+	Suite                   string  `json:"suite"`
+	BatchRecords            int     `json:"batch_records"`
+	Cores                   int     `json:"cores"`
+	GoVersion               string  `json:"go_version"`
 }
 
 const space = "bench"
@@ -159,7 +167,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	step("baseline: plain JetStream PublishAsync, one record per message")
-	b1, err := baseline(ctx, emb, storeDir, data, "before")
+	b1, c1, err := baseline(ctx, emb, storeDir, data, "before")
 	if err != nil {
 		return res, err
 	}
@@ -172,6 +180,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		}
 		defer pprof.StopCPUProfile() // on an early return; a no-op after the stop below
 	}
+	cpu0 := processCPU()
 	start := time.Now()
 	sr, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(data), ""))
 	if err != nil {
@@ -185,18 +194,20 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.CPUMicrosPerRecord = float64((processCPU() - cpu0).Microseconds()) / float64(o.Records)
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
 	res.RecordsPerS = float64(o.Records) / res.Seconds
 
 	step("baseline again")
-	b2, err := baseline(ctx, emb, storeDir, data, "after")
+	b2, c2, err := baseline(ctx, emb, storeDir, data, "after")
 	if err != nil {
 		return res, err
 	}
 	res.BaselineRuns = []int{int(b1), int(b2)}
 	res.BaselineMsgsPerS = (b1 + b2) / 2
+	res.BaselineCPUMicrosPerMsg = (c1 + c2) / 2
 	res.Ratio = res.RecordsPerS / res.BaselineMsgsPerS
 
 	step(fmt.Sprintf("latency: %d single records", o.LatencySamples))
@@ -240,21 +251,21 @@ func waitReceived(ctx context.Context, n *node.Node, want int64, limit time.Dura
 // baseline publishes every record of data as its own message with
 // PublishAsync (at most 4096 in flight) to a file-backed stream with the
 // exchange stream's settings, waits for every acknowledgement, and returns
-// messages per second.
-func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []byte, name string) (float64, error) {
+// messages per second and the process's CPU time per message.
+func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []byte, name string) (float64, float64, error) {
 	runtime.GC() // the garbage of what ran before is not this phase's
 	nc, err := bus.Connect(bus.ConnectOptions{Name: "bench-baseline", Embedded: emb})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	cfg := bus.ExchangeStreamConfig(bus.Layout{Space: "baseline_" + name})
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		return 0, fmt.Errorf("baseline stream: %w", err)
+		return 0, 0, fmt.Errorf("baseline stream: %w", err)
 	}
 	defer removeStream(js, storeDir, cfg.Name)
 	subject := "eds.baseline_" + name + ".deliver.receiver.sender"
@@ -262,18 +273,30 @@ func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []by
 	// A busy machine may keep the window full for longer than the default
 	// stall wait (200 ms): wait, as a publisher would.
 	stall := jetstream.WithStallWait(30 * time.Second)
+	cpu0 := processCPU()
 	start := time.Now()
 	for _, l := range lines {
 		if _, err := js.PublishAsync(subject, l, stall); err != nil {
-			return 0, fmt.Errorf("baseline publish: %w", err)
+			return 0, 0, fmt.Errorf("baseline publish: %w", err)
 		}
 	}
 	select {
 	case <-js.PublishAsyncComplete():
 	case <-time.After(5 * time.Minute):
-		return 0, fmt.Errorf("baseline: acknowledgements missing after 5 minutes")
+		return 0, 0, fmt.Errorf("baseline: acknowledgements missing after 5 minutes")
 	}
-	return float64(len(lines)) / time.Since(start).Seconds(), nil
+	secs := time.Since(start).Seconds()
+	return float64(len(lines)) / secs, float64((processCPU() - cpu0).Microseconds()) / float64(len(lines)), nil
+}
+
+// processCPU is the user and system CPU time the process has used, or 0
+// where the system does not say.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // removeStream deletes the baseline's stream and waits, up to 10 s, until

@@ -163,6 +163,14 @@ func setPageSize(ctx context.Context, w *sql.DB) (int, error) {
 	return size, nil
 }
 
+// checkpointing lets one checkpoint at a time run in the process. A
+// checkpoint holds its P (see checkpointEvery) for as long as it runs,
+// and two databases in one process (the demo, the bench, tests) tend to
+// checkpoint at the same moment, after commits of one exchange: on two
+// cores that left no P for Go code for up to 25 ms, the outliers of the
+// bench's single-record latency. One at a time, one P stays free.
+var checkpointing sync.Mutex
+
 // checkpointer copies committed WAL frames into the database after
 // commits, at most every checkpointEvery, without blocking the writer or
 // the readers (a passive checkpoint), and once more when the database
@@ -176,7 +184,9 @@ func (db *DB) checkpointer(ctx context.Context) {
 		}
 		// A failed checkpoint is retried after the next commit; the writer
 		// checkpoints by itself past writerCheckpointPages.
+		checkpointing.Lock()
 		db.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+		checkpointing.Unlock()
 		select {
 		case <-ctx.Done():
 			return
