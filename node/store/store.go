@@ -183,7 +183,7 @@ func (db *DB) checkpointer(ctx context.Context) {
 		case <-db.ckptWake:
 		}
 		// A failed checkpoint is retried after the next commit; the writer
-		// checkpoints by itself past writerCheckpointPages.
+		// checkpoints by itself past writerCheckpointBytes.
 		checkpointing.Lock()
 		db.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
 		checkpointing.Unlock()
