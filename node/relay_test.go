@@ -429,3 +429,27 @@ func TestEnvelopeCache(t *testing.T) {
 		t.Errorf("zero cache holds %d envelopes, %d bytes; want 1, %d", k, size, 1<<20)
 	}
 }
+
+// TestEnvelopePlaintext: envelopes close at half the server's maximum
+// message size, at most 4 MiB; a node on the embedded server (8 MiB) gets
+// the most.
+func TestEnvelopePlaintext(t *testing.T) {
+	for _, c := range []struct {
+		maxPayload int64
+		want       int
+	}{
+		{1 << 20, 512 << 10}, // NATS's default
+		{8 << 20, 4 << 20},
+		{64 << 20, 4 << 20},
+		{1, 1}, // an envelope holds a record whatever the server says
+	} {
+		if got := envelopePlaintextFor(c.maxPayload); got != c.want {
+			t.Errorf("max payload %d: envelopes close at %d bytes, want %d", c.maxPayload, got, c.want)
+		}
+	}
+	s := newRelaySpace(t)
+	a := s.open(s.config("uni-a"))
+	if got := a.envelopePlaintext(); got != 4<<20 {
+		t.Errorf("on the embedded server envelopes close at %d bytes, want %d", got, 4<<20)
+	}
+}

@@ -93,6 +93,9 @@ type shareRun struct {
 	// one rule, so most records skip both map lookups.
 	lastBatch *pending
 	lastGroup *decisionGroup
+	// maxPlain closes an envelope at this much plaintext
+	// (Node.envelopePlaintext when the run began).
+	maxPlain int
 }
 
 // volume holds the subjects a recipient received in one calendar year and
@@ -419,7 +422,7 @@ func (s *shareRun) fork() *shareRun {
 		res:       ShareResult{Agreement: s.a.ID, Recipient: s.a.Recipient, Denied: map[string]int{}},
 		batches:   map[string]*pending{},
 		decisions: map[[2]string]*decisionGroup{},
-		sl:        s.sl, consents: s.consents, vol: s.vol, volMu: s.volMu,
+		sl:        s.sl, consents: s.consents, vol: s.vol, volMu: s.volMu, maxPlain: s.maxPlain,
 	}
 }
 
@@ -459,6 +462,7 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 		batches:   map[string]*pending{},
 		decisions: map[[2]string]*decisionGroup{},
 		volMu:     &sync.Mutex{},
+		maxPlain:  n.envelopePlaintext(),
 	}, nil
 }
 
@@ -594,7 +598,7 @@ func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels,
 	}
 	b.subjects = append(b.subjects, subject)
 	b.items = append(b.items, deliveryItem{subject: subject, level: d.Level, fields: s.keptFields(d)})
-	if b.count >= n.cfg.Batch.MaxRecords || len(b.buf) >= maxEnvelopePlaintext {
+	if b.count >= n.cfg.Batch.MaxRecords || len(b.buf) >= s.maxPlain {
 		return s.flush(ctx, b)
 	}
 	return nil
@@ -618,10 +622,22 @@ func (s *shareRun) decisionGroup(d policy.Decision) *decisionGroup {
 	return g
 }
 
-// maxEnvelopePlaintext closes an envelope early, whatever batch.max_records
-// says, once its plaintext reaches 512 KiB: sealed, it stays under NATS's
-// default maximum message size of 1 MiB.
-const maxEnvelopePlaintext = 512 << 10
+// maxEnvelopePlaintext is the most plaintext an envelope closes at,
+// whatever batch.max_records says: with a record of MaxLineBytes more, it
+// stays within the 8 MiB that crypto.Open and a receiver's decompression
+// accept.
+const maxEnvelopePlaintext = 4 << 20
+
+// envelopePlaintext is the plaintext at which this node's envelopes close:
+// half the largest message its NATS server accepts, so that an envelope
+// whose records do not compress still fits, at most maxEnvelopePlaintext.
+// NATS's default maximum of 1 MiB gives 512 KiB, about 900 records of 600
+// bytes; the embedded server's 8 MiB (bus.EmbeddedMaxPayload) gives 4 MiB.
+func (n *Node) envelopePlaintext() int { return envelopePlaintextFor(n.nc.MaxPayload()) }
+
+func envelopePlaintextFor(maxPayload int64) int {
+	return int(max(min(maxPayload/2, maxEnvelopePlaintext), 1))
+}
 
 // flushAll hands what is left to the sealer and waits until everything
 // is committed.
