@@ -40,7 +40,11 @@ type LineParser struct {
 	// ParseRow's state: the members of the line being read, the field
 	// index of each member of the last row (for rowType), and a map for
 	// lines off the fast path.
-	pairs   []member
+	pairs []member
+	// typeVal is the value of the last "type" member parseFlatObject read
+	// into pairs (which leave it out), when typeSet.
+	typeVal value
+	typeSet bool
 	rowType *RecordType
 	rowIdx  []rowMember
 	spare   map[string]any
@@ -267,6 +271,8 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 		switch {
 		case fields != nil:
 			fields[key] = v.any()
+		case values && key == "type":
+			p.typeVal, p.typeSet = v, true // the last one counts, as in a map
 		case values:
 			p.pairs = append(p.pairs, member{key, v})
 		case key != "type":

@@ -101,23 +101,15 @@ type rowMember struct {
 // the *ValidationError that Parse and then Classify would give. On error
 // the row's content is undefined.
 func (p *LineParser) ParseRow(line []byte, std *Standard, row *Row) *ValidationError {
-	p.pairs = p.pairs[:0]
+	p.pairs, p.typeSet = p.pairs[:0], false
 	typ, typeSet := p.defaultType, false
 	var typeVal value
 	row.plain = false
 	if _, ok := p.parseFlatObject(line, nil, nil); ok {
+		// Members other than "type" in line order; the last "type" counts,
+		// as in a map.
 		row.plain = true
-		// Members in line order: the last "type" counts, as in a map.
-		n := 0
-		for _, m := range p.pairs {
-			if m.name == "type" {
-				typeVal, typeSet = m.v, true
-				continue
-			}
-			p.pairs[n] = m
-			n++
-		}
-		p.pairs = p.pairs[:n]
+		typeVal, typeSet = p.typeVal, p.typeSet
 	} else {
 		p.pairs = p.pairs[:0] // what the fast path read before it gave up
 		if p.spare == nil {
