@@ -22,8 +22,14 @@ const (
 	maxEnvelopeLife = 30 * 24 * time.Hour
 )
 
-// deliveryGroup is how many deliveries at most one transaction stores.
+// deliveryGroup is how many deliveries at most one transaction stores,
+// and how many wait between the consumer and the deliveries loop.
 const deliveryGroup = 64
+
+// deliveryBufferBytes is how much of the deliveries the JetStream client
+// fetches ahead: at least the largest message a server accepts
+// (bus.EmbeddedMaxPayload), or the consumer would stall.
+const deliveryBufferBytes = 64 << 20
 
 // ackHold is how long the acknowledgement of the newest stored delivery
 // waits for the next delivery to be stored (it is acknowledged then):
@@ -40,7 +46,7 @@ const ackHold = 100 * time.Millisecond
 // deliveries takes the messages the deliveries consumer hands over and
 // stores them in groups: whatever has arrived, up to deliveryGroup, is
 // checked and opened in parallel and stored in one transaction, then
-// acknowledged. Under load this turns one commit per envelope into one per
+// acknowledged (the newest one's ack held back, ackHold). Under load this turns one commit per envelope into one per
 // group; at light load a group is a single envelope and nothing waits.
 // The next group is checked and opened while the last one is stored: a
 // duplicate of an envelope still being stored is then found by storeOne,
@@ -73,8 +79,10 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 			if !ok {
 				return
 			}
-			wait.Stop()
-			if held = n.storeDeliveries(ctx, ps, held); held != nil {
+			// The timer runs from when the held ack was taken aside: groups
+			// that store nothing (refused, retried) do not push it back.
+			if next := n.storeDeliveries(ctx, ps, held); next != held {
+				held = next
 				wait.Reset(ackHold)
 			}
 		}
@@ -211,7 +219,9 @@ func (n *Node) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []pr
 
 // storeDeliveries stores what of a prepared group was accepted, queues its
 // receipts (receipts.go) and records what was refused, in one transaction,
-// then acknowledges, terminates or retries each.
+// then terminates or retries what it must and acknowledges what it stored
+// or found stored already: held, the ack held back before, and each of the
+// group but the last, which it returns to be held in turn (ackHold).
 func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstream.Msg) jetstream.Msg {
 	now := n.now()
 	var stored []*prepared

@@ -202,7 +202,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	inbound := make(chan jetstream.Msg, 1024)
+	inbound := make(chan jetstream.Msg, deliveryGroup)
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -215,20 +215,23 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	for _, c := range []struct {
 		stream, name, subject string
 		handle                func(jetstream.Msg)
+		buffer                jetstream.PullConsumeOpt
 	}{
+		// Deliveries are buffered by bytes: envelopes run to megabytes
+		// (envelopePlaintext), so 256 of them could be a gigabyte.
 		{n.layout.ExchangeStream(), n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID),
 			func(msg jetstream.Msg) {
 				select {
 				case inbound <- msg:
 				case <-runCtx.Done():
 				}
-			}},
+			}, jetstream.PullMaxBytes(deliveryBufferBytes)},
 		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }},
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }, nil},
 		{n.layout.ExchangeStream(), n.layout.ControlConsumer(cfg.NodeID), n.layout.ControlFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptControl) }},
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptControl) }, nil},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
-			func(msg jetstream.Msg) { n.receiveCheckpoint(runCtx, msg) }},
+			func(msg jetstream.Msg) { n.receiveCheckpoint(runCtx, msg) }, nil},
 	} {
 		cons, err := bus.Consumer(ctx, n.js, c.stream, c.name, c.subject)
 		if err != nil {
@@ -237,7 +240,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		n.consMu.Lock()
 		n.cons[strings.TrimSuffix(c.name, "_"+cfg.NodeID)] = cons
 		n.consMu.Unlock()
-		cc, err := cons.Consume(c.handle, jetstream.PullMaxMessages(256))
+		buffer := c.buffer
+		if buffer == nil {
+			buffer = jetstream.PullMaxMessages(256)
+		}
+		cc, err := cons.Consume(c.handle, buffer)
 		if err != nil {
 			return nil, fmt.Errorf("consume %s: %w", c.subject, err)
 		}

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -137,19 +138,27 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 		n.envs.remove(r.eid)
 	}
 	page = live
-	if err := n.loadEnvelopes(ctx, page); err != nil {
+	loaded, err := n.loadEnvelopes(ctx, page)
+	if err != nil {
 		return false, err
 	}
+	if loaded < len(page) {
+		page, full = page[:loaded], true // the rest in the next round, at once
+	}
 	futures := make([]jetstream.PubAckFuture, 0, len(page))
+	var pubErr error
 	for _, r := range page {
 		f, err := n.js.PublishAsync(r.subject, r.data, jetstream.WithMsgID(r.eid))
 		if err != nil {
+			// Refused before it left, such as an envelope larger than the
+			// server now accepts (sealed for a server that accepted more):
+			// it stays first in the outbox, and this says why.
+			pubErr = fmt.Errorf("publish envelope %s (%d bytes, server maximum %d): %w", r.eid, len(r.data), n.nc.MaxPayload(), err)
 			break
 		}
 		futures = append(futures, f)
 	}
 	acked := make([]outboxRow, 0, len(futures))
-	var pubErr error
 	timeout := time.After(30 * time.Second)
 wait:
 	for i, f := range futures {
@@ -157,10 +166,10 @@ wait:
 		case <-f.Ok():
 			acked = append(acked, page[i])
 		case err := <-f.Err():
-			pubErr = fmt.Errorf("publish envelope: %w", err)
+			pubErr = errors.Join(fmt.Errorf("publish envelope: %w", err), pubErr)
 			break wait
 		case <-timeout:
-			pubErr = fmt.Errorf("publish envelope: no acknowledgement within 30s")
+			pubErr = errors.Join(fmt.Errorf("publish envelope: no acknowledgement within 30s"), pubErr)
 			break wait
 		case <-ctx.Done():
 			return false, ctx.Err()
@@ -177,35 +186,48 @@ wait:
 	return full && len(acked) == len(page), nil
 }
 
+// relayPageBytes bounds the envelopes one page holds in memory: a page of
+// relayPage envelopes of up to 4 MiB each (Node.envelopePlaintext) would
+// be gigabytes after an outage.
+const relayPageBytes = 64 << 20
+
 // loadEnvelopes sets the envelope of each row of page, rows the relay has
-// marked attempted: from the envelope cache, else from outbox_data. A row
-// marked attempted is no longer dropped, so its id keeps naming it.
-func (n *Node) loadEnvelopes(ctx context.Context, page []outboxRow) error {
+// marked attempted, from the envelope cache, else from outbox_data, until
+// relayPageBytes are loaded (one row at least); it returns how many rows
+// it loaded. A row marked attempted is no longer dropped, so its id keeps
+// naming it.
+func (n *Node) loadEnvelopes(ctx context.Context, page []outboxRow) (int, error) {
 	var st *sql.Stmt
 	defer func() {
 		if st != nil {
 			st.Close()
 		}
 	}()
+	bytes := 0
 	for i := range page {
+		if i > 0 && bytes >= relayPageBytes {
+			return i, nil
+		}
 		r := &page[i]
 		if data, ok := n.envs.get(r.eid); ok {
 			r.data = data
 			n.envs.hits.Add(1)
+			bytes += len(data)
 			continue
 		}
 		if st == nil {
 			var err error
 			if st, err = n.db.R.PrepareContext(ctx, `SELECT data FROM outbox_data WHERE id = ?`); err != nil {
-				return fmt.Errorf("read outbox: %w", err)
+				return 0, fmt.Errorf("read outbox: %w", err)
 			}
 		}
 		if err := st.QueryRowContext(ctx, r.id).Scan(&r.data); err != nil {
-			return fmt.Errorf("read outbox envelope: %w", err)
+			return 0, fmt.Errorf("read outbox envelope: %w", err)
 		}
 		n.envs.reads.Add(1)
+		bytes += len(r.data)
 	}
-	return nil
+	return len(page), nil
 }
 
 // The relay's marks. Both name the row by id and envelope id: an id alone

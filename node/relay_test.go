@@ -442,6 +442,7 @@ func TestEnvelopePlaintext(t *testing.T) {
 		{8 << 20, 4 << 20},
 		{64 << 20, 4 << 20},
 		{1, 1}, // an envelope holds a record whatever the server says
+		{0, 512 << 10},
 	} {
 		if got := envelopePlaintextFor(c.maxPayload); got != c.want {
 			t.Errorf("max payload %d: envelopes close at %d bytes, want %d", c.maxPayload, got, c.want)

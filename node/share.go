@@ -280,7 +280,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 			var parser *schema.LineParser
 			if lines != nil {
 				parser = lines.Parser()
-				parser.ShareLines() // each line has its own place in a chunk's arena, never overwritten
+				parser.ShareLines() // a line keeps its place in its chunk's arena until the chunk is handed back, after its records are decided
 			}
 			row := new(schema.Row)
 			for chunk := range chunks {
@@ -629,13 +629,20 @@ func (s *shareRun) decisionGroup(d policy.Decision) *decisionGroup {
 const maxEnvelopePlaintext = 4 << 20
 
 // envelopePlaintext is the plaintext at which this node's envelopes close:
-// half the largest message its NATS server accepts, so that an envelope
-// whose records do not compress still fits, at most maxEnvelopePlaintext.
-// NATS's default maximum of 1 MiB gives 512 KiB, about 900 records of 600
-// bytes; the embedded server's 8 MiB (bus.EmbeddedMaxPayload) gives 4 MiB.
+// half the largest message its NATS server accepts, at most
+// maxEnvelopePlaintext. An envelope closes once it reaches that, so it
+// exceeds it by less than one record: sealed, it fits the server even if
+// its records do not compress, unless that record is itself near half the
+// server's maximum. NATS's default maximum of 1 MiB gives 512 KiB, about
+// 900 records of 600 bytes; the embedded server's 8 MiB
+// (bus.EmbeddedMaxPayload) gives 4 MiB. A server that does not say gives
+// 512 KiB.
 func (n *Node) envelopePlaintext() int { return envelopePlaintextFor(n.nc.MaxPayload()) }
 
 func envelopePlaintextFor(maxPayload int64) int {
+	if maxPayload <= 0 {
+		return 512 << 10
+	}
 	return int(max(min(maxPayload/2, maxEnvelopePlaintext), 1))
 }
 

@@ -67,9 +67,10 @@ func NewLineParser(defaultType string) *LineParser {
 	return &LineParser{defaultType: defaultType}
 }
 
-// ShareLines tells the parser that the lines it is given are never
-// modified afterwards (nor reused): string values then refer to the line
-// itself instead of a copy, and keep it alive while they are in use.
+// ShareLines tells the parser that the lines it is given stay unmodified
+// for as long as the values parsed from them are in use: string values then
+// refer to the line itself instead of a copy. The caller must not reuse a
+// line's memory before it is done with what was parsed from it.
 func (p *LineParser) ShareLines() { p.shared = true }
 
 // Parser returns a new parser of r's lines, with r's default type.
@@ -192,8 +193,8 @@ func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *Validat
 //
 // With names set instead of fields, it stores nothing: it calls names with
 // each member name but "type" and returns the "type" member's value if it
-// is a string. With neither, it appends every member, "type" included, to
-// p.pairs.
+// is a string. With neither, it appends every member but "type" to
+// p.pairs and keeps the last "type" member's value in p.typeVal (typeSet).
 func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func(string)) (typ string, ok bool) {
 	values := names == nil // values are kept, in fields or p.pairs
 	// UTF-8 is checked string by string (flatStringEnd): outside strings

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/bus"
 )
 
 // TestDeployNodeConfigs: the node configurations in deploy/ load and
@@ -52,5 +53,27 @@ func TestDeploySystemdUnit(t *testing.T) {
 	out, err := exec.Command(sa, "verify", path).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// TestDeployNATSMaxPayload: the shipped hub and leaf configurations agree
+// on max_payload, and on the embedded server's: nodes size envelopes by the
+// server they connect to, and a server refuses larger messages on its links.
+func TestDeployNATSMaxPayload(t *testing.T) {
+	dir := filepath.Join(moduleRoot(t), "deploy", "nats")
+	for _, f := range []string{"hub-1.conf", "hub-2.conf", "hub-3.conf", "leaf-university.conf"} {
+		data, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, line := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "max_payload:"); ok {
+				got = append(got, strings.TrimSpace(v))
+			}
+		}
+		if len(got) != 1 || got[0] != "8MB" || bus.EmbeddedMaxPayload != 8<<20 {
+			t.Errorf("deploy/nats/%s: max_payload %q, want one, 8MB as the embedded server's %d bytes", f, got, bus.EmbeddedMaxPayload)
+		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -287,16 +286,6 @@ func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []by
 	}
 	secs := time.Since(start).Seconds()
 	return float64(len(lines)) / secs, float64((processCPU() - cpu0).Microseconds()) / float64(len(lines)), nil
-}
-
-// processCPU is the user and system CPU time the process has used, or 0
-// where the system does not say.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // removeStream deletes the baseline's stream and waits, up to 10 s, until

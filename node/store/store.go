@@ -163,7 +163,9 @@ func setPageSize(ctx context.Context, w *sql.DB) (int, error) {
 	return size, nil
 }
 
-// checkpointing lets one checkpoint at a time run in the process. A
+// checkpointing lets one background checkpoint at a time run in the
+// process (the writer's own, past writerCheckpointBytes, is not counted:
+// the background ones keep the WAL from reaching it). A
 // checkpoint holds its P (see checkpointEvery) for as long as it runs,
 // and two databases in one process (the demo, the bench, tests) tend to
 // checkpoint at the same moment, after commits of one exchange: on two
