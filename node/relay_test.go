@@ -454,3 +454,24 @@ func TestEnvelopePlaintext(t *testing.T) {
 		t.Errorf("on the embedded server envelopes close at %d bytes, want %d", got, 4<<20)
 	}
 }
+
+// TestRelayPageBytes: the relay holds at most relayPageBytes of envelopes
+// per page (one envelope at least), the rest waiting for the next page.
+func TestRelayPageBytes(t *testing.T) {
+	n := &Node{}
+	n.envs.setLimit(4 * relayPageBytes)
+	big := make([]byte, relayPageBytes*5/8) // shared by the entries: memory for one
+	page := make([]outboxRow, 3)
+	for i := range page {
+		page[i] = outboxRow{id: int64(i + 1), eid: fmt.Sprintf("env-%d", i)}
+		n.envs.put(page[i].eid, big)
+	}
+	loaded, err := n.loadEnvelopes(context.Background(), page)
+	if err != nil || loaded != 2 {
+		t.Fatalf("loaded %d of 3 envelopes of %d bytes each (%v), want 2: the second passes %d bytes", loaded, len(big), err, relayPageBytes)
+	}
+	loaded, err = n.loadEnvelopes(context.Background(), page[2:])
+	if err != nil || loaded != 1 {
+		t.Fatalf("loaded %d (%v), want the one envelope left", loaded, err)
+	}
+}
