@@ -46,11 +46,11 @@ const ackHold = 100 * time.Millisecond
 // deliveries takes the messages the deliveries consumer hands over and
 // stores them in groups: whatever has arrived, up to deliveryGroup, is
 // checked and opened in parallel and stored in one transaction, then
-// acknowledged (the newest one's ack held back, ackHold). Under load this turns one commit per envelope into one per
-// group; at light load a group is a single envelope and nothing waits.
-// The next group is checked and opened while the last one is stored: a
-// duplicate of an envelope still being stored is then found by storeOne,
-// inside the transaction.
+// acknowledged (the newest one's ack held back, ackHold). Under load this
+// turns one commit per envelope into one per group; at light load a group
+// is a single envelope and nothing waits. The next group is checked and
+// opened while the last one is stored: a duplicate of an envelope still
+// being stored is then found by storeOne, inside the transaction.
 func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 	ready := make(chan []prepared, 1)
 	stored := make(chan struct{})
