@@ -195,7 +195,7 @@ func survivorDetail(d map[string]int, survivors []string) map[string]int {
 func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 	var m aggMsg
 	if err := json.Unmarshal(plain, &m); err != nil || m.Round == "" || len(m.Round) > 128 {
-		n.m.agg.refused.WithLabelValues(AggRefuseBadQuery).Inc()
+		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
 		return refuse(RefuseContent, errors.New("not an aggregate message"))
 	}
 	switch m.Type {
@@ -220,7 +220,7 @@ func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *cr
 // computes its table and commits.
 func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) error {
 	if m.Query == nil {
-		n.m.agg.refused.WithLabelValues(AggRefuseBadQuery).Inc()
+		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
 		return refuse(RefuseContent, errors.New("aggregate round without a query"))
 	}
 	q, err := n.verifyQuery(ctx, m.Query)
@@ -230,18 +230,18 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 		if qe.signature {
 			reason = AggRefuseSignature
 		}
-		n.m.agg.refused.WithLabelValues(reason).Inc()
+		n.m.Aggregate.Refused.WithLabelValues(reason).Inc()
 		return refuse(RefuseContent, fmt.Errorf("%s: %w", reason, err))
 	}
 	if err != nil {
 		return err // transient: the registry could not be read
 	}
 	if h.Sender != q.Center {
-		n.m.agg.refused.WithLabelValues(AggRefuseSignature).Inc()
+		n.m.Aggregate.Refused.WithLabelValues(AggRefuseSignature).Inc()
 		return refuse(RefuseContent, fmt.Errorf("aggregate query of center %q relayed by %q", q.Center, h.Sender))
 	}
 	if !strings.HasPrefix(m.Round, q.ID+"-r") {
-		n.m.agg.refused.WithLabelValues(AggRefuseBadQuery).Inc()
+		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
 		return refuse(RefuseContent, errors.New("round id does not belong to the query"))
 	}
 	digest := m.Query.Digest()
@@ -262,8 +262,8 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 			func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
 			return err
 		}
-		n.m.agg.refused.WithLabelValues(reason).Inc()
-		n.m.agg.participation.WithLabelValues("declined").Inc()
+		n.m.Aggregate.Refused.WithLabelValues(reason).Inc()
+		n.m.Aggregate.Participation.WithLabelValues("declined").Inc()
 		// Remembered, so that a redelivered round message is not declined twice.
 		n.agg.parts[m.Round] = &partRound{id: m.Round, center: q.Center, dropped: true,
 			expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
@@ -326,7 +326,7 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 	}
 	n.agg.parts[m.Round] = pr
 	pr.dropped = n.agg.knobs.DropAfter == "commit"
-	n.m.agg.participation.WithLabelValues("joined").Inc()
+	n.m.Aggregate.Participation.WithLabelValues("joined").Inc()
 	return nil
 }
 
@@ -518,8 +518,8 @@ func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 	})
 	if errors.Is(err, privacy.ErrBudgetExceeded) || errors.Is(err, privacy.ErrNoBudget) {
 		// Another round spent the budget meanwhile: decline now.
-		n.m.agg.refused.WithLabelValues(AggRefuseBudget).Inc()
-		n.m.agg.participation.WithLabelValues("declined").Inc()
+		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBudget).Inc()
+		n.m.Aggregate.Participation.WithLabelValues("declined").Inc()
 		e := aggEntry(pr.id, pr.digest, AggRefuseBudget)
 		e.Peer, e.Purpose = pr.center, string(pr.q.Purpose)
 		if err := n.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgDecline, Round: pr.id, Reason: AggRefuseBudget}},
@@ -533,8 +533,8 @@ func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 		return err
 	}
 	pr.step = "masked"
-	n.m.agg.participation.WithLabelValues("contributed").Inc()
-	n.m.agg.rho.Add(pr.plan.rho)
+	n.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
+	n.m.Aggregate.Rho.Add(pr.plan.rho)
 	return nil
 }
 

@@ -230,7 +230,7 @@ func (n *Node) startRound(ctx context.Context, queryID string) (string, error) {
 		n.agg.rounds = map[string]*centerRound{}
 	}
 	n.agg.rounds[id] = cr
-	n.m.agg.rounds.WithLabelValues("started").Inc()
+	n.m.Aggregate.Rounds.WithLabelValues("started").Inc()
 	n.log.Info("aggregate round started", "round", id, "participants", len(q.Participants))
 	return id, nil
 }
@@ -481,7 +481,7 @@ func (n *Node) centerFail(ctx context.Context, cr *centerRound, reason string, c
 	}
 	cr.err = fmt.Errorf("aggregate round %s failed: %s: %w", cr.id, reason, cause)
 	n.centerFinish(cr)
-	n.m.agg.rounds.WithLabelValues("failed").Inc()
+	n.m.Aggregate.Rounds.WithLabelValues("failed").Inc()
 }
 
 func (n *Node) centerFinish(cr *centerRound) {
@@ -564,10 +564,10 @@ func (n *Node) centerRelease(ctx context.Context, cr *centerRound) {
 	}
 	cr.release = rel
 	n.centerFinish(cr)
-	n.m.agg.rounds.WithLabelValues("completed").Inc()
-	n.m.agg.cells.WithLabelValues("released").Add(float64(rel.CellsReleased))
-	n.m.agg.cells.WithLabelValues("suppressed").Add(float64(rel.CellsSuppressed))
-	n.m.agg.rho.Add(rel.Rho)
+	n.m.Aggregate.Rounds.WithLabelValues("completed").Inc()
+	n.m.Aggregate.Cells.WithLabelValues("released").Add(float64(rel.CellsReleased))
+	n.m.Aggregate.Cells.WithLabelValues("suppressed").Add(float64(rel.CellsSuppressed))
+	n.m.Aggregate.Rho.Add(rel.Rho)
 	n.log.Info("aggregate released", "round", cr.id, "survivors", len(cr.survivors), "cells_released", rel.CellsReleased,
 		"cells_suppressed", rel.CellsSuppressed, "seconds", rel.Released.Sub(rel.Started).Seconds())
 }

@@ -103,7 +103,7 @@ func (n *Node) publishCheckpoint(ctx context.Context) error {
 	n.ckpt.count = max(n.ckpt.count, count)
 	n.ckpt.published = now
 	n.ckpt.mu.Unlock()
-	n.m.checkpointsPublished.Inc()
+	n.m.CheckpointsPublished.Inc()
 	return nil
 }
 
@@ -117,7 +117,7 @@ func (n *Node) storeCheckpoint(ctx context.Context, node string, c crypto.Checkp
 		switch {
 		case err == nil:
 			if !bytes.Equal(head, c.Head[:]) {
-				n.m.checkpointConflicts.Inc()
+				n.m.CheckpointConflicts.Inc()
 				n.log.Error("conflicting checkpoints: a node signed two different heads for the same count", "peer", node, "count", c.Count)
 			}
 			return nil
@@ -142,7 +142,7 @@ func (n *Node) receiveCheckpoint(ctx context.Context, msg jetstream.Msg) {
 		msg.Ack()
 	case errors.As(err, &ref):
 		n.log.Warn("checkpoint refused", "reason", ref.reason, "err", ref.err)
-		n.m.refused.WithLabelValues(ref.reason).Inc()
+		n.m.Refused.WithLabelValues(ref.reason).Inc()
 		msg.Term()
 	default:
 		if ctx.Err() == nil {
@@ -194,7 +194,7 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	if err := n.storeCheckpoint(ctx, node, *c, data, token); err != nil {
 		return err
 	}
-	n.m.checkpointsReceived.Inc()
+	n.m.CheckpointsReceived.Inc()
 	return nil
 }
 

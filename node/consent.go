@@ -61,7 +61,7 @@ func (n *Node) GrantConsent(ctx context.Context, c policy.ConsentRecord) (string
 	if err != nil {
 		return "", err
 	}
-	n.m.consents.WithLabelValues("grant").Inc()
+	n.m.Consents.WithLabelValues("grant").Inc()
 	return n.consentReceipt(c, policy.ConsentGrant, now)
 }
 

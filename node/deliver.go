@@ -273,7 +273,7 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 		var ref *refusal
 		switch {
 		case errors.As(p.err, &ref):
-			n.m.refused.WithLabelValues(ref.reason).Inc()
+			n.m.Refused.WithLabelValues(ref.reason).Inc()
 			n.log.Warn("envelope refused", "reason", ref.reason, "sender", p.h.Sender, "envelope", p.h.IDString(), "err", ref.err)
 			p.msg.Term()
 		case p.err != nil:
@@ -293,10 +293,10 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 		}
 	}
 	for _, p := range stored {
-		n.m.received.Inc()
-		n.m.stored.Add(float64(p.h.Count))
+		n.m.Received.Inc()
+		n.m.Stored.Add(float64(p.h.Count))
 		n.receivedRecords.Add(int64(p.h.Count))
-		n.m.latency.Observe(n.now().Sub(p.h.Created).Seconds())
+		n.m.Latency.Observe(n.now().Sub(p.h.Created).Seconds())
 	}
 	return held
 }

@@ -115,8 +115,8 @@ func (n *Node) WithdrawConsent(ctx context.Context, id string) (WithdrawResult, 
 	if err != nil {
 		return WithdrawResult{}, err
 	}
-	n.m.consents.WithLabelValues("withdraw").Inc()
-	n.m.erasures.WithLabelValues("requested").Add(float64(res.Requests))
+	n.m.Consents.WithLabelValues("withdraw").Inc()
+	n.m.Erasures.WithLabelValues("requested").Add(float64(res.Requests))
 	n.wakeRelay()
 	res.Receipt, err = n.consentReceipt(c, policy.ConsentWithdraw, now)
 	return res, err
@@ -271,8 +271,8 @@ func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Cred
 	if err != nil || !fresh {
 		return err
 	}
-	n.m.erasures.WithLabelValues("performed").Inc()
-	n.m.recordsErased.Add(float64(deleted))
+	n.m.Erasures.WithLabelValues("performed").Inc()
+	n.m.RecordsErased.Add(float64(deleted))
 	n.receivedRecords.Add(-int64(deleted))
 	n.wakeRelay()
 	return nil
@@ -348,7 +348,7 @@ func (n *Node) confirmErasure(ctx context.Context, h crypto.Header, plain []byte
 			Envelope: rc.Request, Reason: "confirmed", Count: rc.Records})
 	})
 	if err == nil && confirmed {
-		n.m.erasures.WithLabelValues("confirmed").Inc()
+		n.m.Erasures.WithLabelValues("confirmed").Inc()
 	}
 	return err
 }
@@ -408,7 +408,7 @@ func (n *Node) expire(ctx context.Context) error {
 		return nil
 	})
 	if err == nil {
-		n.m.recordsExpired.Add(float64(total))
+		n.m.RecordsExpired.Add(float64(total))
 		n.receivedRecords.Add(-int64(total))
 	}
 	return err

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -36,9 +34,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func (n *Node) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(n.m.reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
-}
+func (n *Node) metricsHandler() http.Handler { return n.m.Handler() }
 
 // adminHandler serves the health probes without authentication and the
 // /v1 API behind the node's bearer token.

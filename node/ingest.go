@@ -61,7 +61,7 @@ func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (Ing
 		if errors.As(err, &verr) {
 			res.Records++
 			res.reject(idx, verr)
-			n.m.invalid.WithLabelValues(verr.Reason).Inc()
+			n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 			continue
 		}
 		if err != nil {
@@ -71,7 +71,7 @@ func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (Ing
 		labels, err := n.std.Classify(rec, asOf)
 		if errors.As(err, &verr) {
 			res.reject(idx, verr)
-			n.m.invalid.WithLabelValues(verr.Reason).Inc()
+			n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 			continue
 		}
 		if err != nil {
@@ -79,7 +79,7 @@ func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (Ing
 		}
 		if labels.Level >= schema.CORE {
 			res.reject(idx, &schema.ValidationError{Reason: reasonCoreRefused})
-			n.m.invalid.WithLabelValues(reasonCoreRefused).Inc()
+			n.m.Invalid.WithLabelValues(reasonCoreRefused).Inc()
 			continue
 		}
 		body, err := json.Marshal(rec.Fields) // map keys sorted: canonical
@@ -143,7 +143,7 @@ func (n *Node) storeIngest(ctx context.Context, rows []ingestRow, res *IngestRes
 	res.Duplicate += len(rows) - stored
 	for k, c := range byLevel {
 		typ, level := splitKey(k)
-		n.m.ingested.WithLabelValues(typ, level).Add(float64(c))
+		n.m.Ingested.WithLabelValues(typ, level).Add(float64(c))
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -49,7 +50,7 @@ type Node struct {
 	credToken string // the credential as issued (JWT)
 	layout    bus.Layout
 	reg       *registry
-	m         *metrics
+	m         *metrics.Metrics
 	suite     crypto.SuiteID
 
 	emb       *bus.Embedded // started by this node; nil when not
@@ -157,7 +158,17 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 	n.closers = append(n.closers, n.db.Close)
 	n.ev = evidence.New(cfg.NodeID, n.keys.derive("evidence subject"), n.now).UseDB(n.db)
-	n.m = newMetrics(n.std, n)
+	n.m = newMetrics(n.std)
+	n.m.RegisterGauges(metrics.Gauges{
+		OutboxDepth:     n.outboxDepth,
+		AwaitingReceipt: n.awaitingReceipt,
+		SequenceMissing: n.sequenceMissing,
+		ErasuresOpen:    n.erasuresOpen,
+		EvidenceEntries: n.evidenceLength,
+		ConsumerPending: n.consumerPending,
+		CheckpointAge:   n.checkpointAge,
+		SendingBlocked:  n.sendingBlocked,
+	})
 
 	emb := env.Embedded
 	if emb == nil && cfg.NATS.URL == "" {
@@ -395,18 +406,16 @@ func (n *Node) listen(addr string, h http.Handler) (string, error) {
 // consumerPending is how many messages wait for this node on one of its
 // consumers (deliver, receipt, control, audit): not yet delivered plus
 // delivered and not yet acknowledged. -1 when the server cannot say.
-func (n *Node) consumerPending(kind string) float64 {
+func (n *Node) consumerPending(ctx context.Context, kind string) (float64, error) {
 	n.consMu.Lock()
 	c := n.cons[kind]
 	n.consMu.Unlock()
 	if c == nil {
-		return -1
+		return 0, fmt.Errorf("no %s consumer", kind)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
 	info, err := c.Info(ctx)
 	if err != nil {
-		return -1
+		return 0, err
 	}
-	return float64(info.NumPending) + float64(info.NumAckPending)
+	return float64(info.NumPending) + float64(info.NumAckPending), nil
 }

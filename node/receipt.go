@@ -240,6 +240,6 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	n.m.receipts.Add(float64(updated))
+	n.m.Receipts.Add(float64(updated))
 	return h, nil
 }

@@ -31,7 +31,7 @@ func TestReceiptsCoalesce(t *testing.T) {
 	}
 	waitUntil(t, "the grades at uni-b", func() bool { return status(t, b).Received == relayGrades })
 	waitUntil(t, "every envelope confirmed to uni-a", func() bool {
-		return status(t, a).OutboxDepth == 0 && a.awaitingReceipt(ctx) == 0
+		return status(t, a).OutboxDepth == 0 && awaiting(t, a) == 0
 	})
 	if got := receiptsSent(t, b); got >= sr.Envelopes {
 		t.Errorf("uni-b sent %d receipts for %d envelopes", got, sr.Envelopes)
@@ -53,7 +53,7 @@ func TestReceiptsAfterRestart(t *testing.T) {
 	// The first envelope may have been confirmed at once (a wake with an
 	// empty queue starts the hour); the rest wait.
 	time.Sleep(200 * time.Millisecond)
-	if a.awaitingReceipt(ctx) == 0 {
+	if awaiting(t, a) == 0 {
 		t.Fatal("uni-a awaits no receipt before uni-b restarts")
 	}
 	var queued int
@@ -65,8 +65,18 @@ func TestReceiptsAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = s.open(cfg)
-	waitUntil(t, "every envelope confirmed to uni-a", func() bool { return a.awaitingReceipt(ctx) == 0 })
+	waitUntil(t, "every envelope confirmed to uni-a", func() bool { return awaiting(t, a) == 0 })
 	if err := b.db.R.QueryRow(`SELECT count(*) FROM receipt_queue`).Scan(&queued); err != nil || queued != 0 {
 		t.Fatalf("uni-b's receipt queue holds %d envelopes after the restart (%v)", queued, err)
 	}
+}
+
+// awaiting is how many envelopes n sent await their receipt.
+func awaiting(t *testing.T, n *Node) float64 {
+	t.Helper()
+	v, err := n.awaitingReceipt(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -39,7 +39,7 @@ func (n *Node) receive(ctx context.Context, msg jetstream.Msg, accept func(conte
 			n.log.Warn("ack delivery", "err", err)
 		}
 	case errors.As(err, &ref):
-		n.m.refused.WithLabelValues(ref.reason).Inc()
+		n.m.Refused.WithLabelValues(ref.reason).Inc()
 		n.log.Warn("envelope refused", "reason", ref.reason, "sender", h.Sender, "envelope", h.IDString(), "err", ref.err)
 		if err := n.db.Write(ctx, func(tx *sql.Tx) error {
 			return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender,

@@ -268,36 +268,36 @@ func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 	for _, r := range sent {
 		n.envs.remove(r.eid)
 	}
-	n.m.sent.Add(float64(len(sent)))
+	n.m.Sent.Add(float64(len(sent)))
 	return nil
 }
 
 // count runs a query returning one number, for a gauge; -1 when the
 // database cannot answer.
-func (n *Node) count(ctx context.Context, query string) float64 {
+func (n *Node) count(ctx context.Context, query string) (float64, error) {
 	var k sql.NullInt64
 	if err := n.db.R.QueryRowContext(ctx, query).Scan(&k); err != nil {
-		return -1
+		return 0, err
 	}
-	return float64(k.Int64)
+	return float64(k.Int64), nil
 }
 
-func (n *Node) outboxDepth(ctx context.Context) float64 {
+func (n *Node) outboxDepth(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT count(*) FROM outbox WHERE sent_ms IS NULL`)
 }
 
-func (n *Node) evidenceLength(ctx context.Context) float64 {
+func (n *Node) evidenceLength(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT max(seq) FROM evidence`)
 }
 
-func (n *Node) awaitingReceipt(ctx context.Context) float64 {
+func (n *Node) awaitingReceipt(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT count(*) FROM outbox WHERE kind = 1 AND sent_ms IS NOT NULL AND receipt_ms IS NULL`)
 }
 
-func (n *Node) sequenceMissing(ctx context.Context) float64 {
+func (n *Node) sequenceMissing(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT (SELECT coalesce(sum(last_in), 0) FROM pair_seq WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
 }
 
-func (n *Node) erasuresOpen(ctx context.Context) float64 {
+func (n *Node) erasuresOpen(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT count(*) FROM erasures WHERE confirmed_ms IS NULL`)
 }

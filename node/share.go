@@ -306,7 +306,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 					var verr *schema.ValidationError
 					if errors.As(err, &verr) {
 						irs[w].reject(it.idx, verr)
-						n.m.invalid.WithLabelValues(verr.Reason).Inc()
+						n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 						continue
 					}
 					if err == nil {
@@ -360,7 +360,7 @@ func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (S
 		var verr *schema.ValidationError
 		if errors.As(err, &verr) {
 			ir.reject(it.idx, verr)
-			n.m.invalid.WithLabelValues(verr.Reason).Inc()
+			n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 			continue
 		}
 		if err != nil {
@@ -615,7 +615,7 @@ func (s *shareRun) decisionGroup(d policy.Decision) *decisionGroup {
 			outcome = "permit"
 		}
 		g = &decisionGroup{rule: d.Rule, reason: string(d.Reason),
-			counter: s.n.m.decisions.WithLabelValues(outcome, string(d.Reason))}
+			counter: s.n.m.Decisions.WithLabelValues(outcome, string(d.Reason))}
 		s.decisions[key] = g
 	}
 	s.lastGroup = g
@@ -921,8 +921,8 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 	for _, e := range group {
 		if e.data != nil {
 			sl.envelopes++
-			n.m.sealed.Inc()
-			n.m.sealedRec.Add(float64(e.job.b.count))
+			n.m.Sealed.Inc()
+			n.m.SealedRecords.Add(float64(e.job.b.count))
 		}
 	}
 	sl.nextSeq = seq

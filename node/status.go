@@ -178,9 +178,16 @@ func (n *Node) statusData(ctx context.Context) statusData {
 	if ownT.Valid {
 		d.OwnCheckpointT = time.UnixMilli(ownT.Int64)
 	}
-	d.OutboxDepth = int64(n.outboxDepth(ctx))
-	d.AwaitingReceipt = int64(n.awaitingReceipt(ctx))
-	d.SequenceMissing = int64(n.sequenceMissing(ctx))
+	for _, x := range []struct {
+		what string
+		out  *int64
+		f    func(context.Context) (float64, error)
+	}{{"outbox depth", &d.OutboxDepth, n.outboxDepth}, {"awaiting receipt", &d.AwaitingReceipt, n.awaitingReceipt},
+		{"sequence missing", &d.SequenceMissing, n.sequenceMissing}} {
+		v, err := x.f(ctx)
+		problem(x.what, err)
+		*x.out = int64(v)
+	}
 
 	since := now.Add(-24 * time.Hour).UnixMilli()
 	for _, x := range []struct {
@@ -209,7 +216,7 @@ func (n *Node) statusData(ctx context.Context) statusData {
 // statusCounters reads the refusals and decisions counted since start from
 // the node's metrics registry.
 func (n *Node) statusCounters(d *statusData, problem func(string, error)) {
-	mfs, err := n.m.reg.Gather()
+	mfs, err := n.m.Registry.Gather()
 	if err != nil {
 		problem("metrics", err)
 		return
