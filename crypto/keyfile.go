@@ -27,13 +27,18 @@ const (
 // mode 0600, atomically: a temporary file in the same directory is written,
 // synced and renamed over path.
 func WriteKeyFile(path, blockType string, der []byte) error {
-	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600)
+	return writeBytes(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600)
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+// WriteFile writes a file so that a crash at any instant leaves either the
+// old file or the new one whole: write fills a temporary file in the same
+// directory, which is given mode, synced and renamed over path, and the
+// directory is synced. Key files, credentials, revocation lists and
+// evidence exports are all written through it.
+func WriteFile(path string, mode os.FileMode, write func(io.Writer) error) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
@@ -42,19 +47,19 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 		}
 	}()
 	if err := f.Chmod(mode); err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
+	if err := write(f); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write key file %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	// Make the rename durable; some file systems cannot sync a directory,
 	// and the file itself is already synced, so a failure here is ignored.
@@ -63,6 +68,14 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 		d.Close()
 	}
 	return nil
+}
+
+// writeBytes is WriteFile of data.
+func writeBytes(path string, data []byte, mode os.FileMode) error {
+	return WriteFile(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
 }
 
 // ReadKeyFile reads a PEM key file holding exactly one block of type
@@ -255,7 +268,7 @@ func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: edDER})
 	data = append(data, pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: mlDER})...)
-	return writeFileAtomic(path, data, 0o644)
+	return writeBytes(path, data, 0o644)
 }
 
 // ReadAuthorityPublicKey reads a root public key written by

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -175,7 +176,7 @@ func (r *registry) offerRevocations(data []byte, keep bool) (bool, error) {
 		return false, fmt.Errorf("revocation list %d is older than the list held (%d): ignored", rl.Serial, held.Serial)
 	}
 	if keep && r.revFile != "" {
-		if err := writeFileAtomic(r.revFile, data); err != nil {
+		if err := crypto.WriteFile(r.revFile, 0o600, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 			return false, fmt.Errorf("keep revocation list: %w", err)
 		}
 	}
@@ -247,29 +248,6 @@ func (r *registry) watchRevocations(ctx context.Context, kv jetstream.KeyValue, 
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// writeFileAtomic writes data to path (mode 0600) through a temporary file
-// renamed over it.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // RevocationSerial is the serial of the newest revocation list this node

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -381,39 +380,9 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 			return exitCodeError{exitFailure, "the log names no node (it is empty, or its first entry is unreadable): pass --node"}
 		}
 	}
-	if err := writeFileAtomic(*out, func(w io.Writer) error { return evidence.Export(ctx, db, node, w) }); err != nil {
+	if err := crypto.WriteFile(*out, 0o644, func(w io.Writer) error { return evidence.Export(ctx, db, node, w) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "evidence log of %s exported to %s\n", node, *out)
-	return nil
-}
-
-// writeFileAtomic writes a file through a temporary one beside it.
-func writeFileAtomic(path string, write func(io.Writer) error) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := write(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -73,7 +74,7 @@ func Revoke(k *crypto.AuthorityKey, dir, space string, r crypto.Revocation, now 
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("revoke: %w", err)
 	}
-	if err := writeAtomic(path, data, 0o644); err != nil {
+	if err := crypto.WriteFile(path, 0o644, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
 		return nil, nil, fmt.Errorf("revoke: keep list: %w", err)
 	}
 	return signed, data, nil
@@ -98,28 +99,4 @@ func PublishRevocations(ctx context.Context, js jetstream.JetStream, space strin
 		return fmt.Errorf("publish revocation list: %w", err)
 	}
 	return nil
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	err = f.Chmod(mode)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
