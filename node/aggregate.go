@@ -136,7 +136,7 @@ func (n *Node) sendAgg(ctx context.Context, q *AggregateQuery, msgs map[string]a
 	}
 	var outs []out
 	for _, to := range slices.Sorted(maps.Keys(msgs)) {
-		cred, err := n.reg.lookup(ctx, to)
+		cred, err := n.reg.Lookup(ctx, to)
 		if err != nil {
 			return fmt.Errorf("aggregate message to %s: %w", to, err)
 		}
@@ -276,7 +276,7 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 		return decline(AggRefuseExpired, nil)
 	}
 	for _, p := range q.Participants {
-		cred, err := n.reg.lookup(ctx, p)
+		cred, err := n.reg.Lookup(ctx, p)
 		if err != nil || cred.Role != crypto.RoleUniversity {
 			return decline(AggRefuseMember, fmt.Errorf("participant %s", p))
 		}
@@ -401,7 +401,7 @@ func (n *Node) partStep(ctx context.Context, h crypto.Header, m aggMsg) error {
 func (n *Node) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
 	commits := make([]secagg.Commitment, 0, len(m.Commits))
 	for _, c := range m.Commits {
-		cred, err := n.reg.lookup(ctx, c.From)
+		cred, err := n.reg.Lookup(ctx, c.From)
 		if err != nil {
 			return fmt.Errorf("commitment of %s: %w", c.From, err)
 		}
@@ -425,7 +425,7 @@ func (n *Node) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
 		if b.To == n.cfg.NodeID {
 			continue
 		}
-		cred, err := n.reg.lookup(ctx, b.To)
+		cred, err := n.reg.Lookup(ctx, b.To)
 		if err != nil {
 			return err
 		}

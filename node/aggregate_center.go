@@ -139,7 +139,7 @@ func (n *Node) SubmitAggregateQuery(ctx context.Context, q AggregateQuery) (Aggr
 		return AggregateQueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)
 	}
 	for i, p := range q.Participants {
-		cred, err := n.reg.lookup(ctx, p)
+		cred, err := n.reg.Lookup(ctx, p)
 		if err != nil || cred.Role != crypto.RoleUniversity {
 			return AggregateQueryInfo{}, fmt.Errorf("aggregate query: participants[%d]: %q is not an admitted university", i, p)
 		}
@@ -307,7 +307,7 @@ func (cr *centerRound) record(n *Node, ctx context.Context, from string, m aggMs
 		if cr.step != stepCommit {
 			return errors.New("late commitment")
 		}
-		cred, err := n.reg.lookup(ctx, from)
+		cred, err := n.reg.Lookup(ctx, from)
 		if err != nil {
 			return err
 		}

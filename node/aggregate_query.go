@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/policy/privacy"
 	"github.com/eduspace/eduspace/schema"
@@ -361,8 +362,8 @@ func (n *Node) verifyQuery(ctx context.Context, sq *SignedQuery) (*AggregateQuer
 	if len(sq.Sig) == 0 || sq.KeyID == "" {
 		return nil, sigErr("unsigned")
 	}
-	cred, err := n.reg.lookup(ctx, q.Center)
-	if errors.Is(err, errUnknownMember) {
+	cred, err := n.reg.Lookup(ctx, q.Center)
+	if errors.Is(err, registry.ErrUnknownMember) {
 		return nil, sigErr("center %q is not a member", q.Center)
 	}
 	if err != nil {

@@ -299,7 +299,7 @@ func dropEnvelope(ctx context.Context, tx *sql.Tx, eid string) error {
 }
 
 func (n *Node) sendAgreementMsg(ctx context.Context, tx *sql.Tx, peer, action string, sa policy.SignedAgreement) error {
-	cred, err := n.reg.lookup(ctx, peer)
+	cred, err := n.reg.Lookup(ctx, peer)
 	if err != nil {
 		return fmt.Errorf("agreement message to %s: %w", peer, err)
 	}
@@ -343,7 +343,7 @@ func (n *Node) agreementMessage(ctx context.Context, h crypto.Header, sender *cr
 	}
 	verified := func(party string, cred *crypto.Credential) bool {
 		for _, k := range cred.SigningKeys {
-			if n.reg.checkRevoked(party, k.ID, n.now()) != nil {
+			if n.reg.CheckRevoked(party, k.ID, n.now()) != nil {
 				continue // a revoked key signs nothing
 			}
 			if vk, err := crypto.ParseVerifyKey(k.Key); err == nil && vk.Verify(sa.SigningMessage(), sigOf(party)) {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/registry"
 )
 
 // checkpointState is what the node knows of its own last published
@@ -161,8 +162,8 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	if node != from {
 		return refuse(RefuseMisaddressed, fmt.Errorf("checkpoint of %q published on %q's subject", node, from))
 	}
-	cred, token, err := n.reg.lookupToken(ctx, node)
-	if errors.Is(err, errUnknownMember) {
+	cred, token, err := n.reg.LookupToken(ctx, node)
+	if errors.Is(err, registry.ErrUnknownMember) {
 		return refuse(RefuseUnknownPeer, err)
 	}
 	if err != nil {
@@ -172,9 +173,9 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	if !ok {
 		// Perhaps the node rotated its keys and the cached credential is
 		// older than the checkpoint: read the registry again first.
-		if fresh, err := n.reg.lookupFresh(ctx, node); err == nil {
+		if fresh, err := n.reg.LookupFresh(ctx, node); err == nil {
 			if vk, ok = fresh.CheckpointKey(keyID); ok {
-				_, token, _ = n.reg.lookupToken(ctx, node)
+				_, token, _ = n.reg.LookupToken(ctx, node)
 			}
 		}
 	}
@@ -185,7 +186,7 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	if err != nil {
 		return refuse(RefuseSignature, err)
 	}
-	if err := n.reg.checkRevoked(node, keyID, n.now()); err != nil {
+	if err := n.reg.CheckRevoked(node, keyID, n.now()); err != nil {
 		return refuse(RefuseRevoked, err)
 	}
 	if c.Space != n.cfg.Space || c.Node != node {

@@ -124,7 +124,7 @@ func (n *Node) WithdrawConsent(ctx context.Context, id string) (WithdrawResult, 
 
 // requestErasure queues a signed erasure request to recipient inside tx.
 func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentRecord, subject, recipient, agreement string, now time.Time) error {
-	cred, err := n.reg.lookup(ctx, recipient)
+	cred, err := n.reg.Lookup(ctx, recipient)
 	if err != nil {
 		return fmt.Errorf("erasure request to %s: %w", recipient, err)
 	}

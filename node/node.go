@@ -21,6 +21,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/metrics"
+	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -49,7 +50,7 @@ type Node struct {
 	cred      *crypto.Credential
 	credToken string // the credential as issued (JWT)
 	layout    bus.Layout
-	reg       *registry
+	reg       *registry.Registry
 	m         *metrics.Metrics
 	suite     crypto.SuiteID
 
@@ -199,15 +200,15 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.reg = newRegistry(kv, root, cfg.Space, n.now)
+	n.reg = registry.New(kv, root, cfg.Space, n.now)
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err
 	}
-	if err := n.reg.loadRevocations(ctx, revKV, cfg.DataDir, n.log); err != nil {
+	if err := n.reg.LoadRevocations(ctx, revKV, cfg.DataDir, n.log); err != nil {
 		return nil, err
 	}
-	if err := n.reg.publish(ctx, cfg.NodeID, n.credToken); err != nil {
+	if err := n.reg.Publish(ctx, cfg.NodeID, n.credToken); err != nil {
 		return nil, err
 	}
 
@@ -221,7 +222,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.reg.watchRevocations(runCtx, revKV, n.log)
+		n.reg.WatchRevocations(runCtx, revKV, n.log)
 	}()
 	for _, c := range []struct {
 		stream, name, subject string
@@ -419,3 +420,7 @@ func (n *Node) consumerPending(ctx context.Context, kind string) (float64, error
 	}
 	return float64(info.NumPending) + float64(info.NumAckPending), nil
 }
+
+// RevocationSerial is the serial of the newest revocation list this node
+// has verified and checks peers against, 0 when it holds none.
+func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }

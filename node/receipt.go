@@ -121,7 +121,7 @@ func (n *Node) sendReceipts(ctx context.Context) error {
 	creds := make(map[string]*crypto.Credential, len(senders))
 	var lookupErr error
 	for _, s := range senders {
-		cred, err := n.reg.lookup(ctx, s)
+		cred, err := n.reg.Lookup(ctx, s)
 		if err != nil {
 			lookupErr = errors.Join(lookupErr, fmt.Errorf("receipt to %s: %w", s, err)) // stays queued
 			continue

@@ -13,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/schema"
 )
 
@@ -95,7 +96,7 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("envelope of suite %s names KEM key %q of suite %s", h.Suite, h.RecipientKeyID, priv.Suite()))
 	}
 	now := n.now()
-	if n.reg.revoked(n.cfg.NodeID, h.RecipientKeyID, now) {
+	if n.reg.Revoked(n.cfg.NodeID, h.RecipientKeyID, now) {
 		return env, nil, refuse(RefuseRevoked, fmt.Errorf("sealed to this node's revoked key %q", h.RecipientKeyID))
 	}
 	if !now.Before(h.Expires) {
@@ -103,19 +104,19 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 	}
 	// The time checked is now, not the envelope's created time, which the
 	// holder of a revoked key could set at will.
-	if err := n.reg.checkRevoked(h.Sender, h.SenderKeyID, now); err != nil {
+	if err := n.reg.CheckRevoked(h.Sender, h.SenderKeyID, now); err != nil {
 		return env, nil, refuse(RefuseRevoked, err)
 	}
-	cred, err := n.reg.lookup(ctx, h.Sender)
+	cred, err := n.reg.Lookup(ctx, h.Sender)
 	vk, ok := crypto.VerifyKey{}, false
 	if err == nil {
 		if vk, ok = cred.SigningKey(h.SenderKeyID); !ok {
 			// The sender may have rotated its keys since its credential was
 			// cached.
-			cred, err = n.reg.lookupFresh(ctx, h.Sender)
+			cred, err = n.reg.LookupFresh(ctx, h.Sender)
 		}
 	}
-	if errors.Is(err, errUnknownMember) {
+	if errors.Is(err, registry.ErrUnknownMember) {
 		return env, nil, refuse(RefuseUnknownPeer, err)
 	}
 	if err != nil {

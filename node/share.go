@@ -436,7 +436,7 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 	if a.Provider != n.cfg.NodeID {
 		return nil, fmt.Errorf("share under agreement %s: this node is not its provider", a.ID)
 	}
-	cred, err := n.reg.lookup(ctx, a.Recipient)
+	cred, err := n.reg.Lookup(ctx, a.Recipient)
 	if err != nil {
 		return nil, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
 	}
@@ -444,7 +444,7 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 	if to == nil {
 		return nil, fmt.Errorf("share under agreement %s: recipient %s has no KEM key", a.ID, a.Recipient)
 	}
-	if err := n.reg.checkRevoked(a.Recipient, to.KeyID(), n.now()); err != nil {
+	if err := n.reg.CheckRevoked(a.Recipient, to.KeyID(), n.now()); err != nil {
 		return nil, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
 	}
 	// The run decides on a copy whose field lists are sorted: policy walks

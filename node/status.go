@@ -316,7 +316,7 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 			cred, p.Source = n.cred, "this node"
 		} else if n.reg != nil {
 			lctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			c, err := n.reg.lookup(lctx, p.Node)
+			c, err := n.reg.Lookup(lctx, p.Node)
 			cancel()
 			if err == nil {
 				cred, p.Source = c, "registry"
@@ -356,7 +356,7 @@ func (n *Node) checkpointCredential(ctx context.Context, node string, now time.T
 	if err := n.db.R.QueryRowContext(ctx, `SELECT credential FROM checkpoints WHERE node = ? ORDER BY count DESC LIMIT 1`, node).Scan(&tok); err != nil {
 		return nil, err
 	}
-	return crypto.ParseCredential(tok, n.reg.root, n.cfg.Space, now)
+	return crypto.ParseCredential(tok, n.reg.Root(), n.cfg.Space, now)
 }
 
 // statusConsent counts consent records and erasures where this version of

@@ -25,6 +25,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -254,7 +255,7 @@ func TestRevocation(t *testing.T) {
 	}
 	publish(list2)
 	waitSerial(2)
-	if _, err := a.Share(ctx, ag.ID); !errors.Is(err, node.ErrRevoked) {
+	if _, err := a.Share(ctx, ag.ID); !errors.Is(err, registry.ErrRevoked) {
 		t.Fatalf("share to a revoked recipient: got %v, want ErrRevoked", err)
 	}
 
@@ -279,7 +280,7 @@ func TestRevocation(t *testing.T) {
 	if a.RevocationSerial() != 2 || b.RevocationSerial() != 2 {
 		t.Fatalf("serials after ignored lists: a %d, b %d; want 2", a.RevocationSerial(), b.RevocationSerial())
 	}
-	if _, err := a.Share(ctx, ag.ID); !errors.Is(err, node.ErrRevoked) {
+	if _, err := a.Share(ctx, ag.ID); !errors.Is(err, registry.ErrRevoked) {
 		t.Fatalf("share to a revoked recipient after a replayed older list: got %v, want ErrRevoked", err)
 	}
 	if strings.Contains(logs["uni-b"].buf.String(), "key compromised") {
@@ -296,7 +297,7 @@ func TestRevocation(t *testing.T) {
 	if a2.RevocationSerial() != 2 {
 		t.Fatalf("restarted node holds list %d, want 2", a2.RevocationSerial())
 	}
-	if _, err := a2.Share(ctx, ag.ID); !errors.Is(err, node.ErrRevoked) {
+	if _, err := a2.Share(ctx, ag.ID); !errors.Is(err, registry.ErrRevoked) {
 		t.Fatalf("share to a revoked recipient after restart: got %v, want ErrRevoked", err)
 	}
 }

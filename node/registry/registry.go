@@ -1,4 +1,13 @@
-package node
+// Package registry owns the node's view of the space's membership: each
+// member's credential, read from the space's registry bucket and verified
+// against the authority's root key, and the newest revocation list the node
+// has verified, kept in its data directory so that it never goes back to an
+// older one.
+//
+// It must never trust an entry it has not verified, never take an older
+// revocation list over a newer one, and never let a lookup error pass for
+// a member's absence.
+package registry
 
 import (
 	"context"
@@ -19,18 +28,18 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 )
 
-// errUnknownMember is returned for a node id the registry does not hold.
-var errUnknownMember = errors.New("not a member of the space")
+// ErrUnknownMember is returned for a node id the registry does not hold.
+var ErrUnknownMember = errors.New("not a member of the space")
 
 // ErrRevoked is returned when a peer, or the key of a peer an envelope would
 // be sealed to, is on the space's revocation list.
 var ErrRevoked = errors.New("revoked by the space authority")
 
-// registry is the space's member registry: each member's credential, kept
+// Registry is the space's member registry: each member's credential, kept
 // in a JetStream key-value bucket under its node id. Anybody may read it;
 // an entry counts only when it verifies against the authority's root key,
 // so a node may publish its own credential.
-type registry struct {
+type Registry struct {
 	kv    jetstream.KeyValue
 	root  crypto.AuthorityPublicKey
 	space string
@@ -57,45 +66,47 @@ type cachedCredential struct {
 // read again, so that a re-issued credential takes effect.
 const registryTTL = time.Minute
 
-func newRegistry(kv jetstream.KeyValue, root crypto.AuthorityPublicKey, space string, now func() time.Time) *registry {
-	return &registry{kv: kv, root: root, space: space, now: now, cache: map[string]cachedCredential{}}
+// New is the registry in bucket kv, whose entries verify against root for
+// space, read at the time now gives.
+func New(kv jetstream.KeyValue, root crypto.AuthorityPublicKey, space string, now func() time.Time) *Registry {
+	return &Registry{kv: kv, root: root, space: space, now: now, cache: map[string]cachedCredential{}}
 }
 
-func (r *registry) publish(ctx context.Context, node, token string) error {
+func (r *Registry) Publish(ctx context.Context, node, token string) error {
 	if _, err := r.kv.Put(ctx, node, []byte(token)); err != nil {
 		return fmt.Errorf("publish credential: %w", err)
 	}
 	return nil
 }
 
-// lookup returns the verified credential of node. A credential that fails
+// Lookup returns the verified credential of node. A credential that fails
 // to verify (expired, wrong signature) is an error wrapping the reason.
-func (r *registry) lookup(ctx context.Context, node string) (*crypto.Credential, error) {
-	c, _, err := r.lookupToken(ctx, node)
+func (r *Registry) Lookup(ctx context.Context, node string) (*crypto.Credential, error) {
+	c, _, err := r.LookupToken(ctx, node)
 	return c, err
 }
 
-// refreshAfter is how old a cached credential must be before lookupFresh
+// refreshAfter is how old a cached credential must be before LookupFresh
 // reads it again.
 const refreshAfter = 5 * time.Second
 
-// lookupFresh is lookup for an envelope that names a key the cached
+// LookupFresh is Lookup for an envelope that names a key the cached
 // credential does not list, as after the sender rotated its keys: the
 // registry is read again unless the cached copy is younger than
 // refreshAfter (which bounds the reads envelopes naming made-up keys can
 // cause).
-func (r *registry) lookupFresh(ctx context.Context, node string) (*crypto.Credential, error) {
+func (r *Registry) LookupFresh(ctx context.Context, node string) (*crypto.Credential, error) {
 	r.mu.Lock()
 	if c, ok := r.cache[node]; ok && r.now().Sub(c.fetched) >= refreshAfter {
 		delete(r.cache, node)
 	}
 	r.mu.Unlock()
-	return r.lookup(ctx, node)
+	return r.Lookup(ctx, node)
 }
 
-// lookupToken is lookup that also returns the credential as published (the
+// LookupToken is Lookup that also returns the credential as published (the
 // JWT), for records that must be verifiable offline later.
-func (r *registry) lookupToken(ctx context.Context, node string) (*crypto.Credential, string, error) {
+func (r *Registry) LookupToken(ctx context.Context, node string) (*crypto.Credential, string, error) {
 	now := r.now()
 	r.mu.Lock()
 	c, ok := r.cache[node]
@@ -105,7 +116,7 @@ func (r *registry) lookupToken(ctx context.Context, node string) (*crypto.Creden
 	}
 	e, err := r.kv.Get(ctx, node)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, "", fmt.Errorf("node %q: %w", node, errUnknownMember)
+		return nil, "", fmt.Errorf("node %q: %w", node, ErrUnknownMember)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("registry lookup: %w", err)
@@ -113,10 +124,10 @@ func (r *registry) lookupToken(ctx context.Context, node string) (*crypto.Creden
 	token := string(e.Value())
 	cred, err := crypto.ParseCredential(token, r.root, r.space, now)
 	if err != nil {
-		return nil, "", fmt.Errorf("node %q: credential: %w: %w", node, errUnknownMember, err)
+		return nil, "", fmt.Errorf("node %q: credential: %w: %w", node, ErrUnknownMember, err)
 	}
 	if cred.NodeID != node {
-		return nil, "", fmt.Errorf("node %q: registry entry holds the credential of %q: %w", node, cred.NodeID, errUnknownMember)
+		return nil, "", fmt.Errorf("node %q: registry entry holds the credential of %q: %w", node, cred.NodeID, ErrUnknownMember)
 	}
 	r.mu.Lock()
 	r.cache[node] = cachedCredential{cred: cred, token: token, fetched: now}
@@ -128,15 +139,15 @@ func (r *registry) lookupToken(ctx context.Context, node string) (*crypto.Creden
 // verified, inside its data directory.
 const revocationFile = "revocations.edrl"
 
-// revoked reports whether node, or its key keyID, is revoked at time at
+// Revoked reports whether node, or its key keyID, is revoked at time at
 // by the newest list held.
-func (r *registry) revoked(node, keyID string, at time.Time) bool {
+func (r *Registry) Revoked(node, keyID string, at time.Time) bool {
 	return r.rl.Load().Revoked(node, keyID, at)
 }
 
-// checkRevoked returns an error wrapping ErrRevoked when node or its key
+// CheckRevoked returns an error wrapping ErrRevoked when node or its key
 // keyID is revoked at time at.
-func (r *registry) checkRevoked(node, keyID string, at time.Time) error {
+func (r *Registry) CheckRevoked(node, keyID string, at time.Time) error {
 	rl := r.rl.Load()
 	if !rl.Revoked(node, keyID, at) {
 		return nil
@@ -147,21 +158,21 @@ func (r *registry) checkRevoked(node, keyID string, at time.Time) error {
 	return fmt.Errorf("node %q: key %s: %w (revocation list %d)", node, keyID, ErrRevoked, rl.Serial)
 }
 
-// revocationSerial is the serial of the list held, 0 when none.
-func (r *registry) revocationSerial() uint64 {
+// RevocationSerial is the serial of the list held, 0 when none.
+func (r *Registry) RevocationSerial() uint64 {
 	if rl := r.rl.Load(); rl != nil {
 		return rl.Serial
 	}
 	return 0
 }
 
-// offerRevocations takes data as the space's revocation list if it verifies
+// OfferRevocations takes data as the space's revocation list if it verifies
 // against the root key, is for this space and supersedes the list held
 // (CREDENTIALS.md §6.1); it then becomes the list checked and, when keep is
 // set, is written to the data directory. It reports whether the list was
 // taken; the same list again is not an error, an older one or one that
 // does not verify is.
-func (r *registry) offerRevocations(data []byte, keep bool) (bool, error) {
+func (r *Registry) OfferRevocations(data []byte, keep bool) (bool, error) {
 	rl, err := crypto.ParseRevocationList(data, r.root, r.space)
 	if err != nil {
 		return false, err
@@ -184,16 +195,16 @@ func (r *registry) offerRevocations(data []byte, keep bool) (bool, error) {
 	return true, nil
 }
 
-// loadRevocations reads the list kept in the data directory, then the one
+// LoadRevocations reads the list kept in the data directory, then the one
 // published on the space, keeping the newer. A published list that does not
 // verify or is older is logged and ignored; one kept locally that does not
 // verify is an error (the data directory was tampered with).
-func (r *registry) loadRevocations(ctx context.Context, kv jetstream.KeyValue, dataDir string, log *slog.Logger) error {
+func (r *Registry) LoadRevocations(ctx context.Context, kv jetstream.KeyValue, dataDir string, log *slog.Logger) error {
 	r.revFile = filepath.Join(dataDir, revocationFile)
 	data, err := os.ReadFile(r.revFile)
 	switch {
 	case err == nil:
-		if _, err := r.offerRevocations(data, false); err != nil {
+		if _, err := r.OfferRevocations(data, false); err != nil {
 			return fmt.Errorf("revocation list %s: %w", r.revFile, err)
 		}
 	case !errors.Is(err, fs.ErrNotExist):
@@ -211,20 +222,20 @@ func (r *registry) loadRevocations(ctx context.Context, kv jetstream.KeyValue, d
 }
 
 // takeRevocations offers a published list and logs the outcome.
-func (r *registry) takeRevocations(data []byte, log *slog.Logger) {
-	took, err := r.offerRevocations(data, true)
+func (r *Registry) takeRevocations(data []byte, log *slog.Logger) {
+	took, err := r.OfferRevocations(data, true)
 	switch {
 	case err != nil:
-		log.Warn("revocation list ignored", "err", err, "serial_held", r.revocationSerial())
+		log.Warn("revocation list ignored", "err", err, "serial_held", r.RevocationSerial())
 	case took:
 		rl := r.rl.Load()
 		log.Info("revocation list taken", "serial", rl.Serial, "entries", len(rl.Entries))
 	}
 }
 
-// watchRevocations follows the revocation list on the space until ctx
+// WatchRevocations follows the revocation list on the space until ctx
 // ends, taking every newer list that verifies.
-func (r *registry) watchRevocations(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) {
+func (r *Registry) WatchRevocations(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) {
 	for ctx.Err() == nil {
 		w, err := kv.Watch(ctx, bus.RevocationKey)
 		if err != nil {
@@ -250,6 +261,5 @@ func (r *registry) watchRevocations(ctx context.Context, kv jetstream.KeyValue, 
 	}
 }
 
-// RevocationSerial is the serial of the newest revocation list this node
-// has verified and checks peers against, 0 when it holds none.
-func (n *Node) RevocationSerial() uint64 { return n.reg.revocationSerial() }
+// Root is the authority's root key entries verify against.
+func (r *Registry) Root() crypto.AuthorityPublicKey { return r.root }
