@@ -468,7 +468,7 @@ func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 		if err != nil {
 			return fmt.Errorf("share bundle: %w", err)
 		}
-		plain, err := n.openEnvelope(env)
+		plain, err := n.keys.Open(env)
 		if err != nil {
 			return fmt.Errorf("share bundle: %w", err)
 		}

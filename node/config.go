@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 // Config is a node's configuration, read from a YAML file (see
@@ -210,4 +212,41 @@ func (c *Config) credentialPath() string {
 		return c.Credential
 	}
 	return filepath.Join(c.DataDir, "credential.jwt")
+}
+
+// loadCredential reads the node's credential file and verifies it against
+// the authority's key for the space at now; it must be issued to this node.
+// It returns the credential and the token as issued (JWT).
+func (c *Config) loadCredential(root crypto.AuthorityPublicKey, now time.Time) (*crypto.Credential, string, error) {
+	tok, err := os.ReadFile(c.credentialPath())
+	if err != nil {
+		return nil, "", fmt.Errorf("credential: %w", err)
+	}
+	token := strings.TrimSpace(string(tok))
+	cred, err := crypto.ParseCredential(token, root, c.Space, now)
+	if err != nil {
+		return nil, "", fmt.Errorf("credential %s: %w", c.credentialPath(), err)
+	}
+	if cred.NodeID != c.NodeID {
+		return nil, "", fmt.Errorf("credential %s: issued to node %q, not %q", c.credentialPath(), cred.NodeID, c.NodeID)
+	}
+	return cred, token, nil
+}
+
+// RotateKeys takes one step of a key rotation for the node of cfg (see
+// keys.Rotate): its current credential must verify.
+func RotateKeys(cfg Config, step keys.RotateStep, now time.Time) (keys.Rotation, error) {
+	suite, err := crypto.ParseSuite(cfg.Suite)
+	if err != nil {
+		return keys.Rotation{Step: step}, fmt.Errorf("rotate keys: %w", err)
+	}
+	root, err := crypto.ReadAuthorityPublicKey(cfg.AuthorityKey)
+	if err != nil {
+		return keys.Rotation{Step: step}, fmt.Errorf("rotate keys: authority_public_key: %w", err)
+	}
+	cred, _, err := cfg.loadCredential(root, now)
+	if err != nil {
+		return keys.Rotation{Step: step}, fmt.Errorf("rotate keys: %w", err)
+	}
+	return keys.Rotate(cfg.DataDir, cred, suite, step)
 }

@@ -29,7 +29,7 @@ type receiptClaims struct {
 // consentToken is the subject's pseudonym in consent receipts: a token
 // under a key only for receipts, so a receipt joins no recipient's copy.
 func (n *Node) consentToken(subject string) string {
-	return crypto.Token(crypto.TokenKey(n.keys.derive("tokens"), "consent-receipts"), subject)
+	return crypto.Token(crypto.TokenKey(n.keys.Derive("tokens"), "consent-receipts"), subject)
 }
 
 // GrantConsent records a consent in the ledger and returns its signed

@@ -173,7 +173,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.err = refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
 		return
 	}
-	body, err := n.openEnvelope(env)
+	body, err := n.keys.Open(env)
 	if err != nil {
 		p.err = refuse(RefuseDecrypt, err)
 		return

@@ -136,7 +136,7 @@ func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentR
 	rand.Read(rid[:])
 	req := policy.ErasureRequest{
 		ID: "er-" + hex.EncodeToString(rid[:]), Provider: n.cfg.NodeID, Recipient: recipient,
-		Subject: crypto.Token(crypto.TokenKey(n.keys.derive("tokens"), recipient), c.Subject),
+		Subject: crypto.Token(crypto.TokenKey(n.keys.Derive("tokens"), recipient), c.Subject),
 		Purpose: c.Purpose, Agreement: agreement, Requested: now, Consent: c.ID,
 	}
 	if err := req.Validate(); err != nil {
@@ -170,7 +170,7 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	plain, err := n.openEnvelope(env)
+	plain, err := n.keys.Open(env)
 	if err != nil {
 		return h, refuse(RefuseDecrypt, err)
 	}

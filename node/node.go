@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/store"
@@ -46,7 +47,7 @@ type Node struct {
 	rules     policy.Rulebook
 	db        *store.DB
 	ev        *evidence.Log
-	keys      *Keys
+	keys      *keys.Keys
 	cred      *crypto.Credential
 	credToken string // the credential as issued (JWT)
 	layout    bus.Layout
@@ -129,24 +130,15 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, fmt.Errorf("rulebook %s: %w", cfg.Rulebook, err)
 		}
 	}
-	if n.keys, err = LoadKeys(cfg.DataDir); err != nil {
+	if n.keys, err = keys.LoadKeys(cfg.DataDir); err != nil {
 		return nil, err
 	}
 	root, err := crypto.ReadAuthorityPublicKey(cfg.AuthorityKey)
 	if err != nil {
 		return nil, fmt.Errorf("authority_public_key: %w", err)
 	}
-	tok, err := os.ReadFile(cfg.credentialPath())
-	if err != nil {
-		return nil, fmt.Errorf("credential: %w", err)
-	}
-	n.credToken = strings.TrimSpace(string(tok))
-	n.cred, err = crypto.ParseCredential(n.credToken, root, cfg.Space, n.now())
-	if err != nil {
-		return nil, fmt.Errorf("credential %s: %w", cfg.credentialPath(), err)
-	}
-	if n.cred.NodeID != cfg.NodeID {
-		return nil, fmt.Errorf("credential %s: issued to node %q, not %q", cfg.credentialPath(), n.cred.NodeID, cfg.NodeID)
+	if n.cred, n.credToken, err = cfg.loadCredential(root, n.now()); err != nil {
+		return nil, err
 	}
 	// The credential decides which keys are current (CREDENTIALS.md §5).
 	if err := n.keys.Use(n.cred); err != nil {
@@ -158,7 +150,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.closers = append(n.closers, n.db.Close)
-	n.ev = evidence.New(cfg.NodeID, n.keys.derive("evidence subject"), n.now).UseDB(n.db)
+	n.ev = evidence.New(cfg.NodeID, n.keys.Derive("evidence subject"), n.now).UseDB(n.db)
 	n.m = newMetrics(n.std)
 	n.m.RegisterGauges(metrics.Gauges{
 		OutboxDepth:     n.outboxDepth,

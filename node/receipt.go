@@ -190,7 +190,7 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	plain, err := n.openEnvelope(env)
+	plain, err := n.keys.Open(env)
 	if err != nil {
 		return h, refuse(RefuseDecrypt, err)
 	}

@@ -88,7 +88,7 @@ func (n *Node) check(ctx context.Context, data []byte, kind uint8) (*crypto.Enve
 	}
 	// Keys by id: after a rotation, envelopes sealed to any KEM key the
 	// node's credential still lists open (CREDENTIALS.md §5).
-	priv, ok := n.keys.kemKey(h.RecipientKeyID)
+	priv, ok := n.keys.KEMKey(h.RecipientKeyID)
 	if !ok {
 		return env, nil, refuse(RefuseUnknownKey, fmt.Errorf("no KEM key %q", h.RecipientKeyID))
 	}

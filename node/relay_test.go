@@ -18,6 +18,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -60,14 +61,14 @@ func newRelaySpace(t *testing.T) *relaySpace {
 func (s *relaySpace) config(id string) Config {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
-	if _, err := InitKeys(nd, id, crypto.SuiteX25519); err != nil {
+	if _, err := keys.InitKeys(nd, id, crypto.SuiteX25519); err != nil {
 		s.t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(nd, RequestFile))
+	data, err := os.ReadFile(filepath.Join(nd, keys.RequestFile))
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	var req Request
+	var req keys.Request
 	if err := json.Unmarshal(data, &req); err != nil {
 		s.t.Fatal(err)
 	}

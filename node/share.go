@@ -457,7 +457,7 @@ func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, 
 	a = &sorted
 	return &shareRun{
 		n: n, a: a, to: to, role: cred.Role,
-		tokenKey:  crypto.TokenKey(n.keys.derive("tokens"), a.Recipient),
+		tokenKey:  crypto.TokenKey(n.keys.Derive("tokens"), a.Recipient),
 		res:       ShareResult{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}},
 		batches:   map[string]*pending{},
 		decisions: map[[2]string]*decisionGroup{},

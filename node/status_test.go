@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 // openStatusNode opens a node on its own embedded NATS server, with a
@@ -32,14 +33,14 @@ func openStatusNode(t *testing.T) *Node {
 		t.Fatal(err)
 	}
 	nd := filepath.Join(dir, "uni-status")
-	if _, err := InitKeys(nd, "uni-status", crypto.DefaultSuite); err != nil {
+	if _, err := keys.InitKeys(nd, "uni-status", crypto.DefaultSuite); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(nd, RequestFile))
+	data, err := os.ReadFile(filepath.Join(nd, keys.RequestFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var req Request
+	var req keys.Request
 	if err := json.Unmarshal(data, &req); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -37,10 +38,10 @@ const aggCenter = "center"
 func (s *testSpace) memberAs(id string, role crypto.Role) *node.Node {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
-	if _, err := node.InitKeys(nd, id, crypto.DefaultSuite); err != nil {
+	if _, err := keys.InitKeys(nd, id, crypto.DefaultSuite); err != nil {
 		s.t.Fatal(err)
 	}
-	tok, err := authority.Issue(s.ak, filepath.Join(nd, node.RequestFile), authority.Member{
+	tok, err := authority.Issue(s.ak, filepath.Join(nd, keys.RequestFile), authority.Member{
 		Space: space, Institution: "Institution " + id, Role: role, Valid: time.Hour}, s.now)
 	if err != nil {
 		s.t.Fatal(err)
@@ -479,7 +480,7 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 	selfish.Center, selfish.Participants = "uni-a", []string{"uni-b", "uni-c", aggCenter}
 	raw := func(q node.AggregateQuery) []byte { b, _ := json.Marshal(q); return b }
 	sign := func(from string, data []byte) (string, []byte) {
-		k, err := node.LoadKeys(filepath.Join(f.s.dir, from))
+		k, err := keys.LoadKeys(filepath.Join(f.s.dir, from))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -529,7 +530,7 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 // and publishes it on the control subject, as a misbehaving member could.
 func (f *aggFixture) sendRaw(t *testing.T, nc *nats.Conn, from, to string, body []byte) {
 	t.Helper()
-	k, err := node.LoadKeys(filepath.Join(f.s.dir, from))
+	k, err := keys.LoadKeys(filepath.Join(f.s.dir, from))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 // The NATS configurations in deploy/nats run here as shipped, with only
@@ -209,11 +210,11 @@ func (p *linkProxy) close() {
 func clusterNode(t *testing.T, dir, bin string, ak *crypto.AuthorityKey, space, id, natsYAML string, maxRecords int) *nodeProc {
 	t.Helper()
 	nd := filepath.Join(dir, id)
-	keys, err := node.InitKeys(nd, id, crypto.DefaultSuite)
+	ks, err := keys.InitKeys(nd, id, crypto.DefaultSuite)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := authority.Issue(ak, filepath.Join(nd, node.RequestFile), authority.Member{
+	tok, err := authority.Issue(ak, filepath.Join(nd, keys.RequestFile), authority.Member{
 		Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: time.Hour}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +225,7 @@ func clusterNode(t *testing.T, dir, bin string, ak *crypto.AuthorityKey, space, 
 		id, space, nd, filepath.Join(dir, "authority", authority.PublicKeyFile), natsYAML, admin, maxRecords)
 	cfgPath := filepath.Join(dir, id+".yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
-	return &nodeProc{proc: newProc(t, dir, id, bin, "node", "run", "--config", cfgPath), id: id, dir: nd, admin: admin, token: keys.AdminToken}
+	return &nodeProc{proc: newProc(t, dir, id, bin, "node", "run", "--config", cfgPath), id: id, dir: nd, admin: admin, token: ks.AdminToken}
 }
 
 // stableAddr is a free loopback address whose port lies below Linux's

@@ -18,6 +18,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 )
 
@@ -113,11 +114,11 @@ func TestCompressedRecords(t *testing.T) {
 	}
 
 	// Envelopes made by hand with uni-a's real keys.
-	aKeys, err := node.LoadKeys(s.conf["uni-a"].DataDir)
+	aKeys, err := keys.LoadKeys(s.conf["uni-a"].DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bKeys, err := node.LoadKeys(s.conf["uni-b"].DataDir)
+	bKeys, err := keys.LoadKeys(s.conf["uni-b"].DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

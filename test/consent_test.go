@@ -13,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -45,8 +46,8 @@ func TestConsentWithdrawalAcrossNodes(t *testing.T) {
 	waitFor(t, "2 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 2 })
 
 	// The consent receipt is a JWT that uni-a's signing key verifies.
-	var req node.Request
-	raw, _ := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, node.RequestFile))
+	var req keys.Request
+	raw, _ := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, keys.RequestFile))
 	json.Unmarshal(raw, &req)
 	vk, err := crypto.ParseVerifyKey(req.SigningKeys[0].Key)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -276,8 +277,8 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 	defer nc.Close()
 	mallory, _ := crypto.GenerateSigningKey(nil)
 	cred := s.conf["uni-b"]
-	bReq, _ := os.ReadFile(filepath.Join(cred.DataDir, node.RequestFile))
-	var req node.Request
+	bReq, _ := os.ReadFile(filepath.Join(cred.DataDir, keys.RequestFile))
+	var req keys.Request
 	json.Unmarshal(bReq, &req)
 	bKEM, err := crypto.ParseKEMPublicKey(req.KEMKeys[0].Suite, req.KEMKeys[0].Key)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -63,7 +64,7 @@ func (b *logBuffer) logger() *slog.Logger {
 func (s *testSpace) prepare(id string, suite crypto.SuiteID, now time.Time) node.Config {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
-	if _, err := node.InitKeys(nd, id, suite); err != nil {
+	if _, err := keys.InitKeys(nd, id, suite); err != nil {
 		s.t.Fatal(err)
 	}
 	s.issue(id, now)
@@ -83,7 +84,7 @@ func (s *testSpace) prepare(id string, suite crypto.SuiteID, now time.Time) node
 func (s *testSpace) issue(id string, now time.Time) {
 	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
-	tok, err := authority.Issue(s.ak, filepath.Join(nd, node.RequestFile), authority.Member{
+	tok, err := authority.Issue(s.ak, filepath.Join(nd, keys.RequestFile), authority.Member{
 		Space: space, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: time.Hour}, now)
 	if err != nil {
 		s.t.Fatal(err)
@@ -215,7 +216,7 @@ func TestRevocation(t *testing.T) {
 	}
 
 	// 1. uni-a's signing key is revoked (the key, not the node).
-	aKeys, err := node.LoadKeys(s.conf["uni-a"].DataDir)
+	aKeys, err := keys.LoadKeys(s.conf["uni-a"].DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 // outboxKeys returns the recipient KEM key id of every records envelope in
@@ -75,7 +76,7 @@ func TestKeyRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	k1, err := node.LoadKeys(cfgB.DataDir)
+	k1, err := keys.LoadKeys(cfgB.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,29 +97,29 @@ func TestKeyRotation(t *testing.T) {
 	waitFor(t, "uni-a to publish", func() bool { return strings.Contains(scrape(t, a), "eduspace_outbox_depth 0\n") })
 
 	// Step 1, announce: generation 2 is created; the request lists [1, 2].
-	rot, err := node.RotateKeys(cfgB, node.RotateAnnounce, clk.now())
+	rot, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rot.Created != 2 || !slices.Equal(rot.Listed, []int{1, 2}) {
 		t.Fatalf("announce: %+v, want generation 2 created and [1 2] listed", rot)
 	}
-	if again, err := node.RotateKeys(cfgB, node.RotateAnnounce, clk.now()); err != nil || again.Created != 0 || !slices.Equal(again.Listed, []int{1, 2}) {
+	if again, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now()); err != nil || again.Created != 0 || !slices.Equal(again.Listed, []int{1, 2}) {
 		t.Fatalf("announce again before the credential changed: %+v, %v; want no new keys", again, err)
 	}
-	for _, f := range node.GenerationFiles(cfgB.DataDir, 2) {
+	for _, f := range keys.GenerationFiles(cfgB.DataDir, 2) {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v, %v; want mode 0600", f, fi, err)
 		}
 	}
 	s.issue("uni-b", clk.now())
 	// Step 2, switch: the request lists [2, 1].
-	rot, err = node.RotateKeys(cfgB, node.RotateSwitch, clk.now())
+	rot, err = node.RotateKeys(cfgB, keys.RotateSwitch, clk.now())
 	if err != nil || !slices.Equal(rot.Listed, []int{2, 1}) {
 		t.Fatalf("switch: %+v, %v; want [2 1]", rot, err)
 	}
 	s.issue("uni-b", clk.now())
-	k2, err := node.LoadKeys(cfgB.DataDir)
+	k2, err := keys.LoadKeys(cfgB.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,11 +157,11 @@ func TestKeyRotation(t *testing.T) {
 		st, err := b.Status(ctx)
 		return err == nil && st.Received == 27
 	})
-	keys := outboxKeys(t, s.conf["uni-a"].DataDir)
-	if len(keys) != sr1.Envelopes+sr2.Envelopes {
-		t.Fatalf("uni-a's outbox holds %d envelopes, want %d", len(keys), sr1.Envelopes+sr2.Envelopes)
+	outKeys := outboxKeys(t, s.conf["uni-a"].DataDir)
+	if len(outKeys) != sr1.Envelopes+sr2.Envelopes {
+		t.Fatalf("uni-a's outbox holds %d envelopes, want %d", len(outKeys), sr1.Envelopes+sr2.Envelopes)
 	}
-	for i, id := range keys {
+	for i, id := range outKeys {
 		want := oldKEM
 		if i >= sr1.Envelopes {
 			want = newKEM
@@ -182,18 +183,18 @@ func TestKeyRotation(t *testing.T) {
 
 	// Step 3, retire: the request lists generation 2 alone; generation 1's
 	// files are named for deletion, not deleted.
-	rot, err = node.RotateKeys(cfgB, node.RotateRetire, clk.now())
+	rot, err = node.RotateKeys(cfgB, keys.RotateRetire, clk.now())
 	if err != nil || !slices.Equal(rot.Listed, []int{2}) || !slices.Equal(rot.Unlisted, []int{1}) {
 		t.Fatalf("retire: %+v, %v; want [2] listed, [1] unlisted", rot, err)
 	}
-	if _, err := os.Stat(node.GenerationFiles(cfgB.DataDir, 1)[0]); err != nil {
+	if _, err := os.Stat(keys.GenerationFiles(cfgB.DataDir, 1)[0]); err != nil {
 		t.Errorf("retire deleted generation 1's key: %v", err)
 	}
 	// A node refuses to start on a key file others can read.
-	if err := os.Chmod(node.GenerationFiles(cfgB.DataDir, 2)[1], 0o644); err != nil {
+	if err := os.Chmod(keys.GenerationFiles(cfgB.DataDir, 2)[1], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := node.LoadKeys(cfgB.DataDir); err == nil || !strings.Contains(err.Error(), "0644") {
+	if _, err := keys.LoadKeys(cfgB.DataDir); err == nil || !strings.Contains(err.Error(), "0644") {
 		t.Errorf("LoadKeys with a readable signing key of generation 2: %v, want refused", err)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 // Offsets into an envelope (crypto/ENVELOPE.md §1).
@@ -118,16 +119,16 @@ func TestReceivePathRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	keys := map[string]*node.Keys{}
+	nodeKeys := map[string]*keys.Keys{}
 	for _, id := range []string{"uni-a", "uni-b", "uni-c"} {
-		k, err := node.LoadKeys(s.conf[id].DataDir)
+		k, err := keys.LoadKeys(s.conf[id].DataDir)
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys[id] = k
+		nodeKeys[id] = k
 	}
-	aSig, cSig := keys["uni-a"].Signing, keys["uni-c"].Signing
-	bKEM, cKEM := keys["uni-b"].KEM.Public(), keys["uni-c"].KEM.Public()
+	aSig, cSig := nodeKeys["uni-a"].Signing, nodeKeys["uni-c"].Signing
+	bKEM, cKEM := nodeKeys["uni-b"].KEM.Public(), nodeKeys["uni-c"].KEM.Public()
 	classic, err := crypto.GenerateKEMKey(crypto.SuiteX25519, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -380,7 +381,7 @@ func TestVectorsAtNode(t *testing.T) {
 	// uni-b's generation 1 holds the X25519 vector key, generation 2 the
 	// X-Wing one (node/KEYS.md).
 	nd := filepath.Join(s.dir, "uni-b")
-	k, err := node.InitKeys(nd, "uni-b", crypto.SuiteX25519)
+	k, err := keys.InitKeys(nd, "uni-b", crypto.SuiteX25519)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/store"
 )
 
@@ -49,11 +49,11 @@ func newAuditSpace(t *testing.T) *auditSpace {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	keys, err := node.InitKeys(filepath.Join(dir, "uni-a"), "uni-a", crypto.DefaultSuite)
+	ks, err := keys.InitKeys(filepath.Join(dir, "uni-a"), "uni-a", crypto.DefaultSuite)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cred, err := authority.Issue(ak, filepath.Join(dir, "uni-a", node.RequestFile), authority.Member{
+	cred, err := authority.Issue(ak, filepath.Join(dir, "uni-a", keys.RequestFile), authority.Member{
 		Space: "test", Institution: "University A", Role: crypto.RoleUniversity, Valid: time.Hour}, now)
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func newAuditSpace(t *testing.T) *auditSpace {
 			t.Fatal(err)
 		}
 		copy(c.Head[:], head)
-		data, err := crypto.SignCheckpoint(keys.Checkpoint, c)
+		data, err := crypto.SignCheckpoint(ks.Checkpoint, c)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,12 +72,12 @@ func runNodeInit(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	if _, err := node.InitKeys(cfg.DataDir, cfg.NodeID, suite); err != nil {
+	if _, err := keys.InitKeys(cfg.DataDir, cfg.NodeID, suite); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "keys written to %s\nhand %s to the space authority:\n  eduspace authority issue --dir AUTHORITY_DIR --request %s --space %s --role university --institution NAME --out credential.jwt\nthen put credential.jwt in %s\n",
-		filepath.Join(cfg.DataDir, "keys"), filepath.Join(cfg.DataDir, node.RequestFile),
-		filepath.Join(cfg.DataDir, node.RequestFile), cfg.Space, cfg.DataDir)
+		filepath.Join(cfg.DataDir, "keys"), filepath.Join(cfg.DataDir, keys.RequestFile),
+		filepath.Join(cfg.DataDir, keys.RequestFile), cfg.Space, cfg.DataDir)
 	return nil
 }
 
@@ -104,12 +105,12 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	step := node.RotateAnnounce
+	step := keys.RotateAnnounce
 	switch {
 	case *sw:
-		step = node.RotateSwitch
+		step = keys.RotateSwitch
 	case *retire:
-		step = node.RotateRetire
+		step = keys.RotateRetire
 	}
 	rot, err := node.RotateKeys(cfg, step, time.Now())
 	if err != nil {
@@ -118,7 +119,7 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *asJSON {
 		return json.NewEncoder(stdout).Encode(struct {
 			Version int `json:"version"`
-			node.Rotation
+			keys.Rotation
 		}{1, rot})
 	}
 	if rot.Created != 0 {
@@ -129,7 +130,7 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		rot.Request, cfg.Space)
 	for _, g := range rot.Unlisted {
 		fmt.Fprintf(stdout, "generation %d is not in the request: once the new credential is in use and every envelope sealed to it has expired, delete %v\n",
-			g, node.GenerationFiles(cfg.DataDir, g))
+			g, keys.GenerationFiles(cfg.DataDir, g))
 	}
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/keys"
 )
 
 // Files inside an authority directory.
@@ -70,7 +70,7 @@ func Issue(k *crypto.AuthorityKey, requestPath string, m Member, now time.Time) 
 	if err != nil {
 		return "", fmt.Errorf("read request: %w", err)
 	}
-	var req node.Request
+	var req keys.Request
 	if err := json.Unmarshal(data, &req); err != nil {
 		return "", fmt.Errorf("request %s: %w", requestPath, err)
 	}
@@ -82,21 +82,21 @@ func Issue(k *crypto.AuthorityKey, requestPath string, m Member, now time.Time) 
 }
 
 // Provision enrols a node in one step, for the demo, the benchmark and
-// tests: it creates the node's keys in dir (node.InitKeys), issues its
+// tests: it creates the node's keys in dir (keys.InitKeys), issues its
 // credential from the request they wrote, and puts the credential at
 // dir/credential.jwt. A real member does the two halves on two machines
 // (`eduspace node init`, `eduspace authority issue`).
-func Provision(k *crypto.AuthorityKey, dir, nodeID string, suite crypto.SuiteID, m Member, now time.Time) (*node.Keys, error) {
-	keys, err := node.InitKeys(dir, nodeID, suite)
+func Provision(k *crypto.AuthorityKey, dir, nodeID string, suite crypto.SuiteID, m Member, now time.Time) (*keys.Keys, error) {
+	ks, err := keys.InitKeys(dir, nodeID, suite)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := Issue(k, filepath.Join(dir, node.RequestFile), m, now)
+	tok, err := Issue(k, filepath.Join(dir, keys.RequestFile), m, now)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "credential.jwt"), []byte(tok+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("write credential: %w", err)
 	}
-	return keys, nil
+	return ks, nil
 }

@@ -1,4 +1,4 @@
-package node
+package keys
 
 import (
 	"os"
@@ -62,7 +62,7 @@ func TestKeyGenerations(t *testing.T) {
 		t.Error("announced credential: generation 1 is not current")
 	}
 	for _, g := range []KeySet{g1, g2} {
-		if _, ok := k.kemKey(g.KEM.Public().KeyID()); !ok {
+		if _, ok := k.KEMKey(g.KEM.Public().KeyID()); !ok {
 			t.Errorf("generation %d's KEM key does not open", g.Generation)
 		}
 	}
@@ -73,7 +73,7 @@ func TestKeyGenerations(t *testing.T) {
 	if !k.Signing.Equal(g2.Signing) {
 		t.Error("retired credential: generation 2 does not sign")
 	}
-	if _, ok := k.kemKey(g1.KEM.Public().KeyID()); ok {
+	if _, ok := k.KEMKey(g1.KEM.Public().KeyID()); ok {
 		t.Error("a KEM key the credential no longer lists still opens")
 	}
 	// A credential for keys this node does not hold.

@@ -1,4 +1,12 @@
-package node
+// Package keys owns a node's key material in its data directory: the
+// generations of KEM, signing and checkpoint key pairs, the node secret the
+// token and evidence keys are derived from, the admin token, and the steps
+// of a rotation (KEYS.md).
+//
+// It must never write a private key where group or others can read it,
+// never return the node secret itself (only keys derived from it under a
+// label), and never log key material.
+package keys
 
 import (
 	"bytes"
@@ -15,8 +23,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 )
@@ -74,18 +80,18 @@ type KeySet struct {
 	Checkpoint *crypto.CompositeKey
 }
 
-// kemKey returns the private KEM key with key id id, if the node holds it
+// KEMKey returns the private KEM key with key id id, if the node holds it
 // and (once Use has run) its credential lists it.
-func (k *Keys) kemKey(id string) (*crypto.KEMPrivateKey, bool) {
+func (k *Keys) KEMKey(id string) (*crypto.KEMPrivateKey, bool) {
 	p, ok := k.kem[id]
 	return p, ok
 }
 
-// openEnvelope decrypts env with the KEM key its header names (ENVELOPE.md §6 step
+// Open decrypts env with the KEM key its header names (ENVELOPE.md §6 step
 // 4): a node that has rotated its keys opens envelopes sealed to any key
-// its credential still lists. Call it only after check accepted env.
-func (n *Node) openEnvelope(env *crypto.Envelope) ([]byte, error) {
-	priv, ok := n.keys.kemKey(env.Header.RecipientKeyID)
+// its credential still lists. Call it only after the envelope was checked.
+func (k *Keys) Open(env *crypto.Envelope) ([]byte, error) {
+	priv, ok := k.KEMKey(env.Header.RecipientKeyID)
 	if !ok {
 		return nil, fmt.Errorf("open envelope: no KEM key %q: %w", env.Header.RecipientKeyID, crypto.ErrDecrypt)
 	}
@@ -133,7 +139,7 @@ func (k *Keys) Use(cred *crypto.Credential) error {
 }
 
 // derive returns a key for one use, derived from the node secret.
-func (k *Keys) derive(label string) []byte {
+func (k *Keys) Derive(label string) []byte {
 	m := hmac.New(sha256.New, k.secret)
 	m.Write([]byte("eduspace node key v1\x00" + label))
 	return m.Sum(nil)
@@ -371,35 +377,16 @@ type Rotation struct {
 	Request string `json:"request"`
 }
 
-// RotateKeys takes one step of a key rotation for the node of cfg: it
-// reads the node's keys and its current credential (which must verify),
-// creates keys when the step needs them, and writes the request file
+// Rotate takes one step of a key rotation for the node whose keys are in
+// dataDir and whose current, verified credential is cred: it creates keys
+// of suite when the step needs them, and writes the request file
 // (node-request.json) for the authority to issue the next credential from.
 // The running node takes the new credential when restarted with it.
-func RotateKeys(cfg Config, step RotateStep, now time.Time) (Rotation, error) {
-	rot := Rotation{Step: step, Request: filepath.Join(cfg.DataDir, RequestFile)}
-	suite, err := crypto.ParseSuite(cfg.Suite)
+func Rotate(dataDir string, cred *crypto.Credential, suite crypto.SuiteID, step RotateStep) (Rotation, error) {
+	rot := Rotation{Step: step, Request: filepath.Join(dataDir, RequestFile)}
+	k, err := LoadKeys(dataDir)
 	if err != nil {
 		return rot, fmt.Errorf("rotate keys: %w", err)
-	}
-	k, err := LoadKeys(cfg.DataDir)
-	if err != nil {
-		return rot, fmt.Errorf("rotate keys: %w", err)
-	}
-	root, err := crypto.ReadAuthorityPublicKey(cfg.AuthorityKey)
-	if err != nil {
-		return rot, fmt.Errorf("rotate keys: authority_public_key: %w", err)
-	}
-	tok, err := os.ReadFile(cfg.credentialPath())
-	if err != nil {
-		return rot, fmt.Errorf("rotate keys: credential: %w", err)
-	}
-	cred, err := crypto.ParseCredential(strings.TrimSpace(string(tok)), root, cfg.Space, now)
-	if err != nil {
-		return rot, fmt.Errorf("rotate keys: credential %s: %w", cfg.credentialPath(), err)
-	}
-	if cred.NodeID != cfg.NodeID {
-		return rot, fmt.Errorf("rotate keys: credential %s: issued to node %q, not %q", cfg.credentialPath(), cred.NodeID, cfg.NodeID)
 	}
 	byKEM := map[string]KeySet{}
 	for _, g := range k.Generations {
@@ -435,7 +422,7 @@ func RotateKeys(cfg Config, step RotateStep, now time.Time) (Rotation, error) {
 	case RotateAnnounce:
 		next := newest
 		if inCred(newest) {
-			if next, err = newKeySet(cfg.DataDir, newest.Generation+1, suite); err != nil {
+			if next, err = newKeySet(dataDir, newest.Generation+1, suite); err != nil {
 				return rot, fmt.Errorf("rotate keys: %w", err)
 			}
 			rot.Created = next.Generation
@@ -462,7 +449,7 @@ func RotateKeys(cfg Config, step RotateStep, now time.Time) (Rotation, error) {
 			rot.Unlisted = append(rot.Unlisted, g.Generation)
 		}
 	}
-	data, err := json.MarshalIndent(requestFor(cfg.NodeID, req), "", "  ")
+	data, err := json.MarshalIndent(requestFor(cred.NodeID, req), "", "  ")
 	if err != nil {
 		return rot, fmt.Errorf("rotate keys: %w", err)
 	}
