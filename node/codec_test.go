@@ -12,9 +12,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // wirePayload is the NDJSON payload of one envelope of n of the bench's
@@ -43,7 +43,7 @@ func wirePayload(tb testing.TB, n int) []byte {
 		if !d.Permit {
 			tb.Fatalf("denied: %s", d.Reason)
 		}
-		plain = appendWire(plain, rec, d, tz)
+		plain = policy.AppendRecord(plain, rec, d, tz)
 	}
 	return plain
 }

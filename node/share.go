@@ -535,9 +535,9 @@ type record struct {
 // appendWire appends the record as one wire line, as d says.
 func (r record) appendWire(dst []byte, d policy.Decision, tz *crypto.Tokenizer) []byte {
 	if r.row != nil {
-		return appendWireRow(dst, r.row, d, tz)
+		return policy.AppendRow(dst, r.row, d, tz)
 	}
-	return appendWire(dst, *r.rec, d, tz)
+	return policy.AppendRecord(dst, *r.rec, d, tz)
 }
 
 // decide decides one classified record (id is its row in the records

@@ -7,9 +7,9 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // The node's per-record stages, each as its own benchmark (records/s), so
@@ -54,7 +54,7 @@ func BenchmarkSenderStage(b *testing.B) {
 		if !d.Permit {
 			b.Fatalf("denied: %s", d.Reason)
 		}
-		buf = appendWire(buf[:0], rec, d, tz)
+		buf = policy.AppendRecord(buf[:0], rec, d, tz)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
@@ -95,7 +95,7 @@ func BenchmarkSenderLine(b *testing.B) {
 			b.Fatalf("denied: %s", d.Reason)
 		}
 		last = d
-		buf = appendWireRow(buf[:0], row, d, tz)
+		buf = policy.AppendRow(buf[:0], row, d, tz)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
@@ -112,7 +112,7 @@ func BenchmarkReceiverCheck(b *testing.B) {
 		l, _ := std.Classify(rec, now)
 		d := policy.Decide(rb, policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
 			Labels: l, Agreement: a, Now: now})
-		plain = appendWire(plain, rec, d, tz)
+		plain = policy.AppendRecord(plain, rec, d, tz)
 	}
 	n := &Node{std: std}
 	h := crypto.Header{RecordType: "student", Count: uint32(len(recs)), Level: "L3"}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestApply(t *testing.T) {
 		"student_id": "S1", "name": "张三", "birth_date": "2001-05-06", "religion": "x"}}
 	d := Decision{Permit: true, Actions: []FieldAction{
 		{"student_id", TransformTokenise}, {"name", TransformKeep}, {"birth_date", TransformGeneraliseYear}, {"religion", TransformDrop}}}
-	out := Apply(rec, d, func(v string) string { return "tk(" + v + ")" })
+	out := Apply(rec, d, testTokens{})
 	want := map[string]any{"student_id": "tk(S1)", "name": "张三", "birth_date": "2001"}
 	if len(out) != len(want) {
 		t.Fatalf("got %v, want %v", out, want)
@@ -46,6 +47,21 @@ func TestApply(t *testing.T) {
 	if rec.Fields["student_id"] != "S1" {
 		t.Error("Apply modified its input")
 	}
+	// A number to tokenise is tokenised as its decimal text, as the wire
+	// writes it: Apply reads back what AppendRecord writes.
+	for _, v := range []any{int(20240001), float64(20240001), json.Number("20240001")} {
+		rec.Fields["student_id"] = v
+		if got := Apply(rec, d, testTokens{})["student_id"]; got != "tk(20240001)" {
+			t.Errorf("student_id %T %v: tokenised as %v, want tk(20240001)", v, v, got)
+		}
+	}
+}
+
+// testTokens writes the token of v as tk(v).
+type testTokens struct{}
+
+func (testTokens) AppendToken(dst []byte, v string) []byte {
+	return append(append(append(dst, "tk("...), v...), ')')
 }
 
 func TestAgreementValidation(t *testing.T) {

@@ -5,8 +5,8 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // TestPreviousGivesTheSameDecisions decides a feed of records twice, alone

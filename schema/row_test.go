@@ -8,7 +8,7 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/eduspace/eduspace/node/synth"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // sameAsMapPath checks that ParseRow and ClassifyRow give what Parse and

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/node"
-	"github.com/eduspace/eduspace/node/synth"
+	"github.com/eduspace/eduspace/schema/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )

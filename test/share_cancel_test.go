@@ -9,7 +9,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
-	"github.com/eduspace/eduspace/node/synth"
+	"github.com/eduspace/eduspace/schema/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )

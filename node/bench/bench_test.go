@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node/synth"
+	"github.com/eduspace/eduspace/schema/synth"
 	"github.com/eduspace/eduspace/schema"
 )
 

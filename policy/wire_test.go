@@ -1,4 +1,4 @@
-package node
+package policy_test
 
 import (
 	"bytes"
@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // TestWireRowMatchesRecord checks that Send's path (a line parsed into a
@@ -76,8 +76,8 @@ func TestWireRowMatchesRecord(t *testing.T) {
 				continue
 			}
 			permitted++
-			want := appendWire(nil, rec, md, tz)
-			got := appendWireRow(nil, row, rd, tz)
+			want := policy.AppendRecord(nil, rec, md, tz)
+			got := policy.AppendRow(nil, row, rd, tz)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("%s: row wrote\n%s\nrecord wrote\n%s", name, got, want)
 			}
@@ -86,10 +86,10 @@ func TestWireRowMatchesRecord(t *testing.T) {
 			reversed.Actions = slices.Clone(md.Actions)
 			slices.Reverse(reversed.Actions)
 			var back, applied map[string]any
-			if err := json.Unmarshal(appendWireRow(nil, row, reversed, tz), &back); err != nil {
+			if err := json.Unmarshal(policy.AppendRow(nil, row, reversed, tz), &back); err != nil {
 				t.Fatal(err)
 			}
-			out, _ := json.Marshal(policy.Apply(rec, md, tz.Token))
+			out, _ := json.Marshal(policy.Apply(rec, md, tz))
 			if err := json.Unmarshal(out, &applied); err != nil {
 				t.Fatal(err)
 			}
@@ -102,4 +102,12 @@ func TestWireRowMatchesRecord(t *testing.T) {
 			t.Fatalf("%s: only %d of %d records permitted", name, permitted, len(lines))
 		}
 	}
+}
+
+// benchAgreement permits every field of the synthetic students.
+func benchAgreement(now time.Time) *policy.Agreement {
+	fields := synth.StudentFields
+	return &policy.Agreement{ID: "bench", Provider: "sender", Recipient: "receiver", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisPublicInterest, RecordTypes: map[string][]string{"student": fields},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(time.Hour)}
 }

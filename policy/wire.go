@@ -1,23 +1,28 @@
-package node
+package policy
 
 import (
 	"encoding/json"
+	"math"
 	"strconv"
 
-	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
+
+// Tokeniser turns a direct identifier into the recipient's pseudonymous
+// token (crypto.Tokenizer).
+type Tokeniser interface {
+	AppendToken(dst []byte, value string) []byte
+}
 
 // The plaintext of an envelope of records is NDJSON in the form the node
 // ingests: one flat JSON object per line, its "type" member first, then the
 // fields that leave, in name order, transformed as the decision says. The
 // recipient reads it with the same reader as an ingest.
 
-// appendWire appends rec as one wire line, applying d's actions; direct
+// AppendRecord appends rec as one wire line, applying d's actions; direct
 // identifiers to tokenise become the recipient's tokens from tz. It writes
-// what policy.Apply would return, without building a map.
-func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tokenizer) []byte {
+// what Apply would return, without building a map.
+func AppendRecord(dst []byte, rec schema.Record, d Decision, tz Tokeniser) []byte {
 	dst = appendWireType(dst, rec.Type)
 	for _, act := range d.Actions {
 		if v, ok := rec.Fields[act.Field]; ok {
@@ -28,10 +33,10 @@ func appendWire(dst []byte, rec schema.Record, d policy.Decision, tz *crypto.Tok
 	return append(dst, '}', '\n')
 }
 
-// appendWireRow is appendWire for a row (schema.Row) whose labels d was
+// AppendRow is AppendRecord for a row (schema.Row) whose labels d was
 // decided on: its actions name the row's fields in the order of the type's
 // SortedIndex, so values are found by position.
-func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.Tokenizer) []byte {
+func AppendRow(dst []byte, row *schema.Row, d Decision, tz Tokeniser) []byte {
 	start := len(dst)
 	t := row.RecordType()
 	plain := row.PlainStrings()
@@ -42,7 +47,7 @@ func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.To
 			continue
 		}
 		if k >= len(d.Actions) || d.Actions[k].Field != t.FieldName(i) {
-			return appendWireRowByName(dst[:start], row, d, tz)
+			return appendRowByName(dst[:start], row, d, tz)
 		}
 		str, isStr := row.String(i)
 		var v any
@@ -55,9 +60,9 @@ func appendWireRow(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.To
 	return append(dst, '}', '\n')
 }
 
-// appendWireRowByName is appendWireRow for actions that do not follow the
+// appendRowByName is AppendRow for actions that do not follow the
 // row's fields in order: it looks each action's field up by name.
-func appendWireRowByName(dst []byte, row *schema.Row, d policy.Decision, tz *crypto.Tokenizer) []byte {
+func appendRowByName(dst []byte, row *schema.Row, d Decision, tz Tokeniser) []byte {
 	dst = appendWireType(dst, row.Type)
 	for _, act := range d.Actions {
 		if i, ok := row.RecordType().FieldIndex(act.Field); ok && row.Has[i] {
@@ -78,11 +83,11 @@ func appendWireType(dst []byte, typ string) []byte {
 // field's name as a JSON string (RecordType.QuotedName), or "" to quote
 // act.Field here; plain tells that a string value needs no check before it
 // is written (Row.PlainStrings).
-func appendWireField(dst []byte, act policy.FieldAction, quoted string, str string, isStr bool, v any, plain bool, tz *crypto.Tokenizer) []byte {
+func appendWireField(dst []byte, act FieldAction, quoted string, str string, isStr bool, v any, plain bool, tz Tokeniser) []byte {
 	switch act.Transform {
-	case policy.TransformDrop:
+	case TransformDrop:
 		return dst
-	case policy.TransformTokenise:
+	case TransformTokenise:
 		if !isStr {
 			if v == nil {
 				return dst
@@ -92,7 +97,7 @@ func appendWireField(dst []byte, act policy.FieldAction, quoted string, str stri
 		dst = appendWireName(dst, act.Field, quoted)
 		dst = tz.AppendToken(append(dst, '"'), str)
 		return append(dst, '"')
-	case policy.TransformGeneraliseYear:
+	case TransformGeneraliseYear:
 		if !isStr || len(str) < 4 {
 			return dst
 		}
@@ -128,7 +133,7 @@ func valueString(v any) string {
 	case bool:
 		return strconv.FormatBool(x)
 	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
+		return string(appendFloat(nil, x))
 	case int:
 		return strconv.Itoa(x)
 	}
@@ -146,7 +151,7 @@ func appendValue(dst []byte, v any) []byte {
 	case bool:
 		return strconv.AppendBool(dst, x)
 	case float64:
-		return strconv.AppendFloat(dst, x, 'g', -1, 64)
+		return appendFloat(dst, x)
 	case int:
 		return strconv.AppendInt(dst, int64(x), 10)
 	}
@@ -155,4 +160,14 @@ func appendValue(dst []byte, v any) []byte {
 		return append(dst, "null"...)
 	}
 	return append(dst, b...)
+}
+
+// appendFloat appends f as encoding/json writes it: plain decimals, an
+// exponent only for very small or very large magnitudes.
+func appendFloat(dst []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	return strconv.AppendFloat(dst, f, format, -1, 64)
 }
