@@ -15,6 +15,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/crypto/secagg"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy/privacy"
 )
@@ -196,7 +197,7 @@ func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *cr
 	var m aggMsg
 	if err := json.Unmarshal(plain, &m); err != nil || m.Round == "" || len(m.Round) > 128 {
 		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
-		return refuse(RefuseContent, errors.New("not an aggregate message"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("not an aggregate message"))
 	}
 	switch m.Type {
 	case aggMsgRound:
@@ -205,12 +206,12 @@ func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *cr
 		return n.partStep(ctx, h, m)
 	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgUnmask:
 		if n.cred.Role != crypto.RoleCenter {
-			return refuse(RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
+			return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
 		}
 		n.centerMessage(ctx, h.Sender, m)
 		return nil
 	}
-	return refuse(RefuseContent, fmt.Errorf("unknown aggregate message type %q", m.Type))
+	return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("unknown aggregate message type %q", m.Type))
 }
 
 // ---------------------------------------------------------------------------
@@ -221,7 +222,7 @@ func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *cr
 func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) error {
 	if m.Query == nil {
 		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
-		return refuse(RefuseContent, errors.New("aggregate round without a query"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("aggregate round without a query"))
 	}
 	q, err := n.verifyQuery(ctx, m.Query)
 	var qe *queryError
@@ -231,18 +232,18 @@ func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) er
 			reason = AggRefuseSignature
 		}
 		n.m.Aggregate.Refused.WithLabelValues(reason).Inc()
-		return refuse(RefuseContent, fmt.Errorf("%s: %w", reason, err))
+		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("%s: %w", reason, err))
 	}
 	if err != nil {
 		return err // transient: the registry could not be read
 	}
 	if h.Sender != q.Center {
 		n.m.Aggregate.Refused.WithLabelValues(AggRefuseSignature).Inc()
-		return refuse(RefuseContent, fmt.Errorf("aggregate query of center %q relayed by %q", q.Center, h.Sender))
+		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate query of center %q relayed by %q", q.Center, h.Sender))
 	}
 	if !strings.HasPrefix(m.Round, q.ID+"-r") {
 		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
-		return refuse(RefuseContent, errors.New("round id does not belong to the query"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("round id does not belong to the query"))
 	}
 	digest := m.Query.Digest()
 	n.agg.mu.Lock()
@@ -464,11 +465,11 @@ func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 	var received []secagg.ShareBundle
 	from := map[string]bool{}
 	for _, data := range m.Bundles {
-		env, _, err := n.check(ctx, data, crypto.KindAggregate)
+		env, _, err := n.codec.Check(ctx, data, crypto.KindAggregate)
 		if err != nil {
 			return fmt.Errorf("share bundle: %w", err)
 		}
-		plain, err := n.keys.Open(env)
+		plain, err := n.codec.Open(env)
 		if err != nil {
 			return fmt.Errorf("share bundle: %w", err)
 		}

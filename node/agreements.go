@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -325,15 +326,15 @@ func (n *Node) sendAgreementMsg(ctx context.Context, tx *sql.Tx, peer, action st
 func (n *Node) agreementMessage(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 	var m agreementMsg
 	if err := json.Unmarshal(plain, &m); err != nil {
-		return refuse(RefuseContent, errors.New("not an agreement message"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("not an agreement message"))
 	}
 	sa := m.Agreement
 	if err := sa.Agreement.Validate(n.std); err != nil {
-		return refuse(RefuseContent, fmt.Errorf("agreement: %w", err))
+		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("agreement: %w", err))
 	}
 	peer, err := n.peerOf(&sa.Agreement)
 	if err != nil || peer != h.Sender || sa.ID != h.Agreement {
-		return refuse(RefuseContent, errors.New("agreement message does not come from the other party"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("agreement message does not come from the other party"))
 	}
 	sigOf := func(party string) []byte {
 		if party == sa.Provider {
@@ -360,13 +361,13 @@ func (n *Node) agreementMessage(ctx context.Context, h crypto.Header, sender *cr
 	switch m.Action {
 	case "propose":
 		if known || sa.ProposedBy != peer || !verified(peer, sender) {
-			return refuse(RefuseContent, errors.New("agreement proposal not acceptable"))
+			return envelope.Refuse(envelope.RefuseContent, errors.New("agreement proposal not acceptable"))
 		}
 		return n.storeAgreement(ctx, &sa.Agreement, &sa, agreementOffered, peer, "offered")
 	case "accept":
 		if !known || state != agreementProposed || sa.ProposedBy != n.cfg.NodeID || !verified(peer, sender) ||
 			!verified(n.cfg.NodeID, n.cred) {
-			return refuse(RefuseContent, errors.New("agreement acceptance does not match a proposal of this node"))
+			return envelope.Refuse(envelope.RefuseContent, errors.New("agreement acceptance does not match a proposal of this node"))
 		}
 		return n.storeAgreement(ctx, &sa.Agreement, &sa, agreementActive, peer, "accepted by peer")
 	case "revoke":
@@ -403,5 +404,5 @@ func (n *Node) agreementMessage(ctx context.Context, h crypto.Header, sender *cr
 			return err
 		})
 	}
-	return refuse(RefuseContent, fmt.Errorf("unknown agreement action %q", m.Action))
+	return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("unknown agreement action %q", m.Action))
 }

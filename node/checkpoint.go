@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/registry"
 )
 
@@ -137,13 +138,13 @@ func (n *Node) storeCheckpoint(ctx context.Context, node string, c crypto.Checkp
 // of the space (this node's own included).
 func (n *Node) receiveCheckpoint(ctx context.Context, msg jetstream.Msg) {
 	err := n.acceptCheckpoint(ctx, msg.Subject(), msg.Data())
-	var ref *refusal
+	var ref *envelope.Refusal
 	switch {
 	case err == nil:
 		msg.Ack()
 	case errors.As(err, &ref):
-		n.log.Warn("checkpoint refused", "reason", ref.reason, "err", ref.err)
-		n.m.Refused.WithLabelValues(ref.reason).Inc()
+		n.log.Warn("checkpoint refused", "reason", ref.Reason, "err", ref.Err)
+		n.m.Refused.WithLabelValues(ref.Reason).Inc()
 		msg.Term()
 	default:
 		if ctx.Err() == nil {
@@ -157,14 +158,14 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 	from := subject[strings.LastIndexByte(subject, '.')+1:]
 	node, keyID, err := crypto.CheckpointSigner(data)
 	if err != nil {
-		return refuse(RefuseMalformed, err)
+		return envelope.Refuse(envelope.RefuseMalformed, err)
 	}
 	if node != from {
-		return refuse(RefuseMisaddressed, fmt.Errorf("checkpoint of %q published on %q's subject", node, from))
+		return envelope.Refuse(envelope.RefuseMisaddressed, fmt.Errorf("checkpoint of %q published on %q's subject", node, from))
 	}
 	cred, token, err := n.reg.LookupToken(ctx, node)
 	if errors.Is(err, registry.ErrUnknownMember) {
-		return refuse(RefuseUnknownPeer, err)
+		return envelope.Refuse(envelope.RefuseUnknownPeer, err)
 	}
 	if err != nil {
 		return err
@@ -180,17 +181,17 @@ func (n *Node) acceptCheckpoint(ctx context.Context, subject string, data []byte
 		}
 	}
 	if !ok {
-		return refuse(RefuseUnknownKey, fmt.Errorf("no checkpoint key %q", keyID))
+		return envelope.Refuse(envelope.RefuseUnknownKey, fmt.Errorf("no checkpoint key %q", keyID))
 	}
 	c, err := crypto.ParseCheckpoint(data, vk)
 	if err != nil {
-		return refuse(RefuseSignature, err)
+		return envelope.Refuse(envelope.RefuseSignature, err)
 	}
 	if err := n.reg.CheckRevoked(node, keyID, n.now()); err != nil {
-		return refuse(RefuseRevoked, err)
+		return envelope.Refuse(envelope.RefuseRevoked, err)
 	}
 	if c.Space != n.cfg.Space || c.Node != node {
-		return refuse(RefuseMisaddressed, errors.New("checkpoint of another space or node"))
+		return envelope.Refuse(envelope.RefuseMisaddressed, errors.New("checkpoint of another space or node"))
 	}
 	if err := n.storeCheckpoint(ctx, node, *c, data, token); err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
@@ -117,19 +118,24 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 	}
 }
 
+// plainBuffers holds buffers for the receiver's decompressed payloads,
+// which are checked and dropped (the compressed payload is what is
+// stored): a 300 KB allocation per envelope otherwise.
+var plainBuffers sync.Pool // of *[]byte
+
 // prepared is one delivery checked and opened, not yet stored.
 type prepared struct {
 	msg  jetstream.Msg
 	h    crypto.Header
 	cred *crypto.Credential
 	body []byte // the payload as it arrived (NDJSON or compressed): stored as is
-	err  error  // nil, a *refusal, or transient
+	err  error  // nil, a *envelope.Refusal, or transient
 	dup  bool   // already stored: acknowledge, store nothing
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
 func (n *Node) prepare(ctx context.Context, p *prepared) {
-	env, cred, err := n.check(ctx, p.msg.Data(), crypto.KindRecords)
+	env, cred, err := n.codec.Check(ctx, p.msg.Data(), crypto.KindRecords)
 	if env != nil {
 		p.h = env.Header
 	}
@@ -143,7 +149,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	// backdated envelope cannot pass for one made while the agreement was
 	// valid.
 	if now := n.now(); h.Created.After(now.Add(maxClockSkew)) || h.Expires.Sub(h.Created) > maxEnvelopeLife {
-		p.err = refuse(RefuseExpired, errors.New("created in the future or valid for too long"))
+		p.err = envelope.Refuse(envelope.RefuseExpired, errors.New("created in the future or valid for too long"))
 		return
 	}
 	var seen int
@@ -157,7 +163,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	}
 	a, err := n.agreement(ctx, h.Agreement)
 	if errors.Is(err, ErrUnknownAgreement) || errors.Is(err, ErrAgreementNotActive) {
-		p.err = refuse(RefuseNoAgreement, err)
+		p.err = envelope.Refuse(envelope.RefuseNoAgreement, err)
 		return
 	}
 	if err != nil {
@@ -166,16 +172,16 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	}
 	if a.Provider != h.Sender || a.Recipient != n.cfg.NodeID || string(a.Purpose) != h.Purpose ||
 		a.Revoked || !a.ValidAt(h.Created) {
-		p.err = refuse(RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
+		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
 		return
 	}
 	if _, ok := a.RecordTypes[h.RecordType]; !ok {
-		p.err = refuse(RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
+		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
 		return
 	}
-	body, err := n.keys.Open(env)
+	body, err := n.codec.Open(env)
 	if err != nil {
-		p.err = refuse(RefuseDecrypt, err)
+		p.err = envelope.Refuse(envelope.RefuseDecrypt, err)
 		return
 	}
 	// The records are checked as NDJSON and stored as they arrived, so a
@@ -185,16 +191,16 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		buf = new([]byte)
 	}
 	defer plainBuffers.Put(buf)
-	plain, err := recordsPlainInto(*buf, body, recordsLimit(h.Count))
+	plain, err := envelope.RecordsPlainInto(*buf, body, envelope.RecordsLimit(h.Count))
 	if err != nil {
-		p.err = refuse(RefuseContent, err)
+		p.err = envelope.Refuse(envelope.RefuseContent, err)
 		return
 	}
 	if len(body) > 0 && len(plain) > 0 && &plain[0] != &body[0] {
 		*buf = plain // decompressed: keep the storage for the next envelope
 	}
-	if err := n.checkRecords(plain, h); err != nil {
-		p.err = refuse(RefuseContent, err)
+	if err := n.codec.CheckRecords(plain, h); err != nil {
+		p.err = envelope.Refuse(envelope.RefuseContent, err)
 		return
 	}
 	p.body = body
@@ -230,10 +236,10 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 		stored = stored[:0]
 		for i := range ps {
 			p := &ps[i]
-			var ref *refusal
+			var ref *envelope.Refusal
 			if errors.As(p.err, &ref) {
 				if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
-					Envelope: p.h.IDString(), Reason: ref.reason}); err != nil {
+					Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
 					return err
 				}
 				continue
@@ -270,11 +276,11 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 	}
 	for i := range ps {
 		p := &ps[i]
-		var ref *refusal
+		var ref *envelope.Refusal
 		switch {
 		case errors.As(p.err, &ref):
-			n.m.Refused.WithLabelValues(ref.reason).Inc()
-			n.log.Warn("envelope refused", "reason", ref.reason, "sender", p.h.Sender, "envelope", p.h.IDString(), "err", ref.err)
+			n.m.Refused.WithLabelValues(ref.Reason).Inc()
+			n.log.Warn("envelope refused", "reason", ref.Reason, "sender", p.h.Sender, "envelope", p.h.IDString(), "err", ref.Err)
 			p.msg.Term()
 		case p.err != nil:
 			if ctx.Err() == nil {
@@ -330,8 +336,8 @@ func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.T
 		return false, fmt.Errorf("check sequence: %w", err)
 	}
 	if other > 0 {
-		p.err = refuse(RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
-		return false, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: RefuseReplayed})
+		p.err = envelope.Refuse(envelope.RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
+		return false, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: envelope.RefuseReplayed})
 	}
 	var prevLast int64
 	if err := n.db.QueryRow(ctx, tx, qLastIn, h.Sender, h.Kind).Scan(&prevLast); err != nil {

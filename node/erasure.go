@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -162,7 +163,7 @@ func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentR
 // erases and answers), an erasure receipt (a recipient confirms), an
 // agreement message, or a message of an aggregate round (aggregate.go).
 func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, error) {
-	env, cred, err := n.check(ctx, data, 0)
+	env, cred, err := n.codec.Check(ctx, data, 0)
 	if env == nil {
 		return crypto.Header{}, err
 	}
@@ -170,9 +171,9 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	plain, err := n.keys.Open(env)
+	plain, err := n.codec.Open(env)
 	if err != nil {
-		return h, refuse(RefuseDecrypt, err)
+		return h, envelope.Refuse(envelope.RefuseDecrypt, err)
 	}
 	switch h.Kind {
 	case crypto.KindErasureRequest:
@@ -184,7 +185,7 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 	case crypto.KindAggregate:
 		return h, n.aggregateMessage(ctx, h, cred, plain)
 	}
-	return h, refuse(RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
+	return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }
 
 // erase deletes, from what this node received from the provider under the
@@ -194,10 +195,10 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Credential, plain []byte) error {
 	var req policy.ErasureRequest
 	if err := json.Unmarshal(plain, &req); err != nil || req.Validate() != nil {
-		return refuse(RefuseContent, errors.New("not an erasure request"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("not an erasure request"))
 	}
 	if req.Provider != h.Sender || req.Recipient != n.cfg.NodeID || req.Agreement != h.Agreement {
-		return refuse(RefuseContent, errors.New("erasure request does not match its envelope"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("erasure request does not match its envelope"))
 	}
 	now := n.now()
 	deleted, fresh := 0, false
@@ -231,14 +232,14 @@ func (n *Node) erase(ctx context.Context, h crypto.Header, provider *crypto.Cred
 			}
 			// A stored body is NDJSON or compressed NDJSON (codec.go); what
 			// is kept is written back compressed when that is smaller.
-			plain, err := recordsPlain(body, maxRecordsPlain)
+			plain, err := envelope.RecordsPlain(body, envelope.MaxRecordsPlain)
 			if err != nil {
 				rows.Close()
 				return fmt.Errorf("read records of envelope %s: %w", eid, err)
 			}
 			kept, k, gone := n.withoutSubject(typ, plain, req.Subject)
 			if gone > 0 {
-				rw = append(rw, rewrite{eid, compressRecords(kept, uint32(k)), k})
+				rw = append(rw, rewrite{eid, envelope.CompressRecords(kept, uint32(k)), k})
 				deleted += gone
 			}
 		}
@@ -315,7 +316,7 @@ func (n *Node) withoutSubject(typ string, body []byte, token string) (kept []byt
 func (n *Node) confirmErasure(ctx context.Context, h crypto.Header, plain []byte) error {
 	var rc policy.ErasureReceipt
 	if err := json.Unmarshal(plain, &rc); err != nil || rc.Validate() != nil {
-		return refuse(RefuseContent, errors.New("not an erasure receipt"))
+		return envelope.Refuse(envelope.RefuseContent, errors.New("not an erasure receipt"))
 	}
 	confirmed := false
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
@@ -324,7 +325,7 @@ func (n *Node) confirmErasure(ctx context.Context, h crypto.Header, plain []byte
 		var done sql.NullInt64
 		err := tx.QueryRowContext(ctx, `SELECT request, confirmed_ms FROM erasures WHERE id = ? AND recipient = ?`, rc.Request, h.Sender).Scan(&body, &done)
 		if errors.Is(err, sql.ErrNoRows) {
-			return refuse(RefuseContent, errors.New("receipt for an erasure never requested"))
+			return envelope.Refuse(envelope.RefuseContent, errors.New("receipt for an erasure never requested"))
 		}
 		if err != nil {
 			return err
@@ -337,7 +338,7 @@ func (n *Node) confirmErasure(ctx context.Context, h crypto.Header, plain []byte
 			return err
 		}
 		if !rc.Answers(&req) {
-			return refuse(RefuseContent, errors.New("erasure receipt does not answer its request"))
+			return envelope.Refuse(envelope.RefuseContent, errors.New("erasure receipt does not answer its request"))
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE erasures SET confirmed_ms = ?, records = ?, receipt = ? WHERE id = ?`,
 			n.now().UnixMilli(), rc.Records, plain, rc.Request); err != nil {

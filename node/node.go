@@ -19,6 +19,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/metrics"
@@ -52,6 +53,7 @@ type Node struct {
 	credToken string // the credential as issued (JWT)
 	layout    bus.Layout
 	reg       *registry.Registry
+	codec     *envelope.Codec
 	m         *metrics.Metrics
 	suite     crypto.SuiteID
 
@@ -193,6 +195,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.reg = registry.New(kv, root, cfg.Space, n.now)
+	n.codec = &envelope.Codec{NodeID: cfg.NodeID, Keys: n.keys, Registry: n.reg, Std: n.std, TTL: cfg.EnvelopeTTL, Now: n.now}
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err

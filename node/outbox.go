@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"fmt"
 
@@ -21,7 +20,7 @@ func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *cry
 	if err != nil {
 		return "", fmt.Errorf("sequence: %w", err)
 	}
-	eid, data, err := n.seal(h, to, seq, plaintext)
+	eid, data, err := n.codec.Seal(h, to, seq, plaintext)
 	if err != nil {
 		return "", err
 	}
@@ -55,27 +54,4 @@ func (n *Node) insertEnvelope(ctx context.Context, tx *sql.Tx, res sql.Result, e
 	}
 	n.envs.put(eid, data)
 	return nil
-}
-
-// seal completes h with what this node always puts there (suite, sender
-// and keys, sequence number, times, a fresh id), seals plaintext to `to`
-// and signs it. It returns the envelope id and the envelope.
-func (n *Node) seal(h crypto.Header, to *crypto.KEMPublicKey, seq int64, plaintext []byte) (string, []byte, error) {
-	now := n.now()
-	h.Suite = to.Suite()
-	h.Sender, h.SenderKeyID = n.cfg.NodeID, n.keys.Signing.Public().KeyID()
-	h.RecipientKeyID = to.KeyID()
-	h.Seq = uint64(seq)
-	h.Created, h.Expires = now, now.Add(n.cfg.EnvelopeTTL)
-	if _, err := rand.Read(h.ID[:]); err != nil {
-		return "", nil, fmt.Errorf("envelope id: %w", err)
-	}
-	if h.Kind == crypto.KindRecords {
-		plaintext = compressRecords(plaintext, h.Count) // NDJSON or one S2 block (codec.go)
-	}
-	data, err := crypto.Seal(rand.Reader, h, to, n.keys.Signing, plaintext)
-	if err != nil {
-		return "", nil, fmt.Errorf("seal: %w", err)
-	}
-	return h.IDString(), data, nil
 }

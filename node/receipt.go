@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
@@ -182,7 +183,7 @@ var (
 // acceptReceipt checks and records a receipt from a peer for an envelope
 // this node sent to it.
 func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, error) {
-	env, _, err := n.check(ctx, data, crypto.KindReceipt)
+	env, _, err := n.codec.Check(ctx, data, crypto.KindReceipt)
 	if env == nil {
 		return crypto.Header{}, err
 	}
@@ -190,13 +191,13 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 	if err != nil {
 		return h, err
 	}
-	plain, err := n.keys.Open(env)
+	plain, err := n.codec.Open(env)
 	if err != nil {
-		return h, refuse(RefuseDecrypt, err)
+		return h, envelope.Refuse(envelope.RefuseDecrypt, err)
 	}
 	var rb receiptBody
 	if err := json.Unmarshal(plain, &rb); err != nil || len(rb.Envelopes) == 0 || len(rb.Envelopes) != int(h.Count) {
-		return h, refuse(RefuseContent, errors.New("receipt body is not a receipt"))
+		return h, envelope.Refuse(envelope.RefuseContent, errors.New("receipt body is not a receipt"))
 	}
 	var updated int64
 	err = n.db.Write(ctx, func(tx *sql.Tx) error {
@@ -215,7 +216,7 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 			var receipt sql.NullInt64
 			err := read.QueryRowContext(ctx, it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
 			if errors.Is(err, sql.ErrNoRows) {
-				return refuse(RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
+				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
 			}
 			if err != nil {
 				return fmt.Errorf("read outbox: %w", err)
@@ -224,7 +225,7 @@ func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, e
 				continue // a redelivered receipt
 			}
 			if records != it.Records {
-				return refuse(RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", it.Records, records))
+				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", it.Records, records))
 			}
 			if _, err := mark.ExecContext(ctx, n.now().UnixMilli(), it.Envelope); err != nil {
 				return fmt.Errorf("record receipt: %w", err)

@@ -824,7 +824,7 @@ type sealed struct {
 
 // seal seals one envelope with its assigned sequence number.
 func (s *shareRun) seal(e *sealed) error {
-	eid, data, err := s.n.seal(crypto.Header{
+	eid, data, err := s.n.codec.Seal(crypto.Header{
 		Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: e.job.b.typ,
 		Count: uint32(e.job.b.count), Level: e.job.b.level.String(), Kind: crypto.KindRecords,
 	}, s.to, e.seq, e.job.b.buf)

@@ -118,7 +118,7 @@ func BenchmarkReceiverCheck(b *testing.B) {
 	h := crypto.Header{RecordType: "student", Count: uint32(len(recs)), Level: "L3"}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := n.checkRecords(plain, h); err != nil {
+		if err := n.codec.CheckRecords(plain, h); err != nil {
 			b.Fatal(err)
 		}
 	}

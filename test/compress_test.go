@@ -18,6 +18,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -103,7 +104,7 @@ func TestCompressedRecords(t *testing.T) {
 		if !bytes.HasPrefix(body, s2Magic) {
 			t.Errorf("envelope %s stored uncompressed", eid)
 		}
-		nd, err := node.ReceivedNDJSON(body)
+		nd, err := envelope.ReceivedNDJSON(body)
 		if err != nil {
 			t.Fatalf("envelope %s: %v", eid, err)
 		}
@@ -163,17 +164,17 @@ func TestCompressedRecords(t *testing.T) {
 	}{
 		{"uncompressed, as nodes before compression send", "", seal(3, gradeLines(3))},
 		{"compressed by another encoder (S2's better level)", "", seal(20, better(gradeLines(20)))},
-		{"9 MiB decompressed: more than an envelope may hold", node.RefuseContent, seal(500, block(repeatTo(gradeLines(1), 9<<20)))},
-		{"2 MiB decompressed for one record", node.RefuseContent, seal(1, block(repeatTo(gradeLines(1), 2<<20)))},
-		{"the magic without a block (no size)", node.RefuseContent, seal(20, s2Magic)},
-		{"a block declaring one byte less than it holds", node.RefuseContent, seal(20, declaring(twenty, uint64(len(gradeLines(20))-1)))},
-		{"a block declaring one byte more than it holds", node.RefuseContent, seal(20, declaring(twenty, uint64(len(gradeLines(20))+1)))},
-		{"a corrupt block", node.RefuseContent, seal(20, corrupt)},
-		{"a block truncated", node.RefuseContent, seal(20, twenty[:100])},
-		{"a block and trailing bytes", node.RefuseContent, seal(20, append(bytes.Clone(twenty), "{}\n"...))},
-		{"a block of a field outside the record type", node.RefuseContent,
+		{"9 MiB decompressed: more than an envelope may hold", envelope.RefuseContent, seal(500, block(repeatTo(gradeLines(1), 9<<20)))},
+		{"2 MiB decompressed for one record", envelope.RefuseContent, seal(1, block(repeatTo(gradeLines(1), 2<<20)))},
+		{"the magic without a block (no size)", envelope.RefuseContent, seal(20, s2Magic)},
+		{"a block declaring one byte less than it holds", envelope.RefuseContent, seal(20, declaring(twenty, uint64(len(gradeLines(20))-1)))},
+		{"a block declaring one byte more than it holds", envelope.RefuseContent, seal(20, declaring(twenty, uint64(len(gradeLines(20))+1)))},
+		{"a corrupt block", envelope.RefuseContent, seal(20, corrupt)},
+		{"a block truncated", envelope.RefuseContent, seal(20, twenty[:100])},
+		{"a block and trailing bytes", envelope.RefuseContent, seal(20, append(bytes.Clone(twenty), "{}\n"...))},
+		{"a block of a field outside the record type", envelope.RefuseContent,
 			seal(1, block([]byte(`{"type":"course_grade","student_id":"tk_x","salary":1,"course_code":"CS101","score":91}`+"\n")))},
-		{"a zstd frame (an unreleased build's form)", node.RefuseContent, seal(20, zenc.EncodeAll(gradeLines(20), nil))},
+		{"a zstd frame (an unreleased build's form)", envelope.RefuseContent, seal(20, zenc.EncodeAll(gradeLines(20), nil))},
 	}
 	js := s.js()
 	subject := bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a")

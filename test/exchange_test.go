@@ -21,6 +21,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -149,7 +150,7 @@ func received(t *testing.T, dir string) []map[string]any {
 		if err := rows.Scan(&typ, &body); err != nil {
 			t.Fatal(err)
 		}
-		plain, err := node.ReceivedNDJSON(body)
+		plain, err := envelope.ReceivedNDJSON(body)
 		if err != nil {
 			t.Fatal(err)
 		}

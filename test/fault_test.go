@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eduspace/eduspace/node"
-	"github.com/eduspace/eduspace/schema/synth"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // faultRecords are 10,200 course grades of 3,400 synthetic students: all
@@ -83,7 +83,7 @@ func storedSet(t *testing.T, dir string) (map[[2]string]bool, int) {
 		if err := rows.Scan(&body); err != nil {
 			t.Fatal(err)
 		}
-		plain, err := node.ReceivedNDJSON(body)
+		plain, err := envelope.ReceivedNDJSON(body)
 		if err != nil {
 			t.Fatal(err)
 		}

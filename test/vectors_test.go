@@ -23,6 +23,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 )
 
@@ -165,81 +166,81 @@ func TestReceivePathRefusals(t *testing.T) {
 		env        []byte
 	}{
 		{"valid, before the attacks", "", first},
-		{"garbage", node.RefuseMalformed, []byte("not an envelope")},
-		{"truncated by one byte", node.RefuseMalformed, edit(func(b []byte) []byte { return b[:len(b)-1] })},
-		{"truncated to the header", node.RefuseMalformed, edit(func(b []byte) []byte { return b[:headerEnd(b)] })},
-		{"one byte after the signature", node.RefuseMalformed, edit(func(b []byte) []byte { return append(b, 0) })},
-		{"suite downgraded to X25519 and re-signed", node.RefuseMalformed, edit(func(b []byte) []byte { b[offSuite+1] = 2; return resign(b, aSig) })},
-		{"a receipt on the deliveries subject", node.RefuseMalformed, func() []byte {
+		{"garbage", envelope.RefuseMalformed, []byte("not an envelope")},
+		{"truncated by one byte", envelope.RefuseMalformed, edit(func(b []byte) []byte { return b[:len(b)-1] })},
+		{"truncated to the header", envelope.RefuseMalformed, edit(func(b []byte) []byte { return b[:headerEnd(b)] })},
+		{"one byte after the signature", envelope.RefuseMalformed, edit(func(b []byte) []byte { return append(b, 0) })},
+		{"suite downgraded to X25519 and re-signed", envelope.RefuseMalformed, edit(func(b []byte) []byte { b[offSuite+1] = 2; return resign(b, aSig) })},
+		{"a receipt on the deliveries subject", envelope.RefuseMalformed, func() []byte {
 			h := header(1)
 			h.Kind = crypto.KindReceipt
 			return seal(h, bKEM, aSig, []byte(`{}`))
 		}()},
-		{"recipient altered", node.RefuseMisaddressed, edit(func(b []byte) []byte { b[strOffset(b, strRecipient)+4] = 'c'; return b })},
-		{"addressed and sealed to uni-c", node.RefuseMisaddressed, func() []byte {
+		{"recipient altered", envelope.RefuseMisaddressed, edit(func(b []byte) []byte { b[strOffset(b, strRecipient)+4] = 'c'; return b })},
+		{"addressed and sealed to uni-c", envelope.RefuseMisaddressed, func() []byte {
 			h := header(1)
 			h.Recipient, h.RecipientKeyID = "uni-c", cKEM.KeyID()
 			return seal(h, cKEM, aSig, payload)
 		}()},
-		{"sealed to uni-c's key, addressed to uni-b", node.RefuseUnknownKey, func() []byte {
+		{"sealed to uni-c's key, addressed to uni-b", envelope.RefuseUnknownKey, func() []byte {
 			h := header(1)
 			h.RecipientKeyID = cKEM.KeyID()
 			return seal(h, cKEM, aSig, payload)
 		}()},
-		{"recipient key id altered", node.RefuseUnknownKey, edit(func(b []byte) []byte { b[strOffset(b, strRecipientKey)+5] ^= 1; return b })},
-		{"suite mismatch: X25519 envelope naming uni-b's X-Wing key", node.RefuseUnknownKey, func() []byte {
+		{"recipient key id altered", envelope.RefuseUnknownKey, edit(func(b []byte) []byte { b[strOffset(b, strRecipientKey)+5] ^= 1; return b })},
+		{"suite mismatch: X25519 envelope naming uni-b's X-Wing key", envelope.RefuseUnknownKey, func() []byte {
 			h := header(1)
 			h.Suite, h.RecipientKeyID = crypto.SuiteX25519, classic.Public().KeyID()
 			b := seal(h, classic.Public(), aSig, payload)
 			copy(b[strOffset(b, strRecipientKey):], bKEM.KeyID())
 			return resign(b, aSig)
 		}()},
-		{"unknown sender key id", node.RefuseUnknownKey, func() []byte {
+		{"unknown sender key id", envelope.RefuseUnknownKey, func() []byte {
 			h := header(1)
 			h.SenderKeyID = mallory.Public().KeyID()
 			return seal(h, bKEM, mallory, payload)
 		}()},
-		{"unknown sender", node.RefuseUnknownPeer, func() []byte {
+		{"unknown sender", envelope.RefuseUnknownPeer, func() []byte {
 			h := header(1)
 			h.Sender, h.SenderKeyID = "uni-x", mallory.Public().KeyID()
 			return seal(h, bKEM, mallory, payload)
 		}()},
-		{"expired", node.RefuseExpired, func() []byte {
+		{"expired", envelope.RefuseExpired, func() []byte {
 			h := header(1)
 			h.Created, h.Expires = now.Add(-2*time.Hour), now.Add(-time.Hour)
 			return seal(h, bKEM, aSig, payload)
 		}()},
-		{"sequence altered", node.RefuseSignature, edit(func(b []byte) []byte { b[offSeq+7] ^= 0x40; return b })},
-		{"expiry extended", node.RefuseSignature, edit(func(b []byte) []byte { b[offExpires+4]++; return b })},
-		{"agreement altered", node.RefuseSignature, edit(func(b []byte) []byte { b[strOffset(b, strAgreement)] = 'x'; return b })},
-		{"level altered", node.RefuseSignature, edit(func(b []byte) []byte { b[strOffset(b, strLevel)+1] = '1'; return b })},
-		{"ciphertext bit flipped", node.RefuseSignature, edit(func(b []byte) []byte { b[len(b)-sigLen-20] ^= 1; return b })},
-		{"signature bit flipped", node.RefuseSignature, edit(func(b []byte) []byte { b[len(b)-1] ^= 1; return b })},
-		{"signed by uni-c under uni-a's key id", node.RefuseSignature, edit(func(b []byte) []byte { return resign(b, cSig) })},
-		{"sequence altered and re-signed (header is associated data)", node.RefuseDecrypt, edit(func(b []byte) []byte { b[offSeq+7] ^= 0x40; return resign(b, aSig) })},
-		{"ciphertext bit flipped and re-signed", node.RefuseDecrypt, edit(func(b []byte) []byte { b[len(b)-sigLen-20] ^= 1; return resign(b, aSig) })},
-		{"agreement unknown", node.RefuseNoAgreement, func() []byte {
+		{"sequence altered", envelope.RefuseSignature, edit(func(b []byte) []byte { b[offSeq+7] ^= 0x40; return b })},
+		{"expiry extended", envelope.RefuseSignature, edit(func(b []byte) []byte { b[offExpires+4]++; return b })},
+		{"agreement altered", envelope.RefuseSignature, edit(func(b []byte) []byte { b[strOffset(b, strAgreement)] = 'x'; return b })},
+		{"level altered", envelope.RefuseSignature, edit(func(b []byte) []byte { b[strOffset(b, strLevel)+1] = '1'; return b })},
+		{"ciphertext bit flipped", envelope.RefuseSignature, edit(func(b []byte) []byte { b[len(b)-sigLen-20] ^= 1; return b })},
+		{"signature bit flipped", envelope.RefuseSignature, edit(func(b []byte) []byte { b[len(b)-1] ^= 1; return b })},
+		{"signed by uni-c under uni-a's key id", envelope.RefuseSignature, edit(func(b []byte) []byte { return resign(b, cSig) })},
+		{"sequence altered and re-signed (header is associated data)", envelope.RefuseDecrypt, edit(func(b []byte) []byte { b[offSeq+7] ^= 0x40; return resign(b, aSig) })},
+		{"ciphertext bit flipped and re-signed", envelope.RefuseDecrypt, edit(func(b []byte) []byte { b[len(b)-sigLen-20] ^= 1; return resign(b, aSig) })},
+		{"agreement unknown", envelope.RefuseNoAgreement, func() []byte {
 			h := header(1)
 			h.Agreement = "no-such-agreement"
 			return seal(h, bKEM, aSig, payload)
 		}()},
-		{"record type outside the agreement", node.RefuseNoAgreement, func() []byte {
+		{"record type outside the agreement", envelope.RefuseNoAgreement, func() []byte {
 			h := header(1)
 			h.RecordType = "student"
 			return seal(h, bKEM, aSig, []byte(`{"type":"student","student_id":"tk_x"}`+"\n"))
 		}()},
-		{"header counts two records, payload holds one", node.RefuseContent, func() []byte {
+		{"header counts two records, payload holds one", envelope.RefuseContent, func() []byte {
 			seq++
 			h := header(seq)
 			h.Count = 2
 			return seal(h, bKEM, aSig, payload)
 		}()},
-		{"a field outside the record type", node.RefuseContent, func() []byte {
+		{"a field outside the record type", envelope.RefuseContent, func() []byte {
 			seq++
 			return seal(header(seq), bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","salary":1}`+"\n"))
 		}()},
 		{"the first envelope again (a duplicate, acknowledged)", "", first},
-		{"the first envelope's sequence under a new id", node.RefuseReplayed, seal(header(1001), bKEM, aSig, payload)},
+		{"the first envelope's sequence under a new id", envelope.RefuseReplayed, seal(header(1001), bKEM, aSig, payload)},
 	}
 	last := valid()
 	cases = append(cases, struct {
@@ -352,18 +353,18 @@ func readVectors(t *testing.T) []vecFile {
 // is not in the policy vocabulary, so no agreement can cover them; a
 // vector sealed to a key the node does not hold is an unknown key.
 var vectorRefusal = map[string]string{
-	"too-large": node.RefuseMalformed,
-	"malformed": node.RefuseMalformed,
-	"version":   node.RefuseMalformed,
-	"suite":     node.RefuseNoAgreement,
-	"signature": node.RefuseSignature,
-	"decrypt":   node.RefuseNoAgreement,
-	"success":   node.RefuseNoAgreement,
+	"too-large": envelope.RefuseMalformed,
+	"malformed": envelope.RefuseMalformed,
+	"version":   envelope.RefuseMalformed,
+	"suite":     envelope.RefuseNoAgreement,
+	"signature": envelope.RefuseSignature,
+	"decrypt":   envelope.RefuseNoAgreement,
+	"success":   envelope.RefuseNoAgreement,
 }
 
 var vectorRefusalByName = map[string]string{
-	"wrong_recipient": node.RefuseUnknownKey,
-	"suite_3":         node.RefuseMalformed, // an unknown suite does not parse
+	"wrong_recipient": envelope.RefuseUnknownKey,
+	"suite_3":         envelope.RefuseMalformed, // an unknown suite does not parse
 }
 
 // TestVectorsAtNode runs every crypto/testdata vector through a running

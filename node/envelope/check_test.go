@@ -1,4 +1,4 @@
-package node
+package envelope
 
 import (
 	"strings"
@@ -12,7 +12,7 @@ import (
 // member names it remembers by position from one line never let a foreign
 // name through on the next.
 func TestCheckRecords(t *testing.T) {
-	n := &Node{std: schema.Default()}
+	codec := &Codec{Std: schema.Default()}
 	ok := `{"type":"student","student_id":"s1","name":"tk_a","gender":"女"}`
 	for _, c := range []struct {
 		name  string
@@ -31,7 +31,7 @@ func TestCheckRecords(t *testing.T) {
 		{"not JSON", []string{ok, `{"type":`}, "not a record"},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
-		err := n.checkRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))})
+		err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))})
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: refused: %v", c.name, err)

@@ -1,4 +1,4 @@
-package node
+package envelope
 
 import (
 	"bytes"
@@ -26,7 +26,9 @@ func wirePayload(tb testing.TB, n int) []byte {
 	rd := schema.NewNDJSONReader(bytes.NewReader(data), "")
 	std, rb := schema.Default(), policy.DefaultRulebook()
 	now := time.Now()
-	a := benchAgreement(now)
+	a := &policy.Agreement{ID: "bench", Provider: "sender", Recipient: "receiver", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisPublicInterest, RecordTypes: map[string][]string{"student": synth.StudentFields},
+		MaxLevel: schema.L3, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(time.Hour)}
 	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))
 	var plain []byte
 	for range n {
@@ -99,7 +101,7 @@ func BenchmarkRecordsCodec(b *testing.B) {
 	b.Run("node", func(b *testing.B) {
 		b.SetBytes(int64(len(plain)))
 		for b.Loop() {
-			if _, err := recordsPlain(compressRecords(plain, 500), recordsLimit(500)); err != nil {
+			if _, err := RecordsPlain(CompressRecords(plain, 500), RecordsLimit(500)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -133,7 +135,7 @@ func ops(size uint64, op ...byte) []byte {
 func TestRecordsPlain(t *testing.T) {
 	line := []byte(`{"type":"course_grade","student_id":"tk_0123456789abcdef","course_code":"CS101","score":91}` + "\n")
 	plain := bytes.Repeat(line, 100)
-	big := bytes.Repeat(line, 2*maxRecordsPlain/len(line)) // 16 MiB: more than any envelope may hold
+	big := bytes.Repeat(line, 2*MaxRecordsPlain/len(line)) // 16 MiB: more than any envelope may hold
 	z := compressed(plain)
 	cases := []struct {
 		name  string
@@ -141,33 +143,33 @@ func TestRecordsPlain(t *testing.T) {
 		limit int
 		want  []byte // nil: an error
 	}{
-		{"NDJSON as it is", plain, recordsLimit(100), plain},
+		{"NDJSON as it is", plain, RecordsLimit(100), plain},
 		{"NDJSON above the limit (the envelope size bounds it)", plain, 10, plain},
-		{"empty (a body emptied by retention)", []byte{}, maxRecordsPlain, []byte{}},
-		{"a block", z, recordsLimit(100), plain},
-		{"a block of nothing", compressed(nil), recordsLimit(1), []byte{}},
-		{"a block of one literal", ops(3, 2<<2, '{', '}', '\n'), recordsLimit(1), []byte("{}\n")},
+		{"empty (a body emptied by retention)", []byte{}, MaxRecordsPlain, []byte{}},
+		{"a block", z, RecordsLimit(100), plain},
+		{"a block of nothing", compressed(nil), RecordsLimit(1), []byte{}},
+		{"a block of one literal", ops(3, 2<<2, '{', '}', '\n'), RecordsLimit(1), []byte("{}\n")},
 		{"a block at exactly the limit", z, len(plain), plain},
 		{"a block one byte above the limit", z, len(plain) - 1, nil},
-		{"a block of 16 MiB (a bomb)", compressed(big), maxRecordsPlain, nil},
-		{"a block declaring 4 GiB", declaring(t, z, 1<<32-1), maxRecordsPlain, nil},
-		{"a block whose size has more than 32 bits", declaring(t, z, 1<<32), maxRecordsPlain, nil},
-		{"a block whose size does not end", append(bytes.Clone(s2BlockMagic), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80), maxRecordsPlain, nil},
-		{"the magic alone (no size)", s2BlockMagic, recordsLimit(100), nil},
-		{"a block declaring one byte less than it holds", declaring(t, z, uint64(len(plain)-1)), recordsLimit(100), nil},
-		{"a block declaring one byte more than it holds", declaring(t, z, uint64(len(plain)+1)), recordsLimit(100), nil},
-		{"a block declaring nothing, holding records", declaring(t, z, 0), recordsLimit(100), nil},
-		{"a copy before anything was written", ops(10, 9<<2|2, 0x10, 0x00), recordsLimit(1), nil},
-		{"a copy from before the start", ops(13, 2<<2, '{', '}', '\n', 9<<2|2, 0x04, 0x00), recordsLimit(1), nil},
-		{"a literal longer than the block", ops(3, 5<<2, '{', '}', '\n'), recordsLimit(1), nil},
-		{"a truncated block", z[:len(z)-10], recordsLimit(100), nil},
-		{"a block and a newline", append(bytes.Clone(z), '\n'), recordsLimit(100), nil},
-		{"a block and a record", append(bytes.Clone(z), line...), recordsLimit(100), nil},
+		{"a block of 16 MiB (a bomb)", compressed(big), MaxRecordsPlain, nil},
+		{"a block declaring 4 GiB", declaring(t, z, 1<<32-1), MaxRecordsPlain, nil},
+		{"a block whose size has more than 32 bits", declaring(t, z, 1<<32), MaxRecordsPlain, nil},
+		{"a block whose size does not end", append(bytes.Clone(s2BlockMagic), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80), MaxRecordsPlain, nil},
+		{"the magic alone (no size)", s2BlockMagic, RecordsLimit(100), nil},
+		{"a block declaring one byte less than it holds", declaring(t, z, uint64(len(plain)-1)), RecordsLimit(100), nil},
+		{"a block declaring one byte more than it holds", declaring(t, z, uint64(len(plain)+1)), RecordsLimit(100), nil},
+		{"a block declaring nothing, holding records", declaring(t, z, 0), RecordsLimit(100), nil},
+		{"a copy before anything was written", ops(10, 9<<2|2, 0x10, 0x00), RecordsLimit(1), nil},
+		{"a copy from before the start", ops(13, 2<<2, '{', '}', '\n', 9<<2|2, 0x04, 0x00), RecordsLimit(1), nil},
+		{"a literal longer than the block", ops(3, 5<<2, '{', '}', '\n'), RecordsLimit(1), nil},
+		{"a truncated block", z[:len(z)-10], RecordsLimit(100), nil},
+		{"a block and a newline", append(bytes.Clone(z), '\n'), RecordsLimit(100), nil},
+		{"a block and a record", append(bytes.Clone(z), line...), RecordsLimit(100), nil},
 		{"two blocks", append(bytes.Clone(z), s2.Encode(nil, plain)...), 2 * len(plain), nil},
 		{"a block then the magic", append(bytes.Clone(z), s2BlockMagic...), 2 * len(plain), nil},
 	}
 	for _, c := range cases {
-		got, err := recordsPlain(c.body, c.limit)
+		got, err := RecordsPlain(c.body, c.limit)
 		if c.want == nil {
 			if err == nil || !errors.Is(err, errRecordsBlock) {
 				t.Errorf("%s: got %d bytes, %v; want an error wrapping errRecordsBlock", c.name, len(got), err)
@@ -186,7 +188,7 @@ func TestRecordsPlain(t *testing.T) {
 func TestRecordsPlainBounded(t *testing.T) {
 	zeros := make([]byte, 64<<20)
 	bomb := compressed(zeros)
-	limit := recordsLimit(1)
+	limit := RecordsLimit(1)
 	for _, c := range []struct {
 		name  string
 		body  []byte
@@ -200,7 +202,7 @@ func TestRecordsPlainBounded(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		_, err := recordsPlain(c.body, limit)
+		_, err := RecordsPlain(c.body, limit)
 		runtime.ReadMemStats(&after)
 		if err == nil {
 			t.Errorf("%s: accepted", c.name)
@@ -222,11 +224,11 @@ func TestCompressRecords(t *testing.T) {
 	}{
 		{"an envelope of the bench's records", plain, 500, true},
 		{"one short record (the block would not be smaller)", []byte(`{"type":"x"}` + "\n"), 1, false},
-		{"more than the receiver accepts decompressed", bytes.Repeat(line, 2*maxRecordsPlain/len(line)), 100000, false},
+		{"more than the receiver accepts decompressed", bytes.Repeat(line, 2*MaxRecordsPlain/len(line)), 100000, false},
 		{"more than count records may be", bytes.Repeat(line, 20000), 1, false},
 		{"empty", nil, 1, false},
 	} {
-		got := compressRecords(c.plain, c.count)
+		got := CompressRecords(c.plain, c.count)
 		if isBlock := bytes.HasPrefix(got, s2BlockMagic); isBlock != c.compressed {
 			t.Errorf("%s: compressed %v, want %v", c.name, isBlock, c.compressed)
 			continue
@@ -237,12 +239,12 @@ func TestCompressRecords(t *testing.T) {
 		if c.compressed && cap(got) != len(got) {
 			t.Errorf("%s: %d bytes in a buffer of %d", c.name, len(got), cap(got))
 		}
-		back, err := recordsPlain(got, recordsLimit(c.count))
+		back, err := RecordsPlain(got, RecordsLimit(c.count))
 		if err != nil || !bytes.Equal(back, c.plain) {
 			t.Errorf("%s: round trip gave %d bytes, %v; want %d bytes", c.name, len(back), err, len(c.plain))
 		}
 	}
-	if z := compressRecords(plain, 500); len(z)*3 > len(plain) {
+	if z := CompressRecords(plain, 500); len(z)*3 > len(plain) {
 		t.Errorf("500 records: %d bytes compressed to %d, want at least 3:1", len(plain), len(z))
 	}
 }
@@ -261,14 +263,14 @@ func FuzzRecordsPlain(f *testing.F) {
 	f.Add(s2BlockMagic)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		const limit = 64 << 10
-		got, err := recordsPlain(body, limit)
+		got, err := RecordsPlain(body, limit)
 		if err != nil || !bytes.HasPrefix(body, s2BlockMagic) {
 			return
 		}
 		if len(got) > limit {
 			t.Fatalf("%d bytes decompressed, limit %d", len(got), limit)
 		}
-		back, err := recordsPlain(compressed(got), limit)
+		back, err := RecordsPlain(compressed(got), limit)
 		if err != nil || !bytes.Equal(back, got) {
 			t.Fatalf("round trip of %d bytes: %d bytes, %v", len(got), len(back), err)
 		}

@@ -1,4 +1,4 @@
-package node
+package envelope
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ import (
 //
 // The block format, not S2's stream format: the size is known before
 // compressing and the block declares it in its first bytes, so the
-// receiver checks it against recordsLimit and allocates exactly that
+// receiver checks it against RecordsLimit and allocates exactly that
 // before it decodes anything, and decoding fails unless the block fills
 // exactly what it declares. The stream's checksums would guard nothing the
 // envelope's AEAD does not; its reader decodes each block into buffers of
@@ -51,20 +51,20 @@ import (
 // 0x89 starts no UTF-8 text, so no NDJSON either.
 var s2BlockMagic = []byte("\x89S2B")
 
-// maxRecordsPlain is the most NDJSON one envelope's payload may hold once
+// MaxRecordsPlain is the most NDJSON one envelope's payload may hold once
 // decompressed: what an uncompressed envelope can carry at most
 // (crypto.MaxEnvelopeSize). Compression thus lets no sender hand this node
 // more than it could before, and decompressing one envelope costs about
 // the memory that reading the largest uncompressed one does.
-const maxRecordsPlain = crypto.MaxEnvelopeSize
+const MaxRecordsPlain = crypto.MaxEnvelopeSize
 
-// recordsLimit is the most bytes of NDJSON a payload of count records may
+// RecordsLimit is the most bytes of NDJSON a payload of count records may
 // decompress to: count lines of the longest record any reader of the
 // project accepts (schema.MaxLineBytes and its newline), and never more
-// than maxRecordsPlain. The count is the sender's, from the signed header;
+// than MaxRecordsPlain. The count is the sender's, from the signed header;
 // it only tightens the bound for small envelopes.
-func recordsLimit(count uint32) int {
-	return int(min(uint64(count)*(schema.MaxLineBytes+1), maxRecordsPlain))
+func RecordsLimit(count uint32) int {
+	return int(min(uint64(count)*(schema.MaxLineBytes+1), MaxRecordsPlain))
 }
 
 // encodeScratch holds buffers for s2.Encode, which wants room for an
@@ -74,13 +74,13 @@ func recordsLimit(count uint32) int {
 // sends and no more.
 var encodeScratch = sync.Pool{New: func() any { return new([]byte) }}
 
-// compressRecords returns the payload for count records of NDJSON plain:
+// CompressRecords returns the payload for count records of NDJSON plain:
 // s2BlockMagic and one S2 block, or plain itself when that would not be
 // smaller or plain is longer than a receiver accepts decompressed
-// (recordsLimit; then the envelope travels as before, or is too large as
+// (RecordsLimit; then the envelope travels as before, or is too large as
 // before).
-func compressRecords(plain []byte, count uint32) []byte {
-	if len(plain) == 0 || len(plain) > recordsLimit(count) {
+func CompressRecords(plain []byte, count uint32) []byte {
+	if len(plain) == 0 || len(plain) > RecordsLimit(count) {
 		return plain
 	}
 	scratch := encodeScratch.Get().(*[]byte)
@@ -99,21 +99,21 @@ func compressRecords(plain []byte, count uint32) []byte {
 // errRecordsBlock wraps every reason a compressed payload is refused.
 var errRecordsBlock = errors.New("compressed records")
 
-// recordsPlain returns the NDJSON of a records payload or stored body: body
+// RecordsPlain returns the NDJSON of a records payload or stored body: body
 // itself unless it starts with s2BlockMagic, else the block decompressed.
 // A block whose size does not parse, that declares more than limit bytes,
 // or that does not decode to exactly what it declares (corrupt, truncated,
 // followed by anything) is an error. Decoding allocates the declared size
 // and nothing else, whatever the block holds (TestRecordsPlainBounded).
 // Errors name no content.
-func recordsPlain(body []byte, limit int) ([]byte, error) {
-	return recordsPlainInto(nil, body, limit)
+func RecordsPlain(body []byte, limit int) ([]byte, error) {
+	return RecordsPlainInto(nil, body, limit)
 }
 
-// recordsPlainInto is recordsPlain decompressing into dst's storage when
+// RecordsPlainInto is recordsPlain decompressing into dst's storage when
 // it is large enough (a new buffer otherwise); body itself comes back when
 // it is not compressed.
-func recordsPlainInto(dst, body []byte, limit int) ([]byte, error) {
+func RecordsPlainInto(dst, body []byte, limit int) ([]byte, error) {
 	block, ok := bytes.CutPrefix(body, s2BlockMagic)
 	if !ok {
 		return body, nil
@@ -135,15 +135,10 @@ func recordsPlainInto(dst, body []byte, limit int) ([]byte, error) {
 	return out, nil
 }
 
-// plainBuffers holds buffers for the receiver's decompressed payloads,
-// which are checked and dropped (the compressed payload is what is
-// stored): a 300 KB allocation per envelope otherwise.
-var plainBuffers sync.Pool // of *[]byte
-
 // ReceivedNDJSON returns the records of a body as the received table stores
 // it (one envelope's payload as it arrived: NDJSON, or NDJSON compressed as
 // crypto/ENVELOPE.md §11 describes), as NDJSON: for tools and tests that
 // read a node's database directly.
 func ReceivedNDJSON(body []byte) ([]byte, error) {
-	return recordsPlain(body, maxRecordsPlain)
+	return RecordsPlain(body, MaxRecordsPlain)
 }

@@ -1,0 +1,206 @@
+package envelope
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Refusal reasons for envelopes a node will not accept. Like policy reasons
+// they are stable metric label values and evidence entries.
+const (
+	RefuseMalformed    = "malformed"
+	RefuseMisaddressed = "misaddressed"
+	RefuseUnknownKey   = "unknown_key"
+	RefuseExpired      = "expired"
+	RefuseUnknownPeer  = "unknown_sender"
+	RefuseSignature    = "bad_signature"
+	RefuseDecrypt      = "decrypt_failed"
+	RefuseReplayed     = "replayed"
+	RefuseNoAgreement  = "no_agreement"
+	RefuseContent      = "bad_content"
+	RefuseRevoked      = "revoked"
+)
+
+// RefuseReasons are every refusal reason, the closed set of the refused
+// metric's label.
+var RefuseReasons = []string{
+	RefuseMalformed, RefuseMisaddressed, RefuseUnknownKey, RefuseExpired, RefuseUnknownPeer,
+	RefuseSignature, RefuseDecrypt, RefuseReplayed, RefuseNoAgreement, RefuseContent,
+	RefuseRevoked,
+}
+
+// Refusal is a permanent reason not to accept an envelope: the message is
+// terminated, never retried, and the refusal is counted and recorded as
+// evidence.
+type Refusal struct {
+	Reason string
+	Err    error
+}
+
+func (r *Refusal) Error() string { return r.Reason + ": " + r.Err.Error() }
+
+func (r *Refusal) Unwrap() error { return r.Err }
+
+// Refuse is a *Refusal for reason.
+func Refuse(reason string, err error) error { return &Refusal{Reason: reason, Err: err} }
+
+// Check parses an envelope addressed to this node and checks everything
+// that needs no database: addressee, key, expiry, the sender's credential
+// and signature. It returns the parsed envelope (nil when unparseable) and
+// the sender's credential, or a *Refusal or a transient error.
+func (c *Codec) Check(ctx context.Context, data []byte, kind uint8) (*crypto.Envelope, *crypto.Credential, error) {
+	env, err := crypto.ParseEnvelope(data)
+	if err != nil {
+		return nil, nil, Refuse(RefuseMalformed, err)
+	}
+	h := env.Header
+	if kind != 0 && h.Kind != kind { // kind 0: the caller checks the kind
+		return env, nil, Refuse(RefuseMalformed, fmt.Errorf("kind %d on a subject for kind %d", h.Kind, kind))
+	}
+	if h.Recipient != c.NodeID {
+		return env, nil, Refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))
+	}
+	// Keys by id: after a rotation, envelopes sealed to any KEM key the
+	// node's credential still lists open (CREDENTIALS.md §5).
+	priv, ok := c.Keys.KEMKey(h.RecipientKeyID)
+	if !ok {
+		return env, nil, Refuse(RefuseUnknownKey, fmt.Errorf("no KEM key %q", h.RecipientKeyID))
+	}
+	if priv.Suite() != h.Suite {
+		return env, nil, Refuse(RefuseUnknownKey, fmt.Errorf("envelope of suite %s names KEM key %q of suite %s", h.Suite, h.RecipientKeyID, priv.Suite()))
+	}
+	now := c.Now()
+	if c.Registry.Revoked(c.NodeID, h.RecipientKeyID, now) {
+		return env, nil, Refuse(RefuseRevoked, fmt.Errorf("sealed to this node's revoked key %q", h.RecipientKeyID))
+	}
+	if !now.Before(h.Expires) {
+		return env, nil, Refuse(RefuseExpired, fmt.Errorf("expired at %s", h.Expires.UTC().Format(time.RFC3339)))
+	}
+	// The time checked is now, not the envelope's created time, which the
+	// holder of a revoked key could set at will.
+	if err := c.Registry.CheckRevoked(h.Sender, h.SenderKeyID, now); err != nil {
+		return env, nil, Refuse(RefuseRevoked, err)
+	}
+	cred, err := c.Registry.Lookup(ctx, h.Sender)
+	vk, ok := crypto.VerifyKey{}, false
+	if err == nil {
+		if vk, ok = cred.SigningKey(h.SenderKeyID); !ok {
+			// The sender may have rotated its keys since its credential was
+			// cached.
+			cred, err = c.Registry.LookupFresh(ctx, h.Sender)
+		}
+	}
+	if errors.Is(err, registry.ErrUnknownMember) {
+		return env, nil, Refuse(RefuseUnknownPeer, err)
+	}
+	if err != nil {
+		return env, nil, err
+	}
+	if !ok {
+		if vk, ok = cred.SigningKey(h.SenderKeyID); !ok {
+			return env, nil, Refuse(RefuseUnknownKey, fmt.Errorf("sender has no signing key %q", h.SenderKeyID))
+		}
+	}
+	if err := env.Verify(vk); err != nil {
+		return env, nil, Refuse(RefuseSignature, err)
+	}
+	return env, cred, nil
+}
+
+// lineChecker is CheckRecords' parser, the map it reuses for each
+// record's fields, and the member names of the last line that the type
+// has, by position (lines of one envelope name their members alike).
+type lineChecker struct {
+	p      *schema.LineParser
+	fields map[string]any
+	typ    *schema.RecordType
+	known  []string
+}
+
+var lineCheckers sync.Pool
+
+// maxKnownMembers bounds the member names a lineChecker remembers.
+const maxKnownMembers = 256
+
+// CheckRecords checks an envelope's plaintext before it is stored: NDJSON
+// of exactly h.Count records, each of the header's record type and with
+// only fields that type has. Values are not validated against the
+// standard: tokenised and generalised values are not meant to pass it.
+func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
+	rt, ok := c.Std.Type(h.RecordType)
+	if !ok {
+		return fmt.Errorf("unknown record type %q", h.RecordType)
+	}
+	if _, err := schema.ParseLevel(h.Level); err != nil {
+		return fmt.Errorf("header level: %w", err)
+	}
+	// One record per line and nothing else: erasure relies on lines and
+	// records matching one to one.
+	if len(plain) == 0 || plain[0] == '\n' || bytes.Contains(plain, []byte("\n\n")) || plain[len(plain)-1] != '\n' {
+		return fmt.Errorf("empty lines or no final newline")
+	}
+	lc, _ := lineCheckers.Get().(*lineChecker)
+	if lc == nil {
+		lc = &lineChecker{p: schema.NewLineParser(""), fields: map[string]any{}}
+	}
+	defer lineCheckers.Put(lc)
+	if lc.typ != rt {
+		lc.typ, lc.known = rt, lc.known[:0]
+	}
+	foreign := false // a member name the type does not have
+	k := 0           // the member's position in its line
+	member := func(name string) {
+		pos := k
+		k++
+		if pos < len(lc.known) && lc.known[pos] == name {
+			return
+		}
+		if _, ok := rt.FieldIndex(name); !ok {
+			foreign = true
+			return
+		}
+		if pos < len(lc.known) {
+			lc.known[pos] = name
+		} else if pos == len(lc.known) && pos < maxKnownMembers {
+			lc.known = append(lc.known, name)
+		}
+	}
+	count := 0
+	for rest := plain; len(rest) > 0; count++ {
+		i := bytes.IndexByte(rest, '\n')
+		line := rest[:i]
+		rest = rest[i+1:]
+		k = 0
+		typ, ok := lc.p.Members(line, member)
+		if !ok {
+			// Not plain values only: read it whole.
+			rec, verr := lc.p.Parse(line, lc.fields)
+			if verr != nil {
+				return fmt.Errorf("record %d: not a record", count)
+			}
+			typ = rec.Type
+			k = maxKnownMembers + 1 // by name: positions mean nothing here
+			for f := range rec.Fields {
+				member(f)
+			}
+		}
+		if typ != h.RecordType {
+			return fmt.Errorf("record %d: type differs from the header", count)
+		}
+		if foreign {
+			return fmt.Errorf("record %d: field not in type %s", count, h.RecordType)
+		}
+	}
+	if count != int(h.Count) {
+		return fmt.Errorf("header says %d records, envelope holds %d", h.Count, count)
+	}
+	return nil
+}
