@@ -9,9 +9,9 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
-	"github.com/eduspace/eduspace/schema/synth"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // TestShareCancelledThenResumed: a share whose request goes away midway

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/schema/synth"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/schema/synth"
 )
 
 // TestRunSmall runs the whole benchmark on a few records: every record
