@@ -255,26 +255,12 @@ func (n *Node) RevokeAgreement(ctx context.Context, id string) (dropped int, err
 // dropQueued removes the envelopes of records under agreement that have
 // not left yet, with their shared marks and deliveries.
 func (n *Node) dropQueued(ctx context.Context, tx *sql.Tx, agreement string) (int, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT envelope_id FROM outbox WHERE agreement = ? AND kind = ? AND attempt_ms IS NULL`,
-		agreement, crypto.KindRecords)
+	ids, err := n.out.Queued(ctx, tx, agreement)
 	if err != nil {
 		return 0, fmt.Errorf("drop queued: %w", err)
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("drop queued: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("drop queued: %w", err)
-	}
 	for _, eid := range ids {
-		if err := dropEnvelope(ctx, tx, eid); err != nil {
+		if err := n.out.Drop(ctx, tx, eid); err != nil {
 			return 0, err
 		}
 		if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindDrop, Envelope: eid, Agreement: agreement,
@@ -283,20 +269,6 @@ func (n *Node) dropQueued(ctx context.Context, tx *sql.Tx, agreement string) (in
 		}
 	}
 	return len(ids), nil
-}
-
-// dropEnvelope removes an envelope that has not left from the outbox, with
-// its shared marks (held records become shareable again) and deliveries.
-func dropEnvelope(ctx context.Context, tx *sql.Tx, eid string) error {
-	for _, q := range []string{
-		`DELETE FROM outbox_data WHERE id IN (SELECT id FROM outbox WHERE envelope_id = ? AND attempt_ms IS NULL)`,
-		`DELETE FROM outbox WHERE envelope_id = ? AND attempt_ms IS NULL`,
-		`DELETE FROM shared WHERE envelope_id = ?`, `DELETE FROM delivered WHERE envelope_id = ?`} {
-		if _, err := tx.ExecContext(ctx, q, eid); err != nil {
-			return fmt.Errorf("drop queued envelope: %w", err)
-		}
-	}
-	return nil
 }
 
 func (n *Node) sendAgreementMsg(ctx context.Context, tx *sql.Tx, peer, action string, sa policy.SignedAgreement) error {

@@ -311,11 +311,11 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 var (
 	qInboxHas       = store.NewQuery(`SELECT count(*) FROM inbox WHERE envelope_id = ?`)
 	qInboxSeq       = store.NewQuery(`SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`)
-	qLastIn         = store.NewQuery(`SELECT coalesce(max(last_in), 0) FROM pair_seq WHERE peer = ? AND kind = ?`)
+	qLastIn         = store.NewQuery(`SELECT coalesce(max(last), 0) FROM seq_in WHERE peer = ? AND kind = ?`)
 	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertReceived = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
-	qLastInUpdate   = store.NewQuery(`INSERT INTO pair_seq(peer, kind, last_in) VALUES (?, ?, ?)
-		ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in)`)
+	qLastInUpdate   = store.NewQuery(`INSERT INTO seq_in(peer, kind, last) VALUES (?, ?, ?)
+		ON CONFLICT(peer, kind) DO UPDATE SET last = max(last, excluded.last)`)
 )
 
 // storeOne stores one prepared envelope inside tx. A sequence number the

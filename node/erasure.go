@@ -65,38 +65,25 @@ func (n *Node) WithdrawConsent(ctx context.Context, id string) (WithdrawResult, 
 		type target struct{ recipient, agreement string }
 		var targets []target
 		seen := map[target]bool{}
-		rows, err := tx.QueryContext(ctx, `SELECT o.envelope_id, o.recipient, o.agreement, o.attempt_ms IS NULL,
-				o.records = (SELECT count(*) FROM shared s WHERE s.envelope_id = o.envelope_id)
-			FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
-			WHERE d.subject = ? AND o.purpose = ?`, subject, string(c.Purpose))
+		deliveries, err := n.out.Deliveries(ctx, tx, subject, string(c.Purpose))
 		if err != nil {
 			return fmt.Errorf("find deliveries: %w", err)
 		}
 		var drop []string
-		for rows.Next() {
-			var eid, recipient, agreement string
-			var queued, held bool
-			if err := rows.Scan(&eid, &recipient, &agreement, &queued, &held); err != nil {
-				rows.Close()
-				return fmt.Errorf("find deliveries: %w", err)
-			}
-			if queued && held {
-				drop = append(drop, eid)
+		for _, d := range deliveries {
+			if !d.Attempted && d.Held {
+				drop = append(drop, d.Envelope)
 				continue
 			}
 			// Sent, or queued with records this node does not hold: it
 			// leaves (or has left), and the recipient is asked to erase.
-			if t := (target{recipient, agreement}); !seen[t] {
+			if t := (target{d.Recipient, d.Agreement}); !seen[t] {
 				seen[t] = true
 				targets = append(targets, t)
 			}
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
 		for _, eid := range drop {
-			if err := dropEnvelope(ctx, tx, eid); err != nil {
+			if err := n.out.Drop(ctx, tx, eid); err != nil {
 				return err
 			}
 			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindDrop, Envelope: eid, Purpose: string(c.Purpose),

@@ -148,12 +148,16 @@ type Status struct {
 // Status reports the node's state.
 func (n *Node) Status(ctx context.Context) (Status, error) {
 	s := Status{Node: n.cfg.NodeID, Space: n.cfg.Space, Role: string(n.cred.Role), Ready: n.Ready()}
-	err := n.db.R.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM records),
-		(SELECT coalesce(sum(records), 0) FROM received),
-		(SELECT count(*) FROM outbox WHERE sent_ms IS NULL),
-		(SELECT coalesce(max(seq), 0) FROM evidence)`).Scan(&s.Records, &s.Received, &s.OutboxDepth, &s.EvidenceEntries)
-	return s, err
+	var errs []error
+	for _, x := range []struct {
+		out *int64
+		f   func(context.Context) (float64, error)
+	}{{&s.Records, n.recordsHeld}, {&s.Received, n.recordsReceived}, {&s.OutboxDepth, n.out.Depth}, {&s.EvidenceEntries, n.evidenceLength}} {
+		v, err := x.f(ctx)
+		errs = append(errs, err)
+		*x.out = int64(v)
+	}
+	return s, errors.Join(errs...)
 }
 
 func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) {

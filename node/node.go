@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/metrics"
+	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
@@ -37,6 +39,10 @@ type Env struct {
 	// Embedded, when set, is a NATS server in the same process that the node
 	// connects to in-process (the demo and tests run several nodes on one).
 	Embedded *bus.Embedded
+	// Outbox holds the outbox's test seams; production leaves it zero.
+	Outbox outbox.Options
+	// receiptLinger replaces receiptLinger (export_test.go).
+	receiptLinger time.Duration
 }
 
 // Node is a running eduspace node.
@@ -54,6 +60,7 @@ type Node struct {
 	layout    bus.Layout
 	reg       *registry.Registry
 	codec     *envelope.Codec
+	out       *outbox.Outbox
 	m         *metrics.Metrics
 	suite     crypto.SuiteID
 
@@ -71,11 +78,8 @@ type Node struct {
 	shareMu         sync.Mutex
 	volumes         map[string]*volume // by recipient; guarded by shareMu
 	agg             aggState           // aggregate rounds in memory (aggregate.go)
-	relayWake       chan struct{}
 	receiptWake     chan struct{}
-	receiptLinger   atomic.Int64           // nanoseconds; receiptLinger but in tests
-	envs            envelopeCache          // envelopes written to the outbox, for the relay
-	relayPageRead   atomic.Pointer[func()] // tests: runs between the relay's read of a page and its marks
+	receiptLinger   time.Duration // receiptLinger but in tests
 	ready           atomic.Bool
 
 	cancel    context.CancelFunc
@@ -100,12 +104,14 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		std:         schema.Default(),
 		rules:       policy.DefaultRulebook(),
 		layout:      bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
-		relayWake:   make(chan struct{}, 1),
 		receiptWake: make(chan struct{}, 1),
 		volumes:     map[string]*volume{},
 		cons:        map[string]jetstream.Consumer{},
 	}
-	n.receiptLinger.Store(int64(receiptLinger))
+	n.receiptLinger = receiptLinger
+	if env.receiptLinger > 0 {
+		n.receiptLinger = env.receiptLinger
+	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
@@ -154,16 +160,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.closers = append(n.closers, n.db.Close)
 	n.ev = evidence.New(cfg.NodeID, n.keys.Derive("evidence subject"), n.now).UseDB(n.db)
 	n.m = newMetrics(n.std)
-	n.m.RegisterGauges(metrics.Gauges{
-		OutboxDepth:     n.outboxDepth,
-		AwaitingReceipt: n.awaitingReceipt,
-		SequenceMissing: n.sequenceMissing,
-		ErasuresOpen:    n.erasuresOpen,
-		EvidenceEntries: n.evidenceLength,
-		ConsumerPending: n.consumerPending,
-		CheckpointAge:   n.checkpointAge,
-		SendingBlocked:  n.sendingBlocked,
-	})
 
 	emb := env.Embedded
 	if emb == nil && cfg.NATS.URL == "" {
@@ -196,6 +192,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 	n.reg = registry.New(kv, root, cfg.Space, n.now)
 	n.codec = &envelope.Codec{NodeID: cfg.NodeID, Keys: n.keys, Registry: n.reg, Std: n.std, TTL: cfg.EnvelopeTTL, Now: n.now}
+	n.out = outbox.New(outbox.Config{DB: n.db, Codec: n.codec, Evidence: n.ev, Metrics: n.m, Logger: n.log, Now: n.now,
+		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: n.sendingBlocked, Options: env.Outbox})
+	n.out.OnDrop(n.unshare)
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err
@@ -234,7 +233,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 				}
 			}, jetstream.PullMaxBytes(deliveryBufferBytes)},
 		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptReceipt) }, nil},
+			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.out.AcceptReceipt) }, nil},
 		{n.layout.ExchangeStream(), n.layout.ControlConsumer(cfg.NodeID), n.layout.ControlFilter(cfg.NodeID),
 			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptControl) }, nil},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
@@ -261,7 +260,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
-		n.relay(runCtx)
+		n.out.Run(runCtx)
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -281,6 +280,16 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.aggregator(runCtx)
 	}()
+	n.m.RegisterGauges(metrics.Gauges{
+		OutboxDepth:     n.out.Depth,
+		AwaitingReceipt: n.out.AwaitingReceipt,
+		SequenceMissing: n.sequenceMissing,
+		ErasuresOpen:    n.erasuresOpen,
+		EvidenceEntries: n.evidenceLength,
+		ConsumerPending: n.consumerPending,
+		CheckpointAge:   n.checkpointAge,
+		SendingBlocked:  n.sendingBlocked,
+	})
 	if err := n.serveHTTP(); err != nil {
 		return nil, err
 	}
@@ -419,3 +428,59 @@ func (n *Node) consumerPending(ctx context.Context, kind string) (float64, error
 // RevocationSerial is the serial of the newest revocation list this node
 // has verified and checks peers against, 0 when it holds none.
 func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }
+
+// count runs a query returning one number.
+func (n *Node) count(ctx context.Context, query string) (float64, error) {
+	var k sql.NullInt64
+	if err := n.db.R.QueryRowContext(ctx, query).Scan(&k); err != nil {
+		return 0, err
+	}
+	return float64(k.Int64), nil
+}
+
+func (n *Node) recordsHeld(ctx context.Context) (float64, error) {
+	return n.count(ctx, `SELECT count(*) FROM records`)
+}
+
+func (n *Node) recordsReceived(ctx context.Context) (float64, error) {
+	return n.count(ctx, `SELECT coalesce(sum(records), 0) FROM received`)
+}
+
+func (n *Node) evidenceLength(ctx context.Context) (float64, error) {
+	return n.count(ctx, `SELECT coalesce(max(seq), 0) FROM evidence`)
+}
+
+func (n *Node) sequenceMissing(ctx context.Context) (float64, error) {
+	return n.count(ctx, `SELECT (SELECT coalesce(sum(last), 0) FROM seq_in WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
+}
+
+func (n *Node) erasuresOpen(ctx context.Context) (float64, error) {
+	return n.count(ctx, `SELECT count(*) FROM erasures WHERE confirmed_ms IS NULL`)
+}
+
+// receivedFrom counts the envelopes received from each sender.
+func (n *Node) receivedFrom(ctx context.Context) (map[string]int64, error) {
+	rows, err := n.db.R.QueryContext(ctx, `SELECT sender, count(*) FROM inbox GROUP BY sender`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var v int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return nil, err
+		}
+		out[id] = v
+	}
+	return out, rows.Err()
+}
+
+// enqueue seals and queues one envelope to the outbox inside tx.
+func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *crypto.KEMPublicKey, subject string, plaintext []byte, records int) (string, error) {
+	return n.out.Enqueue(ctx, tx, h, to, subject, plaintext, records)
+}
+
+// wakeRelay makes the relay look at the outbox now.
+func (n *Node) wakeRelay() { n.out.Wake() }

@@ -10,21 +10,8 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/envelope"
-	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
-
-// receiptBody is the plaintext of a receipt envelope: the envelopes of
-// records that were stored, with how many records each, and when.
-type receiptBody struct {
-	Envelopes []receiptItem `json:"envelopes"`
-}
-
-type receiptItem struct {
-	Envelope string `json:"envelope"`
-	Records  int    `json:"records"`
-	StoredMS int64  `json:"stored_ms"`
-}
 
 // Receipts. The transaction that stores an envelope queues it in
 // receipt_queue, so a stored envelope always gets its receipt and a
@@ -55,7 +42,7 @@ func (n *Node) wakeReceipts() {
 }
 
 // receipts confirms queued envelopes to their senders until ctx ends: at
-// start, then receiptLinger (n.receiptLinger: tests change it) after each
+// start, then receiptLinger (n.receiptLinger: tests set it) after each
 // wake.
 func (n *Node) receipts(ctx context.Context) {
 	backoff := 100 * time.Millisecond
@@ -82,7 +69,7 @@ func (n *Node) receipts(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(n.receiptLinger.Load())):
+		case <-time.After(n.receiptLinger):
 		}
 	}
 }
@@ -95,11 +82,11 @@ func (n *Node) sendReceipts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read receipt queue: %w", err)
 	}
-	queued := map[string][]receiptItem{}
+	queued := map[string][]envelope.ReceiptItem{}
 	var senders []string
 	for rows.Next() {
 		var sender string
-		var it receiptItem
+		var it envelope.ReceiptItem
 		if err := rows.Scan(&it.Envelope, &sender, &it.Records, &it.StoredMS); err != nil {
 			rows.Close()
 			return fmt.Errorf("read receipt queue: %w", err)
@@ -156,12 +143,12 @@ func (n *Node) sendReceipts(ctx context.Context) error {
 
 // queueReceipt writes one signed receipt to sender for the envelopes in
 // items to the outbox, inside tx.
-func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []receiptItem) error {
+func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []envelope.ReceiptItem) error {
 	to := cred.CurrentKEMKey()
 	if to == nil {
 		return fmt.Errorf("receipt: sender %s has no KEM key", sender)
 	}
-	body, err := json.Marshal(receiptBody{Envelopes: items})
+	body, err := json.Marshal(envelope.Receipt{Envelopes: items})
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}
@@ -172,75 +159,4 @@ func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred
 		return fmt.Errorf("receipt: %w", err)
 	}
 	return nil
-}
-
-// The statements of acceptReceipt.
-var (
-	qReceiptRead = store.NewQuery(`SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`)
-	qReceiptMark = store.NewQuery(`UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`)
-)
-
-// acceptReceipt checks and records a receipt from a peer for an envelope
-// this node sent to it.
-func (n *Node) acceptReceipt(ctx context.Context, data []byte) (crypto.Header, error) {
-	env, _, err := n.codec.Check(ctx, data, crypto.KindReceipt)
-	if env == nil {
-		return crypto.Header{}, err
-	}
-	h := env.Header
-	if err != nil {
-		return h, err
-	}
-	plain, err := n.codec.Open(env)
-	if err != nil {
-		return h, envelope.Refuse(envelope.RefuseDecrypt, err)
-	}
-	var rb receiptBody
-	if err := json.Unmarshal(plain, &rb); err != nil || len(rb.Envelopes) == 0 || len(rb.Envelopes) != int(h.Count) {
-		return h, envelope.Refuse(envelope.RefuseContent, errors.New("receipt body is not a receipt"))
-	}
-	var updated int64
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		ctx := store.InTx(ctx)
-		updated = 0
-		read, err := n.db.Stmt(ctx, tx, qReceiptRead)
-		if err != nil {
-			return fmt.Errorf("read outbox: %w", err)
-		}
-		mark, err := n.db.Stmt(ctx, tx, qReceiptMark)
-		if err != nil {
-			return fmt.Errorf("record receipt: %w", err)
-		}
-		for _, it := range rb.Envelopes {
-			var records int
-			var receipt sql.NullInt64
-			err := read.QueryRowContext(ctx, it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
-			if errors.Is(err, sql.ErrNoRows) {
-				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
-			}
-			if err != nil {
-				return fmt.Errorf("read outbox: %w", err)
-			}
-			if receipt.Valid {
-				continue // a redelivered receipt
-			}
-			if records != it.Records {
-				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", it.Records, records))
-			}
-			if _, err := mark.ExecContext(ctx, n.now().UnixMilli(), it.Envelope); err != nil {
-				return fmt.Errorf("record receipt: %w", err)
-			}
-			updated++
-			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: h.Sender,
-				Envelope: it.Envelope, Count: it.Records}); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return h, err
-	}
-	n.m.Receipts.Add(float64(updated))
-	return h, nil
 }

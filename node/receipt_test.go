@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"context"
@@ -6,34 +6,26 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/test/wait"
 )
-
-// receiptsSent counts the receipts n has written to its outbox.
-func receiptsSent(t *testing.T, n *Node) int {
-	t.Helper()
-	var k int
-	if err := n.db.R.QueryRow(`SELECT count(*) FROM outbox WHERE kind = ?`, crypto.KindReceipt).Scan(&k); err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
 
 // TestReceiptsCoalesce: envelopes stored close together are confirmed by
 // one receipt, not one per stored group, and every envelope is confirmed.
 func TestReceiptsCoalesce(t *testing.T) {
 	ctx := context.Background()
-	s := newRelaySpace(t)
-	a, b, ag := s.pair()
-	b.receiptLinger.Store(int64(500 * time.Millisecond)) // wide enough for every envelope of the share
+	s := nodetest.NewSpace(t)
+	a, b, ag := s.Pair(nil, node.Env{}, node.WithReceiptLinger(node.Env{}, 500*time.Millisecond)) // wide enough for every envelope of the share
 	sr, err := a.Share(ctx, ag.ID)
-	if err != nil || sr.Permitted != relayGrades || sr.Envelopes < 3 {
+	if err != nil || sr.Permitted != nodetest.Grades || sr.Envelopes < 3 {
 		t.Fatalf("share: %+v, %v", sr, err)
 	}
-	waitUntil(t, "the grades at uni-b", func() bool { return status(t, b).Received == relayGrades })
-	waitUntil(t, "every envelope confirmed to uni-a", func() bool {
-		return status(t, a).OutboxDepth == 0 && awaiting(t, a) == 0
+	wait.Until(t, 20*time.Second, "the grades at uni-b", func() bool { return nodetest.Status(t, b).Received == nodetest.Grades })
+	wait.Until(t, 20*time.Second, "every envelope confirmed to uni-a", func() bool {
+		return nodetest.Status(t, a).OutboxDepth == 0 && awaiting(t, s) == 0
 	})
-	if got := receiptsSent(t, b); got >= sr.Envelopes {
+	if got := nodetest.Count(t, s.Configs["uni-b"], `SELECT count(*) FROM outbox WHERE kind = ?`, crypto.KindReceipt); got >= int64(sr.Envelopes) {
 		t.Errorf("uni-b sent %d receipts for %d envelopes", got, sr.Envelopes)
 	}
 }
@@ -42,41 +34,34 @@ func TestReceiptsCoalesce(t *testing.T) {
 // stopped is confirmed when it starts again.
 func TestReceiptsAfterRestart(t *testing.T) {
 	ctx := context.Background()
-	s := newRelaySpace(t)
-	a, b, ag := s.pair()
-	b.receiptLinger.Store(int64(time.Hour)) // stores, never confirms
+	s := nodetest.NewSpace(t)
+	a, b, ag := s.Pair(nil, node.Env{}, node.WithReceiptLinger(node.Env{}, time.Hour)) // stores, never confirms
 	sr, err := a.Share(ctx, ag.ID)
-	if err != nil || sr.Permitted != relayGrades {
+	if err != nil || sr.Permitted != nodetest.Grades {
 		t.Fatalf("share: %+v, %v", sr, err)
 	}
-	waitUntil(t, "the grades at uni-b", func() bool { return status(t, b).Received == relayGrades })
+	wait.Until(t, 20*time.Second, "the grades at uni-b", func() bool { return nodetest.Status(t, b).Received == nodetest.Grades })
 	// The first envelope may have been confirmed at once (a wake with an
-	// empty queue starts the hour); the rest wait.
-	time.Sleep(200 * time.Millisecond)
-	if awaiting(t, a) == 0 {
+	// empty queue starts the hour); the rest wait, stored and queued.
+	wait.Until(t, 20*time.Second, "uni-a's outbox sent", func() bool { return nodetest.Status(t, a).OutboxDepth == 0 })
+	if awaiting(t, s) == 0 {
 		t.Fatal("uni-a awaits no receipt before uni-b restarts")
 	}
-	var queued int
-	if err := b.db.R.QueryRow(`SELECT count(*) FROM receipt_queue`).Scan(&queued); err != nil || queued == 0 {
-		t.Fatalf("uni-b's receipt queue holds %d envelopes (%v)", queued, err)
+	if queued := nodetest.Count(t, s.Configs["uni-b"], `SELECT count(*) FROM receipt_queue`); queued == 0 {
+		t.Fatal("uni-b's receipt queue holds no envelope")
 	}
-	cfg := b.cfg
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b = s.open(cfg)
-	waitUntil(t, "every envelope confirmed to uni-a", func() bool { return awaiting(t, a) == 0 })
-	if err := b.db.R.QueryRow(`SELECT count(*) FROM receipt_queue`).Scan(&queued); err != nil || queued != 0 {
-		t.Fatalf("uni-b's receipt queue holds %d envelopes after the restart (%v)", queued, err)
+	b = s.Open(s.Configs["uni-b"])
+	wait.Until(t, 20*time.Second, "every envelope confirmed to uni-a", func() bool { return awaiting(t, s) == 0 })
+	if queued := nodetest.Count(t, s.Configs["uni-b"], `SELECT count(*) FROM receipt_queue`); queued != 0 {
+		t.Fatalf("uni-b's receipt queue holds %d envelopes after the restart", queued)
 	}
 }
 
-// awaiting is how many envelopes n sent await their receipt.
-func awaiting(t *testing.T, n *Node) float64 {
+// awaiting is how many envelopes of records uni-a sent await their receipt.
+func awaiting(t *testing.T, s *nodetest.Space) int64 {
 	t.Helper()
-	v, err := n.awaitingReceipt(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
+	return nodetest.Count(t, s.Configs["uni-a"], `SELECT count(*) FROM outbox WHERE kind = 1 AND sent_ms IS NOT NULL AND receipt_ms IS NULL`)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -141,25 +142,23 @@ func (s *shareRun) load(ctx context.Context) error {
 		s.vol = v
 		return nil
 	}
-	year := time.Date(now.Year(), 1, 1, 0, 0, 0, 0, now.Location()).UnixMilli()
-	rows, err := s.n.db.R.QueryContext(ctx, `SELECT d.subject, d.level FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
-		WHERE o.recipient = ? AND o.created_ms >= ?`, s.a.Recipient, year)
-	if err != nil {
-		return fmt.Errorf("read volume: %w", err)
-	}
-	defer rows.Close()
+	year := time.Date(now.Year(), 1, 1, 0, 0, 0, 0, now.Location())
 	v := &volume{year: now.Year(), seen: map[subjectKey]schema.Level{}}
-	for rows.Next() {
-		var subj, lvl string
-		if err := rows.Scan(&subj, &lvl); err != nil {
-			return fmt.Errorf("read volume: %w", err)
+	var bad error
+	err = s.n.out.Volume(ctx, s.a.Recipient, year, func(subj, lvl string) {
+		l, err := schema.ParseLevel(lvl)
+		if err != nil {
+			bad = fmt.Errorf("read volume: delivery at level %q: %w", lvl, err)
+			return
 		}
-		l, _ := schema.ParseLevel(lvl)
 		k := keyOf(subj)
 		prev, had := v.seen[k]
 		v.count(k, prev, had, l)
+	})
+	if err == nil {
+		err = bad
 	}
-	if err := rows.Err(); err != nil {
+	if err != nil {
 		return err
 	}
 	s.n.volumes[s.a.Recipient] = v
@@ -746,9 +745,9 @@ func (n *Node) startSealer(ctx context.Context, s *shareRun) *sealer {
 	// is commit order: Share and Send hold shareMu, so nothing else assigns
 	// records sequence numbers to this recipient meanwhile. A failed commit
 	// ends the run and leaves next_out where it was.
-	if err := n.db.R.QueryRowContext(ctx, `SELECT coalesce(max(next_out), 1) FROM pair_seq WHERE peer = ? AND kind = ?`,
-		s.a.Recipient, crypto.KindRecords).Scan(&sl.nextSeq); err != nil {
-		sl.err = fmt.Errorf("share: sequence: %w", err)
+	var err error
+	if sl.nextSeq, err = n.out.NextSeq(ctx, s.a.Recipient, crypto.KindRecords); err != nil {
+		sl.err = fmt.Errorf("share: %w", err)
 		sl.failed.Store(true)
 	}
 	// jobs → dispatcher (assigns sequence numbers) → sealers (in parallel)
@@ -845,10 +844,7 @@ var wireBufs sync.Pool
 
 // The statements of commitGroup.
 var (
-	qInsertOutbox = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	qInsertDelivery = store.NewQuery(`INSERT INTO delivered(envelope_id, fields, items) VALUES (?, ?, ?)`)
-	qInsertShared   = store.NewQuery(`INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
+	qInsertShared = store.NewQuery(`INSERT INTO shared(agreement, record_id, envelope_id) VALUES (?, ?, ?)`)
 )
 
 // commitGroup commits sealed envelopes in one transaction with the records
@@ -868,7 +864,6 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 	subject := n.layout.DeliverSubject(s.a.Recipient, n.cfg.NodeID)
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
-		now := n.now().UnixMilli()
 		insShared, err := n.db.Stmt(ctx, tx, qInsertShared) // once per record of held records
 		if err != nil {
 			return fmt.Errorf("share: %w", err)
@@ -881,18 +876,12 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 				continue
 			}
 			b := e.job.b
-			res, err := n.db.Exec(ctx, tx, qInsertOutbox, e.eid, s.a.Recipient, crypto.KindRecords, subject, e.seq, b.count, now,
-				s.a.ID, string(s.a.Purpose), b.typ)
-			if err == nil {
-				err = n.insertEnvelope(ctx, tx, res, e.eid, e.data)
-			}
-			if err != nil {
-				return fmt.Errorf("share: outbox: %w", err)
-			}
 			fields, items := deliveredJSON(b.items)
 			// As text: SQLite reads a JSON blob as JSONB.
-			if _, err := n.db.Exec(ctx, tx, qInsertDelivery, e.eid, string(fields), string(items)); err != nil {
-				return fmt.Errorf("share: deliveries: %w", err)
+			if err := n.out.Add(ctx, tx, outbox.Envelope{ID: e.eid, Recipient: s.a.Recipient, Kind: crypto.KindRecords,
+				Subject: subject, Seq: e.seq, Records: b.count, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
+				Held: len(b.records) == b.count}, e.data, string(fields), string(items)); err != nil {
+				return fmt.Errorf("share: %w", err)
 			}
 			for _, id := range b.records {
 				if _, err := insShared.ExecContext(ctx, s.a.ID, id, e.eid); err != nil {
@@ -909,9 +898,8 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 		if seq == sl.nextSeq {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES (?, ?, ?)
-			ON CONFLICT(peer, kind) DO UPDATE SET next_out = excluded.next_out`, s.a.Recipient, crypto.KindRecords, seq); err != nil {
-			return fmt.Errorf("share: sequence: %w", err)
+		if err := n.out.SetNextSeq(ctx, tx, s.a.Recipient, crypto.KindRecords, seq); err != nil {
+			return fmt.Errorf("share: %w", err)
 		}
 		return nil
 	})
@@ -1008,4 +996,13 @@ func keptFields(d policy.Decision) string {
 		b = append(b, a.Field...)
 	}
 	return string(b)
+}
+
+// unshare forgets that the records of envelope eid were shared: the
+// envelope was dropped before it left, and they may be shared again.
+func (n *Node) unshare(ctx context.Context, tx *sql.Tx, eid string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM shared WHERE envelope_id = ?`, eid); err != nil {
+		return fmt.Errorf("unmark shared: %w", err)
+	}
+	return nil
 }

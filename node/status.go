@@ -182,7 +182,7 @@ func (n *Node) statusData(ctx context.Context) statusData {
 		what string
 		out  *int64
 		f    func(context.Context) (float64, error)
-	}{{"outbox depth", &d.OutboxDepth, n.outboxDepth}, {"awaiting receipt", &d.AwaitingReceipt, n.awaitingReceipt},
+	}{{"outbox depth", &d.OutboxDepth, n.out.Depth}, {"awaiting receipt", &d.AwaitingReceipt, n.out.AwaitingReceipt},
 		{"sequence missing", &d.SequenceMissing, n.sequenceMissing}} {
 		v, err := x.f(ctx)
 		problem(x.what, err)
@@ -192,12 +192,11 @@ func (n *Node) statusData(ctx context.Context) statusData {
 	since := now.Add(-24 * time.Hour).UnixMilli()
 	for _, x := range []struct {
 		out   *statusExchange
-		since int64
-	}{{&d.Sent24, since}, {&d.SentAll, 0}} {
-		problem("envelopes sent", n.db.R.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(records), 0),
-			count(sent_ms), count(receipt_ms), count(*) - count(sent_ms)
-			FROM outbox WHERE kind = 1 AND created_ms >= ?`, x.since).
-			Scan(&x.out.Envelopes, &x.out.Records, &x.out.Acked, &x.out.Confirmed, &x.out.Pending))
+		since time.Time
+	}{{&d.Sent24, time.UnixMilli(since)}, {&d.SentAll, time.UnixMilli(0)}} {
+		s, err := n.out.SentSince(ctx, x.since)
+		problem("envelopes sent", err)
+		*x.out = statusExchange(s)
 	}
 	for _, x := range []struct {
 		out   *statusInbound
@@ -285,26 +284,15 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 	}
 	problem("peers from checkpoints", err)
 	for _, q := range []struct {
-		query string
-		set   func(*statusPeer, int64)
+		counts func(context.Context) (map[string]int64, error)
+		set    func(*statusPeer, int64)
 	}{
-		{`SELECT recipient, count(*) FROM outbox WHERE kind = 1 GROUP BY recipient`, func(p *statusPeer, v int64) { p.SentTo = v }},
-		{`SELECT sender, count(*) FROM inbox GROUP BY sender`, func(p *statusPeer, v int64) { p.RecvFrom = v }},
+		{n.out.SentTo, func(p *statusPeer, v int64) { p.SentTo = v }},
+		{n.receivedFrom, func(p *statusPeer, v int64) { p.RecvFrom = v }},
 	} {
-		rows, err := n.db.R.QueryContext(ctx, q.query)
-		if err == nil {
-			for rows.Next() {
-				var id string
-				var v int64
-				if err = rows.Scan(&id, &v); err != nil {
-					break
-				}
-				q.set(get(id), v)
-			}
-			if err == nil {
-				err = rows.Err()
-			}
-			rows.Close()
+		counts, err := q.counts(ctx)
+		for id, v := range counts {
+			q.set(get(id), v)
 		}
 		problem("peers from exchanges", err)
 	}

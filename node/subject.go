@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -31,49 +30,57 @@ type SubjectReport struct {
 	Deliveries []Delivery `json:"deliveries"`
 }
 
+// SubjectReport lists every delivery of the subject's records (subject is
+// the subject key value, e.g. a student_id): to whom, when, under which
+// agreement and purpose, which fields, and the erasure state.
+func (n *Node) SubjectReport(ctx context.Context, subject string) (SubjectReport, error) {
+	hash := n.ev.Subject(subject)
+	deliveries, err := n.out.Deliveries(ctx, nil, hash, "")
+	if err != nil {
+		return SubjectReport{}, fmt.Errorf("subject report: %w", err)
+	}
+	rep := SubjectReport{Deliveries: []Delivery{}}
+	type pair struct{ recipient, agreement string }
+	erasures := map[pair][2]*time.Time{}
+	for _, od := range deliveries {
+		d := Delivery{Recipient: od.Recipient, Agreement: od.Agreement, Purpose: od.Purpose, RecordType: od.RecordType,
+			Level: od.Level, Fields: od.Fields, Envelope: od.Envelope, Sealed: od.Created, Sent: od.Sent, Received: od.Receipt}
+		p := pair{od.Recipient, od.Agreement}
+		e, ok := erasures[p]
+		if !ok {
+			if e[0], e[1], err = n.erasureState(ctx, hash, od.Recipient, od.Agreement); err != nil {
+				return SubjectReport{}, fmt.Errorf("subject report: %w", err)
+			}
+			erasures[p] = e
+		}
+		d.ErasureRequested, d.ErasureConfirmed = e[0], e[1]
+		switch {
+		case e[1] != nil:
+			d.Erasure = "confirmed"
+		case e[0] != nil:
+			d.Erasure = "requested"
+		}
+		rep.Deliveries = append(rep.Deliveries, d)
+	}
+	return rep, nil
+}
+
+// erasureState is when erasure of the subject (evidence hash) was last
+// requested from recipient under agreement, and last confirmed; nil when
+// never.
+func (n *Node) erasureState(ctx context.Context, subject, recipient, agreement string) (requested, confirmed *time.Time, err error) {
+	var req, conf sql.NullInt64
+	if err := n.db.R.QueryRowContext(ctx, `SELECT max(requested_ms), max(confirmed_ms) FROM erasures
+		WHERE subject = ? AND recipient = ? AND agreement = ?`, subject, recipient, agreement).Scan(&req, &conf); err != nil {
+		return nil, nil, err
+	}
+	return msTime(req), msTime(conf), nil
+}
+
 func msTime(v sql.NullInt64) *time.Time {
 	if !v.Valid {
 		return nil
 	}
 	t := time.UnixMilli(v.Int64).UTC()
 	return &t
-}
-
-// SubjectReport lists every delivery of the subject's records (subject is
-// the subject key value, e.g. a student_id): to whom, when, under which
-// agreement and purpose, which fields, and the erasure state.
-func (n *Node) SubjectReport(ctx context.Context, subject string) (SubjectReport, error) {
-	rows, err := n.db.R.QueryContext(ctx, `SELECT o.recipient, coalesce(o.agreement, ''), coalesce(o.purpose, ''), coalesce(o.record_type, ''),
-			d.level, d.fields, o.envelope_id, o.created_ms, o.sent_ms, o.receipt_ms,
-			(SELECT max(e.requested_ms) FROM erasures e WHERE e.subject = d.subject AND e.recipient = o.recipient AND e.agreement = o.agreement),
-			(SELECT max(e.confirmed_ms) FROM erasures e WHERE e.subject = d.subject AND e.recipient = o.recipient AND e.agreement = o.agreement)
-		FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
-		WHERE d.subject = ? ORDER BY o.created_ms, o.envelope_id`, n.ev.Subject(subject))
-	if err != nil {
-		return SubjectReport{}, fmt.Errorf("subject report: %w", err)
-	}
-	defer rows.Close()
-	rep := SubjectReport{Deliveries: []Delivery{}}
-	for rows.Next() {
-		var d Delivery
-		var fields string
-		var created int64
-		var sent, receipt, requested, confirmed sql.NullInt64
-		if err := rows.Scan(&d.Recipient, &d.Agreement, &d.Purpose, &d.RecordType, &d.Level, &fields, &d.Envelope,
-			&created, &sent, &receipt, &requested, &confirmed); err != nil {
-			return SubjectReport{}, fmt.Errorf("subject report: %w", err)
-		}
-		d.Fields = strings.Split(fields, ",")
-		d.Sealed = time.UnixMilli(created).UTC()
-		d.Sent, d.Received = msTime(sent), msTime(receipt)
-		d.ErasureRequested, d.ErasureConfirmed = msTime(requested), msTime(confirmed)
-		switch {
-		case confirmed.Valid:
-			d.Erasure = "confirmed"
-		case requested.Valid:
-			d.Erasure = "requested"
-		}
-		rep.Deliveries = append(rep.Deliveries, d)
-	}
-	return rep, rows.Err()
 }

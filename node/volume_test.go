@@ -1,4 +1,4 @@
-package node
+package node_test
 
 import (
 	"bytes"
@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
@@ -18,23 +21,24 @@ import (
 // sent before from its deliveries.
 func TestSendVolume(t *testing.T) {
 	ctx := context.Background()
-	s := newRelaySpace(t)
-	rulebook := filepath.Join(s.dir, "rulebook.json")
+	s := nodetest.NewSpace(t)
+	rulebook := filepath.Join(s.Dir, "rulebook.json")
 	if err := os.WriteFile(rulebook, []byte(`{"volume":{"bulk_l3":10}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ca := s.config("uni-a")
+	ca := s.Config("uni-a")
 	ca.Rulebook = rulebook
-	a := s.open(ca)
-	s.open(s.config("uni-b"))
-	ag := benchAgreement(s.now)
+	s.Configs["uni-a"] = ca
+	a := s.Open(ca)
+	s.Open(s.Config("uni-b"))
+	ag := benchAgreement(s.Now)
 	ag.ID, ag.Provider, ag.Recipient = "volume", "uni-a", "uni-b"
 	if err := a.AddAgreement(ctx, ag); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := synth.Students(20, 5)
 	lines := bytes.SplitAfter(bytes.TrimSpace(data), []byte("\n"))
-	send := func(a *Node, lines ...[]byte) SendResult {
+	send := func(a *node.Node, lines ...[]byte) node.SendResult {
 		t.Helper()
 		r, err := a.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(bytes.Join(lines, []byte("\n"))), ""))
 		if err != nil {
@@ -48,15 +52,22 @@ func TestSendVolume(t *testing.T) {
 	if r.Permitted != 11 || r.Denied[string(policy.ReasonVolumeBulk)] != 6 {
 		t.Fatalf("first send: %d permitted, denied %v; want 11 and 6 volume_bulk", r.Permitted, r.Denied)
 	}
-	cfg := a.cfg
+	cfg := s.Configs["uni-a"]
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	a = s.open(cfg)
+	a = s.Open(cfg)
 	if r := send(a, lines[16]); r.Permitted != 0 || r.Denied[string(policy.ReasonVolumeBulk)] != 1 {
 		t.Fatalf("a new subject after the restart: %d permitted, denied %v", r.Permitted, r.Denied)
 	}
 	if r := send(a, lines[2]); r.Permitted != 1 {
 		t.Fatalf("a subject sent before, after the restart: %d permitted, denied %v", r.Permitted, r.Denied)
 	}
+}
+
+// benchAgreement permits every field of the synthetic students.
+func benchAgreement(now time.Time) *policy.Agreement {
+	return &policy.Agreement{ID: "bench", Provider: "sender", Recipient: "receiver", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisPublicInterest, RecordTypes: map[string][]string{"student": synth.StudentFields},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(time.Hour)}
 }

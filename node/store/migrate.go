@@ -245,6 +245,36 @@ CREATE TABLE receipt_queue (
 	stored_ms   INTEGER NOT NULL
 );
 `,
+	// 6: tables owned by one package each. pair_seq held both the outbox's sequence numbers and the
+	// receiver's; an outbox row now says itself whether its records are ones this node holds, which
+	// a consent withdrawal asks.
+	`
+-- seq_out: per peer and envelope kind, the next outgoing sequence number (package outbox).
+CREATE TABLE seq_out (
+	peer TEXT    NOT NULL,
+	kind INTEGER NOT NULL,
+	next INTEGER NOT NULL DEFAULT 1,
+	PRIMARY KEY (peer, kind)
+) WITHOUT ROWID;
+INSERT INTO seq_out(peer, kind, next) SELECT peer, kind, next_out FROM pair_seq;
+
+-- seq_in: per peer and envelope kind, the highest sequence number received (package receive).
+CREATE TABLE seq_in (
+	peer TEXT    NOT NULL,
+	kind INTEGER NOT NULL,
+	last INTEGER NOT NULL,
+	PRIMARY KEY (peer, kind)
+) WITHOUT ROWID;
+INSERT INTO seq_in(peer, kind, last) SELECT peer, kind, last_in FROM pair_seq WHERE last_in > 0;
+DROP TABLE pair_seq;
+
+-- outbox.held: 1 when every record of a records envelope is one this node holds (a share of its
+-- records, not a stream sent through): a queued envelope of held records can be dropped and its
+-- records shared again.
+ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+UPDATE outbox SET held = (records = (SELECT count(*) FROM shared s WHERE s.envelope_id = outbox.envelope_id))
+	WHERE kind = 1;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -21,12 +21,12 @@ import (
 // including Close, which checkpoints what is left: work that a slower
 // checkpointer leaves for later is counted too.
 //
-//   - sender: one transaction with, per envelope, the pair_seq upsert, the
+//   - sender: one transaction with, per envelope, the sequence upsert, the
 //     outbox row, the sealed envelope (72 KiB, incompressible), the
 //     delivered row (40 KiB of JSON) and two evidence entries of 18 KiB; then
 //     the relay's reads and its attempt and sent marks, and the receipts.
 //   - receiver: one transaction with, per envelope, the duplicate check, the
-//     inbox row, the payload (72 KiB), the pair_seq upsert and an evidence
+//     inbox row, the payload (72 KiB), the sequence upsert and an evidence
 //     entry.
 func BenchmarkEnvelopeWrites(b *testing.B) {
 	for _, side := range []string{"sender", "receiver"} {
@@ -114,8 +114,8 @@ func (w *envelopeWriter) sender(ctx context.Context, db *DB, group int) error {
 	err := db.Write(ctx, func(tx *sql.Tx) error {
 		for range group {
 			w.n++
-			if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, next_out) VALUES ('uni-b', 1, ?)
-				ON CONFLICT(peer, kind) DO UPDATE SET next_out = excluded.next_out`, w.n+1); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO seq_out(peer, kind, next) VALUES ('uni-b', 1, ?)
+				ON CONFLICT(peer, kind) DO UPDATE SET next = excluded.next`, w.n+1); err != nil {
 				return err
 			}
 			res, err := tx.ExecContext(ctx, `INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type)
@@ -196,8 +196,8 @@ func (w *envelopeWriter) receiver(ctx context.Context, db *DB, group int) error 
 			if _, err := tx.ExecContext(ctx, `INSERT INTO received(envelope_id, type, records, body) VALUES (?, 'student', 500, ?)`, eid, w.blobs[w.n%len(w.blobs)]); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO pair_seq(peer, kind, last_in) VALUES ('uni-a', 1, ?)
-				ON CONFLICT(peer, kind) DO UPDATE SET last_in = max(last_in, excluded.last_in)`, w.n); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO seq_in(peer, kind, last) VALUES ('uni-a', 1, ?)
+				ON CONFLICT(peer, kind) DO UPDATE SET last = max(last, excluded.last)`, w.n); err != nil {
 				return err
 			}
 			if err := w.appendEvidence(ctx, tx, w.evidence); err != nil {

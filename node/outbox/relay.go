@@ -1,4 +1,4 @@
-package node
+package outbox
 
 import (
 	"context"
@@ -17,25 +17,18 @@ import (
 // their acknowledgements.
 const relayPage = 512
 
-func (n *Node) wakeRelay() {
-	select {
-	case n.relayWake <- struct{}{}:
-	default:
-	}
-}
-
-// relay publishes the outbox to JetStream until ctx ends. A row is marked
+// Run publishes the outbox to JetStream until ctx ends. A row is marked
 // sent only after JetStream acknowledged it; a row published twice (after a
 // crash between publish and mark) is dropped by JetStream's duplicate
 // window and, past it, by the recipient's inbox.
-func (n *Node) relay(ctx context.Context) {
+func (o *Outbox) Run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	backoff := 100 * time.Millisecond
 	for {
-		more, err := n.relayOnce(ctx)
+		more, err := o.relayOnce(ctx)
 		if err != nil && ctx.Err() == nil {
-			n.log.Warn("relay: will retry", "err", err, "in", backoff)
+			o.log.Warn("relay: will retry", "err", err, "in", backoff)
 			select {
 			case <-ctx.Done():
 				return
@@ -51,7 +44,7 @@ func (n *Node) relay(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.relayWake:
+		case <-o.wake:
 		case <-tick.C:
 		}
 	}
@@ -74,13 +67,13 @@ type outboxRow struct {
 // envelope cache, which holds what was written to the outbox recently, or
 // read from outbox_data (after a restart, or evicted). Either way only the
 // envelope of a row still there once marked attempted is published.
-func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
-	if n.sendingBlocked() {
+func (o *Outbox) relayOnce(ctx context.Context) (more bool, err error) {
+	if o.blocked != nil && o.blocked() {
 		// Fail closed: nothing leaves while the evidence of what would leave
 		// cannot be committed on the space. The outbox keeps it.
 		return false, nil
 	}
-	rows, err := n.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records
+	rows, err := o.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records
 		FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.sent_ms IS NULL ORDER BY o.id LIMIT ?`, relayPage)
 	if err != nil {
 		return false, fmt.Errorf("read outbox: %w", err)
@@ -101,8 +94,8 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	if len(page) == 0 {
 		return false, nil
 	}
-	if hook := n.relayPageRead.Load(); hook != nil {
-		(*hook)()
+	if o.opts.pageRead != nil {
+		o.opts.pageRead()
 	}
 	// Mark the page as being published before it is: from here on an
 	// envelope may have left, so a withdrawal or revocation no longer drops
@@ -111,11 +104,11 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	// id to the next row inserted.
 	full := len(page) == relayPage
 	var live, dropped []outboxRow
-	if err := n.db.Write(ctx, func(tx *sql.Tx) error {
+	if err := o.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
 		live, dropped = live[:0], dropped[:0]
-		now := n.now().UnixMilli()
-		st, err := n.db.Stmt(ctx, tx, qMarkAttempt)
+		now := o.now().UnixMilli()
+		st, err := o.db.Stmt(ctx, tx, qMarkAttempt)
 		if err != nil {
 			return fmt.Errorf("mark attempt: %w", err)
 		}
@@ -135,10 +128,10 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	for _, r := range dropped {
-		n.envs.remove(r.eid)
+		o.cache.remove(r.eid)
 	}
 	page = live
-	loaded, err := n.loadEnvelopes(ctx, page)
+	loaded, err := o.loadEnvelopes(ctx, page)
 	if err != nil {
 		return false, err
 	}
@@ -148,12 +141,12 @@ func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
 	futures := make([]jetstream.PubAckFuture, 0, len(page))
 	var pubErr error
 	for _, r := range page {
-		f, err := n.js.PublishAsync(r.subject, r.data, jetstream.WithMsgID(r.eid))
+		f, err := o.js.PublishAsync(r.subject, r.data, jetstream.WithMsgID(r.eid))
 		if err != nil {
 			// Refused before it left, such as an envelope larger than the
 			// server now accepts (sealed for a server that accepted more):
 			// it stays first in the outbox, and this says why.
-			pubErr = fmt.Errorf("publish envelope %s (%d bytes, server maximum %d): %w", r.eid, len(r.data), n.nc.MaxPayload(), err)
+			pubErr = fmt.Errorf("publish envelope %s (%d bytes, server maximum %d): %w", r.eid, len(r.data), o.maxPay(), err)
 			break
 		}
 		futures = append(futures, f)
@@ -176,7 +169,7 @@ wait:
 		}
 	}
 	if len(acked) > 0 {
-		if err := n.markSent(ctx, acked); err != nil {
+		if err := o.markSent(ctx, acked); err != nil {
 			return false, err
 		}
 	}
@@ -187,7 +180,7 @@ wait:
 }
 
 // relayPageBytes bounds the envelopes one page holds in memory: a page of
-// relayPage envelopes of up to 4 MiB each (Node.envelopePlaintext) would
+// relayPage envelopes of up to 4 MiB each (the node closes envelopes at half the server's maximum message size) would
 // be gigabytes after an outage.
 const relayPageBytes = 64 << 20
 
@@ -196,7 +189,7 @@ const relayPageBytes = 64 << 20
 // relayPageBytes are loaded (one row at least); it returns how many rows
 // it loaded. A row marked attempted is no longer dropped, so its id keeps
 // naming it.
-func (n *Node) loadEnvelopes(ctx context.Context, page []outboxRow) (int, error) {
+func (o *Outbox) loadEnvelopes(ctx context.Context, page []outboxRow) (int, error) {
 	var st *sql.Stmt
 	defer func() {
 		if st != nil {
@@ -209,22 +202,22 @@ func (n *Node) loadEnvelopes(ctx context.Context, page []outboxRow) (int, error)
 			return i, nil
 		}
 		r := &page[i]
-		if data, ok := n.envs.get(r.eid); ok {
+		if data, ok := o.cache.get(r.eid); ok {
 			r.data = data
-			n.envs.hits.Add(1)
+			o.cache.hits.Add(1)
 			bytes += len(data)
 			continue
 		}
 		if st == nil {
 			var err error
-			if st, err = n.db.R.PrepareContext(ctx, `SELECT data FROM outbox_data WHERE id = ?`); err != nil {
+			if st, err = o.db.R.PrepareContext(ctx, `SELECT data FROM outbox_data WHERE id = ?`); err != nil {
 				return 0, fmt.Errorf("read outbox: %w", err)
 			}
 		}
 		if err := st.QueryRowContext(ctx, r.id).Scan(&r.data); err != nil {
 			return 0, fmt.Errorf("read outbox envelope: %w", err)
 		}
-		n.envs.reads.Add(1)
+		o.cache.reads.Add(1)
 		bytes += len(r.data)
 	}
 	return len(page), nil
@@ -239,11 +232,11 @@ var (
 
 // markSent marks the rows sent, which JetStream acknowledged, with the
 // evidence of each send, and forgets their envelopes.
-func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
-	now := n.now().UnixMilli()
-	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+func (o *Outbox) markSent(ctx context.Context, sent []outboxRow) error {
+	now := o.now().UnixMilli()
+	err := o.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
-		st, err := n.db.Stmt(ctx, tx, qMarkSent)
+		st, err := o.db.Stmt(ctx, tx, qMarkSent)
 		if err != nil {
 			return fmt.Errorf("mark sent: %w", err)
 		}
@@ -255,7 +248,7 @@ func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 			if k, _ := res.RowsAffected(); k == 0 {
 				continue // not there any more: nothing to mark
 			}
-			if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindSend, Peer: r.recipient,
+			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindSend, Peer: r.recipient,
 				Envelope: r.eid, Count: r.records}); err != nil {
 				return err
 			}
@@ -266,38 +259,8 @@ func (n *Node) markSent(ctx context.Context, sent []outboxRow) error {
 		return err
 	}
 	for _, r := range sent {
-		n.envs.remove(r.eid)
+		o.cache.remove(r.eid)
 	}
-	n.m.Sent.Add(float64(len(sent)))
+	o.m.Sent.Add(float64(len(sent)))
 	return nil
-}
-
-// count runs a query returning one number, for a gauge; -1 when the
-// database cannot answer.
-func (n *Node) count(ctx context.Context, query string) (float64, error) {
-	var k sql.NullInt64
-	if err := n.db.R.QueryRowContext(ctx, query).Scan(&k); err != nil {
-		return 0, err
-	}
-	return float64(k.Int64), nil
-}
-
-func (n *Node) outboxDepth(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT count(*) FROM outbox WHERE sent_ms IS NULL`)
-}
-
-func (n *Node) evidenceLength(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT max(seq) FROM evidence`)
-}
-
-func (n *Node) awaitingReceipt(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT count(*) FROM outbox WHERE kind = 1 AND sent_ms IS NOT NULL AND receipt_ms IS NULL`)
-}
-
-func (n *Node) sequenceMissing(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT (SELECT coalesce(sum(last_in), 0) FROM pair_seq WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
-}
-
-func (n *Node) erasuresOpen(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT count(*) FROM erasures WHERE confirmed_ms IS NULL`)
 }

@@ -1,4 +1,4 @@
-package node
+package outbox
 
 import (
 	"container/list"
