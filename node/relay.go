@@ -75,7 +75,7 @@ type outboxRow struct {
 // read from outbox_data (after a restart, or evicted). Either way only the
 // envelope of a row still there once marked attempted is published.
 func (n *Node) relayOnce(ctx context.Context) (more bool, err error) {
-	if n.sendingBlocked() {
+	if n.ckpt.SendingBlocked() {
 		// Fail closed: nothing leaves while the evidence of what would leave
 		// cannot be committed on the space. The outbox keeps it.
 		return false, nil

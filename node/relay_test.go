@@ -199,7 +199,7 @@ func (s *relaySpace) block(a *Node) (unblock func()) {
 	if err := js.DeleteStream(ctx, l.AuditStream()); err != nil {
 		s.t.Fatal(err)
 	}
-	waitUntil(s.t, "uni-a to fail closed", a.sendingBlocked)
+	waitUntil(s.t, "uni-a to fail closed", a.ckpt.SendingBlocked)
 	return func() {
 		s.t.Helper()
 		if _, err := js.CreateOrUpdateStream(ctx, bus.AuditStreamConfig(l)); err != nil {
