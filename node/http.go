@@ -44,7 +44,7 @@ func (n *Node) adminHandler() http.Handler {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if n.sendingBlocked() {
+		if n.ckpt.SendingBlocked() {
 			writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
 				"evidence checkpoints could not be published for longer than checkpoint.max_age; nothing is sent")
 			return

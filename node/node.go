@@ -20,6 +20,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
@@ -71,7 +72,7 @@ type Node struct {
 	consMu    sync.Mutex
 	cons      map[string]jetstream.Consumer // by kind: deliver, receipt, control, audit
 
-	ckpt checkpointState
+	ckpt *checkpoint.Keeper // publishes this node's checkpoints, keeps every node's
 	// receivedRecords counts records stored from peers since start.
 	receivedRecords atomic.Int64
 	started         bool // Open completed
@@ -193,7 +194,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.reg = registry.New(kv, root, cfg.Space, n.now)
 	n.codec = &envelope.Codec{NodeID: cfg.NodeID, Keys: n.keys, Registry: n.reg, Std: n.std, TTL: cfg.EnvelopeTTL, Now: n.now}
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: n.codec, Evidence: n.ev, Metrics: n.m, Logger: n.log, Now: n.now,
-		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: n.sendingBlocked, Options: env.Outbox})
+		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: func() bool { return n.ckpt.SendingBlocked() }, Options: env.Outbox})
 	n.out.OnDrop(n.unshare)
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
@@ -205,6 +206,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err := n.reg.Publish(ctx, cfg.NodeID, n.credToken); err != nil {
 		return nil, err
 	}
+	n.ckpt = checkpoint.New(checkpoint.Deps{
+		DB: n.db, Evidence: n.ev, Node: cfg.NodeID, Keys: n.keys, Registry: n.reg,
+		JS: n.js, Layout: n.layout, Credential: n.credToken, Metrics: n.m, Log: n.log, Now: n.now,
+		Interval: cfg.Checkpoint.Interval, MaxAge: cfg.Checkpoint.MaxAge,
+	})
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -237,7 +243,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		{n.layout.ExchangeStream(), n.layout.ControlConsumer(cfg.NodeID), n.layout.ControlFilter(cfg.NodeID),
 			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptControl) }, nil},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
-			func(msg jetstream.Msg) { n.receiveCheckpoint(runCtx, msg) }, nil},
+			func(msg jetstream.Msg) { n.ckpt.Handle(runCtx, msg) }, nil},
 	} {
 		cons, err := bus.Consumer(ctx, n.js, c.stream, c.name, c.subject)
 		if err != nil {
@@ -256,7 +262,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		}
 		n.consumers = append(n.consumers, cc)
 	}
-	n.ckpt.init(n.now())
 	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
@@ -268,7 +273,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.checkpointer(runCtx)
+		n.ckpt.Run(runCtx)
 	}()
 	n.wg.Add(1)
 	go func() {
@@ -287,8 +292,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		ErasuresOpen:    n.erasuresOpen,
 		EvidenceEntries: n.evidenceLength,
 		ConsumerPending: n.consumerPending,
-		CheckpointAge:   n.checkpointAge,
-		SendingBlocked:  n.sendingBlocked,
+		CheckpointAge:   n.ckpt.Age,
+		SendingBlocked:  n.ckpt.SendingBlocked,
 	})
 	if err := n.serveHTTP(); err != nil {
 		return nil, err
@@ -313,7 +318,7 @@ func (n *Node) AdminToken() string { return n.keys.AdminToken }
 // Ready reports whether the node is serving: started, connected to NATS,
 // and not failing closed for want of published checkpoints.
 func (n *Node) Ready() bool {
-	return n.ready.Load() && n.nc != nil && n.nc.IsConnected() && !n.sendingBlocked()
+	return n.ready.Load() && n.nc != nil && n.nc.IsConnected() && !n.ckpt.SendingBlocked()
 }
 
 // Close stops the node: HTTP first (with a fresh bounded context), then the
@@ -350,7 +355,7 @@ func (n *Node) Close() error {
 			// A last checkpoint, after everything else has stopped writing,
 			// so that the log as it is at shutdown is covered on the space.
 			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := n.publishCheckpoint(cctx); err != nil {
+			if err := n.ckpt.Publish(cctx); err != nil {
 				n.log.Warn("final checkpoint not published", "err", err)
 			}
 			ccancel()
@@ -423,6 +428,17 @@ func (n *Node) consumerPending(ctx context.Context, kind string) (float64, error
 		return 0, err
 	}
 	return float64(info.NumPending) + float64(info.NumAckPending), nil
+}
+
+// Checkpoint signs and publishes a checkpoint of the evidence log now, if
+// the log has grown since the last one.
+func (n *Node) Checkpoint(ctx context.Context) error { return n.ckpt.Publish(ctx) }
+
+// CheckpointHeld is the highest entry count of node's evidence log that a
+// checkpoint this node holds covers (0 when none).
+func (n *Node) CheckpointHeld(ctx context.Context, node string) (int64, error) {
+	count, _, err := n.ckpt.Latest(ctx, node)
+	return count, err
 }
 
 // RevocationSerial is the serial of the newest revocation list this node

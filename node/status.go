@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	_ "embed"
 	"encoding/hex"
 	"fmt"
@@ -152,8 +151,8 @@ func (n *Node) statusData(ctx context.Context) statusData {
 	now := n.now()
 	d := statusData{
 		Generated: now, Node: n.cfg.NodeID, Space: n.cfg.Space, Suite: n.suite.String(),
-		Ready: n.Ready(), Connected: n.nc != nil && n.nc.IsConnected(), Blocked: n.sendingBlocked(),
-		CheckpointAge: n.checkpointAge(), CheckpointMax: n.cfg.Checkpoint.MaxAge,
+		Ready: n.Ready(), Connected: n.nc != nil && n.nc.IsConnected(), Blocked: n.ckpt.SendingBlocked(),
+		CheckpointAge: n.ckpt.Age(), CheckpointMax: n.cfg.Checkpoint.MaxAge,
 	}
 	if n.cred != nil {
 		d.Role, d.Institution, d.CredExpires = string(n.cred.Role), n.cred.Institution, n.cred.Expires
@@ -165,19 +164,14 @@ func (n *Node) statusData(ctx context.Context) statusData {
 		}
 	}
 
-	count, head, err := n.head(ctx)
+	count, head, err := n.ev.Head(ctx)
 	problem("evidence head", err)
 	d.EvidenceCount = count
 	if len(head) > 0 {
 		d.EvidenceHead = hex.EncodeToString(head[:min(8, len(head))])
 	}
-	var own, ownT sql.NullInt64
-	problem("own checkpoint", n.db.R.QueryRowContext(ctx,
-		`SELECT max(count), max(time_ms) FROM checkpoints WHERE node = ?`, n.cfg.NodeID).Scan(&own, &ownT))
-	d.OwnCheckpoint = own.Int64
-	if ownT.Valid {
-		d.OwnCheckpointT = time.UnixMilli(ownT.Int64)
-	}
+	d.OwnCheckpoint, d.OwnCheckpointT, err = n.ckpt.Latest(ctx, n.cfg.NodeID)
+	problem("own checkpoint", err)
 	for _, x := range []struct {
 		what string
 		out  *int64
@@ -266,23 +260,12 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 		}
 		return p
 	}
-	rows, err := n.db.R.QueryContext(ctx, `SELECT node, max(count), max(time_ms) FROM checkpoints GROUP BY node`)
-	if err == nil {
-		for rows.Next() {
-			var id string
-			var c, t int64
-			if err = rows.Scan(&id, &c, &t); err != nil {
-				break
-			}
-			p := get(id)
-			p.Checkpoint, p.CheckpointT = c, time.UnixMilli(t)
-		}
-		if err == nil {
-			err = rows.Err()
-		}
-		rows.Close()
-	}
+	held, err := n.ckpt.Nodes(ctx)
 	problem("peers from checkpoints", err)
+	for _, h := range held {
+		p := get(h.Node)
+		p.Checkpoint, p.CheckpointT = h.Count, h.At
+	}
 	for _, q := range []struct {
 		counts func(context.Context) (map[string]int64, error)
 		set    func(*statusPeer, int64)
@@ -310,7 +293,7 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 				cred, p.Source = c, "registry"
 			} else {
 				p.State = shortError(err)
-				if c, err2 := n.checkpointCredential(ctx, p.Node, now); err2 == nil {
+				if c, err2 := n.ckpt.Credential(ctx, p.Node, now); err2 == nil {
 					cred, p.Source = c, "checkpoint (registry: "+p.State+")"
 				}
 			}
@@ -335,16 +318,6 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 		}
 		return d.Peers[i].Node < d.Peers[j].Node
 	})
-}
-
-// checkpointCredential verifies the credential that came with node's
-// latest checkpoint.
-func (n *Node) checkpointCredential(ctx context.Context, node string, now time.Time) (*crypto.Credential, error) {
-	var tok string
-	if err := n.db.R.QueryRowContext(ctx, `SELECT credential FROM checkpoints WHERE node = ? ORDER BY count DESC LIMIT 1`, node).Scan(&tok); err != nil {
-		return nil, err
-	}
-	return crypto.ParseCredential(tok, n.reg.Root(), n.cfg.Space, now)
 }
 
 // statusConsent counts consent records and erasures where this version of

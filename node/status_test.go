@@ -101,7 +101,7 @@ func TestStatusPage(t *testing.T) {
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
 		t.Errorf("Content-Security-Policy %q", csp)
 	}
-	count, head, err := n.head(ctx)
+	count, head, err := n.ev.Head(ctx)
 	if err != nil || count == 0 {
 		t.Fatalf("evidence head: %d, %v", count, err)
 	}

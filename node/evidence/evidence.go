@@ -186,3 +186,19 @@ func (e *BrokenError) Error() string {
 func Verify(ctx context.Context, db *sql.DB) (Head, error) {
 	return VerifyCheckpoints(DBRows(ctx, db), nil)
 }
+
+// Head reads the chain's length and last hash from the database the log
+// uses (UseDB); an empty chain is 0 and nil.
+func (l *Log) Head(ctx context.Context) (count int64, hash []byte, err error) {
+	if l.db == nil {
+		return 0, nil, errors.New("read evidence head: no database")
+	}
+	err = l.db.R.QueryRowContext(ctx, `SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1`).Scan(&count, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("read evidence head: %w", err)
+	}
+	return count, hash, nil
+}

@@ -1,0 +1,328 @@
+// Package checkpoint commits a node's evidence log on the space: every
+// interval while the log grows, the node signs its head (entry count and
+// last hash) with its checkpoint key and publishes it on the space's audit
+// stream, and it keeps the checkpoints every node of the space publishes,
+// its own included, each verified against the signer's credential. It owns
+// the checkpoints table.
+//
+// It must never publish a checkpoint that does not cover the whole log as
+// read at signing, never keep a checkpoint it has not verified, and never
+// let a second, different checkpoint for the same node and count replace
+// the one it holds. While its own log has gone uncovered by a published
+// checkpoint for longer than the maximum age, [Keeper.SendingBlocked]
+// reports that the node fails closed.
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/metrics"
+	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/node/store"
+)
+
+// Deps is what a Keeper works with.
+type Deps struct {
+	DB       *store.DB
+	Evidence *evidence.Log // the log whose head is signed
+	Node     string        // this node's id
+	Keys     *keys.Keys    // Keys.Checkpoint signs
+	Registry *registry.Registry
+	JS       jetstream.JetStream
+	Layout   bus.Layout // its Space is the space checkpoints are of
+	// Credential is this node's member credential as issued (JWT), kept
+	// with its own checkpoints.
+	Credential string
+	Metrics    *metrics.Metrics
+	Log        *slog.Logger
+	Now        func() time.Time
+	// Interval is how often Run publishes while the log grows.
+	Interval time.Duration
+	// MaxAge is how long the log may go uncovered before the node fails
+	// closed.
+	MaxAge time.Duration
+}
+
+// Keeper publishes this node's checkpoints and keeps every node's.
+type Keeper struct {
+	d Deps
+
+	mu        sync.Mutex
+	count     int64     // entries covered by the last published checkpoint
+	published time.Time // when the log was last known fully covered
+}
+
+// New returns a Keeper that counts the log as covered at the time it is
+// made.
+func New(d Deps) *Keeper {
+	return &Keeper{d: d, published: d.Now()}
+}
+
+// Run signs and publishes a checkpoint every interval while the evidence
+// log grows, until ctx ends.
+func (k *Keeper) Run(ctx context.Context) {
+	var own sql.NullInt64
+	if err := k.d.DB.R.QueryRowContext(ctx, `SELECT max(count) FROM checkpoints WHERE node = ?`, k.d.Node).Scan(&own); err == nil {
+		k.mu.Lock()
+		k.count = own.Int64
+		k.mu.Unlock()
+	} else if ctx.Err() == nil {
+		k.d.Log.Warn("own checkpoints not read; the next checkpoint is published regardless", "err", err)
+	}
+	tick := time.NewTicker(k.d.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := k.Publish(pctx); err != nil && ctx.Err() == nil {
+			k.d.Log.Warn("checkpoint not published; will retry", "err", err, "uncovered_for", k.Age().Round(time.Second))
+		}
+		cancel()
+	}
+}
+
+// Publish signs the evidence head with the node's checkpoint key,
+// publishes it on the space and keeps it; nothing happens when the last
+// published checkpoint already covers the whole log.
+func (k *Keeper) Publish(ctx context.Context) error {
+	count, hash, err := k.d.Evidence.Head(ctx)
+	if err != nil {
+		return err
+	}
+	now := k.d.Now()
+	k.mu.Lock()
+	covered := count <= k.count
+	if covered {
+		k.published = now
+	}
+	k.mu.Unlock()
+	if covered {
+		return nil
+	}
+	c := crypto.Checkpoint{Space: k.d.Layout.Space, Node: k.d.Node, Count: uint64(count), Time: now}
+	copy(c.Head[:], hash)
+	data, err := crypto.SignCheckpoint(k.d.Keys.Checkpoint, c)
+	if err != nil {
+		return err
+	}
+	if _, err := k.d.JS.Publish(ctx, k.d.Layout.AuditSubject(k.d.Node), data,
+		jetstream.WithMsgID(fmt.Sprintf("%s-%d", k.d.Node, count))); err != nil {
+		return fmt.Errorf("publish checkpoint: %w", err)
+	}
+	if err := k.store(ctx, k.d.Node, c, data, k.d.Credential); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.count = max(k.count, count)
+	k.published = now
+	k.mu.Unlock()
+	k.d.Metrics.CheckpointsPublished.Inc()
+	return nil
+}
+
+// store keeps a verified checkpoint. A second, different checkpoint for the
+// same node and count is equivocation: it is kept out, counted and logged.
+func (k *Keeper) store(ctx context.Context, node string, c crypto.Checkpoint, data []byte, credential string) error {
+	return k.d.DB.Write(ctx, func(tx *sql.Tx) error {
+		var head []byte
+		err := tx.QueryRowContext(ctx, `SELECT head FROM checkpoints WHERE node = ? AND count = ?`, node, c.Count).Scan(&head)
+		switch {
+		case err == nil:
+			if !bytes.Equal(head, c.Head[:]) {
+				k.d.Metrics.CheckpointConflicts.Inc()
+				k.d.Log.Error("conflicting checkpoints: a node signed two different heads for the same count", "peer", node, "count", c.Count)
+			}
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("read checkpoints: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(node, count, head, time_ms, data, credential) VALUES (?, ?, ?, ?, ?, ?)`,
+			node, c.Count, c.Head[:], c.Time.UnixMilli(), data, credential); err != nil {
+			return fmt.Errorf("store checkpoint: %w", err)
+		}
+		return nil
+	})
+}
+
+// Handle verifies and keeps a checkpoint published by any node of the
+// space (this node's own included), as the audit consumer delivers it: a
+// refused checkpoint is terminated, one that could not be stored is
+// delivered again later.
+func (k *Keeper) Handle(ctx context.Context, msg jetstream.Msg) {
+	err := k.accept(ctx, msg.Subject(), msg.Data())
+	var ref *envelope.Refusal
+	switch {
+	case err == nil:
+		if err := msg.Ack(); err != nil {
+			k.d.Log.Warn("ack checkpoint", "err", err)
+		}
+	case errors.As(err, &ref):
+		k.d.Log.Warn("checkpoint refused", "reason", ref.Reason, "err", ref.Err)
+		k.d.Metrics.Refused.WithLabelValues(ref.Reason).Inc()
+		if err := msg.Term(); err != nil {
+			k.d.Log.Warn("term checkpoint", "err", err)
+		}
+	default:
+		if ctx.Err() != nil {
+			return // shutting down: the message is redelivered after AckWait
+		}
+		k.d.Log.Warn("checkpoint not stored; will retry", "err", err)
+		if err := msg.NakWithDelay(bus.RedeliveryDelay(msg)); err != nil {
+			k.d.Log.Warn("nak checkpoint", "err", err)
+		}
+	}
+}
+
+func (k *Keeper) accept(ctx context.Context, subject string, data []byte) error {
+	from := subject[strings.LastIndexByte(subject, '.')+1:]
+	node, keyID, err := crypto.CheckpointSigner(data)
+	if err != nil {
+		return envelope.Refuse(envelope.RefuseMalformed, err)
+	}
+	if node != from {
+		return envelope.Refuse(envelope.RefuseMisaddressed, fmt.Errorf("checkpoint of %q published on %q's subject", node, from))
+	}
+	reg := k.d.Registry
+	cred, token, err := reg.LookupToken(ctx, node)
+	if errors.Is(err, registry.ErrUnknownMember) {
+		return envelope.Refuse(envelope.RefuseUnknownPeer, err)
+	}
+	if err != nil {
+		return err
+	}
+	vk, ok := cred.CheckpointKey(keyID)
+	if !ok {
+		// Perhaps the node rotated its keys and the cached credential is
+		// older than the checkpoint: read the registry again first.
+		fresh, err := reg.LookupFresh(ctx, node)
+		if err != nil {
+			k.d.Log.Warn("registry not read again for an unknown checkpoint key", "peer", node, "key", keyID, "err", err)
+		} else if vk, ok = fresh.CheckpointKey(keyID); ok {
+			if _, token, err = reg.LookupToken(ctx, node); err != nil {
+				return err
+			}
+		}
+	}
+	if !ok {
+		return envelope.Refuse(envelope.RefuseUnknownKey, fmt.Errorf("no checkpoint key %q", keyID))
+	}
+	c, err := crypto.ParseCheckpoint(data, vk)
+	if err != nil {
+		return envelope.Refuse(envelope.RefuseSignature, err)
+	}
+	if err := reg.CheckRevoked(node, keyID, k.d.Now()); err != nil {
+		return envelope.Refuse(envelope.RefuseRevoked, err)
+	}
+	if c.Space != k.d.Layout.Space || c.Node != node {
+		return envelope.Refuse(envelope.RefuseMisaddressed, errors.New("checkpoint of another space or node"))
+	}
+	if err := k.store(ctx, node, *c, data, token); err != nil {
+		return err
+	}
+	k.d.Metrics.CheckpointsReceived.Inc()
+	return nil
+}
+
+// Age is how long the evidence log has had entries that no published
+// checkpoint covers; zero when it is fully covered.
+func (k *Keeper) Age() time.Duration {
+	count, _, err := k.d.Evidence.Head(context.Background())
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err == nil && count <= k.count {
+		return 0
+	}
+	return k.d.Now().Sub(k.published)
+}
+
+// SendingBlocked reports whether the node fails closed: evidence has gone
+// uncovered by a published checkpoint for longer than MaxAge.
+//
+// It is Age() > MaxAge, without reading the evidence head while the log
+// was last known covered within MaxAge: Age is then at most that long
+// whatever the head, so the answer is the same. The relay asks before
+// every page, the readiness probe on every request.
+func (k *Keeper) SendingBlocked() bool {
+	k.mu.Lock()
+	recent := k.d.Now().Sub(k.published) <= k.d.MaxAge
+	k.mu.Unlock()
+	if recent && k.d.MaxAge >= 0 {
+		return false
+	}
+	return k.Age() > k.d.MaxAge
+}
+
+// Held is the latest checkpoint of one node's evidence log that this node
+// holds.
+type Held struct {
+	Node  string
+	Count int64     // entries it covers
+	At    time.Time // when it was signed
+}
+
+// Latest is the highest entry count of node's evidence log that a
+// checkpoint this node holds covers, and the latest signing time among
+// them; 0 and the zero time when it holds none.
+func (k *Keeper) Latest(ctx context.Context, node string) (count int64, at time.Time, err error) {
+	var c, t sql.NullInt64
+	if err := k.d.DB.R.QueryRowContext(ctx, `SELECT max(count), max(time_ms) FROM checkpoints WHERE node = ?`, node).Scan(&c, &t); err != nil {
+		return 0, time.Time{}, fmt.Errorf("read checkpoints: %w", err)
+	}
+	if t.Valid {
+		at = time.UnixMilli(t.Int64)
+	}
+	return c.Int64, at, nil
+}
+
+// Nodes is Latest for every node this node holds checkpoints of, in no
+// particular order.
+func (k *Keeper) Nodes(ctx context.Context) ([]Held, error) {
+	rows, err := k.d.DB.R.QueryContext(ctx, `SELECT node, max(count), max(time_ms) FROM checkpoints GROUP BY node`)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	var out []Held
+	for rows.Next() {
+		var h Held
+		var t int64
+		if err := rows.Scan(&h.Node, &h.Count, &t); err != nil {
+			return nil, fmt.Errorf("read checkpoints: %w", err)
+		}
+		h.At = time.UnixMilli(t)
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// Credential verifies, as of now, the member credential that came with
+// node's latest checkpoint.
+func (k *Keeper) Credential(ctx context.Context, node string, now time.Time) (*crypto.Credential, error) {
+	var tok string
+	if err := k.d.DB.R.QueryRowContext(ctx, `SELECT credential FROM checkpoints WHERE node = ? ORDER BY count DESC LIMIT 1`, node).Scan(&tok); err != nil {
+		return nil, err
+	}
+	return crypto.ParseCredential(tok, k.d.Registry.Root(), k.d.Layout.Space, now)
+}
