@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -70,7 +71,7 @@ type Node struct {
 	started         bool // Open completed
 	shareMu         sync.Mutex
 	volumes         map[string]*volume // by recipient; guarded by shareMu
-	agg             aggState           // aggregate rounds in memory (aggregate.go)
+	agg             *aggregate.Aggregator
 	relayWake       chan struct{}
 	receiptWake     chan struct{}
 	receiptLinger   atomic.Int64           // nanoseconds; receiptLinger but in tests
@@ -196,6 +197,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 	n.reg = registry.New(kv, root, cfg.Space, n.now)
 	n.codec = &envelope.Codec{NodeID: cfg.NodeID, Keys: n.keys, Registry: n.reg, Std: n.std, TTL: cfg.EnvelopeTTL, Now: n.now}
+	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
+		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.enqueue,
+		WakeRelay: n.wakeRelay, ActiveAgreements: n.activeAgreements, ScanRecords: n.scanRecords})
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err
@@ -279,7 +283,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.aggregator(runCtx)
+		n.agg.Run(runCtx)
 	}()
 	if err := n.serveHTTP(); err != nil {
 		return nil, err
@@ -294,6 +298,10 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 // ReceivedRecords is how many records this node has stored from peers
 // since it started.
 func (n *Node) ReceivedRecords() int64 { return n.receivedRecords.Load() }
+
+// Aggregator is the node's side of aggregate rounds: the center's queries
+// and releases, and the node's privacy budgets.
+func (n *Node) Aggregator() *aggregate.Aggregator { return n.agg }
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
