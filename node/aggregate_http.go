@@ -8,10 +8,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/eduspace/eduspace/node/aggregate"
 )
 
-// aggregateRoutes adds the aggregate API (AGGREGATES.md §5) to the admin
-// API: the center's queries and releases, and every node's budgets.
+// aggregateRoutes adds the aggregate API (node/aggregate/AGGREGATES.md §5)
+// to the admin API: the center's queries and releases, and every node's
+// budgets.
 func (n *Node) aggregateRoutes(api *http.ServeMux) {
 	api.HandleFunc("POST /v1/aggregate-queries", n.handleSubmitQuery)
 	api.HandleFunc("GET /v1/aggregates", n.handleAggregates)
@@ -26,28 +29,30 @@ func (n *Node) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
 		return
 	}
-	var q AggregateQuery
+	var q aggregate.Query
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&q); err != nil {
 		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid aggregate query", err.Error())
 		return
 	}
-	info, err := n.SubmitAggregateQuery(r.Context(), q)
+	info, err := n.agg.Submit(r.Context(), q)
 	switch {
-	case errors.Is(err, ErrNotCenter):
+	case errors.Is(err, aggregate.ErrNotCenter):
 		writeProblem(w, http.StatusForbidden, "not-center", "Not a center", err.Error())
 	case err != nil:
 		writeProblem(w, http.StatusUnprocessableEntity, "invalid-query", "Aggregate query not accepted", err.Error())
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
-		json.NewEncoder(w).Encode(info)
+		if err := json.NewEncoder(w).Encode(info); err != nil {
+			n.log.Warn("aggregate query: answer not written", "err", err)
+		}
 	}
 }
 
 func (n *Node) handleAggregates(w http.ResponseWriter, r *http.Request) {
-	list, err := n.Aggregates(r.Context())
+	list, err := n.agg.Releases(r.Context())
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregates unavailable", "")
 		return
@@ -64,9 +69,9 @@ func (n *Node) handleAggregate(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "format must be json or csv", "")
 		return
 	}
-	rel, err := n.Aggregate(r.Context(), id)
+	rel, err := n.agg.Release(r.Context(), id)
 	switch {
-	case errors.Is(err, ErrUnknownAggregate):
+	case errors.Is(err, aggregate.ErrUnknownRelease):
 		writeProblem(w, http.StatusNotFound, "unknown-aggregate", "Unknown aggregate", "")
 		return
 	case err != nil:
@@ -79,20 +84,24 @@ func (n *Node) handleAggregate(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+rel.ID+`.csv"`)
-	writeReleaseCSV(w, rel)
+	if err := writeReleaseCSV(w, rel); err != nil {
+		n.log.Warn("aggregate: CSV not written", "aggregate", rel.ID, "err", err)
+	}
 }
 
 // writeReleaseCSV writes one row per cell: the dimension values ("" for
 // other), the noisy count, the noisy sum for a sum measure, and whether the
 // cell was suppressed (its figures then empty).
-func writeReleaseCSV(w io.Writer, rel *AggregateRelease) error {
+func writeReleaseCSV(w io.Writer, rel *aggregate.Release) error {
 	cw := csv.NewWriter(w)
 	head := append([]string{}, rel.GroupBy...)
 	head = append(head, "count")
 	if rel.Measure.Kind == "sum" {
 		head = append(head, "sum_"+rel.Measure.Field)
 	}
-	cw.Write(append(head, "suppressed"))
+	if err := cw.Write(append(head, "suppressed")); err != nil {
+		return err
+	}
 	for _, c := range rel.Cells {
 		row := make([]string, 0, len(head)+1)
 		for _, k := range c.Key {
@@ -105,7 +114,9 @@ func writeReleaseCSV(w io.Writer, rel *AggregateRelease) error {
 		if rel.Measure.Kind == "sum" {
 			row = append(row, optInt(c.Sum))
 		}
-		cw.Write(append(row, strconv.FormatBool(c.Suppressed)))
+		if err := cw.Write(append(row, strconv.FormatBool(c.Suppressed))); err != nil {
+			return err
+		}
 	}
 	cw.Flush()
 	return cw.Error()
@@ -119,7 +130,7 @@ func optInt(v *int64) string {
 }
 
 func (n *Node) handleBudgets(w http.ResponseWriter, r *http.Request) {
-	list, err := n.PrivacyBudgets(r.Context())
+	list, err := n.agg.Budgets(r.Context())
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "budgets-failed", "Budgets unavailable", "")
 		return
@@ -137,7 +148,7 @@ func (n *Node) handleSetBudget(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "bad-request", `Body must be {"recipient": …, "dataset": …, "budget_rho": …}`, "")
 		return
 	}
-	if err := n.SetPrivacyBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
+	if err := n.agg.SetBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", err.Error())
 		return
 	}

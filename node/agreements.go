@@ -165,6 +165,21 @@ func (n *Node) Agreements(ctx context.Context) ([]AgreementInfo, error) {
 	return out, rows.Err()
 }
 
+// activeAgreements lists the active agreements this node holds.
+func (n *Node) activeAgreements(ctx context.Context) ([]policy.Agreement, error) {
+	list, err := n.Agreements(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []policy.Agreement
+	for _, ai := range list {
+		if ai.State == agreementActive {
+			out = append(out, ai.Agreement)
+		}
+	}
+	return out, nil
+}
+
 // ProposeAgreement signs a and sends it to the other party, which accepts
 // it with AcceptAgreement; until then it decides nothing.
 func (n *Node) ProposeAgreement(ctx context.Context, a *policy.Agreement) error {

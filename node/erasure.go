@@ -148,7 +148,7 @@ func (n *Node) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentR
 
 // acceptControl handles a control message: an erasure request (this node
 // erases and answers), an erasure receipt (a recipient confirms), an
-// agreement message, or a message of an aggregate round (aggregate.go).
+// agreement message, or a message of an aggregate round (package aggregate).
 func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, error) {
 	env, cred, err := n.codec.Check(ctx, data, 0)
 	if env == nil {
@@ -170,7 +170,7 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 	case crypto.KindAgreement:
 		return h, n.agreementMessage(ctx, h, cred, plain)
 	case crypto.KindAggregate:
-		return h, n.aggregateMessage(ctx, h, cred, plain)
+		return h, n.agg.Handle(ctx, h, plain)
 	}
 	return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }

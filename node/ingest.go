@@ -152,3 +152,24 @@ func splitKey(k string) (string, string) {
 	typ, level, _ := strings.Cut(k, "/")
 	return typ, level
 }
+
+// scanRecords calls fn with the subject and body of every record of
+// recordType this node holds, in the order they were ingested.
+func (n *Node) scanRecords(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error {
+	rows, err := n.db.R.QueryContext(ctx, `SELECT subject, body FROM records WHERE type = ? ORDER BY id`, recordType)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var subject string
+		var body []byte
+		if err := rows.Scan(&subject, &body); err != nil {
+			return err
+		}
+		if err := fn(subject, body); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/schema"
@@ -19,5 +20,5 @@ var invalidReasons = []string{
 // newMetrics makes the node's instruments with every closed label set the
 // node's parts own declared.
 func newMetrics(std *schema.Standard) *metrics.Metrics {
-	return metrics.New(std, metrics.Labels{Refused: envelope.RefuseReasons, Invalid: invalidReasons, AggregateRefused: aggRefuseReasons})
+	return metrics.New(std, metrics.Labels{Refused: envelope.RefuseReasons, Invalid: invalidReasons, AggregateRefused: aggregate.RefuseReasons})
 }

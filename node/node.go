@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/envelope"
@@ -78,7 +79,7 @@ type Node struct {
 	started         bool // Open completed
 	shareMu         sync.Mutex
 	volumes         map[string]*volume // by recipient; guarded by shareMu
-	agg             aggState           // aggregate rounds in memory (aggregate.go)
+	agg             *aggregate.Aggregator
 	receiptWake     chan struct{}
 	receiptLinger   time.Duration // receiptLinger but in tests
 	ready           atomic.Bool
@@ -196,6 +197,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: n.codec, Evidence: n.ev, Metrics: n.m, Logger: n.log, Now: n.now,
 		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: func() bool { return n.ckpt.SendingBlocked() }, Options: env.Outbox})
 	n.out.OnDrop(n.unshare)
+	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
+		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.out.Enqueue,
+		WakeRelay: n.out.Wake, ActiveAgreements: n.activeAgreements, ScanRecords: n.scanRecords})
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err
@@ -283,7 +287,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.aggregator(runCtx)
+		n.agg.Run(runCtx)
 	}()
 	n.m.RegisterGauges(metrics.Gauges{
 		OutboxDepth:     n.out.Depth,
@@ -308,6 +312,10 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 // ReceivedRecords is how many records this node has stored from peers
 // since it started.
 func (n *Node) ReceivedRecords() int64 { return n.receivedRecords.Load() }
+
+// Aggregator is the node's side of aggregate rounds: the center's queries
+// and releases, and the node's privacy budgets.
+func (n *Node) Aggregator() *aggregate.Aggregator { return n.agg }
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }

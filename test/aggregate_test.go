@@ -3,12 +3,9 @@ package test
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +19,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
@@ -121,15 +119,14 @@ type aggFixture struct {
 }
 
 // newAggSpace opens a center and three universities with statistics
-// agreements and records; noise is off unless noise is set.
-func newAggSpace(t *testing.T, noise bool) *aggFixture {
+// agreements and records.
+func newAggSpace(t *testing.T) *aggFixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &aggFixture{s: newSpace(t), unis: map[string]*node.Node{}, plain: map[string]aggPlain{}}
 	f.center = f.s.memberAs(aggCenter, crypto.RoleCenter)
 	for i, id := range aggUnis {
 		u := f.s.memberAs(id, crypto.RoleUniversity)
-		u.SetAggregateTestKnobs(node.AggregateTestKnobs{NoNoise: !noise})
 		f.unis[id] = u
 		recs, plain := aggRecords(i)
 		res, err := u.Ingest(ctx, strings.NewReader(recs), "")
@@ -153,81 +150,11 @@ func newAggSpace(t *testing.T, noise bool) *aggFixture {
 	return f
 }
 
-func genderQuery(id string) node.AggregateQuery {
-	return node.AggregateQuery{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
-		GroupBy: []node.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
-		Measure: node.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 1,
-		RoundTimeout: node.Duration(20 * time.Second)}
-}
-
-// run submits q and waits for its first round.
-func (f *aggFixture) run(t *testing.T, q node.AggregateQuery) *node.AggregateRelease {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	info, err := f.center.SubmitAggregateQuery(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rel, err := f.center.WaitAggregate(ctx, info.Round)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rel
-}
-
-// checkGender compares a count-by-gender release with the plain sum over
-// the universities named.
-func (f *aggFixture) checkGender(t *testing.T, rel *node.AggregateRelease, unis ...string) {
-	t.Helper()
-	if !slices.Equal(rel.Survivors, unis) {
-		t.Errorf("survivors %v, want %v", rel.Survivors, unis)
-	}
-	if len(rel.Cells) != 3 {
-		t.Fatalf("%d cells, want 3", len(rel.Cells))
-	}
-	for _, c := range rel.Cells {
-		var want int64
-		for _, u := range unis {
-			want += f.plain[u].gender[c.Key[0]]
-		}
-		if c.Suppressed || c.Count == nil || *c.Count != want {
-			t.Errorf("cell %q: got %+v, want the exact sum %d", c.Key, c, want)
-		}
-	}
-}
-
-// aggEvidence returns a node's aggregate evidence entries.
-func aggEvidence(t *testing.T, dir string) []map[string]any {
-	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT entry FROM evidence WHERE json_extract(entry, '$.kind') = 'aggregate' ORDER BY seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []map[string]any
-	for rows.Next() {
-		var b []byte
-		rows.Scan(&b)
-		var e map[string]any
-		json.Unmarshal(b, &e)
-		out = append(out, e)
-	}
-	return out
-}
-
-func hasEntry(entries []map[string]any, round, reason string) map[string]any {
-	for _, e := range entries {
-		if e["envelope"] == round && e["reason"] == reason {
-			return e
-		}
-	}
-	return nil
+func genderQuery(id string) aggregate.Query {
+	return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
+		GroupBy: []aggregate.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
+		Measure: aggregate.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 1,
+		RoundTimeout: aggregate.Duration(20 * time.Second)}
 }
 
 // metricValue reads one series from a node's /metrics.
@@ -242,226 +169,30 @@ func metricValue(t *testing.T, n *node.Node, series string) float64 {
 	return v
 }
 
-// TestAggregateSecureSumExact: with noise off, the secure sum of a count
-// and of a bounded sum equals the plain sum over the universities exactly;
-// the release is served as JSON and CSV and is in every evidence log.
-func TestAggregateSecureSumExact(t *testing.T) {
-	f := newAggSpace(t, false)
-	start := time.Now()
-	rel := f.run(t, genderQuery("gender-count"))
-	t.Logf("count round: %v", time.Since(start))
-	f.checkGender(t, rel, aggUnis...)
-	if rel.Rho <= 0 || rel.Rho > 0.05 || rel.Epsilon <= 0 {
-		t.Errorf("release ρ = %v, ε = %v; want 0 < ρ ≤ 0.05", rel.Rho, rel.Epsilon)
-	}
-
-	q := node.AggregateQuery{ID: "enrol-sum", RecordType: "enrollment", Purpose: policy.PurposeStatistics,
-		GroupBy: []node.Dimension{{Field: "education_level", Values: aggLevels}, {Field: "major_category", Values: aggCats}},
-		Measure: node.Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 5},
-		Rho:     0.1, Participants: aggUnis, Threshold: 1, RoundTimeout: node.Duration(20 * time.Second)}
-	start = time.Now()
-	rel = f.run(t, q)
-	t.Logf("sum round: %v", time.Since(start))
-	if len(rel.Cells) != 9 || rel.CellsSuppressed != 0 {
-		t.Fatalf("%d cells, %d suppressed; want 9, 0", len(rel.Cells), rel.CellsSuppressed)
-	}
-	for _, c := range rel.Cells {
-		key := [2]string{c.Key[0], c.Key[1]}
-		var wn, ws int64
-		for _, u := range aggUnis {
-			wn += f.plain[u].enrollN[key]
-			ws += f.plain[u].enrollS[key]
-		}
-		if c.Count == nil || c.Sum == nil || *c.Count != wn || *c.Sum != ws {
-			t.Errorf("cell %q: count %v sum %v, want %d %d", c.Key, c.Count, c.Sum, wn, ws)
-		}
-	}
-
-	// Served over the admin API as JSON and CSV.
-	get := func(path string) (int, string) {
-		req, _ := http.NewRequest("GET", "http://"+f.center.AdminAddr()+path, nil)
-		req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	if code, body := get("/v1/aggregates"); code != 200 || !strings.Contains(body, `"enrol-sum-r1"`) || !strings.Contains(body, `"gender-count-r1"`) {
-		t.Errorf("GET /v1/aggregates: %d %s", code, body)
-	}
-	if code, body := get("/v1/aggregates/gender-count-r1"); code != 200 || !strings.Contains(body, `"cells_released":3`) {
-		t.Errorf("GET /v1/aggregates/gender-count-r1: %d %s", code, body)
-	}
-	code, body := get("/v1/aggregates/enrol-sum-r1.csv")
-	if code != 200 || !strings.HasPrefix(body, "education_level,major_category,count,sum_program_length,suppressed\n") ||
-		strings.Count(body, "\n") != 10 {
-		t.Errorf("GET /v1/aggregates/enrol-sum-r1.csv: %d\n%s", code, body)
-	}
-	if code2, body2 := get("/v1/aggregates/enrol-sum-r1?format=csv"); code2 != 200 || body2 != body {
-		t.Errorf("?format=csv differs from .csv: %d", code2)
-	}
-	if code, _ := get("/v1/aggregates/nope"); code != 404 {
-		t.Errorf("unknown aggregate: %d, want 404", code)
-	}
-
-	// In the evidence logs of the center and every contributor.
-	if e := hasEntry(aggEvidence(t, f.s.conf[aggCenter].DataDir), "gender-count-r1", "released"); e == nil {
-		t.Error("center's evidence lacks the release")
-	} else if d := e["detail"].(map[string]any); d["survivors"] != 3.0 || d["rho_nano"] == nil || d["survivor:uni-b"] != 1.0 {
-		t.Errorf("center's release entry: %v", e)
-	}
-	for _, u := range aggUnis {
-		ev := aggEvidence(t, f.s.conf[u].DataDir)
-		for _, reason := range []string{"joined", "contributed", "unmasked"} {
-			if hasEntry(ev, "enrol-sum-r1", reason) == nil {
-				t.Errorf("%s's evidence lacks %s", u, reason)
-			}
-		}
-		if _, err := f.unis[u].VerifyEvidence(context.Background()); err != nil {
-			t.Errorf("%s evidence: %v", u, err)
-		}
-	}
-	if v := metricValue(t, f.center, `eduspace_aggregate_rounds_total{event="completed"}`); v != 2 {
-		t.Errorf("rounds completed: %v, want 2", v)
-	}
-	if v := metricValue(t, f.center, `eduspace_aggregate_cells_total{outcome="released"}`); v != 12 {
-		t.Errorf("cells released: %v, want 12", v)
-	}
-	if v := metricValue(t, f.unis["uni-a"], `eduspace_aggregate_participations_total{event="contributed"}`); v != 2 {
-		t.Errorf("uni-a contributions: %v, want 2", v)
-	}
-}
-
-// TestAggregateDropout: a university that stops answering after it
-// committed, or after it sent its share bundles, does not stop the round;
-// the sum is exactly that of the others.
-func TestAggregateDropout(t *testing.T) {
-	f := newAggSpace(t, false)
-	for _, step := range []string{"commit", "shares"} {
-		t.Run("after "+step, func(t *testing.T) {
-			f.unis["uni-c"].SetAggregateTestKnobs(node.AggregateTestKnobs{NoNoise: true, DropAfter: step})
-			q := genderQuery("drop-" + step)
-			q.RoundTimeout = node.Duration(2 * time.Second)
-			start := time.Now()
-			rel := f.run(t, q)
-			t.Logf("round with a dropout after %s: %v", step, time.Since(start))
-			f.checkGender(t, rel, "uni-a", "uni-b")
-			ev := aggEvidence(t, f.s.conf["uni-c"].DataDir)
-			if hasEntry(ev, q.ID+"-r1", "joined") == nil || hasEntry(ev, q.ID+"-r1", "contributed") != nil {
-				t.Errorf("uni-c's evidence: want joined, not contributed: %v", ev)
-			}
-		})
-	}
-	// Two dropouts of three: the round fails rather than release less noise.
-	f.unis["uni-b"].SetAggregateTestKnobs(node.AggregateTestKnobs{NoNoise: true, DropAfter: "commit"})
-	q := genderQuery("drop-two")
-	q.RoundTimeout = node.Duration(time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	info, err := f.center.SubmitAggregateQuery(ctx, q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.center.WaitAggregate(ctx, info.Round); err == nil || !strings.Contains(err.Error(), "too_few_survivors") {
-		t.Errorf("two dropouts: %v, want too_few_survivors", err)
-	}
-	if v := metricValue(t, f.center, `eduspace_aggregate_rounds_total{event="failed"}`); v != 1 {
-		t.Errorf("rounds failed: %v, want 1", v)
-	}
-}
-
-// TestAggregateBudget: a university refuses a round that would overspend
-// its ledger for the center, records why, and the round goes on without it.
-func TestAggregateBudget(t *testing.T) {
-	f := newAggSpace(t, false)
-	ctx := context.Background()
-	if err := f.unis["uni-c"].SetPrivacyBudget(ctx, aggCenter, "student", 0.07); err != nil {
-		t.Fatal(err)
-	}
-	f.checkGender(t, f.run(t, genderQuery("budget-1")), aggUnis...)
-	rel := f.run(t, genderQuery("budget-2"))
-	f.checkGender(t, rel, "uni-a", "uni-b")
-	ev := aggEvidence(t, f.s.conf["uni-c"].DataDir)
-	if hasEntry(ev, "budget-2-r1", "budget_exceeded") == nil {
-		t.Errorf("uni-c's evidence lacks the budget refusal: %v", ev)
-	}
-	if hasEntry(aggEvidence(t, f.s.conf[aggCenter].DataDir), "budget-2-r1", "budget_exceeded") == nil {
-		t.Error("the center's evidence lacks uni-c's refusal")
-	}
-	if v := metricValue(t, f.unis["uni-c"], `eduspace_aggregate_queries_refused_total{reason="budget_exceeded"}`); v != 1 {
-		t.Errorf("budget refusals: %v, want 1", v)
-	}
-	budgets, err := f.unis["uni-c"].PrivacyBudgets(ctx)
-	if err != nil || len(budgets) != 1 || budgets[0].Releases != 1 || budgets[0].Spent > 0.05 {
-		t.Errorf("uni-c's ledger: %+v %v; want one release of at most 0.05", budgets, err)
-	}
-	// The others opened their account at the default budget.
-	budgets, _ = f.unis["uni-a"].PrivacyBudgets(ctx)
-	if len(budgets) != 1 || budgets[0].Budget != node.DefaultPrivacyBudget || budgets[0].Releases != 2 {
-		t.Errorf("uni-a's ledger: %+v", budgets)
-	}
-}
-
-// TestAggregateStanding: a standing query gets a new round every interval
-// until its deadline.
-func TestAggregateStanding(t *testing.T) {
-	f := newAggSpace(t, false)
-	q := genderQuery("standing")
-	q.RoundTimeout = node.Duration(time.Second)
-	q.Interval = node.Duration(time.Second)
-	q.Issued = time.Now().UTC()
-	q.Deadline = q.Issued.Add(2500 * time.Millisecond)
-	if _, err := f.center.SubmitAggregateQuery(context.Background(), q); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for _, r := range []string{"standing-r1", "standing-r2", "standing-r3"} {
-		for {
-			rel, err := f.center.WaitAggregate(ctx, r)
-			if err == nil {
-				f.checkGender(t, rel, aggUnis...)
-				break
-			}
-			if !errors.Is(err, node.ErrUnknownAggregate) {
-				t.Fatalf("%s: %v", r, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	time.Sleep(1500 * time.Millisecond)
-	if _, err := f.center.Aggregate(ctx, "standing-r4"); !errors.Is(err, node.ErrUnknownAggregate) {
-		t.Errorf("a round after the deadline: %v", err)
-	}
-}
-
 // TestAggregateRefusesBadQueries: invalid queries are refused at the center
 // with the field named; over the wire, a university refuses and counts an
 // unsigned, forged, self-proclaimed or malformed query.
 func TestAggregateRefusesBadQueries(t *testing.T) {
-	f := newAggSpace(t, false)
+	f := newAggSpace(t)
 	ctx := context.Background()
-	for field, edit := range map[string]func(*node.AggregateQuery){
-		"group_by[0].field": func(q *node.AggregateQuery) { q.GroupBy[0].Field = "name" },
-		"threshold":         func(q *node.AggregateQuery) { q.Threshold = 2 },
-		"dataset":           func(q *node.AggregateQuery) { q.Dataset = "everything" },
-		"measure.field": func(q *node.AggregateQuery) {
-			q.Measure = node.Measure{Kind: "sum", Field: "gender", Lower: 0, Upper: 1}
+	for field, edit := range map[string]func(*aggregate.Query){
+		"group_by[0].field": func(q *aggregate.Query) { q.GroupBy[0].Field = "name" },
+		"threshold":         func(q *aggregate.Query) { q.Threshold = 2 },
+		"dataset":           func(q *aggregate.Query) { q.Dataset = "everything" },
+		"measure.field": func(q *aggregate.Query) {
+			q.Measure = aggregate.Measure{Kind: "sum", Field: "gender", Lower: 0, Upper: 1}
 		},
-		"rho":             func(q *node.AggregateQuery) { q.Rho = 0 },
-		"participants":    func(q *node.AggregateQuery) { q.Participants = q.Participants[:2] },
-		"participants[1]": func(q *node.AggregateQuery) { q.Participants = []string{"uni-a", "nobody", "uni-c"} },
+		"rho":             func(q *aggregate.Query) { q.Rho = 0 },
+		"participants":    func(q *aggregate.Query) { q.Participants = q.Participants[:2] },
+		"participants[1]": func(q *aggregate.Query) { q.Participants = []string{"uni-a", "nobody", "uni-c"} },
 	} {
 		q := genderQuery("bad")
 		edit(&q)
-		if _, err := f.center.SubmitAggregateQuery(ctx, q); err == nil || !strings.Contains(err.Error(), field) {
+		if _, err := f.center.Aggregator().Submit(ctx, q); err == nil || !strings.Contains(err.Error(), field) {
 			t.Errorf("%s: got %v, want an error naming it", field, err)
 		}
 	}
-	if _, err := f.unis["uni-a"].SubmitAggregateQuery(ctx, genderQuery("x")); !errors.Is(err, node.ErrNotCenter) {
+	if _, err := f.unis["uni-a"].Aggregator().Submit(ctx, genderQuery("x")); !errors.Is(err, aggregate.ErrNotCenter) {
 		t.Errorf("a university submits: %v", err)
 	}
 
@@ -475,10 +206,10 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 	good.Center, good.Issued, good.Dataset, good.ContributionBound = aggCenter, time.Now().UTC(), "student", 1
 	good.Deadline = good.Issued.Add(time.Hour)
 	invalid := good
-	invalid.GroupBy = []node.Dimension{{Field: "name", Values: []string{"x"}}}
+	invalid.GroupBy = []aggregate.Dimension{{Field: "name", Values: []string{"x"}}}
 	selfish := good
 	selfish.Center, selfish.Participants = "uni-a", []string{"uni-b", "uni-c", aggCenter}
-	raw := func(q node.AggregateQuery) []byte { b, _ := json.Marshal(q); return b }
+	raw := func(q aggregate.Query) []byte { b, _ := json.Marshal(q); return b }
 	sign := func(from string, data []byte) (string, []byte) {
 		k, err := keys.LoadKeys(filepath.Join(f.s.dir, from))
 		if err != nil {

@@ -80,7 +80,7 @@ func (l Layout) AuditConsumer(node string) string { return "audit_" + node }
 
 // ControlSubject is where sender publishes control messages to recipient:
 // erasure requests and receipts, agreement proposals, acceptances and
-// revocations, and the messages of aggregate rounds (node/AGGREGATES.md).
+// revocations, and the messages of aggregate rounds (node/aggregate/AGGREGATES.md).
 func (l Layout) ControlSubject(recipient, sender string) string {
 	return "eds." + l.Space + ".control." + recipient + "." + sender
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/policy"
@@ -65,20 +66,20 @@ type Result struct {
 
 // AggregateResult is the demo's aggregate round: students by gender
 // across the universities, by secure aggregation with distributed noise
-// (node/AGGREGATES.md).
+// (node/aggregate/AGGREGATES.md).
 type AggregateResult struct {
-	Query           string              `json:"query"`
-	Round           string              `json:"round"`
-	GroupBy         []string            `json:"group_by"`
-	Participants    int                 `json:"participants"`
-	Survivors       int                 `json:"survivors"`
-	CellsReleased   int                 `json:"cells_released"`
-	CellsSuppressed int                 `json:"cells_suppressed"`
-	RhoSpent        float64             `json:"rho_spent"`     // zCDP ρ of the release (worst case)
-	EpsilonSpent    float64             `json:"epsilon_spent"` // ε at δ = Delta
-	Delta           float64             `json:"delta"`
-	Cells           []node.ReleasedCell `json:"cells"`
-	Seconds         float64             `json:"seconds"` // submitting the query to the release
+	Query           string                   `json:"query"`
+	Round           string                   `json:"round"`
+	GroupBy         []string                 `json:"group_by"`
+	Participants    int                      `json:"participants"`
+	Survivors       int                      `json:"survivors"`
+	CellsReleased   int                      `json:"cells_released"`
+	CellsSuppressed int                      `json:"cells_suppressed"`
+	RhoSpent        float64                  `json:"rho_spent"`     // zCDP ρ of the release (worst case)
+	EpsilonSpent    float64                  `json:"epsilon_spent"` // ε at δ = Delta
+	Delta           float64                  `json:"delta"`
+	Cells           []aggregate.ReleasedCell `json:"cells"`
+	Seconds         float64                  `json:"seconds"` // submitting the query to the release
 }
 
 // NodeResult is one node at the end of the demo.
@@ -427,16 +428,16 @@ func aggregateRound(ctx context.Context, nodes map[string]*node.Node, now time.T
 	}
 	start := time.Now()
 	center := nodes["edu-center"]
-	info, err := center.SubmitAggregateQuery(ctx, node.AggregateQuery{ID: "demo-students-by-gender", RecordType: "student",
-		Purpose: policy.PurposeStatistics, GroupBy: []node.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
-		Measure: node.Measure{Kind: "count"}, K: 10, Rho: 0.05, Participants: unis, Threshold: 1,
-		RoundTimeout: node.Duration(30 * time.Second)})
+	info, err := center.Aggregator().Submit(ctx, aggregate.Query{ID: "demo-students-by-gender", RecordType: "student",
+		Purpose: policy.PurposeStatistics, GroupBy: []aggregate.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
+		Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.05, Participants: unis, Threshold: 1,
+		RoundTimeout: aggregate.Duration(30 * time.Second)})
 	if err != nil {
 		return AggregateResult{}, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	rel, err := center.WaitAggregate(wctx, info.Round)
+	rel, err := center.Aggregator().Wait(wctx, info.Round)
 	if err != nil {
 		return AggregateResult{}, err
 	}

@@ -160,13 +160,13 @@ CREATE TABLE evidence (
 	hash      BLOB NOT NULL
 );
 `,
-	// 2: aggregates (node/AGGREGATES.md).
+	// 2: aggregates (node/aggregate/AGGREGATES.md).
 	`
 -- aggregate_queries: the center's signed aggregate queries and their schedule; next_ms is when the
 -- next round of a standing query is due (NULL: none), state active, done or failed.
 CREATE TABLE aggregate_queries (
 	id         TEXT    PRIMARY KEY,
-	signed     BLOB    NOT NULL, -- node.SignedQuery as JSON
+	signed     BLOB    NOT NULL, -- aggregate.SignedQuery as JSON
 	state      TEXT    NOT NULL,
 	rounds     INTEGER NOT NULL DEFAULT 0,
 	next_ms    INTEGER,
@@ -177,7 +177,7 @@ CREATE TABLE aggregate_queries (
 CREATE TABLE aggregate_releases (
 	id          TEXT    PRIMARY KEY,
 	query       TEXT    NOT NULL,
-	body        BLOB    NOT NULL, -- node.AggregateRelease as JSON
+	body        BLOB    NOT NULL, -- aggregate.Release as JSON
 	released_ms INTEGER NOT NULL
 );
 CREATE INDEX aggregate_releases_query ON aggregate_releases(query, released_ms);

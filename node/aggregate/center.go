@@ -1,4 +1,4 @@
-package node
+package aggregate
 
 import (
 	"context"
@@ -31,14 +31,14 @@ const (
 // run an aggregate query.
 var ErrNotCenter = errors.New("only a node with the center role runs aggregate queries")
 
-// ErrUnknownAggregate is returned for a release id the center does not hold.
-var ErrUnknownAggregate = errors.New("unknown aggregate")
+// ErrUnknownRelease is returned for a release id the center does not hold.
+var ErrUnknownRelease = errors.New("unknown aggregate")
 
 // centerRound is the center's state of one round, in memory.
 type centerRound struct {
 	id, queryID, digest string
 	sq                  SignedQuery
-	q                   *AggregateQuery
+	q                   *Query
 	plan                aggPlan
 	r                   *secagg.Round
 	started, stepAt     time.Time
@@ -52,18 +52,18 @@ type centerRound struct {
 	survivors           []string // U3
 	responses           map[string]secagg.UnmaskResponse
 	done                chan struct{}
-	release             *AggregateRelease
+	release             *Release
 	err                 error
 	finished            time.Time
 }
 
-// AggregateQueryInfo is what submitting a query started.
-type AggregateQueryInfo struct {
+// QueryInfo is what submitting a query started.
+type QueryInfo struct {
 	ID      string  `json:"id"`
 	Digest  string  `json:"digest"`
 	Round   string  `json:"round"`   // the first round
 	Rho     float64 `json:"rho"`     // worst-case ρ of one release
-	Epsilon float64 `json:"epsilon"` // at δ = AggregateDelta
+	Epsilon float64 `json:"epsilon"` // at δ = Delta
 }
 
 // ReleasedCell is one cell of a release: its key (one value per group-by
@@ -76,9 +76,9 @@ type ReleasedCell struct {
 	Suppressed bool     `json:"suppressed,omitempty"`
 }
 
-// AggregateRelease is one released aggregate: noisy, with cells under k
+// Release is one released aggregate: noisy, with cells under k
 // suppressed. Nothing else of a round is kept.
-type AggregateRelease struct {
+type Release struct {
 	ID              string         `json:"id"` // the round id
 	Query           string         `json:"query"`
 	QueryDigest     string         `json:"query_digest"`
@@ -100,18 +100,18 @@ type AggregateRelease struct {
 	Cells           []ReleasedCell `json:"cells,omitempty"`
 }
 
-// SubmitAggregateQuery signs q as this center's query, stores it and starts
+// Submit signs q as this center's query, stores it and starts
 // its first round; a standing query (Interval set) gets a new round every
 // interval until its deadline. Unset fields take defaults: center, issued
 // (now), dataset (the record type), contribution bound 1, round timeout
 // 60s, deadline an hour after issue.
-func (n *Node) SubmitAggregateQuery(ctx context.Context, q AggregateQuery) (AggregateQueryInfo, error) {
-	if n.cred.Role != crypto.RoleCenter {
-		return AggregateQueryInfo{}, ErrNotCenter
+func (a *Aggregator) Submit(ctx context.Context, q Query) (QueryInfo, error) {
+	if a.cred.Role != crypto.RoleCenter {
+		return QueryInfo{}, ErrNotCenter
 	}
-	now := n.now()
+	now := a.now()
 	if q.Center == "" {
-		q.Center = n.cfg.NodeID
+		q.Center = a.nodeID
 	}
 	if q.Issued.IsZero() {
 		q.Issued = now.UTC().Truncate(time.Millisecond)
@@ -128,32 +128,37 @@ func (n *Node) SubmitAggregateQuery(ctx context.Context, q AggregateQuery) (Aggr
 	if q.Deadline.IsZero() {
 		q.Deadline = q.Issued.Add(time.Hour)
 	}
-	if q.Center != n.cfg.NodeID {
-		return AggregateQueryInfo{}, fmt.Errorf("aggregate query: center: must be this node, %s", n.cfg.NodeID)
+	if q.Center != a.nodeID {
+		return QueryInfo{}, fmt.Errorf("aggregate query: center: must be this node, %s", a.nodeID)
 	}
-	if err := q.Validate(n.std); err != nil {
-		return AggregateQueryInfo{}, err
+	if err := q.Validate(a.std); err != nil {
+		return QueryInfo{}, err
 	}
 	plan, err := planQuery(&q)
 	if err != nil {
-		return AggregateQueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)
+		return QueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)
 	}
 	for i, p := range q.Participants {
-		cred, err := n.reg.Lookup(ctx, p)
+		cred, err := a.reg.Lookup(ctx, p)
 		if err != nil || cred.Role != crypto.RoleUniversity {
-			return AggregateQueryInfo{}, fmt.Errorf("aggregate query: participants[%d]: %q is not an admitted university", i, p)
+			return QueryInfo{}, fmt.Errorf("aggregate query: participants[%d]: %q is not an admitted university", i, p)
 		}
 	}
-	sq, err := n.signQuery(&q)
+	sq, err := a.signQuery(&q)
 	if err != nil {
-		return AggregateQueryInfo{}, err
+		return QueryInfo{}, err
 	}
-	signed, _ := json.Marshal(sq)
-	info := AggregateQueryInfo{ID: q.ID, Digest: sq.Digest(), Rho: plan.rho}
-	info.Epsilon, _ = privacy.Epsilon(plan.rho, AggregateDelta)
-	n.agg.mu.Lock()
-	defer n.agg.mu.Unlock()
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+	signed, err := json.Marshal(sq)
+	if err != nil {
+		return QueryInfo{}, err
+	}
+	info := QueryInfo{ID: q.ID, Digest: sq.Digest(), Rho: plan.rho}
+	if info.Epsilon, err = privacy.Epsilon(plan.rho, Delta); err != nil {
+		return QueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	err = a.db.Write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO aggregate_queries(id, signed, state, rounds, next_ms, created_ms)
 			VALUES (?, ?, 'active', 0, NULL, ?)`, q.ID, signed, now.UnixMilli()); err != nil {
 			return fmt.Errorf("aggregate query: id: %q exists already", q.ID)
@@ -161,27 +166,27 @@ func (n *Node) SubmitAggregateQuery(ctx context.Context, q AggregateQuery) (Aggr
 		e := aggEntry("", info.Digest, "query_submitted")
 		e.Purpose = string(q.Purpose)
 		e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells, "rho_nano": nanoRho(plan.rho)}
-		return n.ev.Append(ctx, tx, e)
+		return a.ev.Append(ctx, tx, e)
 	})
 	if err != nil {
-		return AggregateQueryInfo{}, err
+		return QueryInfo{}, err
 	}
-	info.Round, err = n.startRound(ctx, q.ID)
+	info.Round, err = a.startRound(ctx, q.ID)
 	return info, err
 }
 
 // startRound starts the next round of a stored query; agg.mu is held.
-func (n *Node) startRound(ctx context.Context, queryID string) (string, error) {
+func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, error) {
 	var signed []byte
 	var rounds int
-	if err := n.db.R.QueryRowContext(ctx, `SELECT signed, rounds FROM aggregate_queries WHERE id = ?`, queryID).Scan(&signed, &rounds); err != nil {
+	if err := a.db.R.QueryRowContext(ctx, `SELECT signed, rounds FROM aggregate_queries WHERE id = ?`, queryID).Scan(&signed, &rounds); err != nil {
 		return "", fmt.Errorf("aggregate query %s: %w", queryID, err)
 	}
 	var sq SignedQuery
 	if err := json.Unmarshal(signed, &sq); err != nil {
 		return "", err
 	}
-	q, err := n.verifyQuery(ctx, &sq)
+	q, err := a.verifyQuery(ctx, &sq)
 	if err != nil {
 		return "", err
 	}
@@ -189,9 +194,9 @@ func (n *Node) startRound(ctx context.Context, queryID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	now := n.now()
+	now := a.now()
 	if !now.Before(q.Deadline) {
-		n.setQueryState(ctx, q.ID, "done", sql.NullInt64{})
+		a.setQueryState(ctx, q.ID, "done", sql.NullInt64{})
 		return "", fmt.Errorf("aggregate query %s: past its deadline", q.ID)
 	}
 	id := fmt.Sprintf("%s-r%d", q.ID, rounds+1)
@@ -216,98 +221,108 @@ func (n *Node) startRound(ctx context.Context, queryID string) (string, error) {
 	e := aggEntry(id, cr.digest, "round_started")
 	e.Purpose = string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants)}
-	err = n.sendAgg(ctx, q, msgs, func(tx *sql.Tx) error {
+	err = a.sendAgg(ctx, q, msgs, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE aggregate_queries SET rounds = rounds + 1, next_ms = ?, state = ? WHERE id = ?`,
 			next, state, q.ID); err != nil {
 			return err
 		}
-		return n.ev.Append(ctx, tx, e)
+		return a.ev.Append(ctx, tx, e)
 	})
 	if err != nil {
 		return "", err
 	}
-	if n.agg.rounds == nil {
-		n.agg.rounds = map[string]*centerRound{}
-	}
-	n.agg.rounds[id] = cr
-	n.m.Aggregate.Rounds.WithLabelValues("started").Inc()
-	n.log.Info("aggregate round started", "round", id, "participants", len(q.Participants))
+	a.rounds[id] = cr
+	a.m.Aggregate.Rounds.WithLabelValues("started").Inc()
+	a.log.Info("aggregate round started", "round", id, "participants", len(q.Participants))
 	return id, nil
 }
 
 // centerTick starts the rounds standing queries are due, and moves rounds
 // whose step has timed out on.
-func (n *Node) centerTick(ctx context.Context, now time.Time) {
-	rows, err := n.db.R.QueryContext(ctx, `SELECT id FROM aggregate_queries WHERE state = 'active' AND next_ms IS NOT NULL AND next_ms <= ?`, now.UnixMilli())
+func (a *Aggregator) centerTick(ctx context.Context, now time.Time) {
+	due, err := a.dueQueries(ctx, now)
 	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("standing aggregate queries not read", "err", err)
+		}
 		return
 	}
-	var due []string
-	for rows.Next() {
-		var id string
-		if rows.Scan(&id) == nil {
-			due = append(due, id)
-		}
-	}
-	rows.Close()
-	n.agg.mu.Lock()
-	defer n.agg.mu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, id := range due {
-		if _, err := n.startRound(ctx, id); err != nil && ctx.Err() == nil {
+		if _, err := a.startRound(ctx, id); err != nil && ctx.Err() == nil {
 			// Skip this round (a participant's credential could not be
 			// read, say): the next one is due an interval later.
-			n.log.Warn("standing aggregate query: round not started", "query", id, "err", err)
-			n.skipRound(ctx, id, now)
+			a.log.Warn("standing aggregate query: round not started", "query", id, "err", err)
+			a.skipRound(ctx, id, now)
 		}
 	}
-	for id, cr := range n.agg.rounds {
+	for id, cr := range a.rounds {
 		if cr.step == stepDone {
 			if now.Sub(cr.finished) > 10*time.Minute {
-				delete(n.agg.rounds, id)
+				delete(a.rounds, id)
 			}
 			continue
 		}
 		if now.Sub(cr.stepAt) >= time.Duration(cr.q.RoundTimeout)/4 {
-			n.centerAdvance(ctx, cr, true)
+			a.centerAdvance(ctx, cr, true)
 		}
 	}
 }
 
+// dueQueries lists the standing queries whose next round is due.
+func (a *Aggregator) dueQueries(ctx context.Context, now time.Time) ([]string, error) {
+	rows, err := a.db.R.QueryContext(ctx, `SELECT id FROM aggregate_queries WHERE state = 'active' AND next_ms IS NOT NULL AND next_ms <= ?`, now.UnixMilli())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var due []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return due, err
+		}
+		due = append(due, id)
+	}
+	return due, rows.Err()
+}
+
 // centerMessage records a participant's message and moves the round on
 // when the step is complete.
-func (n *Node) centerMessage(ctx context.Context, from string, m aggMsg) {
-	n.agg.mu.Lock()
-	defer n.agg.mu.Unlock()
-	cr := n.agg.rounds[m.Round]
+func (a *Aggregator) centerMessage(ctx context.Context, from string, m aggMsg) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cr := a.rounds[m.Round]
 	if cr == nil || cr.step == stepDone || !slices.Contains(cr.q.Participants, from) {
 		return
 	}
-	if err := cr.record(n, ctx, from, m); err != nil {
-		n.log.Warn("aggregate message ignored", "round", cr.id, "from", from, "type", m.Type, "err", err)
+	if err := cr.record(a, ctx, from, m); err != nil {
+		a.log.Warn("aggregate message ignored", "round", cr.id, "from", from, "type", m.Type, "err", err)
 		return
 	}
-	n.centerAdvance(ctx, cr, false)
+	a.centerAdvance(ctx, cr, false)
 }
 
-func (cr *centerRound) record(n *Node, ctx context.Context, from string, m aggMsg) error {
+func (cr *centerRound) record(a *Aggregator, ctx context.Context, from string, m aggMsg) error {
 	switch m.Type {
 	case aggMsgDecline:
 		if _, ok := cr.declined[from]; ok {
 			return nil
 		}
 		reason := "declined"
-		if slices.Contains(aggRefuseReasons, m.Reason) {
+		if slices.Contains(RefuseReasons, m.Reason) {
 			reason = m.Reason
 		}
 		cr.declined[from] = reason
 		e := aggEntry(cr.id, cr.digest, reason)
 		e.Peer, e.Purpose = from, string(cr.q.Purpose)
-		return n.db.Write(ctx, func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) })
+		return a.db.Write(ctx, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) })
 	case aggMsgCommit:
 		if cr.step != stepCommit {
 			return errors.New("late commitment")
 		}
-		cred, err := n.reg.Lookup(ctx, from)
+		cred, err := a.reg.Lookup(ctx, from)
 		if err != nil {
 			return err
 		}
@@ -394,7 +409,7 @@ func (cr *centerRound) pending() (expected, have int) {
 // centerAdvance moves the round to its next step once every expected
 // answer arrived, or when the step timed out with enough of them; agg.mu is
 // held.
-func (n *Node) centerAdvance(ctx context.Context, cr *centerRound, timedOut bool) {
+func (a *Aggregator) centerAdvance(ctx context.Context, cr *centerRound, timedOut bool) {
 	expected, have := cr.pending()
 	if have < expected && !timedOut {
 		return
@@ -405,7 +420,7 @@ func (n *Node) centerAdvance(ctx context.Context, cr *centerRound, timedOut bool
 	case stepCommit:
 		u1 := slices.Sorted(maps.Keys(cr.commits))
 		if len(u1) < m {
-			n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d committed, need %d", len(u1), m))
+			a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d committed, need %d", len(u1), m))
 			return
 		}
 		commits := make([]aggCommit, 0, len(u1))
@@ -416,32 +431,26 @@ func (n *Node) centerAdvance(ctx context.Context, cr *centerRound, timedOut bool
 		for _, u := range u1 {
 			msgs[u] = aggMsg{Type: aggMsgCommitments, Round: cr.id, Commits: commits}
 		}
-		err = n.sendAgg(ctx, cr.q, msgs, nil)
+		err = a.sendAgg(ctx, cr.q, msgs, nil)
 	case stepShares:
 		u2 := slices.Sorted(maps.Keys(cr.shares))
 		if len(u2) < m {
-			n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d shared, need %d", len(u2), m))
+			a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d shared, need %d", len(u2), m))
 			return
 		}
 		msgs := map[string]aggMsg{}
 		for _, v := range u2 {
 			msgs[v] = aggMsg{Type: aggMsgBundles, Round: cr.id, Members: u2}
 		}
-		for _, u := range u2 {
-			for _, b := range cr.shares[u] {
-				env, _ := crypto.ParseEnvelope(b) // parsed when recorded
-				if msg, ok := msgs[env.Header.Recipient]; ok {
-					msg.Bundles = append(msg.Bundles, b)
-					msgs[env.Header.Recipient] = msg
-				}
-			}
-		}
+		err = routeBundles(msgs, u2, cr.shares)
 		cr.shared = u2
-		err = n.sendAgg(ctx, cr.q, msgs, nil)
+		if err == nil {
+			err = a.sendAgg(ctx, cr.q, msgs, nil)
+		}
 	case stepMasked:
 		u3 := slices.Sorted(maps.Keys(cr.masked))
 		if len(u3) < m {
-			n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d masked tables, need %d", len(u3), m))
+			a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d masked tables, need %d", len(u3), m))
 			return
 		}
 		msgs := map[string]aggMsg{}
@@ -449,24 +458,42 @@ func (n *Node) centerAdvance(ctx context.Context, cr *centerRound, timedOut bool
 			msgs[u] = aggMsg{Type: aggMsgSurvivors, Round: cr.id, Members: u3}
 		}
 		cr.survivors = u3
-		err = n.sendAgg(ctx, cr.q, msgs, nil)
+		err = a.sendAgg(ctx, cr.q, msgs, nil)
 	case stepUnmask:
-		n.centerRelease(ctx, cr)
+		a.centerRelease(ctx, cr)
 		return
 	default:
 		return
 	}
 	if err != nil {
-		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		a.centerFail(ctx, cr, RefuseInternal, err)
 		return
 	}
 	cr.step++
-	cr.stepAt = n.now()
+	cr.stepAt = a.now()
+}
+
+// routeBundles adds to the message of each member of u2 the inner
+// envelopes addressed to it, as members of u2 sent them.
+func routeBundles(msgs map[string]aggMsg, u2 []string, shares map[string][][]byte) error {
+	for _, u := range u2 {
+		for _, b := range shares[u] {
+			env, err := crypto.ParseEnvelope(b) // parsed already when recorded
+			if err != nil {
+				return fmt.Errorf("share bundle of %s: %w", u, err)
+			}
+			if msg, ok := msgs[env.Header.Recipient]; ok {
+				msg.Bundles = append(msg.Bundles, b)
+				msgs[env.Header.Recipient] = msg
+			}
+		}
+	}
+	return nil
 }
 
 // centerFail ends a round without a release and tells the participants.
-func (n *Node) centerFail(ctx context.Context, cr *centerRound, reason string, cause error) {
-	n.log.Warn("aggregate round failed", "round", cr.id, "reason", reason, "err", cause)
+func (a *Aggregator) centerFail(ctx context.Context, cr *centerRound, reason string, cause error) {
+	a.log.Warn("aggregate round failed", "round", cr.id, "reason", reason, "err", cause)
 	msgs := map[string]aggMsg{}
 	for _, p := range cr.q.Participants {
 		if _, gone := cr.declined[p]; !gone {
@@ -476,26 +503,26 @@ func (n *Node) centerFail(ctx context.Context, cr *centerRound, reason string, c
 	e := aggEntry(cr.id, cr.digest, "round_failed")
 	e.Purpose = string(cr.q.Purpose)
 	e.Detail = map[string]int{"step": cr.step}
-	if err := n.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
-		n.log.Warn("aggregate round: abort not sent", "round", cr.id, "err", err)
+	if err := a.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
+		a.log.Warn("aggregate round: abort not sent", "round", cr.id, "err", err)
 	}
 	cr.err = fmt.Errorf("aggregate round %s failed: %s: %w", cr.id, reason, cause)
-	n.centerFinish(cr)
-	n.m.Aggregate.Rounds.WithLabelValues("failed").Inc()
+	a.centerFinish(cr)
+	a.m.Aggregate.Rounds.WithLabelValues("failed").Inc()
 }
 
-func (n *Node) centerFinish(cr *centerRound) {
-	cr.step, cr.finished = stepDone, n.now()
+func (a *Aggregator) centerFinish(cr *centerRound) {
+	cr.step, cr.finished = stepDone, a.now()
 	cr.commits, cr.commitments, cr.shares, cr.masked, cr.responses = nil, nil, nil, nil, nil
 	close(cr.done)
 }
 
 // centerRelease sums the masked tables, suppresses cells under k, and
 // stores the release with its evidence.
-func (n *Node) centerRelease(ctx context.Context, cr *centerRound) {
+func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 	t := cr.q.Threshold
 	if len(cr.responses) < t+1 {
-		n.centerFail(ctx, cr, AggRefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t+1))
+		a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t+1))
 		return
 	}
 	tr := secagg.Transcript{Shared: cr.shared}
@@ -510,7 +537,7 @@ func (n *Node) centerRelease(ctx context.Context, cr *centerRound) {
 	}
 	sum, err := cr.r.Sum(tr)
 	if err != nil {
-		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		a.centerFail(ctx, cr, RefuseInternal, err)
 		return
 	}
 	q := cr.q
@@ -522,11 +549,14 @@ func (n *Node) centerRelease(ctx context.Context, cr *centerRound) {
 		sc, _ = privacy.SuppressBy(sum[cells:], counts, q.K)
 	}
 	clear(sum)
-	rel := &AggregateRelease{ID: cr.id, Query: q.ID, QueryDigest: cr.digest, RecordType: q.RecordType, Dataset: q.Dataset,
-		Purpose: string(q.Purpose), Measure: q.Measure, K: q.K, Rho: cr.plan.rho, Delta: AggregateDelta,
+	rel := &Release{ID: cr.id, Query: q.ID, QueryDigest: cr.digest, RecordType: q.RecordType, Dataset: q.Dataset,
+		Purpose: string(q.Purpose), Measure: q.Measure, K: q.K, Rho: cr.plan.rho, Delta: Delta,
 		Participants: slices.Sorted(slices.Values(q.Participants)), Survivors: cr.survivors, Started: cr.started.UTC(),
-		Released: n.now().UTC(), CellsReleased: cells - suppressed, CellsSuppressed: suppressed, GroupBy: []string{}}
-	rel.Epsilon, _ = privacy.Epsilon(cr.plan.rho, AggregateDelta)
+		Released: a.now().UTC(), CellsReleased: cells - suppressed, CellsSuppressed: suppressed, GroupBy: []string{}}
+	if rel.Epsilon, err = privacy.Epsilon(cr.plan.rho, Delta); err != nil {
+		a.centerFail(ctx, cr, RefuseInternal, err)
+		return
+	}
 	for _, d := range q.GroupBy {
 		rel.GroupBy = append(rel.GroupBy, d.Field)
 	}
@@ -544,43 +574,43 @@ func (n *Node) centerRelease(ctx context.Context, cr *centerRound) {
 	}
 	body, err := json.Marshal(rel)
 	if err != nil {
-		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		a.centerFail(ctx, cr, RefuseInternal, err)
 		return
 	}
 	e := aggEntry(cr.id, cr.digest, "released")
 	e.Purpose, e.Count = string(q.Purpose), len(cr.survivors)
 	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(cr.plan.rho), "cells_released": rel.CellsReleased,
 		"cells_suppressed": rel.CellsSuppressed}, cr.survivors)
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+	err = a.db.Write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO aggregate_releases(id, query, body, released_ms) VALUES (?, ?, ?, ?)`,
 			rel.ID, rel.Query, body, rel.Released.UnixMilli()); err != nil {
 			return fmt.Errorf("store release: %w", err)
 		}
-		return n.ev.Append(ctx, tx, e)
+		return a.ev.Append(ctx, tx, e)
 	})
 	if err != nil {
-		n.centerFail(ctx, cr, AggRefuseInternal, err)
+		a.centerFail(ctx, cr, RefuseInternal, err)
 		return
 	}
 	cr.release = rel
-	n.centerFinish(cr)
-	n.m.Aggregate.Rounds.WithLabelValues("completed").Inc()
-	n.m.Aggregate.Cells.WithLabelValues("released").Add(float64(rel.CellsReleased))
-	n.m.Aggregate.Cells.WithLabelValues("suppressed").Add(float64(rel.CellsSuppressed))
-	n.m.Aggregate.Rho.Add(rel.Rho)
-	n.log.Info("aggregate released", "round", cr.id, "survivors", len(cr.survivors), "cells_released", rel.CellsReleased,
+	a.centerFinish(cr)
+	a.m.Aggregate.Rounds.WithLabelValues("completed").Inc()
+	a.m.Aggregate.Cells.WithLabelValues("released").Add(float64(rel.CellsReleased))
+	a.m.Aggregate.Cells.WithLabelValues("suppressed").Add(float64(rel.CellsSuppressed))
+	a.m.Aggregate.Rho.Add(rel.Rho)
+	a.log.Info("aggregate released", "round", cr.id, "survivors", len(cr.survivors), "cells_released", rel.CellsReleased,
 		"cells_suppressed", rel.CellsSuppressed, "seconds", rel.Released.Sub(rel.Started).Seconds())
 }
 
-// WaitAggregate waits until round ends and returns its release, or the
+// Wait waits until round ends and returns its release, or the
 // error that ended it. A round not running here is looked up among the
-// stored releases (ErrUnknownAggregate when it is not there).
-func (n *Node) WaitAggregate(ctx context.Context, round string) (*AggregateRelease, error) {
-	n.agg.mu.Lock()
-	cr := n.agg.rounds[round]
-	n.agg.mu.Unlock()
+// stored releases (ErrUnknownRelease when it is not there).
+func (a *Aggregator) Wait(ctx context.Context, round string) (*Release, error) {
+	a.mu.Lock()
+	cr := a.rounds[round]
+	a.mu.Unlock()
 	if cr == nil {
-		return n.Aggregate(ctx, round)
+		return a.Release(ctx, round)
 	}
 	select {
 	case <-ctx.Done():
@@ -590,37 +620,37 @@ func (n *Node) WaitAggregate(ctx context.Context, round string) (*AggregateRelea
 	return cr.release, cr.err
 }
 
-// Aggregate returns a stored release.
-func (n *Node) Aggregate(ctx context.Context, id string) (*AggregateRelease, error) {
+// Release returns a stored release.
+func (a *Aggregator) Release(ctx context.Context, id string) (*Release, error) {
 	var body []byte
-	err := n.db.R.QueryRowContext(ctx, `SELECT body FROM aggregate_releases WHERE id = ?`, id).Scan(&body)
+	err := a.db.R.QueryRowContext(ctx, `SELECT body FROM aggregate_releases WHERE id = ?`, id).Scan(&body)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("aggregate %q: %w", id, ErrUnknownAggregate)
+		return nil, fmt.Errorf("aggregate %q: %w", id, ErrUnknownRelease)
 	}
 	if err != nil {
 		return nil, err
 	}
-	var rel AggregateRelease
+	var rel Release
 	if err := json.Unmarshal(body, &rel); err != nil {
 		return nil, err
 	}
 	return &rel, nil
 }
 
-// Aggregates lists the stored releases, newest first, without their cells.
-func (n *Node) Aggregates(ctx context.Context) ([]AggregateRelease, error) {
-	rows, err := n.db.R.QueryContext(ctx, `SELECT body FROM aggregate_releases ORDER BY released_ms DESC, id`)
+// Releases lists the stored releases, newest first, without their cells.
+func (a *Aggregator) Releases(ctx context.Context) ([]Release, error) {
+	rows, err := a.db.R.QueryContext(ctx, `SELECT body FROM aggregate_releases ORDER BY released_ms DESC, id`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := []AggregateRelease{}
+	out := []Release{}
 	for rows.Next() {
 		var body []byte
 		if err := rows.Scan(&body); err != nil {
 			return nil, err
 		}
-		var rel AggregateRelease
+		var rel Release
 		if err := json.Unmarshal(body, &rel); err != nil {
 			return nil, err
 		}
@@ -630,30 +660,37 @@ func (n *Node) Aggregates(ctx context.Context) ([]AggregateRelease, error) {
 	return out, rows.Err()
 }
 
-func (n *Node) setQueryState(ctx context.Context, id, state string, next sql.NullInt64) {
-	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+func (a *Aggregator) setQueryState(ctx context.Context, id, state string, next sql.NullInt64) {
+	err := a.db.Write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE aggregate_queries SET state = ?, next_ms = ? WHERE id = ?`, state, next, id)
 		return err
 	})
 	if err != nil {
-		n.log.Warn("aggregate query state not stored", "query", id, "err", err)
+		a.log.Warn("aggregate query state not stored", "query", id, "err", err)
 	}
 }
 
 // skipRound moves a standing query whose round could not start to its next
 // due time, or ends it.
-func (n *Node) skipRound(ctx context.Context, id string, now time.Time) {
+func (a *Aggregator) skipRound(ctx context.Context, id string, now time.Time) {
 	var signed []byte
 	var sq SignedQuery
-	var q AggregateQuery
-	if n.db.R.QueryRowContext(ctx, `SELECT signed FROM aggregate_queries WHERE id = ?`, id).Scan(&signed) != nil ||
-		json.Unmarshal(signed, &sq) != nil || json.Unmarshal(sq.Query, &q) != nil {
-		n.setQueryState(ctx, id, "failed", sql.NullInt64{})
+	var q Query
+	err := a.db.R.QueryRowContext(ctx, `SELECT signed FROM aggregate_queries WHERE id = ?`, id).Scan(&signed)
+	if err == nil {
+		err = json.Unmarshal(signed, &sq)
+	}
+	if err == nil {
+		err = json.Unmarshal(sq.Query, &q)
+	}
+	if err != nil {
+		a.log.Warn("standing aggregate query unreadable: failed", "query", id, "err", err)
+		a.setQueryState(ctx, id, "failed", sql.NullInt64{})
 		return
 	}
 	if iv := time.Duration(q.Interval); iv > 0 && now.Add(iv).Before(q.Deadline) {
-		n.setQueryState(ctx, id, "active", sql.NullInt64{Int64: now.Add(iv).UnixMilli(), Valid: true})
+		a.setQueryState(ctx, id, "active", sql.NullInt64{Int64: now.Add(iv).UnixMilli(), Valid: true})
 		return
 	}
-	n.setQueryState(ctx, id, "done", sql.NullInt64{})
+	a.setQueryState(ctx, id, "done", sql.NullInt64{})
 }

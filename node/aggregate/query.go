@@ -1,4 +1,4 @@
-package node
+package aggregate
 
 import (
 	"bytes"
@@ -25,9 +25,9 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-// Aggregate queries (node/AGGREGATES.md §1): what the center asks, signed
-// with its node signing key, validated the same way at the center and at
-// every university.
+// Aggregate queries (AGGREGATES.md §1): what the center asks, signed with
+// its node signing key, validated the same way at the center and at every
+// university.
 
 // Limits of an aggregate query.
 const (
@@ -43,8 +43,8 @@ const (
 	// agreement lets that recipient query that dataset (PRIVACY.md: ten
 	// releases of ρ = 0.05).
 	DefaultPrivacyBudget = 0.5
-	// AggregateDelta is the δ at which releases state their ε.
-	AggregateDelta = 1e-6
+	// Delta is the δ at which releases state their ε.
+	Delta          = 1e-6
 	aggQueryLabel  = "eduspace aggregate query v1\x00"
 	aggCommitLabel = "eduspace aggregate commitment v1\x00"
 )
@@ -103,9 +103,9 @@ type Measure struct {
 	Upper int64  `json:"upper,omitempty"`
 }
 
-// AggregateQuery is the center's query (DESIGN.md §8). The center signs its
+// Query is the center's query (DESIGN.md §8). The center signs its
 // canonical JSON; every university checks it before taking part.
-type AggregateQuery struct {
+type Query struct {
 	ID         string    `json:"id"`
 	Center     string    `json:"center"`
 	Issued     time.Time `json:"issued"`
@@ -153,7 +153,7 @@ func aggText(s string, max int) bool {
 
 // Validate checks the query against the standard; its errors name the
 // field that is wrong.
-func (q *AggregateQuery) Validate(std *schema.Standard) error {
+func (q *Query) Validate(std *schema.Standard) error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("aggregate query: %s: %s", field, fmt.Sprintf(format, args...))
 	}
@@ -271,7 +271,7 @@ func (q *AggregateQuery) Validate(std *schema.Standard) error {
 
 // cells is the number of cells of the table: the product over dimensions
 // of (values + 1).
-func (q *AggregateQuery) cells() int {
+func (q *Query) cells() int {
 	c := 1
 	for _, d := range q.GroupBy {
 		c *= len(d.Values) + 1
@@ -284,7 +284,7 @@ func (q *AggregateQuery) cells() int {
 
 // vectorLen is the length of the vector a participant masks: the counts,
 // and for a sum the sums after them.
-func (q *AggregateQuery) vectorLen() int {
+func (q *Query) vectorLen() int {
 	if q.Measure.Kind == "sum" {
 		return 2 * q.cells()
 	}
@@ -293,7 +293,7 @@ func (q *AggregateQuery) vectorLen() int {
 
 // fields are the record fields the query reads: its dimensions' sources
 // and the measured field.
-func (q *AggregateQuery) fields() []string {
+func (q *Query) fields() []string {
 	var out []string
 	for _, d := range q.GroupBy {
 		out = append(out, aggDimensions[d.Field])
@@ -306,7 +306,7 @@ func (q *AggregateQuery) fields() []string {
 }
 
 // minSurvivors is m = n − t: the fewest noise shares a release may carry.
-func (q *AggregateQuery) minSurvivors() int { return len(q.Participants) - q.Threshold }
+func (q *Query) minSurvivors() int { return len(q.Participants) - q.Threshold }
 
 // SignedQuery is a query as the center signed it: the exact bytes, the id of
 // the center's signing key and its Ed25519 signature over
@@ -324,13 +324,13 @@ func (s *SignedQuery) Digest() string {
 	return hex.EncodeToString(h[:])
 }
 
-func (n *Node) signQuery(q *AggregateQuery) (SignedQuery, error) {
+func (a *Aggregator) signQuery(q *Query) (SignedQuery, error) {
 	raw, err := json.Marshal(q)
 	if err != nil {
 		return SignedQuery{}, err
 	}
-	return SignedQuery{Query: raw, KeyID: n.keys.Signing.Public().KeyID(),
-		Sig: n.keys.Signing.Sign(append([]byte(aggQueryLabel), raw...))}, nil
+	return SignedQuery{Query: raw, KeyID: a.keys.Signing.Public().KeyID(),
+		Sig: a.keys.Signing.Sign(append([]byte(aggQueryLabel), raw...))}, nil
 }
 
 // queryError is a query refused for good: malformed or invalid, or (with
@@ -346,14 +346,14 @@ func (e *queryError) Unwrap() error { return e.err }
 // verifyQuery parses and checks a signed query: strict JSON, valid, signed
 // by a signing key listed in the credential of a member whose role is
 // center. Permanent refusals are *queryError; other errors are transient.
-func (n *Node) verifyQuery(ctx context.Context, sq *SignedQuery) (*AggregateQuery, error) {
-	var q AggregateQuery
+func (a *Aggregator) verifyQuery(ctx context.Context, sq *SignedQuery) (*Query, error) {
+	var q Query
 	dec := json.NewDecoder(bytes.NewReader(sq.Query))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&q); err != nil {
 		return nil, &queryError{err: fmt.Errorf("aggregate query: %w", err)}
 	}
-	if err := q.Validate(n.std); err != nil {
+	if err := q.Validate(a.std); err != nil {
 		return nil, &queryError{err: err}
 	}
 	sigErr := func(format string, args ...any) error {
@@ -362,7 +362,7 @@ func (n *Node) verifyQuery(ctx context.Context, sq *SignedQuery) (*AggregateQuer
 	if len(sq.Sig) == 0 || sq.KeyID == "" {
 		return nil, sigErr("unsigned")
 	}
-	cred, err := n.reg.Lookup(ctx, q.Center)
+	cred, err := a.reg.Lookup(ctx, q.Center)
 	if errors.Is(err, registry.ErrUnknownMember) {
 		return nil, sigErr("center %q is not a member", q.Center)
 	}
@@ -387,7 +387,7 @@ type aggPlan struct {
 	rho              float64  // worst-case ρ of one release, debited by each contributor
 }
 
-func planQuery(q *AggregateQuery) (aggPlan, error) {
+func planQuery(q *Query) (aggPlan, error) {
 	p := aggPlan{cells: q.cells()}
 	c := float64(q.ContributionBound)
 	m, n := q.minSurvivors(), len(q.Participants)
@@ -437,7 +437,7 @@ func (p aggPlan) noise(s *privacy.Sampler, vecLen int) ([]int64, error) {
 // aggregateTable computes this node's exact table for q from its records:
 // counts per cell, then for a sum the clamped, rounded sums per cell. At
 // most ContributionBound records per subject count, the first ingested.
-func (n *Node) aggregateTable(ctx context.Context, q *AggregateQuery) ([]int64, error) {
+func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, error) {
 	cells := q.cells()
 	x := make([]int64, q.vectorLen())
 	index := make([]map[string]int, len(q.GroupBy))
@@ -447,32 +447,22 @@ func (n *Node) aggregateTable(ctx context.Context, q *AggregateQuery) ([]int64, 
 			index[i][v] = j
 		}
 	}
-	rows, err := n.db.R.QueryContext(ctx, `SELECT subject, body FROM records WHERE type = ? ORDER BY id`, q.RecordType)
-	if err != nil {
-		return nil, fmt.Errorf("aggregate table: %w", err)
-	}
-	defer rows.Close()
 	per := map[string]int{}
-	for rows.Next() {
-		var subject string
-		var body []byte
-		if err := rows.Scan(&subject, &body); err != nil {
-			return nil, fmt.Errorf("aggregate table: %w", err)
-		}
+	err := a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
 		if per[subject] >= q.ContributionBound {
-			continue
+			return nil
 		}
 		var rec map[string]any
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.UseNumber()
 		if err := dec.Decode(&rec); err != nil {
-			continue // not a record this node wrote; never counted
+			return nil // not a record this node wrote; never counted
 		}
 		var value int64
 		if q.Measure.Kind == "sum" {
 			f, ok := aggNumber(rec[q.Measure.Field])
 			if !ok {
-				continue // a sum counts only records with a value
+				return nil // a sum counts only records with a value
 			}
 			f = math.Round(min(max(f, float64(q.Measure.Lower)), float64(q.Measure.Upper)))
 			value = int64(f)
@@ -494,8 +484,12 @@ func (n *Node) aggregateTable(ctx context.Context, q *AggregateQuery) ([]int64, 
 		if q.Measure.Kind == "sum" {
 			x[cells+cell] += value
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("aggregate table: %w", err)
 	}
-	return x, rows.Err()
+	return x, nil
 }
 
 func aggValue(v any) string {
@@ -539,7 +533,7 @@ func firstRunes(s string, k int) string {
 }
 
 // cellKey returns the dimension values of cell i ("" for other).
-func (q *AggregateQuery) cellKey(i int) []string {
+func (q *Query) cellKey(i int) []string {
 	key := make([]string, len(q.GroupBy))
 	for d := len(q.GroupBy) - 1; d >= 0; d-- {
 		size := len(q.GroupBy[d].Values) + 1

@@ -1,4 +1,4 @@
-package node
+package aggregate
 
 import (
 	"encoding/json"
@@ -11,9 +11,9 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-func testQuery() AggregateQuery {
+func testQuery() Query {
 	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
-	return AggregateQuery{ID: "q1", Center: "center", Issued: now, RecordType: "enrollment", Dataset: "enrollment",
+	return Query{ID: "q1", Center: "center", Issued: now, RecordType: "enrollment", Dataset: "enrollment",
 		Purpose: policy.PurposeStatistics,
 		GroupBy: []Dimension{{Field: "education_level", Values: []string{"本科", "硕士"}}, {Field: "major_category", Values: []string{"08"}}},
 		Measure: Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 6}, ContributionBound: 1, K: 5, Rho: 0.05,
@@ -28,25 +28,25 @@ func TestAggregateQueryValidate(t *testing.T) {
 	if err := q.Validate(std); err != nil {
 		t.Fatal(err)
 	}
-	for field, edit := range map[string]func(*AggregateQuery){
-		"id":                    func(q *AggregateQuery) { q.ID = "Bad ID" },
-		"record_type":           func(q *AggregateQuery) { q.RecordType = "nope" },
-		"dataset":               func(q *AggregateQuery) { q.Dataset = "student" },
-		"purpose":               func(q *AggregateQuery) { q.Purpose = policy.PurposeResearch },
-		"group_by[0].field":     func(q *AggregateQuery) { q.GroupBy[0].Field = "gender" }, // not in enrollment
-		"group_by[1].values":    func(q *AggregateQuery) { q.GroupBy[1].Values = nil },
-		"group_by[0].values[1]": func(q *AggregateQuery) { q.GroupBy[0].Values[1] = "本科" },
-		"measure.field":         func(q *AggregateQuery) { q.Measure.Field = "major_name" },
-		"measure.lower":         func(q *AggregateQuery) { q.Measure.Lower = 7 },
-		"measure.kind":          func(q *AggregateQuery) { q.Measure.Kind = "mean" },
-		"contribution_bound":    func(q *AggregateQuery) { q.ContributionBound = 0 },
-		"k":                     func(q *AggregateQuery) { q.K = -1 },
-		"rho":                   func(q *AggregateQuery) { q.Rho = 11 },
-		"participants[1]":       func(q *AggregateQuery) { q.Participants[1] = "center" },
-		"threshold":             func(q *AggregateQuery) { q.Threshold = 2 },
-		"deadline":              func(q *AggregateQuery) { q.Deadline = q.Issued },
-		"round_timeout":         func(q *AggregateQuery) { q.RoundTimeout = 0 },
-		"interval":              func(q *AggregateQuery) { q.Interval = Duration(time.Second) },
+	for field, edit := range map[string]func(*Query){
+		"id":                    func(q *Query) { q.ID = "Bad ID" },
+		"record_type":           func(q *Query) { q.RecordType = "nope" },
+		"dataset":               func(q *Query) { q.Dataset = "student" },
+		"purpose":               func(q *Query) { q.Purpose = policy.PurposeResearch },
+		"group_by[0].field":     func(q *Query) { q.GroupBy[0].Field = "gender" }, // not in enrollment
+		"group_by[1].values":    func(q *Query) { q.GroupBy[1].Values = nil },
+		"group_by[0].values[1]": func(q *Query) { q.GroupBy[0].Values[1] = "本科" },
+		"measure.field":         func(q *Query) { q.Measure.Field = "major_name" },
+		"measure.lower":         func(q *Query) { q.Measure.Lower = 7 },
+		"measure.kind":          func(q *Query) { q.Measure.Kind = "mean" },
+		"contribution_bound":    func(q *Query) { q.ContributionBound = 0 },
+		"k":                     func(q *Query) { q.K = -1 },
+		"rho":                   func(q *Query) { q.Rho = 11 },
+		"participants[1]":       func(q *Query) { q.Participants[1] = "center" },
+		"threshold":             func(q *Query) { q.Threshold = 2 },
+		"deadline":              func(q *Query) { q.Deadline = q.Issued },
+		"round_timeout":         func(q *Query) { q.RoundTimeout = 0 },
+		"interval":              func(q *Query) { q.Interval = Duration(time.Second) },
 	} {
 		q := testQuery()
 		q.GroupBy = slices.Clone(q.GroupBy)

@@ -1,4 +1,23 @@
-package node
+// Package aggregate runs the aggregate rounds of a node (AGGREGATES.md):
+// secure aggregation (crypto/secagg) with distributed discrete Gaussian
+// noise (policy/privacy) among the university nodes a center's query names.
+// At the center it takes signed queries, schedules their rounds, relays the
+// participants' messages, sums, suppresses and stores the releases; at a
+// university it checks a round's query, computes its table, debits its
+// privacy ledger and answers each step. Every message is an envelope of
+// kind crypto.KindAggregate on the control subjects, signed by its sender
+// and sealed to its recipient; share bundles travel inside an inner
+// envelope sealed by one university to another, so the center relays them
+// without reading them.
+//
+// It owns the tables aggregate_queries, aggregate_releases and
+// privacy_ledger, and reads no other: the records it counts come through
+// Deps.ScanRecords, the agreements through Deps.ActiveAgreements, and its
+// messages leave through Deps.Enqueue. It must never let a university's
+// exact table, masked vector or unsuppressed noisy value leave the node or
+// be stored, never release a round with fewer noise shares than its plan
+// (n − t), and never debit a ledger account past its budget.
+package aggregate
 
 import (
 	"context"
@@ -7,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -15,18 +35,89 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/crypto/secagg"
+	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/metrics"
+	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/node/store"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/policy/privacy"
+	"github.com/eduspace/eduspace/schema"
 )
 
-// Aggregate rounds (node/AGGREGATES.md): the center is the hub of a round
-// of secure aggregation (crypto/secagg) with distributed discrete Gaussian
-// noise (policy/privacy) among the university nodes its query names. Every
-// message is an envelope of kind crypto.KindAggregate on the control
-// subjects, signed by its sender and sealed to its recipient; share bundles
-// travel inside an inner envelope sealed by one university to another, so
-// the center relays them without reading them.
+// Deps are what an Aggregator works with.
+type Deps struct {
+	NodeID string
+	// Cred is this node's credential: its role decides whether the node
+	// runs queries (a center) or takes part in rounds (a university).
+	Cred     *crypto.Credential
+	Std      *schema.Standard
+	DB       *store.DB
+	Evidence *evidence.Log
+	Keys     *keys.Keys
+	Registry *registry.Registry
+	// Codec checks and opens the share bundles relayed to this node.
+	Codec   *envelope.Codec
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+	Now     func() time.Time
+	Layout  bus.Layout
+	// Enqueue seals plaintext to `to` under header h and writes it to the
+	// outbox inside tx.
+	Enqueue func(ctx context.Context, tx *sql.Tx, h crypto.Header, to *crypto.KEMPublicKey, subject string, plaintext []byte, records int) (string, error)
+	// WakeRelay tells the relay that the outbox has new rows.
+	WakeRelay func()
+	// ActiveAgreements lists the active agreements this node holds.
+	ActiveAgreements func(ctx context.Context) ([]policy.Agreement, error)
+	// ScanRecords calls fn with the subject and body of every record of the
+	// type this node holds, in the order they were ingested.
+	ScanRecords func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
+}
+
+// Aggregator is a node's side of aggregate rounds, as center or as
+// university. Its round state lives in memory: a node restarted mid-round
+// drops out of it (AGGREGATES.md §3).
+type Aggregator struct {
+	nodeID           string
+	cred             *crypto.Credential
+	std              *schema.Standard
+	db               *store.DB
+	ev               *evidence.Log
+	keys             *keys.Keys
+	reg              *registry.Registry
+	codec            *envelope.Codec
+	m                *metrics.Metrics
+	log              *slog.Logger
+	now              func() time.Time
+	layout           bus.Layout
+	enqueue          func(ctx context.Context, tx *sql.Tx, h crypto.Header, to *crypto.KEMPublicKey, subject string, plaintext []byte, records int) (string, error)
+	wakeRelay        func()
+	activeAgreements func(ctx context.Context) ([]policy.Agreement, error)
+	scanRecords      func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
+
+	mu sync.Mutex
+	// knobs are settings of tests only (export_test.go): noNoise sends
+	// tables without noise, so that a test can compare the secure sum with
+	// the plain sum exactly (budgets are still debited); dropAfter makes
+	// this node stop answering a round after the named step ("commit" or
+	// "shares"), as if it had crashed.
+	knobs struct {
+		noNoise   bool
+		dropAfter string
+	}
+	parts  map[string]*partRound   // university side, by round id
+	rounds map[string]*centerRound // center side, by round id
+}
+
+// New returns the aggregator of a node; Run drives its schedule.
+func New(d Deps) *Aggregator {
+	return &Aggregator{nodeID: d.NodeID, cred: d.Cred, std: d.Std, db: d.DB, ev: d.Evidence, keys: d.Keys, reg: d.Registry,
+		codec: d.Codec, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, enqueue: d.Enqueue, wakeRelay: d.WakeRelay,
+		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords,
+		parts: map[string]*partRound{}, rounds: map[string]*centerRound{}}
+}
 
 // evidenceKindAggregate is the evidence entry kind of aggregate events.
 const evidenceKindAggregate = "aggregate"
@@ -34,19 +125,21 @@ const evidenceKindAggregate = "aggregate"
 // Reasons a university does not take part in a round, or a query is
 // refused: evidence reasons and metric label values.
 const (
-	AggRefuseBadQuery       = "bad_query"         // malformed or invalid query
-	AggRefuseSignature      = "bad_signature"     // unsigned, forged, or not from a center
-	AggRefuseNotParticipant = "not_participant"   // this node is not in the query's participants
-	AggRefuseExpired        = "expired"           // past the query's deadline or the round's time
-	AggRefuseMember         = "unknown_member"    // a participant is not an admitted university
-	AggRefuseNoAgreement    = "no_agreement"      // no active agreement with the center covering the query
-	AggRefuseBudget         = "budget_exceeded"   // the release's worst-case ρ would overspend the ledger
-	AggRefuseInternal       = "internal_error"    // this node failed (computing its table, sealing)
-	AggRefuseTooFew         = "too_few_survivors" // a round failed: fewer than the minimum were left
+	RefuseBadQuery       = "bad_query"         // malformed or invalid query
+	RefuseSignature      = "bad_signature"     // unsigned, forged, or not from a center
+	RefuseNotParticipant = "not_participant"   // this node is not in the query's participants
+	RefuseExpired        = "expired"           // past the query's deadline or the round's time
+	RefuseMember         = "unknown_member"    // a participant is not an admitted university
+	RefuseNoAgreement    = "no_agreement"      // no active agreement with the center covering the query
+	RefuseBudget         = "budget_exceeded"   // the release's worst-case ρ would overspend the ledger
+	RefuseInternal       = "internal_error"    // this node failed (computing its table, sealing)
+	RefuseTooFew         = "too_few_survivors" // a round failed: fewer than the minimum were left
 )
 
-var aggRefuseReasons = []string{AggRefuseBadQuery, AggRefuseSignature, AggRefuseNotParticipant, AggRefuseExpired,
-	AggRefuseMember, AggRefuseNoAgreement, AggRefuseBudget, AggRefuseInternal}
+// RefuseReasons are the closed label set of the refused metric: every
+// reason but RefuseTooFew, which fails a round rather than refuses it.
+var RefuseReasons = []string{RefuseBadQuery, RefuseSignature, RefuseNotParticipant, RefuseExpired,
+	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal}
 
 // Message types of a round, in order.
 const (
@@ -85,36 +178,10 @@ type aggCommit struct {
 	Sig   []byte `json:"sig"`
 }
 
-// AggregateTestKnobs are test-only settings: never set them in production.
-type AggregateTestKnobs struct {
-	// NoNoise sends tables without noise, so that a test can compare the
-	// secure sum with the plain sum exactly. Budgets are still debited.
-	NoNoise bool
-	// DropAfter makes this node stop answering a round after the named step
-	// ("commit" or "shares"), as if it had crashed.
-	DropAfter string
-}
-
-// SetAggregateTestKnobs sets the test-only knobs (see AggregateTestKnobs).
-func (n *Node) SetAggregateTestKnobs(k AggregateTestKnobs) {
-	n.agg.mu.Lock()
-	n.agg.knobs = k
-	n.agg.mu.Unlock()
-}
-
-// aggState is a node's aggregate state, in memory: a node restarted
-// mid-round drops out of it (AGGREGATES.md §4).
-type aggState struct {
-	mu     sync.Mutex
-	knobs  AggregateTestKnobs
-	parts  map[string]*partRound   // university side, by round id
-	rounds map[string]*centerRound // center side, by round id
-}
-
 // partRound is a university's side of one round.
 type partRound struct {
 	id, center, digest, agreement string
-	q                             *AggregateQuery
+	q                             *Query
 	plan                          aggPlan
 	r                             *secagg.Round
 	p                             *secagg.Participant
@@ -129,7 +196,7 @@ type partRound struct {
 
 // sendAgg queues one aggregate message to each recipient in one transaction,
 // with extra (evidence, ledger) in the same transaction.
-func (n *Node) sendAgg(ctx context.Context, q *AggregateQuery, msgs map[string]aggMsg, extra func(*sql.Tx) error) error {
+func (a *Aggregator) sendAgg(ctx context.Context, q *Query, msgs map[string]aggMsg, extra func(*sql.Tx) error) error {
 	type out struct {
 		to   string
 		key  *crypto.KEMPublicKey
@@ -137,7 +204,7 @@ func (n *Node) sendAgg(ctx context.Context, q *AggregateQuery, msgs map[string]a
 	}
 	var outs []out
 	for _, to := range slices.Sorted(maps.Keys(msgs)) {
-		cred, err := n.reg.Lookup(ctx, to)
+		cred, err := a.reg.Lookup(ctx, to)
 		if err != nil {
 			return fmt.Errorf("aggregate message to %s: %w", to, err)
 		}
@@ -151,10 +218,10 @@ func (n *Node) sendAgg(ctx context.Context, q *AggregateQuery, msgs map[string]a
 		}
 		outs = append(outs, out{to, key, body})
 	}
-	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+	err := a.db.Write(ctx, func(tx *sql.Tx) error {
 		for _, o := range outs {
-			if _, err := n.enqueue(ctx, tx, crypto.Header{Recipient: o.to, Purpose: string(q.Purpose), RecordType: q.RecordType,
-				Count: 1, Kind: crypto.KindAggregate}, o.key, n.layout.ControlSubject(o.to, n.cfg.NodeID), o.body, 0); err != nil {
+			if _, err := a.enqueue(ctx, tx, crypto.Header{Recipient: o.to, Purpose: string(q.Purpose), RecordType: q.RecordType,
+				Count: 1, Kind: crypto.KindAggregate}, o.key, a.layout.ControlSubject(o.to, a.nodeID), o.body, 0); err != nil {
 				return fmt.Errorf("aggregate message: %w", err)
 			}
 		}
@@ -164,7 +231,7 @@ func (n *Node) sendAgg(ctx context.Context, q *AggregateQuery, msgs map[string]a
 		return nil
 	})
 	if err == nil {
-		n.wakeRelay()
+		a.wakeRelay()
 	}
 	return err
 }
@@ -192,23 +259,25 @@ func survivorDetail(d map[string]int, survivors []string) map[string]int {
 // ---------------------------------------------------------------------------
 // Dispatch
 
-// aggregateMessage handles an aggregate envelope from the control subject.
-func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
+// Handle handles the plaintext of an aggregate envelope from the control
+// subject, its header checked and opened. A permanent refusal is an
+// envelope.Refusal; other errors are transient.
+func (a *Aggregator) Handle(ctx context.Context, h crypto.Header, plain []byte) error {
 	var m aggMsg
 	if err := json.Unmarshal(plain, &m); err != nil || m.Round == "" || len(m.Round) > 128 {
-		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("not an aggregate message"))
 	}
 	switch m.Type {
 	case aggMsgRound:
-		return n.partRoundStart(ctx, h, m)
+		return a.partRoundStart(ctx, h, m)
 	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgAbort:
-		return n.partStep(ctx, h, m)
+		return a.partStep(ctx, h, m)
 	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgUnmask:
-		if n.cred.Role != crypto.RoleCenter {
+		if a.cred.Role != crypto.RoleCenter {
 			return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
 		}
-		n.centerMessage(ctx, h.Sender, m)
+		a.centerMessage(ctx, h.Sender, m)
 		return nil
 	}
 	return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("unknown aggregate message type %q", m.Type))
@@ -219,149 +288,145 @@ func (n *Node) aggregateMessage(ctx context.Context, h crypto.Header, sender *cr
 
 // partRoundStart checks a round's query and, if this node takes part,
 // computes its table and commits.
-func (n *Node) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) error {
+func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggMsg) error {
 	if m.Query == nil {
-		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("aggregate round without a query"))
 	}
-	q, err := n.verifyQuery(ctx, m.Query)
+	q, err := a.verifyQuery(ctx, m.Query)
 	var qe *queryError
 	if errors.As(err, &qe) {
-		reason := AggRefuseBadQuery
+		reason := RefuseBadQuery
 		if qe.signature {
-			reason = AggRefuseSignature
+			reason = RefuseSignature
 		}
-		n.m.Aggregate.Refused.WithLabelValues(reason).Inc()
+		a.m.Aggregate.Refused.WithLabelValues(reason).Inc()
 		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("%s: %w", reason, err))
 	}
 	if err != nil {
 		return err // transient: the registry could not be read
 	}
 	if h.Sender != q.Center {
-		n.m.Aggregate.Refused.WithLabelValues(AggRefuseSignature).Inc()
+		a.m.Aggregate.Refused.WithLabelValues(RefuseSignature).Inc()
 		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate query of center %q relayed by %q", q.Center, h.Sender))
 	}
 	if !strings.HasPrefix(m.Round, q.ID+"-r") {
-		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBadQuery).Inc()
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("round id does not belong to the query"))
 	}
 	digest := m.Query.Digest()
-	n.agg.mu.Lock()
-	defer n.agg.mu.Unlock()
-	if n.agg.parts[m.Round] != nil {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.parts[m.Round] != nil {
 		return nil // a redelivery: answered already
 	}
-	now := n.now()
-	if n.agg.parts == nil {
-		n.agg.parts = map[string]*partRound{}
-	}
+	now := a.now()
 	decline := func(reason string, cause error) error {
-		n.log.Info("aggregate round declined", "round", m.Round, "reason", reason, "err", cause)
+		a.log.Info("aggregate round declined", "round", m.Round, "reason", reason, "err", cause)
 		e := aggEntry(m.Round, digest, reason)
 		e.Peer, e.Purpose = q.Center, string(q.Purpose)
-		if err := n.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgDecline, Round: m.Round, Reason: reason}},
-			func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
+		if err := a.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgDecline, Round: m.Round, Reason: reason}},
+			func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 			return err
 		}
-		n.m.Aggregate.Refused.WithLabelValues(reason).Inc()
-		n.m.Aggregate.Participation.WithLabelValues("declined").Inc()
+		a.m.Aggregate.Refused.WithLabelValues(reason).Inc()
+		a.m.Aggregate.Participation.WithLabelValues("declined").Inc()
 		// Remembered, so that a redelivered round message is not declined twice.
-		n.agg.parts[m.Round] = &partRound{id: m.Round, center: q.Center, dropped: true,
+		a.parts[m.Round] = &partRound{id: m.Round, center: q.Center, dropped: true,
 			expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
 		return nil
 	}
-	if !slices.Contains(q.Participants, n.cfg.NodeID) {
-		return decline(AggRefuseNotParticipant, nil)
+	if !slices.Contains(q.Participants, a.nodeID) {
+		return decline(RefuseNotParticipant, nil)
 	}
 	if !now.Before(q.Deadline) || !now.Before(h.Created.Add(time.Duration(q.RoundTimeout))) {
-		return decline(AggRefuseExpired, nil)
+		return decline(RefuseExpired, nil)
 	}
 	for _, p := range q.Participants {
-		cred, err := n.reg.Lookup(ctx, p)
+		cred, err := a.reg.Lookup(ctx, p)
 		if err != nil || cred.Role != crypto.RoleUniversity {
-			return decline(AggRefuseMember, fmt.Errorf("participant %s", p))
+			return decline(RefuseMember, fmt.Errorf("participant %s", p))
 		}
 	}
-	agreement, err := n.aggAgreement(ctx, q, now)
+	agreement, err := a.aggAgreement(ctx, q, now)
 	if err != nil {
 		return err
 	}
 	if agreement == "" {
-		return decline(AggRefuseNoAgreement, nil)
+		return decline(RefuseNoAgreement, nil)
 	}
 	plan, err := planQuery(q)
 	if err != nil {
-		return decline(AggRefuseBadQuery, err)
+		return decline(RefuseBadQuery, err)
 	}
-	if ok, err := n.budgetAllows(ctx, q.Center, q.Dataset, plan.rho); err != nil {
+	if ok, err := a.budgetAllows(ctx, q.Center, q.Dataset, plan.rho); err != nil {
 		return err
 	} else if !ok {
-		return decline(AggRefuseBudget, nil)
+		return decline(RefuseBudget, nil)
 	}
-	x, err := n.aggregateTable(ctx, q)
+	x, err := a.aggregateTable(ctx, q)
 	if err != nil {
-		return decline(AggRefuseInternal, err)
+		return decline(RefuseInternal, err)
 	}
 	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.Threshold,
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
-		return decline(AggRefuseBadQuery, err)
+		return decline(RefuseBadQuery, err)
 	}
-	p, err := r.NewParticipant(n.cfg.NodeID, nil)
+	p, err := r.NewParticipant(a.nodeID, nil)
 	if err != nil {
-		return decline(AggRefuseInternal, err)
+		return decline(RefuseInternal, err)
 	}
 	data, err := p.Commit().MarshalBinary()
 	if err != nil {
-		return decline(AggRefuseInternal, err)
+		return decline(RefuseInternal, err)
 	}
 	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, q: q, plan: plan, r: r, p: p, x: x,
 		step: "committed", expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
 	e := aggEntry(m.Round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells}
-	if err := n.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: m.Round, Data: data,
-		KeyID: n.keys.Signing.Public().KeyID(), Sig: n.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}},
-		func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
+	if err := a.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: m.Round, Data: data,
+		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}},
+		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
 	}
-	n.agg.parts[m.Round] = pr
-	pr.dropped = n.agg.knobs.DropAfter == "commit"
-	n.m.Aggregate.Participation.WithLabelValues("joined").Inc()
+	a.parts[m.Round] = pr
+	pr.dropped = a.knobs.dropAfter == "commit"
+	a.m.Aggregate.Participation.WithLabelValues("joined").Inc()
 	return nil
 }
 
 // aggAgreement returns the id of an active agreement under which this node
 // gives the center the query's fields for the query's purpose, "" if none.
-func (n *Node) aggAgreement(ctx context.Context, q *AggregateQuery, now time.Time) (string, error) {
-	list, err := n.Agreements(ctx)
+func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, now time.Time) (string, error) {
+	list, err := a.activeAgreements(ctx)
 	if err != nil {
 		return "", err
 	}
-	for _, a := range list {
-		if a.State != agreementActive || a.Revoked || a.Provider != n.cfg.NodeID || a.Recipient != q.Center ||
-			a.Purpose != q.Purpose || !a.ValidAt(now) {
+	for _, ag := range list {
+		if ag.Revoked || ag.Provider != a.nodeID || ag.Recipient != q.Center || ag.Purpose != q.Purpose || !ag.ValidAt(now) {
 			continue
 		}
-		if _, ok := a.RecordTypes[q.RecordType]; !ok {
+		if _, ok := ag.RecordTypes[q.RecordType]; !ok {
 			continue
 		}
 		covered := true
 		for _, f := range q.fields() {
-			covered = covered && a.Allows(q.RecordType, f)
+			covered = covered && ag.Allows(q.RecordType, f)
 		}
 		if covered {
-			return a.ID, nil
+			return ag.ID, nil
 		}
 	}
 	return "", nil
 }
 
 // partStep handles the center's messages after the round started.
-func (n *Node) partStep(ctx context.Context, h crypto.Header, m aggMsg) error {
-	n.agg.mu.Lock()
-	defer n.agg.mu.Unlock()
-	pr := n.agg.parts[m.Round]
+func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pr := a.parts[m.Round]
 	if pr == nil || h.Sender != pr.center {
 		return nil // unknown round (this node restarted, or declined): it is out of it
 	}
@@ -372,37 +437,37 @@ func (n *Node) partStep(ctx context.Context, h crypto.Header, m aggMsg) error {
 	switch m.Type {
 	case aggMsgAbort:
 		pr.x = nil
-		delete(n.agg.parts, m.Round)
-		n.log.Info("aggregate round aborted by the center", "round", m.Round, "reason", m.Reason)
+		delete(a.parts, m.Round)
+		a.log.Info("aggregate round aborted by the center", "round", m.Round, "reason", m.Reason)
 		return nil
 	case aggMsgCommitments:
 		if pr.step != "committed" {
 			return nil
 		}
-		err = n.partShares(ctx, pr, m)
+		err = a.partShares(ctx, pr, m)
 	case aggMsgBundles:
 		if pr.step != "shared" {
 			return nil
 		}
-		err = n.partMask(ctx, pr, m)
+		err = a.partMask(ctx, pr, m)
 	case aggMsgSurvivors:
 		if pr.step != "masked" {
 			return nil
 		}
-		err = n.partUnmask(ctx, pr, m)
+		err = a.partUnmask(ctx, pr, m)
 	}
 	if err != nil {
 		// This node leaves the round; the center goes on without it.
-		n.log.Warn("aggregate round: dropping out", "round", m.Round, "step", m.Type, "err", err)
+		a.log.Warn("aggregate round: dropping out", "round", m.Round, "step", m.Type, "err", err)
 		pr.x, pr.dropped = nil, true
 	}
 	return nil
 }
 
-func (n *Node) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
+func (a *Aggregator) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
 	commits := make([]secagg.Commitment, 0, len(m.Commits))
 	for _, c := range m.Commits {
-		cred, err := n.reg.Lookup(ctx, c.From)
+		cred, err := a.reg.Lookup(ctx, c.From)
 		if err != nil {
 			return fmt.Errorf("commitment of %s: %w", c.From, err)
 		}
@@ -421,12 +486,12 @@ func (n *Node) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
 		return err
 	}
 	var inner [][]byte
-	now := n.now()
+	now := a.now()
 	for _, b := range bundles {
-		if b.To == n.cfg.NodeID {
+		if b.To == a.nodeID {
 			continue
 		}
-		cred, err := n.reg.Lookup(ctx, b.To)
+		cred, err := a.reg.Lookup(ctx, b.To)
 		if err != nil {
 			return err
 		}
@@ -438,58 +503,58 @@ func (n *Node) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
 		if err != nil {
 			return err
 		}
-		h := crypto.Header{Suite: to.Suite(), Sender: n.cfg.NodeID, SenderKeyID: n.keys.Signing.Public().KeyID(),
+		h := crypto.Header{Suite: to.Suite(), Sender: a.nodeID, SenderKeyID: a.keys.Signing.Public().KeyID(),
 			Recipient: b.To, RecipientKeyID: to.KeyID(), Created: now, Expires: pr.expires,
 			Purpose: string(pr.q.Purpose), RecordType: pr.q.RecordType, Count: 1, Kind: crypto.KindAggregate}
 		if _, err := rand.Read(h.ID[:]); err != nil {
 			return err
 		}
-		env, err := crypto.Seal(rand.Reader, h, to, n.keys.Signing, plain)
+		env, err := crypto.Seal(rand.Reader, h, to, a.keys.Signing, plain)
 		if err != nil {
 			return fmt.Errorf("seal share bundle: %w", err)
 		}
 		inner = append(inner, env)
 	}
-	if err := n.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgShares, Round: pr.id, Bundles: inner}}, nil); err != nil {
+	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgShares, Round: pr.id, Bundles: inner}}, nil); err != nil {
 		return err
 	}
 	pr.step = "shared"
-	pr.dropped = n.agg.knobs.DropAfter == "shares"
+	pr.dropped = a.knobs.dropAfter == "shares"
 	return nil
 }
 
 // partMask opens the bundles relayed to this node, debits the ledger, adds
 // the noise share and sends the masked table, the debit and the evidence in
 // one transaction.
-func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
+func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 	var received []secagg.ShareBundle
 	from := map[string]bool{}
 	for _, data := range m.Bundles {
-		env, _, err := n.codec.Check(ctx, data, crypto.KindAggregate)
+		env, _, err := a.codec.Check(ctx, data, crypto.KindAggregate)
 		if err != nil {
 			return fmt.Errorf("share bundle: %w", err)
 		}
-		plain, err := n.codec.Open(env)
+		plain, err := a.codec.Open(env)
 		if err != nil {
 			return fmt.Errorf("share bundle: %w", err)
 		}
 		b, err := pr.r.ParseShareBundle(plain)
-		if err != nil || b.From != env.Header.Sender || b.To != n.cfg.NodeID {
+		if err != nil || b.From != env.Header.Sender || b.To != a.nodeID {
 			return fmt.Errorf("share bundle from %s: malformed", env.Header.Sender)
 		}
 		from[b.From] = true
 		received = append(received, b)
 	}
 	for _, u := range m.Members {
-		if u != n.cfg.NodeID && !from[u] {
+		if u != a.nodeID && !from[u] {
 			return fmt.Errorf("no share bundle from %s, which the center says shared", u)
 		}
 	}
-	if len(from) != len(m.Members)-1 || !slices.Contains(m.Members, n.cfg.NodeID) {
+	if len(from) != len(m.Members)-1 || !slices.Contains(m.Members, a.nodeID) {
 		return errors.New("share bundles do not match the members the center lists")
 	}
 	x := pr.x
-	if !n.agg.knobs.NoNoise {
+	if !a.knobs.noNoise {
 		z, err := pr.plan.noise(privacy.NewSampler(rand.Reader), len(x))
 		if err != nil {
 			return err
@@ -511,20 +576,20 @@ func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 	e := aggEntry(pr.id, pr.digest, "contributed")
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
 	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho), "shared": len(m.Members)}
-	err = n.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgMasked, Round: pr.id, Data: data}}, func(tx *sql.Tx) error {
-		if err := n.spendTx(ctx, tx, pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
+	err = a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgMasked, Round: pr.id, Data: data}}, func(tx *sql.Tx) error {
+		if err := a.spendTx(ctx, tx, pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
 			return err
 		}
-		return n.ev.Append(ctx, tx, e)
+		return a.ev.Append(ctx, tx, e)
 	})
 	if errors.Is(err, privacy.ErrBudgetExceeded) || errors.Is(err, privacy.ErrNoBudget) {
 		// Another round spent the budget meanwhile: decline now.
-		n.m.Aggregate.Refused.WithLabelValues(AggRefuseBudget).Inc()
-		n.m.Aggregate.Participation.WithLabelValues("declined").Inc()
-		e := aggEntry(pr.id, pr.digest, AggRefuseBudget)
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBudget).Inc()
+		a.m.Aggregate.Participation.WithLabelValues("declined").Inc()
+		e := aggEntry(pr.id, pr.digest, RefuseBudget)
 		e.Peer, e.Purpose = pr.center, string(pr.q.Purpose)
-		if err := n.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgDecline, Round: pr.id, Reason: AggRefuseBudget}},
-			func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
+		if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgDecline, Round: pr.id, Reason: RefuseBudget}},
+			func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 			return err
 		}
 		pr.dropped = true
@@ -534,12 +599,12 @@ func (n *Node) partMask(ctx context.Context, pr *partRound, m aggMsg) error {
 		return err
 	}
 	pr.step = "masked"
-	n.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
-	n.m.Aggregate.Rho.Add(pr.plan.rho)
+	a.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
+	a.m.Aggregate.Rho.Add(pr.plan.rho)
 	return nil
 }
 
-func (n *Node) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
+func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
 	resp, err := pr.p.Unmask(m.Members)
 	if err != nil {
 		return err
@@ -552,8 +617,8 @@ func (n *Node) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
 	e.Count = len(m.Members)
 	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(pr.plan.rho)}, m.Members)
-	if err := n.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgUnmask, Round: pr.id, Data: data}},
-		func(tx *sql.Tx) error { return n.ev.Append(ctx, tx, e) }); err != nil {
+	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgUnmask, Round: pr.id, Data: data}},
+		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
 	}
 	pr.step = "unmasked"
@@ -581,13 +646,13 @@ func loadLedger(ctx context.Context, q interface {
 	return l, nil
 }
 
-func (n *Node) storeLedger(ctx context.Context, tx *sql.Tx, l *privacy.Ledger) error {
+func (a *Aggregator) storeLedger(ctx context.Context, tx *sql.Tx, l *privacy.Ledger) error {
 	body, err := json.Marshal(l)
 	if err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO privacy_ledger(id, body, updated_ms) VALUES (1, ?, ?)
-		ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms`, body, n.now().UnixMilli())
+		ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms`, body, a.now().UnixMilli())
 	return err
 }
 
@@ -602,8 +667,8 @@ func hasAccount(l *privacy.Ledger, recipient, dataset string) bool {
 
 // budgetAllows reports whether rho fits in what is left of the account,
 // which starts at DefaultPrivacyBudget when none was set.
-func (n *Node) budgetAllows(ctx context.Context, recipient, dataset string, rho float64) (bool, error) {
-	l, err := loadLedger(ctx, n.db.R)
+func (a *Aggregator) budgetAllows(ctx context.Context, recipient, dataset string, rho float64) (bool, error) {
+	l, err := loadLedger(ctx, a.db.R)
 	if err != nil {
 		return false, err
 	}
@@ -616,7 +681,7 @@ func (n *Node) budgetAllows(ctx context.Context, recipient, dataset string, rho 
 
 // spendTx debits rho inside tx, opening the account at DefaultPrivacyBudget
 // when it has none.
-func (n *Node) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset string, rho float64) error {
+func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset string, rho float64) error {
 	l, err := loadLedger(ctx, tx)
 	if err != nil {
 		return err
@@ -629,17 +694,17 @@ func (n *Node) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset strin
 	if err := l.Spend(recipient, dataset, rho); err != nil {
 		return err
 	}
-	return n.storeLedger(ctx, tx, l)
+	return a.storeLedger(ctx, tx, l)
 }
 
-// SetPrivacyBudget sets the total ρ this node grants recipient about
+// SetBudget sets the total ρ this node grants recipient about
 // dataset (a record type); it may not go below what is spent. The change is
 // recorded in the evidence log.
-func (n *Node) SetPrivacyBudget(ctx context.Context, recipient, dataset string, rho float64) error {
-	if _, ok := n.std.Type(dataset); !ok {
+func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, rho float64) error {
+	if _, ok := a.std.Type(dataset); !ok {
 		return fmt.Errorf("privacy budget: dataset: %q is not a record type", dataset)
 	}
-	return n.db.Write(ctx, func(tx *sql.Tx) error {
+	return a.db.Write(ctx, func(tx *sql.Tx) error {
 		l, err := loadLedger(ctx, tx)
 		if err != nil {
 			return err
@@ -647,17 +712,17 @@ func (n *Node) SetPrivacyBudget(ctx context.Context, recipient, dataset string, 
 		if err := l.SetBudget(recipient, dataset, rho); err != nil {
 			return fmt.Errorf("privacy budget: %w", err)
 		}
-		if err := n.storeLedger(ctx, tx, l); err != nil {
+		if err := a.storeLedger(ctx, tx, l); err != nil {
 			return err
 		}
-		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Reason: "budget_set",
+		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Reason: "budget_set",
 			Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
 	})
 }
 
-// PrivacyBudgets lists this node's ledger accounts.
-func (n *Node) PrivacyBudgets(ctx context.Context) ([]privacy.Account, error) {
-	l, err := loadLedger(ctx, n.db.R)
+// Budgets lists this node's ledger accounts.
+func (a *Aggregator) Budgets(ctx context.Context) ([]privacy.Account, error) {
+	l, err := loadLedger(ctx, a.db.R)
 	if err != nil {
 		return nil, err
 	}
@@ -667,11 +732,11 @@ func (n *Node) PrivacyBudgets(ctx context.Context) ([]privacy.Account, error) {
 // ---------------------------------------------------------------------------
 // Housekeeping
 
-// aggregator runs the center's schedule and step deadlines, and forgets
+// Run runs the center's schedule and step deadlines, and forgets
 // university rounds past their time, until ctx ends.
-func (n *Node) aggregator(ctx context.Context) {
+func (a *Aggregator) Run(ctx context.Context) {
 	every := 5 * time.Second
-	if n.cred.Role == crypto.RoleCenter {
+	if a.cred.Role == crypto.RoleCenter {
 		every = 100 * time.Millisecond
 	}
 	t := time.NewTicker(every)
@@ -682,17 +747,17 @@ func (n *Node) aggregator(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		now := n.now()
-		n.agg.mu.Lock()
-		for id, pr := range n.agg.parts {
+		now := a.now()
+		a.mu.Lock()
+		for id, pr := range a.parts {
 			if now.After(pr.expires) {
 				clear(pr.x)
-				delete(n.agg.parts, id)
+				delete(a.parts, id)
 			}
 		}
-		n.agg.mu.Unlock()
-		if n.cred.Role == crypto.RoleCenter {
-			n.centerTick(ctx, now)
+		a.mu.Unlock()
+		if a.cred.Role == crypto.RoleCenter {
+			a.centerTick(ctx, now)
 		}
 	}
 }

@@ -1,0 +1,19 @@
+package aggregate
+
+import "context"
+
+// SetTestKnobs sets the knobs of tests (Aggregator.knobs): noNoise sends
+// tables without noise; dropAfter ("commit", "shares") makes this node stop
+// answering a round after that step.
+func (a *Aggregator) SetTestKnobs(noNoise bool, dropAfter string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.knobs.noNoise, a.knobs.dropAfter = noNoise, dropAfter
+}
+
+// QueryState is the state of a stored query: active, done or failed.
+func (a *Aggregator) QueryState(ctx context.Context, id string) (string, error) {
+	var state string
+	err := a.db.R.QueryRowContext(ctx, `SELECT state FROM aggregate_queries WHERE id = ?`, id).Scan(&state)
+	return state, err
+}

@@ -1,0 +1,520 @@
+package aggregate_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/aggregate"
+	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// The tests of whole rounds among nodes, each with its own database, on one
+// embedded NATS server. They set the aggregator's test knobs
+// (export_test.go): noise off, so that a release equals the plain sum
+// exactly, and dropouts.
+
+const space = "agg"
+
+// testSpace is an authority and an embedded NATS server in a temp
+// directory.
+type testSpace struct {
+	t    *testing.T
+	dir  string
+	ak   *crypto.AuthorityKey
+	emb  *bus.Embedded
+	now  time.Time
+	conf map[string]node.Config
+}
+
+func newSpace(t *testing.T) *testSpace {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := authority.Init(filepath.Join(dir, "authority")); err != nil {
+		t.Fatal(err)
+	}
+	ak, err := authority.Load(filepath.Join(dir, "authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	emb, err := bus.StartEmbedded(filepath.Join(dir, "nats"), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	return &testSpace{t: t, dir: dir, ak: ak, emb: emb, now: time.Now(), conf: map[string]node.Config{}}
+}
+
+// aggUnis are the universities of the aggregate tests; aggCenter the center.
+var aggUnis = []string{"uni-a", "uni-b", "uni-c"}
+
+const aggCenter = "center"
+
+// memberAs is testSpace.member with a role.
+func (s *testSpace) memberAs(id string, role crypto.Role) *node.Node {
+	s.t.Helper()
+	nd := filepath.Join(s.dir, id)
+	if _, err := keys.InitKeys(nd, id, crypto.DefaultSuite); err != nil {
+		s.t.Fatal(err)
+	}
+	tok, err := authority.Issue(s.ak, filepath.Join(nd, keys.RequestFile), authority.Member{
+		Space: space, Institution: "Institution " + id, Role: role, Valid: time.Hour}, s.now)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	cfg.NodeID, cfg.Space, cfg.DataDir = id, space, nd
+	cfg.AuthorityKey = filepath.Join(s.dir, "authority", authority.PublicKeyFile)
+	cfg.NATS.URL = s.emb.ClientURL()
+	cfg.Admin.Listen = "127.0.0.1:0"
+	s.conf[id] = cfg
+	n, err := node.Open(context.Background(), cfg, node.Env{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			s.t.Errorf("close %s: %v", id, err)
+		}
+	})
+	return n
+}
+
+// aggPlain is one university's exact tables, computed here from the records
+// the test writes, independently of the node.
+type aggPlain struct {
+	gender  map[string]int64    // 女, 男, "" (other)
+	enrollN map[[2]string]int64 // (education level, major category) → records
+	enrollS map[[2]string]int64 // → sum of program_length
+}
+
+var (
+	aggLevels = []string{"本科", "硕士"}
+	aggCats   = []string{"08", "12"}
+)
+
+// aggRecords writes students with a gender (one in seven without) and one
+// enrollment each, varying per university so that the tables differ.
+func aggRecords(i int) (string, aggPlain) {
+	p := aggPlain{gender: map[string]int64{}, enrollN: map[[2]string]int64{}, enrollS: map[[2]string]int64{}}
+	var b strings.Builder
+	students := 20 + 7*i
+	for j := range students {
+		id := fmt.Sprintf("U%dS%04d", i, j)
+		g := []string{"女", "男"}[(j*(i+2))%2]
+		if j%7 == 3 {
+			fmt.Fprintf(&b, `{"type":"student","student_id":%q}`+"\n", id)
+			p.gender[""]++
+		} else {
+			fmt.Fprintf(&b, `{"type":"student","student_id":%q,"gender":%q}`+"\n", id, g)
+			p.gender[g]++
+		}
+		level := []string{"本科", "硕士", "博士"}[(j+i)%3]
+		major := []string{"080901", "120201", "050101"}[(j*3+i)%3]
+		length := 2 + (j+2*i)%5 // 2..6; clamped to [0, 5] by the query
+		fmt.Fprintf(&b, `{"type":"enrollment","student_id":%q,"education_level":%q,"major_code":%q,"program_length":%d}`+"\n", id, level, major, length)
+		key := [2]string{"", ""}
+		if slices.Contains(aggLevels, level) {
+			key[0] = level
+		}
+		if slices.Contains(aggCats, major[:2]) {
+			key[1] = major[:2]
+		}
+		p.enrollN[key]++
+		p.enrollS[key] += int64(min(length, 5))
+	}
+	return b.String(), p
+}
+
+type aggFixture struct {
+	s      *testSpace
+	center *node.Node
+	unis   map[string]*node.Node
+	plain  map[string]aggPlain
+}
+
+// newAggSpace opens a center and three universities with statistics
+// agreements and records; the universities add no noise.
+func newAggSpace(t *testing.T) *aggFixture {
+	t.Helper()
+	ctx := context.Background()
+	f := &aggFixture{s: newSpace(t), unis: map[string]*node.Node{}, plain: map[string]aggPlain{}}
+	f.center = f.s.memberAs(aggCenter, crypto.RoleCenter)
+	for i, id := range aggUnis {
+		u := f.s.memberAs(id, crypto.RoleUniversity)
+		u.Aggregator().SetTestKnobs(true, "")
+		f.unis[id] = u
+		recs, plain := aggRecords(i)
+		res, err := u.Ingest(ctx, strings.NewReader(recs), "")
+		if err != nil || res.Invalid != 0 {
+			t.Fatalf("ingest at %s: %v %+v", id, err, res)
+		}
+		f.plain[id] = plain
+		a := &policy.Agreement{ID: id + "-center-statistics", Provider: id, Recipient: aggCenter,
+			Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+			RecordTypes: map[string][]string{
+				"student":    {"student_id", "gender"},
+				"enrollment": {"student_id", "education_level", "major_code", "program_length"},
+			},
+			MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: f.s.now.Add(-time.Hour), ValidUntil: f.s.now.Add(24 * time.Hour)}
+		for _, n := range []*node.Node{u, f.center} {
+			if err := n.AddAgreement(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return f
+}
+
+func genderQuery(id string) aggregate.Query {
+	return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
+		GroupBy: []aggregate.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
+		Measure: aggregate.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 1,
+		RoundTimeout: aggregate.Duration(20 * time.Second)}
+}
+
+// run submits q and waits for its first round.
+func (f *aggFixture) run(t *testing.T, q aggregate.Query) *aggregate.Release {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := f.center.Aggregator().Submit(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := f.center.Aggregator().Wait(ctx, info.Round)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
+}
+
+// checkGender compares a count-by-gender release with the plain sum over
+// the universities named.
+func (f *aggFixture) checkGender(t *testing.T, rel *aggregate.Release, unis ...string) {
+	t.Helper()
+	if !slices.Equal(rel.Survivors, unis) {
+		t.Errorf("survivors %v, want %v", rel.Survivors, unis)
+	}
+	if len(rel.Cells) != 3 {
+		t.Fatalf("%d cells, want 3", len(rel.Cells))
+	}
+	for _, c := range rel.Cells {
+		var want int64
+		for _, u := range unis {
+			want += f.plain[u].gender[c.Key[0]]
+		}
+		if c.Suppressed || c.Count == nil || *c.Count != want {
+			t.Errorf("cell %q: got %+v, want the exact sum %d", c.Key, c, want)
+		}
+	}
+}
+
+// aggEvidence returns a node's aggregate evidence entries.
+func aggEvidence(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT entry FROM evidence WHERE json_extract(entry, '$.kind') = 'aggregate' ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []map[string]any
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			t.Fatal(err)
+		}
+		var e map[string]any
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func hasEntry(entries []map[string]any, round, reason string) map[string]any {
+	for _, e := range entries {
+		if e["envelope"] == round && e["reason"] == reason {
+			return e
+		}
+	}
+	return nil
+}
+
+// metricValue reads one series from a node's /metrics.
+func metricValue(t *testing.T, n *node.Node, series string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+-]+)$`)
+	m := re.FindStringSubmatch(scrape(t, n))
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatalf("%s: %v", series, err)
+	}
+	return v
+}
+
+// TestAggregateSecureSumExact: with noise off, the secure sum of a count
+// and of a bounded sum equals the plain sum over the universities exactly;
+// the release is served as JSON and CSV and is in every evidence log.
+func TestAggregateSecureSumExact(t *testing.T) {
+	f := newAggSpace(t)
+	start := time.Now()
+	rel := f.run(t, genderQuery("gender-count"))
+	t.Logf("count round: %v", time.Since(start))
+	f.checkGender(t, rel, aggUnis...)
+	if rel.Rho <= 0 || rel.Rho > 0.05 || rel.Epsilon <= 0 {
+		t.Errorf("release ρ = %v, ε = %v; want 0 < ρ ≤ 0.05", rel.Rho, rel.Epsilon)
+	}
+
+	q := aggregate.Query{ID: "enrol-sum", RecordType: "enrollment", Purpose: policy.PurposeStatistics,
+		GroupBy: []aggregate.Dimension{{Field: "education_level", Values: aggLevels}, {Field: "major_category", Values: aggCats}},
+		Measure: aggregate.Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 5},
+		Rho:     0.1, Participants: aggUnis, Threshold: 1, RoundTimeout: aggregate.Duration(20 * time.Second)}
+	start = time.Now()
+	rel = f.run(t, q)
+	t.Logf("sum round: %v", time.Since(start))
+	if len(rel.Cells) != 9 || rel.CellsSuppressed != 0 {
+		t.Fatalf("%d cells, %d suppressed; want 9, 0", len(rel.Cells), rel.CellsSuppressed)
+	}
+	for _, c := range rel.Cells {
+		key := [2]string{c.Key[0], c.Key[1]}
+		var wn, ws int64
+		for _, u := range aggUnis {
+			wn += f.plain[u].enrollN[key]
+			ws += f.plain[u].enrollS[key]
+		}
+		if c.Count == nil || c.Sum == nil || *c.Count != wn || *c.Sum != ws {
+			t.Errorf("cell %q: count %v sum %v, want %d %d", c.Key, c.Count, c.Sum, wn, ws)
+		}
+	}
+
+	// Served over the admin API as JSON and CSV.
+	get := func(path string) (int, string) {
+		req, err := http.NewRequest("GET", "http://"+f.center.AdminAddr()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/v1/aggregates"); code != 200 || !strings.Contains(body, `"enrol-sum-r1"`) || !strings.Contains(body, `"gender-count-r1"`) {
+		t.Errorf("GET /v1/aggregates: %d %s", code, body)
+	}
+	if code, body := get("/v1/aggregates/gender-count-r1"); code != 200 || !strings.Contains(body, `"cells_released":3`) {
+		t.Errorf("GET /v1/aggregates/gender-count-r1: %d %s", code, body)
+	}
+	code, body := get("/v1/aggregates/enrol-sum-r1.csv")
+	if code != 200 || !strings.HasPrefix(body, "education_level,major_category,count,sum_program_length,suppressed\n") ||
+		strings.Count(body, "\n") != 10 {
+		t.Errorf("GET /v1/aggregates/enrol-sum-r1.csv: %d\n%s", code, body)
+	}
+	if code2, body2 := get("/v1/aggregates/enrol-sum-r1?format=csv"); code2 != 200 || body2 != body {
+		t.Errorf("?format=csv differs from .csv: %d", code2)
+	}
+	if code, _ := get("/v1/aggregates/nope"); code != 404 {
+		t.Errorf("unknown aggregate: %d, want 404", code)
+	}
+
+	// In the evidence logs of the center and every contributor.
+	if e := hasEntry(aggEvidence(t, f.s.conf[aggCenter].DataDir), "gender-count-r1", "released"); e == nil {
+		t.Error("center's evidence lacks the release")
+	} else if d := e["detail"].(map[string]any); d["survivors"] != 3.0 || d["rho_nano"] == nil || d["survivor:uni-b"] != 1.0 {
+		t.Errorf("center's release entry: %v", e)
+	}
+	for _, u := range aggUnis {
+		ev := aggEvidence(t, f.s.conf[u].DataDir)
+		for _, reason := range []string{"joined", "contributed", "unmasked"} {
+			if hasEntry(ev, "enrol-sum-r1", reason) == nil {
+				t.Errorf("%s's evidence lacks %s", u, reason)
+			}
+		}
+		if _, err := f.unis[u].VerifyEvidence(context.Background()); err != nil {
+			t.Errorf("%s evidence: %v", u, err)
+		}
+	}
+	if v := metricValue(t, f.center, `eduspace_aggregate_rounds_total{event="completed"}`); v != 2 {
+		t.Errorf("rounds completed: %v, want 2", v)
+	}
+	if v := metricValue(t, f.center, `eduspace_aggregate_cells_total{outcome="released"}`); v != 12 {
+		t.Errorf("cells released: %v, want 12", v)
+	}
+	if v := metricValue(t, f.unis["uni-a"], `eduspace_aggregate_participations_total{event="contributed"}`); v != 2 {
+		t.Errorf("uni-a contributions: %v, want 2", v)
+	}
+}
+
+// TestAggregateDropout: a university that stops answering after it
+// committed, or after it sent its share bundles, does not stop the round;
+// the sum is exactly that of the others.
+func TestAggregateDropout(t *testing.T) {
+	f := newAggSpace(t)
+	for _, step := range []string{"commit", "shares"} {
+		t.Run("after "+step, func(t *testing.T) {
+			f.unis["uni-c"].Aggregator().SetTestKnobs(true, step)
+			q := genderQuery("drop-" + step)
+			q.RoundTimeout = aggregate.Duration(2 * time.Second)
+			start := time.Now()
+			rel := f.run(t, q)
+			t.Logf("round with a dropout after %s: %v", step, time.Since(start))
+			f.checkGender(t, rel, "uni-a", "uni-b")
+			ev := aggEvidence(t, f.s.conf["uni-c"].DataDir)
+			if hasEntry(ev, q.ID+"-r1", "joined") == nil || hasEntry(ev, q.ID+"-r1", "contributed") != nil {
+				t.Errorf("uni-c's evidence: want joined, not contributed: %v", ev)
+			}
+		})
+	}
+	// Two dropouts of three: the round fails rather than release less noise.
+	f.unis["uni-b"].Aggregator().SetTestKnobs(true, "commit")
+	q := genderQuery("drop-two")
+	q.RoundTimeout = aggregate.Duration(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	info, err := f.center.Aggregator().Submit(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.center.Aggregator().Wait(ctx, info.Round); err == nil || !strings.Contains(err.Error(), "too_few_survivors") {
+		t.Errorf("two dropouts: %v, want too_few_survivors", err)
+	}
+	if v := metricValue(t, f.center, `eduspace_aggregate_rounds_total{event="failed"}`); v != 1 {
+		t.Errorf("rounds failed: %v, want 1", v)
+	}
+}
+
+// TestAggregateBudget: a university refuses a round that would overspend
+// its ledger for the center, records why, and the round goes on without it.
+func TestAggregateBudget(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err != nil {
+		t.Fatal(err)
+	}
+	f.checkGender(t, f.run(t, genderQuery("budget-1")), aggUnis...)
+	rel := f.run(t, genderQuery("budget-2"))
+	f.checkGender(t, rel, "uni-a", "uni-b")
+	ev := aggEvidence(t, f.s.conf["uni-c"].DataDir)
+	if hasEntry(ev, "budget-2-r1", "budget_exceeded") == nil {
+		t.Errorf("uni-c's evidence lacks the budget refusal: %v", ev)
+	}
+	if hasEntry(aggEvidence(t, f.s.conf[aggCenter].DataDir), "budget-2-r1", "budget_exceeded") == nil {
+		t.Error("the center's evidence lacks uni-c's refusal")
+	}
+	if v := metricValue(t, f.unis["uni-c"], `eduspace_aggregate_queries_refused_total{reason="budget_exceeded"}`); v != 1 {
+		t.Errorf("budget refusals: %v, want 1", v)
+	}
+	budgets, err := f.unis["uni-c"].Aggregator().Budgets(ctx)
+	if err != nil || len(budgets) != 1 || budgets[0].Releases != 1 || budgets[0].Spent > 0.05 {
+		t.Errorf("uni-c's ledger: %+v %v; want one release of at most 0.05", budgets, err)
+	}
+	// The others opened their account at the default budget.
+	budgets, err = f.unis["uni-a"].Aggregator().Budgets(ctx)
+	if err != nil || len(budgets) != 1 || budgets[0].Budget != aggregate.DefaultPrivacyBudget || budgets[0].Releases != 2 {
+		t.Errorf("uni-a's ledger: %+v", budgets)
+	}
+}
+
+// TestAggregateStanding: a standing query gets a new round every interval
+// until its deadline.
+func TestAggregateStanding(t *testing.T) {
+	f := newAggSpace(t)
+	q := genderQuery("standing")
+	q.RoundTimeout = aggregate.Duration(time.Second)
+	q.Interval = aggregate.Duration(time.Second)
+	q.Issued = time.Now().UTC()
+	q.Deadline = q.Issued.Add(2500 * time.Millisecond)
+	if _, err := f.center.Aggregator().Submit(context.Background(), q); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, r := range []string{"standing-r1", "standing-r2", "standing-r3"} {
+		for {
+			rel, err := f.center.Aggregator().Wait(ctx, r)
+			if err == nil {
+				f.checkGender(t, rel, aggUnis...)
+				break
+			}
+			if !errors.Is(err, aggregate.ErrUnknownRelease) {
+				t.Fatalf("%s: %v", r, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	// r3 started too close to the deadline for another round: the query is
+	// done, and no round follows.
+	for {
+		state, err := f.center.Aggregator().QueryState(ctx, "standing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state == "done" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("standing query still %s after its deadline", state)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if _, err := f.center.Aggregator().Release(ctx, "standing-r4"); !errors.Is(err, aggregate.ErrUnknownRelease) {
+		t.Errorf("a round after the deadline: %v", err)
+	}
+}
+
+// scrape reads a node's /metrics over its admin listener.
+func scrape(t *testing.T, n *node.Node) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
