@@ -97,3 +97,23 @@ func TestImportDirection(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitOnlyInTests: the tests' waiting helper, test/wait, is imported
+// by tests only, never by a package's own (non-test) files.
+func TestWaitOnlyInTests(t *testing.T) {
+	const wait = "github.com/eduspace/eduspace/test/wait"
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
+	cmd.Dir = moduleRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		for _, imp := range f[1:] {
+			if imp == wait {
+				t.Errorf("%s imports %s outside its tests", f[0], wait)
+			}
+		}
+	}
+}
