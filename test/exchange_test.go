@@ -343,3 +343,40 @@ func scrape(t *testing.T, n *node.Node) string {
 	io.Copy(&buf, resp.Body)
 	return buf.String()
 }
+
+// exchangeSettled says, as an error naming what is still under way,
+// whether the exchange from the node whose admin API listens at snd to the
+// one at rcv has come to rest (nil): snd's outbox is empty, so everything
+// it sealed is in the stream; every envelope of records it sent has come
+// back receipted, so rcv stored it; and rcv's deliveries consumer holds
+// nothing, not even a duplicate of an envelope already stored. In that
+// order: what was published before the first figure read 0 is consumed
+// when the last one does. Nothing more can then arrive at rcv to be
+// counted.
+func exchangeSettled(snd, rcv string) error {
+	for _, f := range []struct{ addr, series string }{
+		{snd, "eduspace_outbox_depth"},
+		{snd, "eduspace_envelopes_awaiting_receipt"},
+		{rcv, `eduspace_consumer_pending_messages{consumer="deliver"}`},
+	} {
+		resp, err := http.Get("http://" + f.addr + "/metrics")
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		v := "absent"
+		for _, line := range strings.Split(string(body), "\n") {
+			if rest, ok := strings.CutPrefix(line, f.series+" "); ok {
+				v = rest
+			}
+		}
+		if v != "0" {
+			return fmt.Errorf("%s at %s: %s, want 0", f.series, f.addr, v)
+		}
+	}
+	return nil
+}
