@@ -26,6 +26,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // aggUnis are the universities of the aggregate tests; aggCenter the center.
@@ -428,10 +429,25 @@ func TestAggregateStanding(t *testing.T) {
 			if !errors.Is(err, node.ErrUnknownAggregate) {
 				t.Fatalf("%s: %v", r, err)
 			}
-			time.Sleep(50 * time.Millisecond)
+			wait.Until(t, 15*time.Second, "the center to start "+r, func() bool {
+				_, err := f.center.WaitAggregate(ctx, r)
+				return !errors.Is(err, node.ErrUnknownAggregate)
+			})
 		}
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// The center ends a standing query (done, no round due) when its next
+	// round would start past the deadline.
+	wait.Until(t, 15*time.Second, "the center to end the standing query", func() bool {
+		db, err := sql.Open("sqlite3", "file:"+filepath.Join(f.s.conf[aggCenter].DataDir, "node.db")+"?mode=ro")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var state string
+		var next sql.NullInt64
+		err = db.QueryRow(`SELECT state, next_ms FROM aggregate_queries WHERE id = ?`, q.ID).Scan(&state, &next)
+		return err == nil && state == "done" && !next.Valid
+	})
 	if _, err := f.center.Aggregate(ctx, "standing-r4"); !errors.Is(err, node.ErrUnknownAggregate) {
 		t.Errorf("a round after the deadline: %v", err)
 	}
