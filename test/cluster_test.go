@@ -28,6 +28,7 @@ import (
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // The NATS configurations in deploy/nats run here as shipped, with only
@@ -315,21 +316,15 @@ func TestClusterLeaf(t *testing.T) {
 	defer op.Close()
 	opJS, _ := jetstream.New(op)
 	streams := []jetstream.StreamConfig{bus.ExchangeStreamConfig(l), bus.AuditStreamConfig(l)}
-	deadline := time.Now().Add(60 * time.Second)
-	for i := 0; i < len(streams); {
-		cfg := streams[i]
+	for _, cfg := range streams {
 		cfg.Replicas = 3
-		cctx, cc := context.WithTimeout(ctx, 5*time.Second)
-		_, err := opJS.CreateStream(cctx, cfg)
-		cc()
-		if err != nil {
-			if time.Now().After(deadline) {
-				t.Fatalf("create stream %s with replicas 3: %v", cfg.Name, err)
-			}
-			time.Sleep(250 * time.Millisecond) // the cluster is still electing its meta leader
-			continue
-		}
-		i++
+		// Refused while the cluster is still electing its meta leader.
+		wait.UntilErr(t, 60*time.Second, "stream "+cfg.Name+" created with replicas 3", func() error {
+			cctx, cc := context.WithTimeout(ctx, 5*time.Second)
+			defer cc()
+			_, err := opJS.CreateStream(cctx, cfg)
+			return err
+		})
 	}
 	rc := bus.RegistryConfig(l)
 	rc.Replicas = 3
@@ -392,8 +387,16 @@ func TestClusterLeaf(t *testing.T) {
 		shareDone <- err
 	}()
 
+	// The faults come at random moments: the test paces them on purpose.
+	pace := func(d time.Duration) {
+		t.Helper()
+		if err := wait.For(ctx, d); err != nil {
+			t.Fatalf("pacing the faults: %v", err)
+		}
+	}
+
 	// Kill the server leading the exchange stream.
-	time.Sleep(time.Duration(150+rng.IntN(400)) * time.Millisecond)
+	pace(time.Duration(150+rng.IntN(400)) * time.Millisecond)
 	victim := ""
 	waitFor(t, "the exchange stream's leader", func() bool {
 		sctx, sc := context.WithTimeout(ctx, 2*time.Second)
@@ -408,17 +411,17 @@ func TestClusterLeaf(t *testing.T) {
 	t.Logf("killed %s (exchange stream leader); receiver holds %d of %d", victim, rcv.received(ctx), len(want))
 
 	// Cut the leaf's link while the hub runs on two servers.
-	time.Sleep(time.Duration(200+rng.IntN(500)) * time.Millisecond)
+	pace(time.Duration(200+rng.IntN(500)) * time.Millisecond)
 	for _, p := range proxies {
 		p.setCut(true)
 	}
 	t.Logf("leaf link cut; receiver holds %d", rcv.received(ctx))
-	time.Sleep(time.Duration(1500+rng.IntN(1500)) * time.Millisecond)
+	pace(time.Duration(1500+rng.IntN(1500)) * time.Millisecond)
 	for _, p := range proxies {
 		p.setCut(false)
 	}
 	t.Logf("leaf link restored; receiver holds %d", rcv.received(ctx))
-	time.Sleep(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
+	pace(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
 	hubs[victim].start()
 	t.Logf("restarted %s; receiver holds %d", victim, rcv.received(ctx))
 
@@ -439,15 +442,17 @@ func TestClusterLeaf(t *testing.T) {
 		t.Fatalf("final share: %v", err)
 	}
 	t.Logf("final share: %+v", res)
-	deadline = time.Now().Add(120 * time.Second)
-	for rcv.received(ctx) < int64(len(want)) {
-		if time.Now().After(deadline) {
-			clusterDiagnose(ctx, t, opJS, l)
-			t.Fatalf("receiver holds %d of %d records after 120s", rcv.received(ctx), len(want))
+	if err := wait.Poll(120*time.Second, "every record at the receiver", func() error {
+		if got := rcv.received(ctx); got < int64(len(want)) {
+			return fmt.Errorf("receiver holds %d of %d records", got, len(want))
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	}); err != nil {
+		clusterDiagnose(ctx, t, opJS, l)
+		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // let any duplicate in flight arrive before counting
+	// Any duplicate still on its way arrives before the count.
+	wait.UntilErr(t, 60*time.Second, "the exchange to settle", func() error { return exchangeSettled(snd.admin, rcv.admin) })
 	for _, p := range []*nodeProc{snd, rcv} {
 		if err := p.stop(); err != nil {
 			t.Error(err)
@@ -459,19 +464,16 @@ func TestClusterLeaf(t *testing.T) {
 	// may still be catching up, and the operator's connection reconnecting:
 	// ask until the cluster answers (bounded).
 	var info *jetstream.StreamInfo
-	var lastErr error
-	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+	if err := wait.Poll(60*time.Second, "the exchange stream's info", func() error {
 		sctx, sc := context.WithTimeout(ctx, 5*time.Second)
+		defer sc()
 		st, err := opJS.Stream(sctx, l.ExchangeStream())
-		sc()
 		if err == nil {
 			info = st.CachedInfo()
-			break
 		}
-		lastErr = err
-	}
-	if info == nil {
-		t.Errorf("exchange stream: %v", lastErr)
+		return err
+	}); err != nil {
+		t.Error(err)
 	} else if r := info.Config.Replicas; r != 3 {
 		t.Errorf("exchange stream has %d replicas, want 3", r)
 	}
@@ -583,19 +585,13 @@ func TestLeafDomain(t *testing.T) {
 	hubJS, _ := jetstream.New(hub)
 	cfg := bus.ExchangeStreamConfig(l)
 	cfg.Replicas = 3
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	// Refused while the cluster is still electing its meta leader.
+	wait.UntilErr(t, 60*time.Second, "the exchange stream created with replicas 3", func() error {
 		cctx, cc := context.WithTimeout(ctx, 5*time.Second)
+		defer cc()
 		_, err := hubJS.CreateStream(cctx, cfg)
-		cc()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("create stream: %v", err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return err
+	})
 	rc := bus.RegistryConfig(l)
 	rc.Replicas = 3
 	if _, err := hubJS.CreateKeyValue(ctx, rc); err != nil {

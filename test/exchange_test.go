@@ -25,6 +25,7 @@ import (
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 const space = "e2e"
@@ -120,15 +121,10 @@ func records(now time.Time) (string, int) {
 	return b.String(), 27 * 2
 }
 
+// waitFor is wait.Until with this package's usual deadline, 20 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.Until(t, 20*time.Second, what, cond)
 }
 
 func received(t *testing.T, dir string) []map[string]any {
@@ -348,4 +344,41 @@ func scrape(t *testing.T, n *node.Node) string {
 	var buf bytes.Buffer
 	io.Copy(&buf, resp.Body)
 	return buf.String()
+}
+
+// exchangeSettled says, as an error naming what is still under way,
+// whether the exchange from the node whose admin API listens at snd to the
+// one at rcv has come to rest (nil): snd's outbox is empty, so everything
+// it sealed is in the stream; every envelope of records it sent has come
+// back receipted, so rcv stored it; and rcv's deliveries consumer holds
+// nothing, not even a duplicate of an envelope already stored. In that
+// order: what was published before the first figure read 0 is consumed
+// when the last one does. Nothing more can then arrive at rcv to be
+// counted.
+func exchangeSettled(snd, rcv string) error {
+	for _, f := range []struct{ addr, series string }{
+		{snd, "eduspace_outbox_depth"},
+		{snd, "eduspace_envelopes_awaiting_receipt"},
+		{rcv, `eduspace_consumer_pending_messages{consumer="deliver"}`},
+	} {
+		resp, err := http.Get("http://" + f.addr + "/metrics")
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		v := "absent"
+		for _, line := range strings.Split(string(body), "\n") {
+			if rest, ok := strings.CutPrefix(line, f.series+" "); ok {
+				v = rest
+			}
+		}
+		if v != "0" {
+			return fmt.Errorf("%s at %s: %s, want 0", f.series, f.addr, v)
+		}
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestFailClosed: while a node cannot publish checkpoints of its evidence
@@ -70,7 +71,12 @@ func TestFailClosed(t *testing.T) {
 	if err != nil || sr.Permitted != 27 {
 		t.Fatalf("share: %+v, %v", sr, err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// That nothing leaves is no event to wait for, and the relay shows no
+	// sign of a pass it held back: give a relay that ignored the block the
+	// time to send what the share woke it for, then look.
+	if err := wait.For(ctx, 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
 	if st, _ := b.Status(ctx); st.Received != 0 {
 		t.Fatalf("uni-b received %d records while uni-a failed closed", st.Received)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // faultRecords are 10,200 course grades of 3,400 synthetic students: all
@@ -139,9 +141,16 @@ func testFault(t *testing.T, victim string) {
 	share := func() {
 		go snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), nil)
 	}
+	// The faults come at random moments: the test paces them on purpose.
+	pace := func(d time.Duration) {
+		t.Helper()
+		if err := wait.For(ctx, d); err != nil {
+			t.Fatalf("pacing the faults: %v", err)
+		}
+	}
 	share()
 	for round := 0; round < 3; round++ {
-		time.Sleep(time.Duration(50+rng.IntN(700)) * time.Millisecond)
+		pace(time.Duration(50+rng.IntN(700)) * time.Millisecond)
 		switch victim {
 		case "sender":
 			snd.kill()
@@ -149,11 +158,11 @@ func testFault(t *testing.T, victim string) {
 			share() // what the killed share had not committed is still unshared
 		case "receiver":
 			rcv.kill()
-			time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+			pace(time.Duration(rng.IntN(300)) * time.Millisecond)
 			rcv.startReady()
 		case "nats":
 			s.nats.kill()
-			time.Sleep(time.Duration(100+rng.IntN(500)) * time.Millisecond)
+			pace(time.Duration(100+rng.IntN(500)) * time.Millisecond)
 			s.nats.start()
 		}
 		t.Logf("round %d: killed %s; receiver holds %d", round, victim, rcv.received(ctx))
@@ -165,14 +174,14 @@ func testFault(t *testing.T, victim string) {
 	if err := snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), nil); err != nil {
 		t.Fatalf("final share: %v", err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for rcv.received(ctx) < int64(len(want)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("receiver holds %d of %d records after 90s", rcv.received(ctx), len(want))
+	wait.UntilErr(t, 90*time.Second, "every record at the receiver", func() error {
+		if got := rcv.received(ctx); got < int64(len(want)) {
+			return fmt.Errorf("receiver holds %d of %d records", got, len(want))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond) // let any duplicate in flight arrive before counting
+		return nil
+	})
+	// Any duplicate still on its way arrives before the count.
+	wait.UntilErr(t, 60*time.Second, "the exchange to settle", func() error { return exchangeSettled(snd.admin, rcv.admin) })
 	for _, p := range []*nodeProc{snd, rcv} {
 		if err := p.stop(); err != nil {
 			t.Error(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestShareCancelledThenResumed: a share whose request goes away midway
@@ -62,7 +63,9 @@ func TestShareCancelledThenResumed(t *testing.T) {
 		t.Fatal("the second share hung")
 	}
 	waitFor(t, "every grade at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received >= int64(n) })
-	time.Sleep(200 * time.Millisecond)
+	wait.UntilErr(t, 20*time.Second, "the exchange to settle, nothing more on its way to uni-b", func() error {
+		return exchangeSettled(a.AdminAddr(), b.AdminAddr())
+	})
 	if st, _ := b.Status(ctx); st.Received != int64(n) {
 		t.Errorf("uni-b holds %d records, want exactly %d", st.Received, n)
 	}

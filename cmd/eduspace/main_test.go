@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 func run(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
@@ -143,26 +145,23 @@ func TestDaemon(t *testing.T) {
 		}
 	}
 	runCtx, stop := context.WithCancel(ctx)
+	defer stop() // should the test fail before it stops the node
 	done := make(chan int, 1)
 	go func() {
 		code, _, _ := run(t, runCtx, "node", "run", "--config", cfgPath)
 		done <- code
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	wait.UntilErr(t, 20*time.Second, "the node to be ready", func() error {
 		resp, err := http.Get("http://" + admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			stop()
-			t.Fatalf("node not ready within 20s (last error %v)", err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	recs := filepath.Join(dir, "records.ndjson")
 	os.WriteFile(recs, []byte(`{"student_id":"S1","course_code":"CS101","score":90}`+"\n"+`{"student_id":"S2","score":-1,"bogus":1}`+"\n"), 0o644)
 	code, out, stderr := run(t, ctx, "ingest", "--node", "http://"+admin, "--token-file", filepath.Join(dir, "data", "admin.token"), "--type", "course_grade", recs)

@@ -26,6 +26,7 @@ import (
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // The tests of whole rounds among nodes, each with its own database, on one
@@ -471,34 +472,29 @@ func TestAggregateStanding(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for _, r := range []string{"standing-r1", "standing-r2", "standing-r3"} {
-		for {
-			rel, err := f.center.Aggregator().Wait(ctx, r)
-			if err == nil {
-				f.checkGender(t, rel, aggUnis...)
-				break
-			}
-			if !errors.Is(err, aggregate.ErrUnknownRelease) {
+		var rel *aggregate.Release
+		wait.UntilErr(t, 15*time.Second, r+" released", func() error {
+			var err error
+			rel, err = f.center.Aggregator().Wait(ctx, r)
+			if err != nil && !errors.Is(err, aggregate.ErrUnknownRelease) {
 				t.Fatalf("%s: %v", r, err)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return err
+		})
+		f.checkGender(t, rel, aggUnis...)
 	}
 	// r3 started too close to the deadline for another round: the query is
 	// done, and no round follows.
-	for {
+	wait.UntilErr(t, 15*time.Second, "the standing query done", func() error {
 		state, err := f.center.Aggregator().QueryState(ctx, "standing")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if state == "done" {
-			break
+		if state != "done" {
+			return fmt.Errorf("state %s", state)
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("standing query still %s after its deadline", state)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 	if _, err := f.center.Aggregator().Release(ctx, "standing-r4"); !errors.Is(err, aggregate.ErrUnknownRelease) {
 		t.Errorf("a round after the deadline: %v", err)
 	}
