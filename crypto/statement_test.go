@@ -333,8 +333,8 @@ func TestAuthorityPublicKeyFile(t *testing.T) {
 	}
 	_ = o1
 
-	// An authority key file from before composite root keys is refused
-	// with a message that says so.
+	// A 32-byte (Ed25519-only) authority key file is refused with a
+	// message that says so.
 	old := filepath.Join(dir, "old.key.pem")
 	WriteKeyFile(old, pemAuthorityKey, make([]byte, 32))
 	if _, err := ReadAuthorityKeyFile(old); err == nil || !strings.Contains(err.Error(), "before composite") {

@@ -11,10 +11,10 @@ import (
 )
 
 // gcPercent is the garbage collector's target unless GOGC says otherwise:
-// a node's live heap is small (records stream through in envelopes of a
-// few hundred), so letting the heap grow to 5× it before a collection
-// costs tens of megabytes and saves about a tenth of the CPU of a busy
-// pipeline (test/PERFORMANCE.md).
+// a node's live heap is small (records stream through in envelopes of at
+// most batch.max_records), so letting the heap grow to 5× it before a
+// collection costs tens of megabytes and saves about a tenth of the CPU of
+// a busy pipeline (test/PERFORMANCE.md).
 const gcPercent = 400
 
 func main() {
