@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
@@ -161,8 +162,8 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.dup = true
 		return
 	}
-	a, err := n.agreement(ctx, h.Agreement)
-	if errors.Is(err, ErrUnknownAgreement) || errors.Is(err, ErrAgreementNotActive) {
+	a, err := n.agreements.Get(ctx, h.Agreement)
+	if errors.Is(err, agreement.ErrUnknown) || errors.Is(err, agreement.ErrNotActive) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, err)
 		return
 	}

@@ -168,7 +168,7 @@ func (n *Node) acceptControl(ctx context.Context, data []byte) (crypto.Header, e
 	case crypto.KindErasureReceipt:
 		return h, n.confirmErasure(ctx, h, plain)
 	case crypto.KindAgreement:
-		return h, n.agreementMessage(ctx, h, cred, plain)
+		return h, n.agreements.Handle(ctx, h, cred, plain)
 	case crypto.KindAggregate:
 		return h, n.agg.Handle(ctx, h, plain)
 	}
@@ -369,7 +369,7 @@ func (n *Node) expire(ctx context.Context) error {
 		}
 		a, ok := agreements[it.agreement]
 		if !ok {
-			a, _ = n.agreement(ctx, it.agreement)
+			a, _ = n.agreements.Get(ctx, it.agreement)
 			agreements[it.agreement] = a
 		}
 		if a != nil && a.RetentionExpired(time.UnixMilli(received), now) {

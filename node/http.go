@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -124,7 +125,7 @@ func (n *Node) handleShare(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := n.Share(r.Context(), req.Agreement)
 	switch {
-	case errors.Is(err, ErrUnknownAgreement):
+	case errors.Is(err, agreement.ErrUnknown):
 		writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
 	case err != nil:
 		writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
@@ -249,30 +250,30 @@ func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-	writeJSON(w, map[string]string{"id": a.ID, "state": agreementProposed})
+	writeJSON(w, map[string]string{"id": a.ID, "state": agreement.Proposed})
 }
 
 func (n *Node) handleAccept(w http.ResponseWriter, r *http.Request) {
 	if err := n.AcceptAgreement(r.Context(), r.PathValue("id")); err != nil {
 		status := http.StatusUnprocessableEntity
-		if errors.Is(err, ErrUnknownAgreement) {
+		if errors.Is(err, agreement.ErrUnknown) {
 			status = http.StatusNotFound
 		}
 		writeProblem(w, status, "accept-failed", "Agreement not accepted", err.Error())
 		return
 	}
-	writeJSON(w, map[string]string{"id": r.PathValue("id"), "state": agreementActive})
+	writeJSON(w, map[string]string{"id": r.PathValue("id"), "state": agreement.Active})
 }
 
 func (n *Node) handleRevoke(w http.ResponseWriter, r *http.Request) {
 	dropped, err := n.RevokeAgreement(r.Context(), r.PathValue("id"))
 	if err != nil {
 		status := http.StatusUnprocessableEntity
-		if errors.Is(err, ErrUnknownAgreement) {
+		if errors.Is(err, agreement.ErrUnknown) {
 			status = http.StatusNotFound
 		}
 		writeProblem(w, status, "revoke-failed", "Agreement not revoked", err.Error())
 		return
 	}
-	writeJSON(w, map[string]any{"id": r.PathValue("id"), "state": agreementRevoked, "dropped_envelopes": dropped})
+	writeJSON(w, map[string]any{"id": r.PathValue("id"), "state": agreement.Revoked, "dropped_envelopes": dropped})
 }

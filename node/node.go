@@ -20,6 +20,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/aggregate"
+	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/envelope"
@@ -49,22 +50,23 @@ type Env struct {
 
 // Node is a running eduspace node.
 type Node struct {
-	cfg       Config
-	log       *slog.Logger
-	now       func() time.Time
-	std       *schema.Standard
-	rules     policy.Rulebook
-	db        *store.DB
-	ev        *evidence.Log
-	keys      *keys.Keys
-	cred      *crypto.Credential
-	credToken string // the credential as issued (JWT)
-	layout    bus.Layout
-	reg       *registry.Registry
-	codec     *envelope.Codec
-	out       *outbox.Outbox
-	m         *metrics.Metrics
-	suite     crypto.SuiteID
+	cfg        Config
+	log        *slog.Logger
+	now        func() time.Time
+	std        *schema.Standard
+	rules      policy.Rulebook
+	db         *store.DB
+	ev         *evidence.Log
+	keys       *keys.Keys
+	cred       *crypto.Credential
+	credToken  string // the credential as issued (JWT)
+	layout     bus.Layout
+	reg        *registry.Registry
+	codec      *envelope.Codec
+	out        *outbox.Outbox
+	agreements *agreement.Book
+	m          *metrics.Metrics
+	suite      crypto.SuiteID
 
 	emb       *bus.Embedded // started by this node; nil when not
 	nc        *nats.Conn
@@ -197,9 +199,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: n.codec, Evidence: n.ev, Metrics: n.m, Logger: n.log, Now: n.now,
 		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: func() bool { return n.ckpt.SendingBlocked() }, Options: env.Outbox})
 	n.out.OnDrop(n.unshare)
+	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: n.cred, Std: n.std, DB: n.db, Evidence: n.ev,
+		Keys: n.keys, Registry: n.reg, Outbox: n.out, Layout: n.layout, Now: n.now, Shares: &n.shareMu})
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
 		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.out.Enqueue,
-		WakeRelay: n.out.Wake, ActiveAgreements: n.activeAgreements, ScanRecords: n.scanRecords})
+		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.scanRecords})
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err

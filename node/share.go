@@ -428,7 +428,7 @@ func (s *shareRun) fork() *shareRun {
 // newShareRun prepares a share under agreementID: the agreement must name
 // this node as provider, and the recipient must be a member with a KEM key.
 func (n *Node) newShareRun(ctx context.Context, agreementID string) (*shareRun, error) {
-	a, err := n.agreement(ctx, agreementID)
+	a, err := n.agreements.Get(ctx, agreementID)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -48,7 +49,7 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the proposal at uni-a", func() bool { st, _ := agreementState(t, a, "signed"); return st == "offered" })
-	if _, err := a.Share(ctx, "signed"); !errors.Is(err, node.ErrAgreementNotActive) {
+	if _, err := a.Share(ctx, "signed"); !errors.Is(err, agreement.ErrNotActive) {
 		t.Fatalf("share before acceptance: %v, want ErrAgreementNotActive", err)
 	}
 	if err := b.AcceptAgreement(ctx, "signed"); err == nil {

@@ -380,7 +380,7 @@ func TestVectorsAtNode(t *testing.T) {
 	clock := func() time.Time { return vecTime.Add(time.Since(start)) }
 
 	// uni-b's generation 1 holds the X25519 vector key, generation 2 the
-	// X-Wing one (node/KEYS.md).
+	// X-Wing one (node/keys/KEYS.md).
 	nd := filepath.Join(s.dir, "uni-b")
 	k, err := keys.InitKeys(nd, "uni-b", crypto.SuiteX25519)
 	if err != nil {

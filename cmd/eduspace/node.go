@@ -81,7 +81,7 @@ func runNodeInit(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
-// runNodeRotate takes one step of a key rotation (node/KEYS.md,
+// runNodeRotate takes one step of a key rotation (node/keys/KEYS.md,
 // crypto/CREDENTIALS.md §5): by default it announces next keys, with
 // --switch it makes them current, with --retire it drops the old ones from
 // the request. Each step writes node-request.json for the authority; the
