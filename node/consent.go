@@ -13,7 +13,6 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
-	"github.com/eduspace/eduspace/schema"
 )
 
 // ErrUnknownConsent is returned for a consent id the ledger does not hold.
@@ -114,26 +113,4 @@ func (n *Node) consentsFor(ctx context.Context, purpose policy.Purpose) (map[str
 		out[c.Subject] = append(out[c.Subject], c)
 	}
 	return out, rows.Err()
-}
-
-// consentState is what the ledger says for one record about to be decided.
-// It is looked up only where consent can matter: a consent basis, sensitive
-// data, or a minor.
-func (s *shareRun) consentState(labels schema.Labels, now time.Time) policy.Consent {
-	if len(s.consents) == 0 {
-		return policy.Consent{}
-	}
-	need := s.a.LegalBasis == policy.BasisConsent || labels.Level >= s.n.rules.SensitiveLevel
-	for _, f := range labels.Flags {
-		need = need || f == "minor"
-	}
-	if !need {
-		return policy.Consent{}
-	}
-	recs := s.consents[labels.Subject]
-	if len(recs) == 0 {
-		return policy.Consent{}
-	}
-	cats := policy.LeavingCategories(s.n.rules, s.a, labels)
-	return policy.ConsentState(recs, labels.Subject, s.a.Purpose, s.a.Recipient, cats, now)
 }

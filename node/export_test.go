@@ -10,4 +10,4 @@ func WithReceiptLinger(env Env, d time.Duration) Env {
 }
 
 // EnvelopePlaintext is how much plaintext n's envelopes hold at most.
-func (n *Node) EnvelopePlaintext() int { return n.envelopePlaintext() }
+func (n *Node) EnvelopePlaintext() int { return n.shares.EnvelopePlaintext() }

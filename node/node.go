@@ -29,6 +29,7 @@ import (
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -65,6 +66,7 @@ type Node struct {
 	codec      *envelope.Codec
 	out        *outbox.Outbox
 	agreements *agreement.Book
+	shares     *share.Sharer
 	m          *metrics.Metrics
 	suite      crypto.SuiteID
 
@@ -80,7 +82,6 @@ type Node struct {
 	receivedRecords atomic.Int64
 	started         bool // Open completed
 	shareMu         sync.Mutex
-	volumes         map[string]*volume // by recipient; guarded by shareMu
 	agg             *aggregate.Aggregator
 	receiptWake     chan struct{}
 	receiptLinger   time.Duration // receiptLinger but in tests
@@ -109,7 +110,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		rules:       policy.DefaultRulebook(),
 		layout:      bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
 		receiptWake: make(chan struct{}, 1),
-		volumes:     map[string]*volume{},
 		cons:        map[string]jetstream.Consumer{},
 	}
 	n.receiptLinger = receiptLinger
@@ -198,12 +198,15 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.codec = &envelope.Codec{NodeID: cfg.NodeID, Keys: n.keys, Registry: n.reg, Std: n.std, TTL: cfg.EnvelopeTTL, Now: n.now}
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: n.codec, Evidence: n.ev, Metrics: n.m, Logger: n.log, Now: n.now,
 		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: func() bool { return n.ckpt.SendingBlocked() }, Options: env.Outbox})
-	n.out.OnDrop(n.unshare)
 	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: n.cred, Std: n.std, DB: n.db, Evidence: n.ev,
 		Keys: n.keys, Registry: n.reg, Outbox: n.out, Layout: n.layout, Now: n.now, Shares: &n.shareMu})
+	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: n.std, Rules: n.rules, DB: n.db, Evidence: n.ev, Metrics: n.m,
+		Logger: n.log, Now: n.now, Keys: n.keys, Registry: n.reg, Codec: n.codec, Outbox: n.out, Agreements: n.agreements,
+		Layout: n.layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.nc.MaxPayload, Consents: n.consentsFor, Lock: &n.shareMu})
+	n.out.OnDrop(n.shares.Unshare)
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
 		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.out.Enqueue,
-		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.scanRecords})
+		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords})
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err
@@ -464,10 +467,6 @@ func (n *Node) count(ctx context.Context, query string) (float64, error) {
 		return 0, err
 	}
 	return float64(k.Int64), nil
-}
-
-func (n *Node) recordsHeld(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT count(*) FROM records`)
 }
 
 func (n *Node) recordsReceived(ctx context.Context) (float64, error) {

@@ -28,6 +28,7 @@ import (
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -381,7 +382,7 @@ func TestClusterLeaf(t *testing.T) {
 	}
 	shareDone := make(chan error, 1)
 	go func() {
-		var res node.ShareResult
+		var res share.Result
 		err := snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), &res)
 		t.Logf("first share: %+v", res)
 		shareDone <- err
@@ -437,7 +438,7 @@ func TestClusterLeaf(t *testing.T) {
 		t.Fatal("first share did not answer within 60s")
 	}
 	waitFor(t, "uni-s ready", func() bool { return snd.call(ctx, http.MethodGet, "/readyz", nil, nil) == nil })
-	var res node.ShareResult
+	var res share.Result
 	if err := snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), &res); err != nil {
 		t.Fatalf("final share: %v", err)
 	}

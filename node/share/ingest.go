@@ -1,4 +1,4 @@
-package node
+package share
 
 import (
 	"context"
@@ -16,6 +16,16 @@ import (
 
 // ingestBatch is how many records go into one database transaction.
 const ingestBatch = 1000
+
+// reasonCoreRefused is the ingest refusal of a record classified CORE.
+const reasonCoreRefused = "core_refused"
+
+// InvalidReasons are the reasons a record is refused at ingest.
+var InvalidReasons = []string{
+	schema.ReasonUnknownField, schema.ReasonRequired, schema.ReasonType, schema.ReasonDate,
+	schema.ReasonNegative, schema.ReasonEnum, schema.ReasonChecksum, schema.ReasonUnknownType,
+	schema.ReasonSyntax, reasonCoreRefused,
+}
 
 // RecordError is one record refused at ingest: its position in the input,
 // the field and a reason code. It never carries the value.
@@ -47,7 +57,7 @@ type ingestRow struct {
 // An invalid record is refused alone, with its index, field and reason; the
 // rest go on. Storing is idempotent: a record already held is not stored
 // twice.
-func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (IngestResult, error) {
+func (n *Sharer) Ingest(ctx context.Context, r io.Reader, defaultType string) (IngestResult, error) {
 	var res IngestResult
 	rd := schema.NewNDJSONReader(r, defaultType)
 	asOf := n.now()
@@ -114,7 +124,7 @@ func (res *IngestResult) reject(idx int, verr *schema.ValidationError) {
 	}
 }
 
-func (n *Node) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) error {
+func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) error {
 	now := n.now().UnixMilli()
 	stored := 0
 	byLevel := map[string]int{}
@@ -153,9 +163,9 @@ func splitKey(k string) (string, string) {
 	return typ, level
 }
 
-// scanRecords calls fn with the subject and body of every record of
+// ScanRecords calls fn with the subject and body of every record of
 // recordType this node holds, in the order they were ingested.
-func (n *Node) scanRecords(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error {
+func (n *Sharer) ScanRecords(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error {
 	rows, err := n.db.R.QueryContext(ctx, `SELECT subject, body FROM records WHERE type = ? ORDER BY id`, recordType)
 	if err != nil {
 		return err
@@ -172,4 +182,13 @@ func (n *Node) scanRecords(ctx context.Context, recordType string, fn func(subje
 		}
 	}
 	return rows.Err()
+}
+
+// Held is how many records the node holds.
+func (n *Sharer) Held(ctx context.Context) (float64, error) {
+	var k int64
+	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM records`).Scan(&k); err != nil {
+		return 0, fmt.Errorf("count records: %w", err)
+	}
+	return float64(k), nil
 }

@@ -1,4 +1,4 @@
-package node
+package share
 
 import (
 	"bytes"
@@ -98,31 +98,6 @@ func BenchmarkSenderLine(b *testing.B) {
 		buf = policy.AppendRow(buf[:0], row, d, tz)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
-}
-
-// BenchmarkReceiverCheck: check one envelope's plaintext (per record).
-func BenchmarkReceiverCheck(b *testing.B) {
-	recs := benchRecords(b, 100)
-	std, rb := schema.Default(), policy.DefaultRulebook()
-	now := time.Now()
-	a := benchAgreement(now)
-	tz := crypto.NewTokenizer(crypto.TokenKey([]byte("secret"), "receiver"))
-	var plain []byte
-	for _, rec := range recs {
-		l, _ := std.Classify(rec, now)
-		d := policy.Decide(rb, policy.Input{Provider: "sender", Recipient: "receiver", RecipientRole: "university",
-			Labels: l, Agreement: a, Now: now})
-		plain = policy.AppendRecord(plain, rec, d, tz)
-	}
-	n := &Node{std: std}
-	h := crypto.Header{RecordType: "student", Count: uint32(len(recs)), Level: "L3"}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := n.codec.CheckRecords(plain, h); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N*len(recs))/b.Elapsed().Seconds(), "records/s")
 }
 
 // benchAgreement permits every field of synth.Students' records, for

@@ -1,4 +1,4 @@
-package node_test
+package share_test
 
 import (
 	"bytes"
@@ -6,10 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
@@ -31,14 +31,14 @@ func TestSendVolume(t *testing.T) {
 	s.Configs["uni-a"] = ca
 	a := s.Open(ca)
 	s.Open(s.Config("uni-b"))
-	ag := benchAgreement(s.Now)
+	ag := share.BenchAgreement(s.Now)
 	ag.ID, ag.Provider, ag.Recipient = "volume", "uni-a", "uni-b"
 	if err := a.AddAgreement(ctx, ag); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := synth.Students(20, 5)
 	lines := bytes.SplitAfter(bytes.TrimSpace(data), []byte("\n"))
-	send := func(a *node.Node, lines ...[]byte) node.SendResult {
+	send := func(a *node.Node, lines ...[]byte) share.SendResult {
 		t.Helper()
 		r, err := a.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(bytes.Join(lines, []byte("\n"))), ""))
 		if err != nil {
@@ -63,11 +63,4 @@ func TestSendVolume(t *testing.T) {
 	if r := send(a, lines[2]); r.Permitted != 1 {
 		t.Fatalf("a subject sent before, after the restart: %d permitted, denied %v", r.Permitted, r.Denied)
 	}
-}
-
-// benchAgreement permits every field of the synthetic students.
-func benchAgreement(now time.Time) *policy.Agreement {
-	return &policy.Agreement{ID: "bench", Provider: "sender", Recipient: "receiver", Purpose: policy.PurposeResearch,
-		LegalBasis: policy.BasisPublicInterest, RecordTypes: map[string][]string{"student": synth.StudentFields},
-		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(time.Hour)}
 }

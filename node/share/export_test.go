@@ -1,0 +1,4 @@
+package share
+
+// BenchAgreement is benchAgreement, for the external tests.
+var BenchAgreement = benchAgreement
