@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -198,7 +199,7 @@ func (n *Node) handleConsent(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleWithdraw(w http.ResponseWriter, r *http.Request) {
 	res, err := n.WithdrawConsent(r.Context(), r.PathValue("id"))
 	switch {
-	case errors.Is(err, ErrUnknownConsent):
+	case errors.Is(err, consent.ErrUnknown):
 		writeProblem(w, http.StatusNotFound, "unknown-consent", "Unknown consent", "")
 	case err != nil:
 		writeProblem(w, http.StatusUnprocessableEntity, "withdraw-failed", "Withdrawal failed", err.Error())

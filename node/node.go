@@ -23,6 +23,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/checkpoint"
+	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
@@ -67,6 +68,7 @@ type Node struct {
 	out        *outbox.Outbox
 	agreements *agreement.Book
 	shares     *share.Sharer
+	consents   *consent.Ledger
 	m          *metrics.Metrics
 	suite      crypto.SuiteID
 
@@ -200,9 +202,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: func() bool { return n.ckpt.SendingBlocked() }, Options: env.Outbox})
 	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: n.cred, Std: n.std, DB: n.db, Evidence: n.ev,
 		Keys: n.keys, Registry: n.reg, Outbox: n.out, Layout: n.layout, Now: n.now, Shares: &n.shareMu})
+	n.consents = consent.New(consent.Config{NodeID: cfg.NodeID, DB: n.db, Evidence: n.ev, Metrics: n.m, Keys: n.keys,
+		Registry: n.reg, Outbox: n.out, Layout: n.layout, Now: n.now, Shares: &n.shareMu})
 	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: n.std, Rules: n.rules, DB: n.db, Evidence: n.ev, Metrics: n.m,
 		Logger: n.log, Now: n.now, Keys: n.keys, Registry: n.reg, Codec: n.codec, Outbox: n.out, Agreements: n.agreements,
-		Layout: n.layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.nc.MaxPayload, Consents: n.consentsFor, Lock: &n.shareMu})
+		Layout: n.layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.nc.MaxPayload, Consents: n.consents.For, Lock: &n.shareMu})
 	n.out.OnDrop(n.shares.Unshare)
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
 		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.out.Enqueue,
@@ -300,7 +304,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		OutboxDepth:     n.out.Depth,
 		AwaitingReceipt: n.out.AwaitingReceipt,
 		SequenceMissing: n.sequenceMissing,
-		ErasuresOpen:    n.erasuresOpen,
+		ErasuresOpen:    n.consents.ErasuresOpen,
 		EvidenceEntries: n.evidenceLength,
 		ConsumerPending: n.consumerPending,
 		CheckpointAge:   n.ckpt.Age,
@@ -479,10 +483,6 @@ func (n *Node) evidenceLength(ctx context.Context) (float64, error) {
 
 func (n *Node) sequenceMissing(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT (SELECT coalesce(sum(last), 0) FROM seq_in WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
-}
-
-func (n *Node) erasuresOpen(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT count(*) FROM erasures WHERE confirmed_ms IS NULL`)
 }
 
 // receivedFrom counts the envelopes received from each sender.

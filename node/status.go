@@ -323,20 +323,10 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 // statusConsent counts consent records and erasures where this version of
 // the database has those tables; the page says so when it does not.
 func (n *Node) statusConsent(ctx context.Context, d *statusData, problem func(string, error)) {
-	has := func(table string) bool {
-		var c int
-		err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, table).Scan(&c)
-		problem("schema", err)
-		return c > 0
-	}
-	if d.ConsentTable = has("consents"); d.ConsentTable {
-		problem("consents", n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM consents`).Scan(&d.Consents))
-	}
-	if d.ErasureTable = has("erasures"); d.ErasureTable {
-		problem("erasures", n.db.R.QueryRowContext(ctx,
-			`SELECT count(*), count(confirmed_ms), count(*) - count(confirmed_ms) FROM erasures`).
-			Scan(&d.ErasuresAll, &d.ErasOK, &d.ErasuresOpen))
-	}
+	sum, err := n.consents.Summarise(ctx)
+	problem("consents", err)
+	d.ConsentTable, d.ErasureTable = err == nil, err == nil
+	d.Consents, d.ErasuresAll, d.ErasOK, d.ErasuresOpen = sum.Consents, sum.Erasures, sum.Confirmed, sum.Open
 }
 
 // expiresIn says how long until t, and whether that is under 30 days.

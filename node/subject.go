@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -48,7 +47,7 @@ func (n *Node) SubjectReport(ctx context.Context, subject string) (SubjectReport
 		p := pair{od.Recipient, od.Agreement}
 		e, ok := erasures[p]
 		if !ok {
-			if e[0], e[1], err = n.erasureState(ctx, hash, od.Recipient, od.Agreement); err != nil {
+			if e[0], e[1], err = n.consents.ErasureState(ctx, hash, od.Recipient, od.Agreement); err != nil {
 				return SubjectReport{}, fmt.Errorf("subject report: %w", err)
 			}
 			erasures[p] = e
@@ -63,24 +62,4 @@ func (n *Node) SubjectReport(ctx context.Context, subject string) (SubjectReport
 		rep.Deliveries = append(rep.Deliveries, d)
 	}
 	return rep, nil
-}
-
-// erasureState is when erasure of the subject (evidence hash) was last
-// requested from recipient under agreement, and last confirmed; nil when
-// never.
-func (n *Node) erasureState(ctx context.Context, subject, recipient, agreement string) (requested, confirmed *time.Time, err error) {
-	var req, conf sql.NullInt64
-	if err := n.db.R.QueryRowContext(ctx, `SELECT max(requested_ms), max(confirmed_ms) FROM erasures
-		WHERE subject = ? AND recipient = ? AND agreement = ?`, subject, recipient, agreement).Scan(&req, &conf); err != nil {
-		return nil, nil, err
-	}
-	return msTime(req), msTime(conf), nil
-}
-
-func msTime(v sql.NullInt64) *time.Time {
-	if !v.Valid {
-		return nil
-	}
-	t := time.UnixMilli(v.Int64).UTC()
-	return &t
 }
