@@ -18,3 +18,9 @@ func (n *Node) GrantConsent(ctx context.Context, c policy.ConsentRecord) (string
 func (n *Node) WithdrawConsent(ctx context.Context, id string) (consent.WithdrawResult, error) {
 	return n.consents.Withdraw(ctx, id)
 }
+
+// SubjectReport lists every delivery of the subject's records
+// (consent.Ledger.SubjectReport).
+func (n *Node) SubjectReport(ctx context.Context, subject string) (consent.SubjectReport, error) {
+	return n.consents.SubjectReport(ctx, subject)
+}

@@ -1,4 +1,4 @@
-package node
+package consent
 
 import (
 	"context"
@@ -32,9 +32,9 @@ type SubjectReport struct {
 // SubjectReport lists every delivery of the subject's records (subject is
 // the subject key value, e.g. a student_id): to whom, when, under which
 // agreement and purpose, which fields, and the erasure state.
-func (n *Node) SubjectReport(ctx context.Context, subject string) (SubjectReport, error) {
-	hash := n.ev.Subject(subject)
-	deliveries, err := n.out.Deliveries(ctx, nil, hash, "")
+func (l *Ledger) SubjectReport(ctx context.Context, subject string) (SubjectReport, error) {
+	hash := l.ev.Subject(subject)
+	deliveries, err := l.out.Deliveries(ctx, nil, hash, "")
 	if err != nil {
 		return SubjectReport{}, fmt.Errorf("subject report: %w", err)
 	}
@@ -47,7 +47,7 @@ func (n *Node) SubjectReport(ctx context.Context, subject string) (SubjectReport
 		p := pair{od.Recipient, od.Agreement}
 		e, ok := erasures[p]
 		if !ok {
-			if e[0], e[1], err = n.consents.ErasureState(ctx, hash, od.Recipient, od.Agreement); err != nil {
+			if e[0], e[1], err = l.ErasureState(ctx, hash, od.Recipient, od.Agreement); err != nil {
 				return SubjectReport{}, fmt.Errorf("subject report: %w", err)
 			}
 			erasures[p] = e
