@@ -117,3 +117,78 @@ func TestWaitOnlyInTests(t *testing.T) {
 		}
 	}
 }
+
+// nodeLayers are the packages of a node, one step of a record's way each,
+// from the bottom up: a package imports only packages of the layers below
+// its own, so that data and calls flow one way (node/doc.go). A package
+// that must reach up takes a function from the wiring instead.
+var nodeLayers = [][]string{
+	{"node/store", "node/bus"},
+	{"node/keys", "node/registry", "node/evidence", "node/metrics"},
+	{"node/envelope", "node/authority"},
+	{"node/outbox", "node/checkpoint"},
+	{"node/agreement"},
+	{"node/consent", "node/receive"},
+	{"node/share"},
+	{"node/aggregate"},
+	{"node/admin"},
+	{"node"},
+	{"node/demo", "node/bench", "node/nodetest"},
+}
+
+// TestNodeLayers: every package under node/ has a layer, and no package
+// imports one of its own layer or above (its tests may: they run whole
+// nodes).
+func TestNodeLayers(t *testing.T) {
+	const mod = "github.com/eduspace/eduspace/"
+	layer := map[string]int{}
+	for i, l := range nodeLayers {
+		for _, p := range l {
+			layer[mod+p] = i
+		}
+	}
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./node/...")
+	cmd.Dir = moduleRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkg := f[0]
+		l, ok := layer[pkg]
+		if !ok {
+			t.Errorf("%s has no layer in nodeLayers: place it", pkg)
+			continue
+		}
+		for _, imp := range f[1:] {
+			il, ok := layer[imp]
+			if !ok {
+				continue // outside node/
+			}
+			if il >= l {
+				t.Errorf("%s (layer %d) imports %s (layer %d): imports go down only", pkg, l, imp, il)
+			}
+		}
+	}
+}
+
+// TestNodetestOnlyInTests: node/nodetest, which runs whole spaces for
+// tests, is imported by tests only.
+func TestNodetestOnlyInTests(t *testing.T) {
+	const nodetest = "github.com/eduspace/eduspace/node/nodetest"
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
+	cmd.Dir = moduleRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		for _, imp := range f[1:] {
+			if imp == nodetest {
+				t.Errorf("%s imports %s outside its tests", f[0], nodetest)
+			}
+		}
+	}
+}
