@@ -50,6 +50,7 @@ type ingestRow struct {
 	subject string
 	level   schema.Level
 	body    []byte
+	labels  []byte // the classification (schema.Standard.AppendLabels)
 }
 
 // Ingest reads NDJSON records (each with a "type" member, or of
@@ -100,7 +101,8 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, defaultType string) (I
 		h.Write([]byte(rec.Type))
 		h.Write([]byte{0})
 		h.Write(body)
-		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body})
+		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body,
+			labels: n.std.AppendLabels(nil, labels)})
 		if len(batch) == ingestBatch {
 			if err := n.storeIngest(ctx, batch, &res); err != nil {
 				return res, err
@@ -129,17 +131,21 @@ func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestR
 	stored := 0
 	byLevel := map[string]int{}
 	err := n.db.Write(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO records(key, type, subject, level, body, ingested_ms) VALUES (?, ?, ?, ?, ?, ?)`)
+		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO records(key, type, subject, level, body, labels, ingested_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
 		defer stmt.Close()
 		for _, r := range rows {
-			out, err := stmt.ExecContext(ctx, r.key, r.typ, r.subject, r.level.String(), r.body, now)
+			out, err := stmt.ExecContext(ctx, r.key, r.typ, r.subject, r.level.String(), r.body, r.labels, now)
 			if err != nil {
 				return fmt.Errorf("ingest: store: %w", err)
 			}
-			if k, _ := out.RowsAffected(); k == 1 {
+			k, err := out.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("ingest: store: %w", err)
+			}
+			if k == 1 {
 				stored++
 				byLevel[r.typ+"/"+r.level.String()]++
 			}

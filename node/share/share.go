@@ -548,20 +548,20 @@ func (s *shareRun) shareType(ctx context.Context, typ string) error {
 	const page = 1000
 	var after int64
 	for {
-		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body FROM records r
+		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
 			WHERE type = ? AND id > ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
 			ORDER BY id LIMIT ?`, typ, after, s.a.ID, page)
 		if err != nil {
 			return fmt.Errorf("share: read records: %w", err)
 		}
 		type row struct {
-			id   int64
-			body []byte
+			id           int64
+			body, labels []byte
 		}
 		var got []row
 		for rows.Next() {
 			var r row
-			if err := rows.Scan(&r.id, &r.body); err != nil {
+			if err := rows.Scan(&r.id, &r.body, &r.labels); err != nil {
 				rows.Close()
 				return fmt.Errorf("share: read records: %w", err)
 			}
@@ -572,7 +572,7 @@ func (s *shareRun) shareType(ctx context.Context, typ string) error {
 			return fmt.Errorf("share: read records: %w", err)
 		}
 		for _, r := range got {
-			if err := s.decideStored(ctx, typ, r.id, r.body); err != nil {
+			if err := s.decideStored(ctx, typ, r.id, r.body, r.labels); err != nil {
 				return err
 			}
 		}
@@ -583,8 +583,10 @@ func (s *shareRun) shareType(ctx context.Context, typ string) error {
 	}
 }
 
-// decideStored decides a record held in the records table.
-func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body []byte) error {
+// decideStored decides a record held in the records table, with the
+// classification stored at ingest (stored, nil for a record held from
+// before labels were stored).
+func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body, stored []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	rec := schema.Record{Type: typ}
@@ -592,7 +594,7 @@ func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body 
 		return fmt.Errorf("share: decode stored record %d: %w", id, err)
 	}
 	now := s.n.now()
-	labels, err := s.n.std.Classify(rec, now)
+	labels, err := s.n.labels(rec, stored, now)
 	if err != nil {
 		// The record was valid at ingest; the standard has changed since.
 		// It cannot be judged, so it does not leave.
@@ -1105,4 +1107,22 @@ func (s *shareRun) consentState(labels schema.Labels, now time.Time) policy.Cons
 	}
 	cats := policy.LeavingCategories(s.n.rules, s.a, labels)
 	return policy.ConsentState(recs, labels.Subject, s.a.Purpose, s.a.Recipient, cats, now)
+}
+
+// labels is the classification of a held record at now: the one stored at
+// ingest, which is the record's at any later time unless it was a minor's
+// (C3 depends on the date: a minor comes of age) or another standard made
+// it. The record is classified again in those cases, and when the stored
+// labels do not parse.
+func (n *Sharer) labels(rec schema.Record, stored []byte, now time.Time) (schema.Labels, error) {
+	if stored != nil {
+		l, err := n.std.ParseLabels(stored)
+		switch {
+		case err == nil && !slices.Contains(l.Flags, "minor"):
+			return l, nil
+		case err != nil && !errors.Is(err, schema.ErrOtherStandard):
+			n.log.Warn("stored classification unreadable; classifying the record again", "err", err)
+		}
+	}
+	return n.std.Classify(rec, now)
 }

@@ -275,6 +275,12 @@ ALTER TABLE outbox ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 UPDATE outbox SET held = (records = (SELECT count(*) FROM shared s WHERE s.envelope_id = outbox.envelope_id))
 	WHERE kind = 1;
 `,
+	// 7: records are classified once, at ingest.
+	`
+-- records.labels: the record's classification at ingest (schema.Standard.AppendLabels), which a
+-- share reads rather than classifying the record again; NULL for records held from before.
+ALTER TABLE records ADD COLUMN labels BLOB;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
