@@ -37,11 +37,11 @@ func TestPromConfig(t *testing.T) {
 var metricNameRE = regexp.MustCompile(`\beduspace_[a-z_]+`)
 
 // nodeMetricNames are the metric names a node registers, as
-// node/testdata/metrics.golden pins them, with the series names a
+// node/metrics/testdata/metrics.golden pins them, with the series names a
 // histogram adds.
 func nodeMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
-	golden, err := os.ReadFile(filepath.Join(moduleRoot(t), "node", "testdata", "metrics.golden"))
+	golden, err := os.ReadFile(filepath.Join(moduleRoot(t), "node", "metrics", "testdata", "metrics.golden"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func nodeMetricNames(t *testing.T) map[string]bool {
 		}
 	}
 	if len(names) < 10 {
-		t.Fatalf("found only %d metric names in node/testdata/metrics.golden", len(names))
+		t.Fatalf("found only %d metric names in node/metrics/testdata/metrics.golden", len(names))
 	}
 	return names
 }
@@ -90,7 +90,7 @@ func TestPromGrafanaDashboard(t *testing.T) {
 			exprs++
 			for _, name := range metricNameRE.FindAllString(tg.Expr, -1) {
 				if !known[name] {
-					t.Errorf("dashboard panel %q uses %s, which node/testdata/metrics.golden does not list", p.Title, name)
+					t.Errorf("dashboard panel %q uses %s, which node/metrics/testdata/metrics.golden does not list", p.Title, name)
 				}
 			}
 		}
@@ -110,6 +110,6 @@ func TestPromGrafanaDashboard(t *testing.T) {
 	}
 	sort.Strings(unknown)
 	if len(unknown) > 0 {
-		t.Errorf("alert rules use metrics node/testdata/metrics.golden does not list: %v", unknown)
+		t.Errorf("alert rules use metrics node/metrics/testdata/metrics.golden does not list: %v", unknown)
 	}
 }
