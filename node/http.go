@@ -154,7 +154,7 @@ func (n *Node) Status(ctx context.Context) (Status, error) {
 	for _, x := range []struct {
 		out *int64
 		f   func(context.Context) (float64, error)
-	}{{&s.Records, n.shares.Held}, {&s.Received, n.recordsReceived}, {&s.OutboxDepth, n.out.Depth}, {&s.EvidenceEntries, n.evidenceLength}} {
+	}{{&s.Records, n.shares.Held}, {&s.Received, n.recv.Records}, {&s.OutboxDepth, n.out.Depth}, {&s.EvidenceEntries, n.evidenceLength}} {
 		v, err := x.f(ctx)
 		errs = append(errs, err)
 		*x.out = int64(v)

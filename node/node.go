@@ -29,6 +29,7 @@ import (
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/node/store"
@@ -46,8 +47,9 @@ type Env struct {
 	Embedded *bus.Embedded
 	// Outbox holds the outbox's test seams; production leaves it zero.
 	Outbox outbox.Options
-	// receiptLinger replaces receiptLinger (export_test.go).
-	receiptLinger time.Duration
+	// Receive holds the receiving side's test seams; production leaves it
+	// zero.
+	Receive receive.Options
 }
 
 // Node is a running eduspace node.
@@ -79,15 +81,12 @@ type Node struct {
 	consMu    sync.Mutex
 	cons      map[string]jetstream.Consumer // by kind: deliver, receipt, control, audit
 
-	ckpt *checkpoint.Keeper // publishes this node's checkpoints, keeps every node's
-	// receivedRecords counts records stored from peers since start.
-	receivedRecords atomic.Int64
-	started         bool // Open completed
-	shareMu         sync.Mutex
-	agg             *aggregate.Aggregator
-	receiptWake     chan struct{}
-	receiptLinger   time.Duration // receiptLinger but in tests
-	ready           atomic.Bool
+	ckpt    *checkpoint.Keeper // publishes this node's checkpoints, keeps every node's
+	recv    *receive.Receiver  // stores what peers send, confirms it, erases and expires it
+	started bool               // Open completed
+	shareMu sync.Mutex
+	agg     *aggregate.Aggregator
+	ready   atomic.Bool
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -105,18 +104,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	n := &Node{
-		cfg:         cfg,
-		log:         env.Logger,
-		now:         env.Now,
-		std:         schema.Default(),
-		rules:       policy.DefaultRulebook(),
-		layout:      bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
-		receiptWake: make(chan struct{}, 1),
-		cons:        map[string]jetstream.Consumer{},
-	}
-	n.receiptLinger = receiptLinger
-	if env.receiptLinger > 0 {
-		n.receiptLinger = env.receiptLinger
+		cfg:    cfg,
+		log:    env.Logger,
+		now:    env.Now,
+		std:    schema.Default(),
+		rules:  policy.DefaultRulebook(),
+		layout: bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
+		cons:   map[string]jetstream.Consumer{},
 	}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
@@ -211,6 +205,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
 		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.out.Enqueue,
 		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords})
+	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: n.ev, Codec: n.codec, Registry: n.reg,
+		Outbox: n.out, Std: n.std, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Agreement: n.receiveAgreement,
+		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Options: env.Receive})
 	revKV, err := bus.Revocations(ctx, n.js, n.layout)
 	if err != nil {
 		return nil, err
@@ -229,11 +226,10 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	inbound := make(chan jetstream.Msg, deliveryGroup)
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
-		n.deliveries(runCtx, inbound)
+		n.recv.Run(runCtx)
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -247,16 +243,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		// Deliveries are buffered by bytes: envelopes run to megabytes
 		// (envelopePlaintext), so 256 of them could be a gigabyte.
 		{n.layout.ExchangeStream(), n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID),
-			func(msg jetstream.Msg) {
-				select {
-				case inbound <- msg:
-				case <-runCtx.Done():
-				}
-			}, jetstream.PullMaxBytes(deliveryBufferBytes)},
+			func(msg jetstream.Msg) { n.recv.Deliver(runCtx, msg) }, jetstream.PullMaxBytes(receive.DeliveryBufferBytes)},
 		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.out.AcceptReceipt) }, nil},
+			func(msg jetstream.Msg) { n.recv.Handle(runCtx, msg, n.out.AcceptReceipt) }, nil},
 		{n.layout.ExchangeStream(), n.layout.ControlConsumer(cfg.NodeID), n.layout.ControlFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.receive(runCtx, msg, n.acceptControl) }, nil},
+			func(msg jetstream.Msg) { n.recv.Handle(runCtx, msg, n.recv.Control) }, nil},
 		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
 			func(msg jetstream.Msg) { n.ckpt.Handle(runCtx, msg) }, nil},
 	} {
@@ -277,23 +268,14 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		}
 		n.consumers = append(n.consumers, cc)
 	}
-	n.wg.Add(3)
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		n.out.Run(runCtx)
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.receipts(runCtx)
-	}()
-	go func() {
-		defer n.wg.Done()
 		n.ckpt.Run(runCtx)
-	}()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.janitor(runCtx, 10*time.Minute)
 	}()
 	n.wg.Add(1)
 	go func() {
@@ -303,7 +285,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.m.RegisterGauges(metrics.Gauges{
 		OutboxDepth:     n.out.Depth,
 		AwaitingReceipt: n.out.AwaitingReceipt,
-		SequenceMissing: n.sequenceMissing,
+		SequenceMissing: n.recv.SequenceMissing,
 		ErasuresOpen:    n.consents.ErasuresOpen,
 		EvidenceEntries: n.evidenceLength,
 		ConsumerPending: n.consumerPending,
@@ -321,8 +303,23 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 }
 
 // ReceivedRecords is how many records this node has stored from peers
-// since it started.
-func (n *Node) ReceivedRecords() int64 { return n.receivedRecords.Load() }
+// since it started, less those erased or expired since.
+func (n *Node) ReceivedRecords() int64 { return n.recv.ReceivedRecords() }
+
+// ExpireRetention deletes received records whose agreement's retention
+// period has ended, without being asked: one pass (the node runs one at
+// start and every ten minutes).
+func (n *Node) ExpireRetention(ctx context.Context) error { return n.recv.ExpireRetention(ctx) }
+
+// receiveAgreement is the agreement with id for the receiving side, which
+// refuses what no active agreement covers.
+func (n *Node) receiveAgreement(ctx context.Context, id string) (*policy.Agreement, error) {
+	a, err := n.agreements.Get(ctx, id)
+	if errors.Is(err, agreement.ErrUnknown) || errors.Is(err, agreement.ErrNotActive) {
+		return nil, receive.NoAgreement(err)
+	}
+	return a, err
+}
 
 // Aggregator is the node's side of aggregate rounds: the center's queries
 // and releases, and the node's privacy budgets.
@@ -473,35 +470,8 @@ func (n *Node) count(ctx context.Context, query string) (float64, error) {
 	return float64(k.Int64), nil
 }
 
-func (n *Node) recordsReceived(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT coalesce(sum(records), 0) FROM received`)
-}
-
 func (n *Node) evidenceLength(ctx context.Context) (float64, error) {
 	return n.count(ctx, `SELECT coalesce(max(seq), 0) FROM evidence`)
-}
-
-func (n *Node) sequenceMissing(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT (SELECT coalesce(sum(last), 0) FROM seq_in WHERE kind = 1) - (SELECT count(*) FROM inbox)`)
-}
-
-// receivedFrom counts the envelopes received from each sender.
-func (n *Node) receivedFrom(ctx context.Context) (map[string]int64, error) {
-	rows, err := n.db.R.QueryContext(ctx, `SELECT sender, count(*) FROM inbox GROUP BY sender`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var id string
-		var v int64
-		if err := rows.Scan(&id, &v); err != nil {
-			return nil, err
-		}
-		out[id] = v
-	}
-	return out, rows.Err()
 }
 
 // enqueue seals and queues one envelope to the outbox inside tx.

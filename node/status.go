@@ -177,7 +177,7 @@ func (n *Node) statusData(ctx context.Context) statusData {
 		out  *int64
 		f    func(context.Context) (float64, error)
 	}{{"outbox depth", &d.OutboxDepth, n.out.Depth}, {"awaiting receipt", &d.AwaitingReceipt, n.out.AwaitingReceipt},
-		{"sequence missing", &d.SequenceMissing, n.sequenceMissing}} {
+		{"sequence missing", &d.SequenceMissing, n.recv.SequenceMissing}} {
 		v, err := x.f(ctx)
 		problem(x.what, err)
 		*x.out = int64(v)
@@ -196,9 +196,9 @@ func (n *Node) statusData(ctx context.Context) statusData {
 		out   *statusInbound
 		since int64
 	}{{&d.Received24, since}, {&d.ReceivedAll, 0}} {
-		problem("envelopes received", n.db.R.QueryRowContext(ctx,
-			`SELECT count(*), coalesce(sum(records), 0) FROM inbox WHERE received_ms >= ?`, x.since).
-			Scan(&x.out.Envelopes, &x.out.Records))
+		var err error
+		x.out.Envelopes, x.out.Records, err = n.recv.ReceivedSince(ctx, time.UnixMilli(x.since))
+		problem("envelopes received", err)
 	}
 	n.statusCounters(&d, problem)
 	n.statusPeers(ctx, &d, now, problem)
@@ -271,7 +271,7 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 		set    func(*statusPeer, int64)
 	}{
 		{n.out.SentTo, func(p *statusPeer, v int64) { p.SentTo = v }},
-		{n.receivedFrom, func(p *statusPeer, v int64) { p.RecvFrom = v }},
+		{n.recv.ReceivedFrom, func(p *statusPeer, v int64) { p.RecvFrom = v }},
 	} {
 		counts, err := q.counts(ctx)
 		for id, v := range counts {

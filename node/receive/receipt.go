@@ -1,4 +1,4 @@
-package node
+package receive
 
 import (
 	"context"
@@ -34,24 +34,23 @@ var (
 	qReceiptQueued = store.NewQuery(`DELETE FROM receipt_queue WHERE envelope_id = ?`)
 )
 
-func (n *Node) wakeReceipts() {
+func (r *Receiver) wakeReceipts() {
 	select {
-	case n.receiptWake <- struct{}{}:
+	case r.receiptWake <- struct{}{}:
 	default:
 	}
 }
 
 // receipts confirms queued envelopes to their senders until ctx ends: at
-// start, then receiptLinger (n.receiptLinger: tests set it) after each
-// wake.
-func (n *Node) receipts(ctx context.Context) {
+// start, then receiptLinger (r.linger: tests set it) after each wake.
+func (r *Receiver) receipts(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
-		if err := n.sendReceipts(ctx); err != nil {
+		if err := r.sendReceipts(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			n.log.Warn("receipts: will retry", "err", err, "in", backoff)
+			r.log.Warn("receipts: will retry", "err", err, "in", backoff)
 			select {
 			case <-ctx.Done():
 				return
@@ -64,12 +63,12 @@ func (n *Node) receipts(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.receiptWake:
+		case <-r.receiptWake:
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(n.receiptLinger):
+		case <-time.After(r.linger):
 		}
 	}
 }
@@ -77,8 +76,8 @@ func (n *Node) receipts(ctx context.Context) {
 // sendReceipts writes a receipt to each sender with queued envelopes (up
 // to receiptMax each; more wait for the next pass) and deletes them from
 // the queue, in one transaction.
-func (n *Node) sendReceipts(ctx context.Context) error {
-	rows, err := n.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
+func (r *Receiver) sendReceipts(ctx context.Context) error {
+	rows, err := r.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
 	if err != nil {
 		return fmt.Errorf("read receipt queue: %w", err)
 	}
@@ -109,25 +108,25 @@ func (n *Node) sendReceipts(ctx context.Context) error {
 	creds := make(map[string]*crypto.Credential, len(senders))
 	var lookupErr error
 	for _, s := range senders {
-		cred, err := n.reg.Lookup(ctx, s)
+		cred, err := r.reg.Lookup(ctx, s)
 		if err != nil {
 			lookupErr = errors.Join(lookupErr, fmt.Errorf("receipt to %s: %w", s, err)) // stays queued
 			continue
 		}
 		creds[s] = cred
 	}
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+	err = r.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
 		for _, s := range senders {
 			cred := creds[s]
 			if cred == nil {
 				continue
 			}
-			if err := n.queueReceipt(ctx, tx, s, cred, queued[s]); err != nil {
+			if err := r.queueReceipt(ctx, tx, s, cred, queued[s]); err != nil {
 				return err
 			}
 			for _, it := range queued[s] {
-				if _, err := n.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
+				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
 					return fmt.Errorf("receipt queue: %w", err)
 				}
 			}
@@ -137,13 +136,13 @@ func (n *Node) sendReceipts(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.wakeRelay()
+	r.out.Wake()
 	return lookupErr
 }
 
 // queueReceipt writes one signed receipt to sender for the envelopes in
 // items to the outbox, inside tx.
-func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []envelope.ReceiptItem) error {
+func (r *Receiver) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []envelope.ReceiptItem) error {
 	to := cred.CurrentKEMKey()
 	if to == nil {
 		return fmt.Errorf("receipt: sender %s has no KEM key", sender)
@@ -152,9 +151,9 @@ func (n *Node) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}
-	_, err = n.enqueue(ctx, tx, crypto.Header{
+	_, err = r.out.Enqueue(ctx, tx, crypto.Header{
 		Recipient: sender, Count: uint32(len(items)), Kind: crypto.KindReceipt,
-	}, to, n.layout.ReceiptSubject(sender, n.cfg.NodeID), body, 0)
+	}, to, r.layout.ReceiptSubject(sender, r.nodeID), body, 0)
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}

@@ -1,4 +1,4 @@
-package node
+package receive
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
@@ -28,10 +28,12 @@ const (
 // and how many wait between the consumer and the deliveries loop.
 const deliveryGroup = 64
 
-// deliveryBufferBytes is how much of the deliveries the JetStream client
-// fetches ahead: at least the largest message a server accepts
-// (bus.EmbeddedMaxPayload), or the consumer would stall.
-const deliveryBufferBytes = 64 << 20
+// DeliveryBufferBytes is how much of the deliveries the JetStream client
+// is to fetch ahead (jetstream.PullMaxBytes): at least the largest message
+// a server accepts (bus.EmbeddedMaxPayload), or the consumer would stall.
+// Deliveries are buffered by bytes, not messages: envelopes run to
+// megabytes, so 256 of them could be a gigabyte.
+const DeliveryBufferBytes = 64 << 20
 
 // ackHold is how long the acknowledgement of the newest stored delivery
 // waits for the next delivery to be stored (it is acknowledged then):
@@ -45,15 +47,16 @@ const deliveryBufferBytes = 64 << 20
 // redelivery after AckWait that the inbox recognises.
 const ackHold = 100 * time.Millisecond
 
-// deliveries takes the messages the deliveries consumer hands over and
-// stores them in groups: whatever has arrived, up to deliveryGroup, is
-// checked and opened in parallel and stored in one transaction, then
+// deliveries takes the messages the deliveries consumer hands over
+// (Deliver) and stores them in groups: whatever has arrived, up to
+// deliveryGroup, is checked and opened in parallel and stored in one transaction, then
 // acknowledged (the newest one's ack held back, ackHold). Under load this
 // turns one commit per envelope into one per group; at light load a group
 // is a single envelope and nothing waits. The next group is checked and
 // opened while the last one is stored: a duplicate of an envelope still
 // being stored is then found by storeOne, inside the transaction.
-func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
+func (r *Receiver) deliveries(ctx context.Context) {
+	in := r.inbound
 	ready := make(chan []prepared, 1)
 	stored := make(chan struct{})
 	go func() {
@@ -63,7 +66,10 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 		wait.Stop()
 		defer func() {
 			if held != nil {
-				held.Ack() // best effort at shutdown: else redelivered, found in the inbox
+				// At shutdown: unacknowledged, it is redelivered and found in the inbox.
+				if err := held.Ack(); err != nil {
+					r.log.Warn("ack delivery at shutdown; redelivered after AckWait", "err", err)
+				}
 			}
 		}()
 		for {
@@ -72,9 +78,7 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 			select {
 			case ps, ok = <-ready:
 			case <-wait.C:
-				if err := held.Ack(); err != nil {
-					n.log.Warn("ack delivery", "err", err)
-				}
+				r.ack(held)
 				held = nil
 				continue
 			}
@@ -83,7 +87,7 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 			}
 			// The timer runs from when the held ack was taken aside: groups
 			// that store nothing (refused, retried) do not push it back.
-			if next := n.storeDeliveries(ctx, ps, held); next != held {
+			if next := r.storeDeliveries(ctx, ps, held); next != held {
 				held = next
 				wait.Reset(ackHold)
 			}
@@ -110,7 +114,7 @@ func (n *Node) deliveries(ctx context.Context, in <-chan jetstream.Msg) {
 				break more
 			}
 		}
-		ps := n.prepareDeliveries(ctx, group)
+		ps := r.prepareDeliveries(ctx, group)
 		select {
 		case ready <- ps:
 		case <-ctx.Done():
@@ -135,8 +139,8 @@ type prepared struct {
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
-func (n *Node) prepare(ctx context.Context, p *prepared) {
-	env, cred, err := n.codec.Check(ctx, p.msg.Data(), crypto.KindRecords)
+func (r *Receiver) prepare(ctx context.Context, p *prepared) {
+	env, cred, err := r.codec.Check(ctx, p.msg.Data(), crypto.KindRecords)
 	if env != nil {
 		p.h = env.Header
 	}
@@ -149,12 +153,12 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	// The sender chooses created and expires: bound them, so that a
 	// backdated envelope cannot pass for one made while the agreement was
 	// valid.
-	if now := n.now(); h.Created.After(now.Add(maxClockSkew)) || h.Expires.Sub(h.Created) > maxEnvelopeLife {
+	if now := r.now(); h.Created.After(now.Add(maxClockSkew)) || h.Expires.Sub(h.Created) > maxEnvelopeLife {
 		p.err = envelope.Refuse(envelope.RefuseExpired, errors.New("created in the future or valid for too long"))
 		return
 	}
 	var seen int
-	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, h.IDString()).Scan(&seen); err != nil {
+	if err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ?`, h.IDString()).Scan(&seen); err != nil {
 		p.err = fmt.Errorf("check inbox: %w", err)
 		return
 	}
@@ -162,8 +166,8 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.dup = true
 		return
 	}
-	a, err := n.agreements.Get(ctx, h.Agreement)
-	if errors.Is(err, agreement.ErrUnknown) || errors.Is(err, agreement.ErrNotActive) {
+	a, err := r.agreement(ctx, h.Agreement)
+	if isNoAgreement(err) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, err)
 		return
 	}
@@ -171,7 +175,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.err = err
 		return
 	}
-	if a.Provider != h.Sender || a.Recipient != n.cfg.NodeID || string(a.Purpose) != h.Purpose ||
+	if a.Provider != h.Sender || a.Recipient != r.nodeID || string(a.Purpose) != h.Purpose ||
 		a.Revoked || !a.ValidAt(h.Created) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
 		return
@@ -180,13 +184,13 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
 		return
 	}
-	body, err := n.codec.Open(env)
+	body, err := r.codec.Open(env)
 	if err != nil {
 		p.err = envelope.Refuse(envelope.RefuseDecrypt, err)
 		return
 	}
 	// The records are checked as NDJSON and stored as they arrived, so a
-	// compressed payload stays compressed in the database (codec.go).
+	// compressed payload stays compressed in the database (envelope.Codec).
 	buf, _ := plainBuffers.Get().(*[]byte)
 	if buf == nil {
 		buf = new([]byte)
@@ -200,7 +204,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 	if len(body) > 0 && len(plain) > 0 && &plain[0] != &body[0] {
 		*buf = plain // decompressed: keep the storage for the next envelope
 	}
-	if err := n.codec.CheckRecords(plain, h); err != nil {
+	if err := r.codec.CheckRecords(plain, h); err != nil {
 		p.err = envelope.Refuse(envelope.RefuseContent, err)
 		return
 	}
@@ -208,7 +212,7 @@ func (n *Node) prepare(ctx context.Context, p *prepared) {
 }
 
 // prepareDeliveries checks and opens a group of deliveries, two at a time.
-func (n *Node) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []prepared {
+func (r *Receiver) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []prepared {
 	ps := make([]prepared, len(msgs))
 	var wg sync.WaitGroup
 	const workers = 2
@@ -216,7 +220,7 @@ func (n *Node) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []pr
 		wg.Go(func() {
 			for i := w; i < len(ps); i += workers {
 				ps[i].msg = msgs[i]
-				n.prepare(ctx, &ps[i])
+				r.prepare(ctx, &ps[i])
 			}
 		})
 	}
@@ -225,21 +229,21 @@ func (n *Node) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) []pr
 }
 
 // storeDeliveries stores what of a prepared group was accepted, queues its
-// receipts (receipts.go) and records what was refused, in one transaction,
+// receipts (receipt.go) and records what was refused, in one transaction,
 // then terminates or retries what it must and acknowledges what it stored
 // or found stored already: held, the ack held back before, and each of the
 // group but the last, which it returns to be held in turn (ackHold).
-func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstream.Msg) jetstream.Msg {
-	now := n.now()
+func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jetstream.Msg) jetstream.Msg {
+	now := r.now()
 	var stored []*prepared
-	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+	err := r.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
 		stored = stored[:0]
 		for i := range ps {
 			p := &ps[i]
 			var ref *envelope.Refusal
 			if errors.As(p.err, &ref) {
-				if err := n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
+				if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
 					Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
 					return err
 				}
@@ -248,14 +252,14 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 			if p.err != nil || p.dup {
 				continue
 			}
-			ok, err := n.storeOne(ctx, tx, p, now)
+			ok, err := r.storeOne(ctx, tx, p, now)
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
 			}
-			if _, err := n.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli()); err != nil {
+			if _, err := r.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli()); err != nil {
 				return fmt.Errorf("queue receipt: %w", err)
 			}
 			stored = append(stored, p)
@@ -266,44 +270,42 @@ func (n *Node) storeDeliveries(ctx context.Context, ps []prepared, held jetstrea
 		if ctx.Err() != nil {
 			return held // shutting down: redelivered after AckWait
 		}
-		n.log.Warn("deliveries not stored; will retry", "envelopes", len(ps), "err", err)
+		r.log.Warn("deliveries not stored; will retry", "envelopes", len(ps), "err", err)
 		for _, p := range ps {
-			p.msg.NakWithDelay(redeliveryDelay(p.msg))
+			r.nak(p.msg, bus.RedeliveryDelay(p.msg))
 		}
 		return held
 	}
 	if len(stored) > 0 {
-		n.wakeReceipts()
+		r.wakeReceipts()
 	}
 	for i := range ps {
 		p := &ps[i]
 		var ref *envelope.Refusal
 		switch {
 		case errors.As(p.err, &ref):
-			n.m.Refused.WithLabelValues(ref.Reason).Inc()
-			n.log.Warn("envelope refused", "reason", ref.Reason, "sender", p.h.Sender, "envelope", p.h.IDString(), "err", ref.Err)
-			p.msg.Term()
+			r.m.Refused.WithLabelValues(ref.Reason).Inc()
+			r.log.Warn("envelope refused", "reason", ref.Reason, "sender", p.h.Sender, "envelope", p.h.IDString(), "err", ref.Err)
+			r.term(p.msg, p.h)
 		case p.err != nil:
 			if ctx.Err() == nil {
-				n.log.Warn("delivery failed; will retry", "err", p.err)
-				p.msg.NakWithDelay(redeliveryDelay(p.msg))
+				r.log.Warn("delivery failed; will retry", "err", p.err)
+				r.nak(p.msg, bus.RedeliveryDelay(p.msg))
 			}
 		default:
 			// Stored (or a duplicate): acknowledge the one held before and
 			// hold this one. A lost ack means a redelivery seen as a duplicate.
 			if held != nil {
-				if err := held.Ack(); err != nil {
-					n.log.Warn("ack delivery", "err", err)
-				}
+				r.ack(held)
 			}
 			held = p.msg
 		}
 	}
 	for _, p := range stored {
-		n.m.Received.Inc()
-		n.m.Stored.Add(float64(p.h.Count))
-		n.receivedRecords.Add(int64(p.h.Count))
-		n.m.Latency.Observe(n.now().Sub(p.h.Created).Seconds())
+		r.m.Received.Inc()
+		r.m.Stored.Add(float64(p.h.Count))
+		r.records.Add(int64(p.h.Count))
+		r.m.Latency.Observe(r.now().Sub(p.h.Created).Seconds())
 	}
 	return held
 }
@@ -322,41 +324,41 @@ var (
 // storeOne stores one prepared envelope inside tx. A sequence number the
 // sender already used for another envelope turns p into a refusal
 // (replayed) and stores nothing; ok reports whether it was stored.
-func (n *Node) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.Time) (ok bool, err error) {
+func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.Time) (ok bool, err error) {
 	h := p.h
 	eid := h.IDString()
 	var other int
-	if err := n.db.QueryRow(ctx, tx, qInboxHas, eid).Scan(&other); err != nil {
+	if err := r.db.QueryRow(ctx, tx, qInboxHas, eid).Scan(&other); err != nil {
 		return false, fmt.Errorf("check inbox: %w", err)
 	}
 	if other > 0 {
 		p.dup = true // twice in one group
 		return false, nil
 	}
-	if err := n.db.QueryRow(ctx, tx, qInboxSeq, h.Sender, h.Seq).Scan(&other); err != nil {
+	if err := r.db.QueryRow(ctx, tx, qInboxSeq, h.Sender, h.Seq).Scan(&other); err != nil {
 		return false, fmt.Errorf("check sequence: %w", err)
 	}
 	if other > 0 {
 		p.err = envelope.Refuse(envelope.RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
-		return false, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: envelope.RefuseReplayed})
+		return false, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: envelope.RefuseReplayed})
 	}
 	var prevLast int64
-	if err := n.db.QueryRow(ctx, tx, qLastIn, h.Sender, h.Kind).Scan(&prevLast); err != nil {
+	if err := r.db.QueryRow(ctx, tx, qLastIn, h.Sender, h.Kind).Scan(&prevLast); err != nil {
 		return false, fmt.Errorf("read sequence: %w", err)
 	}
-	if _, err := n.db.Exec(ctx, tx, qInsertInbox, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
+	if _, err := r.db.Exec(ctx, tx, qInsertInbox, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
 		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
 		return false, fmt.Errorf("store inbox: %w", err)
 	}
-	if _, err := n.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, h.Count, p.body); err != nil {
+	if _, err := r.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, h.Count, p.body); err != nil {
 		return false, fmt.Errorf("store records: %w", err)
 	}
-	if _, err := n.db.Exec(ctx, tx, qLastInUpdate, h.Sender, h.Kind, h.Seq); err != nil {
+	if _, err := r.db.Exec(ctx, tx, qLastInUpdate, h.Sender, h.Kind, h.Seq); err != nil {
 		return false, fmt.Errorf("store sequence: %w", err)
 	}
 	if prevLast > 0 && h.Seq > uint64(prevLast)+1 {
-		n.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender, "after", prevLast, "got", h.Seq)
+		r.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender, "after", prevLast, "got", h.Seq)
 	}
-	return true, n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
+	return true, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
 		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + h.Level: int(h.Count)}})
 }

@@ -1,4 +1,4 @@
-package node_test
+package receive_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestReceiptsCoalesce(t *testing.T) {
 	ctx := context.Background()
 	s := nodetest.NewSpace(t)
-	a, b, ag := s.Pair(nil, node.Env{}, node.WithReceiptLinger(node.Env{}, 500*time.Millisecond)) // wide enough for every envelope of the share
+	a, b, ag := s.Pair(nil, node.Env{}, node.Env{Receive: receive.WithReceiptLinger(500 * time.Millisecond)}) // wide enough for every envelope of the share
 	sr, err := a.Share(ctx, ag.ID)
 	if err != nil || sr.Permitted != nodetest.Grades || sr.Envelopes < 3 {
 		t.Fatalf("share: %+v, %v", sr, err)
@@ -35,7 +36,7 @@ func TestReceiptsCoalesce(t *testing.T) {
 func TestReceiptsAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	s := nodetest.NewSpace(t)
-	a, b, ag := s.Pair(nil, node.Env{}, node.WithReceiptLinger(node.Env{}, time.Hour)) // stores, never confirms
+	a, b, ag := s.Pair(nil, node.Env{}, node.Env{Receive: receive.WithReceiptLinger(time.Hour)}) // stores, never confirms
 	sr, err := a.Share(ctx, ag.ID)
 	if err != nil || sr.Permitted != nodetest.Grades {
 		t.Fatalf("share: %+v, %v", sr, err)

@@ -1,0 +1,175 @@
+package receive
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Control accepts a control message (the Accept of the control
+// consumer): an erasure request (this node erases and answers), an erasure
+// receipt (a recipient confirms), an agreement message, or a message of an
+// aggregate round; all but the first go to their handlers in Deps.
+func (r *Receiver) Control(ctx context.Context, data []byte) (crypto.Header, error) {
+	env, cred, err := r.codec.Check(ctx, data, 0)
+	if env == nil {
+		return crypto.Header{}, err
+	}
+	h := env.Header
+	if err != nil {
+		return h, err
+	}
+	plain, err := r.codec.Open(env)
+	if err != nil {
+		return h, envelope.Refuse(envelope.RefuseDecrypt, err)
+	}
+	switch h.Kind {
+	case crypto.KindErasureRequest:
+		return h, r.erase(ctx, h, cred, plain)
+	case crypto.KindErasureReceipt:
+		return h, r.erasureReceipt(ctx, h, plain)
+	case crypto.KindAgreement:
+		return h, r.agreementMessage(ctx, h, cred, plain)
+	case crypto.KindAggregate:
+		return h, r.aggregate(ctx, h, plain)
+	}
+	return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
+}
+
+// erase deletes, from what this node received from the provider under the
+// request's agreement, every record whose subject key carries the
+// request's token, and answers with a signed erasure receipt, in one
+// transaction.
+func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.Credential, plain []byte) error {
+	var req policy.ErasureRequest
+	if err := json.Unmarshal(plain, &req); err != nil || req.Validate() != nil {
+		return envelope.Refuse(envelope.RefuseContent, errors.New("not an erasure request"))
+	}
+	if req.Provider != h.Sender || req.Recipient != r.nodeID || req.Agreement != h.Agreement {
+		return envelope.Refuse(envelope.RefuseContent, errors.New("erasure request does not match its envelope"))
+	}
+	now := r.now()
+	deleted, fresh := 0, false
+	err := r.db.Write(ctx, func(tx *sql.Tx) error {
+		deleted, fresh = 0, false
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased(request, done_ms) VALUES (?, ?)`, req.ID, now.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("check erasure: %w", err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("check erasure: %w", err)
+		}
+		if k == 0 {
+			return nil // a redelivered request: done already, its receipt queued then
+		}
+		fresh = true
+		rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, r.type, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
+			WHERE i.sender = ? AND i.agreement = ?`, req.Provider, req.Agreement)
+		if err != nil {
+			return fmt.Errorf("find records: %w", err)
+		}
+		type rewrite struct {
+			eid     string
+			body    []byte
+			records int
+		}
+		var rw []rewrite
+		for rows.Next() {
+			var eid, typ string
+			var body []byte
+			if err := rows.Scan(&eid, &typ, &body); err != nil {
+				rows.Close()
+				return err
+			}
+			// A stored body is NDJSON or compressed NDJSON (envelope.Codec); what
+			// is kept is written back compressed when that is smaller.
+			plain, err := envelope.RecordsPlain(body, envelope.MaxRecordsPlain)
+			if err != nil {
+				rows.Close()
+				return fmt.Errorf("read records of envelope %s: %w", eid, err)
+			}
+			kept, k, gone := r.withoutSubject(typ, plain, req.Subject)
+			if gone > 0 {
+				rw = append(rw, rewrite{eid, envelope.CompressRecords(kept, uint32(k)), k})
+				deleted += gone
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, w := range rw {
+			if _, err := tx.ExecContext(ctx, `UPDATE received SET body = ?, records = ? WHERE envelope_id = ?`, w.body, w.records, w.eid); err != nil {
+				return fmt.Errorf("erase: %w", err)
+			}
+		}
+		if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindErasure, Peer: req.Provider, Agreement: req.Agreement,
+			Purpose: string(req.Purpose), Envelope: req.ID, Reason: "performed", Count: deleted}); err != nil {
+			return err
+		}
+		rc := req.Receipt(deleted, now)
+		body, err := json.Marshal(rc)
+		if err != nil {
+			return err
+		}
+		to := provider.CurrentKEMKey()
+		if to == nil {
+			return fmt.Errorf("erasure receipt: provider has no KEM key")
+		}
+		_, err = r.out.Enqueue(ctx, tx, crypto.Header{Recipient: req.Provider, Agreement: req.Agreement, Purpose: string(req.Purpose),
+			Count: 1, Kind: crypto.KindErasureReceipt}, to, r.layout.ControlSubject(req.Provider, r.nodeID), body, 0)
+		return err
+	})
+	if err != nil || !fresh {
+		return err
+	}
+	r.m.Erasures.WithLabelValues("performed").Inc()
+	r.m.RecordsErased.Add(float64(deleted))
+	r.records.Add(-int64(deleted))
+	r.out.Wake()
+	return nil
+}
+
+// withoutSubject returns body without the records whose subject key holds
+// token, how many records are kept and how many went.
+func (r *Receiver) withoutSubject(typ string, body []byte, token string) (kept []byte, k, gone int) {
+	rt, ok := r.std.Type(typ)
+	if !ok {
+		return body, 0, 0
+	}
+	key := rt.SubjectKey()
+	rd := schema.NewNDJSONReader(bytes.NewReader(body), "")
+	lines := bytes.SplitAfter(body, []byte("\n"))
+	li := 0
+	for {
+		rec, _, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		// Lines and records correspond one to one: the body was checked at
+		// receipt and has no blank lines.
+		line := lines[li]
+		li++
+		if err == nil && rec.Fields[key] == token {
+			gone++
+			continue
+		}
+		kept = append(kept, line...)
+		k++
+	}
+	if kept == nil {
+		kept = []byte{}
+	}
+	return kept, k, gone
+}
