@@ -2,23 +2,19 @@ package node
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/bus"
@@ -52,74 +48,57 @@ type Env struct {
 	Receive receive.Options
 }
 
-// Node is a running eduspace node.
+// Node is a running eduspace node: the parts along a record's way, wired
+// together, and what runs them.
 type Node struct {
 	cfg        Config
 	log        *slog.Logger
-	now        func() time.Time
-	std        *schema.Standard
-	rules      policy.Rulebook
 	db         *store.DB
-	ev         *evidence.Log
-	keys       *keys.Keys
-	cred       *crypto.Credential
-	credToken  string // the credential as issued (JWT)
-	layout     bus.Layout
+	bus        *bus.Client
 	reg        *registry.Registry
-	codec      *envelope.Codec
 	out        *outbox.Outbox
+	ckpt       *checkpoint.Keeper
 	agreements *agreement.Book
-	shares     *share.Sharer
 	consents   *consent.Ledger
-	m          *metrics.Metrics
-	suite      crypto.SuiteID
-
-	emb       *bus.Embedded // started by this node; nil when not
-	nc        *nats.Conn
-	js        jetstream.JetStream
-	consumers []jetstream.ConsumeContext
-	consMu    sync.Mutex
-	cons      map[string]jetstream.Consumer // by kind: deliver, receipt, control, audit
-
-	ckpt    *checkpoint.Keeper // publishes this node's checkpoints, keeps every node's
-	recv    *receive.Receiver  // stores what peers send, confirms it, erases and expires it
-	started bool               // Open completed
-	shareMu sync.Mutex
-	agg     *aggregate.Aggregator
-	ready   atomic.Bool
-
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
-	servers   []*http.Server
-	adminAddr string
-	closers   []func() error // in order of opening; run in reverse by Close
-	once      sync.Once
-	closeErr  error
+	recv       *receive.Receiver
+	shares     *share.Sharer
+	agg        *aggregate.Aggregator
+	admin      *admin.Server
+	run        runner
 }
 
-// Open starts a node: database, keys, credential, NATS, the space's streams,
-// the relay and the consumer, and the HTTP listeners. Close stops it.
+// runner is what Open starts and Close stops: the node's goroutines, under
+// one context, and what it closes, in reverse order of opening.
+type runner struct {
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closers []func() error // in order of opening
+	started bool           // Open completed
+	ready   atomic.Bool
+	once    sync.Once
+	err     error
+}
+
+// Open starts a node: database, keys, credential, NATS, the space's
+// streams, the parts along a record's way and their loops, the consumers,
+// and the HTTP listeners. Close stops it.
 func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	n := &Node{
-		cfg:    cfg,
-		log:    env.Logger,
-		now:    env.Now,
-		std:    schema.Default(),
-		rules:  policy.DefaultRulebook(),
-		layout: bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas},
-		cons:   map[string]jetstream.Consumer{},
-	}
+	n := &Node{cfg: cfg, log: env.Logger}
 	if n.log == nil {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.log = n.log.With("node", cfg.NodeID)
-	if n.now == nil {
-		n.now = time.Now
+	now := env.Now
+	if now == nil {
+		now = time.Now
 	}
-	n.suite, _ = crypto.ParseSuite(cfg.Suite)
+	suite, err := crypto.ParseSuite(cfg.Suite)
+	if err != nil {
+		return nil, fmt.Errorf("config: suite: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -129,187 +108,149 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	rules := policy.DefaultRulebook()
 	if cfg.Rulebook != "" {
 		data, err := os.ReadFile(cfg.Rulebook)
 		if err != nil {
 			return nil, fmt.Errorf("rulebook: %w", err)
 		}
-		if n.rules, err = policy.ParseRulebook(data); err != nil {
+		if rules, err = policy.ParseRulebook(data); err != nil {
 			return nil, fmt.Errorf("rulebook %s: %w", cfg.Rulebook, err)
 		}
 	}
-	if n.keys, err = keys.LoadKeys(cfg.DataDir); err != nil {
+	ks, err := keys.LoadKeys(cfg.DataDir)
+	if err != nil {
 		return nil, err
 	}
 	root, err := crypto.ReadAuthorityPublicKey(cfg.AuthorityKey)
 	if err != nil {
 		return nil, fmt.Errorf("authority_public_key: %w", err)
 	}
-	if n.cred, n.credToken, err = cfg.loadCredential(root, n.now()); err != nil {
+	cred, credToken, err := cfg.loadCredential(root, now())
+	if err != nil {
 		return nil, err
 	}
 	// The credential decides which keys are current (CREDENTIALS.md §5).
-	if err := n.keys.Use(n.cred); err != nil {
+	if err := ks.Use(cred); err != nil {
 		return nil, fmt.Errorf("credential %s: %w", cfg.credentialPath(), err)
 	}
 
-	n.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "node.db"))
-	if err != nil {
+	if n.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "node.db")); err != nil {
 		return nil, err
 	}
-	n.closers = append(n.closers, n.db.Close)
-	n.ev = evidence.New(cfg.NodeID, n.keys.Derive("evidence subject"), n.now).UseDB(n.db)
-	n.m = newMetrics(n.std)
+	n.run.closers = append(n.run.closers, n.db.Close)
+	std := schema.Default()
+	ev := evidence.New(cfg.NodeID, ks.Derive("evidence subject"), now).UseDB(n.db)
+	m := newMetrics(std)
 
-	emb := env.Embedded
-	if emb == nil && cfg.NATS.URL == "" {
-		if n.emb, err = bus.StartEmbedded(filepath.Join(cfg.DataDir, "nats"), cfg.NATS.Listen); err != nil {
-			return nil, err
-		}
-		n.closers = append(n.closers, func() error { n.emb.Shutdown(); return nil })
-		emb = n.emb
+	layout := bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas}
+	if n.bus, err = bus.Dial(bus.DialOptions{
+		ConnectOptions: bus.ConnectOptions{Name: "eduspace-" + cfg.NodeID, URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
+			InboxPrefix: layout.InboxPrefix(cfg.NodeID), Embedded: env.Embedded, Logger: n.log},
+		Domain: cfg.NATS.Domain, EmbeddedDir: filepath.Join(cfg.DataDir, "nats"), EmbeddedListen: cfg.NATS.Listen,
+	}); err != nil {
+		return nil, err
 	}
-	n.nc, err = bus.Connect(bus.ConnectOptions{
-		Name: "eduspace-" + cfg.NodeID, URL: cfg.NATS.URL, Credentials: cfg.NATS.Credentials,
-		InboxPrefix: n.layout.InboxPrefix(cfg.NodeID),
-		Embedded:    emb, Logger: n.log,
-	})
+	n.run.closers = append(n.run.closers, n.bus.Close)
+	kv, err := bus.Ensure(ctx, n.bus.JS, layout)
 	if err != nil {
 		return nil, err
 	}
-	n.closers = append(n.closers, func() error { return n.nc.Drain() })
-	if cfg.NATS.Domain != "" {
-		n.js, err = jetstream.NewWithDomain(n.nc, cfg.NATS.Domain)
-	} else {
-		n.js, err = jetstream.New(n.nc)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	kv, err := bus.Ensure(ctx, n.js, n.layout)
+	revKV, err := bus.Revocations(ctx, n.bus.JS, layout)
 	if err != nil {
 		return nil, err
 	}
-	n.reg = registry.New(kv, root, cfg.Space, n.now)
-	n.codec = &envelope.Codec{NodeID: cfg.NodeID, Keys: n.keys, Registry: n.reg, Std: n.std, TTL: cfg.EnvelopeTTL, Now: n.now}
-	n.out = outbox.New(outbox.Config{DB: n.db, Codec: n.codec, Evidence: n.ev, Metrics: n.m, Logger: n.log, Now: n.now,
-		JetStream: n.js, MaxPayload: n.nc.MaxPayload, Blocked: func() bool { return n.ckpt.SendingBlocked() }, Options: env.Outbox})
-	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: n.cred, Std: n.std, DB: n.db, Evidence: n.ev,
-		Keys: n.keys, Registry: n.reg, Outbox: n.out, Layout: n.layout, Now: n.now, Shares: &n.shareMu})
-	n.consents = consent.New(consent.Config{NodeID: cfg.NodeID, DB: n.db, Evidence: n.ev, Metrics: n.m, Keys: n.keys,
-		Registry: n.reg, Outbox: n.out, Layout: n.layout, Now: n.now, Shares: &n.shareMu})
-	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: n.std, Rules: n.rules, DB: n.db, Evidence: n.ev, Metrics: n.m,
-		Logger: n.log, Now: n.now, Keys: n.keys, Registry: n.reg, Codec: n.codec, Outbox: n.out, Agreements: n.agreements,
-		Layout: n.layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.nc.MaxPayload, Consents: n.consents.For, Lock: &n.shareMu})
-	n.out.OnDrop(n.shares.Unshare)
-	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: n.cred, Std: n.std, DB: n.db, Evidence: n.ev, Keys: n.keys,
-		Registry: n.reg, Codec: n.codec, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Enqueue: n.out.Enqueue,
-		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords})
-	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: n.ev, Codec: n.codec, Registry: n.reg,
-		Outbox: n.out, Std: n.std, Metrics: n.m, Log: n.log, Now: n.now, Layout: n.layout, Agreement: n.receiveAgreement,
-		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Options: env.Receive})
-	revKV, err := bus.Revocations(ctx, n.js, n.layout)
-	if err != nil {
-		return nil, err
-	}
+	n.reg = registry.New(kv, root, cfg.Space, now)
 	if err := n.reg.LoadRevocations(ctx, revKV, cfg.DataDir, n.log); err != nil {
 		return nil, err
 	}
-	if err := n.reg.Publish(ctx, cfg.NodeID, n.credToken); err != nil {
+	if err := n.reg.Publish(ctx, cfg.NodeID, credToken); err != nil {
 		return nil, err
 	}
+
+	// The parts, from the bottom of a record's way up.
+	var sharesLock sync.Mutex // one share, send, revocation or withdrawal at a time
+	codec := &envelope.Codec{NodeID: cfg.NodeID, Keys: ks, Registry: n.reg, Std: std, TTL: cfg.EnvelopeTTL, Now: now}
 	n.ckpt = checkpoint.New(checkpoint.Deps{
-		DB: n.db, Evidence: n.ev, Node: cfg.NodeID, Keys: n.keys, Registry: n.reg,
-		JS: n.js, Layout: n.layout, Credential: n.credToken, Metrics: n.m, Log: n.log, Now: n.now,
+		DB: n.db, Evidence: ev, Node: cfg.NodeID, Keys: ks, Registry: n.reg,
+		JS: n.bus.JS, Layout: layout, Credential: credToken, Metrics: m, Log: n.log, Now: now,
 		Interval: cfg.Checkpoint.Interval, MaxAge: cfg.Checkpoint.MaxAge,
 	})
+	n.out = outbox.New(outbox.Config{DB: n.db, Codec: codec, Evidence: ev, Metrics: m, Logger: n.log, Now: now,
+		JetStream: n.bus.JS, MaxPayload: n.bus.MaxPayload, Blocked: n.ckpt.SendingBlocked, Options: env.Outbox})
+	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: cred, Std: std, DB: n.db, Evidence: ev,
+		Keys: ks, Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
+	n.consents = consent.New(consent.Config{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Metrics: m, Keys: ks,
+		Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
+	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev, Metrics: m,
+		Logger: n.log, Now: now, Keys: ks, Registry: n.reg, Codec: codec, Outbox: n.out, Agreements: n.agreements,
+		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock})
+	n.out.OnDrop(n.shares.Unshare)
+	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
+		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
+		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords})
+	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
+		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, Agreement: n.receiveAgreement,
+		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Options: env.Receive})
+	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
+		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
+		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
+		Ready: n.Ready, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
-	n.wg.Add(2)
-	go func() {
-		defer n.wg.Done()
-		n.recv.Run(runCtx)
-	}()
-	go func() {
-		defer n.wg.Done()
-		n.reg.WatchRevocations(runCtx, revKV, n.log)
-	}()
+	n.run.cancel = cancel
+	for _, loop := range []func(context.Context){
+		n.recv.Run,
+		func(ctx context.Context) { n.reg.WatchRevocations(ctx, revKV, n.log) },
+	} {
+		n.run.wg.Go(func() { loop(runCtx) })
+	}
 	for _, c := range []struct {
-		stream, name, subject string
-		handle                func(jetstream.Msg)
-		buffer                jetstream.PullConsumeOpt
+		kind, stream, name, subject string
+		handle                      func(jetstream.Msg)
+		buffer                      jetstream.PullConsumeOpt
 	}{
 		// Deliveries are buffered by bytes: envelopes run to megabytes
-		// (envelopePlaintext), so 256 of them could be a gigabyte.
-		{n.layout.ExchangeStream(), n.layout.DeliverConsumer(cfg.NodeID), n.layout.DeliverFilter(cfg.NodeID),
+		// (share.Sharer.EnvelopePlaintext), so 256 of them could be a
+		// gigabyte.
+		{"deliver", layout.ExchangeStream(), layout.DeliverConsumer(cfg.NodeID), layout.DeliverFilter(cfg.NodeID),
 			func(msg jetstream.Msg) { n.recv.Deliver(runCtx, msg) }, jetstream.PullMaxBytes(receive.DeliveryBufferBytes)},
-		{n.layout.ExchangeStream(), n.layout.ReceiptConsumer(cfg.NodeID), n.layout.ReceiptFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.recv.Handle(runCtx, msg, n.out.AcceptReceipt) }, nil},
-		{n.layout.ExchangeStream(), n.layout.ControlConsumer(cfg.NodeID), n.layout.ControlFilter(cfg.NodeID),
-			func(msg jetstream.Msg) { n.recv.Handle(runCtx, msg, n.recv.Control) }, nil},
-		{n.layout.AuditStream(), n.layout.AuditConsumer(cfg.NodeID), n.layout.AuditFilter(),
-			func(msg jetstream.Msg) { n.ckpt.Handle(runCtx, msg) }, nil},
+		{"receipt", layout.ExchangeStream(), layout.ReceiptConsumer(cfg.NodeID), layout.ReceiptFilter(cfg.NodeID),
+			func(msg jetstream.Msg) { n.recv.Handle(runCtx, msg, n.out.AcceptReceipt) }, jetstream.PullMaxMessages(256)},
+		{"control", layout.ExchangeStream(), layout.ControlConsumer(cfg.NodeID), layout.ControlFilter(cfg.NodeID),
+			func(msg jetstream.Msg) { n.recv.Handle(runCtx, msg, n.recv.Control) }, jetstream.PullMaxMessages(256)},
+		{"audit", layout.AuditStream(), layout.AuditConsumer(cfg.NodeID), layout.AuditFilter(),
+			func(msg jetstream.Msg) { n.ckpt.Handle(runCtx, msg) }, jetstream.PullMaxMessages(256)},
 	} {
-		cons, err := bus.Consumer(ctx, n.js, c.stream, c.name, c.subject)
-		if err != nil {
+		if err := n.bus.Consume(ctx, c.kind, c.stream, c.name, c.subject, c.handle, c.buffer); err != nil {
 			return nil, err
 		}
-		n.consMu.Lock()
-		n.cons[strings.TrimSuffix(c.name, "_"+cfg.NodeID)] = cons
-		n.consMu.Unlock()
-		buffer := c.buffer
-		if buffer == nil {
-			buffer = jetstream.PullMaxMessages(256)
-		}
-		cc, err := cons.Consume(c.handle, buffer)
-		if err != nil {
-			return nil, fmt.Errorf("consume %s: %w", c.subject, err)
-		}
-		n.consumers = append(n.consumers, cc)
 	}
-	n.wg.Add(2)
-	go func() {
-		defer n.wg.Done()
-		n.out.Run(runCtx)
-	}()
-	go func() {
-		defer n.wg.Done()
-		n.ckpt.Run(runCtx)
-	}()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.agg.Run(runCtx)
-	}()
-	n.m.RegisterGauges(metrics.Gauges{
+	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run} {
+		n.run.wg.Go(func() { loop(runCtx) })
+	}
+	m.RegisterGauges(metrics.Gauges{
 		OutboxDepth:     n.out.Depth,
 		AwaitingReceipt: n.out.AwaitingReceipt,
 		SequenceMissing: n.recv.SequenceMissing,
 		ErasuresOpen:    n.consents.ErasuresOpen,
-		EvidenceEntries: n.evidenceLength,
-		ConsumerPending: n.consumerPending,
+		EvidenceEntries: func(ctx context.Context) (float64, error) {
+			count, _, err := ev.Head(ctx)
+			return float64(count), err
+		},
+		ConsumerPending: n.bus.Pending,
 		CheckpointAge:   n.ckpt.Age,
 		SendingBlocked:  n.ckpt.SendingBlocked,
 	})
-	if err := n.serveHTTP(); err != nil {
+	if err := n.admin.Listen(cfg.Admin.Listen, cfg.Metrics.Listen); err != nil {
 		return nil, err
 	}
-	n.started = true
-	n.ready.Store(true)
-	n.log.Info("node started", "space", cfg.Space, "role", string(n.cred.Role), "suite", n.suite.String(),
-		"embedded_nats", emb != nil)
+	n.run.started = true
+	n.run.ready.Store(true)
+	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
+		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
 }
-
-// ReceivedRecords is how many records this node has stored from peers
-// since it started, less those erased or expired since.
-func (n *Node) ReceivedRecords() int64 { return n.recv.ReceivedRecords() }
-
-// ExpireRetention deletes received records whose agreement's retention
-// period has ended, without being asked: one pass (the node runs one at
-// start and every ten minutes).
-func (n *Node) ExpireRetention(ctx context.Context) error { return n.recv.ExpireRetention(ctx) }
 
 // receiveAgreement is the agreement with id for the receiving side, which
 // refuses what no active agreement covers.
@@ -321,163 +262,53 @@ func (n *Node) receiveAgreement(ctx context.Context, id string) (*policy.Agreeme
 	return a, err
 }
 
-// Aggregator is the node's side of aggregate rounds: the center's queries
-// and releases, and the node's privacy budgets.
-func (n *Node) Aggregator() *aggregate.Aggregator { return n.agg }
-
-// ID is the node's id.
-func (n *Node) ID() string { return n.cfg.NodeID }
-
-// AdminToken is the bearer token of the admin API.
-func (n *Node) AdminToken() string { return n.keys.AdminToken }
-
 // Ready reports whether the node is serving: started, connected to NATS,
 // and not failing closed for want of published checkpoints.
 func (n *Node) Ready() bool {
-	return n.ready.Load() && n.nc != nil && n.nc.IsConnected() && !n.ckpt.SendingBlocked()
+	return n.run.ready.Load() && n.bus != nil && n.bus.Connected() && !n.ckpt.SendingBlocked()
 }
 
 // Close stops the node: HTTP first (with a fresh bounded context), then the
-// consumer and the relay, then NATS, then the database — the reverse of
+// consumers and the loops, then NATS, then the database — the reverse of
 // opening. It is safe to call more than once.
 func (n *Node) Close() error {
-	n.once.Do(func() {
-		n.ready.Store(false)
+	n.run.once.Do(func() {
+		n.run.ready.Store(false)
 		var errs []error
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		for _, s := range n.servers {
-			if err := s.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("stop http: %w", err))
+		if n.admin != nil {
+			if err := n.admin.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
 			}
 		}
-		for _, cc := range n.consumers {
-			cc.Drain()
+		if n.bus != nil {
+			n.bus.StopConsuming(ctx)
 		}
-		for _, cc := range n.consumers {
-			select {
-			case <-cc.Closed():
-			case <-ctx.Done():
-			}
+		if n.run.cancel != nil {
+			n.run.cancel()
 		}
-		if n.cancel != nil {
-			n.cancel()
-		}
-		n.wg.Wait()
-		// A share still running (its request outlived the HTTP shutdown, or
-		// a caller in this process) finishes before anything closes.
-		n.shareMu.Lock()
-		if n.started {
-			// A last checkpoint, after everything else has stopped writing,
+		n.run.wg.Wait()
+		if n.run.started {
+			// A share still running (its request outlived the HTTP
+			// shutdown, or a caller in this process) finishes first; then a
+			// last checkpoint, after everything else has stopped writing,
 			// so that the log as it is at shutdown is covered on the space.
+			n.shares.Lock()
 			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := n.ckpt.Publish(cctx); err != nil {
 				n.log.Warn("final checkpoint not published", "err", err)
 			}
 			ccancel()
+			n.shares.Unlock()
 		}
-		n.shareMu.Unlock()
-		for i := len(n.closers) - 1; i >= 0; i-- {
-			if err := n.closers[i](); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		for i := len(n.run.closers) - 1; i >= 0; i-- {
+			if err := n.run.closers[i](); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		n.closeErr = errors.Join(errs...)
+		n.run.err = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
-	return n.closeErr
+	return n.run.err
 }
-
-func (n *Node) serveHTTP() error {
-	admin := n.adminHandler()
-	metrics := n.metricsHandler()
-	if n.cfg.Metrics.Listen == "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics)
-		mux.Handle("/", admin)
-		admin = mux
-	} else if _, err := n.listen(n.cfg.Metrics.Listen, metrics); err != nil {
-		return err
-	}
-	if n.cfg.Admin.Listen != "" {
-		addr, err := n.listen(n.cfg.Admin.Listen, admin)
-		n.adminAddr = addr
-		return err
-	}
-	return nil
-}
-
-// AdminAddr is the address the admin API listens on ("" when disabled); it
-// resolves a configured port 0 to the port chosen.
-func (n *Node) AdminAddr() string { return n.adminAddr }
-
-func (n *Node) listen(addr string, h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("listen %s: %w", addr, err)
-	}
-	s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	n.servers = append(n.servers, s)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("http server stopped", "addr", addr, "err", err)
-		}
-	}()
-	n.log.Info("listening", "addr", ln.Addr().String())
-	return ln.Addr().String(), nil
-}
-
-// consumerPending is how many messages wait for this node on one of its
-// consumers (deliver, receipt, control, audit): not yet delivered plus
-// delivered and not yet acknowledged. -1 when the server cannot say.
-func (n *Node) consumerPending(ctx context.Context, kind string) (float64, error) {
-	n.consMu.Lock()
-	c := n.cons[kind]
-	n.consMu.Unlock()
-	if c == nil {
-		return 0, fmt.Errorf("no %s consumer", kind)
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return float64(info.NumPending) + float64(info.NumAckPending), nil
-}
-
-// Checkpoint signs and publishes a checkpoint of the evidence log now, if
-// the log has grown since the last one.
-func (n *Node) Checkpoint(ctx context.Context) error { return n.ckpt.Publish(ctx) }
-
-// CheckpointHeld is the highest entry count of node's evidence log that a
-// checkpoint this node holds covers (0 when none).
-func (n *Node) CheckpointHeld(ctx context.Context, node string) (int64, error) {
-	count, _, err := n.ckpt.Latest(ctx, node)
-	return count, err
-}
-
-// RevocationSerial is the serial of the newest revocation list this node
-// has verified and checks peers against, 0 when it holds none.
-func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }
-
-// count runs a query returning one number.
-func (n *Node) count(ctx context.Context, query string) (float64, error) {
-	var k sql.NullInt64
-	if err := n.db.R.QueryRowContext(ctx, query).Scan(&k); err != nil {
-		return 0, err
-	}
-	return float64(k.Int64), nil
-}
-
-func (n *Node) evidenceLength(ctx context.Context) (float64, error) {
-	return n.count(ctx, `SELECT coalesce(max(seq), 0) FROM evidence`)
-}
-
-// enqueue seals and queues one envelope to the outbox inside tx.
-func (n *Node) enqueue(ctx context.Context, tx *sql.Tx, h crypto.Header, to *crypto.KEMPublicKey, subject string, plaintext []byte, records int) (string, error) {
-	return n.out.Enqueue(ctx, tx, h, to, subject, plaintext, records)
-}
-
-// wakeRelay makes the relay look at the outbox now.
-func (n *Node) wakeRelay() { n.out.Wake() }

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/authority"
 )
 
@@ -248,7 +248,7 @@ func (p *nodeProc) call(ctx context.Context, method, path string, body []byte, o
 }
 
 func (p *nodeProc) received(ctx context.Context) int64 {
-	var st node.Status
+	var st admin.Status
 	if err := p.call(ctx, http.MethodGet, "/v1/status", nil, &st); err != nil {
 		return -1
 	}

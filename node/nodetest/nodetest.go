@@ -20,6 +20,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/store"
@@ -40,6 +41,9 @@ type Space struct {
 	Now time.Time
 	// Configs are the configs Config made, by node id.
 	Configs map[string]node.Config
+	// Valid is how long the credentials Config issues are valid: an hour
+	// unless a test sets it.
+	Valid time.Duration
 }
 
 // NewSpace starts an empty space; the test's cleanup stops it.
@@ -59,7 +63,7 @@ func NewSpace(t *testing.T) *Space {
 		t.Fatal(err)
 	}
 	t.Cleanup(emb.Shutdown)
-	return &Space{T: t, Dir: dir, AK: ak, Pub: pub, Emb: emb, Now: time.Now(), Configs: map[string]node.Config{}}
+	return &Space{T: t, Dir: dir, AK: ak, Pub: pub, Emb: emb, Now: time.Now(), Configs: map[string]node.Config{}, Valid: time.Hour}
 }
 
 // Config creates member id's keys and a university credential valid for
@@ -69,7 +73,7 @@ func (s *Space) Config(id string) node.Config {
 	s.T.Helper()
 	nd := filepath.Join(s.Dir, id)
 	if _, err := authority.Provision(s.AK, nd, id, crypto.SuiteX25519, authority.Member{
-		Space: SpaceID, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: time.Hour}, s.Now); err != nil {
+		Space: SpaceID, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: s.Valid}, s.Now); err != nil {
 		s.T.Fatal(err)
 	}
 	cfg := node.DefaultConfig()
@@ -189,7 +193,7 @@ func ResidentID(body17 string) string {
 }
 
 // Status is n's status; it fails the test when n cannot say.
-func Status(t testing.TB, n *node.Node) node.Status {
+func Status(t testing.TB, n *node.Node) admin.Status {
 	t.Helper()
 	st, err := n.Status(context.Background())
 	if err != nil {

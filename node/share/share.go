@@ -1126,3 +1126,9 @@ func (n *Sharer) labels(rec schema.Record, stored []byte, now time.Time) (schema
 	}
 	return n.std.Classify(rec, now)
 }
+
+// Lock takes the shares lock: while it is held, no share or send commits.
+func (n *Sharer) Lock() { n.lock.Lock() }
+
+// Unlock releases the shares lock.
+func (n *Sharer) Unlock() { n.lock.Unlock() }

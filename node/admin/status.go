@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"bytes"
@@ -107,8 +107,8 @@ type statusInbound struct {
 }
 
 // statusPageHandler serves the status page to loopback peers only.
-func (n *Node) statusPageHandler() http.Handler {
-	return loopbackOnly(http.HandlerFunc(n.serveStatusPage))
+func (s *Server) statusPageHandler() http.Handler {
+	return loopbackOnly(http.HandlerFunc(s.serveStatusPage))
 }
 
 // loopbackOnly lets through requests whose peer is a loopback address and
@@ -127,10 +127,10 @@ func loopbackOnly(next http.Handler) http.Handler {
 	})
 }
 
-func (n *Node) serveStatusPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	d := n.statusData(ctx)
+	d := s.statusData(ctx)
 	var buf bytes.Buffer
 	if err := statusTemplate.Execute(&buf, d); err != nil {
 		writeProblem(w, http.StatusInternalServerError, "status-failed", "Status page failed", err.Error())
@@ -147,16 +147,16 @@ func (n *Node) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 
 // statusData reads everything the page shows. A part that cannot be read
 // is named in Problems and shown empty; the page itself always renders.
-func (n *Node) statusData(ctx context.Context) statusData {
-	now := n.now()
+func (s *Server) statusData(ctx context.Context) statusData {
+	now := s.now()
 	d := statusData{
-		Generated: now, Node: n.cfg.NodeID, Space: n.cfg.Space, Suite: n.suite.String(),
-		Ready: n.Ready(), Connected: n.nc != nil && n.nc.IsConnected(), Blocked: n.ckpt.SendingBlocked(),
-		CheckpointAge: n.ckpt.Age(), CheckpointMax: n.cfg.Checkpoint.MaxAge,
+		Generated: now, Node: s.nodeID, Space: s.space, Suite: s.suite.String(),
+		Ready: s.ready(), Connected: s.connected(), Blocked: s.ckpt.SendingBlocked(),
+		CheckpointAge: s.ckpt.Age(), CheckpointMax: s.checkpointMax,
 	}
-	if n.cred != nil {
-		d.Role, d.Institution, d.CredExpires = string(n.cred.Role), n.cred.Institution, n.cred.Expires
-		d.CredLeft, d.CredWarn = expiresIn(n.cred.Expires, now)
+	if s.cred != nil {
+		d.Role, d.Institution, d.CredExpires = string(s.cred.Role), s.cred.Institution, s.cred.Expires
+		d.CredLeft, d.CredWarn = expiresIn(s.cred.Expires, now)
 	}
 	problem := func(what string, err error) {
 		if err != nil {
@@ -164,20 +164,20 @@ func (n *Node) statusData(ctx context.Context) statusData {
 		}
 	}
 
-	count, head, err := n.ev.Head(ctx)
+	count, head, err := s.ev.Head(ctx)
 	problem("evidence head", err)
 	d.EvidenceCount = count
 	if len(head) > 0 {
 		d.EvidenceHead = hex.EncodeToString(head[:min(8, len(head))])
 	}
-	d.OwnCheckpoint, d.OwnCheckpointT, err = n.ckpt.Latest(ctx, n.cfg.NodeID)
+	d.OwnCheckpoint, d.OwnCheckpointT, err = s.ckpt.Latest(ctx, s.nodeID)
 	problem("own checkpoint", err)
 	for _, x := range []struct {
 		what string
 		out  *int64
 		f    func(context.Context) (float64, error)
-	}{{"outbox depth", &d.OutboxDepth, n.out.Depth}, {"awaiting receipt", &d.AwaitingReceipt, n.out.AwaitingReceipt},
-		{"sequence missing", &d.SequenceMissing, n.recv.SequenceMissing}} {
+	}{{"outbox depth", &d.OutboxDepth, s.out.Depth}, {"awaiting receipt", &d.AwaitingReceipt, s.out.AwaitingReceipt},
+		{"sequence missing", &d.SequenceMissing, s.recv.SequenceMissing}} {
 		v, err := x.f(ctx)
 		problem(x.what, err)
 		*x.out = int64(v)
@@ -188,28 +188,28 @@ func (n *Node) statusData(ctx context.Context) statusData {
 		out   *statusExchange
 		since time.Time
 	}{{&d.Sent24, time.UnixMilli(since)}, {&d.SentAll, time.UnixMilli(0)}} {
-		s, err := n.out.SentSince(ctx, x.since)
+		sent, err := s.out.SentSince(ctx, x.since)
 		problem("envelopes sent", err)
-		*x.out = statusExchange(s)
+		*x.out = statusExchange(sent)
 	}
 	for _, x := range []struct {
 		out   *statusInbound
 		since int64
 	}{{&d.Received24, since}, {&d.ReceivedAll, 0}} {
 		var err error
-		x.out.Envelopes, x.out.Records, err = n.recv.ReceivedSince(ctx, time.UnixMilli(x.since))
+		x.out.Envelopes, x.out.Records, err = s.recv.ReceivedSince(ctx, time.UnixMilli(x.since))
 		problem("envelopes received", err)
 	}
-	n.statusCounters(&d, problem)
-	n.statusPeers(ctx, &d, now, problem)
-	n.statusConsent(ctx, &d, problem)
+	s.statusCounters(&d, problem)
+	s.statusPeers(ctx, &d, now, problem)
+	s.statusConsent(ctx, &d, problem)
 	return d
 }
 
 // statusCounters reads the refusals and decisions counted since start from
 // the node's metrics registry.
-func (n *Node) statusCounters(d *statusData, problem func(string, error)) {
-	mfs, err := n.m.Registry.Gather()
+func (s *Server) statusCounters(d *statusData, problem func(string, error)) {
+	mfs, err := s.m.Registry.Gather()
 	if err != nil {
 		problem("metrics", err)
 		return
@@ -250,17 +250,17 @@ func (n *Node) statusCounters(d *statusData, problem func(string, error)) {
 // it holds (every active member publishes them) and those it exchanged
 // envelopes with, each with its credential as the registry serves it (or,
 // when the registry cannot answer, as the checkpoint carried it).
-func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, problem func(string, error)) {
+func (s *Server) statusPeers(ctx context.Context, d *statusData, now time.Time, problem func(string, error)) {
 	peers := map[string]*statusPeer{}
 	get := func(id string) *statusPeer {
 		p := peers[id]
 		if p == nil {
-			p = &statusPeer{Node: id, Self: id == n.cfg.NodeID}
+			p = &statusPeer{Node: id, Self: id == s.nodeID}
 			peers[id] = p
 		}
 		return p
 	}
-	held, err := n.ckpt.Nodes(ctx)
+	held, err := s.ckpt.Nodes(ctx)
 	problem("peers from checkpoints", err)
 	for _, h := range held {
 		p := get(h.Node)
@@ -270,8 +270,8 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 		counts func(context.Context) (map[string]int64, error)
 		set    func(*statusPeer, int64)
 	}{
-		{n.out.SentTo, func(p *statusPeer, v int64) { p.SentTo = v }},
-		{n.recv.ReceivedFrom, func(p *statusPeer, v int64) { p.RecvFrom = v }},
+		{s.out.SentTo, func(p *statusPeer, v int64) { p.SentTo = v }},
+		{s.recv.ReceivedFrom, func(p *statusPeer, v int64) { p.RecvFrom = v }},
 	} {
 		counts, err := q.counts(ctx)
 		for id, v := range counts {
@@ -279,21 +279,21 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 		}
 		problem("peers from exchanges", err)
 	}
-	get(n.cfg.NodeID)
+	get(s.nodeID)
 
 	for _, p := range peers {
 		var cred *crypto.Credential
 		if p.Self {
-			cred, p.Source = n.cred, "this node"
-		} else if n.reg != nil {
+			cred, p.Source = s.cred, "this node"
+		} else if s.reg != nil {
 			lctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			c, err := n.reg.Lookup(lctx, p.Node)
+			c, err := s.reg.Lookup(lctx, p.Node)
 			cancel()
 			if err == nil {
 				cred, p.Source = c, "registry"
 			} else {
 				p.State = shortError(err)
-				if c, err2 := n.ckpt.Credential(ctx, p.Node, now); err2 == nil {
+				if c, err2 := s.ckpt.Credential(ctx, p.Node, now); err2 == nil {
 					cred, p.Source = c, "checkpoint (registry: "+p.State+")"
 				}
 			}
@@ -322,8 +322,8 @@ func (n *Node) statusPeers(ctx context.Context, d *statusData, now time.Time, pr
 
 // statusConsent counts consent records and erasures where this version of
 // the database has those tables; the page says so when it does not.
-func (n *Node) statusConsent(ctx context.Context, d *statusData, problem func(string, error)) {
-	sum, err := n.consents.Summarise(ctx)
+func (s *Server) statusConsent(ctx context.Context, d *statusData, problem func(string, error)) {
+	sum, err := s.consents.Summarise(ctx)
 	problem("consents", err)
 	d.ConsentTable, d.ErasureTable = err == nil, err == nil
 	d.Consents, d.ErasuresAll, d.ErasOK, d.ErasuresOpen = sum.Consents, sum.Erasures, sum.Confirmed, sum.Open

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"encoding/csv"
@@ -15,15 +15,15 @@ import (
 // aggregateRoutes adds the aggregate API (node/aggregate/AGGREGATES.md §5)
 // to the admin API: the center's queries and releases, and every node's
 // budgets.
-func (n *Node) aggregateRoutes(api *http.ServeMux) {
-	api.HandleFunc("POST /v1/aggregate-queries", n.handleSubmitQuery)
-	api.HandleFunc("GET /v1/aggregates", n.handleAggregates)
-	api.HandleFunc("GET /v1/aggregates/{id}", n.handleAggregate)
-	api.HandleFunc("GET /v1/budgets", n.handleBudgets)
-	api.HandleFunc("PUT /v1/budgets", n.handleSetBudget)
+func (s *Server) aggregateRoutes(api *http.ServeMux) {
+	api.HandleFunc("POST /v1/aggregate-queries", s.handleSubmitQuery)
+	api.HandleFunc("GET /v1/aggregates", s.handleAggregates)
+	api.HandleFunc("GET /v1/aggregates/{id}", s.handleAggregate)
+	api.HandleFunc("GET /v1/budgets", s.handleBudgets)
+	api.HandleFunc("PUT /v1/budgets", s.handleSetBudget)
 }
 
-func (n *Node) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
@@ -36,7 +36,7 @@ func (n *Node) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid aggregate query", err.Error())
 		return
 	}
-	info, err := n.agg.Submit(r.Context(), q)
+	info, err := s.agg.Submit(r.Context(), q)
 	switch {
 	case errors.Is(err, aggregate.ErrNotCenter):
 		writeProblem(w, http.StatusForbidden, "not-center", "Not a center", err.Error())
@@ -46,13 +46,13 @@ func (n *Node) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
 		if err := json.NewEncoder(w).Encode(info); err != nil {
-			n.log.Warn("aggregate query: answer not written", "err", err)
+			s.log.Warn("aggregate query: answer not written", "err", err)
 		}
 	}
 }
 
-func (n *Node) handleAggregates(w http.ResponseWriter, r *http.Request) {
-	list, err := n.agg.Releases(r.Context())
+func (s *Server) handleAggregates(w http.ResponseWriter, r *http.Request) {
+	list, err := s.agg.Releases(r.Context())
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregates unavailable", "")
 		return
@@ -60,16 +60,16 @@ func (n *Node) handleAggregates(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, list)
 }
 
-func (n *Node) handleAggregate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAggregate(w http.ResponseWriter, r *http.Request) {
 	id, asCSV := r.PathValue("id"), r.URL.Query().Get("format") == "csv"
-	if s, ok := strings.CutSuffix(id, ".csv"); ok {
-		id, asCSV = s, true
+	if base, ok := strings.CutSuffix(id, ".csv"); ok {
+		id, asCSV = base, true
 	}
 	if f := r.URL.Query().Get("format"); f != "" && f != "csv" && f != "json" {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "format must be json or csv", "")
 		return
 	}
-	rel, err := n.agg.Release(r.Context(), id)
+	rel, err := s.agg.Release(r.Context(), id)
 	switch {
 	case errors.Is(err, aggregate.ErrUnknownRelease):
 		writeProblem(w, http.StatusNotFound, "unknown-aggregate", "Unknown aggregate", "")
@@ -85,7 +85,7 @@ func (n *Node) handleAggregate(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+rel.ID+`.csv"`)
 	if err := writeReleaseCSV(w, rel); err != nil {
-		n.log.Warn("aggregate: CSV not written", "aggregate", rel.ID, "err", err)
+		s.log.Warn("aggregate: CSV not written", "aggregate", rel.ID, "err", err)
 	}
 }
 
@@ -129,8 +129,8 @@ func optInt(v *int64) string {
 	return strconv.FormatInt(*v, 10)
 }
 
-func (n *Node) handleBudgets(w http.ResponseWriter, r *http.Request) {
-	list, err := n.agg.Budgets(r.Context())
+func (s *Server) handleBudgets(w http.ResponseWriter, r *http.Request) {
+	list, err := s.agg.Budgets(r.Context())
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "budgets-failed", "Budgets unavailable", "")
 		return
@@ -138,7 +138,7 @@ func (n *Node) handleBudgets(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, list)
 }
 
-func (n *Node) handleSetBudget(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSetBudget(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Recipient string  `json:"recipient"`
 		Dataset   string  `json:"dataset"`
@@ -148,9 +148,9 @@ func (n *Node) handleSetBudget(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "bad-request", `Body must be {"recipient": …, "dataset": …, "budget_rho": …}`, "")
 		return
 	}
-	if err := n.agg.SetBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
+	if err := s.agg.SetBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", err.Error())
 		return
 	}
-	n.handleBudgets(w, r)
+	s.handleBudgets(w, r)
 }

@@ -1,4 +1,4 @@
-package node
+package admin
 
 import (
 	"context"
@@ -36,47 +36,45 @@ func writeJSON(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func (n *Node) metricsHandler() http.Handler { return n.m.Handler() }
-
 // adminHandler serves the health probes without authentication and the
 // /v1 API behind the node's bearer token.
-func (n *Node) adminHandler() http.Handler {
+func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if n.ckpt.SendingBlocked() {
+		if s.ckpt.SendingBlocked() {
 			writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
 				"evidence checkpoints could not be published for longer than checkpoint.max_age; nothing is sent")
 			return
 		}
-		if !n.Ready() {
+		if !s.ready() {
 			writeProblem(w, http.StatusServiceUnavailable, "not-ready", "Node not ready", "not connected to NATS or not started")
 			return
 		}
 		io.WriteString(w, "ready\n")
 	})
 	api := http.NewServeMux()
-	api.HandleFunc("POST /v1/ingest", n.handleIngest)
-	api.HandleFunc("POST /v1/agreements", n.handleAgreement)
-	api.HandleFunc("GET /v1/agreements", n.handleAgreements)
-	api.HandleFunc("POST /v1/agreements/propose", n.handlePropose)
-	api.HandleFunc("POST /v1/agreements/{id}/accept", n.handleAccept)
-	api.HandleFunc("POST /v1/agreements/{id}/revoke", n.handleRevoke)
-	api.HandleFunc("POST /v1/shares", n.handleShare)
-	api.HandleFunc("GET /v1/status", n.handleStatus)
-	api.HandleFunc("POST /v1/consents", n.handleConsent)
-	api.HandleFunc("POST /v1/consents/{id}/withdraw", n.handleWithdraw)
-	api.HandleFunc("POST /v1/subjects/report", n.handleSubjectReport)
-	n.aggregateRoutes(api) // aggregate_http.go
-	mux.Handle("/v1/", n.authorize(api))
-	mux.Handle("GET /status", n.statusPageHandler()) // loopback only, no token: node/status.go
+	api.HandleFunc("POST /v1/ingest", s.handleIngest)
+	api.HandleFunc("POST /v1/agreements", s.handleAgreement)
+	api.HandleFunc("GET /v1/agreements", s.handleAgreements)
+	api.HandleFunc("POST /v1/agreements/propose", s.handlePropose)
+	api.HandleFunc("POST /v1/agreements/{id}/accept", s.handleAccept)
+	api.HandleFunc("POST /v1/agreements/{id}/revoke", s.handleRevoke)
+	api.HandleFunc("POST /v1/shares", s.handleShare)
+	api.HandleFunc("GET /v1/status", s.handleStatus)
+	api.HandleFunc("POST /v1/consents", s.handleConsent)
+	api.HandleFunc("POST /v1/consents/{id}/withdraw", s.handleWithdraw)
+	api.HandleFunc("POST /v1/subjects/report", s.handleSubjectReport)
+	s.aggregateRoutes(api) // aggregate_http.go
+	mux.Handle("/v1/", s.authorize(api))
+	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: node/status.go
 	return mux
 }
 
-func (n *Node) authorize(next http.Handler) http.Handler {
-	want := []byte("Bearer " + n.keys.AdminToken)
+func (s *Server) authorize(next http.Handler) http.Handler {
+	want := []byte("Bearer " + s.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
@@ -88,8 +86,8 @@ func (n *Node) authorize(next http.Handler) http.Handler {
 	})
 }
 
-func (n *Node) handleIngest(w http.ResponseWriter, r *http.Request) {
-	res, err := n.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), r.URL.Query().Get("type"))
+func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
+	res, err := s.shares.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), r.URL.Query().Get("type"))
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "ingest-failed", "Ingest failed", err.Error())
 		return
@@ -97,18 +95,18 @@ func (n *Node) handleIngest(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
-func (n *Node) handleAgreement(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleAgreement(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", err.Error())
 		return
 	}
-	a, err := policy.ParseAgreement(body, n.std)
+	a, err := policy.ParseAgreement(body, s.std)
 	if err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
 		return
 	}
-	if err := n.AddAgreement(r.Context(), a); err != nil {
+	if err := s.agreements.Add(r.Context(), a); err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Agreement not accepted", err.Error())
 		return
 	}
@@ -116,7 +114,7 @@ func (n *Node) handleAgreement(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]string{"id": a.ID})
 }
 
-func (n *Node) handleShare(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Agreement string `json:"agreement"`
 	}
@@ -124,7 +122,7 @@ func (n *Node) handleShare(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"agreement\": \"<id>\"}", "")
 		return
 	}
-	res, err := n.Share(r.Context(), req.Agreement)
+	res, err := s.shares.Share(r.Context(), req.Agreement)
 	switch {
 	case errors.Is(err, agreement.ErrUnknown):
 		writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
@@ -148,35 +146,35 @@ type Status struct {
 }
 
 // Status reports the node's state.
-func (n *Node) Status(ctx context.Context) (Status, error) {
-	s := Status{Node: n.cfg.NodeID, Space: n.cfg.Space, Role: string(n.cred.Role), Ready: n.Ready()}
+func (s *Server) Status(ctx context.Context) (Status, error) {
+	st := Status{Node: s.nodeID, Space: s.space, Role: string(s.cred.Role), Ready: s.ready()}
 	var errs []error
 	for _, x := range []struct {
 		out *int64
 		f   func(context.Context) (float64, error)
-	}{{&s.Records, n.shares.Held}, {&s.Received, n.recv.Records}, {&s.OutboxDepth, n.out.Depth}, {&s.EvidenceEntries, n.evidenceLength}} {
+	}{{&st.Records, s.shares.Held}, {&st.Received, s.recv.Records}, {&st.OutboxDepth, s.out.Depth}, {&st.EvidenceEntries, s.evidenceEntries}} {
 		v, err := x.f(ctx)
 		errs = append(errs, err)
 		*x.out = int64(v)
 	}
-	return s, errors.Join(errs...)
+	return st, errors.Join(errs...)
 }
 
-func (n *Node) handleStatus(w http.ResponseWriter, r *http.Request) {
-	s, err := n.Status(r.Context())
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.Status(r.Context())
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "status-failed", "Status unavailable", err.Error())
 		return
 	}
-	writeJSON(w, s)
+	writeJSON(w, st)
 }
 
 // VerifyEvidence checks the node's whole evidence chain.
-func (n *Node) VerifyEvidence(ctx context.Context) (evidence.Head, error) {
-	return evidence.Verify(ctx, n.db.R)
+func (s *Server) VerifyEvidence(ctx context.Context) (evidence.Head, error) {
+	return evidence.Verify(ctx, s.db.R)
 }
 
-func (n *Node) handleConsent(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
@@ -187,7 +185,7 @@ func (n *Node) handleConsent(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusUnprocessableEntity, "invalid-consent", "Invalid consent", err.Error())
 		return
 	}
-	receipt, err := n.GrantConsent(r.Context(), c)
+	receipt, err := s.consents.Grant(r.Context(), c)
 	if err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "consent-refused", "Consent not recorded", err.Error())
 		return
@@ -196,8 +194,8 @@ func (n *Node) handleConsent(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]string{"id": c.ID, "receipt": receipt})
 }
 
-func (n *Node) handleWithdraw(w http.ResponseWriter, r *http.Request) {
-	res, err := n.WithdrawConsent(r.Context(), r.PathValue("id"))
+func (s *Server) handleWithdraw(w http.ResponseWriter, r *http.Request) {
+	res, err := s.consents.Withdraw(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, consent.ErrUnknown):
 		writeProblem(w, http.StatusNotFound, "unknown-consent", "Unknown consent", "")
@@ -210,7 +208,7 @@ func (n *Node) handleWithdraw(w http.ResponseWriter, r *http.Request) {
 
 // handleSubjectReport takes the subject in the body, not the URL, so that
 // no student id ends up in a proxy's access log.
-func (n *Node) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Subject string `json:"subject"`
 	}
@@ -218,7 +216,7 @@ func (n *Node) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"subject\": \"<student_id>\"}", "")
 		return
 	}
-	rep, err := n.SubjectReport(r.Context(), req.Subject)
+	rep, err := s.consents.SubjectReport(r.Context(), req.Subject)
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "report-failed", "Subject report failed", "")
 		return
@@ -226,8 +224,8 @@ func (n *Node) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, rep)
 }
 
-func (n *Node) handleAgreements(w http.ResponseWriter, r *http.Request) {
-	list, err := n.Agreements(r.Context())
+func (s *Server) handleAgreements(w http.ResponseWriter, r *http.Request) {
+	list, err := s.agreements.List(r.Context())
 	if err != nil {
 		writeProblem(w, http.StatusInternalServerError, "agreements-failed", "Agreements unavailable", err.Error())
 		return
@@ -235,18 +233,18 @@ func (n *Node) handleAgreements(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, list)
 }
 
-func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handlePropose(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
 		return
 	}
-	a, err := policy.ParseAgreement(body, n.std)
+	a, err := policy.ParseAgreement(body, s.std)
 	if err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
 		return
 	}
-	if err := n.ProposeAgreement(r.Context(), a); err != nil {
+	if err := s.agreements.Propose(r.Context(), a); err != nil {
 		writeProblem(w, http.StatusUnprocessableEntity, "proposal-failed", "Agreement not proposed", err.Error())
 		return
 	}
@@ -254,8 +252,8 @@ func (n *Node) handlePropose(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]string{"id": a.ID, "state": agreement.Proposed})
 }
 
-func (n *Node) handleAccept(w http.ResponseWriter, r *http.Request) {
-	if err := n.AcceptAgreement(r.Context(), r.PathValue("id")); err != nil {
+func (s *Server) handleAccept(w http.ResponseWriter, r *http.Request) {
+	if err := s.agreements.Accept(r.Context(), r.PathValue("id")); err != nil {
 		status := http.StatusUnprocessableEntity
 		if errors.Is(err, agreement.ErrUnknown) {
 			status = http.StatusNotFound
@@ -266,8 +264,8 @@ func (n *Node) handleAccept(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]string{"id": r.PathValue("id"), "state": agreement.Active})
 }
 
-func (n *Node) handleRevoke(w http.ResponseWriter, r *http.Request) {
-	dropped, err := n.RevokeAgreement(r.Context(), r.PathValue("id"))
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
+	dropped, err := s.agreements.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		status := http.StatusUnprocessableEntity
 		if errors.Is(err, agreement.ErrUnknown) {

@@ -1,0 +1,165 @@
+// Package admin serves a node to the people who run it: the /v1 HTTP API
+// behind the node's bearer token (ingest, agreements, shares, consent,
+// subject reports, aggregates, status), the health probes, the operator's
+// status page (loopback only) and the Prometheus endpoint. It owns no
+// table: every answer comes from the package that owns the data, through
+// its typed API.
+//
+// It must never put record contents, tokens or keys in a response's error
+// detail or a log line, never serve the /v1 API without the bearer token,
+// and never serve the status page beyond loopback.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/aggregate"
+	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/checkpoint"
+	"github.com/eduspace/eduspace/node/consent"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/metrics"
+	"github.com/eduspace/eduspace/node/outbox"
+	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/node/share"
+	"github.com/eduspace/eduspace/node/store"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Config is what a Server is built from: the node's identity, and the
+// parts whose data it serves.
+type Config struct {
+	NodeID, Space string
+	Credential    *crypto.Credential
+	Suite         crypto.SuiteID
+	// Token is the bearer token of the /v1 API.
+	Token         string
+	CheckpointMax time.Duration
+	Std           *schema.Standard
+	DB            *store.DB
+	Evidence      *evidence.Log
+	Metrics       *metrics.Metrics
+	Registry      *registry.Registry
+	Outbox        *outbox.Outbox
+	Checkpoints   *checkpoint.Keeper
+	Agreements    *agreement.Book
+	Consents      *consent.Ledger
+	Receiver      *receive.Receiver
+	Shares        *share.Sharer
+	Aggregates    *aggregate.Aggregator
+	// Ready reports whether the node serves (readiness); Connected whether
+	// it is connected to NATS.
+	Ready, Connected func() bool
+	Logger           *slog.Logger
+	Now              func() time.Time
+}
+
+// Server is a node's admin and metrics listeners.
+type Server struct {
+	nodeID, space string
+	cred          *crypto.Credential
+	suite         crypto.SuiteID
+	token         string
+	checkpointMax time.Duration
+	std           *schema.Standard
+	db            *store.DB
+	ev            *evidence.Log
+	m             *metrics.Metrics
+	reg           *registry.Registry
+	out           *outbox.Outbox
+	ckpt          *checkpoint.Keeper
+	agreements    *agreement.Book
+	consents      *consent.Ledger
+	recv          *receive.Receiver
+	shares        *share.Sharer
+	agg           *aggregate.Aggregator
+	ready         func() bool
+	connected     func() bool
+	log           *slog.Logger
+	now           func() time.Time
+
+	servers []*http.Server
+	addr    string
+	wg      sync.WaitGroup
+}
+
+// New is the admin server of a node; Listen starts it.
+func New(c Config) *Server {
+	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
+		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
+		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
+		shares: c.Shares, agg: c.Aggregates, ready: c.Ready, connected: c.Connected, log: c.Logger, now: c.Now}
+}
+
+// Listen serves the admin API on adminAddr and the metrics on metricsAddr;
+// with metricsAddr "", /metrics is served on the admin listener, and with
+// adminAddr "" the admin API is not served.
+func (s *Server) Listen(adminAddr, metricsAddr string) error {
+	admin := s.adminHandler()
+	metrics := s.m.Handler()
+	if metricsAddr == "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics)
+		mux.Handle("/", admin)
+		admin = mux
+	} else if _, err := s.listen(metricsAddr, metrics); err != nil {
+		return err
+	}
+	if adminAddr != "" {
+		addr, err := s.listen(adminAddr, admin)
+		s.addr = addr
+		return err
+	}
+	return nil
+}
+
+// Addr is the address the admin API listens on ("" when disabled); it
+// resolves a configured port 0 to the port chosen.
+func (s *Server) Addr() string { return s.addr }
+
+func (s *Server) listen(addr string, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.servers = append(s.servers, srv)
+	s.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("http server stopped", "addr", addr, "err", err)
+		}
+	})
+	s.log.Info("listening", "addr", ln.Addr().String())
+	return ln.Addr().String(), nil
+}
+
+// Shutdown stops the listeners, waiting for requests under way until ctx
+// ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, srv := range s.servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop http: %w", err))
+		}
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// evidenceEntries is how many entries the evidence log holds.
+func (s *Server) evidenceEntries(ctx context.Context) (float64, error) {
+	count, _, err := s.ev.Head(ctx)
+	return float64(count), err
+}
+
+// Token is the bearer token of the /v1 API.
+func (s *Server) Token() string { return s.token }

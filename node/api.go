@@ -1,0 +1,125 @@
+package node
+
+import (
+	"context"
+	"io"
+
+	"github.com/eduspace/eduspace/node/admin"
+	"github.com/eduspace/eduspace/node/aggregate"
+	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/consent"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/share"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// The node's Go API, for the commands, the demo, the benchmark and tests:
+// each method hands the call to the part that owns it.
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// AdminToken is the bearer token of the admin API.
+func (n *Node) AdminToken() string { return n.admin.Token() }
+
+// AdminAddr is the address the admin API listens on ("" when disabled); it
+// resolves a configured port 0 to the port chosen.
+func (n *Node) AdminAddr() string { return n.admin.Addr() }
+
+// Status reports the node's state (admin.Server.Status).
+func (n *Node) Status(ctx context.Context) (admin.Status, error) { return n.admin.Status(ctx) }
+
+// VerifyEvidence checks the node's whole evidence chain.
+func (n *Node) VerifyEvidence(ctx context.Context) (evidence.Head, error) {
+	return evidence.Verify(ctx, n.db.R)
+}
+
+// AddAgreement installs an agreement this node is a party to without the
+// signed exchange (agreement.Book.Add).
+func (n *Node) AddAgreement(ctx context.Context, a *policy.Agreement) error {
+	return n.agreements.Add(ctx, a)
+}
+
+// Agreements lists the agreements this node holds.
+func (n *Node) Agreements(ctx context.Context) ([]agreement.Info, error) {
+	return n.agreements.List(ctx)
+}
+
+// ProposeAgreement signs a and sends it to the other party.
+func (n *Node) ProposeAgreement(ctx context.Context, a *policy.Agreement) error {
+	return n.agreements.Propose(ctx, a)
+}
+
+// AcceptAgreement signs an agreement the peer proposed.
+func (n *Node) AcceptAgreement(ctx context.Context, id string) error {
+	return n.agreements.Accept(ctx, id)
+}
+
+// RevokeAgreement revokes an agreement from this side.
+func (n *Node) RevokeAgreement(ctx context.Context, id string) (dropped int, err error) {
+	return n.agreements.Revoke(ctx, id)
+}
+
+// Ingest validates, classifies and stores records (share.Sharer.Ingest).
+func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (share.IngestResult, error) {
+	return n.shares.Ingest(ctx, r, defaultType)
+}
+
+// Share sends what the node holds under an agreement, as far as policy
+// permits (share.Sharer.Share).
+func (n *Node) Share(ctx context.Context, agreementID string) (share.Result, error) {
+	return n.shares.Share(ctx, agreementID)
+}
+
+// Send streams records through policy to an agreement's recipient without
+// keeping them (share.Sharer.Send).
+func (n *Node) Send(ctx context.Context, agreementID string, r schema.Reader) (share.SendResult, error) {
+	return n.shares.Send(ctx, agreementID, r)
+}
+
+// GrantConsent records a consent and returns its signed receipt
+// (consent.Ledger.Grant).
+func (n *Node) GrantConsent(ctx context.Context, c policy.ConsentRecord) (string, error) {
+	return n.consents.Grant(ctx, c)
+}
+
+// WithdrawConsent withdraws a consent and asks recipients to erase
+// (consent.Ledger.Withdraw).
+func (n *Node) WithdrawConsent(ctx context.Context, id string) (consent.WithdrawResult, error) {
+	return n.consents.Withdraw(ctx, id)
+}
+
+// SubjectReport lists every delivery of the subject's records
+// (consent.Ledger.SubjectReport).
+func (n *Node) SubjectReport(ctx context.Context, subject string) (consent.SubjectReport, error) {
+	return n.consents.SubjectReport(ctx, subject)
+}
+
+// ReceivedRecords is how many records this node has stored from peers
+// since it started, less those erased or expired since.
+func (n *Node) ReceivedRecords() int64 { return n.recv.ReceivedRecords() }
+
+// ExpireRetention deletes received records whose agreement's retention
+// period has ended, without being asked: one pass (the node runs one at
+// start and every ten minutes).
+func (n *Node) ExpireRetention(ctx context.Context) error { return n.recv.ExpireRetention(ctx) }
+
+// Aggregator is the node's side of aggregate rounds: the center's queries
+// and releases, and the node's privacy budgets.
+func (n *Node) Aggregator() *aggregate.Aggregator { return n.agg }
+
+// Checkpoint signs and publishes a checkpoint of the evidence log now, if
+// the log has grown since the last one.
+func (n *Node) Checkpoint(ctx context.Context) error { return n.ckpt.Publish(ctx) }
+
+// CheckpointHeld is the highest entry count of node's evidence log that a
+// checkpoint this node holds covers (0 when none).
+func (n *Node) CheckpointHeld(ctx context.Context, node string) (int64, error) {
+	count, _, err := n.ckpt.Latest(ctx, node)
+	return count, err
+}
+
+// RevocationSerial is the serial of the newest revocation list this node
+// has verified and checks peers against, 0 when it holds none.
+func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }
