@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
@@ -145,7 +146,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			}
 		}
 		if rep.Node != "" {
-			if own, err = evidence.DBCheckpoints(ctx, db, rep.Node); err != nil {
+			if own, err = checkpoint.ReadSigned(ctx, db, rep.Node); err != nil {
 				return err
 			}
 		}
@@ -301,7 +302,7 @@ func readCheckpointsFrom(ctx context.Context, path, node string) ([]evidence.Sig
 			return nil, err
 		}
 		defer db.Close()
-		return evidence.DBCheckpoints(ctx, db, node)
+		return checkpoint.ReadSigned(ctx, db, node)
 	}
 	x, closeFn, err := openExport(path)
 	if err != nil {
@@ -380,7 +381,7 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 			return exitCodeError{exitFailure, "the log names no node (it is empty, or its first entry is unreadable): pass --node"}
 		}
 	}
-	if err := crypto.WriteFile(*out, 0o644, func(w io.Writer) error { return evidence.Export(ctx, db, node, w) }); err != nil {
+	if err := crypto.WriteFile(*out, 0o644, func(w io.Writer) error { return checkpoint.Export(ctx, db, node, w) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "evidence log of %s exported to %s\n", node, *out)

@@ -30,35 +30,9 @@ type Signed struct {
 // Checkpoint returns the unverified checkpoint the copies describe.
 func (s Signed) Checkpoint() Checkpoint { return Checkpoint{Count: s.Count, Head: s.Head} }
 
-// DBCheckpoints reads node's checkpoints from a node database's checkpoints
-// table, in count order. It verifies nothing.
-func DBCheckpoints(ctx context.Context, db *sql.DB, node string) ([]Signed, error) {
-	return readCheckpoints(ctx, db, node)
-}
-
 // queryer is a *sql.DB or a *sql.Tx.
 type queryer interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}
-
-func readCheckpoints(ctx context.Context, db queryer, node string) ([]Signed, error) {
-	rows, err := db.QueryContext(ctx, `SELECT node, count, head, time_ms, data, credential FROM checkpoints WHERE node = ? ORDER BY count`, node)
-	if err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", err)
-	}
-	defer rows.Close()
-	var out []Signed
-	for rows.Next() {
-		var s Signed
-		if err := rows.Scan(&s.Node, &s.Count, &s.Head, &s.TimeMS, &s.Data, &s.Credential); err != nil {
-			return nil, fmt.Errorf("read checkpoints: %w", err)
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read checkpoints: %w", err)
-	}
-	return out, nil
 }
 
 // Authenticate verifies s as a checkpoint of node s.Node in space: the

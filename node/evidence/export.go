@@ -47,15 +47,21 @@ type exportLine struct {
 	Credential string `json:"credential"`
 }
 
+// ReadCheckpoints reads node's checkpoints, in count order, inside tx: the
+// checkpoints table belongs to package checkpoint, which hands its reader
+// to Export.
+type ReadCheckpoints func(ctx context.Context, tx *sql.Tx, node string) ([]Signed, error)
+
 // Export writes node's evidence log from db to w (EXPORT.md): a header, every
-// entry in seq order, then node's checkpoints kept in db. Entries and
-// checkpoints are read in one transaction, so a running node's export is a
-// consistent snapshot. Export copies; it does not verify.
-func Export(ctx context.Context, db *sql.DB, node string, w io.Writer) error {
-	return export(ctx, db, node, time.Now(), w)
+// entry in seq order, then node's checkpoints kept in db, which read
+// returns. Entries and checkpoints are read in one transaction, so a
+// running node's export is a consistent snapshot. Export copies; it does
+// not verify.
+func Export(ctx context.Context, db *sql.DB, node string, read ReadCheckpoints, w io.Writer) error {
+	return export(ctx, db, node, read, time.Now(), w)
 }
 
-func export(ctx context.Context, db *sql.DB, node string, now time.Time, w io.Writer) error {
+func export(ctx context.Context, db *sql.DB, node string, read ReadCheckpoints, now time.Time, w io.Writer) error {
 	if node == "" {
 		return errors.New("export evidence: no node id")
 	}
@@ -68,7 +74,7 @@ func export(ctx context.Context, db *sql.DB, node string, now time.Time, w io.Wr
 	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM evidence`).Scan(&h.Entries); err != nil {
 		return fmt.Errorf("export evidence: %w", err)
 	}
-	cps, err := readCheckpoints(ctx, tx, node)
+	cps, err := read(ctx, tx, node)
 	if err != nil {
 		return fmt.Errorf("export evidence: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
@@ -297,7 +298,7 @@ func TestExportRoundTrip(t *testing.T) {
 	store1(t, db, peer.checkpoint(t, db, "uni-b", 3))
 
 	var buf bytes.Buffer
-	if err := evidence.Export(ctx, db.R, "uni-a", &buf); err != nil {
+	if err := checkpoint.Export(ctx, db.R, "uni-a", &buf); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Count(buf.String(), "\n") != 1+12+2 {
