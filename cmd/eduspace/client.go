@@ -147,6 +147,9 @@ func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]string{"agreement": *id})
+	body, err := json.Marshal(map[string]string{"agreement": *id})
+	if err != nil {
+		return err
+	}
 	return c.do(ctx, http.MethodPost, "/v1/shares", bytes.NewReader(body), stdout)
 }

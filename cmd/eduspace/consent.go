@@ -74,6 +74,9 @@ func runSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	body, _ := json.Marshal(map[string]string{"subject": *student})
+	body, err := json.Marshal(map[string]string{"subject": *student})
+	if err != nil {
+		return err
+	}
 	return c.do(ctx, http.MethodPost, "/v1/subjects/report", bytes.NewReader(body), stdout)
 }

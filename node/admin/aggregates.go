@@ -26,22 +26,22 @@ func (s *Server) aggregateRoutes(api *http.ServeMux) {
 func (s *Server) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
 		return
 	}
 	var q aggregate.Query
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&q); err != nil {
-		writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid aggregate query", err.Error())
+		s.writeProblem(w, http.StatusBadRequest, "invalid-query", "Invalid aggregate query", err.Error())
 		return
 	}
 	info, err := s.agg.Submit(r.Context(), q)
 	switch {
 	case errors.Is(err, aggregate.ErrNotCenter):
-		writeProblem(w, http.StatusForbidden, "not-center", "Not a center", err.Error())
+		s.writeProblem(w, http.StatusForbidden, "not-center", "Not a center", err.Error())
 	case err != nil:
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid-query", "Aggregate query not accepted", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-query", "Aggregate query not accepted", err.Error())
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusAccepted)
@@ -54,10 +54,10 @@ func (s *Server) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleAggregates(w http.ResponseWriter, r *http.Request) {
 	list, err := s.agg.Releases(r.Context())
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregates unavailable", "")
+		s.writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregates unavailable", "")
 		return
 	}
-	writeJSON(w, list)
+	s.writeJSON(w, list)
 }
 
 func (s *Server) handleAggregate(w http.ResponseWriter, r *http.Request) {
@@ -66,20 +66,20 @@ func (s *Server) handleAggregate(w http.ResponseWriter, r *http.Request) {
 		id, asCSV = base, true
 	}
 	if f := r.URL.Query().Get("format"); f != "" && f != "csv" && f != "json" {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "format must be json or csv", "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "format must be json or csv", "")
 		return
 	}
 	rel, err := s.agg.Release(r.Context(), id)
 	switch {
 	case errors.Is(err, aggregate.ErrUnknownRelease):
-		writeProblem(w, http.StatusNotFound, "unknown-aggregate", "Unknown aggregate", "")
+		s.writeProblem(w, http.StatusNotFound, "unknown-aggregate", "Unknown aggregate", "")
 		return
 	case err != nil:
-		writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregate unavailable", "")
+		s.writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregate unavailable", "")
 		return
 	}
 	if !asCSV {
-		writeJSON(w, rel)
+		s.writeJSON(w, rel)
 		return
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
@@ -132,10 +132,10 @@ func optInt(v *int64) string {
 func (s *Server) handleBudgets(w http.ResponseWriter, r *http.Request) {
 	list, err := s.agg.Budgets(r.Context())
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, "budgets-failed", "Budgets unavailable", "")
+		s.writeProblem(w, http.StatusInternalServerError, "budgets-failed", "Budgets unavailable", "")
 		return
 	}
-	writeJSON(w, list)
+	s.writeJSON(w, list)
 }
 
 func (s *Server) handleSetBudget(w http.ResponseWriter, r *http.Request) {
@@ -145,11 +145,11 @@ func (s *Server) handleSetBudget(w http.ResponseWriter, r *http.Request) {
 		Rho       float64 `json:"budget_rho"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&req); err != nil || req.Recipient == "" {
-		writeProblem(w, http.StatusBadRequest, "bad-request", `Body must be {"recipient": …, "dataset": …, "budget_rho": …}`, "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", `Body must be {"recipient": …, "dataset": …, "budget_rho": …}`, "")
 		return
 	}
 	if err := s.agg.SetBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", err.Error())
 		return
 	}
 	s.handleBudgets(w, r)

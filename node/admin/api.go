@@ -25,15 +25,23 @@ type problem struct {
 
 const problemBase = "https://eduspace.invalid/problems/"
 
-func writeProblem(w http.ResponseWriter, status int, kind, title, detail string) {
+func (s *Server) writeProblem(w http.ResponseWriter, status int, kind, title, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(problem{Type: problemBase + kind, Title: title, Status: status, Detail: detail})
+	s.written(json.NewEncoder(w).Encode(problem{Type: problemBase + kind, Title: title, Status: status, Detail: detail}))
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func (s *Server) writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
+	s.written(json.NewEncoder(w).Encode(v))
+}
+
+// written logs a response that could not be written whole: the client
+// has gone, or a value did not encode; nothing else can be done.
+func (s *Server) written(err error) {
+	if err != nil {
+		s.log.Debug("response not written whole", "err", err)
+	}
 }
 
 // adminHandler serves the health probes without authentication and the
@@ -41,19 +49,21 @@ func writeJSON(w http.ResponseWriter, v any) {
 func (s *Server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		io.WriteString(w, "ok\n")
+		_, err := io.WriteString(w, "ok\n")
+		s.written(err)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if s.ckpt.SendingBlocked() {
-			writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
+			s.writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
 				"evidence checkpoints could not be published for longer than checkpoint.max_age; nothing is sent")
 			return
 		}
 		if !s.ready() {
-			writeProblem(w, http.StatusServiceUnavailable, "not-ready", "Node not ready", "not connected to NATS or not started")
+			s.writeProblem(w, http.StatusServiceUnavailable, "not-ready", "Node not ready", "not connected to NATS or not started")
 			return
 		}
-		io.WriteString(w, "ready\n")
+		_, err := io.WriteString(w, "ready\n")
+		s.written(err)
 	})
 	api := http.NewServeMux()
 	api.HandleFunc("POST /v1/ingest", s.handleIngest)
@@ -79,7 +89,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="eduspace"`)
-			writeProblem(w, http.StatusUnauthorized, "unauthorized", "Missing or wrong bearer token", "")
+			s.writeProblem(w, http.StatusUnauthorized, "unauthorized", "Missing or wrong bearer token", "")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -89,29 +99,29 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	res, err := s.shares.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), r.URL.Query().Get("type"))
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, "ingest-failed", "Ingest failed", err.Error())
+		s.writeProblem(w, http.StatusInternalServerError, "ingest-failed", "Ingest failed", err.Error())
 		return
 	}
-	writeJSON(w, res)
+	s.writeJSON(w, res)
 }
 
 func (s *Server) handleAgreement(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", err.Error())
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", err.Error())
 		return
 	}
 	a, err := policy.ParseAgreement(body, s.std)
 	if err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
 		return
 	}
 	if err := s.agreements.Add(r.Context(), a); err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Agreement not accepted", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Agreement not accepted", err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, map[string]string{"id": a.ID})
+	s.writeJSON(w, map[string]string{"id": a.ID})
 }
 
 func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
@@ -119,17 +129,17 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 		Agreement string `json:"agreement"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil || req.Agreement == "" {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"agreement\": \"<id>\"}", "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"agreement\": \"<id>\"}", "")
 		return
 	}
 	res, err := s.shares.Share(r.Context(), req.Agreement)
 	switch {
 	case errors.Is(err, agreement.ErrUnknown):
-		writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
+		s.writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
 	case err != nil:
-		writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
+		s.writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
 	default:
-		writeJSON(w, res)
+		s.writeJSON(w, res)
 	}
 }
 
@@ -163,10 +173,10 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st, err := s.Status(r.Context())
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, "status-failed", "Status unavailable", err.Error())
+		s.writeProblem(w, http.StatusInternalServerError, "status-failed", "Status unavailable", err.Error())
 		return
 	}
-	writeJSON(w, st)
+	s.writeJSON(w, st)
 }
 
 // VerifyEvidence checks the node's whole evidence chain.
@@ -177,32 +187,32 @@ func (s *Server) VerifyEvidence(ctx context.Context) (evidence.Head, error) {
 func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
 		return
 	}
 	c, err := policy.ParseConsent(body)
 	if err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid-consent", "Invalid consent", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-consent", "Invalid consent", err.Error())
 		return
 	}
 	receipt, err := s.consents.Grant(r.Context(), c)
 	if err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "consent-refused", "Consent not recorded", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "consent-refused", "Consent not recorded", err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
-	writeJSON(w, map[string]string{"id": c.ID, "receipt": receipt})
+	s.writeJSON(w, map[string]string{"id": c.ID, "receipt": receipt})
 }
 
 func (s *Server) handleWithdraw(w http.ResponseWriter, r *http.Request) {
 	res, err := s.consents.Withdraw(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, consent.ErrUnknown):
-		writeProblem(w, http.StatusNotFound, "unknown-consent", "Unknown consent", "")
+		s.writeProblem(w, http.StatusNotFound, "unknown-consent", "Unknown consent", "")
 	case err != nil:
-		writeProblem(w, http.StatusUnprocessableEntity, "withdraw-failed", "Withdrawal failed", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "withdraw-failed", "Withdrawal failed", err.Error())
 	default:
-		writeJSON(w, res)
+		s.writeJSON(w, res)
 	}
 }
 
@@ -213,43 +223,43 @@ func (s *Server) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 		Subject string `json:"subject"`
 	}
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&req); err != nil || req.Subject == "" {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"subject\": \"<student_id>\"}", "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"subject\": \"<student_id>\"}", "")
 		return
 	}
 	rep, err := s.consents.SubjectReport(r.Context(), req.Subject)
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, "report-failed", "Subject report failed", "")
+		s.writeProblem(w, http.StatusInternalServerError, "report-failed", "Subject report failed", "")
 		return
 	}
-	writeJSON(w, rep)
+	s.writeJSON(w, rep)
 }
 
 func (s *Server) handleAgreements(w http.ResponseWriter, r *http.Request) {
 	list, err := s.agreements.List(r.Context())
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, "agreements-failed", "Agreements unavailable", err.Error())
+		s.writeProblem(w, http.StatusInternalServerError, "agreements-failed", "Agreements unavailable", err.Error())
 		return
 	}
-	writeJSON(w, list)
+	s.writeJSON(w, list)
 }
 
 func (s *Server) handlePropose(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
 		return
 	}
 	a, err := policy.ParseAgreement(body, s.std)
 	if err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
 		return
 	}
 	if err := s.agreements.Propose(r.Context(), a); err != nil {
-		writeProblem(w, http.StatusUnprocessableEntity, "proposal-failed", "Agreement not proposed", err.Error())
+		s.writeProblem(w, http.StatusUnprocessableEntity, "proposal-failed", "Agreement not proposed", err.Error())
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
-	writeJSON(w, map[string]string{"id": a.ID, "state": agreement.Proposed})
+	s.writeJSON(w, map[string]string{"id": a.ID, "state": agreement.Proposed})
 }
 
 func (s *Server) handleAccept(w http.ResponseWriter, r *http.Request) {
@@ -258,10 +268,10 @@ func (s *Server) handleAccept(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, agreement.ErrUnknown) {
 			status = http.StatusNotFound
 		}
-		writeProblem(w, status, "accept-failed", "Agreement not accepted", err.Error())
+		s.writeProblem(w, status, "accept-failed", "Agreement not accepted", err.Error())
 		return
 	}
-	writeJSON(w, map[string]string{"id": r.PathValue("id"), "state": agreement.Active})
+	s.writeJSON(w, map[string]string{"id": r.PathValue("id"), "state": agreement.Active})
 }
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
@@ -271,8 +281,8 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, agreement.ErrUnknown) {
 			status = http.StatusNotFound
 		}
-		writeProblem(w, status, "revoke-failed", "Agreement not revoked", err.Error())
+		s.writeProblem(w, status, "revoke-failed", "Agreement not revoked", err.Error())
 		return
 	}
-	writeJSON(w, map[string]any{"id": r.PathValue("id"), "state": agreement.Revoked, "dropped_envelopes": dropped})
+	s.writeJSON(w, map[string]any{"id": r.PathValue("id"), "state": agreement.Revoked, "dropped_envelopes": dropped})
 }

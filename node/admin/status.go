@@ -108,18 +108,18 @@ type statusInbound struct {
 
 // statusPageHandler serves the status page to loopback peers only.
 func (s *Server) statusPageHandler() http.Handler {
-	return loopbackOnly(http.HandlerFunc(s.serveStatusPage))
+	return s.loopbackOnly(http.HandlerFunc(s.serveStatusPage))
 }
 
 // loopbackOnly lets through requests whose peer is a loopback address and
 // that carry no proxy header; others get 403.
-func loopbackOnly(next http.Handler) http.Handler {
+func (s *Server) loopbackOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host, _, err := net.SplitHostPort(r.RemoteAddr)
 		ip := net.ParseIP(host)
 		relayed := r.Header.Get("Forwarded") != "" || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("X-Real-Ip") != ""
 		if err != nil || ip == nil || !ip.IsLoopback() || relayed {
-			writeProblem(w, http.StatusForbidden, "status-loopback-only", "The status page answers on loopback only",
+			s.writeProblem(w, http.StatusForbidden, "status-loopback-only", "The status page answers on loopback only",
 				"open it on the node's machine or through an SSH tunnel to the admin listener")
 			return
 		}
@@ -133,7 +133,7 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	d := s.statusData(ctx)
 	var buf bytes.Buffer
 	if err := statusTemplate.Execute(&buf, d); err != nil {
-		writeProblem(w, http.StatusInternalServerError, "status-failed", "Status page failed", err.Error())
+		s.writeProblem(w, http.StatusInternalServerError, "status-failed", "Status page failed", err.Error())
 		return
 	}
 	h := w.Header()

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -12,7 +13,7 @@ import (
 // relayed, and nobody else.
 func TestStatusLoopbackOnly(t *testing.T) {
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
-	h := loopbackOnly(ok)
+	h := (&Server{log: slog.New(slog.DiscardHandler)}).loopbackOnly(ok)
 	for _, c := range []struct {
 		remote string
 		header string

@@ -107,7 +107,11 @@ func (l *Ledger) Grant(ctx context.Context, c policy.ConsentRecord) (string, err
 		if err != nil {
 			return fmt.Errorf("store consent: %w", err)
 		}
-		if k, _ := res.RowsAffected(); k == 0 {
+		k, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("store consent: %w", err)
+		}
+		if k == 0 {
 			return fmt.Errorf("consent %s exists already", c.ID)
 		}
 		return l.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindConsent, Purpose: string(c.Purpose),

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -192,7 +193,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		}
 		defer os.RemoveAll(dir)
 	} else {
-		if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return res, fmt.Errorf("demo: --dir %s: %w", dir, err)
+		}
+		if len(entries) > 0 {
 			return res, fmt.Errorf("demo: --dir %s is not empty", dir)
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -247,7 +247,11 @@ func (k *Keys) setGenerations(gens []KeySet) {
 // InitKeys creates a node's keys in dir (files 0600) and writes the public
 // request file beside them. It refuses to overwrite existing keys.
 func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
-	if gens, _ := generations(dir); len(gens) > 0 {
+	gens, err := generations(dir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("init keys: %w", err)
+	}
+	if len(gens) > 0 {
 		return nil, fmt.Errorf("init keys: %s already holds keys", filepath.Join(dir, keysDir))
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o700); err != nil {

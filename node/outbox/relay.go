@@ -117,7 +117,11 @@ func (o *Outbox) relayOnce(ctx context.Context) (more bool, err error) {
 			if err != nil {
 				return fmt.Errorf("mark attempt: %w", err)
 			}
-			if k, _ := res.RowsAffected(); k == 1 {
+			k, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("mark attempt: %w", err)
+			}
+			if k == 1 {
 				live = append(live, r)
 			} else {
 				dropped = append(dropped, r) // dropped meanwhile: never published
@@ -245,7 +249,11 @@ func (o *Outbox) markSent(ctx context.Context, sent []outboxRow) error {
 			if err != nil {
 				return fmt.Errorf("mark sent: %w", err)
 			}
-			if k, _ := res.RowsAffected(); k == 0 {
+			k, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("mark sent: %w", err)
+			}
+			if k == 0 {
 				continue // not there any more: nothing to mark
 			}
 			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindSend, Peer: r.recipient,
