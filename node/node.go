@@ -139,6 +139,9 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.run.closers = append(n.run.closers, n.db.Close)
+	n.db.OnCheckpointError(func(err error) {
+		n.log.Warn("database checkpoint failed; tried again after the next commit", "err", err)
+	})
 	std := schema.Default()
 	ev := evidence.New(cfg.NodeID, ks.Derive("evidence subject"), now).UseDB(n.db)
 	m := newMetrics(std)

@@ -55,7 +55,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	}
 	if resp.StatusCode >= 300 {
 		var p struct{ Title, Detail string }
-		json.Unmarshal(data, &p)
+		if err := json.Unmarshal(data, &p); err != nil {
+			return fmt.Errorf("%s %s: %s (the answer is not a problem document: is --node the admin listener?)", method, path, resp.Status)
+		}
 		return fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
 	}
 	var pretty bytes.Buffer

@@ -142,7 +142,8 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-	w.Write(buf.Bytes())
+	_, err := w.Write(buf.Bytes())
+	s.written(err)
 }
 
 // statusData reads everything the page shows. A part that cannot be read

@@ -251,7 +251,7 @@ func waitReceived(ctx context.Context, n *node.Node, want int64, limit time.Dura
 // PublishAsync (at most 4096 in flight) to a file-backed stream with the
 // exchange stream's settings, waits for every acknowledgement, and returns
 // messages per second and the process's CPU time per message.
-func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []byte, name string) (float64, float64, error) {
+func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []byte, name string) (msgsPerS, cpuPerMsg float64, err error) {
 	runtime.GC() // the garbage of what ran before is not this phase's
 	nc, err := bus.Connect(bus.ConnectOptions{Name: "bench-baseline", Embedded: emb})
 	if err != nil {
@@ -266,7 +266,11 @@ func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []by
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		return 0, 0, fmt.Errorf("baseline stream: %w", err)
 	}
-	defer removeStream(js, storeDir, cfg.Name)
+	defer func() {
+		if rerr := removeStream(js, storeDir, cfg.Name); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
 	subject := "eds.baseline_" + name + ".deliver.receiver.sender"
 	lines := bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 	// A busy machine may keep the window full for longer than the default
@@ -291,23 +295,26 @@ func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []by
 // removeStream deletes the baseline's stream and waits, up to 10 s, until
 // the server has removed its files: it does so in the background, and the
 // pipeline measured next must not pay for it.
-func removeStream(js jetstream.JetStream, storeDir, name string) {
+func removeStream(js jetstream.JetStream, storeDir, name string) error {
 	if err := js.DeleteStream(context.Background(), name); err != nil {
-		return
+		return fmt.Errorf("remove baseline stream: %w", err)
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		found := false
-		filepath.WalkDir(storeDir, func(path string, d fs.DirEntry, err error) error {
+		if err := filepath.WalkDir(storeDir, func(path string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() && d.Name() == name {
 				found = true
 				return filepath.SkipAll
 			}
 			return nil
-		})
+		}); err != nil {
+			return fmt.Errorf("remove baseline stream: %w", err)
+		}
 		if !found {
-			return
+			return nil
 		}
 	}
+	return nil
 }
 
 // Agreement is the bench's agreement: every field of the bench records

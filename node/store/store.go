@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -33,7 +34,12 @@ type DB struct {
 	ckptWake chan struct{} // a commit happened
 	ckptStop context.CancelFunc
 	ckptDone sync.WaitGroup
+	ckptErr  atomic.Pointer[func(error)] // told of a failed checkpoint
 }
+
+// OnCheckpointError makes report be told of every background checkpoint
+// that fails; the checkpoint is tried again after the next commit.
+func (db *DB) OnCheckpointError(report func(error)) { db.ckptErr.Store(&report) }
 
 // Checkpoints: the background checkpointer copies the WAL into the
 // database at most every checkpointEvery while commits happen; the writer
@@ -187,7 +193,11 @@ func (db *DB) checkpointer(ctx context.Context) {
 		// A failed checkpoint is retried after the next commit; the writer
 		// checkpoints by itself past writerCheckpointBytes.
 		checkpointing.Lock()
-		db.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`)
+		if _, err := db.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil && ctx.Err() == nil {
+			if report := db.ckptErr.Load(); report != nil {
+				(*report)(err)
+			}
+		}
 		checkpointing.Unlock()
 		select {
 		case <-ctx.Done():
