@@ -77,9 +77,9 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
 	api.HandleFunc("POST /v1/consents/{id}/withdraw", s.handleWithdraw)
 	api.HandleFunc("POST /v1/subjects/report", s.handleSubjectReport)
-	s.aggregateRoutes(api) // aggregate_http.go
+	s.aggregateRoutes(api) // aggregates.go
 	mux.Handle("/v1/", s.authorize(api))
-	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: node/status.go
+	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
 	return mux
 }
 
