@@ -27,7 +27,7 @@ const (
 // mode 0600, atomically: a temporary file in the same directory is written,
 // synced and renamed over path.
 func WriteKeyFile(path, blockType string, der []byte) error {
-	return writeBytes(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600)
+	return WriteFileBytes(path, pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der}), 0o600)
 }
 
 // WriteFile writes a file so that a crash at any instant leaves either the
@@ -70,8 +70,8 @@ func WriteFile(path string, mode os.FileMode, write func(io.Writer) error) (err 
 	return nil
 }
 
-// writeBytes is WriteFile of data.
-func writeBytes(path string, data []byte, mode os.FileMode) error {
+// WriteFileBytes is WriteFile of data.
+func WriteFileBytes(path string, data []byte, mode os.FileMode) error {
 	return WriteFile(path, mode, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
@@ -268,7 +268,7 @@ func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: edDER})
 	data = append(data, pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: mlDER})...)
-	return writeBytes(path, data, 0o644)
+	return WriteFileBytes(path, data, 0o644)
 }
 
 // ReadAuthorityPublicKey reads a root public key written by

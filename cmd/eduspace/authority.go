@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -66,7 +65,7 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*out, []byte(tok+"\n"), 0o644); err != nil {
+		if err := crypto.WriteFileBytes(*out, []byte(tok+"\n"), 0o644); err != nil {
 			return fmt.Errorf("write credential: %w", err)
 		}
 		fmt.Fprintf(stdout, "credential written to %s\n", *out)
@@ -108,7 +107,7 @@ func runNATSConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 		_, err = io.WriteString(stdout, conf)
 		return err
 	}
-	if err := os.WriteFile(*out, []byte(conf), 0o644); err != nil {
+	if err := crypto.WriteFileBytes(*out, []byte(conf), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "nats-server configuration written to %s\nnkey seeds in %s: give each member its own <node>.nk (node config nats.credentials)\n",
@@ -221,7 +220,7 @@ func runPublishRevocations(ctx context.Context, args []string, stdout, stderr io
 
 func emitRevocations(ctx context.Context, space string, data []byte, serial uint64, out, url, creds string, stdout io.Writer) error {
 	if out != "" {
-		if err := os.WriteFile(out, data, 0o644); err != nil {
+		if err := crypto.WriteFileBytes(out, data, 0o644); err != nil {
 			return fmt.Errorf("write revocation list: %w", err)
 		}
 		fmt.Fprintf(stdout, "revocation list %d written to %s\n", serial, out)

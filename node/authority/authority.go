@@ -95,7 +95,7 @@ func Provision(k *crypto.AuthorityKey, dir, nodeID string, suite crypto.SuiteID,
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "credential.jwt"), []byte(tok+"\n"), 0o644); err != nil {
+	if err := crypto.WriteFileBytes(filepath.Join(dir, "credential.jwt"), []byte(tok+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("write credential: %w", err)
 	}
 	return ks, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 )
 
@@ -40,7 +41,7 @@ func userKey(dir, user string) (string, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(path, append(seed, '\n'), 0o600); err != nil {
+		if err := crypto.WriteFileBytes(path, append(seed, '\n'), 0o600); err != nil {
 			return "", fmt.Errorf("write nkey seed: %w", err)
 		}
 	} else if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -74,7 +73,7 @@ func Revoke(k *crypto.AuthorityKey, dir, space string, r crypto.Revocation, now 
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("revoke: %w", err)
 	}
-	if err := crypto.WriteFile(path, 0o644, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+	if err := crypto.WriteFileBytes(path, data, 0o644); err != nil {
 		return nil, nil, fmt.Errorf("revoke: keep list: %w", err)
 	}
 	return signed, data, nil

@@ -271,14 +271,14 @@ func InitKeys(dir, nodeID string, suite crypto.SuiteID) (*Keys, error) {
 	if err := crypto.WriteKeyFile(filepath.Join(dir, secretFile), pemSecret, k.secret); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, adminTokenFile), []byte(k.AdminToken+"\n"), 0o600); err != nil {
+	if err := crypto.WriteFileBytes(filepath.Join(dir, adminTokenFile), []byte(k.AdminToken+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
 	req, err := json.MarshalIndent(k.Request(nodeID), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, RequestFile), append(req, '\n'), 0o644); err != nil {
+	if err := crypto.WriteFileBytes(filepath.Join(dir, RequestFile), append(req, '\n'), 0o644); err != nil {
 		return nil, fmt.Errorf("init keys: %w", err)
 	}
 	return k, nil
@@ -457,7 +457,7 @@ func Rotate(dataDir string, cred *crypto.Credential, suite crypto.SuiteID, step 
 	if err != nil {
 		return rot, fmt.Errorf("rotate keys: %w", err)
 	}
-	if err := os.WriteFile(rot.Request, append(data, '\n'), 0o644); err != nil {
+	if err := crypto.WriteFileBytes(rot.Request, append(data, '\n'), 0o644); err != nil {
 		return rot, fmt.Errorf("rotate keys: %w", err)
 	}
 	return rot, nil

@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -187,7 +186,7 @@ func (r *Registry) OfferRevocations(data []byte, keep bool) (bool, error) {
 		return false, fmt.Errorf("revocation list %d is older than the list held (%d): ignored", rl.Serial, held.Serial)
 	}
 	if keep && r.revFile != "" {
-		if err := crypto.WriteFile(r.revFile, 0o600, func(w io.Writer) error { _, err := w.Write(data); return err }); err != nil {
+		if err := crypto.WriteFileBytes(r.revFile, data, 0o600); err != nil {
 			return false, fmt.Errorf("keep revocation list: %w", err)
 		}
 	}
