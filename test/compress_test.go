@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 )
 
@@ -261,7 +262,7 @@ func TestErasureOfCompressedBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the erasure confirmed at uni-a", func() bool {
-		return strings.Contains(scrape(t, a), `eduspace_erasures_total{event="confirmed"} 1`)
+		return strings.Contains(nodetest.Scrape(t, a), `eduspace_erasures_total{event="confirmed"} 1`)
 	})
 	after := ids()
 	if len(after) != 9 {

@@ -14,6 +14,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -74,13 +75,13 @@ func TestConsentWithdrawalAcrossNodes(t *testing.T) {
 		t.Fatalf("withdraw: %+v, %v", wr, err)
 	}
 	waitFor(t, "the erasure confirmed at uni-a", func() bool {
-		m := scrape(t, a)
+		m := nodetest.Scrape(t, a)
 		return strings.Contains(m, `eduspace_erasures_total{event="confirmed"} 1`) && strings.Contains(m, "eduspace_erasures_open 0\n")
 	})
 	if st, _ := b.Status(ctx); st.Received != 1 {
 		t.Errorf("uni-b holds %d records after the erasure, want 1", st.Received)
 	}
-	if m := scrape(t, b); !strings.Contains(m, "eduspace_records_erased_total 1\n") {
+	if m := nodetest.Scrape(t, b); !strings.Contains(m, "eduspace_records_erased_total 1\n") {
 		t.Error("uni-b did not count the erased record")
 	}
 	rep, _ = a.SubjectReport(ctx, "S0001")

@@ -23,6 +23,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
@@ -221,11 +222,11 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 
 	// Every envelope comes back with a signed receipt; no sequence is missing.
 	waitFor(t, "receipts for every envelope at uni-a", func() bool {
-		m := scrape(t, a)
+		m := nodetest.Scrape(t, a)
 		return strings.Contains(m, fmt.Sprintf("eduspace_receipts_received_total %d\n", sr.Envelopes)) &&
 			strings.Contains(m, "eduspace_envelopes_awaiting_receipt 0\n")
 	})
-	if m := scrape(t, b); !strings.Contains(m, "eduspace_sequence_missing 0\n") {
+	if m := nodetest.Scrape(t, b); !strings.Contains(m, "eduspace_sequence_missing 0\n") {
 		t.Errorf("uni-b reports missing sequence numbers")
 	}
 
@@ -296,7 +297,7 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 		}
 	}
 	waitFor(t, "two refusals in uni-b's metrics", func() bool {
-		m := scrape(t, b)
+		m := nodetest.Scrape(t, b)
 		return strings.Contains(m, `eduspace_envelopes_refused_total{reason="malformed"} 1`) &&
 			strings.Contains(m, `eduspace_envelopes_refused_total{reason="unknown_key"} 1`)
 	})
@@ -312,9 +313,9 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 	}
 	// The newest delivery's ack is held for up to 100 ms (node.ackHold).
 	waitFor(t, "uni-b reporting no deliveries waiting (consumer lag) once everything was stored", func() bool {
-		return strings.Contains(scrape(t, b), `eduspace_consumer_pending_messages{consumer="deliver"} 0`)
+		return strings.Contains(nodetest.Scrape(t, b), `eduspace_consumer_pending_messages{consumer="deliver"} 0`)
 	})
-	m := scrape(t, a)
+	m := nodetest.Scrape(t, a)
 	for _, want := range []string{
 		`eduspace_policy_decisions_total{outcome="permit",reason="permit"} 52`,
 		// Denied records stay eligible and are decided again at the second
@@ -331,19 +332,6 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 
 func jsPublish(nc *nats.Conn, subject string, data []byte) (*nats.Msg, error) {
 	return nc.Request(subject, data, 5*time.Second)
-}
-
-// scrape reads a node's /metrics over its admin listener.
-func scrape(t *testing.T, n *node.Node) string {
-	t.Helper()
-	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	io.Copy(&buf, resp.Body)
-	return buf.String()
 }
 
 // exchangeSettled says, as an error naming what is still under way,

@@ -13,6 +13,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
@@ -57,7 +58,7 @@ func TestFailClosed(t *testing.T) {
 		}
 	}
 	waitFor(t, "uni-a to fail closed", func() bool {
-		return strings.Contains(scrape(t, a), "eduspace_sending_blocked 1\n")
+		return strings.Contains(nodetest.Scrape(t, a), "eduspace_sending_blocked 1\n")
 	})
 	resp, err := http.Get("http://" + a.AdminAddr() + "/readyz")
 	if err != nil {
@@ -92,7 +93,7 @@ func TestFailClosed(t *testing.T) {
 		st, _ := b.Status(ctx)
 		return st.Received == 27
 	})
-	if m := scrape(t, a); !strings.Contains(m, "eduspace_sending_blocked 0\n") {
+	if m := nodetest.Scrape(t, a); !strings.Contains(m, "eduspace_sending_blocked 0\n") {
 		t.Error("uni-a still reports sending blocked")
 	}
 }

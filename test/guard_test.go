@@ -98,26 +98,6 @@ func TestImportDirection(t *testing.T) {
 	}
 }
 
-// TestWaitOnlyInTests: the tests' waiting helper, test/wait, is imported
-// by tests only, never by a package's own (non-test) files.
-func TestWaitOnlyInTests(t *testing.T) {
-	const wait = "github.com/eduspace/eduspace/test/wait"
-	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
-	cmd.Dir = moduleRoot(t)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Fields(line)
-		for _, imp := range f[1:] {
-			if imp == wait {
-				t.Errorf("%s imports %s outside its tests", f[0], wait)
-			}
-		}
-	}
-}
-
 // nodeLayers are the packages of a node, one step of a record's way each,
 // from the bottom up: a package imports only packages of the layers below
 // its own, so that data and calls flow one way (node/doc.go). A package
@@ -173,10 +153,14 @@ func TestNodeLayers(t *testing.T) {
 	}
 }
 
-// TestNodetestOnlyInTests: node/nodetest, which runs whole spaces for
-// tests, is imported by tests only.
-func TestNodetestOnlyInTests(t *testing.T) {
-	const nodetest = "github.com/eduspace/eduspace/node/nodetest"
+// TestHelpersOnlyInTests: the tests' own packages, test/wait (waiting on a
+// condition) and node/nodetest (whole spaces of nodes), are imported by
+// tests only, never by a package's own (non-test) files.
+func TestHelpersOnlyInTests(t *testing.T) {
+	helpers := map[string]bool{
+		"github.com/eduspace/eduspace/test/wait":     true,
+		"github.com/eduspace/eduspace/node/nodetest": true,
+	}
 	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
 	cmd.Dir = moduleRoot(t)
 	out, err := cmd.Output()
@@ -186,8 +170,8 @@ func TestNodetestOnlyInTests(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
 		for _, imp := range f[1:] {
-			if imp == nodetest {
-				t.Errorf("%s imports %s outside its tests", f[0], nodetest)
+			if helpers[imp] {
+				t.Errorf("%s imports %s outside its tests", f[0], imp)
 			}
 		}
 	}

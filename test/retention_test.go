@@ -9,6 +9,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -53,7 +54,7 @@ func TestRetentionExpiry(t *testing.T) {
 	if st, _ := b.Status(ctx); st.Received != 0 {
 		t.Errorf("after the retention period uni-b still holds %d records", st.Received)
 	}
-	if m := scrape(t, b); !strings.Contains(m, "eduspace_records_expired_total 27\n") {
+	if m := nodetest.Scrape(t, b); !strings.Contains(m, "eduspace_records_expired_total 27\n") {
 		t.Error("uni-b did not count the expired records")
 	}
 	if _, err := b.VerifyEvidence(ctx); err != nil {

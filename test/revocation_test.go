@@ -26,6 +26,7 @@ import (
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -237,7 +238,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("share sent nothing: %+v", sr)
 	}
 	want := `eduspace_envelopes_refused_total{reason="revoked"} ` + strconv.Itoa(sr.Envelopes) + "\n"
-	waitFor(t, "uni-b to refuse every envelope as revoked", func() bool { return strings.Contains(scrape(t, b), want) })
+	waitFor(t, "uni-b to refuse every envelope as revoked", func() bool { return strings.Contains(nodetest.Scrape(t, b), want) })
 	if st, _ := b.Status(ctx); st.Received != 0 {
 		t.Errorf("uni-b stored %d records from a revoked key", st.Received)
 	}

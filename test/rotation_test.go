@@ -14,6 +14,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 )
 
 // outboxKeys returns the recipient KEM key id of every records envelope in
@@ -94,7 +95,7 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil || sr1.Permitted != 15 {
 		t.Fatalf("share before rotation: %+v, %v", sr1, err)
 	}
-	waitFor(t, "uni-a to publish", func() bool { return strings.Contains(scrape(t, a), "eduspace_outbox_depth 0\n") })
+	waitFor(t, "uni-a to publish", func() bool { return strings.Contains(nodetest.Scrape(t, a), "eduspace_outbox_depth 0\n") })
 
 	// Step 1, announce: generation 2 is created; the request lists [1, 2].
 	rot, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now())
@@ -140,7 +141,7 @@ func TestKeyRotation(t *testing.T) {
 	// cached copy of the credential does not list yet: uni-a reads the
 	// registry again rather than refusing them.
 	waitFor(t, "receipts for the old envelopes at uni-a", func() bool {
-		return strings.Contains(scrape(t, a), fmt.Sprintf("eduspace_receipts_received_total %d\n", sr1.Envelopes))
+		return strings.Contains(nodetest.Scrape(t, a), fmt.Sprintf("eduspace_receipts_received_total %d\n", sr1.Envelopes))
 	})
 	// Once its cached copy has expired, uni-a seals to the new current key.
 	clk.advance(2 * time.Minute)
@@ -171,10 +172,10 @@ func TestKeyRotation(t *testing.T) {
 		}
 	}
 	waitFor(t, "every receipt at uni-a", func() bool {
-		return strings.Contains(scrape(t, a), fmt.Sprintf("eduspace_receipts_received_total %d\n", sr1.Envelopes+sr2.Envelopes))
+		return strings.Contains(nodetest.Scrape(t, a), fmt.Sprintf("eduspace_receipts_received_total %d\n", sr1.Envelopes+sr2.Envelopes))
 	})
 	for name, n := range map[string]*node.Node{"uni-a": a, "uni-b": b} {
-		for _, line := range strings.Split(scrape(t, n), "\n") {
+		for _, line := range strings.Split(nodetest.Scrape(t, n), "\n") {
 			if strings.HasPrefix(line, "eduspace_envelopes_refused_total{") && !strings.HasSuffix(line, " 0") {
 				t.Errorf("%s refused envelopes during the rotation: %s", name, line)
 			}

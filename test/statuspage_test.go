@@ -13,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -153,7 +154,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 // scrapeValue is the value of an unlabelled metric in n's /metrics.
 func scrapeValue(t *testing.T, n *node.Node, name string) string {
 	t.Helper()
-	for _, line := range strings.Split(scrape(t, n), "\n") {
+	for _, line := range strings.Split(nodetest.Scrape(t, n), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			return v
 		}

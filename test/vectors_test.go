@@ -25,6 +25,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 )
 
 // Offsets into an envelope (crypto/ENVELOPE.md §1).
@@ -73,7 +74,7 @@ func resign(b []byte, signer *crypto.SigningKey) []byte {
 func refusedCounts(t *testing.T, n *node.Node) map[string]int {
 	t.Helper()
 	got := map[string]int{}
-	for _, line := range strings.Split(scrape(t, n), "\n") {
+	for _, line := range strings.Split(nodetest.Scrape(t, n), "\n") {
 		rest, ok := strings.CutPrefix(line, `eduspace_envelopes_refused_total{reason="`)
 		if !ok {
 			continue

@@ -1,8 +1,8 @@
 package aggregate_test
 
 import (
-	"bytes"
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -21,12 +21,13 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/aggregate"
-	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
+	"github.com/nats-io/nats.go"
 )
 
 // The tests of whole rounds among nodes, each with its own database, on one
@@ -34,73 +35,15 @@ import (
 // (export_test.go): noise off, so that a release equals the plain sum
 // exactly, and dropouts.
 
-const space = "agg"
-
-// testSpace is an authority and an embedded NATS server in a temp
-// directory.
-type testSpace struct {
-	t    *testing.T
-	dir  string
-	ak   *crypto.AuthorityKey
-	emb  *bus.Embedded
-	now  time.Time
-	conf map[string]node.Config
-}
-
-func newSpace(t *testing.T) *testSpace {
-	t.Helper()
-	dir := t.TempDir()
-	if _, err := authority.Init(filepath.Join(dir, "authority")); err != nil {
-		t.Fatal(err)
-	}
-	ak, err := authority.Load(filepath.Join(dir, "authority"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	emb, err := bus.StartEmbedded(filepath.Join(dir, "nats"), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(emb.Shutdown)
-	return &testSpace{t: t, dir: dir, ak: ak, emb: emb, now: time.Now(), conf: map[string]node.Config{}}
-}
-
 // aggUnis are the universities of the aggregate tests; aggCenter the center.
 var aggUnis = []string{"uni-a", "uni-b", "uni-c"}
 
 const aggCenter = "center"
 
-// memberAs is testSpace.member with a role.
-func (s *testSpace) memberAs(id string, role crypto.Role) *node.Node {
-	s.t.Helper()
-	nd := filepath.Join(s.dir, id)
-	if _, err := keys.InitKeys(nd, id, crypto.DefaultSuite); err != nil {
-		s.t.Fatal(err)
-	}
-	tok, err := authority.Issue(s.ak, filepath.Join(nd, keys.RequestFile), authority.Member{
-		Space: space, Institution: "Institution " + id, Role: role, Valid: time.Hour}, s.now)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644); err != nil {
-		s.t.Fatal(err)
-	}
-	cfg := node.DefaultConfig()
-	cfg.NodeID, cfg.Space, cfg.DataDir = id, space, nd
-	cfg.AuthorityKey = filepath.Join(s.dir, "authority", authority.PublicKeyFile)
-	cfg.NATS.URL = s.emb.ClientURL()
-	cfg.Admin.Listen = "127.0.0.1:0"
-	s.conf[id] = cfg
-	n, err := node.Open(context.Background(), cfg, node.Env{})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			s.t.Errorf("close %s: %v", id, err)
-		}
-	})
-	return n
+// memberAs opens member id of the space with role.
+func memberAs(s *nodetest.Space, id string, role crypto.Role) *node.Node {
+	s.T.Helper()
+	return s.Open(s.Member(id, role))
 }
 
 // aggPlain is one university's exact tables, computed here from the records
@@ -150,7 +93,7 @@ func aggRecords(i int) (string, aggPlain) {
 }
 
 type aggFixture struct {
-	s      *testSpace
+	s      *nodetest.Space
 	center *node.Node
 	unis   map[string]*node.Node
 	plain  map[string]aggPlain
@@ -161,10 +104,10 @@ type aggFixture struct {
 func newAggSpace(t *testing.T) *aggFixture {
 	t.Helper()
 	ctx := context.Background()
-	f := &aggFixture{s: newSpace(t), unis: map[string]*node.Node{}, plain: map[string]aggPlain{}}
-	f.center = f.s.memberAs(aggCenter, crypto.RoleCenter)
+	f := &aggFixture{s: nodetest.NewSpace(t), unis: map[string]*node.Node{}, plain: map[string]aggPlain{}}
+	f.center = memberAs(f.s, aggCenter, crypto.RoleCenter)
 	for i, id := range aggUnis {
-		u := f.s.memberAs(id, crypto.RoleUniversity)
+		u := memberAs(f.s, id, crypto.RoleUniversity)
 		u.Aggregator().SetTestKnobs(true, "")
 		f.unis[id] = u
 		recs, plain := aggRecords(i)
@@ -179,7 +122,7 @@ func newAggSpace(t *testing.T) *aggFixture {
 				"student":    {"student_id", "gender"},
 				"enrollment": {"student_id", "education_level", "major_code", "program_length"},
 			},
-			MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: f.s.now.Add(-time.Hour), ValidUntil: f.s.now.Add(24 * time.Hour)}
+			MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: f.s.Now.Add(-time.Hour), ValidUntil: f.s.Now.Add(24 * time.Hour)}
 		for _, n := range []*node.Node{u, f.center} {
 			if err := n.AddAgreement(ctx, a); err != nil {
 				t.Fatal(err)
@@ -277,7 +220,7 @@ func hasEntry(entries []map[string]any, round, reason string) map[string]any {
 func metricValue(t *testing.T, n *node.Node, series string) float64 {
 	t.Helper()
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+-]+)$`)
-	m := re.FindStringSubmatch(scrape(t, n))
+	m := re.FindStringSubmatch(nodetest.Scrape(t, n))
 	if m == nil {
 		return -1
 	}
@@ -360,13 +303,13 @@ func TestAggregateSecureSumExact(t *testing.T) {
 	}
 
 	// In the evidence logs of the center and every contributor.
-	if e := hasEntry(aggEvidence(t, f.s.conf[aggCenter].DataDir), "gender-count-r1", "released"); e == nil {
+	if e := hasEntry(aggEvidence(t, f.s.Configs[aggCenter].DataDir), "gender-count-r1", "released"); e == nil {
 		t.Error("center's evidence lacks the release")
 	} else if d := e["detail"].(map[string]any); d["survivors"] != 3.0 || d["rho_nano"] == nil || d["survivor:uni-b"] != 1.0 {
 		t.Errorf("center's release entry: %v", e)
 	}
 	for _, u := range aggUnis {
-		ev := aggEvidence(t, f.s.conf[u].DataDir)
+		ev := aggEvidence(t, f.s.Configs[u].DataDir)
 		for _, reason := range []string{"joined", "contributed", "unmasked"} {
 			if hasEntry(ev, "enrol-sum-r1", reason) == nil {
 				t.Errorf("%s's evidence lacks %s", u, reason)
@@ -401,7 +344,7 @@ func TestAggregateDropout(t *testing.T) {
 			rel := f.run(t, q)
 			t.Logf("round with a dropout after %s: %v", step, time.Since(start))
 			f.checkGender(t, rel, "uni-a", "uni-b")
-			ev := aggEvidence(t, f.s.conf["uni-c"].DataDir)
+			ev := aggEvidence(t, f.s.Configs["uni-c"].DataDir)
 			if hasEntry(ev, q.ID+"-r1", "joined") == nil || hasEntry(ev, q.ID+"-r1", "contributed") != nil {
 				t.Errorf("uni-c's evidence: want joined, not contributed: %v", ev)
 			}
@@ -436,11 +379,11 @@ func TestAggregateBudget(t *testing.T) {
 	f.checkGender(t, f.run(t, genderQuery("budget-1")), aggUnis...)
 	rel := f.run(t, genderQuery("budget-2"))
 	f.checkGender(t, rel, "uni-a", "uni-b")
-	ev := aggEvidence(t, f.s.conf["uni-c"].DataDir)
+	ev := aggEvidence(t, f.s.Configs["uni-c"].DataDir)
 	if hasEntry(ev, "budget-2-r1", "budget_exceeded") == nil {
 		t.Errorf("uni-c's evidence lacks the budget refusal: %v", ev)
 	}
-	if hasEntry(aggEvidence(t, f.s.conf[aggCenter].DataDir), "budget-2-r1", "budget_exceeded") == nil {
+	if hasEntry(aggEvidence(t, f.s.Configs[aggCenter].DataDir), "budget-2-r1", "budget_exceeded") == nil {
 		t.Error("the center's evidence lacks uni-c's refusal")
 	}
 	if v := metricValue(t, f.unis["uni-c"], `eduspace_aggregate_queries_refused_total{reason="budget_exceeded"}`); v != 1 {
@@ -500,17 +443,135 @@ func TestAggregateStanding(t *testing.T) {
 	}
 }
 
-// scrape reads a node's /metrics over its admin listener.
-func scrape(t *testing.T, n *node.Node) string {
-	t.Helper()
-	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+// TestAggregateRefusesBadQueries: invalid queries are refused at the center
+// with the field named; over the wire, a university refuses and counts an
+// unsigned, forged, self-proclaimed or malformed query.
+func TestAggregateRefusesBadQueries(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	for field, edit := range map[string]func(*aggregate.Query){
+		"group_by[0].field": func(q *aggregate.Query) { q.GroupBy[0].Field = "name" },
+		"threshold":         func(q *aggregate.Query) { q.Threshold = 2 },
+		"dataset":           func(q *aggregate.Query) { q.Dataset = "everything" },
+		"measure.field": func(q *aggregate.Query) {
+			q.Measure = aggregate.Measure{Kind: "sum", Field: "gender", Lower: 0, Upper: 1}
+		},
+		"rho":             func(q *aggregate.Query) { q.Rho = 0 },
+		"participants":    func(q *aggregate.Query) { q.Participants = q.Participants[:2] },
+		"participants[1]": func(q *aggregate.Query) { q.Participants = []string{"uni-a", "nobody", "uni-c"} },
+	} {
+		q := genderQuery("bad")
+		edit(&q)
+		if _, err := f.center.Aggregator().Submit(ctx, q); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: got %v, want an error naming it", field, err)
+		}
+	}
+	if _, err := f.unis["uni-a"].Aggregator().Submit(ctx, genderQuery("x")); !errors.Is(err, aggregate.ErrNotCenter) {
+		t.Errorf("a university submits: %v", err)
+	}
+
+	// Over the wire, to uni-b.
+	nc, err := nats.Connect(f.s.Emb.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	if _, err := io.Copy(&buf, resp.Body); err != nil {
+	defer nc.Close()
+	good := genderQuery("wire")
+	good.Center, good.Issued, good.Dataset, good.ContributionBound = aggCenter, time.Now().UTC(), "student", 1
+	good.Deadline = good.Issued.Add(time.Hour)
+	invalid := good
+	invalid.GroupBy = []aggregate.Dimension{{Field: "name", Values: []string{"x"}}}
+	selfish := good
+	selfish.Center, selfish.Participants = "uni-a", []string{"uni-b", "uni-c", aggCenter}
+	raw := func(q aggregate.Query) []byte {
+		b, err := json.Marshal(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	sign := func(from string, data []byte) (string, []byte) {
+		k, err := keys.LoadKeys(filepath.Join(f.s.Dir, from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Signing.Public().KeyID(), k.Signing.Sign(append([]byte("eduspace aggregate query v1\x00"), data...))
+	}
+	cases := []struct {
+		name, from string
+		query      []byte
+		signer     string
+	}{
+		{"unsigned", aggCenter, raw(good), ""},
+		{"forged", "uni-a", raw(good), "uni-a"},
+		{"self-proclaimed center", "uni-a", raw(selfish), "uni-a"},
+		{"malformed", aggCenter, []byte(`{"id":`), aggCenter},
+		{"invalid", aggCenter, raw(invalid), aggCenter},
+	}
+	for i, c := range cases {
+		sq := map[string]any{"query": c.query}
+		if c.signer != "" {
+			sq["key_id"], sq["sig"] = sign(c.signer, c.query)
+		}
+		body, err := json.Marshal(map[string]any{"type": "round", "round": fmt.Sprintf("wire-r%d", i+1), "query": sq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.sendRaw(t, nc, c.from, "uni-b", body)
+	}
+	defer func() {
+		if t.Failed() {
+			for _, l := range strings.Split(nodetest.Scrape(t, f.unis["uni-b"]), "\n") {
+				if strings.Contains(l, "refused") && !strings.HasSuffix(l, " 0") {
+					t.Log(l)
+				}
+			}
+		}
+	}()
+	wait.Until(t, 20*time.Second, "uni-b to refuse five queries", func() bool {
+		return metricValue(t, f.unis["uni-b"], `eduspace_aggregate_queries_refused_total{reason="bad_signature"}`) == 3 &&
+			metricValue(t, f.unis["uni-b"], `eduspace_aggregate_queries_refused_total{reason="bad_query"}`) == 2
+	})
+	if v := metricValue(t, f.unis["uni-b"], `eduspace_aggregate_participations_total{event="joined"}`); v != 0 {
+		t.Errorf("uni-b joined %v rounds", v)
+	}
+	if v := metricValue(t, f.unis["uni-b"], `eduspace_envelopes_refused_total{reason="bad_content"}`); v != 5 {
+		t.Errorf("envelopes refused: %v, want 5", v)
+	}
+}
+
+// sendRaw seals body from one member to another as an aggregate envelope
+// and publishes it on the control subject, as a misbehaving member could.
+func (f *aggFixture) sendRaw(t *testing.T, nc *nats.Conn, from, to string, body []byte) {
+	t.Helper()
+	k, err := keys.LoadKeys(filepath.Join(f.s.Dir, from))
+	if err != nil {
 		t.Fatal(err)
 	}
-	return buf.String()
+	root, err := crypto.ReadAuthorityPublicKey(f.s.Pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(f.s.Dir, to, "credential.jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := crypto.ParseCredential(strings.TrimSpace(string(tok)), root, nodetest.SpaceID, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kem := cred.CurrentKEMKey()
+	now := time.Now()
+	h := crypto.Header{Suite: kem.Suite(), Sender: from, SenderKeyID: k.Signing.Public().KeyID(), Recipient: to,
+		RecipientKeyID: kem.KeyID(), Created: now, Expires: now.Add(time.Hour), Count: 1, Kind: crypto.KindAggregate}
+	if _, err := rand.Read(h.ID[:]); err != nil {
+		t.Fatal(err)
+	}
+	data, err := crypto.Seal(rand.Reader, h, kem, k.Signing, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Request(bus.Layout{Space: nodetest.SpaceID}.ControlSubject(to, from), data, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 }

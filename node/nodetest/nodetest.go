@@ -10,6 +10,8 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,14 +68,14 @@ func NewSpace(t *testing.T) *Space {
 	return &Space{T: t, Dir: dir, AK: ak, Pub: pub, Emb: emb, Now: time.Now(), Configs: map[string]node.Config{}, Valid: time.Hour}
 }
 
-// Config creates member id's keys and a university credential valid for
-// an hour, and returns its config: small envelopes (5 records) and fast
-// checkpoints (the fail-closed tests wait for them).
-func (s *Space) Config(id string) node.Config {
+// Member creates member id's keys and a credential for role, valid for
+// s.Valid, and returns its config: the daemon's defaults, on the space's
+// server, its admin API on a loopback port.
+func (s *Space) Member(id string, role crypto.Role) node.Config {
 	s.T.Helper()
 	nd := filepath.Join(s.Dir, id)
 	if _, err := authority.Provision(s.AK, nd, id, crypto.SuiteX25519, authority.Member{
-		Space: SpaceID, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: s.Valid}, s.Now); err != nil {
+		Space: SpaceID, Institution: "Institution " + id, Role: role, Valid: s.Valid}, s.Now); err != nil {
 		s.T.Fatal(err)
 	}
 	cfg := node.DefaultConfig()
@@ -81,6 +83,15 @@ func (s *Space) Config(id string) node.Config {
 	cfg.NATS.URL = s.Emb.ClientURL()
 	cfg.Admin.Listen = "127.0.0.1:0"
 	cfg.Suite = crypto.SuiteX25519.String()
+	s.Configs[id] = cfg
+	return cfg
+}
+
+// Config is Member for a university, with small envelopes (5 records) and
+// fast checkpoints, which the outbox's fail-closed tests wait for.
+func (s *Space) Config(id string) node.Config {
+	s.T.Helper()
+	cfg := s.Member(id, crypto.RoleUniversity)
 	cfg.Batch.MaxRecords = 5
 	cfg.Checkpoint.Interval = 100 * time.Millisecond
 	cfg.Checkpoint.MaxAge = 400 * time.Millisecond
@@ -217,4 +228,19 @@ func Count(t testing.TB, cfg node.Config, query string, args ...any) int64 {
 		t.Fatalf("%s: %v", query, err)
 	}
 	return k
+}
+
+// Scrape reads n's metrics over its admin listener.
+func Scrape(t testing.TB, n *node.Node) string {
+	t.Helper()
+	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }

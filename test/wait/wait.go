@@ -5,7 +5,7 @@
 // with its context. Tests wait through it, never on fixed sleeps.
 //
 // It belongs to the tests alone: production code must never import it
-// (TestWaitOnlyInTests in package test checks).
+// (TestHelpersOnlyInTests in package test checks).
 package wait
 
 import (
