@@ -3,8 +3,6 @@ package test
 import (
 	"bytes"
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -121,40 +119,11 @@ func (s *testSpace) js() jetstream.JetStream {
 	return js
 }
 
-// evidenceEntries reads a node's evidence log (read-only, beside the
-// running node).
-func evidenceEntries(t *testing.T, dir string) []map[string]any {
-	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT entry FROM evidence ORDER BY seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []map[string]any
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			t.Fatal(err)
-		}
-		m := map[string]any{}
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
 // refusals counts a node's evidence entries of kind refuse by reason.
 func refusals(t *testing.T, dir string) map[string]int {
 	t.Helper()
 	got := map[string]int{}
-	for _, e := range evidenceEntries(t, dir) {
+	for _, e := range nodetest.Evidence(t, dir) {
 		if e["kind"] == "refuse" {
 			r, _ := e["reason"].(string)
 			got[r]++

@@ -3,7 +3,6 @@ package aggregate_test
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -176,33 +175,14 @@ func (f *aggFixture) checkGender(t *testing.T, rel *aggregate.Release, unis ...s
 	}
 }
 
-// aggEvidence returns a node's aggregate evidence entries.
+// aggEvidence is the aggregate entries of a node's evidence log.
 func aggEvidence(t *testing.T, dir string) []map[string]any {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT entry FROM evidence WHERE json_extract(entry, '$.kind') = 'aggregate' ORDER BY seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
 	var out []map[string]any
-	for rows.Next() {
-		var b []byte
-		if err := rows.Scan(&b); err != nil {
-			t.Fatal(err)
+	for _, e := range nodetest.Evidence(t, dir) {
+		if e["kind"] == "aggregate" {
+			out = append(out, e)
 		}
-		var e map[string]any
-		if err := json.Unmarshal(b, &e); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

@@ -9,6 +9,7 @@ package nodetest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -243,4 +244,37 @@ func Scrape(t testing.TB, n *node.Node) string {
 		t.Fatal(err)
 	}
 	return string(body)
+}
+
+// Evidence reads the entries of the evidence log of the node whose data
+// directory is dir, in order, from a read-only view beside the running
+// node.
+func Evidence(t testing.TB, dir string) []map[string]any {
+	t.Helper()
+	db, err := store.OpenReadOnly(filepath.Join(dir, "node.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`SELECT entry FROM evidence ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []map[string]any
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]any{}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
