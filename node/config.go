@@ -94,7 +94,7 @@ type BatchConfig struct {
 	// embedded server's 8 MiB). Larger envelopes spread the per-envelope
 	// costs (one HPKE setup, one signature, one commit at each end, one
 	// receipt entry) over more records: in `eduspace bench`, 900 records
-	// moved 10 % more records per CPU second than 500, and 2,000 another
+	// move 10 % more records per CPU second than 500, and 2,000 another
 	// 15 % (test/PERFORMANCE.md has the figures).
 	MaxRecords int `yaml:"max_records"`
 }

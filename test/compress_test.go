@@ -70,11 +70,10 @@ func gradeLines(n int) []byte {
 func repeatTo(line []byte, n int) []byte { return bytes.Repeat(line, n/len(line)+1) }
 
 // TestCompressedRecords: envelopes of records travel compressed and are
-// stored compressed; an uncompressed envelope, as older nodes send, is
-// still accepted; a compressed payload that is too large, lies about its
+// stored compressed; an uncompressed envelope, as a node that does not
+// compress sends, is accepted; a compressed payload that is too large, lies about its
 // size, has none, is corrupt, truncated or followed by anything, holds
-// what the record type does not have, or is a zstd frame (the form of an
-// unreleased build) is refused as bad content, counted, recorded in the
+// what the record type does not have, or is a zstd frame is refused as bad content, counted, recorded in the
 // evidence log and never stored.
 func TestCompressedRecords(t *testing.T) {
 	ctx := context.Background()
@@ -175,7 +174,7 @@ func TestCompressedRecords(t *testing.T) {
 		{"a block and trailing bytes", envelope.RefuseContent, seal(20, append(bytes.Clone(twenty), "{}\n"...))},
 		{"a block of a field outside the record type", envelope.RefuseContent,
 			seal(1, block([]byte(`{"type":"course_grade","student_id":"tk_x","salary":1,"course_code":"CS101","score":91}`+"\n")))},
-		{"a zstd frame (an unreleased build's form)", envelope.RefuseContent, seal(20, zenc.EncodeAll(gradeLines(20), nil))},
+		{"a zstd frame", envelope.RefuseContent, seal(20, zenc.EncodeAll(gradeLines(20), nil))},
 	}
 	js := s.js()
 	subject := bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a")

@@ -125,9 +125,9 @@ type Embedded struct {
 
 // EmbeddedMaxPayload is the largest message the embedded server accepts:
 // 8 MiB, the most NATS advises, against its default of 1 MiB. Nodes close
-// envelopes at half their server's maximum (node: envelopePlaintext), and
-// envelopes of 2,000 rather than 900 records moved 15 % more records per
-// CPU second in `eduspace bench`. Servers of a space that exchange messages
+// envelopes at half their server's maximum (share.Sharer.EnvelopePlaintext),
+// and envelopes of 2,000 rather than 900 records move 15 % more records
+// per CPU second in `eduspace bench`. Servers of a space that exchange messages
 // (a hub and its leaf nodes, a cluster) must agree on it: raise
 // max_payload on all of them or on none.
 const EmbeddedMaxPayload = 8 << 20

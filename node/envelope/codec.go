@@ -18,15 +18,15 @@ import (
 // compressed payload with s2BlockMagic. Senders compress; receivers read
 // both, so envelopes from nodes that do not compress still open. The
 // received table stores the payload as it arrived, so a stored body is of
-// either form too. The zstd form of an earlier build, never released, is
-// not read: such a payload is not NDJSON either, and is refused as such.
+// either form too. A zstd frame is not read: it is not NDJSON either, and
+// is refused as such.
 //
 // S2 is klauspost/compress's: the module is in the build already, and the
 // embedded NATS server compresses with the same package. On a 500-record
 // envelope of the bench's records (295 KB of NDJSON) s2.Encode takes
 // 0.21–0.26 ms and leaves 72 KB (4.07:1), s2.Decode 0.12–0.15 ms;
 // s2.EncodeBetter 0.7–0.8 ms for 71 KB (4.15:1); zstd at its fastest
-// level, which the node used before, 1.0–1.25 ms for 49 KB (6.03:1) and
+// level 1.0–1.25 ms for 49 KB (6.03:1) and
 // 0.25–0.3 ms to decompress (BenchmarkRecordsCodec, 2 shared cores). The
 // pipeline is CPU-bound and SQLite spends about 8 ns per stored byte on
 // each side, so zstd's 23 KB less per envelope buy back only part of the

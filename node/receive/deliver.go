@@ -39,9 +39,9 @@ const DeliveryBufferBytes = 64 << 20
 // waits for the next delivery to be stored (it is acknowledged then):
 // the exchange stream is a work queue, and an ack that empties the
 // server's last message block makes it delete that block's file and
-// create a new one. A receiver keeping up emptied it at every envelope;
-// a file created and one deleted per envelope cost 5–7 % of the bench's
-// CPU (ext4 searching its inode bitmap past recently deleted inodes).
+// create a new one. Without the hold, a receiver keeping up empties it at every
+// envelope, and a file created and one deleted per envelope costs 5–7 % of
+// the bench's CPU (ext4 searching its inode bitmap past recently deleted inodes).
 // Holding one ack keeps the last block in use while deliveries flow. The
 // envelope is stored before its ack is held: a crash meanwhile means a
 // redelivery after AckWait that the inbox recognises.

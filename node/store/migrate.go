@@ -191,7 +191,7 @@ CREATE TABLE privacy_ledger (
 );
 `,
 	// 3: deliveries in one row per envelope rather than one per record. A row per record, with its
-	// list of fields, wrote about 350 bytes and a B-tree entry per record at every commit: a third of
+	// list of fields, writes about 350 bytes and a B-tree entry per record at every commit: a third of
 	// the sender's database work. The view keeps the per-record form for reading.
 	`
 -- delivered: per envelope of records, whose records went out in it (the subject as its keyed
@@ -219,7 +219,7 @@ CREATE VIEW deliveries AS
 	FROM delivered d, json_each(d.items) j;
 `,
 	// 4: envelopes apart from the outbox rows the relay and receipts update. SQLite rewrites a whole
-	// row on update, so marking a row that held its envelope rewrote the envelope (tens of KiB) three
+	// row on update, so marking a row that held its envelope would rewrite the envelope (tens of KiB) three
 	// times: attempt, sent, receipt.
 	`
 -- outbox_data: the sealed envelope of outbox row id.
@@ -233,7 +233,7 @@ ALTER TABLE outbox DROP COLUMN data;
 	// 5: receipts for several envelopes at once. An envelope stored is queued here in the
 	// transaction that stores it; the receipts loop confirms what is queued, one receipt per
 	// sender for everything stored within a short linger, and deletes the rows in the transaction
-	// that queues the receipt. A receipt per stored group cost a KEM encapsulation, a signature
+	// that queues the receipt. A receipt per stored group costs a KEM encapsulation, a signature
 	// and an outbox row at this end and a decapsulation at the other for every one or two
 	// envelopes under load.
 	`

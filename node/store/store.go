@@ -49,12 +49,13 @@ func (db *DB) OnCheckpointError(report func(error)) { db.ckptErr.Store(&report) 
 // Every 500 ms rather than 100: a checkpoint is a cgo call of 1–30 ms
 // (copying pages, two fsyncs) and the Go runtime hands its P to other
 // goroutines only when its monitor notices, after up to 10–20 ms. With two
-// cores, the sender's and the receiver's checkpoints at once left no P to
-// run Go code for 15 ms (seen in an execution trace of `eduspace bench`).
-// Fewer checkpoints stall less often and copy pages rewritten in between
-// (evidence head, outbox marks) once: `eduspace bench` went from 97,000–
-// 118,000 to 114,000–156,000 records/s, and BenchmarkEnvelopeWrites'
-// CPU per envelope fell 5–10 %. The WAL grows to about 15 MiB per
+// cores, the sender's and the receiver's checkpoints at once leave no P to
+// run Go code for up to 15 ms (an execution trace of `eduspace bench`
+// shows it). Fewer checkpoints stall less often and copy pages rewritten
+// in between (evidence head, outbox marks) once: in interleaved runs
+// `eduspace bench` moves 114,000–156,000 records/s with checkpoints every
+// 500 ms against 97,000–118,000 every 100 ms, and BenchmarkEnvelopeWrites
+// uses 5–10 % less CPU per envelope. The WAL grows to about 15 MiB per
 // checkpoint at full speed, far below writerCheckpointBytes.
 const (
 	checkpointEvery       = 500 * time.Millisecond
@@ -65,9 +66,10 @@ const (
 // than SQLite's 4 KiB. A node writes envelopes and evidence entries of
 // tens of KiB; with 16 KiB pages SQLite handles, logs and checkpoints a
 // quarter as many pages (and overflow pages) for them, each costing system
-// calls and page-cache work, although a small row updated now rewrites
-// 16 KiB: SQLite's CPU time per envelope fell by more than a quarter in
-// BenchmarkEnvelopeWrites, and by about a sixth in `eduspace bench`.
+// calls and page-cache work, although a small row updated rewrites 16 KiB:
+// SQLite's CPU time per envelope is more than a quarter lower than with
+// 4 KiB pages in BenchmarkEnvelopeWrites, and about a sixth lower in
+// `eduspace bench`.
 // 64 KiB pages rewrite too much for the small rows. A database keeps the
 // page size it was created with.
 const pageSize = 16384
@@ -175,7 +177,7 @@ func setPageSize(ctx context.Context, w *sql.DB) (int, error) {
 // checkpoint holds its P (see checkpointEvery) for as long as it runs,
 // and two databases in one process (the demo, the bench, tests) tend to
 // checkpoint at the same moment, after commits of one exchange: on two
-// cores that left no P for Go code for up to 25 ms, the outliers of the
+// cores that leaves no P for Go code for up to 25 ms, the outliers of the
 // bench's single-record latency. One at a time, one P stays free.
 var checkpointing sync.Mutex
 
