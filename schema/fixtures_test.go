@@ -108,7 +108,7 @@ func TestFixtureStudents(t *testing.T) {
 		}
 	}
 	if nMinors == 0 || nMinors == 960 {
-		t.Fatalf("%d minors: the fixture no longer tests C3", nMinors)
+		t.Fatalf("%d minors: the fixture does not test C3", nMinors)
 	}
 	recs, labels := classifiedFixture(t, "Student.xml", true)
 	if len(recs) != 960 {

@@ -143,7 +143,7 @@ func gradeAgreement(id, from, to string, now time.Time) *policy.Agreement {
 // TestRevocation: the authority revokes a sender's signing key, then a
 // whole recipient node, publishing each list on the space. The receiving
 // node refuses the revoked sender's envelopes (counted as `revoked`, in
-// the evidence log, never stored), the sender may no longer share to the
+// the evidence log, never stored), the sender may not share to the
 // revoked recipient, and lists that are older or not signed by the root
 // key are ignored.
 func TestRevocation(t *testing.T) {

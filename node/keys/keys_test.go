@@ -74,7 +74,7 @@ func TestKeyGenerations(t *testing.T) {
 		t.Error("retired credential: generation 2 does not sign")
 	}
 	if _, ok := k.KEMKey(g1.KEM.Public().KeyID()); ok {
-		t.Error("a KEM key the credential no longer lists still opens")
+		t.Error("a KEM key the credential does not list still opens")
 	}
 	// A credential for keys this node does not hold.
 	other, err := newKeySet(t.TempDir(), 1, crypto.SuiteX25519)

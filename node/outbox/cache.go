@@ -44,7 +44,7 @@ type cachedEnvelope struct {
 	data []byte
 }
 
-// setLimit bounds the cache to limit bytes, evicting what no longer fits.
+// setLimit bounds the cache to limit bytes, evicting what does not fit.
 func (c *envelopeCache) setLimit(limit int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

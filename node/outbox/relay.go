@@ -98,7 +98,7 @@ func (o *Outbox) relayOnce(ctx context.Context) (more bool, err error) {
 		o.opts.pageRead()
 	}
 	// Mark the page as being published before it is: from here on an
-	// envelope may have left, so a withdrawal or revocation no longer drops
+	// envelope may have left, so a withdrawal or revocation does not drop
 	// it but asks the recipient to erase. The envelope id in the mark makes
 	// sure the row is still the one read: SQLite may give a dropped row's
 	// id to the next row inserted.
@@ -191,7 +191,7 @@ const relayPageBytes = 64 << 20
 // loadEnvelopes sets the envelope of each row of page, rows the relay has
 // marked attempted, from the envelope cache, else from outbox_data, until
 // relayPageBytes are loaded (one row at least); it returns how many rows
-// it loaded. A row marked attempted is no longer dropped, so its id keeps
+// it loaded. A row marked attempted is never dropped, so its id keeps
 // naming it.
 func (o *Outbox) loadEnvelopes(ctx context.Context, page []outboxRow) (int, error) {
 	var st *sql.Stmt

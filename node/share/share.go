@@ -389,7 +389,7 @@ func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body,
 	if err != nil {
 		// The record was valid at ingest; the standard has changed since.
 		// It cannot be judged, so it does not leave.
-		s.n.log.Warn("stored record no longer validates; not shared", "record", id, "err", err)
+		s.n.log.Warn("stored record does not validate under the standard; not shared", "record", id, "err", err)
 		return nil
 	}
 	return s.decide(ctx, record{rec: &rec}, labels, id, now)
