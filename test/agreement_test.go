@@ -12,6 +12,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 func agreementState(t *testing.T, n *node.Node, id string) (string, bool) {
@@ -48,7 +49,7 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 	if err := b.ProposeAgreement(ctx, ag); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the proposal at uni-a", func() bool { st, _ := agreementState(t, a, "signed"); return st == "offered" })
+	wait.Until(t, 20*time.Second, "the proposal at uni-a", func() bool { st, _ := agreementState(t, a, "signed"); return st == "offered" })
 	if _, err := a.Share(ctx, "signed"); !errors.Is(err, agreement.ErrNotActive) {
 		t.Fatalf("share before acceptance: %v, want ErrAgreementNotActive", err)
 	}
@@ -58,7 +59,7 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 	if err := a.AcceptAgreement(ctx, "signed"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the acceptance at uni-b", func() bool {
+	wait.Until(t, 20*time.Second, "the acceptance at uni-b", func() bool {
 		st, signed := agreementState(t, b, "signed")
 		return st == "active" && signed
 	})
@@ -69,13 +70,13 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 	if err != nil || sr.Permitted != 27 {
 		t.Fatalf("share: %+v, %v", sr, err)
 	}
-	waitFor(t, "27 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 27 })
+	wait.Until(t, 20*time.Second, "27 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 27 })
 
 	// The recipient revokes; the provider learns it and shares nothing more.
 	if _, err := b.RevokeAgreement(ctx, "signed"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the revocation at uni-a", func() bool { st, _ := agreementState(t, a, "signed"); return st == "revoked" })
+	wait.Until(t, 20*time.Second, "the revocation at uni-a", func() bool { st, _ := agreementState(t, a, "signed"); return st == "revoked" })
 	more := `{"type":"course_grade","student_id":"S9999","course_code":"CS301","score":77}` + "\n"
 	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
 		t.Fatal(err)

@@ -250,7 +250,7 @@ func stableAddr(t *testing.T) string {
 
 func waitListening(t *testing.T, what, addr string) {
 	t.Helper()
-	waitFor(t, what, func() bool {
+	wait.Until(t, 20*time.Second, what, func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -356,7 +356,7 @@ func TestClusterLeaf(t *testing.T) {
 	} else {
 		t.Log("node.Config has no nats.domain: the leaf server runs without JetStream and maps $JS.API and $KV to the hub's domain instead (see deploy/README.md)")
 	}
-	waitFor(t, "the leaf link to the hub", func() bool { return leafLinked(t, proxies) })
+	wait.Until(t, 20*time.Second, "the leaf link to the hub", func() bool { return leafLinked(t, proxies) })
 
 	if _, err := authority.Init(filepath.Join(dir, "authority")); err != nil {
 		t.Fatal(err)
@@ -399,7 +399,7 @@ func TestClusterLeaf(t *testing.T) {
 	// Kill the server leading the exchange stream.
 	pace(time.Duration(150+rng.IntN(400)) * time.Millisecond)
 	victim := ""
-	waitFor(t, "the exchange stream's leader", func() bool {
+	wait.Until(t, 20*time.Second, "the exchange stream's leader", func() bool {
 		sctx, sc := context.WithTimeout(ctx, 2*time.Second)
 		defer sc()
 		st, err := opJS.Stream(sctx, l.ExchangeStream())
@@ -437,7 +437,7 @@ func TestClusterLeaf(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("first share did not answer within 60s")
 	}
-	waitFor(t, "uni-s ready", func() bool { return snd.call(ctx, http.MethodGet, "/readyz", nil, nil) == nil })
+	wait.Until(t, 20*time.Second, "uni-s ready", func() bool { return snd.call(ctx, http.MethodGet, "/readyz", nil, nil) == nil })
 	var res share.Result
 	if err := snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), &res); err != nil {
 		t.Fatalf("final share: %v", err)
@@ -606,7 +606,7 @@ func TestLeafDomain(t *testing.T) {
 	defer nc.Close()
 	// The leaf link may take a moment; the domain's API answers once it is up.
 	js, _ := jetstream.NewWithDomain(nc, "hub")
-	waitFor(t, "the hub's JetStream through the leaf", func() bool {
+	wait.Until(t, 20*time.Second, "the hub's JetStream through the leaf", func() bool {
 		cctx, cc := context.WithTimeout(ctx, time.Second)
 		defer cc()
 		info, err := js.AccountInfo(cctx)

@@ -22,6 +22,7 @@ import (
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // s2Magic starts every compressed records payload, an S2 block after it
@@ -97,7 +98,7 @@ func TestCompressedRecords(t *testing.T) {
 	if sr.Permitted != 27 || sr.Envelopes != 3 {
 		t.Fatalf("share: got %+v, want 27 grades in 3 envelopes", sr)
 	}
-	waitFor(t, "27 records at uni-b", func() bool { st, err := b.Status(ctx); return err == nil && st.Received == 27 })
+	wait.Until(t, 20*time.Second, "27 records at uni-b", func() bool { st, err := b.Status(ctx); return err == nil && st.Received == 27 })
 	shared := receivedBodies(t, s.conf["uni-b"].DataDir)
 	stored, plain := 0, 0
 	for eid, body := range shared {
@@ -189,8 +190,8 @@ func TestCompressedRecords(t *testing.T) {
 			accepted++
 		}
 	}
-	waitFor(t, "every refusal counted", func() bool { return sameCounts(refusedCounts(t, b), want) })
-	waitFor(t, "uni-b to store the accepted envelopes", func() bool {
+	wait.Until(t, 20*time.Second, "every refusal counted", func() bool { return sameCounts(refusedCounts(t, b), want) })
+	wait.Until(t, 20*time.Second, "uni-b to store the accepted envelopes", func() bool {
 		st, err := b.Status(ctx)
 		return err == nil && st.Received == 27+3+20
 	})
@@ -237,7 +238,7 @@ func TestErasureOfCompressedBody(t *testing.T) {
 	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 10 || sr.Envelopes != 1 {
 		t.Fatalf("share: %+v, %v; want 10 records in one envelope", sr, err)
 	}
-	waitFor(t, "10 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 10 })
+	wait.Until(t, 20*time.Second, "10 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 10 })
 	dir := s.conf["uni-b"].DataDir
 	ids := func() map[string]bool {
 		out := map[string]bool{}
@@ -260,7 +261,7 @@ func TestErasureOfCompressedBody(t *testing.T) {
 	if _, err := a.WithdrawConsent(ctx, "c-S0001"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the erasure confirmed at uni-a", func() bool {
+	wait.Until(t, 20*time.Second, "the erasure confirmed at uni-a", func() bool {
 		return strings.Contains(nodetest.Scrape(t, a), `eduspace_erasures_total{event="confirmed"} 1`)
 	})
 	after := ids()

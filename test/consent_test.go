@@ -17,6 +17,7 @@ import (
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestConsentWithdrawalAcrossNodes follows a withdrawal from the provider's
@@ -44,7 +45,7 @@ func TestConsentWithdrawalAcrossNodes(t *testing.T) {
 	if sr.Permitted != 2 || sr.Denied[string(policy.ReasonConsentMissing)] != 23 {
 		t.Fatalf("share: %+v; want 2 permitted (consented) and 23 consent_missing", sr)
 	}
-	waitFor(t, "2 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 2 })
+	wait.Until(t, 20*time.Second, "2 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 2 })
 
 	// The consent receipt is a JWT that uni-a's signing key verifies.
 	var req keys.Request
@@ -74,7 +75,7 @@ func TestConsentWithdrawalAcrossNodes(t *testing.T) {
 	if err != nil || wr.Requests != 1 || wr.Receipt == "" {
 		t.Fatalf("withdraw: %+v, %v", wr, err)
 	}
-	waitFor(t, "the erasure confirmed at uni-a", func() bool {
+	wait.Until(t, 20*time.Second, "the erasure confirmed at uni-a", func() bool {
 		m := nodetest.Scrape(t, a)
 		return strings.Contains(m, `eduspace_erasures_total{event="confirmed"} 1`) && strings.Contains(m, "eduspace_erasures_open 0\n")
 	})

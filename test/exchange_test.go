@@ -122,12 +122,6 @@ func records(now time.Time) (string, int) {
 	return b.String(), 27 * 2
 }
 
-// waitFor is wait.Until with this package's usual deadline, 20 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	wait.Until(t, 20*time.Second, what, cond)
-}
-
 func received(t *testing.T, dir string) []map[string]any {
 	t.Helper()
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
@@ -215,13 +209,13 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 	if sr.Permitted != 52 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 2 || len(sr.Denied) != 1 {
 		t.Fatalf("share: got %+v, want 52 permitted and 2 denied minor_needs_guardian", sr)
 	}
-	waitFor(t, "52 records at uni-b", func() bool {
+	wait.Until(t, 20*time.Second, "52 records at uni-b", func() bool {
 		st, err := b.Status(ctx)
 		return err == nil && st.Received == 52
 	})
 
 	// Every envelope comes back with a signed receipt; no sequence is missing.
-	waitFor(t, "receipts for every envelope at uni-a", func() bool {
+	wait.Until(t, 20*time.Second, "receipts for every envelope at uni-a", func() bool {
 		m := nodetest.Scrape(t, a)
 		return strings.Contains(m, fmt.Sprintf("eduspace_receipts_received_total %d\n", sr.Envelopes)) &&
 			strings.Contains(m, "eduspace_envelopes_awaiting_receipt 0\n")
@@ -296,7 +290,7 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "two refusals in uni-b's metrics", func() bool {
+	wait.Until(t, 20*time.Second, "two refusals in uni-b's metrics", func() bool {
 		m := nodetest.Scrape(t, b)
 		return strings.Contains(m, `eduspace_envelopes_refused_total{reason="malformed"} 1`) &&
 			strings.Contains(m, `eduspace_envelopes_refused_total{reason="unknown_key"} 1`)
@@ -312,7 +306,7 @@ func testExchange(t *testing.T, suite crypto.SuiteID) {
 		}
 	}
 	// The newest delivery's ack is held for up to 100 ms (node.ackHold).
-	waitFor(t, "uni-b reporting no deliveries waiting (consumer lag) once everything was stored", func() bool {
+	wait.Until(t, 20*time.Second, "uni-b reporting no deliveries waiting (consumer lag) once everything was stored", func() bool {
 		return strings.Contains(nodetest.Scrape(t, b), `eduspace_consumer_pending_messages{consumer="deliver"} 0`)
 	})
 	m := nodetest.Scrape(t, a)

@@ -57,7 +57,7 @@ func TestFailClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "uni-a to fail closed", func() bool {
+	wait.Until(t, 20*time.Second, "uni-a to fail closed", func() bool {
 		return strings.Contains(nodetest.Scrape(t, a), "eduspace_sending_blocked 1\n")
 	})
 	resp, err := http.Get("http://" + a.AdminAddr() + "/readyz")
@@ -89,7 +89,7 @@ func TestFailClosed(t *testing.T) {
 	if _, err := js.CreateStream(ctx, bus.AuditStreamConfig(l)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "27 records at uni-b after recovery", func() bool {
+	wait.Until(t, 20*time.Second, "27 records at uni-b after recovery", func() bool {
 		st, _ := b.Status(ctx)
 		return st.Received == 27
 	})

@@ -168,7 +168,7 @@ func testFault(t *testing.T, victim string) {
 		t.Logf("round %d: killed %s; receiver holds %d", round, victim, rcv.received(ctx))
 	}
 	// A last share after the faults: it finds only records not yet shared.
-	waitFor(t, "sender ready", func() bool {
+	wait.Until(t, 20*time.Second, "sender ready", func() bool {
 		return snd.call(ctx, http.MethodGet, "/readyz", nil, nil) == nil
 	})
 	if err := snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), nil); err != nil {

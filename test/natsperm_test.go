@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestNATSPermissions runs a stock nats-server (Debian's package, which
@@ -46,7 +47,7 @@ func TestNATSPermissions(t *testing.T) {
 	os.WriteFile(confPath, []byte(conf), 0o644)
 	srv := newProc(t, dir, "stock-nats-server", natsBin, "-c", confPath)
 	srv.start()
-	waitFor(t, "nats-server to listen", func() bool {
+	wait.Until(t, 20*time.Second, "nats-server to listen", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -113,7 +114,7 @@ func TestNATSPermissions(t *testing.T) {
 	if err != nil || sr.Permitted != 27 {
 		t.Fatalf("share: %+v, %v", sr, err)
 	}
-	waitFor(t, "27 records at uni-b through the stock server", func() bool {
+	wait.Until(t, 20*time.Second, "27 records at uni-b through the stock server", func() bool {
 		st, _ := b.Status(ctx)
 		return st.Received == 27
 	})
@@ -134,7 +135,7 @@ func TestNATSPermissions(t *testing.T) {
 	defer mallory.Close()
 	sawViolation := func(what, subject string) {
 		t.Helper()
-		waitFor(t, "a permissions violation for "+what, func() bool {
+		wait.Until(t, 20*time.Second, "a permissions violation for "+what, func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for _, v := range violations {

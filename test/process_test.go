@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // Binaries for the process-level suites, built once per test run.
@@ -175,7 +176,7 @@ func newProcSpace(t *testing.T) *procSpace {
 	host, port, _ := net.SplitHostPort(s.natsAddr)
 	s.nats = newProc(t, dir, "nats-server", natsBin, "-js", "-sd", filepath.Join(dir, "jetstream"), "-a", host, "-p", port)
 	s.nats.start()
-	waitFor(t, "nats-server to listen", func() bool {
+	wait.Until(t, 20*time.Second, "nats-server to listen", func() bool {
 		c, err := net.Dial("tcp", s.natsAddr)
 		if err == nil {
 			c.Close()
@@ -214,7 +215,7 @@ func (s *procSpace) node(id string, maxRecords int) *nodeProc {
 func (p *nodeProc) startReady() {
 	p.t.Helper()
 	p.start()
-	waitFor(p.t, p.id+" ready", func() bool {
+	wait.Until(p.t, 20*time.Second, p.id+" ready", func() bool {
 		resp, err := http.Get("http://" + p.admin + "/readyz")
 		if err != nil {
 			return false

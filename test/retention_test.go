@@ -12,6 +12,7 @@ import (
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestRetentionExpiry: when an agreement's retention period has ended, the
@@ -39,7 +40,7 @@ func TestRetentionExpiry(t *testing.T) {
 	if _, err := a.Share(ctx, ag.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "27 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 27 })
+	wait.Until(t, 20*time.Second, "27 records at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received == 27 })
 
 	if err := b.ExpireRetention(ctx); err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // testClock runs with real time plus an offset the test moves forward.
@@ -180,7 +181,7 @@ func TestRevocation(t *testing.T) {
 	}
 	waitSerial := func(want uint64) {
 		t.Helper()
-		waitFor(t, fmt.Sprintf("every node to hold revocation list %d", want), func() bool {
+		wait.Until(t, 20*time.Second, fmt.Sprintf("every node to hold revocation list %d", want), func() bool {
 			return a.RevocationSerial() == want && b.RevocationSerial() == want
 		})
 	}
@@ -207,7 +208,7 @@ func TestRevocation(t *testing.T) {
 		t.Fatalf("share sent nothing: %+v", sr)
 	}
 	want := `eduspace_envelopes_refused_total{reason="revoked"} ` + strconv.Itoa(sr.Envelopes) + "\n"
-	waitFor(t, "uni-b to refuse every envelope as revoked", func() bool { return strings.Contains(nodetest.Scrape(t, b), want) })
+	wait.Until(t, 20*time.Second, "uni-b to refuse every envelope as revoked", func() bool { return strings.Contains(nodetest.Scrape(t, b), want) })
 	if st, _ := b.Status(ctx); st.Received != 0 {
 		t.Errorf("uni-b stored %d records from a revoked key", st.Received)
 	}
@@ -245,7 +246,7 @@ func TestRevocation(t *testing.T) {
 	for _, l := range [][]byte{list1, forged, tampered} {
 		publish(l)
 	}
-	waitFor(t, "three ignored lists logged at each node", func() bool {
+	wait.Until(t, 20*time.Second, "three ignored lists logged at each node", func() bool {
 		return logs["uni-a"].count("revocation list ignored") == 3 && logs["uni-b"].count("revocation list ignored") == 3
 	})
 	if a.RevocationSerial() != 2 || b.RevocationSerial() != 2 {
@@ -303,7 +304,7 @@ func TestRevocationPermissions(t *testing.T) {
 	url := "nats://" + addr
 	l := bus.Layout{Space: space}
 	var op *nats.Conn
-	waitFor(t, "nats-server to accept the operator", func() bool {
+	wait.Until(t, 20*time.Second, "nats-server to accept the operator", func() bool {
 		op, err = bus.Connect(bus.ConnectOptions{URL: url, Credentials: authority.NATSSeedPath(authDir, authority.OperatorNATSUser)})
 		return err == nil
 	})
@@ -375,7 +376,7 @@ func TestRevocationPermissions(t *testing.T) {
 	if _, err := kv.Put(pctx, bus.RevocationKey, []byte("forged")); err == nil {
 		t.Error("a member wrote the revocation list")
 	}
-	waitFor(t, "a permissions violation for writing the list", func() bool {
+	wait.Until(t, 20*time.Second, "a permissions violation for writing the list", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, v := range violations {

@@ -15,6 +15,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // outboxKeys returns the recipient KEM key id of every records envelope in
@@ -95,7 +96,7 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil || sr1.Permitted != 15 {
 		t.Fatalf("share before rotation: %+v, %v", sr1, err)
 	}
-	waitFor(t, "uni-a to publish", func() bool { return strings.Contains(nodetest.Scrape(t, a), "eduspace_outbox_depth 0\n") })
+	wait.Until(t, 20*time.Second, "uni-a to publish", func() bool { return strings.Contains(nodetest.Scrape(t, a), "eduspace_outbox_depth 0\n") })
 
 	// Step 1, announce: generation 2 is created; the request lists [1, 2].
 	rot, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now())
@@ -133,14 +134,14 @@ func TestKeyRotation(t *testing.T) {
 	// registry): the waiting envelopes, sealed to generation 1, open.
 	clk.advance(10 * time.Second)
 	b = s.open("uni-b", env)
-	waitFor(t, "the 15 records sealed to the old key at uni-b", func() bool {
+	wait.Until(t, 20*time.Second, "the 15 records sealed to the old key at uni-b", func() bool {
 		st, err := b.Status(ctx)
 		return err == nil && st.Received == 15
 	})
 	// Its receipts are signed with the new signing key, which uni-a's
 	// cached copy of the credential does not list yet: uni-a reads the
 	// registry again rather than refusing them.
-	waitFor(t, "receipts for the old envelopes at uni-a", func() bool {
+	wait.Until(t, 20*time.Second, "receipts for the old envelopes at uni-a", func() bool {
 		return strings.Contains(nodetest.Scrape(t, a), fmt.Sprintf("eduspace_receipts_received_total %d\n", sr1.Envelopes))
 	})
 	// Once its cached copy has expired, uni-a seals to the new current key.
@@ -154,7 +155,7 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil || sr2.Permitted != 12 {
 		t.Fatalf("share after rotation: %+v, %v", sr2, err)
 	}
-	waitFor(t, "all 27 records at uni-b", func() bool {
+	wait.Until(t, 20*time.Second, "all 27 records at uni-b", func() bool {
 		st, err := b.Status(ctx)
 		return err == nil && st.Received == 27
 	})
@@ -171,7 +172,7 @@ func TestKeyRotation(t *testing.T) {
 			t.Errorf("envelope %d sealed to %s, want %s", i, id, want)
 		}
 	}
-	waitFor(t, "every receipt at uni-a", func() bool {
+	wait.Until(t, 20*time.Second, "every receipt at uni-a", func() bool {
 		return strings.Contains(nodetest.Scrape(t, a), fmt.Sprintf("eduspace_receipts_received_total %d\n", sr1.Envelopes+sr2.Envelopes))
 	})
 	for name, n := range map[string]*node.Node{"uni-a": a, "uni-b": b} {

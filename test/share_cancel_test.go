@@ -62,7 +62,7 @@ func TestShareCancelledThenResumed(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the second share hung")
 	}
-	waitFor(t, "every grade at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received >= int64(n) })
+	wait.Until(t, 20*time.Second, "every grade at uni-b", func() bool { st, _ := b.Status(ctx); return st.Received >= int64(n) })
 	wait.UntilErr(t, 20*time.Second, "the exchange to settle, nothing more on its way to uni-b", func() error {
 		return exchangeSettled(a.AdminAddr(), b.AdminAddr())
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // chromiumDOM loads url in headless Chromium (Debian's package) and
@@ -78,7 +79,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil || sr.Permitted != 27 {
 		t.Fatalf("share: %+v, %v", sr, err)
 	}
-	waitFor(t, "27 records at uni-b and their receipts at uni-a", func() bool {
+	wait.Until(t, 20*time.Second, "27 records at uni-b and their receipts at uni-a", func() bool {
 		sb, _ := b.Status(ctx)
 		return sb.Received == 27 && scrapeValue(t, a, "eduspace_envelopes_awaiting_receipt") == "0"
 	})
@@ -91,7 +92,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "each node to hold the other's checkpoint", func() bool {
+	wait.Until(t, 20*time.Second, "each node to hold the other's checkpoint", func() bool {
 		ca, _ := a.CheckpointHeld(ctx, "uni-b")
 		cb, _ := b.CheckpointHeld(ctx, "uni-a")
 		return ca > 0 && cb > 0

@@ -26,6 +26,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // Offsets into an envelope (crypto/ENVELOPE.md §1).
@@ -272,11 +273,11 @@ func TestReceivePathRefusals(t *testing.T) {
 		t.Errorf("oversized: publish gave %v, want %v", err, nats.ErrMaxPayload)
 	}
 
-	waitFor(t, "uni-b to store the two valid envelopes", func() bool {
+	wait.Until(t, 20*time.Second, "uni-b to store the two valid envelopes", func() bool {
 		st, err := b.Status(ctx)
 		return err == nil && st.Received == 2
 	})
-	waitFor(t, "every refusal counted", func() bool { return sameCounts(refusedCounts(t, b), want) })
+	wait.Until(t, 20*time.Second, "every refusal counted", func() bool { return sameCounts(refusedCounts(t, b), want) })
 	if got := refusedCounts(t, b); !sameCounts(got, want) {
 		t.Errorf("refusals by reason:\ngot  %v\nwant %v", got, want)
 	}
@@ -482,7 +483,7 @@ func TestVectorsAtNode(t *testing.T) {
 			t.Fatalf("%s: publish: %v", v.name, err)
 		}
 	}
-	waitFor(t, fmt.Sprintf("%d vectors refused at uni-b", len(vs)), func() bool { return sameCounts(refusedCounts(t, b), want) })
+	wait.Until(t, 20*time.Second, fmt.Sprintf("%d vectors refused at uni-b", len(vs)), func() bool { return sameCounts(refusedCounts(t, b), want) })
 	if got := refusals(t, nd); !sameCounts(got, want) {
 		t.Errorf("evidence log refusals by reason:\ngot  %v\nwant %v", got, want)
 	}
