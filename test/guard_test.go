@@ -127,21 +127,13 @@ func TestNodeLayers(t *testing.T) {
 			layer[mod+p] = i
 		}
 	}
-	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./node/...")
-	cmd.Dir = moduleRoot(t)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Fields(line)
-		pkg := f[0]
+	for pkg, imports := range directImports(t, "./node/...") {
 		l, ok := layer[pkg]
 		if !ok {
 			t.Errorf("%s has no layer in nodeLayers: place it", pkg)
 			continue
 		}
-		for _, imp := range f[1:] {
+		for _, imp := range imports {
 			il, ok := layer[imp]
 			if !ok {
 				continue // outside node/
@@ -161,18 +153,29 @@ func TestHelpersOnlyInTests(t *testing.T) {
 		"github.com/eduspace/eduspace/test/wait":     true,
 		"github.com/eduspace/eduspace/node/nodetest": true,
 	}
-	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "./...")
-	cmd.Dir = moduleRoot(t)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Fields(line)
-		for _, imp := range f[1:] {
+	for pkg, imports := range directImports(t, "./...") {
+		for _, imp := range imports {
 			if helpers[imp] {
-				t.Errorf("%s imports %s outside its tests", f[0], imp)
+				t.Errorf("%s imports %s outside its tests", pkg, imp)
 			}
 		}
 	}
+}
+
+// directImports lists what the packages matching pattern import in their
+// own (non-test) files, by package.
+func directImports(t *testing.T, pattern string) map[string][]string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, pattern)
+	cmd.Dir = moduleRoot(t)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v", pattern, err)
+	}
+	pkgs := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		pkgs[f[0]] = f[1:]
+	}
+	return pkgs
 }
