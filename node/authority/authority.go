@@ -1,6 +1,11 @@
 // Package authority keeps the space operator's files: the root key pair in
 // a directory, and the issuing of member credentials from the request files
-// that nodes write at init.
+// that nodes write at init, the NATS server's member permissions and nkeys,
+// and the revocation lists it signs and publishes. It owns no node table.
+//
+// It must never write the root key where group or others can read it, and
+// never issue a credential for keys other than those a node's request
+// names.
 package authority
 
 import (

@@ -7,6 +7,9 @@
 // verifies, opens, checks and stores them, both nodes writing their
 // evidence logs. The baseline publishes the same plaintext records, one per
 // message, with PublishAsync to a file-backed stream.
+//
+// It owns nothing beyond its temporary directory. It must never measure a
+// path no command reaches: it runs the nodes' own Send, relay and receiver.
 package bench
 
 import (

@@ -1,7 +1,12 @@
 // Package bus is a node's connection to the space over NATS JetStream: the
 // embedded server of the default set-up, the connection, the streams and
 // consumers, and the member registry bucket. The layout (subject names,
-// stream settings) is the one place it is defined.
+// stream settings) is the one place it is defined; Client holds a node's
+// connection and consumers.
+//
+// It owns no table and reads no record. It must never listen beyond the
+// address the configuration gives, and never let a node's credentials
+// grant more than the permissions MemberPermissions generates.
 package bus
 
 import (

@@ -2,6 +2,9 @@
 // NATS server: the authority, three universities and the municipal center,
 // with synthetic records, permitted and denied shares, and a check of every
 // node's evidence chain.
+//
+// It owns only its temporary directory, and must never reach beyond
+// loopback.
 package demo
 
 import (

@@ -10,6 +10,11 @@
 // export ([ExportReader]), against the node's signed checkpoints, which
 // [Signed.Authenticate] verifies; [Export] writes the file an auditor
 // verifies offline (EXPORT.md).
+//
+// It owns the evidence table. It must never rewrite or delete an entry,
+// never put a data subject's identifier in an entry other than as its keyed
+// hash, and never append outside the transaction that makes the change the
+// entry records.
 package evidence
 
 import (

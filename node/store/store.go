@@ -5,6 +5,11 @@
 // writer never meets SQLITE_BUSY on a read-then-write, and readers never
 // block it. A connection of its own checkpoints the WAL in the background,
 // so that no commit waits while the WAL is copied into the database.
+//
+// It holds the schema's history (migrate.go), while each table belongs to
+// the package that reads and writes it (node/doc.go). It must never edit a
+// migration that has shipped, and never write outside Write's single
+// writer.
 package store
 
 import (
