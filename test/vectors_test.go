@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -117,9 +119,15 @@ func TestReceivePathRefusals(t *testing.T) {
 	b := s.open("uni-b", node.Env{})
 	s.open("uni-c", node.Env{})
 	ag := gradeAgreement("a-to-b", "uni-a", "uni-b", s.now)
+	// An agreement that was in force until yesterday, for a backdated
+	// envelope.
+	old := gradeAgreement("a-to-b-old", "uni-a", "uni-b", s.now)
+	old.ValidFrom, old.ValidUntil = s.now.AddDate(0, 0, -40), s.now.AddDate(0, 0, -1)
 	for _, n := range []*node.Node{a, b} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
-			t.Fatal(err)
+		for _, x := range []*policy.Agreement{ag, old} {
+			if err := n.AddAgreement(ctx, x); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	nodeKeys := map[string]*keys.Keys{}
@@ -240,6 +248,22 @@ func TestReceivePathRefusals(t *testing.T) {
 		{"a field outside the record type", envelope.RefuseContent, func() []byte {
 			seq++
 			return seal(header(seq), bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","salary":1}`+"\n"))
+		}()},
+		// A member's attacks on the delivery path: none may hold up the
+		// valid envelope after them.
+		{"sender not a valid node id (nothing to look up), signed by nobody's key", envelope.RefuseUnknownPeer, func() []byte {
+			h := header(1)
+			h.Sender, h.SenderKeyID = "x y", mallory.Public().KeyID()
+			return seal(h, bKEM, mallory, payload)
+		}()},
+		{"sequence number 2^63", envelope.RefuseMalformed, seal(header(1<<63), bKEM, aSig, payload)},
+		{"sequence number 2^64-1", envelope.RefuseMalformed, seal(header(math.MaxUint64), bKEM, aSig, payload)},
+		{"backdated into an agreement that has expired since", envelope.RefuseNoAgreement, func() []byte {
+			seq++
+			h := header(seq)
+			h.Agreement = old.ID
+			h.Created, h.Expires = now.AddDate(0, 0, -29), now.Add(time.Hour)
+			return seal(h, bKEM, aSig, payload)
 		}()},
 		{"the first envelope again (a duplicate, acknowledged)", "", first},
 		{"the first envelope's sequence under a new id", envelope.RefuseReplayed, seal(header(1001), bKEM, aSig, payload)},

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -64,6 +66,15 @@ func (c *Codec) Check(ctx context.Context, data []byte, kind uint8) (*crypto.Env
 	h := env.Header
 	if kind != 0 && h.Kind != kind { // kind 0: the caller checks the kind
 		return env, nil, Refuse(RefuseMalformed, fmt.Errorf("kind %d on a subject for kind %d", h.Kind, kind))
+	}
+	// A sender that is no member's id could not be looked up in the
+	// registry at all: refused now, never retried.
+	if !bus.ValidName(h.Sender) {
+		return env, nil, Refuse(RefuseUnknownPeer, errors.New("sender is not a valid node id"))
+	}
+	// Sequence numbers are stored as SQLite integers (signed 64 bits).
+	if h.Seq > math.MaxInt64 {
+		return env, nil, Refuse(RefuseMalformed, fmt.Errorf("sequence number %d out of range", h.Seq))
 	}
 	if h.Recipient != c.NodeID {
 		return env, nil, Refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))

@@ -15,6 +15,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
+	"github.com/eduspace/eduspace/policy"
 )
 
 // maxClockSkew is how far ahead of this node's clock an envelope's created
@@ -175,8 +176,11 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 		p.err = err
 		return
 	}
+	// The agreement must be in force when the envelope arrives, not only
+	// at the time its sender wrote into it (a backdated envelope), within
+	// the clock skew allowed either way.
 	if a.Provider != h.Sender || a.Recipient != r.nodeID || string(a.Purpose) != h.Purpose ||
-		a.Revoked || !a.ValidAt(h.Created) {
+		a.Revoked || !inForce(a, h.Created) || !inForce(a, r.now()) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
 		return
 	}
@@ -361,4 +365,10 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 	}
 	return true, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
 		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + h.Level: int(h.Count)}})
+}
+
+// inForce reports whether agreement a is valid at t, give or take
+// maxClockSkew.
+func inForce(a *policy.Agreement, t time.Time) bool {
+	return a.ValidAt(t) || a.ValidAt(t.Add(-maxClockSkew)) || a.ValidAt(t.Add(maxClockSkew))
 }

@@ -106,6 +106,9 @@ func (r *Registry) LookupFresh(ctx context.Context, node string) (*crypto.Creden
 // LookupToken is Lookup that also returns the credential as published (the
 // JWT), for records that must be verifiable offline later.
 func (r *Registry) LookupToken(ctx context.Context, node string) (*crypto.Credential, string, error) {
+	if !bus.ValidName(node) {
+		return nil, "", fmt.Errorf("not a valid node id: %w", ErrUnknownMember)
+	}
 	now := r.now()
 	r.mu.Lock()
 	c, ok := r.cache[node]
