@@ -2,6 +2,8 @@ package test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -10,9 +12,14 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func agreementState(t *testing.T, n *node.Node, id string) (string, bool) {
@@ -85,4 +92,88 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 	if err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonAgreementRevoked)] != 1 {
 		t.Fatalf("share after revocation: %+v, %v; want 1 denied agreement_revoked", sr, err)
 	}
+}
+
+// TestAgreementRevokedOnlyByItsParties: a member that is not a party to an
+// agreement between two others sends one of them a revocation naming
+// itself as the other party. The message is refused as bad content,
+// counted and recorded; the agreement stays in force and records still
+// flow under it.
+func TestAgreementRevokedOnlyByItsParties(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	s.member("uni-c", crypto.SuiteX25519)
+	ag := gradeAgreement("a-to-b", "uni-a", "uni-b", s.now)
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// uni-c's revocation of "a-to-b", with itself in uni-a's place.
+	forged := *ag
+	forged.Provider = "uni-c"
+	now := time.Now()
+	body, err := json.Marshal(map[string]any{"action": "revoke", "agreement": policy.SignedAgreement{
+		Agreement: forged, ProposedBy: "uni-c", ProposedAt: now, RevokedBy: "uni-c", RevokedAt: now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cKeys, err := keys.LoadKeys(s.conf["uni-c"].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bKeys, err := keys.LoadKeys(s.conf["uni-b"].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bKEM := bKeys.KEM.Public()
+	h := crypto.Header{Suite: bKEM.Suite(), Kind: crypto.KindAgreement, Sender: "uni-c", SenderKeyID: cKeys.Signing.Public().KeyID(),
+		Recipient: "uni-b", RecipientKeyID: bKEM.KeyID(), Seq: 1, Created: now, Expires: now.Add(time.Hour),
+		Agreement: ag.ID, Purpose: string(ag.Purpose), Count: 1}
+	if _, err := rand.Read(h.ID[:]); err != nil {
+		t.Fatal(err)
+	}
+	env, err := crypto.Seal(nil, h, bKEM, cKeys.Signing, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(s.emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, bus.Layout{Space: space}.ControlSubject("uni-b", "uni-c"), env); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{envelope.RefuseContent: 1}
+	wait.Until(t, 20*time.Second, "uni-b to refuse the forged revocation", func() bool {
+		return sameCounts(refusedCounts(t, b), want)
+	})
+	if got := refusals(t, s.conf["uni-b"].DataDir); !sameCounts(got, want) {
+		t.Errorf("uni-b's evidence of refusals: %v, want %v", got, want)
+	}
+	if state, _ := agreementState(t, b, ag.ID); state != agreement.Active {
+		t.Fatalf("agreement at uni-b is %q after uni-c's revocation, want %q", state, agreement.Active)
+	}
+
+	// Records still flow under it.
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	sr, err := a.Share(ctx, ag.ID)
+	if err != nil || sr.Permitted == 0 {
+		t.Fatalf("share after the forged revocation: %+v, %v", sr, err)
+	}
+	wait.Until(t, 20*time.Second, "the grades at uni-b", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == int64(sr.Permitted)
+	})
 }

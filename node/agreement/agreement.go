@@ -150,18 +150,9 @@ func (b *Book) storeAgreementTx(ctx context.Context, tx *sql.Tx, a *policy.Agree
 // Get returns the agreement id as decisions see it: revoked ones
 // with Revoked set; ErrUnknown or ErrNotActive otherwise.
 func (b *Book) Get(ctx context.Context, id string) (*policy.Agreement, error) {
-	var body []byte
-	var state string
-	err := b.db.R.QueryRowContext(ctx, `SELECT body, state FROM agreements WHERE id = ?`, id).Scan(&body, &state)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("agreement %q: %w", id, ErrUnknown)
-	}
+	a, state, err := b.stored(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("read agreement: %w", err)
-	}
-	var a policy.Agreement
-	if err := json.Unmarshal(body, &a); err != nil {
-		return nil, fmt.Errorf("decode agreement %q: %w", id, err)
+		return nil, err
 	}
 	switch state {
 	case Proposed, Offered:
@@ -169,7 +160,7 @@ func (b *Book) Get(ctx context.Context, id string) (*policy.Agreement, error) {
 	case Revoked:
 		a.Revoked = true
 	}
-	return &a, nil
+	return a, nil
 }
 
 // signed reads the signed form and state of an agreement.
@@ -404,10 +395,18 @@ func (b *Book) Handle(ctx context.Context, h crypto.Header, sender *crypto.Crede
 		}
 		return false
 	}
-	_, state, err := b.signed(ctx, sa.ID)
+	stored, state, err := b.stored(ctx, sa.ID)
 	known := err == nil
 	if err != nil && !errors.Is(err, ErrUnknown) {
 		return err
+	}
+	// An agreement this node holds names its parties itself: whatever the
+	// message says, only the other party of the stored agreement may
+	// accept or revoke it.
+	if known {
+		if storedPeer, err := b.peerOf(stored); err != nil || storedPeer != h.Sender {
+			return envelope.Refuse(envelope.RefuseContent, errors.New("agreement message from a member that is not the other party of the agreement held"))
+		}
 	}
 	switch m.Action {
 	case "propose":
@@ -456,4 +455,22 @@ func (b *Book) Handle(ctx context.Context, h crypto.Header, sender *crypto.Crede
 		})
 	}
 	return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("unknown agreement action %q", m.Action))
+}
+
+// stored reads an agreement's terms and state as this node holds them.
+func (b *Book) stored(ctx context.Context, id string) (*policy.Agreement, string, error) {
+	var body []byte
+	var state string
+	err := b.db.R.QueryRowContext(ctx, `SELECT body, state FROM agreements WHERE id = ?`, id).Scan(&body, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, "", fmt.Errorf("agreement %q: %w", id, ErrUnknown)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read agreement: %w", err)
+	}
+	var a policy.Agreement
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, "", fmt.Errorf("decode agreement %q: %w", id, err)
+	}
+	return &a, state, nil
 }
