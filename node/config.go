@@ -60,8 +60,10 @@ type NATSConfig struct {
 	URL string `yaml:"url"`
 	// Credentials is a NATS .creds file for URL, optional.
 	Credentials string `yaml:"credentials"`
-	// Listen is where the embedded server accepts clients (host:port), so
-	// that other nodes can join it; empty accepts in-process clients only.
+	// Listen is where the embedded server accepts clients (host:port), on
+	// loopback only: it has no accounts. Empty accepts in-process clients
+	// only. Nodes on other machines join a nats-server configured with
+	// `eduspace authority nats-config`.
 	Listen string `yaml:"listen"`
 	// Domain is the JetStream domain of the space's streams when the node
 	// reaches them through a leaf node (the hub's domain, e.g. "hub");
@@ -77,6 +79,12 @@ type NATSConfig struct {
 type AdminConfig struct {
 	// Listen is the admin API's address; empty disables it.
 	Listen string `yaml:"listen"`
+	// Hosts are the names clients reach the listener by (the Host header),
+	// besides loopback's and Listen's own host. A request naming another
+	// host is refused: a web page cannot reach the API through a name of
+	// its own that resolves to this machine (DNS rebinding). Required when
+	// Listen accepts connections on every address.
+	Hosts []string `yaml:"hosts"`
 }
 
 // MetricsConfig is the Prometheus endpoint.
@@ -84,6 +92,8 @@ type MetricsConfig struct {
 	// Listen is where /metrics is served; empty serves it on the admin
 	// listener.
 	Listen string `yaml:"listen"`
+	// Hosts are the names Prometheus reaches Listen by, as for admin.hosts.
+	Hosts []string `yaml:"hosts"`
 }
 
 // BatchConfig sets how records are packed into envelopes.
@@ -176,6 +186,9 @@ func (c *Config) Validate() error {
 	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
 		bad("nats.replicas", "%d: must be 0 to 5", c.NATS.Replicas)
 	}
+	if host, _, err := net.SplitHostPort(c.NATS.Listen); err == nil && !bus.Loopback(host) {
+		bad("nats.listen", "%q: %v", c.NATS.Listen, bus.ErrEmbeddedNotLoopback)
+	}
 	if c.NATS.URL == "" && c.NATS.Credentials != "" {
 		bad("nats.credentials", "only with nats.url")
 	}
@@ -185,6 +198,18 @@ func (c *Config) Validate() error {
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(field, "%q is not host:port", addr)
+		}
+	}
+	for _, l := range []struct {
+		field, listen string
+		hosts         []string
+	}{{"admin", c.Admin.Listen, c.Admin.Hosts}, {"metrics", c.Metrics.Listen, c.Metrics.Hosts}} {
+		host, _, err := net.SplitHostPort(l.listen)
+		if err != nil || len(l.hosts) > 0 {
+			continue
+		}
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			bad(l.field+".hosts", "%s.listen %q accepts connections on every address: list the host names clients use", l.field, l.listen)
 		}
 	}
 	if c.Batch.MaxRecords < 1 || c.Batch.MaxRecords > 10000 {

@@ -3,6 +3,7 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,7 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Fatalf("deploy/node.example.yaml: %v", err)
 	}
 	def := DefaultConfig()
-	if cfg.Suite != def.Suite || cfg.Batch != def.Batch || cfg.EnvelopeTTL != def.EnvelopeTTL || cfg.Admin != def.Admin {
+	if cfg.Suite != def.Suite || cfg.Batch != def.Batch || cfg.EnvelopeTTL != def.EnvelopeTTL || cfg.Admin.Listen != def.Admin.Listen || !slices.Equal(cfg.Admin.Hosts, def.Admin.Hosts) {
 		t.Errorf("the example's values differ from DefaultConfig: got %+v", cfg)
 	}
 }
@@ -39,6 +40,10 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"nats.listen", func(c *Config) { c.NATS.URL, c.NATS.Listen = "nats://127.0.0.1:4222", "127.0.0.1:4223" }},
 		{"nats.credentials", func(c *Config) { c.NATS.Credentials = "x.creds" }},
 		{"admin.listen", func(c *Config) { c.Admin.Listen = "7600" }},
+		{"admin.hosts", func(c *Config) { c.Admin.Listen = "0.0.0.0:7600" }},
+		{"metrics.hosts", func(c *Config) { c.Metrics.Listen = ":7601" }},
+		{"nats.listen", func(c *Config) { c.NATS.Listen = "0.0.0.0:4222" }},
+		{"nats.listen", func(c *Config) { c.NATS.Listen = "192.0.2.7:4222" }},
 		{"batch.max_records", func(c *Config) { c.Batch.MaxRecords = 0 }},
 		{"envelope_ttl", func(c *Config) { c.EnvelopeTTL = 0 }},
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},

@@ -245,7 +245,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		CheckpointAge:   n.ckpt.Age,
 		SendingBlocked:  n.ckpt.SendingBlocked,
 	})
-	if err := n.admin.Listen(cfg.Admin.Listen, cfg.Metrics.Listen); err != nil {
+	if err := n.admin.Listen(admin.Listener{Addr: cfg.Admin.Listen, Hosts: cfg.Admin.Hosts},
+		admin.Listener{Addr: cfg.Metrics.Listen, Hosts: cfg.Metrics.Hosts}); err != nil {
 		return nil, err
 	}
 	n.run.started = true

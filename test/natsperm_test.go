@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -190,4 +191,34 @@ func mustNkey(t *testing.T, path string) nats.Option {
 		t.Fatal(err)
 	}
 	return opt
+}
+
+// TestEmbeddedNATSLoopbackOnly: the embedded server has no accounts, so it
+// refuses to listen beyond loopback, where anyone who reached it could
+// publish and read as any member; a node configured so does not start.
+func TestEmbeddedNATSLoopbackOnly(t *testing.T) {
+	for _, listen := range []string{"0.0.0.0:0", ":0", "[::]:0", "192.0.2.7:0"} {
+		emb, err := bus.StartEmbedded(t.TempDir(), listen)
+		if err == nil {
+			emb.Shutdown()
+		}
+		if !errors.Is(err, bus.ErrEmbeddedNotLoopback) {
+			t.Errorf("embedded server on %s: %v, want ErrEmbeddedNotLoopback", listen, err)
+		}
+	}
+	emb, err := bus.StartEmbedded(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("embedded server on loopback: %v", err)
+	}
+	emb.Shutdown()
+
+	s := newSpace(t)
+	cfg := s.prepare("uni-a", crypto.SuiteX25519, s.now)
+	cfg.NATS.URL, cfg.NATS.Listen = "", "0.0.0.0:0"
+	if n, err := node.Open(context.Background(), cfg, node.Env{}); err == nil {
+		n.Close()
+		t.Fatal("a node with its embedded server on every address started")
+	} else if !strings.Contains(err.Error(), "nats.listen") {
+		t.Errorf("got %v, want an error naming nats.listen", err)
+	}
 }

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,4 +163,46 @@ func scrapeValue(t *testing.T, n *node.Node, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestHostHeaderRefused plays a web page that rebinds a name of its own to
+// the node's loopback address (DNS rebinding): the admin listener answers
+// requests naming it by loopback, and refuses the status page, the metrics
+// and the API to any other Host with 421.
+func TestHostHeaderRefused(t *testing.T) {
+	s := newSpace(t)
+	n := s.member("uni-a", crypto.SuiteX25519)
+	get := func(path, host string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+n.AdminAddr()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		req.Header.Set("Authorization", "Bearer "+n.AdminToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	_, port, err := net.SplitHostPort(n.AdminAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/status", "/metrics", "/v1/status", "/healthz"} {
+		for _, host := range []string{"", "localhost:" + port, "[::1]:" + port} {
+			if got := get(path, host); got != http.StatusOK {
+				t.Errorf("GET %s with Host %q: %d, want 200", path, host, got)
+			}
+		}
+		for _, host := range []string{"attacker.example:" + port, "attacker.example", "127.0.0.1.attacker.example"} {
+			if got := get(path, host); got != http.StatusMisdirectedRequest {
+				t.Errorf("GET %s with Host %q: %d, want 421", path, host, got)
+			}
+		}
+	}
 }

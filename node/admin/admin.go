@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,26 +101,60 @@ func New(c Config) *Server {
 		shares: c.Shares, agg: c.Aggregates, ready: c.Ready, connected: c.Connected, log: c.Logger, now: c.Now}
 }
 
-// Listen serves the admin API on adminAddr and the metrics on metricsAddr;
-// with metricsAddr "", /metrics is served on the admin listener, and with
-// adminAddr "" the admin API is not served.
-func (s *Server) Listen(adminAddr, metricsAddr string) error {
-	admin := s.adminHandler()
-	metrics := s.m.Handler()
-	if metricsAddr == "" {
+// Listener is an address to serve on and the host names clients reach it
+// by, besides loopback's and the address's own host.
+type Listener struct {
+	Addr  string
+	Hosts []string
+}
+
+// Listen serves the admin API on admin and the metrics on metrics; with
+// metrics.Addr "", /metrics is served on the admin listener, and with
+// admin.Addr "" the admin API is not served. Each answers only requests
+// whose Host header names it (hostOnly).
+func (s *Server) Listen(admin, metrics Listener) error {
+	api := s.adminHandler()
+	m := s.m.Handler()
+	if metrics.Addr == "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics)
-		mux.Handle("/", admin)
-		admin = mux
-	} else if _, err := s.listen(metricsAddr, metrics); err != nil {
+		mux.Handle("/metrics", m)
+		mux.Handle("/", api)
+		api = mux
+	} else if _, err := s.listen(metrics.Addr, s.hostOnly(metrics, m)); err != nil {
 		return err
 	}
-	if adminAddr != "" {
-		addr, err := s.listen(adminAddr, admin)
+	if admin.Addr != "" {
+		addr, err := s.listen(admin.Addr, s.hostOnly(admin, api))
 		s.addr = addr
 		return err
 	}
 	return nil
+}
+
+// hostOnly answers only requests whose Host header names l: a loopback
+// name, l's own host, or one of l.Hosts. Others get 421 Misdirected
+// Request: a page that rebinds a name of its own to this machine reaches
+// nothing.
+func (s *Server) hostOnly(l Listener, next http.Handler) http.Handler {
+	allowed := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
+	if host, _, err := net.SplitHostPort(l.Addr); err == nil && host != "" {
+		allowed[strings.ToLower(host)] = true
+	}
+	for _, h := range l.Hosts {
+		allowed[strings.ToLower(strings.Trim(h, "[]"))] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !allowed[strings.ToLower(strings.Trim(host, "[]"))] {
+			s.writeProblem(w, http.StatusMisdirectedRequest, "unknown-host",
+				"This listener does not answer to that host name", "add it to the listener's hosts in the node's config")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Addr is the address the admin API listens on ("" when disabled); it

@@ -137,6 +137,21 @@ type Embedded struct {
 // max_payload on all of them or on none.
 const EmbeddedMaxPayload = 8 << 20
 
+// ErrEmbeddedNotLoopback is the embedded server refusing an address beyond
+// loopback: it has no accounts, so anyone who reached it could publish and
+// read as any member.
+var ErrEmbeddedNotLoopback = errors.New("the embedded server listens on loopback only (it has no accounts): for other nodes to join, run nats-server with the configuration `eduspace authority nats-config` generates")
+
+// Loopback reports whether host names this machine's loopback interface
+// only: localhost, or a loopback address.
+func Loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // StartEmbedded starts a NATS server with JetStream storing in dir. With an
 // empty listen address the server accepts only in-process connections;
 // otherwise it listens there (host:port; port 0 picks a free one).
@@ -155,6 +170,9 @@ func StartEmbedded(dir, listen string) (*Embedded, error) {
 		host, port, err := net.SplitHostPort(listen)
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats listen %q: %w", listen, err)
+		}
+		if !Loopback(host) {
+			return nil, fmt.Errorf("embedded nats listen %q: %w", listen, ErrEmbeddedNotLoopback)
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
