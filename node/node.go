@@ -205,6 +205,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	for _, loop := range []func(context.Context){
 		n.recv.Run,
 		func(ctx context.Context) { n.reg.WatchRevocations(ctx, revKV, n.log) },
+		func(ctx context.Context) { n.reg.Keep(ctx, cfg.NodeID, credToken, n.log) },
 	} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}

@@ -179,6 +179,22 @@ func TestNATSPermissions(t *testing.T) {
 		Durable: l.DeliverConsumer("uni-c"), FilterSubject: l.DeliverFilter("uni-c"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Errorf("uni-c cannot create its own consumer: %v", err)
 	}
+	// Wipe the registry: a rollup of every subject on its own key.
+	rollup := nats.NewMsg("$KV." + l.RegistryBucket() + ".uni-c")
+	rollup.Header.Set("Nats-Rollup", "all")
+	rollup.Data = []byte("x")
+	if _, err := mjs.PublishMsg(ctx, rollup); err == nil {
+		t.Error("uni-c's rollup of the registry was accepted")
+	}
+	reg, err := mjs.KeyValue(ctx, l.RegistryBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"uni-a", "uni-b"} {
+		if _, err := reg.Get(ctx, id); err != nil {
+			t.Errorf("%s's registry entry after uni-c's rollup: %v", id, err)
+		}
+	}
 	if st, _ := b.Status(ctx); st.Received != 27 {
 		t.Errorf("uni-b holds %d records after the attempts, want 27", st.Received)
 	}

@@ -308,7 +308,33 @@ func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.Ke
 	if err != nil {
 		return nil, fmt.Errorf("ensure registry bucket %s: %w", l.RegistryBucket(), err)
 	}
+	if err := noRollup(ctx, js, "KV_"+l.RegistryBucket()); err != nil {
+		return nil, fmt.Errorf("ensure registry bucket %s: %w", l.RegistryBucket(), err)
+	}
 	return kv, nil
+}
+
+// noRollup makes stream refuse messages with a Nats-Rollup header: in the
+// registry, a member may write only its own key, and a rollup of all
+// subjects on it would delete every other member's entry. Key-value
+// buckets are created with rollups allowed (a purge is one); nothing of
+// eduspace purges the registry. Where the NATS server enforces the
+// generated permissions only the space operator can update the stream, so
+// a member's node that finds rollups allowed says so.
+func noRollup(ctx context.Context, js jetstream.JetStream, stream string) error {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if !cfg.AllowRollup {
+		return nil
+	}
+	cfg.AllowRollup = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("refuse rollups (run `eduspace authority nats-setup` as the space operator): %w", err)
+	}
+	return nil
 }
 
 // Revocations looks up the revocation list bucket, creating it when it does

@@ -38,6 +38,10 @@ func (l Layout) MemberPermissions(node string) Permissions {
 		"$KV."+l.RegistryBucket()+"."+node,
 		"$JS.API.DIRECT.GET."+kv+".>",
 		"$JS.API.STREAM.MSG.GET."+kv,
+		// Its own registry entry: watched, to put it back should it go.
+		"$JS.API.CONSUMER.CREATE."+kv+".*.$KV."+l.RegistryBucket()+"."+node,
+		"$JS.API.CONSUMER.DELETE."+kv+".*",
+		"$JS.FC."+kv+".>",
 		// The revocation list: read it, and watch it through an ordered
 		// consumer (ephemeral, named by the client, filtered to the list's
 		// key) whose flow-control replies the member sends. No

@@ -255,7 +255,9 @@ func (r *Registry) WatchRevocations(ctx context.Context, kv jetstream.KeyValue, 
 			}
 		}
 		// Updates closes when ctx ends or the subscription closed.
-		w.Stop()
+		if err := w.Stop(); err != nil && ctx.Err() == nil {
+			log.Warn("stop watching the revocation list", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
@@ -265,3 +267,40 @@ func (r *Registry) WatchRevocations(ctx context.Context, kv jetstream.KeyValue, 
 
 // Root is the authority's root key entries verify against.
 func (r *Registry) Root() crypto.AuthorityPublicKey { return r.root }
+
+// Keep holds node's own entry in the registry until ctx ends: whenever the
+// entry is deleted, purged or replaced by anything but token, the
+// credential as issued, it is put back. A member can write only its own
+// key where the server enforces the generated permissions, but the
+// registry is the one place peers learn a node's keys from: a node that
+// lost its entry would receive nothing.
+func (r *Registry) Keep(ctx context.Context, node, token string, log *slog.Logger) {
+	for ctx.Err() == nil {
+		w, err := r.kv.Watch(ctx, node)
+		if err != nil {
+			log.Warn("watch own registry entry; will retry", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil || (e.Operation() == jetstream.KeyValuePut && string(e.Value()) == token) {
+				continue // the end of the history, or the entry as it should be
+			}
+			log.Warn("own registry entry changed by someone else; putting it back", "operation", e.Operation().String())
+			if err := r.Publish(ctx, node, token); err != nil && ctx.Err() == nil {
+				log.Error("put own registry entry back", "err", err)
+			}
+		}
+		if err := w.Stop(); err != nil && ctx.Err() == nil {
+			log.Warn("stop watching own registry entry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}

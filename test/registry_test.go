@@ -1,0 +1,79 @@
+package test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/test/wait"
+)
+
+// TestRegistryEntryRestored: a member deletes, then overwrites, another
+// member's registry entry (the embedded server enforces no permissions;
+// TestNATSPermissions shows a stock server refusing both, and the rollup
+// that would wipe every entry). The member whose entry it is puts it back,
+// and records still reach it.
+func TestRegistryEntryRestored(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	ag := gradeAgreement("a-to-b", "uni-a", "uni-b", s.now)
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, err := nats.Connect(s.emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := js.KeyValue(ctx, bus.Layout{Space: space}.RegistryBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, err := reg.Get(ctx, "uni-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := func(what string) {
+		t.Helper()
+		wait.Until(t, 20*time.Second, "uni-b to put its entry back after "+what, func() bool {
+			e, err := reg.Get(ctx, "uni-b")
+			return err == nil && string(e.Value()) == string(orig.Value())
+		})
+	}
+	if err := reg.Delete(ctx, "uni-b"); err != nil {
+		t.Fatal(err)
+	}
+	restored("a delete")
+	if _, err := reg.Put(ctx, "uni-b", []byte("not a credential")); err != nil {
+		t.Fatal(err)
+	}
+	restored("an overwrite")
+
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	sr, err := a.Share(ctx, ag.ID)
+	if err != nil || sr.Permitted == 0 {
+		t.Fatalf("share: %+v, %v", sr, err)
+	}
+	wait.Until(t, 20*time.Second, "the grades at uni-b", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == int64(sr.Permitted)
+	})
+}
