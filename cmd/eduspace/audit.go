@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/checkpoint"
@@ -19,7 +20,7 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "audit verify (--db FILE | --export FILE) [--authority FILE] [--checkpoints-from FILE ...] | audit export --db FILE --out FILE"
+	const use = "audit verify (--db FILE | --export FILE) [--authority FILE [--revocations FILE]] [--checkpoints-from FILE ...] | audit export --db FILE --out FILE"
 	if len(args) == 0 {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
@@ -95,6 +96,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	authPath := fs.String("authority", "", "the space authority's public key (authority.pub.pem): authenticate every checkpoint")
 	space := fs.String("space", "", "the space the checkpoints must be signed in (default: the export's, or the one the credentials name)")
 	nodeID := fs.String("node", "", "the log's node id (default: from the export header or the entries)")
+	revPath := fs.String("revocations", "", "the space's signed revocation list (a node's data_dir/revocations.edrl): refuse checkpoints signed with a key revoked by then (needs --authority)")
 	asJSON := fs.Bool("json", false, "print one JSON object (version 1) instead of the report")
 	var from fileList
 	fs.Var(&from, "checkpoints-from", "another node's database, or an export, holding checkpoints of this log's node (repeatable)")
@@ -104,7 +106,10 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if (*dbPath == "") == (*exportPath == "") {
 		return fmt.Errorf("%w: give exactly one of --db and --export", errUsage)
 	}
-	for _, f := range []struct{ flag, path string }{{"--db", *dbPath}, {"--export", *exportPath}, {"--authority", *authPath}} {
+	if *revPath != "" && *authPath == "" {
+		return fmt.Errorf("%w: --revocations needs --authority, which the list is verified against", errUsage)
+	}
+	for _, f := range []struct{ flag, path string }{{"--db", *dbPath}, {"--export", *exportPath}, {"--authority", *authPath}, {"--revocations", *revPath}} {
 		if f.path != "" {
 			if err := mustExist(f.flag, f.path); err != nil {
 				return err
@@ -205,6 +210,16 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			}
 		}
 	}
+	var revoked *crypto.RevocationList
+	if *revPath != "" {
+		data, err := os.ReadFile(*revPath)
+		if err != nil {
+			return err
+		}
+		if revoked, err = crypto.ParseRevocationList(data, root, rep.Checkpoints.Space); err != nil {
+			return exitCodeError{exitFailure, fmt.Sprintf("revocation list %s: %v", *revPath, err)}
+		}
+	}
 	for _, src := range sources {
 		n := 0
 		for _, s := range src.cps {
@@ -212,6 +227,10 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 			if rep.Checkpoints.Authenticated {
 				var err error
 				if c, err = s.Authenticate(root, rep.Checkpoints.Space); err != nil {
+					rep.Failed = append(rep.Failed, checkpointFault{Source: src.name, Count: s.Count, Error: err.Error()})
+					continue
+				}
+				if err := checkpointKeyRevoked(revoked, s); err != nil {
 					rep.Failed = append(rep.Failed, checkpointFault{Source: src.name, Count: s.Count, Error: err.Error()})
 					continue
 				}
@@ -260,6 +279,27 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitCodeError{exitFailure, fmt.Sprintf("first bad entry %d: %s", rep.FirstBadEntry, rep.Reason)}
 	case len(rep.Failed) > 0:
 		return exitCodeError{exitFailure, fmt.Sprintf("%d checkpoint(s) failed to verify", len(rep.Failed))}
+	case rep.Entries > 0 && rep.Checkpoints.Checked == 0:
+		// A chain checked against nothing binds the log to no node: it may
+		// have been rewritten whole, or renamed to a node with no
+		// checkpoints.
+		return exitCodeError{exitFailure, "no checkpoint of " + rep.Node + " verified: the chain is consistent, but a log rewritten whole, or renamed, would look the same; give --checkpoints-from a peer's database or export"}
+	}
+	return nil
+}
+
+// checkpointKeyRevoked fails when rl revokes the key that signed s, or s's
+// node, at or before the checkpoint's time; rl nil revokes nothing.
+func checkpointKeyRevoked(rl *crypto.RevocationList, s evidence.Signed) error {
+	if rl == nil {
+		return nil
+	}
+	node, keyID, err := crypto.CheckpointSigner(s.Data)
+	if err != nil {
+		return err
+	}
+	if at := time.UnixMilli(s.TimeMS); rl.Revoked(node, keyID, at) {
+		return fmt.Errorf("signed with key %s of %s, revoked by then (revocation list %d)", keyID, node, rl.Serial)
 	}
 	return nil
 }
@@ -336,13 +376,15 @@ func printAuditReport(w io.Writer, r *auditReport) {
 	}
 	if r.Intact {
 		switch {
-		case c.Checked == 0:
-			fmt.Fprintln(w, "  note         no checkpoint: the chain is consistent, but a rewrite of the whole log would not show")
+		case c.Checked == 0 && r.Entries > 0:
+			fmt.Fprintln(w, "  FAILED       no checkpoint: the chain is consistent, but a rewrite of the whole log, or a rename, would not show")
 		case c.Latest < r.Entries:
 			fmt.Fprintf(w, "  note         entries after %d are chained but not yet covered by a checkpoint\n", c.Latest)
 		}
-		if len(r.Failed) == 0 {
+		if len(r.Failed) == 0 && (c.Checked > 0 || r.Entries == 0) {
 			fmt.Fprintln(w, "intact")
+		} else if len(r.Failed) == 0 {
+			fmt.Fprintln(w, "not verified: no checkpoint to hold the chain against")
 		} else {
 			fmt.Fprintln(w, "chain intact against the checkpoints that verified; some did not")
 		}

@@ -166,15 +166,15 @@ func TestAuditVerify(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		tamper   func(t *testing.T, s *auditSpace)
-		args     func(s *auditSpace) []string
+		args     func(t *testing.T, s *auditSpace) []string
 		wantCode int
 		want     string // in stdout (exit 0) or stderr
 	}{
 		{name: "intact", wantCode: exitOK, want: "3 checked, NOT authenticated"},
 		{name: "intact, authenticated", wantCode: exitOK, want: "3 checked, authenticated",
-			args: func(s *auditSpace) []string { return []string{"--authority", s.authority} }},
+			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority} }},
 		{name: "intact, with a peer's checkpoints", wantCode: exitOK, want: "3 from " + "PEER",
-			args: func(s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
 		{name: "edited entry", wantCode: exitFailure, want: "first bad entry 5: entry does not match its hash",
 			tamper: func(t *testing.T, s *auditSpace) {
 				execSQL(t, s.a, `UPDATE evidence SET entry = replace(entry, '"permit"', '"deny"') WHERE seq = 5`)
@@ -195,7 +195,7 @@ func TestAuditVerify(t *testing.T) {
 			}},
 		{name: "head truncated and re-chained", wantCode: exitFailure, want: "first bad entry 1: a checkpoint says the head after entry 4",
 			tamper: func(t *testing.T, s *auditSpace) { rechain(t, s.a, 3) }},
-		{name: "head truncated and re-chained, own checkpoints deleted too", wantCode: exitOK, want: "no checkpoint",
+		{name: "head truncated and re-chained, own checkpoints deleted too", wantCode: exitFailure, want: "no checkpoint of uni-a verified",
 			tamper: func(t *testing.T, s *auditSpace) {
 				rechain(t, s.a, 3)
 				execSQL(t, s.a, `DELETE FROM checkpoints`)
@@ -205,7 +205,17 @@ func TestAuditVerify(t *testing.T) {
 				rechain(t, s.a, 3)
 				execSQL(t, s.a, `DELETE FROM checkpoints`)
 			},
-			args: func(s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+		{name: "rewritten and renamed to another node", wantCode: exitFailure, want: "no checkpoint of uni-z verified",
+			tamper: func(t *testing.T, s *auditSpace) {
+				execSQL(t, s.a, `UPDATE evidence SET entry = replace(entry, '"uni-a"', '"uni-z"')`)
+				rechain(t, s.a, 0)
+			},
+			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+		{name: "checkpoint key revoked before its use", wantCode: exitFailure, want: "3 checkpoint(s) failed to verify",
+			args: func(t *testing.T, s *auditSpace) []string {
+				return []string{"--authority", s.authority, "--revocations", s.revokeCheckpointKey(t)}
+			}},
 		{name: "tail truncated under a checkpoint", wantCode: exitFailure, want: "first bad entry 9: the chain has 10 entries, a checkpoint covers 12",
 			tamper: func(t *testing.T, s *auditSpace) { execSQL(t, s.a, `DELETE FROM evidence WHERE seq > 10`) }},
 		{name: "forged checkpoint, authenticated", wantCode: exitFailure, want: "1 checkpoint(s) failed to verify",
@@ -220,7 +230,7 @@ func TestAuditVerify(t *testing.T) {
 					return err
 				})
 			},
-			args: func(s *auditSpace) []string { return []string{"--authority", s.authority} }},
+			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority} }},
 		{name: "checkpoint rewritten to fit a rewritten log, authenticated", wantCode: exitFailure, want: "first bad entry 1",
 			tamper: func(t *testing.T, s *auditSpace) {
 				rechain(t, s.a, 3)
@@ -229,7 +239,7 @@ func TestAuditVerify(t *testing.T) {
 					return err
 				})
 			},
-			args: func(s *auditSpace) []string { return []string{"--authority", s.authority} }},
+			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newAuditSpace(t)
@@ -238,7 +248,7 @@ func TestAuditVerify(t *testing.T) {
 			}
 			args := []string{"audit", "verify", "--db", s.a}
 			if tc.args != nil {
-				args = append(args, tc.args(s)...)
+				args = append(args, tc.args(t, s)...)
 			}
 			code, out, stderr := run(t, ctx, args...)
 			want := strings.ReplaceAll(tc.want, "PEER", s.b)
@@ -285,8 +295,8 @@ func TestAuditExport(t *testing.T) {
 	// database, with its checkpoints deleted, is caught against it.
 	rechain(t, s.a, 2)
 	execSQL(t, s.a, `DELETE FROM checkpoints`)
-	if code, _, _ := run(t, ctx, "audit", "verify", "--db", s.a); code != exitOK {
-		t.Errorf("rewritten db alone: exit %d, want %d (nothing to check it against)", code, exitOK)
+	if code, _, stderr := run(t, ctx, "audit", "verify", "--db", s.a); code != exitFailure || !strings.Contains(stderr, "no checkpoint of uni-a verified") {
+		t.Errorf("rewritten db alone: exit %d, want %d (nothing to check it against)\n%s", code, exitFailure, stderr)
 	}
 	code, out, stderr = run(t, ctx, "audit", "verify", "--db", s.a, "--authority", s.authority, "--checkpoints-from", exp)
 	if code != exitFailure || !strings.Contains(stderr, "first bad entry 1") {
@@ -370,8 +380,8 @@ func TestAuditDemo(t *testing.T) {
 	}
 	rechain(t, db, 2)
 	execSQL(t, db, `DELETE FROM checkpoints`)
-	if code, out, stderr := run(t, ctx, "audit", "verify", "--db", db); code != exitOK {
-		t.Errorf("rewritten demo database alone: exit %d, want %d\n%s%s", code, exitOK, out, stderr)
+	if code, out, stderr := run(t, ctx, "audit", "verify", "--db", db); code != exitFailure || !strings.Contains(stderr, "no checkpoint") {
+		t.Errorf("rewritten demo database alone: exit %d, want %d (nothing to check it against)\n%s%s", code, exitFailure, out, stderr)
 	}
 	if code, out, stderr := run(t, ctx, args...); code != exitFailure || !strings.Contains(stderr, "first bad entry 1") {
 		t.Errorf("rewritten demo database against the peer: exit %d\n%s%s", code, out, stderr)
@@ -427,4 +437,30 @@ func TestOpenReadOnly(t *testing.T) {
 	if h, err := evidence.Verify(context.Background(), db); err != nil || h.Count != auditEntries {
 		t.Errorf("verify: %+v, %v", h, err)
 	}
+}
+
+// revokeCheckpointKey writes a revocation list, signed by the space's
+// authority, that revokes uni-a's checkpoint key an hour before its
+// checkpoints, and returns its path.
+func (s *auditSpace) revokeCheckpointKey(t *testing.T) string {
+	t.Helper()
+	ak, err := authority.Load(filepath.Join(s.dir, "authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := keys.LoadKeys(filepath.Join(s.dir, "uni-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	data, err := ak.SignRevocations(crypto.RevocationList{Space: "test", Serial: 1, Issued: now, Entries: []crypto.Revocation{
+		{NodeID: "uni-a", KeyID: ks.Checkpoint.Public().KeyID(), Revoked: now.Add(-time.Hour), Reason: "key compromised"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(s.dir, "revocations.edrl")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
