@@ -174,7 +174,9 @@ func TestAuditVerify(t *testing.T) {
 		{name: "intact, authenticated", wantCode: exitOK, want: "3 checked, authenticated",
 			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority} }},
 		{name: "intact, with a peer's checkpoints", wantCode: exitOK, want: "3 from " + "PEER",
-			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+			args: func(t *testing.T, s *auditSpace) []string {
+				return []string{"--authority", s.authority, "--checkpoints-from", s.b}
+			}},
 		{name: "edited entry", wantCode: exitFailure, want: "first bad entry 5: entry does not match its hash",
 			tamper: func(t *testing.T, s *auditSpace) {
 				execSQL(t, s.a, `UPDATE evidence SET entry = replace(entry, '"permit"', '"deny"') WHERE seq = 5`)
@@ -205,13 +207,17 @@ func TestAuditVerify(t *testing.T) {
 				rechain(t, s.a, 3)
 				execSQL(t, s.a, `DELETE FROM checkpoints`)
 			},
-			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+			args: func(t *testing.T, s *auditSpace) []string {
+				return []string{"--authority", s.authority, "--checkpoints-from", s.b}
+			}},
 		{name: "rewritten and renamed to another node", wantCode: exitFailure, want: "no checkpoint of uni-z verified",
 			tamper: func(t *testing.T, s *auditSpace) {
 				execSQL(t, s.a, `UPDATE evidence SET entry = replace(entry, '"uni-a"', '"uni-z"')`)
 				rechain(t, s.a, 0)
 			},
-			args: func(t *testing.T, s *auditSpace) []string { return []string{"--authority", s.authority, "--checkpoints-from", s.b} }},
+			args: func(t *testing.T, s *auditSpace) []string {
+				return []string{"--authority", s.authority, "--checkpoints-from", s.b}
+			}},
 		{name: "checkpoint key revoked before its use", wantCode: exitFailure, want: "3 checkpoint(s) failed to verify",
 			args: func(t *testing.T, s *auditSpace) []string {
 				return []string{"--authority", s.authority, "--revocations", s.revokeCheckpointKey(t)}
