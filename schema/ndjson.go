@@ -207,7 +207,8 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 	if i < len(b) && b[i] == '}' {
 		return "", skipSpace(b, i+1) == len(b)
 	}
-	k := 0          // members so far
+	k := 0 // members so far
+	typeSeen := false
 	var line string // b as a string, made at the first string or number value
 	str := func(from, to int) string {
 		if line == "" {
@@ -235,17 +236,24 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 			return "", false
 		}
 		var v value
+		strVal := false
 		switch c := b[i]; {
 		case c == '"':
 			j, ok := flatStringEnd(b, i)
 			if !ok {
 				return "", false
 			}
+			strVal = true
 			switch {
 			case values:
 				v = value{s: str(i+1, j-1), str: true}
 			case key == "type":
-				typ = p.intern(b[i+1 : j-1])
+				if typeSeen {
+					// Two "type" members: a map keeps the last, a reader
+					// of names might take either. Not a plain line.
+					return "", false
+				}
+				typ, typeSeen = p.intern(b[i+1:j-1]), true
 			}
 			i = j
 		case c == '-' || isDigit(c):
@@ -268,6 +276,9 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 			i += 4
 		default:
 			return "", false
+		}
+		if !values && key == "type" && !strVal {
+			return "", false // a "type" that is not a string: not a plain line
 		}
 		switch {
 		case fields != nil:
@@ -377,4 +388,34 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// DuplicateMember reports a member name that a JSON object line gives more
+// than once at its top level (whose later value a map would keep), with
+// true; "" and false for a line without one, or that is not an object.
+func DuplicateMember(line []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		name, ok := t.(string)
+		if !ok {
+			return "", false
+		}
+		if seen[name] {
+			return name, true
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }

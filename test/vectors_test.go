@@ -28,6 +28,7 @@ import (
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -264,6 +265,20 @@ func TestReceivePathRefusals(t *testing.T) {
 			h.Agreement = old.ID
 			h.Created, h.Expires = now.AddDate(0, 0, -29), now.Add(time.Hour)
 			return seal(h, bKEM, aSig, payload)
+		}()},
+		// Records the receiver's readers would read otherwise, or not at
+		// all, so that they could be neither exported nor erased.
+		{"a second type member naming another type", envelope.RefuseContent, func() []byte {
+			seq++
+			return seal(header(seq), bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","course_code":"CS101","type":"discipline"}`+"\n"))
+		}()},
+		{"a line longer than a reader takes", envelope.RefuseContent, func() []byte {
+			seq++
+			return seal(header(seq), bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","course_code":"`+strings.Repeat("C", schema.MaxLineBytes)+`"}`+"\n"))
+		}()},
+		{"invalid UTF-8 behind an escape", envelope.RefuseContent, func() []byte {
+			seq++
+			return seal(header(seq), bKEM, aSig, []byte("{\"type\":\"course_grade\",\"student_id\":\"tk_\\\"x\xff\",\"course_code\":\"CS101\"}\n"))
 		}()},
 		{"the first envelope again (a duplicate, acknowledged)", "", first},
 		{"the first envelope's sequence under a new id", envelope.RefuseReplayed, seal(header(1001), bKEM, aSig, payload)},

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
@@ -166,16 +168,28 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
 	if lc.typ != rt {
 		lc.typ, lc.known = rt, lc.known[:0]
 	}
-	foreign := false // a member name the type does not have
-	k := 0           // the member's position in its line
+	foreign := false   // a member name the type does not have
+	duplicate := false // a member name given twice in one line
+	k := 0             // the member's position in its line
+	// fresh is set once a line's names part from known: from there on its
+	// names are checked one by one, and known becomes exactly its names,
+	// so that a line of known's shape, which names no member twice, skips
+	// the checks.
+	fresh := false
 	member := func(name string) {
 		pos := k
 		k++
-		if pos < len(lc.known) && lc.known[pos] == name {
+		if !fresh && pos < len(lc.known) && lc.known[pos] == name {
 			return
 		}
+		fresh = true
 		if _, ok := rt.FieldIndex(name); !ok {
 			foreign = true
+			return
+		}
+		// A line of a new shape: its names so far are known[:pos].
+		if pos <= len(lc.known) && slices.Contains(lc.known[:pos], name) {
+			duplicate = true
 			return
 		}
 		if pos < len(lc.known) {
@@ -189,10 +203,22 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
 		i := bytes.IndexByte(rest, '\n')
 		line := rest[:i]
 		rest = rest[i+1:]
-		k = 0
+		// What a reader of the stored records refuses is refused here: a
+		// record stored must be readable and erasable.
+		if len(line) > schema.MaxLineBytes {
+			return fmt.Errorf("record %d: longer than %d bytes", count, schema.MaxLineBytes)
+		}
+		k, fresh = 0, false
 		typ, ok := lc.p.Members(line, member)
 		if !ok {
-			// Not plain values only: read it whole.
+			// Not plain values only: read it whole, as readers do, once it
+			// is valid UTF-8 with every member once.
+			if !utf8.Valid(line) {
+				return fmt.Errorf("record %d: not valid UTF-8", count)
+			}
+			if _, dup := schema.DuplicateMember(line); dup {
+				return fmt.Errorf("record %d: a member given twice", count)
+			}
 			rec, verr := lc.p.Parse(line, lc.fields)
 			if verr != nil {
 				return fmt.Errorf("record %d: not a record", count)
@@ -208,6 +234,12 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
 		}
 		if foreign {
 			return fmt.Errorf("record %d: field not in type %s", count, h.RecordType)
+		}
+		if duplicate {
+			return fmt.Errorf("record %d: a member given twice", count)
+		}
+		if fresh && k <= maxKnownMembers && k < len(lc.known) {
+			lc.known = lc.known[:k]
 		}
 	}
 	if count != int(h.Count) {

@@ -29,6 +29,18 @@ func TestCheckRecords(t *testing.T) {
 		{"escapes, known names", []string{ok, `{"type":"student","student_id":"s\"1","name":"tk_a"}`, ok}, ""},
 		{"another type", []string{ok, `{"type":"course","course_code":"C1"}`}, "type differs"},
 		{"not JSON", []string{ok, `{"type":`}, "not a record"},
+		// What a reader of the stored records would read otherwise, or not
+		// at all: refused.
+		{"a second type member", []string{ok, `{"type":"student","student_id":"s2","type":"discipline"}`}, "given twice"},
+		{"a second type member that is no string", []string{ok, `{"type":"student","student_id":"s2","type":7}`}, "given twice"},
+		{"a type that is no string", []string{`{"type":7,"student_id":"s2"}`}, "not a record"},
+		{"a field given twice, new shape", []string{ok, `{"type":"student","student_id":"s2","student_id":"s3"}`}, "given twice"},
+		{"a field given twice, first line", []string{`{"type":"student","name":"a","name":"b"}`}, "given twice"},
+		{"a field given twice off the fast path", []string{`{"type":"student","name":"a\"","name":"b"}`}, "given twice"},
+		{"invalid UTF-8 off the fast path", []string{ok, "{\"type\":\"student\",\"name\":\"a\\\"\xff\"}"}, "not valid UTF-8"},
+		{"invalid UTF-8 on the fast path", []string{ok, "{\"type\":\"student\",\"name\":\"a\xff\"}"}, "not valid UTF-8"},
+		{"a line longer than a reader takes", []string{ok, `{"type":"student","name":"` + strings.Repeat("x", schema.MaxLineBytes) + `"}`},
+			"longer than"},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
 		err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))})
