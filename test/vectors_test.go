@@ -266,6 +266,10 @@ func TestReceivePathRefusals(t *testing.T) {
 			h.Created, h.Expires = now.AddDate(0, 0, -29), now.Add(time.Hour)
 			return seal(h, bKEM, aSig, payload)
 		}()},
+		{"a field the record type has and the agreement does not list", envelope.RefuseContent, func() []byte {
+			seq++
+			return seal(header(seq), bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","course_code":"CS101","course_name":"Data structures"}`+"\n"))
+		}()},
 		// Records the receiver's readers would read otherwise, or not at
 		// all, so that they could be neither exported nor erased.
 		{"a second type member naming another type", envelope.RefuseContent, func() []byte {

@@ -14,6 +14,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
 
@@ -136,6 +137,9 @@ type lineChecker struct {
 	fields map[string]any
 	typ    *schema.RecordType
 	known  []string
+	// levels[i] is the highest level the standard gives the fields
+	// known[:i+1].
+	levels []schema.Level
 }
 
 var lineCheckers sync.Pool
@@ -145,32 +149,38 @@ const maxKnownMembers = 256
 
 // CheckRecords checks an envelope's plaintext before it is stored: NDJSON
 // of exactly h.Count records, each of the header's record type and with
-// only fields that type has. Values are not validated against the
-// standard: tokenised and generalised values are not meant to pass it.
-func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
+// only fields that type has and, with a an agreement, that a lists for the
+// type, at levels the standard puts no higher than a's maximum. It
+// returns the highest level the standard gives the fields of any record:
+// the level this node computed, which evidence records rather than the
+// one the sender claims. Values are not validated against the standard:
+// tokenised and generalised values are not meant to pass it.
+func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement) (schema.Level, error) {
 	rt, ok := c.Std.Type(h.RecordType)
 	if !ok {
-		return fmt.Errorf("unknown record type %q", h.RecordType)
+		return 0, fmt.Errorf("unknown record type %q", h.RecordType)
 	}
 	if _, err := schema.ParseLevel(h.Level); err != nil {
-		return fmt.Errorf("header level: %w", err)
+		return 0, fmt.Errorf("header level: %w", err)
 	}
 	// One record per line and nothing else: erasure relies on lines and
 	// records matching one to one.
 	if len(plain) == 0 || plain[0] == '\n' || bytes.Contains(plain, []byte("\n\n")) || plain[len(plain)-1] != '\n' {
-		return fmt.Errorf("empty lines or no final newline")
+		return 0, fmt.Errorf("empty lines or no final newline")
 	}
 	lc, _ := lineCheckers.Get().(*lineChecker)
 	if lc == nil {
 		lc = &lineChecker{p: schema.NewLineParser(""), fields: map[string]any{}}
 	}
 	defer lineCheckers.Put(lc)
-	if lc.typ != rt {
-		lc.typ, lc.known = rt, lc.known[:0]
-	}
+	// Shapes are known per envelope: its agreement decides which names
+	// pass.
+	lc.typ, lc.known, lc.levels = rt, lc.known[:0], lc.levels[:0]
 	foreign := false   // a member name the type does not have
 	duplicate := false // a member name given twice in one line
-	k := 0             // the member's position in its line
+	unagreed := false  // a member name the agreement does not list
+	var lineLevel, level schema.Level
+	k := 0 // the member's position in its line
 	// fresh is set once a line's names part from known: from there on its
 	// names are checked one by one, and known becomes exactly its names,
 	// so that a line of known's shape, which names no member twice, skips
@@ -182,20 +192,29 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
 		if !fresh && pos < len(lc.known) && lc.known[pos] == name {
 			return
 		}
+		if !fresh && pos > 0 && pos <= len(lc.levels) {
+			lineLevel = lc.levels[pos-1] // the names before it matched known
+		}
 		fresh = true
-		if _, ok := rt.FieldIndex(name); !ok {
+		spec, ok := rt.Field(name)
+		if !ok {
 			foreign = true
 			return
 		}
+		if a != nil && !a.Allows(h.RecordType, name) {
+			unagreed = true
+			return
+		}
+		lineLevel = max(lineLevel, spec.Level)
 		// A line of a new shape: its names so far are known[:pos].
 		if pos <= len(lc.known) && slices.Contains(lc.known[:pos], name) {
 			duplicate = true
 			return
 		}
 		if pos < len(lc.known) {
-			lc.known[pos] = name
+			lc.known[pos], lc.levels[pos] = name, lineLevel
 		} else if pos == len(lc.known) && pos < maxKnownMembers {
-			lc.known = append(lc.known, name)
+			lc.known, lc.levels = append(lc.known, name), append(lc.levels, lineLevel)
 		}
 	}
 	count := 0
@@ -206,22 +225,22 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
 		// What a reader of the stored records refuses is refused here: a
 		// record stored must be readable and erasable.
 		if len(line) > schema.MaxLineBytes {
-			return fmt.Errorf("record %d: longer than %d bytes", count, schema.MaxLineBytes)
+			return 0, fmt.Errorf("record %d: longer than %d bytes", count, schema.MaxLineBytes)
 		}
-		k, fresh = 0, false
+		k, fresh, lineLevel = 0, false, 0
 		typ, ok := lc.p.Members(line, member)
 		if !ok {
 			// Not plain values only: read it whole, as readers do, once it
 			// is valid UTF-8 with every member once.
 			if !utf8.Valid(line) {
-				return fmt.Errorf("record %d: not valid UTF-8", count)
+				return 0, fmt.Errorf("record %d: not valid UTF-8", count)
 			}
 			if _, dup := schema.DuplicateMember(line); dup {
-				return fmt.Errorf("record %d: a member given twice", count)
+				return 0, fmt.Errorf("record %d: a member given twice", count)
 			}
 			rec, verr := lc.p.Parse(line, lc.fields)
 			if verr != nil {
-				return fmt.Errorf("record %d: not a record", count)
+				return 0, fmt.Errorf("record %d: not a record", count)
 			}
 			typ = rec.Type
 			k = maxKnownMembers + 1 // by name: positions mean nothing here
@@ -230,20 +249,30 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header) error {
 			}
 		}
 		if typ != h.RecordType {
-			return fmt.Errorf("record %d: type differs from the header", count)
+			return 0, fmt.Errorf("record %d: type differs from the header", count)
 		}
 		if foreign {
-			return fmt.Errorf("record %d: field not in type %s", count, h.RecordType)
+			return 0, fmt.Errorf("record %d: field not in type %s", count, h.RecordType)
 		}
 		if duplicate {
-			return fmt.Errorf("record %d: a member given twice", count)
+			return 0, fmt.Errorf("record %d: a member given twice", count)
 		}
+		if unagreed {
+			return 0, fmt.Errorf("record %d: a field agreement %s does not list", count, a.ID)
+		}
+		if !fresh && k > 0 && k <= len(lc.levels) {
+			lineLevel = lc.levels[k-1]
+		}
+		if a != nil && (lineLevel >= schema.CORE || lineLevel > a.MaxLevel) {
+			return 0, fmt.Errorf("record %d: fields at %s, above agreement %s's %s", count, lineLevel, a.ID, a.MaxLevel)
+		}
+		level = max(level, lineLevel)
 		if fresh && k <= maxKnownMembers && k < len(lc.known) {
 			lc.known = lc.known[:k]
 		}
 	}
 	if count != int(h.Count) {
-		return fmt.Errorf("header says %d records, envelope holds %d", h.Count, count)
+		return 0, fmt.Errorf("header says %d records, envelope holds %d", h.Count, count)
 	}
-	return nil
+	return level, nil
 }

@@ -15,7 +15,7 @@ func BenchmarkReceiverCheck(b *testing.B) {
 	h := crypto.Header{RecordType: "student", Count: records, Level: "L3"}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := codec.CheckRecords(plain, h); err != nil {
+		if _, err := codec.CheckRecords(plain, h, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
 
@@ -43,10 +44,45 @@ func TestCheckRecords(t *testing.T) {
 			"longer than"},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
-		err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))})
+		_, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))}, nil)
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: refused: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestCheckRecordsAgainstAgreement: under an agreement, a record may hold
+// only the fields it lists, at levels the standard puts no higher than its
+// maximum; the level returned is the highest the standard gives the
+// fields that arrived, whatever the header claims.
+func TestCheckRecordsAgainstAgreement(t *testing.T) {
+	codec := &Codec{Std: schema.Default()}
+	a := &policy.Agreement{ID: "ag", RecordTypes: map[string][]string{"student": {"student_id", "name", "religion"}},
+		MaxLevel: schema.L3}
+	for _, c := range []struct {
+		name  string
+		lines []string
+		want  string // "" accepts; else a part of the error
+		level schema.Level
+	}{
+		{"listed fields", []string{`{"type":"student","student_id":"tk_a","name":"tk_b"}`}, "", schema.L2},
+		{"a field the type has and the agreement does not list", []string{`{"type":"student","student_id":"tk_a","gender":"女"}`},
+			"does not list", 0},
+		{"the same, after a line of listed fields", []string{`{"type":"student","student_id":"tk_a","name":"tk_b"}`,
+			`{"type":"student","student_id":"tk_a","name":"tk_b","gender":"女"}`}, "does not list", 0},
+		{"a listed field above the agreement's level", []string{`{"type":"student","student_id":"tk_a","religion":"x"}`},
+			"above agreement", 0},
+		{"the same, off the fast path", []string{`{"type":"student","student_id":"tk_\"a","religion":"x"}`},
+			"above agreement", 0},
+	} {
+		plain := strings.Join(c.lines, "\n") + "\n"
+		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L1", Count: uint32(len(c.lines))}, a)
+		switch {
+		case c.want == "" && (err != nil || level != c.level):
+			t.Errorf("%s: level %v, %v; want %v accepted", c.name, level, err, c.level)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
 		}

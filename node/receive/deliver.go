@@ -16,6 +16,7 @@ import (
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
 )
 
 // maxClockSkew is how far ahead of this node's clock an envelope's created
@@ -137,6 +138,9 @@ type prepared struct {
 	body []byte // the payload as it arrived (NDJSON or compressed): stored as is
 	err  error  // nil, a *envelope.Refusal, or transient
 	dup  bool   // already stored: acknowledge, store nothing
+	// level is the highest level the standard gives the fields that
+	// arrived, as this node computed it: what its evidence records.
+	level schema.Level
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
@@ -208,7 +212,7 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 	if len(body) > 0 && len(plain) > 0 && &plain[0] != &body[0] {
 		*buf = plain // decompressed: keep the storage for the next envelope
 	}
-	if err := r.codec.CheckRecords(plain, h); err != nil {
+	if p.level, err = r.codec.CheckRecords(plain, h, a); err != nil {
 		p.err = envelope.Refuse(envelope.RefuseContent, err)
 		return
 	}
@@ -364,7 +368,7 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 		r.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender, "after", prevLast, "got", h.Seq)
 	}
 	return true, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
-		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + h.Level: int(h.Count)}})
+		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + p.level.String(): int(h.Count)}})
 }
 
 // inForce reports whether agreement a is valid at t, give or take
