@@ -77,3 +77,37 @@ func TestRegistryEntryRestored(t *testing.T) {
 		return err == nil && st.Received == int64(sr.Permitted)
 	})
 }
+
+// TestAuditStreamBounded: a member cannot fill the hub's disk through the
+// audit stream, which every member may publish its checkpoints to: a
+// message larger than a checkpoint is refused, and each node's subject
+// keeps its newest bus.AuditPerNode messages only.
+func TestAuditStreamBounded(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	s.member("uni-a", crypto.SuiteX25519)
+	nc, err := nats.Connect(s.emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := bus.Layout{Space: space}
+	if _, err := js.Publish(ctx, l.AuditSubject("uni-c"), make([]byte, bus.AuditMaxMsg+1)); err == nil {
+		t.Error("a message larger than a checkpoint reached the audit stream")
+	}
+	if _, err := js.Publish(ctx, l.AuditSubject("uni-c"), make([]byte, 4<<10)); err != nil {
+		t.Errorf("a checkpoint-sized message: %v", err)
+	}
+	st, err := js.Stream(ctx, l.AuditStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != bus.AuditPerNode || cfg.MaxMsgSize != bus.AuditMaxMsg {
+		t.Errorf("audit stream keeps %d messages per subject of at most %d bytes, want %d of %d",
+			cfg.MaxMsgsPerSubject, cfg.MaxMsgSize, bus.AuditPerNode, bus.AuditMaxMsg)
+	}
+}

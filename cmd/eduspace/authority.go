@@ -145,6 +145,9 @@ func runNATSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if _, err := bus.Ensure(ctx, js, l); err != nil {
 		return err
 	}
+	if err := bus.Update(ctx, js, l); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "stream %s and buckets %s, %s ready\n", l.ExchangeStream(), l.RegistryBucket(), l.RevocationBucket())
 	return nil
 }

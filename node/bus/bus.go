@@ -365,18 +365,44 @@ func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 	}
 }
 
-// AuditStreamConfig is the audit stream's configuration: checkpoints are
-// small, few and must outlive the logs they protect, so nothing expires.
+// The audit stream's bounds. A signed checkpoint is about 3.5 KiB (a
+// composite Ed25519 and ML-DSA-65 signature); every node keeps the
+// checkpoints it receives in its own database, so the stream is how they
+// travel and how a node that joins later catches up, not their archive.
+// Per node, the newest AuditPerNode stay: one member flooding its subject
+// displaces only its own, and holds at most AuditPerNode × AuditMaxMsg
+// bytes of the hub's disk.
+const (
+	AuditMaxMsg  = 16 << 10
+	AuditPerNode = 100_000
+)
+
+// AuditStreamConfig is the audit stream's configuration: nothing expires
+// with age, each node's subject keeps its newest AuditPerNode checkpoints.
 func AuditStreamConfig(l Layout) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Replicas:    max(l.Replicas, 1),
-		Name:        l.AuditStream(),
-		Description: "eduspace signed evidence checkpoints, one subject per node",
-		Subjects:    []string{l.AuditFilter()},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Duplicates:  DuplicateWindow,
+		Replicas:          max(l.Replicas, 1),
+		Name:              l.AuditStream(),
+		Description:       "eduspace signed evidence checkpoints, one subject per node",
+		Subjects:          []string{l.AuditFilter()},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Duplicates:        DuplicateWindow,
+		MaxMsgSize:        AuditMaxMsg,
+		MaxMsgsPerSubject: AuditPerNode,
 	}
+}
+
+// Update brings the space's streams to their current configuration, as
+// the operator (`eduspace authority nats-setup`): Ensure creates what is
+// missing but, as members may not, changes nothing that exists.
+func Update(ctx context.Context, js jetstream.JetStream, l Layout) error {
+	for _, cfg := range []jetstream.StreamConfig{ExchangeStreamConfig(l), AuditStreamConfig(l)} {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("update stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
 }
 
 // RegistryConfig is the registry bucket's configuration.
