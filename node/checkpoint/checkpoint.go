@@ -186,6 +186,7 @@ func (k *Keeper) Handle(ctx context.Context, msg jetstream.Msg) {
 			return // shutting down: the message is redelivered after AckWait
 		}
 		k.d.Log.Warn("checkpoint not stored; will retry", "err", err)
+		k.d.Metrics.Retried.WithLabelValues("audit").Inc()
 		if err := msg.NakWithDelay(bus.RedeliveryDelay(msg)); err != nil {
 			k.d.Log.Warn("nak checkpoint", "err", err)
 		}

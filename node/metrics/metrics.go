@@ -41,6 +41,7 @@ type Metrics struct {
 	Received      prometheus.Counter
 	Stored        prometheus.Counter
 	Refused       *prometheus.CounterVec // reason
+	Retried       *prometheus.CounterVec // consumer
 	Receipts      prometheus.Counter
 
 	Consents       *prometheus.CounterVec // action
@@ -117,6 +118,9 @@ func New(std *schema.Standard, labels Labels) *Metrics {
 		Stored:        counter("eduspace_records_received_total", "Records received from peers and stored."),
 		Refused: vec("eduspace_envelopes_refused_total",
 			"Envelopes refused at receipt, by reason; never stored.", "reason", labels.Refused...),
+		Retried: vec("eduspace_messages_retried_total",
+			"Messages handed back to be redelivered after a temporary failure (the database, the registry, NATS), by consumer.",
+			"consumer", Consumers...),
 		Receipts: counter("eduspace_receipts_received_total",
 			"Signed receipts received from recipients for envelopes this node sent."),
 		Consents: vec("eduspace_consents_total",

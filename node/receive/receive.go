@@ -21,6 +21,8 @@ import (
 	"database/sql"
 	"errors"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -199,6 +201,10 @@ func (r *Receiver) Handle(ctx context.Context, msg jetstream.Msg, accept Accept)
 // nak asks for msg to be redelivered after delay; if the server does not
 // hear it, msg is redelivered after AckWait.
 func (r *Receiver) nak(msg jetstream.Msg, delay time.Duration) {
+	// eds.<space>.<kind>.<recipient>.<sender>: deliver, receipt or control.
+	if kind := strings.Split(msg.Subject(), "."); len(kind) == 5 && slices.Contains(metrics.Consumers, kind[2]) {
+		r.m.Retried.WithLabelValues(kind[2]).Inc()
+	}
 	if err := msg.NakWithDelay(delay); err != nil {
 		r.log.Warn("nak delivery; redelivered after AckWait", "err", err)
 	}
