@@ -2,6 +2,8 @@ package test
 
 import (
 	"context"
+	"crypto/rand"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +13,10 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -109,5 +114,75 @@ func TestAuditStreamBounded(t *testing.T) {
 	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != bus.AuditPerNode || cfg.MaxMsgSize != bus.AuditMaxMsg {
 		t.Errorf("audit stream keeps %d messages per subject of at most %d bytes, want %d of %d",
 			cfg.MaxMsgsPerSubject, cfg.MaxMsgSize, bus.AuditPerNode, bus.AuditMaxMsg)
+	}
+}
+
+// TestSpacePolicyMinimumSuite: once the authority's signed space policy
+// sets X-Wing as the weakest suite, a member's envelope sealed with the
+// classical X25519 suite is refused (`suite_below_minimum`), counted and
+// recorded, and a node configured for X25519 no longer starts.
+func TestSpacePolicyMinimumSuite(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	nc, err := nats.Connect(s.emb.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, data, err := authority.SetSpacePolicy(s.ak, filepath.Join(s.dir, "authority"), space, crypto.SuiteXWing, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := authority.PublishSpacePolicy(ctx, js, space, data); err != nil {
+		t.Fatal(err)
+	}
+
+	// uni-b starts under the policy; uni-a, classical, sends it an
+	// envelope sealed with X25519.
+	b := s.member("uni-b", crypto.SuiteXWing)
+	aKeys, err := keys.LoadKeys(s.conf["uni-a"].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	classic, err := crypto.GenerateKEMKey(crypto.SuiteX25519, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	h := crypto.Header{Suite: crypto.SuiteX25519, Kind: crypto.KindRecords, Sender: "uni-a", SenderKeyID: aKeys.Signing.Public().KeyID(),
+		Recipient: "uni-b", RecipientKeyID: classic.Public().KeyID(), Seq: 1, Created: now, Expires: now.Add(time.Hour),
+		Agreement: "any", Purpose: "research", RecordType: "course_grade", Count: 1, Level: "L2"}
+	if _, err := rand.Read(h.ID[:]); err != nil {
+		t.Fatal(err)
+	}
+	env, err := crypto.Seal(nil, h, classic.Public(), aKeys.Signing, []byte(`{"type":"course_grade","student_id":"tk_x"}`+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a"), env); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{envelope.RefuseWeakSuite: 1}
+	wait.Until(t, 20*time.Second, "uni-b to refuse the classical envelope", func() bool {
+		return sameCounts(refusedCounts(t, b), want)
+	})
+	if got := refusals(t, s.conf["uni-b"].DataDir); !sameCounts(got, want) {
+		t.Errorf("uni-b's evidence of refusals: %v, want %v", got, want)
+	}
+
+	// uni-a, configured for X25519, does not start again.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := node.Open(ctx, s.conf["uni-a"], node.Env{}); err == nil {
+		n.Close()
+		t.Fatal("a node configured for a suite below the space's minimum started")
+	} else if !strings.Contains(err.Error(), "below the space's minimum") {
+		t.Errorf("got %v, want an error naming the space's minimum", err)
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: authority init --dir D | authority issue --dir D --request FILE ... | authority revoke --dir D --space S --node ID ... | authority publish-revocations ... | authority nats-config ... | authority nats-setup ...", errUsage)
+		return fmt.Errorf("%w: authority init --dir D | authority issue --dir D --request FILE ... | authority revoke --dir D --space S --node ID ... | authority publish-revocations ... | authority space-policy --dir D --space S --min-suite SUITE ... | authority nats-config ... | authority nats-setup ...", errUsage)
 	}
 	switch args[0] {
 	case "init":
@@ -78,6 +78,8 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return runNATSConfig(ctx, args[1:], stdout, stderr)
 	case "nats-setup":
 		return runNATSSetup(ctx, args[1:], stdout, stderr)
+	case "space-policy":
+		return runSpacePolicy(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown authority subcommand %q", errUsage, args[0])
 }
@@ -244,5 +246,60 @@ func emitRevocations(ctx context.Context, space string, data []byte, serial uint
 		return err
 	}
 	fmt.Fprintf(stdout, "revocation list %d published in bucket %s\n", serial, bus.Layout{Space: space}.RevocationBucket())
+	return nil
+}
+
+// runSpacePolicy signs the space's policy (the weakest suite envelopes may
+// be sealed with), keeps it in the authority directory, and writes it to a
+// file or publishes it on the space, where nodes read it when they start.
+func runSpacePolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("authority space-policy", stderr)
+	dir := fs.String("dir", "", "the authority directory (required)")
+	space := fs.String("space", "", "the space name (required)")
+	minSuite := fs.String("min-suite", "", "the weakest suite nodes may seal or open, e.g. "+crypto.SuiteXWing.String()+" (required)")
+	out := fs.String("out", "", "write the signed policy to this file")
+	url := fs.String("url", "", "publish the signed policy on the space through this NATS server")
+	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk), with --url")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *dir == "" || *space == "" || *minSuite == "" || (*out == "" && *url == "") {
+		return fmt.Errorf("%w: --dir, --space and --min-suite, and --out or --url, are required", errUsage)
+	}
+	suite, err := crypto.ParseSuite(*minSuite)
+	if err != nil {
+		return fmt.Errorf("%w: --min-suite: %v", errUsage, err)
+	}
+	k, err := authority.Load(*dir)
+	if err != nil {
+		return err
+	}
+	p, data, err := authority.SetSpacePolicy(k, *dir, *space, suite, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "space policy %d signed (minimum suite %s), kept in %s\n", p.Serial, p.MinSuite, authority.SpacePolicyPath(*dir, *space))
+	if *out != "" {
+		if err := crypto.WriteFileBytes(*out, data, 0o644); err != nil {
+			return fmt.Errorf("write space policy: %w", err)
+		}
+		fmt.Fprintf(stdout, "space policy %d written to %s\n", p.Serial, *out)
+	}
+	if *url == "" {
+		return nil
+	}
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: *url, Credentials: *creds})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := authority.PublishSpacePolicy(ctx, js, *space, data); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "space policy %d published in bucket %s; nodes take it when they start\n", p.Serial, bus.Layout{Space: *space}.RevocationBucket())
 	return nil
 }

@@ -123,6 +123,10 @@ func (l Layout) RevocationBucket() string { return "eds_" + l.Space + "_revocati
 // RevocationKey is the key of the revocation list in RevocationBucket.
 const RevocationKey = "list"
 
+// PolicyKey is the key of the space's signed policy (crypto.SpacePolicy)
+// in RevocationBucket, which only the space operator may write.
+const PolicyKey = "space-policy"
+
 // Embedded is an in-process NATS server with JetStream.
 type Embedded struct {
 	srv *server.Server

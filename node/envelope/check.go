@@ -32,6 +32,7 @@ const (
 	RefuseNoAgreement  = "no_agreement"
 	RefuseContent      = "bad_content"
 	RefuseRevoked      = "revoked"
+	RefuseWeakSuite    = "suite_below_minimum"
 )
 
 // RefuseReasons are every refusal reason, the closed set of the refused
@@ -39,7 +40,7 @@ const (
 var RefuseReasons = []string{
 	RefuseMalformed, RefuseMisaddressed, RefuseUnknownKey, RefuseExpired, RefuseUnknownPeer,
 	RefuseSignature, RefuseDecrypt, RefuseReplayed, RefuseNoAgreement, RefuseContent,
-	RefuseRevoked,
+	RefuseRevoked, RefuseWeakSuite,
 }
 
 // Refusal is a permanent reason not to accept an envelope: the message is
@@ -78,6 +79,9 @@ func (c *Codec) Check(ctx context.Context, data []byte, kind uint8) (*crypto.Env
 	// Sequence numbers are stored as SQLite integers (signed 64 bits).
 	if h.Seq > math.MaxInt64 {
 		return env, nil, Refuse(RefuseMalformed, fmt.Errorf("sequence number %d out of range", h.Seq))
+	}
+	if !c.Registry.Policy().Allows(h.Suite) {
+		return env, nil, Refuse(RefuseWeakSuite, fmt.Errorf("suite %s is below the space's minimum", h.Suite))
 	}
 	if h.Recipient != c.NodeID {
 		return env, nil, Refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))

@@ -39,6 +39,9 @@ type Codec struct {
 // payload, seals plaintext to `to` and signs it. It returns the envelope id
 // and the envelope.
 func (c *Codec) Seal(h crypto.Header, to *crypto.KEMPublicKey, seq int64, plaintext []byte) (string, []byte, error) {
+	if !c.Registry.Policy().Allows(to.Suite()) {
+		return "", nil, fmt.Errorf("seal: the recipient's key is of suite %s, below the space's minimum", to.Suite())
+	}
 	now := c.Now()
 	h.Suite = to.Suite()
 	h.Sender, h.SenderKeyID = c.NodeID, c.Keys.Signing.Public().KeyID()

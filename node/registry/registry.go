@@ -50,9 +50,13 @@ type Registry struct {
 	// rl is the newest revocation list verified so far (nil: none yet).
 	// revFile keeps it across restarts, so that a node never goes back to
 	// an older list.
-	rl      atomic.Pointer[crypto.RevocationList]
-	revMu   sync.Mutex // serialises offers
-	revFile string
+	rl atomic.Pointer[crypto.RevocationList]
+	// policy is the newest space policy verified (nil: none yet), kept in
+	// policyFile like the revocation list.
+	policy     atomic.Pointer[crypto.SpacePolicy]
+	policyFile string
+	revMu      sync.Mutex // serialises offers
+	revFile    string
 }
 
 type cachedCredential struct {
@@ -303,4 +307,62 @@ func (r *Registry) Keep(ctx context.Context, node, token string, log *slog.Logge
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// policyFile is where a node keeps the newest space policy it has verified,
+// inside its data directory.
+const policyFile = "space-policy.edsp"
+
+// Policy is the newest space policy verified, nil when the space has none:
+// nil allows every known suite (crypto.SpacePolicy.Allows).
+func (r *Registry) Policy() *crypto.SpacePolicy {
+	if r == nil {
+		return nil
+	}
+	return r.policy.Load()
+}
+
+// LoadPolicy reads the space policy kept in the data directory, then the
+// one published on the space, keeping the newer; the newer is kept in the
+// data directory, so that a node never goes back to an older policy. One
+// kept that does not verify is an error (the data directory was tampered
+// with); one published that does not verify, or is older, is logged and
+// ignored.
+func (r *Registry) LoadPolicy(ctx context.Context, kv jetstream.KeyValue, dataDir string, log *slog.Logger) error {
+	r.policyFile = filepath.Join(dataDir, policyFile)
+	data, err := os.ReadFile(r.policyFile)
+	switch {
+	case err == nil:
+		p, err := crypto.ParseSpacePolicy(data, r.root, r.space)
+		if err != nil {
+			return fmt.Errorf("space policy %s: %w", r.policyFile, err)
+		}
+		r.policy.Store(p)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("space policy: %w", err)
+	}
+	e, err := kv.Get(ctx, bus.PolicyKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read space policy: %w", err)
+	}
+	p, err := crypto.ParseSpacePolicy(e.Value(), r.root, r.space)
+	if err != nil {
+		log.Warn("space policy ignored", "err", err)
+		return nil
+	}
+	if held := r.policy.Load(); held != nil && p.Serial <= held.Serial {
+		if p.Serial < held.Serial {
+			log.Warn("space policy ignored: older than the one held", "serial", p.Serial, "serial_held", held.Serial)
+		}
+		return nil
+	}
+	if err := crypto.WriteFileBytes(r.policyFile, e.Value(), 0o600); err != nil {
+		return fmt.Errorf("keep space policy: %w", err)
+	}
+	r.policy.Store(p)
+	log.Info("space policy taken", "serial", p.Serial, "min_suite", p.MinSuite.String())
+	return nil
 }

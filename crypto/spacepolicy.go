@@ -1,0 +1,120 @@
+package crypto
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// PurposeSpacePolicy is the composite-signature purpose of a space policy.
+const PurposeSpacePolicy = "space-policy"
+
+const (
+	magicSpacePolicy = "EDSP"
+	// MaxSpacePolicySize bounds an encoded space policy.
+	MaxSpacePolicySize = 4 << 10
+)
+
+// SpacePolicy is the authority's signed policy for one space: what every
+// node of the space holds to whatever its own configuration says. A newer
+// policy has a larger Serial; a node keeps the newest it has verified.
+type SpacePolicy struct {
+	Space  string
+	Serial uint64 // ≥ 1, grows with every policy the authority signs
+	Issued time.Time
+	// MinSuite is the weakest suite envelopes of the space may be sealed
+	// with (Strength): nodes neither seal nor open below it.
+	MinSuite SuiteID
+}
+
+// Strength ranks suites for a space's minimum: a post-quantum hybrid above
+// a classical one. An unknown suite ranks below every known one.
+func (s SuiteID) Strength() int {
+	switch s {
+	case SuiteXWing:
+		return 2
+	case SuiteX25519:
+		return 1
+	}
+	return 0
+}
+
+// Allows reports whether p lets envelopes be sealed with suite s; a nil
+// policy allows every known suite.
+func (p *SpacePolicy) Allows(s SuiteID) bool {
+	if p == nil {
+		return s.known()
+	}
+	return s.known() && s.Strength() >= p.MinSuite.Strength()
+}
+
+func (p *SpacePolicy) validate() error {
+	switch {
+	case !validName(p.Space):
+		return errors.New("invalid space name")
+	case p.Serial == 0:
+		return errors.New("serial 0")
+	case !validTime(p.Issued):
+		return errors.New("invalid issue time")
+	case !p.MinSuite.known():
+		return fmt.Errorf("unknown minimum suite %d", p.MinSuite)
+	}
+	return nil
+}
+
+func (p *SpacePolicy) appendTo(b []byte) []byte {
+	b = append(b, magicSpacePolicy...)
+	b = append(b, statementVersion1)
+	b = appendStr8(b, p.Space)
+	b = binary.BigEndian.AppendUint64(b, p.Serial)
+	b = appendMillis(b, p.Issued)
+	return binary.BigEndian.AppendUint16(b, uint16(p.MinSuite))
+}
+
+// SignSpacePolicy encodes p and signs it with the composite root key under
+// purpose "space-policy". Times are truncated to milliseconds.
+func (a *AuthorityKey) SignSpacePolicy(p SpacePolicy) ([]byte, error) {
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("sign space policy: %w", err)
+	}
+	b := p.appendTo(nil)
+	sig, err := a.ck.Sign(PurposeSpacePolicy, b)
+	if err != nil {
+		return nil, fmt.Errorf("sign space policy: %w", err)
+	}
+	return append(b, sig...), nil
+}
+
+// ParseSpacePolicy decodes data strictly, verifies its composite signature
+// with the root key and checks that it is for space. Signature failures
+// wrap [ErrCompositeSignature].
+func ParseSpacePolicy(data []byte, root AuthorityPublicKey, space string) (*SpacePolicy, error) {
+	if len(data) > MaxSpacePolicySize {
+		return nil, fmt.Errorf("parse space policy: %d bytes, more than %d", len(data), MaxSpacePolicySize)
+	}
+	signed, body, sig, err := splitStatement(data, magicSpacePolicy)
+	if err != nil {
+		return nil, fmt.Errorf("parse space policy: %w", err)
+	}
+	r := &statementReader{b: body}
+	p := &SpacePolicy{Space: r.str8(), Serial: r.u64()}
+	p.Issued = r.millis("issued")
+	p.MinSuite = SuiteID(r.u16())
+	if r.err == nil && len(r.b) != 0 {
+		r.err = errors.New("trailing bytes")
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("parse space policy: %w", r.err)
+	}
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("parse space policy: %w", err)
+	}
+	if err := root.cv.Verify(PurposeSpacePolicy, signed, sig); err != nil {
+		return nil, fmt.Errorf("parse space policy: %w", err)
+	}
+	if p.Space != space {
+		return nil, fmt.Errorf("parse space policy: for space %q, want %q", p.Space, space)
+	}
+	return p, nil
+}

@@ -1,0 +1,57 @@
+package crypto
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// TestSpacePolicy: a policy signed by the authority parses back for its
+// space only; altered, truncated, re-signed by another key, it does not;
+// and it allows suites at its minimum and above.
+func TestSpacePolicy(t *testing.T) {
+	ak, err := GenerateAuthorityKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := GenerateAuthorityKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := SpacePolicy{Space: "demo", Serial: 3, Issued: time.Now().Truncate(time.Millisecond), MinSuite: SuiteXWing}
+	data, err := ak.SignSpacePolicy(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseSpacePolicy(data, ak.Public(), "demo")
+	if err != nil || got.Serial != 3 || got.MinSuite != SuiteXWing || !got.Issued.Equal(p.Issued) {
+		t.Fatalf("parsed %+v, %v", got, err)
+	}
+	if !got.Allows(SuiteXWing) || got.Allows(SuiteX25519) || got.Allows(SuiteID(9)) {
+		t.Errorf("an X-Wing minimum allows X-Wing %v, X25519 %v, suite 9 %v; want true, false, false",
+			got.Allows(SuiteXWing), got.Allows(SuiteX25519), got.Allows(SuiteID(9)))
+	}
+	var none *SpacePolicy
+	if !none.Allows(SuiteX25519) {
+		t.Error("no policy refuses X25519")
+	}
+	if _, err := ParseSpacePolicy(data, ak.Public(), "other"); err == nil {
+		t.Error("a policy of space demo parsed for space other")
+	}
+	if _, err := ParseSpacePolicy(data, other.Public(), "demo"); !errors.Is(err, ErrCompositeSignature) {
+		t.Errorf("under another root key: %v, want ErrCompositeSignature", err)
+	}
+	altered := append([]byte(nil), data...)
+	altered[len(magicSpacePolicy)+1+1+len("demo")+8+8+1] ^= 3 // the minimum suite's low byte
+	if _, err := ParseSpacePolicy(altered, ak.Public(), "demo"); err == nil {
+		t.Error("a policy with its minimum suite altered parsed")
+	}
+	for _, bad := range [][]byte{nil, data[:len(data)-1], append(append([]byte(nil), data...), 0)} {
+		if _, err := ParseSpacePolicy(bad, ak.Public(), "demo"); err == nil {
+			t.Errorf("%d bytes of a broken policy parsed", len(bad))
+		}
+	}
+	if _, err := ak.SignSpacePolicy(SpacePolicy{Space: "demo", Serial: 1, Issued: time.Now(), MinSuite: SuiteID(9)}); err == nil {
+		t.Error("a policy with an unknown minimum suite was signed")
+	}
+}
