@@ -18,8 +18,6 @@ import (
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func agreementState(t *testing.T, n *node.Node, id string) (string, bool) {
@@ -140,15 +138,7 @@ func TestAgreementRevokedOnlyByItsParties(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := s.js()
 	if _, err := js.Publish(ctx, bus.Layout{Space: space}.ControlSubject("uni-b", "uni-c"), env); err != nil {
 		t.Fatal(err)
 	}

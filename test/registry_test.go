@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
@@ -36,15 +33,7 @@ func TestRegistryEntryRestored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := s.js()
 	reg, err := js.KeyValue(ctx, bus.Layout{Space: space}.RegistryBucket())
 	if err != nil {
 		t.Fatal(err)
@@ -91,15 +80,7 @@ func TestAuditStreamBounded(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
 	s.member("uni-a", crypto.SuiteX25519)
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := s.js()
 	l := bus.Layout{Space: space}
 	if _, err := js.Publish(ctx, l.AuditSubject("uni-c"), make([]byte, bus.AuditMaxMsg+1)); err == nil {
 		t.Error("a message larger than a checkpoint reached the audit stream")
@@ -125,15 +106,7 @@ func TestSpacePolicyMinimumSuite(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
 	a := s.member("uni-a", crypto.SuiteX25519)
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := s.js()
 	_, data, err := authority.SetSpacePolicy(s.ak, filepath.Join(s.dir, "authority"), space, crypto.SuiteXWing, time.Now())
 	if err != nil {
 		t.Fatal(err)
