@@ -72,10 +72,11 @@ func repeatTo(line []byte, n int) []byte { return bytes.Repeat(line, n/len(line)
 
 // TestCompressedRecords: envelopes of records travel compressed and are
 // stored compressed; an uncompressed envelope, as a node that does not
-// compress sends, is accepted; a compressed payload that is too large, lies about its
-// size, has none, is corrupt, truncated or followed by anything, holds
-// what the record type does not have, or is a zstd frame is refused as bad content, counted, recorded in the
-// evidence log and never stored.
+// compress sends, is accepted; a compressed payload that is too large,
+// lies about its size, has none, is corrupt, truncated or followed by
+// anything, holds what the record type does not have, or is a zstd frame
+// is refused as bad content, counted, recorded in the evidence log and
+// never stored.
 func TestCompressedRecords(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)

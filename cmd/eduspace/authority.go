@@ -135,15 +135,11 @@ func runNATSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: --replicas must be 1 to 5", errUsage)
 	}
 	l := bus.Layout{Space: *space, Replicas: *replicas}
-	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: *url, Credentials: *creds})
+	js, closeNATS, err := operatorJetStream(*url, *creds)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+	defer closeNATS()
 	if _, err := bus.Ensure(ctx, js, l); err != nil {
 		return err
 	}
@@ -233,15 +229,11 @@ func emitRevocations(ctx context.Context, space string, data []byte, serial uint
 	if url == "" {
 		return nil
 	}
-	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: url, Credentials: creds})
+	js, closeNATS, err := operatorJetStream(url, creds)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+	defer closeNATS()
 	if err := authority.PublishRevocations(ctx, js, space, data); err != nil {
 		return err
 	}
@@ -288,18 +280,30 @@ func runSpacePolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *url == "" {
 		return nil
 	}
-	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: *url, Credentials: *creds})
+	js, closeNATS, err := operatorJetStream(*url, *creds)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
+	defer closeNATS()
 	if err := authority.PublishSpacePolicy(ctx, js, *space, data); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "space policy %d published in bucket %s; nodes take it when they start\n", p.Serial, bus.Layout{Space: *space}.RevocationBucket())
 	return nil
+}
+
+// operatorJetStream connects to the space's NATS server as the operator
+// (creds, the operator's nkey seed file) and returns its JetStream context
+// and what closes the connection.
+func operatorJetStream(url, creds string) (jetstream.JetStream, func(), error) {
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "eduspace-operator", URL: url, Credentials: creds})
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return js, nc.Close, nil
 }

@@ -26,8 +26,8 @@ import (
 // envelope of the bench's records (295 KB of NDJSON) s2.Encode takes
 // 0.21–0.26 ms and leaves 72 KB (4.07:1), s2.Decode 0.12–0.15 ms;
 // s2.EncodeBetter 0.7–0.8 ms for 71 KB (4.15:1); zstd at its fastest
-// level 1.0–1.25 ms for 49 KB (6.03:1) and
-// 0.25–0.3 ms to decompress (BenchmarkRecordsCodec, 2 shared cores). The
+// level 1.0–1.25 ms for 49 KB (6.03:1) and 0.25–0.3 ms to decompress
+// (BenchmarkRecordsCodec, 2 shared cores). The
 // pipeline is CPU-bound and SQLite spends about 8 ns per stored byte on
 // each side, so zstd's 23 KB less per envelope buy back only part of the
 // ≈ 1.1 ms its codec costs more. End to end, `eduspace bench --records
@@ -54,8 +54,8 @@ var s2BlockMagic = []byte("\x89S2B")
 // MaxRecordsPlain is the most NDJSON one envelope's payload may hold once
 // decompressed: what an uncompressed envelope can carry at most
 // (crypto.MaxEnvelopeSize). Compression thus lets no sender hand this node
-// more than it could before, and decompressing one envelope costs about
-// the memory that reading the largest uncompressed one does.
+// more than it could uncompressed, and decompressing one envelope costs
+// about the memory that reading the largest uncompressed one does.
 const MaxRecordsPlain = crypto.MaxEnvelopeSize
 
 // RecordsLimit is the most bytes of NDJSON a payload of count records may
@@ -77,8 +77,8 @@ var encodeScratch = sync.Pool{New: func() any { return new([]byte) }}
 // CompressRecords returns the payload for count records of NDJSON plain:
 // s2BlockMagic and one S2 block, or plain itself when that would not be
 // smaller or plain is longer than a receiver accepts decompressed
-// (RecordsLimit; then the envelope travels as before, or is too large as
-// before).
+// (RecordsLimit; then the envelope travels uncompressed, or is too large
+// as it would be uncompressed).
 func CompressRecords(plain []byte, count uint32) []byte {
 	if len(plain) == 0 || len(plain) > RecordsLimit(count) {
 		return plain

@@ -53,9 +53,9 @@ func wirePayload(tb testing.TB, n int) []byte {
 
 // BenchmarkRecordsCodec compresses and decompresses one 500-record
 // envelope's payload with the node's codec (s2.Encode), with S2's better
-// level, and with zstd at its fastest level (the alternative S2 is measured against),
-// each into a buffer it reuses; "ratio" is plain bytes per compressed
-// byte. "node" is compressRecords and recordsPlain, allocations included.
+// level, and with zstd at its fastest level (the alternative S2 is
+// measured against), each into a buffer it reuses; "ratio" is plain bytes
+// per compressed byte. "node" is compressRecords and recordsPlain, allocations included.
 func BenchmarkRecordsCodec(b *testing.B) {
 	plain := wirePayload(b, 500)
 	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithSingleSegment(true), zstd.WithEncoderConcurrency(1))

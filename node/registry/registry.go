@@ -242,10 +242,20 @@ func (r *Registry) takeRevocations(data []byte, log *slog.Logger) {
 // WatchRevocations follows the revocation list on the space until ctx
 // ends, taking every newer list that verifies.
 func (r *Registry) WatchRevocations(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) {
+	watch(ctx, kv, bus.RevocationKey, "the revocation list", log, func(e jetstream.KeyValueEntry) {
+		if e.Operation() == jetstream.KeyValuePut {
+			r.takeRevocations(e.Value(), log)
+		}
+	})
+}
+
+// watch hands every update of key in kv to update until ctx ends, watching
+// again after a failure; what names the key in log lines.
+func watch(ctx context.Context, kv jetstream.KeyValue, key, what string, log *slog.Logger, update func(jetstream.KeyValueEntry)) {
 	for ctx.Err() == nil {
-		w, err := kv.Watch(ctx, bus.RevocationKey)
+		w, err := kv.Watch(ctx, key)
 		if err != nil {
-			log.Warn("watch revocation list; will retry", "err", err)
+			log.Warn("watch "+what+"; will retry", "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -254,13 +264,13 @@ func (r *Registry) WatchRevocations(ctx context.Context, kv jetstream.KeyValue, 
 			continue
 		}
 		for e := range w.Updates() {
-			if e != nil && e.Operation() == jetstream.KeyValuePut {
-				r.takeRevocations(e.Value(), log)
+			if e != nil { // nil marks the end of the history
+				update(e)
 			}
 		}
 		// Updates closes when ctx ends or the subscription closed.
 		if err := w.Stop(); err != nil && ctx.Err() == nil {
-			log.Warn("stop watching the revocation list", "err", err)
+			log.Warn("stop watching "+what, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -279,34 +289,15 @@ func (r *Registry) Root() crypto.AuthorityPublicKey { return r.root }
 // registry is the one place peers learn a node's keys from: a node that
 // lost its entry would receive nothing.
 func (r *Registry) Keep(ctx context.Context, node, token string, log *slog.Logger) {
-	for ctx.Err() == nil {
-		w, err := r.kv.Watch(ctx, node)
-		if err != nil {
-			log.Warn("watch own registry entry; will retry", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-			continue
+	watch(ctx, r.kv, node, "own registry entry", log, func(e jetstream.KeyValueEntry) {
+		if e.Operation() == jetstream.KeyValuePut && string(e.Value()) == token {
+			return // the entry as it should be
 		}
-		for e := range w.Updates() {
-			if e == nil || (e.Operation() == jetstream.KeyValuePut && string(e.Value()) == token) {
-				continue // the end of the history, or the entry as it should be
-			}
-			log.Warn("own registry entry changed by someone else; putting it back", "operation", e.Operation().String())
-			if err := r.Publish(ctx, node, token); err != nil && ctx.Err() == nil {
-				log.Error("put own registry entry back", "err", err)
-			}
+		log.Warn("own registry entry changed by someone else; putting it back", "operation", e.Operation().String())
+		if err := r.Publish(ctx, node, token); err != nil && ctx.Err() == nil {
+			log.Error("put own registry entry back", "err", err)
 		}
-		if err := w.Stop(); err != nil && ctx.Err() == nil {
-			log.Warn("stop watching own registry entry", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+	})
 }
 
 // policyFile is where a node keeps the newest space policy it has verified,

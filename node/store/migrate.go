@@ -219,8 +219,8 @@ CREATE VIEW deliveries AS
 	FROM delivered d, json_each(d.items) j;
 `,
 	// 4: envelopes apart from the outbox rows the relay and receipts update. SQLite rewrites a whole
-	// row on update, so marking a row that held its envelope would rewrite the envelope (tens of KiB) three
-	// times: attempt, sent, receipt.
+	// row on update, so marking a row that holds its envelope would rewrite the envelope (tens of KiB)
+	// three times: attempt, sent, receipt.
 	`
 -- outbox_data: the sealed envelope of outbox row id.
 CREATE TABLE outbox_data (
