@@ -164,7 +164,7 @@ func TestCompressedRecords(t *testing.T) {
 		want string // "" = stored
 		env  []byte
 	}{
-		{"uncompressed, as nodes before compression send", "", seal(3, gradeLines(3))},
+		{"uncompressed, as a node that does not compress sends", "", seal(3, gradeLines(3))},
 		{"compressed by another encoder (S2's better level)", "", seal(20, better(gradeLines(20)))},
 		{"9 MiB decompressed: more than an envelope may hold", envelope.RefuseContent, seal(500, block(repeatTo(gradeLines(1), 9<<20)))},
 		{"2 MiB decompressed for one record", envelope.RefuseContent, seal(1, block(repeatTo(gradeLines(1), 2<<20)))},
