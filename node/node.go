@@ -155,7 +155,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.run.closers = append(n.run.closers, n.bus.Close)
-	kv, err := bus.Ensure(ctx, n.bus.JS, layout)
+	// A node with credentials joins a space whose operator made the
+	// streams; without, it makes what is missing itself.
+	ensure := bus.Ensure
+	if cfg.NATS.Credentials != "" {
+		ensure = bus.Join
+	}
+	kv, err := ensure(ctx, n.bus.JS, layout)
 	if err != nil {
 		return nil, err
 	}

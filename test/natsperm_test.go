@@ -179,6 +179,12 @@ func TestNATSPermissions(t *testing.T) {
 		Durable: l.DeliverConsumer("uni-c"), FilterSubject: l.DeliverFilter("uni-c"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Errorf("uni-c cannot create its own consumer: %v", err)
 	}
+	// Look into the exchange stream: its state per subject is who sends
+	// how much to whom.
+	info := "$JS.API.STREAM.INFO." + l.ExchangeStream()
+	mallory.Publish(info, []byte(`{"subjects_filter":">"}`))
+	mallory.Flush()
+	sawViolation("reading the exchange stream's state", info)
 	// Wipe the registry: a rollup of every subject on its own key.
 	rollup := nats.NewMsg("$KV." + l.RegistryBucket() + ".uni-c")
 	rollup.Header.Set("Nats-Rollup", "all")

@@ -302,6 +302,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.Ke
 			return nil, fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
+	return Join(ctx, js, l)
+}
+
+// Join is Ensure for a member of a space whose server enforces the
+// generated permissions: the operator made the streams, which a member
+// may not look into (their state would show who exchanges how much with
+// whom), so only the buckets are looked up, or created where they are
+// missing and the server lets this connection create them.
+func Join(ctx context.Context, js jetstream.JetStream, l Layout) (jetstream.KeyValue, error) {
 	if _, err := Revocations(ctx, js, l); err != nil {
 		return nil, err
 	}

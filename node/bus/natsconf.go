@@ -32,8 +32,9 @@ func (l Layout) MemberPermissions(node string) Permissions {
 		"eds."+l.Space+".receipt.*."+node,
 		"eds."+l.Space+".control.*."+node,
 		l.AuditSubject(node),
-		"$JS.API.STREAM.INFO."+st,
-		"$JS.API.STREAM.INFO."+l.AuditStream(),
+		// No STREAM.INFO on the exchange or audit stream: with a subjects
+		// filter it lists the messages per subject, that is who exchanges
+		// how much with whom (bus.Join).
 		"$JS.API.STREAM.INFO."+kv,
 		"$KV."+l.RegistryBucket()+"."+node,
 		"$JS.API.DIRECT.GET."+kv+".>",
