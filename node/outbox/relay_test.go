@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,8 +50,7 @@ func TestRelayAfterRestart(t *testing.T) {
 	s := nodetest.NewSpace(t)
 	var ob *outbox.Outbox
 	a, b, ag := s.Pair(nil, node.Env{Outbox: outbox.Observe(&ob)})
-	unblock := s.Block()
-	wait.Until(t, 20*time.Second, "uni-a to fail closed", func() bool { return !a.Ready() })
+	unblock := failClosed(t, s, a)
 	sr, err := a.Share(ctx, ag.ID)
 	if err != nil || sr.Permitted != nodetest.Grades {
 		t.Fatalf("share: %+v, %v", sr, err)
@@ -81,8 +81,7 @@ func TestRelayEvicted(t *testing.T) {
 	s := nodetest.NewSpace(t)
 	var ob *outbox.Outbox
 	a, b, ag := s.Pair(nil, node.Env{Outbox: outbox.Observe(&ob)})
-	unblock := s.Block()
-	wait.Until(t, 20*time.Second, "uni-a to fail closed", func() bool { return !a.Ready() })
+	unblock := failClosed(t, s, a)
 	sr, err := a.Share(ctx, ag.ID)
 	if err != nil || sr.Permitted != nodetest.Grades || sr.Envelopes < 3 {
 		t.Fatalf("share: %+v, %v", sr, err)
@@ -192,4 +191,18 @@ func TestRelayDropped(t *testing.T) {
 	if got := ob.CacheReads(); got != 0 {
 		t.Errorf("relay read %d envelopes from outbox_data, want 0", got)
 	}
+}
+
+// failClosed takes the space's audit stream away and waits until a fails
+// closed. An entry is added to a's evidence log once the stream is gone:
+// a log whose every entry a checkpoint covers is not uncovered, however
+// long no checkpoint can be published.
+func failClosed(t *testing.T, s *nodetest.Space, a *node.Node) (unblock func()) {
+	t.Helper()
+	unblock = s.Block()
+	if _, err := a.Ingest(context.Background(), strings.NewReader(nodetest.Records(s.Now)), ""); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 20*time.Second, "uni-a to fail closed", func() bool { return !a.Ready() })
+	return unblock
 }
