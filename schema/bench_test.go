@@ -121,7 +121,7 @@ func BenchmarkMembers(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if _, ok := p.Members(lines[i%len(lines)], func(string) { names++ }); !ok {
+		if _, ok := p.Members(lines[i%len(lines)], func(string, []byte) { names++ }); !ok {
 			b.Fatal("a bench line refused")
 		}
 		i++

@@ -195,7 +195,7 @@ func (p *LineParser) Parse(line []byte, fields map[string]any) (Record, *Validat
 // each member name but "type" and returns the "type" member's value if it
 // is a string. With neither, it appends every member but "type" to
 // p.pairs and keeps the last "type" member's value in p.typeVal (typeSet).
-func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func(string)) (typ string, ok bool) {
+func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func(string, []byte)) (typ string, ok bool) {
 	values := names == nil // values are kept, in fields or p.pairs
 	// UTF-8 is checked string by string (flatStringEnd): outside strings
 	// only ASCII is accepted, so the line needs no pass of its own.
@@ -237,13 +237,14 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 		}
 		var v value
 		strVal := false
+		var raw []byte // a string value's bytes, for names
 		switch c := b[i]; {
 		case c == '"':
 			j, ok := flatStringEnd(b, i)
 			if !ok {
 				return "", false
 			}
-			strVal = true
+			strVal, raw = true, b[i+1:j-1]
 			switch {
 			case values:
 				v = value{s: str(i+1, j-1), str: true}
@@ -288,7 +289,7 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 		case values:
 			p.pairs = append(p.pairs, member{key, v})
 		case key != "type":
-			names(key)
+			names(key, raw)
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) {
@@ -306,11 +307,12 @@ func (p *LineParser) parseFlatObject(b []byte, fields map[string]any, names func
 }
 
 // Members reads a line as Parse would, but only its member names: it calls
-// fn with each name other than "type" and returns the "type" member's
-// value. ok is false for a line that is not an object of plain values
-// (strings without escapes, numbers, true, false, null); Parse tells
-// whether such a line is a record at all.
-func (p *LineParser) Members(line []byte, fn func(name string)) (recordType string, ok bool) {
+// fn with each name other than "type", and with the member's value when it
+// is a string (nil otherwise; the bytes are the line's: keep no reference),
+// and returns the "type" member's value. ok is false for a line that is not
+// an object of plain values (strings without escapes, numbers, true, false,
+// null); Parse tells whether such a line is a record at all.
+func (p *LineParser) Members(line []byte, fn func(name string, str []byte)) (recordType string, ok bool) {
 	return p.parseFlatObject(line, nil, fn)
 }
 

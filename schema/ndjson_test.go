@@ -183,7 +183,7 @@ func TestFlatObjectUTF8(t *testing.T) {
 		if _, ok := new(LineParser).parseFlatObject([]byte(s), map[string]any{}, nil); ok {
 			t.Errorf("accepted %q", s)
 		}
-		if _, ok := new(LineParser).Members([]byte(s), func(string) {}); ok {
+		if _, ok := new(LineParser).Members([]byte(s), func(string, []byte) {}); ok {
 			t.Errorf("Members accepted %q", s)
 		}
 	}
@@ -227,7 +227,7 @@ func FuzzFlatObject(f *testing.F) {
 		}
 		// Members sees the same names and type.
 		names := map[string]any{}
-		typ, ok := new(LineParser).Members([]byte(s), func(name string) { names[name] = want[name] })
+		typ, ok := new(LineParser).Members([]byte(s), func(name string, _ []byte) { names[name] = want[name] })
 		if !ok {
 			t.Fatalf("%q: Parse's fast path accepts it, Members does not", s)
 		}

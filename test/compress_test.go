@@ -62,7 +62,7 @@ func receivedBodies(t *testing.T, dir string) map[string][]byte {
 func gradeLines(n int) []byte {
 	var b bytes.Buffer
 	for i := range n {
-		fmt.Fprintf(&b, `{"type":"course_grade","student_id":"tk_%016x","course_code":"CS101","score":%d}`+"\n", i, 60+i%40)
+		fmt.Fprintf(&b, `{"type":"course_grade","student_id":"tk_%022x","course_code":"CS101","score":%d}`+"\n", i, 60+i%40)
 	}
 	return b.Bytes()
 }

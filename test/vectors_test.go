@@ -151,7 +151,7 @@ func TestReceivePathRefusals(t *testing.T) {
 	}
 
 	now := time.Now()
-	payload := []byte(`{"type":"course_grade","student_id":"tk_0123456789abcdef","course_code":"CS101","score":91}` + "\n")
+	payload := []byte(`{"type":"course_grade","student_id":"tk_0123456789abcdefghijkl","course_code":"CS101","score":91}` + "\n")
 	header := func(seq uint64) crypto.Header {
 		h := crypto.Header{Suite: bKEM.Suite(), Kind: crypto.KindRecords, Sender: "uni-a", SenderKeyID: aSig.Public().KeyID(),
 			Recipient: "uni-b", RecipientKeyID: bKEM.KeyID(), Seq: seq, Created: now, Expires: now.Add(time.Hour),
@@ -265,6 +265,10 @@ func TestReceivePathRefusals(t *testing.T) {
 			h.Agreement = old.ID
 			h.Created, h.Expires = now.AddDate(0, 0, -29), now.Add(time.Hour)
 			return seal(h, bKEM, aSig, payload)
+		}()},
+		{"a student id in clear where the agreement tokenises it", envelope.RefuseContent, func() []byte {
+			seq++
+			return seal(header(seq), bKEM, aSig, []byte(`{"type":"course_grade","student_id":"20240001","course_code":"CS101","score":91}`+"\n"))
 		}()},
 		{"a field the record type has and the agreement does not list", envelope.RefuseContent, func() []byte {
 			seq++

@@ -142,8 +142,10 @@ type lineChecker struct {
 	typ    *schema.RecordType
 	known  []string
 	// levels[i] is the highest level the standard gives the fields
-	// known[:i+1].
+	// known[:i+1]; direct[i] tells whether known[i] must arrive as a
+	// token.
 	levels []schema.Level
+	direct []bool
 }
 
 var lineCheckers sync.Pool
@@ -179,21 +181,42 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 	defer lineCheckers.Put(lc)
 	// Shapes are known per envelope: its agreement decides which names
 	// pass.
-	lc.typ, lc.known, lc.levels = rt, lc.known[:0], lc.levels[:0]
+	lc.typ, lc.known, lc.levels, lc.direct = rt, lc.known[:0], lc.levels[:0], lc.direct[:0]
+	// The fields that must arrive as tokens: the type's direct identifiers
+	// and its subject key, unless the agreement's purpose is one for which
+	// identifiers may leave in clear.
+	var direct []string
+	if a != nil && !slices.Contains(c.IdentityPurposes, a.Purpose) {
+		direct = rt.DirectIdentifiers()
+		if key := rt.SubjectKey(); key != "" && !slices.Contains(direct, key) {
+			direct = append(direct, key)
+		}
+	}
 	foreign := false   // a member name the type does not have
 	duplicate := false // a member name given twice in one line
 	unagreed := false  // a member name the agreement does not list
+	clear := ""        // a direct identifier that did not arrive as a token
 	var lineLevel, level schema.Level
+	// checkToken notes name as arriving in clear unless its value, str for
+	// a string and nil for another value, has the form of a token.
+	checkToken := func(name string, str []byte) {
+		if clear == "" && !isToken(str) {
+			clear = name
+		}
+	}
 	k := 0 // the member's position in its line
 	// fresh is set once a line's names part from known: from there on its
 	// names are checked one by one, and known becomes exactly its names,
 	// so that a line of known's shape, which names no member twice, skips
 	// the checks.
 	fresh := false
-	member := func(name string) {
+	member := func(name string, str []byte) {
 		pos := k
 		k++
 		if !fresh && pos < len(lc.known) && lc.known[pos] == name {
+			if lc.direct[pos] {
+				checkToken(name, str)
+			}
 			return
 		}
 		if !fresh && pos > 0 && pos <= len(lc.levels) {
@@ -210,15 +233,19 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 			return
 		}
 		lineLevel = max(lineLevel, spec.Level)
+		isDirect := slices.Contains(direct, name)
+		if isDirect {
+			checkToken(name, str)
+		}
 		// A line of a new shape: its names so far are known[:pos].
 		if pos <= len(lc.known) && slices.Contains(lc.known[:pos], name) {
 			duplicate = true
 			return
 		}
 		if pos < len(lc.known) {
-			lc.known[pos], lc.levels[pos] = name, lineLevel
+			lc.known[pos], lc.levels[pos], lc.direct[pos] = name, lineLevel, isDirect
 		} else if pos == len(lc.known) && pos < maxKnownMembers {
-			lc.known, lc.levels = append(lc.known, name), append(lc.levels, lineLevel)
+			lc.known, lc.levels, lc.direct = append(lc.known, name), append(lc.levels, lineLevel), append(lc.direct, isDirect)
 		}
 	}
 	count := 0
@@ -248,8 +275,13 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 			}
 			typ = rec.Type
 			k = maxKnownMembers + 1 // by name: positions mean nothing here
-			for f := range rec.Fields {
-				member(f)
+			clear = ""              // what the fast path saw is seen again
+			for f, v := range rec.Fields {
+				var str []byte
+				if s, ok := v.(string); ok {
+					str = []byte(s)
+				}
+				member(f, str)
 			}
 		}
 		if typ != h.RecordType {
@@ -271,6 +303,9 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 			return 0, fmt.Errorf("record %d: fields at %s, above agreement %s's %s", count, lineLevel, a.ID, a.MaxLevel)
 		}
 		level = max(level, lineLevel)
+		if clear != "" {
+			return 0, fmt.Errorf("record %d: %s arrived in clear, not as a token", count, clear)
+		}
 		if fresh && k <= maxKnownMembers && k < len(lc.known) {
 			lc.known = lc.known[:k]
 		}
@@ -279,4 +314,21 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 		return 0, fmt.Errorf("header says %d records, envelope holds %d", h.Count, count)
 	}
 	return level, nil
+}
+
+// tokenLen is the length of a token (crypto.Tokenizer): "tk_" and 16
+// bytes in unpadded base64url.
+const tokenLen = 3 + 22
+
+// isToken reports whether s has the form of a token.
+func isToken(s []byte) bool {
+	if len(s) != tokenLen || string(s[:3]) != "tk_" {
+		return false
+	}
+	for _, c := range s[3:] {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -68,15 +68,20 @@ func TestCheckRecordsAgainstAgreement(t *testing.T) {
 		want  string // "" accepts; else a part of the error
 		level schema.Level
 	}{
-		{"listed fields", []string{`{"type":"student","student_id":"tk_a","name":"tk_b"}`}, "", schema.L2},
-		{"a field the type has and the agreement does not list", []string{`{"type":"student","student_id":"tk_a","gender":"女"}`},
+		{"listed fields", []string{`{"type":"student","student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA","name":"tk_BBBBBBBBBBBBBBBBBBBBBB"}`}, "", schema.L2},
+		{"a field the type has and the agreement does not list", []string{`{"type":"student","student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA","gender":"女"}`},
 			"does not list", 0},
-		{"the same, after a line of listed fields", []string{`{"type":"student","student_id":"tk_a","name":"tk_b"}`,
-			`{"type":"student","student_id":"tk_a","name":"tk_b","gender":"女"}`}, "does not list", 0},
-		{"a listed field above the agreement's level", []string{`{"type":"student","student_id":"tk_a","religion":"x"}`},
+		{"the same, after a line of listed fields", []string{`{"type":"student","student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA","name":"tk_BBBBBBBBBBBBBBBBBBBBBB"}`,
+			`{"type":"student","student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA","name":"tk_BBBBBBBBBBBBBBBBBBBBBB","gender":"女"}`}, "does not list", 0},
+		{"a listed field above the agreement's level", []string{`{"type":"student","student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA","religion":"x"}`},
 			"above agreement", 0},
 		{"the same, off the fast path", []string{`{"type":"student","student_id":"tk_\"a","religion":"x"}`},
 			"above agreement", 0},
+		{"a student id in clear", []string{`{"type":"student","student_id":"20240001","name":"tk_BBBBBBBBBBBBBBBBBBBBBB"}`},
+			"in clear", 0},
+		{"a name in clear, off the fast path", []string{`{"type":"student","student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA","name":"Li \"Si\""}`},
+			"in clear", 0},
+		{"a student id that is a number", []string{`{"type":"student","student_id":20240001}`}, "in clear", 0},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
 		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L1", Count: uint32(len(c.lines))}, a)

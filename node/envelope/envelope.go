@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
 
@@ -31,7 +32,11 @@ type Codec struct {
 	Std      *schema.Standard
 	// TTL is how long an envelope sealed now stays valid.
 	TTL time.Duration
-	Now func() time.Time
+	// IdentityPurposes are the purposes for which direct identifiers may
+	// arrive in clear (the rulebook's); under any other, CheckRecords
+	// refuses a direct identifier that is not a token.
+	IdentityPurposes []policy.Purpose
+	Now              func() time.Time
 }
 
 // Seal completes h with what this node always puts there (suite, sender
