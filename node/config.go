@@ -49,6 +49,11 @@ type Config struct {
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
+	// ClockSkew is how far peers' clocks may be from this node's: an
+	// envelope created further ahead is refused, and an agreement counts
+	// as in force this far either side of its validity when an envelope
+	// arrives.
+	ClockSkew time.Duration `yaml:"clock_skew"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 }
@@ -127,6 +132,7 @@ func DefaultConfig() Config {
 		Batch:       BatchConfig{MaxRecords: 2000},
 		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
 		EnvelopeTTL: 24 * time.Hour,
+		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",
 	}
 }
@@ -223,6 +229,9 @@ func (c *Config) Validate() error {
 	}
 	if c.EnvelopeTTL < time.Minute {
 		bad("envelope_ttl", "%s: must be at least 1m", c.EnvelopeTTL)
+	}
+	if c.ClockSkew < 0 || c.ClockSkew > time.Hour {
+		bad("clock_skew", "%s: must be 0 to 1h", c.ClockSkew)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

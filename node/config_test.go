@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -46,6 +47,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"nats.listen", func(c *Config) { c.NATS.Listen = "192.0.2.7:4222" }},
 		{"batch.max_records", func(c *Config) { c.Batch.MaxRecords = 0 }},
 		{"envelope_ttl", func(c *Config) { c.EnvelopeTTL = 0 }},
+		{"clock_skew", func(c *Config) { c.ClockSkew = 2 * time.Hour }},
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
 	} {
 		c := valid()

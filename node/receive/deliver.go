@@ -19,10 +19,8 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-// maxClockSkew is how far ahead of this node's clock an envelope's created
-// time may be; maxEnvelopeLife how long an envelope may be valid at all.
+// maxEnvelopeLife is how long an envelope may be valid at all.
 const (
-	maxClockSkew    = 5 * time.Minute
 	maxEnvelopeLife = 30 * 24 * time.Hour
 )
 
@@ -158,7 +156,7 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 	// The sender chooses created and expires: bound them, so that a
 	// backdated envelope cannot pass for one made while the agreement was
 	// valid.
-	if now := r.now(); h.Created.After(now.Add(maxClockSkew)) || h.Expires.Sub(h.Created) > maxEnvelopeLife {
+	if now := r.now(); h.Created.After(now.Add(r.skew)) || h.Expires.Sub(h.Created) > maxEnvelopeLife {
 		p.err = envelope.Refuse(envelope.RefuseExpired, errors.New("created in the future or valid for too long"))
 		return
 	}
@@ -184,7 +182,7 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 	// at the time its sender wrote into it (a backdated envelope), within
 	// the clock skew allowed either way.
 	if a.Provider != h.Sender || a.Recipient != r.nodeID || string(a.Purpose) != h.Purpose ||
-		a.Revoked || !inForce(a, h.Created) || !inForce(a, r.now()) {
+		a.Revoked || !inForce(a, h.Created, r.skew) || !inForce(a, r.now(), r.skew) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("agreement %s does not cover this envelope", a.ID))
 		return
 	}
@@ -371,8 +369,7 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + p.level.String(): int(h.Count)}})
 }
 
-// inForce reports whether agreement a is valid at t, give or take
-// maxClockSkew.
-func inForce(a *policy.Agreement, t time.Time) bool {
-	return a.ValidAt(t) || a.ValidAt(t.Add(-maxClockSkew)) || a.ValidAt(t.Add(maxClockSkew))
+// inForce reports whether agreement a is valid at t, give or take skew.
+func inForce(a *policy.Agreement, t time.Time, skew time.Duration) bool {
+	return a.ValidAt(t) || a.ValidAt(t.Add(-skew)) || a.ValidAt(t.Add(skew))
 }

@@ -61,6 +61,10 @@ type Deps struct {
 	Log     *slog.Logger
 	Now     func() time.Time
 	Layout  bus.Layout
+	// ClockSkew is how far the senders' clocks may be from this node's: an
+	// envelope created further ahead is refused, and an agreement counts
+	// as in force this far either side of its validity.
+	ClockSkew time.Duration
 	// Agreement returns the agreement with id as decisions see it: revoked
 	// ones with Revoked set. When the node holds no active agreement with
 	// that id, its error is one NoAgreement made.
@@ -102,6 +106,7 @@ func isNoAgreement(err error) bool {
 
 // Receiver is a node's receiving side.
 type Receiver struct {
+	skew      time.Duration // Deps.ClockSkew
 	nodeID    string
 	db        *store.DB
 	ev        *evidence.Log
@@ -132,7 +137,8 @@ func New(d Deps) *Receiver {
 	r := &Receiver{nodeID: d.NodeID, db: d.DB, ev: d.Evidence, codec: d.Codec, reg: d.Registry, out: d.Outbox,
 		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement,
 		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate,
-		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger}
+		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger,
+		skew: d.ClockSkew}
 	if d.Options.receiptLinger > 0 {
 		r.linger = d.Options.receiptLinger
 	}
