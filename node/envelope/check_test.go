@@ -93,3 +93,44 @@ func TestCheckRecordsAgainstAgreement(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCheckRecords: whatever line the receiver's check accepts, the reader
+// of stored records reads as one record of the header's type holding only
+// fields of that type: nothing is stored that could not be read back,
+// exported or erased.
+func FuzzCheckRecords(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"student","student_id":"s1","name":"tk_a","gender":"女"}`,
+		`{"type":"student","student_id":"s\"1","name":"tk_a"}`,
+		`{"type":"student","student_id":"s2","type":"discipline"}`,
+		`{"type":"student","name":"a","name":"b"}`,
+		"{\"type\":\"student\",\"name\":\"a\\\"\xff\"}",
+		`{"type":7,"student_id":"s2"}`,
+	} {
+		f.Add(s)
+	}
+	std := schema.Default()
+	codec := &Codec{Std: std}
+	rt, _ := std.Type("student")
+	f.Fuzz(func(t *testing.T, line string) {
+		if strings.ContainsAny(line, "\n") || line == "" {
+			return
+		}
+		if _, err := codec.CheckRecords([]byte(line+"\n"), crypto.Header{RecordType: "student", Level: "L3", Count: 1}, nil); err != nil {
+			return
+		}
+		rd := schema.NewNDJSONReader(strings.NewReader(line+"\n"), "")
+		rec, _, err := rd.Next()
+		if err != nil {
+			t.Fatalf("accepted %q, the reader refuses it: %v", line, err)
+		}
+		if rec.Type != "student" {
+			t.Fatalf("accepted %q as a student, the reader reads type %q", line, rec.Type)
+		}
+		for name := range rec.Fields {
+			if _, ok := rt.FieldIndex(name); !ok {
+				t.Fatalf("accepted %q, the reader finds field %q the type does not have", line, name)
+			}
+		}
+	})
+}
