@@ -231,6 +231,9 @@ func (l *Ledger) Withdraw(ctx context.Context, id string) (WithdrawResult, error
 				drop = append(drop, d.Envelope)
 				continue
 			}
+			if d.Refused != "" {
+				continue // the recipient refused it: it holds nothing to erase
+			}
 			// Sent, or queued with records this node does not hold: it
 			// leaves (or has left), and the recipient is asked to erase.
 			if t := (target{d.Recipient, d.Agreement}); !seen[t] {

@@ -18,6 +18,9 @@ type Delivery struct {
 	Sealed     time.Time  `json:"sealed"`
 	Sent       *time.Time `json:"sent,omitempty"`     // JetStream acknowledged it
 	Received   *time.Time `json:"received,omitempty"` // the recipient's signed receipt arrived
+	// Refused is the reason the recipient's signed receipt gave for
+	// refusing the envelope: it never stored the records.
+	Refused string `json:"refused,omitempty"`
 	// Erasure is "" (none asked), "requested" or "confirmed".
 	Erasure          string     `json:"erasure,omitempty"`
 	ErasureRequested *time.Time `json:"erasure_requested,omitempty"`
@@ -43,7 +46,7 @@ func (l *Ledger) SubjectReport(ctx context.Context, subject string) (SubjectRepo
 	erasures := map[pair][2]*time.Time{}
 	for _, od := range deliveries {
 		d := Delivery{Recipient: od.Recipient, Agreement: od.Agreement, Purpose: od.Purpose, RecordType: od.RecordType,
-			Level: od.Level, Fields: od.Fields, Envelope: od.Envelope, Sealed: od.Created, Sent: od.Sent, Received: od.Receipt}
+			Level: od.Level, Fields: od.Fields, Envelope: od.Envelope, Sealed: od.Created, Sent: od.Sent, Received: od.Receipt, Refused: od.Refused}
 		p := pair{od.Recipient, od.Agreement}
 		e, ok := erasures[p]
 		if !ok {

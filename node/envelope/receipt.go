@@ -3,14 +3,19 @@ package envelope
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/eduspace/eduspace/crypto"
 )
 
 // Receipt is the plaintext of a receipt envelope: the envelopes of records
-// that were stored, with how many records each, and when.
+// that were stored, with how many records each, and when; and the
+// envelopes that were refused, with why. Only an envelope whose sender's
+// signature was verified is answered: a refusal never goes to a sender
+// the receiver could not authenticate.
 type Receipt struct {
 	Envelopes []ReceiptItem `json:"envelopes"`
+	Refused   []RefusedItem `json:"refused,omitempty"`
 }
 
 // ReceiptItem is one envelope a receipt confirms.
@@ -20,12 +25,29 @@ type ReceiptItem struct {
 	StoredMS int64  `json:"stored_ms"`
 }
 
+// RefusedItem is one envelope a receipt reports refused, its records never
+// stored: Reason is one of RefuseReasons.
+type RefusedItem struct {
+	Envelope string `json:"envelope"`
+	Records  int    `json:"records"`
+	Reason   string `json:"reason"`
+}
+
 // ParseReceipt reads the plaintext of a receipt envelope with header h: it
-// must confirm exactly h.Count envelopes, at least one.
+// must answer for exactly h.Count envelopes, stored or refused, at least
+// one, and give each refusal a reason of RefuseReasons.
 func ParseReceipt(plain []byte, h crypto.Header) (Receipt, error) {
 	var r Receipt
-	if err := json.Unmarshal(plain, &r); err != nil || len(r.Envelopes) == 0 || len(r.Envelopes) != int(h.Count) {
+	if err := json.Unmarshal(plain, &r); err != nil {
 		return Receipt{}, errors.New("receipt body is not a receipt")
+	}
+	if n := len(r.Envelopes) + len(r.Refused); n == 0 || n != int(h.Count) {
+		return Receipt{}, errors.New("receipt answers for a number of envelopes other than its header's count")
+	}
+	for _, it := range r.Refused {
+		if !slices.Contains(RefuseReasons, it.Reason) {
+			return Receipt{}, errors.New("receipt gives a refusal reason outside the refusal reasons")
+		}
 	}
 	return r, nil
 }

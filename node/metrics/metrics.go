@@ -43,6 +43,7 @@ type Metrics struct {
 	Refused       *prometheus.CounterVec // reason
 	Retried       *prometheus.CounterVec // consumer
 	Receipts      prometheus.Counter
+	RefusedByPeer *prometheus.CounterVec // reason
 
 	Consents       *prometheus.CounterVec // action
 	Erasures       *prometheus.CounterVec // event: requested, confirmed, performed
@@ -123,6 +124,9 @@ func New(std *schema.Standard, labels Labels) *Metrics {
 			"consumer", Consumers...),
 		Receipts: counter("eduspace_receipts_received_total",
 			"Signed receipts received from recipients for envelopes this node sent."),
+		RefusedByPeer: vec("eduspace_envelopes_refused_by_peer_total",
+			"Envelopes this node sent that their recipient refused, by the reason its signed receipt gives; their records never arrived.",
+			"reason", labels.Refused...),
 		Consents: vec("eduspace_consents_total",
 			"Consent ledger changes, by action (grant, withdraw).", "action", "grant", "withdraw"),
 		Erasures: vec("eduspace_erasures_total",

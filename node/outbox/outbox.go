@@ -90,8 +90,9 @@ func New(c Config) *Outbox {
 }
 
 // OnDrop adds fn to what runs, inside the dropping transaction, for each
-// envelope of records dropped before it left: the records it held become
-// shareable again. Call it before the node starts.
+// envelope of records dropped before it left or refused by its recipient
+// (AcceptReceipt): the records it held never arrived and become shareable
+// again. Call it before the node starts.
 func (o *Outbox) OnDrop(fn func(ctx context.Context, tx *sql.Tx, eid string) error) {
 	o.onDrop = append(o.onDrop, fn)
 }
@@ -266,9 +267,12 @@ type Delivery struct {
 	Created    time.Time
 	// Attempted is set once the relay began to publish the envelope: it
 	// may have left. Sent and Receipt are nil until JetStream acknowledged
-	// it and the recipient confirmed it.
+	// it and the recipient confirmed it; Refused is the reason the
+	// recipient's receipt gave for refusing it ("" unless refused: then
+	// Receipt stays nil, the records never arrived).
 	Attempted     bool
 	Sent, Receipt *time.Time
+	Refused       string
 	// Held is set when every record of the envelope is one this node holds.
 	Held bool
 }
@@ -278,7 +282,7 @@ type Delivery struct {
 // under that purpose. q is a transaction or nil for the read pool.
 func (o *Outbox) Deliveries(ctx context.Context, tx *sql.Tx, subject, purpose string) ([]Delivery, error) {
 	query := `SELECT o.envelope_id, o.recipient, coalesce(o.agreement, ''), coalesce(o.purpose, ''), coalesce(o.record_type, ''),
-			d.level, d.fields, o.created_ms, o.attempt_ms IS NOT NULL, o.sent_ms, o.receipt_ms, o.held
+			d.level, d.fields, o.created_ms, o.attempt_ms IS NOT NULL, o.sent_ms, o.receipt_ms, o.held, coalesce(o.refused, '')
 		FROM deliveries d JOIN outbox o ON o.envelope_id = d.envelope_id
 		WHERE d.subject = ? AND (? = '' OR o.purpose = ?) ORDER BY o.created_ms, o.envelope_id`
 	var rows *sql.Rows
@@ -299,12 +303,15 @@ func (o *Outbox) Deliveries(ctx context.Context, tx *sql.Tx, subject, purpose st
 		var created int64
 		var sent, receipt sql.NullInt64
 		if err := rows.Scan(&d.Envelope, &d.Recipient, &d.Agreement, &d.Purpose, &d.RecordType, &d.Level, &fields,
-			&created, &d.Attempted, &sent, &receipt, &d.Held); err != nil {
+			&created, &d.Attempted, &sent, &receipt, &d.Held, &d.Refused); err != nil {
 			return nil, fmt.Errorf("read deliveries: %w", err)
 		}
 		d.Fields = strings.Split(fields, ",")
 		d.Created = time.UnixMilli(created).UTC()
 		d.Sent, d.Receipt = msTime(sent), msTime(receipt)
+		if d.Refused != "" {
+			d.Receipt = nil
+		}
 		out = append(out, d)
 	}
 	return out, rows.Err()
@@ -344,10 +351,15 @@ func (o *Outbox) Volume(ctx context.Context, recipient string, since time.Time, 
 var (
 	qReceiptRead = store.NewQuery(`SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`)
 	qReceiptMark = store.NewQuery(`UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`)
+	qRefusedMark = store.NewQuery(`UPDATE outbox SET receipt_ms = ?, refused = ? WHERE envelope_id = ?`)
 )
 
 // AcceptReceipt checks and records a receipt from a peer for envelopes of
-// records this node sent to it: a message of the receipt consumer.
+// records this node sent to it: a message of the receipt consumer. An
+// envelope the peer refused is answered for as well as one it stored: it
+// awaits no receipt any more, its records may be shared again (OnDrop),
+// and the outbox row, the evidence log and
+// eduspace_envelopes_refused_by_peer_total say why it never arrived.
 func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header, error) {
 	env, _, err := o.codec.Check(ctx, data, crypto.KindReceipt)
 	if env == nil {
@@ -366,9 +378,10 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 		return h, envelope.Refuse(envelope.RefuseContent, err)
 	}
 	var updated int64
+	var refused map[string]int
 	err = o.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
-		updated = 0
+		updated, refused = 0, map[string]int{}
 		read, err := o.db.Stmt(ctx, tx, qReceiptRead)
 		if err != nil {
 			return fmt.Errorf("read outbox: %w", err)
@@ -402,12 +415,46 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 				return err
 			}
 		}
+		for _, it := range rb.Refused {
+			var records int
+			var receipt sql.NullInt64
+			err := read.QueryRowContext(ctx, it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
+			if errors.Is(err, sql.ErrNoRows) {
+				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("refusal of an envelope never sent to %s", h.Sender))
+			}
+			if err != nil {
+				return fmt.Errorf("read outbox: %w", err)
+			}
+			if receipt.Valid {
+				continue // a redelivered receipt, or a replay of the envelope refused
+			}
+			if records != it.Records {
+				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("refusal counts %d records, envelope held %d", it.Records, records))
+			}
+			if _, err := o.db.Exec(ctx, tx, qRefusedMark, o.now().UnixMilli(), it.Reason, it.Envelope); err != nil {
+				return fmt.Errorf("record refusal: %w", err)
+			}
+			refused[it.Reason]++
+			for _, fn := range o.onDrop {
+				if err := fn(ctx, tx, it.Envelope); err != nil {
+					return fmt.Errorf("record refusal: %w", err)
+				}
+			}
+			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: h.Sender,
+				Envelope: it.Envelope, Count: it.Records, Reason: it.Reason}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return h, err
 	}
 	o.m.Receipts.Add(float64(updated))
+	for reason, n := range refused {
+		o.m.RefusedByPeer.WithLabelValues(reason).Add(float64(n))
+		o.log.Warn("peer refused envelopes; their records never arrived", "peer", h.Sender, "reason", reason, "envelopes", n)
+	}
 	return h, nil
 }
 

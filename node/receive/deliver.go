@@ -242,9 +242,10 @@ func (r *Receiver) prepareDeliveries(ctx context.Context, msgs []jetstream.Msg) 
 func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jetstream.Msg) jetstream.Msg {
 	now := r.now()
 	var stored []*prepared
+	var answered bool // a refusal queued for a receipt
 	err := r.db.Write(ctx, func(tx *sql.Tx) error {
 		ctx := store.InTx(ctx)
-		stored = stored[:0]
+		stored, answered = stored[:0], false
 		for i := range ps {
 			p := &ps[i]
 			var ref *envelope.Refusal
@@ -253,6 +254,11 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 					Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
 					return err
 				}
+				q, err := r.queueRefusal(ctx, tx, p, ref, now)
+				if err != nil {
+					return err
+				}
+				answered = answered || q
 				continue
 			}
 			if p.err != nil || p.dup {
@@ -261,6 +267,13 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 			ok, err := r.storeOne(ctx, tx, p, now)
 			if err != nil {
 				return err
+			}
+			if errors.As(p.err, &ref) { // refused in storeOne
+				q, err := r.queueRefusal(ctx, tx, p, ref, now)
+				if err != nil {
+					return err
+				}
+				answered = answered || q
 			}
 			if !ok {
 				continue
@@ -282,7 +295,7 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 		}
 		return held
 	}
-	if len(stored) > 0 {
+	if len(stored) > 0 || answered {
 		r.wakeReceipts()
 	}
 	for i := range ps {
@@ -314,6 +327,19 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 		r.m.Latency.Observe(r.now().Sub(p.h.Created).Seconds())
 	}
 	return held
+}
+
+// queueRefusal queues refused envelope p for a receipt to its sender, inside
+// tx, when the sender's signature was verified (p.cred); queued reports
+// whether it did.
+func (r *Receiver) queueRefusal(ctx context.Context, tx *sql.Tx, p *prepared, ref *envelope.Refusal, now time.Time) (queued bool, err error) {
+	if p.cred == nil {
+		return false, nil
+	}
+	if _, err := r.db.Exec(ctx, tx, qQueueRefusal, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli(), ref.Reason); err != nil {
+		return false, fmt.Errorf("queue refusal receipt: %w", err)
+	}
+	return true, nil
 }
 
 // The statements of storeOne.

@@ -15,7 +15,10 @@ import (
 
 // Receipts. The transaction that stores an envelope queues it in
 // receipt_queue, so a stored envelope always gets its receipt and a
-// receipt never precedes what it confirms; the receipts loop then confirms
+// receipt never precedes what it confirms; the transaction that records a
+// refusal queues the refused envelope with its reason the same way, when
+// the sender's signature was verified (a refusal is never sent to a
+// sender the receiver could not authenticate); the receipts loop then confirms
 // what is queued, one signed receipt per sender for everything stored
 // within receiptLinger of the first, and deletes the rows in the
 // transaction that writes the receipt to the outbox. What a stopped node
@@ -31,6 +34,7 @@ const (
 // The statements of the receipt queue.
 var (
 	qQueueReceipt  = store.NewQuery(`INSERT INTO receipt_queue(envelope_id, sender, records, stored_ms) VALUES (?, ?, ?, ?)`)
+	qQueueRefusal  = store.NewQuery(`INSERT OR IGNORE INTO receipt_queue(envelope_id, sender, records, stored_ms, refused) VALUES (?, ?, ?, ?, ?)`)
 	qReceiptQueued = store.NewQuery(`DELETE FROM receipt_queue WHERE envelope_id = ?`)
 )
 
@@ -77,24 +81,32 @@ func (r *Receiver) receipts(ctx context.Context) {
 // to receiptMax each; more wait for the next pass) and deletes them from
 // the queue, in one transaction.
 func (r *Receiver) sendReceipts(ctx context.Context) error {
-	rows, err := r.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
+	rows, err := r.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms, refused FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
 	if err != nil {
 		return fmt.Errorf("read receipt queue: %w", err)
 	}
-	queued := map[string][]envelope.ReceiptItem{}
+	queued := map[string]*envelope.Receipt{}
 	var senders []string
 	for rows.Next() {
 		var sender string
 		var it envelope.ReceiptItem
-		if err := rows.Scan(&it.Envelope, &sender, &it.Records, &it.StoredMS); err != nil {
+		var refused sql.NullString
+		if err := rows.Scan(&it.Envelope, &sender, &it.Records, &it.StoredMS, &refused); err != nil {
 			rows.Close()
 			return fmt.Errorf("read receipt queue: %w", err)
 		}
-		if len(queued[sender]) == 0 {
+		q := queued[sender]
+		if q == nil {
+			q = &envelope.Receipt{}
+			queued[sender] = q
 			senders = append(senders, sender)
 		}
-		if len(queued[sender]) < receiptMax {
-			queued[sender] = append(queued[sender], it)
+		switch {
+		case len(q.Envelopes)+len(q.Refused) >= receiptMax:
+		case refused.Valid:
+			q.Refused = append(q.Refused, envelope.RefusedItem{Envelope: it.Envelope, Records: it.Records, Reason: refused.String})
+		default:
+			q.Envelopes = append(q.Envelopes, it)
 		}
 	}
 	rows.Close()
@@ -122,10 +134,16 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 			if cred == nil {
 				continue
 			}
-			if err := r.queueReceipt(ctx, tx, s, cred, queued[s]); err != nil {
+			q := queued[s]
+			if err := r.queueReceipt(ctx, tx, s, cred, q); err != nil {
 				return err
 			}
-			for _, it := range queued[s] {
+			for _, it := range q.Envelopes {
+				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
+					return fmt.Errorf("receipt queue: %w", err)
+				}
+			}
+			for _, it := range q.Refused {
 				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
 					return fmt.Errorf("receipt queue: %w", err)
 				}
@@ -141,18 +159,18 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 }
 
 // queueReceipt writes one signed receipt to sender for the envelopes in
-// items to the outbox, inside tx.
-func (r *Receiver) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, items []envelope.ReceiptItem) error {
+// rc to the outbox, inside tx.
+func (r *Receiver) queueReceipt(ctx context.Context, tx *sql.Tx, sender string, cred *crypto.Credential, rc *envelope.Receipt) error {
 	to := cred.CurrentKEMKey()
 	if to == nil {
 		return fmt.Errorf("receipt: sender %s has no KEM key", sender)
 	}
-	body, err := json.Marshal(envelope.Receipt{Envelopes: items})
+	body, err := json.Marshal(rc)
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)
 	}
 	_, err = r.out.Enqueue(ctx, tx, crypto.Header{
-		Recipient: sender, Count: uint32(len(items)), Kind: crypto.KindReceipt,
+		Recipient: sender, Count: uint32(len(rc.Envelopes) + len(rc.Refused)), Kind: crypto.KindReceipt,
 	}, to, r.layout.ReceiptSubject(sender, r.nodeID), body, 0)
 	if err != nil {
 		return fmt.Errorf("receipt: %w", err)

@@ -5,8 +5,8 @@
 // end of their agreement's retention. Its tables are inbox (one row per
 // envelope stored: sender, sequence number, agreement, times), received
 // (the records of each, as they arrived), seq_in (the highest sequence
-// number seen per peer and kind), receipt_queue (stored envelopes not yet
-// confirmed) and erased (the erasure requests carried out).
+// number seen per peer and kind), receipt_queue (envelopes stored, or refused
+// from an authenticated sender, not yet answered for) and erased (the erasure requests carried out).
 //
 // An envelope is stored, its receipt queued and its evidence entry
 // written in one transaction before its message is acknowledged, so a

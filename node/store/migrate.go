@@ -281,6 +281,14 @@ UPDATE outbox SET held = (records = (SELECT count(*) FROM shared s WHERE s.envel
 -- share reads rather than classifying the record again; NULL for records held from before.
 ALTER TABLE records ADD COLUMN labels BLOB;
 `,
+	// 8: a receiver answers for envelopes it refuses as well as those it stores, so that their
+	// sender knows what never arrived and why rather than waiting for a receipt forever.
+	`
+-- receipt_queue.refused: the refusal reason of an envelope refused, NULL for one stored.
+ALTER TABLE receipt_queue ADD COLUMN refused TEXT;
+-- outbox.refused: the reason the recipient gave for refusing the envelope, NULL unless refused.
+ALTER TABLE outbox ADD COLUMN refused TEXT;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
