@@ -20,7 +20,8 @@ import (
 // the sender's signature was verified (a refusal is never sent to a
 // sender the receiver could not authenticate); the receipts loop then confirms
 // what is queued, one signed receipt per sender for everything stored
-// within receiptLinger of the first, and deletes the rows in the
+// within receiptLinger of the first (and one for everything refused),
+// and deletes the rows in the
 // transaction that writes the receipt to the outbox. What a stopped node
 // had queued is confirmed when it starts again.
 
@@ -134,9 +135,17 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 			if cred == nil {
 				continue
 			}
+			// Confirmations and refusals go in receipts of their own: a
+			// sender that predates refusals refuses a receipt holding one,
+			// and must still get its confirmations.
 			q := queued[s]
-			if err := r.queueReceipt(ctx, tx, s, cred, q); err != nil {
-				return err
+			for _, rc := range []*envelope.Receipt{{Envelopes: q.Envelopes}, {Refused: q.Refused}} {
+				if len(rc.Envelopes)+len(rc.Refused) == 0 {
+					continue
+				}
+				if err := r.queueReceipt(ctx, tx, s, cred, rc); err != nil {
+					return err
+				}
 			}
 			for _, it := range q.Envelopes {
 				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
