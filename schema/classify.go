@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"time"
+	"unsafe"
 )
 
 // Record is one input record. Field values are string, json.Number, bool
@@ -280,35 +281,11 @@ func (s *Standard) classify(t *RecordType, vals []value, has []bool, asOf time.T
 		}
 		f := &t.fields[i]
 		lv, cat := f.Level, f.Category
-		str, isStr := vals[i].s, vals[i].str
-		if isStr && f.Rules != nil {
-			if vr, ok := f.Rules[str]; ok {
-				cat = vr.Category
-				if vr.Level > lv {
-					lv = vr.Level
-					rules |= ruleC2
-				}
-			}
-		}
 		var hits detectorMask
-		if isStr && str != "" && (f.Kind == KindString || f.Kind == KindResidentID) {
-			mask := s.everywhereMask
-			if f.Text {
-				mask = s.textMask
-			}
-			if mask != 0 {
-				hits = s.detect(str, mask)
-			}
-			for d := detector(0); hits != 0 && d < numDetectors; d++ {
-				if hits&(1<<d) != 0 && s.detLevel[d] > lv {
-					lv = s.detLevel[d]
-					if f.Text {
-						rules |= ruleC5
-					} else {
-						rules |= ruleC6
-					}
-				}
-			}
+		if vals[i].str {
+			var r uint8
+			lv, cat, hits, r = s.stringLevel(f, vals[i].s)
+			rules |= r
 		}
 		lab[i] = FieldLabel{Category: cat, Level: lv, DirectID: f.Direct, Text: f.Text, Detectors: hits.names()}
 	}
@@ -356,6 +333,68 @@ func (s *Standard) classify(t *RecordType, vals []value, has []bool, asOf time.T
 	}
 	l.Rules = ruleLists[rules]
 	return l, nil
+}
+
+// stringLevel is the level and category of field f holding the string
+// str, as the value rules (C2) and the detectors (C5 in free text, C6
+// elsewhere) make them, with the detectors that hit and the rules that
+// raised the level.
+func (s *Standard) stringLevel(f *FieldSpec, str string) (lv Level, cat Category, hits detectorMask, rules uint8) {
+	lv, cat = f.Level, f.Category
+	if f.Rules != nil {
+		if vr, ok := f.Rules[str]; ok {
+			cat = vr.Category
+			if vr.Level > lv {
+				lv = vr.Level
+				rules |= ruleC2
+			}
+		}
+	}
+	if str != "" && (f.Kind == KindString || f.Kind == KindResidentID) {
+		mask := s.everywhereMask
+		if f.Text {
+			mask = s.textMask
+		}
+		if mask != 0 {
+			hits = s.detect(str, mask)
+		}
+		for d := detector(0); hits != 0 && d < numDetectors; d++ {
+			if hits&(1<<d) != 0 && s.detLevel[d] > lv {
+				lv = s.detLevel[d]
+				if f.Text {
+					rules |= ruleC5
+				} else {
+					rules |= ruleC6
+				}
+			}
+		}
+	}
+	return lv, cat, hits, rules
+}
+
+// ValueScanned reports whether a string value of field f can raise its
+// level (ValueLevel): the field has value rules, or detectors run on it.
+func (s *Standard) ValueScanned(f FieldSpec) bool {
+	if f.Rules != nil {
+		return true
+	}
+	if f.Kind != KindString && f.Kind != KindResidentID {
+		return false
+	}
+	if f.Text {
+		return s.textMask != 0
+	}
+	return s.everywhereMask != 0
+}
+
+// ValueLevel is the level the standard gives field f holding the string
+// value v (its bytes, unescaped): f's level, raised by a value rule (C2)
+// or a detector that hits (C5, C6), as Classify does. The rules that need
+// the whole record (C3, a minor's) are not applied. v is read during the
+// call only.
+func (s *Standard) ValueLevel(f *FieldSpec, v []byte) Level {
+	lv, _, _, _ := s.stringLevel(f, unsafe.String(unsafe.SliceData(v), len(v)))
+	return lv
 }
 
 // residentIDApplies reports whether the resident_id field i must hold a

@@ -124,8 +124,12 @@ func TestReceivePathRefusals(t *testing.T) {
 	// envelope.
 	old := gradeAgreement("a-to-b-old", "uni-a", "uni-b", s.now)
 	old.ValidFrom, old.ValidUntil = s.now.AddDate(0, 0, -40), s.now.AddDate(0, 0, -1)
+	// An agreement that lists a free-text field, for values the standard
+	// raises above its level.
+	comments := gradeAgreement("a-to-b-comments", "uni-a", "uni-b", s.now)
+	comments.RecordTypes = map[string][]string{"course_grade": {"student_id", "course_code", "score", "comment"}}
 	for _, n := range []*node.Node{a, b} {
-		for _, x := range []*policy.Agreement{ag, old} {
+		for _, x := range []*policy.Agreement{ag, old, comments} {
 			if err := n.AddAgreement(ctx, x); err != nil {
 				t.Fatal(err)
 			}
@@ -287,6 +291,23 @@ func TestReceivePathRefusals(t *testing.T) {
 		{"invalid UTF-8 behind an escape", envelope.RefuseContent, func() []byte {
 			seq++
 			return seal(header(seq), bKEM, aSig, []byte("{\"type\":\"course_grade\",\"student_id\":\"tk_\\\"x\xff\",\"course_code\":\"CS101\"}\n"))
+		}()},
+		// Values the standard raises above the agreement's level, which
+		// the sender's header does not show.
+		{"a comment naming a diagnosis (L4 under an L3 agreement)", envelope.RefuseContent, func() []byte {
+			seq++
+			h := header(seq)
+			h.Agreement = comments.ID
+			return seal(h, bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","course_code":"CS101","comment":"diagnosis: depression"}`+"\n"))
+		}()},
+		{"a student id in clear in a shape the receiver saw shorter before", envelope.RefuseContent, func() []byte {
+			seq++
+			h := header(seq)
+			h.Count = 4
+			return seal(h, bKEM, aSig, []byte(`{"type":"course_grade","course_code":"CS101","student_id":"tk_0123456789abcdefghijkl","score":1}`+"\n"+
+				`{"type":"course_grade","course_code":"CS101","score":1}`+"\n"+
+				`{"type":"course_grade","course_code":"CS101","score":1,"student_id":"tk_0123456789abcdefghijkl"}`+"\n"+
+				`{"type":"course_grade","course_code":"CS101","score":1,"student_id":"20240001"}`+"\n"))
 		}()},
 		{"the first envelope again (a duplicate, acknowledged)", "", first},
 		{"the first envelope's sequence under a new id", envelope.RefuseReplayed, seal(header(1001), bKEM, aSig, payload)},

@@ -143,9 +143,12 @@ type lineChecker struct {
 	known  []string
 	// levels[i] is the highest level the standard gives the fields
 	// known[:i+1]; direct[i] tells whether known[i] must arrive as a
-	// token.
+	// token; scan[i] whether a value of known[i] can raise its level
+	// (schema.Standard.ValueLevel).
 	levels []schema.Level
 	direct []bool
+	scan   []bool
+	specs  []schema.FieldSpec // known[i]'s, where scan[i]
 }
 
 var lineCheckers sync.Pool
@@ -156,11 +159,14 @@ const maxKnownMembers = 256
 // CheckRecords checks an envelope's plaintext before it is stored: NDJSON
 // of exactly h.Count records, each of the header's record type and with
 // only fields that type has and, with a an agreement, that a lists for the
-// type, at levels the standard puts no higher than a's maximum. It
-// returns the highest level the standard gives the fields of any record:
-// the level this node computed, which evidence records rather than the
-// one the sender claims. Values are not validated against the standard:
-// tokenised and generalised values are not meant to pass it.
+// type, at levels the standard puts no higher than a's maximum: the
+// fields' own levels, raised by what their string values hold (a value
+// rule, a detector that hits: schema.Standard.ValueLevel). It returns the
+// highest level of any record: the level this node computed, which
+// evidence records rather than the one the sender claims. Values are not
+// validated against the standard (tokenised and generalised values are
+// not meant to pass it), and a minor's rule (C3) stays the sender's: it
+// needs the subject's birth date, which most records do not carry.
 func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement) (schema.Level, error) {
 	rt, ok := c.Std.Type(h.RecordType)
 	if !ok {
@@ -181,7 +187,7 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 	defer lineCheckers.Put(lc)
 	// Shapes are known per envelope: its agreement decides which names
 	// pass.
-	lc.typ, lc.known, lc.levels, lc.direct = rt, lc.known[:0], lc.levels[:0], lc.direct[:0]
+	lc.typ, lc.known, lc.levels, lc.direct, lc.scan, lc.specs = rt, lc.known[:0], lc.levels[:0], lc.direct[:0], lc.scan[:0], lc.specs[:0]
 	// The fields that must arrive as tokens: the type's direct identifiers
 	// and its subject key, unless the agreement's purpose is one for which
 	// identifiers may leave in clear.
@@ -197,6 +203,15 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 	unagreed := false  // a member name the agreement does not list
 	clear := ""        // a direct identifier that did not arrive as a token
 	var lineLevel, level schema.Level
+	// valueLevel is the highest level the line's values give their fields
+	// (a value rule, a detector that hits): the receiver classifies what
+	// arrived rather than trusting the sender's classification.
+	var valueLevel schema.Level
+	scanValue := func(spec *schema.FieldSpec, str []byte) {
+		if str != nil {
+			valueLevel = max(valueLevel, c.Std.ValueLevel(spec, str))
+		}
+	}
 	// checkToken notes name as arriving in clear unless its value, str for
 	// a string and nil for another value, has the form of a token.
 	checkToken := func(name string, str []byte) {
@@ -216,6 +231,9 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 		if !fresh && pos < len(lc.known) && lc.known[pos] == name {
 			if lc.direct[pos] {
 				checkToken(name, str)
+			}
+			if lc.scan[pos] {
+				scanValue(&lc.specs[pos], str)
 			}
 			return
 		}
@@ -237,15 +255,20 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 		if isDirect {
 			checkToken(name, str)
 		}
+		scan := c.Std.ValueScanned(spec)
+		if scan {
+			scanValue(&spec, str)
+		}
 		// A line of a new shape: its names so far are known[:pos].
 		if pos <= len(lc.known) && slices.Contains(lc.known[:pos], name) {
 			duplicate = true
 			return
 		}
 		if pos < len(lc.known) {
-			lc.known[pos], lc.levels[pos], lc.direct[pos] = name, lineLevel, isDirect
+			lc.known[pos], lc.levels[pos], lc.direct[pos], lc.scan[pos], lc.specs[pos] = name, lineLevel, isDirect, scan, spec
 		} else if pos == len(lc.known) && pos < maxKnownMembers {
 			lc.known, lc.levels, lc.direct = append(lc.known, name), append(lc.levels, lineLevel), append(lc.direct, isDirect)
+			lc.scan, lc.specs = append(lc.scan, scan), append(lc.specs, spec)
 		}
 	}
 	count := 0
@@ -258,7 +281,7 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 		if len(line) > schema.MaxLineBytes {
 			return 0, fmt.Errorf("record %d: longer than %d bytes", count, schema.MaxLineBytes)
 		}
-		k, fresh, lineLevel = 0, false, 0
+		k, fresh, lineLevel, valueLevel = 0, false, 0, 0
 		typ, ok := lc.p.Members(line, member)
 		if !ok {
 			// Not plain values only: read it whole, as readers do, once it
@@ -274,8 +297,8 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 				return 0, fmt.Errorf("record %d: not a record", count)
 			}
 			typ = rec.Type
-			k = maxKnownMembers + 1 // by name: positions mean nothing here
-			clear = ""              // what the fast path saw is seen again
+			k = maxKnownMembers + 1   // by name: positions mean nothing here
+			clear, valueLevel = "", 0 // what the fast path saw is seen again
 			for f, v := range rec.Fields {
 				var str []byte
 				if s, ok := v.(string); ok {
@@ -299,6 +322,7 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 		if !fresh && k > 0 && k <= len(lc.levels) {
 			lineLevel = lc.levels[k-1]
 		}
+		lineLevel = max(lineLevel, valueLevel)
 		if a != nil && (lineLevel >= schema.CORE || lineLevel > a.MaxLevel) {
 			return 0, fmt.Errorf("record %d: fields at %s, above agreement %s's %s", count, lineLevel, a.ID, a.MaxLevel)
 		}
@@ -307,7 +331,9 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 			return 0, fmt.Errorf("record %d: %s arrived in clear, not as a token", count, clear)
 		}
 		if fresh && k <= maxKnownMembers && k < len(lc.known) {
-			lc.known = lc.known[:k]
+			// All five forget the longer shape: levels, direct, scan and specs
+			// are read by position for whatever known grows back to.
+			lc.known, lc.levels, lc.direct, lc.scan, lc.specs = lc.known[:k], lc.levels[:k], lc.direct[:k], lc.scan[:k], lc.specs[:k]
 		}
 	}
 	if count != int(h.Count) {

@@ -94,6 +94,57 @@ func TestCheckRecordsAgainstAgreement(t *testing.T) {
 	}
 }
 
+// TestCheckRecordsValues: the receiver classifies the values that arrive,
+// as the standard does at ingest: a value rule or a detector that raises a
+// field above the agreement's level refuses the envelope, whether the line
+// takes the fast path or not, and whatever shapes came before it.
+func TestCheckRecordsValues(t *testing.T) {
+	codec := &Codec{Std: schema.Default()}
+	a := &policy.Agreement{ID: "ag", RecordTypes: map[string][]string{"course_grade": {"student_id", "course_code", "course_name",
+		"credits", "term", "score", "comment", "deferral_reason_category"}}, MaxLevel: schema.L3}
+	const tk = `"student_id":"tk_AAAAAAAAAAAAAAAAAAAAAA"`
+	for _, c := range []struct {
+		name  string
+		lines []string
+		want  string // "" accepts; else a part of the error
+		level schema.Level
+	}{
+		{"a plain comment", []string{`{"type":"course_grade",` + tk + `,"comment":"good work"}`}, "", schema.L3},
+		{"a comment naming a diagnosis (health_terms, L4)", []string{`{"type":"course_grade",` + tk + `,"comment":"diagnosis: depression"}`},
+			"above agreement", 0},
+		{"the same, after a line of its shape", []string{`{"type":"course_grade",` + tk + `,"comment":"good work"}`,
+			`{"type":"course_grade",` + tk + `,"comment":"病史: 抑郁"}`}, "above agreement", 0},
+		{"the same, off the fast path", []string{`{"type":"course_grade",` + tk + `,"comment":"\"diagnosis\": depression"}`},
+			"above agreement", 0},
+		{"a deferral for a personal reason", []string{`{"type":"course_grade",` + tk + `,"deferral_reason_category":"personal"}`}, "", schema.L3},
+		{"a deferral for a medical reason (a value rule, L4)", []string{`{"type":"course_grade",` + tk + `,"deferral_reason_category":"personal"}`,
+			`{"type":"course_grade",` + tk + `,"deferral_reason_category":"medical"}`}, "above agreement", 0},
+		// Shapes that grow, shrink and grow again: what the checker
+		// remembers of each position must be the last shape's.
+		{"a student id in clear where a shorter shape had another field", []string{
+			`{"type":"course_grade","course_code":"A","course_name":"B","credits":1,"term":"T","score":1}`,
+			`{"type":"course_grade","course_code":"A","course_name":"B","credits":1,"score":1}`,
+			`{"type":"course_grade","course_code":"A","course_name":"B","credits":1,"score":1,` + tk + `}`,
+			`{"type":"course_grade","course_code":"A","course_name":"B","credits":1,"score":1,"student_id":"20240001"}`},
+			"in clear", 0},
+		{"a comment where a shorter shape had a field of lower level", []string{
+			`{"type":"course_grade","course_code":"A","course_name":"B","credits":1,"term":"T"}`,
+			`{"type":"course_grade","course_code":"A","course_name":"B","score":1}`,
+			`{"type":"course_grade","course_code":"A","course_name":"B","score":1,"comment":"good"}`,
+			`{"type":"course_grade","course_code":"A","course_name":"B","score":1,"comment":"depression"}`},
+			"above agreement", 0},
+	} {
+		plain := strings.Join(c.lines, "\n") + "\n"
+		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "course_grade", Level: "L1", Count: uint32(len(c.lines))}, a)
+		switch {
+		case c.want == "" && (err != nil || level != c.level):
+			t.Errorf("%s: level %v, %v; want %v accepted", c.name, level, err, c.level)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+}
+
 // FuzzCheckRecords: whatever line the receiver's check accepts, the reader
 // of stored records reads as one record of the header's type holding only
 // fields of that type: nothing is stored that could not be read back,
