@@ -352,9 +352,17 @@ func isToken(s []byte) bool {
 		return false
 	}
 	for _, c := range s[3:] {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+		if !tokenChars[c] {
 			return false
 		}
 	}
 	return true
 }
+
+// tokenChars are the bytes of unpadded base64url, a token's alphabet.
+var tokenChars = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_'
+	}
+	return t
+}()
