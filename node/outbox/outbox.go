@@ -390,21 +390,33 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 		if err != nil {
 			return fmt.Errorf("record receipt: %w", err)
 		}
-		for _, it := range rb.Envelopes {
+		// awaiting reads the row of envelope eid that this node sent to
+		// the receipt's sender: whether it still awaits its answer, which
+		// must count the n records it held.
+		awaiting := func(eid string, n int) (bool, error) {
 			var records int
 			var receipt sql.NullInt64
-			err := read.QueryRowContext(ctx, it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
+			err := read.QueryRowContext(ctx, eid, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
 			if errors.Is(err, sql.ErrNoRows) {
-				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
+				return false, envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
 			}
 			if err != nil {
-				return fmt.Errorf("read outbox: %w", err)
+				return false, fmt.Errorf("read outbox: %w", err)
 			}
 			if receipt.Valid {
-				continue // a redelivered receipt
+				return false, nil // answered before: a redelivered receipt, or a replay refused
 			}
-			if records != it.Records {
-				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", it.Records, records))
+			if records != n {
+				return false, envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", n, records))
+			}
+			return true, nil
+		}
+		for _, it := range rb.Envelopes {
+			if ok, err := awaiting(it.Envelope, it.Records); !ok {
+				if err != nil {
+					return err
+				}
+				continue
 			}
 			if _, err := mark.ExecContext(ctx, o.now().UnixMilli(), it.Envelope); err != nil {
 				return fmt.Errorf("record receipt: %w", err)
@@ -416,20 +428,11 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 			}
 		}
 		for _, it := range rb.Refused {
-			var records int
-			var receipt sql.NullInt64
-			err := read.QueryRowContext(ctx, it.Envelope, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
-			if errors.Is(err, sql.ErrNoRows) {
-				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("refusal of an envelope never sent to %s", h.Sender))
-			}
-			if err != nil {
-				return fmt.Errorf("read outbox: %w", err)
-			}
-			if receipt.Valid {
-				continue // a redelivered receipt, or a replay of the envelope refused
-			}
-			if records != it.Records {
-				return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("refusal counts %d records, envelope held %d", it.Records, records))
+			if ok, err := awaiting(it.Envelope, it.Records); !ok {
+				if err != nil {
+					return err
+				}
+				continue
 			}
 			if _, err := o.db.Exec(ctx, tx, qRefusedMark, o.now().UnixMilli(), it.Reason, it.Envelope); err != nil {
 				return fmt.Errorf("record refusal: %w", err)
