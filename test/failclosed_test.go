@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
@@ -34,12 +31,7 @@ func TestFailClosed(t *testing.T) {
 	b := s.member("uni-b", crypto.SuiteX25519, fast)
 
 	// Take the audit stream away: checkpoints cannot be published.
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := s.js()
 	l := bus.Layout{Space: space}
 	if err := js.DeleteStream(ctx, l.AuditStream()); err != nil {
 		t.Fatal(err)

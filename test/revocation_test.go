@@ -108,16 +108,7 @@ func (s *testSpace) open(id string, env node.Env) *node.Node {
 // js connects to the space's server as the operator would.
 func (s *testSpace) js() jetstream.JetStream {
 	s.t.Helper()
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return js
+	return nodetest.JetStream(s.t, s.emb.ClientURL())
 }
 
 // refusals counts a node's evidence entries of kind refuse by reason.

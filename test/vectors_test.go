@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
@@ -318,12 +317,7 @@ func TestReceivePathRefusals(t *testing.T) {
 		env        []byte
 	}{"valid, after the attacks", "", last})
 
-	nc, err := nats.Connect(s.emb.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := s.js()
 	subject := bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a")
 	want := map[string]int{}
 	for _, c := range cases {
@@ -336,7 +330,7 @@ func TestReceivePathRefusals(t *testing.T) {
 	}
 	// Oversized: above the server's maximum payload the envelope never
 	// reaches the node (crypto refuses anything above 8 MiB in any case).
-	big := make([]byte, nc.MaxPayload()+1)
+	big := make([]byte, js.Conn().MaxPayload()+1)
 	if _, err := js.Publish(ctx, subject, big); !errors.Is(err, nats.ErrMaxPayload) {
 		t.Errorf("oversized: publish gave %v, want %v", err, nats.ErrMaxPayload)
 	}

@@ -118,14 +118,21 @@ func (s *Space) Open(cfg node.Config, env ...node.Env) *node.Node {
 // JetStream connects to the space's server as an operator would.
 func (s *Space) JetStream() jetstream.JetStream {
 	s.T.Helper()
-	nc, err := nats.Connect(s.Emb.ClientURL())
+	return JetStream(s.T, s.Emb.ClientURL())
+}
+
+// JetStream connects to the NATS server at url as an operator would; the
+// test's cleanup closes the connection.
+func JetStream(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
-		s.T.Fatal(err)
+		t.Fatal(err)
 	}
-	s.T.Cleanup(nc.Close)
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		s.T.Fatal(err)
+		t.Fatal(err)
 	}
 	return js
 }

@@ -248,40 +248,33 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 		stored, answered = stored[:0], false
 		for i := range ps {
 			p := &ps[i]
-			var ref *envelope.Refusal
-			if errors.As(p.err, &ref) {
-				if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
-					Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
-					return err
-				}
-				q, err := r.queueRefusal(ctx, tx, p, ref, now)
+			if p.err == nil && !p.dup {
+				ok, err := r.storeOne(ctx, tx, p, now)
 				if err != nil {
 					return err
 				}
-				answered = answered || q
-				continue
+				if ok {
+					if _, err := r.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli()); err != nil {
+						return fmt.Errorf("queue receipt: %w", err)
+					}
+					stored = append(stored, p)
+					continue
+				}
 			}
-			if p.err != nil || p.dup {
-				continue
+			// Refused, when checked or by storeOne (a sequence replayed).
+			var ref *envelope.Refusal
+			if !errors.As(p.err, &ref) {
+				continue // a duplicate, or a failure to retry
 			}
-			ok, err := r.storeOne(ctx, tx, p, now)
+			if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
+				Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
+				return err
+			}
+			q, err := r.queueRefusal(ctx, tx, p, ref, now)
 			if err != nil {
 				return err
 			}
-			if errors.As(p.err, &ref) { // refused in storeOne
-				q, err := r.queueRefusal(ctx, tx, p, ref, now)
-				if err != nil {
-					return err
-				}
-				answered = answered || q
-			}
-			if !ok {
-				continue
-			}
-			if _, err := r.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli()); err != nil {
-				return fmt.Errorf("queue receipt: %w", err)
-			}
-			stored = append(stored, p)
+			answered = answered || q
 		}
 		return nil
 	})
@@ -355,7 +348,8 @@ var (
 
 // storeOne stores one prepared envelope inside tx. A sequence number the
 // sender already used for another envelope turns p into a refusal
-// (replayed) and stores nothing; ok reports whether it was stored.
+// (replayed), which the caller records, and stores nothing; ok reports
+// whether it was stored.
 func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now time.Time) (ok bool, err error) {
 	h := p.h
 	eid := h.IDString()
@@ -372,7 +366,7 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 	}
 	if other > 0 {
 		p.err = envelope.Refuse(envelope.RefuseReplayed, fmt.Errorf("sequence %d from %s already used", h.Seq, h.Sender))
-		return false, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: h.Sender, Envelope: eid, Reason: envelope.RefuseReplayed})
+		return false, nil
 	}
 	var prevLast int64
 	if err := r.db.QueryRow(ctx, tx, qLastIn, h.Sender, h.Kind).Scan(&prevLast); err != nil {

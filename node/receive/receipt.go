@@ -86,7 +86,13 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read receipt queue: %w", err)
 	}
-	queued := map[string]*envelope.Receipt{}
+	// answer is what one sender is told in this pass, and the queued
+	// envelope ids it answers for.
+	type answer struct {
+		envelope.Receipt
+		ids []string
+	}
+	queued := map[string]*answer{}
 	var senders []string
 	for rows.Next() {
 		var sender string
@@ -98,15 +104,17 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 		}
 		q := queued[sender]
 		if q == nil {
-			q = &envelope.Receipt{}
+			q = &answer{}
 			queued[sender] = q
 			senders = append(senders, sender)
 		}
-		switch {
-		case len(q.Envelopes)+len(q.Refused) >= receiptMax:
-		case refused.Valid:
+		if len(q.ids) >= receiptMax {
+			continue
+		}
+		q.ids = append(q.ids, it.Envelope)
+		if refused.Valid {
 			q.Refused = append(q.Refused, envelope.RefusedItem{Envelope: it.Envelope, Records: it.Records, Reason: refused.String})
-		default:
+		} else {
 			q.Envelopes = append(q.Envelopes, it)
 		}
 	}
@@ -147,13 +155,8 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 					return err
 				}
 			}
-			for _, it := range q.Envelopes {
-				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
-					return fmt.Errorf("receipt queue: %w", err)
-				}
-			}
-			for _, it := range q.Refused {
-				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, it.Envelope); err != nil {
+			for _, id := range q.ids {
+				if _, err := r.db.Exec(ctx, tx, qReceiptQueued, id); err != nil {
 					return fmt.Errorf("receipt queue: %w", err)
 				}
 			}
