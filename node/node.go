@@ -293,15 +293,22 @@ func (n *Node) Close() error {
 	n.run.once.Do(func() {
 		n.run.ready.Store(false)
 		var errs []error
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
+		// Each stage has a grace period of its own: requests that used up
+		// the API's leave the consumers theirs to finish the message in hand.
+		grace := func(stop func(context.Context)) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			stop(ctx)
+		}
 		if n.admin != nil {
-			if err := n.admin.Shutdown(ctx); err != nil {
-				errs = append(errs, err)
-			}
+			grace(func(ctx context.Context) {
+				if err := n.admin.Shutdown(ctx); err != nil {
+					errs = append(errs, err)
+				}
+			})
 		}
 		if n.bus != nil {
-			n.bus.StopConsuming(ctx)
+			grace(n.bus.StopConsuming)
 		}
 		if n.run.cancel != nil {
 			n.run.cancel()

@@ -95,7 +95,12 @@ func newProc(t *testing.T, dir, name string, args ...string) *proc {
 			if len(data) > 4000 {
 				data = data[len(data)-4000:]
 			}
-			t.Logf("--- last output of %s:\n%s", name, data)
+			// One message a line: a CI summary that keeps only the lines
+			// naming a file shows them all.
+			t.Logf("--- last output of %s:", name)
+			for _, line := range strings.Split(strings.TrimRight(string(data), "\n"), "\n") {
+				t.Logf("%s| %s", name, line)
+			}
 		}
 	})
 	return p
