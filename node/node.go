@@ -217,8 +217,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.run.cancel = cancel
 	for _, loop := range []func(context.Context){
 		n.recv.Run,
-		func(ctx context.Context) { n.reg.WatchRevocations(ctx, revKV, n.log) },
-		func(ctx context.Context) { n.reg.Keep(ctx, cfg.NodeID, credToken, n.log) },
+		func(ctx context.Context) { n.reg.WatchSpace(ctx, n.bus.JS, layout, cfg.NodeID, n.log) },
+		func(ctx context.Context) { n.reg.Keep(ctx, n.bus.JS, layout, cfg.NodeID, credToken, n.log) },
 	} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}

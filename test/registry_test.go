@@ -3,6 +3,7 @@ package test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,13 +100,15 @@ func TestAuditStreamBounded(t *testing.T) {
 }
 
 // TestSpacePolicyMinimumSuite: once the authority's signed space policy
-// sets X-Wing as the weakest suite, a member's envelope sealed with the
-// classical X25519 suite is refused (`suite_below_minimum`), counted and
+// sets X-Wing as the weakest suite (taken by a running node as it is
+// published), a member's envelope sealed with the classical X25519 suite
+// is refused (`suite_below_minimum`), counted and
 // recorded, and a node configured for X25519 no longer starts.
 func TestSpacePolicyMinimumSuite(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
 	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteXWing)
 	js := s.js()
 	_, data, err := authority.SetSpacePolicy(s.ak, filepath.Join(s.dir, "authority"), space, crypto.SuiteXWing, time.Now())
 	if err != nil {
@@ -115,9 +118,18 @@ func TestSpacePolicyMinimumSuite(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// uni-b starts under the policy; uni-a, classical, sends it an
-	// envelope sealed with X25519.
-	b := s.member("uni-b", crypto.SuiteXWing)
+	// uni-b, running, takes the policy as it is published; uni-a,
+	// classical, sends it an envelope sealed with X25519.
+	wait.UntilErr(t, 20*time.Second, "uni-b to take the space policy", func() error {
+		st, err := b.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.SpacePolicy != 1 || st.MinSuite != crypto.SuiteXWing.String() {
+			return fmt.Errorf("uni-b holds space policy %d (minimum %q)", st.SpacePolicy, st.MinSuite)
+		}
+		return nil
+	})
 	aKeys, err := keys.LoadKeys(s.conf["uni-a"].DataDir)
 	if err != nil {
 		t.Fatal(err)

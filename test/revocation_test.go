@@ -267,7 +267,9 @@ func TestRevocation(t *testing.T) {
 
 // TestRevocationPermissions runs a stock nats-server with the generated
 // configuration: the operator publishes the revocation list, a member
-// reads and watches it (as a node does) but cannot write it.
+// reads and watches it (as a node does, through its own watcher) but
+// cannot write it; another member can neither delete that watcher, nor
+// take over its name, nor open watchers of other names.
 func TestRevocationPermissions(t *testing.T) {
 	natsBin, err := exec.LookPath("nats-server")
 	if err != nil {
@@ -284,7 +286,7 @@ func TestRevocationPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := freeAddr(t)
-	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a"}, addr, filepath.Join(dir, "js"))
+	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b"}, addr, filepath.Join(dir, "js"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,17 +336,87 @@ func TestRevocationPermissions(t *testing.T) {
 	if err != nil || !bytes.Equal(e.Value(), list1) {
 		t.Fatalf("member reads the list: %v", err)
 	}
+	// uni-a watches the bucket as its node does, through its own watcher.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := kv.Watch(wctx, bus.RevocationKey)
+	updates := make(chan bus.KVChange, 8)
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- bus.Watch(wctx, mjs, l.RevocationBucket(), l.Watcher("uni-a"), "", func(c bus.KVChange) { updates <- c })
+	}()
+	next := func(what string) bus.KVChange {
+		t.Helper()
+		select {
+		case c := <-updates:
+			return c
+		case err := <-watchDone:
+			t.Fatalf("watch ended before %s: %v", what, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("watch: %s did not arrive", what)
+		}
+		return bus.KVChange{}
+	}
+	if c := next("list 1"); c.Key != bus.RevocationKey || !bytes.Equal(c.Value, list1) {
+		t.Fatalf("watch: first update is %q, not list 1", c.Key)
+	}
+
+	// uni-b can neither delete uni-a's watcher, nor take over its name,
+	// nor open watchers of other names; its own works.
+	mallory, err := nats.Connect(url, mustNkey(t, authority.NATSSeedPath(authDir, "uni-b")),
+		nats.CustomInboxPrefix(l.InboxPrefix("uni-b")),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			violations = append(violations, err.Error())
+			mu.Unlock()
+		}))
 	if err != nil {
-		t.Fatalf("member watches the list: %v", err)
+		t.Fatal(err)
 	}
-	defer w.Stop()
-	if got := <-w.Updates(); got == nil || !bytes.Equal(got.Value(), list1) {
-		t.Fatalf("watch: first update is not list 1")
+	defer mallory.Close()
+	bjs, _ := jetstream.New(mallory)
+	rstream := "KV_" + l.RevocationBucket()
+	attempt := func(what string, do func(context.Context) error) {
+		t.Helper()
+		actx, acancel := context.WithTimeout(ctx, time.Second)
+		defer acancel()
+		if err := do(actx); err == nil {
+			t.Errorf("uni-b could %s", what)
+		}
 	}
-	<-w.Updates() // end of initial values
+	attempt("delete uni-a's watcher", func(ctx context.Context) error {
+		return bjs.DeleteConsumer(ctx, rstream, l.Watcher("uni-a"))
+	})
+	for _, name := range []string{l.Watcher("uni-a"), "watch_x"} {
+		attempt("create watcher "+name, func(ctx context.Context) error {
+			_, err := bjs.CreateOrUpdateConsumer(ctx, rstream, jetstream.ConsumerConfig{Name: name,
+				FilterSubject: "$KV." + l.RevocationBucket() + ".>", AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		})
+	}
+	sawViolation := func(subject string) {
+		t.Helper()
+		wait.Until(t, 20*time.Second, "a permissions violation for "+subject, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range violations {
+				if strings.Contains(v, "Permissions Violation") && strings.Contains(v, subject) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	sawViolation("$JS.API.CONSUMER.DELETE." + rstream + "." + l.Watcher("uni-a"))
+	sawViolation("$JS.API.CONSUMER.CREATE." + rstream + ".watch_x.")
+	bctx, bcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer bcancel()
+	if _, err := bjs.CreateConsumer(bctx, rstream, jetstream.ConsumerConfig{Name: l.Watcher("uni-b"),
+		FilterSubject: "$KV." + l.RevocationBucket() + ".>", AckPolicy: jetstream.AckExplicitPolicy,
+		InactiveThreshold: time.Minute}); err != nil {
+		t.Errorf("uni-b cannot open its own watcher: %v", err)
+	}
+
+	// uni-a's watcher, untouched, takes the next list.
 	_, list2, err := authority.Revoke(ak, authDir, space, crypto.Revocation{NodeID: "uni-y", Revoked: time.Now()}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -352,13 +424,8 @@ func TestRevocationPermissions(t *testing.T) {
 	if err := authority.PublishRevocations(ctx, opJS, space, list2); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case got := <-w.Updates():
-		if got == nil || !bytes.Equal(got.Value(), list2) {
-			t.Fatal("watch: second update is not list 2")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("watch: list 2 did not arrive")
+	if c := next("list 2"); c.Key != bus.RevocationKey || !bytes.Equal(c.Value, list2) {
+		t.Fatalf("watch: second update is %q, not list 2", c.Key)
 	}
 
 	// The member cannot write the list.

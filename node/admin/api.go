@@ -153,11 +153,20 @@ type Status struct {
 	Received        int64  `json:"received"`
 	OutboxDepth     int64  `json:"outbox_depth"`
 	EvidenceEntries int64  `json:"evidence_entries"`
+	// The serials of the revocation list and the space policy the node
+	// holds (0: none), and the policy's weakest suite; both are followed
+	// on the space as the authority publishes them.
+	RevocationList uint64 `json:"revocation_list"`
+	SpacePolicy    uint64 `json:"space_policy"`
+	MinSuite       string `json:"min_suite,omitempty"`
 }
 
 // Status reports the node's state.
 func (s *Server) Status(ctx context.Context) (Status, error) {
-	st := Status{Node: s.nodeID, Space: s.space, Role: string(s.cred.Role), Ready: s.ready()}
+	st := Status{Node: s.nodeID, Space: s.space, Role: string(s.cred.Role), Ready: s.ready(), RevocationList: s.reg.RevocationSerial()}
+	if p := s.reg.Policy(); p != nil {
+		st.SpacePolicy, st.MinSuite = p.Serial, p.MinSuite.String()
+	}
 	var errs []error
 	for _, x := range []struct {
 		out *int64

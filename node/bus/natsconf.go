@@ -39,21 +39,28 @@ func (l Layout) MemberPermissions(node string) Permissions {
 		"$KV."+l.RegistryBucket()+"."+node,
 		"$JS.API.DIRECT.GET."+kv+".>",
 		"$JS.API.STREAM.MSG.GET."+kv,
-		// Its own registry entry: watched, to put it back should it go.
-		"$JS.API.CONSUMER.CREATE."+kv+".*.$KV."+l.RegistryBucket()+"."+node,
-		"$JS.API.CONSUMER.DELETE."+kv+".*",
-		"$JS.FC."+kv+".>",
-		// The revocation list: read it, and watch it through an ordered
-		// consumer (ephemeral, named by the client, filtered to the list's
-		// key) whose flow-control replies the member sends. No
-		// $KV.<revocations> subject: members cannot write it.
+		// The revocation bucket (the revocation list, the space policy):
+		// read it. No $KV.<revocations> subject: members cannot write it.
 		"$JS.API.STREAM.INFO."+rkv,
 		"$JS.API.DIRECT.GET."+rkv+".>",
 		"$JS.API.STREAM.MSG.GET."+rkv,
-		"$JS.API.CONSUMER.CREATE."+rkv+".*.$KV."+l.RevocationBucket()+"."+RevocationKey,
-		"$JS.API.CONSUMER.DELETE."+rkv+".*",
-		"$JS.FC."+rkv+".>",
 	)
+	// Its watchers (Watch): on the registry, of its own entry, to put it
+	// back should it go; on the revocation bucket, of all of it. One
+	// consumer a bucket, of its own name, which it alone may create, pull
+	// from, acknowledge and delete.
+	for _, w := range []struct{ stream, filter string }{
+		{kv, "$KV." + l.RegistryBucket() + "." + node},
+		{rkv, "$KV." + l.RevocationBucket() + ".>"},
+	} {
+		name := l.Watcher(node)
+		pub = append(pub,
+			"$JS.API.CONSUMER.CREATE."+w.stream+"."+name+"."+w.filter,
+			"$JS.API.CONSUMER.DELETE."+w.stream+"."+name,
+			"$JS.API.CONSUMER.MSG.NEXT."+w.stream+"."+name,
+			"$JS.ACK."+w.stream+"."+name+".>",
+		)
+	}
 	for _, c := range []struct{ stream, name, filter string }{
 		{st, l.DeliverConsumer(node), l.DeliverFilter(node)},
 		{st, l.ReceiptConsumer(node), l.ReceiptFilter(node)},

@@ -55,6 +55,7 @@ type Registry struct {
 	// policyFile like the revocation list.
 	policy     atomic.Pointer[crypto.SpacePolicy]
 	policyFile string
+	policyMu   sync.Mutex // serialises takePolicy
 	revMu      sync.Mutex // serialises offers
 	revFile    string
 }
@@ -239,43 +240,44 @@ func (r *Registry) takeRevocations(data []byte, log *slog.Logger) {
 	}
 }
 
-// WatchRevocations follows the revocation list on the space until ctx
-// ends, taking every newer list that verifies.
-func (r *Registry) WatchRevocations(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) {
-	watch(ctx, kv, bus.RevocationKey, "the revocation list", log, func(e jetstream.KeyValueEntry) {
-		if e.Operation() == jetstream.KeyValuePut {
-			r.takeRevocations(e.Value(), log)
-		}
+// WatchSpace follows the revocation bucket until ctx ends, through node's
+// watcher (bus.Watch): it takes every newer revocation list and space
+// policy that verifies, as they are published.
+func (r *Registry) WatchSpace(ctx context.Context, js jetstream.JetStream, l bus.Layout, node string, log *slog.Logger) {
+	watch(ctx, "the revocation bucket", log, func(ctx context.Context) error {
+		return bus.Watch(ctx, js, l.RevocationBucket(), l.Watcher(node), "", func(c bus.KVChange) {
+			if c.Op != jetstream.KeyValuePut {
+				return
+			}
+			switch c.Key {
+			case bus.RevocationKey:
+				r.takeRevocations(c.Value, log)
+			case bus.PolicyKey:
+				if err := r.takePolicy(c.Value, log); err != nil {
+					log.Error("space policy not kept", "err", err)
+				}
+			}
+		})
 	})
 }
 
-// watch hands every update of key in kv to update until ctx ends, watching
-// again after a failure; what names the key in log lines.
-func watch(ctx context.Context, kv jetstream.KeyValue, key, what string, log *slog.Logger, update func(jetstream.KeyValueEntry)) {
+// watch runs one watch after another until ctx ends, waiting a little
+// longer after each failure (1 s, doubling up to 30 s); what names the
+// watched keys in log lines.
+func watch(ctx context.Context, what string, log *slog.Logger, run func(context.Context) error) {
+	wait := time.Second
 	for ctx.Err() == nil {
-		w, err := kv.Watch(ctx, key)
-		if err != nil {
-			log.Warn("watch "+what+"; will retry", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-			continue
+		err := run(ctx)
+		if ctx.Err() != nil {
+			return
 		}
-		for e := range w.Updates() {
-			if e != nil { // nil marks the end of the history
-				update(e)
-			}
-		}
-		// Updates closes when ctx ends or the subscription closed.
-		if err := w.Stop(); err != nil && ctx.Err() == nil {
-			log.Warn("stop watching "+what, "err", err)
-		}
+		log.Warn("watching "+what+" stopped; watching again", "err", err, "in", wait)
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+			return
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 
@@ -288,15 +290,17 @@ func (r *Registry) Root() crypto.AuthorityPublicKey { return r.root }
 // key where the server enforces the generated permissions, but the
 // registry is the one place peers learn a node's keys from: a node that
 // lost its entry would receive nothing.
-func (r *Registry) Keep(ctx context.Context, node, token string, log *slog.Logger) {
-	watch(ctx, r.kv, node, "own registry entry", log, func(e jetstream.KeyValueEntry) {
-		if e.Operation() == jetstream.KeyValuePut && string(e.Value()) == token {
-			return // the entry as it should be
-		}
-		log.Warn("own registry entry changed by someone else; putting it back", "operation", e.Operation().String())
-		if err := r.Publish(ctx, node, token); err != nil && ctx.Err() == nil {
-			log.Error("put own registry entry back", "err", err)
-		}
+func (r *Registry) Keep(ctx context.Context, js jetstream.JetStream, l bus.Layout, node, token string, log *slog.Logger) {
+	watch(ctx, "own registry entry", log, func(ctx context.Context) error {
+		return bus.Watch(ctx, js, l.RegistryBucket(), l.Watcher(node), node, func(c bus.KVChange) {
+			if c.Op == jetstream.KeyValuePut && string(c.Value) == token {
+				return // the entry as it should be
+			}
+			log.Warn("own registry entry changed by someone else; putting it back", "operation", c.Op.String())
+			if err := r.Publish(ctx, node, token); err != nil && ctx.Err() == nil {
+				log.Error("put own registry entry back", "err", err)
+			}
+		})
 	})
 }
 
@@ -339,7 +343,17 @@ func (r *Registry) LoadPolicy(ctx context.Context, kv jetstream.KeyValue, dataDi
 	if err != nil {
 		return fmt.Errorf("read space policy: %w", err)
 	}
-	p, err := crypto.ParseSpacePolicy(e.Value(), r.root, r.space)
+	return r.takePolicy(e.Value(), log)
+}
+
+// takePolicy takes a published space policy that verifies and is newer
+// than the one held, keeping it in the data directory; one that does not
+// verify, or is older, is logged and ignored. The error is the data
+// directory's.
+func (r *Registry) takePolicy(data []byte, log *slog.Logger) error {
+	r.policyMu.Lock()
+	defer r.policyMu.Unlock()
+	p, err := crypto.ParseSpacePolicy(data, r.root, r.space)
 	if err != nil {
 		log.Warn("space policy ignored", "err", err)
 		return nil
@@ -350,7 +364,7 @@ func (r *Registry) LoadPolicy(ctx context.Context, kv jetstream.KeyValue, dataDi
 		}
 		return nil
 	}
-	if err := crypto.WriteFileBytes(r.policyFile, e.Value(), 0o600); err != nil {
+	if err := crypto.WriteFileBytes(r.policyFile, data, 0o600); err != nil {
 		return fmt.Errorf("keep space policy: %w", err)
 	}
 	r.policy.Store(p)
