@@ -397,6 +397,42 @@ func (s *Standard) ValueLevel(f *FieldSpec, v []byte) Level {
 	return lv
 }
 
+// MinorField reports whether type t's field f can show the record's
+// subject a minor (C3): t has a person subject, and f is its birth date
+// or a resident ID field.
+func (t *RecordType) MinorField(f *FieldSpec) bool {
+	if t.subjectKey == "" {
+		return false
+	}
+	if f.Kind == KindResidentID {
+		return true
+	}
+	return t.birthIndex >= 0 && t.fields[t.birthIndex].Name == f.Name
+}
+
+// Minor reports whether the value v of a field for which t.MinorField
+// holds shows someone under the standard's minor age on asOf: a date
+// (YYYY-MM-DD) in a birth date field, or a valid resident ID (check digit
+// included) whose birth date does. It reads values one at a time, without
+// the record's id type (Classify applies a resident ID's birth date only
+// where the id type is absent or resident_id): a value that is a valid
+// resident ID shows a birth date whatever the record calls it. v is read
+// during the call only.
+func (s *Standard) Minor(f *FieldSpec, v []byte, asOf time.Time) bool {
+	str := unsafe.String(unsafe.SliceData(v), len(v))
+	var y, m, d int
+	var ok bool
+	if f.Kind == KindResidentID {
+		if len(str) != 18 || !validResidentID(str) {
+			return false
+		}
+		y, m, d, ok = residentIDBirth(str)
+	} else {
+		y, m, d, ok = parseDate(str)
+	}
+	return ok && s.under(y, m, d, asOf)
+}
+
 // residentIDApplies reports whether the resident_id field i must hold a
 // resident ID: its id type field is absent, empty or "resident_id".
 func residentIDApplies(t *RecordType, i int, vals []value, has []bool) bool {

@@ -127,8 +127,12 @@ func TestReceivePathRefusals(t *testing.T) {
 	// raises above its level.
 	comments := gradeAgreement("a-to-b-comments", "uni-a", "uni-b", s.now)
 	comments.RecordTypes = map[string][]string{"course_grade": {"student_id", "course_code", "score", "comment"}}
+	// An L3 agreement for students' birth dates, which a minor's raises
+	// to L4 (C3).
+	students := gradeAgreement("a-to-b-students", "uni-a", "uni-b", s.now)
+	students.RecordTypes = map[string][]string{"student": {"student_id", "birth_date"}}
 	for _, n := range []*node.Node{a, b} {
-		for _, x := range []*policy.Agreement{ag, old, comments} {
+		for _, x := range []*policy.Agreement{ag, old, comments, students} {
 			if err := n.AddAgreement(ctx, x); err != nil {
 				t.Fatal(err)
 			}
@@ -298,6 +302,13 @@ func TestReceivePathRefusals(t *testing.T) {
 			h := header(seq)
 			h.Agreement = comments.ID
 			return seal(h, bKEM, aSig, []byte(`{"type":"course_grade","student_id":"tk_x","course_code":"CS101","comment":"diagnosis: depression"}`+"\n"))
+		}()},
+		{"a ten-year-old's birth date (a minor: L4) under an L3 agreement", envelope.RefuseContent, func() []byte {
+			seq++
+			h := header(seq)
+			h.Agreement, h.RecordType, h.Level = students.ID, "student", "L3"
+			return seal(h, bKEM, aSig, []byte(`{"type":"student","student_id":"tk_0123456789abcdefghijkl","birth_date":"`+
+				now.AddDate(-10, 0, 0).Format(time.DateOnly)+`"}`+"\n"))
 		}()},
 		{"a student id in clear in a shape the receiver saw shorter before", envelope.RefuseContent, func() []byte {
 			seq++

@@ -134,21 +134,27 @@ func (c *Codec) Check(ctx context.Context, data []byte, kind uint8) (*crypto.Env
 }
 
 // lineChecker is CheckRecords' parser, the map it reuses for each
-// record's fields, and the member names of the last line that the type
-// has, by position (lines of one envelope name their members alike).
+// record's fields, and the members of the last line that the type has, by
+// position (lines of one envelope name their members alike).
 type lineChecker struct {
 	p      *schema.LineParser
 	fields map[string]any
 	typ    *schema.RecordType
-	known  []string
-	// levels[i] is the highest level the standard gives the fields
-	// known[:i+1]; direct[i] tells whether known[i] must arrive as a
-	// token; scan[i] whether a value of known[i] can raise its level
-	// (schema.Standard.ValueLevel).
-	levels []schema.Level
-	direct []bool
-	scan   []bool
-	specs  []schema.FieldSpec // known[i]'s, where scan[i]
+	known  []knownMember
+}
+
+// knownMember is what CheckRecords needs of a member at its position in a
+// line of the known shape.
+type knownMember struct {
+	name string
+	// level is the highest level the standard gives this field and the
+	// ones before it in the line.
+	level schema.Level
+	// direct: its value must arrive as a token; scan: its value can raise
+	// its level (schema.Standard.ValueLevel); minor: its value can show the
+	// subject a minor (schema.Standard.Minor).
+	direct, scan, minor bool
+	spec                schema.FieldSpec
 }
 
 var lineCheckers sync.Pool
@@ -158,16 +164,19 @@ const maxKnownMembers = 256
 
 // CheckRecords checks an envelope's plaintext before it is stored: NDJSON
 // of exactly h.Count records, each of the header's record type and with
-// only fields that type has and, with a an agreement, that a lists for the
+// only fields that type has and, with an agreement a, that a lists for the
 // type, at levels the standard puts no higher than a's maximum: the
 // fields' own levels, raised by what their string values hold (a value
-// rule, a detector that hits: schema.Standard.ValueLevel). It returns the
+// rule, a detector that hits: schema.Standard.ValueLevel), and to L4 for
+// the whole record where a birth date or a resident ID in it shows its
+// subject a minor on asOf (C3, schema.Standard.Minor). It returns the
 // highest level of any record: the level this node computed, which
 // evidence records rather than the one the sender claims. Values are not
 // validated against the standard (tokenised and generalised values are
-// not meant to pass it), and a minor's rule (C3) stays the sender's: it
-// needs the subject's birth date, which most records do not carry.
-func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement) (schema.Level, error) {
+// not meant to pass it). A minor whose record carries neither a birth
+// date nor a resident ID in clear cannot be told here: that rule stays
+// the sender's.
+func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement, asOf time.Time) (schema.Level, error) {
 	rt, ok := c.Std.Type(h.RecordType)
 	if !ok {
 		return 0, fmt.Errorf("unknown record type %q", h.RecordType)
@@ -187,7 +196,7 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 	defer lineCheckers.Put(lc)
 	// Shapes are known per envelope: its agreement decides which names
 	// pass.
-	lc.typ, lc.known, lc.levels, lc.direct, lc.scan, lc.specs = rt, lc.known[:0], lc.levels[:0], lc.direct[:0], lc.scan[:0], lc.specs[:0]
+	lc.typ, lc.known = rt, lc.known[:0]
 	// The fields that must arrive as tokens: the type's direct identifiers
 	// and its subject key, unless the agreement's purpose is one for which
 	// identifiers may leave in clear.
@@ -204,19 +213,24 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 	clear := ""        // a direct identifier that did not arrive as a token
 	var lineLevel, level schema.Level
 	// valueLevel is the highest level the line's values give their fields
-	// (a value rule, a detector that hits): the receiver classifies what
-	// arrived rather than trusting the sender's classification.
+	// (a value rule, a detector that hits, a minor's birth date): the
+	// receiver classifies what arrived rather than trusting the sender's
+	// classification.
 	var valueLevel schema.Level
-	scanValue := func(spec *schema.FieldSpec, str []byte) {
-		if str != nil {
-			valueLevel = max(valueLevel, c.Std.ValueLevel(spec, str))
+	// value checks the value of member m, str for a string and nil for
+	// any other value (which is no token).
+	value := func(m *knownMember, str []byte) {
+		if m.direct && clear == "" && !isToken(str) {
+			clear = m.name
 		}
-	}
-	// checkToken notes name as arriving in clear unless its value, str for
-	// a string and nil for another value, has the form of a token.
-	checkToken := func(name string, str []byte) {
-		if clear == "" && !isToken(str) {
-			clear = name
+		if str == nil {
+			return
+		}
+		if m.scan {
+			valueLevel = max(valueLevel, c.Std.ValueLevel(&m.spec, str))
+		}
+		if m.minor && c.Std.Minor(&m.spec, str, asOf) {
+			valueLevel = schema.L4
 		}
 	}
 	k := 0 // the member's position in its line
@@ -228,17 +242,14 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 	member := func(name string, str []byte) {
 		pos := k
 		k++
-		if !fresh && pos < len(lc.known) && lc.known[pos] == name {
-			if lc.direct[pos] {
-				checkToken(name, str)
-			}
-			if lc.scan[pos] {
-				scanValue(&lc.specs[pos], str)
+		if !fresh && pos < len(lc.known) && lc.known[pos].name == name {
+			if m := &lc.known[pos]; m.direct || m.scan || m.minor {
+				value(m, str)
 			}
 			return
 		}
-		if !fresh && pos > 0 && pos <= len(lc.levels) {
-			lineLevel = lc.levels[pos-1] // the names before it matched known
+		if !fresh && pos > 0 && pos <= len(lc.known) {
+			lineLevel = lc.known[pos-1].level // the names before it matched known
 		}
 		fresh = true
 		spec, ok := rt.Field(name)
@@ -251,24 +262,18 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 			return
 		}
 		lineLevel = max(lineLevel, spec.Level)
-		isDirect := slices.Contains(direct, name)
-		if isDirect {
-			checkToken(name, str)
-		}
-		scan := c.Std.ValueScanned(spec)
-		if scan {
-			scanValue(&spec, str)
-		}
+		m := knownMember{name: name, level: lineLevel, direct: slices.Contains(direct, name),
+			scan: c.Std.ValueScanned(spec), minor: rt.MinorField(&spec), spec: spec}
+		value(&m, str)
 		// A line of a new shape: its names so far are known[:pos].
-		if pos <= len(lc.known) && slices.Contains(lc.known[:pos], name) {
+		if pos <= len(lc.known) && slices.ContainsFunc(lc.known[:pos], func(o knownMember) bool { return o.name == name }) {
 			duplicate = true
 			return
 		}
 		if pos < len(lc.known) {
-			lc.known[pos], lc.levels[pos], lc.direct[pos], lc.scan[pos], lc.specs[pos] = name, lineLevel, isDirect, scan, spec
+			lc.known[pos] = m
 		} else if pos == len(lc.known) && pos < maxKnownMembers {
-			lc.known, lc.levels, lc.direct = append(lc.known, name), append(lc.levels, lineLevel), append(lc.direct, isDirect)
-			lc.scan, lc.specs = append(lc.scan, scan), append(lc.specs, spec)
+			lc.known = append(lc.known, m)
 		}
 	}
 	count := 0
@@ -319,8 +324,8 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 		if unagreed {
 			return 0, fmt.Errorf("record %d: a field agreement %s does not list", count, a.ID)
 		}
-		if !fresh && k > 0 && k <= len(lc.levels) {
-			lineLevel = lc.levels[k-1]
+		if !fresh && k > 0 && k <= len(lc.known) {
+			lineLevel = lc.known[k-1].level
 		}
 		lineLevel = max(lineLevel, valueLevel)
 		if a != nil && (lineLevel >= schema.CORE || lineLevel > a.MaxLevel) {
@@ -331,9 +336,7 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement)
 			return 0, fmt.Errorf("record %d: %s arrived in clear, not as a token", count, clear)
 		}
 		if fresh && k <= maxKnownMembers && k < len(lc.known) {
-			// All five forget the longer shape: levels, direct, scan and specs
-			// are read by position for whatever known grows back to.
-			lc.known, lc.levels, lc.direct, lc.scan, lc.specs = lc.known[:k], lc.levels[:k], lc.direct[:k], lc.scan[:k], lc.specs[:k]
+			lc.known = lc.known[:k] // a longer shape is forgotten
 		}
 	}
 	if count != int(h.Count) {

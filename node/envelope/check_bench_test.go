@@ -21,7 +21,7 @@ func BenchmarkReceiverCheck(b *testing.B) {
 		RecordTypes: map[string][]string{"student": synth.StudentFields}, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(time.Hour)}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := codec.CheckRecords(plain, h, a); err != nil {
+		if _, err := codec.CheckRecords(plain, h, a, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -3,6 +3,7 @@ package envelope
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/policy"
@@ -44,7 +45,7 @@ func TestCheckRecords(t *testing.T) {
 			"longer than"},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
-		_, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))}, nil)
+		_, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))}, nil, time.Now())
 		switch {
 		case c.want == "" && err != nil:
 			t.Errorf("%s: refused: %v", c.name, err)
@@ -84,7 +85,7 @@ func TestCheckRecordsAgainstAgreement(t *testing.T) {
 		{"a student id that is a number", []string{`{"type":"student","student_id":20240001}`}, "in clear", 0},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
-		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L1", Count: uint32(len(c.lines))}, a)
+		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L1", Count: uint32(len(c.lines))}, a, time.Now())
 		switch {
 		case c.want == "" && (err != nil || level != c.level):
 			t.Errorf("%s: level %v, %v; want %v accepted", c.name, level, err, c.level)
@@ -135,13 +136,62 @@ func TestCheckRecordsValues(t *testing.T) {
 			"above agreement", 0},
 	} {
 		plain := strings.Join(c.lines, "\n") + "\n"
-		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "course_grade", Level: "L1", Count: uint32(len(c.lines))}, a)
+		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "course_grade", Level: "L1", Count: uint32(len(c.lines))}, a, time.Now())
 		switch {
 		case c.want == "" && (err != nil || level != c.level):
 			t.Errorf("%s: level %v, %v; want %v accepted", c.name, level, err, c.level)
 		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
 			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestCheckRecordsMinor: a birth date or a resident ID that shows the
+// subject under 14 on the as-of date raises the record to L4 (C3), above
+// an L3 agreement, whether the line takes the fast path or not; a
+// subject who turns 14 that day, an adult, or a number that fails its
+// check digit does not.
+func TestCheckRecordsMinor(t *testing.T) {
+	codec := &Codec{Std: schema.Default(), IdentityPurposes: []policy.Purpose{policy.PurposeCreditTransfer}}
+	asOf := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	a := &policy.Agreement{ID: "ag", Purpose: policy.PurposeCreditTransfer,
+		RecordTypes: map[string][]string{"student": {"student_id", "birth_date", "id_number"}}, MaxLevel: schema.L3}
+	line := func(field, v string) string {
+		return `{"type":"student","student_id":"s1","` + field + `":"` + v + `"}`
+	}
+	adult := line("birth_date", "2000-06-01")
+	for _, c := range []struct {
+		name  string
+		lines []string
+		minor bool
+	}{
+		{"an adult's birth date", []string{adult}, false},
+		{"a child's birth date", []string{line("birth_date", "2015-06-01")}, true},
+		{"a child's birth date after an adult's", []string{adult, line("birth_date", "2015-06-01")}, true},
+		{"a child's birth date off the fast path", []string{adult,
+			`{"type":"student","student_id":"s\"1","birth_date":"2015-06-01"}`}, true},
+		{"14 years old today", []string{line("birth_date", "2012-12-04")}, false},
+		{"14 years old tomorrow", []string{line("birth_date", "2012-12-05")}, true},
+		{"an adult's resident ID", []string{line("id_number", "110105200006011237")}, false},
+		{"a child's resident ID", []string{adult, line("id_number", "110105201506011238")}, true},
+		{"14 years old tomorrow, by resident ID", []string{line("id_number", "110105201212051234")}, true},
+		{"a child's number with a wrong check digit", []string{line("id_number", "110105201506011230")}, false},
+		{"no date", []string{line("birth_date", "June 2015")}, false},
+	} {
+		plain := strings.Join(c.lines, "\n") + "\n"
+		level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: uint32(len(c.lines))}, a, asOf)
+		switch {
+		case c.minor && (err == nil || !strings.Contains(err.Error(), "fields at L4, above agreement")):
+			t.Errorf("%s: level %v, %v; want refused at L4", c.name, level, err)
+		case !c.minor && (err != nil || level != schema.L3):
+			t.Errorf("%s: level %v, %v; want accepted at L3", c.name, level, err)
+		}
+	}
+	// Without an agreement (an aggregate's records, say) nothing is
+	// refused, and the level returned is the minor's.
+	plain := adult + "\n" + line("birth_date", "2015-06-01") + "\n"
+	if level, err := codec.CheckRecords([]byte(plain), crypto.Header{RecordType: "student", Level: "L3", Count: 2}, nil, asOf); err != nil || level != schema.L4 {
+		t.Errorf("no agreement: level %v, %v; want L4", level, err)
 	}
 }
 
@@ -167,7 +217,7 @@ func FuzzCheckRecords(f *testing.F) {
 		if strings.ContainsAny(line, "\n") || line == "" {
 			return
 		}
-		if _, err := codec.CheckRecords([]byte(line+"\n"), crypto.Header{RecordType: "student", Level: "L3", Count: 1}, nil); err != nil {
+		if _, err := codec.CheckRecords([]byte(line+"\n"), crypto.Header{RecordType: "student", Level: "L3", Count: 1}, nil, time.Now()); err != nil {
 			return
 		}
 		rd := schema.NewNDJSONReader(strings.NewReader(line+"\n"), "")

@@ -210,7 +210,10 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 	if len(body) > 0 && len(plain) > 0 && &plain[0] != &body[0] {
 		*buf = plain // decompressed: keep the storage for the next envelope
 	}
-	if p.level, err = r.codec.CheckRecords(plain, h, a); err != nil {
+	// A minor is one under the age even at the latest time a sender's
+	// clock may show: a sender whose clock runs ahead by up to the skew is
+	// not refused on the subject's birthday.
+	if p.level, err = r.codec.CheckRecords(plain, h, a, r.now().Add(r.skew)); err != nil {
 		p.err = envelope.Refuse(envelope.RefuseContent, err)
 		return
 	}
