@@ -165,6 +165,15 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if env.Embedded == nil && cfg.NATS.URL == "" {
+		// The server is this node's own, embedded: the node is its
+		// operator, and brings streams an older binary made up to the
+		// current settings. On a shared server the operator does
+		// (`eduspace authority nats-setup`).
+		if err := bus.Update(ctx, n.bus.JS, layout); err != nil {
+			return nil, err
+		}
+	}
 	revKV, err := bus.Revocations(ctx, n.bus.JS, layout)
 	if err != nil {
 		return nil, err

@@ -27,7 +27,8 @@ import (
 // TestNATSPermissions runs a stock nats-server (Debian's package, which
 // .ci/run installs) with the configuration `eduspace authority nats-config`
 // generates: the exchange between two members works, and a third member
-// can neither publish as another nor read another's deliveries.
+// can neither publish as another, nor to an addressee that is no member,
+// nor read another's deliveries.
 func TestNATSPermissions(t *testing.T) {
 	natsBin, err := exec.LookPath("nats-server")
 	if err != nil {
@@ -152,6 +153,12 @@ func TestNATSPermissions(t *testing.T) {
 	mallory.Publish(forged, []byte("forged"))
 	mallory.Flush()
 	sawViolation("publishing as uni-a", forged)
+	// Park messages for an addressee that is no member, which no consumer
+	// would ever take off the stream.
+	parked := l.DeliverSubject("uni-away", "uni-c")
+	mallory.Publish(parked, []byte("parked"))
+	mallory.Flush()
+	sawViolation("publishing to an addressee that is no member", parked)
 	// Read uni-b's replies (where pulled deliveries arrive).
 	mallory.Subscribe(l.InboxPrefix("uni-b")+".>", func(*nats.Msg) {})
 	mallory.Flush()

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
@@ -96,6 +98,52 @@ func TestAuditStreamBounded(t *testing.T) {
 	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != bus.AuditPerNode || cfg.MaxMsgSize != bus.AuditMaxMsg {
 		t.Errorf("audit stream keeps %d messages per subject of at most %d bytes, want %d of %d",
 			cfg.MaxMsgsPerSubject, cfg.MaxMsgSize, bus.AuditPerNode, bus.AuditMaxMsg)
+	}
+}
+
+// TestExchangeStreamBounded: a member cannot fill the hub's disk through
+// the exchange stream either. Under one subject (one sender, one
+// addressee) at most bus.ExchangePerPair messages wait; the next is
+// refused, not swapped for one waiting, and other pairs are not held up.
+// TestNATSPermissions shows the stock server refusing subjects of
+// addressees that are no members.
+func TestExchangeStreamBounded(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	s.member("uni-a", crypto.SuiteX25519)
+	js := s.js()
+	l := bus.Layout{Space: space}
+	parked := l.DeliverSubject("uni-away", "uni-c")
+	futures := make([]jetstream.PubAckFuture, 0, bus.ExchangePerPair)
+	for i := range bus.ExchangePerPair {
+		f, err := js.PublishAsync(parked, []byte("x"), jetstream.WithMsgID(fmt.Sprintf("parked-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("message %d of %d under one subject refused: %v", i+1, bus.ExchangePerPair, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("no acknowledgement within 30s")
+		}
+	}
+	if _, err := js.Publish(ctx, parked, []byte("one more")); err == nil {
+		t.Errorf("message %d under one subject accepted", bus.ExchangePerPair+1)
+	}
+	if _, err := js.Publish(ctx, l.DeliverSubject("uni-a", "uni-c"), []byte("x")); err != nil {
+		t.Errorf("another pair held up: %v", err)
+	}
+	st, err := js.Stream(ctx, l.ExchangeStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != bus.ExchangePerPair || !cfg.DiscardNewPerSubject {
+		t.Errorf("exchange stream keeps %d messages per subject (discard new per subject %v), want %d, refusing new ones",
+			cfg.MaxMsgsPerSubject, cfg.DiscardNewPerSubject, bus.ExchangePerPair)
 	}
 }
 

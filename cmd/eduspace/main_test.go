@@ -195,10 +195,14 @@ func TestNATSConfigCommand(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	conf, _ := os.ReadFile(out)
-	for _, want := range []string{`"eds.demo.deliver.*.uni-a"`, `"eds.demo.deliver.*.uni-b"`, `"_INBOX_uni-a.>"`, "jetstream: enabled"} {
+	for _, want := range []string{`"eds.demo.deliver.uni-b.uni-a"`, `"eds.demo.deliver.uni-a.uni-b"`, `"$JS.API.CONSUMER.DELETE.KV_eds_demo_registry.watch_uni-a"`, `"_INBOX_uni-a.>"`, "jetstream: enabled"} {
 		if !strings.Contains(string(conf), want) {
 			t.Errorf("configuration lacks %s", want)
 		}
+	}
+	// Members publish to members only: nothing to addressees by wildcard.
+	if strings.Contains(string(conf), `"eds.demo.deliver.*.`) {
+		t.Error("configuration lets members publish deliveries to any addressee")
 	}
 	for _, f := range []string{"operator.nk", "uni-a.nk", "uni-b.nk"} {
 		fi, err := os.Stat(filepath.Join(dir, "nats", f))

@@ -364,17 +364,29 @@ func Revocations(ctx context.Context, js jetstream.JetStream, l Layout) (jetstre
 	return kv, nil
 }
 
+// ExchangePerPair bounds what waits on the exchange stream under one
+// subject, that is from one sender to one addressee of one kind: beyond
+// it the server refuses the sender's next message (it stays in the
+// sender's outbox, which retries) and never discards one waiting. At the
+// default batch.max_records of 2,000 it is a backlog of 20 million
+// records for an addressee that is away; it keeps a member from filling
+// the hub's disk under its own subjects.
+const ExchangePerPair = 10_000
+
 // ExchangeStreamConfig is the exchange stream's configuration.
 func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Replicas:    max(l.Replicas, 1),
-		Name:        l.ExchangeStream(),
-		Description: "eduspace envelopes and receipts, one subject per addressee and sender",
-		Subjects:    []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*", "eds." + l.Space + ".control.*.*"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.WorkQueuePolicy,
-		Duplicates:  DuplicateWindow,
-		MaxAge:      30 * 24 * time.Hour,
+		Replicas:             max(l.Replicas, 1),
+		Name:                 l.ExchangeStream(),
+		Description:          "eduspace envelopes and receipts, one subject per addressee and sender",
+		Subjects:             []string{"eds." + l.Space + ".deliver.*.*", "eds." + l.Space + ".receipt.*.*", "eds." + l.Space + ".control.*.*"},
+		Storage:              jetstream.FileStorage,
+		Retention:            jetstream.WorkQueuePolicy,
+		Duplicates:           DuplicateWindow,
+		MaxAge:               30 * 24 * time.Hour,
+		MaxMsgsPerSubject:    ExchangePerPair,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
 	}
 }
 

@@ -18,19 +18,23 @@ type Permissions struct {
 	Publish, Subscribe []string
 }
 
-// MemberPermissions lets node publish only as itself, consume only what is
-// addressed to it, read the registry and write only its own entry there,
-// read and watch the revocation list but not write it, and receive replies
-// only on its own inbox prefix.
-func (l Layout) MemberPermissions(node string) Permissions {
+// MemberPermissions lets node publish only as itself and only to the
+// space's other members, consume only what is addressed to it, read the
+// registry and write only its own entry there, read and watch the
+// revocation list but not write it, and receive replies only on its own
+// inbox prefix. Naming the addressees keeps a member from parking
+// messages under subjects no consumer ever reads.
+func (l Layout) MemberPermissions(node string, members []string) Permissions {
 	st := l.ExchangeStream()
 	kv := "KV_" + l.RegistryBucket()
 	rkv := "KV_" + l.RevocationBucket()
 	var pub []string
+	for _, to := range members {
+		if to != node {
+			pub = append(pub, l.DeliverSubject(to, node), l.ReceiptSubject(to, node), l.ControlSubject(to, node))
+		}
+	}
 	pub = append(pub,
-		"eds."+l.Space+".deliver.*."+node,
-		"eds."+l.Space+".receipt.*."+node,
-		"eds."+l.Space+".control.*."+node,
 		l.AuditSubject(node),
 		// No STREAM.INFO on the exchange or audit stream: with a subjects
 		// filter it lists the messages per subject, that is who exchanges
@@ -95,8 +99,12 @@ func (l Layout) ServerConfig(members []Member, operatorNKey, listen, storeDir st
 		operatorNKey, quoteList([]string{"$JS.API.>", "$KV." + l.RevocationBucket() + ".>"}), "_INBOX.>")
 	ms := append([]Member(nil), members...)
 	sort.Slice(ms, func(i, j int) bool { return ms[i].NodeID < ms[j].NodeID })
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.NodeID
+	}
 	for _, m := range ms {
-		p := l.MemberPermissions(m.NodeID)
+		p := l.MemberPermissions(m.NodeID, ids)
 		fmt.Fprintf(&b, "      # %s\n      { nkey: %q, permissions: {\n          publish: { allow: [%s] }\n          subscribe: { allow: [%s] } } }\n",
 			m.NodeID, m.NKey, quoteList(p.Publish), quoteList(p.Subscribe))
 	}
