@@ -201,6 +201,10 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		JS: n.bus.JS, Layout: layout, Credential: credToken, Metrics: m, Log: n.log, Now: now,
 		Interval: cfg.Checkpoint.Interval, MaxAge: cfg.Checkpoint.MaxAge,
 	})
+	if err := n.ckpt.Load(ctx); err != nil {
+		return nil, err
+	}
+
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: codec, Evidence: ev, Metrics: m, Logger: n.log, Now: now,
 		JetStream: n.bus.JS, MaxPayload: n.bus.MaxPayload, Blocked: n.ckpt.SendingBlocked, Options: env.Outbox})
 	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: cred, Std: std, DB: n.db, Evidence: ev,

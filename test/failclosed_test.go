@@ -18,8 +18,8 @@ import (
 
 // TestFailClosed: while a node cannot publish checkpoints of its evidence
 // log, it sends nothing (the outbox keeps what was sealed), says so in its
-// metrics and /readyz; once checkpoints go through again, everything
-// queued is delivered.
+// metrics and /readyz, also once restarted; once checkpoints go through
+// again, everything queued is delivered.
 func TestFailClosed(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
@@ -75,6 +75,25 @@ func TestFailClosed(t *testing.T) {
 	}
 	if st, _ := a.Status(ctx); st.OutboxDepth != int64(sr.Envelopes) {
 		t.Errorf("outbox holds %d envelopes, want %d", st.OutboxDepth, sr.Envelopes)
+	}
+
+	// A restart does not clear it: the node fails closed from its first
+	// moment, by what its log and checkpoints say.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a = s.open("uni-a", node.Env{})
+	if a.Ready() {
+		t.Error("uni-a ready right after a restart while its log is uncovered")
+	}
+	if m := nodetest.Scrape(t, a); !strings.Contains(m, "eduspace_sending_blocked 1\n") {
+		t.Error("uni-a does not report sending blocked right after a restart")
+	}
+	if err := wait.For(ctx, 500*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := b.Status(ctx); st.Received != 0 {
+		t.Fatalf("uni-b received %d records after uni-a restarted failing closed", st.Received)
 	}
 
 	// Give the stream back: checkpoints go out, sending resumes.

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -62,35 +63,47 @@ type Deps struct {
 type Keeper struct {
 	d Deps
 
-	mu        sync.Mutex
-	count     int64     // entries covered by the last published checkpoint
-	published time.Time // when the log was last known fully covered
+	mu    sync.Mutex
+	count int64 // entries covered by the last published checkpoint
+	// published is when the log was last known fully covered; zero until
+	// this process has seen it so. It only spares SendingBlocked a read:
+	// the age itself comes from the log and the checkpoints kept.
+	published time.Time
 }
 
-// New returns a Keeper that counts the log as covered at the time it is
-// made.
+// New returns a Keeper; Load reads what its checkpoints cover.
 func New(d Deps) *Keeper {
-	return &Keeper{d: d, published: d.Now()}
+	return &Keeper{d: d}
+}
+
+// Load reads how much of the log the node's own published checkpoints
+// cover, as kept in the database. Until it has, the whole log counts as
+// uncovered: a node that cannot tell fails closed.
+func (k *Keeper) Load(ctx context.Context) error {
+	var own sql.NullInt64
+	if err := k.d.DB.R.QueryRowContext(ctx, `SELECT max(count) FROM checkpoints WHERE node = ?`, k.d.Node).Scan(&own); err != nil {
+		return fmt.Errorf("read own checkpoints: %w", err)
+	}
+	k.mu.Lock()
+	k.count = max(k.count, own.Int64)
+	k.mu.Unlock()
+	return nil
 }
 
 // Run signs and publishes a checkpoint every interval while the evidence
-// log grows, until ctx ends.
+// log grows, until ctx ends. The first is published at once: a node
+// restarted with a log that went uncovered too long fails closed until
+// then.
 func (k *Keeper) Run(ctx context.Context) {
-	var own sql.NullInt64
-	if err := k.d.DB.R.QueryRowContext(ctx, `SELECT max(count) FROM checkpoints WHERE node = ?`, k.d.Node).Scan(&own); err == nil {
-		k.mu.Lock()
-		k.count = own.Int64
-		k.mu.Unlock()
-	} else if ctx.Err() == nil {
-		k.d.Log.Warn("own checkpoints not read; the next checkpoint is published regardless", "err", err)
-	}
 	tick := time.NewTicker(k.d.Interval)
 	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
 		}
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		if err := k.Publish(pctx); err != nil && ctx.Err() == nil {
@@ -244,27 +257,50 @@ func (k *Keeper) accept(ctx context.Context, subject string, data []byte) error 
 }
 
 // Age is how long the evidence log has had entries that no published
-// checkpoint covers; zero when it is fully covered.
+// checkpoint covers: since the first such entry was written, as the log
+// records it, so that it survives a restart; zero when it is fully
+// covered. A log that cannot be read counts as uncovered for ever.
 func (k *Keeper) Age() time.Duration {
-	count, _, err := k.d.Evidence.Head(context.Background())
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if err == nil && count <= k.count {
-		return 0
+	age, err := k.age(context.Background())
+	if err != nil {
+		k.d.Log.Error("checkpoint age unknown: the node fails closed", "err", err)
+		return time.Duration(math.MaxInt64)
 	}
-	return k.d.Now().Sub(k.published)
+	return age
+}
+
+func (k *Keeper) age(ctx context.Context) (time.Duration, error) {
+	count, _, err := k.d.Evidence.Head(ctx)
+	if err != nil {
+		return 0, err
+	}
+	now := k.d.Now()
+	k.mu.Lock()
+	covered := k.count
+	if count <= covered {
+		k.published = now
+	}
+	k.mu.Unlock()
+	if count <= covered {
+		return 0, nil
+	}
+	first, err := k.d.Evidence.EntryTime(ctx, covered+1)
+	if err != nil {
+		return 0, err
+	}
+	return max(now.Sub(first), 0), nil
 }
 
 // SendingBlocked reports whether the node fails closed: evidence has gone
 // uncovered by a published checkpoint for longer than MaxAge.
 //
-// It is Age() > MaxAge, without reading the evidence head while the log
-// was last known covered within MaxAge: Age is then at most that long
-// whatever the head, so the answer is the same. The relay asks before
-// every page, the readiness probe on every request.
+// It is Age() > MaxAge, without reading the log while this process last
+// saw it covered within MaxAge: Age is then at most that long whatever
+// the head, so the answer is the same. The relay asks before every page,
+// the readiness probe on every request.
 func (k *Keeper) SendingBlocked() bool {
 	k.mu.Lock()
-	recent := k.d.Now().Sub(k.published) <= k.d.MaxAge
+	recent := !k.published.IsZero() && k.d.Now().Sub(k.published) <= k.d.MaxAge
 	k.mu.Unlock()
 	if recent && k.d.MaxAge >= 0 {
 		return false

@@ -23,6 +23,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -190,6 +191,25 @@ func (e *BrokenError) Error() string {
 // chain against checkpoints too.
 func Verify(ctx context.Context, db *sql.DB) (Head, error) {
 	return VerifyCheckpoints(DBRows(ctx, db), nil)
+}
+
+// EntryTime is when entry seq was appended, read from the database the
+// log uses (UseDB).
+func (l *Log) EntryTime(ctx context.Context, seq int64) (time.Time, error) {
+	if l.db == nil {
+		return time.Time{}, errors.New("read evidence entry: no database")
+	}
+	var body []byte
+	if err := l.db.R.QueryRowContext(ctx, `SELECT entry FROM evidence WHERE seq = ?`, seq).Scan(&body); err != nil {
+		return time.Time{}, fmt.Errorf("read evidence entry %d: %w", seq, err)
+	}
+	var e struct {
+		Time int64 `json:"t"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil {
+		return time.Time{}, fmt.Errorf("read evidence entry %d: %w", seq, err)
+	}
+	return time.UnixMilli(e.Time), nil
 }
 
 // Head reads the chain's length and last hash from the database the log
