@@ -37,6 +37,11 @@ type ErasureReceipt struct {
 	// answer: nothing was left, e.g. after retention expiry).
 	Records int       `json:"records"`
 	Erased  time.Time `json:"erased"`
+	// TombstoneBefore: records of the subject under the agreement in
+	// envelopes the provider created up to this time (its request's) that
+	// reach the recipient after the erasure are dropped as they arrive;
+	// zero from a recipient that keeps no tombstones.
+	TombstoneBefore time.Time `json:"tombstone_before,omitzero"`
 }
 
 // ErasureStatus is where an erasure stands in the subject report and the
@@ -88,7 +93,7 @@ func (r *ErasureRequest) SigningMessage() []byte {
 // Receipt returns the receipt that answers r, erased at t, records deleted.
 func (r *ErasureRequest) Receipt(records int, t time.Time) ErasureReceipt {
 	return ErasureReceipt{Request: r.ID, Provider: r.Provider, Recipient: r.Recipient,
-		Subject: r.Subject, Agreement: r.Agreement, Records: records, Erased: t}
+		Subject: r.Subject, Agreement: r.Agreement, Records: records, Erased: t, TombstoneBefore: r.Requested}
 }
 
 // Validate checks the receipt; its errors name the field that is wrong.

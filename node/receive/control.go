@@ -99,7 +99,7 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 				rows.Close()
 				return fmt.Errorf("read records of envelope %s: %w", eid, err)
 			}
-			kept, k, gone := r.withoutSubject(typ, plain, req.Subject)
+			kept, k, gone := r.withoutSubjects(typ, plain, map[string]bool{req.Subject: true})
 			if gone > 0 {
 				rw = append(rw, rewrite{eid, envelope.CompressRecords(kept, uint32(k)), k})
 				deleted += gone
@@ -113,6 +113,13 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 			if _, err := tx.ExecContext(ctx, `UPDATE received SET body = ?, records = ? WHERE envelope_id = ?`, w.body, w.records, w.eid); err != nil {
 				return fmt.Errorf("erase: %w", err)
 			}
+		}
+		// Records of the subject still on their way, in envelopes the
+		// provider created before it asked, are dropped as they arrive.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tombstones(sender, agreement, subject, request, before_ms) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(sender, agreement, subject) DO UPDATE SET request = excluded.request, before_ms = excluded.before_ms
+			WHERE excluded.before_ms > before_ms`, req.Provider, req.Agreement, req.Subject, req.ID, req.Requested.UnixMilli()); err != nil {
+			return fmt.Errorf("erase: keep tombstone: %w", err)
 		}
 		if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindErasure, Peer: req.Provider, Agreement: req.Agreement,
 			Purpose: string(req.Purpose), Envelope: req.ID, Reason: "performed", Count: deleted}); err != nil {
@@ -141,9 +148,9 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 	return nil
 }
 
-// withoutSubject returns body without the records whose subject key holds
-// token, how many records are kept and how many went.
-func (r *Receiver) withoutSubject(typ string, body []byte, token string) (kept []byte, k, gone int) {
+// withoutSubjects returns body without the records whose subject key
+// holds one of tokens, how many records are kept and how many went.
+func (r *Receiver) withoutSubjects(typ string, body []byte, tokens map[string]bool) (kept []byte, k, gone int) {
 	rt, ok := r.std.Type(typ)
 	if !ok {
 		return body, 0, 0
@@ -161,7 +168,7 @@ func (r *Receiver) withoutSubject(typ string, body []byte, token string) (kept [
 		// receipt and has no blank lines.
 		line := lines[li]
 		li++
-		if err == nil && rec.Fields[key] == token {
+		if subject, ok := rec.Fields[key].(string); err == nil && ok && tokens[subject] {
 			gone++
 			continue
 		}

@@ -139,6 +139,9 @@ type prepared struct {
 	// level is the highest level the standard gives the fields that
 	// arrived, as this node computed it: what its evidence records.
 	level schema.Level
+	// stored is how many of its records were stored: all but those of
+	// subjects erased before they arrived (tombstones).
+	stored int
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
@@ -318,8 +321,8 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 	}
 	for _, p := range stored {
 		r.m.Received.Inc()
-		r.m.Stored.Add(float64(p.h.Count))
-		r.records.Add(int64(p.h.Count))
+		r.m.Stored.Add(float64(p.stored))
+		r.records.Add(int64(p.stored))
 		r.m.Latency.Observe(r.now().Sub(p.h.Created).Seconds())
 	}
 	return held
@@ -345,6 +348,7 @@ var (
 	qLastIn         = store.NewQuery(`SELECT coalesce(max(last), 0) FROM seq_in WHERE peer = ? AND kind = ?`)
 	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertReceived = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
+	qTombstoned     = store.NewQuery(`SELECT count(*) FROM tombstones WHERE sender = ? AND agreement = ? AND before_ms >= ?`)
 	qLastInUpdate   = store.NewQuery(`INSERT INTO seq_in(peer, kind, last) VALUES (?, ?, ?)
 		ON CONFLICT(peer, kind) DO UPDATE SET last = max(last, excluded.last)`)
 )
@@ -379,7 +383,12 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
 		return false, fmt.Errorf("store inbox: %w", err)
 	}
-	if _, err := r.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, h.Count, p.body); err != nil {
+	body, kept, err := r.dropTombstoned(ctx, tx, p)
+	if err != nil {
+		return false, err
+	}
+	p.stored = kept
+	if _, err := r.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, kept, body); err != nil {
 		return false, fmt.Errorf("store records: %w", err)
 	}
 	if _, err := r.db.Exec(ctx, tx, qLastInUpdate, h.Sender, h.Kind, h.Seq); err != nil {
@@ -390,6 +399,53 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 	}
 	return true, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
 		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + p.level.String(): int(h.Count)}})
+}
+
+// dropTombstoned is p's body without the records of subjects its sender
+// asked to erase under p's agreement before it created p (an erasure that
+// arrived first leaves a tombstone: control.go), and how many records
+// that leaves. What it drops gets an erasure entry of its own.
+func (r *Receiver) dropTombstoned(ctx context.Context, tx *sql.Tx, p *prepared) ([]byte, int, error) {
+	h := p.h
+	var n int
+	if err := r.db.QueryRow(ctx, tx, qTombstoned, h.Sender, h.Agreement, h.Created.UnixMilli()).Scan(&n); err != nil {
+		return nil, 0, fmt.Errorf("check tombstones: %w", err)
+	}
+	if n == 0 {
+		return p.body, int(h.Count), nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT subject FROM tombstones WHERE sender = ? AND agreement = ? AND before_ms >= ?`,
+		h.Sender, h.Agreement, h.Created.UnixMilli())
+	if err != nil {
+		return nil, 0, fmt.Errorf("read tombstones: %w", err)
+	}
+	erased := map[string]bool{}
+	for rows.Next() {
+		var subject string
+		if err := rows.Scan(&subject); err != nil {
+			rows.Close()
+			return nil, 0, fmt.Errorf("read tombstones: %w", err)
+		}
+		erased[subject] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read tombstones: %w", err)
+	}
+	plain, err := envelope.RecordsPlain(p.body, envelope.MaxRecordsPlain)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read records of envelope %s: %w", h.IDString(), err)
+	}
+	kept, k, gone := r.withoutSubjects(h.RecordType, plain, erased)
+	if gone == 0 {
+		return p.body, int(h.Count), nil
+	}
+	if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindErasure, Peer: h.Sender, Agreement: h.Agreement,
+		Purpose: h.Purpose, Envelope: h.IDString(), Reason: "tombstoned", Count: gone}); err != nil {
+		return nil, 0, err
+	}
+	r.m.RecordsErased.Add(float64(gone))
+	return envelope.CompressRecords(kept, uint32(k)), k, nil
 }
 
 // inForce reports whether agreement a is valid at t, give or take skew.

@@ -6,14 +6,16 @@
 // envelope stored: sender, sequence number, agreement, times), received
 // (the records of each, as they arrived), seq_in (the highest sequence
 // number seen per peer and kind), receipt_queue (envelopes stored, or refused
-// from an authenticated sender, not yet answered for) and erased (the erasure requests carried out).
+// from an authenticated sender, not yet answered for), erased (the erasure requests carried out) and
+// tombstones (the subjects erased, whose records arriving late are dropped).
 //
 // An envelope is stored, its receipt queued and its evidence entry
 // written in one transaction before its message is acknowledged, so a
 // crash loses nothing and a redelivery is recognised in the inbox. The
 // receiver must never store an envelope that no active agreement with its
 // sender covers, never store a sequence number its sender already used,
-// and never confirm an envelope before it is stored.
+// never store a record its sender asked to erase, in whichever order the
+// two arrived, and never confirm an envelope before it is stored.
 package receive
 
 import (

@@ -15,8 +15,17 @@ import (
 // and every ten minutes).
 func (r *Receiver) ExpireRetention(ctx context.Context) error { return r.expire(ctx) }
 
-// expire is one retention pass.
+// expire is one retention pass. It also forgets tombstones no envelope
+// can reach any more: one created before the tombstone's time has expired
+// (maxEnvelopeLife, give or take the clock skew).
 func (r *Receiver) expire(ctx context.Context) error {
+	horizon := r.now().Add(-maxEnvelopeLife - r.skew).UnixMilli()
+	if err := r.db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM tombstones WHERE before_ms < ?`, horizon)
+		return err
+	}); err != nil {
+		return fmt.Errorf("retention: forget tombstones: %w", err)
+	}
 	rows, err := r.db.R.QueryContext(ctx, `SELECT r.envelope_id, r.records, i.agreement, i.sender, i.received_ms FROM received r
 		JOIN inbox i ON i.envelope_id = r.envelope_id WHERE r.records > 0`)
 	if err != nil {

@@ -289,6 +289,20 @@ ALTER TABLE receipt_queue ADD COLUMN refused TEXT;
 -- outbox.refused: the reason the recipient gave for refusing the envelope, NULL unless refused.
 ALTER TABLE outbox ADD COLUMN refused TEXT;
 `,
+	// 9: an erasure wins over the records it erases in whatever order they arrive.
+	`
+-- tombstones: a subject erased from what a sender sent under an agreement; records of the subject in
+-- envelopes that sender created up to before_ms are dropped when they arrive later. subject is the
+-- subject's token at this node, as the records carry it. Kept until no such envelope can arrive.
+CREATE TABLE tombstones (
+	sender    TEXT    NOT NULL,
+	agreement TEXT    NOT NULL,
+	subject   TEXT    NOT NULL,
+	request   TEXT    NOT NULL,
+	before_ms INTEGER NOT NULL,
+	PRIMARY KEY (sender, agreement, subject)
+) WITHOUT ROWID;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
