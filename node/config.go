@@ -46,6 +46,8 @@ type Config struct {
 	Batch   BatchConfig   `yaml:"batch"`
 	// Checkpoint sets how the evidence log is committed on the space.
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
+	// Storage sets what the node needs of its disk.
+	Storage StorageConfig `yaml:"storage"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -124,6 +126,14 @@ type CheckpointConfig struct {
 	MaxAge time.Duration `yaml:"max_age"`
 }
 
+// StorageConfig sets what the node needs of the disk under DataDir.
+type StorageConfig struct {
+	// MinFreeMiB is the free space below which the node is not ready
+	// (/readyz 503, and the status page says why): it keeps working, but a
+	// disk that fills stops it storing what arrives until there is room.
+	MinFreeMiB int64 `yaml:"min_free_mib"`
+}
+
 // DefaultConfig is the configuration every file starts from.
 func DefaultConfig() Config {
 	return Config{
@@ -131,6 +141,7 @@ func DefaultConfig() Config {
 		Admin:       AdminConfig{Listen: "127.0.0.1:7600"},
 		Batch:       BatchConfig{MaxRecords: 2000},
 		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
+		Storage:     StorageConfig{MinFreeMiB: 256},
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",
@@ -223,6 +234,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Checkpoint.Interval < 100*time.Millisecond {
 		bad("checkpoint.interval", "%s: must be at least 100ms", c.Checkpoint.Interval)
+	}
+	if c.Storage.MinFreeMiB < 0 {
+		bad("storage.min_free_mib", "%d: must be 0 or more", c.Storage.MinFreeMiB)
 	}
 	if c.Checkpoint.MaxAge < 2*c.Checkpoint.Interval {
 		bad("checkpoint.max_age", "%s: must be at least twice checkpoint.interval", c.Checkpoint.MaxAge)

@@ -64,6 +64,7 @@ type Node struct {
 	shares     *share.Sharer
 	agg        *aggregate.Aggregator
 	admin      *admin.Server
+	health     *health
 	run        runner
 }
 
@@ -221,10 +222,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
 		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Options: env.Receive})
+	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
+		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, log: n.log, now: now}
+	n.health.check(ctx)
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
 		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
-		Ready: n.Ready, Connected: n.bus.Connected, Logger: n.log, Now: now})
+		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.run.cancel = cancel
@@ -232,6 +236,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		n.recv.Run,
 		func(ctx context.Context) { n.reg.WatchSpace(ctx, n.bus.JS, layout, cfg.NodeID, n.log) },
 		func(ctx context.Context) { n.reg.Keep(ctx, n.bus.JS, layout, cfg.NodeID, credToken, n.log) },
+		n.health.run,
 	} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
@@ -294,10 +299,17 @@ func (n *Node) receiveAgreement(ctx context.Context, id string) (*policy.Agreeme
 }
 
 // Ready reports whether the node is serving: started, connected to NATS,
-// and not failing closed for want of published checkpoints.
+// not failing closed for want of published checkpoints, and healthy (its
+// database, disk and credential: Problems).
 func (n *Node) Ready() bool {
-	return n.run.ready.Load() && n.bus != nil && n.bus.Connected() && !n.ckpt.SendingBlocked()
+	return n.run.ready.Load() && n.bus != nil && n.bus.Connected() && !n.ckpt.SendingBlocked() && len(n.health.problems()) == 0
 }
+
+// Problems are what keeps the node from being ready besides starting,
+// NATS and failing closed: its database (damaged, full, failing to
+// write), its disk (below storage.min_free_mib) and its own credential
+// (expired, revoked), a sentence each saying what to do.
+func (n *Node) Problems() []string { return n.health.problems() }
 
 // Close stops the node: HTTP first (with a fresh bounded context), then the
 // consumers and the loops, then NATS, then the database — the reverse of

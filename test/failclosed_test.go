@@ -30,10 +30,13 @@ func TestFailClosed(t *testing.T) {
 	a := s.member("uni-a", crypto.SuiteX25519, fast)
 	b := s.member("uni-b", crypto.SuiteX25519, fast)
 
-	// Take the audit stream away: checkpoints cannot be published.
+	// Have the audit stream refuse every checkpoint: none can be
+	// published. (Deleted, a restarted node would make it again.)
 	js := s.js()
 	l := bus.Layout{Space: space}
-	if err := js.DeleteStream(ctx, l.AuditStream()); err != nil {
+	refusing := bus.AuditStreamConfig(l)
+	refusing.MaxMsgSize = 16
+	if _, err := js.UpdateStream(ctx, refusing); err != nil {
 		t.Fatal(err)
 	}
 
@@ -96,8 +99,8 @@ func TestFailClosed(t *testing.T) {
 		t.Fatalf("uni-b received %d records after uni-a restarted failing closed", st.Received)
 	}
 
-	// Give the stream back: checkpoints go out, sending resumes.
-	if _, err := js.CreateStream(ctx, bus.AuditStreamConfig(l)); err != nil {
+	// Let the stream take checkpoints again: they go out, sending resumes.
+	if _, err := js.UpdateStream(ctx, bus.AuditStreamConfig(l)); err != nil {
 		t.Fatal(err)
 	}
 	wait.Until(t, 20*time.Second, "27 records at uni-b after recovery", func() bool {

@@ -60,8 +60,11 @@ type Config struct {
 	// Ready reports whether the node serves (readiness); Connected whether
 	// it is connected to NATS.
 	Ready, Connected func() bool
-	Logger           *slog.Logger
-	Now              func() time.Time
+	// Health is what keeps the node from being ready besides starting and
+	// NATS (node/health.go), a sentence each; nil when none.
+	Health func() []string
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Server is a node's admin and metrics listeners.
@@ -84,6 +87,7 @@ type Server struct {
 	shares        *share.Sharer
 	agg           *aggregate.Aggregator
 	ready         func() bool
+	health        func() []string
 	connected     func() bool
 	log           *slog.Logger
 	now           func() time.Time
@@ -98,7 +102,7 @@ func New(c Config) *Server {
 	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
 		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
 		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
-		shares: c.Shares, agg: c.Aggregates, ready: c.Ready, connected: c.Connected, log: c.Logger, now: c.Now}
+		shares: c.Shares, agg: c.Aggregates, ready: c.Ready, health: c.Health, connected: c.Connected, log: c.Logger, now: c.Now}
 }
 
 // Listener is an address to serve on and the host names clients reach it

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/consent"
@@ -56,6 +57,10 @@ func (s *Server) adminHandler() http.Handler {
 		if s.ckpt.SendingBlocked() {
 			s.writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
 				"evidence checkpoints could not be published for longer than checkpoint.max_age; nothing is sent")
+			return
+		}
+		if p := s.problems(); len(p) > 0 {
+			s.writeProblem(w, http.StatusServiceUnavailable, "unhealthy", "Node unhealthy", strings.Join(p, "; "))
 			return
 		}
 		if !s.ready() {
@@ -156,14 +161,18 @@ type Status struct {
 	// The serials of the revocation list and the space policy the node
 	// holds (0: none), and the policy's weakest suite; both are followed
 	// on the space as the authority publishes them.
-	RevocationList uint64 `json:"revocation_list"`
-	SpacePolicy    uint64 `json:"space_policy"`
-	MinSuite       string `json:"min_suite,omitempty"`
+	// Problems are what keeps the node from being ready (its database,
+	// disk, credential), a sentence each saying what to do.
+	Problems       []string `json:"problems,omitempty"`
+	RevocationList uint64   `json:"revocation_list"`
+	SpacePolicy    uint64   `json:"space_policy"`
+	MinSuite       string   `json:"min_suite,omitempty"`
 }
 
 // Status reports the node's state.
 func (s *Server) Status(ctx context.Context) (Status, error) {
-	st := Status{Node: s.nodeID, Space: s.space, Role: string(s.cred.Role), Ready: s.ready(), RevocationList: s.reg.RevocationSerial()}
+	st := Status{Node: s.nodeID, Space: s.space, Role: string(s.cred.Role), Ready: s.ready(), RevocationList: s.reg.RevocationSerial(),
+		Problems: s.problems()}
 	if p := s.reg.Policy(); p != nil {
 		st.SpacePolicy, st.MinSuite = p.Serial, p.MinSuite.String()
 	}
@@ -294,4 +303,12 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeJSON(w, map[string]any{"id": r.PathValue("id"), "state": agreement.Revoked, "dropped_envelopes": dropped})
+}
+
+// problems is Config.Health's answer, none without it.
+func (s *Server) problems() []string {
+	if s.health == nil {
+		return nil
+	}
+	return s.health()
 }

@@ -303,6 +303,14 @@ CREATE TABLE tombstones (
 	PRIMARY KEY (sender, agreement, subject)
 ) WITHOUT ROWID;
 `,
+	// 10: the node's health loop proves the database takes writes.
+	`
+-- health_probe: one row the health loop rewrites every few seconds (node/health.go).
+CREATE TABLE health_probe (
+	id    INTEGER PRIMARY KEY CHECK (id = 1),
+	at_ms INTEGER NOT NULL
+);
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -40,6 +40,9 @@ type DB struct {
 	ckptStop context.CancelFunc
 	ckptDone sync.WaitGroup
 	ckptErr  atomic.Pointer[func(error)] // told of a failed checkpoint
+
+	damaged atomic.Pointer[error] // Fault: the file is damaged, for good
+	failing atomic.Pointer[error] // Fault: the last write failed for want of disk
 }
 
 // OnCheckpointError makes report be told of every background checkpoint
@@ -104,6 +107,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
+	if err := quickCheck(ctx, w, path); err != nil {
+		w.Close()
+		return nil, err
+	}
 	size, err := setPageSize(ctx, w)
 	if err != nil {
 		w.Close()
@@ -226,18 +233,22 @@ func (db *DB) Close() error {
 }
 
 // Write runs fn in one immediate transaction on the writer and commits it
-// when fn returns nil.
+// when fn returns nil. A failure that is the storage's (Fault) is noted.
 func (db *DB) Write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.W.BeginTx(ctx, nil)
 	if err != nil {
+		db.noteFault(err)
 		return fmt.Errorf("begin: %w", err)
 	}
 	if err := fn(tx); err != nil {
+		db.noteFault(err)
 		return errors.Join(err, rollback(tx))
 	}
 	if err := tx.Commit(); err != nil {
+		db.noteFault(err)
 		return fmt.Errorf("commit: %w", err)
 	}
+	db.failing.Store(nil)
 	select {
 	case db.ckptWake <- struct{}{}:
 	default:
