@@ -255,7 +255,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *Config) credentialPath() string {
+// CredentialPath is the member credential's file: credential, or
+// data_dir/credential.jwt.
+func (c *Config) CredentialPath() string {
 	if c.Credential != "" {
 		return c.Credential
 	}
@@ -266,17 +268,17 @@ func (c *Config) credentialPath() string {
 // the authority's key for the space at now; it must be issued to this node.
 // It returns the credential and the token as issued (JWT).
 func (c *Config) loadCredential(root crypto.AuthorityPublicKey, now time.Time) (*crypto.Credential, string, error) {
-	tok, err := os.ReadFile(c.credentialPath())
+	tok, err := os.ReadFile(c.CredentialPath())
 	if err != nil {
 		return nil, "", fmt.Errorf("credential: %w", err)
 	}
 	token := strings.TrimSpace(string(tok))
 	cred, err := crypto.ParseCredential(token, root, c.Space, now)
 	if err != nil {
-		return nil, "", fmt.Errorf("credential %s: %w", c.credentialPath(), err)
+		return nil, "", fmt.Errorf("credential %s: %w", c.CredentialPath(), err)
 	}
 	if cred.NodeID != c.NodeID {
-		return nil, "", fmt.Errorf("credential %s: issued to node %q, not %q", c.credentialPath(), cred.NodeID, c.NodeID)
+		return nil, "", fmt.Errorf("credential %s: issued to node %q, not %q", c.CredentialPath(), cred.NodeID, c.NodeID)
 	}
 	return cred, token, nil
 }

@@ -133,7 +133,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 	// The credential decides which keys are current (CREDENTIALS.md §5).
 	if err := ks.Use(cred); err != nil {
-		return nil, fmt.Errorf("credential %s: %w", cfg.credentialPath(), err)
+		return nil, fmt.Errorf("credential %s: %w", cfg.CredentialPath(), err)
 	}
 
 	if n.db, err = store.Open(ctx, filepath.Join(cfg.DataDir, "node.db")); err != nil {

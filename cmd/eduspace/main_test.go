@@ -175,6 +175,17 @@ func TestDaemon(t *testing.T) {
 	if code, _, _ := run(t, ctx, "ingest", "--node", "http://"+admin, "--token-file", cfgPath, recs); code != exitFailure {
 		t.Errorf("ingest with a wrong token: exit %d, want %d", code, exitFailure)
 	}
+	// An online backup while the node runs; never over an existing file.
+	backup := filepath.Join(dir, "backup.db")
+	if code, out, stderr := run(t, ctx, "node", "backup", "--config", cfgPath, "--out", backup); code != exitOK || !strings.Contains(out, "chain verified") {
+		t.Errorf("node backup: exit %d: %s%s", code, out, stderr)
+	}
+	if code, _, stderr := run(t, ctx, "node", "backup", "--config", cfgPath, "--out", backup); code != exitFailure || !strings.Contains(stderr, "exists") {
+		t.Errorf("node backup over an existing file: exit %d: %s", code, stderr)
+	}
+	if code, _, _ := run(t, ctx, "node", "backup", "--config", cfgPath); code != exitUsage {
+		t.Errorf("node backup without --out: exit %d, want %d", code, exitUsage)
+	}
 	stop()
 	select {
 	case code := <-done:

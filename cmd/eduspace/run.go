@@ -28,7 +28,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"demo", "run a whole space in one process and print what happened", runDemo},
-		{"node", "node run --config FILE | node init --config FILE", runNode},
+		{"node", "node run | init | rotate | backup --config FILE: run and look after a node", runNode},
 		{"authority", "authority init --dir D | authority issue ...", runAuthority},
 		{"ingest", "send NDJSON records to a running node", runIngest},
 		{"agreement", "agreement add | propose | accept | revoke | list: agreements with peers", runAgreement},
