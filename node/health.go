@@ -37,8 +37,11 @@ type health struct {
 	keyID   string // the node's current signing key
 	reg     *registry.Registry
 	bus     *bus.Client
-	log     *slog.Logger
-	now     func() time.Time
+	// restored says why the database is older than the space's record of
+	// the node (checkpoint.Keeper.Restored), "" when it is not.
+	restored func() string
+	log      *slog.Logger
+	now      func() time.Time
 
 	mu      sync.Mutex
 	probe   error  // the last write probe's failure
@@ -51,6 +54,9 @@ type health struct {
 // what is wrong and what to do; none when it is healthy.
 func (h *health) problems() []string {
 	var out []string
+	if why := h.restored(); why != "" {
+		out = append(out, why)
+	}
 	if err := h.db.Fault(); err != nil {
 		out = append(out, err.Error())
 	}

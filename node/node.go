@@ -205,6 +205,14 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err := n.ckpt.Load(ctx); err != nil {
 		return nil, err
 	}
+	// A database restored from an older copy is told by the space's
+	// record of this node: its newest checkpoint.
+	if last, err := n.bus.LastMessage(ctx, layout.AuditStream(), layout.AuditSubject(cfg.NodeID)); err != nil {
+		n.log.Warn("own newest checkpoint on the space not read: a database restored from an older copy would go unnoticed "+
+			"(run `eduspace authority nats-setup` and regenerate the server configuration)", "err", err)
+	} else if err := n.ckpt.CheckRestored(ctx, last); err != nil {
+		return nil, err
+	}
 
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: codec, Evidence: ev, Metrics: m, Logger: n.log, Now: now,
 		JetStream: n.bus.JS, MaxPayload: n.bus.MaxPayload, Blocked: n.ckpt.SendingBlocked, Options: env.Outbox})
@@ -223,7 +231,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
 		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Options: env.Receive})
 	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
-		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, log: n.log, now: now}
+		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, restored: n.ckpt.Restored, log: n.log, now: now}
 	n.health.check(ctx)
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,

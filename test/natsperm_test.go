@@ -92,6 +92,7 @@ func TestNATSPermissions(t *testing.T) {
 		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)
 		cfg.NATS.URL, cfg.NATS.Credentials = url, authority.NATSSeedPath(authDir, id)
 		cfg.Admin.Listen = "127.0.0.1:0"
+		cfg.Checkpoint.Interval, cfg.Checkpoint.MaxAge = 200*time.Millisecond, time.Hour
 		n, err := node.Open(ctx, cfg, node.Env{})
 		if err != nil {
 			t.Fatalf("open %s: %v", id, err)
@@ -119,6 +120,22 @@ func TestNATSPermissions(t *testing.T) {
 	wait.Until(t, 20*time.Second, "27 records at uni-b through the stock server", func() bool {
 		st, _ := b.Status(ctx)
 		return st.Received == 27
+	})
+
+	// uni-a reads its own newest checkpoint back (as a node does at start,
+	// to tell a restore from an older copy).
+	asA, err := bus.Dial(bus.DialOptions{ConnectOptions: bus.ConnectOptions{URL: url,
+		Credentials: authority.NATSSeedPath(authDir, "uni-a"), InboxPrefix: l.InboxPrefix("uni-a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asA.Close()
+	wait.UntilErr(t, 20*time.Second, "uni-a's own checkpoint read back", func() error {
+		last, err := asA.LastMessage(ctx, l.AuditStream(), l.AuditSubject("uni-a"))
+		if err == nil && last == nil {
+			err = errors.New("none yet")
+		}
+		return err
 	})
 
 	// uni-c, authenticated as itself, tries to act as others.
@@ -186,6 +203,11 @@ func TestNATSPermissions(t *testing.T) {
 		Durable: l.DeliverConsumer("uni-c"), FilterSubject: l.DeliverFilter("uni-c"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Errorf("uni-c cannot create its own consumer: %v", err)
 	}
+	// Read uni-a's checkpoints by direct get (its own only are for it).
+	peek := "$JS.API.DIRECT.GET." + l.AuditStream() + "." + l.AuditSubject("uni-a")
+	mallory.Publish(peek, nil)
+	mallory.Flush()
+	sawViolation("reading uni-a's checkpoints by direct get", peek)
 	// Look into the exchange stream: its state per subject is who sends
 	// how much to whom.
 	info := "$JS.API.STREAM.INFO." + l.ExchangeStream()

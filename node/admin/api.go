@@ -54,13 +54,13 @@ func (s *Server) adminHandler() http.Handler {
 		s.written(err)
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if p := s.problems(); len(p) > 0 {
+			s.writeProblem(w, http.StatusServiceUnavailable, "unhealthy", "Node unhealthy", strings.Join(p, "; "))
+			return
+		}
 		if s.ckpt.SendingBlocked() {
 			s.writeProblem(w, http.StatusServiceUnavailable, "fail-closed", "Node fails closed",
 				"evidence checkpoints could not be published for longer than checkpoint.max_age; nothing is sent")
-			return
-		}
-		if p := s.problems(); len(p) > 0 {
-			s.writeProblem(w, http.StatusServiceUnavailable, "unhealthy", "Node unhealthy", strings.Join(p, "; "))
 			return
 		}
 		if !s.ready() {

@@ -415,6 +415,9 @@ func AuditStreamConfig(l Layout) jetstream.StreamConfig {
 		Duplicates:        DuplicateWindow,
 		MaxMsgSize:        AuditMaxMsg,
 		MaxMsgsPerSubject: AuditPerNode,
+		// A node reads its own newest checkpoint back at start, to tell
+		// whether its database was restored from an older copy.
+		AllowDirect: true,
 	}
 }
 

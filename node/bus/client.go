@@ -29,6 +29,7 @@ type Client struct {
 	JS jetstream.JetStream
 
 	emb      *Embedded // started by Dial; nil when not
+	domain   string    // the JetStream domain, "" for none
 	mu       sync.Mutex
 	cons     map[string]jetstream.Consumer // by kind
 	consumes []jetstream.ConsumeContext
@@ -37,7 +38,7 @@ type Client struct {
 // Dial connects to the space as o says, starting an embedded server when
 // o names none. Close undoes it.
 func Dial(o DialOptions) (_ *Client, err error) {
-	c := &Client{cons: map[string]jetstream.Consumer{}}
+	c := &Client{cons: map[string]jetstream.Consumer{}, domain: o.Domain}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -137,4 +138,27 @@ func (c *Client) Close() error {
 		c.emb.Shutdown()
 	}
 	return err
+}
+
+// LastMessage is the newest message on subject in stream, read with a
+// direct get, nil when there is none. It needs no STREAM.INFO, which
+// members do not have, only the stream's allow_direct and a permission
+// for the subject (AuditStreamConfig, MemberPermissions).
+func (c *Client) LastMessage(ctx context.Context, stream, subject string) ([]byte, error) {
+	api := "$JS.API."
+	if c.domain != "" {
+		api = "$JS." + c.domain + ".API."
+	}
+	msg, err := c.NC.RequestWithContext(ctx, api+"DIRECT.GET."+stream+"."+subject, nil)
+	if err != nil {
+		return nil, fmt.Errorf("read the newest message on %s: %w", subject, err)
+	}
+	switch status := msg.Header.Get("Status"); status {
+	case "":
+		return msg.Data, nil
+	case "404":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("read the newest message on %s: %s %s", subject, status, msg.Header.Get("Description"))
+	}
 }

@@ -36,6 +36,8 @@ func (l Layout) MemberPermissions(node string, members []string) Permissions {
 	}
 	pub = append(pub,
 		l.AuditSubject(node),
+		// Its own newest checkpoint, read back at start (Client.LastMessage).
+		"$JS.API.DIRECT.GET."+l.AuditStream()+"."+l.AuditSubject(node),
 		// No STREAM.INFO on the exchange or audit stream: with a subjects
 		// filter it lists the messages per subject, that is who exchanges
 		// how much with whom (bus.Join).

@@ -23,6 +23,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -69,6 +70,10 @@ type Keeper struct {
 	// this process has seen it so. It only spares SendingBlocked a read:
 	// the age itself comes from the log and the checkpoints kept.
 	published time.Time
+	// restored, when set, says how the space shows this node's database
+	// to be an older copy than the one it published from (CheckRestored):
+	// nothing is sent and no checkpoint published until it is recovered.
+	restored atomic.Pointer[string]
 }
 
 // New returns a Keeper; Load reads what its checkpoints cover.
@@ -88,6 +93,71 @@ func (k *Keeper) Load(ctx context.Context) error {
 	k.count = max(k.count, own.Int64)
 	k.mu.Unlock()
 	return nil
+}
+
+// CheckRestored compares the node's log with last, the newest checkpoint
+// of it the space holds (the audit stream, bus.Client.LastMessage; nil
+// when there is none). A checkpoint that covers more entries than the log
+// holds, or whose head differs from the log's at its count, shows the
+// database restored from an older copy, or the log rewritten: the node
+// then fails closed (SendingBlocked), publishes no checkpoint that would
+// contradict the space's, and Restored says why. A checkpoint that cannot
+// be verified (its key retired since) is logged and leaves the node as it
+// is.
+func (k *Keeper) CheckRestored(ctx context.Context, last []byte) error {
+	if last == nil {
+		return nil
+	}
+	node, keyID, err := crypto.CheckpointSigner(last)
+	if err != nil || node != k.d.Node {
+		k.d.Log.Warn("own newest checkpoint on the space unreadable; not compared", "err", err)
+		return nil
+	}
+	cred, err := k.d.Registry.Lookup(ctx, k.d.Node)
+	if err != nil {
+		return fmt.Errorf("compare with the space's checkpoint: %w", err)
+	}
+	vk, ok := cred.CheckpointKey(keyID)
+	if !ok {
+		k.d.Log.Warn("own newest checkpoint on the space signed by a key the credential no longer lists; not compared", "key", keyID)
+		return nil
+	}
+	c, err := crypto.ParseCheckpoint(last, vk)
+	if err != nil {
+		k.d.Log.Warn("own newest checkpoint on the space does not verify; not compared", "err", err)
+		return nil
+	}
+	count, _, err := k.d.Evidence.Head(ctx)
+	if err != nil {
+		return err
+	}
+	var why string
+	if int64(c.Count) > count {
+		why = fmt.Sprintf("the space holds this node's checkpoint of %d evidence entries (signed %s), its database has %d",
+			c.Count, c.Time.UTC().Format(time.RFC3339), count)
+	} else if h, err := k.d.Evidence.HashAt(ctx, int64(c.Count)); err != nil {
+		return err
+	} else if c.Count > 0 && !bytes.Equal(h, c.Head[:]) {
+		why = fmt.Sprintf("the evidence log differs at entry %d from the checkpoint of it the space holds (signed %s)",
+			c.Count, c.Time.UTC().Format(time.RFC3339))
+	}
+	if why == "" {
+		return nil
+	}
+	why = "database restored from an older copy: " + why +
+		"; nothing is sent until it is recovered (deploy/README.md, Backup and restore)"
+	k.restored.Store(&why)
+	k.d.Log.Error("database older than the space's record of it: failing closed", "reason", why)
+	return nil
+}
+
+// Restored says why the node's database is older than the space's record
+// of it (CheckRestored), "" when it is not.
+func (k *Keeper) Restored() string {
+	if why := k.restored.Load(); why != nil {
+		return *why
+	}
+	return ""
 }
 
 // Run signs and publishes a checkpoint every interval while the evidence
@@ -117,6 +187,9 @@ func (k *Keeper) Run(ctx context.Context) {
 // publishes it on the space and keeps it; nothing happens when the last
 // published checkpoint already covers the whole log.
 func (k *Keeper) Publish(ctx context.Context) error {
+	if why := k.Restored(); why != "" {
+		return errors.New(why)
+	}
 	count, hash, err := k.d.Evidence.Head(ctx)
 	if err != nil {
 		return err
@@ -299,6 +372,9 @@ func (k *Keeper) age(ctx context.Context) (time.Duration, error) {
 // the head, so the answer is the same. The relay asks before every page,
 // the readiness probe on every request.
 func (k *Keeper) SendingBlocked() bool {
+	if k.restored.Load() != nil {
+		return true
+	}
 	k.mu.Lock()
 	recent := !k.published.IsZero() && k.d.Now().Sub(k.published) <= k.d.MaxAge
 	k.mu.Unlock()

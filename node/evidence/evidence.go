@@ -212,6 +212,23 @@ func (l *Log) EntryTime(ctx context.Context, seq int64) (time.Time, error) {
 	return time.UnixMilli(e.Time), nil
 }
 
+// HashAt is the chain's hash after entry seq, nil when the chain is
+// shorter.
+func (l *Log) HashAt(ctx context.Context, seq int64) ([]byte, error) {
+	if l.db == nil {
+		return nil, errors.New("read evidence entry: no database")
+	}
+	var h []byte
+	err := l.db.R.QueryRowContext(ctx, `SELECT hash FROM evidence WHERE seq = ?`, seq).Scan(&h)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read evidence entry %d: %w", seq, err)
+	}
+	return h, nil
+}
+
 // Head reads the chain's length and last hash from the database the log
 // uses (UseDB); an empty chain is 0 and nil.
 func (l *Log) Head(ctx context.Context) (count int64, hash []byte, err error) {
