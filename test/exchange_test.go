@@ -6,8 +6,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -343,22 +341,7 @@ func exchangeSettled(snd, rcv string) error {
 		{snd, "eduspace_envelopes_awaiting_receipt"},
 		{rcv, `eduspace_consumer_pending_messages{consumer="deliver"}`},
 	} {
-		resp, err := http.Get("http://" + f.addr + "/metrics")
-		if err != nil {
-			return err
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return err
-		}
-		v := "absent"
-		for _, line := range strings.Split(string(body), "\n") {
-			if rest, ok := strings.CutPrefix(line, f.series+" "); ok {
-				v = rest
-			}
-		}
-		if v != "0" {
+		if v := metric(f.addr, f.series); v != "0" {
 			return fmt.Errorf("%s at %s: %s, want 0", f.series, f.addr, v)
 		}
 	}

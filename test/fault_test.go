@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -101,6 +103,21 @@ func storedSet(t *testing.T, dir string) (map[[2]string]bool, int) {
 	return got, n
 }
 
+// faultRounds is how many faults a fault test injects: short, the
+// default, for CI; EDUSPACE_FAULT_ROUNDS for the long form (test/FAULTS.md).
+func faultRounds(t *testing.T, short int) int {
+	t.Helper()
+	v := os.Getenv("EDUSPACE_FAULT_ROUNDS")
+	if v == "" {
+		return short
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("EDUSPACE_FAULT_ROUNDS=%q: want a count of at least 1", v)
+	}
+	return n
+}
+
 // TestFaults kills, at random moments of a stream of 10,200 records, the
 // sending node, the receiving node, and the NATS server, each restarted
 // after. Every permitted record must be stored at the receiver exactly
@@ -115,7 +132,8 @@ func TestFaults(t *testing.T) {
 }
 
 func testFault(t *testing.T, victim string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	rounds := faultRounds(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(rounds)*10*time.Second)
 	defer cancel()
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random seed %d", seed)
@@ -149,7 +167,7 @@ func testFault(t *testing.T, victim string) {
 		}
 	}
 	share()
-	for round := 0; round < 3; round++ {
+	for round := range rounds {
 		pace(time.Duration(50+rng.IntN(700)) * time.Millisecond)
 		switch victim {
 		case "sender":
