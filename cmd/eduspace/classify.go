@@ -40,6 +40,7 @@ func runClassify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: eduspace classify [--standard FILE] [--format ndjson|csv|edfi] [--type T] [--as-of YYYY-MM-DD] FILE…")
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\nexample:\n  %s\n", examples["classify"])
 	}
 	if err := parse(fs, args, true); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -223,5 +224,56 @@ func TestNATSConfigCommand(t *testing.T) {
 	}
 	if code, _, _ := run(t, context.Background(), "authority", "nats-config", "--dir", dir, "--space", "demo", "--members", "Bad Id"); code != exitFailure {
 		t.Errorf("invalid member id: exit %d, want %d", code, exitFailure)
+	}
+}
+
+// TestHelpEverywhere walks the command tree: `-h` and `--help` on every
+// command and subcommand exit 0 with the usage and an example whose flags
+// the command has; `eduspace help` lists every command and subcommand;
+// `eduspace help CMD` is `eduspace CMD -h`.
+func TestHelpEverywhere(t *testing.T) {
+	ctx := context.Background()
+	_, _, list := run(t, ctx, "help")
+	var paths [][]string
+	for _, c := range commands() {
+		if !strings.Contains(list, "  "+c.name+" ") {
+			t.Errorf("eduspace help does not list %s", c.name)
+		}
+		paths = append(paths, []string{c.name})
+		for _, sc := range c.subs {
+			if !strings.Contains(list, "    "+sc.name+" ") {
+				t.Errorf("eduspace help does not list %s %s", c.name, sc.name)
+			}
+			paths = append(paths, []string{c.name, sc.name})
+		}
+	}
+	flagRE := regexp.MustCompile(`(?:^|\s)--([a-z][a-z-]*)`)
+	for _, p := range paths {
+		name := strings.Join(p, " ")
+		for _, h := range []string{"-h", "--help"} {
+			code, stdout, stderr := run(t, ctx, append(append([]string{}, p...), h)...)
+			out := stdout + stderr
+			if code != exitOK || !strings.Contains(out, "usage: eduspace "+name) || !strings.Contains(out, "example:") {
+				t.Errorf("eduspace %s %s: exit %d, output:\n%s", name, h, code, out)
+				continue
+			}
+			ex := examples[name]
+			if len(p) == 1 {
+				for _, c := range commands() {
+					if c.name == name && len(c.subs) > 0 {
+						ex = "" // a group's example is its first subcommand's
+					}
+				}
+			}
+			for _, m := range flagRE.FindAllStringSubmatch(ex, -1) {
+				if !strings.Contains(out, "  -"+m[1]+" ") && !strings.Contains(out, "  -"+m[1]+"\n") {
+					t.Errorf("eduspace %s: the example uses --%s, which the command does not have", name, m[1])
+				}
+			}
+		}
+	}
+	code, _, stderr := run(t, ctx, "help", "node")
+	if code != exitOK || !strings.Contains(stderr, "usage: eduspace node <subcommand>") {
+		t.Errorf("eduspace help node: exit %d: %s", code, stderr)
 	}
 }

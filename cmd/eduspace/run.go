@@ -23,28 +23,109 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	// subs are a group's subcommands (`eduspace node run`); none for a
+	// command that takes flags itself.
+	subs []subcommand
 }
+
+// subcommand is one subcommand of a group, for the help.
+type subcommand struct{ name, summary string }
 
 func commands() []command {
 	return []command{
-		{"demo", "run a whole space in one process and print what happened", runDemo},
-		{"node", "node run | init | rotate | backup --config FILE: run and look after a node", runNode},
-		{"authority", "authority init --dir D | authority issue ...", runAuthority},
-		{"ingest", "send NDJSON records to a running node", runIngest},
-		{"agreement", "agreement add | propose | accept | revoke | list: agreements with peers", runAgreement},
-		{"share", "share --agreement ID: share records under an agreement", runShare},
-		{"consent", "consent grant FILE | consent withdraw --id ID: the consent ledger", runConsent},
-		{"subject", "subject report --student ID: every delivery of one student's data", runSubject},
-		{"classify", "classify records offline by the grading standard", runClassify},
-		{"audit", "audit verify | audit export: check an evidence log", runAudit},
-		{"inspect", "inspect FILE: print an envelope's header without opening it", runInspect},
-		{"bench", "measure the full pipeline against plain JetStream", runBench},
-		{"version", "print the version", runVersion},
+		{name: "demo", summary: "run a whole space in one process and print what happened", run: runDemo},
+		{name: "node", summary: "run and look after a node", run: runNode, subs: []subcommand{
+			{"run", "run the node daemon until SIGTERM"},
+			{"init", "create the node's keys and the request for its credential"},
+			{"rotate", "rotate the node's keys, one step at a time"},
+			{"backup", "write an online, consistent copy of the node's database"},
+		}},
+		{name: "authority", summary: "the space authority: credentials, revocations, policy, NATS", run: runAuthority, subs: []subcommand{
+			{"init", "create the authority's root key pair"},
+			{"issue", "issue a member credential from a node's request"},
+			{"revoke", "revoke a member or one of its keys"},
+			{"publish-revocations", "publish the signed revocation list on the space"},
+			{"space-policy", "sign and publish the space policy (minimum suite)"},
+			{"nats-config", "generate the NATS server configuration for the members"},
+			{"nats-setup", "create or update the space's streams and buckets, as the operator"},
+		}},
+		{name: "ingest", summary: "send NDJSON records to a running node", run: runIngest},
+		{name: "agreement", summary: "agreements with peers", run: runAgreement, subs: []subcommand{
+			{"add", "add an agreement both parties signed off"},
+			{"propose", "propose an agreement to its other party"},
+			{"accept", "accept an agreement a peer proposed"},
+			{"revoke", "revoke an agreement"},
+			{"list", "list the node's agreements"},
+		}},
+		{name: "share", summary: "share records under an agreement", run: runShare},
+		{name: "consent", summary: "the consent ledger", run: runConsent, subs: []subcommand{
+			{"grant", "record a consent"},
+			{"withdraw", "withdraw a consent: drop what is queued, ask recipients to erase"},
+		}},
+		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
+			{"report", "every delivery, consent and erasure of one student's data"},
+		}},
+		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
+		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
+			{"verify", "verify an evidence chain against its checkpoints"},
+			{"export", "export a node's evidence log for an auditor"},
+		}},
+		{name: "inspect", summary: "print an envelope's header without opening it", run: runInspect},
+		{name: "bench", summary: "measure the full pipeline against plain JetStream", run: runBench},
+		{name: "version", summary: "print the version", run: runVersion},
 	}
+}
+
+// examples are one command line each command and subcommand is typically
+// run with, shown by -h.
+var examples = map[string]string{
+	"demo":                          "eduspace demo",
+	"node run":                      "eduspace node run --config /etc/eduspace/node.yaml",
+	"node init":                     "eduspace node init --config /etc/eduspace/node.yaml",
+	"node rotate":                   "eduspace node rotate --config /etc/eduspace/node.yaml",
+	"node backup":                   "eduspace node backup --config /etc/eduspace/node.yaml --out /backup/node-2026-12-04.db",
+	"authority init":                "eduspace authority init --dir /srv/authority",
+	"authority issue":               "eduspace authority issue --dir /srv/authority --request node-request.json --space beijing-edu --institution \"Example University\" --out credential.jwt",
+	"authority revoke":              "eduspace authority revoke --dir /srv/authority --space beijing-edu --node uni-x",
+	"authority publish-revocations": "eduspace authority publish-revocations --dir /srv/authority --space beijing-edu --url nats://hub-1:4222 --credentials /srv/authority/nats/operator.nk",
+	"authority space-policy":        "eduspace authority space-policy --dir /srv/authority --space beijing-edu --min-suite xwing-sha256-aes128gcm",
+	"authority nats-config":         "eduspace authority nats-config --dir /srv/authority --space beijing-edu --members uni-a,uni-b,center --out generated.conf",
+	"authority nats-setup":          "eduspace authority nats-setup --url nats://hub-1:4222 --credentials /srv/authority/nats/operator.nk --space beijing-edu",
+	"ingest":                        "eduspace ingest --node http://127.0.0.1:7600 --token-file /var/lib/eduspace/admin.token grades.ndjson",
+	"agreement add":                 "eduspace agreement add --token-file /var/lib/eduspace/admin.token agreement.json",
+	"agreement propose":             "eduspace agreement propose --token-file /var/lib/eduspace/admin.token agreement.json",
+	"agreement accept":              "eduspace agreement accept --token-file /var/lib/eduspace/admin.token --id credit-2026",
+	"agreement revoke":              "eduspace agreement revoke --token-file /var/lib/eduspace/admin.token --id credit-2026",
+	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
+	"share":                         "eduspace share --token-file /var/lib/eduspace/admin.token --agreement credit-2026",
+	"consent grant":                 "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
+	"consent withdraw":              "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-2024001",
+	"subject report":                "eduspace subject report --token-file /var/lib/eduspace/admin.token --student 2024001",
+	"classify":                      "eduspace classify --type student students.csv",
+	"audit verify":                  "eduspace audit verify --db /backup/node.db --authority authority.pub.pem",
+	"audit export":                  "eduspace audit export --db /var/lib/eduspace/node.db --out evidence.ndjson",
+	"inspect":                       "eduspace inspect envelope.bin",
+	"bench":                         "eduspace bench --json",
+	"version":                       "eduspace version",
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help" }
+
+// groupUsage prints a group's subcommands.
+func groupUsage(w io.Writer, c command) {
+	fmt.Fprintf(w, "usage: eduspace %s <subcommand> [flags]\n\n%s.\n\nsubcommands:\n", c.name, c.summary)
+	for _, sc := range c.subs {
+		fmt.Fprintf(w, "  %-20s %s\n", sc.name, sc.summary)
+	}
+	fmt.Fprintf(w, "\nexample:\n  %s\n\n`eduspace %s <subcommand> -h` shows a subcommand's flags.\n", examples[c.name+" "+c.subs[0].name], c.name)
 }
 
 // Run runs the eduspace command line and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 1 && args[0] == "help" {
+		args = append(args[1:], "-h") // eduspace help node run = eduspace node run -h
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stderr)
 		if len(args) == 0 {
@@ -55,6 +136,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
+		}
+		if len(c.subs) > 0 && (len(args) == 1 || isHelp(args[1])) {
+			groupUsage(stderr, c)
+			if len(args) == 1 {
+				return exitUsage
+			}
+			return exitOK
 		}
 		err := c.run(ctx, args[1:], stdout, stderr)
 		var ec exitCodeError
@@ -90,17 +178,28 @@ type exitCodeError struct {
 func (e exitCodeError) Error() string { return e.msg }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: eduspace <command> [flags]\n\ncommands:")
+	fmt.Fprintln(w, "usage: eduspace <command> [subcommand] [flags]\n\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		for _, sc := range c.subs {
+			fmt.Fprintf(w, "    %-21s %s\n", sc.name, sc.summary)
+		}
 	}
-	fmt.Fprintln(w, "\n`eduspace <command> -h` shows a command's flags.")
+	fmt.Fprintln(w, "\n`eduspace <command> [subcommand] -h` shows its flags and an example; `eduspace help <command>` the same.")
 }
 
-// newFlags returns a flag set whose parse errors are usage errors.
+// newFlags returns a flag set whose parse errors are usage errors and
+// whose -h shows the flags and an example.
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("eduspace "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: eduspace %s [flags]\n\nflags:\n", name)
+		fs.PrintDefaults()
+		if ex := examples[name]; ex != "" {
+			fmt.Fprintf(stderr, "\nexample:\n  %s\n", ex)
+		}
+	}
 	return fs
 }
 
