@@ -110,7 +110,9 @@ var examples = map[string]string{
 }
 
 // isHelp reports whether arg asks for help.
-func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help" }
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
 
 // groupUsage prints a group's subcommands.
 func groupUsage(w io.Writer, c command) {
