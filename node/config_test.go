@@ -3,10 +3,13 @@ package node
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -18,6 +21,39 @@ func TestExampleConfigLoads(t *testing.T) {
 	if cfg.Suite != def.Suite || cfg.Batch != def.Batch || cfg.EnvelopeTTL != def.EnvelopeTTL || cfg.Admin.Listen != def.Admin.Listen || !slices.Equal(cfg.Admin.Hosts, def.Admin.Hosts) {
 		t.Errorf("the example's values differ from DefaultConfig: got %+v", cfg)
 	}
+}
+
+// TestExampleConfigHasEveryKey: deploy/node.example.yaml shows every key
+// of Config, nested ones under their section, so that it documents them
+// all.
+func TestExampleConfigHasEveryKey(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "deploy", "node.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(typ reflect.Type, in map[string]any, path string)
+	walk = func(typ reflect.Type, in map[string]any, path string) {
+		for f := range typ.Fields() {
+			key, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if key == "" || key == "-" {
+				continue
+			}
+			v, ok := in[key]
+			if !ok {
+				t.Errorf("deploy/node.example.yaml lacks %s%s", path, key)
+				continue
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+				sub, _ := v.(map[string]any)
+				walk(f.Type, sub, path+key+".")
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), doc, "")
 }
 
 func TestConfigErrorsNameTheField(t *testing.T) {
