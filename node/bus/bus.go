@@ -184,6 +184,14 @@ func StartEmbedded(dir, listen string) (*Embedded, error) {
 		}
 		if p == 0 {
 			p = -1
+		} else {
+			// A port taken is said at once: the server itself would only
+			// fail to become ready.
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats listen %s: %w: another process (a node, a nats-server) listens there; choose another nats.listen", listen, err)
+			}
+			ln.Close()
 		}
 		opts.Host, opts.Port = host, p
 	}
