@@ -83,7 +83,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/consents/{id}/withdraw", s.handleWithdraw)
 	api.HandleFunc("POST /v1/subjects/report", s.handleSubjectReport)
 	s.aggregateRoutes(api) // aggregates.go
-	mux.Handle("/v1/", s.authorize(api))
+	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
 	return mux
 }
@@ -121,6 +121,7 @@ func (s *Server) handleAgreement(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
 		return
 	}
+	noteAgreement(r, a.ID)
 	if err := s.agreements.Add(r.Context(), a); err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Agreement not accepted", err.Error())
 		return
@@ -137,6 +138,7 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Body must be {\"agreement\": \"<id>\"}", "")
 		return
 	}
+	noteAgreement(r, req.Agreement)
 	res, err := s.shares.Share(r.Context(), req.Agreement)
 	switch {
 	case errors.Is(err, agreement.ErrUnknown):
@@ -272,6 +274,7 @@ func (s *Server) handlePropose(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
 		return
 	}
+	noteAgreement(r, a.ID)
 	if err := s.agreements.Propose(r.Context(), a); err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "proposal-failed", "Agreement not proposed", err.Error())
 		return
