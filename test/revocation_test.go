@@ -3,13 +3,13 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,20 +191,35 @@ func TestRevocation(t *testing.T) {
 	publish(list1)
 	waitSerial(1)
 
-	sr, err := a.Share(ctx, ag.ID)
+	// uni-a shares nothing under its revoked key, and says why.
+	if _, err := a.Share(ctx, ag.ID); !errors.Is(err, registry.ErrRevoked) || !strings.Contains(err.Error(), "this node") {
+		t.Fatalf("share from a node whose signing key is revoked: got %v, want ErrRevoked naming this node", err)
+	}
+	// An envelope signed with the revoked key all the same (by a copy of
+	// the key, say) is refused by uni-b, counted and recorded.
+	bKeys, err := keys.LoadKeys(s.conf["uni-b"].DataDir)
 	if err != nil {
-		t.Fatalf("share from a node whose signing key is revoked (the recipient is not): %v", err)
+		t.Fatal(err)
 	}
-	if sr.Envelopes == 0 {
-		t.Fatalf("share sent nothing: %+v", sr)
+	now := time.Now()
+	h := crypto.Header{Suite: crypto.SuiteX25519, Kind: crypto.KindRecords, Sender: "uni-a", SenderKeyID: sigID,
+		Recipient: "uni-b", RecipientKeyID: bKeys.KEM.Public().KeyID(), Seq: 1, Created: now, Expires: now.Add(time.Hour),
+		Agreement: ag.ID, Purpose: string(ag.Purpose), RecordType: "course_grade", Count: 1, Level: "L2"}
+	rand.Read(h.ID[:])
+	env, err := crypto.Seal(nil, h, bKeys.KEM.Public(), aKeys.Signing, []byte(`{"type":"course_grade","student_id":"tk_0123456789abcdefghijkl"}`+"\n"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	want := `eduspace_envelopes_refused_total{reason="revoked"} ` + strconv.Itoa(sr.Envelopes) + "\n"
-	wait.Until(t, 20*time.Second, "uni-b to refuse every envelope as revoked", func() bool { return strings.Contains(nodetest.Scrape(t, b), want) })
+	if _, err := js.Publish(ctx, bus.Layout{Space: space}.DeliverSubject("uni-b", "uni-a"), env); err != nil {
+		t.Fatal(err)
+	}
+	want := `eduspace_envelopes_refused_total{reason="revoked"} 1` + "\n"
+	wait.Until(t, 20*time.Second, "uni-b to refuse the envelope as revoked", func() bool { return strings.Contains(nodetest.Scrape(t, b), want) })
 	if st, _ := b.Status(ctx); st.Received != 0 {
 		t.Errorf("uni-b stored %d records from a revoked key", st.Received)
 	}
-	if got := refusals(t, s.conf["uni-b"].DataDir)["revoked"]; got != sr.Envelopes {
-		t.Errorf("uni-b's evidence log records %d revoked refusals, want %d", got, sr.Envelopes)
+	if got := refusals(t, s.conf["uni-b"].DataDir)["revoked"]; got != 1 {
+		t.Errorf("uni-b's evidence log records %d revoked refusals, want 1", got)
 	}
 
 	// 2. The whole of uni-b is revoked: uni-a refuses to seal to it.
@@ -220,6 +235,17 @@ func TestRevocation(t *testing.T) {
 	waitSerial(2)
 	if _, err := a.Share(ctx, ag.ID); !errors.Is(err, registry.ErrRevoked) {
 		t.Fatalf("share to a revoked recipient: got %v, want ErrRevoked", err)
+	}
+	// uni-b, revoked, shares nothing itself, says why, and is not ready.
+	back := gradeAgreement("b-to-a", "uni-b", "uni-a", time.Now())
+	if err := b.AddAgreement(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Share(ctx, back.ID); !errors.Is(err, registry.ErrRevoked) || !strings.Contains(err.Error(), "this node") {
+		t.Fatalf("share by the revoked node: got %v, want ErrRevoked naming this node", err)
+	}
+	if p := b.Problems(); len(p) == 0 || !strings.Contains(strings.Join(p, "; "), "revoked") {
+		t.Errorf("the revoked node's problems: %q, want its revocation", p)
 	}
 
 	// 3. An older list (a replay) and a list signed by another root key are

@@ -12,6 +12,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/policy"
 )
 
@@ -143,6 +144,8 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, agreement.ErrUnknown):
 		s.writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
+	case errors.Is(err, registry.ErrRevoked):
+		s.writeProblem(w, http.StatusForbidden, "revoked", "Revoked by the space authority", err.Error())
 	case err != nil:
 		s.writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
 	default:

@@ -304,6 +304,11 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 	if a.Provider != n.nodeID {
 		return nil, fmt.Errorf("share under agreement %s: this node is not its provider", a.ID)
 	}
+	// A node the authority revoked shares nothing: its peers would refuse
+	// it all.
+	if err := n.reg.CheckRevoked(n.nodeID, n.keys.Signing.Public().KeyID(), n.now()); err != nil {
+		return nil, fmt.Errorf("share under agreement %s: this node: %w", a.ID, err)
+	}
 	cred, err := n.reg.Lookup(ctx, a.Recipient)
 	if err != nil {
 		return nil, fmt.Errorf("share under agreement %s: recipient: %w", a.ID, err)
