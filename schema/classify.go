@@ -350,7 +350,7 @@ func (s *Standard) stringLevel(f *FieldSpec, str string) (lv Level, cat Category
 			}
 		}
 	}
-	if str != "" && (f.Kind == KindString || f.Kind == KindResidentID) {
+	if str != "" && (f.Kind == KindString || f.Kind == KindFlag || f.Kind == KindResidentID) {
 		mask := s.everywhereMask
 		if f.Text {
 			mask = s.textMask
@@ -378,7 +378,7 @@ func (s *Standard) ValueScanned(f FieldSpec) bool {
 	if f.Rules != nil {
 		return true
 	}
-	if f.Kind != KindString && f.Kind != KindResidentID {
+	if f.Kind != KindString && f.Kind != KindFlag && f.Kind != KindResidentID {
 		return false
 	}
 	if f.Text {
@@ -498,6 +498,10 @@ func (s *Standard) check(t *RecordType, i int, f *FieldSpec, v value, vals []val
 		}
 	case KindBool:
 		if _, ok := v.v.(bool); !ok || v.str {
+			return ReasonType
+		}
+	case KindFlag:
+		if _, ok := v.v.(bool); !ok && !v.str {
 			return ReasonType
 		}
 	case KindInteger, KindNumber, KindAmount:

@@ -423,3 +423,51 @@ func TestMinorExemptions(t *testing.T) {
 		t.Errorf("flags: got %q, want [minor]", l.Flags)
 	}
 }
+
+// TestFlags: a flag field (misconduct, disability, a special status)
+// takes true, false or a string saying what; each is classified at the
+// field's declared level, a string raised further by what it holds; any
+// other value is a type error. CSV cells become booleans where they say
+// true or false.
+func TestFlags(t *testing.T) {
+	asOf := date("2026-01-01")
+	for _, c := range []struct {
+		name  string
+		rec   Record
+		field string
+		level Level
+		err   string
+	}{
+		{"misconduct true", Record{Type: "course_grade", Fields: map[string]any{"student_id": "S", "misconduct": true}}, "misconduct", L4, ""},
+		{"misconduct false", Record{Type: "course_grade", Fields: map[string]any{"student_id": "S", "misconduct": false}}, "misconduct", L4, ""},
+		{"misconduct said", Record{Type: "course_grade", Fields: map[string]any{"student_id": "S", "misconduct": "cheating"}}, "misconduct", L4, ""},
+		{"disability true", Record{Type: "student", Fields: map[string]any{"student_id": "S", "disability": true}}, "disability", L4, ""},
+		{"special status true", Record{Type: "financial_aid", Fields: map[string]any{"student_id": "S", "special_status": true}}, "special_status", L4, ""},
+		{"misconduct a number", Record{Type: "course_grade", Fields: map[string]any{"student_id": "S", "misconduct": json.Number("1")}}, "misconduct", 0, ReasonType},
+	} {
+		l, err := Default().Classify(c.rec, asOf)
+		if c.err != "" {
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Field != c.field || ve.Reason != c.err {
+				t.Errorf("%s: %v; want %s/%s", c.name, err, c.field, c.err)
+			}
+			continue
+		}
+		if err != nil || l.Fields[c.field].Level != c.level {
+			t.Errorf("%s: %v, %+v; want %s at %s", c.name, err, l.Fields[c.field], c.field, c.level)
+		}
+	}
+	r, err := NewCSVReader(Default(), strings.NewReader("student_id,misconduct\nS1,true\nS2,0\nS3,plagiarism\n"), "course_grade")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := drain(t, r)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("csv: %+v, %v", got, err)
+	}
+	for i, want := range []any{true, false, "plagiarism"} {
+		if v := got[i].rec.Fields["misconduct"]; v != want {
+			t.Errorf("csv row %d: misconduct %#v, want %#v", i+1, v, want)
+		}
+	}
+}

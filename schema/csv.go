@@ -161,12 +161,14 @@ func convertCell(f *FieldSpec, cell string) (any, bool) {
 		return nil, true
 	}
 	switch f.Kind {
-	case KindBool:
+	case KindBool, KindFlag:
 		switch {
 		case v == "1" || strings.EqualFold(v, "true"):
 			return true, true
 		case v == "0" || strings.EqualFold(v, "false"):
 			return false, true
+		case f.Kind == KindFlag:
+			return cell, true // a flag that says what
 		}
 		return nil, false
 	case KindInteger, KindNumber, KindAmount:

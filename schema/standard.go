@@ -37,9 +37,13 @@ type Kind string
 // The value kinds. Dates are YYYY-MM-DD strings; amounts are non-negative
 // numbers; an enum is a string from the field's Values; a resident_id field
 // holds an 18-character resident identity number (checked while the
-// record's id type field is absent, empty or "resident_id").
+// record's id type field is absent, empty or "resident_id"). A flag says
+// that something applies to the subject (misconduct, a disability, a
+// special status): true or false, or a string saying what, which is
+// classified as a string field's value is (value rules, detectors).
 const (
 	KindString     Kind = "string"
+	KindFlag       Kind = "flag"
 	KindDate       Kind = "date"
 	KindInteger    Kind = "integer"
 	KindNumber     Kind = "number"
@@ -51,7 +55,7 @@ const (
 
 func (k Kind) valid() bool {
 	switch k {
-	case KindString, KindDate, KindInteger, KindNumber, KindAmount, KindBool, KindEnum, KindResidentID:
+	case KindString, KindFlag, KindDate, KindInteger, KindNumber, KindAmount, KindBool, KindEnum, KindResidentID:
 		return true
 	}
 	return false
@@ -491,8 +495,8 @@ func parseField(path string, rf rawField) (FieldSpec, error) {
 		return f, locErr(path+".values", "values need kind enum")
 	}
 	if len(rf.Rules) > 0 {
-		if f.Kind != KindEnum && f.Kind != KindString {
-			return f, locErr(path+".rules", "value rules need kind enum or string")
+		if f.Kind != KindEnum && f.Kind != KindString && f.Kind != KindFlag {
+			return f, locErr(path+".rules", "value rules need kind enum, string or flag")
 		}
 		f.Rules = make(map[string]ValueRule, len(rf.Rules))
 		values := make([]string, 0, len(rf.Rules))
