@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +60,21 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 	wait.Until(t, 20*time.Second, "the proposal at uni-a", func() bool { st, _ := agreementState(t, a, "signed"); return st == "offered" })
 	if _, err := a.Share(ctx, "signed"); !errors.Is(err, agreement.ErrNotActive) {
 		t.Fatalf("share before acceptance: %v, want ErrAgreementNotActive", err)
+	}
+	// Over the API: 409 with Retry-After, which the CLI follows.
+	tok, err := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/shares", strings.NewReader(`{"agreement":"signed"}`))
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("share before acceptance over the API: %s, Retry-After %q; want 409 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}
 	if err := b.AcceptAgreement(ctx, "signed"); err == nil {
 		t.Error("the proposer accepted its own proposal")

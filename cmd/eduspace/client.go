@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // adminClient talks to a running node's admin API.
@@ -36,22 +38,49 @@ func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 	return &adminClient{base: strings.TrimRight(addr, "/"), token: strings.TrimSpace(string(tok))}, nil
 }
 
+// retryFor bounds how long the client follows a node's Retry-After.
+const retryFor = 30 * time.Second
+
 // do sends a request and copies a JSON answer to stdout; a problem answer
-// becomes an error with its title and detail.
+// becomes an error with its title and detail. An answer of 409 or 503 with
+// Retry-After (a state the node expects to change soon, such as an
+// agreement whose acceptance is on its way) is asked again after the time
+// it names, for up to retryFor, when the body can be read again (nil or
+// an io.Seeker).
 func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, stdout io.Writer) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+	deadline := time.Now().Add(retryFor)
+	var resp *http.Response
+	var data []byte
+	for {
+		req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+c.token)
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		data, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		wait, again := retryAfter(resp)
+		seeker, rewinds := body.(io.Seeker)
+		if !again || (body != nil && !rewinds) || time.Now().Add(wait).After(deadline) {
+			break
+		}
+		if rewinds {
+			if _, err := seeker.Seek(0, io.SeekStart); err != nil {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	if resp.StatusCode >= 300 {
 		var p struct{ Title, Detail string }
@@ -64,7 +93,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	if json.Indent(&pretty, data, "", "  ") == nil {
 		data = pretty.Bytes()
 	}
-	_, err = stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
+	_, err := stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
 	return err
 }
 
@@ -154,4 +183,17 @@ func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return c.do(ctx, http.MethodPost, "/v1/shares", bytes.NewReader(body), stdout)
+}
+
+// retryAfter is how long to wait before asking again, when resp is a 409
+// or 503 that names it in seconds (Retry-After).
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusConflict && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 {
+		return 0, false
+	}
+	return time.Duration(secs) * time.Second, true
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -275,5 +277,34 @@ func TestHelpEverywhere(t *testing.T) {
 	code, _, stderr := run(t, ctx, "help", "node")
 	if code != exitOK || !strings.Contains(stderr, "usage: eduspace node <subcommand>") {
 		t.Errorf("eduspace help node: exit %d: %s", code, stderr)
+	}
+}
+
+// TestClientHonoursRetryAfter: a 409 with Retry-After (an agreement whose
+// acceptance is on its way) is asked again, the body sent again whole; a
+// 409 without it is an error at once.
+func TestClientHonoursRetryAfter(t *testing.T) {
+	var calls []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		calls = append(calls, string(body))
+		if len(calls) < 3 {
+			w.Header().Set("Retry-After", "0")
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"title":"Agreement not in force yet","detail":"try again"}`)
+			return
+		}
+		io.WriteString(w, `{"agreement":"a1","permitted":3}`)
+	}))
+	defer srv.Close()
+	tok := filepath.Join(t.TempDir(), "admin.token")
+	os.WriteFile(tok, []byte("t\n"), 0o600)
+	code, out, stderr := run(t, context.Background(), "share", "--node", srv.URL, "--token-file", tok, "--agreement", "a1")
+	if code != exitOK || !strings.Contains(out, `"permitted": 3`) {
+		t.Fatalf("share: exit %d: %s%s", code, out, stderr)
+	}
+	if len(calls) != 3 || calls[0] != calls[2] || !strings.Contains(calls[0], "a1") {
+		t.Errorf("requests %q: want three, the same body each time", calls)
 	}
 }

@@ -146,6 +146,12 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
 	case errors.Is(err, registry.ErrRevoked):
 		s.writeProblem(w, http.StatusForbidden, "revoked", "Revoked by the space authority", err.Error())
+	case errors.Is(err, agreement.ErrNotActive):
+		// Proposed or accepted a moment ago: the other party's answer is on
+		// its way over the space.
+		w.Header().Set("Retry-After", "1")
+		s.writeProblem(w, http.StatusConflict, "agreement-not-active", "Agreement not in force yet",
+			err.Error()+": the other party's acceptance has not arrived; try again in a moment")
 	case err != nil:
 		s.writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
 	default:
