@@ -15,6 +15,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/registry"
 )
 
 // Config is a node's configuration, read from a YAML file (see
@@ -285,7 +286,15 @@ func (c *Config) loadCredential(root crypto.AuthorityPublicKey, now time.Time) (
 
 // RotateKeys takes one step of a key rotation for the node of cfg (see
 // keys.Rotate): its current credential must verify.
-func RotateKeys(cfg Config, step keys.RotateStep, now time.Time) (keys.Rotation, error) {
+//
+// Retiring is refused while envelopes sealed to the old keys may still
+// arrive: until the credential in use (the one the switch requested) has
+// been out for registry.CacheTTL (peers learn it), plus envelope_ttl
+// (what they sealed before lives that long, where the space's nodes share
+// one envelope_ttl), plus clock_skew. The error
+// says when retiring is allowed. force retires at once, for an old key
+// the authority revoked (envelopes sealed to it are refused anyway).
+func RotateKeys(cfg Config, step keys.RotateStep, now time.Time, force bool) (keys.Rotation, error) {
 	suite, err := crypto.ParseSuite(cfg.Suite)
 	if err != nil {
 		return keys.Rotation{Step: step}, fmt.Errorf("rotate keys: %w", err)
@@ -297,6 +306,16 @@ func RotateKeys(cfg Config, step keys.RotateStep, now time.Time) (keys.Rotation,
 	cred, _, err := cfg.loadCredential(root, now)
 	if err != nil {
 		return keys.Rotation{Step: step}, fmt.Errorf("rotate keys: %w", err)
+	}
+	if step == keys.RotateRetire && len(cred.KEMKeys) > 1 && !force {
+		until := cred.IssuedAt.Add(registry.CacheTTL + cfg.EnvelopeTTL + cfg.ClockSkew)
+		if now.Before(until) {
+			return keys.Rotation{Step: step}, fmt.Errorf("rotate keys: retire refused: envelopes sealed to the old keys may arrive until %s "+
+				"(%s from now): the credential in use was issued %s, peers learn it within %s, and what they sealed before lives envelope_ttl (%s) "+
+				"give or take clock_skew (%s); retire then, or now with --force if the authority revoked the old keys",
+				until.UTC().Format(time.RFC3339), until.Sub(now).Round(time.Minute), cred.IssuedAt.UTC().Format(time.RFC3339),
+				registry.CacheTTL, cfg.EnvelopeTTL, cfg.ClockSkew)
+		}
 	}
 	return keys.Rotate(cfg.DataDir, cred, suite, step)
 }

@@ -99,14 +99,14 @@ func TestKeyRotation(t *testing.T) {
 	wait.Until(t, 20*time.Second, "uni-a to publish", func() bool { return strings.Contains(nodetest.Scrape(t, a), "eduspace_outbox_depth 0\n") })
 
 	// Step 1, announce: generation 2 is created; the request lists [1, 2].
-	rot, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now())
+	rot, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rot.Created != 2 || !slices.Equal(rot.Listed, []int{1, 2}) {
 		t.Fatalf("announce: %+v, want generation 2 created and [1 2] listed", rot)
 	}
-	if again, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now()); err != nil || again.Created != 0 || !slices.Equal(again.Listed, []int{1, 2}) {
+	if again, err := node.RotateKeys(cfgB, keys.RotateAnnounce, clk.now(), false); err != nil || again.Created != 0 || !slices.Equal(again.Listed, []int{1, 2}) {
 		t.Fatalf("announce again before the credential changed: %+v, %v; want no new keys", again, err)
 	}
 	for _, f := range keys.GenerationFiles(cfgB.DataDir, 2) {
@@ -116,7 +116,7 @@ func TestKeyRotation(t *testing.T) {
 	}
 	s.issue("uni-b", clk.now())
 	// Step 2, switch: the request lists [2, 1].
-	rot, err = node.RotateKeys(cfgB, keys.RotateSwitch, clk.now())
+	rot, err = node.RotateKeys(cfgB, keys.RotateSwitch, clk.now(), false)
 	if err != nil || !slices.Equal(rot.Listed, []int{2, 1}) {
 		t.Fatalf("switch: %+v, %v; want [2 1]", rot, err)
 	}
@@ -185,7 +185,16 @@ func TestKeyRotation(t *testing.T) {
 
 	// Step 3, retire: the request lists generation 2 alone; generation 1's
 	// files are named for deletion, not deleted.
-	rot, err = node.RotateKeys(cfgB, keys.RotateRetire, clk.now())
+	// Not before the envelopes sealed to generation 1 may have expired:
+	// refused, with the time it is allowed.
+	if _, err := node.RotateKeys(cfgB, keys.RotateRetire, clk.now(), false); err == nil || !strings.Contains(err.Error(), "retire refused") {
+		t.Fatalf("retire within the overlap: %v, want it refused with the time left", err)
+	}
+	// (A space whose envelopes live ten minutes, so that the credential,
+	// valid for an hour, is still valid then.)
+	cfgB.EnvelopeTTL, cfgB.ClockSkew = 10*time.Minute, time.Minute
+	clk.advance(cfgB.EnvelopeTTL + cfgB.ClockSkew + 2*time.Minute)
+	rot, err = node.RotateKeys(cfgB, keys.RotateRetire, clk.now(), false)
 	if err != nil || !slices.Equal(rot.Listed, []int{2}) || !slices.Equal(rot.Unlisted, []int{1}) {
 		t.Fatalf("retire: %+v, %v; want [2] listed, [1] unlisted", rot, err)
 	}

@@ -92,7 +92,8 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("node rotate", stderr)
 	cfgPath := fs.String("config", "", "the node's YAML config file (required)")
 	sw := fs.Bool("switch", false, "make the keys announced by the last rotate current (step 2)")
-	retire := fs.Bool("retire", false, "request the current keys only (step 3)")
+	retire := fs.Bool("retire", false, "request the current keys only (step 3), once envelopes sealed to the old ones have expired")
+	force := fs.Bool("force", false, "with --retire: retire at once, for old keys the authority revoked")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parse(fs, args, false); err != nil {
 		return err
@@ -114,7 +115,10 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	case *retire:
 		step = keys.RotateRetire
 	}
-	rot, err := node.RotateKeys(cfg, step, time.Now())
+	if *force && !*retire {
+		return fmt.Errorf("%w: --force goes with --retire", errUsage)
+	}
+	rot, err := node.RotateKeys(cfg, step, time.Now(), *force)
 	if err != nil {
 		return err
 	}

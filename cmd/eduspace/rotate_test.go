@@ -105,8 +105,16 @@ func TestNodeRotateCLI(t *testing.T) {
 	}{
 		{nil, `{"version":1,"step":"announce","created":2,"listed":[1,2]}`},
 		{[]string{"--switch"}, `{"version":1,"step":"switch","listed":[2,1]}`},
-		{[]string{"--retire"}, `{"version":1,"step":"retire","listed":[2],"unlisted":[1]}`},
+		{[]string{"--retire", "--force"}, `{"version":1,"step":"retire","listed":[2],"unlisted":[1]}`},
 	} {
+		if c.flags != nil && c.flags[0] == "--retire" {
+			// Right after the switch, envelopes sealed to generation 1 may
+			// still arrive: refused with the time left, unless forced.
+			code, _, stderr := run(t, ctx, "node", "rotate", "--config", cfgPath, "--retire")
+			if code != exitFailure || !strings.Contains(stderr, "retire refused") || !strings.Contains(stderr, "from now") {
+				t.Errorf("retire right after the switch: exit %d: %s", code, stderr)
+			}
+		}
 		code, stdout, stderr := run(t, ctx, append([]string{"node", "rotate", "--config", cfgPath, "--json"}, c.flags...)...)
 		if code != exitOK {
 			t.Fatalf("rotate %v: exit %d: %s", c.flags, code, stderr)
@@ -127,5 +135,8 @@ func TestNodeRotateCLI(t *testing.T) {
 	}
 	if code, _, _ := run(t, ctx, "node", "rotate", "--config", cfgPath, "--switch", "--retire"); code != exitUsage {
 		t.Errorf("--switch --retire: exit %d, want %d", code, exitUsage)
+	}
+	if code, _, _ := run(t, ctx, "node", "rotate", "--config", cfgPath, "--force"); code != exitUsage {
+		t.Errorf("--force without --retire: exit %d, want %d", code, exitUsage)
 	}
 }

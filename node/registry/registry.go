@@ -66,9 +66,10 @@ type cachedCredential struct {
 	fetched time.Time
 }
 
-// registryTTL bounds how long a looked-up credential is used before it is
-// read again, so that a re-issued credential takes effect.
-const registryTTL = time.Minute
+// CacheTTL bounds how long a looked-up credential is used before it is
+// read again, so that a re-issued credential takes effect: peers learn a
+// node's new keys within it.
+const CacheTTL = time.Minute
 
 // New is the registry in bucket kv, whose entries verify against root for
 // space, read at the time now gives.
@@ -118,7 +119,7 @@ func (r *Registry) LookupToken(ctx context.Context, node string) (*crypto.Creden
 	r.mu.Lock()
 	c, ok := r.cache[node]
 	r.mu.Unlock()
-	if ok && now.Sub(c.fetched) < registryTTL && now.Before(c.cred.Expires) {
+	if ok && now.Sub(c.fetched) < CacheTTL && now.Before(c.cred.Expires) {
 		return c.cred, c.token, nil
 	}
 	e, err := r.kv.Get(ctx, node)
