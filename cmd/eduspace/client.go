@@ -7,12 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/eduspace/eduspace/node"
 )
 
 // adminClient talks to a running node's admin API.
@@ -21,15 +25,59 @@ type adminClient struct {
 	token string
 }
 
-func adminFlags(fs *flag.FlagSet) (addr, tokenFile *string) {
-	addr = fs.String("node", "http://127.0.0.1:7600", "the node's admin API URL")
-	tokenFile = fs.String("token-file", "", "the node's admin.token file (required)")
-	return
+// clientFlags are the flags that say which node a client command talks
+// to: --node and --token-file, or the node's --config (also
+// $EDUSPACE_CONFIG), from which both follow.
+type clientFlags struct {
+	node, tokenFile, config *string
+}
+
+func adminFlags(fs *flag.FlagSet) *clientFlags {
+	return &clientFlags{
+		node:      fs.String("node", "", "the node's admin API URL (default: admin.listen of --config, else "+defaultAdmin+")"),
+		tokenFile: fs.String("token-file", "", "the node's admin.token file (default: data_dir/admin.token of --config)"),
+		config:    fs.String("config", os.Getenv("EDUSPACE_CONFIG"), "the node's YAML config file, for its admin URL and token (default $EDUSPACE_CONFIG)"),
+	}
+}
+
+// defaultAdmin is the admin API a client talks to when nothing says which.
+const defaultAdmin = "http://127.0.0.1:7600"
+
+// client is the admin client the flags name: --node and --token-file
+// where given, else what the config file says.
+func (f *clientFlags) client() (*adminClient, error) {
+	addr, tokenFile := *f.node, *f.tokenFile
+	if *f.config != "" && (addr == "" || tokenFile == "") {
+		cfg, err := node.LoadConfig(*f.config)
+		if err != nil {
+			return nil, err
+		}
+		if addr == "" {
+			if cfg.Admin.Listen == "" {
+				return nil, fmt.Errorf("%s: admin.listen is empty, the node serves no admin API: set it, or give --node", *f.config)
+			}
+			host, port, err := net.SplitHostPort(cfg.Admin.Listen)
+			if err != nil {
+				return nil, fmt.Errorf("%s: admin.listen %q: %w", *f.config, cfg.Admin.Listen, err)
+			}
+			if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+				host = "127.0.0.1" // listening on every address: reach it over loopback
+			}
+			addr = "http://" + net.JoinHostPort(host, port)
+		}
+		if tokenFile == "" {
+			tokenFile = filepath.Join(cfg.DataDir, "admin.token")
+		}
+	}
+	if addr == "" {
+		addr = defaultAdmin
+	}
+	return newAdminClient(addr, tokenFile)
 }
 
 func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 	if tokenFile == "" {
-		return nil, fmt.Errorf("%w: --token-file is required (the node writes it to its data_dir/admin.token)", errUsage)
+		return nil, fmt.Errorf("%w: --token-file or --config is required (the node writes its token to data_dir/admin.token)", errUsage)
 	}
 	tok, err := os.ReadFile(tokenFile)
 	if err != nil {
@@ -99,7 +147,7 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ingest", stderr)
-	addr, tokenFile := adminFlags(fs)
+	cf := adminFlags(fs)
 	typ := fs.String("type", "", "record type for lines without a \"type\" member")
 	if err := parse(fs, args, true); err != nil {
 		return err
@@ -107,7 +155,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() != 1 {
 		return fmt.Errorf("%w: eduspace ingest [flags] FILE.ndjson", errUsage)
 	}
-	c, err := newAdminClient(*addr, *tokenFile)
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}
@@ -126,7 +174,7 @@ func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	sub := args[0]
 	fs := newFlags("agreement "+sub, stderr)
-	addr, tokenFile := adminFlags(fs)
+	cf := adminFlags(fs)
 	id := fs.String("id", "", "the agreement's id (accept, revoke)")
 	if err := parse(fs, args[1:], sub == "add" || sub == "propose"); err != nil {
 		return err
@@ -157,7 +205,7 @@ func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	default:
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
-	c, err := newAdminClient(*addr, *tokenFile)
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}
@@ -166,7 +214,7 @@ func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("share", stderr)
-	addr, tokenFile := adminFlags(fs)
+	cf := adminFlags(fs)
 	id := fs.String("agreement", "", "the agreement to share under (required)")
 	if err := parse(fs, args, false); err != nil {
 		return err
@@ -174,7 +222,7 @@ func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *id == "" {
 		return fmt.Errorf("%w: --agreement is required", errUsage)
 	}
-	c, err := newAdminClient(*addr, *tokenFile)
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}

@@ -20,14 +20,14 @@ func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	switch args[0] {
 	case "grant":
 		fs := newFlags("consent grant", stderr)
-		addr, tokenFile := adminFlags(fs)
+		cf := adminFlags(fs)
 		if err := parse(fs, args[1:], true); err != nil {
 			return err
 		}
 		if fs.NArg() != 1 {
 			return fmt.Errorf("%w: eduspace consent grant [flags] FILE.json", errUsage)
 		}
-		c, err := newAdminClient(*addr, *tokenFile)
+		c, err := cf.client()
 		if err != nil {
 			return err
 		}
@@ -38,7 +38,7 @@ func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return c.do(ctx, http.MethodPost, "/v1/consents", bytes.NewReader(body), stdout)
 	case "withdraw":
 		fs := newFlags("consent withdraw", stderr)
-		addr, tokenFile := adminFlags(fs)
+		cf := adminFlags(fs)
 		id := fs.String("id", "", "the consent's id (required)")
 		if err := parse(fs, args[1:], false); err != nil {
 			return err
@@ -46,7 +46,7 @@ func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if *id == "" {
 			return fmt.Errorf("%w: --id is required", errUsage)
 		}
-		c, err := newAdminClient(*addr, *tokenFile)
+		c, err := cf.client()
 		if err != nil {
 			return err
 		}
@@ -62,7 +62,7 @@ func runSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("%w: eduspace subject report [flags] --student ID", errUsage)
 	}
 	fs := newFlags("subject report", stderr)
-	addr, tokenFile := adminFlags(fs)
+	cf := adminFlags(fs)
 	student := fs.String("student", "", "the student's id (required)")
 	if err := parse(fs, args[1:], false); err != nil {
 		return err
@@ -70,7 +70,7 @@ func runSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *student == "" {
 		return fmt.Errorf("%w: --student is required", errUsage)
 	}
-	c, err := newAdminClient(*addr, *tokenFile)
+	c, err := cf.client()
 	if err != nil {
 		return err
 	}

@@ -178,6 +178,15 @@ func TestDaemon(t *testing.T) {
 	if code, _, _ := run(t, ctx, "ingest", "--node", "http://"+admin, "--token-file", cfgPath, recs); code != exitFailure {
 		t.Errorf("ingest with a wrong token: exit %d, want %d", code, exitFailure)
 	}
+	// The node's config names the admin API and the token: --config, or
+	// EDUSPACE_CONFIG.
+	if code, out, stderr := run(t, ctx, "ingest", "--config", cfgPath, "--type", "course_grade", recs); code != exitOK || !strings.Contains(out, `"records": 2`) {
+		t.Errorf("ingest --config: exit %d: %s%s", code, out, stderr)
+	}
+	t.Setenv("EDUSPACE_CONFIG", cfgPath)
+	if code, out, stderr := run(t, ctx, "agreement", "list"); code != exitOK {
+		t.Errorf("agreement list with EDUSPACE_CONFIG: exit %d: %s%s", code, out, stderr)
+	}
 	// An online backup while the node runs; never over an existing file.
 	backup := filepath.Join(dir, "backup.db")
 	if code, out, stderr := run(t, ctx, "node", "backup", "--config", cfgPath, "--out", backup); code != exitOK || !strings.Contains(out, "chain verified") {
