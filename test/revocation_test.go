@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,6 +248,16 @@ func TestRevocation(t *testing.T) {
 	}
 	if p := b.Problems(); len(p) == 0 || !strings.Contains(strings.Join(p, "; "), "revoked") {
 		t.Errorf("the revoked node's problems: %q, want its revocation", p)
+	}
+	// uni-a's status page shows uni-b revoked, not valid.
+	resp, err := http.Get("http://" + a.AdminAddr() + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), "revoked by the space authority") {
+		t.Error("uni-a's status page does not show uni-b revoked")
 	}
 
 	// 3. An older list (a replay) and a list signed by another root key are

@@ -309,6 +309,14 @@ func (s *Server) statusPeers(ctx context.Context, d *statusData, now time.Time, 
 		p.State = "valid"
 		p.Institution, p.Role, p.Expires = cred.Institution, string(cred.Role), cred.Expires
 		p.ExpiresIn, p.Warn = expiresIn(cred.Expires, now)
+		if s.reg != nil {
+			if err := s.reg.CheckRevoked(p.Node, signingKeyID(cred), now); err != nil {
+				p.State, p.Warn = "revoked by the space authority", true
+			}
+		}
+		if !now.Before(cred.Expires) {
+			p.State, p.Warn = "expired", true
+		}
 	}
 	for _, p := range peers {
 		d.Peers = append(d.Peers, *p)
@@ -363,4 +371,13 @@ func shortError(err error) string {
 		s = s[:120] + "…"
 	}
 	return s
+}
+
+// signingKeyID is the id of cred's current signing key, "" when it lists
+// none.
+func signingKeyID(cred *crypto.Credential) string {
+	if len(cred.SigningKeys) == 0 {
+		return ""
+	}
+	return cred.SigningKeys[0].ID
 }
