@@ -214,13 +214,26 @@ func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, er
 	if iv := time.Duration(q.Interval); iv > 0 && now.Add(iv).Before(q.Deadline) {
 		next, state = sql.NullInt64{Int64: now.Add(iv).UnixMilli(), Valid: true}, "active"
 	}
+	// A member the authority revoked takes no part: nothing is sealed to
+	// it, and the round counts it out from the start, as one that declined.
 	msgs := map[string]aggMsg{}
 	for _, p := range q.Participants {
+		if a.reg.Revoked(p, "", now) {
+			cr.declined[p] = "revoked"
+			continue
+		}
 		msgs[p] = aggMsg{Type: aggMsgRound, Round: id, Query: &sq}
+	}
+	if len(msgs) < q.minSurvivors() {
+		return "", fmt.Errorf("aggregate query %s: %d of its %d participants are revoked, %d remain, it needs %d",
+			q.ID, len(cr.declined), len(q.Participants), len(msgs), q.minSurvivors())
 	}
 	e := aggEntry(id, cr.digest, "round_started")
 	e.Purpose = string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants)}
+	if len(cr.declined) > 0 {
+		e.Detail["revoked"] = len(cr.declined)
+	}
 	err = a.sendAgg(ctx, q, msgs, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE aggregate_queries SET rounds = rounds + 1, next_ms = ?, state = ? WHERE id = ?`,
 			next, state, q.ID); err != nil {

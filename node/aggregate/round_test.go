@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/aggregate"
+	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
@@ -553,5 +554,28 @@ func (f *aggFixture) sendRaw(t *testing.T, nc *nats.Conn, from, to string, body 
 	}
 	if _, err := nc.Request(bus.Layout{Space: nodetest.SpaceID}.ControlSubject(to, from), data, 5*time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAggregateRevokedMemberLeftOut: a participant the authority revoked
+// is left out of the rounds from the start (nothing sealed to it, counted
+// as revoked in the center's evidence), and the others' round completes.
+func TestAggregateRevokedMemberLeftOut(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	_, list, err := authority.Revoke(f.s.AK, f.s.Dir, nodetest.SpaceID, crypto.Revocation{NodeID: "uni-c", Revoked: time.Now().Add(-time.Second)}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := authority.PublishRevocations(ctx, nodetest.JetStream(t, f.s.Emb.ClientURL()), nodetest.SpaceID, list); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 20*time.Second, "the center to hold the revocation list", func() bool { return f.center.RevocationSerial() == 1 })
+	q := genderQuery("without-revoked")
+	rel := f.run(t, q)
+	f.checkGender(t, rel, "uni-a", "uni-b")
+	e := hasEntry(aggEvidence(t, f.s.Configs[aggCenter].DataDir), q.ID+"-r1", "round_started")
+	if d, _ := e["detail"].(map[string]any); d == nil || d["revoked"] != float64(1) {
+		t.Errorf("the center's round_started entry: %v, want one participant revoked", e)
 	}
 }
