@@ -89,30 +89,54 @@ func newAdminClient(addr, tokenFile string) (*adminClient, error) {
 // retryFor bounds how long the client follows a node's Retry-After.
 const retryFor = 30 * time.Second
 
-// do sends a request and copies a JSON answer to stdout; a problem answer
-// becomes an error with its title and detail. An answer of 409 or 503 with
-// Retry-After (a state the node expects to change soon, such as an
+// do sends a request and copies its JSON answer to stdout, indented.
+func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, stdout io.Writer) error {
+	data, err := c.fetch(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, data, "", "  ") == nil {
+		data = pretty.Bytes()
+	}
+	_, err = stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
+	return err
+}
+
+// raw GETs path and copies the answer to stdout as it is (CSV, say).
+func (c *adminClient) raw(ctx context.Context, path string, stdout io.Writer) error {
+	data, err := c.fetch(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(data)
+	return err
+}
+
+// fetch sends a request and returns the answer's body; a problem answer
+// becomes an error with its title and detail. An answer of 409 or 503
+// with Retry-After (a state the node expects to change soon, such as an
 // agreement whose acceptance is on its way) is asked again after the time
 // it names, for up to retryFor, when the body can be read again (nil or
 // an io.Seeker).
-func (c *adminClient) do(ctx context.Context, method, path string, body io.Reader, stdout io.Writer) error {
+func (c *adminClient) fetch(ctx context.Context, method, path string, body io.Reader) ([]byte, error) {
 	deadline := time.Now().Add(retryFor)
 	var resp *http.Response
 	var data []byte
 	for {
 		req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		req.Header.Set("Authorization", "Bearer "+c.token)
 		resp, err = http.DefaultClient.Do(req)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 		data, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 		wait, again := retryAfter(resp)
 		seeker, rewinds := body.(io.Seeker)
@@ -126,23 +150,18 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(wait):
 		}
 	}
 	if resp.StatusCode >= 300 {
 		var p struct{ Title, Detail string }
 		if err := json.Unmarshal(data, &p); err != nil {
-			return fmt.Errorf("%s %s: %s (the answer is not a problem document: is --node the admin listener?)", method, path, resp.Status)
+			return nil, fmt.Errorf("%s %s: %s (the answer is not a problem document: is --node the admin listener?)", method, path, resp.Status)
 		}
-		return fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
+		return nil, fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
 	}
-	var pretty bytes.Buffer
-	if json.Indent(&pretty, data, "", "  ") == nil {
-		data = pretty.Bytes()
-	}
-	_, err := stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
-	return err
+	return data, nil
 }
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {

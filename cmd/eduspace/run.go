@@ -65,6 +65,12 @@ func commands() []command {
 		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
 			{"report", "every delivery, consent and erasure of one student's data"},
 		}},
+		{name: "aggregate", summary: "the center's aggregate queries, their rounds and releases; privacy budgets", run: runAggregate, subs: []subcommand{
+			{"query", "submit, list, get or cancel the center's queries"},
+			{"rounds", "recent rounds: state, participants, who declined and why, cells released and suppressed, ρ spent"},
+			{"releases", "the released aggregates, or one with its cells (--id, --csv)"},
+			{"budgets", "this node's privacy budgets per recipient and dataset"},
+		}},
 		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
 			{"verify", "verify an evidence chain against its checkpoints"},
@@ -101,6 +107,10 @@ var examples = map[string]string{
 	"consent grant":                 "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
 	"consent withdraw":              "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-2024001",
 	"subject report":                "eduspace subject report --token-file /var/lib/eduspace/admin.token --student 2024001",
+	"aggregate query":               "eduspace aggregate query submit --config node.yaml query.json",
+	"aggregate rounds":              "eduspace aggregate rounds --config node.yaml",
+	"aggregate releases":            "eduspace aggregate releases --config node.yaml --id gender-2026-r1 --csv",
+	"aggregate budgets":             "eduspace aggregate budgets --config node.yaml",
 	"classify":                      "eduspace classify --type student students.csv",
 	"audit verify":                  "eduspace audit verify --db /backup/node.db --authority authority.pub.pem",
 	"audit export":                  "eduspace audit export --db /var/lib/eduspace/node.db --out evidence.ndjson",

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,10 @@ import (
 // budgets.
 func (s *Server) aggregateRoutes(api *http.ServeMux) {
 	api.HandleFunc("POST /v1/aggregate-queries", s.handleSubmitQuery)
+	api.HandleFunc("GET /v1/aggregate-queries", s.handleQueries)
+	api.HandleFunc("GET /v1/aggregate-queries/{id}", s.handleQuery)
+	api.HandleFunc("POST /v1/aggregate-queries/{id}/cancel", s.handleCancelQuery)
+	api.HandleFunc("GET /v1/aggregate-rounds", s.handleRounds)
 	api.HandleFunc("GET /v1/aggregates", s.handleAggregates)
 	api.HandleFunc("GET /v1/aggregates/{id}", s.handleAggregate)
 	api.HandleFunc("GET /v1/budgets", s.handleBudgets)
@@ -153,4 +158,45 @@ func (s *Server) handleSetBudget(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.handleBudgets(w, r)
+}
+
+func (s *Server) handleQueries(w http.ResponseWriter, r *http.Request) {
+	list, err := s.agg.Queries(r.Context())
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregate queries unavailable", "")
+		return
+	}
+	s.writeJSON(w, list)
+}
+
+func (s *Server) handleQuery(w http.ResponseWriter, r *http.Request) {
+	s.answerQuery(w, r, s.agg.QueryByID)
+}
+
+func (s *Server) handleCancelQuery(w http.ResponseWriter, r *http.Request) {
+	s.answerQuery(w, r, s.agg.Cancel)
+}
+
+// answerQuery answers with what f does to the query named in the path.
+func (s *Server) answerQuery(w http.ResponseWriter, r *http.Request, f func(context.Context, string) (aggregate.QueryState, error)) {
+	qs, err := f(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, aggregate.ErrUnknownQuery):
+		s.writeProblem(w, http.StatusNotFound, "unknown-query", "Unknown aggregate query", err.Error())
+	case errors.Is(err, aggregate.ErrQueryNotActive):
+		s.writeProblem(w, http.StatusConflict, "query-not-active", "Aggregate query not active", err.Error())
+	case err != nil:
+		s.writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregate query unavailable", "")
+	default:
+		s.writeJSON(w, qs)
+	}
+}
+
+func (s *Server) handleRounds(w http.ResponseWriter, r *http.Request) {
+	list, err := s.agg.Rounds(r.Context())
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "aggregates-failed", "Aggregate rounds unavailable", "")
+		return
+	}
+	s.writeJSON(w, list)
 }

@@ -79,25 +79,28 @@ type ReleasedCell struct {
 // Release is one released aggregate: noisy, with cells under k
 // suppressed. Nothing else of a round is kept.
 type Release struct {
-	ID              string         `json:"id"` // the round id
-	Query           string         `json:"query"`
-	QueryDigest     string         `json:"query_digest"`
-	RecordType      string         `json:"record_type"`
-	Dataset         string         `json:"dataset"`
-	Purpose         string         `json:"purpose"`
-	GroupBy         []string       `json:"group_by"`
-	Measure         Measure        `json:"measure"`
-	K               int64          `json:"k"`
-	Rho             float64        `json:"rho"`     // worst-case ρ each contributor debited
-	Epsilon         float64        `json:"epsilon"` // ρ converted at δ
-	Delta           float64        `json:"delta"`
-	Participants    []string       `json:"participants"`
-	Survivors       []string       `json:"survivors"`
-	Started         time.Time      `json:"started"`
-	Released        time.Time      `json:"released"`
-	CellsReleased   int            `json:"cells_released"`
-	CellsSuppressed int            `json:"cells_suppressed"`
-	Cells           []ReleasedCell `json:"cells,omitempty"`
+	ID              string    `json:"id"` // the round id
+	Query           string    `json:"query"`
+	QueryDigest     string    `json:"query_digest"`
+	RecordType      string    `json:"record_type"`
+	Dataset         string    `json:"dataset"`
+	Purpose         string    `json:"purpose"`
+	GroupBy         []string  `json:"group_by"`
+	Measure         Measure   `json:"measure"`
+	K               int64     `json:"k"`
+	Rho             float64   `json:"rho"`     // worst-case ρ each contributor debited
+	Epsilon         float64   `json:"epsilon"` // ρ converted at δ
+	Delta           float64   `json:"delta"`
+	Participants    []string  `json:"participants"`
+	Survivors       []string  `json:"survivors"`
+	Started         time.Time `json:"started"`
+	Released        time.Time `json:"released"`
+	CellsReleased   int       `json:"cells_released"`
+	CellsSuppressed int       `json:"cells_suppressed"`
+	// Declined are the participants that took no part, with their reason
+	// code (budget_exceeded, revoked, …: AGGREGATES.md).
+	Declined map[string]string `json:"declined,omitempty"`
+	Cells    []ReleasedCell    `json:"cells,omitempty"`
 }
 
 // Submit signs q as this center's query, stores it and starts
@@ -179,8 +182,12 @@ func (a *Aggregator) Submit(ctx context.Context, q Query) (QueryInfo, error) {
 func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, error) {
 	var signed []byte
 	var rounds int
-	if err := a.db.R.QueryRowContext(ctx, `SELECT signed, rounds FROM aggregate_queries WHERE id = ?`, queryID).Scan(&signed, &rounds); err != nil {
+	var state string
+	if err := a.db.R.QueryRowContext(ctx, `SELECT signed, rounds, state FROM aggregate_queries WHERE id = ?`, queryID).Scan(&signed, &rounds, &state); err != nil {
 		return "", fmt.Errorf("aggregate query %s: %w", queryID, err)
+	}
+	if state == "cancelled" {
+		return "", fmt.Errorf("aggregate query %s: %w", queryID, ErrQueryNotActive)
 	}
 	var sq SignedQuery
 	if err := json.Unmarshal(signed, &sq); err != nil {
@@ -210,7 +217,7 @@ func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, er
 		shares: map[string][][]byte{}, masked: map[string]secagg.MaskedInput{}, responses: map[string]secagg.UnmaskResponse{},
 		done: make(chan struct{})}
 	var next sql.NullInt64
-	state := "done"
+	state = "done"
 	if iv := time.Duration(q.Interval); iv > 0 && now.Add(iv).Before(q.Deadline) {
 		next, state = sql.NullInt64{Int64: now.Add(iv).UnixMilli(), Valid: true}, "active"
 	}
@@ -566,6 +573,9 @@ func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 		Purpose: string(q.Purpose), Measure: q.Measure, K: q.K, Rho: cr.plan.rho, Delta: Delta,
 		Participants: slices.Sorted(slices.Values(q.Participants)), Survivors: cr.survivors, Started: cr.started.UTC(),
 		Released: a.now().UTC(), CellsReleased: cells - suppressed, CellsSuppressed: suppressed, GroupBy: []string{}}
+	if len(cr.declined) > 0 {
+		rel.Declined = maps.Clone(cr.declined)
+	}
 	if rel.Epsilon, err = privacy.Epsilon(cr.plan.rho, Delta); err != nil {
 		a.centerFail(ctx, cr, RefuseInternal, err)
 		return

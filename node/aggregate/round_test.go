@@ -574,8 +574,81 @@ func TestAggregateRevokedMemberLeftOut(t *testing.T) {
 	q := genderQuery("without-revoked")
 	rel := f.run(t, q)
 	f.checkGender(t, rel, "uni-a", "uni-b")
+	if rel.Declined["uni-c"] != "revoked" {
+		t.Errorf("release declined: %v, want uni-c revoked", rel.Declined)
+	}
 	e := hasEntry(aggEvidence(t, f.s.Configs[aggCenter].DataDir), q.ID+"-r1", "round_started")
 	if d, _ := e["detail"].(map[string]any); d == nil || d["revoked"] != float64(1) {
 		t.Errorf("the center's round_started entry: %v, want one participant revoked", e)
+	}
+}
+
+// TestAggregateQueryCancel: a standing query is listed, cancelled (no
+// round starts after it, evidence kept), and cannot be cancelled twice;
+// the center's rounds list what each released, over the admin API too.
+func TestAggregateQueryCancel(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	agg := f.center.Aggregator()
+	q := genderQuery("cancel-me")
+	q.RoundTimeout = aggregate.Duration(time.Second)
+	q.Interval = aggregate.Duration(time.Second)
+	q.Issued = time.Now().UTC()
+	q.Deadline = q.Issued.Add(time.Minute)
+	if _, err := agg.Submit(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if _, err := agg.Wait(wctx, "cancel-me-r1"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := agg.Queries(ctx)
+	if err != nil || len(list) != 1 || list[0].ID != "cancel-me" || list[0].State != "active" || list[0].Next == nil {
+		t.Fatalf("queries: %+v, %v; want cancel-me active with a next round", list, err)
+	}
+	qs, err := agg.Cancel(ctx, "cancel-me")
+	if err != nil || qs.State != "cancelled" || qs.Next != nil {
+		t.Fatalf("cancel: %+v, %v", qs, err)
+	}
+	cancelled := time.Now()
+	if _, err := agg.Cancel(ctx, "cancel-me"); !errors.Is(err, aggregate.ErrQueryNotActive) {
+		t.Errorf("cancel twice: %v, want ErrQueryNotActive", err)
+	}
+	if _, err := agg.Cancel(ctx, "no-such-query"); !errors.Is(err, aggregate.ErrUnknownQuery) {
+		t.Errorf("cancel an unknown query: %v, want ErrUnknownQuery", err)
+	}
+	// Two intervals on, no round has started since.
+	if err := wait.For(wctx, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rounds, err := agg.Rounds(ctx)
+	if err != nil || len(rounds) == 0 {
+		t.Fatalf("rounds: %+v, %v", rounds, err)
+	}
+	for _, r := range rounds {
+		if r.Started.After(cancelled) {
+			t.Errorf("round %s started after the query was cancelled", r.ID)
+		}
+	}
+	if hasEntry(aggEvidence(t, f.s.Configs[aggCenter].DataDir), "cancel-me", "query_cancelled") == nil {
+		t.Error("the cancellation is not in the center's evidence")
+	}
+	// Over the admin API.
+	tok, err := os.ReadFile(filepath.Join(f.s.Configs[aggCenter].DataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+f.center.AdminAddr()+"/v1/aggregate-rounds", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []aggregate.RoundInfo
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(got) != len(rounds) || got[len(got)-1].ID != "cancel-me-r1" || got[len(got)-1].State != "released" {
+		t.Errorf("GET /v1/aggregate-rounds: %s, %+v", resp.Status, got)
 	}
 }
