@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -62,17 +60,7 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 		t.Fatalf("share before acceptance: %v, want ErrAgreementNotActive", err)
 	}
 	// Over the API: 409 with Retry-After, which the CLI follows.
-	tok, err := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/shares", strings.NewReader(`{"agreement":"signed"}`))
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := adminCall(t, a, s.conf["uni-a"].DataDir, http.MethodPost, "/v1/shares", `{"agreement":"signed"}`, nil)
 	if resp.StatusCode != http.StatusConflict || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("share before acceptance over the API: %s, Retry-After %q; want 409 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}

@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,4 +126,39 @@ func consentStudy(t *testing.T) (s *testSpace, a, b *node.Node, ag *policy.Agree
 		}
 	}
 	return s, a, b, ag
+}
+
+// TestConsentList: the ledger is listed a page at a time, by purpose,
+// and one record shown; an unknown one is 404.
+func TestConsentList(t *testing.T) {
+	ctx := context.Background()
+	s, a, _, _ := consentStudy(t)
+	for i := range 5 {
+		id := fmt.Sprintf("S%04d", i)
+		if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeResearch,
+			Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := s.conf["uni-a"].DataDir
+	var page1, page2, other []policy.ConsentRecord
+	adminCall(t, a, dir, http.MethodGet, "/v1/consents?purpose=research&limit=3", "", &page1)
+	if len(page1) != 3 || page1[0].ID != "c-S0000" || page1[2].ID != "c-S0002" {
+		t.Fatalf("first page: %+v", page1)
+	}
+	adminCall(t, a, dir, http.MethodGet, "/v1/consents?purpose=research&limit=3&after="+page1[2].ID, "", &page2)
+	if len(page2) != 2 || page2[1].ID != "c-S0004" {
+		t.Errorf("second page: %+v", page2)
+	}
+	adminCall(t, a, dir, http.MethodGet, "/v1/consents?purpose=statistics", "", &other)
+	if len(other) != 0 {
+		t.Errorf("consents for another purpose: %+v", other)
+	}
+	var one policy.ConsentRecord
+	if resp := adminCall(t, a, dir, http.MethodGet, "/v1/consents/c-S0003", "", &one); resp.StatusCode != http.StatusOK || one.Subject != "S0003" {
+		t.Errorf("show: %s, %+v", resp.Status, one)
+	}
+	if resp := adminCall(t, a, dir, http.MethodGet, "/v1/consents/c-none", "", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("show an unknown consent: %s, want 404", resp.Status)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 )
 
 // runConsent records consents in and withdraws them from a running node's
@@ -51,6 +52,42 @@ func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		return c.do(ctx, http.MethodPost, "/v1/consents/"+url.PathEscape(*id)+"/withdraw", nil, stdout)
+	case "list":
+		fs := newFlags("consent list", stderr)
+		cf := adminFlags(fs)
+		purpose := fs.String("purpose", "", "only the consents for this purpose")
+		after := fs.String("after", "", "the page after this consent id (the last of the page before)")
+		limit := fs.Int("limit", 1000, "at most this many (1..10000)")
+		if err := parse(fs, args[1:], false); err != nil {
+			return err
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		q := url.Values{"limit": {strconv.Itoa(*limit)}}
+		if *purpose != "" {
+			q.Set("purpose", *purpose)
+		}
+		if *after != "" {
+			q.Set("after", *after)
+		}
+		return c.do(ctx, http.MethodGet, "/v1/consents?"+q.Encode(), nil, stdout)
+	case "show":
+		fs := newFlags("consent show", stderr)
+		cf := adminFlags(fs)
+		id := fs.String("id", "", "the consent's id (required)")
+		if err := parse(fs, args[1:], false); err != nil {
+			return err
+		}
+		if *id == "" {
+			return fmt.Errorf("%w: --id is required", errUsage)
+		}
+		c, err := cf.client()
+		if err != nil {
+			return err
+		}
+		return c.do(ctx, http.MethodGet, "/v1/consents/"+url.PathEscape(*id), nil, stdout)
 	}
 	return fmt.Errorf("%w: unknown consent subcommand %q", errUsage, args[0])
 }

@@ -61,6 +61,8 @@ func commands() []command {
 		{name: "consent", summary: "the consent ledger", run: runConsent, subs: []subcommand{
 			{"grant", "record a consent"},
 			{"withdraw", "withdraw a consent: drop what is queued, ask recipients to erase"},
+			{"list", "list the consent ledger, a page at a time"},
+			{"show", "show one consent record"},
 		}},
 		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
 			{"report", "every delivery, consent and erasure of one student's data"},
@@ -106,6 +108,8 @@ var examples = map[string]string{
 	"share":                         "eduspace share --token-file /var/lib/eduspace/admin.token --agreement credit-2026",
 	"consent grant":                 "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
 	"consent withdraw":              "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-2024001",
+	"consent list":                  "eduspace consent list --config node.yaml --purpose research",
+	"consent show":                  "eduspace consent show --config node.yaml --id c-2024001",
 	"subject report":                "eduspace subject report --token-file /var/lib/eduspace/admin.token --student 2024001",
 	"aggregate query":               "eduspace aggregate query submit --config node.yaml query.json",
 	"aggregate rounds":              "eduspace aggregate rounds --config node.yaml",

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/eduspace/eduspace/node/agreement"
@@ -82,6 +83,8 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("GET /v1/status", s.handleStatus)
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
 	api.HandleFunc("POST /v1/consents/{id}/withdraw", s.handleWithdraw)
+	api.HandleFunc("GET /v1/consents", s.handleConsents)
+	api.HandleFunc("GET /v1/consents/{id}", s.handleConsentGet)
 	api.HandleFunc("POST /v1/subjects/report", s.handleSubjectReport)
 	s.aggregateRoutes(api) // aggregates.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
@@ -231,6 +234,40 @@ func (s *Server) handleConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusCreated)
 	s.writeJSON(w, map[string]string{"id": c.ID, "receipt": receipt})
+}
+
+// handleConsents lists the consent ledger a page at a time:
+// ?purpose=P&after=ID&limit=N (at most 10,000, default 1,000). The
+// subjects are in the answer, never in the URL.
+func (s *Server) handleConsents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			s.writeProblem(w, http.StatusBadRequest, "bad-request", "limit must be 1 to 10000", "")
+			return
+		}
+		limit = n
+	}
+	list, err := s.consents.List(r.Context(), policy.Purpose(q.Get("purpose")), q.Get("after"), limit)
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "consents-failed", "Consents unavailable", "")
+		return
+	}
+	s.writeJSON(w, list)
+}
+
+func (s *Server) handleConsentGet(w http.ResponseWriter, r *http.Request) {
+	c, err := s.consents.Get(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, consent.ErrUnknown):
+		s.writeProblem(w, http.StatusNotFound, "unknown-consent", "Unknown consent", "")
+	case err != nil:
+		s.writeProblem(w, http.StatusInternalServerError, "consents-failed", "Consent unavailable", "")
+	default:
+		s.writeJSON(w, c)
+	}
 }
 
 func (s *Server) handleWithdraw(w http.ResponseWriter, r *http.Request) {
