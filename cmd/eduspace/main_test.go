@@ -187,6 +187,21 @@ func TestDaemon(t *testing.T) {
 	if code, out, stderr := run(t, ctx, "agreement", "list"); code != exitOK {
 		t.Errorf("agreement list with EDUSPACE_CONFIG: exit %d: %s%s", code, out, stderr)
 	}
+	// The node's state on one screen, and as JSON.
+	if code, out, stderr := run(t, ctx, "status"); code != exitOK || !strings.Contains(out, "uni-test (Test University, university)") ||
+		!strings.Contains(out, "ready") || !strings.Contains(out, "key") {
+		t.Errorf("status: exit %d: %s%s", code, out, stderr)
+	}
+	code, out, stderr = run(t, ctx, "status", "--json")
+	var ov struct {
+		Node   string   `json:"node"`
+		Ready  bool     `json:"ready"`
+		Health []string `json:"health"`
+		Keys   []struct{ Kind, ID string }
+	}
+	if err := json.Unmarshal([]byte(out), &ov); code != exitOK || err != nil || ov.Node != "uni-test" || !ov.Ready || len(ov.Keys) != 3 {
+		t.Errorf("status --json: exit %d, %v: %+v %s", code, err, ov, stderr)
+	}
 	// An online backup while the node runs; never over an existing file.
 	backup := filepath.Join(dir, "backup.db")
 	if code, out, stderr := run(t, ctx, "node", "backup", "--config", cfgPath, "--out", backup); code != exitOK || !strings.Contains(out, "chain verified") {

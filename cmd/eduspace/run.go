@@ -58,6 +58,7 @@ func commands() []command {
 			{"list", "list the node's agreements"},
 		}},
 		{name: "share", summary: "share records under an agreement", run: runShare},
+		{name: "status", summary: "a running node's state on one screen", run: runStatus},
 		{name: "consent", summary: "the consent ledger", run: runConsent, subs: []subcommand{
 			{"grant", "record a consent"},
 			{"withdraw", "withdraw a consent: drop what is queued, ask recipients to erase"},
@@ -106,6 +107,7 @@ var examples = map[string]string{
 	"agreement revoke":              "eduspace agreement revoke --token-file /var/lib/eduspace/admin.token --id credit-2026",
 	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
 	"share":                         "eduspace share --token-file /var/lib/eduspace/admin.token --agreement credit-2026",
+	"status":                        "eduspace status --config /etc/eduspace/node.yaml",
 	"consent grant":                 "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
 	"consent withdraw":              "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-2024001",
 	"consent list":                  "eduspace consent list --config node.yaml --purpose research",

@@ -81,6 +81,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/agreements/{id}/revoke", s.handleRevoke)
 	api.HandleFunc("POST /v1/shares", s.handleShare)
 	api.HandleFunc("GET /v1/status", s.handleStatus)
+	api.HandleFunc("GET /v1/overview", s.handleOverview)
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
 	api.HandleFunc("POST /v1/consents/{id}/withdraw", s.handleWithdraw)
 	api.HandleFunc("GET /v1/consents", s.handleConsents)

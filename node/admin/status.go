@@ -41,69 +41,85 @@ var statusTemplate = template.Must(template.New("status").Funcs(template.FuncMap
 
 // statusPeer is one member of the space as this node knows it.
 type statusPeer struct {
-	Node        string
-	Self        bool
-	Institution string
-	Role        string
-	Expires     time.Time
-	ExpiresIn   string
-	Warn        bool   // the credential expires within 30 days or is not valid
-	State       string // "valid", or why the credential does not count
-	Source      string // where the credential was read: registry, checkpoint
-	Checkpoint  int64  // highest evidence count of theirs this node holds
-	CheckpointT time.Time
-	SentTo      int64 // envelopes of records this node sent them
-	RecvFrom    int64 // envelopes of records this node received from them
+	Node        string    `json:"node"`
+	Self        bool      `json:"self"`
+	Institution string    `json:"institution"`
+	Role        string    `json:"role"`
+	Expires     time.Time `json:"expires"`
+	ExpiresIn   string    `json:"expires_in"`
+	Warn        bool      `json:"warn"`       // the credential expires within 30 days or is not valid
+	State       string    `json:"state"`      // "valid", or why the credential does not count
+	Source      string    `json:"source"`     // where the credential was read: registry, checkpoint
+	Checkpoint  int64     `json:"checkpoint"` // highest evidence count of theirs this node holds
+	CheckpointT time.Time `json:"checkpoint_t"`
+	SentTo      int64     `json:"sent_to"`   // envelopes of records this node sent them
+	RecvFrom    int64     `json:"recv_from"` // envelopes of records this node received from them
 }
 
 // statusCount is a labelled figure.
 type statusCount struct {
-	Label string
-	Value int64
+	Label string `json:"label"`
+	Value int64  `json:"value"`
 }
 
 // statusData is what the page shows.
 type statusData struct {
-	Generated   time.Time
-	Node, Space string
-	Role        string
-	Institution string
-	Suite       string
-	CredExpires time.Time
-	CredLeft    string
-	CredWarn    bool
+	Generated   time.Time `json:"generated"`
+	Node        string    `json:"node"`
+	Space       string    `json:"space"`
+	Role        string    `json:"role"`
+	Institution string    `json:"institution"`
+	Suite       string    `json:"suite"`
+	CredExpires time.Time `json:"cred_expires"`
+	CredLeft    string    `json:"cred_left"`
+	CredWarn    bool      `json:"cred_warn"`
 
-	Ready, Connected, Blocked bool
+	Ready     bool `json:"ready"`
+	Connected bool `json:"connected"`
+	Blocked   bool `json:"blocked"`
 
-	EvidenceCount  int64
-	EvidenceHead   string
-	CheckpointAge  time.Duration
-	CheckpointMax  time.Duration
-	OwnCheckpoint  int64
-	OwnCheckpointT time.Time
+	EvidenceCount  int64         `json:"evidence_count"`
+	EvidenceHead   string        `json:"evidence_head"`
+	CheckpointAge  time.Duration `json:"checkpoint_age_ns"`
+	CheckpointMax  time.Duration `json:"checkpoint_max_ns"`
+	OwnCheckpoint  int64         `json:"own_checkpoint"`
+	OwnCheckpointT time.Time     `json:"own_checkpoint_t"`
 
-	OutboxDepth, AwaitingReceipt, SequenceMissing int64
+	OutboxDepth     int64 `json:"outbox_depth"`
+	AwaitingReceipt int64 `json:"awaiting_receipt"`
+	SequenceMissing int64 `json:"sequence_missing"`
 
 	// Sent: envelopes of records this node sealed, in the last 24 h and in all.
-	Sent24, SentAll                   statusExchange
-	Received24, ReceivedAll           statusInbound
-	Refused                           []statusCount // since start, by reason
-	RefusedTotal                      int64
-	PermitSinceStart, DenySinceStart  int64
-	Peers                             []statusPeer
-	ConsentTable, ErasureTable        bool
-	Consents                          int64
-	ErasuresAll, ErasuresOpen, ErasOK int64
+	Sent24           statusExchange `json:"sent24"`
+	SentAll          statusExchange `json:"sent_all"`
+	Received24       statusInbound  `json:"received24"`
+	ReceivedAll      statusInbound  `json:"received_all"`
+	Refused          []statusCount  `json:"refused"` // since start, by reason
+	RefusedTotal     int64          `json:"refused_total"`
+	PermitSinceStart int64          `json:"permit_since_start"`
+	DenySinceStart   int64          `json:"deny_since_start"`
+	Peers            []statusPeer   `json:"peers"`
+	ConsentTable     bool           `json:"consent_table"`
+	ErasureTable     bool           `json:"erasure_table"`
+	Consents         int64          `json:"consents"`
+	ErasuresAll      int64          `json:"erasures_all"`
+	ErasuresOpen     int64          `json:"erasures_open"`
+	ErasOK           int64          `json:"erasures_confirmed"`
 
-	Problems []string // parts of the page that could not be read
+	Problems []string `json:"problems"` // parts of the page that could not be read
 }
 
 type statusExchange struct {
-	Envelopes, Records, Acked, Confirmed, Pending int64
+	Envelopes int64 `json:"envelopes"`
+	Records   int64 `json:"records"`
+	Acked     int64 `json:"acked"`
+	Confirmed int64 `json:"confirmed"`
+	Pending   int64 `json:"pending"`
 }
 
 type statusInbound struct {
-	Envelopes, Records int64
+	Envelopes int64 `json:"envelopes"`
+	Records   int64 `json:"records"`
 }
 
 // statusPageHandler serves the status page to loopback peers only.
