@@ -113,24 +113,7 @@ func (a *Aggregator) Submit(ctx context.Context, q Query) (QueryInfo, error) {
 		return QueryInfo{}, ErrNotCenter
 	}
 	now := a.now()
-	if q.Center == "" {
-		q.Center = a.nodeID
-	}
-	if q.Issued.IsZero() {
-		q.Issued = now.UTC().Truncate(time.Millisecond)
-	}
-	if q.Dataset == "" {
-		q.Dataset = q.RecordType
-	}
-	if q.ContributionBound == 0 {
-		q.ContributionBound = 1
-	}
-	if q.RoundTimeout == 0 {
-		q.RoundTimeout = Duration(time.Minute)
-	}
-	if q.Deadline.IsZero() {
-		q.Deadline = q.Issued.Add(time.Hour)
-	}
+	q.SetDefaults(a.nodeID, now)
 	if q.Center != a.nodeID {
 		return QueryInfo{}, fmt.Errorf("aggregate query: center: must be this node, %s", a.nodeID)
 	}

@@ -151,6 +151,30 @@ func aggText(s string, max int) bool {
 	return true
 }
 
+// SetDefaults fills what the center leaves unset: the center (center),
+// issued (now), dataset (the record type), contribution bound 1, round
+// timeout 60s, deadline an hour after issue.
+func (q *Query) SetDefaults(center string, now time.Time) {
+	if q.Center == "" {
+		q.Center = center
+	}
+	if q.Issued.IsZero() {
+		q.Issued = now.UTC().Truncate(time.Millisecond)
+	}
+	if q.Dataset == "" {
+		q.Dataset = q.RecordType
+	}
+	if q.ContributionBound == 0 {
+		q.ContributionBound = 1
+	}
+	if q.RoundTimeout == 0 {
+		q.RoundTimeout = Duration(time.Minute)
+	}
+	if q.Deadline.IsZero() {
+		q.Deadline = q.Issued.Add(time.Hour)
+	}
+}
+
 // Validate checks the query against the standard; its errors name the
 // field that is wrong.
 func (q *Query) Validate(std *schema.Standard) error {
