@@ -18,11 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/eduspace/eduspace/crypto"
 )
@@ -114,18 +116,26 @@ func (k *Keys) Use(cred *crypto.Credential) error {
 	if len(cred.KEMKeys) == 0 || len(cred.SigningKeys) == 0 {
 		return errors.New("credential lists no KEM or no signing key")
 	}
+	// notHeld says which key the credential expects, which this node holds
+	// and what to do.
+	notHeld := func(kind, want string, held []string) error {
+		slices.Sort(held)
+		return fmt.Errorf("its current %s key %s is not among this node's keys (it holds %s): the credential was issued "+
+			"from another node's request, or for keys since removed; have the authority issue a credential from %s",
+			kind, want, strings.Join(held, ", "), RequestFile)
+	}
 	cur, ok := kems[cred.KEMKeys[0].ID]
 	if !ok {
-		return fmt.Errorf("credential's current KEM key %s is not among this node's keys", cred.KEMKeys[0].ID)
+		return notHeld("KEM", cred.KEMKeys[0].ID, slices.Collect(maps.Keys(kems)))
 	}
 	sig, ok := sigs[cred.SigningKeys[0].ID]
 	if !ok {
-		return fmt.Errorf("credential's current signing key %s is not among this node's keys", cred.SigningKeys[0].ID)
+		return notHeld("signing", cred.SigningKeys[0].ID, slices.Collect(maps.Keys(sigs)))
 	}
 	ck := k.Checkpoint
 	if len(cred.CheckpointKeys) > 0 {
 		if ck, ok = ckpts[cred.CheckpointKeys[0].ID]; !ok {
-			return fmt.Errorf("credential's current checkpoint key %s is not among this node's keys", cred.CheckpointKeys[0].ID)
+			return notHeld("checkpoint", cred.CheckpointKeys[0].ID, slices.Collect(maps.Keys(ckpts)))
 		}
 	}
 	open := map[string]*crypto.KEMPrivateKey{}

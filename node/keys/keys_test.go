@@ -81,7 +81,9 @@ func TestKeyGenerations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := k.Use(cred(other, g1)); err == nil || !strings.Contains(err.Error(), "not among this node's keys") {
+	// The error names the key expected, those held, and what to do.
+	if err := k.Use(cred(other, g1)); err == nil || !strings.Contains(err.Error(), "KEM key "+other.KEM.Public().KeyID()+" is not among this node's keys") ||
+		!strings.Contains(err.Error(), g1.KEM.Public().KeyID()) || !strings.Contains(err.Error(), "have the authority issue a credential from "+RequestFile) {
 		t.Errorf("Use with foreign current keys: %v", err)
 	}
 
