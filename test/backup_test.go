@@ -30,12 +30,7 @@ func TestBackupOnline(t *testing.T) {
 	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
 		t.Fatal(err)
 	}
-	ag := gradeAgreement("backup", "uni-a", "uni-b", s.now)
-	for _, n := range []*node.Node{a, b} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ag := agreeGrades(t, "backup", s.now, a, b)
 	if _, err := a.Share(ctx, ag.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +98,7 @@ func TestRestoreFromOlderCopyDetected(t *testing.T) {
 	}
 
 	// After the backup: an exchange, checkpointed on the space.
-	ag := gradeAgreement("after-backup", "uni-a", "uni-b", s.now)
-	for _, n := range []*node.Node{a, b} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ag := agreeGrades(t, "after-backup", s.now, a, b)
 	if _, err := a.Share(ctx, ag.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
@@ -86,12 +85,7 @@ func TestCompressedRecords(t *testing.T) {
 	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
 		t.Fatal(err)
 	}
-	ag := gradeAgreement("a-to-b", "uni-a", "uni-b", s.now)
-	for _, n := range []*node.Node{a, b} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
-			t.Fatal(err)
-		}
-	}
+	ag := agreeGrades(t, "a-to-b", s.now, a, b)
 	sr, err := a.Share(ctx, ag.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -64,13 +63,8 @@ func TestFullDisk(t *testing.T) {
 	if err != nil {
 		t.Skip("prlimit (util-linux) not on PATH: skipping the full-disk test")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	s := newProcSpace(t)
-	snd := s.node("uni-s", 20)
-	rcv := s.node("uni-r", 20)
-	snd.startReady()
-	rcv.startReady()
+	f := newFaultRun(t, 1)
+	ctx, snd, rcv := f.ctx, f.snd, f.rcv
 	data, want := faultRecords(t)
 	var ir struct{ Stored int }
 	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", data, &ir); err != nil || ir.Stored != len(want) {
@@ -120,13 +114,7 @@ func TestFullDisk(t *testing.T) {
 		}
 		return nil
 	})
-	wait.UntilErr(t, 60*time.Second, "the exchange to settle", func() error { return exchangeSettled(snd.admin, rcv.admin) })
-	for _, p := range []*nodeProc{snd, rcv} {
-		if err := p.stop(); err != nil {
-			t.Error(err)
-		}
-	}
-	assertExactlyOnce(t, rcv.dir, want)
+	f.finish(t, want)
 }
 
 // TestDamagedDatabaseStopsStart: a node whose database file was damaged

@@ -134,19 +134,49 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-func testFault(t *testing.T, victim string) {
-	rounds := faultRounds(t, 3)
+// faultRun is a fault test's setting: a sender and a receiver, each a
+// process, on a nats-server process; a random source whose seed is
+// logged; a deadline for the whole run.
+type faultRun struct {
+	ctx      context.Context
+	rng      *rand.Rand
+	s        *procSpace
+	snd, rcv *nodeProc
+}
+
+// newFaultRun starts a fault test of rounds faults; its deadline grows
+// with them, and the test's cleanup ends it.
+func newFaultRun(t *testing.T, rounds int) *faultRun {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(rounds)*10*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("random seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>7))
+	f := &faultRun{ctx: ctx, rng: rand.New(rand.NewPCG(seed, seed>>7)), s: newProcSpace(t)}
+	f.snd, f.rcv = f.s.node("uni-s", 20), f.s.node("uni-r", 20)
+	f.snd.startReady()
+	f.rcv.startReady()
+	return f
+}
 
-	s := newProcSpace(t)
-	snd := s.node("uni-s", 20)
-	rcv := s.node("uni-r", 20)
-	snd.startReady()
-	rcv.startReady()
+// finish waits for the exchange to settle (any duplicate still on its way
+// arrives first), stops both nodes and compares what the receiver stored
+// with want.
+func (f *faultRun) finish(t *testing.T, want map[[2]string]bool) {
+	t.Helper()
+	wait.UntilErr(t, 60*time.Second, "the exchange to settle", func() error { return exchangeSettled(f.snd.admin, f.rcv.admin) })
+	for _, p := range []*nodeProc{f.snd, f.rcv} {
+		if err := p.stop(); err != nil {
+			t.Error(err)
+		}
+	}
+	assertExactlyOnce(t, f.rcv.dir, want)
+}
+
+func testFault(t *testing.T, victim string) {
+	rounds := faultRounds(t, 3)
+	f := newFaultRun(t, rounds)
+	ctx, rng, s, snd, rcv := f.ctx, f.rng, f.s, f.snd, f.rcv
 
 	data, want := faultRecords(t)
 	var ir struct{ Stored, Invalid int }
@@ -201,14 +231,7 @@ func testFault(t *testing.T, victim string) {
 		}
 		return nil
 	})
-	// Any duplicate still on its way arrives before the count.
-	wait.UntilErr(t, 60*time.Second, "the exchange to settle", func() error { return exchangeSettled(snd.admin, rcv.admin) })
-	for _, p := range []*nodeProc{snd, rcv} {
-		if err := p.stop(); err != nil {
-			t.Error(err)
-		}
-	}
-	assertExactlyOnce(t, rcv.dir, want)
+	f.finish(t, want)
 }
 
 // assertExactlyOnce compares what the receiver in dir stored with want:

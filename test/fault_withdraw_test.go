@@ -2,11 +2,9 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,17 +28,8 @@ func TestFaultsWithdrawal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level fault suite: skipped with -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(faultRounds(t, 6))*10*time.Second)
-	defer cancel()
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("random seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>7))
-
-	s := newProcSpace(t)
-	snd := s.node("uni-s", 20)
-	rcv := s.node("uni-r", 20)
-	snd.startReady()
-	rcv.startReady()
+	f := newFaultRun(t, faultRounds(t, 6))
+	ctx, rng, s, snd, rcv := f.ctx, f.rng, f.s, f.snd, f.rcv
 
 	// The grades of the first 300 students of the fault records.
 	all, _ := faultRecords(t)
@@ -160,11 +149,7 @@ func TestFaultsWithdrawal(t *testing.T) {
 		}
 		return nil
 	})
-	for _, p := range []*nodeProc{snd, rcv} {
-		if err := p.stop(); err != nil {
-			t.Error(err)
-		}
-	}
+	f.finish(t, want)
 	got, _ := storedSet(t, rcv.dir)
 	for k := range got {
 		if gone[k[0]] {
@@ -172,7 +157,6 @@ func TestFaultsWithdrawal(t *testing.T) {
 			break
 		}
 	}
-	assertExactlyOnce(t, rcv.dir, want)
 }
 
 // metric is the value of the series named exactly series in the metrics

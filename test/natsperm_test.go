@@ -139,32 +139,8 @@ func TestNATSPermissions(t *testing.T) {
 	})
 
 	// uni-c, authenticated as itself, tries to act as others.
-	var mu sync.Mutex
-	var violations []string
-	mallory, err := nats.Connect(url, mustNkey(t, authority.NATSSeedPath(authDir, "uni-c")),
-		nats.CustomInboxPrefix(l.InboxPrefix("uni-c")),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			mu.Lock()
-			violations = append(violations, err.Error())
-			mu.Unlock()
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mallory.Close()
-	sawViolation := func(what, subject string) {
-		t.Helper()
-		wait.Until(t, 20*time.Second, "a permissions violation for "+what, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, v := range violations {
-				if strings.Contains(v, "Permissions Violation") && strings.Contains(v, subject) {
-					return true
-				}
-			}
-			return false
-		})
-	}
+	mallory, saw := watchedConn(t, url, authDir, "uni-c")
+	sawViolation := func(_, subject string) { t.Helper(); saw(subject) }
 	// Publish as uni-a.
 	forged := l.DeliverSubject("uni-b", "uni-a")
 	mallory.Publish(forged, []byte("forged"))
@@ -232,6 +208,40 @@ func TestNATSPermissions(t *testing.T) {
 	}
 	if st, _ := b.Status(ctx); st.Received != 27 {
 		t.Errorf("uni-b holds %d records after the attempts, want 27", st.Received)
+	}
+}
+
+// watchedConn connects to url as the member id, with its nkey seed from the
+// authority directory and its inbox prefix, recording every permissions
+// violation the server reports; sawViolation waits until one names
+// subject.
+func watchedConn(t *testing.T, url, authDir, id string) (nc *nats.Conn, sawViolation func(subject string)) {
+	t.Helper()
+	var mu sync.Mutex
+	var violations []string
+	nc, err := nats.Connect(url, mustNkey(t, authority.NATSSeedPath(authDir, id)),
+		nats.CustomInboxPrefix(bus.Layout{Space: space}.InboxPrefix(id)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			violations = append(violations, err.Error())
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, func(subject string) {
+		t.Helper()
+		wait.Until(t, 20*time.Second, "a permissions violation for "+subject, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range violations {
+				if strings.Contains(v, "Permissions Violation") && strings.Contains(v, subject) {
+					return true
+				}
+			}
+			return false
+		})
 	}
 }
 

@@ -126,6 +126,19 @@ func refusals(t *testing.T, dir string) map[string]int {
 	return got
 }
 
+// agreeGrades makes gradeAgreement(id) from uni-a to uni-b and adds it at
+// both.
+func agreeGrades(t *testing.T, id string, now time.Time, a, b *node.Node) *policy.Agreement {
+	t.Helper()
+	ag := gradeAgreement(id, "uni-a", "uni-b", now)
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(context.Background(), ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ag
+}
+
 func gradeAgreement(id, from, to string, now time.Time) *policy.Agreement {
 	return &policy.Agreement{
 		ID: id, Provider: from, Recipient: to, Purpose: policy.PurposeCreditTransfer,
@@ -352,19 +365,7 @@ func TestRevocationPermissions(t *testing.T) {
 		t.Fatalf("operator publishes the list: %v", err)
 	}
 
-	var mu sync.Mutex
-	var violations []string
-	member, err := nats.Connect(url, mustNkey(t, authority.NATSSeedPath(authDir, "uni-a")),
-		nats.CustomInboxPrefix(l.InboxPrefix("uni-a")),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			mu.Lock()
-			violations = append(violations, err.Error())
-			mu.Unlock()
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer member.Close()
+	member, memberSaw := watchedConn(t, url, authDir, "uni-a")
 	mjs, _ := jetstream.New(member)
 	kv, err := bus.Revocations(ctx, mjs, l)
 	if err != nil {
@@ -400,17 +401,7 @@ func TestRevocationPermissions(t *testing.T) {
 
 	// uni-b can neither delete uni-a's watcher, nor take over its name,
 	// nor open watchers of other names; its own works.
-	mallory, err := nats.Connect(url, mustNkey(t, authority.NATSSeedPath(authDir, "uni-b")),
-		nats.CustomInboxPrefix(l.InboxPrefix("uni-b")),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			mu.Lock()
-			violations = append(violations, err.Error())
-			mu.Unlock()
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mallory.Close()
+	mallory, sawViolation := watchedConn(t, url, authDir, "uni-b")
 	bjs, _ := jetstream.New(mallory)
 	rstream := "KV_" + l.RevocationBucket()
 	attempt := func(what string, do func(context.Context) error) {
@@ -429,19 +420,6 @@ func TestRevocationPermissions(t *testing.T) {
 			_, err := bjs.CreateOrUpdateConsumer(ctx, rstream, jetstream.ConsumerConfig{Name: name,
 				FilterSubject: "$KV." + l.RevocationBucket() + ".>", AckPolicy: jetstream.AckExplicitPolicy})
 			return err
-		})
-	}
-	sawViolation := func(subject string) {
-		t.Helper()
-		wait.Until(t, 20*time.Second, "a permissions violation for "+subject, func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, v := range violations {
-				if strings.Contains(v, "Permissions Violation") && strings.Contains(v, subject) {
-					return true
-				}
-			}
-			return false
 		})
 	}
 	sawViolation("$JS.API.CONSUMER.DELETE." + rstream + "." + l.Watcher("uni-a"))
@@ -472,16 +450,7 @@ func TestRevocationPermissions(t *testing.T) {
 	if _, err := kv.Put(pctx, bus.RevocationKey, []byte("forged")); err == nil {
 		t.Error("a member wrote the revocation list")
 	}
-	wait.Until(t, 20*time.Second, "a permissions violation for writing the list", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, v := range violations {
-			if strings.Contains(v, "Permissions Violation") && strings.Contains(v, "$KV."+l.RevocationBucket()) {
-				return true
-			}
-		}
-		return false
-	})
+	memberSaw("$KV." + l.RevocationBucket())
 	if e, err := kv.Get(ctx, bus.RevocationKey); err != nil || !bytes.Equal(e.Value(), list2) {
 		t.Fatalf("after the member's attempt the bucket does not hold list 2: %v", err)
 	}

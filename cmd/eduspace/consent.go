@@ -38,20 +38,8 @@ func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return c.do(ctx, http.MethodPost, "/v1/consents", bytes.NewReader(body), stdout)
 	case "withdraw":
-		fs := newFlags("consent withdraw", stderr)
-		cf := adminFlags(fs)
-		id := fs.String("id", "", "the consent's id (required)")
-		if err := parse(fs, args[1:], false); err != nil {
-			return err
-		}
-		if *id == "" {
-			return fmt.Errorf("%w: --id is required", errUsage)
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		return c.do(ctx, http.MethodPost, "/v1/consents/"+url.PathEscape(*id)+"/withdraw", nil, stdout)
+		return runByID(ctx, "consent withdraw", "the consent's id", args[1:], stdout, stderr, http.MethodPost,
+			func(id string) string { return "/v1/consents/" + url.PathEscape(id) + "/withdraw" })
 	case "list":
 		fs := newFlags("consent list", stderr)
 		cf := adminFlags(fs)
@@ -74,20 +62,8 @@ func runConsent(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return c.do(ctx, http.MethodGet, "/v1/consents?"+q.Encode(), nil, stdout)
 	case "show":
-		fs := newFlags("consent show", stderr)
-		cf := adminFlags(fs)
-		id := fs.String("id", "", "the consent's id (required)")
-		if err := parse(fs, args[1:], false); err != nil {
-			return err
-		}
-		if *id == "" {
-			return fmt.Errorf("%w: --id is required", errUsage)
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		return c.do(ctx, http.MethodGet, "/v1/consents/"+url.PathEscape(*id), nil, stdout)
+		return runByID(ctx, "consent show", "the consent's id", args[1:], stdout, stderr, http.MethodGet,
+			func(id string) string { return "/v1/consents/" + url.PathEscape(id) })
 	}
 	return fmt.Errorf("%w: unknown consent subcommand %q", errUsage, args[0])
 }
@@ -116,4 +92,23 @@ func runSubject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return c.do(ctx, http.MethodPost, "/v1/subjects/report", bytes.NewReader(body), stdout)
+}
+
+// runByID is a client command that names one thing by --id: it sends
+// method to the path path gives for the id and prints the answer.
+func runByID(ctx context.Context, name, what string, args []string, stdout, stderr io.Writer, method string, path func(string) string) error {
+	fs := newFlags(name, stderr)
+	cf := adminFlags(fs)
+	id := fs.String("id", "", what+" (required)")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *id == "" {
+		return fmt.Errorf("%w: --id is required", errUsage)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, method, path(*id), nil, stdout)
 }

@@ -155,48 +155,41 @@ func (l *Ledger) Get(ctx context.Context, id string) (policy.ConsentRecord, erro
 // List reads the ledger's records in id order, those for purpose only
 // when it is set, after the id after, at most limit of them.
 func (l *Ledger) List(ctx context.Context, purpose policy.Purpose, after string, limit int) ([]policy.ConsentRecord, error) {
-	rows, err := l.db.R.QueryContext(ctx, `SELECT body FROM consents WHERE (? = '' OR purpose = ?) AND id > ? ORDER BY id LIMIT ?`,
-		string(purpose), string(purpose), after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read consents: %w", err)
-	}
-	defer rows.Close()
 	out := []policy.ConsentRecord{}
-	for rows.Next() {
-		var body []byte
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("read consents: %w", err)
-		}
-		var c policy.ConsentRecord
-		if err := json.Unmarshal(body, &c); err != nil {
-			return nil, fmt.Errorf("decode consent: %w", err)
-		}
-		out = append(out, c)
-	}
-	return out, rows.Err()
+	err := l.each(ctx, func(c policy.ConsentRecord) { out = append(out, c) },
+		`SELECT body FROM consents WHERE (? = '' OR purpose = ?) AND id > ? ORDER BY id LIMIT ?`,
+		string(purpose), string(purpose), after, limit)
+	return out, err
 }
 
 // For loads the ledger's records for one purpose, by subject, for
 // a share run.
 func (l *Ledger) For(ctx context.Context, purpose policy.Purpose) (map[string][]policy.ConsentRecord, error) {
-	rows, err := l.db.R.QueryContext(ctx, `SELECT body FROM consents WHERE purpose = ?`, string(purpose))
+	out := map[string][]policy.ConsentRecord{}
+	err := l.each(ctx, func(c policy.ConsentRecord) { out[c.Subject] = append(out[c.Subject], c) },
+		`SELECT body FROM consents WHERE purpose = ?`, string(purpose))
+	return out, err
+}
+
+// each hands f every consent record that query (selecting body) finds.
+func (l *Ledger) each(ctx context.Context, f func(policy.ConsentRecord), query string, args ...any) error {
+	rows, err := l.db.R.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read consents: %w", err)
+		return fmt.Errorf("read consents: %w", err)
 	}
 	defer rows.Close()
-	out := map[string][]policy.ConsentRecord{}
 	for rows.Next() {
 		var body []byte
 		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("read consents: %w", err)
+			return fmt.Errorf("read consents: %w", err)
 		}
 		var c policy.ConsentRecord
 		if err := json.Unmarshal(body, &c); err != nil {
-			return nil, fmt.Errorf("decode consent: %w", err)
+			return fmt.Errorf("decode consent: %w", err)
 		}
-		out[c.Subject] = append(out[c.Subject], c)
+		f(c)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // WithdrawResult is what a withdrawal set in motion.
