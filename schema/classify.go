@@ -397,6 +397,30 @@ func (s *Standard) ValueLevel(f *FieldSpec, v []byte) Level {
 	return lv
 }
 
+// ShowsAge reports whether records of type t can show their subject's age
+// (C3): t has a person subject and a birth date or resident ID field.
+func (t *RecordType) ShowsAge() bool {
+	if t.subjectKey == "" {
+		return false
+	}
+	for i := range t.fields {
+		if t.MinorField(&t.fields[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// Under reports whether someone born on birth is under the standard's
+// minor age on asOf's calendar date (C3).
+func (s *Standard) Under(birth, asOf time.Time) bool {
+	if birth.IsZero() {
+		return false
+	}
+	y, m, d := birth.Date()
+	return s.under(y, int(m), d, asOf)
+}
+
 // MinorField reports whether type t's field f can show the record's
 // subject a minor (C3): t has a person subject, and f is its birth date
 // or a resident ID field.

@@ -114,7 +114,14 @@ func records(now time.Time) (string, int) {
 		}
 		fmt.Fprintf(&b, `{"type":"student","student_id":"S%04d","name":"张%d","gender":"女","birth_date":%q,"id_type":"resident_id","id_number":%q,"religion":"none"}`+"\n",
 			i, i, birth.Format("2006-01-02"), residentID("110101"+birth.Format("20060102")+"123"))
-		fmt.Fprintf(&b, `{"type":"course_grade","student_id":"S%04d","course_code":"CS201","course_name":"数据结构","credits":4,"term":"2025-2026-1","score":%d}`+"\n", i, 60+i)
+		// The two minors' grades would be theirs too, and need a guardian's
+		// consent (TestMinorAcrossRecordTypes): the 27 grades are adults',
+		// two of them a second course's.
+		student, course := i, "CS201"
+		if i >= 25 {
+			student, course = i-25, "CS202"
+		}
+		fmt.Fprintf(&b, `{"type":"course_grade","student_id":"S%04d","course_code":%q,"course_name":"数据结构","credits":4,"term":"2025-2026-1","score":%d}`+"\n", student, course, 60+i)
 	}
 	b.WriteString(`{"type":"student","student_id":"BAD","id_type":"resident_id","id_number":"110101200001011230"}` + "\n")
 	return b.String(), 27 * 2

@@ -30,6 +30,10 @@ func (r record) appendWire(dst []byte, d policy.Decision, tz *crypto.Tokenizer) 
 // table, 0 for a streamed record) at now and packs it when permitted.
 func (s *shareRun) decide(ctx context.Context, rec record, labels schema.Labels, id int64, now time.Time) error {
 	n := s.n
+	labels, err := s.carryMinor(ctx, labels, now)
+	if err != nil {
+		return err
+	}
 	typ := labels.Type
 	s.res.Considered++
 	sk := subjectKey(n.ev.SubjectSum(labels.Subject))

@@ -172,6 +172,11 @@ type shareRun struct {
 	// maxPlain closes an envelope at this much plaintext
 	// (Sharer.EnvelopePlaintext when the run began).
 	maxPlain int
+	// minors are the subjects whose held records show them under the
+	// minor age (carryMinor), read once a run.
+	minorsOnce sync.Once
+	minors     map[string]bool
+	minorsErr  error
 }
 
 // volume holds the subjects a recipient received in one calendar year and
