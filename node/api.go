@@ -63,7 +63,7 @@ func (n *Node) RevokeAgreement(ctx context.Context, id string) (dropped int, err
 
 // Ingest validates, classifies and stores records (share.Sharer.Ingest).
 func (n *Node) Ingest(ctx context.Context, r io.Reader, defaultType string) (share.IngestResult, error) {
-	return n.shares.Ingest(ctx, r, defaultType)
+	return n.shares.Ingest(ctx, r, share.IngestOptions{Type: defaultType})
 }
 
 // Share sends what the node holds under an agreement, as far as policy

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -167,12 +168,15 @@ func (c *adminClient) fetch(ctx context.Context, method, path string, body io.Re
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ingest", stderr)
 	cf := adminFlags(fs)
-	typ := fs.String("type", "", "record type for lines without a \"type\" member")
+	typ := fs.String("type", "", "record type of records that name none (required for CSV; for Ed-Fi XML, keep only this type)")
+	format := fs.String("format", "", "ndjson, csv or edfi (default: from the first character: { NDJSON, < Ed-Fi XML, else CSV)")
+	encoding := fs.String("encoding", "", "utf-8 or gb18030, which covers GBK (default: detected; undecodable input is refused with its line)")
+	allOrNothing := fs.Bool("all-or-nothing", false, "store nothing if any record is refused")
 	if err := parse(fs, args, true); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: eduspace ingest [flags] FILE.ndjson", errUsage)
+		return fmt.Errorf("%w: eduspace ingest [flags] FILE (NDJSON, CSV or Ed-Fi XML)", errUsage)
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -183,7 +187,37 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer f.Close()
-	return c.do(ctx, http.MethodPost, "/v1/ingest?type="+url.QueryEscape(*typ), f, stdout)
+	q := url.Values{"type": {*typ}, "format": {*format}, "encoding": {*encoding}, "all_or_nothing": {strconv.FormatBool(*allOrNothing)}}
+	data, err := c.fetch(ctx, http.MethodPost, "/v1/ingest?"+q.Encode(), f)
+	if err != nil {
+		return err
+	}
+	var pretty bytes.Buffer
+	if json.Indent(&pretty, data, "", "  ") == nil {
+		data = pretty.Bytes()
+	}
+	if _, err := stdout.Write(append(bytes.TrimRight(data, "\n"), '\n')); err != nil {
+		return err
+	}
+	// Anything refused is a failure the operator must see, by reason.
+	var res struct {
+		Invalid    int            `json:"invalid"`
+		ByReason   map[string]int `json:"by_reason"`
+		NoneStored bool           `json:"none_stored"`
+	}
+	if json.Unmarshal(data, &res) == nil && res.Invalid > 0 {
+		reasons := make([]string, 0, len(res.ByReason))
+		for r, n := range res.ByReason {
+			reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
+		}
+		sort.Strings(reasons)
+		msg := fmt.Sprintf("%d records refused (%s)", res.Invalid, strings.Join(reasons, ", "))
+		if res.NoneStored {
+			msg += "; --all-or-nothing: none stored"
+		}
+		return exitCodeError{code: exitFailure, msg: msg}
+	}
+	return nil
 }
 
 func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) error {

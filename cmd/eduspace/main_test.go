@@ -167,9 +167,10 @@ func TestDaemon(t *testing.T) {
 	})
 	recs := filepath.Join(dir, "records.ndjson")
 	os.WriteFile(recs, []byte(`{"student_id":"S1","course_code":"CS101","score":90}`+"\n"+`{"student_id":"S2","score":-1,"bogus":1}`+"\n"), 0o644)
+	// One record stored, one refused: the command says so and exits 1.
 	code, out, stderr := run(t, ctx, "ingest", "--node", "http://"+admin, "--token-file", filepath.Join(dir, "data", "admin.token"), "--type", "course_grade", recs)
-	if code != exitOK {
-		t.Fatalf("ingest: exit %d: %s", code, stderr)
+	if code != exitFailure || !strings.Contains(stderr, "1 records refused (unknown_field 1)") {
+		t.Fatalf("ingest with a refused record: exit %d: %s", code, stderr)
 	}
 	var ir struct{ Stored, Invalid int }
 	if err := json.Unmarshal([]byte(out), &ir); err != nil || ir.Stored != 1 || ir.Invalid != 1 {
@@ -180,7 +181,7 @@ func TestDaemon(t *testing.T) {
 	}
 	// The node's config names the admin API and the token: --config, or
 	// EDUSPACE_CONFIG.
-	if code, out, stderr := run(t, ctx, "ingest", "--config", cfgPath, "--type", "course_grade", recs); code != exitOK || !strings.Contains(out, `"records": 2`) {
+	if code, out, stderr := run(t, ctx, "ingest", "--config", cfgPath, "--type", "course_grade", recs); code != exitFailure || !strings.Contains(out, `"records": 2`) {
 		t.Errorf("ingest --config: exit %d: %s%s", code, out, stderr)
 	}
 	t.Setenv("EDUSPACE_CONFIG", cfgPath)

@@ -5,8 +5,10 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -14,7 +16,9 @@ import (
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
 )
 
 // problem is an RFC 9457 problem document. Type is a stable URI per kind
@@ -106,13 +110,41 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 	})
 }
 
+// handleIngest stores the records of the body: ?type=T&format=ndjson|csv|edfi
+// &encoding=utf-8|gb18030&all_or_nothing=true (format and encoding are
+// detected when not given).
 func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
-	res, err := s.shares.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), r.URL.Query().Get("type"))
-	if err != nil {
-		s.writeProblem(w, http.StatusInternalServerError, "ingest-failed", "Ingest failed", err.Error())
+	q := r.URL.Query()
+	o := share.IngestOptions{Type: q.Get("type"), Format: q.Get("format"), Encoding: q.Get("encoding")}
+	switch v := q.Get("all_or_nothing"); v {
+	case "", "false", "0":
+	case "true", "1":
+		o.AllOrNothing = true
+	default:
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "all_or_nothing must be true or false", "")
 		return
 	}
-	s.writeJSON(w, res)
+	if o.Format != "" && !slices.Contains(schema.Formats(), o.Format) {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unknown format", fmt.Sprintf("format %q: want one of %q", o.Format, schema.Formats()))
+		return
+	}
+	if o.Encoding != "" && !slices.Contains(schema.Encodings(), o.Encoding) {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unknown encoding", fmt.Sprintf("encoding %q: want one of %q", o.Encoding, schema.Encodings()))
+		return
+	}
+	res, err := s.shares.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), o)
+	var de *schema.DecodeError
+	switch {
+	case errors.As(err, &de):
+		s.writeProblem(w, http.StatusUnprocessableEntity, "undecodable", "Input does not decode",
+			fmt.Sprintf("%v; %d records stored before it", de, res.Stored))
+	case errors.Is(err, share.ErrCSVNeedsType):
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Record type required", err.Error())
+	case err != nil:
+		s.writeProblem(w, http.StatusInternalServerError, "ingest-failed", "Ingest failed", err.Error())
+	default:
+		s.writeJSON(w, res)
+	}
 }
 
 func (s *Server) handleAgreement(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package share
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/eduspace/eduspace/node/evidence"
@@ -37,11 +39,35 @@ type RecordError struct {
 
 // IngestResult sums up one ingest.
 type IngestResult struct {
-	Records   int           `json:"records"`   // records read
-	Stored    int           `json:"stored"`    // new records stored
-	Duplicate int           `json:"duplicate"` // records already held, not stored again
-	Invalid   int           `json:"invalid"`
-	Errors    []RecordError `json:"errors,omitempty"`
+	Format    string         `json:"format"`    // ndjson, csv or edfi, as named or detected
+	Encoding  string         `json:"encoding"`  // utf-8 or gb18030, as named or detected
+	Records   int            `json:"records"`   // records read
+	Stored    int            `json:"stored"`    // new records stored
+	Duplicate int            `json:"duplicate"` // records already held, not stored again
+	Invalid   int            `json:"invalid"`
+	ByReason  map[string]int `json:"by_reason,omitempty"` // refused records by reason code
+	Errors    []RecordError  `json:"errors,omitempty"`    // the first thousand
+	// NoneStored: AllOrNothing was asked and a record was refused.
+	NoneStored bool `json:"none_stored,omitempty"`
+}
+
+// ErrCSVNeedsType is returned for CSV input without a record type: a CSV
+// row cannot name its own.
+var ErrCSVNeedsType = errors.New("CSV input needs its record type (--type, ?type=)")
+
+// IngestOptions say how to read an ingest's input.
+type IngestOptions struct {
+	// Type is the record type of records that do not name one (required
+	// for CSV; for Ed-Fi XML, only records of it are kept).
+	Type string
+	// Format is ndjson, csv or edfi; "" detects it from the first
+	// character: '{' NDJSON, '<' Ed-Fi XML, anything else CSV.
+	Format string
+	// Encoding is utf-8 or gb18030 (GBK); "" detects it (schema.Decode).
+	Encoding string
+	// AllOrNothing stores nothing when any record is refused; the input
+	// is held in memory until it has all been read.
+	AllOrNothing bool
 }
 
 type ingestRow struct {
@@ -53,14 +79,39 @@ type ingestRow struct {
 	labels  []byte // the classification (schema.Standard.AppendLabels)
 }
 
-// Ingest reads NDJSON records (each with a "type" member, or of
-// defaultType), validates and classifies each, and stores the valid ones.
-// An invalid record is refused alone, with its index, field and reason; the
-// rest go on. Storing is idempotent: a record already held is not stored
-// twice.
-func (n *Sharer) Ingest(ctx context.Context, r io.Reader, defaultType string) (IngestResult, error) {
+// Ingest reads records in the format and encoding o names or detects
+// (NDJSON, CSV, Ed-Fi XML; UTF-8, GB18030), validates and classifies each,
+// and stores the valid ones. An invalid record is refused alone, with its
+// index, field and reason; the rest go on, unless o.AllOrNothing. Input
+// that does not decode stops the ingest with a *schema.DecodeError naming
+// the line; what was stored before it stays (none with AllOrNothing).
+// Storing is idempotent: a record already held is not stored twice.
+func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (IngestResult, error) {
 	var res IngestResult
-	rd := schema.NewNDJSONReader(r, defaultType)
+	text, enc, err := schema.Decode(r, o.Encoding)
+	if err != nil {
+		return res, fmt.Errorf("ingest: %w", err)
+	}
+	res.Encoding = enc
+	br := bufio.NewReader(text)
+	if res.Format = o.Format; res.Format == "" {
+		res.Format = detectFormat(br)
+	}
+	if res.Format == schema.FormatCSV && o.Type == "" {
+		return res, fmt.Errorf("ingest: %w", ErrCSVNeedsType)
+	}
+	rd, err := n.std.NewReader(res.Format, br, o.Type)
+	if err != nil {
+		return res, fmt.Errorf("ingest: %w", err)
+	}
+	var held [][]ingestRow // AllOrNothing: everything, stored at the end
+	store := func(batch []ingestRow) error {
+		if o.AllOrNothing {
+			held = append(held, slices.Clone(batch))
+			return nil
+		}
+		return n.storeIngest(ctx, batch, &res)
+	}
 	asOf := n.now()
 	batch := make([]ingestRow, 0, ingestBatch)
 	for {
@@ -104,22 +155,58 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, defaultType string) (I
 		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body,
 			labels: n.std.AppendLabels(nil, labels)})
 		if len(batch) == ingestBatch {
-			if err := n.storeIngest(ctx, batch, &res); err != nil {
+			if err := store(batch); err != nil {
 				return res, err
 			}
 			batch = batch[:0]
 		}
 	}
 	if len(batch) > 0 {
-		if err := n.storeIngest(ctx, batch, &res); err != nil {
+		if err := store(batch); err != nil {
 			return res, err
+		}
+	}
+	if o.AllOrNothing {
+		if res.Invalid > 0 {
+			res.NoneStored = true
+			return res, nil
+		}
+		for _, b := range held {
+			if err := n.storeIngest(ctx, b, &res); err != nil {
+				return res, err
+			}
 		}
 	}
 	return res, nil
 }
 
+// detectFormat names the format of the text r starts with, by its first
+// character that is not white space: '{' NDJSON, '<' Ed-Fi XML, else CSV.
+func detectFormat(r *bufio.Reader) string {
+	for i := 1; ; i++ {
+		b, err := r.Peek(i)
+		if err != nil {
+			return schema.FormatNDJSON // empty: nothing to read either way
+		}
+		switch c := b[i-1]; c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return schema.FormatNDJSON
+		case '<':
+			return schema.FormatEdFi
+		default:
+			return schema.FormatCSV
+		}
+	}
+}
+
 func (res *IngestResult) reject(idx int, verr *schema.ValidationError) {
 	res.Invalid++
+	if res.ByReason == nil {
+		res.ByReason = map[string]int{}
+	}
+	res.ByReason[verr.Reason]++
 	// Keep the first thousand errors; the count says how many there were.
 	if len(res.Errors) < 1000 {
 		res.Errors = append(res.Errors, RecordError{Index: idx, Field: verr.Field, Reason: verr.Reason})
