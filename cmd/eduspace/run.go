@@ -49,7 +49,7 @@ func commands() []command {
 			{"nats-config", "generate the NATS server configuration for the members"},
 			{"nats-setup", "create or update the space's streams and buckets, as the operator"},
 		}},
-		{name: "ingest", summary: "send NDJSON records to a running node", run: runIngest},
+		{name: "ingest", summary: "send records (NDJSON, CSV, Ed-Fi XML; UTF-8 or GBK) to a running node", run: runIngest},
 		{name: "agreement", summary: "agreements with peers", run: runAgreement, subs: []subcommand{
 			{"add", "add an agreement both parties signed off"},
 			{"propose", "propose an agreement to its other party"},
@@ -100,7 +100,7 @@ var examples = map[string]string{
 	"authority space-policy":        "eduspace authority space-policy --dir /srv/authority --space beijing-edu --min-suite xwing-sha256-aes128gcm",
 	"authority nats-config":         "eduspace authority nats-config --dir /srv/authority --space beijing-edu --members uni-a,uni-b,center --out generated.conf",
 	"authority nats-setup":          "eduspace authority nats-setup --url nats://hub-1:4222 --credentials /srv/authority/nats/operator.nk --space beijing-edu",
-	"ingest":                        "eduspace ingest --node http://127.0.0.1:7600 --token-file /var/lib/eduspace/admin.token grades.ndjson",
+	"ingest":                        "eduspace ingest --config /etc/eduspace/node.yaml --type student --encoding gb18030 students.csv",
 	"agreement add":                 "eduspace agreement add --token-file /var/lib/eduspace/admin.token agreement.json",
 	"agreement propose":             "eduspace agreement propose --token-file /var/lib/eduspace/admin.token agreement.json",
 	"agreement accept":              "eduspace agreement accept --token-file /var/lib/eduspace/admin.token --id credit-2026",
