@@ -101,49 +101,44 @@ func TestAuditStreamBounded(t *testing.T) {
 	}
 }
 
-// TestExchangeStreamBounded: a member cannot fill the hub's disk through
-// the exchange stream either. Under one subject (one sender, one
-// addressee) at most bus.ExchangePerPair messages wait; the next is
-// refused, not swapped for one waiting, and other pairs are not held up.
-// TestNATSPermissions shows the stock server refusing subjects of
-// addressees that are no members.
+// TestExchangeStreamBounded: a member cannot grow the hub's store without
+// end through the exchange stream either. The stream holds at most
+// bus.ExchangePerPair messages under one subject (one sender, one
+// addressee) and refuses the next rather than drop one waiting; other
+// pairs are not held up. The bound is a million: the test lowers it on the
+// stream to a hundred to see it work. TestNATSPermissions shows the stock
+// server refusing subjects of addressees that are no members.
 func TestExchangeStreamBounded(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
 	s.member("uni-a", crypto.SuiteX25519)
 	js := s.js()
 	l := bus.Layout{Space: space}
-	parked := l.DeliverSubject("uni-away", "uni-c")
-	futures := make([]jetstream.PubAckFuture, 0, bus.ExchangePerPair)
-	for i := range bus.ExchangePerPair {
-		f, err := js.PublishAsync(parked, []byte("x"), jetstream.WithMsgID(fmt.Sprintf("parked-%d", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		futures = append(futures, f)
-	}
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatalf("message %d of %d under one subject refused: %v", i+1, bus.ExchangePerPair, err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("no acknowledgement within 30s")
-		}
-	}
-	if _, err := js.Publish(ctx, parked, []byte("one more")); err == nil {
-		t.Errorf("message %d under one subject accepted", bus.ExchangePerPair+1)
-	}
-	if _, err := js.Publish(ctx, l.DeliverSubject("uni-a", "uni-c"), []byte("x")); err != nil {
-		t.Errorf("another pair held up: %v", err)
-	}
 	st, err := js.Stream(ctx, l.ExchangeStream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg := st.CachedInfo().Config; cfg.MaxMsgsPerSubject != bus.ExchangePerPair || !cfg.DiscardNewPerSubject {
-		t.Errorf("exchange stream keeps %d messages per subject (discard new per subject %v), want %d, refusing new ones",
-			cfg.MaxMsgsPerSubject, cfg.DiscardNewPerSubject, bus.ExchangePerPair)
+	cfg := st.CachedInfo().Config
+	if cfg.MaxMsgsPerSubject != bus.ExchangePerPair || !cfg.DiscardNewPerSubject || cfg.Discard != jetstream.DiscardNew {
+		t.Fatalf("exchange stream keeps %d messages per subject (discard %v, new per subject %v), want %d, refusing new ones",
+			cfg.MaxMsgsPerSubject, cfg.Discard, cfg.DiscardNewPerSubject, bus.ExchangePerPair)
+	}
+	const bound = 100
+	cfg.MaxMsgsPerSubject = bound
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	parked := l.DeliverSubject("uni-away", "uni-c")
+	for i := range bound {
+		if _, err := js.Publish(ctx, parked, []byte("x"), jetstream.WithMsgID(fmt.Sprintf("parked-%d", i))); err != nil {
+			t.Fatalf("message %d of %d under one subject refused: %v", i+1, bound, err)
+		}
+	}
+	if _, err := js.Publish(ctx, parked, []byte("one more")); err == nil {
+		t.Errorf("message %d under one subject accepted", bound+1)
+	}
+	if _, err := js.Publish(ctx, l.DeliverSubject("uni-a", "uni-c"), []byte("x")); err != nil {
+		t.Errorf("another pair held up: %v", err)
 	}
 }
 

@@ -265,7 +265,11 @@ func baseline(ctx context.Context, emb *bus.Embedded, storeDir string, data []by
 	if err != nil {
 		return 0, 0, err
 	}
+	// The exchange stream's settings, but for the bound per subject: the
+	// baseline publishes every record to one subject with nobody reading,
+	// which the pipeline never does.
 	cfg := bus.ExchangeStreamConfig(bus.Layout{Space: "baseline_" + name})
+	cfg.MaxMsgsPerSubject, cfg.DiscardNewPerSubject, cfg.Discard = 0, false, jetstream.DiscardOld
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		return 0, 0, fmt.Errorf("baseline stream: %w", err)
 	}

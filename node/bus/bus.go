@@ -375,11 +375,15 @@ func Revocations(ctx context.Context, js jetstream.JetStream, l Layout) (jetstre
 // ExchangePerPair bounds what waits on the exchange stream under one
 // subject, that is from one sender to one addressee of one kind: beyond
 // it the server refuses the sender's next message (it stays in the
-// sender's outbox, which retries) and never discards one waiting. At the
-// default batch.max_records of 2,000 it is a backlog of 20 million
-// records for an addressee that is away; it keeps a member from filling
-// the hub's disk under its own subjects.
-const ExchangePerPair = 10_000
+// sender's outbox, which retries) and never discards one waiting. It must
+// exceed any backlog a sender may honestly build for an addressee that is
+// away (a million erasure requests, or two billion records at the default
+// batch.max_records): the relay publishes in order, so a pair at its
+// bound holds back the sender's later envelopes to everyone until the
+// addressee reads. It keeps a member from growing the hub's store without
+// end under its own subjects; the generated permissions keep it to real
+// addressees.
+const ExchangePerPair = 1_000_000
 
 // ExchangeStreamConfig is the exchange stream's configuration.
 func ExchangeStreamConfig(l Layout) jetstream.StreamConfig {
