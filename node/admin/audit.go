@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -72,7 +73,9 @@ func (s *Server) audited(routes *http.ServeMux, next http.Handler) http.Handler 
 		}
 		attrs := []slog.Attr{slog.String("method", r.Method), slog.String("route", route), slog.Int("status", rec.status),
 			slog.Duration("took", time.Since(start))}
-		if id := r.PathValue("id"); id != "" {
+		// A consent's id is the institution's to choose and may hold a
+		// student number: only agreement and query ids are logged.
+		if id := r.PathValue("id"); id != "" && !strings.HasPrefix(route, "POST /v1/consents/") && !strings.HasPrefix(route, "GET /v1/consents/") {
 			attrs = append(attrs, slog.String("id", id))
 		}
 		if a.agreement != "" {

@@ -21,6 +21,7 @@ func TestAuditedLogsActions(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	routes.HandleFunc("POST /v1/subjects/report", func(w http.ResponseWriter, r *http.Request) {})
+	routes.HandleFunc("POST /v1/consents/{id}/withdraw", func(w http.ResponseWriter, r *http.Request) {})
 	h := s.audited(routes, s.authorize(routes))
 	for _, c := range []struct {
 		path, token, body string
@@ -30,6 +31,7 @@ func TestAuditedLogsActions(t *testing.T) {
 			"id=credit-1", "agreement=credit-1", "status=204"}},
 		{"/v1/agreements/credit-1/accept", "wrong", "", []string{"level=WARN", "status=401"}},
 		{"/v1/subjects/report", "secret", `{"subject":"2024000123"}`, []string{"level=INFO", "status=200"}},
+		{"/v1/consents/c-2024000123/withdraw", "secret", "", []string{"level=INFO", "status=200"}},
 	} {
 		logs.Reset()
 		r := httptest.NewRequest(http.MethodPost, c.path, strings.NewReader(c.body))
