@@ -96,11 +96,16 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	if err != nil {
 		return err
 	}
+	return printJSON(stdout, data)
+}
+
+// printJSON writes the JSON answer data to stdout, indented.
+func printJSON(stdout io.Writer, data []byte) error {
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, data, "", "  ") == nil {
 		data = pretty.Bytes()
 	}
-	_, err = stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
+	_, err := stdout.Write(append(bytes.TrimRight(data, "\n"), '\n'))
 	return err
 }
 
@@ -192,11 +197,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	var pretty bytes.Buffer
-	if json.Indent(&pretty, data, "", "  ") == nil {
-		data = pretty.Bytes()
-	}
-	if _, err := stdout.Write(append(bytes.TrimRight(data, "\n"), '\n')); err != nil {
+	if err := printJSON(stdout, data); err != nil {
 		return err
 	}
 	// Anything refused is a failure the operator must see, by reason.

@@ -147,18 +147,29 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) handleAgreement(w http.ResponseWriter, r *http.Request) {
+// readAgreement reads and parses the agreement in the request's body, and
+// names it for the admin log; it answers the problem itself and returns
+// nil when there is none.
+func (s *Server) readAgreement(w http.ResponseWriter, r *http.Request) *policy.Agreement {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err != nil {
 		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", err.Error())
-		return
+		return nil
 	}
 	a, err := policy.ParseAgreement(body, s.std)
 	if err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
-		return
+		return nil
 	}
 	noteAgreement(r, a.ID)
+	return a
+}
+
+func (s *Server) handleAgreement(w http.ResponseWriter, r *http.Request) {
+	a := s.readAgreement(w, r)
+	if a == nil {
+		return
+	}
 	if err := s.agreements.Add(r.Context(), a); err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Agreement not accepted", err.Error())
 		return
@@ -343,17 +354,10 @@ func (s *Server) handleAgreements(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePropose(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
-	if err != nil {
-		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unreadable request body", "")
+	a := s.readAgreement(w, r)
+	if a == nil {
 		return
 	}
-	a, err := policy.ParseAgreement(body, s.std)
-	if err != nil {
-		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-agreement", "Invalid agreement", err.Error())
-		return
-	}
-	noteAgreement(r, a.ID)
 	if err := s.agreements.Propose(r.Context(), a); err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "proposal-failed", "Agreement not proposed", err.Error())
 		return
