@@ -222,7 +222,7 @@ func clusterNode(t *testing.T, dir, bin string, ak *crypto.AuthorityKey, space, 
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tok), 0o644)
-	admin := freeAddr(t)
+	admin := stableAddr(t)
 	cfg := fmt.Sprintf("node_id: %s\nspace: %s\ndata_dir: %s\nauthority_public_key: %s\nnats:\n%sadmin:\n  listen: %s\nbatch:\n  max_records: %d\nlog_level: warn\n",
 		id, space, nd, filepath.Join(dir, "authority", authority.PublicKeyFile), natsYAML, admin, maxRecords)
 	cfgPath := filepath.Join(dir, id+".yaml")
@@ -230,17 +230,31 @@ func clusterNode(t *testing.T, dir, bin string, ak *crypto.AuthorityKey, space, 
 	return &nodeProc{proc: newProc(t, dir, id, bin, "node", "run", "--config", cfgPath), id: id, dir: nd, admin: admin, token: ks.AdminToken}
 }
 
+var stablePorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
+
 // stableAddr is a free loopback address whose port lies below Linux's
 // ephemeral range (32768-60999), so that no outgoing connection takes it
 // between now and the moment a server process binds it: a cluster's
 // servers dial each other's route ports while their peers are starting.
+// A port is handed out once per test binary: the listener is closed at
+// once, so without the record two calls could return the same free port.
 func stableAddr(t *testing.T) string {
 	t.Helper()
+	stablePorts.Lock()
+	defer stablePorts.Unlock()
 	for range 200 {
-		addr := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))
+		port := 20000 + rand.IntN(12000)
+		if stablePorts.given[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		ln, err := net.Listen("tcp", addr)
 		if err == nil {
 			ln.Close()
+			stablePorts.given[port] = true
 			return addr
 		}
 	}

@@ -40,7 +40,7 @@ func TestNATSPermissions(t *testing.T) {
 	if _, err := authority.Init(authDir); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := stableAddr(t)
 	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b", "uni-c"}, addr, filepath.Join(dir, "js"))
 	if err != nil {
 		t.Fatal(err)

@@ -66,16 +66,6 @@ func binaries(t *testing.T) (eduspace, natsServer string) {
 	return filepath.Join(binDir, "eduspace"), filepath.Join(binDir, "nats-server")
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // proc is a restartable child process whose output goes to a log file.
 type proc struct {
 	t    *testing.T
@@ -177,7 +167,7 @@ func newProcSpace(t *testing.T) *procSpace {
 	t.Helper()
 	bin, natsBin := binaries(t)
 	dir := t.TempDir()
-	s := &procSpace{t: t, dir: dir, bin: bin, natsAddr: freeAddr(t)}
+	s := &procSpace{t: t, dir: dir, bin: bin, natsAddr: stableAddr(t)}
 	host, port, _ := net.SplitHostPort(s.natsAddr)
 	s.nats = newProc(t, dir, "nats-server", natsBin, "-js", "-sd", filepath.Join(dir, "jetstream"), "-a", host, "-p", port)
 	s.nats.start()
@@ -207,7 +197,7 @@ func (s *procSpace) node(id string, maxRecords int) *nodeProc {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	admin := freeAddr(s.t)
+	admin := stableAddr(s.t)
 	cfg := fmt.Sprintf("node_id: %s\nspace: fault\ndata_dir: %s\nauthority_public_key: %s\nnats:\n  url: nats://%s\nadmin:\n  listen: %s\nbatch:\n  max_records: %d\nlog_level: warn\n",
 		id, nd, filepath.Join(s.dir, "authority", authority.PublicKeyFile), s.natsAddr, admin, maxRecords)
 	cfgPath := filepath.Join(s.dir, id+".yaml")

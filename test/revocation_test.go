@@ -336,7 +336,7 @@ func TestRevocationPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := stableAddr(t)
 	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b"}, addr, filepath.Join(dir, "js"))
 	if err != nil {
 		t.Fatal(err)
