@@ -269,7 +269,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run} {
+	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
 	m.RegisterGauges(metrics.Gauges{
@@ -294,6 +294,21 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
 		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
+}
+
+// shareContinuous shares, once at start, what an ingest stored and a stop
+// kept from its continuous shares.
+func (n *Node) shareContinuous(ctx context.Context) {
+	shared, err := n.shares.ShareContinuous(ctx, nil)
+	if err != nil {
+		n.log.Warn("continuous shares at start", "err", err)
+		return
+	}
+	for _, c := range shared {
+		if c.Error == "" && c.Considered > 0 {
+			n.log.Info("continuous share at start", "agreement", c.Agreement, "considered", c.Considered, "permitted", c.Permitted)
+		}
+	}
 }
 
 // receiveAgreement is the agreement with id for the receiving side, which

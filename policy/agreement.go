@@ -87,6 +87,10 @@ type Agreement struct {
 	// records at L3 may go on leaving once this recipient has received
 	// those of the bulk threshold's number of subjects this year.
 	BulkApproved bool `json:"bulk_approved,omitempty"`
+	// Continuous: the provider shares records as they are ingested while
+	// the agreement is in force, without a share request for each batch
+	// (a share request still sends what was held before).
+	Continuous bool `json:"continuous,omitempty"`
 	// RetentionDays is how long the recipient keeps what it received,
 	// counted from receipt; then it deletes without being asked.
 	RetentionDays int       `json:"retention_days"`

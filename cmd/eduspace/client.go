@@ -173,40 +173,85 @@ func (c *adminClient) fetch(ctx context.Context, method, path string, body io.Re
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("ingest", stderr)
 	cf := adminFlags(fs)
-	typ := fs.String("type", "", "record type of records that name none (required for CSV; for Ed-Fi XML, keep only this type)")
-	format := fs.String("format", "", "ndjson, csv or edfi (default: from the first character: { NDJSON, < Ed-Fi XML, else CSV)")
-	encoding := fs.String("encoding", "", "utf-8 or gb18030, which covers GBK (default: detected; undecodable input is refused with its line)")
+	in := inputFlags(fs)
 	allOrNothing := fs.Bool("all-or-nothing", false, "store nothing if any record is refused")
 	if err := parse(fs, args, true); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: eduspace ingest [flags] FILE (NDJSON, CSV or Ed-Fi XML)", errUsage)
+		return fmt.Errorf("%w: eduspace ingest [flags] FILE|- (NDJSON, CSV or Ed-Fi XML)", errUsage)
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(fs.Arg(0))
+	body, closeInput, err := openInput(fs.Arg(0), stderr)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	q := url.Values{"type": {*typ}, "format": {*format}, "encoding": {*encoding}, "all_or_nothing": {strconv.FormatBool(*allOrNothing)}}
-	data, err := c.fetch(ctx, http.MethodPost, "/v1/ingest?"+q.Encode(), f)
+	defer closeInput()
+	q := in.query()
+	q.Set("all_or_nothing", strconv.FormatBool(*allOrNothing))
+	data, err := c.fetch(ctx, http.MethodPost, "/v1/ingest?"+q.Encode(), body)
 	if err != nil {
 		return err
 	}
 	if err := printJSON(stdout, data); err != nil {
 		return err
 	}
-	// Anything refused is a failure the operator must see, by reason.
+	return refused(data)
+}
+
+// inputOpts are the flags that say how to read records: ingest and share.
+type inputOpts struct{ typ, format, encoding *string }
+
+func inputFlags(fs *flag.FlagSet) inputOpts {
+	return inputOpts{
+		typ:      fs.String("type", "", "record type of records that name none (required for CSV; for Ed-Fi XML, keep only this type)"),
+		format:   fs.String("format", "", "ndjson, csv or edfi (default: from the first character: { NDJSON, < Ed-Fi XML, else CSV)"),
+		encoding: fs.String("encoding", "", "utf-8 or gb18030, which covers GBK (default: detected; undecodable input is refused with its line)"),
+	}
+}
+
+func (o inputOpts) query() url.Values {
+	return url.Values{"type": {*o.typ}, "format": {*o.format}, "encoding": {*o.encoding}}
+}
+
+// openInput opens the file named on the command line, "-" for standard
+// input. A file read to a terminal shows its progress on stderr.
+func openInput(name string, stderr io.Writer) (io.Reader, func(), error) {
+	if name == "-" {
+		return os.Stdin, func() {}, nil
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	p := newProgress(f, fi.Size(), stderr)
+	return p, func() { p.stop(); f.Close() }, nil
+}
+
+// refused turns a response that counts refused records into the failure
+// the operator must see, by reason.
+func refused(data []byte) error {
 	var res struct {
 		Invalid    int            `json:"invalid"`
 		ByReason   map[string]int `json:"by_reason"`
 		NoneStored bool           `json:"none_stored"`
+		Shared     []struct {
+			Agreement, Error string
+		} `json:"shared"`
 	}
-	if json.Unmarshal(data, &res) == nil && res.Invalid > 0 {
+	if json.Unmarshal(data, &res) != nil {
+		return nil
+	}
+	var msgs []string
+	if res.Invalid > 0 {
 		reasons := make([]string, 0, len(res.ByReason))
 		for r, n := range res.ByReason {
 			reasons = append(reasons, fmt.Sprintf("%s %d", r, n))
@@ -216,9 +261,17 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if res.NoneStored {
 			msg += "; --all-or-nothing: none stored"
 		}
-		return exitCodeError{code: exitFailure, msg: msg}
+		msgs = append(msgs, msg)
 	}
-	return nil
+	for _, s := range res.Shared {
+		if s.Error != "" {
+			msgs = append(msgs, fmt.Sprintf("the continuous share under %s failed (%s); its records are held: eduspace share --agreement %s sends them", s.Agreement, s.Error, s.Agreement))
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return exitCodeError{code: exitFailure, msg: strings.Join(msgs, "; ")}
 }
 
 func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -270,21 +323,42 @@ func runShare(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("share", stderr)
 	cf := adminFlags(fs)
 	id := fs.String("agreement", "", "the agreement to share under (required)")
-	if err := parse(fs, args, false); err != nil {
+	in := inputFlags(fs)
+	if err := parse(fs, args, true); err != nil {
 		return err
 	}
 	if *id == "" {
 		return fmt.Errorf("%w: --agreement is required", errUsage)
 	}
+	if fs.NArg() > 1 {
+		return fmt.Errorf("%w: eduspace share --agreement ID [FILE|-]", errUsage)
+	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(map[string]string{"agreement": *id})
+	if fs.NArg() == 0 {
+		// The records the node holds.
+		body, err := json.Marshal(map[string]string{"agreement": *id})
+		if err != nil {
+			return err
+		}
+		return c.do(ctx, http.MethodPost, "/v1/shares", bytes.NewReader(body), stdout)
+	}
+	// Records streamed straight under the agreement, not held.
+	body, closeInput, err := openInput(fs.Arg(0), stderr)
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, http.MethodPost, "/v1/shares", bytes.NewReader(body), stdout)
+	defer closeInput()
+	data, err := c.fetch(ctx, http.MethodPost, "/v1/agreements/"+url.PathEscape(*id)+"/stream?"+in.query().Encode(), body)
+	if err != nil {
+		return err
+	}
+	if err := printJSON(stdout, data); err != nil {
+		return err
+	}
+	return refused(data)
 }
 
 // retryAfter is how long to wait before asking again, when resp is a 409

@@ -332,4 +332,30 @@ func TestClientHonoursRetryAfter(t *testing.T) {
 	if len(calls) != 3 || calls[0] != calls[2] || !strings.Contains(calls[0], "a1") {
 		t.Errorf("requests %q: want three, the same body each time", calls)
 	}
+
+	// A file streamed under the agreement is sent again whole, from its
+	// start, and its refused records make the exit non-zero.
+	calls = nil
+	var paths []string
+	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		calls, paths = append(calls, string(body)), append(paths, r.URL.Path+"?"+r.URL.RawQuery)
+		if len(calls) < 2 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusConflict)
+			io.WriteString(w, `{"title":"Agreement not in force yet","detail":"try again"}`)
+			return
+		}
+		io.WriteString(w, `{"agreement":"a1","permitted":2,"invalid":1,"by_reason":{"required":1}}`)
+	})
+	file := filepath.Join(t.TempDir(), "grades.csv")
+	os.WriteFile(file, []byte("student_id,course_code,score\nS1,CS101,90\nS2,CS101,80\n,CS101,70\n"), 0o600)
+	code, out, stderr = run(t, context.Background(), "share", "--node", srv.URL, "--token-file", tok, "--agreement", "a1", "--type", "course_grade", file)
+	if code != exitFailure || !strings.Contains(stderr, "1 records refused (required 1)") {
+		t.Errorf("share FILE with a refused record: exit %d: %s%s", code, out, stderr)
+	}
+	if len(calls) != 2 || calls[0] != calls[1] || !strings.HasPrefix(calls[0], "student_id,") ||
+		!strings.HasPrefix(paths[0], "/v1/agreements/a1/stream?") || !strings.Contains(paths[0], "type=course_grade") {
+		t.Errorf("requests %q to %q: want the whole file twice, streamed under a1", calls, paths)
+	}
 }

@@ -106,23 +106,24 @@ var examples = map[string]string{
 	"agreement accept":              "eduspace agreement accept --token-file /var/lib/eduspace/admin.token --id credit-2026",
 	"agreement revoke":              "eduspace agreement revoke --token-file /var/lib/eduspace/admin.token --id credit-2026",
 	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
-	"share":                         "eduspace share --token-file /var/lib/eduspace/admin.token --agreement credit-2026",
-	"status":                        "eduspace status --config /etc/eduspace/node.yaml",
-	"consent grant":                 "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
-	"consent withdraw":              "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-0001-study-2026",
-	"consent list":                  "eduspace consent list --config node.yaml --purpose research",
-	"consent show":                  "eduspace consent show --config node.yaml --id c-0001-study-2026",
-	"subject report":                "eduspace subject report --token-file /var/lib/eduspace/admin.token --student 2024001",
-	"aggregate query":               "eduspace aggregate query submit --config node.yaml query.json",
-	"aggregate rounds":              "eduspace aggregate rounds --config node.yaml",
-	"aggregate releases":            "eduspace aggregate releases --config node.yaml --id gender-2026-r1 --csv",
-	"aggregate budgets":             "eduspace aggregate budgets --config node.yaml",
-	"classify":                      "eduspace classify --type student students.csv",
-	"audit verify":                  "eduspace audit verify --db /backup/node.db --authority authority.pub.pem",
-	"audit export":                  "eduspace audit export --db /var/lib/eduspace/node.db --out evidence.ndjson",
-	"inspect":                       "eduspace inspect envelope.bin",
-	"bench":                         "eduspace bench --json",
-	"version":                       "eduspace version",
+	"share": "eduspace share --config /etc/eduspace/node.yaml --agreement credit-2026   (the records the node holds)\n" +
+		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type grade grades.csv   (records streamed through, not held)",
+	"status":             "eduspace status --config /etc/eduspace/node.yaml",
+	"consent grant":      "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
+	"consent withdraw":   "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-0001-study-2026",
+	"consent list":       "eduspace consent list --config node.yaml --purpose research",
+	"consent show":       "eduspace consent show --config node.yaml --id c-0001-study-2026",
+	"subject report":     "eduspace subject report --token-file /var/lib/eduspace/admin.token --student 2024001",
+	"aggregate query":    "eduspace aggregate query submit --config node.yaml query.json",
+	"aggregate rounds":   "eduspace aggregate rounds --config node.yaml",
+	"aggregate releases": "eduspace aggregate releases --config node.yaml --id gender-2026-r1 --csv",
+	"aggregate budgets":  "eduspace aggregate budgets --config node.yaml",
+	"classify":           "eduspace classify --type student students.csv",
+	"audit verify":       "eduspace audit verify --db /backup/node.db --authority authority.pub.pem",
+	"audit export":       "eduspace audit export --db /var/lib/eduspace/node.db --out evidence.ndjson",
+	"inspect":            "eduspace inspect envelope.bin",
+	"bench":              "eduspace bench --json",
+	"version":            "eduspace version",
 }
 
 // isHelp reports whether arg asks for help.
@@ -208,11 +209,19 @@ func usage(w io.Writer) {
 
 // newFlags returns a flag set whose parse errors are usage errors and
 // whose -h shows the flags and an example.
+// operands are what a command takes after its flags, for its usage line.
+var operands = map[string]string{
+	"ingest":            " FILE|-",
+	"share":             " [FILE|-]",
+	"agreement add":     " FILE.json",
+	"agreement propose": " FILE.json",
+}
+
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("eduspace "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: eduspace %s [flags]\n\nflags:\n", name)
+		fmt.Fprintf(stderr, "usage: eduspace %s [flags]%s\n\nflags:\n", name, operands[name])
 		fs.PrintDefaults()
 		if ex := examples[name]; ex != "" {
 			fmt.Fprintf(stderr, "\nexample:\n  %s\n", ex)

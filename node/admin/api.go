@@ -84,6 +84,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/agreements/{id}/accept", s.handleAccept)
 	api.HandleFunc("POST /v1/agreements/{id}/revoke", s.handleRevoke)
 	api.HandleFunc("POST /v1/shares", s.handleShare)
+	api.HandleFunc("POST /v1/agreements/{id}/stream", s.handleStream)
 	api.HandleFunc("GET /v1/status", s.handleStatus)
 	api.HandleFunc("GET /v1/overview", s.handleOverview)
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
@@ -113,7 +114,10 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 // handleIngest stores the records of the body: ?type=T&format=ndjson|csv|edfi
 // &encoding=utf-8|gb18030&all_or_nothing=true (format and encoding are
 // detected when not given).
-func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
+// inputOptions reads how the request's body is to be read: type, format,
+// encoding, all_or_nothing. It answers the problem itself when they are
+// wrong.
+func (s *Server) inputOptions(w http.ResponseWriter, r *http.Request) (share.IngestOptions, bool) {
 	q := r.URL.Query()
 	o := share.IngestOptions{Type: q.Get("type"), Format: q.Get("format"), Encoding: q.Get("encoding")}
 	switch v := q.Get("all_or_nothing"); v {
@@ -122,14 +126,22 @@ func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
 		o.AllOrNothing = true
 	default:
 		s.writeProblem(w, http.StatusBadRequest, "bad-request", "all_or_nothing must be true or false", "")
-		return
+		return o, false
 	}
 	if o.Format != "" && !slices.Contains(schema.Formats(), o.Format) {
 		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unknown format", fmt.Sprintf("format %q: want one of %q", o.Format, schema.Formats()))
-		return
+		return o, false
 	}
 	if o.Encoding != "" && !slices.Contains(schema.Encodings(), o.Encoding) {
 		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unknown encoding", fmt.Sprintf("encoding %q: want one of %q", o.Encoding, schema.Encodings()))
+		return o, false
+	}
+	return o, true
+}
+
+func (s *Server) handleIngest(w http.ResponseWriter, r *http.Request) {
+	o, ok := s.inputOptions(w, r)
+	if !ok {
 		return
 	}
 	res, err := s.shares.Ingest(r.Context(), http.MaxBytesReader(w, r.Body, 1<<30), o)
@@ -188,7 +200,45 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 	}
 	noteAgreement(r, req.Agreement)
 	res, err := s.shares.Share(r.Context(), req.Agreement)
+	if err != nil {
+		s.shareProblem(w, err)
+		return
+	}
+	s.writeJSON(w, res)
+}
+
+// handleStream streams the records in the body under the agreement named
+// in the path, without holding them (`eduspace share --agreement ID FILE`).
+// The query names the input as for ingest: type, format, encoding.
+func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	noteAgreement(r, id)
+	o, ok := s.inputOptions(w, r)
+	if !ok {
+		return
+	}
+	if o.AllOrNothing {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "all_or_nothing applies to ingest only",
+			"records streamed under an agreement are sent as they are decided; ingest with all_or_nothing, then share")
+		return
+	}
+	res, err := s.shares.Stream(r.Context(), id, http.MaxBytesReader(w, r.Body, 1<<40), o)
+	if err != nil {
+		s.shareProblem(w, err)
+		return
+	}
+	s.writeJSON(w, res)
+}
+
+// shareProblem answers a share or stream that failed.
+func (s *Server) shareProblem(w http.ResponseWriter, err error) {
+	var de *schema.DecodeError
 	switch {
+	case errors.As(err, &de):
+		s.writeProblem(w, http.StatusUnprocessableEntity, "undecodable", "Input does not decode",
+			fmt.Sprintf("%v; the records before it were decided and what was permitted is on its way", de))
+	case errors.Is(err, share.ErrCSVNeedsType):
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Record type required", err.Error())
 	case errors.Is(err, agreement.ErrUnknown):
 		s.writeProblem(w, http.StatusNotFound, "unknown-agreement", "Unknown agreement", err.Error())
 	case errors.Is(err, registry.ErrRevoked):
@@ -199,10 +249,8 @@ func (s *Server) handleShare(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 		s.writeProblem(w, http.StatusConflict, "agreement-not-active", "Agreement not in force yet",
 			err.Error()+": the other party's acceptance has not arrived; try again in a moment")
-	case err != nil:
-		s.writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
 	default:
-		s.writeJSON(w, res)
+		s.writeProblem(w, http.StatusInternalServerError, "share-failed", "Share failed", err.Error())
 	}
 }
 

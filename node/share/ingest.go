@@ -49,6 +49,9 @@ type IngestResult struct {
 	Errors    []RecordError  `json:"errors,omitempty"`    // the first thousand
 	// NoneStored: AllOrNothing was asked and a record was refused.
 	NoneStored bool `json:"none_stored,omitempty"`
+	// Shared are the shares under continuous agreements that the stored
+	// records started (ShareContinuous).
+	Shared []Continuous `json:"shared,omitempty"`
 }
 
 // ErrCSVNeedsType is returned for CSV input without a record type: a CSV
@@ -88,19 +91,7 @@ type ingestRow struct {
 // Storing is idempotent: a record already held is not stored twice.
 func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (IngestResult, error) {
 	var res IngestResult
-	text, enc, err := schema.Decode(r, o.Encoding)
-	if err != nil {
-		return res, fmt.Errorf("ingest: %w", err)
-	}
-	res.Encoding = enc
-	br := bufio.NewReader(text)
-	if res.Format = o.Format; res.Format == "" {
-		res.Format = detectFormat(br)
-	}
-	if res.Format == schema.FormatCSV && o.Type == "" {
-		return res, fmt.Errorf("ingest: %w", ErrCSVNeedsType)
-	}
-	rd, err := n.std.NewReader(res.Format, br, o.Type)
+	rd, err := n.openInput(r, o, &res)
 	if err != nil {
 		return res, fmt.Errorf("ingest: %w", err)
 	}
@@ -113,6 +104,7 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 		return n.storeIngest(ctx, batch, &res)
 	}
 	asOf := n.now()
+	types := map[string]bool{} // of the valid records, for the continuous shares
 	batch := make([]ingestRow, 0, ingestBatch)
 	for {
 		rec, idx, err := rd.Next()
@@ -152,6 +144,7 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 		h.Write([]byte(rec.Type))
 		h.Write([]byte{0})
 		h.Write(body)
+		types[rec.Type] = true
 		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body,
 			labels: n.std.AppendLabels(nil, labels)})
 		if len(batch) == ingestBatch {
@@ -177,7 +170,30 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 			}
 		}
 	}
+	if res.Stored > 0 {
+		if res.Shared, err = n.ShareContinuous(ctx, types); err != nil {
+			return res, fmt.Errorf("ingest: stored %d records: %w", res.Stored, err)
+		}
+	}
 	return res, nil
+}
+
+// openInput decodes r as o says or as detected (res.Format, res.Encoding
+// name what it found) and returns a reader of its records.
+func (n *Sharer) openInput(r io.Reader, o IngestOptions, res *IngestResult) (schema.Reader, error) {
+	text, enc, err := schema.Decode(r, o.Encoding)
+	if err != nil {
+		return nil, err
+	}
+	res.Encoding = enc
+	br := bufio.NewReader(text)
+	if res.Format = o.Format; res.Format == "" {
+		res.Format = detectFormat(br)
+	}
+	if res.Format == schema.FormatCSV && o.Type == "" {
+		return nil, ErrCSVNeedsType
+	}
+	return n.std.NewReader(res.Format, br, o.Type)
 }
 
 // detectFormat names the format of the text r starts with, by its first

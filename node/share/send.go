@@ -15,8 +15,30 @@ import (
 // by validation.
 type SendResult struct {
 	Result
-	Invalid int           `json:"invalid"`
-	Errors  []RecordError `json:"errors,omitempty"`
+	Format   string         `json:"format,omitempty"`   // Stream: ndjson, csv or edfi, as named or detected
+	Encoding string         `json:"encoding,omitempty"` // Stream: utf-8 or gb18030, as named or detected
+	Invalid  int            `json:"invalid"`
+	ByReason map[string]int `json:"by_reason,omitempty"` // refused records by reason code
+	Errors   []RecordError  `json:"errors,omitempty"`    // the first thousand
+}
+
+// Stream is Send of an operator's input (`eduspace share --agreement ID
+// FILE`): r is read as Ingest reads it, in the format and encoding o names
+// or detects, and its records go straight to the agreement's recipient
+// without being held. o.AllOrNothing has no meaning here (what was sent
+// is sent) and is refused.
+func (n *Sharer) Stream(ctx context.Context, agreementID string, r io.Reader, o IngestOptions) (SendResult, error) {
+	if o.AllOrNothing {
+		return SendResult{}, errors.New("stream: all-or-nothing applies to ingest only: records streamed are sent as they are decided")
+	}
+	var in IngestResult
+	rd, err := n.openInput(r, o, &in)
+	if err != nil {
+		return SendResult{}, fmt.Errorf("stream: %w", err)
+	}
+	res, err := n.Send(ctx, agreementID, rd)
+	res.Format, res.Encoding = in.Format, in.Encoding
+	return res, err
 }
 
 // Send streams records from r straight through classification and policy
@@ -181,12 +203,18 @@ func (n *Sharer) Send(ctx context.Context, agreementID string, r schema.Reader) 
 		}
 		ir.Invalid += irs[w].Invalid
 		ir.Errors = append(ir.Errors, irs[w].Errors...)
+		for k, v := range irs[w].ByReason {
+			if ir.ByReason == nil {
+				ir.ByReason = map[string]int{}
+			}
+			ir.ByReason[k] += v
+		}
 	}
 	sort.Slice(ir.Errors, func(i, j int) bool { return ir.Errors[i].Index < ir.Errors[j].Index })
 	if len(ir.Errors) > 1000 {
 		ir.Errors = ir.Errors[:1000]
 	}
-	res.Invalid, res.Errors = ir.Invalid, ir.Errors
+	res.Invalid, res.ByReason, res.Errors = ir.Invalid, ir.ByReason, ir.Errors
 	return res, errors.Join(append([]error{readErr, sealErr}, errs...)...)
 }
 

@@ -271,6 +271,11 @@ func (v *volume) count(k subjectKey, prev schema.Level, had bool, l schema.Level
 // relay then publishes them. Denied records are counted by reason and stay
 // eligible for a later share.
 func (n *Sharer) Share(ctx context.Context, agreementID string) (Result, error) {
+	return n.share(ctx, agreementID, 0)
+}
+
+// share is Share of the records ingested at or after since (Unix ms).
+func (n *Sharer) share(ctx context.Context, agreementID string, since int64) (Result, error) {
 	n.lock.Lock()
 	defer n.lock.Unlock()
 	s, err := n.newShareRun(ctx, agreementID)
@@ -289,7 +294,7 @@ func (n *Sharer) Share(ctx context.Context, agreementID string) (Result, error) 
 	}
 	sort.Strings(types)
 	for _, typ := range types {
-		if err := s.shareType(ctx, typ); err != nil {
+		if err := s.shareType(ctx, typ, since); err != nil {
 			return s.res, err
 		}
 	}
@@ -345,13 +350,13 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 }
 
 // shareType walks the records of one type in pages, so memory stays flat.
-func (s *shareRun) shareType(ctx context.Context, typ string) error {
+func (s *shareRun) shareType(ctx context.Context, typ string, since int64) error {
 	const page = 1000
 	var after int64
 	for {
 		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
-			WHERE type = ? AND id > ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
-			ORDER BY id LIMIT ?`, typ, after, s.a.ID, page)
+			WHERE type = ? AND id > ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
+			ORDER BY id LIMIT ?`, typ, after, since, s.a.ID, page)
 		if err != nil {
 			return fmt.Errorf("share: read records: %w", err)
 		}
