@@ -50,9 +50,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "\neduspace bench: %d records of %d bytes, suite %s, %d per envelope, %d cores\n\n",
 		res.Records, res.RecordBytes, res.Suite, res.BatchRecords, res.Cores)
-	fmt.Fprintf(stdout, "  pipeline   %9.0f records/s  (classify, policy, seal, sign, JetStream, verify, open, store)\n", res.RecordsPerS)
-	fmt.Fprintf(stdout, "  baseline   %9.0f msgs/s     (plain JetStream PublishAsync, one record per message; runs %v)\n", res.BaselineMsgsPerS, res.BaselineRuns)
-	fmt.Fprintf(stdout, "  ratio      %9.2f\n", res.Ratio)
-	fmt.Fprintf(stdout, "  latency    p50 %.2f ms, p99 %.2f ms  (one record, send to stored at the peer)\n", res.P50ms, res.P99ms)
+	fmt.Fprintf(stdout, "  %-8s %9s  %5s  %8s\n", "path", "records/s", "ratio", "CPU µs/record")
+	for _, p := range []struct {
+		name, what string
+		p          bench.Path
+	}{
+		{"stream", "eduspace ingest under a continuous agreement, to stored at the peer", res.Paths.Stream},
+		{"held", "eduspace ingest, then eduspace share", res.Paths.Held},
+		{"forward", "eduspace share --agreement ID FILE: nothing held", res.Paths.Forward},
+	} {
+		fmt.Fprintf(stdout, "  %-8s %9.0f  %5.2f  %8.1f       %s\n", p.name, p.p.RecordsPerS, p.p.Ratio, p.p.CPUMicrosPerRecord, p.what)
+	}
+	fmt.Fprintf(stdout, "  ingest alone %9.0f records/s (the held path's ingest)\n", res.Paths.Held.IngestRecordsPerS)
+	fmt.Fprintf(stdout, "  baseline     %9.0f msgs/s    (plain JetStream PublishAsync, one record per message; runs %v; %.1f CPU µs/msg)\n",
+		res.BaselineMsgsPerS, res.BaselineRuns, res.BaselineCPUMicrosPerMsg)
+	fmt.Fprintf(stdout, "  latency      p50 %.2f ms, p99 %.2f ms  (one record ingested under the continuous agreement, to stored at the peer)\n", res.P50ms, res.P99ms)
 	return nil
 }

@@ -1,29 +1,36 @@
 // Package bench measures a node's whole pipeline against plain JetStream on
 // the same machine, in the same run: `eduspace bench`.
 //
-// The pipeline is the real one: a sender node streams records through
-// validation and classification, policy, sealing and signing into its
-// outbox; its relay publishes the envelopes on JetStream; the receiver
-// verifies, opens, checks and stores them, both nodes writing their
-// evidence logs. The baseline publishes the same plaintext records, one per
+// It measures the paths operators run, through the sender's admin API as
+// the command-line client calls it: the stream path (records POSTed to
+// /v1/ingest under a continuous agreement), the held path (ingest, then a
+// share request) and the forward path (records streamed under an
+// agreement, not held). Behind the API runs the real pipeline: decoding,
+// validation and classification, policy, sealing and signing into the
+// outbox; the relay publishes the envelopes on JetStream; the receiver
+// verifies, opens, checks and stores them, every node writing its
+// evidence log. The baseline publishes the same plaintext records, one per
 // message, with PublishAsync to a file-backed stream.
 //
 // It owns nothing beyond its temporary directory. It must never measure a
-// path no command reaches: it runs the nodes' own Send, relay and receiver.
+// path no command reaches.
 package bench
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,6 +39,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
@@ -74,6 +82,34 @@ type Result struct {
 	BatchRecords            int     `json:"batch_records"`
 	Cores                   int     `json:"cores"`
 	GoVersion               string  `json:"go_version"`
+	// Paths are the figures of each path operators run; the top-level
+	// figures are the stream path's.
+	Paths Paths `json:"paths"`
+}
+
+// Paths are the three ways records leave a node, each measured from the
+// first byte POSTed to the admin API until the recipient holds them all.
+type Paths struct {
+	// Stream: POST /v1/ingest (`eduspace ingest`) under a continuous
+	// agreement; records are held and go as they are stored.
+	Stream Path `json:"stream"`
+	// Held: POST /v1/ingest, then POST /v1/shares (`eduspace share`).
+	Held Path `json:"held"`
+	// Forward: POST /v1/agreements/{id}/stream (`eduspace share --agreement
+	// ID FILE`); nothing is held.
+	Forward Path `json:"forward"`
+}
+
+// Path is one path's figures.
+type Path struct {
+	Records            int     `json:"records"`
+	Seconds            float64 `json:"seconds"`
+	RecordsPerS        float64 `json:"records_per_s"`
+	Ratio              float64 `json:"ratio"` // records_per_s / baseline_msgs_per_s
+	CPUMicrosPerRecord float64 `json:"cpu_us_per_record"`
+	// IngestRecordsPerS is the held path's ingest alone.
+	IngestRecordsPerS float64 `json:"ingest_records_per_s,omitempty"`
+	sendSeconds       float64 // until the node answered
 }
 
 const space = "bench"
@@ -119,11 +155,15 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	step("generate records")
+	// Three sets of distinct students: the stream path's (also forwarded),
+	// the held path's and the latency samples.
 	data, sizes := synth.Students(o.Records, 1)
+	heldData, _ := synth.Students(o.Records, 2)
+	samples, _ := synth.Students(o.LatencySamples, 3)
 	res = Result{Version: 1, Records: o.Records, RecordBytes: sizes / o.Records, Suite: o.Suite.String(),
 		BatchRecords: o.BatchRecords, Cores: runtime.NumCPU(), GoVersion: runtime.Version()}
 
-	step("start NATS and two nodes")
+	step("start NATS and three nodes")
 	storeDir := filepath.Join(dir, "nats")
 	emb, err := bus.StartEmbedded(storeDir, "")
 	if err != nil {
@@ -137,7 +177,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
-	open := func(id string) (*node.Node, error) {
+	open := func(id, admin string) (*node.Node, error) {
 		nd := filepath.Join(dir, id)
 		if _, err := authority.Provision(ak, nd, id, o.Suite, authority.Member{
 			Space: space, Institution: id, Role: crypto.RoleUniversity, Valid: 24 * time.Hour}, time.Now()); err != nil {
@@ -146,24 +186,37 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		cfg := node.DefaultConfig()
 		cfg.NodeID, cfg.Space, cfg.DataDir = id, space, nd
 		cfg.AuthorityKey = filepath.Join(dir, "authority", authority.PublicKeyFile)
-		cfg.Admin.Listen = ""
+		cfg.Admin.Listen = admin
 		cfg.Suite = o.Suite.String()
 		cfg.Batch.MaxRecords = o.BatchRecords
 		return node.Open(ctx, cfg, node.Env{Logger: o.Logger, Embedded: emb})
 	}
-	snd, err := open("sender")
+	snd, err := open("sender", "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
 	defer snd.Close()
-	rcv, err := open("receiver")
+	api, err := newAdminClient(snd, filepath.Join(dir, "sender"))
+	if err != nil {
+		return res, err
+	}
+	// One recipient per path: rule V2 counts the students each receives
+	// in a year, and each path sends a set of its own.
+	rcv, err := open("receiver", "")
 	if err != nil {
 		return res, err
 	}
 	defer rcv.Close()
-	ag := Agreement(time.Now())
-	for _, n := range []*node.Node{snd, rcv} {
-		if err := n.AddAgreement(ctx, ag); err != nil {
+	rcvHeld, err := open("receiver-held", "")
+	if err != nil {
+		return res, err
+	}
+	defer rcvHeld.Close()
+	now := time.Now()
+	held := Agreement(now)
+	held.ID, held.Recipient = "bench-held", "receiver-held"
+	for _, n := range []*node.Node{snd, rcvHeld} {
+		if err := n.AddAgreement(ctx, held); err != nil {
 			return res, err
 		}
 	}
@@ -174,33 +227,94 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 
-	step(fmt.Sprintf("pipeline: %d records", o.Records))
-	runtime.GC() // as before a baseline
 	if o.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
 			return res, err
 		}
 		defer pprof.StopCPUProfile() // on an early return; a no-op after the stop below
 	}
-	cpu0 := processCPU()
-	start := time.Now()
-	sr, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(data), ""))
-	if err != nil {
+	// measure runs one path: send, then wait until rcv holds want records.
+	measure := func(p *Path, rcv *node.Node, want int64, send func() error) error {
+		runtime.GC() // as before a baseline
+		p.Records = o.Records
+		cpu0 := processCPU()
+		start := time.Now()
+		if err := send(); err != nil {
+			return err
+		}
+		p.sendSeconds = time.Since(start).Seconds()
+		if err := waitReceived(ctx, rcv, want, 5*time.Minute); err != nil {
+			return err
+		}
+		p.Seconds = time.Since(start).Seconds()
+		p.CPUMicrosPerRecord = float64((processCPU() - cpu0).Microseconds()) / float64(o.Records)
+		p.RecordsPerS = float64(o.Records) / p.Seconds
+		return nil
+	}
+	permitted := func(what string, got int, denied map[string]int, invalid int) error {
+		if got != o.Records {
+			return fmt.Errorf("bench: %s: %d of %d records permitted (denied %v, invalid %d)", what, got, o.Records, denied, invalid)
+		}
+		return nil
+	}
+
+	step(fmt.Sprintf("held path: %d records ingested, then shared (POST /v1/ingest, POST /v1/shares)", o.Records))
+	if err := measure(&res.Paths.Held, rcvHeld, int64(o.Records), func() error {
+		t0 := time.Now()
+		var ir share.IngestResult
+		if err := api.post(ctx, "/v1/ingest", bytes.NewReader(heldData), &ir); err != nil {
+			return err
+		}
+		if ir.Stored != o.Records {
+			return fmt.Errorf("bench: held path: %d of %d records stored (invalid %d)", ir.Stored, o.Records, ir.Invalid)
+		}
+		res.Paths.Held.IngestRecordsPerS = float64(o.Records) / time.Since(t0).Seconds()
+		var sr share.Result
+		if err := api.post(ctx, "/v1/shares", strings.NewReader(`{"agreement":"bench-held"}`), &sr); err != nil {
+			return err
+		}
+		return permitted("held path", sr.Permitted, sr.Denied, 0)
+	}); err != nil {
 		return res, err
 	}
-	if sr.Permitted != o.Records {
-		return res, fmt.Errorf("bench: %d of %d records permitted (denied %v, invalid %d)", sr.Permitted, o.Records, sr.Denied, sr.Invalid)
+
+	// The stream path's agreement is continuous: records go as they are
+	// ingested. It comes into force after the held path, whose records
+	// are not its to send.
+	ag := Agreement(now)
+	ag.Continuous = true
+	for _, n := range []*node.Node{snd, rcv} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			return res, err
+		}
 	}
-	res.SendSeconds = time.Since(start).Seconds()
-	if err := waitReceived(ctx, rcv, int64(o.Records), 5*time.Minute); err != nil {
+	step(fmt.Sprintf("stream path: %d records ingested under a continuous agreement (POST /v1/ingest)", o.Records))
+	if err := measure(&res.Paths.Stream, rcv, int64(o.Records), func() error {
+		var ir share.IngestResult
+		if err := api.post(ctx, "/v1/ingest", bytes.NewReader(data), &ir); err != nil {
+			return err
+		}
+		if len(ir.Shared) != 1 || ir.Shared[0].Error != "" {
+			return fmt.Errorf("bench: stream path: continuous shares %+v, want one under %s", ir.Shared, ag.ID)
+		}
+		return permitted("stream path", ir.Shared[0].Permitted, ir.Shared[0].Denied, ir.Invalid)
+	}); err != nil {
 		return res, err
 	}
-	res.Seconds = time.Since(start).Seconds()
-	res.CPUMicrosPerRecord = float64((processCPU() - cpu0).Microseconds()) / float64(o.Records)
+
+	step(fmt.Sprintf("forward path: the same %d records streamed through, not held (POST /v1/agreements/%s/stream)", o.Records, ag.ID))
+	if err := measure(&res.Paths.Forward, rcv, 2*int64(o.Records), func() error {
+		var sr share.SendResult
+		if err := api.post(ctx, "/v1/agreements/"+ag.ID+"/stream", bytes.NewReader(data), &sr); err != nil {
+			return err
+		}
+		return permitted("forward path", sr.Permitted, sr.Denied, sr.Invalid)
+	}); err != nil {
+		return res, err
+	}
 	if o.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
-	res.RecordsPerS = float64(o.Records) / res.Seconds
 
 	step("baseline again")
 	b2, c2, err := baseline(ctx, emb, storeDir, data, "after")
@@ -210,19 +324,24 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	res.BaselineRuns = []int{int(b1), int(b2)}
 	res.BaselineMsgsPerS = (b1 + b2) / 2
 	res.BaselineCPUMicrosPerMsg = (c1 + c2) / 2
-	res.Ratio = res.RecordsPerS / res.BaselineMsgsPerS
+	for _, p := range []*Path{&res.Paths.Stream, &res.Paths.Held, &res.Paths.Forward} {
+		p.Ratio = p.RecordsPerS / res.BaselineMsgsPerS
+	}
+	st := res.Paths.Stream
+	res.Seconds, res.SendSeconds, res.RecordsPerS, res.CPUMicrosPerRecord, res.Ratio = st.Seconds, st.sendSeconds, st.RecordsPerS, st.CPUMicrosPerRecord, st.Ratio
 
-	step(fmt.Sprintf("latency: %d single records", o.LatencySamples))
-	lines := bytes.SplitAfter(data, []byte("\n"))
-	lat := make([]float64, 0, o.LatencySamples)
-	for i := 0; i < o.LatencySamples; i++ {
-		// A record not sent before: ingest is idempotent only for held
-		// records, so a re-sent one would arrive again; any line will do.
-		line := lines[i%len(lines)]
+	step(fmt.Sprintf("latency: %d single records ingested under the continuous agreement", o.LatencySamples))
+	lines := bytes.SplitAfter(bytes.TrimSuffix(samples, []byte("\n")), []byte("\n"))
+	lat := make([]float64, 0, len(lines))
+	for _, line := range lines {
 		want := rcv.ReceivedRecords() + 1
 		t0 := time.Now()
-		if _, err := snd.Send(ctx, ag.ID, schema.NewNDJSONReader(bytes.NewReader(line), "")); err != nil {
+		var ir share.IngestResult
+		if err := api.post(ctx, "/v1/ingest", bytes.NewReader(line), &ir); err != nil {
 			return res, err
+		}
+		if ir.Stored != 1 {
+			return res, fmt.Errorf("bench: latency sample not stored: %+v", ir)
 		}
 		if err := waitReceived(ctx, rcv, want, 10*time.Second); err != nil {
 			return res, err
@@ -233,6 +352,40 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	res.P50ms = lat[len(lat)/2]
 	res.P99ms = lat[(len(lat)*99)/100]
 	return res, nil
+}
+
+// adminClient calls a node's admin API as the command-line client does.
+type adminClient struct {
+	base, token string
+}
+
+func newAdminClient(n *node.Node, dir string) (*adminClient, error) {
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		return nil, err
+	}
+	return &adminClient{base: "http://" + n.AdminAddr(), token: strings.TrimSpace(string(tok))}, nil
+}
+
+func (c *adminClient) post(ctx context.Context, path string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("bench: POST %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("bench: POST %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench: POST %s: %s: %s", path, resp.Status, data)
+	}
+	return json.Unmarshal(data, out)
 }
 
 func waitReceived(ctx context.Context, n *node.Node, want int64, limit time.Duration) error {

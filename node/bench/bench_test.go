@@ -24,6 +24,17 @@ func TestRunSmall(t *testing.T) {
 	if got := res.RecordsPerS / res.BaselineMsgsPerS; got != res.Ratio {
 		t.Errorf("ratio %v, want records_per_s / baseline_msgs_per_s = %v", res.Ratio, got)
 	}
+	for name, p := range map[string]Path{"stream": res.Paths.Stream, "held": res.Paths.Held, "forward": res.Paths.Forward} {
+		if p.Records != 2000 || p.RecordsPerS <= 0 || p.CPUMicrosPerRecord <= 0 || p.Ratio != p.RecordsPerS/res.BaselineMsgsPerS {
+			t.Errorf("path %s: implausible %+v", name, p)
+		}
+	}
+	if res.Paths.Held.IngestRecordsPerS <= 0 {
+		t.Errorf("held path: no ingest figure: %+v", res.Paths.Held)
+	}
+	if res.RecordsPerS != res.Paths.Stream.RecordsPerS || res.Ratio != res.Paths.Stream.Ratio {
+		t.Errorf("top-level figures %v/%v, want the stream path's %+v", res.RecordsPerS, res.Ratio, res.Paths.Stream)
+	}
 }
 
 // TestRecordsAreRealistic: the generated records are valid, adult,

@@ -15,12 +15,15 @@ type Continuous struct {
 
 // ShareContinuous shares, under every continuous agreement in force that
 // this node provides and whose record types include one of types (all,
-// when types is nil), the held records ingested since the agreement came
-// into force that no share has sent yet. Ingest calls it once its records
-// are stored; the node calls it at start, for records whose share a stop
-// cut short. A share that fails is reported and does not stop the others:
-// its records stay held and go with the next share under the agreement.
-func (n *Sharer) ShareContinuous(ctx context.Context, types map[string]bool) ([]Continuous, error) {
+// when types is nil), the held records with an id of at least fromID
+// ingested since the agreement came into force that no share has sent
+// yet. Ingest calls it once its records are stored, from the first it
+// stored, so that a share costs what the ingest brought; the node calls
+// it at start with fromID 0, for records whose share a stop cut short,
+// and that share decides again the records denied before. A share that
+// fails is reported and does not stop the others: its records stay held
+// and go with the next share under the agreement.
+func (n *Sharer) ShareContinuous(ctx context.Context, types map[string]bool, fromID int64) ([]Continuous, error) {
 	active, err := n.agreements.Active(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("continuous share: %w", err)
@@ -31,7 +34,7 @@ func (n *Sharer) ShareContinuous(ctx context.Context, types map[string]bool) ([]
 		if !a.Continuous || a.Revoked || a.Provider != n.nodeID || now.Before(a.ValidFrom) || !now.Before(a.ValidUntil) || !covers(a.RecordTypes, types) {
 			continue
 		}
-		res, err := n.share(ctx, a.ID, a.ValidFrom.UnixMilli())
+		res, err := n.share(ctx, a.ID, a.ValidFrom.UnixMilli(), max(fromID-1, 0))
 		c := Continuous{Result: res}
 		if c.Agreement == "" {
 			c.Agreement, c.Recipient = a.ID, a.Recipient

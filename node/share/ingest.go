@@ -52,6 +52,8 @@ type IngestResult struct {
 	// Shared are the shares under continuous agreements that the stored
 	// records started (ShareContinuous).
 	Shared []Continuous `json:"shared,omitempty"`
+
+	firstID int64 // the id of the first record stored: continuous shares look at it and after
 }
 
 // ErrCSVNeedsType is returned for CSV input without a record type: a CSV
@@ -171,7 +173,7 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 		}
 	}
 	if res.Stored > 0 {
-		if res.Shared, err = n.ShareContinuous(ctx, types); err != nil {
+		if res.Shared, err = n.ShareContinuous(ctx, types, res.firstID); err != nil {
 			return res, fmt.Errorf("ingest: stored %d records: %w", res.Stored, err)
 		}
 	}
@@ -251,6 +253,11 @@ func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestR
 			if k == 1 {
 				stored++
 				byLevel[r.typ+"/"+r.level.String()]++
+				if res.firstID == 0 {
+					if res.firstID, err = out.LastInsertId(); err != nil {
+						return fmt.Errorf("ingest: store: %w", err)
+					}
+				}
 			}
 		}
 		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindIngest, Count: stored, Detail: byLevel})

@@ -271,11 +271,12 @@ func (v *volume) count(k subjectKey, prev schema.Level, had bool, l schema.Level
 // relay then publishes them. Denied records are counted by reason and stay
 // eligible for a later share.
 func (n *Sharer) Share(ctx context.Context, agreementID string) (Result, error) {
-	return n.share(ctx, agreementID, 0)
+	return n.share(ctx, agreementID, 0, 0)
 }
 
-// share is Share of the records ingested at or after since (Unix ms).
-func (n *Sharer) share(ctx context.Context, agreementID string, since int64) (Result, error) {
+// share is Share of the records ingested at or after since (Unix ms)
+// whose id is above after.
+func (n *Sharer) share(ctx context.Context, agreementID string, since, after int64) (Result, error) {
 	n.lock.Lock()
 	defer n.lock.Unlock()
 	s, err := n.newShareRun(ctx, agreementID)
@@ -294,7 +295,7 @@ func (n *Sharer) share(ctx context.Context, agreementID string, since int64) (Re
 	}
 	sort.Strings(types)
 	for _, typ := range types {
-		if err := s.shareType(ctx, typ, since); err != nil {
+		if err := s.shareType(ctx, typ, since, after); err != nil {
 			return s.res, err
 		}
 	}
@@ -350,9 +351,8 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 }
 
 // shareType walks the records of one type in pages, so memory stays flat.
-func (s *shareRun) shareType(ctx context.Context, typ string, since int64) error {
+func (s *shareRun) shareType(ctx context.Context, typ string, since, after int64) error {
 	const page = 1000
-	var after int64
 	for {
 		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
 			WHERE type = ? AND id > ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
