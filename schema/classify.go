@@ -674,12 +674,12 @@ func (l Labels) AppendJSON(dst []byte, index int, id string) []byte {
 		n := 0
 		for i := range l.typ.fields {
 			name := l.typ.fields[i].Name
-			if fl, ok := l.Fields[name]; ok {
+			if fl, ok := l.Field(name); ok {
 				field(name, fl)
 				n++
 			}
 		}
-		if n == len(l.Fields) {
+		if n == l.NumFields() {
 			return append(dst, "}}"...)
 		}
 		// Fields that are not the type's: start over in sorted order.

@@ -75,31 +75,35 @@ func (s *Standard) ParseLabels(data []byte) (Labels, error) {
 	if days := r.varint(); days != 0 {
 		l.BirthDate = time.Unix((days-1)*86400, 0).UTC()
 	}
-	k := r.uvarint()
-	if k > uint64(len(data)) {
-		return Labels{}, errors.New("stored labels: truncated")
-	}
-	l.Fields = make(map[string]FieldLabel, k)
-	for range k {
-		name := r.string()
-		fl := FieldLabel{Category: Category(r.string())}
-		fl.Level = Level(r.byte())
-		bits := r.byte()
-		fl.DirectID, fl.Text = bits&1 != 0, bits&2 != 0
-		fl.Detectors = r.strings()
-		l.Fields[name] = fl
-	}
-	if r.err != nil || len(r.b) != 0 {
-		return Labels{}, errors.New("stored labels: truncated or trailing bytes")
-	}
+	// The field labels by position, as ClassifyRow gives them: no map,
+	// and no string for a name or a category (they are the standard's).
 	t, ok := s.types[l.Type]
 	if !ok {
 		return Labels{}, fmt.Errorf("stored labels: %w", ErrOtherStandard)
 	}
-	for name := range l.Fields {
-		if _, ok := t.index[name]; !ok {
+	k := r.uvarint()
+	if k > uint64(len(data)) {
+		return Labels{}, errors.New("stored labels: truncated")
+	}
+	nf := len(t.fields)
+	l.dense, l.has = make([]FieldLabel, nf), make([]bool, nf)
+	for range k {
+		i, ok := t.index[string(r.bytes())]
+		if !ok && r.err == nil {
 			return Labels{}, fmt.Errorf("stored labels: %w", ErrOtherStandard)
 		}
+		fl := FieldLabel{Category: categoryOf(r.bytes())}
+		fl.Level = Level(r.byte())
+		bits := r.byte()
+		fl.DirectID, fl.Text = bits&1 != 0, bits&2 != 0
+		fl.Detectors = r.strings()
+		if r.err != nil {
+			break
+		}
+		l.dense[i], l.has[i] = fl, true
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return Labels{}, errors.New("stored labels: truncated or trailing bytes")
 	}
 	l.typ = t
 	return l, nil
@@ -154,6 +158,18 @@ func (r *labelReader) varint() int64 {
 	}
 	r.b = r.b[k:]
 	return v
+}
+
+// bytes reads a string without copying it.
+func (r *labelReader) bytes() []byte {
+	k := r.uvarint()
+	if k > uint64(len(r.b)) {
+		r.fail()
+		return nil
+	}
+	b := r.b[:k]
+	r.b = r.b[k:]
+	return b
 }
 
 func (r *labelReader) string() string {

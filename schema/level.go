@@ -95,3 +95,24 @@ func (c Category) Valid() bool {
 	}
 	return false
 }
+
+// categoryByName holds the categories of GRADING.md §2 by name, for
+// reading stored labels without a string per field.
+var categoryByName = func() map[string]Category {
+	m := map[string]Category{}
+	for _, c := range []Category{CategoryNone, CategoryIdentity, CategoryContact, CategoryDemographic,
+		CategoryAcademic, CategoryHealth, CategoryFinancial, CategoryFamily,
+		CategoryDiscipline, CategoryBiometric, CategoryLearning, CategoryEmployment,
+		CategoryStaff, CategoryCredential, CategoryInstitution, CategoryAggregate} {
+		m[string(c)] = c
+	}
+	return m
+}()
+
+// categoryOf is the category named b.
+func categoryOf(b []byte) Category {
+	if c, ok := categoryByName[string(b)]; ok {
+		return c
+	}
+	return Category(b)
+}

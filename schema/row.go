@@ -1,6 +1,10 @@
 package schema
 
-import "time"
+import (
+	"encoding/json"
+	"strings"
+	"time"
+)
 
 // Row is a record in positional form: its values by the index of its
 // type's fields, with no map. Send parses NDJSON lines into rows
@@ -209,4 +213,48 @@ func (s *Standard) ClassifyRow(r *Row, asOf time.Time) (Labels, error) {
 	}
 	l.dense, l.has = r.lab, r.Has
 	return l, nil
+}
+
+// AppendMapJSON appends the row's fields as encoding/json writes a map of
+// them (Record.Fields): keys in byte order; strings HTML-escaped, as
+// encoding/json escapes them; numbers as written; null, true, false. It is
+// how ingest stores a record without building the map, and writes the
+// same bytes, so the key of a record held is the same whichever way it
+// was read.
+func (r *Row) AppendMapJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	first := true
+	for _, i := range r.t.sortedIndex {
+		if !r.Has[i] {
+			continue
+		}
+		if !first {
+			dst = append(dst, ',')
+		}
+		first = false
+		dst = append(dst, r.t.quoted[i]...)
+		dst = append(dst, ':')
+		v := r.vals[i]
+		switch {
+		case v.str && plainJSON(v.s) && !htmlSpecial(v.s):
+			dst = append(dst, '"')
+			dst = append(dst, v.s...)
+			dst = append(dst, '"')
+		case v.v == nil && !v.str:
+			dst = append(dst, "null"...)
+		default:
+			b, err := json.Marshal(v.any())
+			if err != nil {
+				// Only a value no JSON reader produces fails: a NaN.
+				b = []byte("null")
+			}
+			dst = append(dst, b...)
+		}
+	}
+	return append(dst, '}')
+}
+
+// htmlSpecial reports whether s has a byte encoding/json escapes for HTML.
+func htmlSpecial(s string) bool {
+	return strings.ContainsAny(s, "<>&")
 }

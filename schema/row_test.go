@@ -39,6 +39,10 @@ func sameAsMapPath(t *testing.T, std *Standard, p *LineParser, row *Row, line []
 	if got.Fields != nil {
 		t.Fatalf("%q: row labels have a Fields map", line)
 	}
+	// What ingest stores: the same bytes as encoding/json's of the map.
+	if wantJSON, err := json.Marshal(rec.Fields); err != nil || !bytes.Equal(row.AppendMapJSON(nil), wantJSON) {
+		t.Fatalf("%q: AppendMapJSON %s, encoding/json %s (%v)", line, row.AppendMapJSON(nil), wantJSON, err)
+	}
 	if got.Type != want.Type || got.Subject != want.Subject || got.SubjectKey != want.SubjectKey || got.ID != want.ID ||
 		got.Level != want.Level || !reflect.DeepEqual(got.Flags, want.Flags) || !reflect.DeepEqual(got.Rules, want.Rules) ||
 		!got.BirthDate.Equal(want.BirthDate) {
@@ -94,6 +98,9 @@ var rowEdgeLines = []string{
 	`{"type":"student","student_id":"1","birth_date":"2013-02-30"}`,
 	`{"type":"student","student_id":"1","birth_date":"2015-06-01","gender":"女"}`,
 	`{"type":"student","student_id":"1","gender":true}`,
+	`{"type":"student","student_id":"1","name":"<a>&b","address":"x\u2028y\u0007","email":"\u003c"}`,
+	`{"type":"course_grade","student_id":"1","course_code":"C1","score":90.50,"credits":1e2}`,
+	`{"type":"student","student_id":"1","name":"\ud800"}`,
 	`not json`, `{}`, `{"student_id":"1"}`, `[1]`, `{"type":"student","student_id":"1"} x`,
 }
 

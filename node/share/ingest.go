@@ -108,8 +108,33 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 	asOf := n.now()
 	types := map[string]bool{} // of the valid records, for the continuous shares
 	batch := make([]ingestRow, 0, ingestBatch)
+	// NDJSON lines are parsed into a reused row, classified by position
+	// and written back as stored from it: no map per record. Other
+	// formats give records.
+	lines, _ := rd.(lineReader)
+	var parser *schema.LineParser
+	if lines != nil {
+		parser = lines.Parser()
+	}
+	row := new(schema.Row)
+	var rec schema.Record
+	var body []byte
 	for {
-		rec, idx, err := rd.Next()
+		var labels schema.Labels
+		var idx int
+		var err error
+		if lines != nil {
+			var line []byte
+			if line, idx, err = lines.NextLine(); err == nil {
+				if verr := parser.ParseRow(line, n.std, row); verr != nil {
+					err = verr
+				} else {
+					rec.Type = row.Type
+				}
+			}
+		} else {
+			rec, idx, err = rd.Next()
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -124,7 +149,11 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 			return res, fmt.Errorf("ingest: read: %w", err)
 		}
 		res.Records++
-		labels, err := n.std.Classify(rec, asOf)
+		if lines != nil {
+			labels, err = n.std.ClassifyRow(row, asOf)
+		} else {
+			labels, err = n.std.Classify(rec, asOf)
+		}
 		if errors.As(err, &verr) {
 			res.reject(idx, verr)
 			n.m.Invalid.WithLabelValues(verr.Reason).Inc()
@@ -138,8 +167,11 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 			n.m.Invalid.WithLabelValues(reasonCoreRefused).Inc()
 			continue
 		}
-		body, err := json.Marshal(rec.Fields) // map keys sorted: canonical
-		if err != nil {
+		// The fields as encoding/json writes the map: keys sorted, so the
+		// body, and the key made from it, are canonical.
+		if lines != nil {
+			body = row.AppendMapJSON(nil)
+		} else if body, err = json.Marshal(rec.Fields); err != nil {
 			return res, fmt.Errorf("ingest: encode record %d: %w", idx, err)
 		}
 		h := sha256.New()

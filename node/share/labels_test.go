@@ -1,6 +1,7 @@
 package share
 
 import (
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"testing"
@@ -24,7 +25,7 @@ func TestStoredLabels(t *testing.T) {
 	if err != nil || !slices.Contains(atIngest.Flags, "minor") {
 		t.Fatalf("at ingest: %v, %v; want a minor", atIngest.Flags, err)
 	}
-	got, err := n.labels(rec, std.AppendLabels(nil, atIngest), share)
+	got, err := n.labels(rowOf(t, std, rec), std.AppendLabels(nil, atIngest), share)
 	if err != nil || slices.Contains(got.Flags, "minor") {
 		t.Errorf("a minor's stored labels at the share: flags %v, %v; want classified again, an adult", got.Flags, err)
 	}
@@ -39,7 +40,7 @@ func TestStoredLabels(t *testing.T) {
 	}
 	changed := schema.Record{Type: "student", Fields: map[string]any{"student_id": "20240002", "name": "李四",
 		"birth_date": "1990-01-01", "religion": "x"}}
-	got, err = n.labels(changed, std.AppendLabels(nil, stored), share)
+	got, err = n.labels(rowOf(t, std, changed), std.AppendLabels(nil, stored), share)
 	if err != nil || got.Level != stored.Level || got.NumFields() != stored.NumFields() {
 		t.Errorf("an adult's stored labels: level %v, %d fields, %v; want the stored %v, %d fields",
 			got.Level, got.NumFields(), err, stored.Level, stored.NumFields())
@@ -47,11 +48,25 @@ func TestStoredLabels(t *testing.T) {
 
 	// None stored, or unreadable: classified at the share.
 	for _, data := range [][]byte{nil, {9, 9}} {
-		got, err = n.labels(changed, data, share)
+		got, err = n.labels(rowOf(t, std, changed), data, share)
 		want, _ := std.Classify(changed, share)
 		if err != nil || got.Level != want.Level || got.NumFields() != want.NumFields() {
 			t.Errorf("stored %v: level %v, %d fields, %v; want classified: %v, %d", data, got.Level, got.NumFields(), err,
 				want.Level, want.NumFields())
 		}
 	}
+}
+
+// rowOf is rec as a share reads it from the records table: a row.
+func rowOf(t *testing.T, std *schema.Standard, rec schema.Record) *schema.Row {
+	t.Helper()
+	body, err := json.Marshal(rec.Fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := new(schema.Row)
+	if verr := schema.NewLineParser(rec.Type).ParseRow(body, std, row); verr != nil {
+		t.Fatal(verr)
+	}
+	return row
 }

@@ -14,12 +14,10 @@
 package share
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -353,6 +351,8 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 // shareType walks the records of one type in pages, so memory stays flat.
 func (s *shareRun) shareType(ctx context.Context, typ string, since, after int64) error {
 	const page = 1000
+	// Held bodies have no "type" member: the parser gives them typ.
+	parser, into := schema.NewLineParser(typ), new(schema.Row)
 	for {
 		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
 			WHERE type = ? AND id > ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
@@ -378,7 +378,7 @@ func (s *shareRun) shareType(ctx context.Context, typ string, since, after int64
 			return fmt.Errorf("share: read records: %w", err)
 		}
 		for _, r := range got {
-			if err := s.decideStored(ctx, typ, r.id, r.body, r.labels); err != nil {
+			if err := s.decideStored(ctx, parser, into, r.id, r.body, r.labels); err != nil {
 				return err
 			}
 		}
@@ -389,25 +389,25 @@ func (s *shareRun) shareType(ctx context.Context, typ string, since, after int64
 	}
 }
 
-// decideStored decides a record held in the records table, with the
-// classification stored at ingest (stored, nil for a record held from
-// before labels were stored).
-func (s *shareRun) decideStored(ctx context.Context, typ string, id int64, body, stored []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	rec := schema.Record{Type: typ}
-	if err := dec.Decode(&rec.Fields); err != nil {
-		return fmt.Errorf("share: decode stored record %d: %w", id, err)
-	}
+// decideStored decides a record held in the records table, parsed into
+// row by position (no map), with the classification stored at ingest
+// (stored; nil for a record held from before labels were stored).
+func (s *shareRun) decideStored(ctx context.Context, parser *schema.LineParser, row *schema.Row, id int64, body, stored []byte) error {
 	now := s.n.now()
-	labels, err := s.n.labels(rec, stored, now)
+	var labels schema.Labels
+	var err error
+	if verr := parser.ParseRow(body, s.n.std, row); verr != nil {
+		err = verr
+	} else {
+		labels, err = s.n.labels(row, stored, now)
+	}
 	if err != nil {
 		// The record was valid at ingest; the standard has changed since.
 		// It cannot be judged, so it does not leave.
 		s.n.log.Warn("stored record does not validate under the standard; not shared", "record", id, "err", err)
 		return nil
 	}
-	return s.decide(ctx, record{rec: &rec}, labels, id, now)
+	return s.decide(ctx, record{row: row}, labels, id, now)
 }
 
 // Unshare forgets that the records of envelope eid were shared: the
@@ -424,7 +424,7 @@ func (n *Sharer) Unshare(ctx context.Context, tx *sql.Tx, eid string) error {
 // (C3 depends on the date: a minor comes of age) or another standard made
 // it. The record is classified again in those cases, and when the stored
 // labels do not parse.
-func (n *Sharer) labels(rec schema.Record, stored []byte, now time.Time) (schema.Labels, error) {
+func (n *Sharer) labels(row *schema.Row, stored []byte, now time.Time) (schema.Labels, error) {
 	if stored != nil {
 		l, err := n.std.ParseLabels(stored)
 		switch {
@@ -434,7 +434,7 @@ func (n *Sharer) labels(rec schema.Record, stored []byte, now time.Time) (schema
 			n.log.Warn("stored classification unreadable; classifying the record again", "err", err)
 		}
 	}
-	return n.std.Classify(rec, now)
+	return n.std.ClassifyRow(row, now)
 }
 
 // Lock takes the shares lock: while it is held, no share or send commits.
