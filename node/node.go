@@ -299,7 +299,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 // shareContinuous shares, once at start, what an ingest stored and a stop
 // kept from its continuous shares.
 func (n *Node) shareContinuous(ctx context.Context) {
-	shared, err := n.shares.ShareContinuous(ctx, nil, 0)
+	shared, err := n.shares.ShareContinuous(ctx)
 	if err != nil {
 		n.log.Warn("continuous shares at start", "err", err)
 		return

@@ -4,61 +4,138 @@ import (
 	"context"
 	"fmt"
 	"sort"
+
+	"github.com/eduspace/eduspace/policy"
 )
 
-// Continuous is one share under a continuous agreement, run after an
-// ingest or at the node's start: what it sent, or why it could not.
+// Continuous is what the shares under one continuous agreement sent for
+// an ingest, or at the node's start, and why they could not, if so.
 type Continuous struct {
 	Result
 	Error string `json:"error,omitempty"`
 }
 
 // ShareContinuous shares, under every continuous agreement in force that
-// this node provides and whose record types include one of types (all,
-// when types is nil), the held records with an id of at least fromID
-// ingested since the agreement came into force that no share has sent
-// yet. Ingest calls it once its records are stored, from the first it
-// stored, so that a share costs what the ingest brought; the node calls
-// it at start with fromID 0, for records whose share a stop cut short,
-// and that share decides again the records denied before. A share that
-// fails is reported and does not stop the others: its records stay held
-// and go with the next share under the agreement.
-func (n *Sharer) ShareContinuous(ctx context.Context, types map[string]bool, fromID int64) ([]Continuous, error) {
+// this node provides, the held records ingested since the agreement came
+// into force that no share has sent yet, the ones denied before decided
+// again. The node calls it at start, for records whose share a stop cut
+// short; an ingest shares what it stores as it goes (startContinuous).
+func (n *Sharer) ShareContinuous(ctx context.Context) ([]Continuous, error) {
+	c, err := n.startContinuous(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.stored(1, 1<<62)
+	return c.wait(), nil
+}
+
+// continuousAgreements are the continuous agreements in force that this
+// node provides.
+func (n *Sharer) continuousAgreements(ctx context.Context) ([]policy.Agreement, error) {
 	active, err := n.agreements.Active(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("continuous share: %w", err)
+		return nil, fmt.Errorf("continuous shares: %w", err)
 	}
 	now := n.now()
-	var out []Continuous
+	var out []policy.Agreement
 	for _, a := range active {
-		if !a.Continuous || a.Revoked || a.Provider != n.nodeID || now.Before(a.ValidFrom) || !now.Before(a.ValidUntil) || !covers(a.RecordTypes, types) {
-			continue
+		if a.Continuous && !a.Revoked && a.Provider == n.nodeID && !now.Before(a.ValidFrom) && now.Before(a.ValidUntil) {
+			out = append(out, a)
 		}
-		res, err := n.share(ctx, a.ID, a.ValidFrom.UnixMilli(), max(fromID-1, 0))
-		c := Continuous{Result: res}
-		if c.Agreement == "" {
-			c.Agreement, c.Recipient = a.ID, a.Recipient
-		}
-		if err != nil {
-			c.Error = err.Error()
-			n.log.Warn("continuous share failed; its records stay held for the next share", "agreement", a.ID, "err", err)
-		}
-		out = append(out, c)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Agreement < out[j].Agreement })
 	return out, nil
 }
 
-// covers says whether an agreement's record types include one of types
-// (nil: any).
-func covers(agreed map[string][]string, types map[string]bool) bool {
-	if types == nil {
-		return true
+// continuousShares are one ingest's shares under the continuous
+// agreements, run in a goroutine of their own as batches are stored.
+// Batches stored while a share runs go together in the next one. A share
+// that fails is reported and does not stop the others: its records stay
+// held and go with the next share under the agreement.
+type continuousShares struct {
+	n          *Sharer
+	agreements []policy.Agreement
+	ids        chan [2]int64 // the first and last record of each batch stored; nil: no continuous agreement
+	done       chan struct{}
+	results    map[string]*Continuous
+}
+
+func (n *Sharer) startContinuous(ctx context.Context) (*continuousShares, error) {
+	list, err := n.continuousAgreements(ctx)
+	if err != nil {
+		return nil, err
 	}
-	for t := range agreed {
-		if types[t] {
-			return true
+	c := &continuousShares{n: n, agreements: list, results: map[string]*Continuous{}}
+	if len(list) == 0 {
+		return c, nil
+	}
+	c.ids, c.done = make(chan [2]int64, 64), make(chan struct{})
+	go func() {
+		defer close(c.done)
+		for span := range c.ids {
+			// Batches are stored in order: one share covers those
+			// pending, from the first's first record to the last's last.
+		drain:
+			for {
+				select {
+				case next, ok := <-c.ids:
+					if !ok {
+						break drain
+					}
+					span[1] = next[1]
+				default:
+					break drain
+				}
+			}
+			c.share(ctx, span[0], span[1])
+		}
+	}()
+	return c, nil
+}
+
+// stored says that the ingest stored records with ids from first to last;
+// each share decides only those, so that a record denied is decided
+// once per ingest.
+func (c *continuousShares) stored(first, last int64) {
+	if c.ids != nil {
+		c.ids <- [2]int64{first, last}
+	}
+}
+
+func (c *continuousShares) share(ctx context.Context, first, last int64) {
+	for _, a := range c.agreements {
+		res, err := c.n.share(ctx, a.ID, a.ValidFrom.UnixMilli(), first-1, last)
+		sum := c.results[a.ID]
+		if sum == nil {
+			sum = &Continuous{Result: Result{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}}}
+			c.results[a.ID] = sum
+		}
+		sum.Considered += res.Considered
+		sum.Permitted += res.Permitted
+		sum.Envelopes += res.Envelopes
+		for k, v := range res.Denied {
+			sum.Denied[k] += v
+		}
+		if err != nil && sum.Error == "" {
+			sum.Error = err.Error()
+			c.n.log.Warn("continuous share failed; its records stay held for the next share", "agreement", a.ID, "err", err)
 		}
 	}
-	return false
+}
+
+// wait waits for the shares and returns what each agreement's sent, for
+// the agreements that had records to decide or failed.
+func (c *continuousShares) wait() []Continuous {
+	if c == nil || c.ids == nil {
+		return nil
+	}
+	close(c.ids)
+	<-c.done
+	var out []Continuous
+	for _, r := range c.results {
+		if r.Considered > 0 || r.Error != "" {
+			out = append(out, *r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Agreement < out[j].Agreement })
+	return out
 }

@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
+	"sync"
 
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/schema"
@@ -52,8 +52,6 @@ type IngestResult struct {
 	// Shared are the shares under continuous agreements that the stored
 	// records started (ShareContinuous).
 	Shared []Continuous `json:"shared,omitempty"`
-
-	firstID int64 // the id of the first record stored: continuous shares look at it and after
 }
 
 // ErrCSVNeedsType is returned for CSV input without a record type: a CSV
@@ -97,17 +95,93 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 	if err != nil {
 		return res, fmt.Errorf("ingest: %w", err)
 	}
+	// One goroutine reads, parses and classifies while this one stores:
+	// the two halves of an ingest take about as long as each other.
 	var held [][]ingestRow // AllOrNothing: everything, stored at the end
-	store := func(batch []ingestRow) error {
-		if o.AllOrNothing {
-			held = append(held, slices.Clone(batch))
-			return nil
+	var read IngestResult  // the reader's counts
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	batches := make(chan []ingestRow, 2)
+	var readErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(batches)
+		readErr = n.readIngest(rctx, rd, batches, &read)
+	})
+	// Under continuous agreements the records stored go on to their
+	// shares while the next ones are read and stored: a third goroutine
+	// shares each stored batch, from its first record on.
+	var cont *continuousShares
+	if !o.AllOrNothing {
+		if cont, err = n.startContinuous(ctx); err != nil {
+			stop()
+			for range batches {
+			}
+			wg.Wait()
+			return res, fmt.Errorf("ingest: %w", err)
 		}
-		return n.storeIngest(ctx, batch, &res)
 	}
+	var storeErr error
+	for b := range batches {
+		switch {
+		case storeErr != nil: // drain
+		case o.AllOrNothing:
+			held = append(held, b)
+		default:
+			var first, last int64
+			if first, last, storeErr = n.storeIngest(ctx, b, &res); storeErr != nil {
+				stop()
+			} else if first != 0 {
+				cont.stored(first, last)
+			}
+		}
+	}
+	wg.Wait()
+	res.Records, res.Invalid, res.ByReason, res.Errors = read.Records, read.Invalid, read.ByReason, read.Errors
+	if o.AllOrNothing && storeErr == nil && readErr == nil {
+		if res.Invalid > 0 {
+			res.NoneStored = true
+			return res, nil
+		}
+		if cont, err = n.startContinuous(ctx); err != nil {
+			return res, fmt.Errorf("ingest: %w", err)
+		}
+		for _, b := range held {
+			var first, last int64
+			if first, last, storeErr = n.storeIngest(ctx, b, &res); storeErr != nil {
+				break
+			}
+			if first != 0 {
+				cont.stored(first, last)
+			}
+		}
+	}
+	// What was stored is shared, even when the ingest stopped short.
+	res.Shared = cont.wait()
+	if storeErr != nil {
+		return res, storeErr
+	}
+	if readErr != nil {
+		return res, readErr
+	}
+	return res, nil
+}
+
+// readIngest reads, validates and classifies the records of rd, counting
+// the refused ones in res, and hands the valid ones to out in batches of
+// ingestBatch, as they will be stored.
+func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []ingestRow, res *IngestResult) error {
 	asOf := n.now()
-	types := map[string]bool{} // of the valid records, for the continuous shares
 	batch := make([]ingestRow, 0, ingestBatch)
+	send := func() error {
+		select {
+		case out <- batch:
+			batch = make([]ingestRow, 0, ingestBatch)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	// NDJSON lines are parsed into a reused row, classified by position
 	// and written back as stored from it: no map per record. Other
 	// formats give records.
@@ -146,7 +220,7 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 			continue
 		}
 		if err != nil {
-			return res, fmt.Errorf("ingest: read: %w", err)
+			return fmt.Errorf("ingest: read: %w", err)
 		}
 		res.Records++
 		if lines != nil {
@@ -160,7 +234,7 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 			continue
 		}
 		if err != nil {
-			return res, fmt.Errorf("ingest: classify: %w", err)
+			return fmt.Errorf("ingest: classify: %w", err)
 		}
 		if labels.Level >= schema.CORE {
 			res.reject(idx, &schema.ValidationError{Reason: reasonCoreRefused})
@@ -172,44 +246,24 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 		if lines != nil {
 			body = row.AppendMapJSON(nil)
 		} else if body, err = json.Marshal(rec.Fields); err != nil {
-			return res, fmt.Errorf("ingest: encode record %d: %w", idx, err)
+			return fmt.Errorf("ingest: encode record %d: %w", idx, err)
 		}
 		h := sha256.New()
 		h.Write([]byte(rec.Type))
 		h.Write([]byte{0})
 		h.Write(body)
-		types[rec.Type] = true
 		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body,
 			labels: n.std.AppendLabels(nil, labels)})
 		if len(batch) == ingestBatch {
-			if err := store(batch); err != nil {
-				return res, err
+			if err := send(); err != nil {
+				return err
 			}
-			batch = batch[:0]
 		}
 	}
 	if len(batch) > 0 {
-		if err := store(batch); err != nil {
-			return res, err
-		}
+		return send()
 	}
-	if o.AllOrNothing {
-		if res.Invalid > 0 {
-			res.NoneStored = true
-			return res, nil
-		}
-		for _, b := range held {
-			if err := n.storeIngest(ctx, b, &res); err != nil {
-				return res, err
-			}
-		}
-	}
-	if res.Stored > 0 {
-		if res.Shared, err = n.ShareContinuous(ctx, types, res.firstID); err != nil {
-			return res, fmt.Errorf("ingest: stored %d records: %w", res.Stored, err)
-		}
-	}
-	return res, nil
+	return nil
 }
 
 // openInput decodes r as o says or as detected (res.Format, res.Encoding
@@ -263,11 +317,14 @@ func (res *IngestResult) reject(idx int, verr *schema.ValidationError) {
 	}
 }
 
-func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) error {
+// storeIngest stores rows in one transaction, and returns the ids of the
+// first and the last it stored (0: all were held already).
+func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) (first, last int64, err error) {
 	now := n.now().UnixMilli()
 	stored := 0
-	byLevel := map[string]int{}
-	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+	var byLevel map[string]int
+	err = n.db.Write(ctx, func(tx *sql.Tx) error {
+		first, last, stored, byLevel = 0, 0, 0, map[string]int{}
 		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO records(key, type, subject, level, body, labels, ingested_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
@@ -285,17 +342,18 @@ func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestR
 			if k == 1 {
 				stored++
 				byLevel[r.typ+"/"+r.level.String()]++
-				if res.firstID == 0 {
-					if res.firstID, err = out.LastInsertId(); err != nil {
-						return fmt.Errorf("ingest: store: %w", err)
-					}
+				if last, err = out.LastInsertId(); err != nil {
+					return fmt.Errorf("ingest: store: %w", err)
+				}
+				if first == 0 {
+					first = last
 				}
 			}
 		}
 		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindIngest, Count: stored, Detail: byLevel})
 	})
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	res.Stored += stored
 	res.Duplicate += len(rows) - stored
@@ -303,7 +361,7 @@ func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestR
 		typ, level := splitKey(k)
 		n.m.Ingested.WithLabelValues(typ, level).Add(float64(c))
 	}
-	return nil
+	return first, last, nil
 }
 
 func splitKey(k string) (string, string) {

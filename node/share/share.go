@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -269,12 +270,12 @@ func (v *volume) count(k subjectKey, prev schema.Level, had bool, l schema.Level
 // relay then publishes them. Denied records are counted by reason and stay
 // eligible for a later share.
 func (n *Sharer) Share(ctx context.Context, agreementID string) (Result, error) {
-	return n.share(ctx, agreementID, 0, 0)
+	return n.share(ctx, agreementID, 0, 0, math.MaxInt64)
 }
 
 // share is Share of the records ingested at or after since (Unix ms)
-// whose id is above after.
-func (n *Sharer) share(ctx context.Context, agreementID string, since, after int64) (Result, error) {
+// whose id is above after and at most upto.
+func (n *Sharer) share(ctx context.Context, agreementID string, since, after, upto int64) (Result, error) {
 	n.lock.Lock()
 	defer n.lock.Unlock()
 	s, err := n.newShareRun(ctx, agreementID)
@@ -293,7 +294,7 @@ func (n *Sharer) share(ctx context.Context, agreementID string, since, after int
 	}
 	sort.Strings(types)
 	for _, typ := range types {
-		if err := s.shareType(ctx, typ, since, after); err != nil {
+		if err := s.shareType(ctx, typ, since, after, upto); err != nil {
 			return s.res, err
 		}
 	}
@@ -349,14 +350,14 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 }
 
 // shareType walks the records of one type in pages, so memory stays flat.
-func (s *shareRun) shareType(ctx context.Context, typ string, since, after int64) error {
+func (s *shareRun) shareType(ctx context.Context, typ string, since, after, upto int64) error {
 	const page = 1000
 	// Held bodies have no "type" member: the parser gives them typ.
 	parser, into := schema.NewLineParser(typ), new(schema.Row)
 	for {
 		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
-			WHERE type = ? AND id > ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
-			ORDER BY id LIMIT ?`, typ, after, since, s.a.ID, page)
+			WHERE type = ? AND id > ? AND id <= ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
+			ORDER BY id LIMIT ?`, typ, after, upto, since, s.a.ID, page)
 		if err != nil {
 			return fmt.Errorf("share: read records: %w", err)
 		}
