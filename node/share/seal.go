@@ -16,15 +16,6 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-// flushAll hands what is left to the sealer and waits until everything
-// is committed.
-func (s *shareRun) flushAll(ctx context.Context) error {
-	if err := s.flushBatches(ctx); err != nil {
-		return err
-	}
-	return s.finish()
-}
-
 // flushBatches hands the partly filled envelopes and the last decisions to
 // the sealer.
 func (s *shareRun) flushBatches(ctx context.Context) error {

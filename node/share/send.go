@@ -193,14 +193,8 @@ func (n *Sharer) Send(ctx context.Context, agreementID string, r schema.Reader) 
 	wg.Wait()
 	sealErr := base.finish()
 
-	res := SendResult{Result: Result{Agreement: base.a.ID, Recipient: base.a.Recipient, Denied: map[string]int{},
-		Envelopes: base.res.Envelopes}}
-	for w, s := range workers {
-		res.Considered += s.res.Considered
-		res.Permitted += s.res.Permitted
-		for k, v := range s.res.Denied {
-			res.Denied[k] += v
-		}
+	res := SendResult{Result: base.merge(workers)}
+	for w := range workers {
 		ir.Invalid += irs[w].Invalid
 		ir.Errors = append(ir.Errors, irs[w].Errors...)
 		for k, v := range irs[w].ByReason {

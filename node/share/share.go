@@ -278,30 +278,87 @@ func (n *Sharer) Share(ctx context.Context, agreementID string) (Result, error) 
 func (n *Sharer) share(ctx context.Context, agreementID string, since, after, upto int64) (Result, error) {
 	n.lock.Lock()
 	defer n.lock.Unlock()
-	s, err := n.newShareRun(ctx, agreementID)
+	base, err := n.newShareRun(ctx, agreementID)
 	if err == nil {
-		err = s.load(ctx)
+		err = base.load(ctx)
 	}
 	if err != nil {
 		return Result{}, err
 	}
-	// Whatever happens, the sealer is closed and waited for before shareMu
-	// is released: nothing of this run commits after it returns.
-	defer s.finish()
-	types := make([]string, 0, len(s.a.RecordTypes))
-	for t := range s.a.RecordTypes {
+	base.sl = n.startSealer(ctx, base)
+	// Whatever happens, the sealer is closed and waited for before the
+	// shares lock is released: nothing of this run commits after it
+	// returns.
+	defer base.finish()
+	types := make([]string, 0, len(base.a.RecordTypes))
+	for t := range base.a.RecordTypes {
 		types = append(types, t)
 	}
 	sort.Strings(types)
+
+	// This goroutine reads the held records a page at a time; sendWorkers
+	// deciders, as in Send, parse and decide them.
+	pages := make(chan []heldRecord, 2*sendWorkers)
+	workers := make([]*shareRun, sendWorkers)
+	errs := make([]error, sendWorkers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		workers[w] = base.fork()
+		wg.Go(func() {
+			s := workers[w]
+			parsers := map[string]*schema.LineParser{} // held bodies have no "type" member: the parser gives it
+			row := new(schema.Row)
+			for page := range pages {
+				if errs[w] != nil {
+					continue // drain
+				}
+				for _, r := range page {
+					p := parsers[r.typ]
+					if p == nil {
+						p = schema.NewLineParser(r.typ)
+						parsers[r.typ] = p
+					}
+					if errs[w] = s.decideStored(ctx, p, row, r.id, r.body, r.labels); errs[w] != nil {
+						break
+					}
+				}
+			}
+			if errs[w] == nil {
+				errs[w] = s.flushBatches(ctx)
+			}
+		})
+	}
+	var readErr error
 	for _, typ := range types {
-		if err := s.shareType(ctx, typ, since, after, upto); err != nil {
-			return s.res, err
+		if readErr = base.readHeld(ctx, typ, since, after, upto, pages); readErr != nil {
+			break
 		}
 	}
-	if err := s.flushAll(ctx); err != nil {
-		return s.res, err
+	close(pages)
+	wg.Wait()
+	sealErr := base.finish()
+	res := base.merge(workers)
+	return res, errors.Join(append([]error{readErr, sealErr}, errs...)...)
+}
+
+// heldRecord is a held record as a share reads it.
+type heldRecord struct {
+	id           int64
+	typ          string
+	body, labels []byte
+}
+
+// merge sums the results of a run's deciders.
+func (s *shareRun) merge(workers []*shareRun) Result {
+	res := Result{Agreement: s.a.ID, Recipient: s.a.Recipient, Denied: map[string]int{}, Envelopes: s.res.Envelopes}
+	for _, w := range workers {
+		res.Considered += w.res.Considered
+		res.Permitted += w.res.Permitted
+		for k, v := range w.res.Denied {
+			res.Denied[k] += v
+		}
 	}
-	return s.res, nil
+	return res
 }
 
 // newShareRun prepares a share under agreementID: the agreement must name
@@ -349,11 +406,12 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 	}, nil
 }
 
-// shareType walks the records of one type in pages, so memory stays flat.
-func (s *shareRun) shareType(ctx context.Context, typ string, since, after, upto int64) error {
+// readHeld reads the held records of one type not yet shared under the
+// run's agreement, ingested at or after since (Unix ms), with ids above
+// after and at most upto, a page at a time into pages, so memory stays
+// flat.
+func (s *shareRun) readHeld(ctx context.Context, typ string, since, after, upto int64, pages chan<- []heldRecord) error {
 	const page = 1000
-	// Held bodies have no "type" member: the parser gives them typ.
-	parser, into := schema.NewLineParser(typ), new(schema.Row)
 	for {
 		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
 			WHERE type = ? AND id > ? AND id <= ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
@@ -361,13 +419,9 @@ func (s *shareRun) shareType(ctx context.Context, typ string, since, after, upto
 		if err != nil {
 			return fmt.Errorf("share: read records: %w", err)
 		}
-		type row struct {
-			id           int64
-			body, labels []byte
-		}
-		var got []row
+		got := make([]heldRecord, 0, page)
 		for rows.Next() {
-			var r row
+			r := heldRecord{typ: typ}
 			if err := rows.Scan(&r.id, &r.body, &r.labels); err != nil {
 				rows.Close()
 				return fmt.Errorf("share: read records: %w", err)
@@ -378,9 +432,11 @@ func (s *shareRun) shareType(ctx context.Context, typ string, since, after, upto
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("share: read records: %w", err)
 		}
-		for _, r := range got {
-			if err := s.decideStored(ctx, parser, into, r.id, r.body, r.labels); err != nil {
-				return err
+		if len(got) > 0 {
+			select {
+			case pages <- got:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
 		if len(got) < page {
