@@ -4,8 +4,9 @@
 // the yearly volume), writes what leaves as the recipient may see it,
 // seals it into envelopes and writes them to the outbox with the evidence
 // of every decision, marking in the shared table which records went out
-// under which agreement. Send does the same for a stream of records the
-// node does not keep.
+// under which agreement. Under a continuous agreement an ingest shares
+// what it stores as it goes. Send (and Stream, its form for an operator's
+// input) does the same for a stream of records the node does not keep.
 //
 // It must never send a record policy did not permit, never commit a
 // decision without its evidence, never assign a sequence number out of
