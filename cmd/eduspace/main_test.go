@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -357,5 +359,58 @@ func TestClientHonoursRetryAfter(t *testing.T) {
 	if len(calls) != 2 || calls[0] != calls[1] || !strings.HasPrefix(calls[0], "student_id,") ||
 		!strings.HasPrefix(paths[0], "/v1/agreements/a1/stream?") || !strings.Contains(paths[0], "type=course_grade") {
 		t.Errorf("requests %q to %q: want the whole file twice, streamed under a1", calls, paths)
+	}
+}
+
+// TestReceivedExportFile: an export goes to its file only when it is
+// whole: its digest matches the one the node announced and no error came
+// in the trailer. Otherwise no file, not even a partial one, and a
+// non-zero exit.
+func TestReceivedExportFile(t *testing.T) {
+	body := "{\"type\":\"course_grade\",\"score\":90}\n"
+	sum := sha256.Sum256([]byte(body))
+	var digest, trailerErr string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/received" || r.URL.Query().Get("agreement") != "a1" || r.URL.Query().Get("format") != "ndjson" {
+			t.Errorf("request %s", r.URL)
+		}
+		w.Header().Set("Eduspace-Export-Records", "1")
+		w.Header().Set("Eduspace-Export-Digest", digest)
+		w.Header().Set("Trailer", "Eduspace-Export-Error")
+		io.WriteString(w, body)
+		if trailerErr != "" {
+			w.Header().Set("Eduspace-Export-Error", trailerErr)
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "admin.token")
+	os.WriteFile(tok, []byte("t\n"), 0o600)
+	out := filepath.Join(dir, "export.ndjson")
+	export := func() (int, string) {
+		code, _, stderr := run(t, context.Background(), "received", "export", "--node", srv.URL, "--token-file", tok, "--agreement", "a1", "--out", out)
+		return code, stderr
+	}
+	for _, c := range []struct {
+		name, digest, trailer string
+		ok                    bool
+	}{
+		{"whole", hex.EncodeToString(sum[:]), "", true},
+		{"digest differs", strings.Repeat("0", 64), "", false},
+		{"cut short", hex.EncodeToString(sum[:]), "envelope e1 as stored does not decode", false},
+	} {
+		os.Remove(out)
+		digest, trailerErr = c.digest, c.trailer
+		code, stderr := export()
+		data, err := os.ReadFile(out)
+		if c.ok && (code != exitOK || string(data) != body) {
+			t.Errorf("%s: exit %d, file %q, %v: %s", c.name, code, data, err, stderr)
+		}
+		if !c.ok && (code == exitOK || err == nil || !strings.Contains(stderr, "was not written")) {
+			t.Errorf("%s: exit %d, file %q: %s; want a failure and no file", c.name, code, data, stderr)
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, ".export.ndjson.partial-*")); len(left) > 0 {
+			t.Errorf("%s: partial files left: %v", c.name, left)
+		}
 	}
 }

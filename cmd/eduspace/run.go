@@ -58,6 +58,10 @@ func commands() []command {
 			{"list", "list the node's agreements"},
 		}},
 		{name: "share", summary: "share records under an agreement", run: runShare},
+		{name: "received", summary: "what the node received: list it, export it under its agreement", run: runReceived, subs: []subcommand{
+			{"list", "what was received, by agreement and record type: counts, last arrival"},
+			{"export", "export the records received under an agreement (NDJSON or CSV), with evidence"},
+		}},
 		{name: "status", summary: "a running node's state on one screen", run: runStatus},
 		{name: "consent", summary: "the consent ledger", run: runConsent, subs: []subcommand{
 			{"grant", "record a consent"},
@@ -108,6 +112,8 @@ var examples = map[string]string{
 	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
 	"share": "eduspace share --config /etc/eduspace/node.yaml --agreement credit-2026   (the records the node holds)\n" +
 		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type grade grades.csv   (records streamed through, not held)",
+	"received list":      "eduspace received list --config /etc/eduspace/node.yaml",
+	"received export":    "eduspace received export --config /etc/eduspace/node.yaml --agreement credit-2026 --type course_grade --format csv --out grades.csv",
 	"status":             "eduspace status --config /etc/eduspace/node.yaml",
 	"consent grant":      "eduspace consent grant --token-file /var/lib/eduspace/admin.token consent.json",
 	"consent withdraw":   "eduspace consent withdraw --token-file /var/lib/eduspace/admin.token --id c-0001-study-2026",

@@ -15,6 +15,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
@@ -85,6 +86,8 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/agreements/{id}/revoke", s.handleRevoke)
 	api.HandleFunc("POST /v1/shares", s.handleShare)
 	api.HandleFunc("POST /v1/agreements/{id}/stream", s.handleStream)
+	api.HandleFunc("GET /v1/received", s.handleReceived)
+	api.HandleFunc("GET /v1/received/summary", s.handleHoldings)
 	api.HandleFunc("GET /v1/status", s.handleStatus)
 	api.HandleFunc("GET /v1/overview", s.handleOverview)
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
@@ -228,6 +231,72 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeJSON(w, res)
+}
+
+// handleHoldings lists what this node received, by agreement and type.
+func (s *Server) handleHoldings(w http.ResponseWriter, r *http.Request) {
+	list, err := s.recv.Holdings(r.Context())
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "received-failed", "Listing what was received failed", err.Error())
+		return
+	}
+	s.writeJSON(w, list)
+}
+
+// Export headers and trailer: the count and digest are known, and in the
+// evidence log, before the first record is written; an error after it is
+// the trailer's, and a client keeps nothing of an export that has one.
+const (
+	headerExportRecords = "Eduspace-Export-Records"
+	headerExportDigest  = "Eduspace-Export-Digest"
+	trailerExportError  = "Eduspace-Export-Error"
+)
+
+// handleReceived exports what was received under an agreement
+// (?agreement=ID[&type=T][&format=ndjson|csv]), streamed.
+func (s *Server) handleReceived(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	o := receive.ExportOptions{Agreement: q.Get("agreement"), Type: q.Get("type"), Format: q.Get("format")}
+	if o.Agreement == "" {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "agreement required",
+			"name the agreement whose records to export: ?agreement=ID (GET /v1/received/summary lists them)")
+		return
+	}
+	noteAgreement(r, o.Agreement)
+	started := false
+	o.Start = func(res receive.ExportResult) {
+		started = true
+		ct := "application/x-ndjson"
+		if o.Format == "csv" {
+			ct = "text/csv; charset=utf-8"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set(headerExportRecords, strconv.Itoa(res.Records))
+		w.Header().Set(headerExportDigest, res.Digest)
+		w.Header().Set("Trailer", trailerExportError)
+		w.WriteHeader(http.StatusOK)
+	}
+	_, err := s.recv.Export(r.Context(), o, w)
+	if err == nil {
+		return
+	}
+	if started {
+		s.log.Warn("export cut short", "agreement", o.Agreement, "err", err)
+		w.Header().Set(trailerExportError, err.Error())
+		return
+	}
+	if e, ok := receive.IsExportRefused(err); ok {
+		status := http.StatusForbidden
+		switch e.Reason {
+		case receive.ExportUnknownAgreement:
+			status = http.StatusNotFound
+		case receive.ExportBadFormat:
+			status = http.StatusBadRequest
+		}
+		s.writeProblem(w, status, e.Reason, "Export refused", e.Error())
+		return
+	}
+	s.writeProblem(w, http.StatusInternalServerError, "export-failed", "Export failed", err.Error())
 }
 
 // shareProblem answers a share or stream that failed.

@@ -61,6 +61,7 @@ func appendEntry(dst []byte, e *Entry) []byte {
 		}
 		dst = append(dst, '}')
 	}
+	dst = appendOptional(dst, `,"digest":`, e.Digest)
 	return append(dst, '}')
 }
 
@@ -68,7 +69,7 @@ func appendEntry(dst []byte, e *Entry) []byte {
 // so that appendEntry grows dst at most once in the usual case.
 func sizeHint(e *Entry) int {
 	n := 160 + len(e.Node) + len(e.Kind) + len(e.Peer) + len(e.Agreement) + len(e.Purpose) +
-		len(e.Envelope) + len(e.Rule) + len(e.Reason) + 3*len(e.Subjects) + 32*len(e.Detail)
+		len(e.Envelope) + len(e.Rule) + len(e.Reason) + len(e.Digest) + 3*len(e.Subjects) + 32*len(e.Detail)
 	for _, s := range e.Subjects {
 		n += len(s)
 	}

@@ -47,6 +47,7 @@ func TestAppendEntry(t *testing.T) {
 		{"zero count omitted", Entry{Kind: KindDecide, Count: 0, Reason: "permit"}},
 		{"all strings", Entry{Seq: 7, Time: 8, Node: "n", Kind: "k", Peer: "p", Agreement: "a",
 			Purpose: "pu", Envelope: "env", Rule: "r", Reason: "re", Count: 3}},
+		{"digest", Entry{Kind: KindExport, Agreement: "a", Count: 2, Digest: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Detail: map[string]int{"format_csv": 1}}},
 		{"html", Entry{Node: "<script>&amp;</script>", Reason: "a<b>c&d", Detail: map[string]int{"<&>": 1}}},
 		{"quotes and backslashes", Entry{Node: `"\"\\`, Kind: `\u0041`, Detail: map[string]int{`"k\`: 2}}},
 		{"controls", Entry{Node: controls.String(), Subjects: []string{"\b\f\n\r\t", "\x00", "\x1f"}}},
@@ -90,7 +91,7 @@ func FuzzAppendEntry(f *testing.F) {
 	f.Fuzz(func(t *testing.T, seq, tm int64, node, kind, peer, agreement, purpose, envelope,
 		rule, reason string, count int, subject, key string, val int) {
 		e := Entry{Seq: seq, Time: tm, Node: node, Kind: kind, Peer: peer, Agreement: agreement,
-			Purpose: purpose, Envelope: envelope, Rule: rule, Reason: reason, Count: count}
+			Purpose: purpose, Envelope: envelope, Rule: rule, Reason: reason, Count: count, Digest: reason + envelope}
 		if subject != "" {
 			e.Subjects = []string{subject, node}
 		}

@@ -47,6 +47,7 @@ const (
 	KindDrop    = "drop"
 	KindExpire  = "expire"
 	KindAgree   = "agreement"
+	KindExport  = "export" // received records handed to the institution's own systems
 )
 
 // Entry is one event. Only Seq and Time are set by the log.
@@ -66,6 +67,8 @@ type Entry struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// Detail holds counts by a closed set of keys (levels, record types).
 	Detail map[string]int `json:"detail,omitempty"`
+	// Digest is the SHA-256 of what an export wrote, in hex.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Log appends to the chain of one node.

@@ -2,7 +2,8 @@
 // of records, checked, opened and stored; the control messages addressed
 // to it; the receipts that confirm stored envelopes to their senders; and
 // the received records' erasure on a provider's request and expiry at the
-// end of their agreement's retention. Its tables are inbox (one row per
+// end of their agreement's retention; and the institution's reading of what
+// it received (Holdings, Export). Its tables are inbox (one row per
 // envelope stored: sender, sequence number, agreement, times), received
 // (the records of each, as they arrived), seq_in (the highest sequence
 // number seen per peer and kind), receipt_queue (envelopes stored, or refused
@@ -15,7 +16,9 @@
 // receiver must never store an envelope that no active agreement with its
 // sender covers, never store a sequence number its sender already used,
 // never store a record its sender asked to erase, in whichever order the
-// two arrived, and never confirm an envelope before it is stored.
+// two arrived, never confirm an envelope before it is stored, and never
+// export a record without its evidence entry, past its retention, or under
+// an agreement revoked, ended or of which it is not the recipient.
 package receive
 
 import (

@@ -1,0 +1,162 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/test/wait"
+)
+
+// TestReceivedExport: the receiving university lists what it received and
+// exports it under the agreement, as NDJSON or CSV: every record holds
+// only what the agreement lets leave, the count and digest are announced
+// before the first byte and match what arrives, and each export is an
+// evidence entry. An unknown agreement, one this node is not the
+// recipient of, a CSV of no one type and a revoked agreement are refused
+// with their reason.
+func TestReceivedExport(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	ag := agreeGrades(t, "credit", s.now, a, b)
+	var in strings.Builder
+	const n = 150
+	for i := range n {
+		fmt.Fprintf(&in, `{"type":"course_grade","student_id":"S%04d","course_code":"CS%d","score":%d,"course_name":"数据结构"}`+"\n", i, 100+i%3, 50+i%50)
+	}
+	if _, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := a.Share(ctx, ag.ID); err != nil || res.Permitted != n {
+		t.Fatalf("share: %+v, %v", res, err)
+	}
+	wait.Until(t, 30*time.Second, "uni-b to hold the records", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == n
+	})
+	dirB := s.conf["uni-b"].DataDir
+
+	var list []receive.Holding
+	if resp := adminCall(t, b, dirB, http.MethodGet, "/v1/received/summary", "", &list); resp.StatusCode != http.StatusOK ||
+		len(list) != 1 || list[0].Agreement != "credit" || list[0].Provider != "uni-a" || list[0].Type != "course_grade" ||
+		list[0].Records != n || list[0].Latest.IsZero() {
+		t.Fatalf("received list: %s %+v", resp.Status, list)
+	}
+
+	export := func(query string) (*http.Response, []byte) {
+		t.Helper()
+		tok, _ := os.ReadFile(filepath.Join(dirB, "admin.token"))
+		req, _ := http.NewRequest(http.MethodGet, "http://"+b.AdminAddr()+"/v1/received?"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	digestOK := func(what string, resp *http.Response, body []byte, records int) {
+		t.Helper()
+		sum := sha256.Sum256(body)
+		if resp.Header.Get("Eduspace-Export-Digest") != hex.EncodeToString(sum[:]) ||
+			resp.Header.Get("Eduspace-Export-Records") != fmt.Sprint(records) || resp.Trailer.Get("Eduspace-Export-Error") != "" {
+			t.Errorf("%s: headers %v trailer %v; want %d records and the body's digest", what, resp.Header, resp.Trailer, records)
+		}
+	}
+
+	// NDJSON: the records as they arrived, only the agreed fields.
+	resp, body := export("agreement=credit")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("export: %s %s", resp.Status, body)
+	}
+	digestOK("ndjson", resp, body, n)
+	lines := bytes.Split(bytes.TrimSpace(body), []byte("\n"))
+	if len(lines) != n {
+		t.Fatalf("export: %d records, want %d", len(lines), n)
+	}
+	allowed := append(slices.Clone(ag.RecordTypes["course_grade"]), "type")
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal(l, &m); err != nil {
+			t.Fatal(err)
+		}
+		for k := range m {
+			if !slices.Contains(allowed, k) {
+				t.Fatalf("exported record %s has %s, which the agreement does not let leave", l, k)
+			}
+		}
+		if id, _ := m["student_id"].(string); strings.HasPrefix(id, "S0") {
+			t.Fatalf("exported record %s carries a student number in clear under credit_transfer's default", l)
+		}
+	}
+
+	// CSV of one type: a header row, then the same records.
+	resp, body = export("agreement=credit&type=course_grade&format=csv")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("csv export: %s %s", resp.Status, body)
+	}
+	digestOK("csv", resp, body, n)
+	rows, err := csv.NewReader(bytes.NewReader(body)).ReadAll()
+	if err != nil || len(rows) != n+1 || strings.Join(rows[0], ",") != "course_code,score,student_id" {
+		t.Fatalf("csv export: %d rows, header %v, %v", len(rows), rows[0], err)
+	}
+
+	// Each export is in uni-b's evidence log, with its count and digest.
+	exports := 0
+	for _, e := range nodetest.Evidence(t, dirB) {
+		if d, _ := e["digest"].(string); e["kind"] == "export" && e["agreement"] == "credit" && e["count"] == float64(n) && len(d) == 64 {
+			exports++
+		}
+	}
+	if exports != 2 {
+		t.Errorf("export evidence entries: %d, want 2", exports)
+	}
+
+	for _, c := range []struct {
+		name, query string
+		at          string
+		status      int
+		reason      string
+	}{
+		{"unknown agreement", "agreement=nope", "uni-b", http.StatusNotFound, receive.ExportUnknownAgreement},
+		{"CSV of every type", "agreement=credit&format=csv", "uni-b", http.StatusBadRequest, receive.ExportBadFormat},
+		{"no agreement named", "", "uni-b", http.StatusBadRequest, "bad-request"},
+	} {
+		resp, body := export(c.query)
+		if resp.StatusCode != c.status || !strings.Contains(string(body), c.reason) {
+			t.Errorf("%s: %s %s; want %d naming %s", c.name, resp.Status, body, c.status, c.reason)
+		}
+	}
+	// At the provider the agreement is not one to export under.
+	if resp := adminCall(t, a, s.conf["uni-a"].DataDir, http.MethodGet, "/v1/received?agreement=credit", "", nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("export at the provider: %s, want 403", resp.Status)
+	}
+	// Revoked: what was received under it may no longer be used.
+	if _, err := b.RevokeAgreement(ctx, ag.ID); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := export("agreement=credit"); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), receive.ExportRevoked) {
+		t.Errorf("export after revocation: %s %s; want 403 %s", resp.Status, body, receive.ExportRevoked)
+	}
+}
