@@ -9,6 +9,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -99,6 +100,12 @@ func (n *Node) SubjectReport(ctx context.Context, subject string) (consent.Subje
 // ReceivedRecords is how many records this node has stored from peers
 // since it started, less those erased or expired since.
 func (n *Node) ReceivedRecords() int64 { return n.recv.ReceivedRecords() }
+
+// ExportReceived writes the records received under an agreement to w,
+// with its evidence entry (receive.Receiver.Export).
+func (n *Node) ExportReceived(ctx context.Context, o receive.ExportOptions, w io.Writer) (receive.ExportResult, error) {
+	return n.recv.Export(ctx, o, w)
+}
 
 // ExpireRetention deletes received records whose agreement's retention
 // period has ended, without being asked: one pass (the node runs one at

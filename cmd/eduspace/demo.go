@@ -65,6 +65,8 @@ func printDemo(w io.Writer, r demo.Result) {
 	}
 	fmt.Fprintf(w, "\nconsents: %d granted, %d withdrawn; erasures: %d requested, %d confirmed by the recipients\n",
 		r.ConsentsGranted, r.ConsentsWithdrawn, r.ErasuresRequested, r.ErasuresConfirmed)
+	fmt.Fprintf(w, "export: uni-nanshan exported the %d records it received under %s (sha256 %.16s…, in its evidence log)\n",
+		r.Exported.Records, r.Exported.Agreement, r.Exported.Digest)
 	ag := r.Aggregate
 	fmt.Fprintf(w, "\naggregate %s: %d of %d universities, %d cells released, %d suppressed under k; ρ = %.3f (ε = %.2f at δ = %g); %.2fs\n",
 		ag.Round, ag.Survivors, ag.Participants, ag.CellsReleased, ag.CellsSuppressed, ag.RhoSpent, ag.EpsilonSpent, ag.Delta, ag.Seconds)

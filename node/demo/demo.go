@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
@@ -63,7 +65,10 @@ type Result struct {
 	ErasuresRequested int `json:"erasures_requested"`
 	ErasuresConfirmed int `json:"erasures_confirmed"`
 	// Aggregate is the center's aggregate round over the three universities.
-	Aggregate AggregateResult `json:"aggregate"`
+	// Exported is Nanshan University's export of the credit-transfer
+	// records it received, to its own systems.
+	Exported  receive.ExportResult `json:"exported"`
+	Aggregate AggregateResult      `json:"aggregate"`
 	Seconds   float64         `json:"seconds"`
 	Dir       string          `json:"dir,omitempty"`
 }
@@ -321,6 +326,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
+	}
+
+	step("Nanshan University exports the credit-transfer records it received (evidence: count and digest)")
+	if res.Exported, err = nodes["uni-nanshan"].ExportReceived(ctx, receive.ExportOptions{Agreement: "beihu-nanshan-credit-transfer"}, io.Discard); err != nil {
+		return res, err
 	}
 
 	step("withdraw two consents; the center erases and confirms")
