@@ -196,7 +196,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	// The parts, from the bottom of a record's way up.
 	var sharesLock sync.Mutex // one share, send, revocation or withdrawal at a time
 	codec := &envelope.Codec{NodeID: cfg.NodeID, Keys: ks, Registry: n.reg, Std: std, TTL: cfg.EnvelopeTTL, Now: now,
-		IdentityPurposes: rules.IdentityPurposes}
+		IdentityPurposes: rules.IdentityPurposes, ClearIdentityPurposes: rules.ClearIdentityPurposes}
 	n.ckpt = checkpoint.New(checkpoint.Deps{
 		DB: n.db, Evidence: ev, Node: cfg.NodeID, Keys: ks, Registry: n.reg,
 		JS: n.bus.JS, Layout: layout, Credential: credToken, Metrics: m, Log: n.log, Now: now,

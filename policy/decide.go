@@ -184,7 +184,7 @@ func actionsFor(rb *Rulebook, a *Agreement, l schema.Labels, prev *Decision) ([]
 		return actions, level
 	}
 	w := actionWalk{
-		identity: rb.identity(a.Purpose), agreed: a.RecordTypes[l.Type], a: a, subjectKey: l.SubjectKey,
+		identity: rb.identity(a.Purpose), mayClear: rb.mayClear(a.Purpose), agreed: a.RecordTypes[l.Type], a: a, subjectKey: l.SubjectKey,
 		actions: make([]FieldAction, 0, l.NumFields()), level: schema.LevelUnknown,
 	}
 	// The record's fields come sorted; when the agreement lists its fields
@@ -241,7 +241,8 @@ func sameActions(l schema.Labels, prev *Decision) ([]FieldAction, schema.Level, 
 
 // actionWalk is actionsFor's walk over a record's fields in name order.
 type actionWalk struct {
-	identity   bool
+	identity   bool // direct identifiers leave in clear unless the agreement says otherwise
+	mayClear   bool // the agreement may ask for them in clear
 	agreed     []string
 	merge      bool // agreed is sorted: walk it in step
 	next       int  // agreed[next:] are the agreed fields not yet passed
@@ -275,9 +276,10 @@ func (w *actionWalk) field(name string, fl *schema.FieldLabel) {
 			}
 		}
 		// The rulebook tokenises direct identifiers for every purpose
-		// but identity verification; an agreement may narrow that to
-		// dropping, never widen it to clear text.
-		if direct && !w.identity && t != TransformDrop {
+		// but the identity purposes; an agreement may narrow that to
+		// dropping, and ask for them in clear ("keep") only under a
+		// purpose the rulebook lets ask (clear_identity_purposes).
+		if direct && t != TransformDrop && !(w.identity || w.mayClear && t == TransformKeep) {
 			t = TransformTokenise
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/eduspace/eduspace/schema"
 )
@@ -31,6 +32,12 @@ type Rulebook struct {
 	// leave in clear (identity verification); for every other purpose they
 	// are tokenised per recipient.
 	IdentityPurposes []Purpose `json:"identity_purposes"`
+	// ClearIdentityPurposes are the purposes under which an agreement may
+	// ask for a direct identifier in clear (transform "keep"): where the
+	// recipient must know whose record it is (recognising credits). Under
+	// any other purpose such a field is tokenised per recipient whatever
+	// the agreement asks. The identity purposes are among them.
+	ClearIdentityPurposes []Purpose `json:"clear_identity_purposes"`
 	// RecipientRoles are the member roles that may receive records at all.
 	// The default leaves out "auditor": auditors read checkpoints and
 	// metrics, never envelopes (DESIGN.md §3).
@@ -69,11 +76,12 @@ var roles = map[string]bool{"university": true, "center": true, "auditor": true}
 // DefaultRulebook is GRADING.md §5 and §7 as written.
 func DefaultRulebook() Rulebook {
 	return Rulebook{
-		AggregateOnlyFrom: schema.IMP,
-		SensitiveLevel:    schema.L4,
-		MembersOnlyFrom:   schema.L2,
-		IdentityPurposes:  []Purpose{PurposeEnrollmentVerification},
-		RecipientRoles:    []string{"university", "center"},
+		AggregateOnlyFrom:     schema.IMP,
+		SensitiveLevel:        schema.L4,
+		MembersOnlyFrom:       schema.L2,
+		IdentityPurposes:      []Purpose{PurposeEnrollmentVerification},
+		ClearIdentityPurposes: []Purpose{PurposeEnrollmentVerification, PurposeCreditTransfer},
+		RecipientRoles:        []string{"university", "center"},
 		Volume: VolumeRules{
 			BulkL3:        defaultBulkL3,
 			ImportantL4:   defaultImportantL4,
@@ -125,15 +133,20 @@ func (rb *Rulebook) Validate() error {
 	case rb.Volume.AggregateOnly < 1 || rb.Volume.AggregateOnly > defaultAggregateOnly:
 		return fmt.Errorf("rulebook: volume.aggregate_only: must be 1 to %d", defaultAggregateOnly)
 	}
-	seen := map[Purpose]bool{}
-	for i, p := range rb.IdentityPurposes {
-		if !purposes[p] {
-			return fmt.Errorf("rulebook: identity_purposes[%d]: %q is not in the vocabulary", i, p)
+	for _, list := range []struct {
+		name string
+		ps   []Purpose
+	}{{"identity_purposes", rb.IdentityPurposes}, {"clear_identity_purposes", rb.ClearIdentityPurposes}} {
+		seen := map[Purpose]bool{}
+		for i, p := range list.ps {
+			if !purposes[p] {
+				return fmt.Errorf("rulebook: %s[%d]: %q is not in the vocabulary", list.name, i, p)
+			}
+			if seen[p] {
+				return fmt.Errorf("rulebook: %s[%d]: %q named twice", list.name, i, p)
+			}
+			seen[p] = true
 		}
-		if seen[p] {
-			return fmt.Errorf("rulebook: identity_purposes[%d]: %q named twice", i, p)
-		}
-		seen[p] = true
 	}
 	seenRole := map[string]bool{}
 	for i, r := range rb.RecipientRoles {
@@ -149,12 +162,13 @@ func (rb *Rulebook) Validate() error {
 }
 
 func (rb *Rulebook) identity(p Purpose) bool {
-	for _, x := range rb.IdentityPurposes {
-		if x == p {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(rb.IdentityPurposes, p)
+}
+
+// mayClear reports whether an agreement for purpose p may ask for direct
+// identifiers in clear.
+func (rb *Rulebook) mayClear(p Purpose) bool {
+	return rb.identity(p) || slices.Contains(rb.ClearIdentityPurposes, p)
 }
 
 func (rb *Rulebook) roleReceives(role string) bool {

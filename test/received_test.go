@@ -18,8 +18,10 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -158,5 +160,59 @@ func TestReceivedExport(t *testing.T) {
 	}
 	if resp, body := export("agreement=credit"); resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), receive.ExportRevoked) {
 		t.Errorf("export after revocation: %s %s; want 403 %s", resp.Status, body, receive.ExportRevoked)
+	}
+}
+
+// TestClearIdentityUnderCreditTransfer: a credit-transfer agreement may
+// ask for the student number in clear (the rulebook lets credit transfer
+// ask), and the receiver, checking against the same agreement, stores it;
+// the same ask under statistics leaves a token.
+func TestClearIdentityUnderCreditTransfer(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	credit := gradeAgreement("credit-clear", "uni-a", "uni-b", s.now)
+	credit.Transforms = map[string]policy.Transform{"student_id": policy.TransformKeep}
+	stats := gradeAgreement("stats-clear", "uni-a", "uni-b", s.now)
+	stats.Purpose, stats.LegalBasis = policy.PurposeStatistics, policy.BasisPublicInterest
+	stats.Transforms = map[string]policy.Transform{"student_id": policy.TransformKeep}
+	for _, ag := range []*policy.Agreement{credit, stats} {
+		for _, n := range []*node.Node{a, b} {
+			if err := n.AddAgreement(ctx, ag); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := a.Ingest(ctx, strings.NewReader(`{"type":"course_grade","student_id":"S0042","course_code":"CS101","score":88}`+"\n"), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{credit.ID, stats.ID} {
+		if res, err := a.Share(ctx, id); err != nil || res.Permitted != 1 {
+			t.Fatalf("share %s: %+v, %v", id, res, err)
+		}
+	}
+	wait.Until(t, 30*time.Second, "uni-b to store both", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == 2
+	})
+	for id, want := range map[string]func(string) bool{
+		credit.ID: func(v string) bool { return v == "S0042" },
+		stats.ID:  func(v string) bool { return strings.HasPrefix(v, "tk_") },
+	} {
+		var out bytes.Buffer
+		if _, err := b.ExportReceived(ctx, receive.ExportOptions{Agreement: id}, &out); err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+			t.Fatalf("%s: %v: %s", id, err, out.Bytes())
+		}
+		if v, _ := m["student_id"].(string); !want(v) {
+			t.Errorf("%s: student_id arrived as %q", id, v)
+		}
+	}
+	if refused := refusals(t, s.conf["uni-b"].DataDir); len(refused) != 0 {
+		t.Errorf("uni-b refused %v", refused)
 	}
 }

@@ -199,12 +199,16 @@ func (c *Codec) CheckRecords(plain []byte, h crypto.Header, a *policy.Agreement,
 	lc.typ, lc.known = rt, lc.known[:0]
 	// The fields that must arrive as tokens: the type's direct identifiers
 	// and its subject key, unless the agreement's purpose is one for which
-	// identifiers may leave in clear.
+	// identifiers leave in clear, or one under which it may ask for them
+	// in clear and it did (transform "keep").
 	var direct []string
 	if a != nil && !slices.Contains(c.IdentityPurposes, a.Purpose) {
 		direct = rt.DirectIdentifiers()
 		if key := rt.SubjectKey(); key != "" && !slices.Contains(direct, key) {
 			direct = append(direct, key)
+		}
+		if slices.Contains(c.ClearIdentityPurposes, a.Purpose) && len(a.Transforms) > 0 {
+			direct = slices.DeleteFunc(slices.Clone(direct), func(f string) bool { return a.Transforms[f] == policy.TransformKeep })
 		}
 	}
 	foreign := false   // a member name the type does not have

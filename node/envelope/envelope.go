@@ -36,7 +36,11 @@ type Codec struct {
 	// arrive in clear (the rulebook's); under any other, CheckRecords
 	// refuses a direct identifier that is not a token.
 	IdentityPurposes []policy.Purpose
-	Now              func() time.Time
+	// ClearIdentityPurposes are the purposes under which an agreement may
+	// ask for a direct identifier in clear (the rulebook's): the fields it
+	// keeps may arrive in clear, the others must be tokens.
+	ClearIdentityPurposes []policy.Purpose
+	Now                   func() time.Time
 }
 
 // Seal completes h with what this node always puts there (suite, sender
