@@ -133,6 +133,11 @@ type StorageConfig struct {
 	// (/readyz 503, and the status page says why): it keeps working, but a
 	// disk that fills stops it storing what arrives until there is room.
 	MinFreeMiB int64 `yaml:"min_free_mib"`
+	// Encrypt seals the records the node holds and those it received at
+	// rest, under the data key in data_dir/keys/data.key.pem (AES-256-GCM),
+	// so that the database file holds no personal value in clear. Records
+	// stored in clear before are sealed in the background at start.
+	Encrypt bool `yaml:"encrypt"`
 }
 
 // DefaultConfig is the configuration every file starts from.
@@ -142,7 +147,7 @@ func DefaultConfig() Config {
 		Admin:       AdminConfig{Listen: "127.0.0.1:7600"},
 		Batch:       BatchConfig{MaxRecords: 2000},
 		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
-		Storage:     StorageConfig{MinFreeMiB: 256},
+		Storage:     StorageConfig{MinFreeMiB: 256, Encrypt: true},
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",

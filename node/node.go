@@ -220,16 +220,24 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Keys: ks, Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
 	n.consents = consent.New(consent.Config{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Metrics: m, Keys: ks,
 		Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
+	// Records at rest are sealed under the data key (storage.encrypt).
+	var dk *keys.DataKey
+	if cfg.Storage.Encrypt {
+		if dk, err = keys.LoadDataKey(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev, Metrics: m,
 		Logger: n.log, Now: now, Keys: ks, Registry: n.reg, Codec: codec, Outbox: n.out, Agreements: n.agreements,
-		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock})
+		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock, DataKey: dk})
 	n.out.OnDrop(n.shares.Unshare)
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
 		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords})
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
-		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Options: env.Receive})
+		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, DataKey: dk,
+		Options: env.Receive})
 	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
 		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, restored: n.ckpt.Restored, log: n.log, now: now}
 	n.health.check(ctx)
@@ -269,7 +277,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous} {
+	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.sealAtRest} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
 	m.RegisterGauges(metrics.Gauges{
@@ -294,6 +302,24 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
 		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
+}
+
+// sealAtRest seals, once at start, the held and received records stored
+// in clear before storage.encrypt was on.
+func (n *Node) sealAtRest(ctx context.Context) {
+	for _, f := range []struct {
+		what string
+		seal func(context.Context) (int, error)
+	}{{"held records", n.shares.SealHeld}, {"received envelopes", n.recv.SealReceived}} {
+		k, err := f.seal(ctx)
+		if err != nil {
+			n.log.Warn("sealing records at rest stopped; the next start goes on", "what", f.what, "err", err)
+			continue
+		}
+		if k > 0 {
+			n.log.Info("sealed at rest", "what", f.what, "count", k)
+		}
+	}
 }
 
 // shareContinuous shares, once at start, what an ingest stored and a stop

@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/test/wait"
 )
@@ -28,9 +29,11 @@ import (
 // (crypto/ENVELOPE.md §11).
 var s2Magic = []byte{0x89, 'S', '2', 'B'}
 
-// receivedBodies reads the received table's bodies as stored, by envelope.
+// receivedBodies reads the received table's bodies as stored, by envelope,
+// opened with the node's data key.
 func receivedBodies(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
+	dk := dataKey(t, dir)
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +49,9 @@ func receivedBodies(t *testing.T, dir string) map[string][]byte {
 		var eid string
 		var body []byte
 		if err := rows.Scan(&eid, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body, err = receive.OpenBody(dk, eid, body); err != nil {
 			t.Fatal(err)
 		}
 		out[eid] = body

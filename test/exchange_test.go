@@ -22,6 +22,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
@@ -134,16 +135,20 @@ func received(t *testing.T, dir string) []map[string]any {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT type, body FROM received ORDER BY envelope_id`)
+	rows, err := db.Query(`SELECT envelope_id, type, body FROM received ORDER BY envelope_id`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
+	dk := dataKey(t, dir)
 	var out []map[string]any
 	for rows.Next() {
-		var typ string
+		var eid, typ string
 		var body []byte
-		if err := rows.Scan(&typ, &body); err != nil {
+		if err := rows.Scan(&eid, &typ, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body, err = receive.OpenBody(dk, eid, body); err != nil {
 			t.Fatal(err)
 		}
 		plain, err := envelope.ReceivedNDJSON(body)
@@ -353,4 +358,15 @@ func exchangeSettled(snd, rcv string) error {
 		}
 	}
 	return nil
+}
+
+// dataKey is the data key of the node in dir, which seals its records at
+// rest.
+func dataKey(t *testing.T, dir string) *keys.DataKey {
+	t.Helper()
+	dk, err := keys.LoadDataKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dk
 }

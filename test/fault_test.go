@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
@@ -75,16 +76,21 @@ func storedSet(t *testing.T, dir string) (map[[2]string]bool, int) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT body FROM received`)
+	rows, err := db.Query(`SELECT envelope_id, body FROM received`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
+	dk := dataKey(t, dir)
 	got := map[[2]string]bool{}
 	n := 0
 	for rows.Next() {
+		var eid string
 		var body []byte
-		if err := rows.Scan(&body); err != nil {
+		if err := rows.Scan(&eid, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body, err = receive.OpenBody(dk, eid, body); err != nil {
 			t.Fatal(err)
 		}
 		plain, err := envelope.ReceivedNDJSON(body)

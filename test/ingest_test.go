@@ -95,15 +95,19 @@ func heldRecords(t *testing.T, dir, typ string) []map[string]any {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`SELECT body FROM records WHERE type = ?`, typ)
+	rows, err := db.Query(`SELECT key, body FROM records WHERE type = ?`, typ)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
+	dk := dataKey(t, dir)
 	var out []map[string]any
 	for rows.Next() {
-		var body []byte
-		if err := rows.Scan(&body); err != nil {
+		var key, body []byte
+		if err := rows.Scan(&key, &body); err != nil {
+			t.Fatal(err)
+		}
+		if body, err = share.OpenBody(dk, key, body); err != nil {
 			t.Fatal(err)
 		}
 		var m map[string]any

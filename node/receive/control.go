@@ -94,6 +94,10 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 			}
 			// A stored body is NDJSON or compressed NDJSON (envelope.Codec); what
 			// is kept is written back compressed when that is smaller.
+			if body, err = r.dk.Open(nil, body, receivedAAD(eid)); err != nil {
+				rows.Close()
+				return fmt.Errorf("read records of envelope %s: %w", eid, err)
+			}
 			plain, err := envelope.RecordsPlain(body, envelope.MaxRecordsPlain)
 			if err != nil {
 				rows.Close()
@@ -101,7 +105,7 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 			}
 			kept, k, gone := r.withoutSubjects(typ, plain, map[string]bool{req.Subject: true})
 			if gone > 0 {
-				rw = append(rw, rewrite{eid, envelope.CompressRecords(kept, uint32(k)), k})
+				rw = append(rw, rewrite{eid, r.dk.SealIf(envelope.CompressRecords(kept, uint32(k)), receivedAAD(eid)), k})
 				deleted += gone
 			}
 		}

@@ -388,7 +388,7 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 		return false, err
 	}
 	p.stored = kept
-	if _, err := r.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, kept, body); err != nil {
+	if _, err := r.db.Exec(ctx, tx, qInsertReceived, eid, h.RecordType, kept, r.dk.SealIf(body, receivedAAD(eid))); err != nil {
 		return false, fmt.Errorf("store records: %w", err)
 	}
 	if _, err := r.db.Exec(ctx, tx, qLastInUpdate, h.Sender, h.Kind, h.Seq); err != nil {

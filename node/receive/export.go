@@ -229,6 +229,10 @@ func (r *Receiver) exportRecords(ctx context.Context, tx *sql.Tx, o ExportOption
 		if err := rows.Scan(&eid, &body); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
+		body, err := r.dk.Open(nil, body, receivedAAD(eid))
+		if err != nil {
+			return fmt.Errorf("export: envelope %s as stored: %w", eid, err)
+		}
 		plain, err := envelope.ReceivedNDJSON(body)
 		if err != nil {
 			return fmt.Errorf("export: envelope %s as stored does not decode: %w", eid, err)

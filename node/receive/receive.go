@@ -38,6 +38,7 @@ import (
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/registry"
@@ -82,6 +83,9 @@ type Deps struct {
 	ErasureReceipt   func(ctx context.Context, h crypto.Header, plain []byte) error
 	AgreementMessage func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	Aggregate        func(ctx context.Context, h crypto.Header, plain []byte) error
+	// DataKey seals the records received at rest; nil stores them in
+	// clear (storage.encrypt off). They are read either way.
+	DataKey *keys.DataKey
 	// Options are settings tests make (export_test.go); the zero value is
 	// production's.
 	Options Options
@@ -135,12 +139,13 @@ type Receiver struct {
 	// records counts records stored from peers since start, less those
 	// erased or expired since.
 	records atomic.Int64
+	dk      *keys.DataKey
 }
 
 // New is the receiver of d.NodeID.
 func New(d Deps) *Receiver {
 	r := &Receiver{nodeID: d.NodeID, db: d.DB, ev: d.Evidence, codec: d.Codec, reg: d.Registry, out: d.Outbox,
-		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement,
+		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement, dk: d.DataKey,
 		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate,
 		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger,
 		skew: d.ClockSkew}
@@ -282,3 +287,6 @@ func (r *Receiver) ReceivedFrom(ctx context.Context) (map[string]int64, error) {
 	}
 	return out, rows.Err()
 }
+
+// receivedAAD binds a received body sealed at rest to its envelope.
+func receivedAAD(eid string) []byte { return append([]byte("eduspace received.body\x00"), eid...) }

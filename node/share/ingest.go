@@ -252,8 +252,10 @@ func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []
 		h.Write([]byte(rec.Type))
 		h.Write([]byte{0})
 		h.Write(body)
-		batch = append(batch, ingestRow{key: h.Sum(nil), typ: rec.Type, subject: labels.Subject, level: labels.Level, body: body,
-			labels: n.std.AppendLabels(nil, labels)})
+		key := h.Sum(nil)
+		sealedBody, sealedLabels := n.sealHeld(key, body, n.std.AppendLabels(nil, labels))
+		batch = append(batch, ingestRow{key: key, typ: rec.Type, subject: n.subjectColumn(labels.Subject), level: labels.Level,
+			body: sealedBody, labels: sealedLabels})
 		if len(batch) == ingestBatch {
 			if err := send(); err != nil {
 				return err
@@ -369,19 +371,22 @@ func splitKey(k string) (string, string) {
 	return typ, level
 }
 
-// ScanRecords calls fn with the subject and body of every record of
+// ScanRecords calls fn with the subject (its keyed hash) and body of every record of
 // recordType this node holds, in the order they were ingested.
 func (n *Sharer) ScanRecords(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error {
-	rows, err := n.db.R.QueryContext(ctx, `SELECT subject, body FROM records WHERE type = ? ORDER BY id`, recordType)
+	rows, err := n.db.R.QueryContext(ctx, `SELECT subject, key, body FROM records WHERE type = ? ORDER BY id`, recordType)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var subject string
-		var body []byte
-		if err := rows.Scan(&subject, &body); err != nil {
+		var key, body []byte
+		if err := rows.Scan(&subject, &key, &body); err != nil {
 			return err
+		}
+		if body, err = n.dk.Open(body[:0:0], body, bodyAAD(key)); err != nil {
+			return fmt.Errorf("held record: %w", err)
 		}
 		if err := fn(subject, body); err != nil {
 			return err

@@ -27,14 +27,15 @@ func (s *shareRun) carryMinor(ctx context.Context, labels schema.Labels, now tim
 	if s.minorsErr != nil {
 		return labels, s.minorsErr
 	}
-	if s.minors[labels.Subject] {
+	if s.minors[s.n.subjectColumn(labels.Subject)] {
 		labels.Flags = append(slices.Clone(labels.Flags), "minor")
 	}
 	return labels, nil
 }
 
-// loadMinors reads the subjects whose held records show them under the
-// minor age at now: every record of a type that can show an age.
+// loadMinors reads the subjects (keyed hashes, as the records table keeps
+// them) whose held records show them under the minor age at now: every
+// record of a type that can show an age.
 func (s *shareRun) loadMinors(ctx context.Context, now time.Time) (map[string]bool, error) {
 	minors := map[string]bool{}
 	for _, typ := range s.n.std.Types() {
@@ -42,19 +43,26 @@ func (s *shareRun) loadMinors(ctx context.Context, now time.Time) (map[string]bo
 		if !t.ShowsAge() {
 			continue
 		}
-		rows, err := s.n.db.R.QueryContext(ctx, `SELECT subject, body, labels FROM records WHERE type = ?`, typ)
+		rows, err := s.n.db.R.QueryContext(ctx, `SELECT subject, key, body, labels FROM records WHERE type = ?`, typ)
 		if err != nil {
 			return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 		}
 		for rows.Next() {
 			var subject string
-			var body, stored []byte
-			if err := rows.Scan(&subject, &body, &stored); err != nil {
+			var key, body, stored []byte
+			if err := rows.Scan(&subject, &key, &body, &stored); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 			}
+			if !isSubjectHash(subject) {
+				subject = s.n.subjectColumn(subject) // stored in clear, before SealHeld
+			}
 			if minors[subject] {
 				continue
+			}
+			if body, stored, err = s.n.openHeld(key, body, stored); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 			}
 			var birth time.Time
 			if l, err := s.n.std.ParseLabels(stored); stored != nil && err == nil {

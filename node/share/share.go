@@ -69,6 +69,9 @@ type Config struct {
 	Consents func(ctx context.Context, purpose policy.Purpose) (map[string][]policy.ConsentRecord, error)
 	// Lock is the shares lock: one share, send or revocation at a time.
 	Lock sync.Locker
+	// DataKey seals the records held at rest; nil stores them in clear
+	// (storage.encrypt off). Records are read either way.
+	DataKey *keys.DataKey
 }
 
 // Sharer holds the node's records and shares them.
@@ -92,12 +95,13 @@ type Sharer struct {
 	consents   func(ctx context.Context, purpose policy.Purpose) (map[string][]policy.ConsentRecord, error)
 	lock       sync.Locker
 	volumes    map[string]*volume // by recipient; guarded by lock
+	dk         *keys.DataKey
 }
 
 // New is the sharer of the records in c.DB.
 func New(c Config) *Sharer {
 	return &Sharer{nodeID: c.NodeID, std: c.Std, rules: c.Rules, db: c.DB, ev: c.Evidence, m: c.Metrics, log: c.Logger,
-		now: c.Now, keys: c.Keys, reg: c.Registry, codec: c.Codec, out: c.Outbox, agreements: c.Agreements,
+		now: c.Now, keys: c.Keys, reg: c.Registry, codec: c.Codec, out: c.Outbox, agreements: c.Agreements, dk: c.DataKey,
 		layout: c.Layout, maxRecords: c.MaxRecords, maxPayload: c.MaxPayload, consents: c.Consents, lock: c.Lock,
 		volumes: map[string]*volume{}}
 }
@@ -414,7 +418,7 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 func (s *shareRun) readHeld(ctx context.Context, typ string, since, after, upto int64, pages chan<- []heldRecord) error {
 	const page = 1000
 	for {
-		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, body, labels FROM records r
+		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, key, body, labels FROM records r
 			WHERE type = ? AND id > ? AND id <= ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
 			ORDER BY id LIMIT ?`, typ, after, upto, since, s.a.ID, page)
 		if err != nil {
@@ -423,9 +427,13 @@ func (s *shareRun) readHeld(ctx context.Context, typ string, since, after, upto 
 		got := make([]heldRecord, 0, page)
 		for rows.Next() {
 			r := heldRecord{typ: typ}
-			if err := rows.Scan(&r.id, &r.body, &r.labels); err != nil {
+			var key []byte
+			if err := rows.Scan(&r.id, &key, &r.body, &r.labels); err == nil {
+				r.body, r.labels, err = s.n.openHeld(key, r.body, r.labels)
+			}
+			if err != nil {
 				rows.Close()
-				return fmt.Errorf("share: read records: %w", err)
+				return fmt.Errorf("share: read record %d: %w", r.id, err)
 			}
 			got = append(got, r)
 		}

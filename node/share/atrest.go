@@ -1,0 +1,129 @@
+package share
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/eduspace/eduspace/node/keys"
+)
+
+// A held record at rest: its body and classification sealed under the
+// node's data key, bound to the record's key (the additional data), and
+// its subject a keyed hash (the evidence log's), never the student
+// number. The records table thus holds no personal value in clear.
+
+func bodyAAD(key []byte) []byte   { return append([]byte("eduspace records.body\x00"), key...) }
+func labelsAAD(key []byte) []byte { return append([]byte("eduspace records.labels\x00"), key...) }
+
+// sealHeld is a held record's body and labels as stored.
+func (n *Sharer) sealHeld(key, body, labels []byte) ([]byte, []byte) {
+	return n.dk.SealIf(body, bodyAAD(key)), n.dk.SealIf(labels, labelsAAD(key))
+}
+
+// openHeld is a held record's body and labels as they were classified,
+// whether stored sealed or in clear.
+func (n *Sharer) openHeld(key, body, labels []byte) ([]byte, []byte, error) {
+	b, err := n.dk.Open(nil, body, bodyAAD(key))
+	if err != nil {
+		return nil, nil, fmt.Errorf("body: %w", err)
+	}
+	var l []byte
+	if labels != nil {
+		if l, err = n.dk.Open(nil, labels, labelsAAD(key)); err != nil {
+			return nil, nil, fmt.Errorf("classification: %w", err)
+		}
+	}
+	return b, l, nil
+}
+
+// subjectColumn is what the records table keeps of a subject: its keyed
+// hash, enough to tell one person's records from another's.
+func (n *Sharer) subjectColumn(subject string) string {
+	if subject == "" {
+		return ""
+	}
+	return n.ev.Subject(subject)
+}
+
+// SealHeld seals, a page at a time, the held records stored in clear (by
+// a node with storage.encrypt off, or before it sealed records), and
+// replaces their subjects by keyed hashes. The node runs it at start, in
+// the background; a record is read the same either way meanwhile. It
+// returns how many records it sealed.
+func (n *Sharer) SealHeld(ctx context.Context) (int, error) {
+	if n.dk == nil {
+		return 0, nil
+	}
+	total := 0
+	for {
+		type row struct {
+			id                int64
+			key, body, labels []byte
+			subject           string
+		}
+		var page []row
+		rows, err := n.db.R.QueryContext(ctx, `SELECT id, key, subject, body, labels FROM records
+			WHERE substr(body, 1, 2) != x'EDA7' ORDER BY id LIMIT 500`)
+		if err != nil {
+			return total, fmt.Errorf("seal held records: %w", err)
+		}
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.key, &r.subject, &r.body, &r.labels); err != nil {
+				rows.Close()
+				return total, fmt.Errorf("seal held records: %w", err)
+			}
+			page = append(page, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return total, fmt.Errorf("seal held records: %w", err)
+		}
+		if len(page) == 0 {
+			return total, nil
+		}
+		if err := n.db.Write(ctx, func(tx *sql.Tx) error {
+			for _, r := range page {
+				body, labels := n.sealHeld(r.key, r.body, r.labels)
+				if r.labels == nil {
+					labels = nil
+				}
+				// A subject stored in clear is hashed; one already hashed
+				// (32 hex digits) stays.
+				subject := r.subject
+				if !isSubjectHash(subject) {
+					subject = n.subjectColumn(subject)
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE records SET body = ?, labels = ?, subject = ? WHERE id = ? AND body = ?`,
+					body, labels, subject, r.id, r.body); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return total, fmt.Errorf("seal held records: %w", err)
+		}
+		total += len(page)
+	}
+}
+
+// isSubjectHash reports whether s has the form of a keyed subject hash.
+func isSubjectHash(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// OpenBody is a held record's body as the records table stores it under
+// key, opened with the node's data key when it is sealed: for tools and
+// tests that read a node's database directly.
+func OpenBody(dk *keys.DataKey, key, body []byte) ([]byte, error) {
+	return dk.Open(nil, body, bodyAAD(key))
+}

@@ -1,0 +1,111 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/test/wait"
+)
+
+// TestNoPersonalValueAtRest: with storage.encrypt (the default) neither
+// the provider's nor the recipient's database files hold a student's
+// number, name or resident ID in clear, although the agreement sends the
+// student number in clear (credit transfer asks for it) and both nodes
+// hold the records; and what was held is read back whole (the export).
+func TestNoPersonalValueAtRest(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	ag := gradeAgreement("credit-rest", "uni-a", "uni-b", s.now)
+	ag.RecordTypes["student"] = []string{"student_id", "name"}
+	ag.Transforms = map[string]policy.Transform{"student_id": policy.TransformKeep, "name": policy.TransformKeep}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var in strings.Builder
+	var secrets []string
+	const n = 40
+	for i := range n {
+		id, name := fmt.Sprintf("ZX%08d", 73100000+i), fmt.Sprintf("欧阳静%d号", i)
+		resident := residentID(fmt.Sprintf("110101199%d0101%03d", i%10, 100+i))
+		secrets = append(secrets, id, name, resident)
+		fmt.Fprintf(&in, `{"type":"student","student_id":%q,"name":%q,"gender":"女","birth_date":"199%d-01-01","id_type":"resident_id","id_number":%q}`+"\n",
+			id, name, i%10, resident)
+		fmt.Fprintf(&in, `{"type":"course_grade","student_id":%q,"course_code":"CS101","score":%d}`+"\n", id, 60+i)
+	}
+	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != 2*n {
+		t.Fatalf("ingest: %+v, %v", res, err)
+	}
+	if res, err := a.Share(ctx, ag.ID); err != nil || res.Permitted != 2*n {
+		t.Fatalf("share: %+v, %v", res, err)
+	}
+	wait.Until(t, 30*time.Second, "uni-b to store the records", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == 2*n
+	})
+	// What arrived reads back whole, student numbers and names included.
+	var out bytes.Buffer
+	if _, err := b.ExportReceived(ctx, receive.ExportOptions{Agreement: ag.ID}, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range secrets[:2] {
+		if !strings.Contains(out.String(), v) {
+			t.Fatalf("the export lacks %q: %s", v, out.Bytes()[:min(300, out.Len())])
+		}
+	}
+	// The scan finds what is there: a node with storage.encrypt off
+	// holds the same records in clear.
+	c := s.member("uni-c", crypto.SuiteX25519, func(c *node.Config) { c.Storage.Encrypt = false })
+	if _, err := c.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range []*node.Node{a, b, c} {
+		if err := nd.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found := inClear(t, s.conf["uni-c"].DataDir, secrets); len(found) == 0 {
+		t.Fatal("uni-c, storage.encrypt off: the scan finds no value in clear; it cannot tell")
+	}
+	for _, id := range []string{"uni-a", "uni-b"} {
+		for _, f := range inClear(t, s.conf[id].DataDir, secrets) {
+			t.Errorf("%s: %s", id, f)
+		}
+	}
+}
+
+// inClear lists the values of secrets that the database files in dir
+// hold in clear.
+func inClear(t *testing.T, dir string, secrets []string) []string {
+	t.Helper()
+	var found []string
+	files, _ := filepath.Glob(filepath.Join(dir, "node.db*"))
+	if len(files) == 0 {
+		t.Fatalf("no database files in %s", dir)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range secrets {
+			if bytes.Contains(data, []byte(v)) {
+				found = append(found, fmt.Sprintf("%s holds %q in clear", filepath.Base(f), v))
+			}
+		}
+	}
+	return found
+}
