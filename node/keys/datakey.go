@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -45,6 +46,9 @@ func LoadDataKey(dataDir string) (*DataKey, error) {
 		key = make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("data key: %w", err)
 		}
 		if err := crypto.WriteKeyFile(path, pemDataKey, key); err != nil {
 			return nil, fmt.Errorf("data key: %w", err)
