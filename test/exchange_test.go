@@ -32,7 +32,7 @@ const space = "e2e"
 
 // space is an authority and an embedded NATS server in a temp directory.
 type testSpace struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	ak   *crypto.AuthorityKey
 	emb  *bus.Embedded
@@ -40,7 +40,7 @@ type testSpace struct {
 	conf map[string]node.Config
 }
 
-func newSpace(t *testing.T) *testSpace {
+func newSpace(t testing.TB) *testSpace {
 	t.Helper()
 	dir := t.TempDir()
 	if _, err := authority.Init(filepath.Join(dir, "authority")); err != nil {

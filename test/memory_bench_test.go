@@ -1,0 +1,106 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/bench"
+	"github.com/eduspace/eduspace/schema/synth"
+)
+
+// BenchmarkStreamMemory streams records under an agreement through the
+// admin API, as `eduspace share --agreement ID FILE` does, and reports the
+// process's resident memory (both nodes and the NATS server) after 50,000
+// records and after 1,000,000 more: a stream's memory must stay flat, not
+// grow with its length. The 1,000,000 are 50,000 students' records
+// twenty times over (rule V2 counts students, not records).
+//
+//	go test ./test/ -run '^$' -bench StreamMemory -benchtime 1x
+func BenchmarkStreamMemory(b *testing.B) {
+	for b.Loop() {
+		ctx := context.Background()
+		s := newSpace(b)
+		a := s.member("uni-a", crypto.SuiteX25519)
+		r := s.member("uni-b", crypto.SuiteX25519)
+		ag := bench.Agreement(s.now)
+		ag.Provider, ag.Recipient = "uni-a", "uni-b"
+		for _, n := range []*node.Node{a, r} {
+			if err := n.AddAgreement(ctx, ag); err != nil {
+				b.Fatal(err)
+			}
+		}
+		data, _ := synth.Students(50_000, 1)
+		tok, err := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, "admin.token"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		total := int64(0)
+		stream := func(copies int) {
+			var parts []io.Reader
+			for range copies {
+				parts = append(parts, bytes.NewReader(data))
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/agreements/"+ag.ID+"/stream", io.MultiReader(parts...))
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("stream: %s %s", resp.Status, body)
+			}
+			total += int64(copies * 50_000)
+			for deadline := time.Now().Add(10 * time.Minute); r.ReceivedRecords() < total; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					b.Fatalf("uni-b holds %d of %d records", r.ReceivedRecords(), total)
+				}
+			}
+		}
+		stream(1)
+		small := rss(b)
+		stream(20)
+		large := rss(b)
+		b.ReportMetric(small/(1<<20), "MiB_rss_after_50k")
+		b.ReportMetric(large/(1<<20), "MiB_rss_after_1.05M")
+		b.ReportMetric(large/small, "rss_ratio")
+		b.Logf("resident memory %.0f MiB after 50,000 records, %.0f MiB after 1,050,000 (×%.2f)", small/(1<<20), large/(1<<20), large/small)
+	}
+}
+
+// rss is the process's resident memory in bytes, after a collection has
+// returned what it can to the system.
+func rss(b *testing.B) float64 {
+	b.Helper()
+	runtime.GC()
+	debug.FreeOSMemory()
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc/self/status: %v", err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	b.Fatal(fmt.Errorf("no VmRSS in /proc/self/status"))
+	return 0
+}
