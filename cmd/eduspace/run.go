@@ -111,7 +111,7 @@ var examples = map[string]string{
 	"agreement revoke":              "eduspace agreement revoke --token-file /var/lib/eduspace/admin.token --id credit-2026",
 	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
 	"share": "eduspace share --config /etc/eduspace/node.yaml --agreement credit-2026   (the records the node holds)\n" +
-		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type grade grades.csv   (records streamed through, not held)",
+		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type course_grade grades.csv   (records streamed through, not held)",
 	"received list":      "eduspace received list --config /etc/eduspace/node.yaml",
 	"received export":    "eduspace received export --config /etc/eduspace/node.yaml --agreement credit-2026 --type course_grade --format csv --out grades.csv",
 	"status":             "eduspace status --config /etc/eduspace/node.yaml",
