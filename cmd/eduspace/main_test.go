@@ -413,4 +413,10 @@ func TestReceivedExportFile(t *testing.T) {
 			t.Errorf("%s: partial files left: %v", c.name, left)
 		}
 	}
+	// A CSV export is of one record type: without --type the command
+	// says so, before asking the node.
+	code, _, stderr := run(t, context.Background(), "received", "export", "--node", srv.URL, "--token-file", tok, "--agreement", "a1", "--format", "csv")
+	if code != exitUsage || !strings.Contains(stderr, "--format csv needs --type") {
+		t.Errorf("CSV export without --type: exit %d: %s", code, stderr)
+	}
 }
