@@ -81,6 +81,10 @@ func TestDemoDirKeepsFiles(t *testing.T) {
 	if !strings.Contains(out, "every node's evidence chain verified") {
 		t.Errorf("summary lacks the evidence verdict:\n%s", out)
 	}
+	// The consented study fits one envelope, and says so in the singular.
+	if !strings.Contains(out, "permitted in 1 envelope,") || strings.Contains(out, " 1 envelopes") {
+		t.Errorf("summary counts one envelope wrongly:\n%s", out)
+	}
 	for _, f := range []string{
 		"authority/authority.pub.pem", "authority/authority.key.pem",
 		"nodes/uni-beihu/credential.jwt", "nodes/uni-beihu/node.db", "nodes/uni-beihu/keys/kem.pem",
