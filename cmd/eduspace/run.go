@@ -70,7 +70,7 @@ func commands() []command {
 			{"show", "show one consent record"},
 		}},
 		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
-			{"report", "every delivery, consent and erasure of one student's data"},
+			{"report", "every delivery of one student's data, with its erasure state"},
 		}},
 		{name: "aggregate", summary: "the center's aggregate queries, their rounds and releases; privacy budgets", run: runAggregate, subs: []subcommand{
 			{"query", "submit, list, get or cancel the center's queries"},
@@ -221,14 +221,21 @@ var operands = map[string]string{
 	"share":             " [FILE|-]",
 	"agreement add":     " FILE.json",
 	"agreement propose": " FILE.json",
+	"consent grant":     " FILE.json",
+	"inspect":           " FILE",
 }
 
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("eduspace "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: eduspace %s [flags]%s\n\nflags:\n", name, operands[name])
-		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "usage: eduspace %s [flags]%s\n", name, operands[name])
+		has := false
+		fs.VisitAll(func(*flag.Flag) { has = true })
+		if has {
+			fmt.Fprint(stderr, "\nflags:\n")
+			fs.PrintDefaults()
+		}
 		if ex := examples[name]; ex != "" {
 			fmt.Fprintf(stderr, "\nexample:\n  %s\n", ex)
 		}
