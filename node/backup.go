@@ -67,6 +67,9 @@ func Backup(ctx context.Context, cfg Config, out string, now time.Time) (BackupM
 	if _, err := os.Stat(out); err == nil {
 		return m, fmt.Errorf("backup: %s exists: choose a new file", out)
 	}
+	if dir := filepath.Dir(out); !isDir(dir) {
+		return m, fmt.Errorf("backup: %s is not a directory: create it first (install -d -m 0700 %s)", dir, dir)
+	}
 	if err := store.Backup(ctx, filepath.Join(cfg.DataDir, "node.db"), partial); err != nil {
 		return m, err
 	}
@@ -154,4 +157,10 @@ func readManifest(ctx context.Context, path string, cfg Config, now time.Time) (
 		}
 	}
 	return m, nil
+}
+
+// isDir reports whether path is a directory.
+func isDir(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -275,6 +276,11 @@ func (c *Config) CredentialPath() string {
 // It returns the credential and the token as issued (JWT).
 func (c *Config) loadCredential(root crypto.AuthorityPublicKey, now time.Time) (*crypto.Credential, string, error) {
 	tok, err := os.ReadFile(c.CredentialPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", fmt.Errorf("credential %s: no such file: have the space authority issue it from %s "+
+			"(eduspace authority issue --request …), then put it there or name it in the config's credential",
+			c.CredentialPath(), filepath.Join(c.DataDir, "node-request.json"))
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("credential: %w", err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/eduspace/eduspace/crypto"
 )
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -101,5 +103,19 @@ func TestConfigUnknownKeyRefused(t *testing.T) {
 	_, err := LoadConfig(p)
 	if err == nil || !strings.Contains(err.Error(), "max_record") {
 		t.Errorf("got %v, want an error naming the unknown key max_record", err)
+	}
+}
+
+// TestMissingCredentialSaysWhatToDo: a node started before its credential
+// is in place names the file it looked for and the request to have it
+// issued from.
+func TestMissingCredentialSaysWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{NodeID: "uni-a", Space: "s", DataDir: dir}
+	_, _, err := c.loadCredential(crypto.AuthorityPublicKey{}, time.Now())
+	for _, want := range []string{filepath.Join(dir, "credential.jwt") + ": no such file", filepath.Join(dir, "node-request.json"), "eduspace authority issue"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v: want %q in it", err, want)
+		}
 	}
 }

@@ -19,7 +19,9 @@ import (
 // importers classify uses: NDJSON, CSV (with its type) and Ed-Fi XML, in
 // UTF-8 (with or without a byte order mark) or GBK, detected. Input that
 // does not decode is refused at its line, never stored with replacement
-// characters; with all_or_nothing a refused record stores nothing.
+// characters; with all_or_nothing a refused record stores nothing. A
+// record type the standard does not have is refused up front, with the
+// types it has.
 func TestIngestFormats(t *testing.T) {
 	s := newSpace(t)
 	a := s.member("uni-a", crypto.SuiteX25519)
@@ -65,6 +67,26 @@ func TestIngestFormats(t *testing.T) {
 	// CSV without its type.
 	if resp := adminCall(t, a, dir, http.MethodPost, "/v1/ingest", csv, nil); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("CSV without a type: %s, want 400", resp.Status)
+	}
+	// A type the standard does not have: refused before reading, naming
+	// the types there are, for ingest and for a stream under an agreement.
+	for _, path := range []string{"/v1/ingest?type=grade", "/v1/agreements/any/stream?type=grade"} {
+		tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+path, strings.NewReader(csv))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct{ Title, Detail string }
+		json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || p.Title != "Unknown record type" || !strings.Contains(p.Detail, "course_grade, discipline") {
+			t.Errorf("%s: %s, %+v; want 400 naming the record types", path, resp.Status, p)
+		}
 	}
 	// All or nothing: one bad record stores none.
 	bad := "student_id,name,gender\n2024010,王芳,女\n2024011,赵强,男\n,缺学号,男\n"

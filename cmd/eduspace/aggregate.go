@@ -22,13 +22,13 @@ func runAggregate(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		sub := args[0]
 		fs := newFlags("aggregate "+sub, stderr)
 		cf := adminFlags(fs)
-		id := fs.String("id", "", "one release, with its cells (releases)")
-		csv := fs.Bool("csv", false, "the release's cells as CSV (releases --id)")
+		id, csv := new(string), new(bool)
+		if sub == "releases" {
+			id = fs.String("id", "", "one release, with its cells")
+			csv = fs.Bool("csv", false, "the release's cells as CSV (with --id)")
+		}
 		if err := parse(fs, args[1:], false); err != nil {
 			return err
-		}
-		if (*id != "" || *csv) && sub != "releases" {
-			return fmt.Errorf("%w: --id and --csv go with releases", errUsage)
 		}
 		c, err := cf.client()
 		if err != nil {
@@ -51,8 +51,12 @@ func runAggregateQuery(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlags("aggregate query", stderr)
 	cf := adminFlags(fs)
 	id := fs.String("id", "", "the query's id (get, cancel)")
-	if len(args) == 0 || isHelp(args[0]) {
+	usage := fs.Usage
+	fs.Usage = func() {
 		fmt.Fprintln(stderr, "actions: submit FILE.json (a query, AGGREGATES.md) | list | get --id ID | cancel --id ID (no round starts after it)")
+		usage()
+	}
+	if len(args) == 0 || isHelp(args[0]) {
 		fs.Usage()
 		if len(args) == 0 {
 			return fmt.Errorf("%w: eduspace aggregate query submit|list|get|cancel [flags]", errUsage)

@@ -146,7 +146,7 @@ func runNATSSetup(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := bus.Update(ctx, js, l); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "stream %s and buckets %s, %s ready\n", l.ExchangeStream(), l.RegistryBucket(), l.RevocationBucket())
+	fmt.Fprintf(stdout, "streams %s, %s and buckets %s, %s ready\n", l.ExchangeStream(), l.AuditStream(), l.RegistryBucket(), l.RevocationBucket())
 	return nil
 }
 
@@ -288,7 +288,7 @@ func runSpacePolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := authority.PublishSpacePolicy(ctx, js, *space, data); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "space policy %d published in bucket %s; nodes take it when they start\n", p.Serial, bus.Layout{Space: *space}.RevocationBucket())
+	fmt.Fprintf(stdout, "space policy %d published in bucket %s; running nodes take it at once, others when they start\n", p.Serial, bus.Layout{Space: *space}.RevocationBucket())
 	return nil
 }
 

@@ -282,7 +282,10 @@ func runAgreement(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	sub := args[0]
 	fs := newFlags("agreement "+sub, stderr)
 	cf := adminFlags(fs)
-	id := fs.String("id", "", "the agreement's id (accept, revoke)")
+	id := new(string)
+	if sub == "accept" || sub == "revoke" {
+		id = fs.String("id", "", "the agreement's id (required)")
+	}
 	if err := parse(fs, args[1:], sub == "add" || sub == "propose"); err != nil {
 		return err
 	}

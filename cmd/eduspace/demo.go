@@ -60,8 +60,12 @@ func printDemo(w io.Writer, r demo.Result) {
 	}
 	fmt.Fprintf(w, "\ningested %d records, refused %d invalid ones at ingest\n\nshares:\n", r.Ingested, r.Invalid)
 	for _, s := range r.Shares {
-		fmt.Fprintf(w, "  %s → %s (%s): %d permitted in %d envelopes, %d denied%s\n",
-			s.From, s.To, s.Purpose, s.Permitted, s.Envelopes, sum(s.Denied), reasons(s.Denied))
+		envelopes := "envelopes"
+		if s.Envelopes == 1 {
+			envelopes = "envelope"
+		}
+		fmt.Fprintf(w, "  %s → %s (%s): %d permitted in %d %s, %d denied%s\n",
+			s.From, s.To, s.Purpose, s.Permitted, s.Envelopes, envelopes, sum(s.Denied), reasons(s.Denied))
 	}
 	fmt.Fprintf(w, "\nconsents: %d granted, %d withdrawn; erasures: %d requested, %d confirmed by the recipients\n",
 		r.ConsentsGranted, r.ConsentsWithdrawn, r.ErasuresRequested, r.ErasuresConfirmed)

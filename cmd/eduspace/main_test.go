@@ -81,6 +81,10 @@ func TestDemoDirKeepsFiles(t *testing.T) {
 	if !strings.Contains(out, "every node's evidence chain verified") {
 		t.Errorf("summary lacks the evidence verdict:\n%s", out)
 	}
+	// The consented study fits one envelope, and says so in the singular.
+	if !strings.Contains(out, "permitted in 1 envelope,") || strings.Contains(out, " 1 envelopes") {
+		t.Errorf("summary counts one envelope wrongly:\n%s", out)
+	}
 	for _, f := range []string{
 		"authority/authority.pub.pem", "authority/authority.key.pem",
 		"nodes/uni-beihu/credential.jwt", "nodes/uni-beihu/node.db", "nodes/uni-beihu/keys/kem.pem",
@@ -307,6 +311,45 @@ func TestHelpEverywhere(t *testing.T) {
 	}
 }
 
+// TestHelpShowsWhatTheCommandTakes: -h names the operands a command takes
+// and lists only the flags it has: a FILE for consent grant and inspect,
+// --id only where an agreement is named, --id and --csv only for
+// releases, the actions of aggregate query whichever is asked; no empty
+// flags section.
+func TestHelpShowsWhatTheCommandTakes(t *testing.T) {
+	for _, c := range []struct {
+		args         []string
+		want, reject []string
+	}{
+		{[]string{"consent", "grant"}, []string{"usage: eduspace consent grant [flags] FILE.json"}, nil},
+		{[]string{"inspect"}, []string{"usage: eduspace inspect [flags] FILE"}, []string{"flags:"}},
+		{[]string{"version"}, []string{"usage: eduspace version [flags]"}, []string{"flags:"}},
+		{[]string{"agreement", "list"}, []string{"-token-file"}, []string{"-id"}},
+		{[]string{"agreement", "propose"}, []string{"FILE.json"}, []string{"-id"}},
+		{[]string{"agreement", "accept"}, []string{"-id string"}, nil},
+		{[]string{"aggregate", "rounds"}, []string{"-config"}, []string{"-id", "-csv"}},
+		{[]string{"aggregate", "budgets"}, []string{"-config"}, []string{"-id", "-csv"}},
+		{[]string{"aggregate", "releases"}, []string{"-id string", "-csv"}, nil},
+		{[]string{"aggregate", "query", "submit"}, []string{"actions: submit FILE.json", "cancel --id ID"}, nil},
+	} {
+		code, stdout, stderr := run(t, context.Background(), append(c.args, "-h")...)
+		out := stdout + stderr
+		if code != exitOK {
+			t.Errorf("%v -h: exit %d", c.args, code)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%v -h lacks %q:\n%s", c.args, w, out)
+			}
+		}
+		for _, r := range c.reject {
+			if strings.Contains(out, r) {
+				t.Errorf("%v -h shows %q, which the command does not take:\n%s", c.args, r, out)
+			}
+		}
+	}
+}
+
 // TestClientHonoursRetryAfter: a 409 with Retry-After (an agreement whose
 // acceptance is on its way) is asked again, the body sent again whole; a
 // 409 without it is an error at once.
@@ -412,5 +455,11 @@ func TestReceivedExportFile(t *testing.T) {
 		if left, _ := filepath.Glob(filepath.Join(dir, ".export.ndjson.partial-*")); len(left) > 0 {
 			t.Errorf("%s: partial files left: %v", c.name, left)
 		}
+	}
+	// A CSV export is of one record type: without --type the command
+	// says so, before asking the node.
+	code, _, stderr := run(t, context.Background(), "received", "export", "--node", srv.URL, "--token-file", tok, "--agreement", "a1", "--format", "csv")
+	if code != exitUsage || !strings.Contains(stderr, "--format csv needs --type") {
+		t.Errorf("CSV export without --type: exit %d: %s", code, stderr)
 	}
 }

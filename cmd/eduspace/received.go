@@ -45,6 +45,9 @@ func runReceived(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		if *id == "" {
 			return fmt.Errorf("%w: --agreement is required", errUsage)
 		}
+		if *format == "csv" && *typ == "" {
+			return fmt.Errorf("%w: --format csv needs --type: a CSV export is of one record type (eduspace received list lists them by agreement)", errUsage)
+		}
 		c, err := cf.client()
 		if err != nil {
 			return err

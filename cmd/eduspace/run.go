@@ -70,7 +70,7 @@ func commands() []command {
 			{"show", "show one consent record"},
 		}},
 		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
-			{"report", "every delivery, consent and erasure of one student's data"},
+			{"report", "every delivery of one student's data, with its erasure state"},
 		}},
 		{name: "aggregate", summary: "the center's aggregate queries, their rounds and releases; privacy budgets", run: runAggregate, subs: []subcommand{
 			{"query", "submit, list, get or cancel the center's queries"},
@@ -111,7 +111,7 @@ var examples = map[string]string{
 	"agreement revoke":              "eduspace agreement revoke --token-file /var/lib/eduspace/admin.token --id credit-2026",
 	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
 	"share": "eduspace share --config /etc/eduspace/node.yaml --agreement credit-2026   (the records the node holds)\n" +
-		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type grade grades.csv   (records streamed through, not held)",
+		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type course_grade grades.csv   (records streamed through, not held)",
 	"received list":      "eduspace received list --config /etc/eduspace/node.yaml",
 	"received export":    "eduspace received export --config /etc/eduspace/node.yaml --agreement credit-2026 --type course_grade --format csv --out grades.csv",
 	"status":             "eduspace status --config /etc/eduspace/node.yaml",
@@ -221,14 +221,21 @@ var operands = map[string]string{
 	"share":             " [FILE|-]",
 	"agreement add":     " FILE.json",
 	"agreement propose": " FILE.json",
+	"consent grant":     " FILE.json",
+	"inspect":           " FILE",
 }
 
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("eduspace "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: eduspace %s [flags]%s\n\nflags:\n", name, operands[name])
-		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "usage: eduspace %s [flags]%s\n", name, operands[name])
+		has := false
+		fs.VisitAll(func(*flag.Flag) { has = true })
+		if has {
+			fmt.Fprint(stderr, "\nflags:\n")
+			fs.PrintDefaults()
+		}
 		if ex := examples[name]; ex != "" {
 			fmt.Fprintf(stderr, "\nexample:\n  %s\n", ex)
 		}

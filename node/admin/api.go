@@ -139,6 +139,11 @@ func (s *Server) inputOptions(w http.ResponseWriter, r *http.Request) (share.Ing
 		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unknown encoding", fmt.Sprintf("encoding %q: want one of %q", o.Encoding, schema.Encodings()))
 		return o, false
 	}
+	if _, known := s.std.Type(o.Type); o.Type != "" && !known {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Unknown record type",
+			fmt.Sprintf("type %q is not a record type of %s: want one of %s", o.Type, s.std.Name(), strings.Join(s.std.Types(), ", ")))
+		return o, false
+	}
 	return o, true
 }
 

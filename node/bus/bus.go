@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -269,9 +270,26 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats: %w", err)
+		return nil, fmt.Errorf("connect nats: %w%s", err, connectHint(err, o.Credentials))
 	}
 	return nc, nil
+}
+
+// connectHint says what to do about a server that refused the
+// connection's credentials, or the lack of them.
+func connectHint(err error, creds string) string {
+	switch {
+	case errors.Is(err, nats.ErrNkeysNotSupported):
+		return ": the server has no nkey users (a node's embedded server has none): connect to it without credentials, " +
+			"or to a nats-server configured by `eduspace authority nats-config`"
+	case errors.Is(err, nats.ErrAuthorization) && creds == "":
+		return ": the server wants credentials: a member's nkey seed (node config nats.credentials) " +
+			"or the operator's (--credentials AUTH/nats/operator.nk), which `eduspace authority nats-config` writes"
+	case errors.Is(err, nats.ErrAuthorization):
+		return fmt.Sprintf(": the server has no user for %s: regenerate its configuration with `eduspace authority nats-config` "+
+			"from the authority directory that holds this seed, and reload the server", creds)
+	}
+	return ""
 }
 
 // credentialsOption reads a NATS credentials file: a user JWT with its
@@ -279,6 +297,9 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 // `eduspace authority nats-config` generates).
 func credentialsOption(path string) (nats.Option, error) {
 	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("nats credentials %s: no such file: `eduspace authority nats-config` writes the members' and the operator's nkey seeds in AUTH/nats/", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("nats credentials: %w", err)
 	}

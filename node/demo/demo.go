@@ -125,8 +125,9 @@ var members = []member{
 	{"edu-center", "Municipal Education Big Data Center", "", crypto.RoleCenter},
 }
 
-// agreements of the demo: one that permits most records, one that the
-// level rules mostly deny, one that has expired.
+// agreements of the demo: one that permits most records, one under which
+// the level rules deny the records carrying a health status (L4), a study
+// under the students' consent, one that has expired.
 func agreements(now time.Time) []*policy.Agreement {
 	year := 365 * 24 * time.Hour
 	return []*policy.Agreement{
