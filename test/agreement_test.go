@@ -98,6 +98,41 @@ func TestSignedAgreementLifecycle(t *testing.T) {
 	}
 }
 
+// TestProposalWithdrawnOrDeclined: a proposal not accepted yet is revoked
+// like an agreement in force: by its proposer (withdrawn) or by the other
+// side (declined). Both sides then hold it as revoked, and it can be
+// neither accepted nor shared under.
+func TestProposalWithdrawnOrDeclined(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	for _, c := range []struct {
+		id      string
+		revoker *node.Node
+	}{{"withdrawn", b}, {"declined", a}} {
+		ag := gradeAgreement(c.id, "uni-a", "uni-b", s.now)
+		if err := b.ProposeAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+		wait.Until(t, 20*time.Second, c.id+": the proposal at uni-a", func() bool { st, _ := agreementState(t, a, c.id); return st == "offered" })
+		if _, err := c.revoker.RevokeAgreement(ctx, c.id); err != nil {
+			t.Fatalf("%s: revoke a proposal: %v", c.id, err)
+		}
+		wait.Until(t, 20*time.Second, c.id+": revoked on both sides", func() bool {
+			sa, _ := agreementState(t, a, c.id)
+			sb, _ := agreementState(t, b, c.id)
+			return sa == "revoked" && sb == "revoked"
+		})
+		if err := a.AcceptAgreement(ctx, c.id); err == nil {
+			t.Errorf("%s: a revoked proposal was accepted", c.id)
+		}
+		if _, err := c.revoker.RevokeAgreement(ctx, c.id); err == nil {
+			t.Errorf("%s: revoked twice", c.id)
+		}
+	}
+}
+
 // TestAgreementRevokedOnlyByItsParties: a member that is not a party to an
 // agreement between two others sends one of them a revocation naming
 // itself as the other party. The message is refused as bad content,

@@ -54,7 +54,7 @@ func commands() []command {
 			{"add", "add an agreement both parties signed off"},
 			{"propose", "propose an agreement to its other party"},
 			{"accept", "accept an agreement a peer proposed"},
-			{"revoke", "revoke an agreement"},
+			{"revoke", "revoke an agreement, or withdraw or decline a proposal"},
 			{"list", "list the node's agreements"},
 		}},
 		{name: "share", summary: "share records under an agreement", run: runShare},

@@ -281,11 +281,21 @@ func (b *Book) Accept(ctx context.Context, id string) error {
 
 // Revoke revokes an agreement from this side: what is still
 // queued under it is dropped (held records become shareable again under
-// another agreement), and the other party is told.
+// another agreement), and the other party is told. A proposal not yet
+// accepted is revoked the same way: withdrawn by its proposer, declined
+// by the other side.
 func (b *Book) Revoke(ctx context.Context, id string) (dropped int, err error) {
 	b.shares.Lock() // no share under it commits meanwhile
 	defer b.shares.Unlock()
 	a, err := b.Get(ctx, id)
+	if errors.Is(err, ErrNotActive) {
+		// A proposal not accepted yet (sent or received) is withdrawn the
+		// same way: the other side drops it.
+		var state string
+		if a, state, err = b.stored(ctx, id); err == nil && state == Revoked {
+			a.Revoked = true
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
