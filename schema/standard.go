@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -176,6 +177,17 @@ func (s *Standard) Name() string { return s.name + " v" + s.version }
 // Version returns the standard's version, e.g. "1".
 func (s *Standard) Version() string { return s.version }
 
+// Ref returns the standard's name and version as one token, NAME/VERSION,
+// e.g. "EDU-CN-DEFAULT/1": how envelope headers and evidence entries name
+// the standard records were classified with. ParseStandard keeps it at
+// most MaxRefLen bytes, with no "/" in the name or the version and no
+// control character.
+func (s *Standard) Ref() string { return s.name + "/" + s.version }
+
+// MaxRefLen is the longest Ref a standard may have: the length of the
+// envelope header's standard field (crypto/ENVELOPE.md §1).
+const MaxRefLen = 64
+
 // MinorAge returns the age under which a subject is a minor (C3).
 func (s *Standard) MinorAge() int { return s.minorAge }
 
@@ -282,6 +294,14 @@ func ParseStandard(data []byte) (*Standard, error) {
 	}
 	if s.version == "" {
 		return nil, locErr("version", "missing")
+	}
+	for _, f := range []struct{ path, v string }{{"name", s.name}, {"version", s.version}} {
+		if strings.Contains(f.v, "/") || strings.ContainsFunc(f.v, unicode.IsControl) {
+			return nil, locErr(f.path, "may hold no \"/\" and no control character")
+		}
+	}
+	if len(s.Ref()) > MaxRefLen {
+		return nil, locErr("name", "name and version together longer than %d bytes", MaxRefLen-1)
 	}
 	if raw.MinorAge == nil {
 		return nil, locErr("minor_age", "missing")
