@@ -69,8 +69,8 @@ type Result struct {
 	// records it received, to its own systems.
 	Exported  receive.ExportResult `json:"exported"`
 	Aggregate AggregateResult      `json:"aggregate"`
-	Seconds   float64         `json:"seconds"`
-	Dir       string          `json:"dir,omitempty"`
+	Seconds   float64              `json:"seconds"`
+	Dir       string               `json:"dir,omitempty"`
 }
 
 // AggregateResult is the demo's aggregate round: students by gender
