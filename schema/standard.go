@@ -161,6 +161,7 @@ type VolumeRule struct {
 // age and the volume rules. It is immutable and safe for concurrent use.
 type Standard struct {
 	name, version  string
+	ref            string // name/version
 	minorAge       int
 	detLevel       [numDetectors]Level
 	textMask       detectorMask // detectors run on text fields
@@ -182,7 +183,7 @@ func (s *Standard) Version() string { return s.version }
 // the standard records were classified with. ParseStandard keeps it at
 // most MaxRefLen bytes, with no "/" in the name or the version and no
 // control character.
-func (s *Standard) Ref() string { return s.name + "/" + s.version }
+func (s *Standard) Ref() string { return s.ref }
 
 // MaxRefLen is the longest Ref a standard may have: the length of the
 // envelope header's standard field (crypto/ENVELOPE.md §1).
@@ -300,7 +301,8 @@ func ParseStandard(data []byte) (*Standard, error) {
 			return nil, locErr(f.path, "may hold no \"/\" and no control character")
 		}
 	}
-	if len(s.Ref()) > MaxRefLen {
+	s.ref = s.name + "/" + s.version
+	if len(s.ref) > MaxRefLen {
 		return nil, locErr("name", "name and version together longer than %d bytes", MaxRefLen-1)
 	}
 	if raw.MinorAge == nil {
