@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -44,14 +45,20 @@ const (
 const (
 	magic        = "EDSE"
 	version1     = 1
-	labelHPKE    = "eduspace envelope v1 hpke"
-	labelSig     = "eduspace envelope v1 sig"
+	version2     = 2  // version 1 and the strings legal_basis and standard
 	fixedHeader  = 52 // magic through count
 	sigSize      = ed25519.SignatureSize
 	aeadOverhead = 16
 )
 
-// string field limits, in header order.
+// label is the domain-separation label of one use (hpke, sig) under one
+// version (ENVELOPE.md §3, §4): "eduspace envelope v1 sig", and so on.
+func label(version byte, use string) string {
+	return "eduspace envelope v" + strconv.Itoa(int(version)) + " " + use
+}
+
+// string field limits, in header order: a version 1 header has the first
+// stringsV1, a version 2 header all of them.
 var stringFields = [...]struct {
 	name     string
 	min, max int
@@ -64,7 +71,11 @@ var stringFields = [...]struct {
 	{"purpose", 0, 64},
 	{"record_type", 0, 64},
 	{"level", 0, 4},
+	{"legal_basis", 0, 32},
+	{"standard", 0, 64},
 }
+
+const stringsV1 = 8
 
 // Header is the authenticated, unencrypted part of an envelope. Every field is
 // visible to the transport: nothing personal belongs here.
@@ -85,14 +96,34 @@ type Header struct {
 	Count            uint32 // records inside
 	Level            string // highest level inside: "", L1, L2, L3, L4, IMP or CORE
 	Kind             uint8  // KindRecords, KindReceipt, ...
+	// LegalBasis is the ground on which the sender discloses what is
+	// inside (a records envelope: its agreement's legal basis), and
+	// Standard the grading standard it classified the records with, as
+	// NAME/VERSION. Either one set makes the header one of version 2
+	// (ENVELOPE.md §1); both empty, of version 1.
+	LegalBasis string
+	Standard   string
 }
 
 // IDString returns the envelope id as 32 lowercase hex digits.
 func (h Header) IDString() string { return hex.EncodeToString(h.ID[:]) }
 
-func (h Header) strings() [len(stringFields)]string {
-	return [...]string{h.Sender, h.SenderKeyID, h.Recipient, h.RecipientKeyID,
-		h.Agreement, h.Purpose, h.RecordType, h.Level}
+// version is the version h is written in: the lowest that holds it.
+func (h Header) version() uint8 {
+	if h.LegalBasis != "" || h.Standard != "" {
+		return version2
+	}
+	return version1
+}
+
+// strings are h's strings in header order, as many as its version has.
+func (h Header) strings() []string {
+	all := [...]string{h.Sender, h.SenderKeyID, h.Recipient, h.RecipientKeyID,
+		h.Agreement, h.Purpose, h.RecordType, h.Level, h.LegalBasis, h.Standard}
+	if h.version() == version1 {
+		return all[:stringsV1]
+	}
+	return all[:]
 }
 
 func malformed(format string, args ...any) error {
@@ -141,7 +172,7 @@ func (h Header) validate() error {
 
 func (h Header) appendTo(b []byte) []byte {
 	b = append(b, magic...)
-	b = append(b, version1)
+	b = append(b, h.version())
 	b = binary.BigEndian.AppendUint16(b, uint16(h.Suite))
 	b = append(b, h.Kind)
 	b = append(b, h.ID[:]...)
@@ -156,14 +187,18 @@ func (h Header) appendTo(b []byte) []byte {
 	return b
 }
 
+// hpkeInfo is the HPKE info for an envelope with header, under the label
+// of the header's version.
 func hpkeInfo(header []byte) []byte {
 	sum := sha256.Sum256(header)
-	return append([]byte(labelHPKE), sum[:]...)
+	return append([]byte(label(header[len(magic)], "hpke")), sum[:]...)
 }
 
+// sigDigest is the digest the signature covers, under the label of the
+// version signed names.
 func sigDigest(signed []byte) []byte {
 	h := sha256.New()
-	h.Write([]byte(labelSig))
+	h.Write([]byte(label(signed[len(magic)], "sig")))
 	h.Write(signed)
 	return h.Sum(nil)
 }
@@ -190,9 +225,10 @@ func Seal(rnd io.Reader, h Header, to *KEMPublicKey, signer *SigningKey, plainte
 		return nil, errors.New("seal envelope: sender key id does not match the signing key")
 	}
 	scheme := h.Suite.scheme()
-	size := fixedHeader + len(h.Sender) + len(h.SenderKeyID) + len(h.Recipient) + len(h.RecipientKeyID) +
-		len(h.Agreement) + len(h.Purpose) + len(h.RecordType) + len(h.Level) + len(stringFields) +
-		2 + scheme.CiphertextSize() + 4 + len(plaintext) + aeadOverhead + sigSize
+	size := fixedHeader + 2 + scheme.CiphertextSize() + 4 + len(plaintext) + aeadOverhead + sigSize
+	for _, s := range h.strings() {
+		size += 1 + len(s)
+	}
 	if size > MaxEnvelopeSize {
 		return nil, fmt.Errorf("seal envelope: %d bytes: %w", size, ErrTooLarge)
 	}
@@ -294,8 +330,9 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	if len(b) < len(magic)+1 || string(b[:len(magic)]) != magic {
 		return nil, fmt.Errorf("parse envelope: %w", malformed("bad magic"))
 	}
-	if b[len(magic)] != version1 {
-		return nil, fmt.Errorf("parse envelope: version %d: %w", b[len(magic)], ErrVersion)
+	version := b[len(magic)]
+	if version != version1 && version != version2 {
+		return nil, fmt.Errorf("parse envelope: version %d: %w", version, ErrVersion)
 	}
 	raw := b[:len(b):len(b)]
 	r := &reader{b: raw[len(magic)+1:]}
@@ -310,7 +347,11 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	created, expires := int64(r.u64()), int64(r.u64())
 	h.Count = r.u32()
 	var strs [len(stringFields)]string
-	for i := range strs {
+	n := stringsV1
+	if version == version2 {
+		n = len(strs)
+	}
+	for i := range n {
 		strs[i] = string(r.take(int(r.u8())))
 	}
 	if r.err != nil {
@@ -318,6 +359,12 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 	}
 	h.Sender, h.SenderKeyID, h.Recipient, h.RecipientKeyID = strs[0], strs[1], strs[2], strs[3]
 	h.Agreement, h.Purpose, h.RecordType, h.Level = strs[4], strs[5], strs[6], strs[7]
+	h.LegalBasis, h.Standard = strs[8], strs[9]
+	// Each header has one encoding: version 2 only for what version 1
+	// cannot hold.
+	if version != h.version() {
+		return nil, fmt.Errorf("parse envelope: %w", malformed("version 2 header with neither legal basis nor standard"))
+	}
 	if created < 0 || expires <= created {
 		return nil, fmt.Errorf("parse envelope: %w", malformed("bad times"))
 	}

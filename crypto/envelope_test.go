@@ -58,6 +58,14 @@ func (f fixture) header() Header {
 	}
 }
 
+// headerV2 is header with a legal basis and a standard: a version 2
+// header.
+func (f fixture) headerV2() Header {
+	h := f.header()
+	h.LegalBasis, h.Standard = "contract", "EDU-CN-DEFAULT/1"
+	return h
+}
+
 func (f fixture) seal(t testing.TB, h Header, pt []byte) []byte {
 	t.Helper()
 	b, err := Seal(detRand("seal"), h, f.kem.Public(), f.signer, pt)
@@ -92,45 +100,55 @@ func resign(b []byte, signer *SigningKey) []byte {
 
 func TestSealOpenRoundTrip(t *testing.T) {
 	for _, s := range suites {
-		t.Run(s.String(), func(t *testing.T) {
-			f := newFixture(t, s)
-			h := f.header()
-			h.Created = h.Created.Add(123456 * time.Nanosecond) // sub-millisecond part is dropped
-			b := f.seal(t, h, testPayload)
-			e, err := ParseEnvelope(b)
-			if err != nil {
-				t.Fatalf("ParseEnvelope: %v", err)
-			}
-			want := f.header()
-			if !e.Header.Created.Equal(want.Created) || !e.Header.Expires.Equal(want.Expires) {
-				t.Errorf("times: got %v %v, want %v %v", e.Header.Created, e.Header.Expires, want.Created, want.Expires)
-			}
-			e.Header.Created, e.Header.Expires = want.Created, want.Expires
-			if e.Header != want {
-				t.Errorf("header:\ngot  %+v\nwant %+v", e.Header, want)
-			}
-			if e.Size() != len(b) {
-				t.Errorf("Size() = %d, want %d", e.Size(), len(b))
-			}
-			if err := e.Verify(f.signer.Public()); err != nil {
-				t.Fatalf("Verify: %v", err)
-			}
-			pt, err := e.Open(f.kem)
-			if err != nil {
-				t.Fatalf("Open: %v", err)
-			}
-			if !bytes.Equal(pt, testPayload) {
-				t.Errorf("Open: got %q, want %q", pt, testPayload)
-			}
-			if got := e.Header.IDString(); got != "ed5e0000000000000000000000000001" {
-				t.Errorf("IDString() = %q", got)
-			}
-			// Empty payload.
-			h.Kind, h.Count = KindReceipt, 0
-			if _, err := receive(f.seal(t, h, nil), f.signer.Public(), f.kem); err != nil {
-				t.Errorf("empty payload: %v", err)
-			}
-		})
+		for _, v := range []struct {
+			name    string
+			header  func(fixture) Header
+			version byte
+		}{{"v1", fixture.header, 1}, {"v2", fixture.headerV2, 2}} {
+			t.Run(s.String()+"/"+v.name, func(t *testing.T) { testRoundTrip(t, newFixture(t, s), v.header, v.version) })
+		}
+	}
+}
+
+func testRoundTrip(t *testing.T, f fixture, header func(fixture) Header, version byte) {
+	h := header(f)
+	h.Created = h.Created.Add(123456 * time.Nanosecond) // sub-millisecond part is dropped
+	b := f.seal(t, h, testPayload)
+	if b[4] != version {
+		t.Errorf("version byte %d, want %d", b[4], version)
+	}
+	e, err := ParseEnvelope(b)
+	if err != nil {
+		t.Fatalf("ParseEnvelope: %v", err)
+	}
+	want := header(f)
+	if !e.Header.Created.Equal(want.Created) || !e.Header.Expires.Equal(want.Expires) {
+		t.Errorf("times: got %v %v, want %v %v", e.Header.Created, e.Header.Expires, want.Created, want.Expires)
+	}
+	e.Header.Created, e.Header.Expires = want.Created, want.Expires
+	if e.Header != want {
+		t.Errorf("header:\ngot  %+v\nwant %+v", e.Header, want)
+	}
+	if e.Size() != len(b) {
+		t.Errorf("Size() = %d, want %d", e.Size(), len(b))
+	}
+	if err := e.Verify(f.signer.Public()); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	pt, err := e.Open(f.kem)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	if !bytes.Equal(pt, testPayload) {
+		t.Errorf("Open: got %q, want %q", pt, testPayload)
+	}
+	if got := e.Header.IDString(); got != "ed5e0000000000000000000000000001" {
+		t.Errorf("IDString() = %q", got)
+	}
+	// Empty payload.
+	h.Kind, h.Count = KindReceipt, 0
+	if _, err := receive(f.seal(t, h, nil), f.signer.Public(), f.kem); err != nil {
+		t.Errorf("empty payload: %v", err)
 	}
 }
 
@@ -154,6 +172,8 @@ var headerMutations = []struct {
 	{"Count", func(h *Header) { h.Count = 4 }},
 	{"Level", func(h *Header) { h.Level = "L1" }},
 	{"Kind", func(h *Header) { h.Kind = KindErasureRequest }},
+	{"LegalBasis", func(h *Header) { h.LegalBasis = "consent" }},
+	{"Standard", func(h *Header) { h.Standard = "EDU-CN-DEFAULT/2" }},
 }
 
 // TestHeaderTampering: every header field altered is refused by the
@@ -161,51 +181,59 @@ var headerMutations = []struct {
 func TestHeaderTampering(t *testing.T) {
 	for _, s := range suites {
 		f := newFixture(t, s)
-		orig := f.seal(t, f.header(), testPayload)
-		e, err := ParseEnvelope(orig)
-		if err != nil {
-			t.Fatal(err)
+		testHeaderTampering(t, f, s.String()+"/v1", f.header())
+		testHeaderTampering(t, f, s.String()+"/v2", f.headerV2())
+	}
+}
+
+// testHeaderTampering alters each field of an envelope sealed under base.
+// A mutation may change the header's version (v1 to v2 or back): that too
+// is refused.
+func testHeaderTampering(t *testing.T, f fixture, name string, base Header) {
+	orig := f.seal(t, base, testPayload)
+	e, err := ParseEnvelope(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := orig[len(e.header):]
+	for _, m := range headerMutations {
+		if m.f == nil {
+			continue
 		}
-		body := orig[len(e.header):]
-		for _, m := range headerMutations {
-			if m.f == nil {
-				continue
+		t.Run(name+"/"+m.field, func(t *testing.T) {
+			h := base
+			m.f(&h)
+			if h == base {
+				t.Fatal("mutation changed nothing")
 			}
-			t.Run(s.String()+"/"+m.field, func(t *testing.T) {
-				h := f.header()
-				m.f(&h)
-				if h == f.header() {
-					t.Fatal("mutation changed nothing")
-				}
-				tampered := append(h.appendTo(nil), body...)
-				_, err := receive(tampered, f.signer.Public(), f.kem)
-				if !errors.Is(err, ErrSignature) {
-					t.Errorf("altered %s: got %v, want ErrSignature", m.field, err)
-				}
-				// Even with a valid signature (a sender attacking its own
-				// envelope after sealing), the AEAD refuses the header.
-				e, err := ParseEnvelope(resign(tampered, f.signer))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := e.Open(f.kem); !errors.Is(err, ErrDecrypt) {
-					t.Errorf("altered and re-signed %s: got %v, want ErrDecrypt", m.field, err)
-				}
-			})
-		}
-		// Every single-bit flip anywhere in the envelope is refused.
-		t.Run(s.String()+"/bitflips", func(t *testing.T) {
-			for i := range len(orig) {
-				for _, bit := range []byte{0x01, 0x80} {
-					b := bytes.Clone(orig)
-					b[i] ^= bit
-					if _, err := receive(b, f.signer.Public(), f.kem); err == nil {
-						t.Fatalf("flip of bit %#x at offset %d accepted", bit, i)
-					}
-				}
+			tampered := append(h.appendTo(nil), body...)
+			_, err := receive(tampered, f.signer.Public(), f.kem)
+			if !errors.Is(err, ErrSignature) {
+				t.Errorf("altered %s: got %v, want ErrSignature", m.field, err)
+			}
+			// Even with a valid signature (a sender attacking its own
+			// envelope after sealing), the AEAD refuses the header.
+			e, err := ParseEnvelope(resign(tampered, f.signer))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.Open(f.kem); !errors.Is(err, ErrDecrypt) {
+				t.Errorf("altered and re-signed %s: got %v, want ErrDecrypt", m.field, err)
 			}
 		})
 	}
+	// Every single-bit flip anywhere in the envelope is refused.
+	t.Run(name+"/bitflips", func(t *testing.T) {
+		for i := range len(orig) {
+			for _, bit := range []byte{0x01, 0x80} {
+				b := bytes.Clone(orig)
+				b[i] ^= bit
+				if _, err := receive(b, f.signer.Public(), f.kem); err == nil {
+					t.Fatalf("flip of bit %#x at offset %d accepted", bit, i)
+				}
+			}
+		}
+	})
 }
 
 func TestCiphertextTampering(t *testing.T) {
@@ -237,16 +265,20 @@ func TestTruncationAndExtension(t *testing.T) {
 	for _, s := range suites {
 		t.Run(s.String(), func(t *testing.T) {
 			f := newFixture(t, s)
-			orig := f.seal(t, f.header(), testPayload)
-			for n := range len(orig) {
-				if _, err := ParseEnvelope(orig[:n]); !errors.Is(err, ErrMalformed) {
-					t.Fatalf("truncated to %d of %d bytes: got %v, want ErrMalformed", n, len(orig), err)
-				}
-			}
-			if _, err := ParseEnvelope(append(bytes.Clone(orig), 0)); !errors.Is(err, ErrMalformed) {
-				t.Errorf("one trailing byte: got %v, want ErrMalformed", err)
-			}
+			testTruncation(t, f.seal(t, f.header(), testPayload))
+			testTruncation(t, f.seal(t, f.headerV2(), testPayload))
 		})
+	}
+}
+
+func testTruncation(t *testing.T, orig []byte) {
+	for n := range len(orig) {
+		if _, err := ParseEnvelope(orig[:n]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("truncated to %d of %d bytes: got %v, want ErrMalformed", n, len(orig), err)
+		}
+	}
+	if _, err := ParseEnvelope(append(bytes.Clone(orig), 0)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("one trailing byte: got %v, want ErrMalformed", err)
 	}
 }
 
@@ -355,6 +387,10 @@ func TestInvalidHeaders(t *testing.T) {
 		{"before 1970", func(h *Header) { h.Created = time.Unix(-1, 0); h.Expires = time.Unix(10, 0) }},
 		{"expires equals created", func(h *Header) { h.Expires = h.Created }},
 		{"expires before created", func(h *Header) { h.Expires = h.Created.Add(-time.Hour) }},
+		{"long legal basis", func(h *Header) { h.LegalBasis = strings.Repeat("b", 33) }},
+		{"long standard", func(h *Header) { h.Standard = strings.Repeat("s", 65) }},
+		{"standard with a control character", func(h *Header) { h.Standard = "EDU\x00/1" }},
+		{"legal basis not UTF-8", func(h *Header) { h.LegalBasis = "contract\xff" }},
 	}
 	for _, tt := range tests {
 		h := f.header()

@@ -27,7 +27,10 @@ type vector struct {
 	recipient   []byte // KEM private key
 	sender      []byte // Ed25519 seed
 	payloadHash []byte
-	envelope    []byte
+	// legalBasis and standard are what the header of a valid version 2
+	// envelope says.
+	legalBasis, standard string
+	envelope             []byte
 }
 
 var expectErrors = map[string]error{
@@ -48,6 +51,12 @@ func (v vector) marshal() []byte {
 	fmt.Fprintf(&b, "sender-key: %x\n", v.sender)
 	if v.payloadHash != nil {
 		fmt.Fprintf(&b, "payload-sha256: %x\n", v.payloadHash)
+	}
+	if v.legalBasis != "" {
+		fmt.Fprintf(&b, "legal-basis: %s\n", v.legalBasis)
+	}
+	if v.standard != "" {
+		fmt.Fprintf(&b, "standard: %s\n", v.standard)
 	}
 	b.WriteString("\n")
 	enc := base64.StdEncoding.EncodeToString(v.envelope)
@@ -88,6 +97,10 @@ func parseVector(data []byte) (vector, error) {
 			v.sender, err = hex.DecodeString(val)
 		case "payload-sha256":
 			v.payloadHash, err = hex.DecodeString(val)
+		case "legal-basis":
+			v.legalBasis = val
+		case "standard":
+			v.standard = val
 		default:
 			return v, fmt.Errorf("unknown key %q", key)
 		}
@@ -127,12 +140,23 @@ func vectorCases(t testing.TB) map[string]vector {
 	hlen := len(mustParseTB(t, valid).header)
 	edit := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(valid)) }
 	seqOff := 24
+	validV2 := x.seal(t, x.headerV2(), testPayload)
+	hlenV2 := len(mustParseTB(t, validV2).header)
+	basisOff := hlenV2 - len(x.headerV2().Standard) - 1 - len(x.headerV2().LegalBasis) // the legal basis's first byte
+	editV2 := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(validV2)) }
+	mkV2 := func(f fixture, desc, expect string, env []byte) vector {
+		v := mk(f, desc, expect, env)
+		if expect == "success" {
+			v.legalBasis, v.standard = f.headerV2().LegalBasis, f.headerV2().Standard
+		}
+		return v
+	}
 
 	vs := map[string]vector{
 		"xwing_ok":   mk(xw, "valid X-Wing envelope of two records", "success", xw.seal(t, xw.header(), testPayload)),
 		"x25519_ok":  mk(x, "valid X25519 envelope of two records", "success", valid),
 		"bad_magic":  mk(x, "magic EDSF instead of EDSE", "malformed", edit(func(b []byte) []byte { b[3] = 'F'; return b })),
-		"version_2":  mk(x, "version byte 2", "version", edit(func(b []byte) []byte { b[4] = 2; return resign(b, x.signer) })),
+		"version_3":  mk(x, "version byte 3", "version", edit(func(b []byte) []byte { b[4] = 3; return resign(b, x.signer) })),
 		"suite_3":    mk(x, "unknown suite 3", "suite", edit(func(b []byte) []byte { b[6] = 3; return resign(b, x.signer) })),
 		"truncated":  mk(x, "last byte of the signature missing", "malformed", valid[:len(valid)-1]),
 		"trailing":   mk(x, "one byte after the signature", "malformed", append(bytes.Clone(valid), 0)),
@@ -159,11 +183,53 @@ func vectorCases(t testing.TB) map[string]vector {
 			}
 			return b
 		}()),
+		// Version 2: version 1 and the strings legal_basis and standard.
+		"v2_xwing_ok":  mkV2(xw, "valid X-Wing envelope of two records, version 2 (legal basis and standard)", "success", xw.seal(t, xw.headerV2(), testPayload)),
+		"v2_x25519_ok": mkV2(x, "valid X25519 envelope of two records, version 2 (legal basis and standard)", "success", validV2),
+		"v2_without_strings": mk(x, "version 1 header under version byte 2, re-signed: the strings of version 2 are missing", "malformed",
+			edit(func(b []byte) []byte { b[4] = 2; return resign(b, x.signer) })),
+		"v2_as_v1": mk(x, "version 2 header under version byte 1, re-signed: its last two strings are left over", "malformed",
+			editV2(func(b []byte) []byte { b[4] = 1; return resign(b, x.signer) })),
+		"v2_both_empty": mk(x, "version 2 header whose legal basis and standard are both empty: version 1 holds it", "malformed", func() []byte {
+			h := x.header()
+			hdr := append(h.appendTo(nil), 0, 0)
+			hdr[4] = 2
+			return sealRaw(t, hdr, x, testPayload)
+		}()),
+		"v2_basis_altered": mk(x, "legal basis contract changed to kontract after signing", "signature",
+			editV2(func(b []byte) []byte { b[basisOff] = 'k'; return b })),
+		"v2_basis_altered_resigned": mk(x, "legal basis changed and re-signed by the sender: the header is AEAD associated data", "decrypt",
+			editV2(func(b []byte) []byte { b[basisOff] = 'k'; return resign(b, x.signer) })),
+		"v2_standard_not_utf8": mk(x, "standard with byte 0xff, re-signed", "malformed",
+			editV2(func(b []byte) []byte { b[hlenV2-1] = 0xff; return resign(b, x.signer) })),
 	}
 	mismatch := mk(xw, "X-Wing envelope, recipient key of suite X25519", "suite", vs["xwing_ok"].envelope)
 	mismatch.suite, mismatch.recipient = SuiteX25519, vs["x25519_ok"].recipient
 	vs["suite_mismatch"] = mismatch
 	return vs
+}
+
+// sealRaw seals pt under header bytes hdr as Seal does, whatever hdr
+// holds: for vectors of headers Seal does not write.
+func sealRaw(t testing.TB, hdr []byte, f fixture, pt []byte) []byte {
+	t.Helper()
+	sender, err := f.suite.hpke().NewSender(f.kem.Public().pk, hpkeInfo(hdr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, sealer, err := sender.Setup(detRand("seal"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := sealer.Seal(pt, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := binary.BigEndian.AppendUint16(bytes.Clone(hdr), uint16(len(enc)))
+	out = append(out, enc...)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(ct)))
+	out = append(out, ct...)
+	return append(out, f.signer.Sign(sigDigest(out))...)
 }
 
 func mustParseTB(t testing.TB, b []byte) *Envelope {
@@ -192,6 +258,13 @@ func checkVector(v vector) error {
 		}
 		if sum := sha256.Sum256(pt); !bytes.Equal(sum[:], v.payloadHash) {
 			return fmt.Errorf("payload hash %x, want %x", sum, v.payloadHash)
+		}
+		e, err := ParseEnvelope(v.envelope)
+		if err != nil {
+			return err
+		}
+		if h := e.Header; h.LegalBasis != v.legalBasis || h.Standard != v.standard {
+			return fmt.Errorf("header legal basis %q, standard %q; want %q, %q", h.LegalBasis, h.Standard, v.legalBasis, v.standard)
 		}
 		return nil
 	}

@@ -46,6 +46,17 @@ var bases = map[LegalBasis]bool{
 	BasisConsent: true, BasisStatutoryDuty: true, BasisContract: true, BasisPublicInterest: true,
 }
 
+// Clause is the ground of PIPL art. 13 para. 1 that b is, "" for a basis
+// not in the list (REASONS.md, "Legal bases").
+func (b LegalBasis) Clause() string { return basisClauses[b] }
+
+var basisClauses = map[LegalBasis]string{
+	BasisConsent:        "PIPL art. 13(1)",
+	BasisContract:       "PIPL art. 13(2)",
+	BasisStatutoryDuty:  "PIPL art. 13(3)",
+	BasisPublicInterest: "PIPL art. 13(4), 13(5)",
+}
+
 // Transform is what happens to one field on its way out.
 type Transform string
 

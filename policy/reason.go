@@ -47,6 +47,38 @@ func Reasons() []Reason {
 	}
 }
 
+// Clause is the provision r rests on: an article of the PIPL (Personal
+// Information Protection Law) or the DSL (Data Security Law), a part of
+// GB/T 43697-2024 (data grading), as GRADING.md applies them. REASONS.md
+// gives it with each rule; a test keeps the two in step and every reason
+// with one.
+func (r Reason) Clause() string { return reasonClauses[r] }
+
+var reasonClauses = map[Reason]string{
+	ReasonPermit:              "PIPL art. 6, 13, 23",
+	ReasonNoAgreement:         "PIPL art. 13, 23",
+	ReasonAgreementNotValid:   "PIPL art. 13, 23",
+	ReasonAgreementRevoked:    "PIPL art. 13, 23",
+	ReasonWrongParty:          "PIPL art. 23",
+	ReasonTypeNotAgreed:       "PIPL art. 6, 23",
+	ReasonNoAgreedFields:      "PIPL art. 6",
+	ReasonLevelAboveAgreement: "GB/T 43697-2024 §4, §6",
+	ReasonCoreNeverLeaves:     "DSL art. 21; GB/T 43697-2024 §6.1",
+	ReasonImportantAggregate:  "DSL art. 21; GB/T 43697-2024 §6.1, annex G",
+	ReasonSensitiveNeedsBasis: "PIPL art. 28, 29",
+	ReasonSensitiveNotRaw:     "PIPL art. 28",
+	ReasonMinorNeedsGuardian:  "PIPL art. 28, 31",
+	ReasonConsentMissing:      "PIPL art. 13(1), 14",
+	ReasonPurposeNotDeclared:  "PIPL art. 6, 23",
+	ReasonBasisNotDeclared:    "PIPL art. 13",
+	ReasonRecipientNotMember:  "PIPL art. 51",
+	ReasonRecipientRole:       "PIPL art. 6, 51",
+	ReasonConsentScope:        "PIPL art. 14, 29, 31",
+	ReasonVolumeBulk:          "GB/T 43697-2024 §6.3",
+	ReasonVolumeImportant:     "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
+	ReasonVolumeAggregateOnly: "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
+}
+
 // The rule identifiers a decision names. Like reason codes they are stable:
 // they are written to the evidence log.
 const (

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -160,6 +161,7 @@ type VolumeRule struct {
 // age and the volume rules. It is immutable and safe for concurrent use.
 type Standard struct {
 	name, version  string
+	ref            string // name/version
 	minorAge       int
 	detLevel       [numDetectors]Level
 	textMask       detectorMask // detectors run on text fields
@@ -175,6 +177,17 @@ func (s *Standard) Name() string { return s.name + " v" + s.version }
 
 // Version returns the standard's version, e.g. "1".
 func (s *Standard) Version() string { return s.version }
+
+// Ref returns the standard's name and version as one token, NAME/VERSION,
+// e.g. "EDU-CN-DEFAULT/1": how envelope headers and evidence entries name
+// the standard records were classified with. ParseStandard keeps it at
+// most MaxRefLen bytes, with no "/" in the name or the version and no
+// control character.
+func (s *Standard) Ref() string { return s.ref }
+
+// MaxRefLen is the longest Ref a standard may have: the length of the
+// envelope header's standard field (crypto/ENVELOPE.md §1).
+const MaxRefLen = 64
 
 // MinorAge returns the age under which a subject is a minor (C3).
 func (s *Standard) MinorAge() int { return s.minorAge }
@@ -282,6 +295,15 @@ func ParseStandard(data []byte) (*Standard, error) {
 	}
 	if s.version == "" {
 		return nil, locErr("version", "missing")
+	}
+	for _, f := range []struct{ path, v string }{{"name", s.name}, {"version", s.version}} {
+		if strings.Contains(f.v, "/") || strings.ContainsFunc(f.v, unicode.IsControl) {
+			return nil, locErr(f.path, "may hold no \"/\" and no control character")
+		}
+	}
+	s.ref = s.name + "/" + s.version
+	if len(s.ref) > MaxRefLen {
+		return nil, locErr("name", "name and version together longer than %d bytes", MaxRefLen-1)
 	}
 	if raw.MinorAge == nil {
 		return nil, locErr("minor_age", "missing")

@@ -12,6 +12,9 @@ func TestDefaultStandard(t *testing.T) {
 	if got, want := std.Name(), "EDU-CN-DEFAULT v1"; got != want {
 		t.Errorf("Name: got %q, want %q", got, want)
 	}
+	if got, want := std.Ref(), "EDU-CN-DEFAULT/1"; got != want {
+		t.Errorf("Ref: got %q, want %q", got, want)
+	}
 	want := []string{"course", "course_grade", "discipline", "employment", "enrollment", "financial_aid",
 		"guardian", "health_record", "health_test", "program_participation", "staff", "student"}
 	if got := std.Types(); !slices.Equal(got, want) {
@@ -130,6 +133,14 @@ func TestParseStandardErrors(t *testing.T) {
 			`parse standard: json: unknown field "minor_years"`},
 		{"reserved name", []string{birth, strings.Replace(birth, `"birth_date"`, `"type"`, 1)},
 			`parse standard: types.student.fields.type: "type" is reserved for the record type`},
+		{"slash in the name", []string{`"name": "EDU-CN-DEFAULT"`, `"name": "EDU/CN"`},
+			`parse standard: name: may hold no "/" and no control character`},
+		{"slash in the version", []string{`"version": "1"`, `"version": "1/2"`},
+			`parse standard: version: may hold no "/" and no control character`},
+		{"control character in the name", []string{`"name": "EDU-CN-DEFAULT"`, `"name": "EDU\tCN"`},
+			`parse standard: name: may hold no "/" and no control character`},
+		{"name and version too long", []string{`"name": "EDU-CN-DEFAULT"`, `"name": "` + strings.Repeat("N", 63) + `"`},
+			`parse standard: name: name and version together longer than 63 bytes`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -158,6 +169,9 @@ func TestCustomStandardAddsField(t *testing.T) {
 	}
 	if got := std.Name(); got != "EDU-CN-PKU v1" {
 		t.Errorf("Name: got %q", got)
+	}
+	if got := std.Ref(); got != "EDU-CN-PKU/1" {
+		t.Errorf("Ref: got %q", got)
 	}
 	l, err := std.Classify(Record{Type: "student", Fields: map[string]any{"student_id": "S", "wechat_id": "wx"}}, date("2026-01-01"))
 	if err != nil {

@@ -50,6 +50,8 @@ const (
 	strPurpose
 	strRecordType
 	strLevel
+	strLegalBasis // version 2 only
+	strStandard   // version 2 only
 )
 
 // strOffset is where the content of header string i starts in envelope b.
@@ -62,14 +64,21 @@ func strOffset(b []byte, i int) int {
 }
 
 // headerEnd is the offset of the first byte after the header.
-func headerEnd(b []byte) int { return strOffset(b, strLevel) + int(b[strOffset(b, strLevel)-1]) }
+func headerEnd(b []byte) int {
+	last := strLevel
+	if b[4] == 2 {
+		last = strStandard
+	}
+	return strOffset(b, last) + int(b[strOffset(b, last)-1])
+}
 
 // resign replaces an envelope's signature with signer's over its bytes as
 // they are now (crypto/ENVELOPE.md §4), as a sender who alters its own
 // envelope would.
 func resign(b []byte, signer *crypto.SigningKey) []byte {
 	signed := b[:len(b)-sigLen]
-	d := sha256.Sum256(append([]byte("eduspace envelope v1 sig"), signed...))
+	label := fmt.Sprintf("eduspace envelope v%d sig", b[4])
+	d := sha256.Sum256(append([]byte(label), signed...))
 	return append(bytes.Clone(signed), signer.Sign(d[:])...)
 }
 

@@ -22,7 +22,9 @@ import (
 
 // auditSpace is an authority and two nodes' databases: uni-a's with a log of
 // 12 entries and its checkpoints after entries 4, 8 and 12, which uni-b's
-// database holds too, as if received on the space.
+// database holds too, as if received on the space. The odd entries name a
+// legal basis and a standard, the even ones neither (as entries written
+// before nodes named them).
 type auditSpace struct {
 	dir       string
 	authority string // authority.pub.pem
@@ -75,8 +77,12 @@ func newAuditSpace(t *testing.T) *auditSpace {
 	log := evidence.New("uni-a", []byte("0123456789abcdef0123456789abcdef"), func() time.Time { return now })
 	for i := 1; i <= auditEntries; i++ {
 		err := a.Write(ctx, func(tx *sql.Tx) error {
-			return log.Append(ctx, tx, evidence.Entry{Kind: evidence.KindDecide, Reason: "permit", Count: i,
-				Subjects: []string{log.Subject("2023010001")}})
+			e := evidence.Entry{Kind: evidence.KindDecide, Reason: "permit", Count: i,
+				Subjects: []string{log.Subject("2023010001")}}
+			if i%2 == 1 {
+				e.LegalBasis, e.Standard = "contract", "EDU-CN-DEFAULT/1"
+			}
+			return log.Append(ctx, tx, e)
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -296,6 +302,41 @@ func TestAuditExport(t *testing.T) {
 		rep.Checkpoints.Checked != 3 || !rep.Checkpoints.Authenticated || rep.Checkpoints.Space != "test" || rep.Checkpoints.Latest != 12 {
 		t.Errorf("report %+v", rep)
 	}
+	// Every entry line carries the legal basis and the standard its entry
+	// names, and none where it names none.
+	data, err := os.ReadFile(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var l struct {
+			Type  string `json:"type"`
+			Seq   int    `json:"seq"`
+			Entry struct {
+				LegalBasis *string `json:"legal_basis"`
+				Standard   *string `json:"standard"`
+			} `json:"entry"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("export line %s: %v", line, err)
+		}
+		if l.Type != "entry" {
+			continue
+		}
+		e := l.Entry
+		switch {
+		case l.Seq%2 == 1 && (e.LegalBasis == nil || *e.LegalBasis != "contract" || e.Standard == nil || *e.Standard != "EDU-CN-DEFAULT/1"):
+			t.Errorf("export entry %d: %s; want legal_basis contract and standard EDU-CN-DEFAULT/1", l.Seq, line)
+		case l.Seq%2 == 0 && (e.LegalBasis != nil || e.Standard != nil):
+			t.Errorf("export entry %d: %s; want neither legal_basis nor standard", l.Seq, line)
+		case l.Seq%2 == 1:
+			named++
+		}
+	}
+	if named != auditEntries/2 {
+		t.Errorf("%d export entries name a legal basis and a standard, want %d", named, auditEntries/2)
+	}
 
 	// The auditor's export keeps the checkpoints: a later rewrite of the
 	// database, with its checkpoints deleted, is caught against it.
@@ -320,7 +361,7 @@ func TestAuditExport(t *testing.T) {
 	}
 
 	// An entry line cut from the export is named.
-	data, err := os.ReadFile(exp)
+	data, err = os.ReadFile(exp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,8 @@ func appendEntry(dst []byte, e *Entry) []byte {
 	dst = appendOptional(dst, `,"peer":`, e.Peer)
 	dst = appendOptional(dst, `,"agreement":`, e.Agreement)
 	dst = appendOptional(dst, `,"purpose":`, e.Purpose)
+	dst = appendOptional(dst, `,"legal_basis":`, e.LegalBasis)
+	dst = appendOptional(dst, `,"standard":`, e.Standard)
 	dst = appendOptional(dst, `,"envelope":`, e.Envelope)
 	dst = appendOptional(dst, `,"rule":`, e.Rule)
 	dst = appendOptional(dst, `,"reason":`, e.Reason)
@@ -68,8 +70,8 @@ func appendEntry(dst []byte, e *Entry) []byte {
 // sizeHint is about the encoded size of e when no string needs escaping,
 // so that appendEntry grows dst at most once in the usual case.
 func sizeHint(e *Entry) int {
-	n := 160 + len(e.Node) + len(e.Kind) + len(e.Peer) + len(e.Agreement) + len(e.Purpose) +
-		len(e.Envelope) + len(e.Rule) + len(e.Reason) + len(e.Digest) + 3*len(e.Subjects) + 32*len(e.Detail)
+	n := 190 + len(e.Node) + len(e.Kind) + len(e.Peer) + len(e.Agreement) + len(e.Purpose) +
+		len(e.LegalBasis) + len(e.Standard) + len(e.Envelope) + len(e.Rule) + len(e.Reason) + len(e.Digest) + 3*len(e.Subjects) + 32*len(e.Detail)
 	for _, s := range e.Subjects {
 		n += len(s)
 	}

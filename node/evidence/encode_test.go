@@ -46,7 +46,11 @@ func TestAppendEntry(t *testing.T) {
 		{"max ints", Entry{Seq: 9223372036854775807, Time: 9223372036854775807, Count: 1<<63 - 1}},
 		{"zero count omitted", Entry{Kind: KindDecide, Count: 0, Reason: "permit"}},
 		{"all strings", Entry{Seq: 7, Time: 8, Node: "n", Kind: "k", Peer: "p", Agreement: "a",
-			Purpose: "pu", Envelope: "env", Rule: "r", Reason: "re", Count: 3}},
+			Purpose: "pu", LegalBasis: "lb", Standard: "st", Envelope: "env", Rule: "r", Reason: "re", Count: 3}},
+		{"legal basis and standard", Entry{Kind: KindSeal, Agreement: "a", Purpose: "credit_transfer",
+			LegalBasis: "contract", Standard: "EDU-CN-DEFAULT/1", Envelope: "e", Count: 1}},
+		{"standard alone", Entry{Kind: KindReceive, Standard: "EDU-CN-DEFAULT/1"}},
+		{"legal basis alone, escaped", Entry{Kind: KindExport, LegalBasis: "<consent>&\u2028"}},
 		{"digest", Entry{Kind: KindExport, Agreement: "a", Count: 2, Digest: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", Detail: map[string]int{"format_csv": 1}}},
 		{"html", Entry{Node: "<script>&amp;</script>", Reason: "a<b>c&d", Detail: map[string]int{"<&>": 1}}},
 		{"quotes and backslashes", Entry{Node: `"\"\\`, Kind: `\u0041`, Detail: map[string]int{`"k\`: 2}}},
@@ -85,13 +89,14 @@ func TestAppendEntryEveryByte(t *testing.T) {
 }
 
 func FuzzAppendEntry(f *testing.F) {
-	f.Add(int64(1), int64(1795420800000), "uni-a", "decide", "receiver", "bench", "research", "",
-		"R-permit", "permitted", 100, "subject", "student/L3", 100)
-	f.Add(int64(-1), int64(0), "<&>", "\u2028", "\xff", "\x00\b\f", `"\`, "日本", "", "", 0, "", "", 0)
-	f.Fuzz(func(t *testing.T, seq, tm int64, node, kind, peer, agreement, purpose, envelope,
+	f.Add(int64(1), int64(1795420800000), "uni-a", "decide", "receiver", "bench", "research", "contract",
+		"EDU-CN-DEFAULT/1", "", "R-permit", "permitted", 100, "subject", "student/L3", 100)
+	f.Add(int64(-1), int64(0), "<&>", "\u2028", "\xff", "\x00\b\f", `"\`, "", "\u2029", "日本", "", "", 0, "", "", 0)
+	f.Fuzz(func(t *testing.T, seq, tm int64, node, kind, peer, agreement, purpose, basis, standard, envelope,
 		rule, reason string, count int, subject, key string, val int) {
 		e := Entry{Seq: seq, Time: tm, Node: node, Kind: kind, Peer: peer, Agreement: agreement,
-			Purpose: purpose, Envelope: envelope, Rule: rule, Reason: reason, Count: count, Digest: reason + envelope}
+			Purpose: purpose, LegalBasis: basis, Standard: standard, Envelope: envelope, Rule: rule, Reason: reason,
+			Count: count, Digest: reason + envelope}
 		if subject != "" {
 			e.Subjects = []string{subject, node}
 		}
@@ -110,7 +115,7 @@ func benchEntry() Entry {
 		subjects[i] = base64.RawURLEncoding.EncodeToString(sum[:]) // 43 characters
 	}
 	return Entry{Seq: 123456, Time: 1795420800000, Node: "uni-a", Kind: KindDecide, Peer: "receiver",
-		Agreement: "bench", Purpose: "research", Rule: "R-permit", Reason: "permitted", Count: 100,
+		Agreement: "bench", Purpose: "research", LegalBasis: "contract", Standard: "EDU-CN-DEFAULT/1", Rule: "R-permit", Reason: "permitted", Count: 100,
 		Subjects: subjects, Detail: map[string]int{"student/L3": 100}}
 }
 

@@ -59,10 +59,16 @@ type Entry struct {
 	Peer      string `json:"peer,omitempty"`
 	Agreement string `json:"agreement,omitempty"`
 	Purpose   string `json:"purpose,omitempty"`
-	Envelope  string `json:"envelope,omitempty"`
-	Rule      string `json:"rule,omitempty"`
-	Reason    string `json:"reason,omitempty"`
-	Count     int    `json:"count,omitempty"`
+	// LegalBasis is the ground records were disclosed or received on (the
+	// agreement's legal basis, PIPL art. 13), and Standard the grading
+	// standard they were classified with, NAME/VERSION
+	// (schema.Standard.Ref): set on the entries about records (EXPORT.md).
+	LegalBasis string `json:"legal_basis,omitempty"`
+	Standard   string `json:"standard,omitempty"`
+	Envelope   string `json:"envelope,omitempty"`
+	Rule       string `json:"rule,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	Count      int    `json:"count,omitempty"`
 	// Subjects are keyed hashes of the data subjects concerned.
 	Subjects []string `json:"subjects,omitempty"`
 	// Detail holds counts by a closed set of keys (levels, record types).

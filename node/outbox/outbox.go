@@ -109,7 +109,7 @@ func (o *Outbox) Wake() {
 var (
 	qTakeSeq        = store.NewQuery(`INSERT INTO seq_out(peer, kind) VALUES (?, ?) ON CONFLICT(peer, kind) DO UPDATE SET next = next RETURNING next`)
 	qSetSeq         = store.NewQuery(`INSERT INTO seq_out(peer, kind, next) VALUES (?, ?, ?) ON CONFLICT(peer, kind) DO UPDATE SET next = excluded.next`)
-	qInsertOutbox   = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertOutbox   = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type, held, legal_basis, standard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertEnvelope = store.NewQuery(`INSERT INTO outbox_data(id, data) VALUES (?, ?)`)
 	qInsertDelivery = store.NewQuery(`INSERT INTO delivered(envelope_id, fields, items) VALUES (?, ?, ?)`)
 )
@@ -145,8 +145,10 @@ type Envelope struct {
 	Subject   string // the NATS subject it is published on
 	Seq       int64
 	Records   int
-	// Agreement, Purpose and RecordType describe an envelope of records.
+	// Agreement, Purpose and RecordType describe an envelope of records,
+	// LegalBasis and Standard repeat what its header names.
 	Agreement, Purpose, RecordType string
+	LegalBasis, Standard           string
 	// Held is set when every record of the envelope is one this node holds.
 	Held bool
 }
@@ -199,7 +201,7 @@ func (o *Outbox) insert(ctx context.Context, tx *sql.Tx, e Envelope, data []byte
 		return s
 	}
 	res, err := o.db.Exec(ctx, tx, qInsertOutbox, e.ID, e.Recipient, e.Kind, e.Subject, e.Seq, e.Records, o.now().UnixMilli(),
-		nullable(e.Agreement), nullable(e.Purpose), nullable(e.RecordType), e.Held)
+		nullable(e.Agreement), nullable(e.Purpose), nullable(e.RecordType), e.Held, nullable(e.LegalBasis), nullable(e.Standard))
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}

@@ -57,7 +57,10 @@ type outboxRow struct {
 	recipient string
 	subject   string
 	records   int
-	data      []byte // set after the row is marked attempted
+	// legalBasis and standard are what a records envelope's header
+	// names, for its send entry.
+	legalBasis, standard string
+	data                 []byte // set after the row is marked attempted
 }
 
 // relayOnce publishes one page of the outbox; more is true when the page
@@ -73,7 +76,8 @@ func (o *Outbox) relayOnce(ctx context.Context) (more bool, err error) {
 		// cannot be committed on the space. The outbox keeps it.
 		return false, nil
 	}
-	rows, err := o.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records
+	rows, err := o.db.R.QueryContext(ctx, `SELECT o.id, o.envelope_id, o.recipient, o.subject, o.records,
+		coalesce(o.legal_basis, ''), coalesce(o.standard, '')
 		FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.sent_ms IS NULL ORDER BY o.id LIMIT ?`, relayPage)
 	if err != nil {
 		return false, fmt.Errorf("read outbox: %w", err)
@@ -81,7 +85,7 @@ func (o *Outbox) relayOnce(ctx context.Context) (more bool, err error) {
 	var page []outboxRow
 	for rows.Next() {
 		var r outboxRow
-		if err := rows.Scan(&r.id, &r.eid, &r.recipient, &r.subject, &r.records); err != nil {
+		if err := rows.Scan(&r.id, &r.eid, &r.recipient, &r.subject, &r.records, &r.legalBasis, &r.standard); err != nil {
 			rows.Close()
 			return false, fmt.Errorf("read outbox: %w", err)
 		}
@@ -257,7 +261,7 @@ func (o *Outbox) markSent(ctx context.Context, sent []outboxRow) error {
 				continue // not there any more: nothing to mark
 			}
 			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindSend, Peer: r.recipient,
-				Envelope: r.eid, Count: r.records}); err != nil {
+				LegalBasis: r.legalBasis, Standard: r.standard, Envelope: r.eid, Count: r.records}); err != nil {
 				return err
 			}
 		}

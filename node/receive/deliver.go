@@ -142,6 +142,10 @@ type prepared struct {
 	// stored is how many of its records were stored: all but those of
 	// subjects erased before they arrived (tombstones).
 	stored int
+	// basis is the legal basis of the agreement it arrived under, which
+	// its header names (or, of version 1, does not): what its evidence
+	// records.
+	basis string
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
@@ -193,6 +197,15 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("record type %q not in agreement %s", h.RecordType, a.ID))
 		return
 	}
+	// The legal basis the sender discloses on must be the agreement's. A
+	// header of version 1, from a sender that names none yet, names
+	// nothing to compare: the records arrive on the agreement's basis
+	// (crypto/ENVELOPE.md §14).
+	if named := h.LegalBasis != "" || h.Standard != ""; named && h.LegalBasis != string(a.LegalBasis) {
+		p.err = envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf("legal basis %q in the header, agreement %s's is %q", h.LegalBasis, a.ID, a.LegalBasis))
+		return
+	}
+	p.basis = string(a.LegalBasis)
 	body, err := r.codec.Open(env)
 	if err != nil {
 		p.err = envelope.Refuse(envelope.RefuseDecrypt, err)
@@ -273,7 +286,7 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 				continue // a duplicate, or a failure to retry
 			}
 			if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
-				Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
+				LegalBasis: p.h.LegalBasis, Standard: p.h.Standard, Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
 				return err
 			}
 			q, err := r.queueRefusal(ctx, tx, p, ref, now)
@@ -346,7 +359,7 @@ var (
 	qInboxHas       = store.NewQuery(`SELECT count(*) FROM inbox WHERE envelope_id = ?`)
 	qInboxSeq       = store.NewQuery(`SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`)
 	qLastIn         = store.NewQuery(`SELECT coalesce(max(last), 0) FROM seq_in WHERE peer = ? AND kind = ?`)
-	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms, legal_basis, standard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertReceived = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
 	qTombstoned     = store.NewQuery(`SELECT count(*) FROM tombstones WHERE sender = ? AND agreement = ? AND before_ms >= ?`)
 	qLastInUpdate   = store.NewQuery(`INSERT INTO seq_in(peer, kind, last) VALUES (?, ?, ?)
@@ -380,7 +393,7 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 		return false, fmt.Errorf("read sequence: %w", err)
 	}
 	if _, err := r.db.Exec(ctx, tx, qInsertInbox, eid, h.Sender, h.Seq, h.Agreement, h.Purpose, h.RecordType, h.Count,
-		h.Created.UnixMilli(), now.UnixMilli()); err != nil {
+		h.Created.UnixMilli(), now.UnixMilli(), nullable(h.LegalBasis), nullable(h.Standard)); err != nil {
 		return false, fmt.Errorf("store inbox: %w", err)
 	}
 	body, kept, err := r.dropTombstoned(ctx, tx, p)
@@ -398,7 +411,7 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 		r.log.Warn("sequence gap: envelopes from this peer are missing or late", "peer", h.Sender, "after", prevLast, "got", h.Seq)
 	}
 	return true, r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceive, Peer: h.Sender, Agreement: h.Agreement,
-		Purpose: h.Purpose, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + p.level.String(): int(h.Count)}})
+		Purpose: h.Purpose, LegalBasis: p.basis, Standard: h.Standard, Envelope: eid, Count: int(h.Count), Detail: map[string]int{h.RecordType + "/" + p.level.String(): int(h.Count)}})
 }
 
 // dropTombstoned is p's body without the records of subjects its sender
@@ -446,6 +459,14 @@ func (r *Receiver) dropTombstoned(ctx context.Context, tx *sql.Tx, p *prepared) 
 	}
 	r.m.RecordsErased.Add(float64(gone))
 	return envelope.CompressRecords(kept, uint32(k)), k, nil
+}
+
+// nullable is s, or SQL NULL for "".
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // inForce reports whether agreement a is valid at t, give or take skew.

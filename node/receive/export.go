@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/eduspace/eduspace/node/envelope"
@@ -85,8 +86,14 @@ type ExportOptions struct {
 type ExportResult struct {
 	Agreement string `json:"agreement"`
 	Purpose   string `json:"purpose"`
-	Records   int    `json:"records"`
-	Digest    string `json:"digest"` // SHA-256 of the bytes exported
+	// LegalBasis is the agreement's, on which the records were received.
+	LegalBasis string `json:"legal_basis"`
+	// Standard names the grading standards the records' senders
+	// classified them with (NAME/VERSION, comma-separated when several),
+	// as their envelopes' headers named them; empty when none did.
+	Standard string `json:"standard,omitempty"`
+	Records  int    `json:"records"`
+	Digest   string `json:"digest"` // SHA-256 of the bytes exported
 }
 
 // Export writes the records received under an agreement to w, as they
@@ -114,7 +121,7 @@ func (r *Receiver) Export(ctx context.Context, o ExportOptions, w io.Writer) (Ex
 	if err != nil {
 		return res, err
 	}
-	res.Purpose = string(a.Purpose)
+	res.Purpose, res.LegalBasis = string(a.Purpose), string(a.LegalBasis)
 	if err := r.expire(ctx); err != nil {
 		return res, fmt.Errorf("export: %w", err)
 	}
@@ -177,9 +184,12 @@ func (r *Receiver) Export(ctx context.Context, o ExportOptions, w io.Writer) (Ex
 		return res, err
 	}
 	res.Records, res.Digest = count, hex.EncodeToString(h.Sum(nil))
+	if res.Standard, err = exportStandards(ctx, tx, o); err != nil {
+		return res, err
+	}
 	if err := r.db.Write(ctx, func(wtx *sql.Tx) error {
 		return r.ev.Append(ctx, wtx, evidence.Entry{Kind: evidence.KindExport, Peer: a.Provider, Agreement: a.ID,
-			Purpose: string(a.Purpose), Count: count, Digest: res.Digest, Detail: map[string]int{"format_" + o.Format: 1}})
+			Purpose: string(a.Purpose), LegalBasis: res.LegalBasis, Standard: res.Standard, Count: count, Digest: res.Digest, Detail: map[string]int{"format_" + o.Format: 1}})
 	}); err != nil {
 		return res, fmt.Errorf("export: evidence: %w", err)
 	}
@@ -246,6 +256,30 @@ func (r *Receiver) exportRecords(ctx context.Context, tx *sql.Tx, o ExportOption
 		}
 	}
 	return rows.Err()
+}
+
+// exportStandards names the standards that the envelopes of o's records
+// name, sorted and comma-separated.
+func exportStandards(ctx context.Context, tx *sql.Tx, o ExportOptions) (string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT i.standard FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
+		WHERE i.agreement = ? AND (? = '' OR i.record_type = ?) AND r.records > 0 AND i.standard IS NOT NULL ORDER BY i.standard`,
+		o.Agreement, o.Type, o.Type)
+	if err != nil {
+		return "", fmt.Errorf("export: standards: %w", err)
+	}
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return "", fmt.Errorf("export: standards: %w", err)
+		}
+		names = append(names, s)
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("export: standards: %w", err)
+	}
+	return strings.Join(names, ","), nil
 }
 
 // eachKey calls fn with the member names of the JSON object rec.

@@ -188,6 +188,7 @@ func (s *shareRun) seal(e *sealed) error {
 	eid, data, err := s.n.codec.Seal(crypto.Header{
 		Recipient: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: e.job.b.typ,
 		Count: uint32(e.job.b.count), Level: e.job.b.level.String(), Kind: crypto.KindRecords,
+		LegalBasis: string(s.a.LegalBasis), Standard: s.n.std.Ref(),
 	}, s.to, e.seq, e.job.b.buf)
 	if err != nil {
 		return fmt.Errorf("share: %w", err)
@@ -242,6 +243,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 			// As text: SQLite reads a JSON blob as JSONB.
 			if err := n.out.Add(ctx, tx, outbox.Envelope{ID: e.eid, Recipient: s.a.Recipient, Kind: crypto.KindRecords,
 				Subject: subject, Seq: e.seq, Records: b.count, Agreement: s.a.ID, Purpose: string(s.a.Purpose), RecordType: b.typ,
+				LegalBasis: string(s.a.LegalBasis), Standard: n.std.Ref(),
 				Held: len(b.records) == b.count}, e.data, string(fields), string(items)); err != nil {
 				return fmt.Errorf("share: %w", err)
 			}
@@ -252,7 +254,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 			}
 			if err := n.ev.Append(ctx, tx, evidence.Entry{
 				Kind: evidence.KindSeal, Peer: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose),
-				Envelope: e.eid, Count: b.count, Subjects: b.subjects, Detail: map[string]int{b.typ + "/" + b.level.String(): b.count},
+				LegalBasis: string(s.a.LegalBasis), Standard: n.std.Ref(), Envelope: e.eid, Count: b.count, Subjects: b.subjects, Detail: map[string]int{b.typ + "/" + b.level.String(): b.count},
 			}); err != nil {
 				return err
 			}
@@ -318,7 +320,7 @@ func (s *shareRun) writeDecisions(ctx context.Context, tx *sql.Tx, decisions map
 		g := decisions[k]
 		if err := s.n.ev.Append(ctx, tx, evidence.Entry{
 			Kind: evidence.KindDecide, Peer: s.a.Recipient, Agreement: s.a.ID, Purpose: string(s.a.Purpose),
-			Rule: g.rule, Reason: g.reason, Count: len(g.subjects), Subjects: g.subjects,
+			LegalBasis: string(s.a.LegalBasis), Standard: s.n.std.Ref(), Rule: g.rule, Reason: g.reason, Count: len(g.subjects), Subjects: g.subjects,
 		}); err != nil {
 			return err
 		}

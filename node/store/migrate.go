@@ -311,6 +311,18 @@ CREATE TABLE health_probe (
 	at_ms INTEGER NOT NULL
 );
 `,
+	// 11: a records envelope names the legal basis it discloses on and the grading standard its
+	// records were classified with (crypto/ENVELOPE.md §14).
+	`
+-- outbox.legal_basis, outbox.standard: what a records envelope's header names (its send entry
+-- repeats them); NULL for other envelopes and for those sealed before.
+ALTER TABLE outbox ADD COLUMN legal_basis TEXT;
+ALTER TABLE outbox ADD COLUMN standard TEXT;
+-- inbox.legal_basis, inbox.standard: what the envelope's header named; NULL where it named none
+-- (an envelope of version 1).
+ALTER TABLE inbox ADD COLUMN legal_basis TEXT;
+ALTER TABLE inbox ADD COLUMN standard TEXT;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
