@@ -273,6 +273,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		{"audit", layout.AuditStream(), layout.AuditConsumer(cfg.NodeID), layout.AuditFilter(),
 			func(msg jetstream.Msg) { n.ckpt.Handle(runCtx, msg) }, jetstream.PullMaxMessages(256)},
 	} {
+		// An auditor reads checkpoints and never an envelope: its NATS
+		// user may consume only the audit stream (bus.AuditorPermissions).
+		if cred.Role == crypto.RoleAuditor && c.kind != "audit" {
+			continue
+		}
 		if err := n.bus.Consume(ctx, c.kind, c.stream, c.name, c.subject, c.handle, c.buffer); err != nil {
 			return nil, err
 		}

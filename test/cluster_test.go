@@ -701,7 +701,7 @@ func TestDeployNATSConfigs(t *testing.T) {
 	if _, err := authority.Init(authDir); err != nil {
 		t.Fatal(err)
 	}
-	gen, err := authority.NATSConfig(authDir, "demo", []string{"uni-a", "uni-b", "center"}, "0.0.0.0:4222", "/var/lib/nats")
+	gen, err := authority.NATSConfig(authDir, "demo", []string{"uni-a", "uni-b", "center"}, nil, "0.0.0.0:4222", "/var/lib/nats")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestNATSPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := stableAddr(t)
-	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b", "uni-c"}, addr, filepath.Join(dir, "js"))
+	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b", "uni-c"}, []string{"aud-1"}, addr, filepath.Join(dir, "js"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,10 +81,10 @@ func TestNATSPermissions(t *testing.T) {
 
 	// The exchange works between uni-a and uni-b.
 	ak, _ := authority.Load(authDir)
-	open := func(id string) *node.Node {
+	openAs := func(id string, role crypto.Role) *node.Node {
 		nd := filepath.Join(dir, id)
 		if _, err := authority.Provision(ak, nd, id, crypto.DefaultSuite, authority.Member{Space: space, Institution: id,
-			Role: crypto.RoleUniversity, Valid: time.Hour}, time.Now()); err != nil {
+			Role: role, Valid: time.Hour}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		cfg := node.DefaultConfig()
@@ -100,6 +100,7 @@ func TestNATSPermissions(t *testing.T) {
 		t.Cleanup(func() { n.Close() })
 		return n
 	}
+	open := func(id string) *node.Node { return openAs(id, crypto.RoleUniversity) }
 	a, b := open("uni-a"), open("uni-b")
 	data, _ := records(time.Now())
 	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
@@ -209,6 +210,36 @@ func TestNATSPermissions(t *testing.T) {
 	if st, _ := b.Status(ctx); st.Received != 27 {
 		t.Errorf("uni-b holds %d records after the attempts, want 27", st.Received)
 	}
+
+	// An auditor's node runs on its credential: it reads the members'
+	// checkpoints, and its NATS user is refused every envelope.
+	aud := openAs("aud-1", crypto.RoleAuditor)
+	wait.Until(t, 20*time.Second, "the auditor to hold uni-a's checkpoints", func() bool {
+		held, err := aud.CheckpointHeld(ctx, "uni-a")
+		return err == nil && held > 0
+	})
+	auditor, sawAud := watchedConn(t, url, authDir, "aud-1")
+	for _, subject := range []string{l.DeliverSubject("uni-b", "aud-1"), l.ControlSubject("uni-a", "aud-1"),
+		"$JS.API.STREAM.INFO." + l.ExchangeStream()} {
+		auditor.Publish(subject, []byte("x"))
+		auditor.Flush()
+		sawAud(subject)
+	}
+	ajs, _ := jetstream.New(auditor)
+	for _, filter := range []string{l.DeliverFilter("aud-1"), l.DeliverFilter("uni-b")} {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := ajs.CreateOrUpdateConsumer(cctx, l.ExchangeStream(), jetstream.ConsumerConfig{
+			Durable: l.DeliverConsumer("aud-1"), FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy})
+		cancel()
+		if err == nil {
+			t.Errorf("the auditor created a consumer of the exchange stream over %s", filter)
+		}
+	}
+	// Nor may a member send it envelopes: it is no addressee.
+	toAuditor := l.DeliverSubject("aud-1", "uni-c")
+	mallory.Publish(toAuditor, []byte("x"))
+	mallory.Flush()
+	sawViolation("sending an envelope to the auditor", toAuditor)
 }
 
 // watchedConn connects to url as the member id, with its nkey seed from the

@@ -337,7 +337,7 @@ func TestRevocationPermissions(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := stableAddr(t)
-	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b"}, addr, filepath.Join(dir, "js"))
+	conf, err := authority.NATSConfig(authDir, space, []string{"uni-a", "uni-b"}, nil, addr, filepath.Join(dir, "js"))
 	if err != nil {
 		t.Fatal(err)
 	}

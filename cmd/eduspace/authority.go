@@ -92,6 +92,7 @@ func runNATSConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 	dir := fs.String("dir", "", "the authority directory; nkey seeds are kept in DIR/nats (required)")
 	space := fs.String("space", "", "the space name (required)")
 	members := fs.String("members", "", "comma-separated node ids of the members (required)")
+	auditors := fs.String("auditors", "", "comma-separated node ids of the auditors: they read checkpoints, the registry and the revocation list, never an envelope")
 	listen := fs.String("listen", "0.0.0.0:4222", "the server's client address")
 	store := fs.String("store", "/var/lib/nats", "the server's JetStream store directory")
 	out := fs.String("out", "", "write the configuration here instead of standard output")
@@ -101,7 +102,11 @@ func runNATSConfig(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *dir == "" || *space == "" || *members == "" {
 		return fmt.Errorf("%w: --dir, --space and --members are required", errUsage)
 	}
-	conf, err := authority.NATSConfig(*dir, *space, strings.Split(*members, ","), *listen, *store)
+	var auds []string
+	if *auditors != "" {
+		auds = strings.Split(*auditors, ",")
+	}
+	conf, err := authority.NATSConfig(*dir, *space, strings.Split(*members, ","), auds, *listen, *store)
 	if err != nil {
 		return err
 	}

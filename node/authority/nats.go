@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/nats-io/nkeys"
 
@@ -55,9 +56,9 @@ func userKey(dir, user string) (string, error) {
 }
 
 // NATSConfig returns a stock nats-server configuration for the space's
-// members (see bus.Layout.ServerConfig), creating any nkey seed not yet in
-// dir/nats. Running it again keeps the existing seeds.
-func NATSConfig(dir, space string, members []string, listen, storeDir string) (string, error) {
+// members and auditors (see bus.Layout.ServerConfig), creating any nkey
+// seed not yet in dir/nats. Running it again keeps the existing seeds.
+func NATSConfig(dir, space string, members, auditors []string, listen, storeDir string) (string, error) {
 	if !bus.ValidName(space) {
 		return "", fmt.Errorf("space %q: use lower case letters, digits, '-' or '_'", space)
 	}
@@ -66,15 +67,20 @@ func NATSConfig(dir, space string, members []string, listen, storeDir string) (s
 		return "", err
 	}
 	var ms []bus.Member
-	for _, id := range members {
+	seen := map[string]bool{}
+	for i, id := range append(slices.Clone(members), auditors...) {
 		if !bus.ValidName(id) || id == OperatorNATSUser {
 			return "", fmt.Errorf("member %q: not a valid node id", id)
 		}
+		if seen[id] {
+			return "", fmt.Errorf("member %q named twice (a node is a member or an auditor, once)", id)
+		}
+		seen[id] = true
 		pub, err := userKey(dir, id)
 		if err != nil {
 			return "", err
 		}
-		ms = append(ms, bus.Member{NodeID: id, NKey: pub})
+		ms = append(ms, bus.Member{NodeID: id, NKey: pub, Auditor: i >= len(members)})
 	}
 	return bus.Layout{Space: space}.ServerConfig(ms, op, listen, storeDir), nil
 }

@@ -11,6 +11,9 @@ import (
 type Member struct {
 	NodeID string
 	NKey   string // public user nkey ("U…")
+	// Auditor: the member reads the space's checkpoints, registry and
+	// revocation list, and no envelope (AuditorPermissions).
+	Auditor bool
 }
 
 // Permissions are the subjects one user may publish and subscribe to.
@@ -85,6 +88,23 @@ func (l Layout) MemberPermissions(node string, members []string) Permissions {
 	return Permissions{Publish: pub, Subscribe: []string{l.InboxPrefix(node) + ".>"}}
 }
 
+// AuditorPermissions let an auditor's node publish its own checkpoints
+// and read everyone's (the audit stream, through a consumer of its own
+// name), read the registry and write only its own entry, read the
+// revocation list, and receive replies on its own inbox prefix. It may
+// publish no envelope, consume none of the exchange stream and read none
+// of its state: an auditor sees checkpoints, never records.
+func (l Layout) AuditorPermissions(node string) Permissions {
+	p := l.MemberPermissions(node, nil)
+	var pub []string
+	for _, s := range p.Publish {
+		if !strings.Contains(s, "."+l.ExchangeStream()+".") && !strings.HasSuffix(s, "."+l.ExchangeStream()) {
+			pub = append(pub, s)
+		}
+	}
+	return Permissions{Publish: pub, Subscribe: p.Subscribe}
+}
+
 // ServerConfig is a stock nats-server configuration for the space: one
 // account with JetStream, a user per member with MemberPermissions, and an
 // operator user (operatorNKey) allowed to create the space's stream and
@@ -101,12 +121,18 @@ func (l Layout) ServerConfig(members []Member, operatorNKey, listen, storeDir st
 		operatorNKey, quoteList([]string{"$JS.API.>", "$KV." + l.RevocationBucket() + ".>"}), "_INBOX.>")
 	ms := append([]Member(nil), members...)
 	sort.Slice(ms, func(i, j int) bool { return ms[i].NodeID < ms[j].NodeID })
-	ids := make([]string, len(ms))
-	for i, m := range ms {
-		ids[i] = m.NodeID
+	// Envelopes go to members other than auditors.
+	var ids []string
+	for _, m := range ms {
+		if !m.Auditor {
+			ids = append(ids, m.NodeID)
+		}
 	}
 	for _, m := range ms {
 		p := l.MemberPermissions(m.NodeID, ids)
+		if m.Auditor {
+			p = l.AuditorPermissions(m.NodeID)
+		}
 		fmt.Fprintf(&b, "      # %s\n      { nkey: %q, permissions: {\n          publish: { allow: [%s] }\n          subscribe: { allow: [%s] } } }\n",
 			m.NodeID, m.NKey, quoteList(p.Publish), quoteList(p.Subscribe))
 	}
