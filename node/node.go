@@ -53,6 +53,7 @@ type Env struct {
 type Node struct {
 	cfg        Config
 	log        *slog.Logger
+	logLimit   *limitState // the repeated warnings left out of log (logs.go)
 	db         *store.DB
 	bus        *bus.Client
 	reg        *registry.Registry
@@ -92,6 +93,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	n.log = n.log.With("node", cfg.NodeID)
+	limited := newLimitedHandler(n.log.Handler(), time.Now)
+	n.log, n.logLimit = slog.New(limited), limited.st
 	now := env.Now
 	if now == nil {
 		now = time.Now
@@ -282,7 +285,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.sealAtRest} {
+	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.sealAtRest, n.logLimit.run} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
 	m.RegisterGauges(metrics.Gauges{
