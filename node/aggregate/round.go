@@ -699,7 +699,9 @@ func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset
 
 // SetBudget sets the total ρ this node grants recipient about
 // dataset (a record type); it may not go below what is spent. The change is
-// recorded in the evidence log.
+// recorded in the evidence log: a budget_set entry whose Peer is the
+// recipient and Rule "dataset:" and the dataset, so that the entry names the
+// account it changed.
 func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, rho float64) error {
 	if _, ok := a.std.Type(dataset); !ok {
 		return fmt.Errorf("privacy budget: dataset: %q is not a record type", dataset)
@@ -715,8 +717,8 @@ func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, r
 		if err := a.storeLedger(ctx, tx, l); err != nil {
 			return err
 		}
-		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Reason: "budget_set",
-			Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
+		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Rule: "dataset:" + dataset,
+			Reason: "budget_set", Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
 	})
 }
 

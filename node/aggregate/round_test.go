@@ -357,6 +357,18 @@ func TestAggregateBudget(t *testing.T) {
 	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err != nil {
 		t.Fatal(err)
 	}
+	// The budget_set entry names the account: the recipient and the dataset.
+	var set map[string]any
+	for _, e := range aggEvidence(t, f.s.Configs["uni-c"].DataDir) {
+		if e["reason"] == "budget_set" {
+			set = e
+		}
+	}
+	if set == nil || set["peer"] != aggCenter || set["rule"] != "dataset:student" {
+		t.Errorf("uni-c's budget_set entry: %v, want peer %s and rule dataset:student", set, aggCenter)
+	} else if d, _ := set["detail"].(map[string]any); d == nil || d["budget_nano_rho"] != 7e7 {
+		t.Errorf("uni-c's budget_set entry: detail %v, want budget_nano_rho 70000000", set["detail"])
+	}
 	f.checkGender(t, f.run(t, genderQuery("budget-1")), aggUnis...)
 	rel := f.run(t, genderQuery("budget-2"))
 	f.checkGender(t, rel, "uni-a", "uni-b")
