@@ -31,6 +31,8 @@ const (
 	ReasonVolumeBulk          Reason = "volume_needs_bulk_approval" // V1: L3 to this recipient reaches the bulk threshold without bulk approval
 	ReasonVolumeImportant     Reason = "volume_important"           // V2: the volume makes the data important (IMP); raw egress needs approval
 	ReasonVolumeAggregateOnly Reason = "volume_aggregate_only"      // V3: personal data of this many subjects leaves only as aggregates
+
+	ReasonCenterAggregatesOnly Reason = "center_aggregates_only" // the center receives aggregates unless agreement and rulebook allow records
 )
 
 // Reasons lists every reason code, in a stable order. Metrics are
@@ -43,7 +45,7 @@ func Reasons() []Reason {
 		ReasonSensitiveNotRaw, ReasonMinorNeedsGuardian, ReasonConsentMissing,
 		ReasonPurposeNotDeclared, ReasonBasisNotDeclared, ReasonRecipientNotMember,
 		ReasonRecipientRole, ReasonConsentScope, ReasonVolumeBulk, ReasonVolumeImportant,
-		ReasonVolumeAggregateOnly,
+		ReasonVolumeAggregateOnly, ReasonCenterAggregatesOnly,
 	}
 }
 
@@ -71,6 +73,8 @@ const (
 	RuleVolumeBulk       = "rulebook.volume.bulk"
 	RuleVolumeImportant  = "rulebook.volume.important"
 	RuleVolumeAggregate  = "rulebook.volume.aggregate_only"
+
+	RuleRulebookCenter = "rulebook.center_microdata"
 )
 
 // Rules lists every rule identifier, in the order Decide applies them.
@@ -78,7 +82,7 @@ func Rules() []string {
 	return []string{
 		RuleDefaultDeny, RuleAgreementParty, RuleAgreementRevoked, RuleAgreementValidity,
 		RuleAgreementPurpose, RuleAgreementBasis, RuleAgreementType, RuleRulebookCore,
-		RuleRulebookRole, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
+		RuleRulebookRole, RuleRulebookCenter, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
 		RuleRulebookMinor, RuleAgreementLevel, RuleRulebookSensitive, RuleAgreementConsent,
 		RuleVolumeAggregate, RuleVolumeImportant, RuleVolumeBulk, RuleAgreementPermit,
 	}
