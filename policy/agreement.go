@@ -98,6 +98,11 @@ type Agreement struct {
 	// records at L3 may go on leaving once this recipient has received
 	// those of the bulk threshold's number of subjects this year.
 	BulkApproved bool `json:"bulk_approved,omitempty"`
+	// AllowMicrodata lets records leave to a recipient whose role is
+	// center, which by default receives aggregates only; the space's
+	// rulebook must permit it too (Rulebook.MicrodataToCenter). It means
+	// nothing to any other recipient.
+	AllowMicrodata bool `json:"allow_microdata,omitempty"`
 	// Continuous: the provider shares records as they are ingested while
 	// the agreement is in force, without a share request for each batch
 	// (a share request still sends what was held before).

@@ -119,6 +119,9 @@ func Decide(rb Rulebook, in Input) Decision {
 	if in.RecipientRole != "" && !rb.roleReceives(in.RecipientRole) {
 		return deny(RuleRulebookRole, ReasonRecipientRole)
 	}
+	if !rb.microdataTo(in.RecipientRole, a) {
+		return deny(RuleRulebookCenter, ReasonCenterAggregatesOnly)
+	}
 
 	actions, level := actionsFor(&rb, a, l, in.Previous)
 	if level == schema.LevelUnknown {

@@ -31,6 +31,8 @@ const (
 	ReasonVolumeBulk          Reason = "volume_needs_bulk_approval" // V1: L3 to this recipient reaches the bulk threshold without bulk approval
 	ReasonVolumeImportant     Reason = "volume_important"           // V2: the volume makes the data important (IMP); raw egress needs approval
 	ReasonVolumeAggregateOnly Reason = "volume_aggregate_only"      // V3: personal data of this many subjects leaves only as aggregates
+
+	ReasonCenterAggregatesOnly Reason = "center_aggregates_only" // the center receives aggregates unless agreement and rulebook allow records
 )
 
 // Reasons lists every reason code, in a stable order. Metrics are
@@ -43,7 +45,7 @@ func Reasons() []Reason {
 		ReasonSensitiveNotRaw, ReasonMinorNeedsGuardian, ReasonConsentMissing,
 		ReasonPurposeNotDeclared, ReasonBasisNotDeclared, ReasonRecipientNotMember,
 		ReasonRecipientRole, ReasonConsentScope, ReasonVolumeBulk, ReasonVolumeImportant,
-		ReasonVolumeAggregateOnly,
+		ReasonVolumeAggregateOnly, ReasonCenterAggregatesOnly,
 	}
 }
 
@@ -55,28 +57,29 @@ func Reasons() []Reason {
 func (r Reason) Clause() string { return reasonClauses[r] }
 
 var reasonClauses = map[Reason]string{
-	ReasonPermit:              "PIPL art. 6, 13, 23",
-	ReasonNoAgreement:         "PIPL art. 13, 23",
-	ReasonAgreementNotValid:   "PIPL art. 13, 23",
-	ReasonAgreementRevoked:    "PIPL art. 13, 23",
-	ReasonWrongParty:          "PIPL art. 23",
-	ReasonTypeNotAgreed:       "PIPL art. 6, 23",
-	ReasonNoAgreedFields:      "PIPL art. 6",
-	ReasonLevelAboveAgreement: "GB/T 43697-2024 §4, §6",
-	ReasonCoreNeverLeaves:     "DSL art. 21; GB/T 43697-2024 §6.1",
-	ReasonImportantAggregate:  "DSL art. 21; GB/T 43697-2024 §6.1, annex G",
-	ReasonSensitiveNeedsBasis: "PIPL art. 28, 29",
-	ReasonSensitiveNotRaw:     "PIPL art. 28",
-	ReasonMinorNeedsGuardian:  "PIPL art. 28, 31",
-	ReasonConsentMissing:      "PIPL art. 13(1), 14",
-	ReasonPurposeNotDeclared:  "PIPL art. 6, 23",
-	ReasonBasisNotDeclared:    "PIPL art. 13",
-	ReasonRecipientNotMember:  "PIPL art. 51",
-	ReasonRecipientRole:       "PIPL art. 6, 51",
-	ReasonConsentScope:        "PIPL art. 14, 29, 31",
-	ReasonVolumeBulk:          "GB/T 43697-2024 §6.3",
-	ReasonVolumeImportant:     "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
-	ReasonVolumeAggregateOnly: "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
+	ReasonPermit:               "PIPL art. 6, 13, 23",
+	ReasonNoAgreement:          "PIPL art. 13, 23",
+	ReasonAgreementNotValid:    "PIPL art. 13, 23",
+	ReasonAgreementRevoked:     "PIPL art. 13, 23",
+	ReasonWrongParty:           "PIPL art. 23",
+	ReasonTypeNotAgreed:        "PIPL art. 6, 23",
+	ReasonNoAgreedFields:       "PIPL art. 6",
+	ReasonLevelAboveAgreement:  "GB/T 43697-2024 §4, §6",
+	ReasonCoreNeverLeaves:      "DSL art. 21; GB/T 43697-2024 §6.1",
+	ReasonImportantAggregate:   "DSL art. 21; GB/T 43697-2024 §6.1, annex G",
+	ReasonSensitiveNeedsBasis:  "PIPL art. 28, 29",
+	ReasonSensitiveNotRaw:      "PIPL art. 28",
+	ReasonMinorNeedsGuardian:   "PIPL art. 28, 31",
+	ReasonConsentMissing:       "PIPL art. 13(1), 14",
+	ReasonPurposeNotDeclared:   "PIPL art. 6, 23",
+	ReasonBasisNotDeclared:     "PIPL art. 13",
+	ReasonRecipientNotMember:   "PIPL art. 51",
+	ReasonRecipientRole:        "PIPL art. 6, 51",
+	ReasonConsentScope:         "PIPL art. 14, 29, 31",
+	ReasonVolumeBulk:           "GB/T 43697-2024 §6.3",
+	ReasonVolumeImportant:      "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
+	ReasonVolumeAggregateOnly:  "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
+	ReasonCenterAggregatesOnly: "PIPL art. 6",
 }
 
 // The rule identifiers a decision names. Like reason codes they are stable:
@@ -103,6 +106,8 @@ const (
 	RuleVolumeBulk       = "rulebook.volume.bulk"
 	RuleVolumeImportant  = "rulebook.volume.important"
 	RuleVolumeAggregate  = "rulebook.volume.aggregate_only"
+
+	RuleRulebookCenter = "rulebook.center_microdata"
 )
 
 // Rules lists every rule identifier, in the order Decide applies them.
@@ -110,7 +115,7 @@ func Rules() []string {
 	return []string{
 		RuleDefaultDeny, RuleAgreementParty, RuleAgreementRevoked, RuleAgreementValidity,
 		RuleAgreementPurpose, RuleAgreementBasis, RuleAgreementType, RuleRulebookCore,
-		RuleRulebookRole, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
+		RuleRulebookRole, RuleRulebookCenter, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
 		RuleRulebookMinor, RuleAgreementLevel, RuleRulebookSensitive, RuleAgreementConsent,
 		RuleVolumeAggregate, RuleVolumeImportant, RuleVolumeBulk, RuleAgreementPermit,
 	}

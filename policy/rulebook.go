@@ -42,6 +42,10 @@ type Rulebook struct {
 	// The default leaves out "auditor": auditors read checkpoints and
 	// metrics, never envelopes (DESIGN.md §3).
 	RecipientRoles []string `json:"recipient_roles"`
+	// MicrodataToCenter lets an agreement with a center allow records
+	// (Agreement.AllowMicrodata). Off by default: the center receives
+	// aggregates (DESIGN.md §8), whatever its agreements say.
+	MicrodataToCenter bool `json:"microdata_to_center"`
 	// Volume holds the thresholds of GRADING.md §5.
 	Volume VolumeRules `json:"volume"`
 }
@@ -169,6 +173,13 @@ func (rb *Rulebook) identity(p Purpose) bool {
 // identifiers in clear.
 func (rb *Rulebook) mayClear(p Purpose) bool {
 	return rb.identity(p) || slices.Contains(rb.ClearIdentityPurposes, p)
+}
+
+// microdataTo reports whether records may leave to a recipient of role
+// under agreement a: to a center only when both the agreement and the
+// rulebook allow it.
+func (rb *Rulebook) microdataTo(role string, a *Agreement) bool {
+	return role != "center" || a.AllowMicrodata && rb.MicrodataToCenter
 }
 
 func (rb *Rulebook) roleReceives(role string) bool {

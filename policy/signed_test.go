@@ -57,6 +57,16 @@ func TestCanonical(t *testing.T) {
 	if bytes.Equal(a.Canonical(), b.Canonical()) {
 		t.Error("different agreements, same canonical bytes")
 	}
+	// allow_microdata is left out unless set, so that agreements signed
+	// before it existed keep their bytes; set, it is signed.
+	if strings.Contains(string(a.Canonical()), "allow_microdata") {
+		t.Errorf("canonical form of an agreement without allow_microdata names it: %s", a.Canonical())
+	}
+	c := agreement()
+	c.AllowMicrodata = true
+	if !strings.Contains(string(c.Canonical()), `"allow_microdata":true`) {
+		t.Errorf("canonical form of an agreement that allows microdata: %s", c.Canonical())
+	}
 	m := a.SigningMessage()
 	if !bytes.HasPrefix(m, []byte(AgreementSignatureLabel+"\x00")) || !bytes.HasSuffix(m, a.Canonical()) {
 		t.Errorf("signing message: %q", m)

@@ -40,7 +40,13 @@ func TestDemoJSON(t *testing.T) {
 		EvidenceVerified bool           `json:"evidence_verified"`
 		Requested        int            `json:"erasures_requested"`
 		Confirmed        int            `json:"erasures_confirmed"`
-		Aggregate        *struct {
+		Shares           []struct {
+			Agreement string         `json:"agreement"`
+			To        string         `json:"to"`
+			Permitted int            `json:"permitted"`
+			Denied    map[string]int `json:"denied"`
+		} `json:"shares"`
+		Aggregate *struct {
 			CellsReleased   *int     `json:"cells_released"`
 			CellsSuppressed *int     `json:"cells_suppressed"`
 			EpsilonSpent    *float64 `json:"epsilon_spent"`
@@ -65,7 +71,31 @@ func TestDemoJSON(t *testing.T) {
 		t.Errorf("aggregate: %d released, %d suppressed, ε = %v, %d survivors; want 3 cells, ≥ 1 suppressed, 0 < ε ≤ 1.5, 3 survivors",
 			*ag.CellsReleased, *ag.CellsSuppressed, *ag.EpsilonSpent, ag.Survivors)
 	}
-	for _, reason := range []string{"agreement_not_valid", "level_above_agreement", "minor_needs_guardian", "consent_missing"} {
+	// Records reach the center only under its agreements that allow
+	// microdata (the demo space's rulebook permits them); under an
+	// aggregates-only agreement every record is denied.
+	microdata, aggregatesOnly := 0, 0
+	for _, sh := range res.Shares {
+		if sh.To != "edu-center" {
+			continue
+		}
+		switch sh.Agreement {
+		case "xijiang-center-statistics", "beihu-center-health-study":
+			if sh.Permitted == 0 || sh.Denied["center_aggregates_only"] != 0 {
+				t.Errorf("share %s to the center under an agreement that allows microdata: %+v", sh.Agreement, sh)
+			}
+			microdata++
+		default:
+			if sh.Permitted != 0 || sh.Denied["center_aggregates_only"] == 0 || len(sh.Denied) != 1 {
+				t.Errorf("share %s to the center under an aggregates-only agreement: %+v, want every record denied center_aggregates_only", sh.Agreement, sh)
+			}
+			aggregatesOnly++
+		}
+	}
+	if microdata != 2 || aggregatesOnly != 1 {
+		t.Errorf("shares to the center: %d under microdata agreements, %d under aggregates-only ones; want 2 and 1", microdata, aggregatesOnly)
+	}
+	for _, reason := range []string{"agreement_not_valid", "level_above_agreement", "minor_needs_guardian", "consent_missing", "center_aggregates_only"} {
 		if res.Denied[reason] == 0 {
 			t.Errorf("denied lacks %s: %v", reason, res.Denied)
 		}

@@ -3,8 +3,8 @@ package aggregate
 import "context"
 
 // SetTestKnobs sets the knobs of tests (Aggregator.knobs): noNoise sends
-// tables without noise; dropAfter ("commit", "shares") makes this node stop
-// answering a round after that step.
+// tables without noise; dropAfter ("commit", "shares", "masked") makes this
+// node stop answering a round after that step.
 func (a *Aggregator) SetTestKnobs(noNoise bool, dropAfter string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

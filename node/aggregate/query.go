@@ -193,6 +193,12 @@ func (q *Query) Validate(std *schema.Standard) error {
 	if !ok {
 		return bad("record_type", "%q is not a record type of the standard", q.RecordType)
 	}
+	if rt.SubjectKey() == "" {
+		// The contribution bound, the noise and the budget protect data
+		// subjects; a type without one (the course catalogue) has no unit
+		// to bound, and is not personal data: it is shared as records.
+		return bad("record_type", "%s concerns no person: aggregate rounds count data subjects' records", q.RecordType)
+	}
 	if q.Dataset != q.RecordType {
 		return bad("dataset", "must be the record type %q (one budget account per record type)", q.RecordType)
 	}
@@ -460,7 +466,9 @@ func (p aggPlan) noise(s *privacy.Sampler, vecLen int) ([]int64, error) {
 
 // aggregateTable computes this node's exact table for q from its records:
 // counts per cell, then for a sum the clamped, rounded sums per cell. At
-// most ContributionBound records per subject count, the first ingested.
+// most ContributionBound records per subject count, the first ingested. A
+// record without a subject fails the table: its contribution has no bound
+// (Validate refuses record types without a person subject).
 func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, error) {
 	cells := q.cells()
 	x := make([]int64, q.vectorLen())
@@ -473,6 +481,9 @@ func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, err
 	}
 	per := map[string]int{}
 	err := a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
+		if subject == "" {
+			return errors.New("a record without a data subject: its contribution cannot be bounded")
+		}
 		if per[subject] >= q.ContributionBound {
 			return nil
 		}

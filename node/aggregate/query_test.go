@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -83,5 +84,56 @@ func TestAggregateCells(t *testing.T) {
 	var d Duration
 	if err := json.Unmarshal([]byte(`"1m30s"`), &d); err != nil || time.Duration(d) != 90*time.Second {
 		t.Errorf("duration: %v %v", d, err)
+	}
+}
+
+// TestAggregateQueryNeedsPersonSubject: a record type that concerns no
+// person (the course catalogue) cannot be counted: the contribution bound
+// and the budget are per data subject, and course records have none.
+func TestAggregateQueryNeedsPersonSubject(t *testing.T) {
+	q := testQuery()
+	q.RecordType, q.Dataset, q.GroupBy = "course", "course", nil
+	q.Measure = Measure{Kind: "sum", Field: "credits", Lower: 0, Upper: 10}
+	err := q.Validate(schema.Default())
+	if err == nil || !strings.Contains(err.Error(), "aggregate query: record_type:") {
+		t.Errorf("a query over course records: got %v, want an error naming record_type", err)
+	}
+	q.Measure = Measure{Kind: "count"}
+	if err := q.Validate(schema.Default()); err == nil {
+		t.Error("a count of course records accepted")
+	}
+}
+
+// TestAggregateTableBoundsEachSubject: at most contribution_bound records
+// of each subject count, the first ones; a record without a subject fails
+// the table rather than share one bound with every other such record.
+func TestAggregateTableBoundsEachSubject(t *testing.T) {
+	records := []struct{ subject, body string }{
+		{"S1", `{"type":"student","student_id":"S1","gender":"女"}`},
+		{"S1", `{"type":"student","student_id":"S1","gender":"男"}`},
+		{"S1", `{"type":"student","student_id":"S1","gender":"男"}`},
+		{"S2", `{"type":"student","student_id":"S2","gender":"男"}`},
+		{"S3", `{"type":"student","student_id":"S3"}`},
+	}
+	scan := func(extra ...struct{ subject, body string }) func(context.Context, string, func(string, []byte) error) error {
+		return func(_ context.Context, typ string, fn func(string, []byte) error) error {
+			for _, r := range append(slices.Clone(records), extra...) {
+				if err := fn(r.subject, []byte(r.body)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	q := Query{RecordType: "student", GroupBy: []Dimension{{Field: "gender", Values: []string{"女", "男"}}},
+		Measure: Measure{Kind: "count"}, ContributionBound: 2}
+	a := &Aggregator{scanRecords: scan()}
+	x, err := a.aggregateTable(context.Background(), &q)
+	if err != nil || !slices.Equal(x, []int64{1, 2, 1}) {
+		t.Errorf("bound 2: table %v, %v; want [1 2 1] (女, 男, other)", x, err)
+	}
+	a.scanRecords = scan(struct{ subject, body string }{"", `{"type":"student","gender":"女"}`})
+	if x, err := a.aggregateTable(context.Background(), &q); err == nil {
+		t.Errorf("a record without a subject counted: table %v", x)
 	}
 }

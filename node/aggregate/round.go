@@ -16,7 +16,8 @@
 // messages leave through Deps.Enqueue. It must never let a university's
 // exact table, masked vector or unsuppressed noisy value leave the node or
 // be stored, never release a round with fewer noise shares than its plan
-// (n − t), and never debit a ledger account past its budget.
+// (n − t), never debit a ledger account past its budget, and never refund a
+// debit once this node has answered the round's survivor list.
 package aggregate
 
 import (
@@ -101,8 +102,9 @@ type Aggregator struct {
 	// knobs are settings of tests only (export_test.go): noNoise sends
 	// tables without noise, so that a test can compare the secure sum with
 	// the plain sum exactly (budgets are still debited); dropAfter makes
-	// this node stop answering a round after the named step ("commit" or
-	// "shares"), as if it had crashed.
+	// this node stop answering a round after the named step ("commit",
+	// "shares" or "masked"), as if it had crashed; it still takes the
+	// center's abort.
 	knobs struct {
 		noNoise   bool
 		dropAfter string
@@ -430,16 +432,14 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 	if pr == nil || h.Sender != pr.center {
 		return nil // unknown round (this node restarted, or declined): it is out of it
 	}
+	if m.Type == aggMsgAbort {
+		return a.partAbort(ctx, pr, m.Reason)
+	}
 	if pr.dropped {
 		return nil
 	}
 	var err error
 	switch m.Type {
-	case aggMsgAbort:
-		pr.x = nil
-		delete(a.parts, m.Round)
-		a.log.Info("aggregate round aborted by the center", "round", m.Round, "reason", m.Reason)
-		return nil
 	case aggMsgCommitments:
 		if pr.step != "committed" {
 			return nil
@@ -462,6 +462,58 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 		pr.x, pr.dropped = nil, true
 	}
 	return nil
+}
+
+// partAbort forgets a round the center failed. When this node sent its
+// masked table (its ledger debited) and has not answered a survivor list, it
+// gives the debit back, in one transaction with a refunded evidence entry:
+// the center says it released nothing, and no answer of this node helped
+// unmask anything. Once it has answered a survivor list it keeps the debit:
+// t+1 answers let the center unmask, and this node cannot tell whether they
+// reached it (AGGREGATES.md §2). A database error leaves the round in place
+// and is returned, so that the abort is redelivered.
+func (a *Aggregator) partAbort(ctx context.Context, pr *partRound, reason string) error {
+	clear(pr.x)
+	pr.x = nil
+	if pr.step == "masked" {
+		refunded, err := a.refund(ctx, pr)
+		if err != nil {
+			return fmt.Errorf("aggregate round %s: refund: %w", pr.id, err)
+		}
+		if refunded {
+			a.m.Aggregate.Participation.WithLabelValues("refunded").Inc()
+		}
+	}
+	delete(a.parts, pr.id)
+	a.log.Info("aggregate round aborted by the center", "round", pr.id, "reason", reason, "step", pr.step)
+	return nil
+}
+
+// refund gives back the debit of pr's masked table and appends the
+// refunded entry, in one transaction. It reports false, changing nothing,
+// when the ledger holds no such debit: the node keeps what it cannot
+// account for rather than grant it anew.
+func (a *Aggregator) refund(ctx context.Context, pr *partRound) (bool, error) {
+	e := aggEntry(pr.id, pr.digest, "refunded")
+	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
+	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho)}
+	refunded := false
+	err := a.db.Write(ctx, func(tx *sql.Tx) error {
+		l, err := loadLedger(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if err := l.Refund(pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
+			a.log.Warn("aggregate round: debit not refunded", "round", pr.id, "err", err)
+			return nil
+		}
+		if err := a.storeLedger(ctx, tx, l); err != nil {
+			return err
+		}
+		refunded = true
+		return a.ev.Append(ctx, tx, e)
+	})
+	return refunded && err == nil, err
 }
 
 func (a *Aggregator) partShares(ctx context.Context, pr *partRound, m aggMsg) error {
@@ -599,6 +651,7 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 		return err
 	}
 	pr.step = "masked"
+	pr.dropped = a.knobs.dropAfter == "masked"
 	a.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
 	a.m.Aggregate.Rho.Add(pr.plan.rho)
 	return nil
@@ -699,7 +752,9 @@ func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset
 
 // SetBudget sets the total ρ this node grants recipient about
 // dataset (a record type); it may not go below what is spent. The change is
-// recorded in the evidence log.
+// recorded in the evidence log: a budget_set entry whose Peer is the
+// recipient and Rule "dataset:" and the dataset, so that the entry names the
+// account it changed.
 func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, rho float64) error {
 	if _, ok := a.std.Type(dataset); !ok {
 		return fmt.Errorf("privacy budget: dataset: %q is not a record type", dataset)
@@ -715,8 +770,8 @@ func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, r
 		if err := a.storeLedger(ctx, tx, l); err != nil {
 			return err
 		}
-		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Reason: "budget_set",
-			Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
+		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Rule: "dataset:" + dataset,
+			Reason: "budget_set", Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
 	})
 }
 

@@ -349,6 +349,94 @@ func TestAggregateDropout(t *testing.T) {
 	}
 }
 
+// TestAggregateFailedRoundRefunds: when the center aborts a round, a
+// university that sent its masked table and has not answered a survivor
+// list gets back what it debited, in one transaction with a refunded entry;
+// one that answered the survivor list keeps its debit.
+func TestAggregateFailedRoundRefunds(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	spent := func(u string) (float64, uint64) {
+		t.Helper()
+		budgets, err := f.unis[u].Aggregator().Budgets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range budgets {
+			if b.Recipient == aggCenter && b.Dataset == "student" {
+				return b.Spent, b.Releases
+			}
+		}
+		return 0, 0
+	}
+	// failRound runs q to its failure, with uni-b and uni-c stopping after
+	// step, and waits until every node has handled the center's abort.
+	failRound := func(q aggregate.Query, step string, refunded ...string) {
+		t.Helper()
+		for _, u := range []string{"uni-b", "uni-c"} {
+			f.unis[u].Aggregator().SetTestKnobs(true, step)
+		}
+		// Long enough that no answer but the stopped ones comes late,
+		// even under the race detector: which nodes are survivors is
+		// what the test is about.
+		q.RoundTimeout = aggregate.Duration(4 * time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		info, err := f.center.Aggregator().Submit(wctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.center.Aggregator().Wait(wctx, info.Round); err == nil || !strings.Contains(err.Error(), "too_few_survivors") {
+			t.Fatalf("round with two stopping after %s: %v, want too_few_survivors", step, err)
+		}
+		for _, u := range refunded {
+			wait.Until(t, 20*time.Second, u+" to refund "+info.Round, func() bool {
+				return hasEntry(aggEvidence(t, f.s.Configs[u].DataDir), info.Round, "refunded") != nil
+			})
+		}
+	}
+
+	// uni-b and uni-c stop after sharing: only uni-a masks, the round fails
+	// before any survivor list, and uni-a's debit comes back.
+	failRound(genderQuery("fails-masked"), "shares", "uni-a")
+	if s, r := spent("uni-a"); s != 0 || r != 0 {
+		t.Errorf("uni-a after a refunded round: spent %v in %d releases, want nothing", s, r)
+	}
+	ev := aggEvidence(t, f.s.Configs["uni-a"].DataDir)
+	c, rf := hasEntry(ev, "fails-masked-r1", "contributed"), hasEntry(ev, "fails-masked-r1", "refunded")
+	if c == nil || rf == nil {
+		t.Fatalf("uni-a's evidence: want contributed and refunded: %v", ev)
+	}
+	if cd, rd := c["detail"].(map[string]any), rf["detail"].(map[string]any); rd["rho_nano"] == nil || rd["rho_nano"] != cd["rho_nano"] ||
+		rf["peer"] != aggCenter || rf["agreement"] != "uni-a-center-statistics" {
+		t.Errorf("uni-a's refunded entry %v does not give back what %v debited", rf, c)
+	}
+	if v := metricValue(t, f.unis["uni-a"], `eduspace_aggregate_participations_total{event="refunded"}`); v != 1 {
+		t.Errorf("uni-a refunds: %v, want 1", v)
+	}
+
+	// uni-b and uni-c stop after masking: uni-a alone answers the survivor
+	// list, the round fails for want of a second answer. uni-a answered, so
+	// it keeps its debit; uni-b and uni-c never answered and get theirs back.
+	failRound(genderQuery("fails-unmask"), "masked", "uni-b", "uni-c")
+	if s, r := spent("uni-a"); s <= 0 || r != 1 {
+		t.Errorf("uni-a after answering the survivor list of a failed round: spent %v in %d releases, want one debit kept", s, r)
+	}
+	if hasEntry(aggEvidence(t, f.s.Configs["uni-a"].DataDir), "fails-unmask-r1", "refunded") != nil {
+		t.Error("uni-a refunded a round whose survivor list it answered")
+	}
+	for _, u := range []string{"uni-b", "uni-c"} {
+		if s, r := spent(u); s != 0 || r != 0 {
+			t.Errorf("%s after a refunded round: spent %v in %d releases, want nothing", u, s, r)
+		}
+	}
+	for _, u := range aggUnis {
+		if _, err := f.unis[u].VerifyEvidence(ctx); err != nil {
+			t.Errorf("%s evidence: %v", u, err)
+		}
+	}
+}
+
 // TestAggregateBudget: a university refuses a round that would overspend
 // its ledger for the center, records why, and the round goes on without it.
 func TestAggregateBudget(t *testing.T) {
@@ -356,6 +444,18 @@ func TestAggregateBudget(t *testing.T) {
 	ctx := context.Background()
 	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err != nil {
 		t.Fatal(err)
+	}
+	// The budget_set entry names the account: the recipient and the dataset.
+	var set map[string]any
+	for _, e := range aggEvidence(t, f.s.Configs["uni-c"].DataDir) {
+		if e["reason"] == "budget_set" {
+			set = e
+		}
+	}
+	if set == nil || set["peer"] != aggCenter || set["rule"] != "dataset:student" {
+		t.Errorf("uni-c's budget_set entry: %v, want peer %s and rule dataset:student", set, aggCenter)
+	} else if d, _ := set["detail"].(map[string]any); d == nil || d["budget_nano_rho"] != 7e7 {
+		t.Errorf("uni-c's budget_set entry: detail %v, want budget_nano_rho 70000000", set["detail"])
 	}
 	f.checkGender(t, f.run(t, genderQuery("budget-1")), aggUnis...)
 	rel := f.run(t, genderQuery("budget-2"))

@@ -125,9 +125,14 @@ var members = []member{
 	{"edu-center", "Municipal Education Big Data Center", "", crypto.RoleCenter},
 }
 
-// agreements of the demo: one that permits most records, one under which
-// the level rules deny the records carrying a health status (L4), a study
-// under the students' consent, one that has expired.
+// rulebook is the demo space's rulebook: GRADING.md §7 as written, except
+// that an agreement may let the center receive records (allow_microdata);
+// by default it receives aggregates only (policy/REASONS.md).
+const rulebook = `{"microdata_to_center": true}`
+
+// agreements of the demo: one that permits most records, one that the
+// level rules mostly deny, one that has expired. The two with the center
+// allow microdata: a statistics agreement and a consent-based study.
 func agreements(now time.Time) []*policy.Agreement {
 	year := 365 * 24 * time.Hour
 	return []*policy.Agreement{
@@ -148,8 +153,9 @@ func agreements(now time.Time) []*policy.Agreement {
 			RecordTypes: map[string][]string{
 				"student": {"student_id", "gender", "ethnicity", "health_status"},
 			},
-			MaxLevel:      schema.L3,
-			RetentionDays: 180, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
+			MaxLevel:       schema.L3,
+			AllowMicrodata: true,
+			RetentionDays:  180, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
 		},
 		{
 			ID: "beihu-center-health-study", Provider: "uni-beihu", Recipient: "edu-center",
@@ -157,9 +163,10 @@ func agreements(now time.Time) []*policy.Agreement {
 			RecordTypes: map[string][]string{
 				"student": {"student_id", "gender", "birth_date", "ethnicity"},
 			},
-			MaxLevel:      schema.L3,
-			Transforms:    map[string]policy.Transform{"birth_date": policy.TransformGeneraliseYear},
-			RetentionDays: 365, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
+			MaxLevel:       schema.L3,
+			AllowMicrodata: true,
+			Transforms:     map[string]policy.Transform{"birth_date": policy.TransformGeneraliseYear},
+			RetentionDays:  365, ValidFrom: now.Add(-year), ValidUntil: now.Add(year),
 		},
 		{
 			ID: "nanshan-xijiang-verification-2024", Provider: "uni-nanshan", Recipient: "uni-xijiang",
@@ -226,6 +233,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 
+	rulebookFile := filepath.Join(dir, "rulebook.json")
+	if err := os.WriteFile(rulebookFile, []byte(rulebook), 0o600); err != nil {
+		return res, err
+	}
+
 	step("embedded NATS with JetStream")
 	emb, err := bus.StartEmbedded(filepath.Join(dir, "nats"), "")
 	if err != nil {
@@ -249,6 +261,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		cfg := node.DefaultConfig()
 		cfg.NodeID, cfg.Space, cfg.DataDir = m.id, Space, nd
 		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)
+		cfg.Rulebook = rulebookFile
 		cfg.Admin.Listen = ""
 		n, err := node.Open(ctx, cfg, node.Env{Logger: log, Embedded: emb})
 		if err != nil {
@@ -371,8 +384,26 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
+	step("aggregates-only agreements with the center; a share of records under one is denied")
+	unis, err := centerAggregateAgreements(ctx, nodes, now)
+	if err != nil {
+		return res, err
+	}
+	sr, err := nodes[unis[0]].Share(ctx, unis[0]+"-center-aggregates")
+	if err != nil {
+		return res, err
+	}
+	res.Shares = append(res.Shares, ShareResult{Agreement: unis[0] + "-center-aggregates", From: unis[0], To: "edu-center",
+		Purpose: string(policy.PurposeStatistics), Permitted: sr.Permitted, Denied: sr.Denied, Envelopes: sr.Envelopes})
+	for r, c := range sr.Denied {
+		res.Denied[r] += c
+	}
+	if sr.Permitted != 0 {
+		return res, fmt.Errorf("demo: %d records permitted to the center under an aggregates-only agreement", sr.Permitted)
+	}
+
 	step("aggregate round: students by gender across the universities (secure aggregation, distributed noise)")
-	if res.Aggregate, err = aggregateRound(ctx, nodes, now); err != nil {
+	if res.Aggregate, err = aggregateRound(ctx, nodes, unis); err != nil {
 		return res, err
 	}
 
@@ -425,10 +456,10 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	return res, nil
 }
 
-// aggregateRound gives the center a statistics agreement with each
-// university and runs one aggregate round: students by gender, k = 10,
-// ρ = 0.05, noise on.
-func aggregateRound(ctx context.Context, nodes map[string]*node.Node, now time.Time) (AggregateResult, error) {
+// centerAggregateAgreements gives the center a statistics agreement with
+// each university for the aggregate round, without allow_microdata: under
+// it the center receives aggregates only. It returns the universities.
+func centerAggregateAgreements(ctx context.Context, nodes map[string]*node.Node, now time.Time) ([]string, error) {
 	var unis []string
 	for _, m := range members {
 		if m.role != crypto.RoleUniversity {
@@ -441,10 +472,16 @@ func aggregateRound(ctx context.Context, nodes map[string]*node.Node, now time.T
 			RetentionDays: 365, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(365 * 24 * time.Hour)}
 		for _, id := range []string{m.id, "edu-center"} {
 			if err := nodes[id].AddAgreement(ctx, a); err != nil {
-				return AggregateResult{}, err
+				return nil, err
 			}
 		}
 	}
+	return unis, nil
+}
+
+// aggregateRound runs one aggregate round over the universities: students
+// by gender, k = 10, ρ = 0.05, noise on.
+func aggregateRound(ctx context.Context, nodes map[string]*node.Node, unis []string) (AggregateResult, error) {
 	start := time.Now()
 	center := nodes["edu-center"]
 	info, err := center.Aggregator().Submit(ctx, aggregate.Query{ID: "demo-students-by-gender", RecordType: "student",

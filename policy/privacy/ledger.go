@@ -53,7 +53,7 @@ type Account struct {
 	Dataset   string  `json:"dataset"`
 	Budget    float64 `json:"budget_rho"`
 	Spent     float64 `json:"spent_rho"`
-	Releases  uint64  `json:"releases"` // successful spends
+	Releases  uint64  `json:"releases"` // successful spends not refunded
 }
 
 // ledgerJSON is the stored form: version 1, accounts sorted by recipient
@@ -150,6 +150,32 @@ func (l *Ledger) Spend(recipient, dataset string, rho float64) error {
 	}
 	a.spent += n
 	a.releases++
+	return nil
+}
+
+// Refund gives back rho (rounded up to 10⁻⁹, as Spend debited it) to the
+// recipient's account for dataset, for a spend whose release did not happen
+// (PRIVACY.md §6), and counts one release fewer. It refuses, changing
+// nothing, when the account has no such spend to give back: no account, no
+// release counted, or less spent than rho. rho must be positive.
+func (l *Ledger) Refund(recipient, dataset string, rho float64) error {
+	if !(rho > 0) {
+		return fmt.Errorf("refund: ρ = %v, want > 0", rho)
+	}
+	n, err := toNano(rho, true)
+	if err != nil {
+		return fmt.Errorf("refund: %w", err)
+	}
+	a := l.get(recipient, dataset)
+	switch {
+	case a == nil:
+		return fmt.Errorf("refund %v on %s for %s: %w", rho, dataset, recipient, ErrNoBudget)
+	case a.releases == 0 || n > a.spent:
+		return fmt.Errorf("refund %v on %s for %s: more than was spent (%v in %d releases)", rho, dataset, recipient,
+			float64(a.spent)/nanoPerRho, a.releases)
+	}
+	a.spent -= n
+	a.releases--
 	return nil
 }
 

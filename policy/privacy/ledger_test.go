@@ -47,6 +47,51 @@ func TestLedgerRefusesOverspend(t *testing.T) {
 	}
 }
 
+// TestLedgerRefund: a refund gives back exactly what the spend of the same
+// ρ debited, and never more than was spent.
+func TestLedgerRefund(t *testing.T) {
+	var l Ledger
+	if err := l.Refund("center", "student", 0.05); !errors.Is(err, ErrNoBudget) {
+		t.Fatalf("refund without an account: err = %v, want ErrNoBudget", err)
+	}
+	if err := l.SetBudget("center", "student", 0.5); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Refund("center", "student", 0.05); err == nil {
+		t.Fatal("refund of a spend that never happened accepted")
+	}
+	rho := 0.049993172 + 1e-12 // not a whole nano-ρ: Spend rounds it up
+	for range 2 {
+		if err := l.Spend("center", "student", rho); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Refund("center", "student", rho); err != nil {
+		t.Fatal(err)
+	}
+	a := l.Accounts()[0]
+	if a.Spent != 0.049993173 || a.Releases != 1 {
+		t.Errorf("after one refund of two spends: spent %v in %d releases, want 0.049993173 in 1", a.Spent, a.Releases)
+	}
+	if err := l.Refund("center", "student", 2*rho); err == nil {
+		t.Error("refund of more than was spent accepted")
+	}
+	if err := l.Refund("center", "student", rho); err != nil {
+		t.Fatal(err)
+	}
+	if a := l.Accounts()[0]; a.Spent != 0 || a.Releases != 0 || l.Remaining("center", "student") != 0.5 {
+		t.Errorf("after both refunds: %+v, remaining %v; want nothing spent, 0.5 left", a, l.Remaining("center", "student"))
+	}
+	if err := l.Refund("center", "student", rho); err == nil {
+		t.Error("a third refund of two spends accepted")
+	}
+	for _, bad := range []float64{0, -1} {
+		if err := l.Refund("center", "student", bad); err == nil {
+			t.Errorf("refund %v accepted", bad)
+		}
+	}
+}
+
 func TestLedgerRoundsAgainstTheRecipient(t *testing.T) {
 	var l Ledger
 	l.SetBudget("c", "d", 1e-9)
