@@ -8,13 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
-	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestNoPersonalValueAtRest: with storage.encrypt (the default) neither
@@ -49,13 +47,7 @@ func TestNoPersonalValueAtRest(t *testing.T) {
 	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != 2*n {
 		t.Fatalf("ingest: %+v, %v", res, err)
 	}
-	if res, err := a.Share(ctx, ag.ID); err != nil || res.Permitted != 2*n {
-		t.Fatalf("share: %+v, %v", res, err)
-	}
-	wait.Until(t, 30*time.Second, "uni-b to store the records", func() bool {
-		st, err := b.Status(ctx)
-		return err == nil && st.Received == 2*n
-	})
+	shareAndWait(t, a, b, ag.ID, 2*n)
 	// What arrived reads back whole, student numbers and names included.
 	var out bytes.Buffer
 	if _, err := b.ExportReceived(ctx, receive.ExportOptions{Agreement: ag.ID}, &out); err != nil {

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -30,15 +27,7 @@ func TestIngestBadInput(t *testing.T) {
 	}
 	post := func(query, body string) (int, share.IngestResult, string) {
 		t.Helper()
-		tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
-		req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/ingest?"+query, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(resp.Body)
+		resp, data := adminRaw(t, a, dir, http.MethodPost, "/v1/ingest?"+query, body)
 		var res share.IngestResult
 		if resp.StatusCode == http.StatusOK {
 			if err := json.Unmarshal(data, &res); err != nil {

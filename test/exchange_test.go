@@ -370,3 +370,17 @@ func dataKey(t *testing.T, dir string) *keys.DataKey {
 	}
 	return dk
 }
+
+// shareAndWait shares under agreement id from a, which must permit want
+// records, and waits until b holds that many.
+func shareAndWait(t *testing.T, a, b *node.Node, id string, want int) {
+	t.Helper()
+	ctx := context.Background()
+	if res, err := a.Share(ctx, id); err != nil || res.Permitted != want {
+		t.Fatalf("share under %s: %+v, %v; want %d permitted", id, res, err, want)
+	}
+	wait.Until(t, 30*time.Second, fmt.Sprintf("%d records at the recipient", want), func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == int64(want)
+	})
+}

@@ -51,13 +51,7 @@ func TestLegalBasisAndStandard(t *testing.T) {
 	if _, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := a.Share(ctx, ag.ID); err != nil || res.Permitted != n {
-		t.Fatalf("share: %+v, %v", res, err)
-	}
-	wait.Until(t, 30*time.Second, "uni-b to hold the records", func() bool {
-		st, err := b.Status(ctx)
-		return err == nil && st.Received == n
-	})
+	shareAndWait(t, a, b, ag.ID, n)
 
 	// Every records envelope uni-a sealed names the basis and the standard.
 	envs := outboxRecordEnvelopes(t, dirA)

@@ -8,10 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -46,13 +43,7 @@ func TestReceivedExport(t *testing.T) {
 	if _, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := a.Share(ctx, ag.ID); err != nil || res.Permitted != n {
-		t.Fatalf("share: %+v, %v", res, err)
-	}
-	wait.Until(t, 30*time.Second, "uni-b to hold the records", func() bool {
-		st, err := b.Status(ctx)
-		return err == nil && st.Received == n
-	})
+	shareAndWait(t, a, b, ag.ID, n)
 	dirB := s.conf["uni-b"].DataDir
 
 	var list []receive.Holding
@@ -64,19 +55,7 @@ func TestReceivedExport(t *testing.T) {
 
 	export := func(query string) (*http.Response, []byte) {
 		t.Helper()
-		tok, _ := os.ReadFile(filepath.Join(dirB, "admin.token"))
-		req, _ := http.NewRequest(http.MethodGet, "http://"+b.AdminAddr()+"/v1/received?"+query, nil)
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, body
+		return adminRaw(t, b, dirB, http.MethodGet, "/v1/received?"+query, "")
 	}
 	digestOK := func(what string, resp *http.Response, body []byte, records int) {
 		t.Helper()

@@ -2,10 +2,8 @@ package test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -22,22 +20,8 @@ import (
 // a node's outbox, oldest first.
 func outboxKeys(t *testing.T, dir string) []string {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT d.data FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.kind = ? ORDER BY o.id`, crypto.KindRecords)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
 	var ids []string
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			t.Fatal(err)
-		}
+	for _, data := range outboxRecordEnvelopes(t, dir) {
 		env, err := crypto.ParseEnvelope(data)
 		if err != nil {
 			t.Fatal(err)
