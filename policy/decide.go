@@ -122,6 +122,9 @@ func Decide(rb Rulebook, in Input) Decision {
 	if !rb.microdataTo(in.RecipientRole, a) {
 		return deny(RuleRulebookCenter, ReasonCenterAggregatesOnly)
 	}
+	if !rb.retentionAllowed(a) {
+		return deny(RuleRulebookRetention, ReasonRetentionTooLong)
+	}
 
 	actions, level := actionsFor(&rb, a, l, in.Previous)
 	if level == schema.LevelUnknown {

@@ -33,6 +33,7 @@ const (
 	ReasonVolumeAggregateOnly Reason = "volume_aggregate_only"      // V3: personal data of this many subjects leaves only as aggregates
 
 	ReasonCenterAggregatesOnly Reason = "center_aggregates_only" // the center receives aggregates unless agreement and rulebook allow records
+	ReasonRetentionTooLong     Reason = "retention_too_long"     // the agreement keeps records longer than the rulebook allows for its purpose
 )
 
 // Reasons lists every reason code, in a stable order. Metrics are
@@ -45,7 +46,7 @@ func Reasons() []Reason {
 		ReasonSensitiveNotRaw, ReasonMinorNeedsGuardian, ReasonConsentMissing,
 		ReasonPurposeNotDeclared, ReasonBasisNotDeclared, ReasonRecipientNotMember,
 		ReasonRecipientRole, ReasonConsentScope, ReasonVolumeBulk, ReasonVolumeImportant,
-		ReasonVolumeAggregateOnly, ReasonCenterAggregatesOnly,
+		ReasonVolumeAggregateOnly, ReasonCenterAggregatesOnly, ReasonRetentionTooLong,
 	}
 }
 
@@ -80,6 +81,7 @@ var reasonClauses = map[Reason]string{
 	ReasonVolumeImportant:      "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
 	ReasonVolumeAggregateOnly:  "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
 	ReasonCenterAggregatesOnly: "PIPL art. 6",
+	ReasonRetentionTooLong:     "PIPL art. 19",
 }
 
 // The rule identifiers a decision names. Like reason codes they are stable:
@@ -107,7 +109,8 @@ const (
 	RuleVolumeImportant  = "rulebook.volume.important"
 	RuleVolumeAggregate  = "rulebook.volume.aggregate_only"
 
-	RuleRulebookCenter = "rulebook.center_microdata"
+	RuleRulebookCenter    = "rulebook.center_microdata"
+	RuleRulebookRetention = "rulebook.retention"
 )
 
 // Rules lists every rule identifier, in the order Decide applies them.
@@ -115,7 +118,7 @@ func Rules() []string {
 	return []string{
 		RuleDefaultDeny, RuleAgreementParty, RuleAgreementRevoked, RuleAgreementValidity,
 		RuleAgreementPurpose, RuleAgreementBasis, RuleAgreementType, RuleRulebookCore,
-		RuleRulebookRole, RuleRulebookCenter, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
+		RuleRulebookRole, RuleRulebookCenter, RuleRulebookRetention, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
 		RuleRulebookMinor, RuleAgreementLevel, RuleRulebookSensitive, RuleAgreementConsent,
 		RuleVolumeAggregate, RuleVolumeImportant, RuleVolumeBulk, RuleAgreementPermit,
 	}

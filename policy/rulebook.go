@@ -46,6 +46,11 @@ type Rulebook struct {
 	// (Agreement.AllowMicrodata). Off by default: the center receives
 	// aggregates (DESIGN.md §8), whatever its agreements say.
 	MicrodataToCenter bool `json:"microdata_to_center"`
+	// MaxRetentionDays caps, per purpose, the retention an agreement may
+	// set (PIPL art. 19: no longer than the purpose needs); records under
+	// an agreement that asks for longer do not leave. A purpose not named
+	// has no cap beyond the agreement's own.
+	MaxRetentionDays map[Purpose]int `json:"max_retention_days,omitempty"`
 	// Volume holds the thresholds of GRADING.md §5.
 	Volume VolumeRules `json:"volume"`
 }
@@ -152,6 +157,14 @@ func (rb *Rulebook) Validate() error {
 			seen[p] = true
 		}
 	}
+	for p, d := range rb.MaxRetentionDays {
+		if !purposes[p] {
+			return fmt.Errorf("rulebook: max_retention_days: %q is not in the vocabulary", p)
+		}
+		if d < 1 {
+			return fmt.Errorf("rulebook: max_retention_days[%s]: %d: must be 1 or more", p, d)
+		}
+	}
 	seenRole := map[string]bool{}
 	for i, r := range rb.RecipientRoles {
 		if !roles[r] {
@@ -189,4 +202,11 @@ func (rb *Rulebook) roleReceives(role string) bool {
 		}
 	}
 	return false
+}
+
+// retentionAllowed reports whether an agreement's retention is within
+// the rulebook's cap for its purpose.
+func (rb *Rulebook) retentionAllowed(a *Agreement) bool {
+	max, ok := rb.MaxRetentionDays[a.Purpose]
+	return !ok || a.RetentionDays <= max
 }
