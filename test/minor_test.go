@@ -39,4 +39,24 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 	if sr.Permitted != 2 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 2 {
 		t.Errorf("share: %+v; want the adult's 2 grades permitted and the minor's 2 denied (minor_needs_guardian)", sr)
 	}
+
+	// A student the node learns of later: a grade shared while no record
+	// showed the age leaves; once a record shows a minor, the next share
+	// (which reads only what was ingested since) holds back the rest.
+	more := `{"type":"course_grade","student_id":"M0002","course_code":"CS101","score":70}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 {
+		t.Fatalf("share of a grade whose student is unknown: %+v, %v", sr, err)
+	}
+	more = fmt.Sprintf(`{"type":"student","student_id":"M0002","name":"N","birth_date":%q}`+"\n", child) +
+		`{"type":"course_grade","student_id":"M0002","course_code":"MA101","score":71}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	sr, err = a.Share(ctx, ag.ID)
+	if err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 3 {
+		t.Errorf("share after the minor's student record: %+v, %v; want the new grade and the first minor's two denied", sr, err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/eduspace/eduspace/schema"
@@ -23,49 +24,77 @@ func (s *shareRun) carryMinor(ctx context.Context, labels schema.Labels, now tim
 	if t, ok := s.n.std.Type(labels.Type); !ok || t.ShowsAge() {
 		return labels, nil // its own C3 decided
 	}
-	s.minorsOnce.Do(func() { s.minors, s.minorsErr = s.loadMinors(ctx, now) })
-	if s.minorsErr != nil {
-		return labels, s.minorsErr
+	m := s.minors
+	m.once.Do(func() { m.births, m.err = s.n.loadBirths(ctx, now) })
+	if m.err != nil {
+		return labels, m.err
 	}
-	if s.minors[s.n.subjectColumn(labels.Subject)] {
+	if birth, ok := m.births[s.n.subjectColumn(labels.Subject)]; ok && s.n.std.Under(birth, now) {
 		labels.Flags = append(slices.Clone(labels.Flags), "minor")
 	}
 	return labels, nil
 }
 
-// loadMinors reads the subjects (keyed hashes, as the records table keeps
-// them) whose held records show them under the minor age at now: every
-// record of a type that can show an age.
-func (s *shareRun) loadMinors(ctx context.Context, now time.Time) (map[string]bool, error) {
-	minors := map[string]bool{}
-	for _, typ := range s.n.std.Types() {
-		t, _ := s.n.std.Type(typ)
-		if !t.ShowsAge() {
-			continue
+// minorState is a run's view of the subjects' birth dates, read once per
+// run and shared by its deciders.
+type minorState struct {
+	once   sync.Once
+	births map[string]time.Time
+	err    error
+}
+
+// births caches, across runs, the birth date each subject's held records
+// show (keyed hashes, as the records table keeps subjects; the latest date
+// where records disagree, so that a subject any record shows as a minor is
+// one); birthsAfter is the last record read into it. Both are guarded by
+// the shares lock, which every run holds.
+type births struct {
+	dates map[string]time.Time
+	after int64
+}
+
+// loadBirths reads the birth dates of the records of every type that can
+// show an age stored since the last run, and returns the cache. A run
+// reads what was ingested since the one before it, not every record held.
+// Held records are deleted only by an erasure the provider performs on its
+// own records, where a birth date left behind can only make a record
+// stricter.
+func (n *Sharer) loadBirths(ctx context.Context, now time.Time) (map[string]time.Time, error) {
+	if n.birthCache.dates == nil {
+		n.birthCache.dates = map[string]time.Time{}
+	}
+	var types []string
+	for _, typ := range n.std.Types() {
+		if t, _ := n.std.Type(typ); t.ShowsAge() {
+			types = append(types, typ)
 		}
-		rows, err := s.n.db.R.QueryContext(ctx, `SELECT subject, key, body, labels FROM records WHERE type = ?`, typ)
+	}
+	next := n.birthCache.after
+	for _, typ := range types {
+		rows, err := n.db.R.QueryContext(ctx, `SELECT id, subject, key, body, labels FROM records WHERE type = ? AND id > ? ORDER BY id`,
+			typ, n.birthCache.after)
 		if err != nil {
 			return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 		}
+		last := n.birthCache.after
 		for rows.Next() {
+			var id int64
 			var subject string
 			var key, body, stored []byte
-			if err := rows.Scan(&subject, &key, &body, &stored); err != nil {
+			if err := rows.Scan(&id, &subject, &key, &body, &stored); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 			}
+			last = max(last, id)
 			if !isSubjectHash(subject) {
-				subject = s.n.subjectColumn(subject) // stored in clear, before SealHeld
+				subject = n.subjectColumn(subject) // stored in clear, before SealHeld
 			}
-			if minors[subject] {
-				continue
-			}
-			if body, stored, err = s.n.openHeld(key, body, stored); err != nil {
+			if body, stored, err = n.openHeld(key, body, stored); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 			}
 			var birth time.Time
-			if l, err := s.n.std.ParseLabels(stored); stored != nil && err == nil {
+			if l, err := n.std.ParseLabels(stored); stored != nil && err == nil {
 				birth = l.BirthDate
 			} else {
 				// Held from before labels were stored: classified again.
@@ -73,17 +102,26 @@ func (s *shareRun) loadMinors(ctx context.Context, now time.Time) (map[string]bo
 				dec.UseNumber()
 				rec := schema.Record{Type: typ}
 				if dec.Decode(&rec.Fields) == nil {
-					if l, err := s.n.std.Classify(rec, now); err == nil {
+					if l, err := n.std.Classify(rec, now); err == nil {
 						birth = l.BirthDate
 					}
 				}
 			}
-			minors[subject] = s.n.std.Under(birth, now)
+			if birth.IsZero() {
+				continue
+			}
+			if prev, ok := n.birthCache.dates[subject]; !ok || birth.After(prev) {
+				n.birthCache.dates[subject] = birth
+			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("share: read subjects' ages: %w", err)
 		}
+		next = max(next, last)
 	}
-	return minors, nil
+	// Every type was read from the same point: the cache moves on once all
+	// are read.
+	n.birthCache.after = next
+	return n.birthCache.dates, nil
 }

@@ -235,6 +235,6 @@ func (s *shareRun) fork() *shareRun {
 		res:       Result{Agreement: s.a.ID, Recipient: s.a.Recipient, Denied: map[string]int{}},
 		batches:   map[string]*pending{},
 		decisions: map[[2]string]*decisionGroup{},
-		sl:        s.sl, consents: s.consents, vol: s.vol, volMu: s.volMu, maxPlain: s.maxPlain,
+		sl:        s.sl, consents: s.consents, vol: s.vol, volMu: s.volMu, maxPlain: s.maxPlain, minors: s.minors,
 	}
 }

@@ -95,6 +95,7 @@ type Sharer struct {
 	consents   func(ctx context.Context, purpose policy.Purpose) (map[string][]policy.ConsentRecord, error)
 	lock       sync.Locker
 	volumes    map[string]*volume // by recipient; guarded by lock
+	birthCache births             // the subjects' birth dates; guarded by lock
 	dk         *keys.DataKey
 }
 
@@ -178,9 +179,7 @@ type shareRun struct {
 	maxPlain int
 	// minors are the subjects whose held records show them under the
 	// minor age (carryMinor), read once a run.
-	minorsOnce sync.Once
-	minors     map[string]bool
-	minorsErr  error
+	minors *minorState
 }
 
 // volume holds the subjects a recipient received in one calendar year and
@@ -408,6 +407,7 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 		decisions: map[[2]string]*decisionGroup{},
 		volMu:     &sync.Mutex{},
 		maxPlain:  n.EnvelopePlaintext(),
+		minors:    &minorState{},
 	}, nil
 }
 
