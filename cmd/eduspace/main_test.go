@@ -493,3 +493,32 @@ func TestReceivedExportFile(t *testing.T) {
 		t.Errorf("CSV export without --type: exit %d: %s", code, stderr)
 	}
 }
+
+// TestUploadProgress: a file sent to a terminal shows the lines sent, the
+// bytes of the whole and the time left; rewound for a retry, it counts
+// again from the start.
+func TestUploadProgress(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "records-*.ndjson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString(strings.Repeat("{\"type\":\"course_grade\"}\n", 1000))
+	f.Seek(0, io.SeekStart)
+	var out bytes.Buffer
+	u := &upload{r: f, size: 24000, out: &out, start: time.Now().Add(-2 * time.Second), last: time.Now().Add(-2 * time.Second)}
+	buf := make([]byte, 12000)
+	if _, err := u.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if line := out.String(); !strings.Contains(line, "500 lines sent") || !strings.Contains(line, "0.0 of 0.0 MiB (50%)") || !strings.Contains(line, "left") {
+		t.Errorf("progress line %q: want 500 lines, half of the file and the time left", line)
+	}
+	if _, err := u.Seek(0, io.SeekStart); err != nil || u.lines != 0 || u.sent != 0 {
+		t.Errorf("after a rewind: %d lines, %d bytes, %v", u.lines, u.sent, err)
+	}
+	u.stop()
+	if !strings.HasSuffix(out.String(), "\n") {
+		t.Error("the progress line is not ended")
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"sync"
@@ -8,9 +9,10 @@ import (
 )
 
 // upload is a file being sent to the node (ingest, share FILE). On a
-// terminal it writes a progress line once a second: bytes sent of the
-// file's size, the rate, and the time left. The node counts records and
-// refusals; its answer, printed at the end, has them.
+// terminal it writes a progress line once a second: the lines sent (a
+// record each in NDJSON and CSV) and their rate, bytes sent of the file's
+// size, and the time left. The node counts records and refusals exactly;
+// its answer, printed at the end, has them.
 type upload struct {
 	r     io.ReadSeeker
 	size  int64
@@ -19,6 +21,7 @@ type upload struct {
 
 	mu    sync.Mutex
 	sent  int64
+	lines int64
 	last  time.Time
 	shown bool
 }
@@ -33,6 +36,7 @@ func (u *upload) Read(p []byte) (int, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.sent += int64(n)
+	u.lines += int64(bytes.Count(p[:n], []byte{'\n'}))
 	if u.out != nil && time.Since(u.last) >= time.Second {
 		u.last = time.Now()
 		u.show()
@@ -44,7 +48,7 @@ func (u *upload) Read(p []byte) (int, error) {
 func (u *upload) Seek(off int64, whence int) (int64, error) {
 	pos, err := u.r.Seek(off, whence)
 	u.mu.Lock()
-	u.sent, u.start = pos, time.Now()
+	u.sent, u.lines, u.start = pos, 0, time.Now()
 	u.mu.Unlock()
 	return pos, err
 }
@@ -52,7 +56,8 @@ func (u *upload) Seek(off int64, whence int) (int64, error) {
 func (u *upload) show() {
 	el := time.Since(u.start).Seconds()
 	rate := float64(u.sent) / el
-	line := fmt.Sprintf("\rsent %.1f of %.1f MiB (%.0f%%), %.1f MiB/s", mib(u.sent), mib(u.size), 100*float64(u.sent)/float64(max(u.size, 1)), mib(int64(rate)))
+	line := fmt.Sprintf("\r%d lines sent (%.0f/s), %.1f of %.1f MiB (%.0f%%)", u.lines, float64(u.lines)/el,
+		mib(u.sent), mib(u.size), 100*float64(u.sent)/float64(max(u.size, 1)))
 	if rate > 0 && u.sent < u.size {
 		line += fmt.Sprintf(", about %s left", (time.Duration(float64(u.size-u.sent)/rate) * time.Second).Round(time.Second))
 	} else if u.sent >= u.size {
