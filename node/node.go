@@ -222,7 +222,19 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: cred, Std: std, DB: n.db, Evidence: ev,
 		Keys: ks, Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
 	n.consents = consent.New(consent.Config{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Metrics: m, Keys: ks,
-		Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
+		Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock,
+		SubjectInClear: func(ctx context.Context, id string) bool {
+			a, err := n.agreements.Get(ctx, id)
+			if a == nil || err != nil && !errors.Is(err, agreement.ErrNotActive) {
+				return false
+			}
+			for typ := range a.RecordTypes {
+				if t, ok := std.Type(typ); ok && t.SubjectKey() != "" && rules.IdentifierInClear(a, t.SubjectKey()) {
+					return true
+				}
+			}
+			return false
+		}})
 	// Records at rest are sealed under the data key (storage.encrypt).
 	var dk *keys.DataKey
 	if cfg.Storage.Encrypt {

@@ -17,10 +17,15 @@ type ErasureRequest struct {
 	Recipient string `json:"recipient"`
 	// Subject is the subject's token at that recipient (the per-recipient
 	// token its copies carry), never the raw id.
-	Subject   string    `json:"subject"`
-	Purpose   Purpose   `json:"purpose"`
-	Agreement string    `json:"agreement"`
-	Requested time.Time `json:"requested"`
+	Subject string `json:"subject"`
+	// SubjectInClear is the subject's id, given only when the agreement
+	// delivered it in clear (an identity purpose, or an identifier the
+	// agreement kept): the recipient's copies carry it, not the token, and
+	// the recipient holds it already.
+	SubjectInClear string    `json:"subject_in_clear,omitempty"`
+	Purpose        Purpose   `json:"purpose"`
+	Agreement      string    `json:"agreement"`
+	Requested      time.Time `json:"requested"`
 	// Consent names the withdrawn consent record, when there is one.
 	Consent string `json:"consent,omitempty"`
 }

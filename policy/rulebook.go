@@ -210,3 +210,17 @@ func (rb *Rulebook) retentionAllowed(a *Agreement) bool {
 	max, ok := rb.MaxRetentionDays[a.Purpose]
 	return !ok || a.RetentionDays <= max
 }
+
+// IdentifierInClear reports whether the direct identifier field leaves in
+// clear under agreement a: under an identity purpose, or where the
+// agreement keeps it under a purpose that may ask (as Decide does).
+func (rb *Rulebook) IdentifierInClear(a *Agreement, field string) bool {
+	t, ok := a.Transforms[field]
+	switch {
+	case ok && t == TransformDrop:
+		return false
+	case rb.identity(a.Purpose):
+		return true
+	}
+	return rb.mayClear(a.Purpose) && ok && t == TransformKeep
+}

@@ -195,3 +195,48 @@ func TestClearIdentityUnderCreditTransfer(t *testing.T) {
 		t.Errorf("uni-b refused %v", refused)
 	}
 }
+
+// TestErasureOfAnIdentifierInClear: records delivered with the student
+// number in clear (an agreement that keeps it under credit transfer) are
+// erased on withdrawal too: the erasure request names the number as the
+// copies carry it, besides the token, and the recipient deletes them.
+func TestErasureOfAnIdentifierInClear(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	ag := gradeAgreement("credit-kept", "uni-a", "uni-b", s.now)
+	ag.LegalBasis = policy.BasisConsent
+	ag.Transforms = map[string]policy.Transform{"student_id": policy.TransformKeep}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"K0001", "K0002"} {
+		if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeCreditTransfer,
+			Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := `{"type":"course_grade","student_id":"K0001","course_code":"CS101","score":80}` + "\n" +
+		`{"type":"course_grade","student_id":"K0002","course_code":"CS101","score":81}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(in), ""); err != nil {
+		t.Fatal(err)
+	}
+	shareAndWait(t, a, b, ag.ID, 2)
+	if wr, err := a.WithdrawConsent(ctx, "c-K0001"); err != nil || wr.Requests != 1 {
+		t.Fatalf("withdraw: %+v, %v", wr, err)
+	}
+	wait.Until(t, 20*time.Second, "uni-b to erase K0001's record", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == 1
+	})
+	var out bytes.Buffer
+	if _, err := b.ExportReceived(ctx, receive.ExportOptions{Agreement: ag.ID}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "K0001") || !strings.Contains(out.String(), "K0002") {
+		t.Errorf("after the erasure uni-b holds: %s", out.Bytes())
+	}
+}

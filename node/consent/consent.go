@@ -52,26 +52,31 @@ type Config struct {
 	Now      func() time.Time
 	// Shares is the shares lock, held while a consent is withdrawn.
 	Shares sync.Locker
+	// SubjectInClear reports whether the agreement delivered the subject's
+	// id in clear (policy.Rulebook.IdentifierInClear), so that an erasure
+	// request names it as the recipient's copies carry it.
+	SubjectInClear func(ctx context.Context, agreement string) bool
 }
 
 // Ledger is a node's consent ledger.
 type Ledger struct {
-	nodeID string
-	db     *store.DB
-	ev     *evidence.Log
-	m      *metrics.Metrics
-	keys   *keys.Keys
-	reg    *registry.Registry
-	out    *outbox.Outbox
-	layout bus.Layout
-	now    func() time.Time
-	shares sync.Locker
+	nodeID  string
+	db      *store.DB
+	ev      *evidence.Log
+	m       *metrics.Metrics
+	keys    *keys.Keys
+	reg     *registry.Registry
+	out     *outbox.Outbox
+	layout  bus.Layout
+	now     func() time.Time
+	shares  sync.Locker
+	inClear func(ctx context.Context, agreement string) bool
 }
 
 // New is the consent ledger in c.DB.
 func New(c Config) *Ledger {
 	return &Ledger{nodeID: c.NodeID, db: c.DB, ev: c.Evidence, m: c.Metrics, keys: c.Keys, reg: c.Registry,
-		out: c.Outbox, layout: c.Layout, now: c.Now, shares: c.Shares}
+		out: c.Outbox, layout: c.Layout, now: c.Now, shares: c.Shares, inClear: c.SubjectInClear}
 }
 
 // receiptClaims is a consent receipt: the policy's claims under the JWT's
@@ -304,6 +309,9 @@ func (l *Ledger) requestErasure(ctx context.Context, tx *sql.Tx, c policy.Consen
 		ID: "er-" + hex.EncodeToString(rid[:]), Provider: l.nodeID, Recipient: recipient,
 		Subject: crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), c.Subject),
 		Purpose: c.Purpose, Agreement: agreement, Requested: now, Consent: c.ID,
+	}
+	if l.inClear != nil && l.inClear(ctx, agreement) {
+		req.SubjectInClear = c.Subject
 	}
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("erasure request: %w", err)

@@ -74,6 +74,12 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 			return nil // a redelivered request: done already, its receipt queued then
 		}
 		fresh = true
+		// The subject as the records carry it: the token, or its id where
+		// the agreement delivered that in clear.
+		erased := map[string]bool{req.Subject: true}
+		if req.SubjectInClear != "" {
+			erased[req.SubjectInClear] = true
+		}
 		rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, r.type, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
 			WHERE i.sender = ? AND i.agreement = ?`, req.Provider, req.Agreement)
 		if err != nil {
@@ -103,7 +109,7 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 				rows.Close()
 				return fmt.Errorf("read records of envelope %s: %w", eid, err)
 			}
-			kept, k, gone := r.withoutSubjects(typ, plain, map[string]bool{req.Subject: true})
+			kept, k, gone := r.withoutSubjects(typ, plain, erased)
 			if gone > 0 {
 				rw = append(rw, rewrite{eid, r.dk.SealIf(envelope.CompressRecords(kept, uint32(k)), receivedAAD(eid)), k})
 				deleted += gone
@@ -120,10 +126,12 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 		}
 		// Records of the subject still on their way, in envelopes the
 		// provider created before it asked, are dropped as they arrive.
-		if _, err := tx.ExecContext(ctx, `INSERT INTO tombstones(sender, agreement, subject, request, before_ms) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT(sender, agreement, subject) DO UPDATE SET request = excluded.request, before_ms = excluded.before_ms
-			WHERE excluded.before_ms > before_ms`, req.Provider, req.Agreement, req.Subject, req.ID, req.Requested.UnixMilli()); err != nil {
-			return fmt.Errorf("erase: keep tombstone: %w", err)
+		for subject := range erased {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO tombstones(sender, agreement, subject, request, before_ms) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT(sender, agreement, subject) DO UPDATE SET request = excluded.request, before_ms = excluded.before_ms
+				WHERE excluded.before_ms > before_ms`, req.Provider, req.Agreement, subject, req.ID, req.Requested.UnixMilli()); err != nil {
+				return fmt.Errorf("erase: keep tombstone: %w", err)
+			}
 		}
 		if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindErasure, Peer: req.Provider, Agreement: req.Agreement,
 			Purpose: string(req.Purpose), Envelope: req.ID, Reason: "performed", Count: deleted}); err != nil {
