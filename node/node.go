@@ -221,8 +221,16 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		JetStream: n.bus.JS, MaxPayload: n.bus.MaxPayload, Blocked: n.ckpt.SendingBlocked, Options: env.Outbox})
 	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: cred, Std: std, DB: n.db, Evidence: ev,
 		Keys: ks, Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
+	// Records at rest are sealed under the data key (storage.encrypt).
+	var dk *keys.DataKey
+	if cfg.Storage.Encrypt {
+		if dk, err = keys.LoadDataKey(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	n.consents = consent.New(consent.Config{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Metrics: m, Keys: ks,
 		Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock,
+		DataKey: dk,
 		SubjectInClear: func(ctx context.Context, id string) bool {
 			a, err := n.agreements.Get(ctx, id)
 			if a == nil || err != nil && !errors.Is(err, agreement.ErrNotActive) {
@@ -235,13 +243,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			}
 			return false
 		}})
-	// Records at rest are sealed under the data key (storage.encrypt).
-	var dk *keys.DataKey
-	if cfg.Storage.Encrypt {
-		if dk, err = keys.LoadDataKey(cfg.DataDir); err != nil {
-			return nil, err
-		}
-	}
 	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev, Metrics: m,
 		Logger: n.log, Now: now, Keys: ks, Registry: n.reg, Codec: codec, Outbox: n.out, Agreements: n.agreements,
 		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock, DataKey: dk})
@@ -324,13 +325,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	return n, nil
 }
 
-// sealAtRest seals, once at start, the held and received records stored
-// in clear before storage.encrypt was on.
+// sealAtRest seals, once at start, the held and received records and the
+// consent ledger stored in clear before storage.encrypt was on.
 func (n *Node) sealAtRest(ctx context.Context) {
 	for _, f := range []struct {
 		what string
 		seal func(context.Context) (int, error)
-	}{{"held records", n.shares.SealHeld}, {"received envelopes", n.recv.SealReceived}} {
+	}{{"held records", n.shares.SealHeld}, {"received envelopes", n.recv.SealReceived}, {"consent ledger", n.consents.SealLedger}} {
 		k, err := f.seal(ctx)
 		if err != nil {
 			n.log.Warn("sealing records at rest stopped; the next start goes on", "what", f.what, "err", err)

@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestNoPersonalValueAtRest: with storage.encrypt (the default) neither
@@ -58,6 +61,26 @@ func TestNoPersonalValueAtRest(t *testing.T) {
 			t.Fatalf("the export lacks %q: %s", v, out.Bytes()[:min(300, out.Len())])
 		}
 	}
+	// A consent recorded and withdrawn: the ledger, the erasure request
+	// (which names the student number, delivered in clear) and the
+	// recipient's tombstone hold no id in clear either.
+	if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "consent-1", Subject: secrets[0], Purpose: policy.PurposeCreditTransfer,
+		Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if wr, err := a.WithdrawConsent(ctx, "consent-1"); err != nil || wr.Requests != 1 {
+		t.Fatalf("withdraw: %+v, %v", wr, err)
+	}
+	wait.Until(t, 20*time.Second, "uni-b to erase the student's records", func() bool {
+		st, err := b.Status(ctx)
+		return err == nil && st.Received == 2*n-2
+	})
+	var ledger []policy.ConsentRecord
+	if resp := adminCall(t, a, s.conf["uni-a"].DataDir, http.MethodGet, "/v1/consents?purpose=credit_transfer", "", &ledger); resp.StatusCode != http.StatusOK ||
+		len(ledger) != 1 || ledger[0].Subject != secrets[0] || ledger[0].Withdrawn.IsZero() {
+		t.Fatalf("the ledger reads back: %s %+v", resp.Status, ledger)
+	}
+
 	// The scan finds what is there: a node with storage.encrypt off
 	// holds the same records in clear.
 	c := s.member("uni-c", crypto.SuiteX25519, func(c *node.Config) { c.Storage.Encrypt = false })

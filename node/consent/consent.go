@@ -56,6 +56,9 @@ type Config struct {
 	// id in clear (policy.Rulebook.IdentifierInClear), so that an erasure
 	// request names it as the recipient's copies carry it.
 	SubjectInClear func(ctx context.Context, agreement string) bool
+	// DataKey seals consent records and erasure requests at rest; nil
+	// stores them in clear (storage.encrypt off). They are read either way.
+	DataKey *keys.DataKey
 }
 
 // Ledger is a node's consent ledger.
@@ -71,12 +74,13 @@ type Ledger struct {
 	now     func() time.Time
 	shares  sync.Locker
 	inClear func(ctx context.Context, agreement string) bool
+	dk      *keys.DataKey
 }
 
 // New is the consent ledger in c.DB.
 func New(c Config) *Ledger {
 	return &Ledger{nodeID: c.NodeID, db: c.DB, ev: c.Evidence, m: c.Metrics, keys: c.Keys, reg: c.Registry,
-		out: c.Outbox, layout: c.Layout, now: c.Now, shares: c.Shares, inClear: c.SubjectInClear}
+		out: c.Outbox, layout: c.Layout, now: c.Now, shares: c.Shares, inClear: c.SubjectInClear, dk: c.DataKey}
 }
 
 // receiptClaims is a consent receipt: the policy's claims under the JWT's
@@ -108,7 +112,7 @@ func (l *Ledger) Grant(ctx context.Context, c policy.ConsentRecord) (string, err
 	now := l.now()
 	err = l.db.Write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT INTO consents(id, subject, purpose, body, updated_ms) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT(id) DO NOTHING`, c.ID, c.Subject, string(c.Purpose), body, now.UnixMilli())
+			ON CONFLICT(id) DO NOTHING`, c.ID, l.ev.Subject(c.Subject), string(c.Purpose), l.dk.SealIf(body, consentAAD(c.ID)), now.UnixMilli())
 		if err != nil {
 			return fmt.Errorf("store consent: %w", err)
 		}
@@ -151,6 +155,10 @@ func (l *Ledger) Get(ctx context.Context, id string) (policy.ConsentRecord, erro
 		return policy.ConsentRecord{}, fmt.Errorf("read consent: %w", err)
 	}
 	var c policy.ConsentRecord
+	body, err = l.dk.Open(nil, body, consentAAD(id))
+	if err != nil {
+		return c, fmt.Errorf("consent %q as stored: %w", id, err)
+	}
 	if err := json.Unmarshal(body, &c); err != nil {
 		return c, fmt.Errorf("decode consent %q: %w", id, err)
 	}
@@ -162,7 +170,7 @@ func (l *Ledger) Get(ctx context.Context, id string) (policy.ConsentRecord, erro
 func (l *Ledger) List(ctx context.Context, purpose policy.Purpose, after string, limit int) ([]policy.ConsentRecord, error) {
 	out := []policy.ConsentRecord{}
 	err := l.each(ctx, func(c policy.ConsentRecord) { out = append(out, c) },
-		`SELECT body FROM consents WHERE (? = '' OR purpose = ?) AND id > ? ORDER BY id LIMIT ?`,
+		`SELECT id, body FROM consents WHERE (? = '' OR purpose = ?) AND id > ? ORDER BY id LIMIT ?`,
 		string(purpose), string(purpose), after, limit)
 	return out, err
 }
@@ -172,11 +180,12 @@ func (l *Ledger) List(ctx context.Context, purpose policy.Purpose, after string,
 func (l *Ledger) For(ctx context.Context, purpose policy.Purpose) (map[string][]policy.ConsentRecord, error) {
 	out := map[string][]policy.ConsentRecord{}
 	err := l.each(ctx, func(c policy.ConsentRecord) { out[c.Subject] = append(out[c.Subject], c) },
-		`SELECT body FROM consents WHERE purpose = ?`, string(purpose))
+		`SELECT id, body FROM consents WHERE purpose = ?`, string(purpose))
 	return out, err
 }
 
-// each hands f every consent record that query (selecting body) finds.
+// each hands f every consent record that query (selecting id, body)
+// finds.
 func (l *Ledger) each(ctx context.Context, f func(policy.ConsentRecord), query string, args ...any) error {
 	rows, err := l.db.R.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -184,9 +193,14 @@ func (l *Ledger) each(ctx context.Context, f func(policy.ConsentRecord), query s
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var id string
 		var body []byte
-		if err := rows.Scan(&body); err != nil {
+		if err := rows.Scan(&id, &body); err != nil {
 			return fmt.Errorf("read consents: %w", err)
+		}
+		body, err := l.dk.Open(nil, body, consentAAD(id))
+		if err != nil {
+			return fmt.Errorf("consent %q as stored: %w", id, err)
 		}
 		var c policy.ConsentRecord
 		if err := json.Unmarshal(body, &c); err != nil {
@@ -233,7 +247,7 @@ func (l *Ledger) Withdraw(ctx context.Context, id string) (WithdrawResult, error
 	var res WithdrawResult
 	err = l.db.Write(ctx, func(tx *sql.Tx) error {
 		res = WithdrawResult{}
-		if _, err := tx.ExecContext(ctx, `UPDATE consents SET body = ?, updated_ms = ? WHERE id = ?`, body, now.UnixMilli(), id); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE consents SET body = ?, updated_ms = ? WHERE id = ?`, l.dk.SealIf(body, consentAAD(id)), now.UnixMilli(), id); err != nil {
 			return fmt.Errorf("withdraw consent: %w", err)
 		}
 		if err := l.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindConsent, Purpose: string(c.Purpose),
@@ -325,7 +339,7 @@ func (l *Ledger) requestErasure(ctx context.Context, tx *sql.Tx, c policy.Consen
 		return fmt.Errorf("erasure request: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO erasures(id, subject, recipient, agreement, purpose, request, requested_ms)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`, req.ID, subject, recipient, agreement, string(c.Purpose), body, now.UnixMilli()); err != nil {
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, req.ID, subject, recipient, agreement, string(c.Purpose), l.dk.SealIf(body, erasureAAD(req.ID)), now.UnixMilli()); err != nil {
 		return fmt.Errorf("store erasure request: %w", err)
 	}
 	return l.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindErasure, Peer: recipient, Agreement: agreement,
@@ -354,6 +368,9 @@ func (l *Ledger) ConfirmErasure(ctx context.Context, h crypto.Header, plain []by
 			return nil
 		}
 		var req policy.ErasureRequest
+		if body, err = l.dk.Open(nil, body, erasureAAD(rc.Request)); err != nil {
+			return fmt.Errorf("erasure request %s as stored: %w", rc.Request, err)
+		}
 		if err := json.Unmarshal(body, &req); err != nil {
 			return err
 		}
@@ -420,3 +437,8 @@ func (l *Ledger) Summarise(ctx context.Context) (Summary, error) {
 	}
 	return s, nil
 }
+
+// consentAAD and erasureAAD bind a consent record and an erasure request
+// sealed at rest to their rows.
+func consentAAD(id string) []byte { return append([]byte("eduspace consents.body\x00"), id...) }
+func erasureAAD(id string) []byte { return append([]byte("eduspace erasures.request\x00"), id...) }

@@ -76,9 +76,11 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 		fresh = true
 		// The subject as the records carry it: the token, or its id where
 		// the agreement delivered that in clear.
-		erased := map[string]bool{req.Subject: true}
+		// Kept as keyed hashes, as the tombstones keep them: no subject's
+		// id or token is stored in clear.
+		erased := map[string]bool{r.ev.Subject(req.Subject): true}
 		if req.SubjectInClear != "" {
-			erased[req.SubjectInClear] = true
+			erased[r.ev.Subject(req.SubjectInClear)] = true
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, r.type, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
 			WHERE i.sender = ? AND i.agreement = ?`, req.Provider, req.Agreement)
@@ -161,8 +163,9 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 }
 
 // withoutSubjects returns body without the records whose subject key
-// holds one of tokens, how many records are kept and how many went.
-func (r *Receiver) withoutSubjects(typ string, body []byte, tokens map[string]bool) (kept []byte, k, gone int) {
+// holds a subject erased names (by its keyed hash), how many records are
+// kept and how many went.
+func (r *Receiver) withoutSubjects(typ string, body []byte, erased map[string]bool) (kept []byte, k, gone int) {
 	rt, ok := r.std.Type(typ)
 	if !ok {
 		return body, 0, 0
@@ -180,7 +183,9 @@ func (r *Receiver) withoutSubjects(typ string, body []byte, tokens map[string]bo
 		// receipt and has no blank lines.
 		line := lines[li]
 		li++
-		if subject, ok := rec.Fields[key].(string); err == nil && ok && tokens[subject] {
+		// erased holds keyed hashes of the subjects (tombstones written
+		// before they were hashed hold the token itself).
+		if subject, ok := rec.Fields[key].(string); err == nil && ok && (erased[r.ev.Subject(subject)] || erased[subject]) {
 			gone++
 			continue
 		}
