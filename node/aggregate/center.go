@@ -190,7 +190,7 @@ func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, er
 		return "", fmt.Errorf("aggregate query %s: past its deadline", q.ID)
 	}
 	id := fmt.Sprintf("%s-r%d", q.ID, rounds+1)
-	r, err := secagg.NewRound(secagg.Params{RoundID: id, Participants: q.Participants, Threshold: q.Threshold,
+	r, err := secagg.NewRound(secagg.Params{RoundID: id, Participants: q.Participants, Threshold: q.shamirDegree(),
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
 		return "", err
@@ -524,8 +524,8 @@ func (a *Aggregator) centerFinish(cr *centerRound) {
 // stores the release with its evidence.
 func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 	t := cr.q.Threshold
-	if len(cr.responses) < t+1 {
-		a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t+1))
+	if len(cr.responses) < t {
+		a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t))
 		return
 	}
 	tr := secagg.Transcript{Shared: cr.shared}

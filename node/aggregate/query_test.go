@@ -18,7 +18,7 @@ func testQuery() Query {
 		Purpose: policy.PurposeStatistics,
 		GroupBy: []Dimension{{Field: "education_level", Values: []string{"本科", "硕士"}}, {Field: "major_category", Values: []string{"08"}}},
 		Measure: Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 6}, ContributionBound: 1, K: 5, Rho: 0.05,
-		Participants: []string{"a", "b", "c", "d"}, Threshold: 1, Deadline: now.Add(time.Hour), RoundTimeout: Duration(time.Minute)}
+		Participants: []string{"a", "b", "c", "d"}, Threshold: 3, Deadline: now.Add(time.Hour), RoundTimeout: Duration(time.Minute)}
 }
 
 // TestAggregateQueryValidate: a good query passes; every error names its
@@ -45,6 +45,7 @@ func TestAggregateQueryValidate(t *testing.T) {
 		"rho":                   func(q *Query) { q.Rho = 11 },
 		"participants[1]":       func(q *Query) { q.Participants[1] = "center" },
 		"threshold":             func(q *Query) { q.Threshold = 2 },
+		"colluders":             func(q *Query) { q.Colluders = 4 },
 		"deadline":              func(q *Query) { q.Deadline = q.Issued },
 		"round_timeout":         func(q *Query) { q.RoundTimeout = 0 },
 		"interval":              func(q *Query) { q.Interval = Duration(time.Second) },
@@ -135,5 +136,45 @@ func TestAggregateTableBoundsEachSubject(t *testing.T) {
 	a.scanRecords = scan(struct{ subject, body string }{"", `{"type":"student","gender":"女"}`})
 	if x, err := a.aggregateTable(context.Background(), &q); err == nil {
 		t.Errorf("a record without a subject counted: table %v", x)
+	}
+}
+
+// TestAggregateThresholdAgainstColluders: t must exceed (n + c)/2, and the
+// refusal shows the arithmetic.
+func TestAggregateThresholdAgainstColluders(t *testing.T) {
+	for _, c := range []struct {
+		t, n, c int
+		want    string // "" when accepted
+	}{
+		{3, 10, 1, "threshold 3 for 10 universities and 1 colluder: need t > (10 + 1)/2 = 5.5, so t ≥ 6"},
+		{5, 10, 0, "threshold 5 for 10 universities and 0 colluders: need t > (10 + 0)/2 = 5, so t ≥ 6"},
+		{6, 10, 1, ""},
+		{6, 10, 2, "threshold 6 for 10 universities and 2 colluders: need t > (10 + 2)/2 = 6, so t ≥ 7"},
+		{1, 4, 0, "threshold 1 for 4 universities and 0 colluders: need t > (4 + 0)/2 = 2, so t ≥ 3"},
+		{2, 4, 1, "threshold 2 for 4 universities and 1 colluder: need t > (4 + 1)/2 = 2.5, so t ≥ 3"},
+		{3, 4, 1, ""},
+		{2, 3, 0, ""},
+		{3, 3, 1, ""},
+		{2, 3, 1, "threshold 2 for 3 universities and 1 colluder: need t > (3 + 1)/2 = 2, so t ≥ 3"},
+	} {
+		err := CheckThreshold(c.t, c.n, c.c)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != c.want {
+			t.Errorf("t=%d n=%d c=%d: got %q, want %q", c.t, c.n, c.c, got, c.want)
+		}
+	}
+	// through Validate, with the query's own participants (n = 4)
+	q := testQuery()
+	q.Threshold, q.Colluders = 2, 1
+	err := q.Validate(schema.Default())
+	if err == nil || !strings.Contains(err.Error(), "aggregate query: threshold: threshold 2 for 4 universities and 1 colluder: need t > (4 + 1)/2 = 2.5, so t ≥ 3") {
+		t.Errorf("t=2 n=4 c=1: %v", err)
+	}
+	q.Threshold = 3
+	if err := q.Validate(schema.Default()); err != nil {
+		t.Errorf("t=3 n=4 c=1: %v", err)
 	}
 }

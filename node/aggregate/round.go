@@ -370,7 +370,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
-	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.Threshold,
+	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.shamirDegree(),
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
 		return decline(RefuseBadQuery, err)
@@ -469,7 +469,7 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 // gives the debit back, in one transaction with a refunded evidence entry:
 // the center says it released nothing, and no answer of this node helped
 // unmask anything. Once it has answered a survivor list it keeps the debit:
-// t+1 answers let the center unmask, and this node cannot tell whether they
+// t answers let the center unmask, and this node cannot tell whether they
 // reached it (AGGREGATES.md §2). A database error leaves the round in place
 // and is returned, so that the abort is redelivered.
 func (a *Aggregator) partAbort(ctx context.Context, pr *partRound, reason string) error {

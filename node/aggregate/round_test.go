@@ -135,7 +135,7 @@ func newAggSpace(t *testing.T) *aggFixture {
 func genderQuery(id string) aggregate.Query {
 	return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
 		GroupBy: []aggregate.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
-		Measure: aggregate.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 1,
+		Measure: aggregate.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 2,
 		RoundTimeout: aggregate.Duration(20 * time.Second)}
 }
 
@@ -228,7 +228,7 @@ func TestAggregateSecureSumExact(t *testing.T) {
 	q := aggregate.Query{ID: "enrol-sum", RecordType: "enrollment", Purpose: policy.PurposeStatistics,
 		GroupBy: []aggregate.Dimension{{Field: "education_level", Values: aggLevels}, {Field: "major_category", Values: aggCats}},
 		Measure: aggregate.Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 5},
-		Rho:     0.1, Participants: aggUnis, Threshold: 1, RoundTimeout: aggregate.Duration(20 * time.Second)}
+		Rho:     0.1, Participants: aggUnis, Threshold: 2, RoundTimeout: aggregate.Duration(20 * time.Second)}
 	start = time.Now()
 	rel = f.run(t, q)
 	t.Logf("sum round: %v", time.Since(start))
@@ -532,7 +532,7 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 	ctx := context.Background()
 	for field, edit := range map[string]func(*aggregate.Query){
 		"group_by[0].field": func(q *aggregate.Query) { q.GroupBy[0].Field = "name" },
-		"threshold":         func(q *aggregate.Query) { q.Threshold = 2 },
+		"threshold":         func(q *aggregate.Query) { q.Threshold = 1 },
 		"dataset":           func(q *aggregate.Query) { q.Dataset = "everything" },
 		"measure.field": func(q *aggregate.Query) {
 			q.Measure = aggregate.Measure{Kind: "sum", Field: "gender", Lower: 0, Upper: 1}
