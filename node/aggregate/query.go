@@ -454,7 +454,10 @@ type aggPlan struct {
 func planQuery(q *Query) (aggPlan, error) {
 	p := aggPlan{cells: q.cells()}
 	c := float64(q.ContributionBound)
-	m, n := q.minSurvivors(), len(q.Participants)
+	// The fewest noise shares a release protects with: t survivors, of
+	// which c may collude with the center and subtract their own shares
+	// (PRIVACY.md §4.3). t > (n + c)/2 keeps it ≥ 1.
+	m, n := q.minSurvivors()-q.Colluders, len(q.Participants)
 	target := q.Rho
 	if q.Measure.Kind == "sum" {
 		target = q.Rho / 2

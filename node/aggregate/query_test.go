@@ -3,12 +3,14 @@ package aggregate
 import (
 	"context"
 	"encoding/json"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/policy/privacy"
 	"github.com/eduspace/eduspace/schema"
 )
 
@@ -176,5 +178,57 @@ func TestAggregateThresholdAgainstColluders(t *testing.T) {
 	q.Threshold = 3
 	if err := q.Validate(schema.Default()); err != nil {
 		t.Errorf("t=3 n=4 c=1: %v", err)
+	}
+}
+
+// TestAggregateNoiseForHonestOnly: the noise plan protects the release
+// with the t − c honest survivors' shares alone: the σᵢ² each university
+// draws grows with c, and the accountant's ρ for t − c shares of it meets
+// the query's ρ, which the plan for c = 0 does not.
+func TestAggregateNoiseForHonestOnly(t *testing.T) {
+	q := testQuery()
+	q.Participants = []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	q.Measure = Measure{Kind: "count"}
+	sens := privacy.Sensitivity{L1: 1, L2: 1}
+	var prev *big.Rat
+	prevHonest := 0
+	for _, c := range []struct{ t, c int }{{6, 0}, {6, 1}, {7, 2}, {8, 3}} {
+		q.Threshold, q.Colluders = c.t, c.c
+		if err := q.Validate(schema.Default()); err != nil {
+			t.Fatal(err)
+		}
+		plan, err := planQuery(&q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		honest := c.t - c.c
+		r, err := privacy.DistributedRho(plan.countVar, honest, plan.cells, sens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r > q.Rho {
+			t.Errorf("t=%d c=%d: σᵢ² = %s gives ρ = %v with %d honest shares, want ≤ %v", c.t, c.c, plan.countVar.FloatString(3), r, honest, q.Rho)
+		}
+		if prev != nil && honest < prevHonest && plan.countVar.Cmp(prev) <= 0 {
+			t.Errorf("t=%d c=%d: σᵢ² = %s, not above %s planned for more honest shares", c.t, c.c, plan.countVar.FloatString(3), prev.FloatString(3))
+		}
+		if c.c > 0 {
+			// the plan for the same t without colluders falls short with t − c honest shares
+			q0 := q
+			q0.Colluders = 0
+			p0, err := planQuery(&q0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r0, err := privacy.DistributedRho(p0.countVar, honest, p0.cells, sens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r0 <= q.Rho {
+				t.Errorf("t=%d: the plan for no colluder already gives ρ = %v ≤ %v with %d shares", c.t, r0, q.Rho, honest)
+			}
+		}
+		t.Logf("n=10 t=%d c=%d: σᵢ² = %s, ρ with %d honest shares = %.4f", c.t, c.c, plan.countVar.FloatString(3), honest, r)
+		prev, prevHonest = plan.countVar, honest
 	}
 }
