@@ -752,3 +752,104 @@ func TestAggregateQueryCancel(t *testing.T) {
 		t.Errorf("GET /v1/aggregate-rounds: %s, %+v", resp.Status, got)
 	}
 }
+
+// TestAggregateDeviatingCenter: the lists U2 and U3 are in the evidence on
+// both sides under the same digests; a center that sends a university a
+// list U2 shorter than t, or a second survivor list that flips a peer
+// between survivor and dropped, is refused with evidence, and the round
+// fails rather than anyone's table being unmasked.
+func TestAggregateDeviatingCenter(t *testing.T) {
+	f := newAggSpace(t)
+	centerDir := f.s.Configs[aggCenter].DataDir
+
+	rel := f.run(t, genderQuery("lists"))
+	f.checkGender(t, rel, aggUnis...)
+	cev := aggEvidence(t, centerDir)
+	u2, u3 := hasEntry(cev, "lists-r1", "shared_list"), hasEntry(cev, "lists-r1", "survivors_list")
+	if u2 == nil || u3 == nil || u2["digest"] == nil || u3["digest"] == nil {
+		t.Fatalf("center's evidence: want shared_list and survivors_list with digests: %v", cev)
+	}
+	for _, u := range aggUnis {
+		ev := aggEvidence(t, f.s.Configs[u].DataDir)
+		c, un := hasEntry(ev, "lists-r1", "contributed"), hasEntry(ev, "lists-r1", "unmasked")
+		if c == nil || un == nil {
+			t.Fatalf("%s: want contributed and unmasked: %v", u, ev)
+		}
+		if c["digest"] != u2["digest"] || un["digest"] != u3["digest"] {
+			t.Errorf("%s: digests U2 %v, U3 %v; the center recorded %v, %v", u, c["digest"], un["digest"], u2["digest"], u3["digest"])
+		}
+	}
+
+	fails := func(t *testing.T, id string) {
+		t.Helper()
+		q := genderQuery(id)
+		q.RoundTimeout = aggregate.Duration(2 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		info, err := f.center.Aggregator().Submit(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel, err := f.center.Aggregator().Wait(ctx, info.Round); err == nil {
+			t.Fatalf("round released %+v", rel)
+		}
+	}
+
+	t.Run("short U2", func(t *testing.T) {
+		f.center.Aggregator().SetDeviation("short_u2")
+		defer f.center.Aggregator().SetDeviation("")
+		fails(t, "short-u2")
+		for _, u := range aggUnis {
+			ev := aggEvidence(t, f.s.Configs[u].DataDir)
+			e := hasEntry(ev, "short-u2-r1", aggregate.ListShort)
+			if e == nil || hasEntry(ev, "short-u2-r1", "contributed") != nil {
+				t.Errorf("%s: want %s and no contributed entry: %v", u, aggregate.ListShort, ev)
+				continue
+			}
+			d := e["detail"].(map[string]any)
+			if d["members"] != 1.0 || d["threshold"] != 2.0 || d["member:"+u] != 1.0 {
+				t.Errorf("%s: detail %v, want one member (itself), threshold 2", u, d)
+			}
+		}
+	})
+
+	t.Run("conflicting U3", func(t *testing.T) {
+		f.center.Aggregator().SetDeviation("equivocate_u3")
+		defer f.center.Aggregator().SetDeviation("")
+		fails(t, "conflict")
+		for _, u := range aggUnis {
+			ev := aggEvidence(t, f.s.Configs[u].DataDir)
+			var unmasked, refused []map[string]any
+			for _, e := range ev {
+				if e["envelope"] != "conflict-r1" {
+					continue
+				}
+				switch e["reason"] {
+				case "unmasked":
+					unmasked = append(unmasked, e)
+				case aggregate.ListConflict:
+					refused = append(refused, e)
+				}
+			}
+			if len(unmasked) != 1 || len(refused) != 1 {
+				t.Errorf("%s: %d unmasked and %d %s entries, want 1 and 1: %v", u, len(unmasked), len(refused), aggregate.ListConflict, ev)
+				continue
+			}
+			// the one peer in one list and not the other is named as flipped
+			answered, other := unmasked[0]["detail"].(map[string]any), refused[0]["detail"].(map[string]any)
+			flipped := 0
+			for _, p := range aggUnis {
+				a, b := answered["survivor:"+p] == 1.0, other["member:"+p] == 1.0
+				if (a != b) != (other["flipped:"+p] == 1.0) {
+					t.Errorf("%s: peer %s in the answered list %v, in the refused one %v, flipped %v", u, p, a, b, other["flipped:"+p])
+				}
+				if a != b {
+					flipped++
+				}
+			}
+			if flipped != 1 || unmasked[0]["digest"] == refused[0]["digest"] {
+				t.Errorf("%s: %d peers flipped, digests %v and %v: want 1 and two digests", u, flipped, unmasked[0]["digest"], refused[0]["digest"])
+			}
+		}
+	})
+}
