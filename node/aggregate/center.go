@@ -122,6 +122,9 @@ func (a *Aggregator) Submit(ctx context.Context, q Query) (QueryInfo, error) {
 	if err := q.Validate(a.std); err != nil {
 		return QueryInfo{}, err
 	}
+	if q.Colluders < a.minColluders {
+		return QueryInfo{}, fmt.Errorf("aggregate query: colluders: %d, this node requires at least %d (aggregate.colluders)", q.Colluders, a.minColluders)
+	}
 	plan, err := planQuery(&q)
 	if err != nil {
 		return QueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)

@@ -76,6 +76,9 @@ type Deps struct {
 	// ScanRecords calls fn with the subject and body of every record of the
 	// type this node holds, in the order they were ingested.
 	ScanRecords func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
+	// MinColluders is the fewest colluders a query must tolerate for this
+	// node to submit it or take part (config aggregate.colluders).
+	MinColluders int
 }
 
 // Aggregator is a node's side of aggregate rounds, as center or as
@@ -98,6 +101,7 @@ type Aggregator struct {
 	wakeRelay        func()
 	activeAgreements func(ctx context.Context) ([]policy.Agreement, error)
 	scanRecords      func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
+	minColluders     int
 
 	mu sync.Mutex
 	// knobs are settings of tests only (export_test.go): noNoise sends
@@ -122,7 +126,7 @@ type Aggregator struct {
 func New(d Deps) *Aggregator {
 	return &Aggregator{nodeID: d.NodeID, cred: d.Cred, std: d.Std, db: d.DB, ev: d.Evidence, keys: d.Keys, reg: d.Registry,
 		codec: d.Codec, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, enqueue: d.Enqueue, wakeRelay: d.WakeRelay,
-		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords,
+		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords, minColluders: d.MinColluders,
 		parts: map[string]*partRound{}, rounds: map[string]*centerRound{}}
 }
 
@@ -141,6 +145,7 @@ const (
 	RefuseBudget         = "budget_exceeded"   // the release's worst-case ρ would overspend the ledger
 	RefuseInternal       = "internal_error"    // this node failed (computing its table, sealing)
 	RefuseTooFew         = "too_few_survivors" // a round failed: fewer than the minimum were left
+	RefuseColluders      = "too_few_colluders" // the query tolerates fewer colluders than this node requires
 )
 
 // Evidence reasons of a university that refuses a list the center sent
@@ -160,7 +165,7 @@ var errListRefused = errors.New("list from the center refused")
 // RefuseReasons are the closed label set of the refused metric: every
 // reason but RefuseTooFew, which fails a round rather than refuses it.
 var RefuseReasons = []string{RefuseBadQuery, RefuseSignature, RefuseNotParticipant, RefuseExpired,
-	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal}
+	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders}
 
 // Message types of a round, in order.
 const (
@@ -376,6 +381,9 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	}
 	if agreement == "" {
 		return decline(RefuseNoAgreement, nil)
+	}
+	if q.Colluders < a.minColluders {
+		return decline(RefuseColluders, fmt.Errorf("the query tolerates %d colluders, this node requires %d", q.Colluders, a.minColluders))
 	}
 	plan, err := planQuery(q)
 	if err != nil {

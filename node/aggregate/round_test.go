@@ -103,11 +103,24 @@ type aggFixture struct {
 // agreements and records; the universities add no noise.
 func newAggSpace(t *testing.T) *aggFixture {
 	t.Helper()
+	return newAggSpaceWith(t, func(string, *node.Config) {})
+}
+
+// newAggSpaceWith is newAggSpace with each node's configuration edited
+// before it opens.
+func newAggSpaceWith(t *testing.T, edit func(id string, cfg *node.Config)) *aggFixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &aggFixture{s: nodetest.NewSpace(t), unis: map[string]*node.Node{}, plain: map[string]aggPlain{}}
-	f.center = memberAs(f.s, aggCenter, crypto.RoleCenter)
+	open := func(id string, role crypto.Role) *node.Node {
+		cfg := f.s.Member(id, role)
+		edit(id, &cfg)
+		f.s.Configs[id] = cfg
+		return f.s.Open(cfg)
+	}
+	f.center = open(aggCenter, crypto.RoleCenter)
 	for i, id := range aggUnis {
-		u := memberAs(f.s, id, crypto.RoleUniversity)
+		u := open(id, crypto.RoleUniversity)
 		u.Aggregator().SetTestKnobs(true, "")
 		f.unis[id] = u
 		recs, plain := aggRecords(i)
@@ -852,4 +865,43 @@ func TestAggregateDeviatingCenter(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAggregateColludersFloor: aggregate.colluders is the fewest colluders
+// a query must tolerate: the center refuses to submit one below its own,
+// and a university declines one below its own (too_few_colluders).
+func TestAggregateColludersFloor(t *testing.T) {
+	f := newAggSpaceWith(t, func(id string, cfg *node.Config) {
+		switch id {
+		case aggCenter:
+			cfg.Aggregate.Colluders = 1
+		case "uni-c":
+			cfg.Aggregate.Colluders = 2
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := f.center.Aggregator().Submit(ctx, genderQuery("no-colluder"))
+	if err == nil || !strings.Contains(err.Error(), "aggregate query: colluders: 0, this node requires at least 1") {
+		t.Fatalf("c = 0 at a center requiring 1: %v", err)
+	}
+	q := genderQuery("one-colluder")
+	q.Threshold, q.Colluders = 3, 1
+	q.RoundTimeout = aggregate.Duration(2 * time.Second)
+	info, err := f.center.Aggregator().Submit(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.center.Aggregator().Wait(ctx, info.Round); err == nil || !strings.Contains(err.Error(), "too_few_survivors") {
+		t.Errorf("uni-c declining a round with t = 3 of 3: %v, want too_few_survivors", err)
+	}
+	if hasEntry(aggEvidence(t, f.s.Configs["uni-c"].DataDir), "one-colluder-r1", aggregate.RefuseColluders) == nil {
+		t.Errorf("uni-c's evidence has no %s entry", aggregate.RefuseColluders)
+	}
+	if v := metricValue(t, f.unis["uni-c"], `eduspace_aggregate_queries_refused_total{reason="too_few_colluders"}`); v != 1 {
+		t.Errorf("uni-c refused %v queries for too few colluders, want 1", v)
+	}
+	if hasEntry(aggEvidence(t, f.s.Configs["uni-a"].DataDir), "one-colluder-r1", "joined") == nil {
+		t.Error("uni-a (no floor above 1) did not join")
+	}
 }
