@@ -50,6 +50,8 @@ type Config struct {
 	Checkpoint CheckpointConfig `yaml:"checkpoint"`
 	// Storage sets what the node needs of its disk.
 	Storage StorageConfig `yaml:"storage"`
+	// Aggregate sets what this node requires of aggregate queries.
+	Aggregate AggregateConfig `yaml:"aggregate"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -141,6 +143,17 @@ type StorageConfig struct {
 	Encrypt bool `yaml:"encrypt"`
 }
 
+// AggregateConfig sets what a node requires of the aggregate queries it
+// submits (a center) or takes part in (a university).
+type AggregateConfig struct {
+	// Colluders is the fewest colluding universities c a query must
+	// tolerate: a query with fewer is refused at submission and declined
+	// by a university (too_few_colluders). The query's threshold must
+	// then exceed (n + c)/2, and its noise is planned for t − c honest
+	// universities (node/aggregate/AGGREGATES.md §1).
+	Colluders int `yaml:"colluders"`
+}
+
 // DefaultConfig is the configuration every file starts from.
 func DefaultConfig() Config {
 	return Config{
@@ -149,6 +162,7 @@ func DefaultConfig() Config {
 		Batch:       BatchConfig{MaxRecords: 2000},
 		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
 		Storage:     StorageConfig{MinFreeMiB: 256, Encrypt: true},
+		Aggregate:   AggregateConfig{Colluders: 1},
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",
@@ -191,6 +205,9 @@ func (c *Config) Validate() error {
 	}
 	if !bus.ValidName(c.Space) {
 		bad("space", "%q: use 1-63 lower case letters, digits, '-' or '_'", c.Space)
+	}
+	if c.Aggregate.Colluders < 0 || c.Aggregate.Colluders > 98 {
+		bad("aggregate.colluders", "%d, want 0..98 (a round has at most 100 universities)", c.Aggregate.Colluders)
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "required")

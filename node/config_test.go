@@ -20,6 +20,9 @@ func TestExampleConfigLoads(t *testing.T) {
 		t.Fatalf("deploy/node.example.yaml: %v", err)
 	}
 	def := DefaultConfig()
+	if cfg.Aggregate != def.Aggregate || def.Aggregate.Colluders != 1 {
+		t.Errorf("aggregate: the example has %+v, DefaultConfig %+v; want colluders 1 in both", cfg.Aggregate, def.Aggregate)
+	}
 	if cfg.Suite != def.Suite || cfg.Batch != def.Batch || cfg.EnvelopeTTL != def.EnvelopeTTL || cfg.Admin.Listen != def.Admin.Listen || !slices.Equal(cfg.Admin.Hosts, def.Admin.Hosts) {
 		t.Errorf("the example's values differ from DefaultConfig: got %+v", cfg)
 	}
@@ -87,6 +90,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"envelope_ttl", func(c *Config) { c.EnvelopeTTL = 0 }},
 		{"clock_skew", func(c *Config) { c.ClockSkew = 2 * time.Hour }},
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
+		{"aggregate.colluders", func(c *Config) { c.Aggregate.Colluders = -1 }},
+		{"aggregate.colluders", func(c *Config) { c.Aggregate.Colluders = 99 }},
 	} {
 		c := valid()
 		tc.edit(&c)

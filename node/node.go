@@ -249,7 +249,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.out.OnDrop(n.shares.Unshare)
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
-		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords})
+		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords,
+		MinColluders: cfg.Aggregate.Colluders})
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
 		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, DataKey: dk,

@@ -142,7 +142,10 @@ func (p *Participant) Shares(commits []Commitment) ([]ShareBundle, error) {
 // center relayed (from the participants who shared, U2, itself excepted) and
 // returns x masked: x + self mask + Σ± pairwise masks with every member of
 // U2, modulo 2⁶⁴. len(x) must be the round's vector length and U2 must
-// number at least t+1. After Mask the participant's own secrets are erased.
+// number at least the round's MinSurvivors (≥ t+1): a center that relays
+// fewer could not release a sum with the noise planned, and a shorter U2
+// would leave this participant's vector masked against fewer peers. After
+// Mask the participant's own secrets are erased.
 func (p *Participant) Mask(x []int64, received []ShareBundle) (MaskedInput, error) {
 	if p.phase != phaseShared {
 		return MaskedInput{}, errors.New("mask: called out of order")
@@ -178,8 +181,8 @@ func (p *Participant) Mask(x []int64, received []ShareBundle) (MaskedInput, erro
 		}
 		held[i] = heldShares{mask: ms, self: ss}
 	}
-	if len(held) < p.r.t+1 {
-		return MaskedInput{}, fmt.Errorf("mask: %d shared, need %d: %w", len(held), p.r.t+1, ErrTooFew)
+	if len(held) < p.r.min {
+		return MaskedInput{}, fmt.Errorf("mask: %d shared, need %d: %w", len(held), p.r.min, ErrTooFew)
 	}
 	shared := sortedKeys(held)
 	y := make([]uint64, p.r.n)

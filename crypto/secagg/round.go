@@ -53,9 +53,11 @@ type Params struct {
 	// the sign of its pairwise masks depends on it.
 	Participants []string
 	// Threshold is t ≥ 1: any t+1 shares recover a secret and t reveal
-	// nothing about it. A round needs 2t+1 ≤ len(Participants); it completes
-	// when at least t+1 participants send masked vectors and answer, so up
-	// to t (or more, as long as t+1 remain) may drop out.
+	// nothing about it; t+1 ≤ len(Participants). A round completes when at
+	// least MinSurvivors participants send masked vectors and t+1 answer.
+	// Against a center that tells participants different survivor lists
+	// with c participants colluding, t+1 must exceed (n + c)/2
+	// (PRIVACY.md §1); the caller chooses t and c and checks that bound.
 	Threshold int
 	// VectorLen is the number of cells of every vector, 1..[MaxVectorLen].
 	VectorLen int
@@ -100,8 +102,8 @@ func NewRound(p Params) (*Round, error) {
 	if n < 3 || n > MaxParticipants {
 		return nil, fmt.Errorf("new round: %d participants, want 3..%d", n, MaxParticipants)
 	}
-	if p.Threshold < 1 || 2*p.Threshold+1 > n {
-		return nil, fmt.Errorf("new round: threshold %d with %d participants, want 1 ≤ t and 2t+1 ≤ n", p.Threshold, n)
+	if p.Threshold < 1 || p.Threshold+1 > n {
+		return nil, fmt.Errorf("new round: threshold %d with %d participants, want 1 ≤ t and t+1 ≤ n", p.Threshold, n)
 	}
 	if p.MinSurvivors == 0 {
 		p.MinSurvivors = p.Threshold + 1
@@ -157,6 +159,27 @@ func (r *Round) VectorLen() int { return r.n }
 // Digest returns the 32-byte digest of the round's parameters that every
 // message carries.
 func (r *Round) Digest() [32]byte { return r.ctx }
+
+// SharedDigest returns the digest of a list U2 of participants who shared,
+// as a [MaskedInput] carries it, so that the list can be recorded and
+// compared.
+func (r *Round) SharedDigest(ids []string) ([32]byte, error) {
+	idx, err := r.indices(ids)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("shared digest: %w", err)
+	}
+	return r.setDigest(setShared, idx), nil
+}
+
+// SurvivorsDigest returns the digest of a survivor list U3, as an
+// [UnmaskResponse] carries it.
+func (r *Round) SurvivorsDigest(ids []string) ([32]byte, error) {
+	idx, err := r.indices(ids)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("survivors digest: %w", err)
+	}
+	return r.setDigest(setSurvivors, idx), nil
+}
 
 // setDigest binds a set of participants (sorted indices) to the round.
 func (r *Round) setDigest(kind byte, idx []int) [32]byte {

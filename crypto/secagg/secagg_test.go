@@ -451,7 +451,7 @@ func TestNewRoundRejects(t *testing.T) {
 		"empty round id":     func(p *Params) { p.RoundID = "" },
 		"two participants":   func(p *Params) { p.Participants = names(2); p.Threshold = 1 },
 		"threshold 0":        func(p *Params) { p.Threshold = 0 },
-		"2t+1 > n":           func(p *Params) { p.Threshold = 3 },
+		"t+1 > n":            func(p *Params) { p.Threshold = 5; p.MinSurvivors = 5 },
 		"duplicate":          func(p *Params) { p.Participants = append(names(4), "uni-00") },
 		"control char":       func(p *Params) { p.Participants = append(names(4), "uni\n") },
 		"vector length 0":    func(p *Params) { p.VectorLen = 0 },
@@ -555,4 +555,56 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestMaskRefusesShortShared: a participant masks only when the center
+// relays share bundles from at least MinSurvivors participants (itself
+// included), not merely t+1: a shorter U2 could not end in a release with
+// the noise planned.
+func TestMaskRefusesShortShared(t *testing.T) {
+	r, err := NewRound(Params{RoundID: "short-u2", Participants: names(5), Threshold: 1, VectorLen: 3, MinSurvivors: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := seeded("short-u2")
+	var parts []*Participant
+	var commits []Commitment
+	for _, id := range r.Participants() {
+		p, err := r.NewParticipant(id, rnd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts, commits = append(parts, p), append(commits, p.Commit())
+	}
+	inbox := map[string][]ShareBundle{}
+	for _, p := range parts {
+		bundles, err := p.Shares(commits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range bundles {
+			if b.To != b.From {
+				inbox[b.To] = append(inbox[b.To], b)
+			}
+		}
+	}
+	short := inbox["uni-00"][:2] // U2 = {uni-00, two others}: 3 < MinSurvivors 4, though ≥ t+1 = 2
+	if _, err := parts[0].Mask([]int64{1, 2, 3}, short); !errors.Is(err, ErrTooFew) {
+		t.Fatalf("mask with |U2| = 3, MinSurvivors 4: err = %v, want ErrTooFew", err)
+	}
+	m, err := parts[1].Mask([]int64{1, 2, 3}, inbox["uni-01"][:3])
+	if err != nil {
+		t.Fatalf("mask with |U2| = 4, MinSurvivors 4: %v", err)
+	}
+	u2 := []string{"uni-01", inbox["uni-01"][0].From, inbox["uni-01"][1].From, inbox["uni-01"][2].From}
+	if d, err := r.SharedDigest(u2); err != nil || d != m.Shared {
+		t.Errorf("SharedDigest(%v) = %x, %v; the masked input says %x", u2, d, err, m.Shared)
+	}
+	u, err := parts[1].Unmask(u2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := r.SurvivorsDigest(u2); err != nil || d != u.Survivors {
+		t.Errorf("SurvivorsDigest(%v) = %x, %v; the response says %x", u2, d, err, u.Survivors)
+	}
 }

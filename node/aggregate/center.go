@@ -3,6 +3,7 @@ package aggregate
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/crypto/secagg"
+	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy/privacy"
 )
 
@@ -120,6 +122,9 @@ func (a *Aggregator) Submit(ctx context.Context, q Query) (QueryInfo, error) {
 	if err := q.Validate(a.std); err != nil {
 		return QueryInfo{}, err
 	}
+	if q.Colluders < a.minColluders {
+		return QueryInfo{}, fmt.Errorf("aggregate query: colluders: %d, this node requires at least %d (aggregate.colluders)", q.Colluders, a.minColluders)
+	}
 	plan, err := planQuery(&q)
 	if err != nil {
 		return QueryInfo{}, fmt.Errorf("aggregate query: rho: %w", err)
@@ -190,7 +195,7 @@ func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, er
 		return "", fmt.Errorf("aggregate query %s: past its deadline", q.ID)
 	}
 	id := fmt.Sprintf("%s-r%d", q.ID, rounds+1)
-	r, err := secagg.NewRound(secagg.Params{RoundID: id, Participants: q.Participants, Threshold: q.Threshold,
+	r, err := secagg.NewRound(secagg.Params{RoundID: id, Participants: q.Participants, Threshold: q.shamirDegree(),
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
 		return "", err
@@ -447,8 +452,17 @@ func (a *Aggregator) centerAdvance(ctx context.Context, cr *centerRound, timedOu
 		}
 		err = routeBundles(msgs, u2, cr.shares)
 		cr.shared = u2
+		if a.knobs.deviate == "short_u2" {
+			for _, v := range u2 {
+				msgs[v] = aggMsg{Type: aggMsgBundles, Round: cr.id, Members: []string{v}}
+			}
+		}
+		var e evidence.Entry
 		if err == nil {
-			err = a.sendAgg(ctx, cr.q, msgs, nil)
+			e, err = a.listEntry(cr, "shared_list", u2, cr.r.SharedDigest)
+		}
+		if err == nil {
+			err = a.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) })
 		}
 	case stepMasked:
 		u3 := slices.Sorted(maps.Keys(cr.masked))
@@ -461,7 +475,14 @@ func (a *Aggregator) centerAdvance(ctx context.Context, cr *centerRound, timedOu
 			msgs[u] = aggMsg{Type: aggMsgSurvivors, Round: cr.id, Members: u3}
 		}
 		cr.survivors = u3
-		err = a.sendAgg(ctx, cr.q, msgs, nil)
+		var e evidence.Entry
+		e, err = a.listEntry(cr, "survivors_list", u3, cr.r.SurvivorsDigest)
+		if err == nil && a.knobs.deviate == "equivocate_u3" {
+			err = a.sendAgg(ctx, cr.q, equivocate(cr.id, u3), nil)
+		}
+		if err == nil {
+			err = a.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) })
+		}
 	case stepUnmask:
 		a.centerRelease(ctx, cr)
 		return
@@ -474,6 +495,34 @@ func (a *Aggregator) centerAdvance(ctx context.Context, cr *centerRound, timedOu
 	}
 	cr.step++
 	cr.stepAt = a.now()
+}
+
+// listEntry is the center's evidence entry of a list it sends (U2 or U3):
+// the members, and the digest the round binds the list to, which each
+// university's contributed or unmasked entry carries too.
+func (a *Aggregator) listEntry(cr *centerRound, reason string, list []string, digest func([]string) ([32]byte, error)) (evidence.Entry, error) {
+	d, err := digest(list)
+	if err != nil {
+		return evidence.Entry{}, err
+	}
+	e := aggEntry(cr.id, cr.digest, reason)
+	e.Purpose, e.Count, e.Digest = string(cr.q.Purpose), len(list), hex.EncodeToString(d[:])
+	e.Detail = survivorDetail(nil, list)
+	return e, nil
+}
+
+// equivocate is the deviation the test knob "equivocate_u3" makes: each
+// survivor is first told that another survivor dropped.
+func equivocate(round string, u3 []string) map[string]aggMsg {
+	msgs := map[string]aggMsg{}
+	for _, u := range u3 {
+		other := u3[len(u3)-1]
+		if other == u {
+			other = u3[0]
+		}
+		msgs[u] = aggMsg{Type: aggMsgSurvivors, Round: round, Members: slices.DeleteFunc(slices.Clone(u3), func(v string) bool { return v == other })}
+	}
+	return msgs
 }
 
 // routeBundles adds to the message of each member of u2 the inner
@@ -524,8 +573,8 @@ func (a *Aggregator) centerFinish(cr *centerRound) {
 // stores the release with its evidence.
 func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 	t := cr.q.Threshold
-	if len(cr.responses) < t+1 {
-		a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t+1))
+	if len(cr.responses) < t {
+		a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d unmask responses, need %d", len(cr.responses), t))
 		return
 	}
 	tr := secagg.Transcript{Shared: cr.shared}

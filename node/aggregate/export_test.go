@@ -17,3 +17,11 @@ func (a *Aggregator) QueryState(ctx context.Context, id string) (string, error) 
 	err := a.db.R.QueryRowContext(ctx, `SELECT state FROM aggregate_queries WHERE id = ?`, id).Scan(&state)
 	return state, err
 }
+
+// SetDeviation makes a center break the protocol (Aggregator.knobs.deviate):
+// "short_u2" or "equivocate_u3"; "" follows it.
+func (a *Aggregator) SetDeviation(d string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.knobs.deviate = d
+}

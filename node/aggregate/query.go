@@ -126,8 +126,15 @@ type Query struct {
 	// Rho is the target zCDP ρ of one release.
 	Rho          float64  `json:"rho"`
 	Participants []string `json:"participants"`
-	// Threshold t: the round completes with up to t dropouts; 2t+1 ≤ n.
+	// Threshold t: the number of Shamir shares that recover a
+	// university's secrets, and the fewest universities whose tables a
+	// release sums; the round completes with up to n − t dropouts. It must
+	// exceed (n + c)/2 (PRIVACY.md §1).
 	Threshold int `json:"threshold"`
+	// Colluders c: how many universities may collude with a deviating
+	// center without its unmasking any one university's table; the noise
+	// is planned for the t − c honest survivors (PRIVACY.md §4.3).
+	Colluders int `json:"colluders"`
 	// Deadline: no round starts after it, and universities decline rounds
 	// that reach them after it.
 	Deadline time.Time `json:"deadline"`
@@ -280,8 +287,14 @@ func (q *Query) Validate(std *schema.Standard) error {
 		}
 		ps[p] = true
 	}
-	if q.Threshold < 1 || 2*q.Threshold+1 > n {
-		return bad("threshold", "%d with %d participants, want 1 ≤ t and 2t+1 ≤ n", q.Threshold, n)
+	if q.Colluders < 0 || q.Colluders >= n {
+		return bad("colluders", "%d with %d participants, want 0..%d", q.Colluders, n, n-1)
+	}
+	if q.Threshold < 2 || q.Threshold > n {
+		return bad("threshold", "%d with %d participants, want 2..%d", q.Threshold, n, n)
+	}
+	if err := CheckThreshold(q.Threshold, n, q.Colluders); err != nil {
+		return bad("threshold", "%v", err)
 	}
 	if !q.Deadline.After(q.Issued) {
 		return bad("deadline", "must be after issued")
@@ -335,8 +348,29 @@ func (q *Query) fields() []string {
 	return slices.Compact(out)
 }
 
-// minSurvivors is m = n − t: the fewest noise shares a release may carry.
-func (q *Query) minSurvivors() int { return len(q.Participants) - q.Threshold }
+// CheckThreshold checks t > (n + c)/2 for n universities of which c may
+// collude with the center: otherwise a center that tells some honest
+// universities that a peer survived and others that it dropped gathers t
+// shares of both the peer's self-mask seed and its key-agreement key, and
+// unmasks its table alone (Bonawitz et al. 2017 §6; PRIVACY.md §1).
+func CheckThreshold(t, n, c int) error {
+	if 2*t > n+c {
+		return nil
+	}
+	cs := "colluders"
+	if c == 1 {
+		cs = "colluder"
+	}
+	return fmt.Errorf("threshold %d for %d universities and %d %s: need t > (%d + %d)/2 = %s, so t ≥ %d",
+		t, n, c, cs, n, c, strconv.FormatFloat(float64(n+c)/2, 'f', -1, 64), (n+c)/2+1)
+}
+
+// minSurvivors is m = t: the fewest masked tables a release may sum.
+func (q *Query) minSurvivors() int { return q.Threshold }
+
+// shamirDegree is the threshold as crypto/secagg counts it: any degree+1
+// shares recover a secret.
+func (q *Query) shamirDegree() int { return q.Threshold - 1 }
 
 // SignedQuery is a query as the center signed it: the exact bytes, the id of
 // the center's signing key and its Ed25519 signature over
@@ -420,7 +454,10 @@ type aggPlan struct {
 func planQuery(q *Query) (aggPlan, error) {
 	p := aggPlan{cells: q.cells()}
 	c := float64(q.ContributionBound)
-	m, n := q.minSurvivors(), len(q.Participants)
+	// The fewest noise shares a release protects with: t survivors, of
+	// which c may collude with the center and subtract their own shares
+	// (PRIVACY.md §4.3). t > (n + c)/2 keeps it ≥ 1.
+	m, n := q.minSurvivors()-q.Colluders, len(q.Participants)
 	target := q.Rho
 	if q.Measure.Kind == "sum" {
 		target = q.Rho / 2

@@ -3,12 +3,14 @@ package aggregate
 import (
 	"context"
 	"encoding/json"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/policy/privacy"
 	"github.com/eduspace/eduspace/schema"
 )
 
@@ -18,7 +20,7 @@ func testQuery() Query {
 		Purpose: policy.PurposeStatistics,
 		GroupBy: []Dimension{{Field: "education_level", Values: []string{"本科", "硕士"}}, {Field: "major_category", Values: []string{"08"}}},
 		Measure: Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 6}, ContributionBound: 1, K: 5, Rho: 0.05,
-		Participants: []string{"a", "b", "c", "d"}, Threshold: 1, Deadline: now.Add(time.Hour), RoundTimeout: Duration(time.Minute)}
+		Participants: []string{"a", "b", "c", "d"}, Threshold: 3, Deadline: now.Add(time.Hour), RoundTimeout: Duration(time.Minute)}
 }
 
 // TestAggregateQueryValidate: a good query passes; every error names its
@@ -45,6 +47,7 @@ func TestAggregateQueryValidate(t *testing.T) {
 		"rho":                   func(q *Query) { q.Rho = 11 },
 		"participants[1]":       func(q *Query) { q.Participants[1] = "center" },
 		"threshold":             func(q *Query) { q.Threshold = 2 },
+		"colluders":             func(q *Query) { q.Colluders = 4 },
 		"deadline":              func(q *Query) { q.Deadline = q.Issued },
 		"round_timeout":         func(q *Query) { q.RoundTimeout = 0 },
 		"interval":              func(q *Query) { q.Interval = Duration(time.Second) },
@@ -135,5 +138,97 @@ func TestAggregateTableBoundsEachSubject(t *testing.T) {
 	a.scanRecords = scan(struct{ subject, body string }{"", `{"type":"student","gender":"女"}`})
 	if x, err := a.aggregateTable(context.Background(), &q); err == nil {
 		t.Errorf("a record without a subject counted: table %v", x)
+	}
+}
+
+// TestAggregateThresholdAgainstColluders: t must exceed (n + c)/2, and the
+// refusal shows the arithmetic.
+func TestAggregateThresholdAgainstColluders(t *testing.T) {
+	for _, c := range []struct {
+		t, n, c int
+		want    string // "" when accepted
+	}{
+		{3, 10, 1, "threshold 3 for 10 universities and 1 colluder: need t > (10 + 1)/2 = 5.5, so t ≥ 6"},
+		{5, 10, 0, "threshold 5 for 10 universities and 0 colluders: need t > (10 + 0)/2 = 5, so t ≥ 6"},
+		{6, 10, 1, ""},
+		{6, 10, 2, "threshold 6 for 10 universities and 2 colluders: need t > (10 + 2)/2 = 6, so t ≥ 7"},
+		{1, 4, 0, "threshold 1 for 4 universities and 0 colluders: need t > (4 + 0)/2 = 2, so t ≥ 3"},
+		{2, 4, 1, "threshold 2 for 4 universities and 1 colluder: need t > (4 + 1)/2 = 2.5, so t ≥ 3"},
+		{3, 4, 1, ""},
+		{2, 3, 0, ""},
+		{3, 3, 1, ""},
+		{2, 3, 1, "threshold 2 for 3 universities and 1 colluder: need t > (3 + 1)/2 = 2, so t ≥ 3"},
+	} {
+		err := CheckThreshold(c.t, c.n, c.c)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != c.want {
+			t.Errorf("t=%d n=%d c=%d: got %q, want %q", c.t, c.n, c.c, got, c.want)
+		}
+	}
+	// through Validate, with the query's own participants (n = 4)
+	q := testQuery()
+	q.Threshold, q.Colluders = 2, 1
+	err := q.Validate(schema.Default())
+	if err == nil || !strings.Contains(err.Error(), "aggregate query: threshold: threshold 2 for 4 universities and 1 colluder: need t > (4 + 1)/2 = 2.5, so t ≥ 3") {
+		t.Errorf("t=2 n=4 c=1: %v", err)
+	}
+	q.Threshold = 3
+	if err := q.Validate(schema.Default()); err != nil {
+		t.Errorf("t=3 n=4 c=1: %v", err)
+	}
+}
+
+// TestAggregateNoiseForHonestOnly: the noise plan protects the release
+// with the t − c honest survivors' shares alone: the σᵢ² each university
+// draws grows with c, and the accountant's ρ for t − c shares of it meets
+// the query's ρ, which the plan for c = 0 does not.
+func TestAggregateNoiseForHonestOnly(t *testing.T) {
+	q := testQuery()
+	q.Participants = []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	q.Measure = Measure{Kind: "count"}
+	sens := privacy.Sensitivity{L1: 1, L2: 1}
+	var prev *big.Rat
+	prevHonest := 0
+	for _, c := range []struct{ t, c int }{{6, 0}, {6, 1}, {7, 2}, {8, 3}} {
+		q.Threshold, q.Colluders = c.t, c.c
+		if err := q.Validate(schema.Default()); err != nil {
+			t.Fatal(err)
+		}
+		plan, err := planQuery(&q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		honest := c.t - c.c
+		r, err := privacy.DistributedRho(plan.countVar, honest, plan.cells, sens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r > q.Rho {
+			t.Errorf("t=%d c=%d: σᵢ² = %s gives ρ = %v with %d honest shares, want ≤ %v", c.t, c.c, plan.countVar.FloatString(3), r, honest, q.Rho)
+		}
+		if prev != nil && honest < prevHonest && plan.countVar.Cmp(prev) <= 0 {
+			t.Errorf("t=%d c=%d: σᵢ² = %s, not above %s planned for more honest shares", c.t, c.c, plan.countVar.FloatString(3), prev.FloatString(3))
+		}
+		if c.c > 0 {
+			// the plan for the same t without colluders falls short with t − c honest shares
+			q0 := q
+			q0.Colluders = 0
+			p0, err := planQuery(&q0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r0, err := privacy.DistributedRho(p0.countVar, honest, p0.cells, sens)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r0 <= q.Rho {
+				t.Errorf("t=%d: the plan for no colluder already gives ρ = %v ≤ %v with %d shares", c.t, r0, q.Rho, honest)
+			}
+		}
+		t.Logf("n=10 t=%d c=%d: σᵢ² = %s, ρ with %d honest shares = %.4f", c.t, c.c, plan.countVar.FloatString(3), honest, r)
+		prev, prevHonest = plan.countVar, honest
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,6 +76,9 @@ type Deps struct {
 	// ScanRecords calls fn with the subject and body of every record of the
 	// type this node holds, in the order they were ingested.
 	ScanRecords func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
+	// MinColluders is the fewest colluders a query must tolerate for this
+	// node to submit it or take part (config aggregate.colluders).
+	MinColluders int
 }
 
 // Aggregator is a node's side of aggregate rounds, as center or as
@@ -97,6 +101,7 @@ type Aggregator struct {
 	wakeRelay        func()
 	activeAgreements func(ctx context.Context) ([]policy.Agreement, error)
 	scanRecords      func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
+	minColluders     int
 
 	mu sync.Mutex
 	// knobs are settings of tests only (export_test.go): noNoise sends
@@ -104,10 +109,14 @@ type Aggregator struct {
 	// the plain sum exactly (budgets are still debited); dropAfter makes
 	// this node stop answering a round after the named step ("commit",
 	// "shares" or "masked"), as if it had crashed; it still takes the
-	// center's abort.
+	// center's abort. deviate makes a center break the protocol, as a
+	// malicious one would: "short_u2" sends each university a list U2 of
+	// itself alone, "equivocate_u3" sends each survivor a list U3 without
+	// one of the others, then the true U3.
 	knobs struct {
 		noNoise   bool
 		dropAfter string
+		deviate   string
 	}
 	parts  map[string]*partRound   // university side, by round id
 	rounds map[string]*centerRound // center side, by round id
@@ -117,7 +126,7 @@ type Aggregator struct {
 func New(d Deps) *Aggregator {
 	return &Aggregator{nodeID: d.NodeID, cred: d.Cred, std: d.Std, db: d.DB, ev: d.Evidence, keys: d.Keys, reg: d.Registry,
 		codec: d.Codec, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, enqueue: d.Enqueue, wakeRelay: d.WakeRelay,
-		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords,
+		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords, minColluders: d.MinColluders,
 		parts: map[string]*partRound{}, rounds: map[string]*centerRound{}}
 }
 
@@ -136,12 +145,27 @@ const (
 	RefuseBudget         = "budget_exceeded"   // the release's worst-case ρ would overspend the ledger
 	RefuseInternal       = "internal_error"    // this node failed (computing its table, sealing)
 	RefuseTooFew         = "too_few_survivors" // a round failed: fewer than the minimum were left
+	RefuseColluders      = "too_few_colluders" // the query tolerates fewer colluders than this node requires
 )
+
+// Evidence reasons of a university that refuses a list the center sent
+// (it leaves the round; AGGREGATES.md §4).
+const (
+	// ListShort: a list U2 or U3 with fewer than t members.
+	ListShort = "short_list"
+	// ListConflict: a second list U3 that differs from the one answered,
+	// so that answering it would reveal, for some peer, the other kind of
+	// share (self-mask seed or key-agreement key).
+	ListConflict = "conflicting_survivors"
+)
+
+// errListRefused is returned once a refused list is in the evidence log.
+var errListRefused = errors.New("list from the center refused")
 
 // RefuseReasons are the closed label set of the refused metric: every
 // reason but RefuseTooFew, which fails a round rather than refuses it.
 var RefuseReasons = []string{RefuseBadQuery, RefuseSignature, RefuseNotParticipant, RefuseExpired,
-	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal}
+	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders}
 
 // Message types of a round, in order.
 const (
@@ -187,8 +211,9 @@ type partRound struct {
 	plan                          aggPlan
 	r                             *secagg.Round
 	p                             *secagg.Participant
-	x                             []int64 // the exact table until masked, then nil
-	step                          string  // committed, shared, masked, unmasked
+	x                             []int64  // the exact table until masked, then nil
+	step                          string   // committed, shared, masked, unmasked
+	u2, u3                        []string // the lists U2 masked with and U3 answered, sorted
 	dropped                       bool
 	expires                       time.Time
 }
@@ -357,6 +382,9 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if agreement == "" {
 		return decline(RefuseNoAgreement, nil)
 	}
+	if q.Colluders < a.minColluders {
+		return decline(RefuseColluders, fmt.Errorf("the query tolerates %d colluders, this node requires %d", q.Colluders, a.minColluders))
+	}
 	plan, err := planQuery(q)
 	if err != nil {
 		return decline(RefuseBadQuery, err)
@@ -370,7 +398,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
-	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.Threshold,
+	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.shamirDegree(),
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
 		return decline(RefuseBadQuery, err)
@@ -451,10 +479,12 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 		}
 		err = a.partMask(ctx, pr, m)
 	case aggMsgSurvivors:
-		if pr.step != "masked" {
-			return nil
+		switch pr.step {
+		case "masked":
+			err = a.partUnmask(ctx, pr, m)
+		case "unmasked":
+			err = a.partSurvivorsAgain(ctx, pr, m)
 		}
-		err = a.partUnmask(ctx, pr, m)
 	}
 	if err != nil {
 		// This node leaves the round; the center goes on without it.
@@ -469,7 +499,7 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 // gives the debit back, in one transaction with a refunded evidence entry:
 // the center says it released nothing, and no answer of this node helped
 // unmask anything. Once it has answered a survivor list it keeps the debit:
-// t+1 answers let the center unmask, and this node cannot tell whether they
+// t answers let the center unmask, and this node cannot tell whether they
 // reached it (AGGREGATES.md §2). A database error leaves the round in place
 // and is returned, so that the abort is redelivered.
 func (a *Aggregator) partAbort(ctx context.Context, pr *partRound, reason string) error {
@@ -605,6 +635,12 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	if len(from) != len(m.Members)-1 || !slices.Contains(m.Members, a.nodeID) {
 		return errors.New("share bundles do not match the members the center lists")
 	}
+	if t := pr.q.minSurvivors(); len(m.Members) < t {
+		// No release could follow, and this table would be masked against
+		// fewer peers than the threshold: refuse before anything is spent.
+		return a.refuseList(ctx, pr, ListShort, m.Members, nil,
+			map[string]int{"list": 2, "members": len(m.Members), "threshold": t})
+	}
 	x := pr.x
 	if !a.knobs.noNoise {
 		z, err := pr.plan.noise(privacy.NewSampler(rand.Reader), len(x))
@@ -628,6 +664,7 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	e := aggEntry(pr.id, pr.digest, "contributed")
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
 	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho), "shared": len(m.Members)}
+	e.Digest = hex.EncodeToString(masked.Shared[:]) // of U2
 	err = a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgMasked, Round: pr.id, Data: data}}, func(tx *sql.Tx) error {
 		if err := a.spendTx(ctx, tx, pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
 			return err
@@ -650,7 +687,7 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	if err != nil {
 		return err
 	}
-	pr.step = "masked"
+	pr.step, pr.u2 = "masked", slices.Sorted(slices.Values(m.Members))
 	pr.dropped = a.knobs.dropAfter == "masked"
 	a.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
 	a.m.Aggregate.Rho.Add(pr.plan.rho)
@@ -658,6 +695,10 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 }
 
 func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
+	if t := pr.q.minSurvivors(); len(m.Members) < t {
+		return a.refuseList(ctx, pr, ListShort, m.Members, nil,
+			map[string]int{"list": 3, "members": len(m.Members), "threshold": t})
+	}
 	resp, err := pr.p.Unmask(m.Members)
 	if err != nil {
 		return err
@@ -670,12 +711,63 @@ func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) er
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
 	e.Count = len(m.Members)
 	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(pr.plan.rho)}, m.Members)
+	e.Digest = hex.EncodeToString(resp.Survivors[:]) // of U3
 	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgUnmask, Round: pr.id, Data: data}},
 		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
 	}
-	pr.step = "unmasked"
+	pr.step, pr.u3 = "unmasked", slices.Sorted(slices.Values(m.Members))
 	return nil
+}
+
+// partSurvivorsAgain handles a survivor list after this node answered one.
+// The same list again (a redelivery) is ignored. Another list would ask,
+// for some peer, the other kind of share than this node revealed (its
+// self-mask seed share if the first list had it dropped, its key share if
+// the first had it surviving): with both, the center unmasks that peer's
+// table alone. It is refused, with the flipped peers in the evidence.
+func (a *Aggregator) partSurvivorsAgain(ctx context.Context, pr *partRound, m aggMsg) error {
+	again := slices.Sorted(slices.Values(m.Members))
+	if slices.Equal(again, pr.u3) {
+		return nil
+	}
+	var flipped []string
+	for _, v := range pr.u2 {
+		if v != a.nodeID && slices.Contains(pr.u3, v) != slices.Contains(again, v) {
+			flipped = append(flipped, v)
+		}
+	}
+	return a.refuseList(ctx, pr, ListConflict, m.Members, flipped,
+		map[string]int{"list": 3, "members": len(m.Members), "flipped": len(flipped)})
+}
+
+// refuseList records a list from the center that this node refuses to act
+// on, with its members, its digest (as the round would bind it) and, for a
+// conflicting survivor list, the peers whose kind of share it would flip;
+// then this node leaves the round (errListRefused).
+func (a *Aggregator) refuseList(ctx context.Context, pr *partRound, reason string, list, flipped []string, detail map[string]int) error {
+	e := aggEntry(pr.id, pr.digest, reason)
+	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
+	e.Count = len(list)
+	for _, v := range list {
+		detail["member:"+v] = 1
+	}
+	for _, v := range flipped {
+		detail["flipped:"+v] = 1
+	}
+	e.Detail = detail
+	digest := pr.r.SharedDigest
+	if detail["list"] == 3 {
+		digest = pr.r.SurvivorsDigest
+	}
+	if d, err := digest(list); err == nil {
+		e.Digest = hex.EncodeToString(d[:])
+	}
+	if err := a.db.Write(ctx, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
+		return err
+	}
+	a.log.Warn("aggregate round: list from the center refused", "round", pr.id, "reason", reason, "members", len(list), "flipped", len(flipped))
+	return fmt.Errorf("%s: %w", reason, errListRefused)
 }
 
 // ---------------------------------------------------------------------------

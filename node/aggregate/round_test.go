@@ -103,11 +103,24 @@ type aggFixture struct {
 // agreements and records; the universities add no noise.
 func newAggSpace(t *testing.T) *aggFixture {
 	t.Helper()
+	return newAggSpaceWith(t, func(string, *node.Config) {})
+}
+
+// newAggSpaceWith is newAggSpace with each node's configuration edited
+// before it opens.
+func newAggSpaceWith(t *testing.T, edit func(id string, cfg *node.Config)) *aggFixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &aggFixture{s: nodetest.NewSpace(t), unis: map[string]*node.Node{}, plain: map[string]aggPlain{}}
-	f.center = memberAs(f.s, aggCenter, crypto.RoleCenter)
+	open := func(id string, role crypto.Role) *node.Node {
+		cfg := f.s.Member(id, role)
+		edit(id, &cfg)
+		f.s.Configs[id] = cfg
+		return f.s.Open(cfg)
+	}
+	f.center = open(aggCenter, crypto.RoleCenter)
 	for i, id := range aggUnis {
-		u := memberAs(f.s, id, crypto.RoleUniversity)
+		u := open(id, crypto.RoleUniversity)
 		u.Aggregator().SetTestKnobs(true, "")
 		f.unis[id] = u
 		recs, plain := aggRecords(i)
@@ -135,7 +148,7 @@ func newAggSpace(t *testing.T) *aggFixture {
 func genderQuery(id string) aggregate.Query {
 	return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
 		GroupBy: []aggregate.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
-		Measure: aggregate.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 1,
+		Measure: aggregate.Measure{Kind: "count"}, Rho: 0.05, Participants: aggUnis, Threshold: 2,
 		RoundTimeout: aggregate.Duration(20 * time.Second)}
 }
 
@@ -228,7 +241,7 @@ func TestAggregateSecureSumExact(t *testing.T) {
 	q := aggregate.Query{ID: "enrol-sum", RecordType: "enrollment", Purpose: policy.PurposeStatistics,
 		GroupBy: []aggregate.Dimension{{Field: "education_level", Values: aggLevels}, {Field: "major_category", Values: aggCats}},
 		Measure: aggregate.Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 5},
-		Rho:     0.1, Participants: aggUnis, Threshold: 1, RoundTimeout: aggregate.Duration(20 * time.Second)}
+		Rho:     0.1, Participants: aggUnis, Threshold: 2, RoundTimeout: aggregate.Duration(20 * time.Second)}
 	start = time.Now()
 	rel = f.run(t, q)
 	t.Logf("sum round: %v", time.Since(start))
@@ -532,7 +545,7 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 	ctx := context.Background()
 	for field, edit := range map[string]func(*aggregate.Query){
 		"group_by[0].field": func(q *aggregate.Query) { q.GroupBy[0].Field = "name" },
-		"threshold":         func(q *aggregate.Query) { q.Threshold = 2 },
+		"threshold":         func(q *aggregate.Query) { q.Threshold = 1 },
 		"dataset":           func(q *aggregate.Query) { q.Dataset = "everything" },
 		"measure.field": func(q *aggregate.Query) {
 			q.Measure = aggregate.Measure{Kind: "sum", Field: "gender", Lower: 0, Upper: 1}
@@ -750,5 +763,145 @@ func TestAggregateQueryCancel(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || len(got) != len(rounds) || got[len(got)-1].ID != "cancel-me-r1" || got[len(got)-1].State != "released" {
 		t.Errorf("GET /v1/aggregate-rounds: %s, %+v", resp.Status, got)
+	}
+}
+
+// TestAggregateDeviatingCenter: the lists U2 and U3 are in the evidence on
+// both sides under the same digests; a center that sends a university a
+// list U2 shorter than t, or a second survivor list that flips a peer
+// between survivor and dropped, is refused with evidence, and the round
+// fails rather than anyone's table being unmasked.
+func TestAggregateDeviatingCenter(t *testing.T) {
+	f := newAggSpace(t)
+	centerDir := f.s.Configs[aggCenter].DataDir
+
+	rel := f.run(t, genderQuery("lists"))
+	f.checkGender(t, rel, aggUnis...)
+	cev := aggEvidence(t, centerDir)
+	u2, u3 := hasEntry(cev, "lists-r1", "shared_list"), hasEntry(cev, "lists-r1", "survivors_list")
+	if u2 == nil || u3 == nil || u2["digest"] == nil || u3["digest"] == nil {
+		t.Fatalf("center's evidence: want shared_list and survivors_list with digests: %v", cev)
+	}
+	for _, u := range aggUnis {
+		ev := aggEvidence(t, f.s.Configs[u].DataDir)
+		c, un := hasEntry(ev, "lists-r1", "contributed"), hasEntry(ev, "lists-r1", "unmasked")
+		if c == nil || un == nil {
+			t.Fatalf("%s: want contributed and unmasked: %v", u, ev)
+		}
+		if c["digest"] != u2["digest"] || un["digest"] != u3["digest"] {
+			t.Errorf("%s: digests U2 %v, U3 %v; the center recorded %v, %v", u, c["digest"], un["digest"], u2["digest"], u3["digest"])
+		}
+	}
+
+	fails := func(t *testing.T, id string) {
+		t.Helper()
+		q := genderQuery(id)
+		q.RoundTimeout = aggregate.Duration(2 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		info, err := f.center.Aggregator().Submit(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel, err := f.center.Aggregator().Wait(ctx, info.Round); err == nil {
+			t.Fatalf("round released %+v", rel)
+		}
+	}
+
+	t.Run("short U2", func(t *testing.T) {
+		f.center.Aggregator().SetDeviation("short_u2")
+		defer f.center.Aggregator().SetDeviation("")
+		fails(t, "short-u2")
+		for _, u := range aggUnis {
+			ev := aggEvidence(t, f.s.Configs[u].DataDir)
+			e := hasEntry(ev, "short-u2-r1", aggregate.ListShort)
+			if e == nil || hasEntry(ev, "short-u2-r1", "contributed") != nil {
+				t.Errorf("%s: want %s and no contributed entry: %v", u, aggregate.ListShort, ev)
+				continue
+			}
+			d := e["detail"].(map[string]any)
+			if d["members"] != 1.0 || d["threshold"] != 2.0 || d["member:"+u] != 1.0 {
+				t.Errorf("%s: detail %v, want one member (itself), threshold 2", u, d)
+			}
+		}
+	})
+
+	t.Run("conflicting U3", func(t *testing.T) {
+		f.center.Aggregator().SetDeviation("equivocate_u3")
+		defer f.center.Aggregator().SetDeviation("")
+		fails(t, "conflict")
+		for _, u := range aggUnis {
+			ev := aggEvidence(t, f.s.Configs[u].DataDir)
+			var unmasked, refused []map[string]any
+			for _, e := range ev {
+				if e["envelope"] != "conflict-r1" {
+					continue
+				}
+				switch e["reason"] {
+				case "unmasked":
+					unmasked = append(unmasked, e)
+				case aggregate.ListConflict:
+					refused = append(refused, e)
+				}
+			}
+			if len(unmasked) != 1 || len(refused) != 1 {
+				t.Errorf("%s: %d unmasked and %d %s entries, want 1 and 1: %v", u, len(unmasked), len(refused), aggregate.ListConflict, ev)
+				continue
+			}
+			// the one peer in one list and not the other is named as flipped
+			answered, other := unmasked[0]["detail"].(map[string]any), refused[0]["detail"].(map[string]any)
+			flipped := 0
+			for _, p := range aggUnis {
+				a, b := answered["survivor:"+p] == 1.0, other["member:"+p] == 1.0
+				if (a != b) != (other["flipped:"+p] == 1.0) {
+					t.Errorf("%s: peer %s in the answered list %v, in the refused one %v, flipped %v", u, p, a, b, other["flipped:"+p])
+				}
+				if a != b {
+					flipped++
+				}
+			}
+			if flipped != 1 || unmasked[0]["digest"] == refused[0]["digest"] {
+				t.Errorf("%s: %d peers flipped, digests %v and %v: want 1 and two digests", u, flipped, unmasked[0]["digest"], refused[0]["digest"])
+			}
+		}
+	})
+}
+
+// TestAggregateColludersFloor: aggregate.colluders is the fewest colluders
+// a query must tolerate: the center refuses to submit one below its own,
+// and a university declines one below its own (too_few_colluders).
+func TestAggregateColludersFloor(t *testing.T) {
+	f := newAggSpaceWith(t, func(id string, cfg *node.Config) {
+		switch id {
+		case aggCenter:
+			cfg.Aggregate.Colluders = 1
+		case "uni-c":
+			cfg.Aggregate.Colluders = 2
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := f.center.Aggregator().Submit(ctx, genderQuery("no-colluder"))
+	if err == nil || !strings.Contains(err.Error(), "aggregate query: colluders: 0, this node requires at least 1") {
+		t.Fatalf("c = 0 at a center requiring 1: %v", err)
+	}
+	q := genderQuery("one-colluder")
+	q.Threshold, q.Colluders = 3, 1
+	q.RoundTimeout = aggregate.Duration(2 * time.Second)
+	info, err := f.center.Aggregator().Submit(ctx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.center.Aggregator().Wait(ctx, info.Round); err == nil || !strings.Contains(err.Error(), "too_few_survivors") {
+		t.Errorf("uni-c declining a round with t = 3 of 3: %v, want too_few_survivors", err)
+	}
+	if hasEntry(aggEvidence(t, f.s.Configs["uni-c"].DataDir), "one-colluder-r1", aggregate.RefuseColluders) == nil {
+		t.Errorf("uni-c's evidence has no %s entry", aggregate.RefuseColluders)
+	}
+	if v := metricValue(t, f.unis["uni-c"], `eduspace_aggregate_queries_refused_total{reason="too_few_colluders"}`); v != 1 {
+		t.Errorf("uni-c refused %v queries for too few colluders, want 1", v)
+	}
+	if hasEntry(aggEvidence(t, f.s.Configs["uni-a"].DataDir), "one-colluder-r1", "joined") == nil {
+		t.Error("uni-a (no floor above 1) did not join")
 	}
 }

@@ -480,14 +480,16 @@ func centerAggregateAgreements(ctx context.Context, nodes map[string]*node.Node,
 }
 
 // aggregateRound runs one aggregate round over the universities: students
-// by gender, k = 10, ρ = 0.05, noise on.
+// by gender, k = 10, ρ = 0.05, noise on. With three universities and one
+// colluder tolerated, t > (3 + 1)/2 needs t = 3: no dropout is tolerated,
+// and the noise is planned for the t − c = 2 honest universities.
 func aggregateRound(ctx context.Context, nodes map[string]*node.Node, unis []string) (AggregateResult, error) {
 	start := time.Now()
 	center := nodes["edu-center"]
 	info, err := center.Aggregator().Submit(ctx, aggregate.Query{ID: "demo-students-by-gender", RecordType: "student",
 		Purpose: policy.PurposeStatistics, GroupBy: []aggregate.Dimension{{Field: "gender", Values: []string{"女", "男"}}},
-		Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.05, Participants: unis, Threshold: 1,
-		RoundTimeout: aggregate.Duration(30 * time.Second)})
+		Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.05, Participants: unis, Threshold: 3,
+		Colluders: 1, RoundTimeout: aggregate.Duration(30 * time.Second)})
 	if err != nil {
 		return AggregateResult{}, err
 	}
