@@ -87,6 +87,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"envelope_ttl", func(c *Config) { c.EnvelopeTTL = 0 }},
 		{"clock_skew", func(c *Config) { c.ClockSkew = 2 * time.Hour }},
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
+		{"checkpoint.tsa_url", func(c *Config) { c.Checkpoint.TSAURL, c.Checkpoint.TSACert = "tsa.example:80", "tsa.pem" }},
+		{"checkpoint.tsa_cert", func(c *Config) { c.Checkpoint.TSAURL = "https://tsa.example/tsr" }},
+		{"checkpoint.tsa_cert", func(c *Config) { c.Checkpoint.TSACert = "tsa.pem" }},
 	} {
 		c := valid()
 		tc.edit(&c)

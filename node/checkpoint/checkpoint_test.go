@@ -56,7 +56,7 @@ func TestStoreKeepsFirstOfConflictingCheckpoints(t *testing.T) {
 	other := first
 	other.Head[0] = 2
 	for _, c := range []crypto.Checkpoint{first, first, other} {
-		if err := k.store(ctx, "uni-b", c, []byte("data"), "cred"); err != nil {
+		if err := k.store(ctx, "uni-b", c, []byte("data"), "cred", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,7 +72,7 @@ func TestStoreKeepsFirstOfConflictingCheckpoints(t *testing.T) {
 	}
 
 	later := crypto.Checkpoint{Space: "space", Node: "uni-b", Count: 5, Time: now.Add(time.Minute)}
-	if err := k.store(ctx, "uni-b", later, []byte("data"), "cred"); err != nil {
+	if err := k.store(ctx, "uni-b", later, []byte("data"), "cred", nil); err != nil {
 		t.Fatal(err)
 	}
 	count, at, err := k.Latest(ctx, "uni-b")
