@@ -342,7 +342,7 @@ func verifyAnchor(s evidence.Signed, trusted []*x509.Certificate) (time.Time, er
 		err = tok.Verify(s.Digest(), trusted)
 	}
 	if err != nil {
-		return time.Time{}, fmt.Errorf("time-stamp token: %w", err)
+		return time.Time{}, err // it names the time-stamp token
 	}
 	return tok.Time, nil
 }
