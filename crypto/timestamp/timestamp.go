@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"time"
 
+	_ "crypto/sha1"   // ESSCertID names the signer's certificate by SHA-1
 	_ "crypto/sha512" // SHA-384 and SHA-512 signatures
 )
 
@@ -33,6 +34,8 @@ var (
 	oidTSTInfo       = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 1, 4}
 	oidContentType   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 3}
 	oidMessageDigest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 4}
+	oidSigningCert   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 12} // ESSCertID, SHA-1 (RFC 2634)
+	oidSigningCertV2 = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 47} // ESSCertIDv2 (RFC 5035)
 
 	oidSHA256 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
 	oidSHA384 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
@@ -113,6 +116,29 @@ type issuerAndSerial struct {
 type attribute struct {
 	Type   asn1.ObjectIdentifier
 	Values asn1.RawValue `asn1:"set"`
+}
+
+// essCertID is an ESSCertID or, with HashAlgorithm (SHA-256 when absent),
+// an ESSCertIDv2: the hash of the signer's certificate.
+type essCertID struct {
+	CertHash     []byte
+	IssuerSerial asn1.RawValue `asn1:"optional"`
+}
+
+type essCertIDv2 struct {
+	HashAlgorithm pkix.AlgorithmIdentifier `asn1:"optional"`
+	CertHash      []byte
+	IssuerSerial  asn1.RawValue `asn1:"optional"`
+}
+
+type signingCertificate struct {
+	Certs    []essCertID
+	Policies asn1.RawValue `asn1:"optional"`
+}
+
+type signingCertificateV2 struct {
+	Certs    []essCertIDv2
+	Policies asn1.RawValue `asn1:"optional"`
 }
 
 type accuracy struct {
@@ -277,9 +303,11 @@ func signatureAlgorithm(digest crypto.Hash, sig asn1.ObjectIdentifier) (x509.Sig
 
 // Verify checks the token offline: its message imprint must be the SHA-256
 // digest given; its one SignerInfo must carry signed attributes whose
-// content type is TSTInfo and whose message digest is the hash of the
-// TSTInfo, and its signature over their DER (re-tagged as a SET) must
-// verify with the signer's certificate; and that certificate must be one
+// content type is TSTInfo, whose message digest is the hash of the
+// TSTInfo and whose signing certificate attribute (ESSCertIDv2, or
+// ESSCertID) is the hash of the signer's certificate, and its signature
+// over their DER (re-tagged as a SET) must verify with that certificate;
+// and the certificate must be one
 // of trusted, or chain to one of them through the token's certificates, be
 // valid at the token's time and allow time stamping. Failures wrap
 // [ErrNotVerified].
@@ -308,6 +336,8 @@ func (t *Token) Verify(digest []byte, trusted []*x509.Certificate) error {
 		return fail("signed attributes: %v", err)
 	}
 	var gotType, gotDigest bool
+	var certHash []byte // the signing certificate attribute's
+	var certHashAlg crypto.Hash
 	for _, a := range attrs {
 		switch {
 		case a.Type.Equal(oidContentType):
@@ -327,15 +357,42 @@ func (t *Token) Verify(digest []byte, trusted []*x509.Certificate) error {
 				return fail("the signed message digest is not the TSTInfo's hash (content altered)")
 			}
 			gotDigest = true
+		case a.Type.Equal(oidSigningCertV2):
+			var sc signingCertificateV2
+			if _, err := asn1.Unmarshal(a.Values.Bytes, &sc); err != nil || len(sc.Certs) == 0 {
+				return fail("signing certificate attribute malformed")
+			}
+			certHash, certHashAlg = sc.Certs[0].CertHash, crypto.SHA256
+			if alg := sc.Certs[0].HashAlgorithm.Algorithm; len(alg) > 0 {
+				if certHashAlg, err = hashOf(alg); err != nil {
+					return fail("signing certificate attribute: %v", err)
+				}
+			}
+		case a.Type.Equal(oidSigningCert) && certHash == nil:
+			var sc signingCertificate
+			if _, err := asn1.Unmarshal(a.Values.Bytes, &sc); err != nil || len(sc.Certs) == 0 {
+				return fail("signing certificate attribute malformed")
+			}
+			certHash, certHashAlg = sc.Certs[0].CertHash, crypto.SHA1
 		}
 	}
 	if !gotType || !gotDigest {
 		return fail("signed attributes lack the content type or message digest")
 	}
+	if certHash == nil {
+		return fail("signed attributes lack the signing certificate (RFC 3161 §2.4.2 requires it)")
+	}
 
 	signer, err := t.findSigner(trusted)
 	if err != nil {
 		return fail("%v", err)
+	}
+	// The signing certificate attribute binds the signature to the one
+	// certificate: another issued for the same key does not stand in.
+	ch := certHashAlg.New()
+	ch.Write(signer.Raw)
+	if !bytes.Equal(ch.Sum(nil), certHash) {
+		return fail("the signer's certificate is not the one the signing certificate attribute names")
 	}
 	alg, err := signatureAlgorithm(h, si.SignatureAlgorithm.Algorithm)
 	if err != nil || alg == x509.UnknownSignatureAlgorithm {

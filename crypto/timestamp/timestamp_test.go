@@ -163,3 +163,28 @@ func TestParseResponseRefused(t *testing.T) {
 		t.Errorf("ParseResponse of a grant without a token: no error")
 	}
 }
+
+// TestESSCertIDSHA1: a TSA that names its certificate with SHA-1
+// (signingCertificate, not signingCertificateV2) issues tokens that verify.
+func TestESSCertIDSHA1(t *testing.T) {
+	tsa := tsatest.Start(t, tsatest.ESSCertIDSHA1())
+	digest := sha256.Sum256([]byte("a checkpoint"))
+	der, _, err := (&timestamp.Client{URL: tsa.URL}).Stamp(context.Background(), digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := timestamp.Parse(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Verify(digest[:], tsa.CA); err != nil {
+		t.Errorf("Verify: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "token.der")
+	if err := os.WriteFile(path, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := tsa.OpenSSL(t, nil, "ts", "-verify", "-digest", hex.EncodeToString(digest[:]), "-in", path, "-token_in", "-CAfile", tsa.CAFile); !strings.Contains(string(out), "Verification: OK") {
+		t.Errorf("openssl ts -verify: %s", out)
+	}
+}

@@ -70,12 +70,26 @@ type runError struct {
 
 func (e *runError) Error() string { return e.err.Error() + ": " + e.stderr }
 
+// Option changes the TSA Start runs.
+type Option func(*options)
+
+type options struct{ essAlg string }
+
+// ESSCertIDSHA1 has the TSA name its certificate in a signingCertificate
+// attribute (ESSCertID, SHA-1, RFC 2634) instead of signingCertificateV2
+// with SHA-256, as older TSAs do.
+func ESSCertIDSHA1() Option { return func(o *options) { o.essAlg = "sha1" } }
+
 // Start makes a CA (ECDSA P-256) and a TSA certificate it issues (RSA 2048,
 // extendedKeyUsage timeStamping, critical), and serves the TSA on
 // 127.0.0.1 until the test ends. It skips the test when openssl is not on
 // PATH.
-func Start(t testing.TB) *TSA {
+func Start(t testing.TB, opts ...Option) *TSA {
 	t.Helper()
+	o := options{essAlg: "sha256"}
+	for _, f := range opts {
+		f(&o)
+	}
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not on PATH: the local time-stamping authority runs `openssl ts -reply` (install Debian's openssl)")
 	}
@@ -104,7 +118,7 @@ accuracy = secs:1, millisecs:500
 ordering = no
 tsa_name = yes
 ess_cert_id_chain = no
-ess_cert_id_alg = sha256
+ess_cert_id_alg = `+o.essAlg+`
 `)
 	a := &TSA{Dir: dir, CAFile: filepath.Join(dir, "ca.pem"), TSACert: filepath.Join(dir, "tsa.pem")}
 	a.OpenSSL(t, nil, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
