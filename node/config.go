@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,6 +129,16 @@ type CheckpointConfig struct {
 	// MaxAge is how long evidence may stay uncovered by a published
 	// checkpoint before the node stops sending (fails closed).
 	MaxAge time.Duration `yaml:"max_age"`
+	// TSAURL, when set, is an RFC 3161 time-stamping authority that
+	// anchors each of the node's checkpoints: it is sent SHA-256 of the
+	// signed checkpoint, and the token it returns is kept with the
+	// checkpoint and exported. A TSA that fails leaves checkpoints
+	// unanchored; they are published all the same.
+	TSAURL string `yaml:"tsa_url"`
+	// TSACert is a PEM file of the TSA's certificate, or of the CA that
+	// issued it: every token must verify under it before it is kept.
+	// Required with TSAURL.
+	TSACert string `yaml:"tsa_cert"`
 }
 
 // StorageConfig sets what the node needs of the disk under DataDir.
@@ -261,6 +272,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Storage.MinFreeMiB < 0 {
 		bad("storage.min_free_mib", "%d: must be 0 or more", c.Storage.MinFreeMiB)
+	}
+	if u := c.Checkpoint.TSAURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("checkpoint.tsa_url", "%q: must be an http or https URL", u)
+		}
+		if c.Checkpoint.TSACert == "" {
+			bad("checkpoint.tsa_cert", "required with checkpoint.tsa_url: the PEM certificate of the TSA or its CA")
+		}
+	} else if c.Checkpoint.TSACert != "" {
+		bad("checkpoint.tsa_cert", "set without checkpoint.tsa_url")
 	}
 	if c.Checkpoint.MaxAge < 2*c.Checkpoint.Interval {
 		bad("checkpoint.max_age", "%s: must be at least twice checkpoint.interval", c.Checkpoint.MaxAge)

@@ -92,6 +92,9 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"log_level", func(c *Config) { c.LogLevel = "loud" }},
 		{"aggregate.colluders", func(c *Config) { c.Aggregate.Colluders = -1 }},
 		{"aggregate.colluders", func(c *Config) { c.Aggregate.Colluders = 99 }},
+		{"checkpoint.tsa_url", func(c *Config) { c.Checkpoint.TSAURL, c.Checkpoint.TSACert = "tsa.example:80", "tsa.pem" }},
+		{"checkpoint.tsa_cert", func(c *Config) { c.Checkpoint.TSAURL = "https://tsa.example/tsr" }},
+		{"checkpoint.tsa_cert", func(c *Config) { c.Checkpoint.TSACert = "tsa.pem" }},
 	} {
 		c := valid()
 		tc.edit(&c)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/crypto/timestamp"
 	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/agreement"
@@ -200,10 +201,22 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	var sharesLock sync.Mutex // one share, send, revocation or withdrawal at a time
 	codec := &envelope.Codec{NodeID: cfg.NodeID, Keys: ks, Registry: n.reg, Std: std, TTL: cfg.EnvelopeTTL, Now: now,
 		IdentityPurposes: rules.IdentityPurposes, ClearIdentityPurposes: rules.ClearIdentityPurposes}
+	var tsa *timestamp.Client
+	if cfg.Checkpoint.TSAURL != "" {
+		pemCert, err := os.ReadFile(cfg.Checkpoint.TSACert)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint.tsa_cert: %w", err)
+		}
+		trusted, err := timestamp.ParseCertificates(pemCert)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint.tsa_cert: %w", err)
+		}
+		tsa = &timestamp.Client{URL: cfg.Checkpoint.TSAURL, Trusted: trusted}
+	}
 	n.ckpt = checkpoint.New(checkpoint.Deps{
 		DB: n.db, Evidence: ev, Node: cfg.NodeID, Keys: ks, Registry: n.reg,
 		JS: n.bus.JS, Layout: layout, Credential: credToken, Metrics: m, Log: n.log, Now: now,
-		Interval: cfg.Checkpoint.Interval, MaxAge: cfg.Checkpoint.MaxAge,
+		Interval: cfg.Checkpoint.Interval, MaxAge: cfg.Checkpoint.MaxAge, TSA: tsa,
 	})
 	if err := n.ckpt.Load(ctx); err != nil {
 		return nil, err

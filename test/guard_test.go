@@ -147,12 +147,14 @@ func TestNodeLayers(t *testing.T) {
 }
 
 // TestHelpersOnlyInTests: the tests' own packages, test/wait (waiting on a
-// condition) and node/nodetest (whole spaces of nodes), are imported by
+// condition), node/nodetest (whole spaces of nodes) and
+// crypto/timestamp/tsatest (a local time-stamping authority), are imported by
 // tests only, never by a package's own (non-test) files.
 func TestHelpersOnlyInTests(t *testing.T) {
 	helpers := map[string]bool{
-		"github.com/eduspace/eduspace/test/wait":     true,
-		"github.com/eduspace/eduspace/node/nodetest": true,
+		"github.com/eduspace/eduspace/test/wait":                true,
+		"github.com/eduspace/eduspace/node/nodetest":            true,
+		"github.com/eduspace/eduspace/crypto/timestamp/tsatest": true,
 	}
 	for pkg, imports := range directImports(t, "./...") {
 		for _, imp := range imports {

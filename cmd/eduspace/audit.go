@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,13 +15,14 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/crypto/timestamp"
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "audit verify (--db FILE | --export FILE) [--authority FILE [--revocations FILE]] [--checkpoints-from FILE ...] | audit export --db FILE --out FILE"
+	const use = "audit verify (--db FILE | --export FILE) [--authority FILE [--revocations FILE]] [--tsa-cert FILE] [--checkpoints-from FILE ...] | audit export --db FILE --out FILE"
 	if len(args) == 0 {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
@@ -63,6 +65,25 @@ type auditReport struct {
 	Reason        string            `json:"reason,omitempty"`
 	Checkpoints   auditCheckpoints  `json:"checkpoints"`
 	Failed        []checkpointFault `json:"failed_checkpoints,omitempty"`
+	Anchors       auditAnchors      `json:"anchors"`
+}
+
+// auditAnchors is what the checkpoints' RFC 3161 time-stamp tokens show.
+type auditAnchors struct {
+	// Tokens counts the checked checkpoints that carry a token.
+	Tokens int `json:"tokens"`
+	// Verified says the tokens were verified under --tsa-cert; without
+	// it they are counted only.
+	Verified bool `json:"verified"`
+	// Anchored lists the checkpoints whose token verified, with the
+	// TSA's time, in the order checked.
+	Anchored []anchoredCheckpoint `json:"anchored,omitempty"`
+}
+
+type anchoredCheckpoint struct {
+	Source string    `json:"source"`
+	Count  int64     `json:"count"`
+	Time   time.Time `json:"time"` // the TSA's genTime
 }
 
 type auditCheckpoints struct {
@@ -97,6 +118,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	space := fs.String("space", "", "the space the checkpoints must be signed in (default: the export's, or the one the credentials name)")
 	nodeID := fs.String("node", "", "the log's node id (default: from the export header or the entries)")
 	revPath := fs.String("revocations", "", "the space's signed revocation list (a node's data_dir/revocations.edrl): refuse checkpoints signed with a key revoked by then (needs --authority)")
+	tsaPath := fs.String("tsa-cert", "", "PEM certificate of the TSA, or of its CA: verify the checkpoints' RFC 3161 time-stamp tokens and report their times")
 	asJSON := fs.Bool("json", false, "print one JSON object (version 1) instead of the report")
 	var from fileList
 	fs.Var(&from, "checkpoints-from", "another node's database, or an export, holding checkpoints of this log's node (repeatable)")
@@ -109,7 +131,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *revPath != "" && *authPath == "" {
 		return fmt.Errorf("%w: --revocations needs --authority, which the list is verified against", errUsage)
 	}
-	for _, f := range []struct{ flag, path string }{{"--db", *dbPath}, {"--export", *exportPath}, {"--authority", *authPath}, {"--revocations", *revPath}} {
+	for _, f := range []struct{ flag, path string }{{"--db", *dbPath}, {"--export", *exportPath}, {"--authority", *authPath}, {"--revocations", *revPath}, {"--tsa-cert", *tsaPath}} {
 		if f.path != "" {
 			if err := mustExist(f.flag, f.path); err != nil {
 				return err
@@ -126,6 +148,17 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		var err error
 		if root, err = crypto.ReadAuthorityPublicKey(*authPath); err != nil {
 			return err
+		}
+	}
+
+	var tsaCerts []*x509.Certificate
+	if *tsaPath != "" {
+		data, err := os.ReadFile(*tsaPath)
+		if err == nil {
+			tsaCerts, err = timestamp.ParseCertificates(data)
+		}
+		if err != nil {
+			return fmt.Errorf("--tsa-cert: %w", err)
 		}
 	}
 
@@ -196,6 +229,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	// Authenticate, or take the checkpoints as they are.
 	var cps []evidence.Checkpoint
 	rep.Checkpoints.Authenticated = !root.IsZero()
+	rep.Anchors.Verified = tsaCerts != nil
 	if rep.Checkpoints.Authenticated {
 		rep.Checkpoints.Authority = root.KeyID()
 		rep.Checkpoints.Space = *space
@@ -233,6 +267,17 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 				if err := checkpointKeyRevoked(revoked, s); err != nil {
 					rep.Failed = append(rep.Failed, checkpointFault{Source: src.name, Count: s.Count, Error: err.Error()})
 					continue
+				}
+			}
+			if s.TSAToken != nil {
+				rep.Anchors.Tokens++
+				if tsaCerts != nil {
+					at, err := verifyAnchor(s, tsaCerts)
+					if err != nil {
+						rep.Failed = append(rep.Failed, checkpointFault{Source: src.name, Count: s.Count, Error: err.Error()})
+						continue
+					}
+					rep.Anchors.Anchored = append(rep.Anchors.Anchored, anchoredCheckpoint{Source: src.name, Count: s.Count, Time: at})
 				}
 			}
 			cps = append(cps, c)
@@ -286,6 +331,20 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitCodeError{exitFailure, "no checkpoint of " + rep.Node + " verified: the chain is consistent, but a log rewritten whole, or renamed, would look the same; give --checkpoints-from a peer's database or export"}
 	}
 	return nil
+}
+
+// verifyAnchor verifies s's time-stamp token under the TSA certificates:
+// it must stamp SHA-256 of the signed checkpoint and be signed by the TSA.
+// It returns the TSA's time.
+func verifyAnchor(s evidence.Signed, trusted []*x509.Certificate) (time.Time, error) {
+	tok, err := timestamp.Parse(s.TSAToken)
+	if err == nil {
+		err = tok.Verify(s.Digest(), trusted)
+	}
+	if err != nil {
+		return time.Time{}, err // it names the time-stamp token
+	}
+	return tok.Time, nil
 }
 
 // checkpointKeyRevoked fails when rl revokes the key that signed s, or s's
@@ -370,6 +429,22 @@ func printAuditReport(w io.Writer, r *auditReport) {
 	}
 	for _, f := range c.From {
 		fmt.Fprintf(w, "               %d from %s\n", f.Count, f.Source)
+	}
+	a := r.Anchors
+	switch {
+	case a.Verified && len(a.Anchored) > 0:
+		last := a.Anchored[0]
+		for _, x := range a.Anchored {
+			if x.Count > last.Count || x.Count == last.Count && x.Time.After(last.Time) {
+				last = x
+			}
+		}
+		fmt.Fprintf(w, "  trusted time %d checkpoint(s) anchored by time-stamp tokens that verify under --tsa-cert; the latest, at entry %d, at %s\n",
+			len(a.Anchored), last.Count, last.Time.UTC().Format(time.RFC3339Nano))
+	case a.Verified:
+		fmt.Fprintln(w, "  trusted time no checkpoint with a time-stamp token that verifies: the log is unanchored")
+	case a.Tokens > 0:
+		fmt.Fprintf(w, "  trusted time %d checkpoint(s) carry time-stamp tokens, NOT verified (no --tsa-cert)\n", a.Tokens)
 	}
 	for _, f := range r.Failed {
 		fmt.Fprintf(w, "  FAILED       checkpoint at entry %d from %s: %s\n", f.Count, f.Source, f.Error)

@@ -226,7 +226,8 @@ func TestDaemon(t *testing.T) {
 	}
 	// The node's state on one screen, and as JSON.
 	if code, out, stderr := run(t, ctx, "status"); code != exitOK || !strings.Contains(out, "uni-test (Test University, university)") ||
-		!strings.Contains(out, "ready") || !strings.Contains(out, "key") {
+		!strings.Contains(out, "ready") || !strings.Contains(out, "key") ||
+		!strings.Contains(out, "checkpoints unanchored (no checkpoint.tsa_url)") {
 		t.Errorf("status: exit %d: %s%s", code, out, stderr)
 	}
 	code, out, stderr = run(t, ctx, "status", "--json")

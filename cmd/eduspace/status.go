@@ -62,6 +62,14 @@ func printOverview(out io.Writer, o *admin.Overview) {
 	fmt.Fprintf(w, "sending\t%s; evidence %d entries, own checkpoint covers %d (%s), uncovered for %s of %s allowed\n",
 		yes(o.Blocked, "FAILS CLOSED", "open"), o.EvidenceCount, o.OwnCheckpoint, ago(o.OwnCheckpointT, o.Generated),
 		o.CheckpointAge.Round(time.Second), o.CheckpointMax)
+	switch {
+	case !o.Anchoring:
+		fmt.Fprintf(w, "trusted time	checkpoints unanchored (no checkpoint.tsa_url)\n")
+	case o.LastAnchoredT.IsZero():
+		fmt.Fprintf(w, "trusted time	TSA configured, no checkpoint anchored yet\n")
+	default:
+		fmt.Fprintf(w, "trusted time	last checkpoint anchored at %s (%s)\n", o.LastAnchoredT.UTC().Format(time.RFC3339), ago(o.LastAnchoredT, o.Generated))
+	}
 	fmt.Fprintf(w, "outbox\t%d envelopes to send, %d awaiting a receipt; sent %d envelopes (%d records), %d in 24 h\n",
 		o.OutboxDepth, o.AwaitingReceipt, o.SentAll.Envelopes, o.SentAll.Records, o.Sent24.Envelopes)
 	fmt.Fprintf(w, "inbox\treceived %d envelopes (%d records), %d in 24 h; %d missing from sequences; %d refused since start\n",

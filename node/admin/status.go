@@ -84,6 +84,12 @@ type statusData struct {
 	CheckpointMax  time.Duration `json:"checkpoint_max_ns"`
 	OwnCheckpoint  int64         `json:"own_checkpoint"`
 	OwnCheckpointT time.Time     `json:"own_checkpoint_t"`
+	// Anchoring says whether a TSA anchors the node's checkpoints
+	// (checkpoint.tsa_url); without one they are unanchored.
+	Anchoring bool `json:"anchoring"`
+	// LastAnchoredT is the TSA's time of the node's newest anchored
+	// checkpoint; zero when none is.
+	LastAnchoredT time.Time `json:"last_anchored_t"`
 
 	OutboxDepth     int64 `json:"outbox_depth"`
 	AwaitingReceipt int64 `json:"awaiting_receipt"`
@@ -189,6 +195,9 @@ func (s *Server) statusData(ctx context.Context) statusData {
 	}
 	d.OwnCheckpoint, d.OwnCheckpointT, err = s.ckpt.Latest(ctx, s.nodeID)
 	problem("own checkpoint", err)
+	d.Anchoring = s.ckpt.Anchoring()
+	d.LastAnchoredT, err = s.ckpt.LastAnchored(ctx)
+	problem("last anchored checkpoint", err)
 	for _, x := range []struct {
 		what string
 		out  *int64

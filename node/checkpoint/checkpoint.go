@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/crypto/timestamp"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -58,6 +59,11 @@ type Deps struct {
 	// MaxAge is how long the log may go uncovered before the node fails
 	// closed.
 	MaxAge time.Duration
+	// TSA, when set, anchors each of this node's checkpoints with an RFC
+	// 3161 time-stamp token over SHA-256 of the signed checkpoint, kept
+	// with it. A TSA that fails leaves the checkpoint unanchored; it is
+	// published all the same.
+	TSA *timestamp.Client
 }
 
 // Keeper publishes this node's checkpoints and keeps every node's.
@@ -74,6 +80,8 @@ type Keeper struct {
 	// to be an older copy than the one it published from (CheckRestored):
 	// nothing is sent and no checkpoint published until it is recovered.
 	restored atomic.Pointer[string]
+	// anchorLogged is when a TSA failure was last logged.
+	anchorLogged time.Time
 }
 
 // New returns a Keeper; Load reads what its checkpoints cover.
@@ -210,12 +218,16 @@ func (k *Keeper) Publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	token := k.anchor(ctx, data)
 	if _, err := k.d.JS.Publish(ctx, k.d.Layout.AuditSubject(k.d.Node), data,
 		jetstream.WithMsgID(fmt.Sprintf("%s-%d", k.d.Node, count))); err != nil {
 		return fmt.Errorf("publish checkpoint: %w", err)
 	}
-	if err := k.store(ctx, k.d.Node, c, data, k.d.Credential); err != nil {
+	if err := k.store(ctx, k.d.Node, c, data, k.d.Credential, token); err != nil {
 		return err
+	}
+	if token != nil {
+		k.d.Metrics.CheckpointsAnchored.Inc()
 	}
 	k.mu.Lock()
 	k.count = max(k.count, count)
@@ -225,24 +237,88 @@ func (k *Keeper) Publish(ctx context.Context) error {
 	return nil
 }
 
-// store keeps a verified checkpoint. A second, different checkpoint for the
+// anchorTimeout bounds a TSA request, so that a slow TSA leaves time to
+// publish within Run's five seconds.
+const anchorTimeout = 3 * time.Second
+
+// anchor asks the TSA, if one is configured, for a time-stamp token over
+// SHA-256 of the signed checkpoint data. A failure is counted and logged
+// (at most once a minute) and returns nil: the checkpoint goes out
+// unanchored.
+func (k *Keeper) anchor(ctx context.Context, data []byte) []byte {
+	if k.d.TSA == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, anchorTimeout)
+	defer cancel()
+	digest := evidence.Signed{Data: data}.Digest()
+	token, _, err := k.d.TSA.Stamp(ctx, digest)
+	if err == nil {
+		return token
+	}
+	k.d.Metrics.AnchorFailures.Inc()
+	now := k.d.Now()
+	k.mu.Lock()
+	quiet := !k.anchorLogged.IsZero() && now.Sub(k.anchorLogged) < time.Minute
+	if !quiet {
+		k.anchorLogged = now
+	}
+	k.mu.Unlock()
+	if !quiet {
+		k.d.Log.Warn("checkpoint not anchored: the TSA failed; publishing it unanchored", "err", err)
+	}
+	return nil
+}
+
+// Anchoring reports whether a TSA is configured to anchor checkpoints.
+func (k *Keeper) Anchoring() bool { return k.d.TSA != nil }
+
+// LastAnchored is the time, as its TSA stamped it, of this node's newest
+// checkpoint kept with a time-stamp token; the zero time when there is
+// none. The token is read as stored, not verified again.
+func (k *Keeper) LastAnchored(ctx context.Context) (time.Time, error) {
+	var der []byte
+	err := k.d.DB.R.QueryRowContext(ctx, `SELECT tsa_token FROM checkpoints WHERE node = ? AND tsa_token IS NOT NULL ORDER BY count DESC LIMIT 1`, k.d.Node).Scan(&der)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read checkpoints: %w", err)
+	}
+	tok, err := timestamp.Parse(der)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read last anchored checkpoint: %w", err)
+	}
+	return tok.Time, nil
+}
+
+// store keeps a verified checkpoint, with its time-stamp token if any. A second, different checkpoint for the
 // same node and count is equivocation: it is kept out, counted and logged.
-func (k *Keeper) store(ctx context.Context, node string, c crypto.Checkpoint, data []byte, credential string) error {
+func (k *Keeper) store(ctx context.Context, node string, c crypto.Checkpoint, data []byte, credential string, token []byte) error {
 	return k.d.DB.Write(ctx, func(tx *sql.Tx) error {
-		var head []byte
-		err := tx.QueryRowContext(ctx, `SELECT head FROM checkpoints WHERE node = ? AND count = ?`, node, c.Count).Scan(&head)
+		var head, data0, token0 []byte
+		err := tx.QueryRowContext(ctx, `SELECT head, data, tsa_token FROM checkpoints WHERE node = ? AND count = ?`, node, c.Count).Scan(&head, &data0, &token0)
 		switch {
 		case err == nil:
 			if !bytes.Equal(head, c.Head[:]) {
 				k.d.Metrics.CheckpointConflicts.Inc()
 				k.d.Log.Error("conflicting checkpoints: a node signed two different heads for the same count", "peer", node, "count", c.Count)
+				return nil
+			}
+			// This node's own checkpoint may come back on the audit stream
+			// and be kept before Publish keeps it with its token: the
+			// token, which stamps these very bytes, is added then.
+			if token != nil && token0 == nil && bytes.Equal(data0, data) {
+				if _, err := tx.ExecContext(ctx, `UPDATE checkpoints SET tsa_token = ? WHERE node = ? AND count = ?`, token, node, c.Count); err != nil {
+					return fmt.Errorf("store checkpoint token: %w", err)
+				}
 			}
 			return nil
 		case !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("read checkpoints: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(node, count, head, time_ms, data, credential) VALUES (?, ?, ?, ?, ?, ?)`,
-			node, c.Count, c.Head[:], c.Time.UnixMilli(), data, credential); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO checkpoints(node, count, head, time_ms, data, credential, tsa_token) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			node, c.Count, c.Head[:], c.Time.UnixMilli(), data, credential, token); err != nil {
 			return fmt.Errorf("store checkpoint: %w", err)
 		}
 		return nil
@@ -322,7 +398,7 @@ func (k *Keeper) accept(ctx context.Context, subject string, data []byte) error 
 	if c.Space != k.d.Layout.Space || c.Node != node {
 		return envelope.Refuse(envelope.RefuseMisaddressed, errors.New("checkpoint of another space or node"))
 	}
-	if err := k.store(ctx, node, *c, data, token); err != nil {
+	if err := k.store(ctx, node, *c, data, token, nil); err != nil {
 		return err
 	}
 	k.d.Metrics.CheckpointsReceived.Inc()

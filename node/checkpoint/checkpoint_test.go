@@ -6,13 +6,16 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/crypto/timestamp"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/metrics"
@@ -56,7 +59,7 @@ func TestStoreKeepsFirstOfConflictingCheckpoints(t *testing.T) {
 	other := first
 	other.Head[0] = 2
 	for _, c := range []crypto.Checkpoint{first, first, other} {
-		if err := k.store(ctx, "uni-b", c, []byte("data"), "cred"); err != nil {
+		if err := k.store(ctx, "uni-b", c, []byte("data"), "cred", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,7 +75,7 @@ func TestStoreKeepsFirstOfConflictingCheckpoints(t *testing.T) {
 	}
 
 	later := crypto.Checkpoint{Space: "space", Node: "uni-b", Count: 5, Time: now.Add(time.Minute)}
-	if err := k.store(ctx, "uni-b", later, []byte("data"), "cred"); err != nil {
+	if err := k.store(ctx, "uni-b", later, []byte("data"), "cred", nil); err != nil {
 		t.Fatal(err)
 	}
 	count, at, err := k.Latest(ctx, "uni-b")
@@ -111,5 +114,40 @@ func TestSendingBlockedAfterMaxAgeUncovered(t *testing.T) {
 	}
 	if k.SendingBlocked() {
 		t.Error("blocked with the log covered")
+	}
+}
+
+// TestAnchorFailureLoggedOncePerMinute: a TSA that does not answer leaves
+// the checkpoint unanchored; every failure is counted, and logged at most
+// once a minute.
+func TestAnchorFailureLoggedOncePerMinute(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + l.Addr().String()
+	l.Close()
+	k, now := testKeeper(t, 0)
+	var logs bytes.Buffer
+	k.d.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	k.d.TSA = &timestamp.Client{URL: url}
+	ctx := context.Background()
+	for i, step := range []time.Duration{0, time.Second, 30 * time.Second, 31 * time.Second, time.Second} {
+		*now = now.Add(step)
+		if tok := k.anchor(ctx, []byte("signed checkpoint")); tok != nil {
+			t.Fatalf("attempt %d: a token from a TSA that is down", i)
+		}
+	}
+	if got := testutil.ToFloat64(k.d.Metrics.AnchorFailures); got != 5 {
+		t.Errorf("anchor failures counted %v, want 5", got)
+	}
+	if got := strings.Count(logs.String(), "checkpoint not anchored"); got != 2 {
+		t.Errorf("failure logged %d times over 63 s, want 2 (at 0 s and 62 s):\n%s", got, logs.String())
+	}
+	if !k.Anchoring() {
+		t.Errorf("Anchoring() false with a TSA configured")
+	}
+	if at, err := k.LastAnchored(ctx); err != nil || !at.IsZero() {
+		t.Errorf("LastAnchored = %v, %v; want the zero time", at, err)
 	}
 }

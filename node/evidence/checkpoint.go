@@ -3,6 +3,7 @@ package evidence
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
@@ -25,6 +26,17 @@ type Signed struct {
 	TimeMS     int64 // unix milliseconds
 	Data       []byte
 	Credential string
+	// TSAToken is the RFC 3161 time-stamp token (DER) over SHA-256 of
+	// Data that the signer's TSA issued, if any; nil when the checkpoint
+	// is unanchored. Verifying it is the caller's business.
+	TSAToken []byte
+}
+
+// Digest is what a time-stamp token anchoring the checkpoint stamps:
+// SHA-256 of the signed checkpoint.
+func (s Signed) Digest() []byte {
+	d := sha256.Sum256(s.Data)
+	return d[:]
 }
 
 // Checkpoint returns the unverified checkpoint the copies describe.

@@ -45,6 +45,7 @@ type exportLine struct {
 	TimeMS     int64  `json:"time_ms"`
 	Data       []byte `json:"data"`
 	Credential string `json:"credential"`
+	TSAToken   []byte `json:"tsa_token"`
 }
 
 // ReadCheckpoints reads node's checkpoints, in count order, inside tx: the
@@ -119,7 +120,7 @@ func export(ctx context.Context, db *sql.DB, node string, read ReadCheckpoints, 
 	for _, c := range cps {
 		if err := writeLine(bw, exportCheckpointLine{
 			Type: "checkpoint", Node: c.Node, Count: c.Count, Head: hex.EncodeToString(c.Head),
-			TimeMS: c.TimeMS, Data: c.Data, Credential: c.Credential,
+			TimeMS: c.TimeMS, Data: c.Data, Credential: c.Credential, TSAToken: c.TSAToken,
 		}); err != nil {
 			return fmt.Errorf("export evidence: %w", err)
 		}
@@ -143,6 +144,7 @@ type exportCheckpointLine struct {
 	TimeMS     int64  `json:"time_ms"`
 	Data       []byte `json:"data"`
 	Credential string `json:"credential"`
+	TSAToken   []byte `json:"tsa_token,omitempty"`
 }
 
 func writeLine(w io.Writer, v any) error {
@@ -274,7 +276,7 @@ func (x *ExportReader) Checkpoints() ([]Signed, error) {
 		if err != nil || l.Node == "" || len(l.Data) == 0 || l.Credential == "" {
 			return nil, fmt.Errorf("read export: value %d: malformed checkpoint line", x.line)
 		}
-		out = append(out, Signed{Node: l.Node, Count: l.Count, Head: head, TimeMS: l.TimeMS, Data: l.Data, Credential: l.Credential})
+		out = append(out, Signed{Node: l.Node, Count: l.Count, Head: head, TimeMS: l.TimeMS, Data: l.Data, Credential: l.Credential, TSAToken: l.TSAToken})
 		l = nil
 	}
 }

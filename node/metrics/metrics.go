@@ -53,6 +53,8 @@ type Metrics struct {
 	CheckpointsPublished prometheus.Counter
 	CheckpointsReceived  prometheus.Counter
 	CheckpointConflicts  prometheus.Counter
+	CheckpointsAnchored  prometheus.Counter
+	AnchorFailures       prometheus.Counter
 	Latency              prometheus.Histogram
 
 	Aggregate Aggregate
@@ -142,6 +144,10 @@ func New(std *schema.Standard, labels Labels) *Metrics {
 			"Signed checkpoints (of any node, this one included) verified and kept."),
 		CheckpointConflicts: counter("eduspace_checkpoint_conflicts_total",
 			"Checkpoints that contradict one already kept for the same node and count (equivocation)."),
+		CheckpointsAnchored: counter("eduspace_checkpoints_anchored_total",
+			"This node's checkpoints stored with an RFC 3161 time-stamp token from the configured TSA."),
+		AnchorFailures: counter("eduspace_checkpoint_anchor_failures_total",
+			"Checkpoints published unanchored because the configured TSA did not answer with a token that checks."),
 		Latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "eduspace_delivery_latency_seconds",
 			Help:    "Time from sealing an envelope to storing it at the recipient.",

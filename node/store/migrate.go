@@ -323,6 +323,12 @@ ALTER TABLE outbox ADD COLUMN standard TEXT;
 ALTER TABLE inbox ADD COLUMN legal_basis TEXT;
 ALTER TABLE inbox ADD COLUMN standard TEXT;
 `,
+	// 12: checkpoints anchored with RFC 3161 time-stamp tokens (checkpoint.tsa_url).
+	`
+-- checkpoints.tsa_token: the DER time-stamp token a TSA issued over SHA-256 of data, for this
+-- node's own checkpoints made while a TSA is configured and answered; NULL otherwise.
+ALTER TABLE checkpoints ADD COLUMN tsa_token BLOB;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
