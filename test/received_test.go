@@ -16,6 +16,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/policy"
@@ -238,5 +239,43 @@ func TestErasureOfAnIdentifierInClear(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "K0001") || !strings.Contains(out.String(), "K0002") {
 		t.Errorf("after the erasure uni-b holds: %s", out.Bytes())
+	}
+}
+
+// TestEvidenceFetch: a running node's evidence log is exported through
+// its admin API (`eduspace audit fetch`), as `audit export` writes it from
+// the database: every entry, no student number.
+func TestEvidenceFetch(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	ag := agreeGrades(t, "fetch", s.now, a, b)
+	if _, err := a.Ingest(ctx, strings.NewReader(`{"type":"course_grade","student_id":"F0001","course_code":"CS101","score":80}`+"\n"), ""); err != nil {
+		t.Fatal(err)
+	}
+	shareAndWait(t, a, b, ag.ID, 1)
+	resp, body := adminRaw(t, a, s.conf["uni-a"].DataDir, http.MethodGet, "/v1/evidence/export", "")
+	if resp.StatusCode != http.StatusOK || resp.Trailer.Get("Eduspace-Export-Error") != "" {
+		t.Fatalf("fetch: %s, trailer %v", resp.Status, resp.Trailer)
+	}
+	r, err := evidence.NewExportReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := a.Status(ctx)
+	if r.Header.Node != "uni-a" || r.Header.Entries < st.EvidenceEntries || r.Header.Entries == 0 {
+		t.Errorf("export header %+v; want uni-a's %d entries", r.Header, st.EvidenceEntries)
+	}
+	if bytes.Contains(body, []byte("F0001")) {
+		t.Error("the evidence export holds a student number")
+	}
+	plain, err := http.Get("http://" + a.AdminAddr() + "/v1/evidence/export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Body.Close()
+	if plain.StatusCode != http.StatusUnauthorized {
+		t.Errorf("fetch without the token: %s", plain.Status)
 	}
 }

@@ -22,7 +22,7 @@ import (
 )
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "audit verify (--db FILE | --export FILE) [--authority FILE [--revocations FILE]] [--tsa-cert FILE] [--checkpoints-from FILE ...] | audit export --db FILE --out FILE"
+	const use = "audit verify (--db FILE | --export FILE) [--authority FILE [--revocations FILE]] [--tsa-cert FILE] [--checkpoints-from FILE ...] | audit export --db FILE --out FILE | audit fetch [--config FILE] --out FILE"
 	if len(args) == 0 {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
@@ -31,6 +31,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
 	case "export":
 		return runAuditExport(ctx, args[1:], stdout, stderr)
+	case "fetch":
+		return runAuditFetch(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown audit subcommand %q", errUsage, args[0])
 }
@@ -502,5 +504,38 @@ func runAuditExport(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	fmt.Fprintf(stdout, "evidence log of %s exported to %s\n", node, *out)
+	return nil
+}
+
+// runAuditFetch is `audit export` of a running node, through its admin
+// API: the auditor's copy of the log without stopping the node or reading
+// its database file. The file is written only when the export is whole
+// and reads as one.
+func runAuditFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("audit fetch", stderr)
+	cf := adminFlags(fs)
+	out := fs.String("out", "", "the export file to write (required); check it with eduspace audit verify --export")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if err := c.export(ctx, "/v1/evidence/export", *out, io.Discard, io.Discard); err != nil {
+		return err
+	}
+	r, closeExport, err := openExport(*out)
+	if err != nil {
+		os.Remove(*out)
+		return fmt.Errorf("%s: the node's answer is not an evidence export (%w); nothing kept", *out, err)
+	}
+	defer closeExport()
+	h := r.Header
+	fmt.Fprintf(stdout, "evidence log of %s (%d entries, %d checkpoints) fetched to %s; check it with eduspace audit verify --export %s\n",
+		h.Node, h.Entries, h.Checkpoints, *out, *out)
 	return nil
 }

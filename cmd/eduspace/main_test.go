@@ -523,3 +523,44 @@ func TestUploadProgress(t *testing.T) {
 		t.Error("the progress line is not ended")
 	}
 }
+
+// TestAuditFetch: the export a node streams is kept only when it reads as
+// an evidence export and no error came in its trailer.
+func TestAuditFetch(t *testing.T) {
+	var body, trailerErr string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/evidence/export" {
+			t.Errorf("request %s", r.URL)
+		}
+		w.Header().Set("Trailer", "Eduspace-Export-Error")
+		io.WriteString(w, body)
+		if trailerErr != "" {
+			w.Header().Set("Eduspace-Export-Error", trailerErr)
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "admin.token")
+	os.WriteFile(tok, []byte("t\n"), 0o600)
+	out := filepath.Join(dir, "uni-a.evidence.jsonl")
+	header := `{"type":"header","format":"eduspace-evidence-export","version":1,"node":"uni-a","exported":"2026-12-04T09:00:00Z","entries":0,"checkpoints":0}` + "\n"
+	for _, c := range []struct {
+		name, body, trailer string
+		ok                  bool
+	}{
+		{"an export", header, "", true},
+		{"cut short", header, "database is locked", false},
+		{"not an export", "<html>proxy error</html>\n", "", false},
+	} {
+		os.Remove(out)
+		body, trailerErr = c.body, c.trailer
+		code, stdout, stderr := run(t, context.Background(), "audit", "fetch", "--node", srv.URL, "--token-file", tok, "--out", out)
+		_, err := os.Stat(out)
+		if c.ok && (code != exitOK || err != nil || !strings.Contains(stdout, "evidence log of uni-a")) {
+			t.Errorf("%s: exit %d, %v: %s%s", c.name, code, err, stdout, stderr)
+		}
+		if !c.ok && (code == exitOK || err == nil) {
+			t.Errorf("%s: exit %d, file kept: %v", c.name, code, err)
+		}
+	}
+}

@@ -114,7 +114,7 @@ func (c *adminClient) export(ctx context.Context, path, out string, stdout, stde
 	if err == nil {
 		if msg := resp.Trailer.Get("Eduspace-Export-Error"); msg != "" {
 			err = fmt.Errorf("the node cut the export short: %s", msg)
-		} else if got, want := hex.EncodeToString(h.Sum(nil)), resp.Header.Get("Eduspace-Export-Digest"); got != want {
+		} else if got, want := hex.EncodeToString(h.Sum(nil)), resp.Header.Get("Eduspace-Export-Digest"); want != "" && got != want {
 			err = fmt.Errorf("the export's digest is %s, the node's evidence log says %s: incomplete", got, want)
 		}
 	}

@@ -82,6 +82,7 @@ func commands() []command {
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
 			{"verify", "verify an evidence chain against its checkpoints"},
 			{"export", "export a node's evidence log for an auditor"},
+			{"fetch", "export a running node's evidence log through its admin API"},
 		}},
 		{name: "inspect", summary: "print an envelope's header without opening it", run: runInspect},
 		{name: "bench", summary: "measure the full pipeline against plain JetStream", run: runBench},
@@ -127,6 +128,7 @@ var examples = map[string]string{
 	"classify":           "eduspace classify --type student students.csv",
 	"audit verify":       "eduspace audit verify --db /backup/node.db --authority authority.pub.pem",
 	"audit export":       "eduspace audit export --db /var/lib/eduspace/node.db --out evidence.ndjson",
+	"audit fetch":        "eduspace audit fetch --config /etc/eduspace/node.yaml --out uni-a.evidence.jsonl",
 	"inspect":            "eduspace inspect envelope.bin",
 	"bench":              "eduspace bench --json",
 	"version":            "eduspace version",

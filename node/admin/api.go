@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/receive"
@@ -88,6 +89,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/agreements/{id}/stream", s.handleStream)
 	api.HandleFunc("GET /v1/received", s.handleReceived)
 	api.HandleFunc("GET /v1/received/summary", s.handleHoldings)
+	api.HandleFunc("GET /v1/evidence/export", s.handleEvidenceExport)
 	api.HandleFunc("GET /v1/status", s.handleStatus)
 	api.HandleFunc("GET /v1/overview", s.handleOverview)
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
@@ -302,6 +304,20 @@ func (s *Server) handleReceived(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeProblem(w, http.StatusInternalServerError, "export-failed", "Export failed", err.Error())
+}
+
+// handleEvidenceExport streams this node's evidence log and its
+// checkpoints in the export format (node/evidence/EXPORT.md), for `eduspace
+// audit fetch`: hashes, reason codes and counts, never a payload or an
+// identifier. An error once streaming has begun goes in the trailer, and
+// a client keeps nothing of an export that has one.
+func (s *Server) handleEvidenceExport(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Trailer", trailerExportError)
+	if err := checkpoint.Export(r.Context(), s.db.R, s.nodeID, w); err != nil {
+		s.log.Warn("evidence export cut short", "err", err)
+		w.Header().Set(trailerExportError, err.Error())
+	}
 }
 
 // shareProblem answers a share or stream that failed.
