@@ -3,6 +3,7 @@ package test
 import (
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -58,9 +59,29 @@ func TestIngestFormats(t *testing.T) {
 	if !strings.Contains(strings.Join(names, ","), "张伟") || strings.ContainsRune(strings.Join(names, ","), '\ufffd') {
 		t.Errorf("held names %q: want them decoded", names)
 	}
+	// The institution reads what it holds through the admin API, field by
+	// field as ingested (`eduspace held --type student`).
+	resp, body := adminRaw(t, a, dir, http.MethodGet, "/v1/held?type=student", "")
+	if resp.StatusCode != http.StatusOK || resp.Trailer.Get("Eduspace-Export-Error") != "" {
+		t.Fatalf("held: %s %s", resp.Status, body)
+	}
+	byID := map[string]map[string]any{}
+	for line := range strings.Lines(string(body)) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("held line %q: %v", line, err)
+		}
+		byID[fmt.Sprint(m["student_id"])] = m
+	}
+	if m := byID["2024004"]; m["type"] != "student" || m["name"] != "张伟" || m["gender"] != "男" || len(m) != 4 {
+		t.Errorf("held record 2024004 (from the GBK CSV): %v", m)
+	}
+	if resp, _ := adminRaw(t, a, dir, http.MethodGet, "/v1/held?type=nope", ""); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("held of an unknown type: %s", resp.Status)
+	}
 
 	// GBK declared as UTF-8: refused at its line, nothing stored from it.
-	resp := adminCall(t, a, dir, http.MethodPost, "/v1/ingest?type=student&encoding=utf-8", strings.Replace(gbk, "2024001", "2024009", 1), nil)
+	resp = adminCall(t, a, dir, http.MethodPost, "/v1/ingest?type=student&encoding=utf-8", strings.Replace(gbk, "2024001", "2024009", 1), nil)
 	if resp.StatusCode != http.StatusUnprocessableEntity {
 		t.Errorf("GBK read as UTF-8: %s, want 422", resp.Status)
 	}

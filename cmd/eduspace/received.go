@@ -127,9 +127,30 @@ func (c *adminClient) export(ctx context.Context, path, out string, stdout, stde
 		}
 		return fmt.Errorf("%w; %s was not written", err, out)
 	}
-	if out != "" {
+	if n := resp.Header.Get("Eduspace-Export-Records"); out != "" && n != "" {
 		fmt.Fprintf(stderr, "%s records written to %s (sha256 %s, in the node's evidence log)\n",
-			resp.Header.Get("Eduspace-Export-Records"), out, resp.Header.Get("Eduspace-Export-Digest"))
+			n, out, resp.Header.Get("Eduspace-Export-Digest"))
+	} else if out != "" {
+		fmt.Fprintf(stderr, "written to %s\n", out)
 	}
 	return nil
+}
+
+// runHeld writes the records the node holds of one type (`eduspace held`).
+func runHeld(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("held", stderr)
+	cf := adminFlags(fs)
+	typ := fs.String("type", "", "the record type (required)")
+	out := fs.String("out", "", "write to this file, only once it is complete (default: standard output)")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	if *typ == "" {
+		return fmt.Errorf("%w: --type is required", errUsage)
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	return c.export(ctx, "/v1/held?"+url.Values{"type": {*typ}}.Encode(), *out, stdout, stderr)
 }

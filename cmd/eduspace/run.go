@@ -58,6 +58,7 @@ func commands() []command {
 			{"list", "list the node's agreements"},
 		}},
 		{name: "share", summary: "share records under an agreement", run: runShare},
+		{name: "held", summary: "the records the node holds of one type, as ingest stored them (NDJSON)", run: runHeld},
 		{name: "received", summary: "what the node received: list it, export it under its agreement", run: runReceived, subs: []subcommand{
 			{"list", "what was received, by agreement and record type: counts, last arrival"},
 			{"export", "export the records received under an agreement (NDJSON or CSV), with evidence"},
@@ -113,6 +114,7 @@ var examples = map[string]string{
 	"agreement list":                "eduspace agreement list --token-file /var/lib/eduspace/admin.token",
 	"share": "eduspace share --config /etc/eduspace/node.yaml --agreement credit-2026   (the records the node holds)\n" +
 		"  eduspace share --config /etc/eduspace/node.yaml --agreement feed-2026 --type course_grade grades.csv   (records streamed through, not held)",
+	"held":               "eduspace held --config /etc/eduspace/node.yaml --type student --out held-students.ndjson",
 	"received list":      "eduspace received list --config /etc/eduspace/node.yaml",
 	"received export":    "eduspace received export --config /etc/eduspace/node.yaml --agreement credit-2026 --type course_grade --format csv --out grades.csv",
 	"status":             "eduspace status --config /etc/eduspace/node.yaml",

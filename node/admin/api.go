@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bufio"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -90,6 +91,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("GET /v1/received", s.handleReceived)
 	api.HandleFunc("GET /v1/received/summary", s.handleHoldings)
 	api.HandleFunc("GET /v1/evidence/export", s.handleEvidenceExport)
+	api.HandleFunc("GET /v1/held", s.handleHeld)
 	api.HandleFunc("GET /v1/status", s.handleStatus)
 	api.HandleFunc("GET /v1/overview", s.handleOverview)
 	api.HandleFunc("POST /v1/consents", s.handleConsent)
@@ -316,6 +318,44 @@ func (s *Server) handleEvidenceExport(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", trailerExportError)
 	if err := checkpoint.Export(r.Context(), s.db.R, s.nodeID, w); err != nil {
 		s.log.Warn("evidence export cut short", "err", err)
+		w.Header().Set(trailerExportError, err.Error())
+	}
+}
+
+// handleHeld streams the records this node holds of one type
+// (?type=T), as NDJSON, each as ingest stored it with its "type" member:
+// the institution's own view of what it ingested (`eduspace held`).
+func (s *Server) handleHeld(w http.ResponseWriter, r *http.Request) {
+	typ := r.URL.Query().Get("type")
+	if _, ok := s.std.Type(typ); !ok {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", "Record type required",
+			fmt.Sprintf("type %q: want one of %q", typ, s.std.Types()))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Trailer", trailerExportError)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	prefix := append(schema.AppendJSONString([]byte(`{"type":`), typ), ',')
+	err := s.shares.ScanRecords(r.Context(), typ, func(_ string, body []byte) error {
+		if len(body) < 2 || body[0] != '{' {
+			return fmt.Errorf("a held record of %s is not a JSON object", typ)
+		}
+		if string(body) == "{}" {
+			prefix := prefix[:len(prefix)-1]
+			_, err := bw.Write(append(append(prefix, '}'), '\n'))
+			return err
+		}
+		if _, err := bw.Write(prefix); err != nil {
+			return err
+		}
+		_, err := bw.Write(append(body[1:len(body):len(body)], '\n'))
+		return err
+	})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
+		s.log.Warn("held records cut short", "type", typ, "err", err)
 		w.Header().Set(trailerExportError, err.Error())
 	}
 }
