@@ -399,8 +399,7 @@ func TestClientHonoursRetryAfter(t *testing.T) {
 		io.WriteString(w, `{"agreement":"a1","permitted":3}`)
 	}))
 	defer srv.Close()
-	tok := filepath.Join(t.TempDir(), "admin.token")
-	os.WriteFile(tok, []byte("t\n"), 0o600)
+	_, tok := tokenFile(t)
 	code, out, stderr := run(t, context.Background(), "share", "--node", srv.URL, "--token-file", tok, "--agreement", "a1")
 	if code != exitOK || !strings.Contains(out, `"permitted": 3`) {
 		t.Fatalf("share: exit %d: %s%s", code, out, stderr)
@@ -457,9 +456,7 @@ func TestReceivedExportFile(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	dir := t.TempDir()
-	tok := filepath.Join(dir, "admin.token")
-	os.WriteFile(tok, []byte("t\n"), 0o600)
+	dir, tok := tokenFile(t)
 	out := filepath.Join(dir, "export.ndjson")
 	export := func() (int, string) {
 		code, _, stderr := run(t, context.Background(), "received", "export", "--node", srv.URL, "--token-file", tok, "--agreement", "a1", "--out", out)
@@ -539,9 +536,7 @@ func TestAuditFetch(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	dir := t.TempDir()
-	tok := filepath.Join(dir, "admin.token")
-	os.WriteFile(tok, []byte("t\n"), 0o600)
+	dir, tok := tokenFile(t)
 	out := filepath.Join(dir, "uni-a.evidence.jsonl")
 	header := `{"type":"header","format":"eduspace-evidence-export","version":1,"node":"uni-a","exported":"2026-12-04T09:00:00Z","entries":0,"checkpoints":0}` + "\n"
 	for _, c := range []struct {
@@ -563,4 +558,16 @@ func TestAuditFetch(t *testing.T) {
 			t.Errorf("%s: exit %d, file kept: %v", c.name, code, err)
 		}
 	}
+}
+
+// tokenFile is a temporary directory with an admin token file in it, for
+// client commands talking to a test server.
+func tokenFile(t *testing.T) (dir, tok string) {
+	t.Helper()
+	dir = t.TempDir()
+	tok = filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(tok, []byte("t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, tok
 }
