@@ -162,3 +162,40 @@ func TestConsentList(t *testing.T) {
 		t.Errorf("show an unknown consent: %s, want 404", resp.Status)
 	}
 }
+
+// TestConsentTokenJoinsNoRecipient: the token a consent receipt names a
+// student by is not the token any recipient's copies carry, even that of
+// a member named "consent-receipts" (the label receipt tokens were once
+// derived under).
+func TestConsentTokenJoinsNoRecipient(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	a := s.member("uni-a", crypto.SuiteX25519)
+	r := s.member("consent-receipts", crypto.SuiteX25519)
+	ag := gradeAgreement("tokens", "uni-a", "consent-receipts", s.now)
+	for _, n := range []*node.Node{a, r} {
+		if err := n.AddAgreement(ctx, ag); err != nil {
+			t.Fatal(err)
+		}
+	}
+	receipt, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-T1", Subject: "T0001", Purpose: policy.PurposeCreditTransfer,
+		Recipients: []string{"consent-receipts"}, Granted: s.now.Add(-time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		policy.ConsentReceiptClaims
+		jwt.RegisteredClaims
+	}
+	if _, _, err := jwt.NewParser().ParseUnverified(receipt, &claims); err != nil || claims.SubjectToken == "" {
+		t.Fatalf("receipt: %v, %+v", err, claims)
+	}
+	if _, err := a.Ingest(ctx, strings.NewReader(`{"type":"course_grade","student_id":"T0001","course_code":"CS101","score":80}`+"\n"), ""); err != nil {
+		t.Fatal(err)
+	}
+	shareAndWait(t, a, r, ag.ID, 1)
+	got := received(t, s.conf["consent-receipts"].DataDir)
+	if len(got) != 1 || got[0]["student_id"] == claims.SubjectToken {
+		t.Errorf("the recipient's token %v equals the receipt's %s", got, claims.SubjectToken)
+	}
+}

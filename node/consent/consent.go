@@ -92,8 +92,11 @@ type receiptClaims struct {
 
 // consentToken is the subject's pseudonym in consent receipts: a token
 // under a key only for receipts, so a receipt joins no recipient's copy.
+// The key is derived under a label of its own: recipients' token keys are
+// derived from "tokens" with the recipient's node id, and a node may be
+// named anything, "consent-receipts" included.
 func (l *Ledger) consentToken(subject string) string {
-	return crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), "consent-receipts"), subject)
+	return crypto.Token(crypto.TokenKey(l.keys.Derive("consent receipt tokens"), l.nodeID), subject)
 }
 
 // Grant records a consent in the ledger and returns its signed
