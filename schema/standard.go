@@ -170,6 +170,7 @@ type Standard struct {
 	volume         []VolumeRule
 	types          map[string]*RecordType
 	typeNames      []string
+	dims           map[string]*Dimension // by name
 }
 
 // Name returns the standard's name and version, e.g. "EDU-CN-DEFAULT v1".
@@ -223,6 +224,8 @@ type rawStandard struct {
 	Detectors map[string]rawDetector `json:"detectors"`
 	Volume    []rawVolume            `json:"volume"`
 	Types     map[string]rawType     `json:"types"`
+	// Dimensions: the dimensions aggregates may group by (STANDARD.md §2).
+	Dimensions map[string]rawDimension `json:"dimensions"`
 }
 
 type rawDetector struct {
@@ -276,7 +279,9 @@ func locErr(path, format string, args ...any) error {
 // subject (person subject key) or key (record key), an optional birth_date
 // field and its fields (name, category, level, direct, text, required,
 // kind, values for an enum, rules by value, id_type_field for a
-// resident_id). Unknown members are errors.
+// resident_id); and the dimensions aggregates may group by (type, field,
+// level, min_cell_size, and values, classes or prefix: STANDARD.md §2).
+// Unknown members are errors.
 // Errors name where the file is wrong, e.g.
 // `parse standard: types.student.fields.birth_date: unknown level "L9"`.
 func ParseStandard(data []byte) (*Standard, error) {
@@ -332,6 +337,9 @@ func ParseStandard(data []byte) (*Standard, error) {
 			return nil, err
 		}
 		s.types[name] = t
+	}
+	if err := s.parseDimensions(raw.Dimensions); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -42,9 +42,13 @@ func (s *Server) handleSubmitQuery(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, err := s.agg.Submit(r.Context(), q)
+	var de *aggregate.DimensionError
 	switch {
 	case errors.Is(err, aggregate.ErrNotCenter):
 		s.writeProblem(w, http.StatusForbidden, "not-center", "Not a center", err.Error())
+	case errors.As(err, &de):
+		// reason code undeclared_dimension
+		s.writeProblem(w, http.StatusUnprocessableEntity, "undeclared-dimension", "Aggregate query groups by an undeclared dimension", err.Error())
 	case err != nil:
 		s.writeProblem(w, http.StatusUnprocessableEntity, "invalid-query", "Aggregate query not accepted", err.Error())
 	default:

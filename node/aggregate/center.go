@@ -81,14 +81,16 @@ type ReleasedCell struct {
 // Release is one released aggregate: noisy, with cells under k
 // suppressed. Nothing else of a round is kept.
 type Release struct {
-	ID              string    `json:"id"` // the round id
-	Query           string    `json:"query"`
-	QueryDigest     string    `json:"query_digest"`
-	RecordType      string    `json:"record_type"`
-	Dataset         string    `json:"dataset"`
-	Purpose         string    `json:"purpose"`
-	GroupBy         []string  `json:"group_by"`
-	Measure         Measure   `json:"measure"`
+	ID          string   `json:"id"` // the round id
+	Query       string   `json:"query"`
+	QueryDigest string   `json:"query_digest"`
+	RecordType  string   `json:"record_type"`
+	Dataset     string   `json:"dataset"`
+	Purpose     string   `json:"purpose"`
+	GroupBy     []string `json:"group_by"`
+	Measure     Measure  `json:"measure"`
+	// K is the minimum cell size applied: the larger of the query's k and
+	// the minimum cell size the standard declares for each dimension.
 	K               int64     `json:"k"`
 	Rho             float64   `json:"rho"`     // worst-case ρ each contributor debited
 	Epsilon         float64   `json:"epsilon"` // ρ converted at δ
@@ -120,6 +122,10 @@ func (a *Aggregator) Submit(ctx context.Context, q Query) (QueryInfo, error) {
 		return QueryInfo{}, fmt.Errorf("aggregate query: center: must be this node, %s", a.nodeID)
 	}
 	if err := q.Validate(a.std); err != nil {
+		var de *DimensionError
+		if errors.As(err, &de) {
+			a.m.Aggregate.Refused.WithLabelValues(de.Reason()).Inc()
+		}
 		return QueryInfo{}, err
 	}
 	if q.Colluders < a.minColluders {
@@ -595,14 +601,15 @@ func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 	q := cr.q
 	cells := q.cells()
 	counts := sum[:cells]
-	cc, suppressed := privacy.Suppress(counts, q.K)
+	k := q.minCell(a.std)
+	cc, suppressed := privacy.Suppress(counts, k)
 	var sc []privacy.Cell
 	if q.Measure.Kind == "sum" {
-		sc, _ = privacy.SuppressBy(sum[cells:], counts, q.K)
+		sc, _ = privacy.SuppressBy(sum[cells:], counts, k)
 	}
 	clear(sum)
 	rel := &Release{ID: cr.id, Query: q.ID, QueryDigest: cr.digest, RecordType: q.RecordType, Dataset: q.Dataset,
-		Purpose: string(q.Purpose), Measure: q.Measure, K: q.K, Rho: cr.plan.rho, Delta: Delta,
+		Purpose: string(q.Purpose), Measure: q.Measure, K: k, Rho: cr.plan.rho, Delta: Delta,
 		Participants: slices.Sorted(slices.Values(q.Participants)), Survivors: cr.survivors, Started: cr.started.UTC(),
 		Released: a.now().UTC(), CellsReleased: cells - suppressed, CellsSuppressed: suppressed, GroupBy: []string{}}
 	if len(cr.declined) > 0 {

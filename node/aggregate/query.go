@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"regexp"
@@ -49,15 +50,6 @@ const (
 	aggCommitLabel = "eduspace aggregate commitment v1\x00"
 )
 
-// The group-by dimensions a query may use: a closed set of low-cardinality
-// fields. major_category is the first two characters of major_code (the
-// discipline category).
-var aggDimensions = map[string]string{
-	"gender": "gender", "grade_year": "grade_year", "education_level": "education_level",
-	"major_code": "major_code", "major_category": "major_code", "rating": "rating",
-	"program_category": "program_category",
-}
-
 // aggPurposes are the purposes an aggregate query may serve.
 var aggPurposes = map[policy.Purpose]bool{policy.PurposeStatistics: true, policy.PurposeEmploymentStatistics: true}
 
@@ -84,9 +76,11 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Dimension is one group-by dimension: a field from the closed set and the
-// values the table distinguishes. Records whose value is missing or not
-// listed fall in one more cell, "other" (an empty string in releases).
+// Dimension is one group-by dimension: a dimension the standard declares
+// (schema.Standard.Dimension, for the query's record type) and the
+// groupings the table distinguishes, each one the standard allows for it.
+// Records whose grouping is missing or not listed fall in one more cell,
+// "other" (an empty string in releases).
 type Dimension struct {
 	Field  string   `json:"field"`
 	Values []string `json:"values"`
@@ -218,12 +212,17 @@ func (q *Query) Validate(std *schema.Standard) error {
 	seen := map[string]bool{}
 	for i, d := range q.GroupBy {
 		f := fmt.Sprintf("group_by[%d]", i)
-		src, ok := aggDimensions[d.Field]
+		dim, ok := std.Dimension(d.Field)
 		if !ok {
-			return bad(f+".field", "%q is not a group-by dimension (gender, grade_year, education_level, major_code, major_category, rating, program_category)", d.Field)
+			return &DimensionError{fmt.Errorf("aggregate query: %s.field: %q is not a dimension the standard %s declares (%s)",
+				f, d.Field, std.Ref(), strings.Join(std.Dimensions(), ", "))}
 		}
-		if _, ok := rt.Field(src); !ok {
-			return bad(f+".field", "record type %s has no field %s", q.RecordType, src)
+		if dim.Type != q.RecordType {
+			return &DimensionError{fmt.Errorf("aggregate query: %s.field: the standard declares %s for %s records, not %s",
+				f, d.Field, dim.Type, q.RecordType)}
+		}
+		if _, ok := rt.Field(dim.Field); !ok {
+			return bad(f+".field", "record type %s has no field %s", q.RecordType, dim.Field)
 		}
 		if seen[d.Field] {
 			return bad(f+".field", "%s named twice", d.Field)
@@ -239,6 +238,9 @@ func (q *Query) Validate(std *schema.Standard) error {
 			}
 			if vs[v] {
 				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q listed twice", v)
+			}
+			if !dim.Allows(v) {
+				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q is not a grouping the standard allows for %s%s", v, d.Field, groupingsHint(dim))
 			}
 			vs[v] = true
 		}
@@ -312,6 +314,43 @@ func (q *Query) Validate(std *schema.Standard) error {
 	return nil
 }
 
+// DimensionError is a query refused because it groups by a dimension the
+// standard does not declare for its record type: reason code
+// undeclared_dimension (RefuseDimension).
+type DimensionError struct{ err error }
+
+func (e *DimensionError) Error() string { return e.err.Error() }
+func (e *DimensionError) Unwrap() error { return e.err }
+
+// Reason returns the refusal's reason code, RefuseDimension.
+func (e *DimensionError) Reason() string { return RefuseDimension }
+
+// groupingsHint names the groupings a dimension allows, for an error.
+func groupingsHint(d *schema.Dimension) string {
+	switch {
+	case d.Values != nil:
+		return " (" + strings.Join(d.Values, ", ") + ")"
+	case d.Classes != nil:
+		return " (" + strings.Join(slices.Sorted(maps.Keys(d.Classes)), ", ") + ")"
+	case d.Prefix > 0:
+		return fmt.Sprintf(" (the first %d characters of %s)", d.Prefix, d.Field)
+	}
+	return ""
+}
+
+// minCell is the minimum cell size of the release: the larger of the
+// query's k and the minimum cell size the standard declares for each of
+// its dimensions.
+func (q *Query) minCell(std *schema.Standard) int64 {
+	k := q.K
+	for _, d := range q.GroupBy {
+		if dim, ok := std.Dimension(d.Field); ok {
+			k = max(k, dim.MinCellSize)
+		}
+	}
+	return k
+}
+
 // cells is the number of cells of the table: the product over dimensions
 // of (values + 1).
 func (q *Query) cells() int {
@@ -334,12 +373,14 @@ func (q *Query) vectorLen() int {
 	return q.cells()
 }
 
-// fields are the record fields the query reads: its dimensions' sources
-// and the measured field.
-func (q *Query) fields() []string {
+// fields are the record fields the query reads: its dimensions' fields
+// and the measured field. The query is valid under std.
+func (q *Query) fields(std *schema.Standard) []string {
 	var out []string
 	for _, d := range q.GroupBy {
-		out = append(out, aggDimensions[d.Field])
+		if dim, ok := std.Dimension(d.Field); ok {
+			out = append(out, dim.Field)
+		}
 	}
 	if q.Measure.Field != "" {
 		out = append(out, q.Measure.Field)
@@ -510,7 +551,13 @@ func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, err
 	cells := q.cells()
 	x := make([]int64, q.vectorLen())
 	index := make([]map[string]int, len(q.GroupBy))
+	dims := make([]*schema.Dimension, len(q.GroupBy))
 	for i, d := range q.GroupBy {
+		dim, ok := a.std.Dimension(d.Field)
+		if !ok {
+			return nil, fmt.Errorf("aggregate table: dimension %s not declared", d.Field)
+		}
+		dims[i] = dim
 		index[i] = make(map[string]int, len(d.Values))
 		for j, v := range d.Values {
 			index[i][v] = j
@@ -542,10 +589,7 @@ func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, err
 		per[subject]++
 		cell := 0
 		for i, d := range q.GroupBy {
-			v := aggValue(rec[aggDimensions[d.Field]])
-			if d.Field == "major_category" {
-				v = firstRunes(v, 2)
-			}
+			v := dims[i].Grouping(aggValue(rec[dims[i].Field]))
 			j, ok := index[i][v]
 			if !ok {
 				j = len(d.Values) // other
@@ -591,17 +635,6 @@ func aggNumber(v any) (float64, bool) {
 		return 0, false
 	}
 	return f, true
-}
-
-func firstRunes(s string, k int) string {
-	i := 0
-	for j := range s {
-		if i == k {
-			return s[:j]
-		}
-		i++
-	}
-	return s
 }
 
 // cellKey returns the dimension values of cell i ("" for other).

@@ -3,6 +3,8 @@ package aggregate
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math/big"
 	"slices"
 	"strings"
@@ -77,9 +79,6 @@ func TestAggregateCells(t *testing.T) {
 			t.Errorf("cell %d: %q, want %q", i, got, w)
 		}
 	}
-	if firstRunes("080901", 2) != "08" || firstRunes("工学", 2) != "工学" || firstRunes("", 2) != "" {
-		t.Error("firstRunes")
-	}
 	p, err := planQuery(&q)
 	if err != nil || p.rho > q.Rho || p.rho < q.Rho*0.9 || p.sumVar == nil {
 		t.Errorf("plan: %+v %v", p, err)
@@ -130,7 +129,7 @@ func TestAggregateTableBoundsEachSubject(t *testing.T) {
 	}
 	q := Query{RecordType: "student", GroupBy: []Dimension{{Field: "gender", Values: []string{"女", "男"}}},
 		Measure: Measure{Kind: "count"}, ContributionBound: 2}
-	a := &Aggregator{scanRecords: scan()}
+	a := &Aggregator{std: schema.Default(), scanRecords: scan()}
 	x, err := a.aggregateTable(context.Background(), &q)
 	if err != nil || !slices.Equal(x, []int64{1, 2, 1}) {
 		t.Errorf("bound 2: table %v, %v; want [1 2 1] (女, 男, other)", x, err)
@@ -230,5 +229,132 @@ func TestAggregateNoiseForHonestOnly(t *testing.T) {
 		}
 		t.Logf("n=10 t=%d c=%d: σᵢ² = %s, ρ with %d honest shares = %.4f", c.t, c.c, plan.countVar.FloatString(3), honest, r)
 		prev, prevHonest = plan.countVar, honest
+	}
+}
+
+// TestAggregateQueryDimensions: a query groups only by dimensions the
+// standard declares for its record type, with groupings the standard
+// allows; anything else is refused with reason undeclared_dimension or an
+// error naming the value.
+func TestAggregateQueryDimensions(t *testing.T) {
+	std := schema.Default()
+	student := func(dims ...Dimension) Query {
+		q := testQuery()
+		q.RecordType, q.Dataset, q.GroupBy, q.Measure = "student", "student", dims, Measure{Kind: "count"}
+		return q
+	}
+	for _, c := range []struct {
+		name string
+		q    Query
+	}{
+		{"not declared", student(Dimension{Field: "religion", Values: []string{"x"}})},
+		{"not a dimension at all", student(Dimension{Field: "shoe_size", Values: []string{"x"}})},
+		{"declared for another type", student(Dimension{Field: "grade_year", Values: []string{"2024"}})},
+	} {
+		err := c.q.Validate(std)
+		var de *DimensionError
+		if !errors.As(err, &de) || de.Reason() != RefuseDimension || de.Reason() != "undeclared_dimension" ||
+			!strings.Contains(err.Error(), "aggregate query: group_by[0].field:") {
+			t.Errorf("%s: got %v, want a DimensionError naming group_by[0].field", c.name, err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		q    Query
+		want string
+	}{
+		{"a raw value where the standard declares classes", student(Dimension{Field: "hukou_type", Values: []string{"农业户口"}}),
+			`group_by[0].values[0]: "农业户口" is not a grouping the standard allows for hukou_type (农村, 城镇)`},
+		{"a value not listed", student(Dimension{Field: "gender", Values: []string{"女", "未知"}}),
+			`group_by[0].values[1]: "未知" is not a grouping the standard allows for gender (女, 男)`},
+		{"a category of three characters", func() Query {
+			q := testQuery()
+			q.GroupBy[1].Values = []string{"080"}
+			return q
+		}(), `group_by[1].values[0]: "080" is not a grouping the standard allows for major_category (the first 2 characters of major_code)`},
+	} {
+		err := c.q.Validate(std)
+		var de *DimensionError
+		if err == nil || errors.As(err, &de) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
+	}
+	ok := student(Dimension{Field: "hukou_type", Values: []string{"城镇", "农村"}}, Dimension{Field: "ethnicity", Values: []string{"少数民族"}},
+		Dimension{Field: "disability", Values: []string{"true"}})
+	if err := ok.Validate(std); err != nil {
+		t.Fatal(err)
+	}
+	if got := ok.fields(std); !slices.Equal(got, []string{"disability", "ethnicity", "hukou_type"}) {
+		t.Errorf("fields read: %q", got)
+	}
+	// The minimum cell size: the larger of k and each dimension's minimum.
+	for _, c := range []struct {
+		k, want int64
+	}{{0, 20}, {5, 20}, {25, 25}} {
+		ok.K = c.k
+		if got := ok.minCell(std); got != c.want {
+			t.Errorf("k %d: minimum cell %d, want %d (ethnicity and disability declare 20)", c.k, got, c.want)
+		}
+	}
+	q := testQuery()
+	if got := q.minCell(std); got != 10 {
+		t.Errorf("education level × major category, k 5: minimum cell %d, want 10", got)
+	}
+
+	// A custom standard that declares no dimension: only totals.
+	var doc map[string]any
+	if err := json.Unmarshal(schema.DefaultJSON(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	delete(doc, "dimensions")
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := schema.ParseStandard(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var de *DimensionError
+	byGender, total := student(Dimension{Field: "gender", Values: []string{"女"}}), student()
+	if err := byGender.Validate(bare); !errors.As(err, &de) {
+		t.Errorf("gender under a standard without dimensions: %v", err)
+	}
+	if err := total.Validate(bare); err != nil {
+		t.Errorf("a total under a standard without dimensions: %v", err)
+	}
+}
+
+// TestAggregateTableGroupings: the table counts each record in the
+// grouping the standard maps its value to: classes of values, a prefix, a
+// set flag.
+func TestAggregateTableGroupings(t *testing.T) {
+	records := []string{
+		`{"student_id":"S1","hukou_type":"农业户口","ethnicity":"回族","disability":"视力残疾"}`,
+		`{"student_id":"S2","hukou_type":"城镇","ethnicity":"汉族","disability":false}`,
+		`{"student_id":"S3","hukou_type":"非农业","ethnicity":"壮族","disability":true}`,
+		`{"student_id":"S4","hukou_type":"外籍","ethnicity":"苗族"}`,
+	}
+	a := &Aggregator{std: schema.Default(), scanRecords: func(_ context.Context, _ string, fn func(string, []byte) error) error {
+		for i, r := range records {
+			if err := fn(fmt.Sprint(i), []byte(r)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	for _, c := range []struct {
+		dim    Dimension
+		counts []int64
+	}{
+		{Dimension{Field: "hukou_type", Values: []string{"城镇", "农村"}}, []int64{2, 1, 1}},
+		{Dimension{Field: "ethnicity", Values: []string{"少数民族"}}, []int64{3, 1}},
+		{Dimension{Field: "disability", Values: []string{"true", "false"}}, []int64{2, 1, 1}},
+	} {
+		q := Query{RecordType: "student", GroupBy: []Dimension{c.dim}, Measure: Measure{Kind: "count"}, ContributionBound: 1}
+		x, err := a.aggregateTable(context.Background(), &q)
+		if err != nil || !slices.Equal(x, c.counts) {
+			t.Errorf("%s %q: table %v, %v; want %v", c.dim.Field, c.dim.Values, x, err, c.counts)
+		}
 	}
 }

@@ -146,6 +146,9 @@ const (
 	RefuseInternal       = "internal_error"    // this node failed (computing its table, sealing)
 	RefuseTooFew         = "too_few_survivors" // a round failed: fewer than the minimum were left
 	RefuseColluders      = "too_few_colluders" // the query tolerates fewer colluders than this node requires
+	// RefuseDimension: the query groups by a dimension this node's
+	// standard does not declare for its record type.
+	RefuseDimension = "undeclared_dimension"
 )
 
 // Evidence reasons of a university that refuses a list the center sent
@@ -165,7 +168,7 @@ var errListRefused = errors.New("list from the center refused")
 // RefuseReasons are the closed label set of the refused metric: every
 // reason but RefuseTooFew, which fails a round rather than refuses it.
 var RefuseReasons = []string{RefuseBadQuery, RefuseSignature, RefuseNotParticipant, RefuseExpired,
-	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders}
+	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders, RefuseDimension}
 
 // Message types of a round, in order.
 const (
@@ -324,8 +327,11 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	var qe *queryError
 	if errors.As(err, &qe) {
 		reason := RefuseBadQuery
+		var de *DimensionError
 		if qe.signature {
 			reason = RefuseSignature
+		} else if errors.As(err, &de) {
+			reason = de.Reason()
 		}
 		a.m.Aggregate.Refused.WithLabelValues(reason).Inc()
 		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("%s: %w", reason, err))
@@ -442,7 +448,7 @@ func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, now time.Time) 
 			continue
 		}
 		covered := true
-		for _, f := range q.fields() {
+		for _, f := range q.fields(a.std) {
 			covered = covered && ag.Allows(q.RecordType, f)
 		}
 		if covered {

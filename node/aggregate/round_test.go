@@ -1,6 +1,7 @@
 package aggregate_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -64,7 +65,7 @@ var (
 func aggRecords(i int) (string, aggPlain) {
 	p := aggPlain{gender: map[string]int64{}, enrollN: map[[2]string]int64{}, enrollS: map[[2]string]int64{}}
 	var b strings.Builder
-	students := 20 + 7*i
+	students := 60 + 7*i // every cell of the tests' queries reaches the dimensions' minimum cell size (10)
 	for j := range students {
 		id := fmt.Sprintf("U%dS%04d", i, j)
 		g := []string{"女", "男"}[(j*(i+2))%2]
@@ -560,6 +561,31 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 			t.Errorf("%s: got %v, want an error naming it", field, err)
 		}
 	}
+	// Over the admin API: problem type undeclared-dimension.
+	body, err := json.Marshal(map[string]any{"id": "undeclared", "record_type": "student", "purpose": "statistics",
+		"group_by": []map[string]any{{"field": "religion", "values": []string{"x"}}}, "measure": map[string]any{"kind": "count"},
+		"rho": 0.05, "participants": aggUnis, "threshold": 2, "colluders": 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest("POST", "http://"+f.center.AdminAddr()+"/v1/aggregate-queries", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	problem, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(problem), "undeclared-dimension") ||
+		!strings.Contains(string(problem), "group_by[0].field") {
+		t.Errorf("POST a query grouping by religion: %d %s", resp.StatusCode, problem)
+	}
+	if v := metricValue(t, f.center, `eduspace_aggregate_queries_refused_total{reason="undeclared_dimension"}`); v != 2 {
+		t.Errorf("center: queries refused for an undeclared dimension: %v, want 2", v)
+	}
 	if _, err := f.unis["uni-a"].Aggregator().Submit(ctx, genderQuery("x")); !errors.Is(err, aggregate.ErrNotCenter) {
 		t.Errorf("a university submits: %v", err)
 	}
@@ -624,7 +650,8 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 	}()
 	wait.Until(t, 20*time.Second, "uni-b to refuse five queries", func() bool {
 		return metricValue(t, f.unis["uni-b"], `eduspace_aggregate_queries_refused_total{reason="bad_signature"}`) == 3 &&
-			metricValue(t, f.unis["uni-b"], `eduspace_aggregate_queries_refused_total{reason="bad_query"}`) == 2
+			metricValue(t, f.unis["uni-b"], `eduspace_aggregate_queries_refused_total{reason="bad_query"}`) == 1 &&
+			metricValue(t, f.unis["uni-b"], `eduspace_aggregate_queries_refused_total{reason="undeclared_dimension"}`) == 1
 	})
 	if v := metricValue(t, f.unis["uni-b"], `eduspace_aggregate_participations_total{event="joined"}`); v != 0 {
 		t.Errorf("uni-b joined %v rounds", v)
@@ -903,5 +930,56 @@ func TestAggregateColludersFloor(t *testing.T) {
 	}
 	if hasEntry(aggEvidence(t, f.s.Configs["uni-a"].DataDir), "one-colluder-r1", "joined") == nil {
 		t.Error("uni-a (no floor above 1) did not join")
+	}
+}
+
+// TestAggregateDimensionMinimumCell: a cell under the minimum cell size
+// the standard declares for a dimension is suppressed even when the
+// query's k is lower; the release states the k applied.
+func TestAggregateDimensionMinimumCell(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	for i, id := range aggUnis {
+		var b strings.Builder
+		for j := range 8 {
+			hukou := []string{"城镇", "非农业户口", "农业户口"}[min(j/3, 2)] // 3 城镇, 3 非农业户口, 2 农业户口
+			fmt.Fprintf(&b, `{"type":"student","student_id":"H%d%02d","hukou_type":%q}`+"\n", i, j, hukou)
+		}
+		if res, err := f.unis[id].Ingest(ctx, strings.NewReader(b.String()), ""); err != nil || res.Invalid != 0 {
+			t.Fatalf("ingest at %s: %v %+v", id, err, res)
+		}
+		a := &policy.Agreement{ID: id + "-center-hukou", Provider: id, Recipient: aggCenter,
+			Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+			RecordTypes: map[string][]string{"student": {"student_id", "hukou_type"}},
+			MaxLevel:    schema.L3, RetentionDays: 30, ValidFrom: f.s.Now.Add(-time.Hour), ValidUntil: f.s.Now.Add(24 * time.Hour)}
+		for _, n := range []*node.Node{f.unis[id], f.center} {
+			if err := n.AddAgreement(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	q := genderQuery("hukou")
+	q.GroupBy = []aggregate.Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}}
+	q.K = 2
+	rel := f.run(t, q)
+	if rel.K != 10 {
+		t.Errorf("release k = %d, want 10 (the hukou_type dimension's minimum, above the query's 2)", rel.K)
+	}
+	var students int64
+	for _, u := range aggUnis {
+		students += f.plain[u].gender["女"] + f.plain[u].gender["男"] + f.plain[u].gender[""]
+	}
+	want := map[string]int64{"城镇": 18, "农村": -1, "": students} // -1: suppressed (6 < 10)
+	if len(rel.Cells) != 3 || rel.CellsSuppressed != 1 {
+		t.Fatalf("%d cells, %d suppressed; want 3, 1: %+v", len(rel.Cells), rel.CellsSuppressed, rel.Cells)
+	}
+	for _, c := range rel.Cells {
+		w := want[c.Key[0]]
+		switch {
+		case w < 0 && (!c.Suppressed || c.Count != nil):
+			t.Errorf("cell %q: %+v, want suppressed", c.Key, c)
+		case w >= 0 && (c.Suppressed || c.Count == nil || *c.Count != w):
+			t.Errorf("cell %q: %+v, want %d", c.Key, c, w)
+		}
 	}
 }
