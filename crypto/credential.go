@@ -23,10 +23,17 @@ const (
 	RoleUniversity Role = "university"
 	RoleCenter     Role = "center"
 	RoleAuditor    Role = "auditor"
+	// RoleAIService is an AI application or model provider: it receives
+	// records, like a university, but the space's rulebook lets them go to
+	// it only under the AI purposes (model training and evaluation,
+	// learning analytics).
+	RoleAIService Role = "ai_service"
 )
 
 // Valid reports whether r is one of the defined roles.
-func (r Role) Valid() bool { return r == RoleUniversity || r == RoleCenter || r == RoleAuditor }
+func (r Role) Valid() bool {
+	return r == RoleUniversity || r == RoleCenter || r == RoleAuditor || r == RoleAIService
+}
 
 // Limits on credentials.
 const (
@@ -68,7 +75,7 @@ type CompositeKeyInfo struct {
 //	iat, nbf  issue time (Unix seconds)
 //	exp       expiry (Unix seconds)
 //	inst      institution name
-//	role      "university", "center" or "auditor"
+//	role      "university", "center", "auditor" or "ai_service"
 //	kem_keys  [{"kid": key id, "suite": suite name, "key": base64url public key}, ...]
 //	sig_keys  [{"kid": key id, "key": base64url Ed25519 public key}, ...]
 //	ckpt_keys [{"kid": key id, "key": base64url composite public key}, ...] (optional)

@@ -23,13 +23,30 @@ const (
 	PurposeHealthMonitoring         Purpose = "health_monitoring"
 	PurposeFinancialAidVerification Purpose = "financial_aid_verification"
 	PurposeEmploymentStatistics     Purpose = "employment_statistics"
+
+	// The AI purposes: records go to an ai_service member only under one of
+	// them, and under them only to an ai_service member (REASONS.md).
+	PurposeModelTraining     Purpose = "model_training"
+	PurposeModelEvaluation   Purpose = "model_evaluation"
+	PurposeLearningAnalytics Purpose = "learning_analytics"
 )
 
 var purposes = map[Purpose]bool{
 	PurposeEnrollmentVerification: true, PurposeCreditTransfer: true, PurposeStatistics: true,
 	PurposeResearch: true, PurposeHealthMonitoring: true, PurposeFinancialAidVerification: true,
 	PurposeEmploymentStatistics: true,
+	PurposeModelTraining:        true, PurposeModelEvaluation: true, PurposeLearningAnalytics: true,
 }
+
+// aiPurposes are the purposes of an AI service.
+var aiPurposes = map[Purpose]bool{
+	PurposeModelTraining: true, PurposeModelEvaluation: true, PurposeLearningAnalytics: true,
+}
+
+// AI reports whether p is one of the AI purposes: records under it go only
+// to an ai_service member, and an ai_service member receives records only
+// under one of them.
+func (p Purpose) AI() bool { return aiPurposes[p] }
 
 // LegalBasis is the ground on which the provider discloses records.
 type LegalBasis string

@@ -30,7 +30,8 @@ type Consent struct {
 type Input struct {
 	Provider, Recipient string
 	// RecipientRole is the role in the recipient's verified, unexpired,
-	// unrevoked credential ("university", "center", "auditor"). Empty means
+	// unrevoked credential ("university", "center", "auditor",
+	// "ai_service"). Empty means
 	// the recipient is not an admitted member of the space: it may receive
 	// L1 only.
 	RecipientRole string
@@ -119,6 +120,12 @@ func Decide(rb Rulebook, in Input) Decision {
 	if in.RecipientRole != "" && !rb.roleReceives(in.RecipientRole) {
 		return deny(RuleRulebookRole, ReasonRecipientRole)
 	}
+	if ai := in.RecipientRole == "ai_service"; ai != a.Purpose.AI() {
+		if ai {
+			return deny(RuleRulebookAIService, ReasonAIServicePurpose)
+		}
+		return deny(RuleRulebookAIService, ReasonAIPurposeRecipient)
+	}
 	if !rb.microdataTo(in.RecipientRole, a) {
 		return deny(RuleRulebookCenter, ReasonCenterAggregatesOnly)
 	}
@@ -133,13 +140,34 @@ func Decide(rb Rulebook, in Input) Decision {
 	if level >= rb.MembersOnlyFrom && in.RecipientRole == "" {
 		return deny(RuleRulebookMembers, ReasonRecipientNotMember)
 	}
+	c := in.Consent
+	covered := c.Granted && scopeCovers(c.Scope, l, actions)
+	minor := slices.Contains(l.Flags, "minor")
+	if a.Purpose == PurposeModelTraining {
+		// Stricter than the general rules below: no legal basis and no
+		// approval stands in for the guardian's consent, the subject's
+		// standing consent, or the absence of sensitive fields.
+		if minor && !(covered && c.Guardian) {
+			if c.Granted && c.Guardian {
+				return deny(RuleRulebookTrainingMinor, ReasonConsentScope)
+			}
+			return deny(RuleRulebookTrainingMinor, ReasonTrainingMinor)
+		}
+		if level >= rb.SensitiveLevel {
+			return deny(RuleRulebookTrainingL4, ReasonTrainingSensitive)
+		}
+		if l.SubjectKey != "" && !covered {
+			if c.Granted {
+				return deny(RuleRulebookTrainingConsent, ReasonConsentScope)
+			}
+			return deny(RuleRulebookTrainingConsent, ReasonTrainingNeedsConsent)
+		}
+	}
 	if level >= rb.AggregateOnlyFrom && !in.ImportantApproved {
 		return deny(RuleRulebookAggregateOnly, ReasonImportantAggregate)
 	}
-	c := in.Consent
-	covered := c.Granted && scopeCovers(c.Scope, l, actions)
 	statutory := a.LegalBasis == BasisStatutoryDuty
-	if slices.Contains(l.Flags, "minor") && !statutory && !(covered && c.Guardian) {
+	if minor && !statutory && !(covered && c.Guardian) {
 		if c.Granted && c.Guardian {
 			return deny(RuleRulebookMinor, ReasonConsentScope)
 		}

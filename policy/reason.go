@@ -34,6 +34,12 @@ const (
 
 	ReasonCenterAggregatesOnly Reason = "center_aggregates_only" // the center receives aggregates unless agreement and rulebook allow records
 	ReasonRetentionTooLong     Reason = "retention_too_long"     // the agreement keeps records longer than the rulebook allows for its purpose
+
+	ReasonAIServicePurpose     Reason = "ai_service_purpose"            // an ai_service member receives records only under an AI purpose
+	ReasonAIPurposeRecipient   Reason = "ai_purpose_recipient"          // records under an AI purpose go only to an ai_service member
+	ReasonTrainingMinor        Reason = "training_minor_needs_guardian" // model_training: a minor's record needs the guardian's consent, whatever the basis
+	ReasonTrainingSensitive    Reason = "training_no_l4"                // model_training: no field at the sensitive level (L4) or above
+	ReasonTrainingNeedsConsent Reason = "training_needs_consent"        // model_training: no standing consent of the subject (none, expired or withdrawn)
 )
 
 // Reasons lists every reason code, in a stable order. Metrics are
@@ -47,12 +53,16 @@ func Reasons() []Reason {
 		ReasonPurposeNotDeclared, ReasonBasisNotDeclared, ReasonRecipientNotMember,
 		ReasonRecipientRole, ReasonConsentScope, ReasonVolumeBulk, ReasonVolumeImportant,
 		ReasonVolumeAggregateOnly, ReasonCenterAggregatesOnly, ReasonRetentionTooLong,
+		ReasonAIServicePurpose, ReasonAIPurposeRecipient, ReasonTrainingMinor, ReasonTrainingSensitive,
+		ReasonTrainingNeedsConsent,
 	}
 }
 
 // Clause is the provision r rests on: an article of the PIPL (Personal
 // Information Protection Law) or the DSL (Data Security Law), a part of
-// GB/T 43697-2024 (data grading), as GRADING.md applies them. REASONS.md
+// GB/T 43697-2024 (data grading), as GRADING.md applies them, or of the
+// Interim Measures for the Management of Generative AI Services (2023,
+// "GenAI Measures"). REASONS.md
 // gives it with each rule; a test keeps the two in step and every reason
 // with one.
 func (r Reason) Clause() string { return reasonClauses[r] }
@@ -82,6 +92,11 @@ var reasonClauses = map[Reason]string{
 	ReasonVolumeAggregateOnly:  "DSL art. 21; GB/T 43697-2024 §6.3, annex G",
 	ReasonCenterAggregatesOnly: "PIPL art. 6",
 	ReasonRetentionTooLong:     "PIPL art. 19",
+	ReasonAIServicePurpose:     "PIPL art. 6, 23",
+	ReasonAIPurposeRecipient:   "PIPL art. 6, 23",
+	ReasonTrainingMinor:        "PIPL art. 28, 31; GenAI Measures art. 7(3)",
+	ReasonTrainingSensitive:    "PIPL art. 6, 28; GenAI Measures art. 7(3)",
+	ReasonTrainingNeedsConsent: "PIPL art. 14, 15; GenAI Measures art. 7(3)",
 }
 
 // The rule identifiers a decision names. Like reason codes they are stable:
@@ -111,6 +126,11 @@ const (
 
 	RuleRulebookCenter    = "rulebook.center_microdata"
 	RuleRulebookRetention = "rulebook.retention"
+
+	RuleRulebookAIService       = "rulebook.ai_service"
+	RuleRulebookTrainingMinor   = "rulebook.training.minor"
+	RuleRulebookTrainingL4      = "rulebook.training.sensitive"
+	RuleRulebookTrainingConsent = "rulebook.training.consent"
 )
 
 // Rules lists every rule identifier, in the order Decide applies them.
@@ -118,7 +138,9 @@ func Rules() []string {
 	return []string{
 		RuleDefaultDeny, RuleAgreementParty, RuleAgreementRevoked, RuleAgreementValidity,
 		RuleAgreementPurpose, RuleAgreementBasis, RuleAgreementType, RuleRulebookCore,
-		RuleRulebookRole, RuleRulebookCenter, RuleRulebookRetention, RuleAgreementFields, RuleRulebookMembers, RuleRulebookAggregateOnly,
+		RuleRulebookRole, RuleRulebookAIService, RuleRulebookCenter, RuleRulebookRetention, RuleAgreementFields,
+		RuleRulebookMembers, RuleRulebookTrainingMinor, RuleRulebookTrainingL4, RuleRulebookTrainingConsent,
+		RuleRulebookAggregateOnly,
 		RuleRulebookMinor, RuleAgreementLevel, RuleRulebookSensitive, RuleAgreementConsent,
 		RuleVolumeAggregate, RuleVolumeImportant, RuleVolumeBulk, RuleAgreementPermit,
 	}

@@ -40,7 +40,10 @@ type Rulebook struct {
 	ClearIdentityPurposes []Purpose `json:"clear_identity_purposes"`
 	// RecipientRoles are the member roles that may receive records at all.
 	// The default leaves out "auditor": auditors read checkpoints and
-	// metrics, never envelopes (DESIGN.md §3).
+	// metrics, never envelopes (DESIGN.md §3). It names "ai_service",
+	// which receives records only under the AI purposes
+	// (rulebook.ai_service); a space that names its own list without it
+	// sends AI services nothing.
 	RecipientRoles []string `json:"recipient_roles"`
 	// MicrodataToCenter lets an agreement with a center allow records
 	// (Agreement.AllowMicrodata). Off by default: the center receives
@@ -80,7 +83,7 @@ const (
 )
 
 // The member roles of the space (crypto.Role values).
-var roles = map[string]bool{"university": true, "center": true, "auditor": true}
+var roles = map[string]bool{"university": true, "center": true, "auditor": true, "ai_service": true}
 
 // DefaultRulebook is GRADING.md §5 and §7 as written.
 func DefaultRulebook() Rulebook {
@@ -90,7 +93,7 @@ func DefaultRulebook() Rulebook {
 		MembersOnlyFrom:       schema.L2,
 		IdentityPurposes:      []Purpose{PurposeEnrollmentVerification},
 		ClearIdentityPurposes: []Purpose{PurposeEnrollmentVerification, PurposeCreditTransfer},
-		RecipientRoles:        []string{"university", "center"},
+		RecipientRoles:        []string{"university", "center", "ai_service"},
 		Volume: VolumeRules{
 			BulkL3:        defaultBulkL3,
 			ImportantL4:   defaultImportantL4,
@@ -168,7 +171,7 @@ func (rb *Rulebook) Validate() error {
 	seenRole := map[string]bool{}
 	for i, r := range rb.RecipientRoles {
 		if !roles[r] {
-			return fmt.Errorf("rulebook: recipient_roles[%d]: %q is not one of university, center, auditor", i, r)
+			return fmt.Errorf("rulebook: recipient_roles[%d]: %q is not one of university, center, auditor, ai_service", i, r)
 		}
 		if seenRole[r] {
 			return fmt.Errorf("rulebook: recipient_roles[%d]: %q named twice", i, r)

@@ -68,7 +68,7 @@ func TestExamples(t *testing.T) {
 		}
 		checked++
 	}
-	if checked < 8 {
-		t.Errorf("checked %d examples, want every one of the 8", checked)
+	if checked < 10 {
+		t.Errorf("checked %d examples, want every one of the 10", checked)
 	}
 }

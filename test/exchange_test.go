@@ -67,9 +67,15 @@ func (s *testSpace) member(id string, suite crypto.SuiteID, edit ...func(*node.C
 // memberEnv is member with the node's environment (its clock) given.
 func (s *testSpace) memberEnv(id string, suite crypto.SuiteID, env node.Env, edit ...func(*node.Config)) *node.Node {
 	s.t.Helper()
+	return s.memberAs(id, crypto.RoleUniversity, suite, env, edit...)
+}
+
+// memberAs is memberEnv for a member of the given role.
+func (s *testSpace) memberAs(id string, role crypto.Role, suite crypto.SuiteID, env node.Env, edit ...func(*node.Config)) *node.Node {
+	s.t.Helper()
 	nd := filepath.Join(s.dir, id)
 	if _, err := authority.Provision(s.ak, nd, id, suite, authority.Member{
-		Space: space, Institution: "Institution " + id, Role: crypto.RoleUniversity, Valid: time.Hour}, s.now); err != nil {
+		Space: space, Institution: "Institution " + id, Role: role, Valid: time.Hour}, s.now); err != nil {
 		s.t.Fatal(err)
 	}
 	cfg := node.DefaultConfig()

@@ -41,7 +41,7 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		dir := fs.String("dir", "", "the authority directory (required)")
 		req := fs.String("request", "", "the node's node-request.json (required)")
 		space := fs.String("space", "", "the space name (required)")
-		role := fs.String("role", "university", "member role: university, center or auditor")
+		role := fs.String("role", "university", "member role: university, center, auditor or ai_service")
 		inst := fs.String("institution", "", "the member institution's name (required)")
 		valid := fs.Duration("valid", 365*24*time.Hour, "how long the credential is valid")
 		out := fs.String("out", "", "file to write the credential (JWT) to (required)")
@@ -54,7 +54,7 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			}
 		}
 		if !crypto.Role(*role).Valid() {
-			return fmt.Errorf("%w: --role %q: use university, center or auditor", errUsage, *role)
+			return fmt.Errorf("%w: --role %q: use university, center, auditor or ai_service", errUsage, *role)
 		}
 		k, err := authority.Load(*dir)
 		if err != nil {

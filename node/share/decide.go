@@ -172,12 +172,14 @@ func keptFields(d policy.Decision) string {
 
 // consentState is what the ledger says for one record about to be decided.
 // It is looked up only where consent can matter: a consent basis, sensitive
-// data, or a minor.
+// data, a minor, or model training (which needs the subject's standing
+// consent whatever the basis).
 func (s *shareRun) consentState(labels schema.Labels, now time.Time) policy.Consent {
 	if len(s.consents) == 0 {
 		return policy.Consent{}
 	}
-	need := s.a.LegalBasis == policy.BasisConsent || labels.Level >= s.n.rules.SensitiveLevel
+	need := s.a.LegalBasis == policy.BasisConsent || labels.Level >= s.n.rules.SensitiveLevel ||
+		s.a.Purpose == policy.PurposeModelTraining
 	for _, f := range labels.Flags {
 		need = need || f == "minor"
 	}
