@@ -858,19 +858,24 @@ func TestAggregateDeviatingCenter(t *testing.T) {
 		defer f.center.Aggregator().SetDeviation("")
 		fails(t, "conflict")
 		for _, u := range aggUnis {
-			ev := aggEvidence(t, f.s.Configs[u].DataDir)
-			var unmasked, refused []map[string]any
-			for _, e := range ev {
-				if e["envelope"] != "conflict-r1" {
-					continue
+			// The round fails at the center as soon as it gives up; the
+			// second, conflicting list may still be on its way to u.
+			var ev, unmasked, refused []map[string]any
+			wait.Until(t, 20*time.Second, u+" to refuse the conflicting list", func() bool {
+				ev, unmasked, refused = aggEvidence(t, f.s.Configs[u].DataDir), nil, nil
+				for _, e := range ev {
+					if e["envelope"] != "conflict-r1" {
+						continue
+					}
+					switch e["reason"] {
+					case "unmasked":
+						unmasked = append(unmasked, e)
+					case aggregate.ListConflict:
+						refused = append(refused, e)
+					}
 				}
-				switch e["reason"] {
-				case "unmasked":
-					unmasked = append(unmasked, e)
-				case aggregate.ListConflict:
-					refused = append(refused, e)
-				}
-			}
+				return len(refused) > 0
+			})
 			if len(unmasked) != 1 || len(refused) != 1 {
 				t.Errorf("%s: %d unmasked and %d %s entries, want 1 and 1: %v", u, len(unmasked), len(refused), aggregate.ListConflict, ev)
 				continue
