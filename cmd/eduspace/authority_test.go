@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/authority"
-	"github.com/eduspace/eduspace/test/wait"
 )
 
 // TestAuthorityIssueAIService: `authority issue --role ai_service` issues a
@@ -60,34 +58,9 @@ func TestAuthorityIssueAIService(t *testing.T) {
 		t.Fatalf("issued credential: %+v, %v; want role ai_service for ai-test", c, err)
 	}
 
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan int, 1)
-	go func() {
-		code, _, _ := run(t, runCtx, "node", "run", "--config", cfgPath)
-		done <- code
-	}()
-	wait.UntilErr(t, 20*time.Second, "the ai_service node to be ready", func() error {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		return nil
-	})
+	stop := startDaemon(t, ctx, cfgPath, admin)
 	if code, out, stderr := run(t, ctx, "status", "--config", cfgPath); code != exitOK || !strings.Contains(out, "ai-test (Test AI, ai_service)") {
 		t.Errorf("status: exit %d: %s%s", code, out, stderr)
 	}
 	stop()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Errorf("node run ended with exit %d, want 0", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("node run did not stop")
-	}
 }

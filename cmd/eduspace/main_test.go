@@ -183,24 +183,7 @@ func TestDaemon(t *testing.T) {
 			t.Fatalf("eduspace %v: exit %d: %s", args, code, stderr)
 		}
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop() // should the test fail before it stops the node
-	done := make(chan int, 1)
-	go func() {
-		code, _, _ := run(t, runCtx, "node", "run", "--config", cfgPath)
-		done <- code
-	}()
-	wait.UntilErr(t, 20*time.Second, "the node to be ready", func() error {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz: %s", resp.Status)
-		}
-		return nil
-	})
+	stop := startDaemon(t, ctx, cfgPath, admin)
 	recs := filepath.Join(dir, "records.ndjson")
 	os.WriteFile(recs, []byte(`{"student_id":"S1","course_code":"CS101","score":90}`+"\n"+`{"student_id":"S2","score":-1,"bogus":1}`+"\n"), 0o644)
 	// One record stored, one refused: the command says so and exits 1.
@@ -252,14 +235,6 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("node backup without --out: exit %d, want %d", code, exitUsage)
 	}
 	stop()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Errorf("node run ended with exit %d, want 0", code)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("node run did not stop within 20s of its context ending")
-	}
 }
 
 func TestNATSConfigCommand(t *testing.T) {
@@ -570,4 +545,47 @@ func tokenFile(t *testing.T) (dir, tok string) {
 		t.Fatal(err)
 	}
 	return dir, tok
+}
+
+// startDaemon starts `eduspace node run --config cfgPath` and waits until the
+// admin listener admin answers /readyz 200. stop ends the node and checks
+// it exits 0 within 20 s; it is also called when the test ends.
+func startDaemon(t *testing.T, ctx context.Context, cfgPath, admin string) (stop func()) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := run(t, runCtx, "node", "run", "--config", cfgPath)
+		done <- code
+	}()
+	stopped := false
+	stop = func() {
+		t.Helper()
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("node run ended with exit %d, want 0", code)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("node run did not stop within 20s of its context ending")
+		}
+	}
+	t.Cleanup(stop)
+	wait.UntilErr(t, 20*time.Second, "the node to be ready", func() error {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return stop
 }
