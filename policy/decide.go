@@ -299,22 +299,15 @@ func (w *actionWalk) field(name string, fl *schema.FieldLabel) {
 	}
 	t := TransformDrop
 	if isAgreed {
-		direct := fl.DirectID || name == w.subjectKey
-		t = TransformKeep
-		if direct && !w.identity {
-			t = TransformTokenise
-		}
+		var o Transform
+		var ok bool
 		if len(w.a.Transforms) > 0 {
-			if o, ok := w.a.Transforms[name]; ok {
-				t = o
-			}
+			o, ok = w.a.Transforms[name]
 		}
-		// The rulebook tokenises direct identifiers for every purpose
-		// but the identity purposes; an agreement may narrow that to
-		// dropping, and ask for them in clear ("keep") only under a
-		// purpose the rulebook lets ask (clear_identity_purposes).
-		if direct && t != TransformDrop && !(w.identity || w.mayClear && t == TransformKeep) {
-			t = TransformTokenise
+		if fl.DirectID || name == w.subjectKey {
+			t = directTransform(w.identity, w.mayClear, o, ok)
+		} else if t = TransformKeep; ok {
+			t = o
 		}
 	}
 	w.actions = append(w.actions, FieldAction{Field: name, Transform: t})
@@ -362,4 +355,24 @@ func scopeCovers(scope []schema.Category, l schema.Labels, actions []FieldAction
 		}
 	}
 	return true
+}
+
+// directTransform is what becomes of a direct identifier (or the subject
+// key) an agreement lists: under an identity purpose it leaves in clear
+// unless the agreement says otherwise (override, when has); under any
+// other it is tokenised per recipient. An agreement may narrow that to
+// dropping, and ask for it in clear ("keep") only under a purpose the
+// rulebook lets ask (mayClear: clear_identity_purposes).
+func directTransform(identity, mayClear bool, override Transform, has bool) Transform {
+	t := TransformTokenise
+	if identity {
+		t = TransformKeep
+	}
+	if has {
+		t = override
+	}
+	if t != TransformDrop && !(identity || mayClear && t == TransformKeep) {
+		t = TransformTokenise
+	}
+	return t
 }

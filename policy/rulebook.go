@@ -218,12 +218,6 @@ func (rb *Rulebook) retentionAllowed(a *Agreement) bool {
 // clear under agreement a: under an identity purpose, or where the
 // agreement keeps it under a purpose that may ask (as Decide does).
 func (rb *Rulebook) IdentifierInClear(a *Agreement, field string) bool {
-	t, ok := a.Transforms[field]
-	switch {
-	case ok && t == TransformDrop:
-		return false
-	case rb.identity(a.Purpose):
-		return true
-	}
-	return rb.mayClear(a.Purpose) && ok && t == TransformKeep
+	o, ok := a.Transforms[field]
+	return directTransform(rb.identity(a.Purpose), rb.mayClear(a.Purpose), o, ok) == TransformKeep
 }

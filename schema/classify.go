@@ -399,17 +399,7 @@ func (s *Standard) ValueLevel(f *FieldSpec, v []byte) Level {
 
 // ShowsAge reports whether records of type t can show their subject's age
 // (C3): t has a person subject and a birth date or resident ID field.
-func (t *RecordType) ShowsAge() bool {
-	if t.subjectKey == "" {
-		return false
-	}
-	for i := range t.fields {
-		if t.MinorField(&t.fields[i]) {
-			return true
-		}
-	}
-	return false
-}
+func (t *RecordType) ShowsAge() bool { return t.showsAge }
 
 // Under reports whether someone born on birth is under the standard's
 // minor age on asOf's calendar date (C3).

@@ -86,14 +86,8 @@ const (
 // Valid reports whether c is one of the categories of GRADING.md §2 or the
 // empty category.
 func (c Category) Valid() bool {
-	switch c {
-	case CategoryNone, CategoryIdentity, CategoryContact, CategoryDemographic,
-		CategoryAcademic, CategoryHealth, CategoryFinancial, CategoryFamily,
-		CategoryDiscipline, CategoryBiometric, CategoryLearning, CategoryEmployment,
-		CategoryStaff, CategoryCredential, CategoryInstitution, CategoryAggregate:
-		return true
-	}
-	return false
+	_, ok := categoryByName[string(c)]
+	return ok
 }
 
 // categoryByName holds the categories of GRADING.md §2 by name, for

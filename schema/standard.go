@@ -101,7 +101,8 @@ type RecordType struct {
 	subjectKey  string // person subject key; "" for a type with no person subject
 	key         string // subject key, or the record key of a non-person type
 	keyIndex    int
-	birthIndex  int // index of the birth-date field, or -1
+	birthIndex  int  // index of the birth-date field, or -1
+	showsAge    bool // ShowsAge, worked out once at parse
 	fields      []FieldSpec
 	idTypeIndex []int // per field: index of its IDTypeField, or -1
 	index       map[string]int
@@ -478,6 +479,9 @@ func parseType(name string, rt rawType) (*RecordType, error) {
 	}
 	for _, f := range t.fields {
 		t.quoted = append(t.quoted, string(AppendJSONString(nil, f.Name)))
+	}
+	for i := range t.fields {
+		t.showsAge = t.showsAge || t.MinorField(&t.fields[i])
 	}
 	return t, nil
 }

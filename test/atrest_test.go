@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"net/http"
 	"os"
@@ -123,4 +124,64 @@ func inClear(t *testing.T, dir string, secrets []string) []string {
 		}
 	}
 	return found
+}
+
+// TestSealAtRestAfterTheFact: a node that held records, received records
+// and kept a consent ledger with storage.encrypt off seals them all when
+// it starts with it on, and reads them back the same.
+func TestSealAtRestAfterTheFact(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	off := func(c *node.Config) { c.Storage.Encrypt = false }
+	a := s.member("uni-a", crypto.SuiteX25519, off)
+	b := s.member("uni-b", crypto.SuiteX25519, off)
+	ag := agreeGrades(t, "later", s.now, a, b)
+	in := `{"type":"course_grade","student_id":"L0001","course_code":"CS101","score":80}` + "\n" +
+		`{"type":"course_grade","student_id":"L0002","course_code":"CS101","score":81}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(in), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "consent-later", Subject: "L0001", Purpose: policy.PurposeCreditTransfer,
+		Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	shareAndWait(t, a, b, ag.ID, 2)
+	for _, n := range []*node.Node{a, b} {
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes := map[string]*node.Node{}
+	for _, id := range []string{"uni-a", "uni-b"} {
+		cfg := s.conf[id]
+		cfg.Storage.Encrypt = true
+		s.conf[id] = cfg
+		nodes[id] = s.open(id, node.Env{})
+	}
+	for id, q := range map[string]string{
+		"uni-a": `SELECT (SELECT count(*) FROM records WHERE substr(body, 1, 2) != x'EDA7') + (SELECT count(*) FROM consents WHERE substr(body, 1, 2) != x'EDA7')`,
+		"uni-b": `SELECT count(*) FROM received WHERE substr(body, 1, 2) != x'EDA7'`,
+	} {
+		wait.Until(t, 20*time.Second, id+" to seal what it stored in clear", func() bool {
+			db, err := sql.Open("sqlite3", "file:"+filepath.Join(s.conf[id].DataDir, "node.db")+"?mode=ro")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var clear int
+			return db.QueryRow(q).Scan(&clear) == nil && clear == 0
+		})
+	}
+	if names := heldRecords(t, s.conf["uni-a"].DataDir, "course_grade"); len(names) != 2 {
+		t.Errorf("uni-a reads back %d held records, want 2", len(names))
+	}
+	var out bytes.Buffer
+	if res, err := nodes["uni-b"].ExportReceived(ctx, receive.ExportOptions{Agreement: ag.ID}, &out); err != nil || res.Records != 2 {
+		t.Errorf("uni-b's export after sealing: %+v, %v", res, err)
+	}
+	var ledger []policy.ConsentRecord
+	if resp := adminCall(t, nodes["uni-a"], s.conf["uni-a"].DataDir, http.MethodGet, "/v1/consents", "", &ledger); resp.StatusCode != http.StatusOK ||
+		len(ledger) != 1 || ledger[0].Subject != "L0001" {
+		t.Errorf("uni-a's ledger after sealing: %s %+v", resp.Status, ledger)
+	}
 }

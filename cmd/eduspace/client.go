@@ -130,14 +130,9 @@ func (c *adminClient) fetch(ctx context.Context, method, path string, body io.Re
 	var resp *http.Response
 	var data []byte
 	for {
-		req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-		if err != nil {
+		var err error
+		if resp, err = c.send(ctx, method, path, body); err != nil {
 			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+c.token)
-		resp, err = http.DefaultClient.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 		data, err = io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -161,13 +156,33 @@ func (c *adminClient) fetch(ctx context.Context, method, path string, body io.Re
 		}
 	}
 	if resp.StatusCode >= 300 {
-		var p struct{ Title, Detail string }
-		if err := json.Unmarshal(data, &p); err != nil {
-			return nil, fmt.Errorf("%s %s: %s (the answer is not a problem document: is --node the admin listener?)", method, path, resp.Status)
-		}
-		return nil, fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
+		return nil, problemError(method, path, resp, data)
 	}
 	return data, nil
+}
+
+// send makes one request of the node's admin API with the client's token.
+func (c *adminClient) send(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	return resp, nil
+}
+
+// problemError is the error of an answer resp, with body data, that is
+// not a success: its problem document's title and detail.
+func problemError(method, path string, resp *http.Response, data []byte) error {
+	var p struct{ Title, Detail string }
+	if err := json.Unmarshal(data, &p); err != nil {
+		return fmt.Errorf("%s %s: %s (the answer is not a problem document: is --node the admin listener?)", method, path, resp.Status)
+	}
+	return fmt.Errorf("%s %s: %s: %s %s", method, path, resp.Status, p.Title, p.Detail)
 }
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {

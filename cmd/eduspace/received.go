@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -66,23 +65,14 @@ func runReceived(ctx context.Context, args []string, stdout, stderr io.Writer) e
 // to stdout. The node sends the count and digest first and an error that
 // cut the export short in a trailer.
 func (c *adminClient) export(ctx context.Context, path, out string, stdout, stderr io.Writer) (err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	resp, err := c.send(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		data, _ := io.ReadAll(resp.Body)
-		var p struct{ Title, Detail string }
-		if json.Unmarshal(data, &p) != nil {
-			return fmt.Errorf("GET %s: %s (the answer is not a problem document: is --node the admin listener?)", path, resp.Status)
-		}
-		return fmt.Errorf("GET %s: %s: %s %s", path, resp.Status, p.Title, p.Detail)
+		return problemError(http.MethodGet, path, resp, data)
 	}
 	w, finish := stdout, func(error) error { return nil }
 	if out != "" {

@@ -291,10 +291,7 @@ func (b *Book) Revoke(ctx context.Context, id string) (dropped int, err error) {
 	if errors.Is(err, ErrNotActive) {
 		// A proposal not accepted yet (sent or received) is withdrawn the
 		// same way: the other side drops it.
-		var state string
-		if a, state, err = b.stored(ctx, id); err == nil && state == Revoked {
-			a.Revoked = true
-		}
+		a, _, err = b.stored(ctx, id)
 	}
 	if err != nil {
 		return 0, err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 )
 
@@ -18,63 +19,32 @@ func (l *Ledger) SealLedger(ctx context.Context) (int, error) {
 	if l.dk == nil {
 		return 0, nil
 	}
-	total := 0
-	for _, t := range []struct {
-		query string
-		seal  func(tx *sql.Tx, id string, body []byte) error
-	}{
-		{`SELECT id, body FROM consents WHERE substr(body, 1, 2) != x'EDA7' LIMIT 200`, func(tx *sql.Tx, id string, body []byte) error {
+	type row struct {
+		id   string
+		body []byte
+	}
+	scan := func(rows *sql.Rows) (r row, err error) { return r, rows.Scan(&r.id, &r.body) }
+	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE substr(body, 1, 2) != x'EDA7' LIMIT 200`, scan,
+		func(tx *sql.Tx, r row) error {
 			var c policy.ConsentRecord
-			if err := json.Unmarshal(body, &c); err != nil {
-				return fmt.Errorf("consent %q: %w", id, err)
+			if err := json.Unmarshal(r.body, &c); err != nil {
+				return fmt.Errorf("consent %q: %w", r.id, err)
 			}
 			_, err := tx.ExecContext(ctx, `UPDATE consents SET body = ?, subject = ? WHERE id = ? AND body = ?`,
-				l.dk.Seal(nil, body, consentAAD(id)), l.ev.Subject(c.Subject), id, body)
+				l.dk.Seal(nil, r.body, consentAAD(r.id)), l.ev.Subject(c.Subject), r.id, r.body)
 			return err
-		}},
-		{`SELECT id, request FROM erasures WHERE substr(request, 1, 2) != x'EDA7' LIMIT 200`, func(tx *sql.Tx, id string, body []byte) error {
-			_, err := tx.ExecContext(ctx, `UPDATE erasures SET request = ? WHERE id = ? AND request = ?`,
-				l.dk.Seal(nil, body, erasureAAD(id)), id, body)
-			return err
-		}},
-	} {
-		for {
-			type row struct {
-				id   string
-				body []byte
-			}
-			var page []row
-			rows, err := l.db.R.QueryContext(ctx, t.query)
-			if err != nil {
-				return total, fmt.Errorf("seal the consent ledger: %w", err)
-			}
-			for rows.Next() {
-				var r row
-				if err := rows.Scan(&r.id, &r.body); err != nil {
-					rows.Close()
-					return total, fmt.Errorf("seal the consent ledger: %w", err)
-				}
-				page = append(page, r)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return total, fmt.Errorf("seal the consent ledger: %w", err)
-			}
-			if len(page) == 0 {
-				break
-			}
-			if err := l.db.Write(ctx, func(tx *sql.Tx) error {
-				for _, r := range page {
-					if err := t.seal(tx, r.id, r.body); err != nil {
-						return err
-					}
-				}
-				return nil
-			}); err != nil {
-				return total, fmt.Errorf("seal the consent ledger: %w", err)
-			}
-			total += len(page)
-		}
+		})
+	if err != nil {
+		return consents, fmt.Errorf("seal the consent ledger: %w", err)
 	}
-	return total, nil
+	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE substr(request, 1, 2) != x'EDA7' LIMIT 200`, scan,
+		func(tx *sql.Tx, r row) error {
+			_, err := tx.ExecContext(ctx, `UPDATE erasures SET request = ? WHERE id = ? AND request = ?`,
+				l.dk.Seal(nil, r.body, erasureAAD(r.id)), r.id, r.body)
+			return err
+		})
+	if err != nil {
+		return consents + erasures, fmt.Errorf("seal the consent ledger: %w", err)
+	}
+	return consents + erasures, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // SealReceived seals, a page at a time, the received bodies stored in
@@ -16,48 +17,24 @@ func (r *Receiver) SealReceived(ctx context.Context) (int, error) {
 	if r.dk == nil {
 		return 0, nil
 	}
-	total := 0
-	for {
-		type row struct {
-			eid  string
-			body []byte
-		}
-		var page []row
-		rows, err := r.db.R.QueryContext(ctx, `SELECT envelope_id, body FROM received
-			WHERE length(body) > 0 AND substr(body, 1, 2) != x'EDA7' LIMIT 200`)
-		if err != nil {
-			return total, fmt.Errorf("seal received records: %w", err)
-		}
-		for rows.Next() {
-			var x row
-			if err := rows.Scan(&x.eid, &x.body); err != nil {
-				rows.Close()
-				return total, fmt.Errorf("seal received records: %w", err)
-			}
-			page = append(page, x)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return total, fmt.Errorf("seal received records: %w", err)
-		}
-		if len(page) == 0 {
-			return total, nil
-		}
-		if err := r.db.Write(ctx, func(tx *sql.Tx) error {
-			for _, x := range page {
-				// Only a body still in clear: an erasure may have rewritten
-				// it since it was read.
-				if _, err := tx.ExecContext(ctx, `UPDATE received SET body = ? WHERE envelope_id = ? AND body = ?`,
-					r.dk.Seal(nil, x.body, receivedAAD(x.eid)), x.eid, x.body); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return total, fmt.Errorf("seal received records: %w", err)
-		}
-		total += len(page)
+	type row struct {
+		eid  string
+		body []byte
 	}
+	k, err := store.RewritePages(ctx, r.db, `SELECT envelope_id, body FROM received
+		WHERE length(body) > 0 AND substr(body, 1, 2) != x'EDA7' LIMIT 200`,
+		func(rows *sql.Rows) (x row, err error) { return x, rows.Scan(&x.eid, &x.body) },
+		func(tx *sql.Tx, x row) error {
+			// Only a body still in clear: an erasure may have rewritten it
+			// since it was read.
+			_, err := tx.ExecContext(ctx, `UPDATE received SET body = ? WHERE envelope_id = ? AND body = ?`,
+				r.dk.Seal(nil, x.body, receivedAAD(x.eid)), x.eid, x.body)
+			return err
+		})
+	if err != nil {
+		return k, fmt.Errorf("seal received records: %w", err)
+	}
+	return k, nil
 }
 
 // OpenBody is a received body as the received table stores it for the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/store"
 )
 
 // A held record at rest: its body and classification sealed under the
@@ -16,9 +17,13 @@ import (
 func bodyAAD(key []byte) []byte   { return append([]byte("eduspace records.body\x00"), key...) }
 func labelsAAD(key []byte) []byte { return append([]byte("eduspace records.labels\x00"), key...) }
 
-// sealHeld is a held record's body and labels as stored.
+// sealHeld is a held record's body and labels as stored (labels nil for a
+// record held from before labels were stored).
 func (n *Sharer) sealHeld(key, body, labels []byte) ([]byte, []byte) {
-	return n.dk.SealIf(body, bodyAAD(key)), n.dk.SealIf(labels, labelsAAD(key))
+	if labels != nil {
+		labels = n.dk.SealIf(labels, labelsAAD(key))
+	}
+	return n.dk.SealIf(body, bodyAAD(key)), labels
 }
 
 // openHeld is a held record's body and labels as they were classified,
@@ -55,57 +60,32 @@ func (n *Sharer) SealHeld(ctx context.Context) (int, error) {
 	if n.dk == nil {
 		return 0, nil
 	}
-	total := 0
-	for {
-		type row struct {
-			id                int64
-			key, body, labels []byte
-			subject           string
-		}
-		var page []row
-		rows, err := n.db.R.QueryContext(ctx, `SELECT id, key, subject, body, labels FROM records
-			WHERE substr(body, 1, 2) != x'EDA7' ORDER BY id LIMIT 500`)
-		if err != nil {
-			return total, fmt.Errorf("seal held records: %w", err)
-		}
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.id, &r.key, &r.subject, &r.body, &r.labels); err != nil {
-				rows.Close()
-				return total, fmt.Errorf("seal held records: %w", err)
-			}
-			page = append(page, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return total, fmt.Errorf("seal held records: %w", err)
-		}
-		if len(page) == 0 {
-			return total, nil
-		}
-		if err := n.db.Write(ctx, func(tx *sql.Tx) error {
-			for _, r := range page {
-				body, labels := n.sealHeld(r.key, r.body, r.labels)
-				if r.labels == nil {
-					labels = nil
-				}
-				// A subject stored in clear is hashed; one already hashed
-				// (32 hex digits) stays.
-				subject := r.subject
-				if !isSubjectHash(subject) {
-					subject = n.subjectColumn(subject)
-				}
-				if _, err := tx.ExecContext(ctx, `UPDATE records SET body = ?, labels = ?, subject = ? WHERE id = ? AND body = ?`,
-					body, labels, subject, r.id, r.body); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return total, fmt.Errorf("seal held records: %w", err)
-		}
-		total += len(page)
+	type row struct {
+		id                int64
+		key, body, labels []byte
+		subject           string
 	}
+	k, err := store.RewritePages(ctx, n.db, `SELECT id, key, subject, body, labels FROM records
+		WHERE substr(body, 1, 2) != x'EDA7' ORDER BY id LIMIT 500`,
+		func(rows *sql.Rows) (r row, err error) {
+			return r, rows.Scan(&r.id, &r.key, &r.subject, &r.body, &r.labels)
+		},
+		func(tx *sql.Tx, r row) error {
+			body, labels := n.sealHeld(r.key, r.body, r.labels)
+			// A subject stored in clear is hashed; one already hashed (32
+			// hex digits) stays.
+			subject := r.subject
+			if !isSubjectHash(subject) {
+				subject = n.subjectColumn(subject)
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE records SET body = ?, labels = ?, subject = ? WHERE id = ? AND body = ?`,
+				body, labels, subject, r.id, r.body)
+			return err
+		})
+	if err != nil {
+		return k, fmt.Errorf("seal held records: %w", err)
+	}
+	return k, nil
 }
 
 // isSubjectHash reports whether s has the form of a keyed subject hash.

@@ -39,7 +39,7 @@ func (n *Sharer) continuousAgreements(ctx context.Context) ([]policy.Agreement, 
 	now := n.now()
 	var out []policy.Agreement
 	for _, a := range active {
-		if a.Continuous && !a.Revoked && a.Provider == n.nodeID && !now.Before(a.ValidFrom) && now.Before(a.ValidUntil) {
+		if a.Continuous && a.Provider == n.nodeID && a.ValidAt(now) {
 			out = append(out, a)
 		}
 	}

@@ -385,7 +385,7 @@ func (n *Sharer) ScanRecords(ctx context.Context, recordType string, fn func(sub
 		if err := rows.Scan(&subject, &key, &body); err != nil {
 			return err
 		}
-		if body, err = n.dk.Open(body[:0:0], body, bodyAAD(key)); err != nil {
+		if body, _, err = n.openHeld(key, body, nil); err != nil {
 			return fmt.Errorf("held record: %w", err)
 		}
 		if err := fn(subject, body); err != nil {

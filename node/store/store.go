@@ -262,3 +262,46 @@ func rollback(tx *sql.Tx) error {
 	}
 	return nil
 }
+
+// RewritePages reads the rows query selects, a page at a time, and
+// rewrites each page in one write transaction, row by row, until a page
+// comes back empty; it returns how many rows it rewrote. The query ends
+// with its own LIMIT, and must no longer select a row once rewrite has
+// handled it. It is how stored values are converted while the node works
+// (sealing at rest).
+func RewritePages[T any](ctx context.Context, db *DB, query string, scan func(*sql.Rows) (T, error), rewrite func(*sql.Tx, T) error) (int, error) {
+	total := 0
+	for {
+		rows, err := db.R.QueryContext(ctx, query)
+		if err != nil {
+			return total, err
+		}
+		var page []T
+		for rows.Next() {
+			v, err := scan(rows)
+			if err != nil {
+				rows.Close()
+				return total, err
+			}
+			page = append(page, v)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return total, err
+		}
+		if len(page) == 0 {
+			return total, nil
+		}
+		if err := db.Write(ctx, func(tx *sql.Tx) error {
+			for _, v := range page {
+				if err := rewrite(tx, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return total, err
+		}
+		total += len(page)
+	}
+}
