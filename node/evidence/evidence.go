@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/eduspace/eduspace/node/store"
@@ -48,7 +49,15 @@ const (
 	KindExpire  = "expire"
 	KindAgree   = "agreement"
 	KindExport  = "export" // received records handed to the institution's own systems
+	// KindRecover opens the log again after a restore from an older copy
+	// (Log.AppendRecovery): the entries between the copy's last and the
+	// space's newest checkpoint of the node are lost, and the chain goes on
+	// from that checkpoint's head.
+	KindRecover = "recover"
 )
+
+// ErrFrozen is the error Append returns while the log is frozen (Freeze).
+var ErrFrozen = errors.New("evidence log frozen")
 
 // Entry is one event. Only Seq and Time are set by the log.
 type Entry struct {
@@ -84,6 +93,25 @@ type Log struct {
 	now  func() time.Time
 	macs sync.Pool // of *subjectMAC under key, for Subject
 	db   *store.DB // its prepared statements, when set (UseDB)
+	// frozen, when set, says why nothing may be appended (Freeze).
+	frozen atomic.Pointer[error]
+}
+
+// Freeze makes every Append fail with an error wrapping ErrFrozen and
+// saying why, until AppendRecovery reopens the log. A node whose database
+// was restored from an older copy freezes its log: what it appended now
+// would take numbers the space has seen under other entries.
+func (l *Log) Freeze(why string) {
+	err := fmt.Errorf("%w: %s", ErrFrozen, why)
+	l.frozen.Store(&err)
+}
+
+// Frozen says why the log is frozen, nil when it is not.
+func (l *Log) Frozen() error {
+	if err := l.frozen.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // The statements of Append, prepared once per database.
@@ -141,6 +169,9 @@ type subjectMAC struct {
 // Append adds e to the chain inside tx. The head is read inside the same
 // transaction, so a rolled-back append leaves no trace.
 func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
+	if err := l.Frozen(); err != nil {
+		return err
+	}
 	ctx = store.InTx(ctx)
 	var seq int64
 	var prev []byte
@@ -150,7 +181,12 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	} else if err != nil {
 		return fmt.Errorf("read evidence head: %w", err)
 	}
-	e.Seq = seq + 1
+	return l.appendAt(ctx, tx, seq+1, prev, e)
+}
+
+// appendAt writes e as entry seq, chained to prev.
+func (l *Log) appendAt(ctx context.Context, tx *sql.Tx, seq int64, prev []byte, e Entry) error {
+	e.Seq = seq
 	e.Time = l.now().UnixMilli()
 	e.Node = l.node
 	bp, _ := entryBufs.Get().(*[]byte)
@@ -167,6 +203,33 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	return nil
 }
 
+// AppendRecovery reopens a frozen log inside tx after a restore from an
+// older copy: it appends e, of kind KindRecover, as entry after.Count+1,
+// chained to after.Head, the space's newest checkpoint of this node. The
+// entries between the log's last and after.Count are lost; e says so
+// (Detail lost_from and lost_to, set here), and the log goes on from the
+// head the space holds. after must cover at least the log's entries. The
+// log is unfrozen when tx commits (call Thaw then).
+func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, e Entry) error {
+	ctx = store.InTx(ctx)
+	var seq int64
+	var head []byte
+	err := l.db.QueryRow(ctx, tx, qHead).Scan(&seq, &head)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read evidence head: %w", err)
+	}
+	if after.Count < seq || len(after.Head) != sha256.Size {
+		return fmt.Errorf("recover evidence log: the checkpoint covers %d entries, the log has %d", after.Count, seq)
+	}
+	e.Kind = KindRecover
+	e.Detail = map[string]int{"lost_from": int(seq + 1), "lost_to": int(after.Count)}
+	return l.appendAt(ctx, tx, after.Count+1, after.Head, e)
+}
+
+// Thaw unfreezes the log, once the transaction of AppendRecovery has
+// committed.
+func (l *Log) Thaw() { l.frozen.Store(nil) }
+
 func chain(prev, body []byte) []byte {
 	s := sha256.New()
 	s.Write(prev)
@@ -180,6 +243,9 @@ type Head struct {
 	Hash  []byte
 	// Node is the node the entries name ("" for an empty chain).
 	Node string
+	// Gaps are the runs of entries lost in restores, each declared by the
+	// recovery entry after it.
+	Gaps []Gap
 }
 
 // BrokenError names the first entry at which a chain fails to verify.
@@ -222,13 +288,18 @@ func (l *Log) EntryTime(ctx context.Context, seq int64) (time.Time, error) {
 }
 
 // HashAt is the chain's hash after entry seq, nil when the chain is
-// shorter.
+// shorter. After entries lost in a restore (AppendRecovery) it is the
+// head the recovery entry is chained to.
 func (l *Log) HashAt(ctx context.Context, seq int64) ([]byte, error) {
 	if l.db == nil {
 		return nil, errors.New("read evidence entry: no database")
 	}
 	var h []byte
-	err := l.db.R.QueryRowContext(ctx, `SELECT hash FROM evidence WHERE seq = ?`, seq).Scan(&h)
+	err := l.db.R.QueryRowContext(ctx, `SELECT coalesce((SELECT hash FROM evidence WHERE seq = ?1),
+		(SELECT prev_hash FROM evidence WHERE seq = ?1 + 1))`, seq).Scan(&h)
+	if err == nil && h == nil {
+		return nil, nil
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

@@ -90,6 +90,12 @@ type Checkpoint struct {
 // the rest re-chained and renumbered is caught at entry 1, and a log whose
 // tail was cut is caught when a checkpoint covers the tail. Checkpoints
 // with the same Count must agree.
+//
+// Entries lost in a restore from an older copy are a gap in the numbers,
+// followed by a recovery entry (KindRecover) that declares it and is
+// chained to the head after the gap. When checkpoints are given, a
+// checkpoint at the gap's end must vouch for that head; the checkpoints of
+// the lost entries are skipped. Head.Gaps lists the gaps.
 func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 	cps = slices.Clone(cps)
 	slices.SortStableFunc(cps, func(a, b Checkpoint) int { return cmp.Compare(a.Count, b.Count) })
@@ -116,11 +122,33 @@ func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 	if err := check(); err != nil {
 		return Head{}, err
 	}
+	vouch := cps != nil // a gap needs a checkpoint at its end
+	var gaps []Gap
 	for r, err := range rows {
 		if err != nil {
 			return Head{}, err
 		}
 		n++
+		if r.Seq > n {
+			// Entries lost in a restore: only a recovery entry may follow
+			// them, chained to the space's checkpoint at the gap's end.
+			g, ok := recoveryGap(r)
+			if !ok || g.From != n || g.To != r.Seq-1 {
+				return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("entry %d missing (next stored is %d)", n, r.Seq)}
+			}
+			for len(cps) > 0 && cps[0].Count < g.To {
+				cps = cps[1:] // checkpoints of the lost entries: nothing to check them against
+			}
+			if vouch {
+				if len(cps) == 0 || cps[0].Count != g.To || !bytes.Equal(cps[0].Head, r.PrevHash) {
+					return Head{}, &BrokenError{Seq: r.Seq, Reason: fmt.Sprintf(
+						"entries %d to %d are declared lost in a restore, and no checkpoint at %d vouches for the head the log goes on from", g.From, g.To, g.To)}
+				}
+				cps = cps[1:]
+			}
+			gaps = append(gaps, g)
+			n, prev, good = r.Seq, r.PrevHash, g.To
+		}
 		if r.Seq != n {
 			return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("entry %d missing (next stored is %d)", n, r.Seq)}
 		}
@@ -149,7 +177,24 @@ func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 		return Head{}, &BrokenError{Seq: good + 1, Reason: fmt.Sprintf(
 			"the chain has %d entries, a checkpoint covers %d", n, last)}
 	}
-	return Head{Count: n, Hash: prev, Node: node}, nil
+	return Head{Count: n, Hash: prev, Node: node, Gaps: gaps}, nil
+}
+
+// Gap is a run of entries lost when a node's database was restored from
+// an older copy, declared by the recovery entry after it
+// (Log.AppendRecovery).
+type Gap struct {
+	From, To int64
+}
+
+// recoveryGap reads the gap a recovery entry declares.
+func recoveryGap(r Row) (Gap, bool) {
+	var e Entry
+	if json.Unmarshal(r.Entry, &e) != nil || e.Kind != KindRecover || e.Seq != r.Seq {
+		return Gap{}, false
+	}
+	g := Gap{From: int64(e.Detail["lost_from"]), To: int64(e.Detail["lost_to"])}
+	return g, g.From >= 1 && g.To >= g.From
 }
 
 // short abbreviates a hash for messages.
