@@ -10,6 +10,7 @@ import (
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/node/recovery"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -130,3 +131,9 @@ func (n *Node) CheckpointHeld(ctx context.Context, node string) (int64, error) {
 // RevocationSerial is the serial of the newest revocation list this node
 // has verified and checks peers against, 0 when it holds none.
 func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }
+
+// Recover brings the node, restored from an older copy of its database,
+// back in step with the space (node/recovery; `eduspace node recover`).
+func (n *Node) Recover(ctx context.Context, opt recovery.Options) (recovery.Report, error) {
+	return n.recovery.Recover(ctx, opt)
+}

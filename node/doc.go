@@ -31,6 +31,8 @@
 // itself, opens it, stores it (inbox, received), confirms it to the sender,
 // and carries out erasure requests and retention. Above share, aggregate
 // runs the secure-aggregation rounds of the center and the universities,
+// recovery brings a node restored from an older copy of its database back
+// in step with its peers (and answers for this node when a peer recovers),
 // and admin serves the HTTP API, the health probes, the status page and
 // the metrics.
 package node

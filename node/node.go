@@ -27,6 +27,7 @@ import (
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/node/recovery"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/node/store"
@@ -65,6 +66,7 @@ type Node struct {
 	recv       *receive.Receiver
 	shares     *share.Sharer
 	agg        *aggregate.Aggregator
+	recovery   *recovery.Service
 	admin      *admin.Server
 	health     *health
 	run        runner
@@ -267,13 +269,39 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
 		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, DataKey: dk,
+		Recovery: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
+			return n.recovery.Handle(ctx, h, sender, plain)
+		},
 		Options: env.Receive})
+	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
+		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
+		Consent: func(ctx context.Context, id string) (held, withdrawn bool, err error) {
+			c, err := n.consents.Get(ctx, id)
+			if errors.Is(err, consent.ErrUnknown) {
+				return false, false, nil
+			}
+			return err == nil, !c.Withdrawn.IsZero(), err
+		},
+		Withdraw: func(ctx context.Context, id string) error {
+			_, err := n.consents.Withdraw(ctx, id)
+			return err
+		},
+		AgreementsWith: func(ctx context.Context, peer string) ([]string, error) {
+			active, err := n.agreements.Active(ctx)
+			var ids []string
+			for _, a := range active {
+				if a.Provider == peer || a.Recipient == peer {
+					ids = append(ids, a.ID)
+				}
+			}
+			return ids, err
+		}})
 	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
 		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, restored: n.ckpt.Restored, log: n.log, now: now}
 	n.health.check(ctx)
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
-		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
+		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg, Recovery: n.recovery,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())

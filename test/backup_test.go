@@ -4,17 +4,23 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/recovery"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
 )
 
@@ -141,5 +147,217 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRestoreRecover: a node restored from a copy taken before it shared
+// more records, granted and withdrew consents and took a new agreement
+// recovers with its peer's answer and shares again. Nothing is lost or
+// stored twice at the peer, nothing withdrawn comes back, its sequences go
+// on past what the peer holds (no envelope is refused as replayed), its
+// evidence log verifies against its checkpoints with the lost entries
+// declared, and the report counts what could not be recovered.
+func TestRestoreRecover(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	fast := func(c *node.Config) {
+		c.Checkpoint.Interval = 100 * time.Millisecond
+		c.Checkpoint.MaxAge = time.Hour
+	}
+	a := s.member("uni-a", crypto.SuiteX25519, fast)
+	b := s.member("uni-b", crypto.SuiteX25519)
+	data, _ := records(s.now)
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	study := &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
+		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
+		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, study); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grant := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			id := fmt.Sprintf("S%04d", i)
+			if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "c-" + id, Subject: id, Purpose: policy.PurposeResearch,
+				Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	received := func(want int64, what string) {
+		t.Helper()
+		wait.Until(t, 20*time.Second, what, func() bool { st, _ := b.Status(ctx); return st.Received == want })
+	}
+	covered := func() bool {
+		return strings.Contains(nodetest.Scrape(t, a), "\neduspace_checkpoint_age_seconds 0\n")
+	}
+	share := func(id string) {
+		t.Helper()
+		if _, err := a.Share(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Before the copy: five students consent and are shared.
+	grant(0, 5)
+	share("study")
+	received(5, "5 students at uni-b")
+	wait.Until(t, 20*time.Second, "uni-a's log covered by a checkpoint", covered)
+	out := filepath.Join(t.TempDir(), "uni-a.db")
+	if _, err := node.Backup(ctx, s.conf["uni-a"], out, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	// After it: five more consent and are shared, one of the first
+	// withdraws (uni-b erases), and a new agreement shares the grades.
+	grant(5, 10)
+	share("study")
+	received(10, "10 students at uni-b")
+	if _, err := a.WithdrawConsent(ctx, "c-S0001"); err != nil {
+		t.Fatal(err)
+	}
+	received(9, "the withdrawn student erased at uni-b")
+	agreeGrades(t, "grades", s.now, a, b)
+	share("grades")
+	received(36, "the grades at uni-b")
+	// uni-b shares its own grades with uni-a, which the copy will not hold.
+	if _, err := b.Ingest(ctx, strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	back := gradeAgreement("back", "uni-b", "uni-a", s.now)
+	for _, n := range []*node.Node{a, b} {
+		if err := n.AddAgreement(ctx, back); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.Share(ctx, "back"); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 20*time.Second, "uni-b's grades at uni-a", func() bool { st, _ := a.Status(ctx); return st.Received == 27 })
+	wait.Until(t, 20*time.Second, "uni-a's newer log covered by a checkpoint", covered)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The restore, then the node fails closed with its log frozen.
+	dbPath := filepath.Join(s.conf["uni-a"].DataDir, "node.db")
+	for _, suffix := range []string{"-wal", "-shm"} {
+		os.Remove(dbPath + suffix)
+	}
+	copyFile(t, out, dbPath)
+	a = s.open("uni-a", node.Env{})
+	if a.Ready() {
+		t.Fatal("a restored node reports ready")
+	}
+	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err == nil || !strings.Contains(err.Error(), "restored") {
+		t.Errorf("ingest into a restored node: %v; want it refused, naming the restore", err)
+	}
+
+	rep, err := a.Recover(ctx, recovery.Options{Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("recover: %v (report %+v)", err, rep)
+	}
+	if len(rep.Peers) != 1 || rep.Peers[0].Peer != "uni-b" || len(rep.Missing) != 0 {
+		t.Fatalf("peers in the report: %+v, missing %v", rep.Peers, rep.Missing)
+	}
+	p := rep.Peers[0]
+	// Lost with the copy: the second study share and the grades share.
+	if p.LostEnvelopes < 2 || p.LostRecords != 5+27 || rep.Unrecoverable.SentRecords != 32 {
+		t.Errorf("shares after the copy: %d envelopes, %d records (unrecoverable %+v); want at least 2 and 32", p.LostEnvelopes, p.LostRecords, rep.Unrecoverable)
+	}
+	if rep.ConsentsWithdrawn != 1 || p.Erasures != 1 {
+		t.Errorf("withdrawals learnt back: %d (erasures %d); want 1", rep.ConsentsWithdrawn, p.Erasures)
+	}
+	if rep.EvidenceLost.From == 0 || rep.EvidenceLost.To < rep.EvidenceLost.From ||
+		rep.Unrecoverable.EvidenceEntries != rep.EvidenceLost.To-rep.EvidenceLost.From+1 {
+		t.Errorf("evidence lost: %+v, unrecoverable %d", rep.EvidenceLost, rep.Unrecoverable.EvidenceEntries)
+	}
+	wait.Until(t, 20*time.Second, "uni-a ready after recovering", a.Ready)
+	// What uni-b sent after the copy comes again (the agreement too must be
+	// installed again: the copy lost it).
+	if p.Republished.Envelopes == 0 || p.Republished.Expired != 0 {
+		t.Errorf("uni-b published again %+v; want its envelope of grades, none expired", p.Republished)
+	}
+	if !slices.Equal(p.MissingAgreements, []string{"back", "grades"}) || rep.Unrecoverable.MissingAgreements != 2 {
+		t.Errorf("agreements the copy lacks: %v (%d); want back and grades", p.MissingAgreements, rep.Unrecoverable.MissingAgreements)
+	}
+	if err := a.AddAgreement(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	// Had the grades come before the agreement, uni-a refused them and
+	// uni-b shares them again now.
+	wait.Until(t, 40*time.Second, "uni-b's grades at uni-a again", func() bool {
+		if _, err := b.Share(ctx, "back"); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := a.Status(ctx)
+		return st.Received == 27
+	})
+	var c policy.ConsentRecord
+	if adminCall(t, a, s.conf["uni-a"].DataDir, http.MethodGet, "/v1/consents/c-S0001", "", &c); c.Withdrawn.IsZero() {
+		t.Errorf("the withdrawal made after the copy: %+v; want it withdrawn again", c)
+	}
+
+	// The operator grants again the consents the copy lost and installs
+	// the agreement again: what uni-b holds already is not stored twice.
+	grant(5, 10)
+	if err := a.AddAgreement(ctx, gradeAgreement("grades", "uni-a", "uni-b", s.now)); err != nil {
+		t.Fatal(err)
+	}
+	share("study")
+	share("grades")
+	// And something new arrives, under sequence numbers uni-b has not seen.
+	more := `{"type":"student","student_id":"S0100","name":"李100","gender":"男","birth_date":"2004-05-06","id_type":"resident_id","id_number":"` +
+		residentID("11010120040506123") + `","religion":"none"}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	grant(100, 101)
+	share("study")
+	received(37, "the new student at uni-b")
+	wait.Until(t, 20*time.Second, "every envelope answered", func() bool {
+		return strings.Contains(nodetest.Scrape(t, a), "\neduspace_envelopes_awaiting_receipt 0\n")
+	})
+	if st, _ := b.Status(ctx); st.Received != 37 {
+		t.Errorf("uni-b holds %d records, want 37: shares after the copy stored twice, or lost", st.Received)
+	}
+	if m := nodetest.Scrape(t, b); !strings.Contains(m, "\neduspace_envelopes_refused_total{reason=\"replayed\"} 0\n") {
+		t.Errorf("uni-b refused an envelope of the recovered node as replayed (report %+v)", rep)
+	}
+
+	// The log: the gap is declared, and vouched for by the checkpoint.
+	wait.Until(t, 20*time.Second, "uni-a's recovered log covered by a checkpoint", covered)
+	head, err := a.VerifyEvidence(ctx)
+	if err != nil || len(head.Gaps) != 1 || head.Gaps[0] != rep.EvidenceLost {
+		t.Errorf("uni-a's evidence after recovery: %+v, %v; want the gap %+v", head, err, rep.EvidenceLost)
+	}
+	db, err := sql.Open("sqlite3", "file:"+dbPath+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	signed, err := checkpoint.ReadSigned(ctx, db, "uni-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cps []evidence.Checkpoint
+	for _, sc := range signed {
+		cps = append(cps, sc.Checkpoint())
+	}
+	if _, err := evidence.VerifyCheckpoints(evidence.DBRows(ctx, db), cps); err != nil {
+		t.Errorf("uni-a's log against its %d checkpoints: %v", len(cps), err)
+	}
+
+	// A restart finds nothing to recover.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a = s.open("uni-a", node.Env{})
+	if probs := a.Problems(); len(probs) != 0 {
+		t.Errorf("problems after restarting the recovered node: %q", probs)
 	}
 }

@@ -110,7 +110,7 @@ var nodeLayers = [][]string{
 	{"node/outbox", "node/checkpoint"},
 	{"node/agreement"},
 	{"node/consent", "node/receive"},
-	{"node/share"},
+	{"node/share", "node/recovery"},
 	{"node/aggregate"},
 	{"node/admin"},
 	{"node"},

@@ -57,17 +57,20 @@ func mustExist(flag, path string) error {
 // auditReport is what audit verify found; with --json it is printed as one
 // object (version 1).
 type auditReport struct {
-	Version       int               `json:"version"`
-	Node          string            `json:"node"`
-	Source        string            `json:"source"`
-	Intact        bool              `json:"intact"`
-	Entries       int64             `json:"entries,omitempty"`
-	Head          string            `json:"head,omitempty"`
-	FirstBadEntry int64             `json:"first_bad_entry,omitempty"`
-	Reason        string            `json:"reason,omitempty"`
-	Checkpoints   auditCheckpoints  `json:"checkpoints"`
-	Failed        []checkpointFault `json:"failed_checkpoints,omitempty"`
-	Anchors       auditAnchors      `json:"anchors"`
+	Version       int    `json:"version"`
+	Node          string `json:"node"`
+	Source        string `json:"source"`
+	Intact        bool   `json:"intact"`
+	Entries       int64  `json:"entries,omitempty"`
+	Head          string `json:"head,omitempty"`
+	FirstBadEntry int64  `json:"first_bad_entry,omitempty"`
+	Reason        string `json:"reason,omitempty"`
+	// Gaps are the runs of entries lost in restores from older copies,
+	// each declared by a recovery entry (node/evidence/EXPORT.md).
+	Gaps        []evidence.Gap    `json:"gaps,omitempty"`
+	Checkpoints auditCheckpoints  `json:"checkpoints"`
+	Failed      []checkpointFault `json:"failed_checkpoints,omitempty"`
+	Anchors     auditAnchors      `json:"anchors"`
 }
 
 // auditAnchors is what the checkpoints' RFC 3161 time-stamp tokens show.
@@ -304,12 +307,12 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	case head.Count > 0 && head.Node != rep.Node:
 		rep.FirstBadEntry, rep.Reason = 1, fmt.Sprintf("the entries are node %q's, not %q's", head.Node, rep.Node)
-	case header != nil && header.Entries != head.Count:
-		rep.FirstBadEntry = min(head.Count, header.Entries) + 1
-		rep.Reason = fmt.Sprintf("the export's header says %d entries, it holds %d", header.Entries, head.Count)
+	case header != nil && header.Entries != stored(head):
+		rep.FirstBadEntry = min(stored(head), header.Entries) + 1
+		rep.Reason = fmt.Sprintf("the export's header says %d entries, it holds %d", header.Entries, stored(head))
 	default:
 		rep.Intact = true
-		rep.Entries, rep.Head = head.Count, hex.EncodeToString(head.Hash)
+		rep.Entries, rep.Head, rep.Gaps = head.Count, hex.EncodeToString(head.Hash), head.Gaps
 	}
 
 	if *asJSON {
@@ -417,10 +420,24 @@ func readCheckpointsFrom(ctx context.Context, path, node string) ([]evidence.Sig
 	return ofNode(cps, node), nil
 }
 
+// stored is how many entries a verified chain holds: its count less the
+// entries lost in restores.
+func stored(h evidence.Head) int64 {
+	n := h.Count
+	for _, g := range h.Gaps {
+		n -= g.To - g.From + 1
+	}
+	return n
+}
+
 func printAuditReport(w io.Writer, r *auditReport) {
 	fmt.Fprintf(w, "evidence log of %s (%s)\n", r.Node, r.Source)
 	if r.Intact {
 		fmt.Fprintf(w, "  entries      %d\n  head         %s\n", r.Entries, r.Head)
+		for _, g := range r.Gaps {
+			fmt.Fprintf(w, "  lost         entries %d to %d, with a database restored from an older copy (declared by entry %d, vouched for by the checkpoint of entry %d)\n",
+				g.From, g.To, g.To+1, g.To)
+		}
 	}
 	c := r.Checkpoints
 	switch {

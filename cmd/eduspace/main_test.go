@@ -234,6 +234,10 @@ func TestDaemon(t *testing.T) {
 	if code, _, _ := run(t, ctx, "node", "backup", "--config", cfgPath); code != exitUsage {
 		t.Errorf("node backup without --out: exit %d, want %d", code, exitUsage)
 	}
+	// A node that is not restored from an older copy has nothing to recover.
+	if code, _, stderr := run(t, ctx, "node", "recover", "--config", cfgPath, "--timeout", "5s"); code != exitFailure || !strings.Contains(stderr, "Nothing to recover") {
+		t.Errorf("node recover on a node not restored: exit %d: %s", code, stderr)
+	}
 	stop()
 }
 

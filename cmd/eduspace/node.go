@@ -1,25 +1,33 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/recovery"
 )
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: node run --config FILE | node init --config FILE | node rotate --config FILE [--switch | --retire] | node backup --config FILE --out FILE", errUsage)
+		return fmt.Errorf("%w: node run --config FILE | node init --config FILE | node rotate --config FILE [--switch | --retire] | node backup --config FILE --out FILE | node recover --config FILE", errUsage)
 	}
 	switch args[0] {
 	case "backup":
 		return runNodeBackup(ctx, args[1:], stdout, stderr)
+	case "recover":
+		return runNodeRecover(ctx, args[1:], stdout, stderr)
 	case "run":
 		return runNodeRun(ctx, args[1:], stdout, stderr)
 	case "init":
@@ -171,4 +179,88 @@ func runNodeBackup(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintf(stdout, "keep a copy of %s, %s and %s with it: they are the node's identity\n",
 		filepath.Join(cfg.DataDir, "keys"), cfg.CredentialPath(), filepath.Join(cfg.DataDir, "admin.token"))
 	return nil
+}
+
+// runNodeRecover brings a running node restored from an older copy of its
+// database back in step with the space (POST /v1/recover,
+// node/recovery), printing its progress and what it could not recover.
+func runNodeRecover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("node recover", stderr)
+	cf := adminFlags(fs)
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the peers' answers")
+	allowMissing := fs.Bool("allow-missing", false, "recover with the answers that came in time when some peer does not answer")
+	var peers []string
+	fs.Func("peer", "a peer to ask besides those the database names (repeat): one this node exchanged with only after the copy", func(p string) error {
+		peers = append(peers, p)
+		return nil
+	})
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(admin.RecoverRequest{Timeout: timeout.String(), AllowMissing: *allowMissing, Peers: peers})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "asking the peers what they hold of this node (waiting up to %s)\n", *timeout)
+	resp, err := c.send(ctx, "POST", "/v1/recover", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		return problemError("POST", "/v1/recover", resp, data)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l admin.RecoverLine
+		if err := dec.Decode(&l); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("the node ended the recovery without a report: see its log")
+			}
+			return fmt.Errorf("read the recovery's progress: %w", err)
+		}
+		if l.Progress != "" {
+			fmt.Fprintln(stderr, l.Progress)
+		}
+		if l.Report != nil && l.Error == "" {
+			if *asJSON {
+				return json.NewEncoder(stdout).Encode(l.Report)
+			}
+			printRecovery(stdout, l.Report)
+			return nil
+		}
+		if l.Error != "" {
+			if l.Report != nil && len(l.Report.Missing) > 0 {
+				fmt.Fprintf(stderr, "no answer from: %s\n", strings.Join(l.Report.Missing, ", "))
+			}
+			return fmt.Errorf("recovery: %s", l.Error)
+		}
+	}
+}
+
+// printRecovery prints a recovery's report for an operator.
+func printRecovery(w io.Writer, r *recovery.Report) {
+	fmt.Fprintf(w, "recovered: sending again\n")
+	fmt.Fprintf(w, "evidence: entries %d to %d lost with the copy; the log goes on after the space's checkpoint of entry %d\n",
+		r.EvidenceLost.From, r.EvidenceLost.To, r.EvidenceLost.To)
+	for _, p := range r.Peers {
+		fmt.Fprintf(w, "%s: holds up to sequence %d; %d envelopes confirmed, %d sent again; %d envelopes (%d records) it holds were sent after the copy; "+
+			"it sent %d envelopes again (%d expired); %d erasures carried out since the copy\n",
+			p.Peer, p.Last, p.Confirmed, p.Resent, p.LostEnvelopes, p.LostRecords, p.Republished.Envelopes, p.Republished.Expired, p.Erasures)
+		if len(p.MissingAgreements) > 0 {
+			fmt.Fprintf(w, "%s: agreements in force it holds that the copy does not (install them again): %s\n",
+				p.Peer, strings.Join(p.MissingAgreements, ", "))
+		}
+	}
+	fmt.Fprintf(w, "consents withdrawn again: %d\n", r.ConsentsWithdrawn)
+	u := r.Unrecoverable
+	fmt.Fprintf(w, "not recoverable: %d evidence entries; %d envelopes (%d records) sent after the copy, not recorded here; "+
+		"%d envelopes received after the copy and expired; %d withdrawals of consents the copy does not hold; %d agreements to install again; %d peers silent\n",
+		u.EvidenceEntries, u.SentEnvelopes, u.SentRecords, u.ExpiredEnvelopes, u.UnknownConsents, u.MissingAgreements, u.SilentPeers)
 }

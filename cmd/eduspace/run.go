@@ -39,6 +39,7 @@ func commands() []command {
 			{"init", "create the node's keys and the request for its credential"},
 			{"rotate", "rotate the node's keys, one step at a time"},
 			{"backup", "write an online, consistent copy of the node's database"},
+			{"recover", "bring a node restored from an older copy back in step with the space"},
 		}},
 		{name: "authority", summary: "the space authority: credentials, revocations, policy, NATS", run: runAuthority, subs: []subcommand{
 			{"init", "create the authority's root key pair"},
@@ -99,6 +100,7 @@ var examples = map[string]string{
 	"node init":                     "eduspace node init --config /etc/eduspace/node.yaml",
 	"node rotate":                   "eduspace node rotate --config /etc/eduspace/node.yaml",
 	"node backup":                   "eduspace node backup --config /etc/eduspace/node.yaml --out /backup/node-2026-12-04.db",
+	"node recover":                  "eduspace node recover --config /etc/eduspace/node.yaml",
 	"authority init":                "eduspace authority init --dir /srv/authority",
 	"authority issue":               "eduspace authority issue --dir /srv/authority --request node-request.json --space beijing-edu --institution \"Example University\" --out credential.jwt",
 	"authority revoke":              "eduspace authority revoke --dir /srv/authority --space beijing-edu --node uni-x",

@@ -30,6 +30,7 @@ import (
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
+	"github.com/eduspace/eduspace/node/recovery"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/node/store"
@@ -57,6 +58,7 @@ type Config struct {
 	Receiver      *receive.Receiver
 	Shares        *share.Sharer
 	Aggregates    *aggregate.Aggregator
+	Recovery      *recovery.Service
 	// Ready reports whether the node serves (readiness); Connected whether
 	// it is connected to NATS.
 	Ready, Connected func() bool
@@ -86,6 +88,7 @@ type Server struct {
 	recv          *receive.Receiver
 	shares        *share.Sharer
 	agg           *aggregate.Aggregator
+	recovery      *recovery.Service
 	ready         func() bool
 	health        func() []string
 	connected     func() bool
@@ -102,7 +105,7 @@ func New(c Config) *Server {
 	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
 		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
 		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
-		shares: c.Shares, agg: c.Aggregates, ready: c.Ready, health: c.Health, connected: c.Connected, log: c.Logger, now: c.Now}
+		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, ready: c.Ready, health: c.Health, connected: c.Connected, log: c.Logger, now: c.Now}
 }
 
 // Listener is an address to serve on and the host names clients reach it

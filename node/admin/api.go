@@ -99,6 +99,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("GET /v1/consents", s.handleConsents)
 	api.HandleFunc("GET /v1/consents/{id}", s.handleConsentGet)
 	api.HandleFunc("POST /v1/subjects/report", s.handleSubjectReport)
+	api.HandleFunc("POST /v1/recover", s.handleRecover)
 	s.aggregateRoutes(api) // aggregates.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go

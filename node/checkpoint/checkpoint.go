@@ -80,6 +80,9 @@ type Keeper struct {
 	// to be an older copy than the one it published from (CheckRestored):
 	// nothing is sent and no checkpoint published until it is recovered.
 	restored atomic.Pointer[string]
+	// space is the space's newest checkpoint of this node, as CheckRestored
+	// read it: the head a recovery goes on from.
+	space *spaceCheckpoint
 	// anchorLogged is when a TSA failure was last logged.
 	anchorLogged time.Time
 }
@@ -153,9 +156,53 @@ func (k *Keeper) CheckRestored(ctx context.Context, last []byte) error {
 		return nil
 	}
 	why = "database restored from an older copy: " + why +
-		"; nothing is sent until it is recovered (deploy/README.md, Backup and restore)"
+		"; nothing is sent until it is recovered: run `eduspace node recover` (deploy/README.md, Backup and restore)"
+	k.mu.Lock()
+	k.space = &spaceCheckpoint{c: *c, data: last}
+	k.mu.Unlock()
+	k.d.Evidence.Freeze(why)
 	k.restored.Store(&why)
 	k.d.Log.Error("database older than the space's record of it: failing closed", "reason", why)
+	return nil
+}
+
+// spaceCheckpoint is a checkpoint of this node the space holds.
+type spaceCheckpoint struct {
+	c    crypto.Checkpoint
+	data []byte // as signed
+}
+
+// SpaceCheckpoint is the space's newest checkpoint of this node when the
+// node is restored from an older copy (Restored): what its log is
+// recovered after (evidence.Log.AppendRecovery).
+func (k *Keeper) SpaceCheckpoint() (evidence.Checkpoint, bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.space == nil || k.restored.Load() == nil {
+		return evidence.Checkpoint{}, false
+	}
+	return evidence.Checkpoint{Count: int64(k.space.c.Count), Head: k.space.c.Head[:]}, true
+}
+
+// Recovered ends the failing closed of a restored node once its recovery
+// committed (node/recovery): the space's checkpoint it recovered after is
+// kept among its own, and the next Publish covers the log from there.
+func (k *Keeper) Recovered(ctx context.Context) error {
+	k.mu.Lock()
+	sc := k.space
+	k.mu.Unlock()
+	if sc == nil {
+		return errors.New("not restored from an older copy: nothing to recover")
+	}
+	if err := k.store(ctx, k.d.Node, sc.c, sc.data, k.d.Credential, nil); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.count = max(k.count, int64(sc.c.Count))
+	k.space = nil
+	k.mu.Unlock()
+	k.restored.Store(nil)
+	k.d.Log.Info("recovered from a restore: sending again", "checkpoint", sc.c.Count)
 	return nil
 }
 

@@ -101,6 +101,7 @@ type Log struct {
 // saying why, until AppendRecovery reopens the log. A node whose database
 // was restored from an older copy freezes its log: what it appended now
 // would take numbers the space has seen under other entries.
+// AppendRecovery opens it again.
 func (l *Log) Freeze(why string) {
 	err := fmt.Errorf("%w: %s", ErrFrozen, why)
 	l.frozen.Store(&err)
@@ -207,9 +208,10 @@ func (l *Log) appendAt(ctx context.Context, tx *sql.Tx, seq int64, prev []byte, 
 // older copy: it appends e, of kind KindRecover, as entry after.Count+1,
 // chained to after.Head, the space's newest checkpoint of this node. The
 // entries between the log's last and after.Count are lost; e says so
-// (Detail lost_from and lost_to, set here), and the log goes on from the
+// (Detail lost_from and lost_to, set here beside e's own counts), and the log goes on from the
 // head the space holds. after must cover at least the log's entries. The
-// log is unfrozen when tx commits (call Thaw then).
+// log is open again from here, to the rest of tx and the transactions
+// after it; if tx does not commit, freeze it again (Freeze).
 func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, e Entry) error {
 	ctx = store.InTx(ctx)
 	var seq int64
@@ -222,13 +224,19 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 		return fmt.Errorf("recover evidence log: the checkpoint covers %d entries, the log has %d", after.Count, seq)
 	}
 	e.Kind = KindRecover
-	e.Detail = map[string]int{"lost_from": int(seq + 1), "lost_to": int(after.Count)}
-	return l.appendAt(ctx, tx, after.Count+1, after.Head, e)
+	detail := map[string]int{"lost_from": int(seq + 1), "lost_to": int(after.Count)}
+	for k, v := range e.Detail {
+		if _, ok := detail[k]; !ok {
+			detail[k] = v
+		}
+	}
+	e.Detail = detail
+	if err := l.appendAt(ctx, tx, after.Count+1, after.Head, e); err != nil {
+		return err
+	}
+	l.frozen.Store(nil)
+	return nil
 }
-
-// Thaw unfreezes the log, once the transaction of AppendRecovery has
-// committed.
-func (l *Log) Thaw() { l.frozen.Store(nil) }
 
 func chain(prev, body []byte) []byte {
 	s := sha256.New()

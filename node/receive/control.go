@@ -42,6 +42,11 @@ func (r *Receiver) Control(ctx context.Context, data []byte) (crypto.Header, err
 		return h, r.agreementMessage(ctx, h, cred, plain)
 	case crypto.KindAggregate:
 		return h, r.aggregate(ctx, h, plain)
+	case crypto.KindRecovery:
+		if r.recoveryMsg == nil {
+			return h, envelope.Refuse(envelope.RefuseMalformed, errors.New("recovery messages are not handled here"))
+		}
+		return h, r.recoveryMsg(ctx, h, cred, plain)
 	}
 	return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }
@@ -62,7 +67,10 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 	deleted, fresh := 0, false
 	err := r.db.Write(ctx, func(tx *sql.Tx) error {
 		deleted, fresh = 0, false
-		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased(request, done_ms) VALUES (?, ?)`, req.ID, now.UnixMilli())
+		// The request is kept as it came, for a provider restored from an
+		// older copy to learn again (Recovery).
+		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased(request, done_ms, provider, body) VALUES (?, ?, ?, ?)`,
+			req.ID, now.UnixMilli(), req.Provider, r.dk.SealIf(plain, erasedAAD(req.ID)))
 		if err != nil {
 			return fmt.Errorf("check erasure: %w", err)
 		}

@@ -362,6 +362,7 @@ var (
 	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms, legal_basis, standard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertReceived = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
 	qTombstoned     = store.NewQuery(`SELECT count(*) FROM tombstones WHERE sender = ? AND agreement = ? AND before_ms >= ?`)
+	qRecovered      = store.NewQuery(`SELECT count(*) FROM (SELECT 1 FROM recovered WHERE sender = ? AND agreement = ? LIMIT 1)`)
 	qLastInUpdate   = store.NewQuery(`INSERT INTO seq_in(peer, kind, last) VALUES (?, ?, ?)
 		ON CONFLICT(peer, kind) DO UPDATE SET last = max(last, excluded.last)`)
 )
@@ -398,6 +399,9 @@ func (r *Receiver) storeOne(ctx context.Context, tx *sql.Tx, p *prepared, now ti
 	}
 	body, kept, err := r.dropTombstoned(ctx, tx, p)
 	if err != nil {
+		return false, err
+	}
+	if body, kept, err = r.dropRecovered(ctx, tx, p, body, kept); err != nil {
 		return false, err
 	}
 	p.stored = kept

@@ -8,7 +8,9 @@
 // (the records of each, as they arrived), seq_in (the highest sequence
 // number seen per peer and kind), receipt_queue (envelopes stored, or refused
 // from an authenticated sender, not yet answered for), erased (the erasure requests carried out) and
-// tombstones (the subjects erased, whose records arriving late are dropped).
+// tombstones (the subjects erased, whose records arriving late are dropped)
+// and recovered (the records a provider restored from an older copy sent
+// after its copy, which are not stored again).
 //
 // An envelope is stored, its receipt queued and its evidence entry
 // written in one transaction before its message is acknowledged, so a
@@ -83,6 +85,9 @@ type Deps struct {
 	ErasureReceipt   func(ctx context.Context, h crypto.Header, plain []byte) error
 	AgreementMessage func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	Aggregate        func(ctx context.Context, h crypto.Header, plain []byte) error
+	// Recovery handles a recovery message: a restored peer's request, or
+	// a peer's answer to this node's (node/recovery).
+	Recovery func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	// DataKey seals the records received at rest; nil stores them in
 	// clear (storage.encrypt off). They are read either way.
 	DataKey *keys.DataKey
@@ -132,6 +137,7 @@ type Receiver struct {
 	erasureReceipt   func(ctx context.Context, h crypto.Header, plain []byte) error
 	agreementMessage func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	aggregate        func(ctx context.Context, h crypto.Header, plain []byte) error
+	recoveryMsg      func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 
 	inbound     chan jetstream.Msg // from the deliveries consumer to the deliveries loop
 	receiptWake chan struct{}
@@ -146,7 +152,7 @@ type Receiver struct {
 func New(d Deps) *Receiver {
 	r := &Receiver{nodeID: d.NodeID, db: d.DB, ev: d.Evidence, codec: d.Codec, reg: d.Registry, out: d.Outbox,
 		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement, dk: d.DataKey,
-		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate,
+		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate, recoveryMsg: d.Recovery,
 		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger,
 		skew: d.ClockSkew}
 	if d.Options.receiptLinger > 0 {
@@ -290,3 +296,6 @@ func (r *Receiver) ReceivedFrom(ctx context.Context) (map[string]int64, error) {
 
 // receivedAAD binds a received body sealed at rest to its envelope.
 func receivedAAD(eid string) []byte { return append([]byte("eduspace received.body\x00"), eid...) }
+
+// erasedAAD binds a kept erasure request to its id.
+func erasedAAD(id string) []byte { return append([]byte("eduspace erased.body\x00"), id...) }

@@ -329,6 +329,26 @@ ALTER TABLE inbox ADD COLUMN standard TEXT;
 -- node's own checkpoints made while a TSA is configured and answered; NULL otherwise.
 ALTER TABLE checkpoints ADD COLUMN tsa_token BLOB;
 `,
+	// 13: a provider restored from an older copy learns again from its recipients the erasures it
+	// asked for (node/recovery).
+	`
+-- erased.provider, erased.body: who asked, and the request as it came (policy.ErasureRequest as
+-- JSON, sealed under the data key when storage.encrypt is on); NULL for requests carried out before.
+ALTER TABLE erased ADD COLUMN provider TEXT;
+ALTER TABLE erased ADD COLUMN body BLOB;
+CREATE INDEX erased_provider ON erased(provider, done_ms) WHERE provider IS NOT NULL;
+
+-- recovered: the records a provider restored from an older copy sent after its copy, by keyed hash
+-- of agreement and record as it arrived (the evidence log's subject key): the provider's copy does not
+-- know it sent them, and one that arrives again from it under the agreement is dropped, not stored
+-- twice (package receive).
+CREATE TABLE recovered (
+	sender    TEXT NOT NULL,
+	agreement TEXT NOT NULL,
+	digest    BLOB NOT NULL,
+	PRIMARY KEY (sender, agreement, digest)
+) WITHOUT ROWID;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -305,3 +305,21 @@ func RewritePages[T any](ctx context.Context, db *DB, query string, scan func(*s
 		total += len(page)
 	}
 }
+
+// Strings runs query, which selects one text column, and returns its rows.
+func Strings(ctx context.Context, db *sql.DB, query string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,217 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
+)
+
+// SeqRun is a run of consecutive sequence numbers, From to To inclusive.
+type SeqRun struct {
+	From int64 `json:"from"`
+	To   int64 `json:"to"`
+}
+
+// Awaiting is what a node restored from an older copy asks a peer about
+// (node/recovery): the sequence numbers of its envelopes of records to
+// the peer that await an answer lie in Lo..Hi (both 0 when none does),
+// and Next is the next it would give one.
+type Awaiting struct {
+	Lo, Hi int64
+	Count  int
+	Next   int64
+}
+
+// AwaitingFrom reads what this node awaits from peer (Awaiting).
+func (o *Outbox) AwaitingFrom(ctx context.Context, peer string) (Awaiting, error) {
+	var a Awaiting
+	var lo, hi sql.NullInt64
+	err := o.db.R.QueryRowContext(ctx, `SELECT min(seq), max(seq), count(*) FROM outbox
+		WHERE recipient = ? AND kind = ? AND receipt_ms IS NULL AND refused IS NULL`, peer, crypto.KindRecords).Scan(&lo, &hi, &a.Count)
+	if err != nil {
+		return Awaiting{}, fmt.Errorf("read outbox: %w", err)
+	}
+	a.Lo, a.Hi = lo.Int64, hi.Int64
+	if a.Next, err = o.NextSeq(ctx, peer, crypto.KindRecords); err != nil {
+		return Awaiting{}, err
+	}
+	return a, nil
+}
+
+// Settled is what Recovered made of a peer's answer.
+type Settled struct {
+	// Confirmed are the envelopes the peer holds, marked as answered.
+	Confirmed int `json:"confirmed"`
+	// Resent are the envelopes it does not hold, published again: it
+	// stores each once, or refuses it with a receipt that says why.
+	Resent int `json:"resent"`
+}
+
+// Recovered applies inside tx what peer answered a recovery request: the
+// highest sequence number of records it stored from this node (last) and,
+// among those this node awaited an answer for, the ones it holds (held).
+// Sequence numbers go on past last; the envelopes it holds are marked
+// answered, with a receipt entry (reason recovered); the others are
+// published again by the relay (their attempt mark stays: they may have
+// left). The caller has unfrozen the evidence log in tx.
+func (o *Outbox) Recovered(ctx context.Context, tx *sql.Tx, peer string, last int64, held []SeqRun) (Settled, error) {
+	var s Settled
+	if _, err := tx.ExecContext(ctx, `INSERT INTO seq_out(peer, kind, next) VALUES (?, ?, ?)
+		ON CONFLICT(peer, kind) DO UPDATE SET next = max(next, excluded.next)`, peer, crypto.KindRecords, last+1); err != nil {
+		return s, fmt.Errorf("sequence: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT envelope_id, seq, records FROM outbox
+		WHERE recipient = ? AND kind = ? AND receipt_ms IS NULL AND refused IS NULL ORDER BY seq`, peer, crypto.KindRecords)
+	if err != nil {
+		return s, fmt.Errorf("read outbox: %w", err)
+	}
+	type row struct {
+		eid     string
+		seq     int64
+		records int
+	}
+	var awaiting []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.eid, &r.seq, &r.records); err != nil {
+			rows.Close()
+			return s, fmt.Errorf("read outbox: %w", err)
+		}
+		awaiting = append(awaiting, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return s, fmt.Errorf("read outbox: %w", err)
+	}
+	now := o.now().UnixMilli()
+	for _, r := range awaiting {
+		if inRuns(held, r.seq) {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?1), sent_ms = coalesce(sent_ms, ?1),
+				receipt_ms = ?1 WHERE envelope_id = ?2`, now, r.eid); err != nil {
+				return s, fmt.Errorf("record receipt: %w", err)
+			}
+			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: peer, Envelope: r.eid,
+				Count: r.records, Reason: "recovered"}); err != nil {
+				return s, err
+			}
+			s.Confirmed++
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = NULL WHERE envelope_id = ?`, r.eid); err != nil {
+			return s, fmt.Errorf("resend: %w", err)
+		}
+		s.Resent++
+	}
+	return s, nil
+}
+
+func inRuns(runs []SeqRun, seq int64) bool {
+	for _, r := range runs {
+		if seq >= r.From && seq <= r.To {
+			return true
+		}
+	}
+	return false
+}
+
+// Republished counts what Republish published again to a restored peer.
+type Republished struct {
+	Envelopes int `json:"envelopes"`
+	// Expired are envelopes past their expiry, which the peer would refuse:
+	// what they carried is lost to it.
+	Expired int `json:"expired"`
+}
+
+// Republish publishes again to peer, restored from an older copy of its
+// database, what this node sent it that the copy cannot hold: envelopes
+// of records with sequence numbers above seqIn (the highest the copy
+// holds), and the erasure requests and agreement messages created since.
+// The peer recognises what it holds already by envelope id. The message
+// ids carry tag, so that JetStream does not take them for the first
+// publications. Envelopes past their expiry are counted, not sent.
+func (o *Outbox) Republish(ctx context.Context, peer string, seqIn int64, since time.Time, tag string) (Republished, error) {
+	var out Republished
+	rows, err := o.db.R.QueryContext(ctx, `SELECT o.envelope_id, o.subject, d.data FROM outbox o JOIN outbox_data d ON d.id = o.id
+		WHERE o.recipient = ?1 AND o.sent_ms IS NOT NULL AND o.refused IS NULL
+			AND ((o.kind = ?2 AND o.seq > ?3) OR (o.kind IN (?4, ?5) AND o.created_ms >= ?6))
+		ORDER BY o.id`, peer, crypto.KindRecords, seqIn, crypto.KindErasureRequest, crypto.KindAgreement, since.UnixMilli())
+	if err != nil {
+		return out, fmt.Errorf("read outbox: %w", err)
+	}
+	defer rows.Close()
+	now := o.now()
+	for rows.Next() {
+		var eid, subject string
+		var data []byte
+		if err := rows.Scan(&eid, &subject, &data); err != nil {
+			return out, fmt.Errorf("read outbox: %w", err)
+		}
+		env, err := crypto.ParseEnvelope(data)
+		if err != nil {
+			return out, fmt.Errorf("envelope %s in the outbox: %w", eid, err)
+		}
+		if !now.Before(env.Header.Expires) {
+			out.Expired++
+			continue
+		}
+		if _, err := o.js.Publish(ctx, subject, data, jetstream.WithMsgID(eid+"."+tag)); err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return out, err
+			}
+			return out, fmt.Errorf("publish envelope %s again: %w", eid, err)
+		}
+		out.Envelopes++
+	}
+	return out, rows.Err()
+}
+
+// SendNow seals plaintext to `to` under h and publishes it at once, even
+// while the node fails closed, keeping the envelope in the outbox as
+// sent. Only a restored node's recovery requests go this way: they are
+// how it stops failing closed, and they carry no record.
+func (o *Outbox) SendNow(ctx context.Context, h crypto.Header, to *crypto.KEMPublicKey, subject string, plaintext []byte) (string, error) {
+	if h.Kind != crypto.KindRecovery {
+		return "", fmt.Errorf("send now: envelopes of kind %d go through the relay", h.Kind)
+	}
+	var eid string
+	var data []byte
+	err := o.db.Write(ctx, func(tx *sql.Tx) error {
+		var seq int64
+		if err := o.db.QueryRow(store.InTx(ctx), tx, qTakeSeq, h.Recipient, h.Kind).Scan(&seq); err != nil {
+			return fmt.Errorf("sequence: %w", err)
+		}
+		var err error
+		if eid, data, err = o.codec.Seal(h, to, seq, plaintext); err != nil {
+			return err
+		}
+		if err := o.insert(ctx, tx, Envelope{ID: eid, Recipient: h.Recipient, Kind: h.Kind, Subject: subject, Seq: seq}, data); err != nil {
+			return err
+		}
+		now := o.now().UnixMilli()
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempt_ms = ?1, sent_ms = ?1 WHERE envelope_id = ?2`, now, eid); err != nil {
+			return fmt.Errorf("mark sent: %w", err)
+		}
+		_, err = o.db.Exec(ctx, tx, qSetSeq, h.Recipient, h.Kind, seq+1)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if _, err := o.js.Publish(ctx, subject, data, jetstream.WithMsgID(eid)); err != nil {
+		return "", fmt.Errorf("publish recovery request: %w", err)
+	}
+	return eid, nil
+}
+
+// Peers are the nodes this node has sealed envelopes to.
+func (o *Outbox) Peers(ctx context.Context) ([]string, error) {
+	return store.Strings(ctx, o.db.R, `SELECT DISTINCT peer FROM seq_out ORDER BY peer`)
+}

@@ -1,0 +1,218 @@
+package receive
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/outbox"
+	"github.com/eduspace/eduspace/node/store"
+)
+
+// SenderState is what this node holds from a sender that was restored from
+// an older copy of its database, for its recovery (node/recovery).
+type SenderState struct {
+	// Last is the highest sequence number of records envelopes stored
+	// from the sender (0: none).
+	Last int64 `json:"last"`
+	// Held are the sequence numbers stored within the range asked about.
+	Held []outbox.SeqRun `json:"held,omitempty"`
+	// Beyond and BeyondRecords count the envelopes, and the records they
+	// carried at arrival, stored with sequence numbers above those the
+	// sender's copy knows it gave: what it does not know it sent.
+	Beyond        int64 `json:"beyond"`
+	BeyondRecords int64 `json:"beyond_records"`
+	// Erasures are the erasure requests of the sender carried out here
+	// since the time asked about, as they came (policy.ErasureRequest as
+	// JSON).
+	Erasures [][]byte `json:"erasures,omitempty"`
+}
+
+// SenderState reads what this node holds from sender: the sequence numbers
+// of records envelopes stored within lo..hi, how many are stored above
+// known, and the erasure requests sender made that were carried out since.
+func (r *Receiver) SenderState(ctx context.Context, sender string, lo, hi, known int64, since time.Time) (SenderState, error) {
+	var s SenderState
+	err := r.db.R.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0),
+			count(CASE WHEN seq > ?2 THEN 1 END), coalesce(sum(CASE WHEN seq > ?2 THEN records END), 0)
+		FROM inbox WHERE sender = ?1`, sender, known).Scan(&s.Last, &s.Beyond, &s.BeyondRecords)
+	if err != nil {
+		return s, fmt.Errorf("read inbox: %w", err)
+	}
+	if hi >= lo && lo > 0 {
+		rows, err := r.db.R.QueryContext(ctx, `SELECT seq FROM inbox WHERE sender = ? AND seq BETWEEN ? AND ? ORDER BY seq`, sender, lo, hi)
+		if err != nil {
+			return s, fmt.Errorf("read inbox: %w", err)
+		}
+		for rows.Next() {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				rows.Close()
+				return s, fmt.Errorf("read inbox: %w", err)
+			}
+			if n := len(s.Held); n > 0 && s.Held[n-1].To == seq-1 {
+				s.Held[n-1].To = seq
+			} else {
+				s.Held = append(s.Held, outbox.SeqRun{From: seq, To: seq})
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return s, fmt.Errorf("read inbox: %w", err)
+		}
+	}
+	rows, err := r.db.R.QueryContext(ctx, `SELECT request, body FROM erased WHERE provider = ? AND done_ms >= ? ORDER BY done_ms`,
+		sender, since.UnixMilli())
+	if err != nil {
+		return s, fmt.Errorf("read erasures: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var body []byte
+		if err := rows.Scan(&id, &body); err != nil {
+			return s, fmt.Errorf("read erasures: %w", err)
+		}
+		plain, err := r.dk.Open(nil, body, erasedAAD(id))
+		if err != nil {
+			return s, fmt.Errorf("read erasure request %s: %w", id, err)
+		}
+		s.Erasures = append(s.Erasures, plain)
+	}
+	return s, rows.Err()
+}
+
+// SeqIn is the highest sequence number of records envelopes stored from
+// peer (0: none).
+func (r *Receiver) SeqIn(ctx context.Context, peer string) (int64, error) {
+	var last int64
+	if err := r.db.R.QueryRowContext(ctx, `SELECT coalesce(max(last), 0) FROM seq_in WHERE peer = ? AND kind = ?`,
+		peer, crypto.KindRecords).Scan(&last); err != nil {
+		return 0, fmt.Errorf("read sequence: %w", err)
+	}
+	return last, nil
+}
+
+// Peers are the nodes this node has stored envelopes of records from.
+func (r *Receiver) Peers(ctx context.Context) ([]string, error) {
+	return store.Strings(ctx, r.db.R, `SELECT DISTINCT peer FROM seq_in ORDER BY peer`)
+}
+
+// RememberSent keeps, for sender, restored from an older copy of its
+// database, a keyed hash of every record it stored from sender in
+// envelopes of records with sequence numbers above known, those its copy
+// does not know it sent: one that arrives again from sender under the same
+// agreement is dropped (dropRecovered). It returns how many records it
+// keeps hashes of.
+func (r *Receiver) RememberSent(ctx context.Context, sender string, known int64) (int, error) {
+	rows, err := r.db.R.QueryContext(ctx, `SELECT i.envelope_id, i.agreement, r.body FROM inbox i JOIN received r ON r.envelope_id = i.envelope_id
+		WHERE i.sender = ? AND i.seq > ?`, sender, known)
+	if err != nil {
+		return 0, fmt.Errorf("read inbox: %w", err)
+	}
+	type digest struct {
+		agreement string
+		sum       [16]byte
+	}
+	var sums []digest
+	for rows.Next() {
+		var eid, agreement string
+		var body []byte
+		if err := rows.Scan(&eid, &agreement, &body); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("read inbox: %w", err)
+		}
+		plain, err := r.storedRecords(eid, body)
+		if err != nil {
+			rows.Close()
+			return 0, err
+		}
+		for line := range bytes.Lines(plain) {
+			sums = append(sums, digest{agreement, r.recordSum(agreement, line)})
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("read inbox: %w", err)
+	}
+	err = r.db.Write(ctx, func(tx *sql.Tx) error {
+		for _, d := range sums {
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO recovered(sender, agreement, digest) VALUES (?, ?, ?)`,
+				sender, d.agreement, d.sum[:]); err != nil {
+				return fmt.Errorf("keep record hashes: %w", err)
+			}
+		}
+		return nil
+	})
+	return len(sums), err
+}
+
+// storedRecords is the NDJSON of a received body as stored.
+func (r *Receiver) storedRecords(eid string, body []byte) ([]byte, error) {
+	body, err := r.dk.Open(nil, body, receivedAAD(eid))
+	if err != nil {
+		return nil, fmt.Errorf("read records of envelope %s: %w", eid, err)
+	}
+	plain, err := envelope.RecordsPlain(body, envelope.MaxRecordsPlain)
+	if err != nil {
+		return nil, fmt.Errorf("read records of envelope %s: %w", eid, err)
+	}
+	return plain, nil
+}
+
+// recordSum is the keyed hash of one record line as it arrived under
+// agreement (its newline left out).
+func (r *Receiver) recordSum(agreement string, line []byte) [16]byte {
+	return r.ev.SubjectSum("record\x00" + agreement + "\x00" + string(bytes.TrimSuffix(line, []byte("\n"))))
+}
+
+// dropRecovered is body (of kept records) without the records its sender,
+// restored from an older copy, sent before under the same agreement
+// (RememberSent), and how many that leaves; what it drops gets an entry
+// of its own.
+func (r *Receiver) dropRecovered(ctx context.Context, tx *sql.Tx, p *prepared, body []byte, kept int) ([]byte, int, error) {
+	h := p.h
+	var n int
+	if err := r.db.QueryRow(ctx, tx, qRecovered, h.Sender, h.Agreement).Scan(&n); err != nil {
+		return nil, 0, fmt.Errorf("check records sent before a restore: %w", err)
+	}
+	if n == 0 {
+		return body, kept, nil
+	}
+	plain, err := envelope.RecordsPlain(body, envelope.MaxRecordsPlain)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read records of envelope %s: %w", h.IDString(), err)
+	}
+	var out []byte
+	k, gone := 0, 0
+	for line := range bytes.Lines(plain) {
+		sum := r.recordSum(h.Agreement, line)
+		var held int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM recovered WHERE sender = ? AND agreement = ? AND digest = ?`,
+			h.Sender, h.Agreement, sum[:]).Scan(&held); err != nil {
+			return nil, 0, fmt.Errorf("check records sent before a restore: %w", err)
+		}
+		if held > 0 {
+			gone++
+			continue
+		}
+		out = append(out, line...)
+		k++
+	}
+	if gone == 0 {
+		return body, kept, nil
+	}
+	if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindDrop, Peer: h.Sender, Agreement: h.Agreement,
+		Purpose: h.Purpose, Envelope: h.IDString(), Reason: "held_before_restore", Count: gone}); err != nil {
+		return nil, 0, err
+	}
+	if out == nil {
+		out = []byte{}
+	}
+	return envelope.CompressRecords(out, uint32(k)), k, nil
+}
