@@ -233,7 +233,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	}
 
 	n.out = outbox.New(outbox.Config{DB: n.db, Codec: codec, Evidence: ev, Metrics: m, Logger: n.log, Now: now,
-		JetStream: n.bus.JS, MaxPayload: n.bus.MaxPayload, Blocked: n.ckpt.SendingBlocked, Options: env.Outbox})
+		JetStream: n.bus.JS, MaxPayload: n.bus.MaxPayload, Blocked: n.ckpt.SendingBlocked, Replayed: n.ckpt.Rewound, Options: env.Outbox})
 	n.agreements = agreement.New(agreement.Config{NodeID: cfg.NodeID, Credential: cred, Std: std, DB: n.db, Evidence: ev,
 		Keys: ks, Registry: n.reg, Outbox: n.out, Layout: layout, Now: now, Shares: &sharesLock})
 	// Records at rest are sealed under the data key (storage.encrypt).

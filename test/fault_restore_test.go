@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -91,5 +92,92 @@ func TestFaultsRestore(t *testing.T) {
 	// The operator ingests again what the copy lost, and more: the
 	// receiver drops what it holds already and stores the rest.
 	ingestShare("everything", append(append([]byte(nil), after...), later...), int64(len(want)))
+	f.finish(t, want)
+}
+
+// TestFaultsRestoreFoundByReplay: the sender is killed and restored from a
+// backup newer than its newest checkpoint on the space, so nothing tells
+// the restore at start. Its next share reuses sequence numbers the
+// receiver holds other envelopes under: refused as replayed, which fails
+// the sender closed. Recovered, it shares again, and the receiver holds
+// every record once.
+func TestFaultsRestoreFoundByReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level fault suite: skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s := newProcSpace(t)
+	snd, rcv := s.node("uni-s", 20), s.node("uni-r", 20)
+	cfgPath := filepath.Join(s.dir, "uni-s.yaml")
+	// One checkpoint, at start: the backup below is newer than it.
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(cfg, "checkpoint:\n  interval: 1h\n  max_age: 2h\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	snd.startReady()
+	rcv.startReady()
+	f := &faultRun{ctx: ctx, s: s, snd: snd, rcv: rcv}
+
+	data, want := faultRecords(t)
+	lines := bytes.SplitAfter(bytes.TrimSpace(data), []byte("\n"))
+	first := bytes.Join(lines[:3000], nil)
+	for _, p := range []*nodeProc{snd, rcv} {
+		if err := p.call(ctx, http.MethodPost, "/v1/agreements", faultAgreement(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", first, nil); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "uni-s.db")
+	if out, err := exec.Command(s.bin, "node", "backup", "--config", cfgPath, "--out", backup).CombinedOutput(); err != nil {
+		t.Fatalf("node backup: %v\n%s", err, out)
+	}
+	share := func() {
+		t.Helper()
+		if err := snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), nil); err != nil {
+			t.Fatalf("share: %v", err)
+		}
+	}
+	share()
+	wait.Until(t, 60*time.Second, "3,000 records at the receiver", func() bool { return rcv.received(ctx) == 3000 })
+	snd.kill()
+	db := filepath.Join(snd.dir, "node.db")
+	for _, suffix := range []string{"-wal", "-shm"} {
+		os.Remove(db + suffix)
+	}
+	copyFile(t, backup, db)
+	snd.startReady() // nothing on the space is newer than the copy yet
+
+	// Under sequence numbers the receiver has seen: the share may fail
+	// itself, once the first refusals come back and the log freezes.
+	snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), nil)
+	wait.Until(t, 60*time.Second, "the sender failing closed on the replay refusals", func() bool {
+		return strings.Contains(snd.readyProblem(), "replayed")
+	})
+	out, err := exec.CommandContext(ctx, s.bin, "node", "recover", "--config", cfgPath, "--timeout", "60s").CombinedOutput()
+	t.Logf("node recover:\n%s", out)
+	if err != nil || !bytes.Contains(out, []byte("recovered: sending again")) || !bytes.Contains(out, []byte("no entry the space attests was lost")) {
+		t.Fatalf("node recover: %v", err)
+	}
+	wait.Until(t, 30*time.Second, "the sender ready after recovering", func() bool { return snd.readyProblem() == "" })
+
+	// What the refusals returned is shared again and dropped by the
+	// receiver; the rest is new.
+	share()
+	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", bytes.Join(lines[3000:], nil), nil); err != nil {
+		t.Fatal(err)
+	}
+	share()
+	wait.UntilErr(t, 90*time.Second, "every record at the receiver", func() error {
+		if got := rcv.received(ctx); got != int64(len(want)) {
+			return fmt.Errorf("receiver holds %d records, want %d", got, len(want))
+		}
+		return nil
+	})
 	f.finish(t, want)
 }

@@ -247,8 +247,12 @@ func runNodeRecover(ctx context.Context, args []string, stdout, stderr io.Writer
 // printRecovery prints a recovery's report for an operator.
 func printRecovery(w io.Writer, r *recovery.Report) {
 	fmt.Fprintf(w, "recovered: sending again\n")
-	fmt.Fprintf(w, "evidence: entries %d to %d lost with the copy; the log goes on after the space's checkpoint of entry %d\n",
-		r.EvidenceLost.From, r.EvidenceLost.To, r.EvidenceLost.To)
+	if r.EvidenceLost.To > 0 {
+		fmt.Fprintf(w, "evidence: entries %d to %d lost with the copy; the log goes on after the space's checkpoint of entry %d\n",
+			r.EvidenceLost.From, r.EvidenceLost.To, r.EvidenceLost.To)
+	} else {
+		fmt.Fprintf(w, "evidence: no entry the space attests was lost; entries written after the newest checkpoint and before the loss are gone unattested\n")
+	}
 	for _, p := range r.Peers {
 		fmt.Fprintf(w, "%s: holds up to sequence %d; %d envelopes confirmed, %d sent again; %d envelopes (%d records) it holds were sent after the copy; "+
 			"it sent %d envelopes again (%d expired); %d erasures carried out since the copy\n",

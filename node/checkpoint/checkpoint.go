@@ -166,10 +166,42 @@ func (k *Keeper) CheckRestored(ctx context.Context, last []byte) error {
 	return nil
 }
 
+// Rewound fails the node closed when peer refused its envelopes as
+// replayed: the peer holds other envelopes of this node under their
+// sequence numbers, so its database was restored from a copy newer than
+// its newest checkpoint on the space (which CheckRestored compares at
+// start) and older than what it sent. Like CheckRestored, it freezes the
+// evidence log until the node is recovered; the log goes on after its own
+// newest checkpoint.
+func (k *Keeper) Rewound(ctx context.Context, peer string) {
+	if k.restored.Load() != nil {
+		return
+	}
+	why := "database restored from an older copy: " + peer + " refused envelopes of this node as replayed " +
+		"(it holds others under their sequence numbers); nothing is sent until it is recovered: run `eduspace node recover` " +
+		"(deploy/README.md, Backup and restore)"
+	// The newest checkpoint the database keeps of this node: the log
+	// goes on from its own head, which that checkpoint covers in part.
+	sc := &spaceCheckpoint{}
+	var count int64
+	var head []byte
+	err := k.d.DB.R.QueryRowContext(ctx, `SELECT count, head FROM checkpoints WHERE node = ? ORDER BY count DESC LIMIT 1`, k.d.Node).Scan(&count, &head)
+	if err == nil && len(head) == len(sc.c.Head) {
+		sc.c.Count = uint64(count)
+		copy(sc.c.Head[:], head)
+	}
+	k.mu.Lock()
+	k.space = sc
+	k.mu.Unlock()
+	k.d.Evidence.Freeze(why)
+	k.restored.Store(&why)
+	k.d.Log.Error("a peer holds newer envelopes of this node than its database: failing closed", "peer", peer)
+}
+
 // spaceCheckpoint is a checkpoint of this node the space holds.
 type spaceCheckpoint struct {
 	c    crypto.Checkpoint
-	data []byte // as signed
+	data []byte // as signed; nil for one the database keeps already (Rewound)
 }
 
 // SpaceCheckpoint is the space's newest checkpoint of this node when the
@@ -194,8 +226,10 @@ func (k *Keeper) Recovered(ctx context.Context) error {
 	if sc == nil {
 		return errors.New("not restored from an older copy: nothing to recover")
 	}
-	if err := k.store(ctx, k.d.Node, sc.c, sc.data, k.d.Credential, nil); err != nil {
-		return err
+	if sc.data != nil { // the space's, which the copy does not hold
+		if err := k.store(ctx, k.d.Node, sc.c, sc.data, k.d.Credential, nil); err != nil {
+			return err
+		}
 	}
 	k.mu.Lock()
 	k.count = max(k.count, int64(sc.c.Count))

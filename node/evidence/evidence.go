@@ -18,6 +18,7 @@
 package evidence
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -209,7 +210,9 @@ func (l *Log) appendAt(ctx context.Context, tx *sql.Tx, seq int64, prev []byte, 
 // chained to after.Head, the space's newest checkpoint of this node. The
 // entries between the log's last and after.Count are lost; e says so
 // (Detail lost_from and lost_to, set here beside e's own counts), and the log goes on from the
-// head the space holds. after must cover at least the log's entries. The
+// head the space holds. When after covers no more than the log (a copy
+// newer than the newest checkpoint), nothing attested is lost: after must
+// then be of this log, and e follows its last entry. The
 // log is open again from here, to the rest of tx and the transactions
 // after it; if tx does not commit, freeze it again (Freeze).
 func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, e Entry) error {
@@ -220,10 +223,31 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("read evidence head: %w", err)
 	}
-	if after.Count < seq || len(after.Head) != sha256.Size {
-		return fmt.Errorf("recover evidence log: the checkpoint covers %d entries, the log has %d", after.Count, seq)
-	}
 	e.Kind = KindRecover
+	if len(after.Head) != sha256.Size {
+		return fmt.Errorf("recover evidence log: a checkpoint head of %d bytes", len(after.Head))
+	}
+	if after.Count <= seq {
+		// Nothing the space attests is lost: the checkpoint must be of
+		// this log, which goes on from its head.
+		if after.Count > 0 {
+			var h []byte
+			if err := tx.QueryRowContext(ctx, `SELECT hash FROM evidence WHERE seq = ?`, after.Count).Scan(&h); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("read evidence entry %d: %w", after.Count, err)
+			}
+			if !bytes.Equal(h, after.Head) {
+				return fmt.Errorf("recover evidence log: it differs at entry %d from the checkpoint of it: it was rewritten, not restored from an older copy", after.Count)
+			}
+		}
+		if head == nil {
+			head = make([]byte, sha256.Size)
+		}
+		if err := l.appendAt(ctx, tx, seq+1, head, e); err != nil {
+			return err
+		}
+		l.frozen.Store(nil)
+		return nil
+	}
 	detail := map[string]int{"lost_from": int(seq + 1), "lost_to": int(after.Count)}
 	for k, v := range e.Detail {
 		if _, ok := detail[k]; !ok {

@@ -30,10 +30,12 @@ func TestAppendRecovery(t *testing.T) {
 	if !errors.Is(err, evidence.ErrFrozen) || !strings.Contains(err.Error(), "restored") {
 		t.Fatalf("append to a frozen log: %v; want ErrFrozen and why", err)
 	}
-	// A checkpoint that covers less than the log is refused.
-	err = db.Write(ctx, func(tx *sql.Tx) error { return log.AppendRecovery(ctx, tx, cp4, evidence.Entry{Reason: "restored"}) })
-	if err == nil {
-		t.Fatal("recovery after a checkpoint older than the log: accepted")
+	// A checkpoint of a log that differs from this one is refused.
+	err = db.Write(ctx, func(tx *sql.Tx) error {
+		return log.AppendRecovery(ctx, tx, evidence.Checkpoint{Count: 4, Head: cp8.Head}, evidence.Entry{Reason: "restored"})
+	})
+	if err == nil || !strings.Contains(err.Error(), "rewritten") {
+		t.Fatalf("recovery after a checkpoint of another log: %v; want it refused", err)
 	}
 	if err := db.Write(ctx, func(tx *sql.Tx) error {
 		return log.AppendRecovery(ctx, tx, cp10, evidence.Entry{Reason: "restored"})

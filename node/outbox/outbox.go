@@ -49,6 +49,10 @@ type Config struct {
 	// Blocked reports whether the node fails closed: nothing is published
 	// while it does.
 	Blocked func() bool
+	// Replayed, when set, is told of a peer that refused envelopes as
+	// replayed: it holds other envelopes of this node under their sequence
+	// numbers, which only a database restored from an older copy explains.
+	Replayed func(ctx context.Context, peer string)
 	// Options are settings tests make (export_test.go); the zero value is
 	// production's.
 	Options Options
@@ -72,6 +76,7 @@ type Outbox struct {
 	js      jetstream.JetStream
 	maxPay  func() int64
 	blocked func() bool
+	replay  func(ctx context.Context, peer string)
 	opts    Options
 
 	cache  envelopeCache // envelopes written to the outbox, for the relay
@@ -82,7 +87,7 @@ type Outbox struct {
 // New is the outbox in c.DB.
 func New(c Config) *Outbox {
 	o := &Outbox{db: c.DB, codec: c.Codec, ev: c.Evidence, m: c.Metrics, log: c.Logger, now: c.Now,
-		js: c.JetStream, maxPay: c.MaxPayload, blocked: c.Blocked, opts: c.Options, wake: make(chan struct{}, 1)}
+		js: c.JetStream, maxPay: c.MaxPayload, blocked: c.Blocked, replay: c.Replayed, opts: c.Options, wake: make(chan struct{}, 1)}
 	if o.opts.observe != nil {
 		o.opts.observe(o)
 	}
@@ -459,6 +464,9 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 	for reason, n := range refused {
 		o.m.RefusedByPeer.WithLabelValues(reason).Add(float64(n))
 		o.log.Warn("peer refused envelopes; their records never arrived", "peer", h.Sender, "reason", reason, "envelopes", n)
+	}
+	if refused[envelope.RefuseReplayed] > 0 && o.replay != nil {
+		o.replay(ctx, h.Sender)
 	}
 	return h, nil
 }

@@ -23,26 +23,27 @@ type SeqRun struct {
 // Awaiting is what a node restored from an older copy asks a peer about
 // (node/recovery): the sequence numbers of its envelopes of records to
 // the peer that await an answer lie in Lo..Hi (both 0 when none does),
-// and Next is the next it would give one.
+// and Known is the highest it gave one the peer did not refuse: a copy
+// that sent before it was found out holds envelopes refused as replayed,
+// whose numbers the peer had seen under others.
 type Awaiting struct {
 	Lo, Hi int64
 	Count  int
-	Next   int64
+	Known  int64
 }
 
 // AwaitingFrom reads what this node awaits from peer (Awaiting).
 func (o *Outbox) AwaitingFrom(ctx context.Context, peer string) (Awaiting, error) {
 	var a Awaiting
 	var lo, hi sql.NullInt64
-	err := o.db.R.QueryRowContext(ctx, `SELECT min(seq), max(seq), count(*) FROM outbox
-		WHERE recipient = ? AND kind = ? AND receipt_ms IS NULL AND refused IS NULL`, peer, crypto.KindRecords).Scan(&lo, &hi, &a.Count)
+	var known sql.NullInt64
+	err := o.db.R.QueryRowContext(ctx, `SELECT min(seq) FILTER (WHERE receipt_ms IS NULL), max(seq) FILTER (WHERE receipt_ms IS NULL),
+			count(*) FILTER (WHERE receipt_ms IS NULL), max(seq)
+		FROM outbox WHERE recipient = ? AND kind = ? AND refused IS NULL`, peer, crypto.KindRecords).Scan(&lo, &hi, &a.Count, &known)
 	if err != nil {
 		return Awaiting{}, fmt.Errorf("read outbox: %w", err)
 	}
-	a.Lo, a.Hi = lo.Int64, hi.Int64
-	if a.Next, err = o.NextSeq(ctx, peer, crypto.KindRecords); err != nil {
-		return Awaiting{}, err
-	}
+	a.Lo, a.Hi, a.Known = lo.Int64, hi.Int64, known.Int64
 	return a, nil
 }
 

@@ -12,7 +12,7 @@
 //     that they are marked delivered, the others published again;
 //   - how many envelopes, and records, it stores that this node's copy does
 //     not know it sent (lost here: reported); it keeps keyed hashes of
-//     those records and drops any this node sends it again;
+//     the records it holds from this node and drops any sent it again;
 //   - the erasure requests of this node it carried out since the copy, so
 //     that the consents withdrawn since are withdrawn again;
 //
@@ -106,7 +106,7 @@ type Request struct {
 	Peer string `json:"peer"` // the peer asked
 	// Lo..Hi are the sequence numbers of the envelopes of records the node
 	// awaits an answer for from the peer (0, 0: none); Known the highest it
-	// knows it gave.
+	// knows it gave an envelope the peer did not refuse.
 	Lo    int64 `json:"lo"`
 	Hi    int64 `json:"hi"`
 	Known int64 `json:"known"`
@@ -168,7 +168,7 @@ func (s *Service) answer(ctx context.Context, h crypto.Header, sender *crypto.Cr
 	}
 	// What it sent after its copy, it may send again (its copy does not
 	// know it did): those records are not stored twice.
-	if _, err := s.d.Receiver.RememberSent(ctx, req.Node, req.Known); err != nil {
+	if _, err := s.d.Receiver.RememberSent(ctx, req.Node); err != nil {
 		return err
 	}
 	st, err := s.d.Receiver.SenderState(ctx, req.Node, req.Lo, req.Hi, req.Known, req.Since.Add(-s.d.ClockSkew))
@@ -229,7 +229,9 @@ type Report struct {
 	// Reason is why the node was failing closed.
 	Reason string `json:"reason"`
 	// EvidenceLost are the entries of the evidence log lost with the copy,
-	// declared by the recovery entry after them.
+	// declared by the recovery entry after them; zero when the space
+	// attests none (a copy newer than the newest checkpoint, found out by a
+	// peer's refusal of reused sequence numbers).
 	EvidenceLost evidence.Gap `json:"evidence_lost"`
 	Peers        []PeerReport `json:"peers"`
 	// Missing are the peers that did not answer in time.
@@ -408,7 +410,9 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 			Detail: map[string]int{"peers_silent": len(rep.Missing), "sent_envelopes_lost": int(lostEnv), "sent_records_lost": int(lostRec)}}); err != nil {
 			return err
 		}
-		rep.EvidenceLost = evidence.Gap{From: count + 1, To: after.Count}
+		if after.Count > count {
+			rep.EvidenceLost = evidence.Gap{From: count + 1, To: after.Count}
+		}
 		for _, p := range order {
 			a := got[p]
 			settled, err := s.d.Outbox.Recovered(ctx, tx, p, a.Last, a.Held)
@@ -434,7 +438,11 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 		s.d.Evidence.Freeze(rep.Reason)
 		return rep, fmt.Errorf("apply the peers' answers: %w", err)
 	}
-	progress("evidence log reopened after entry %d (entries %d to %d lost with the copy)", after.Count, rep.EvidenceLost.From, rep.EvidenceLost.To)
+	if rep.EvidenceLost.To > 0 {
+		progress("evidence log reopened after entry %d (entries %d to %d lost with the copy)", after.Count, rep.EvidenceLost.From, rep.EvidenceLost.To)
+	} else {
+		progress("evidence log reopened: no entry the space attests was lost")
+	}
 
 	// Withdrawals made after the copy, learnt back from the erasures the
 	// peers carried out. Sending is still blocked: nothing leaves before.
@@ -472,7 +480,9 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 		return rep, err
 	}
 	s.d.Outbox.Wake()
-	rep.Unrecoverable.EvidenceEntries = max(0, rep.EvidenceLost.To-rep.EvidenceLost.From+1)
+	if rep.EvidenceLost.To > 0 {
+		rep.Unrecoverable.EvidenceEntries = rep.EvidenceLost.To - rep.EvidenceLost.From + 1
+	}
 	for _, p := range rep.Peers {
 		rep.Unrecoverable.SentEnvelopes += p.LostEnvelopes
 		rep.Unrecoverable.SentRecords += p.LostRecords
@@ -499,7 +509,7 @@ func (s *Service) ask(ctx context.Context, peer string, since time.Time, answers
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
-	req := Request{ID: hex.EncodeToString(b[:]), Node: s.d.NodeID, Peer: peer, Lo: aw.Lo, Hi: aw.Hi, Known: aw.Next - 1,
+	req := Request{ID: hex.EncodeToString(b[:]), Node: s.d.NodeID, Peer: peer, Lo: aw.Lo, Hi: aw.Hi, Known: aw.Known,
 		SeqIn: seqIn, Since: since}
 	body, err := json.Marshal(message{Request: &req})
 	if err != nil {
