@@ -83,7 +83,8 @@ type Entry struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// Detail holds counts by a closed set of keys (levels, record types).
 	Detail map[string]int `json:"detail,omitempty"`
-	// Digest is the SHA-256 of what an export wrote, in hex.
+	// Digest is a SHA-256 in hex: of what an export wrote, or of the
+	// envelope a receipt answers for, as its recipient received it.
 	Digest string `json:"digest,omitempty"`
 }
 

@@ -18,7 +18,9 @@ package outbox
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -114,7 +116,7 @@ func (o *Outbox) Wake() {
 var (
 	qTakeSeq        = store.NewQuery(`INSERT INTO seq_out(peer, kind) VALUES (?, ?) ON CONFLICT(peer, kind) DO UPDATE SET next = next RETURNING next`)
 	qSetSeq         = store.NewQuery(`INSERT INTO seq_out(peer, kind, next) VALUES (?, ?, ?) ON CONFLICT(peer, kind) DO UPDATE SET next = excluded.next`)
-	qInsertOutbox   = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type, held, legal_basis, standard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertOutbox   = store.NewQuery(`INSERT INTO outbox(envelope_id, recipient, kind, subject, seq, records, created_ms, agreement, purpose, record_type, held, legal_basis, standard, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qInsertEnvelope = store.NewQuery(`INSERT INTO outbox_data(id, data) VALUES (?, ?)`)
 	qInsertDelivery = store.NewQuery(`INSERT INTO delivered(envelope_id, fields, items) VALUES (?, ?, ?)`)
 )
@@ -205,8 +207,9 @@ func (o *Outbox) insert(ctx context.Context, tx *sql.Tx, e Envelope, data []byte
 		}
 		return s
 	}
+	digest := sha256.Sum256(data)
 	res, err := o.db.Exec(ctx, tx, qInsertOutbox, e.ID, e.Recipient, e.Kind, e.Subject, e.Seq, e.Records, o.now().UnixMilli(),
-		nullable(e.Agreement), nullable(e.Purpose), nullable(e.RecordType), e.Held, nullable(e.LegalBasis), nullable(e.Standard))
+		nullable(e.Agreement), nullable(e.Purpose), nullable(e.RecordType), e.Held, nullable(e.LegalBasis), nullable(e.Standard), digest[:])
 	if err != nil {
 		return fmt.Errorf("outbox: %w", err)
 	}
@@ -356,7 +359,7 @@ func (o *Outbox) Volume(ctx context.Context, recipient string, since time.Time, 
 
 // The statements of AcceptReceipt.
 var (
-	qReceiptRead = store.NewQuery(`SELECT records, receipt_ms FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`)
+	qReceiptRead = store.NewQuery(`SELECT records, receipt_ms, digest FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?`)
 	qReceiptMark = store.NewQuery(`UPDATE outbox SET receipt_ms = ? WHERE envelope_id = ?`)
 	qRefusedMark = store.NewQuery(`UPDATE outbox SET receipt_ms = ?, refused = ? WHERE envelope_id = ?`)
 )
@@ -399,11 +402,13 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 		}
 		// awaiting reads the row of envelope eid that this node sent to
 		// the receipt's sender: whether it still awaits its answer, which
-		// must count the n records it held.
-		awaiting := func(eid string, n int) (bool, error) {
+		// must count the n records it held and, when it names one, the
+		// envelope's SHA-256.
+		awaiting := func(eid string, n int, sum string) (bool, error) {
 			var records int
 			var receipt sql.NullInt64
-			err := read.QueryRowContext(ctx, eid, h.Sender, crypto.KindRecords).Scan(&records, &receipt)
+			var digest []byte
+			err := read.QueryRowContext(ctx, eid, h.Sender, crypto.KindRecords).Scan(&records, &receipt, &digest)
 			if errors.Is(err, sql.ErrNoRows) {
 				return false, envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt for an envelope never sent to %s", h.Sender))
 			}
@@ -416,10 +421,13 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 			if records != n {
 				return false, envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt counts %d records, envelope held %d", n, records))
 			}
+			if sum != "" && digest != nil && sum != hex.EncodeToString(digest) {
+				return false, envelope.Refuse(envelope.RefuseContent, fmt.Errorf("receipt names envelope %s with another SHA-256 than was sent", eid))
+			}
 			return true, nil
 		}
 		for _, it := range rb.Envelopes {
-			if ok, err := awaiting(it.Envelope, it.Records); !ok {
+			if ok, err := awaiting(it.Envelope, it.Records, it.SHA256); !ok {
 				if err != nil {
 					return err
 				}
@@ -430,12 +438,12 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 			}
 			updated++
 			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: h.Sender,
-				Envelope: it.Envelope, Count: it.Records}); err != nil {
+				Envelope: it.Envelope, Count: it.Records, Digest: it.SHA256}); err != nil {
 				return err
 			}
 		}
 		for _, it := range rb.Refused {
-			if ok, err := awaiting(it.Envelope, it.Records); !ok {
+			if ok, err := awaiting(it.Envelope, it.Records, it.SHA256); !ok {
 				if err != nil {
 					return err
 				}
@@ -451,7 +459,7 @@ func (o *Outbox) AcceptReceipt(ctx context.Context, data []byte) (crypto.Header,
 				}
 			}
 			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: h.Sender,
-				Envelope: it.Envelope, Count: it.Records, Reason: it.Reason}); err != nil {
+				Envelope: it.Envelope, Count: it.Records, Reason: it.Reason, Digest: it.SHA256}); err != nil {
 				return err
 			}
 		}

@@ -2,6 +2,7 @@ package receive
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -146,10 +147,14 @@ type prepared struct {
 	// its header names (or, of version 1, does not): what its evidence
 	// records.
 	basis string
+	// digest is the envelope's SHA-256 as it arrived, which its receipt
+	// names.
+	digest [32]byte
 }
 
 // prepare checks, dedups and opens one delivery: everything but storing.
 func (r *Receiver) prepare(ctx context.Context, p *prepared) {
+	p.digest = sha256.Sum256(p.msg.Data())
 	env, cred, err := r.codec.Check(ctx, p.msg.Data(), crypto.KindRecords)
 	if env != nil {
 		p.h = env.Header
@@ -273,7 +278,7 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 					return err
 				}
 				if ok {
-					if _, err := r.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli()); err != nil {
+					if _, err := r.db.Exec(ctx, tx, qQueueReceipt, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli(), p.digest[:]); err != nil {
 						return fmt.Errorf("queue receipt: %w", err)
 					}
 					stored = append(stored, p)
@@ -348,7 +353,7 @@ func (r *Receiver) queueRefusal(ctx context.Context, tx *sql.Tx, p *prepared, re
 	if p.cred == nil {
 		return false, nil
 	}
-	if _, err := r.db.Exec(ctx, tx, qQueueRefusal, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli(), ref.Reason); err != nil {
+	if _, err := r.db.Exec(ctx, tx, qQueueRefusal, p.h.IDString(), p.h.Sender, p.h.Count, now.UnixMilli(), ref.Reason, p.digest[:]); err != nil {
 		return false, fmt.Errorf("queue refusal receipt: %w", err)
 	}
 	return true, nil

@@ -3,6 +3,7 @@ package receive
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,8 +35,8 @@ const (
 
 // The statements of the receipt queue.
 var (
-	qQueueReceipt  = store.NewQuery(`INSERT INTO receipt_queue(envelope_id, sender, records, stored_ms) VALUES (?, ?, ?, ?)`)
-	qQueueRefusal  = store.NewQuery(`INSERT OR IGNORE INTO receipt_queue(envelope_id, sender, records, stored_ms, refused) VALUES (?, ?, ?, ?, ?)`)
+	qQueueReceipt  = store.NewQuery(`INSERT INTO receipt_queue(envelope_id, sender, records, stored_ms, digest) VALUES (?, ?, ?, ?, ?)`)
+	qQueueRefusal  = store.NewQuery(`INSERT OR IGNORE INTO receipt_queue(envelope_id, sender, records, stored_ms, refused, digest) VALUES (?, ?, ?, ?, ?, ?)`)
 	qReceiptQueued = store.NewQuery(`DELETE FROM receipt_queue WHERE envelope_id = ?`)
 )
 
@@ -82,7 +83,7 @@ func (r *Receiver) receipts(ctx context.Context) {
 // to receiptMax each; more wait for the next pass) and deletes them from
 // the queue, in one transaction.
 func (r *Receiver) sendReceipts(ctx context.Context) error {
-	rows, err := r.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms, refused FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
+	rows, err := r.db.R.QueryContext(ctx, `SELECT envelope_id, sender, records, stored_ms, refused, digest FROM receipt_queue ORDER BY sender, stored_ms, envelope_id`)
 	if err != nil {
 		return fmt.Errorf("read receipt queue: %w", err)
 	}
@@ -98,7 +99,8 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 		var sender string
 		var it envelope.ReceiptItem
 		var refused sql.NullString
-		if err := rows.Scan(&it.Envelope, &sender, &it.Records, &it.StoredMS, &refused); err != nil {
+		var digest []byte
+		if err := rows.Scan(&it.Envelope, &sender, &it.Records, &it.StoredMS, &refused, &digest); err != nil {
 			rows.Close()
 			return fmt.Errorf("read receipt queue: %w", err)
 		}
@@ -112,8 +114,11 @@ func (r *Receiver) sendReceipts(ctx context.Context) error {
 			continue
 		}
 		q.ids = append(q.ids, it.Envelope)
+		if digest != nil {
+			it.SHA256 = hex.EncodeToString(digest)
+		}
 		if refused.Valid {
-			q.Refused = append(q.Refused, envelope.RefusedItem{Envelope: it.Envelope, Records: it.Records, Reason: refused.String})
+			q.Refused = append(q.Refused, envelope.RefusedItem{Envelope: it.Envelope, Records: it.Records, Reason: refused.String, SHA256: it.SHA256})
 		} else {
 			q.Envelopes = append(q.Envelopes, it)
 		}

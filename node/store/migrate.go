@@ -349,6 +349,14 @@ CREATE TABLE recovered (
 	PRIMARY KEY (sender, agreement, digest)
 ) WITHOUT ROWID;
 `,
+	// 14: a receipt names the SHA-256 of each envelope it answers for, as it arrived
+	// (crypto/ENVELOPE.md §12).
+	`
+-- outbox.digest: SHA-256 of the sealed envelope; NULL for envelopes sealed before.
+ALTER TABLE outbox ADD COLUMN digest BLOB;
+-- receipt_queue.digest: SHA-256 of the envelope as it arrived; NULL for envelopes queued before.
+ALTER TABLE receipt_queue ADD COLUMN digest BLOB;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
