@@ -7,7 +7,8 @@
 // vectors live in testdata. In short: [Seal] encrypts a payload to the
 // recipient's [KEMPublicKey] with one HPKE Base-mode context (X-Wing by
 // default), uses the header as associated data, and signs the whole envelope
-// with the sender's [SigningKey]. A receiver calls [ParseEnvelope], then
+// with the sender's [SigningKey]. The GM/T suite [SuiteSM2] replaces HPKE
+// with SM2 encryption and SM4-GCM, Ed25519 with SM2 and SHA-256 with SM3. A receiver calls [ParseEnvelope], then
 // [Envelope.Verify] with the sender's key taken from its credential, and only
 // then [Envelope.Open].
 //
@@ -21,5 +22,6 @@
 //
 // Private key types print as redacted and error messages never contain key
 // material or plaintext. The package imports only the standard library,
-// github.com/cloudflare/circl and github.com/golang-jwt/jwt/v5.
+// github.com/cloudflare/circl, github.com/golang-jwt/jwt/v5 and, for the
+// GM/T suite (SM2, SM3, SM4), github.com/emmansun/gmsm.
 package crypto

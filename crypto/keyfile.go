@@ -17,6 +17,7 @@ import (
 // PEM block types of key files (ENVELOPE.md §9).
 const (
 	pemSigningKey   = "EDUSPACE SIGNING KEY"
+	pemSM2Signing   = "EDUSPACE SM2 SIGNING KEY"
 	pemAuthorityKey = "EDUSPACE AUTHORITY KEY"
 	pemCompositeKey = "EDUSPACE COMPOSITE KEY"
 	pemPublicKey    = "PUBLIC KEY"
@@ -137,21 +138,31 @@ func readPEMBlocks(path, blockType string, n int, private bool) ([][]byte, error
 	return out, nil
 }
 
-// WriteSigningKeyFile writes a node signing key to path (mode 0600).
+// WriteSigningKeyFile writes a node signing key to path (mode 0600); the
+// PEM block type names SM2 keys.
 func WriteSigningKeyFile(path string, k *SigningKey) error {
 	b, _ := k.MarshalBinary()
 	defer clear(b)
+	if k.Algorithm() == SM2 {
+		return WriteKeyFile(path, pemSM2Signing, b)
+	}
 	return WriteKeyFile(path, pemSigningKey, b)
 }
 
-// ReadSigningKeyFile reads a node signing key written by [WriteSigningKeyFile].
+// ReadSigningKeyFile reads a node signing key written by
+// [WriteSigningKeyFile], Ed25519 or SM2.
 func ReadSigningKeyFile(path string) (*SigningKey, error) {
 	b, err := ReadKeyFile(path, pemSigningKey)
+	parse := ParseSigningKey
 	if err != nil {
-		return nil, err
+		var err2 error
+		if b, err2 = ReadKeyFile(path, pemSM2Signing); err2 != nil {
+			return nil, errors.Join(err, err2)
+		}
+		parse = ParseSM2SigningKey
 	}
 	defer clear(b)
-	k, err := ParseSigningKey(b)
+	k, err := parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("read key file %s: %w", path, err)
 	}
@@ -170,10 +181,10 @@ func WriteKEMKeyFile(path string, k *KEMPrivateKey) error {
 }
 
 // ReadKEMKeyFile reads a KEM private key written by [WriteKEMKeyFile], of
-// either suite.
+// any suite.
 func ReadKEMKeyFile(path string) (*KEMPrivateKey, error) {
 	var errs []error
-	for _, s := range []SuiteID{SuiteXWing, SuiteX25519} {
+	for _, s := range knownSuites {
 		b, err := ReadKeyFile(path, s.pemType())
 		if err != nil {
 			errs = append(errs, err)
