@@ -13,10 +13,13 @@ import (
 	"strings"
 	"testing"
 
+	"time"
+
 	"github.com/emmansun/gmsm/sm2"
 	"github.com/emmansun/gmsm/sm3"
 	"github.com/emmansun/gmsm/sm4"
 	"github.com/emmansun/gmsm/smx509"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -327,5 +330,33 @@ func TestGMTEnvelopeOpenSSL(t *testing.T) {
 	}
 	if !bytes.Equal(pt, testPayload) {
 		t.Errorf("openssl decrypted %q, want %q", pt, testPayload)
+	}
+}
+
+// TestSM2JWTOpenSSL has openssl verify the SM2 signature of a JWT signed
+// with alg SM2 (CREDENTIALS.md §3.2) over its signing input.
+func TestSM2JWTOpenSSL(t *testing.T) {
+	openssl := opensslGMT(t)
+	dir := t.TempDir()
+	k, err := GenerateSigningKeyFor(SM2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := k.SignJWT(jwt.RegisteredClaims{Subject: "tk_x", IssuedAt: jwt.NewNumericDate(time.Now())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dot := strings.LastIndexByte(tok, '.')
+	sig, err := b64.DecodeString(tok[dot+1:])
+	if err != nil || len(sig) != sm2SignatureSize {
+		t.Fatalf("signature part: %d bytes, %v", len(sig), err)
+	}
+	pub := writeTemp(t, dir, "pub.pem", sm2SPKI(t, k.Public().Bytes()))
+	in := writeTemp(t, dir, "input", []byte(tok[:dot]))
+	sigFile := writeTemp(t, dir, "sig.der", derSignature(t, sig))
+	out, err := exec.Command(openssl, "pkeyutl", "-verify", "-pubin", "-inkey", pub, "-rawin", "-digest", "sm3",
+		"-pkeyopt", "distid:"+SM2UserID, "-in", in, "-sigfile", sigFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl refused the JWT's SM2 signature: %v\n%s", err, out)
 	}
 }
