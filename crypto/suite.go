@@ -47,6 +47,9 @@ func (s SuiteID) String() string {
 	}
 }
 
+// Suites returns every known suite, the default first.
+func Suites() []SuiteID { return knownSuites[:] }
+
 // ParseSuite returns the suite with the given name (see [SuiteID.String]).
 func ParseSuite(name string) (SuiteID, error) {
 	var names []string

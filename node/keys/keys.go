@@ -199,7 +199,7 @@ func newKeySet(dir string, gen int, suite crypto.SuiteID) (KeySet, error) {
 	if err != nil {
 		return KeySet{}, err
 	}
-	sig, err := crypto.GenerateSigningKey(rand.Reader)
+	sig, err := crypto.GenerateSigningKeyFor(suite.SignatureAlgorithm(), rand.Reader)
 	if err != nil {
 		return KeySet{}, err
 	}
