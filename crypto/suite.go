@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"fmt"
+	"hash"
 	"strings"
 
 	"github.com/cloudflare/circl/hpke"
@@ -63,6 +64,11 @@ func ParseSuite(name string) (SuiteID, error) {
 }
 
 func (s SuiteID) known() bool { return s == SuiteXWing || s == SuiteX25519 || s == SuiteSM2 }
+
+// NewHash returns the hash suite s uses wherever it hashes for integrity
+// (envelope digests, a node's evidence chain): SM3 for the GM/T suite,
+// SHA-256 for the others. Both give 32 bytes.
+func (s SuiteID) NewHash() hash.Hash { return suiteHash(s) }
 
 // SignatureAlgorithm is the algorithm of the signing keys that sign
 // envelopes of suite s: SM2 for the GM/T suite, Ed25519 for the others.

@@ -148,7 +148,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		n.log.Warn("database checkpoint failed; tried again after the next commit", "err", err)
 	})
 	std := schema.Default()
-	ev := evidence.New(cfg.NodeID, ks.Derive("evidence subject"), now).UseDB(n.db)
+	ev := evidence.New(cfg.NodeID, ks.Derive("evidence subject"), now).UseDB(n.db).ForSuite(suite)
 	m := newMetrics(std)
 
 	layout := bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas}

@@ -63,6 +63,7 @@ type auditReport struct {
 	Intact        bool              `json:"intact"`
 	Entries       int64             `json:"entries,omitempty"`
 	Head          string            `json:"head,omitempty"`
+	HashAlgorithm string            `json:"hash_algorithm,omitempty"` // the chain's: SHA-256, or SM3 in a space on the GM/T suite
 	FirstBadEntry int64             `json:"first_bad_entry,omitempty"`
 	Reason        string            `json:"reason,omitempty"`
 	Checkpoints   auditCheckpoints  `json:"checkpoints"`
@@ -309,7 +310,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		rep.Reason = fmt.Sprintf("the export's header says %d entries, it holds %d", header.Entries, head.Count)
 	default:
 		rep.Intact = true
-		rep.Entries, rep.Head = head.Count, hex.EncodeToString(head.Hash)
+		rep.Entries, rep.Head, rep.HashAlgorithm = head.Count, hex.EncodeToString(head.Hash), head.Algorithm
 	}
 
 	if *asJSON {
@@ -421,6 +422,9 @@ func printAuditReport(w io.Writer, r *auditReport) {
 	fmt.Fprintf(w, "evidence log of %s (%s)\n", r.Node, r.Source)
 	if r.Intact {
 		fmt.Fprintf(w, "  entries      %d\n  head         %s\n", r.Entries, r.Head)
+		if r.HashAlgorithm != "" {
+			fmt.Fprintf(w, "  hash         %s\n", r.HashAlgorithm)
+		}
 	}
 	c := r.Checkpoints
 	switch {

@@ -2,9 +2,12 @@
 // over every event that concerns a record (ingest, decision, seal, send,
 // receive, refusal), stored in the node database's evidence table.
 //
-// Each entry's hash is SHA-256(prev_hash ‖ canonical entry), where the
+// Each entry's hash is H(prev_hash ‖ canonical entry), where the
 // canonical entry is the entry's JSON encoding (struct fields in a fixed
-// order, map keys sorted). Data subjects appear only as keyed hashes.
+// order, map keys sorted) and H is SHA-256, or SM3 in the log of a node on
+// the GM/T suite ([Log.ForSuite]): entry 1's prev_hash, the chain's
+// genesis, says which (EXPORT.md). Data subjects appear only as keyed
+// hashes.
 //
 // [VerifyCheckpoints] checks a chain, read from a database ([DBRows]) or an
 // export ([ExportReader]), against the node's signed checkpoints, which
@@ -18,6 +21,7 @@
 package evidence
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -28,8 +32,10 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/store"
 )
 
@@ -84,12 +90,72 @@ type Log struct {
 	now  func() time.Time
 	macs sync.Pool // of *subjectMAC under key, for Subject
 	db   *store.DB // its prepared statements, when set (UseDB)
+	// start is the algorithm a new chain starts with (ForSuite); alg is
+	// the stored chain's, once read from its entry 1.
+	start chainAlg
+	alg   atomic.Uint32
+}
+
+// chainAlg is the hash of a chain: SHA-256 or SM3.
+type chainAlg uint32
+
+const (
+	chainSHA256 chainAlg = 1
+	chainSM3    chainAlg = 2
+)
+
+// String returns "SHA-256" or "SM3".
+func (a chainAlg) String() string {
+	if a == chainSM3 {
+		return "SM3"
+	}
+	return "SHA-256"
+}
+
+// sm3Genesis is entry 1's prev_hash in an SM3 chain:
+// SM3("eduspace evidence chain v1 sm3"). A SHA-256 chain's is 32 zero
+// bytes.
+var sm3Genesis = func() []byte {
+	h := crypto.SuiteSM2.NewHash()
+	h.Write([]byte("eduspace evidence chain v1 sm3"))
+	return h.Sum(nil)
+}()
+
+func (a chainAlg) genesis() []byte {
+	if a == chainSM3 {
+		return bytes.Clone(sm3Genesis)
+	}
+	return make([]byte, sha256.Size)
+}
+
+// genesisAlg is the algorithm of the chain whose entry 1 has prev_hash
+// prev, or 0 when prev starts no chain.
+func genesisAlg(prev []byte) chainAlg {
+	switch {
+	case bytes.Equal(prev, sm3Genesis):
+		return chainSM3
+	case bytes.Equal(prev, make([]byte, sha256.Size)):
+		return chainSHA256
+	}
+	return 0
+}
+
+// ForSuite makes a chain this log starts hash with suite s's hash
+// (crypto.SuiteID.NewHash): SM3 for the GM/T suite, SHA-256 otherwise. A
+// chain already stored keeps the algorithm its entry 1 started it with.
+func (l *Log) ForSuite(s crypto.SuiteID) *Log {
+	l.start = chainSHA256
+	if s == crypto.SuiteSM2 {
+		l.start = chainSM3
+	}
+	return l
 }
 
 // The statements of Append, prepared once per database.
 var (
 	qHead   = store.NewQuery(`SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1`)
 	qAppend = store.NewQuery(`INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)`)
+	qFirst  = store.NewQuery(`SELECT prev_hash FROM evidence WHERE seq = 1`)
 )
 
 // entryBufs holds buffers for Append's encoding; SQLite copies what it
@@ -105,7 +171,7 @@ func (l *Log) UseDB(db *store.DB) *Log {
 
 // New returns the log of node; subjectKey keys the subject hashes.
 func New(node string, subjectKey []byte, now func() time.Time) *Log {
-	return &Log{node: node, key: subjectKey, now: now}
+	return &Log{node: node, key: subjectKey, now: now, start: chainSHA256}
 }
 
 // Subject returns the keyed hash under which a data subject appears in the
@@ -145,10 +211,13 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	var seq int64
 	var prev []byte
 	err := l.db.QueryRow(ctx, tx, qHead).Scan(&seq, &prev)
+	alg := l.start
 	if errors.Is(err, sql.ErrNoRows) {
-		seq, prev = 0, make([]byte, sha256.Size)
+		seq, prev = 0, alg.genesis()
 	} else if err != nil {
 		return fmt.Errorf("read evidence head: %w", err)
+	} else if alg, err = l.storedAlg(ctx, tx); err != nil {
+		return err
 	}
 	e.Seq = seq + 1
 	e.Time = l.now().UnixMilli()
@@ -160,15 +229,38 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	defer entryBufs.Put(bp)
 	body := appendEntry((*bp)[:0], &e)
 	*bp = body
-	h := chain(prev, body)
+	h := chain(alg, prev, body)
 	if _, err := l.db.Exec(ctx, tx, qAppend, e.Seq, body, prev, h); err != nil {
 		return fmt.Errorf("append evidence: %w", err)
 	}
 	return nil
 }
 
-func chain(prev, body []byte) []byte {
-	s := sha256.New()
+// storedAlg is the algorithm of the stored chain, read from its entry 1
+// once.
+func (l *Log) storedAlg(ctx context.Context, tx *sql.Tx) (chainAlg, error) {
+	if a := chainAlg(l.alg.Load()); a != 0 {
+		return a, nil
+	}
+	var first []byte
+	if err := l.db.QueryRow(ctx, tx, qFirst).Scan(&first); err != nil {
+		return 0, fmt.Errorf("read evidence entry 1: %w", err)
+	}
+	a := genesisAlg(first)
+	if a == 0 {
+		return 0, errors.New("evidence entry 1 starts neither a SHA-256 nor an SM3 chain: run eduspace audit verify on the node database")
+	}
+	l.alg.Store(uint32(a))
+	return a, nil
+}
+
+func chain(alg chainAlg, prev, body []byte) []byte {
+	var s hash.Hash
+	if alg == chainSM3 {
+		s = crypto.SuiteSM2.NewHash()
+	} else {
+		s = sha256.New()
+	}
 	s.Write(prev)
 	s.Write(body)
 	return s.Sum(nil)
@@ -180,6 +272,9 @@ type Head struct {
 	Hash  []byte
 	// Node is the node the entries name ("" for an empty chain).
 	Node string
+	// Algorithm is the chain's hash, "SHA-256" or "SM3" ("" for an empty
+	// chain).
+	Algorithm string
 }
 
 // BrokenError names the first entry at which a chain fails to verify.
