@@ -229,11 +229,24 @@ func sm4GCMKey(secret, enc, pkR, info []byte) (cipher.AEAD, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	aead, err := cipher.NewGCM(block)
+	aead, err := newGCM(block)
 	if err != nil {
 		return nil, nil, err
 	}
 	return aead, kn[sm4KeySize:], nil
+}
+
+// newGCM is GCM over block with a 12-byte nonce and a 16-byte tag: gmsm's
+// own (SM4 and GHASH in assembly, where the CPU has the instructions) when
+// the block offers it, since crypto/cipher.NewGCM accelerates only AES,
+// else the standard library's.
+func newGCM(block cipher.Block) (cipher.AEAD, error) {
+	if g, ok := block.(interface {
+		NewGCM(nonceSize, tagSize int) (cipher.AEAD, error)
+	}); ok {
+		return g.NewGCM(gcmNonceSize, aeadOverhead)
+	}
+	return cipher.NewGCM(block)
 }
 
 // suiteHash is the hash the envelope of suite s uses for its info and
