@@ -198,7 +198,20 @@ func FuzzParseCheckpoint(f *testing.F) {
 		valid[string(data[:len(data)-CompositeSignatureSize])] = true
 		f.Add(data)
 	}
+	gm, _ := GenerateSigningKeyFor(SM2, detRand("checkpoint sm2"))
+	validSM2 := map[string]bool{}
+	for _, c := range []Checkpoint{{Space: "city-edu", Node: "uni-a", Count: 1000, Head: [32]byte{1, 2, 3}, Time: issued}} {
+		data, err := SignCheckpointSM2(gm, c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		validSM2[string(data[:len(data)-sm2SignatureSize])] = true
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if cp, err := ParseCheckpointSM2(b, gm.Public()); err == nil && !validSM2[string(b[:len(b)-sm2SignatureSize])] {
+			t.Fatalf("accepted an SM2 checkpoint that was not signed: %+v", cp)
+		}
 		c, keyID, signed, _, err := parseCheckpoint(b)
 		if err == nil {
 			if got := c.appendTo(nil, keyID); !bytes.Equal(got, signed) {

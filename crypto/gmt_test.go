@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"os"
 	"os/exec"
@@ -358,5 +359,97 @@ func TestSM2JWTOpenSSL(t *testing.T) {
 		"-pkeyopt", "distid:"+SM2UserID, "-in", in, "-sigfile", sigFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("openssl refused the JWT's SM2 signature: %v\n%s", err, out)
+	}
+}
+
+// TestCheckpointSM2 checks the checkpoints of a node on the GM/T suite
+// (CREDENTIALS.md §6.2, version 2): they verify with the SM2 signing key
+// they name, through the credential too, and not altered, under another
+// key, as version 1, or with a composite key's id.
+func TestCheckpointSM2(t *testing.T) {
+	k, _ := GenerateSigningKeyFor(SM2, detRand("checkpoint sm2"))
+	other, _ := GenerateSigningKeyFor(SM2, detRand("other sm2"))
+	ed, _ := GenerateSigningKeyFor(Ed25519, detRand("ed"))
+	c := Checkpoint{Space: "city-edu", Node: "uni-a", Count: 1000, Head: [32]byte{0: 0xab, 31: 0xcd}, Time: time.UnixMilli(1764000000123).UTC()}
+	data, err := SignCheckpointSM2(k, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) != 4+1+9+6+19+8+32+8+sm2SignatureSize || data[4] != checkpointVersionSM2 {
+		t.Fatalf("checkpoint of %d bytes, version %d", len(data), data[4])
+	}
+	got, err := ParseCheckpointSM2(data, k.Public())
+	if err != nil || *got != c {
+		t.Fatalf("ParseCheckpointSM2 = %+v, %v; want %+v", got, err, c)
+	}
+	if node, kid, err := CheckpointSigner(data); err != nil || node != "uni-a" || kid != k.Public().KeyID() {
+		t.Errorf("CheckpointSigner = %q, %q, %v", node, kid, err)
+	}
+	if _, err := SignCheckpointSM2(ed, c); err == nil {
+		t.Error("an Ed25519 key signed a version 2 checkpoint")
+	}
+	if _, err := ParseCheckpointSM2(data, other.Public()); !errors.Is(err, ErrSignature) {
+		t.Errorf("under another key: %v, want ErrSignature", err)
+	}
+	for _, i := range []int{5, 20, len(data) - sm2SignatureSize - 1, len(data) - 1} {
+		b := bytes.Clone(data)
+		b[i] ^= 1
+		if _, err := ParseCheckpointSM2(b, k.Public()); err == nil {
+			t.Errorf("byte %d altered: parsed", i)
+		}
+	}
+	v1 := bytes.Clone(data)
+	v1[4] = statementVersion1
+	if _, _, err := CheckpointSigner(v1); err == nil {
+		t.Error("an SM2 checkpoint under version byte 1 parsed")
+	}
+	if _, err := ParseCheckpointSM2(data[:len(data)-1], k.Public()); err == nil {
+		t.Error("a truncated checkpoint parsed")
+	}
+
+	cred := &Credential{NodeID: "uni-a", SigningKeys: []SigningKeyInfo{{ID: k.Public().KeyID(), Key: k.Public().Bytes()}},
+		CheckpointKeys: []CompositeKeyInfo{}}
+	if !cred.HasCheckpointKey(k.Public().KeyID()) || cred.HasCheckpointKey(other.Public().KeyID()) {
+		t.Error("HasCheckpointKey does not name exactly the listed SM2 key")
+	}
+	if got, err := cred.VerifyCheckpoint(data); err != nil || *got != c {
+		t.Errorf("Credential.VerifyCheckpoint = %+v, %v", got, err)
+	}
+	byOther, _ := SignCheckpointSM2(other, c)
+	if _, err := cred.VerifyCheckpoint(byOther); !errors.Is(err, ErrUnknownCheckpointKey) {
+		t.Errorf("signed by a key the credential lacks: %v, want ErrUnknownCheckpointKey", err)
+	}
+	edCred := &Credential{NodeID: "uni-a", SigningKeys: []SigningKeyInfo{{ID: ed.Public().KeyID(), Key: ed.Public().Bytes()}}}
+	if edCred.HasCheckpointKey(ed.Public().KeyID()) {
+		t.Error("an Ed25519 signing key counts as a checkpoint key")
+	}
+}
+
+// TestCheckpointSM2OpenSSL has openssl verify an SM2 checkpoint's
+// signature: SM2 with the default user id over "eduspace sm2 statement
+// v1" ‖ 0x00 ‖ len8(purpose) ‖ purpose ‖ SM3(signed), whose SM3 openssl
+// computes too.
+func TestCheckpointSM2OpenSSL(t *testing.T) {
+	openssl := opensslGMT(t)
+	dir := t.TempDir()
+	k, _ := GenerateSigningKeyFor(SM2, nil)
+	data, err := SignCheckpointSM2(k, Checkpoint{Space: "city-edu", Node: "uni-a", Count: 3, Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, sig := data[:len(data)-sm2SignatureSize], data[len(data)-sm2SignatureSize:]
+	sum, err := exec.Command(openssl, "dgst", "-sm3", "-binary", writeTemp(t, dir, "signed", signed)).Output()
+	if err != nil {
+		t.Fatalf("openssl dgst -sm3: %v", err)
+	}
+	msg := append([]byte("eduspace sm2 statement v1\x00\x0acheckpoint"), sum...)
+	if !bytes.Equal(msg, sm2StatementMessage(PurposeCheckpoint, signed)) {
+		t.Fatalf("statement message with openssl's SM3 differs from ours")
+	}
+	out, err := exec.Command(openssl, "pkeyutl", "-verify", "-pubin", "-inkey", writeTemp(t, dir, "pub.pem", sm2SPKI(t, k.Public().Bytes())),
+		"-rawin", "-digest", "sm3", "-pkeyopt", "distid:"+SM2UserID, "-in", writeTemp(t, dir, "msg", msg),
+		"-sigfile", writeTemp(t, dir, "sig.der", derSignature(t, sig))).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl refused the checkpoint's SM2 signature: %v\n%s", err, out)
 	}
 }

@@ -613,8 +613,8 @@ func TestDemoGMT(t *testing.T) {
 	for _, id := range []string{"uni-beihu", "uni-nanshan", "edu-center"} {
 		code, out, stderr := run(t, context.Background(), "audit", "verify", "--db", filepath.Join(dir, "nodes", id, "node.db"),
 			"--authority", filepath.Join(dir, "authority/authority.pub.pem"))
-		if code != exitOK || !strings.Contains(out, "hash         SM3") {
-			t.Errorf("audit verify %s: exit %d, want 0 and an SM3 chain\n%s\n%s", id, code, out, stderr)
+		if code != exitOK || !strings.Contains(out, "hash         SM3") || !strings.Contains(out, "authenticated with authority") {
+			t.Errorf("audit verify %s: exit %d, want 0, an SM3 chain and SM2 checkpoints authenticated\n%s\n%s", id, code, out, stderr)
 		}
 	}
 	if code, _, stderr := run(t, context.Background(), "demo", "--suite", "sm2-sm3-sm4", "--students", "1"); code != exitUsage || !strings.Contains(stderr, "sm2-sm3-sm4gcm") {

@@ -148,6 +148,16 @@ func (k *Keys) Use(cred *crypto.Credential) error {
 	return nil
 }
 
+// SignCheckpoint signs c for the evidence log (CREDENTIALS.md §6.2): with
+// the SM2 signing key on a node of the GM/T suite, whose statements are
+// all SM2, else with the composite checkpoint key.
+func (k *Keys) SignCheckpoint(c crypto.Checkpoint) ([]byte, error) {
+	if k.Signing.Algorithm() == crypto.SM2 {
+		return crypto.SignCheckpointSM2(k.Signing, c)
+	}
+	return crypto.SignCheckpoint(k.Checkpoint, c)
+}
+
 // derive returns a key for one use, derived from the node secret.
 func (k *Keys) Derive(label string) []byte {
 	m := hmac.New(sha256.New, k.secret)
