@@ -1,7 +1,8 @@
 // Package crypto is eduspace's cryptography: the sealed and signed envelope
 // that carries records between nodes, the HPKE suites and KEM keys behind it,
-// Ed25519 signing keys, member credentials issued by the space authority,
-// PEM key files, and per-recipient pseudonymous tokens.
+// the GM/T suite (SM2, SM3, SM4-GCM), Ed25519 and SM2 signing keys, member
+// credentials issued by the space authority, PEM key files, and
+// per-recipient pseudonymous tokens.
 //
 // The envelope format is specified in ENVELOPE.md in this directory; test
 // vectors live in testdata. In short: [Seal] encrypts a payload to the

@@ -221,7 +221,7 @@ func GenerateSigningKey(rnd io.Reader) (*SigningKey, error) {
 // GenerateSigningKeyFor returns a new signing key of algorithm alg,
 // drawing a 32-byte seed from rand (crypto/rand when nil). An SM2 key's d
 // is derived from the seed with the SM3 key derivation function
-// (ENVELOPE.md §5).
+// (ENVELOPE.md §3.1).
 func GenerateSigningKeyFor(alg SignatureAlgorithm, rnd io.Reader) (*SigningKey, error) {
 	switch alg {
 	case Ed25519:

@@ -253,7 +253,8 @@ func runSpacePolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("authority space-policy", stderr)
 	dir := fs.String("dir", "", "the authority directory (required)")
 	space := fs.String("space", "", "the space name (required)")
-	minSuite := fs.String("min-suite", "", "the weakest suite nodes may seal or open, e.g. "+crypto.SuiteXWing.String()+" (required)")
+	minSuite := fs.String("min-suite", "", "the weakest suite nodes may seal or open, e.g. "+crypto.SuiteXWing.String()+
+		"; "+crypto.SuiteSM2.String()+" puts the space on the GM/T suite alone (required)")
 	out := fs.String("out", "", "write the signed policy to this file")
 	url := fs.String("url", "", "publish the signed policy on the space through this NATS server")
 	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk), with --url")

@@ -61,7 +61,8 @@ type Keys struct {
 	KEM     *crypto.KEMPrivateKey
 	Signing *crypto.SigningKey
 	// Checkpoint is the composite (Ed25519 + ML-DSA-65) key that signs the
-	// evidence log's checkpoints.
+	// evidence log's checkpoints, except on the GM/T suite, where Signing
+	// does ([Keys.SignCheckpoint]).
 	Checkpoint *crypto.CompositeKey
 	// Generations are every generation of keys held, oldest first.
 	Generations []KeySet
