@@ -16,6 +16,7 @@
 // Credentials are EdDSA JWTs ([AuthorityKey.Issue], [ParseCredential]) that
 // bind a node id, institution, role and the node's public keys; an extra
 // claim carries the authority's ML-DSA-65 signature, and both must verify.
+// In a space on the GM/T suite they are SM2 JWTs by the authority's SM2 key.
 // Composite Ed25519 + ML-DSA-65 keys ([CompositeKey]) sign what lives long:
 // the authority's [RevocationList] and nodes' evidence checkpoints ([Checkpoint]).
 // CREDENTIALS.md in this directory specifies credentials, composite

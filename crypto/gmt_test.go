@@ -453,3 +453,127 @@ func TestCheckpointSM2OpenSSL(t *testing.T) {
 		t.Fatalf("openssl refused the checkpoint's SM2 signature: %v\n%s", err, out)
 	}
 }
+
+// gmtCredential is a credential of a node on the GM/T suite and the root
+// key of its space, with an SM2 key.
+func gmtCredential(t testing.TB) (*AuthorityKey, Credential) {
+	t.Helper()
+	a, err := GenerateAuthorityKeyFor(SuiteSM2, detRand("gmt authority"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gm := newFixture(t, SuiteSM2)
+	return a, Credential{
+		Space: "beijing-edu", NodeID: "uni-a", Institution: "测试大学", Role: RoleUniversity,
+		KEMKeys:     []KEMKeyInfo{{ID: gm.kem.Public().KeyID(), Suite: SuiteSM2, Key: gm.kem.Public().Bytes()}},
+		SigningKeys: []SigningKeyInfo{{ID: gm.signer.Public().KeyID(), Key: gm.signer.Public().Bytes()}},
+		IssuedAt:    issued, Expires: issued.Add(90 * 24 * time.Hour),
+	}
+}
+
+// TestCredentialSM2 checks the credentials of a space on the GM/T suite
+// (CREDENTIALS.md §3.3): signed by the root's SM2 key under alg SM2,
+// without pq; they parse only under that root, and a root with an SM2 key
+// takes no EdDSA credential.
+func TestCredentialSM2(t *testing.T) {
+	a, c := gmtCredential(t)
+	tok, err := a.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := jwt.NewParser().ParseUnverified(tok, &credentialClaims{})
+	if err != nil || p.Header["alg"] != JWSAlgSM2 || p.Header["kid"] != a.Public().SM2().KeyID() {
+		t.Fatalf("header %v, %v; want alg SM2 and the root's SM2 key id", p.Header, err)
+	}
+	if p.Claims.(*credentialClaims).PQ != "" {
+		t.Error("an SM2 credential carries a pq claim")
+	}
+	now := issued.Add(time.Hour)
+	got, err := ParseCredential(tok, a.Public(), "beijing-edu", now)
+	if err != nil || got.NodeID != "uni-a" || got.CurrentSigningKey().Algorithm() != SM2 || got.CurrentKEMKey().Suite() != SuiteSM2 {
+		t.Fatalf("ParseCredential = %+v, %v", got, err)
+	}
+	// Another SM2 root, or the same composite key without its SM2 half.
+	other, _ := GenerateAuthorityKeyFor(SuiteSM2, detRand("other gmt authority"))
+	if _, err := ParseCredential(tok, other.Public(), "beijing-edu", now); err == nil {
+		t.Error("parsed under another SM2 root")
+	}
+	compositeOnly := AuthorityPublicKey{cv: a.Public().cv}
+	if _, err := ParseCredential(tok, compositeOnly, "beijing-edu", now); err == nil {
+		t.Error("an SM2 credential parsed under a root without an SM2 key")
+	}
+	edRoot, ec := testCredential(t)
+	edTok, err := edRoot.Issue(ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSM2 := edRoot.Public()
+	withSM2.sm2 = a.Public().SM2()
+	if _, err := ParseCredential(edTok, withSM2, "city-edu", now); err == nil {
+		t.Error("an EdDSA credential parsed under a root with an SM2 key")
+	}
+	parts := strings.Split(tok, ".")
+	payload := []byte(parts[1])
+	payload[12] ^= 1
+	if _, err := ParseCredential(parts[0]+"."+string(payload)+"."+parts[2], a.Public(), "beijing-edu", now); err == nil {
+		t.Error("a tampered SM2 credential parsed")
+	}
+
+	// Key files: 96-byte private key, public key file with a third block.
+	dir := t.TempDir()
+	if err := WriteAuthorityKeyFile(filepath.Join(dir, "authority.key.pem"), a); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadAuthorityKeyFile(filepath.Join(dir, "authority.key.pem"))
+	if err != nil || !back.Equal(a) {
+		t.Fatalf("authority key file round trip: %v", err)
+	}
+	pub := filepath.Join(dir, "authority.pub.pem")
+	if err := WriteAuthorityPublicKey(pub, a.Public()); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := ReadAuthorityPublicKey(pub)
+	if err != nil || !pk.Equal(a.Public()) {
+		t.Fatalf("public key file round trip: %v", err)
+	}
+	if pk2, err := ParseAuthorityPublicKey(a.Public().Bytes()); err != nil || !pk2.Equal(a.Public()) {
+		t.Errorf("ParseAuthorityPublicKey(Bytes()) = %v", err)
+	}
+}
+
+// TestCredentialSM2OpenSSL has openssl verify an SM2 credential with the
+// third block of authority.pub.pem, the root's SM2 key.
+func TestCredentialSM2OpenSSL(t *testing.T) {
+	openssl := opensslGMT(t)
+	a, c := gmtCredential(t)
+	tok, err := a.Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pub := filepath.Join(dir, "authority.pub.pem")
+	if err := WriteAuthorityPublicKey(pub, a.Public()); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(pub)
+	var third *pem.Block
+	for rest := data; ; {
+		b, r := pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		third, rest = b, r
+	}
+	smPub := writeTemp(t, dir, "sm2.pub.pem", pem.EncodeToMemory(third))
+	dot := strings.LastIndexByte(tok, '.')
+	sig, err := b64.DecodeString(tok[dot+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(openssl, "pkeyutl", "-verify", "-pubin", "-inkey", smPub, "-rawin", "-digest", "sm3",
+		"-pkeyopt", "distid:"+SM2UserID, "-in", writeTemp(t, dir, "input", []byte(tok[:dot])),
+		"-sigfile", writeTemp(t, dir, "sig.der", derSignature(t, sig))).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl refused the SM2 credential with the root's SM2 key: %v\n%s", err, out)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -609,6 +610,15 @@ func TestDemoGMT(t *testing.T) {
 		if err != nil || !strings.Contains(string(data), "-----BEGIN "+block+"-----") {
 			t.Errorf("%s: %v; want a PEM block %s", file, err, block)
 		}
+	}
+	// The credentials are signed by the root's SM2 key (alg SM2).
+	tok, err := os.ReadFile(filepath.Join(dir, "nodes/uni-beihu/credential.jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, _, _ := strings.Cut(string(tok), ".")
+	if h, err := base64.RawURLEncoding.DecodeString(header); err != nil || !strings.Contains(string(h), `"alg":"SM2"`) {
+		t.Errorf("credential header %s, %v; want alg SM2", h, err)
 	}
 	for _, id := range []string{"uni-beihu", "uni-nanshan", "edu-center"} {
 		code, out, stderr := run(t, context.Background(), "audit", "verify", "--db", filepath.Join(dir, "nodes", id, "node.db"),

@@ -230,7 +230,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 
 	step("authority: root key and member credentials")
 	authDir := filepath.Join(dir, "authority")
-	if _, err := authority.Init(authDir); err != nil {
+	suite := o.Suite
+	if suite == 0 {
+		suite = crypto.DefaultSuite
+	}
+	if _, err := authority.InitFor(authDir, suite); err != nil {
 		return res, err
 	}
 	ak, err := authority.Load(authDir)
@@ -250,10 +254,6 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 	defer emb.Shutdown()
 
-	suite := o.Suite
-	if suite == 0 {
-		suite = crypto.DefaultSuite
-	}
 	step("authority: space policy selecting suite " + suite.String())
 	if err := publishPolicy(ctx, ak, authDir, suite, emb, now); err != nil {
 		return res, err
