@@ -259,7 +259,7 @@ func (v CompositeVerifyKey) verifyMLDSA(purpose string, msg, sig []byte) bool {
 func (v CompositeVerifyKey) ed25519Key() VerifyKey {
 	var k VerifyKey
 	if !v.IsZero() {
-		copy(k.key[:], v.raw)
+		k.key = v.raw[:ed25519.PublicKeySize]
 	}
 	return k
 }

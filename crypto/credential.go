@@ -67,7 +67,8 @@ type CompositeKeyInfo struct {
 // node's next or previous keys (CREDENTIALS.md §5 describes rotation).
 //
 // On the wire a credential is a compact JWS (JWT) signed with EdDSA (Ed25519)
-// by the space authority, with these claims (CREDENTIALS.md):
+// by the space authority (with SM2 and without pq in a space on the GM/T
+// suite, CREDENTIALS.md §3.3), with these claims (CREDENTIALS.md):
 //
 //	iss       "eduspace-authority:<space>"
 //	sub       node id
@@ -272,14 +273,18 @@ func audience(space string) string { return "eduspace:" + space }
 type AuthorityKey struct {
 	_  noCompare
 	ck CompositeKey
+	// sm2 signs the credentials of a space on the GM/T suite
+	// (CREDENTIALS.md §3.3); nil for every other space.
+	sm2 *SigningKey
 }
 
 // AuthorityPublicKey is the authority's root public key (Ed25519 and
 // ML-DSA-65), the trust anchor every node is configured with. Compare keys
 // with [AuthorityPublicKey.Equal]; the zero value verifies nothing.
 type AuthorityPublicKey struct {
-	_  noCompare
-	cv CompositeVerifyKey
+	_   noCompare
+	cv  CompositeVerifyKey
+	sm2 VerifyKey // zero unless the space is on the GM/T suite
 }
 
 // GenerateAuthorityKey returns a new root key, drawing its two 32-byte seeds
@@ -292,30 +297,72 @@ func GenerateAuthorityKey(rnd io.Reader) (*AuthorityKey, error) {
 	return &AuthorityKey{ck: *k}, nil
 }
 
-// ParseAuthorityKey decodes a 64-byte root key as written by
-// [AuthorityKey.MarshalBinary]: the Ed25519 seed, then the ML-DSA-65 seed.
+// GenerateAuthorityKeyFor returns a new root key for a space on suite s:
+// the composite key, and for the GM/T suite an SM2 key as well, which
+// signs the space's credentials (CREDENTIALS.md §3.3). Seeds are drawn
+// from rand (crypto/rand when nil).
+func GenerateAuthorityKeyFor(s SuiteID, rnd io.Reader) (*AuthorityKey, error) {
+	k, err := GenerateAuthorityKey(rnd)
+	if err != nil || s != SuiteSM2 {
+		return k, err
+	}
+	if k.sm2, err = GenerateSigningKeyFor(SM2, rnd); err != nil {
+		return nil, fmt.Errorf("generate authority key: %w", err)
+	}
+	return k, nil
+}
+
+// ParseAuthorityKey decodes a root key as written by
+// [AuthorityKey.MarshalBinary]: the Ed25519 seed, then the ML-DSA-65 seed
+// (64 bytes), then for a space on the GM/T suite the SM2 d (96 bytes).
 func ParseAuthorityKey(b []byte) (*AuthorityKey, error) {
 	if len(b) == ed25519.SeedSize {
 		return nil, errors.New("parse authority key: a 32-byte Ed25519-only key from before composite root keys; create a new authority key")
 	}
-	k, err := ParseCompositeKey(b)
-	if err != nil {
-		return nil, fmt.Errorf("parse authority key: want %d bytes, got %d", CompositePrivateKeySize, len(b))
+	if len(b) != CompositePrivateKeySize && len(b) != CompositePrivateKeySize+sm2PrivateKeySize {
+		return nil, fmt.Errorf("parse authority key: want %d bytes (or %d with an SM2 key), got %d", CompositePrivateKeySize, CompositePrivateKeySize+sm2PrivateKeySize, len(b))
 	}
-	return &AuthorityKey{ck: *k}, nil
+	k, err := ParseCompositeKey(b[:CompositePrivateKeySize])
+	if err != nil {
+		return nil, fmt.Errorf("parse authority key: %w", err)
+	}
+	a := &AuthorityKey{ck: *k}
+	if len(b) > CompositePrivateKeySize {
+		if a.sm2, err = ParseSM2SigningKey(b[CompositePrivateKeySize:]); err != nil {
+			return nil, fmt.Errorf("parse authority key: %w", err)
+		}
+	}
+	return a, nil
 }
 
-// MarshalBinary returns the 64-byte encoding: Ed25519 seed ‖ ML-DSA-65 seed.
-// The result is secret.
-func (a *AuthorityKey) MarshalBinary() ([]byte, error) { return a.ck.MarshalBinary() }
+// MarshalBinary returns the encoding: Ed25519 seed ‖ ML-DSA-65 seed, and
+// the SM2 d for a space on the GM/T suite. The result is secret.
+func (a *AuthorityKey) MarshalBinary() ([]byte, error) {
+	b, err := a.ck.MarshalBinary()
+	if err != nil || a.sm2 == nil {
+		return b, err
+	}
+	d, _ := a.sm2.MarshalBinary()
+	defer clear(d)
+	return append(b, d...), nil
+}
 
 // Public returns the root public key.
-func (a *AuthorityKey) Public() AuthorityPublicKey { return AuthorityPublicKey{cv: a.ck.pub} }
+func (a *AuthorityKey) Public() AuthorityPublicKey {
+	p := AuthorityPublicKey{cv: a.ck.pub}
+	if a.sm2 != nil {
+		p.sm2 = a.sm2.Public()
+	}
+	return p
+}
 
 // Equal reports whether a and o are the same key, in constant time.
 func (a *AuthorityKey) Equal(o *AuthorityKey) bool {
 	if a == nil || o == nil {
 		return a == o
+	}
+	if (a.sm2 == nil) != (o.sm2 == nil) || a.sm2 != nil && !a.sm2.Equal(o.sm2) {
+		return false
 	}
 	return a.ck.Equal(&o.ck)
 }
@@ -332,18 +379,32 @@ func (a AuthorityKey) Format(f fmt.State, _ rune) { io.WriteString(f, a.String()
 func (a AuthorityKey) LogValue() slog.Value { return slog.StringValue(a.String()) }
 
 // ParseAuthorityPublicKey decodes a root public key as returned by
-// [AuthorityPublicKey.Bytes] (the 1984-byte composite encoding).
+// [AuthorityPublicKey.Bytes]: the 1984-byte composite encoding, followed
+// for a space on the GM/T suite by the 65-byte SM2 point.
 func ParseAuthorityPublicKey(b []byte) (AuthorityPublicKey, error) {
+	var p AuthorityPublicKey
+	if len(b) == CompositePublicKeySize+sm2PublicKeySize {
+		sm, err := ParseVerifyKey(b[CompositePublicKeySize:])
+		if err != nil {
+			return AuthorityPublicKey{}, fmt.Errorf("parse authority public key: %w", err)
+		}
+		p.sm2, b = sm, b[:CompositePublicKeySize]
+	}
 	v, err := ParseCompositeVerifyKey(b)
 	if err != nil {
 		return AuthorityPublicKey{}, fmt.Errorf("parse authority public key: %w", err)
 	}
-	return AuthorityPublicKey{cv: v}, nil
+	p.cv = v
+	return p, nil
 }
 
-// Bytes returns the 1984-byte encoding: Ed25519 public key ‖ ML-DSA-65
-// public key.
-func (p AuthorityPublicKey) Bytes() []byte { return p.cv.Bytes() }
+// Bytes returns the encoding: Ed25519 public key ‖ ML-DSA-65 public key
+// (1984 bytes), and the SM2 point for a space on the GM/T suite.
+func (p AuthorityPublicKey) Bytes() []byte { return append(p.cv.Bytes(), p.sm2.Bytes()...) }
+
+// SM2 returns the SM2 key that signs the credentials of a space on the
+// GM/T suite, or the zero VerifyKey for any other space.
+func (p AuthorityPublicKey) SM2() VerifyKey { return p.sm2 }
 
 // Ed25519 returns the Ed25519 half, the key standard JOSE libraries verify
 // credentials with.
@@ -362,7 +423,9 @@ func (p AuthorityPublicKey) Composite() CompositeVerifyKey { return p.cv }
 func (p AuthorityPublicKey) IsZero() bool { return p.cv.IsZero() }
 
 // Equal reports whether p and o are the same key.
-func (p AuthorityPublicKey) Equal(o AuthorityPublicKey) bool { return p.cv.Equal(o.cv) }
+func (p AuthorityPublicKey) Equal(o AuthorityPublicKey) bool {
+	return p.cv.Equal(o.cv) && p.sm2 == o.sm2
+}
 
 // KeyID returns the key's id, "c-" and 16 hex digits as for composite keys.
 // Credentials name it in the JWS header's "kid".
@@ -376,6 +439,8 @@ func (p AuthorityPublicKey) String() string { return "AuthorityPublicKey(" + p.c
 // the last claim "pq", and the result is signed as a standard EdDSA JWS with
 // the Ed25519 root key. c.Space names the space; times are truncated to
 // seconds.
+// A root key with an SM2 key (a space on the GM/T suite) signs instead one
+// JWS of alg SM2 with it, without pq (CREDENTIALS.md §3.3).
 func (a *AuthorityKey) Issue(c Credential) (string, error) {
 	if err := c.validate(); err != nil {
 		return "", fmt.Errorf("issue credential: %w", err)
@@ -401,11 +466,27 @@ func (a *AuthorityKey) Issue(c Credential) (string, error) {
 	for _, k := range c.CheckpointKeys {
 		cl.CkptKeys = append(cl.CkptKeys, sigKeyClaim{ID: k.ID, Key: b64.EncodeToString(k.Key)})
 	}
-	s, err := a.signClaims(cl)
+	var s string
+	var err error
+	if a.sm2 != nil {
+		s, err = a.signClaimsSM2(cl)
+	} else {
+		s, err = a.signClaims(cl)
+	}
 	if err != nil {
 		return "", fmt.Errorf("issue credential: %w", err)
 	}
 	return s, nil
+}
+
+// signClaimsSM2 signs cl as a JWS of alg SM2 with the root's SM2 key, which
+// its header names (CREDENTIALS.md §3.3): the credential of a space on the
+// GM/T suite, without a pq claim.
+func (a *AuthorityKey) signClaimsSM2(cl credentialClaims) (string, error) {
+	cl.PQ = ""
+	tok := jwt.NewWithClaims(signingMethodSM2{}, cl)
+	tok.Header["kid"] = a.sm2.Public().KeyID()
+	return tok.SignedString(a.sm2)
 }
 
 // signClaims signs cl (with cl.PQ empty) as Issue describes.
@@ -442,10 +523,12 @@ var b64 = base64.RawURLEncoding.Strict()
 func pqSuffix(pq string) string { return `,"pq":"` + pq + `"}` }
 
 // ParseCredential verifies token against the root key for space at time now
-// and returns the credential. It accepts only EdDSA, requires iss, aud, exp
+// and returns the credential. It accepts only EdDSA with the pq claim, or,
+// when the root key has an SM2 key (a space on the GM/T suite), only SM2
+// without it (CREDENTIALS.md §3.3). It requires iss, aud, exp
 // and iat, allows 30 s of clock skew, checks roles, key sizes and key ids,
 // and requires the ML-DSA-65 signature in the pq claim to verify
-// (CREDENTIALS.md §3). Errors wrap the jwt package's (jwt.ErrTokenExpired,
+// (CREDENTIALS.md §3) unless the credential is SM2's. Errors wrap the jwt package's (jwt.ErrTokenExpired,
 // ...), or [ErrCompositeSignature] when the pq claim is missing or invalid.
 func ParseCredential(token string, root AuthorityPublicKey, space string, now time.Time) (*Credential, error) {
 	if len(token) > maxCredentialSize {
@@ -455,9 +538,17 @@ func ParseCredential(token string, root AuthorityPublicKey, space string, now ti
 		return nil, errors.New("parse credential: no root key")
 	}
 	var cl credentialClaims
-	_, err := jwt.ParseWithClaims(token, &cl,
-		func(*jwt.Token) (any, error) { return root.Ed25519(), nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+	keyFunc, method := func(*jwt.Token) (any, error) { return root.Ed25519(), nil }, jwt.SigningMethodEdDSA.Alg()
+	if !root.sm2.IsZero() {
+		keyFunc, method = func(t *jwt.Token) (any, error) {
+			if kid, _ := t.Header["kid"].(string); kid != root.sm2.KeyID() {
+				return nil, fmt.Errorf("signed by key %q, not the root's SM2 key %q", kid, root.sm2.KeyID())
+			}
+			return root.sm2, nil
+		}, JWSAlgSM2
+	}
+	_, err := jwt.ParseWithClaims(token, &cl, keyFunc,
+		jwt.WithValidMethods([]string{method}),
 		jwt.WithIssuer(issuer(space)),
 		jwt.WithAudience(audience(space)),
 		jwt.WithExpirationRequired(),
@@ -469,7 +560,11 @@ func ParseCredential(token string, root AuthorityPublicKey, space string, now ti
 	if err != nil {
 		return nil, fmt.Errorf("parse credential: %w", err)
 	}
-	if err := verifyPQ(token, cl.PQ, root); err != nil {
+	if !root.sm2.IsZero() {
+		if cl.PQ != "" {
+			return nil, errors.New("parse credential: a pq claim in a credential of a space on the GM/T suite, which the root's SM2 key alone signs")
+		}
+	} else if err := verifyPQ(token, cl.PQ, root); err != nil {
 		return nil, fmt.Errorf("parse credential: %w", err)
 	}
 	if cl.IssuedAt == nil {

@@ -3,7 +3,6 @@ package crypto
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -189,24 +188,32 @@ func (h Header) appendTo(b []byte) []byte {
 }
 
 // hpkeInfo is the HPKE info for an envelope with header, under the label
-// of the header's version.
+// of the header's version; the GM/T suite hashes with SM3 (§3.1).
 func hpkeInfo(header []byte) []byte {
-	sum := sha256.Sum256(header)
-	return append([]byte(label(header[len(magic)], "hpke")), sum[:]...)
+	h := suiteHash(headerSuite(header))
+	h.Write(header)
+	return h.Sum([]byte(label(header[len(magic)], "hpke")))
 }
 
 // sigDigest is the digest the signature covers, under the label of the
-// version signed names.
+// version signed names, with the hash of its suite (SM3 for the GM/T
+// suite, SHA-256 for the others).
 func sigDigest(signed []byte) []byte {
-	h := sha256.New()
+	h := suiteHash(headerSuite(signed))
 	h.Write([]byte(label(signed[len(magic)], "sig")))
 	h.Write(signed)
 	return h.Sum(nil)
 }
 
+// headerSuite reads the suite of an encoded header.
+func headerSuite(header []byte) SuiteID {
+	return SuiteID(binary.BigEndian.Uint16(header[len(magic)+1:]))
+}
+
 // Seal encrypts plaintext to the recipient key to and signs the envelope with
 // signer, drawing randomness from rand (crypto/rand when nil). h.Suite must
-// equal to.Suite() (else ErrSuite), h.RecipientKeyID must be to's key id and
+// equal to.Suite() and signer's algorithm be the suite's
+// ([SuiteID.SignatureAlgorithm]) (else ErrSuite), h.RecipientKeyID must be to's key id and
 // h.SenderKeyID signer's; an invalid header gives ErrMalformed and an envelope
 // above MaxEnvelopeSize gives ErrTooLarge.
 func Seal(rnd io.Reader, h Header, to *KEMPublicKey, signer *SigningKey, plaintext []byte) ([]byte, error) {
@@ -215,6 +222,9 @@ func Seal(rnd io.Reader, h Header, to *KEMPublicKey, signer *SigningKey, plainte
 	}
 	if h.Suite != to.Suite() {
 		return nil, fmt.Errorf("seal envelope: header suite %s, key suite %s: %w", h.Suite, to.Suite(), ErrSuite)
+	}
+	if a := signer.Algorithm(); a != h.Suite.SignatureAlgorithm() {
+		return nil, fmt.Errorf("seal envelope: suite %s is signed with %s, the signing key is %s: %w", h.Suite, h.Suite.SignatureAlgorithm(), a, ErrSuite)
 	}
 	if err := h.validate(); err != nil {
 		return nil, fmt.Errorf("seal envelope: %w", err)
@@ -239,17 +249,15 @@ func Seal(rnd io.Reader, h Header, to *KEMPublicKey, signer *SigningKey, plainte
 
 	out := h.appendTo(make([]byte, 0, size))
 	header := out[:len(out):len(out)]
-	sender, err := h.Suite.hpke().NewSender(to.pk, hpkeInfo(header))
-	if err != nil {
-		return nil, fmt.Errorf("seal envelope: hpke sender: %w", err)
+	var enc, ct []byte
+	var err error
+	if h.Suite == SuiteSM2 {
+		enc, ct, err = sealSM2(rnd, header, to, plaintext)
+	} else {
+		enc, ct, err = sealHPKE(rnd, h.Suite, header, to, plaintext)
 	}
-	enc, sealer, err := sender.Setup(rnd)
 	if err != nil {
-		return nil, fmt.Errorf("seal envelope: hpke setup: %w", err)
-	}
-	ct, err := sealer.Seal(plaintext, header)
-	if err != nil {
-		return nil, fmt.Errorf("seal envelope: hpke seal: %w", err)
+		return nil, fmt.Errorf("seal envelope: %w", err)
 	}
 	out = binary.BigEndian.AppendUint16(out, uint16(len(enc)))
 	out = append(out, enc...)
@@ -260,6 +268,44 @@ func Seal(rnd io.Reader, h Header, to *KEMPublicKey, signer *SigningKey, plainte
 		return nil, errors.New("seal envelope: internal size mismatch")
 	}
 	return out, nil
+}
+
+// sealHPKE encrypts plaintext to to with one HPKE context (§3).
+func sealHPKE(rnd io.Reader, s SuiteID, header []byte, to *KEMPublicKey, plaintext []byte) (enc, ct []byte, err error) {
+	sender, err := s.hpke().NewSender(to.pk, hpkeInfo(header))
+	if err != nil {
+		return nil, nil, fmt.Errorf("hpke sender: %w", err)
+	}
+	enc, sealer, err := sender.Setup(rnd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hpke setup: %w", err)
+	}
+	ct, err = sealer.Seal(plaintext, header)
+	if err != nil {
+		return nil, nil, fmt.Errorf("hpke seal: %w", err)
+	}
+	return enc, ct, nil
+}
+
+// sealSM2 encrypts plaintext to to with the GM/T suite (§3.1): a fresh
+// secret SM2-encrypted to the key, SM4-GCM under the key and nonce derived
+// from it.
+func sealSM2(rnd io.Reader, header []byte, to *KEMPublicKey, plaintext []byte) (enc, ct []byte, err error) {
+	seed := make([]byte, sm2Scheme{}.EncapsulationSeedSize())
+	defer clear(seed)
+	if _, err := io.ReadFull(rnd, seed); err != nil {
+		return nil, nil, fmt.Errorf("sm2 randomness: %w", err)
+	}
+	enc, secret, err := sm2Scheme{}.EncapsulateDeterministically(to.pk, seed)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer clear(secret)
+	aead, nonce, err := sm4GCMKey(secret, enc, to.raw, hpkeInfo(header))
+	if err != nil {
+		return nil, nil, fmt.Errorf("sm4-gcm: %w", err)
+	}
+	return enc, aead.Seal(nil, nonce, plaintext, header), nil
 }
 
 // Envelope is a parsed envelope. Header is a decoded copy for the caller to
@@ -397,11 +443,14 @@ func ParseEnvelope(b []byte) (*Envelope, error) {
 }
 
 // Verify checks the envelope's signature with the sender's key pub. It fails
-// with ErrSignature when the signature is invalid or Header.SenderKeyID is not
-// pub's key id.
+// with ErrSignature when the signature is invalid, Header.SenderKeyID is not
+// pub's key id, or pub is not of the suite's algorithm.
 func (e *Envelope) Verify(pub VerifyKey) error {
 	if e.Header.SenderKeyID != pub.KeyID() {
 		return fmt.Errorf("verify envelope: sender key id does not match the key: %w", ErrSignature)
+	}
+	if want := e.Header.Suite.SignatureAlgorithm(); pub.Algorithm() != want {
+		return fmt.Errorf("verify envelope: suite %s is signed with %s, the sender's key is %s: %w", e.Header.Suite, want, pub.Algorithm(), ErrSignature)
 	}
 	signed := e.raw[:len(e.raw)-sigSize]
 	if !pub.Verify(sigDigest(signed), e.sig) {
@@ -421,6 +470,9 @@ func (e *Envelope) Open(priv *KEMPrivateKey) ([]byte, error) {
 	if priv.Suite() != e.Header.Suite {
 		return nil, fmt.Errorf("open envelope: envelope suite %s, key suite %s: %w", e.Header.Suite, priv.Suite(), ErrSuite)
 	}
+	if e.Header.Suite == SuiteSM2 {
+		return e.openSM2(priv)
+	}
 	recv, err := e.Header.Suite.hpke().NewReceiver(priv.sk, hpkeInfo(e.header))
 	if err != nil {
 		return nil, fmt.Errorf("open envelope: %w", ErrDecrypt)
@@ -430,6 +482,24 @@ func (e *Envelope) Open(priv *KEMPrivateKey) ([]byte, error) {
 		return nil, fmt.Errorf("open envelope: hpke setup: %w", ErrDecrypt)
 	}
 	pt, err := opener.Open(e.ct, e.header)
+	if err != nil {
+		return nil, fmt.Errorf("open envelope: %w", ErrDecrypt)
+	}
+	return pt, nil
+}
+
+// openSM2 decrypts an envelope of the GM/T suite (§3.1).
+func (e *Envelope) openSM2(priv *KEMPrivateKey) ([]byte, error) {
+	secret, err := sm2Scheme{}.Decapsulate(priv.sk, e.enc)
+	if err != nil {
+		return nil, fmt.Errorf("open envelope: sm2 decrypt: %w", ErrDecrypt)
+	}
+	defer clear(secret)
+	aead, nonce, err := sm4GCMKey(secret, e.enc, priv.pub.raw, hpkeInfo(e.header))
+	if err != nil {
+		return nil, fmt.Errorf("open envelope: %w", ErrDecrypt)
+	}
+	pt, err := aead.Open(nil, nonce, e.ct, e.header)
 	if err != nil {
 		return nil, fmt.Errorf("open envelope: %w", ErrDecrypt)
 	}

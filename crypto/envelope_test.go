@@ -30,7 +30,7 @@ func newFixture(t testing.TB, s SuiteID) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sk, err := GenerateSigningKey(detRand("sender"))
+	sk, err := GenerateSigningKeyFor(s.SignatureAlgorithm(), detRand("sender"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func (f fixture) seal(t testing.TB, h Header, pt []byte) []byte {
 	return b
 }
 
-var suites = []SuiteID{SuiteXWing, SuiteX25519}
+var suites = []SuiteID{SuiteXWing, SuiteX25519, SuiteSM2}
 
 var testPayload = []byte(`{"student_id":"S1","name":"Test One"}` + "\n" + `{"student_id":"S2","name":"Test Two"}` + "\n")
 

@@ -29,6 +29,7 @@ func FuzzParseEnvelope(f *testing.F) {
 	}
 	xw := newFixture(f, SuiteXWing)
 	x := newFixture(f, SuiteX25519)
+	gm := newFixture(f, SuiteSM2)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := ParseEnvelope(b)
 		if err != nil {
@@ -43,9 +44,41 @@ func FuzzParseEnvelope(f *testing.F) {
 		if got := e.Header.appendTo(nil); !bytes.Equal(got, e.header) {
 			t.Fatalf("header does not re-encode to the parsed bytes:\ngot  %x\nwant %x", got, e.header)
 		}
-		for _, fx := range []fixture{xw, x} {
+		for _, fx := range []fixture{xw, x, gm} {
 			_ = e.Verify(fx.signer.Public())
 			_, _ = e.Open(fx.kem)
+		}
+	})
+}
+
+// FuzzParseVerifyKey feeds arbitrary bytes to ParseVerifyKey and the SM2
+// KEM key parser: a key either parses, re-encodes to the same bytes and
+// verifies nothing it did not sign, or is refused; nothing panics.
+func FuzzParseVerifyKey(f *testing.F) {
+	gm := newFixture(f, SuiteSM2)
+	x := newFixture(f, SuiteX25519)
+	f.Add(gm.signer.Public().Bytes())
+	f.Add(x.signer.Public().Bytes())
+	f.Add(gm.kem.Public().Bytes())
+	f.Add(append([]byte{4}, make([]byte, 64)...))
+	msg := []byte("eduspace fuzz")
+	sig := gm.signer.Sign(msg)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if v, err := ParseVerifyKey(b); err == nil {
+			if !bytes.Equal(v.Bytes(), b) {
+				t.Fatalf("Bytes() = %x, want %x", v.Bytes(), b)
+			}
+			if v != gm.signer.Public() && v.Verify(msg, sig) {
+				t.Fatal("another key verified the SM2 signature")
+			}
+		}
+		if p, err := ParseKEMPublicKey(SuiteSM2, b); err == nil && !bytes.Equal(p.Bytes(), b) {
+			t.Fatalf("SM2 KEM key re-encodes to %x, want %x", p.Bytes(), b)
+		}
+		if k, err := ParseSM2SigningKey(b); err == nil {
+			if !k.Public().Verify(msg, k.Sign(msg)) {
+				t.Fatal("parsed SM2 key does not verify its own signature")
+			}
 		}
 	})
 }
@@ -165,7 +198,20 @@ func FuzzParseCheckpoint(f *testing.F) {
 		valid[string(data[:len(data)-CompositeSignatureSize])] = true
 		f.Add(data)
 	}
+	gm, _ := GenerateSigningKeyFor(SM2, detRand("checkpoint sm2"))
+	validSM2 := map[string]bool{}
+	for _, c := range []Checkpoint{{Space: "city-edu", Node: "uni-a", Count: 1000, Head: [32]byte{1, 2, 3}, Time: issued}} {
+		data, err := SignCheckpointSM2(gm, c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		validSM2[string(data[:len(data)-sm2SignatureSize])] = true
+		f.Add(data)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		if cp, err := ParseCheckpointSM2(b, gm.Public()); err == nil && !validSM2[string(b[:len(b)-sm2SignatureSize])] {
+			t.Fatalf("accepted an SM2 checkpoint that was not signed: %+v", cp)
+		}
 		c, keyID, signed, _, err := parseCheckpoint(b)
 		if err == nil {
 			if got := c.appendTo(nil, keyID); !bytes.Equal(got, signed) {

@@ -12,11 +12,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
 // PEM block types of key files (ENVELOPE.md §9).
 const (
 	pemSigningKey   = "EDUSPACE SIGNING KEY"
+	pemSM2Signing   = "EDUSPACE SM2 SIGNING KEY"
 	pemAuthorityKey = "EDUSPACE AUTHORITY KEY"
 	pemCompositeKey = "EDUSPACE COMPOSITE KEY"
 	pemPublicKey    = "PUBLIC KEY"
@@ -96,6 +98,12 @@ func readPEMFile(path, blockType string, private bool) ([]byte, error) {
 // readPEMBlocks reads a PEM file holding exactly n blocks, all of type
 // blockType and without headers, and returns their bytes.
 func readPEMBlocks(path, blockType string, n int, private bool) ([][]byte, error) {
+	return readPEMBlocksRange(path, blockType, n, n, private)
+}
+
+// readPEMBlocksRange reads a PEM file holding min to max blocks, all of
+// type blockType and without headers, and returns their bytes.
+func readPEMBlocksRange(path, blockType string, min, max int, private bool) ([][]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
@@ -120,11 +128,18 @@ func readPEMBlocks(path, blockType string, n int, private bool) ([][]byte, error
 	}
 	var out [][]byte
 	rest := data
-	for range n {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
+	for i := range max {
+		block, rest2 := pem.Decode(rest)
+		if i >= min && block == nil {
+			break
+		}
+		rest = rest2
 		if block == nil || block.Type != blockType {
-			return nil, fmt.Errorf("read key file %s: want %d PEM blocks of type %q, found %d", path, n, blockType, len(out))
+			want := strconv.Itoa(min)
+			if max > min {
+				want += " to " + strconv.Itoa(max)
+			}
+			return nil, fmt.Errorf("read key file %s: want %s PEM blocks of type %q, found %d", path, want, blockType, len(out))
 		}
 		if len(block.Headers) != 0 {
 			return nil, fmt.Errorf("read key file %s: unexpected PEM headers", path)
@@ -137,21 +152,31 @@ func readPEMBlocks(path, blockType string, n int, private bool) ([][]byte, error
 	return out, nil
 }
 
-// WriteSigningKeyFile writes a node signing key to path (mode 0600).
+// WriteSigningKeyFile writes a node signing key to path (mode 0600); the
+// PEM block type names SM2 keys.
 func WriteSigningKeyFile(path string, k *SigningKey) error {
 	b, _ := k.MarshalBinary()
 	defer clear(b)
+	if k.Algorithm() == SM2 {
+		return WriteKeyFile(path, pemSM2Signing, b)
+	}
 	return WriteKeyFile(path, pemSigningKey, b)
 }
 
-// ReadSigningKeyFile reads a node signing key written by [WriteSigningKeyFile].
+// ReadSigningKeyFile reads a node signing key written by
+// [WriteSigningKeyFile], Ed25519 or SM2.
 func ReadSigningKeyFile(path string) (*SigningKey, error) {
 	b, err := ReadKeyFile(path, pemSigningKey)
+	parse := ParseSigningKey
 	if err != nil {
-		return nil, err
+		var err2 error
+		if b, err2 = ReadKeyFile(path, pemSM2Signing); err2 != nil {
+			return nil, errors.Join(err, err2)
+		}
+		parse = ParseSM2SigningKey
 	}
 	defer clear(b)
-	k, err := ParseSigningKey(b)
+	k, err := parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("read key file %s: %w", path, err)
 	}
@@ -170,10 +195,10 @@ func WriteKEMKeyFile(path string, k *KEMPrivateKey) error {
 }
 
 // ReadKEMKeyFile reads a KEM private key written by [WriteKEMKeyFile], of
-// either suite.
+// any suite.
 func ReadKEMKeyFile(path string) (*KEMPrivateKey, error) {
 	var errs []error
-	for _, s := range []SuiteID{SuiteXWing, SuiteX25519} {
+	for _, s := range knownSuites {
 		b, err := ReadKeyFile(path, s.pemType())
 		if err != nil {
 			errs = append(errs, err)
@@ -239,6 +264,13 @@ func ReadCompositeKeyFile(path string) (*CompositeKey, error) {
 // oidMLDSA65 is id-ml-dsa-65 (RFC 9881).
 var oidMLDSA65 = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 3, 18}
 
+// oidECPublicKey is id-ecPublicKey (RFC 5480) and oidSM2 the SM2 curve
+// (GM/T 0006): together the algorithm of an SM2 SubjectPublicKeyInfo.
+var (
+	oidECPublicKey = asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}
+	oidSM2         = asn1.ObjectIdentifier{1, 2, 156, 10197, 1, 301}
+)
+
 type subjectPublicKeyInfo struct {
 	Algorithm pkix.AlgorithmIdentifier
 	PublicKey asn1.BitString
@@ -258,7 +290,7 @@ func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 	if err != nil {
 		return fmt.Errorf("write key file %s: %w", path, err)
 	}
-	mlRaw := p.Bytes()[ed25519.PublicKeySize:]
+	mlRaw := p.Composite().Bytes()[ed25519.PublicKeySize:]
 	mlDER, err := asn1.Marshal(subjectPublicKeyInfo{
 		Algorithm: pkix.AlgorithmIdentifier{Algorithm: oidMLDSA65},
 		PublicKey: asn1.BitString{Bytes: mlRaw, BitLength: 8 * len(mlRaw)},
@@ -268,6 +300,17 @@ func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 	}
 	data := pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: edDER})
 	data = append(data, pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: mlDER})...)
+	if sm := p.SM2(); !sm.IsZero() {
+		params, _ := asn1.Marshal(oidSM2)
+		smDER, err := asn1.Marshal(subjectPublicKeyInfo{
+			Algorithm: pkix.AlgorithmIdentifier{Algorithm: oidECPublicKey, Parameters: asn1.RawValue{FullBytes: params}},
+			PublicKey: asn1.BitString{Bytes: sm.Bytes(), BitLength: 8 * sm2PublicKeySize},
+		})
+		if err != nil {
+			return fmt.Errorf("write key file %s: %w", path, err)
+		}
+		data = append(data, pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: smDER})...)
+	}
 	return WriteFileBytes(path, data, 0o644)
 }
 
@@ -275,7 +318,7 @@ func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 // [WriteAuthorityPublicKey]. It requires exactly the two blocks, Ed25519
 // first and ML-DSA-65 second, without headers and with nothing after them.
 func ReadAuthorityPublicKey(path string) (AuthorityPublicKey, error) {
-	blocks, err := readPEMBlocks(path, pemPublicKey, 2, false)
+	blocks, err := readPEMBlocksRange(path, pemPublicKey, 2, 3, false)
 	if err != nil {
 		return AuthorityPublicKey{}, err
 	}
@@ -296,7 +339,21 @@ func ReadAuthorityPublicKey(path string) (AuthorityPublicKey, error) {
 		spki.PublicKey.BitLength != 8*len(spki.PublicKey.Bytes) {
 		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: second block is not an ML-DSA-65 public key", path)
 	}
-	p, err := ParseAuthorityPublicKey(append(append([]byte(nil), edPub...), spki.PublicKey.Bytes...))
+	raw := append(append([]byte(nil), edPub...), spki.PublicKey.Bytes...)
+	if len(blocks) == 3 {
+		var sm subjectPublicKeyInfo
+		var curve asn1.ObjectIdentifier
+		rest, err := asn1.Unmarshal(blocks[2], &sm)
+		if err == nil && len(rest) == 0 {
+			rest, err = asn1.Unmarshal(sm.Algorithm.Parameters.FullBytes, &curve)
+		}
+		if err != nil || len(rest) != 0 || !sm.Algorithm.Algorithm.Equal(oidECPublicKey) || !curve.Equal(oidSM2) ||
+			sm.PublicKey.BitLength != 8*len(sm.PublicKey.Bytes) || len(sm.PublicKey.Bytes) != sm2PublicKeySize {
+			return AuthorityPublicKey{}, fmt.Errorf("read key file %s: third block is not an SM2 public key", path)
+		}
+		raw = append(raw, sm.PublicKey.Bytes...)
+	}
+	p, err := ParseAuthorityPublicKey(raw)
 	if err != nil {
 		return AuthorityPublicKey{}, fmt.Errorf("read key file %s: %w", path, err)
 	}

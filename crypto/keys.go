@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 
 	"github.com/cloudflare/circl/kem"
+	"github.com/emmansun/gmsm/sm2"
 )
 
 // Labels for key ids (ENVELOPE.md §5).
@@ -82,7 +84,7 @@ func (k *KEMPrivateKey) Public() *KEMPublicKey { return k.pub }
 // Suite returns the key's suite.
 func (k *KEMPrivateKey) Suite() SuiteID { return k.suite }
 
-// MarshalBinary returns the private key bytes (32 bytes for both suites). The
+// MarshalBinary returns the private key bytes (32 bytes for every suite). The
 // suite is not included: store it alongside (the key files do, see
 // [WriteKEMKeyFile]).
 func (k *KEMPrivateKey) MarshalBinary() ([]byte, error) {
@@ -148,7 +150,8 @@ func newKEMPublicKey(s SuiteID, pk kem.PublicKey) (*KEMPublicKey, error) {
 // Suite returns the key's suite.
 func (p *KEMPublicKey) Suite() SuiteID { return p.suite }
 
-// Bytes returns the encoded public key (1216 bytes for X-Wing, 32 for X25519).
+// Bytes returns the encoded public key (1216 bytes for X-Wing, 32 for
+// X25519, 65 for SM2: the uncompressed point).
 func (p *KEMPublicKey) Bytes() []byte { return append([]byte(nil), p.raw...) }
 
 // KeyID returns the key's id: "k-" and 16 hex digits (ENVELOPE.md §5).
@@ -165,16 +168,43 @@ func (p *KEMPublicKey) Equal(o *KEMPublicKey) bool {
 // String returns the suite and key id.
 func (p *KEMPublicKey) String() string { return "KEMPublicKey(" + p.suite.String() + ", " + p.id + ")" }
 
-// SigningKey is a node's Ed25519 private signing key. It prints as redacted.
+// SignatureAlgorithm is the algorithm of a node signing key.
+type SignatureAlgorithm uint8
+
+// Signature algorithms of node signing keys.
+const (
+	// Ed25519 is pure Ed25519 (RFC 8032); the key of every suite but the
+	// GM/T one.
+	Ed25519 SignatureAlgorithm = 1
+	// SM2 is the SM2 signature of GB/T 32918.2 with SM3 and the user id
+	// [SM2UserID]; the key of the GM/T suite.
+	SM2 SignatureAlgorithm = 2
+)
+
+// String returns "Ed25519" or "SM2".
+func (a SignatureAlgorithm) String() string {
+	switch a {
+	case Ed25519:
+		return "Ed25519"
+	case SM2:
+		return "SM2"
+	}
+	return fmt.Sprintf("signature-algorithm(%d)", uint8(a))
+}
+
+// SigningKey is a node's private signing key, Ed25519 or SM2. It prints as
+// redacted.
 type SigningKey struct {
-	priv ed25519.PrivateKey
+	priv ed25519.PrivateKey // Ed25519 keys
+	sm2  *sm2.PrivateKey    // SM2 keys
 	pub  VerifyKey
 }
 
-// VerifyKey is an Ed25519 public key. Keys compare with == or [VerifyKey.Equal];
-// the zero VerifyKey verifies nothing.
+// VerifyKey is a node's public signing key: 32 bytes of Ed25519 or, for
+// SM2, the 65-byte uncompressed point. Keys compare with == or
+// [VerifyKey.Equal]; the zero VerifyKey verifies nothing.
 type VerifyKey struct {
-	key [ed25519.PublicKeySize]byte
+	key string
 }
 
 // GenerateSigningKey returns a new Ed25519 key, drawing its seed from rand
@@ -186,6 +216,29 @@ func GenerateSigningKey(rnd io.Reader) (*SigningKey, error) {
 	}
 	defer clear(seed)
 	return ParseSigningKey(seed)
+}
+
+// GenerateSigningKeyFor returns a new signing key of algorithm alg,
+// drawing a 32-byte seed from rand (crypto/rand when nil). An SM2 key's d
+// is derived from the seed with the SM3 key derivation function
+// (ENVELOPE.md §3.1).
+func GenerateSigningKeyFor(alg SignatureAlgorithm, rnd io.Reader) (*SigningKey, error) {
+	switch alg {
+	case Ed25519:
+		return GenerateSigningKey(rnd)
+	case SM2:
+		seed, err := readSeed(rnd)
+		if err != nil {
+			return nil, fmt.Errorf("generate signing key: %w", err)
+		}
+		defer clear(seed)
+		return newSM2SigningKey(sm2KeyFromSeed(seed)), nil
+	}
+	return nil, fmt.Errorf("generate signing key: unknown algorithm %s, want Ed25519 or SM2", alg)
+}
+
+func newSM2SigningKey(k *sm2.PrivateKey) *SigningKey {
+	return &SigningKey{sm2: k, pub: VerifyKey{key: string(sm2PublicBytes(&k.PublicKey))}}
 }
 
 func readSeed(rnd io.Reader) ([]byte, error) {
@@ -206,19 +259,43 @@ func ParseSigningKey(seed []byte) (*SigningKey, error) {
 		return nil, fmt.Errorf("parse signing key: want %d bytes, got %d", ed25519.SeedSize, len(seed))
 	}
 	priv := ed25519.NewKeyFromSeed(seed)
-	k := &SigningKey{priv: priv}
-	copy(k.pub.key[:], priv.Public().(ed25519.PublicKey))
-	return k, nil
+	return &SigningKey{priv: priv, pub: VerifyKey{key: string(priv.Public().(ed25519.PublicKey))}}, nil
+}
+
+// ParseSM2SigningKey decodes a 32-byte SM2 private key d as written by
+// [SigningKey.MarshalBinary] for an SM2 key.
+func ParseSM2SigningKey(d []byte) (*SigningKey, error) {
+	if len(d) != sm2PrivateKeySize {
+		return nil, fmt.Errorf("parse sm2 signing key: want %d bytes, got %d", sm2PrivateKeySize, len(d))
+	}
+	k, err := sm2.NewPrivateKey(d)
+	if err != nil {
+		return nil, errors.New("parse sm2 signing key: not in [1, n-2] of the SM2 curve")
+	}
+	return newSM2SigningKey(k), nil
 }
 
 // Public returns the verification key.
 func (k *SigningKey) Public() VerifyKey { return k.pub }
 
-// Sign signs msg with pure Ed25519.
-func (k *SigningKey) Sign(msg []byte) []byte { return ed25519.Sign(k.priv, msg) }
+// Algorithm returns the key's algorithm.
+func (k *SigningKey) Algorithm() SignatureAlgorithm { return k.pub.Algorithm() }
 
-// MarshalBinary returns the 32-byte seed.
+// Sign signs msg: with pure Ed25519, or for an SM2 key with SM2 under
+// [SM2UserID], giving r ‖ s (64 bytes either way; SM2 signatures are
+// randomised).
+func (k *SigningKey) Sign(msg []byte) []byte {
+	if k.sm2 != nil {
+		return sm2Sign(k.sm2, msg)
+	}
+	return ed25519.Sign(k.priv, msg)
+}
+
+// MarshalBinary returns the 32-byte Ed25519 seed, or the 32-byte SM2 d.
 func (k *SigningKey) MarshalBinary() ([]byte, error) {
+	if k.sm2 != nil {
+		return k.sm2.D.FillBytes(make([]byte, sm2PrivateKeySize)), nil
+	}
 	return append([]byte(nil), k.priv.Seed()...), nil
 }
 
@@ -227,7 +304,11 @@ func (k *SigningKey) Equal(o *SigningKey) bool {
 	if k == nil || o == nil {
 		return k == o
 	}
-	return subtle.ConstantTimeCompare(k.priv, o.priv) == 1
+	a, _ := k.MarshalBinary()
+	b, _ := o.MarshalBinary()
+	defer clear(a)
+	defer clear(b)
+	return k.Algorithm() == o.Algorithm() && subtle.ConstantTimeCompare(a, b) == 1
 }
 
 // String returns a redacted description naming the public key id.
@@ -241,32 +322,54 @@ func (k SigningKey) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) 
 // LogValue keeps the key out of structured logs.
 func (k SigningKey) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
-// ParseVerifyKey decodes a 32-byte Ed25519 public key.
+// ParseVerifyKey decodes a public signing key: 32 bytes are an Ed25519
+// key, 65 bytes starting 04 an SM2 point (checked to be on the curve).
 func ParseVerifyKey(b []byte) (VerifyKey, error) {
-	var v VerifyKey
-	if len(b) != ed25519.PublicKeySize {
-		return v, fmt.Errorf("parse verify key: want %d bytes, got %d", ed25519.PublicKeySize, len(b))
+	switch {
+	case len(b) == ed25519.PublicKeySize:
+		if bytes.Equal(b, make([]byte, ed25519.PublicKeySize)) {
+			return VerifyKey{}, errors.New("parse verify key: all-zero key")
+		}
+	case len(b) == sm2PublicKeySize && b[0] == 4:
+		if _, err := sm2.NewPublicKey(b); err != nil {
+			return VerifyKey{}, errors.New("parse verify key: 65 bytes that are not a point of the SM2 curve")
+		}
+	default:
+		return VerifyKey{}, fmt.Errorf("parse verify key: want %d bytes (Ed25519) or %d starting 04 (SM2), got %d",
+			ed25519.PublicKeySize, sm2PublicKeySize, len(b))
 	}
-	copy(v.key[:], b)
-	if v.IsZero() {
-		return VerifyKey{}, errors.New("parse verify key: all-zero key")
-	}
-	return v, nil
+	return VerifyKey{key: string(b)}, nil
 }
 
 // IsZero reports whether v is the zero VerifyKey.
-func (v VerifyKey) IsZero() bool { return v.key == [ed25519.PublicKeySize]byte{} }
+func (v VerifyKey) IsZero() bool { return v.key == "" }
 
-// Verify reports whether sig is a valid Ed25519 signature of msg by v.
-func (v VerifyKey) Verify(msg, sig []byte) bool {
-	if v.IsZero() || len(sig) != ed25519.SignatureSize {
-		return false
+// Algorithm returns the key's algorithm, or 0 for the zero VerifyKey.
+func (v VerifyKey) Algorithm() SignatureAlgorithm {
+	switch len(v.key) {
+	case ed25519.PublicKeySize:
+		return Ed25519
+	case sm2PublicKeySize:
+		return SM2
 	}
-	return ed25519.Verify(v.key[:], msg, sig)
+	return 0
 }
 
-// Bytes returns the 32-byte public key.
-func (v VerifyKey) Bytes() []byte { return append([]byte(nil), v.key[:]...) }
+// Verify reports whether sig is a valid signature of msg by v: Ed25519, or
+// SM2 (r ‖ s) under [SM2UserID].
+func (v VerifyKey) Verify(msg, sig []byte) bool {
+	switch v.Algorithm() {
+	case Ed25519:
+		return len(sig) == ed25519.SignatureSize && ed25519.Verify(ed25519.PublicKey(v.key), msg, sig)
+	case SM2:
+		return sm2Verify(v.key, msg, sig)
+	}
+	return false
+}
+
+// Bytes returns the public key: 32 bytes of Ed25519 or the 65-byte SM2
+// point.
+func (v VerifyKey) Bytes() []byte { return []byte(v.key) }
 
 // Equal reports whether v and o are the same key.
 func (v VerifyKey) Equal(o VerifyKey) bool { return v == o }
@@ -275,7 +378,7 @@ func (v VerifyKey) Equal(o VerifyKey) bool { return v == o }
 func (v VerifyKey) KeyID() string {
 	h := sha256.New()
 	h.Write([]byte(labelSigningKeyID))
-	h.Write(v.key[:])
+	h.Write([]byte(v.key))
 	return "s-" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 

@@ -24,29 +24,48 @@ type SpacePolicy struct {
 	Serial uint64 // ≥ 1, grows with every policy the authority signs
 	Issued time.Time
 	// MinSuite is the weakest suite envelopes of the space may be sealed
-	// with (Strength): nodes neither seal nor open below it.
+	// with (Strength): nodes neither seal nor open below it. Naming the
+	// GM/T suite puts the space on that suite alone (Allows).
 	MinSuite SuiteID
 }
 
 // Strength ranks suites for a space's minimum: a post-quantum hybrid above
-// a classical one. An unknown suite ranks below every known one.
+// a classical one. The GM/T suite, classical, ranks with X25519 but stands
+// outside the ranking in a policy ([SpacePolicy.Allows]). An unknown suite
+// ranks below every known one.
 func (s SuiteID) Strength() int {
 	switch s {
 	case SuiteXWing:
 		return 2
-	case SuiteX25519:
+	case SuiteX25519, SuiteSM2:
 		return 1
 	}
 	return 0
 }
 
 // Allows reports whether p lets envelopes be sealed with suite s; a nil
-// policy allows every known suite.
-func (p *SpacePolicy) Allows(s SuiteID) bool {
-	if p == nil {
-		return s.known()
+// policy allows every known suite. A policy naming the GM/T suite
+// ([SuiteSM2]) allows only it, since a space assessed under GM/T 0054 uses
+// no other algorithms; a policy naming another suite allows the suites of
+// at least its strength but not the GM/T one.
+func (p *SpacePolicy) Allows(s SuiteID) bool { return p.Refusal(s) == nil }
+
+// Refusal is nil when p allows suite s ([SpacePolicy.Allows]), else an
+// error saying why and what would be allowed.
+func (p *SpacePolicy) Refusal(s SuiteID) error {
+	switch {
+	case !s.known():
+		return fmt.Errorf("suite %s is unknown: %w", s, ErrSuite)
+	case p == nil:
+		return nil
+	case p.MinSuite == SuiteSM2 && s != SuiteSM2:
+		return fmt.Errorf("suite %s is not the space's: its policy %d selects the GM/T suite %s, and only it", s, p.Serial, SuiteSM2)
+	case p.MinSuite != SuiteSM2 && s == SuiteSM2:
+		return fmt.Errorf("suite %s is outside the space's policy %d, whose minimum is %s: the GM/T suite is used only where the policy selects it", s, p.Serial, p.MinSuite)
+	case s.Strength() < p.MinSuite.Strength():
+		return fmt.Errorf("suite %s is below the space's minimum, %s (space policy %d)", s, p.MinSuite, p.Serial)
 	}
-	return s.known() && s.Strength() >= p.MinSuite.Strength()
+	return nil
 }
 
 func (p *SpacePolicy) validate() error {

@@ -32,8 +32,31 @@ func TestSpacePolicy(t *testing.T) {
 			got.Allows(SuiteXWing), got.Allows(SuiteX25519), got.Allows(SuiteID(9)))
 	}
 	var none *SpacePolicy
-	if !none.Allows(SuiteX25519) {
-		t.Error("no policy refuses X25519")
+	if !none.Allows(SuiteX25519) || !none.Allows(SuiteSM2) {
+		t.Error("no policy refuses X25519 or the GM/T suite")
+	}
+	if got.Allows(SuiteSM2) {
+		t.Error("an X-Wing minimum allows the GM/T suite")
+	}
+	gmt := &SpacePolicy{Space: "demo", Serial: 4, Issued: p.Issued, MinSuite: SuiteSM2}
+	gmtData, err := ak.SignSpacePolicy(*gmt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gp, err := ParseSpacePolicy(gmtData, ak.Public(), "demo"); err != nil || gp.MinSuite != SuiteSM2 {
+		t.Fatalf("GM/T policy parsed %+v, %v", gp, err)
+	}
+	for _, tc := range []struct {
+		p     *SpacePolicy
+		s     SuiteID
+		allow bool
+	}{
+		{gmt, SuiteSM2, true}, {gmt, SuiteXWing, false}, {gmt, SuiteX25519, false},
+		{&SpacePolicy{MinSuite: SuiteX25519}, SuiteSM2, false}, {&SpacePolicy{MinSuite: SuiteX25519}, SuiteXWing, true},
+	} {
+		if tc.p.Allows(tc.s) != tc.allow || (tc.p.Refusal(tc.s) == nil) != tc.allow {
+			t.Errorf("minimum %s allows %s: %v (%v), want %v", tc.p.MinSuite, tc.s, tc.p.Allows(tc.s), tc.p.Refusal(tc.s), tc.allow)
+		}
 	}
 	if _, err := ParseSpacePolicy(data, ak.Public(), "other"); err == nil {
 		t.Error("a policy of space demo parsed for space other")

@@ -24,8 +24,11 @@ const (
 	MaxRevocationListSize = 1 << 20
 	maxReasonLen          = 256
 	statementVersion1     = 1
-	magicRevocationList   = "EDRL"
-	magicCheckpoint       = "EDCP"
+	// checkpointVersionSM2 is a checkpoint signed with an SM2 node
+	// signing key (CREDENTIALS.md §6.2).
+	checkpointVersionSM2 = 2
+	magicRevocationList  = "EDRL"
+	magicCheckpoint      = "EDCP"
 )
 
 // statementReader decodes a statement body; the first error sticks.
@@ -310,6 +313,11 @@ type Checkpoint struct {
 	Time        time.Time // truncated to milliseconds when signed
 }
 
+// ErrUnknownCheckpointKey is returned by [Credential.VerifyCheckpoint]
+// when the credential lists no key that signs checkpoints under the id the
+// checkpoint names: perhaps the credential held is older than the key.
+var ErrUnknownCheckpointKey = errors.New("unknown checkpoint key")
+
 // maxCheckpointSize bounds an encoded checkpoint: frame, three len8 strings
 // of at most 64 bytes, count, head, time and signature.
 const maxCheckpointSize = len(magicCheckpoint) + 1 + 3*(1+64) + 8 + 32 + 8 + CompositeSignatureSize
@@ -329,7 +337,11 @@ func (c *Checkpoint) validate() error {
 
 func (c *Checkpoint) appendTo(b []byte, keyID string) []byte {
 	b = append(b, magicCheckpoint...)
-	b = append(b, statementVersion1)
+	if keyID[0] == 's' {
+		b = append(b, checkpointVersionSM2)
+	} else {
+		b = append(b, statementVersion1)
+	}
 	b = appendStr8(b, c.Space)
 	b = appendStr8(b, c.Node)
 	b = appendStr8(b, keyID)
@@ -352,13 +364,51 @@ func SignCheckpoint(k *CompositeKey, c Checkpoint) ([]byte, error) {
 	return append(b, sig...), nil
 }
 
-// parseCheckpoint decodes a checkpoint without verifying it.
+// SignCheckpointSM2 encodes c, naming k's key id, and signs it with k, an
+// SM2 node signing key, under purpose "checkpoint": the checkpoint of a
+// node on the GM/T suite (CREDENTIALS.md §6.2, version 2).
+func SignCheckpointSM2(k *SigningKey, c Checkpoint) ([]byte, error) {
+	if k.Algorithm() != SM2 {
+		return nil, fmt.Errorf("sign checkpoint: an SM2 key is needed, got %s: sign with SignCheckpoint and a composite key", k.Algorithm())
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("sign checkpoint: %w", err)
+	}
+	b := c.appendTo(nil, k.Public().KeyID())
+	return append(b, k.Sign(sm2StatementMessage(PurposeCheckpoint, b))...), nil
+}
+
+// sm2StatementMessage is the message an SM2 key signs for a statement of
+// purpose (CREDENTIALS.md §6.2):
+//
+//	"eduspace sm2 statement v1" ‖ 0x00 ‖ len8(purpose) ‖ purpose ‖ SM3(msg)
+//
+// It is longer than 32 bytes, so never an envelope's signed digest.
+func sm2StatementMessage(purpose string, msg []byte) []byte {
+	d := suiteHash(SuiteSM2)
+	d.Write(msg)
+	m := append([]byte(labelSM2Statement), 0, byte(len(purpose)))
+	m = append(m, purpose...)
+	return d.Sum(m)
+}
+
+const labelSM2Statement = "eduspace sm2 statement v1"
+
+// parseCheckpoint decodes a checkpoint without verifying it: version 1,
+// signed by a composite key ("c-…"), or version 2, by an SM2 signing key
+// ("s-…").
 func parseCheckpoint(data []byte) (c *Checkpoint, keyID string, signed, sig []byte, err error) {
 	if len(data) > maxCheckpointSize {
 		return nil, "", nil, nil, errors.New("too large")
 	}
-	signed, body, sig, err := splitStatement(data, magicCheckpoint)
-	if err != nil {
+	var body []byte
+	if len(data) > len(magicCheckpoint) && data[len(magicCheckpoint)] == checkpointVersionSM2 {
+		if len(data) < len(magicCheckpoint)+1+sm2SignatureSize || string(data[:len(magicCheckpoint)]) != magicCheckpoint {
+			return nil, "", nil, nil, errors.New("bad magic or too short")
+		}
+		n := len(data) - sm2SignatureSize
+		signed, body, sig = data[:n:n], data[len(magicCheckpoint)+1:n:n], data[n:]
+	} else if signed, body, sig, err = splitStatement(data, magicCheckpoint); err != nil {
 		return nil, "", nil, nil, err
 	}
 	r := &statementReader{b: body}
@@ -376,8 +426,12 @@ func parseCheckpoint(data []byte) (c *Checkpoint, keyID string, signed, sig []by
 	if err := c.validate(); err != nil {
 		return nil, "", nil, nil, err
 	}
-	if !validKeyID(keyID) || keyID[0] != 'c' {
-		return nil, "", nil, nil, errors.New("invalid key id")
+	want := byte('c')
+	if data[len(magicCheckpoint)] == checkpointVersionSM2 {
+		want = 's'
+	}
+	if !validKeyID(keyID) || keyID[0] != want {
+		return nil, "", nil, nil, errors.New("invalid key id for the checkpoint's version")
 	}
 	return c, keyID, signed, sig, nil
 }
@@ -409,4 +463,50 @@ func ParseCheckpoint(data []byte, vk CompositeVerifyKey) (*Checkpoint, error) {
 		return nil, fmt.Errorf("parse checkpoint: %w", err)
 	}
 	return c, nil
+}
+
+// ParseCheckpointSM2 decodes data strictly and verifies its SM2 signature
+// (version 2) with vk, which must be the SM2 signing key the checkpoint
+// names. The caller checks Space and Node, and that vk is a signing key of
+// Node's credential. Signature failures wrap [ErrSignature].
+func ParseCheckpointSM2(data []byte, vk VerifyKey) (*Checkpoint, error) {
+	c, keyID, signed, sig, err := parseCheckpoint(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse checkpoint: %w", err)
+	}
+	if keyID != vk.KeyID() || vk.Algorithm() != SM2 {
+		return nil, fmt.Errorf("parse checkpoint: signed by key %s, not by the SM2 key %s: %w", keyID, vk.KeyID(), ErrSignature)
+	}
+	if !vk.Verify(sm2StatementMessage(PurposeCheckpoint, signed), sig) {
+		return nil, fmt.Errorf("parse checkpoint: SM2 signature invalid: %w", ErrSignature)
+	}
+	return c, nil
+}
+
+// HasCheckpointKey reports whether c lists a key that signs checkpoints
+// under id: a composite checkpoint key, or an SM2 signing key.
+func (c *Credential) HasCheckpointKey(id string) bool {
+	if _, ok := c.CheckpointKey(id); ok {
+		return true
+	}
+	v, ok := c.SigningKey(id)
+	return ok && v.Algorithm() == SM2
+}
+
+// VerifyCheckpoint verifies data with the key of c it names: a composite
+// checkpoint key (version 1) or an SM2 signing key (version 2). A key c
+// does not list gives [ErrUnknownCheckpointKey]; the caller checks Space,
+// Node and revocation as for [ParseCheckpoint].
+func (c *Credential) VerifyCheckpoint(data []byte) (*Checkpoint, error) {
+	_, keyID, err := CheckpointSigner(data)
+	if err != nil {
+		return nil, err
+	}
+	if vk, ok := c.CheckpointKey(keyID); ok {
+		return ParseCheckpoint(data, vk)
+	}
+	if v, ok := c.SigningKey(keyID); ok && v.Algorithm() == SM2 {
+		return ParseCheckpointSM2(data, v)
+	}
+	return nil, fmt.Errorf("credential of %s lists no checkpoint key %s: %w", c.NodeID, keyID, ErrUnknownCheckpointKey)
 }

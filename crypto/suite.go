@@ -2,6 +2,8 @@ package crypto
 
 import (
 	"fmt"
+	"hash"
+	"strings"
 
 	"github.com/cloudflare/circl/hpke"
 	"github.com/cloudflare/circl/kem"
@@ -18,7 +20,16 @@ const (
 	// SuiteX25519 is DHKEM(X25519, HKDF-SHA256) with HKDF-SHA256 and
 	// AES-128-GCM.
 	SuiteX25519 SuiteID = 2
+	// SuiteSM2 is the GM/T suite: SM2 encryption (GB/T 32918.4) of a
+	// fresh secret, the SM3 key derivation function and SM4-GCM, with SM2
+	// signatures (GB/T 32918.2) and SM3 (GB/T 32905) for every digest
+	// (ENVELOPE.md §3.1). A space selects it in its policy; it is not
+	// post-quantum.
+	SuiteSM2 SuiteID = 3
 )
+
+// knownSuites are the known suites, in the order their names are listed.
+var knownSuites = [...]SuiteID{SuiteXWing, SuiteX25519, SuiteSM2}
 
 // DefaultSuite is the suite a space uses unless it selects another.
 const DefaultSuite = SuiteXWing
@@ -30,22 +41,43 @@ func (s SuiteID) String() string {
 		return "xwing-sha256-aes128gcm"
 	case SuiteX25519:
 		return "x25519-sha256-aes128gcm"
+	case SuiteSM2:
+		return "sm2-sm3-sm4gcm"
 	default:
 		return fmt.Sprintf("suite(%d)", uint16(s))
 	}
 }
 
+// Suites returns every known suite, the default first.
+func Suites() []SuiteID { return knownSuites[:] }
+
 // ParseSuite returns the suite with the given name (see [SuiteID.String]).
 func ParseSuite(name string) (SuiteID, error) {
-	for _, s := range []SuiteID{SuiteXWing, SuiteX25519} {
+	var names []string
+	for _, s := range knownSuites {
 		if s.String() == name {
 			return s, nil
 		}
+		names = append(names, s.String())
 	}
-	return 0, fmt.Errorf("unknown suite %q: %w", name, ErrSuite)
+	return 0, fmt.Errorf("unknown suite %q, want one of %s: %w", name, strings.Join(names, ", "), ErrSuite)
 }
 
-func (s SuiteID) known() bool { return s == SuiteXWing || s == SuiteX25519 }
+func (s SuiteID) known() bool { return s == SuiteXWing || s == SuiteX25519 || s == SuiteSM2 }
+
+// NewHash returns the hash suite s uses wherever it hashes for integrity
+// (envelope digests, a node's evidence chain): SM3 for the GM/T suite,
+// SHA-256 for the others. Both give 32 bytes.
+func (s SuiteID) NewHash() hash.Hash { return suiteHash(s) }
+
+// SignatureAlgorithm is the algorithm of the signing keys that sign
+// envelopes of suite s: SM2 for the GM/T suite, Ed25519 for the others.
+func (s SuiteID) SignatureAlgorithm() SignatureAlgorithm {
+	if s == SuiteSM2 {
+		return SM2
+	}
+	return Ed25519
+}
 
 func (s SuiteID) hpke() hpke.Suite {
 	return hpke.NewSuite(s.kemID(), hpke.KDF_HKDF_SHA256, hpke.AEAD_AES128GCM)
@@ -61,7 +93,12 @@ func (s SuiteID) kemID() hpke.KEM {
 	panic("crypto: unknown suite") // callers check known() first
 }
 
-func (s SuiteID) scheme() kem.Scheme { return s.kemID().Scheme() }
+func (s SuiteID) scheme() kem.Scheme {
+	if s == SuiteSM2 {
+		return sm2Scheme{}
+	}
+	return s.kemID().Scheme()
+}
 
 // pemType is the PEM block type of a private KEM key file of this suite.
 func (s SuiteID) pemType() string {
@@ -70,6 +107,8 @@ func (s SuiteID) pemType() string {
 		return "EDUSPACE XWING KEY"
 	case SuiteX25519:
 		return "EDUSPACE X25519 KEY"
+	case SuiteSM2:
+		return "EDUSPACE SM2 KEY"
 	}
 	return ""
 }

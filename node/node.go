@@ -150,7 +150,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		n.log.Warn("database checkpoint failed; tried again after the next commit", "err", err)
 	})
 	std := schema.Default()
-	ev := evidence.New(cfg.NodeID, ks.Derive("evidence subject"), now).UseDB(n.db)
+	ev := evidence.New(cfg.NodeID, ks.Derive("evidence subject"), now).UseDB(n.db).ForSuite(suite)
 	m := newMetrics(std)
 
 	layout := bus.Layout{Space: cfg.Space, Replicas: cfg.NATS.Replicas}
@@ -192,8 +192,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	if err := n.reg.LoadPolicy(ctx, revKV, cfg.DataDir, n.log); err != nil {
 		return nil, err
 	}
-	if p := n.reg.Policy(); !p.Allows(suite) {
-		return nil, fmt.Errorf("suite: %s is below the space's minimum, %s (space policy %d): rotate to a stronger suite", suite, p.MinSuite, p.Serial)
+	if err := n.reg.Policy().Refusal(suite); err != nil {
+		return nil, fmt.Errorf("suite: %w: rotate to a suite the space's policy allows", err)
 	}
 	if err := n.reg.Publish(ctx, cfg.NodeID, credToken); err != nil {
 		return nil, err

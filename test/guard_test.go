@@ -79,7 +79,8 @@ func TestImportDirection(t *testing.T) {
 		// golang.org/x/text: GB18030 and GBK input (schema.Decode).
 		{"schema", []string{mod + "/schema", "golang.org/x/text/"}},
 		{"policy", []string{mod + "/policy", mod + "/schema", "golang.org/x/text/", "github.com/cedar-policy/"}},
-		{"crypto", []string{mod + "/crypto", "github.com/cloudflare/circl", "github.com/golang-jwt/jwt/v5", "golang.org/x/crypto", "golang.org/x/sys", "github.com/bwesterb/go-ristretto"}},
+		{"crypto", []string{mod + "/crypto", "github.com/cloudflare/circl", "github.com/golang-jwt/jwt/v5", "golang.org/x/crypto", "golang.org/x/sys", "github.com/bwesterb/go-ristretto",
+			"github.com/emmansun/gmsm/"}}, // gmsm: the GM/T suite (SM2, SM3, SM4)
 	} {
 		cmd := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "./"+tc.pkg+"/...")
 		cmd.Dir = root

@@ -381,7 +381,8 @@ func TestReceivePathRefusals(t *testing.T) {
 type vecFile struct {
 	name, expect, description string
 	suite                     crypto.SuiteID
-	recipient, sender         []byte // recipient KEM private key, sender Ed25519 seed
+	recipient, sender         []byte // recipient KEM private key, sender Ed25519 seed or SM2 d
+	senderSM2                 bool   // sender-algorithm: SM2
 	envelope                  []byte
 }
 
@@ -416,6 +417,8 @@ func readVectors(t *testing.T) []vecFile {
 				v.recipient, err = hex.DecodeString(val)
 			case "sender-key":
 				v.sender, err = hex.DecodeString(val)
+			case "sender-algorithm":
+				v.senderSM2 = val == "SM2"
 			}
 			if err != nil {
 				t.Fatalf("%s: %s: %v", p, key, err)
@@ -448,13 +451,14 @@ var vectorRefusal = map[string]string{
 
 var vectorRefusalByName = map[string]string{
 	"wrong_recipient": envelope.RefuseUnknownKey,
-	"suite_3":         envelope.RefuseMalformed, // an unknown suite does not parse
+	"suite_255":       envelope.RefuseMalformed, // an unknown suite does not parse
 }
 
 // TestVectorsAtNode runs every crypto/testdata vector through a running
-// node's receive path: a node uni-b holding both vector recipient keys (as
-// two key generations), a sender uni-a whose credential lists the vector
-// sender key, and the node's clock at the vectors' time.
+// node's receive path: a node uni-b holding the three vector recipient keys
+// (as three key generations), a sender uni-a whose credential lists the
+// vector sender keys (Ed25519 and SM2), and the node's clock at the
+// vectors' time.
 func TestVectorsAtNode(t *testing.T) {
 	ctx := context.Background()
 	vs := readVectors(t)
@@ -464,15 +468,24 @@ func TestVectorsAtNode(t *testing.T) {
 	clock := func() time.Time { return vecTime.Add(time.Since(start)) }
 
 	// uni-b's generation 1 holds the X25519 vector key, generation 2 the
-	// X-Wing one (node/keys/KEYS.md).
+	// X-Wing one, generation 3 the GM/T one (node/keys/KEYS.md).
 	nd := filepath.Join(s.dir, "uni-b")
 	k, err := keys.InitKeys(nd, "uni-b", crypto.SuiteX25519)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var signer *crypto.SigningKey
+	var signer, signerSM2 *crypto.SigningKey
 	kems := map[crypto.SuiteID]*crypto.KEMPrivateKey{}
 	for _, v := range vs {
+		if v.name == "sm2_ok" {
+			if kems[v.suite], err = crypto.ParseKEMPrivateKey(v.suite, v.recipient); err != nil {
+				t.Fatal(err)
+			}
+			if signerSM2, err = crypto.ParseSM2SigningKey(v.sender); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if v.name != "xwing_ok" && v.name != "x25519_ok" {
 			continue
 		}
@@ -488,8 +501,8 @@ func TestVectorsAtNode(t *testing.T) {
 		}
 		signer = sk
 	}
-	if len(kems) != 2 || signer == nil {
-		t.Fatal("xwing_ok and x25519_ok vectors not found")
+	if len(kems) != 3 || signer == nil || signerSM2 == nil {
+		t.Fatal("xwing_ok, x25519_ok and sm2_ok vectors not found")
 	}
 	if err := crypto.WriteKEMKeyFile(filepath.Join(nd, "keys", "kem.pem"), kems[crypto.SuiteX25519]); err != nil {
 		t.Fatal(err)
@@ -503,6 +516,16 @@ func TestVectorsAtNode(t *testing.T) {
 	}
 	if err := crypto.WriteCompositeKeyFile(filepath.Join(nd, "keys", "2", "checkpoint.pem"), k.Checkpoint); err != nil {
 		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(nd, "keys", "3"), 0o700)
+	for name, write := range map[string]func(string) error{
+		"kem.pem":        func(p string) error { return crypto.WriteKEMKeyFile(p, kems[crypto.SuiteSM2]) },
+		"signing.pem":    func(p string) error { return crypto.WriteSigningKeyFile(p, k.Signing) },
+		"checkpoint.pem": func(p string) error { return crypto.WriteCompositeKeyFile(p, k.Checkpoint) },
+	} {
+		if err := write(filepath.Join(nd, "keys", "3", name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	kemInfo := func(p *crypto.KEMPublicKey) crypto.KEMKeyInfo {
 		return crypto.KEMKeyInfo{ID: p.KeyID(), Suite: p.Suite(), Key: p.Bytes()}
@@ -522,7 +545,8 @@ func TestVectorsAtNode(t *testing.T) {
 		return tok
 	}
 	tokB := issue(crypto.Credential{NodeID: "uni-b",
-		KEMKeys:     []crypto.KEMKeyInfo{kemInfo(kems[crypto.SuiteX25519].Public()), kemInfo(kems[crypto.SuiteXWing].Public())},
+		KEMKeys: []crypto.KEMKeyInfo{kemInfo(kems[crypto.SuiteX25519].Public()), kemInfo(kems[crypto.SuiteXWing].Public()),
+			kemInfo(kems[crypto.SuiteSM2].Public())},
 		SigningKeys: []crypto.SigningKeyInfo{sigInfo(k.Signing.Public())}, CheckpointKeys: []crypto.CompositeKeyInfo{ckInfo}})
 	if err := os.WriteFile(filepath.Join(nd, "credential.jwt"), []byte(tokB), 0o644); err != nil {
 		t.Fatal(err)
@@ -540,7 +564,7 @@ func TestVectorsAtNode(t *testing.T) {
 	// need not run.
 	senderKEM, _ := crypto.GenerateKEMKey(crypto.SuiteX25519, nil)
 	tokA := issue(crypto.Credential{NodeID: "uni-a", KEMKeys: []crypto.KEMKeyInfo{kemInfo(senderKEM.Public())},
-		SigningKeys: []crypto.SigningKeyInfo{sigInfo(signer.Public())}})
+		SigningKeys: []crypto.SigningKeyInfo{sigInfo(signer.Public()), sigInfo(signerSM2.Public())}})
 	js := s.js()
 	reg, err := js.KeyValue(ctx, bus.Layout{Space: space}.RegistryBucket())
 	if err != nil {

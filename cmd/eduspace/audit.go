@@ -63,6 +63,7 @@ type auditReport struct {
 	Intact        bool   `json:"intact"`
 	Entries       int64  `json:"entries,omitempty"`
 	Head          string `json:"head,omitempty"`
+	HashAlgorithm string `json:"hash_algorithm,omitempty"` // the chain's: SHA-256, or SM3 in a space on the GM/T suite
 	FirstBadEntry int64  `json:"first_bad_entry,omitempty"`
 	Reason        string `json:"reason,omitempty"`
 	// Gaps are the runs of entries lost in restores from older copies,
@@ -312,7 +313,7 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		rep.Reason = fmt.Sprintf("the export's header says %d entries, it holds %d", header.Entries, stored(head))
 	default:
 		rep.Intact = true
-		rep.Entries, rep.Head, rep.Gaps = head.Count, hex.EncodeToString(head.Hash), head.Gaps
+		rep.Entries, rep.Head, rep.HashAlgorithm, rep.Gaps = head.Count, hex.EncodeToString(head.Hash), head.Algorithm, head.Gaps
 	}
 
 	if *asJSON {
@@ -434,6 +435,9 @@ func printAuditReport(w io.Writer, r *auditReport) {
 	fmt.Fprintf(w, "evidence log of %s (%s)\n", r.Node, r.Source)
 	if r.Intact {
 		fmt.Fprintf(w, "  entries      %d\n  head         %s\n", r.Entries, r.Head)
+		if r.HashAlgorithm != "" {
+			fmt.Fprintf(w, "  hash         %s\n", r.HashAlgorithm)
+		}
 		for _, g := range r.Gaps {
 			fmt.Fprintf(w, "  lost         entries %d to %d, with a database restored from an older copy (declared by entry %d, vouched for by the checkpoint of entry %d)\n",
 				g.From, g.To, g.To+1, g.To)

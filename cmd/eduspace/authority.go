@@ -17,19 +17,24 @@ import (
 
 func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: authority init --dir D | authority issue --dir D --request FILE ... | authority revoke --dir D --space S --node ID ... | authority publish-revocations ... | authority space-policy --dir D --space S --min-suite SUITE ... | authority nats-config ... | authority nats-setup ...", errUsage)
+		return fmt.Errorf("%w: authority init --dir D [--suite S] | authority issue --dir D --request FILE ... | authority revoke --dir D --space S --node ID ... | authority publish-revocations ... | authority space-policy --dir D --space S --min-suite SUITE ... | authority nats-config ... | authority nats-setup ...", errUsage)
 	}
 	switch args[0] {
 	case "init":
 		fs := newFlags("authority init", stderr)
 		dir := fs.String("dir", "", "directory for the root key pair (required)")
+		suite := fs.String("suite", crypto.DefaultSuite.String(), "the space's suite; "+crypto.SuiteSM2.String()+" adds an SM2 root key that signs credentials")
 		if err := parse(fs, args[1:], false); err != nil {
 			return err
 		}
 		if *dir == "" {
 			return fmt.Errorf("%w: --dir is required", errUsage)
 		}
-		pub, err := authority.Init(*dir)
+		s, err := crypto.ParseSuite(*suite)
+		if err != nil {
+			return fmt.Errorf("%w: --suite: %v", errUsage, err)
+		}
+		pub, err := authority.InitFor(*dir, s)
 		if err != nil {
 			return err
 		}
@@ -253,7 +258,8 @@ func runSpacePolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs := newFlags("authority space-policy", stderr)
 	dir := fs.String("dir", "", "the authority directory (required)")
 	space := fs.String("space", "", "the space name (required)")
-	minSuite := fs.String("min-suite", "", "the weakest suite nodes may seal or open, e.g. "+crypto.SuiteXWing.String()+" (required)")
+	minSuite := fs.String("min-suite", "", "the weakest suite nodes may seal or open, e.g. "+crypto.SuiteXWing.String()+
+		"; "+crypto.SuiteSM2.String()+" puts the space on the GM/T suite alone (required)")
 	out := fs.String("out", "", "write the signed policy to this file")
 	url := fs.String("url", "", "publish the signed policy on the space through this NATS server")
 	creds := fs.String("credentials", "", "the operator's nkey seed file (DIR/nats/operator.nk), with --url")

@@ -15,7 +15,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("bench", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object (version 1)")
 	records := fs.Int("records", bench.DefaultRecords, fmt.Sprintf("records through the pipeline (at most %d: rule V2)", bench.MaxRecords))
-	suite := fs.String("suite", crypto.DefaultSuite.String(), "HPKE suite")
+	suite := fs.String("suite", crypto.DefaultSuite.String(), "the space's suite, selected in its signed policy: "+suiteNames())
 	batch := fs.Int("batch", 0, "records per envelope (default: the node's default)")
 	samples := fs.Int("latency-samples", 200, "single records timed for the latency figures")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the pipeline phase (not the baselines or latency samples) to this file")

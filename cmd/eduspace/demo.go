@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/demo"
 )
 
@@ -17,13 +18,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dir := fs.String("dir", "", "keep the authority's and every node's files in this (empty or new) directory")
 	students := fs.Int("students", 300, "synthetic students per university")
 	verbose := fs.Bool("v", false, "log what the nodes do to standard error")
+	suite := fs.String("suite", crypto.DefaultSuite.String(), "the space's suite, selected in its signed policy: "+suiteNames())
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
 	if *students < 1 || *students > 100000 {
 		return fmt.Errorf("%w: --students must be 1 to 100000", errUsage)
 	}
-	o := demo.Options{Dir: *dir, Students: *students}
+	s, err := crypto.ParseSuite(*suite)
+	if err != nil {
+		return fmt.Errorf("%w: --suite: %v", errUsage, err)
+	}
+	o := demo.Options{Dir: *dir, Students: *students, Suite: s}
 	if *verbose {
 		o.Logger = newLogger(stderr, "info")
 	}
@@ -117,4 +123,13 @@ func reasons(m map[string]int) string {
 		parts[i] = fmt.Sprintf("%s %d", k, m[k])
 	}
 	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// suiteNames lists the suites --suite accepts.
+func suiteNames() string {
+	var names []string
+	for _, s := range crypto.Suites() {
+		names = append(names, s.String())
+	}
+	return strings.Join(names, ", ")
 }

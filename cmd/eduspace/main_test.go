@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -592,4 +593,45 @@ func startDaemon(t *testing.T, ctx context.Context, cfgPath, admin string) (stop
 		return nil
 	})
 	return stop
+}
+
+// TestDemoGMT runs the demo on the GM/T suite: the space's policy selects
+// it, every node holds SM2 keys, the shares go through, and each kept log
+// verifies with audit verify against the authority's key.
+func TestDemoGMT(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "space")
+	code, out, stderr := run(t, context.Background(), "demo", "--suite", "sm2-sm3-sm4gcm", "--students", "20", "--dir", dir)
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{"suite sm2-sm3-sm4gcm", "every node's evidence chain verified", "authority: space policy selecting suite sm2-sm3-sm4gcm"} {
+		if !strings.Contains(out+stderr, want) {
+			t.Errorf("output lacks %q:\n%s\n%s", want, out, stderr)
+		}
+	}
+	for file, block := range map[string]string{"keys/kem.pem": "EDUSPACE SM2 KEY", "keys/signing.pem": "EDUSPACE SM2 SIGNING KEY"} {
+		data, err := os.ReadFile(filepath.Join(dir, "nodes/uni-beihu", file))
+		if err != nil || !strings.Contains(string(data), "-----BEGIN "+block+"-----") {
+			t.Errorf("%s: %v; want a PEM block %s", file, err, block)
+		}
+	}
+	// The credentials are signed by the root's SM2 key (alg SM2).
+	tok, err := os.ReadFile(filepath.Join(dir, "nodes/uni-beihu/credential.jwt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, _, _ := strings.Cut(string(tok), ".")
+	if h, err := base64.RawURLEncoding.DecodeString(header); err != nil || !strings.Contains(string(h), `"alg":"SM2"`) {
+		t.Errorf("credential header %s, %v; want alg SM2", h, err)
+	}
+	for _, id := range []string{"uni-beihu", "uni-nanshan", "edu-center"} {
+		code, out, stderr := run(t, context.Background(), "audit", "verify", "--db", filepath.Join(dir, "nodes", id, "node.db"),
+			"--authority", filepath.Join(dir, "authority/authority.pub.pem"))
+		if code != exitOK || !strings.Contains(out, "hash         SM3") || !strings.Contains(out, "authenticated with authority") {
+			t.Errorf("audit verify %s: exit %d, want 0, an SM3 chain and SM2 checkpoints authenticated\n%s\n%s", id, code, out, stderr)
+		}
+	}
+	if code, _, stderr := run(t, context.Background(), "demo", "--suite", "sm2-sm3-sm4", "--students", "1"); code != exitUsage || !strings.Contains(stderr, "sm2-sm3-sm4gcm") {
+		t.Errorf("an unknown suite: exit %d, stderr %q; want a usage error naming the known suites", code, stderr)
+	}
 }

@@ -30,7 +30,12 @@ const (
 
 // Init creates a root key pair in dir: the private key 0600, the public key
 // as PEM SubjectPublicKeyInfo. It refuses to overwrite an existing key.
-func Init(dir string) (crypto.AuthorityPublicKey, error) {
+func Init(dir string) (crypto.AuthorityPublicKey, error) { return InitFor(dir, crypto.DefaultSuite) }
+
+// InitFor is Init for a space on suite s: for the GM/T suite the root key
+// has an SM2 key too, which signs the space's credentials
+// (crypto/CREDENTIALS.md §3.3).
+func InitFor(dir string, s crypto.SuiteID) (crypto.AuthorityPublicKey, error) {
 	priv := filepath.Join(dir, PrivateKeyFile)
 	if _, err := os.Stat(priv); err == nil {
 		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %s already exists", priv)
@@ -38,7 +43,7 @@ func Init(dir string) (crypto.AuthorityPublicKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
 	}
-	k, err := crypto.GenerateAuthorityKey(rand.Reader)
+	k, err := crypto.GenerateAuthorityKeyFor(s, rand.Reader)
 	if err != nil {
 		return crypto.AuthorityPublicKey{}, fmt.Errorf("authority init: %w", err)
 	}

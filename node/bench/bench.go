@@ -170,7 +170,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 	defer emb.Shutdown()
-	if _, err := authority.Init(filepath.Join(dir, "authority")); err != nil {
+	if _, err := authority.InitFor(filepath.Join(dir, "authority"), o.Suite); err != nil {
 		return res, err
 	}
 	ak, err := authority.Load(filepath.Join(dir, "authority"))

@@ -128,12 +128,11 @@ func (k *Keeper) CheckRestored(ctx context.Context, last []byte) error {
 	if err != nil {
 		return fmt.Errorf("compare with the space's checkpoint: %w", err)
 	}
-	vk, ok := cred.CheckpointKey(keyID)
-	if !ok {
+	if !cred.HasCheckpointKey(keyID) {
 		k.d.Log.Warn("own newest checkpoint on the space signed by a key the credential no longer lists; not compared", "key", keyID)
 		return nil
 	}
-	c, err := crypto.ParseCheckpoint(last, vk)
+	c, err := cred.VerifyCheckpoint(last)
 	if err != nil {
 		k.d.Log.Warn("own newest checkpoint on the space does not verify; not compared", "err", err)
 		return nil
@@ -295,7 +294,7 @@ func (k *Keeper) Publish(ctx context.Context) error {
 	}
 	c := crypto.Checkpoint{Space: k.d.Layout.Space, Node: k.d.Node, Count: uint64(count), Time: now}
 	copy(c.Head[:], hash)
-	data, err := crypto.SignCheckpoint(k.d.Keys.Checkpoint, c)
+	data, err := k.d.Keys.SignCheckpoint(c)
 	if err != nil {
 		return err
 	}
@@ -453,14 +452,15 @@ func (k *Keeper) accept(ctx context.Context, subject string, data []byte) error 
 	if err != nil {
 		return err
 	}
-	vk, ok := cred.CheckpointKey(keyID)
+	ok := cred.HasCheckpointKey(keyID)
 	if !ok {
 		// Perhaps the node rotated its keys and the cached credential is
 		// older than the checkpoint: read the registry again first.
 		fresh, err := reg.LookupFresh(ctx, node)
 		if err != nil {
 			k.d.Log.Warn("registry not read again for an unknown checkpoint key", "peer", node, "key", keyID, "err", err)
-		} else if vk, ok = fresh.CheckpointKey(keyID); ok {
+		} else if ok = fresh.HasCheckpointKey(keyID); ok {
+			cred = fresh
 			if _, token, err = reg.LookupToken(ctx, node); err != nil {
 				return err
 			}
@@ -469,7 +469,7 @@ func (k *Keeper) accept(ctx context.Context, subject string, data []byte) error 
 	if !ok {
 		return envelope.Refuse(envelope.RefuseUnknownKey, fmt.Errorf("no checkpoint key %q", keyID))
 	}
-	c, err := crypto.ParseCheckpoint(data, vk)
+	c, err := cred.VerifyCheckpoint(data)
 	if err != nil {
 		return envelope.Refuse(envelope.RefuseSignature, err)
 	}

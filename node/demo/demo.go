@@ -29,6 +29,7 @@ import (
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Space is the demo space's name.
@@ -41,7 +42,11 @@ type Options struct {
 	Dir string
 	// Students per university (default 300).
 	Students int
-	Logger   *slog.Logger
+	// Suite is the space's suite (default crypto.DefaultSuite): the
+	// authority selects it in the space's signed policy and every node
+	// generates keys of it.
+	Suite  crypto.SuiteID
+	Logger *slog.Logger
 	// Progress, if set, is told each step as it starts.
 	Progress func(step string)
 }
@@ -225,7 +230,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 
 	step("authority: root key and member credentials")
 	authDir := filepath.Join(dir, "authority")
-	if _, err := authority.Init(authDir); err != nil {
+	suite := o.Suite
+	if suite == 0 {
+		suite = crypto.DefaultSuite
+	}
+	if _, err := authority.InitFor(authDir, suite); err != nil {
 		return res, err
 	}
 	ak, err := authority.Load(authDir)
@@ -245,6 +254,11 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 	defer emb.Shutdown()
 
+	step("authority: space policy selecting suite " + suite.String())
+	if err := publishPolicy(ctx, ak, authDir, suite, emb, now); err != nil {
+		return res, err
+	}
+
 	nodes := map[string]*node.Node{}
 	defer func() {
 		for _, n := range nodes {
@@ -253,7 +267,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}()
 	for _, m := range members {
 		nd := filepath.Join(dir, "nodes", m.id)
-		if _, err := authority.Provision(ak, nd, m.id, crypto.DefaultSuite, authority.Member{
+		if _, err := authority.Provision(ak, nd, m.id, suite, authority.Member{
 			Space: Space, Institution: m.institution, Role: m.role, Valid: 30 * 24 * time.Hour,
 		}, now); err != nil {
 			return res, err
@@ -262,6 +276,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		cfg.NodeID, cfg.Space, cfg.DataDir = m.id, Space, nd
 		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)
 		cfg.Rulebook = rulebookFile
+		cfg.Suite = suite.String()
 		cfg.Admin.Listen = ""
 		n, err := node.Open(ctx, cfg, node.Env{Logger: log, Embedded: emb})
 		if err != nil {
@@ -269,7 +284,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		}
 		nodes[m.id] = n
 	}
-	res.Suite = crypto.DefaultSuite.String()
+	res.Suite = suite.String()
 
 	step("ingest synthetic records at the universities")
 	for i, m := range members {
@@ -503,4 +518,23 @@ func aggregateRound(ctx context.Context, nodes map[string]*node.Node, unis []str
 		Survivors: len(rel.Survivors), CellsReleased: rel.CellsReleased, CellsSuppressed: rel.CellsSuppressed,
 		RhoSpent: rel.Rho, EpsilonSpent: rel.Epsilon, Delta: rel.Delta, Cells: rel.Cells,
 		Seconds: time.Since(start).Seconds()}, nil
+}
+
+// publishPolicy signs the space's policy naming suite and publishes it on
+// the embedded server, where every node reads it when it opens.
+func publishPolicy(ctx context.Context, ak *crypto.AuthorityKey, authDir string, suite crypto.SuiteID, emb *bus.Embedded, now time.Time) error {
+	_, data, err := authority.SetSpacePolicy(ak, authDir, Space, suite, now)
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "demo-authority", Embedded: emb})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("space policy: jetstream: %w", err)
+	}
+	return authority.PublishSpacePolicy(ctx, js, Space, data)
 }

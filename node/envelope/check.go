@@ -80,8 +80,8 @@ func (c *Codec) Check(ctx context.Context, data []byte, kind uint8) (*crypto.Env
 	if h.Seq > math.MaxInt64 {
 		return env, nil, Refuse(RefuseMalformed, fmt.Errorf("sequence number %d out of range", h.Seq))
 	}
-	if !c.Registry.Policy().Allows(h.Suite) {
-		return env, nil, Refuse(RefuseWeakSuite, fmt.Errorf("suite %s is below the space's minimum", h.Suite))
+	if err := c.Registry.Policy().Refusal(h.Suite); err != nil {
+		return env, nil, Refuse(RefuseWeakSuite, err)
 	}
 	if h.Recipient != c.NodeID {
 		return env, nil, Refuse(RefuseMisaddressed, fmt.Errorf("addressed to %q", h.Recipient))

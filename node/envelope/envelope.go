@@ -48,8 +48,8 @@ type Codec struct {
 // payload, seals plaintext to `to` and signs it. It returns the envelope id
 // and the envelope.
 func (c *Codec) Seal(h crypto.Header, to *crypto.KEMPublicKey, seq int64, plaintext []byte) (string, []byte, error) {
-	if !c.Registry.Policy().Allows(to.Suite()) {
-		return "", nil, fmt.Errorf("seal: the recipient's key is of suite %s, below the space's minimum", to.Suite())
+	if err := c.Registry.Policy().Refusal(to.Suite()); err != nil {
+		return "", nil, fmt.Errorf("seal: the recipient's key: %w", err)
 	}
 	now := c.Now()
 	h.Suite = to.Suite()

@@ -72,11 +72,10 @@ func (s Signed) Authenticate(root crypto.AuthorityPublicKey, space string) (Chec
 	if cred.NodeID != s.Node {
 		return Checkpoint{}, fmt.Errorf("credential is %q's, not %q's", cred.NodeID, s.Node)
 	}
-	vk, ok := cred.CheckpointKey(keyID)
-	if !ok {
+	if !cred.HasCheckpointKey(keyID) {
 		return Checkpoint{}, fmt.Errorf("credential has no checkpoint key %s", keyID)
 	}
-	c, err := crypto.ParseCheckpoint(s.Data, vk)
+	c, err := cred.VerifyCheckpoint(s.Data)
 	if err != nil {
 		return Checkpoint{}, err
 	}

@@ -2,9 +2,12 @@
 // over every event that concerns a record (ingest, decision, seal, send,
 // receive, refusal), stored in the node database's evidence table.
 //
-// Each entry's hash is SHA-256(prev_hash ‖ canonical entry), where the
+// Each entry's hash is H(prev_hash ‖ canonical entry), where the
 // canonical entry is the entry's JSON encoding (struct fields in a fixed
-// order, map keys sorted). Data subjects appear only as keyed hashes.
+// order, map keys sorted) and H is SHA-256, or SM3 in the log of a node on
+// the GM/T suite ([Log.ForSuite]): entry 1's prev_hash, the chain's
+// genesis, says which (EXPORT.md). Data subjects appear only as keyed
+// hashes.
 //
 // [VerifyCheckpoints] checks a chain, read from a database ([DBRows]) or an
 // export ([ExportReader]), against the node's signed checkpoints, which
@@ -32,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/store"
 )
 
@@ -97,6 +101,10 @@ type Log struct {
 	db   *store.DB // its prepared statements, when set (UseDB)
 	// frozen, when set, says why nothing may be appended (Freeze).
 	frozen atomic.Pointer[error]
+	// start is the algorithm a new chain starts with (ForSuite); alg is
+	// the stored chain's, once read from its entry 1.
+	start chainAlg
+	alg   atomic.Uint32
 }
 
 // Freeze makes every Append fail with an error wrapping ErrFrozen and
@@ -117,10 +125,66 @@ func (l *Log) Frozen() error {
 	return nil
 }
 
+// chainAlg is the hash of a chain: SHA-256 or SM3.
+type chainAlg uint32
+
+const (
+	chainSHA256 chainAlg = 1
+	chainSM3    chainAlg = 2
+)
+
+// String returns "SHA-256" or "SM3".
+func (a chainAlg) String() string {
+	if a == chainSM3 {
+		return "SM3"
+	}
+	return "SHA-256"
+}
+
+// sm3Genesis is entry 1's prev_hash in an SM3 chain:
+// SM3("eduspace evidence chain v1 sm3"). A SHA-256 chain's is 32 zero
+// bytes.
+var sm3Genesis = func() []byte {
+	h := crypto.SuiteSM2.NewHash()
+	h.Write([]byte("eduspace evidence chain v1 sm3"))
+	return h.Sum(nil)
+}()
+
+func (a chainAlg) genesis() []byte {
+	if a == chainSM3 {
+		return bytes.Clone(sm3Genesis)
+	}
+	return make([]byte, sha256.Size)
+}
+
+// genesisAlg is the algorithm of the chain whose entry 1 has prev_hash
+// prev, or 0 when prev starts no chain.
+func genesisAlg(prev []byte) chainAlg {
+	switch {
+	case bytes.Equal(prev, sm3Genesis):
+		return chainSM3
+	case bytes.Equal(prev, make([]byte, sha256.Size)):
+		return chainSHA256
+	}
+	return 0
+}
+
+// ForSuite makes a chain this log starts hash with suite s's hash
+// (crypto.SuiteID.NewHash): SM3 for the GM/T suite, SHA-256 otherwise. A
+// chain already stored keeps the algorithm its entry 1 started it with.
+func (l *Log) ForSuite(s crypto.SuiteID) *Log {
+	l.start = chainSHA256
+	if s == crypto.SuiteSM2 {
+		l.start = chainSM3
+	}
+	return l
+}
+
 // The statements of Append, prepared once per database.
 var (
 	qHead   = store.NewQuery(`SELECT seq, hash FROM evidence ORDER BY seq DESC LIMIT 1`)
 	qAppend = store.NewQuery(`INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)`)
+	qFirst  = store.NewQuery(`SELECT prev_hash FROM evidence WHERE seq = 1`)
 )
 
 // entryBufs holds buffers for Append's encoding; SQLite copies what it
@@ -136,7 +200,7 @@ func (l *Log) UseDB(db *store.DB) *Log {
 
 // New returns the log of node; subjectKey keys the subject hashes.
 func New(node string, subjectKey []byte, now func() time.Time) *Log {
-	return &Log{node: node, key: subjectKey, now: now}
+	return &Log{node: node, key: subjectKey, now: now, start: chainSHA256}
 }
 
 // Subject returns the keyed hash under which a data subject appears in the
@@ -179,16 +243,19 @@ func (l *Log) Append(ctx context.Context, tx *sql.Tx, e Entry) error {
 	var seq int64
 	var prev []byte
 	err := l.db.QueryRow(ctx, tx, qHead).Scan(&seq, &prev)
+	alg := l.start
 	if errors.Is(err, sql.ErrNoRows) {
-		seq, prev = 0, make([]byte, sha256.Size)
+		seq, prev = 0, alg.genesis()
 	} else if err != nil {
 		return fmt.Errorf("read evidence head: %w", err)
+	} else if alg, err = l.storedAlg(ctx, tx); err != nil {
+		return err
 	}
-	return l.appendAt(ctx, tx, seq+1, prev, e)
+	return l.appendAt(ctx, tx, alg, seq+1, prev, e)
 }
 
-// appendAt writes e as entry seq, chained to prev.
-func (l *Log) appendAt(ctx context.Context, tx *sql.Tx, seq int64, prev []byte, e Entry) error {
+// appendAt writes e as entry seq, chained to prev under alg.
+func (l *Log) appendAt(ctx context.Context, tx *sql.Tx, alg chainAlg, seq int64, prev []byte, e Entry) error {
 	e.Seq = seq
 	e.Time = l.now().UnixMilli()
 	e.Node = l.node
@@ -199,7 +266,7 @@ func (l *Log) appendAt(ctx context.Context, tx *sql.Tx, seq int64, prev []byte, 
 	defer entryBufs.Put(bp)
 	body := appendEntry((*bp)[:0], &e)
 	*bp = body
-	h := chain(prev, body)
+	h := chain(alg, prev, body)
 	if _, err := l.db.Exec(ctx, tx, qAppend, e.Seq, body, prev, h); err != nil {
 		return fmt.Errorf("append evidence: %w", err)
 	}
@@ -225,6 +292,12 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 		return fmt.Errorf("read evidence head: %w", err)
 	}
 	e.Kind = KindRecover
+	alg := l.start
+	if seq > 0 {
+		if alg, err = l.storedAlg(ctx, tx); err != nil {
+			return err
+		}
+	}
 	if len(after.Head) != sha256.Size {
 		return fmt.Errorf("recover evidence log: a checkpoint head of %d bytes", len(after.Head))
 	}
@@ -241,9 +314,9 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 			}
 		}
 		if head == nil {
-			head = make([]byte, sha256.Size)
+			head = alg.genesis()
 		}
-		if err := l.appendAt(ctx, tx, seq+1, head, e); err != nil {
+		if err := l.appendAt(ctx, tx, alg, seq+1, head, e); err != nil {
 			return err
 		}
 		l.frozen.Store(nil)
@@ -256,15 +329,38 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 		}
 	}
 	e.Detail = detail
-	if err := l.appendAt(ctx, tx, after.Count+1, after.Head, e); err != nil {
+	if err := l.appendAt(ctx, tx, alg, after.Count+1, after.Head, e); err != nil {
 		return err
 	}
 	l.frozen.Store(nil)
 	return nil
 }
 
-func chain(prev, body []byte) []byte {
-	s := sha256.New()
+// storedAlg is the algorithm of the stored chain, read from its entry 1
+// once.
+func (l *Log) storedAlg(ctx context.Context, tx *sql.Tx) (chainAlg, error) {
+	if a := chainAlg(l.alg.Load()); a != 0 {
+		return a, nil
+	}
+	var first []byte
+	if err := l.db.QueryRow(ctx, tx, qFirst).Scan(&first); err != nil {
+		return 0, fmt.Errorf("read evidence entry 1: %w", err)
+	}
+	a := genesisAlg(first)
+	if a == 0 {
+		return 0, errors.New("evidence entry 1 starts neither a SHA-256 nor an SM3 chain: run eduspace audit verify on the node database")
+	}
+	l.alg.Store(uint32(a))
+	return a, nil
+}
+
+func chain(alg chainAlg, prev, body []byte) []byte {
+	var s hash.Hash
+	if alg == chainSM3 {
+		s = crypto.SuiteSM2.NewHash()
+	} else {
+		s = sha256.New()
+	}
 	s.Write(prev)
 	s.Write(body)
 	return s.Sum(nil)
@@ -279,6 +375,9 @@ type Head struct {
 	// Gaps are the runs of entries lost in restores, each declared by the
 	// recovery entry after it.
 	Gaps []Gap
+	// Algorithm is the chain's hash, "SHA-256" or "SM3" ("" for an empty
+	// chain).
+	Algorithm string
 }
 
 // BrokenError names the first entry at which a chain fails to verify.

@@ -105,6 +105,7 @@ func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 		}
 	}
 	prev := make([]byte, sha256.Size)
+	var alg chainAlg
 	var n, good int64 // entries walked; the last count a checkpoint confirmed
 	var node string
 	// check compares the checkpoints at count n with the hash after entry n.
@@ -152,10 +153,18 @@ func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 		if r.Seq != n {
 			return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("entry %d missing (next stored is %d)", n, r.Seq)}
 		}
+		if n == 1 {
+			// Entry 1's previous hash is the chain's genesis: zero for
+			// SHA-256, sm3Genesis for SM3.
+			if alg = genesisAlg(r.PrevHash); alg == 0 {
+				return Head{}, &BrokenError{Seq: 1, Reason: "previous hash starts neither a SHA-256 chain (zero) nor an SM3 chain"}
+			}
+			prev = r.PrevHash
+		}
 		if !bytes.Equal(r.PrevHash, prev) {
 			return Head{}, &BrokenError{Seq: n, Reason: "previous hash does not match the chain"}
 		}
-		if !bytes.Equal(r.Hash, chain(prev, r.Entry)) {
+		if !bytes.Equal(r.Hash, chain(alg, prev, r.Entry)) {
 			return Head{}, &BrokenError{Seq: n, Reason: "entry does not match its hash"}
 		}
 		var e Entry
@@ -177,7 +186,11 @@ func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 		return Head{}, &BrokenError{Seq: good + 1, Reason: fmt.Sprintf(
 			"the chain has %d entries, a checkpoint covers %d", n, last)}
 	}
-	return Head{Count: n, Hash: prev, Node: node, Gaps: gaps}, nil
+	h := Head{Count: n, Hash: prev, Node: node, Gaps: gaps}
+	if alg != 0 {
+		h.Algorithm = alg.String()
+	}
+	return h, nil
 }
 
 // Gap is a run of entries lost when a node's database was restored from

@@ -61,7 +61,8 @@ type Keys struct {
 	KEM     *crypto.KEMPrivateKey
 	Signing *crypto.SigningKey
 	// Checkpoint is the composite (Ed25519 + ML-DSA-65) key that signs the
-	// evidence log's checkpoints.
+	// evidence log's checkpoints, except on the GM/T suite, where Signing
+	// does ([Keys.SignCheckpoint]).
 	Checkpoint *crypto.CompositeKey
 	// Generations are every generation of keys held, oldest first.
 	Generations []KeySet
@@ -148,6 +149,16 @@ func (k *Keys) Use(cred *crypto.Credential) error {
 	return nil
 }
 
+// SignCheckpoint signs c for the evidence log (CREDENTIALS.md §6.2): with
+// the SM2 signing key on a node of the GM/T suite, whose statements are
+// all SM2, else with the composite checkpoint key.
+func (k *Keys) SignCheckpoint(c crypto.Checkpoint) ([]byte, error) {
+	if k.Signing.Algorithm() == crypto.SM2 {
+		return crypto.SignCheckpointSM2(k.Signing, c)
+	}
+	return crypto.SignCheckpoint(k.Checkpoint, c)
+}
+
 // derive returns a key for one use, derived from the node secret.
 func (k *Keys) Derive(label string) []byte {
 	m := hmac.New(sha256.New, k.secret)
@@ -199,7 +210,7 @@ func newKeySet(dir string, gen int, suite crypto.SuiteID) (KeySet, error) {
 	if err != nil {
 		return KeySet{}, err
 	}
-	sig, err := crypto.GenerateSigningKey(rand.Reader)
+	sig, err := crypto.GenerateSigningKeyFor(suite.SignatureAlgorithm(), rand.Reader)
 	if err != nil {
 		return KeySet{}, err
 	}
