@@ -275,13 +275,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Options: env.Receive})
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
-		Consent: func(ctx context.Context, id string) (held, withdrawn bool, err error) {
-			c, err := n.consents.Get(ctx, id)
-			if errors.Is(err, consent.ErrUnknown) {
-				return false, false, nil
-			}
-			return err == nil, !c.Withdrawn.IsZero(), err
-		},
+		Relearn: n.consents.Relearn,
 		Withdraw: func(ctx context.Context, id string) error {
 			_, err := n.consents.Withdraw(ctx, id)
 			return err
@@ -296,6 +290,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			}
 			return ids, err
 		}})
+	// A recovery killed after it reopened the evidence log withdraws
+	// again, before anything is sent, the consents it learnt back.
+	if k, err := n.recovery.Resume(ctx); err != nil {
+		return nil, fmt.Errorf("finish the recovery from a restore: %w", err)
+	} else if k > 0 {
+		n.log.Info("recovery from a restore finished: consents withdrawn again", "consents", k)
+	}
 	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
 		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, restored: n.ckpt.Restored, log: n.log, now: now}
 	n.health.check(ctx)

@@ -99,8 +99,8 @@ func TestFaultsRestore(t *testing.T) {
 // backup newer than its newest checkpoint on the space, so nothing tells
 // the restore at start. Its next share reuses sequence numbers the
 // receiver holds other envelopes under: refused as replayed, which fails
-// the sender closed. Recovered, it shares again, and the receiver holds
-// every record once.
+// the sender closed, across a restart. Recovered, it shares again, and the
+// receiver holds every record once.
 func TestFaultsRestoreFoundByReplay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level fault suite: skipped with -short")
@@ -157,6 +157,12 @@ func TestFaultsRestoreFoundByReplay(t *testing.T) {
 	// itself, once the first refusals come back and the log freezes.
 	snd.call(ctx, http.MethodPost, "/v1/shares", []byte(`{"agreement":"fault-verify"}`), nil)
 	wait.Until(t, 60*time.Second, "the sender failing closed on the replay refusals", func() bool {
+		return strings.Contains(snd.readyProblem(), "replayed")
+	})
+	// A restart does not clear it.
+	snd.kill()
+	snd.start()
+	wait.Until(t, 30*time.Second, "the restarted sender still failing closed", func() bool {
 		return strings.Contains(snd.readyProblem(), "replayed")
 	})
 	out, err := exec.CommandContext(ctx, s.bin, "node", "recover", "--config", cfgPath, "--timeout", "60s").CombinedOutput()

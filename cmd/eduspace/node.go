@@ -254,9 +254,9 @@ func printRecovery(w io.Writer, r *recovery.Report) {
 		fmt.Fprintf(w, "evidence: no entry the space attests was lost; entries written after the newest checkpoint and before the loss are gone unattested\n")
 	}
 	for _, p := range r.Peers {
-		fmt.Fprintf(w, "%s: holds up to sequence %d; %d envelopes confirmed, %d sent again; %d envelopes (%d records) it holds were sent after the copy; "+
-			"it sent %d envelopes again (%d expired); %d erasures carried out since the copy\n",
-			p.Peer, p.Last, p.Confirmed, p.Resent, p.LostEnvelopes, p.LostRecords, p.Republished.Envelopes, p.Republished.Expired, p.Erasures)
+		fmt.Fprintf(w, "%s: holds up to sequence %d; %d envelopes confirmed, %d sent again, %d to share again (it holds others under their numbers); "+
+			"%d envelopes (%d records) it holds were sent after the copy; it sent %d envelopes again (%d expired); %d erasures carried out since the copy\n",
+			p.Peer, p.Last, p.Confirmed, p.Resent, p.Replayed, p.LostEnvelopes, p.LostRecords, p.Republished.Envelopes, p.Republished.Expired, p.Erasures)
 		if len(p.MissingAgreements) > 0 {
 			fmt.Fprintf(w, "%s: agreements in force it holds that the copy does not (install them again): %s\n",
 				p.Peer, strings.Join(p.MissingAgreements, ", "))
@@ -265,6 +265,7 @@ func printRecovery(w io.Writer, r *recovery.Report) {
 	fmt.Fprintf(w, "consents withdrawn again: %d\n", r.ConsentsWithdrawn)
 	u := r.Unrecoverable
 	fmt.Fprintf(w, "not recoverable: %d evidence entries; %d envelopes (%d records) sent after the copy, not recorded here; "+
-		"%d envelopes received after the copy and expired; %d withdrawals of consents the copy does not hold; %d agreements to install again; %d peers silent\n",
-		u.EvidenceEntries, u.SentEnvelopes, u.SentRecords, u.ExpiredEnvelopes, u.UnknownConsents, u.MissingAgreements, u.SilentPeers)
+		"%d envelopes received after the copy and expired; %d withdrawals of consents the copy does not hold; %d agreements to install again; %d peers silent; "+
+		"%d erasure requests in answers that this node did not make (ignored)\n",
+		u.EvidenceEntries, u.SentEnvelopes, u.SentRecords, u.ExpiredEnvelopes, u.UnknownConsents, u.MissingAgreements, u.SilentPeers, u.ForeignErasures)
 }

@@ -93,8 +93,9 @@ func New(d Deps) *Keeper {
 }
 
 // Load reads how much of the log the node's own published checkpoints
-// cover, as kept in the database. Until it has, the whole log counts as
-// uncovered: a node that cannot tell fails closed.
+// cover, as kept in the database, and whether a restore found out by a
+// replay refusal awaits its recovery (Rewound). Until it has, the whole
+// log counts as uncovered: a node that cannot tell fails closed.
 func (k *Keeper) Load(ctx context.Context) error {
 	var own sql.NullInt64
 	if err := k.d.DB.R.QueryRowContext(ctx, `SELECT max(count) FROM checkpoints WHERE node = ?`, k.d.Node).Scan(&own); err != nil {
@@ -103,7 +104,7 @@ func (k *Keeper) Load(ctx context.Context) error {
 	k.mu.Lock()
 	k.count = max(k.count, own.Int64)
 	k.mu.Unlock()
-	return nil
+	return k.loadRewound(ctx)
 }
 
 // CheckRestored compares the node's log with last, the newest checkpoint
@@ -171,7 +172,8 @@ func (k *Keeper) CheckRestored(ctx context.Context, last []byte) error {
 // its newest checkpoint on the space (which CheckRestored compares at
 // start) and older than what it sent. Like CheckRestored, it freezes the
 // evidence log until the node is recovered; the log goes on after its own
-// newest checkpoint.
+// newest checkpoint. The state is kept in the database (table rewound):
+// a restart does not clear it.
 func (k *Keeper) Rewound(ctx context.Context, peer string) {
 	if k.restored.Load() != nil {
 		return
@@ -179,9 +181,21 @@ func (k *Keeper) Rewound(ctx context.Context, peer string) {
 	why := "database restored from an older copy: " + peer + " refused envelopes of this node as replayed " +
 		"(it holds others under their sequence numbers); nothing is sent until it is recovered: run `eduspace node recover` " +
 		"(deploy/README.md, Backup and restore)"
-	// The newest checkpoint the database keeps of this node: the log
-	// goes on from its own head, which that checkpoint covers in part.
-	sc := &spaceCheckpoint{}
+	if err := k.d.DB.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO rewound(id, reason, at_ms) VALUES (1, ?, ?)`, why, k.d.Now().UnixMilli())
+		return err
+	}); err != nil {
+		k.d.Log.Error("restore found out by a replay refusal not recorded; failing closed until restarted", "err", err)
+	}
+	k.rewind(ctx, why)
+	k.d.Log.Error("a peer holds newer envelopes of this node than its database: failing closed", "peer", peer)
+}
+
+// rewind fails the node closed for why, found by a peer's replay refusal:
+// its log goes on from its own head, after the newest checkpoint the
+// database keeps of it.
+func (k *Keeper) rewind(ctx context.Context, why string) {
+	sc := &spaceCheckpoint{replay: true}
 	var count int64
 	var head []byte
 	err := k.d.DB.R.QueryRowContext(ctx, `SELECT count, head FROM checkpoints WHERE node = ? ORDER BY count DESC LIMIT 1`, k.d.Node).Scan(&count, &head)
@@ -194,13 +208,32 @@ func (k *Keeper) Rewound(ctx context.Context, peer string) {
 	k.mu.Unlock()
 	k.d.Evidence.Freeze(why)
 	k.restored.Store(&why)
-	k.d.Log.Error("a peer holds newer envelopes of this node than its database: failing closed", "peer", peer)
+}
+
+// loadRewound fails the node closed again when a restore found out by a
+// replay refusal was not recovered before the node stopped.
+func (k *Keeper) loadRewound(ctx context.Context) error {
+	var why string
+	err := k.d.DB.R.QueryRowContext(ctx, `SELECT reason FROM rewound WHERE id = 1`).Scan(&why)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read restore state: %w", err)
+	}
+	k.rewind(ctx, why)
+	k.d.Log.Error("database restored from an older copy and not yet recovered: failing closed", "reason", why)
+	return nil
 }
 
 // spaceCheckpoint is a checkpoint of this node the space holds.
 type spaceCheckpoint struct {
 	c    crypto.Checkpoint
 	data []byte // as signed; nil for one the database keeps already (Rewound)
+	// replay: the restore was found by a peer's replay refusal, after the
+	// node had run on the copy for a while; when the copy was taken is
+	// not known.
+	replay bool
 }
 
 // SpaceCheckpoint is the space's newest checkpoint of this node when the
@@ -215,10 +248,20 @@ func (k *Keeper) SpaceCheckpoint() (evidence.Checkpoint, bool) {
 	return evidence.Checkpoint{Count: int64(k.space.c.Count), Head: k.space.c.Head[:]}, true
 }
 
-// Recovered ends the failing closed of a restored node once its recovery
-// committed (node/recovery): the space's checkpoint it recovered after is
-// kept among its own, and the next Publish covers the log from there.
-func (k *Keeper) Recovered(ctx context.Context) error {
+// FoundByReplay reports whether the restore was found by a peer's replay
+// refusal (Rewound) rather than at start: the node has run on the copy
+// since, so what it holds tells neither when the copy was taken nor what
+// it received before.
+func (k *Keeper) FoundByReplay() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.space != nil && k.space.replay
+}
+
+// KeepRecovered writes, inside tx, what a recovery settles of the restore:
+// the space's checkpoint the log goes on from is kept among this node's
+// own, and a restore found by a replay refusal is cleared.
+func (k *Keeper) KeepRecovered(ctx context.Context, tx *sql.Tx) error {
 	k.mu.Lock()
 	sc := k.space
 	k.mu.Unlock()
@@ -226,9 +269,26 @@ func (k *Keeper) Recovered(ctx context.Context) error {
 		return errors.New("not restored from an older copy: nothing to recover")
 	}
 	if sc.data != nil { // the space's, which the copy does not hold
-		if err := k.store(ctx, k.d.Node, sc.c, sc.data, k.d.Credential, nil); err != nil {
-			return err
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO checkpoints(node, count, head, time_ms, data, credential) VALUES (?, ?, ?, ?, ?, ?)`,
+			k.d.Node, sc.c.Count, sc.c.Head[:], sc.c.Time.UnixMilli(), sc.data, k.d.Credential); err != nil {
+			return fmt.Errorf("keep the space's checkpoint: %w", err)
 		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM rewound`); err != nil {
+		return fmt.Errorf("clear restore state: %w", err)
+	}
+	return nil
+}
+
+// Recovered ends the failing closed of a restored node once its recovery
+// committed (node/recovery, with KeepRecovered): the next Publish covers
+// the log from the checkpoint it recovered after.
+func (k *Keeper) Recovered(ctx context.Context) error {
+	k.mu.Lock()
+	sc := k.space
+	k.mu.Unlock()
+	if sc == nil {
+		return errors.New("not restored from an older copy: nothing to recover")
 	}
 	k.mu.Lock()
 	k.count = max(k.count, int64(sc.c.Count))

@@ -13,12 +13,14 @@ package consent
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +40,9 @@ import (
 
 // ErrUnknown is returned for a consent id the ledger does not hold.
 var ErrUnknown = errors.New("unknown consent")
+
+// ErrWithdrawn is Withdraw's error for a consent withdrawn already.
+var ErrWithdrawn = errors.New("withdrawn already")
 
 // Config is what a Ledger is built from.
 type Config struct {
@@ -238,7 +243,7 @@ func (l *Ledger) Withdraw(ctx context.Context, id string) (WithdrawResult, error
 		return WithdrawResult{}, err
 	}
 	if !c.Withdrawn.IsZero() {
-		return WithdrawResult{}, fmt.Errorf("consent %s: withdrawn already", id)
+		return WithdrawResult{}, fmt.Errorf("consent %s: %w", id, ErrWithdrawn)
 	}
 	now := l.now()
 	c.Withdrawn = now
@@ -445,3 +450,31 @@ func (l *Ledger) Summarise(ctx context.Context) (Summary, error) {
 // sealed at rest to their rows.
 func consentAAD(id string) []byte { return append([]byte("eduspace consents.body\x00"), id...) }
 func erasureAAD(id string) []byte { return append([]byte("eduspace erasures.request\x00"), id...) }
+
+// Relearnt is what Relearn found of a consent an erasure request names.
+type Relearnt struct {
+	Held      bool // the ledger holds the consent
+	Withdrawn bool // and it is withdrawn
+	// Matches: the request's subject token is the consent subject's token
+	// at that recipient, and the consent names the recipient.
+	Matches bool
+}
+
+// Relearn looks up the consent id an erasure request to recipient named,
+// with subject token token, as a recovery learnt it back from that
+// recipient (node/recovery): whether the ledger holds it, whether it is
+// withdrawn, and whether the request is one this node could have made
+// for it.
+func (l *Ledger) Relearn(ctx context.Context, id, recipient, token string) (Relearnt, error) {
+	c, err := l.Get(ctx, id)
+	if errors.Is(err, ErrUnknown) {
+		return Relearnt{}, nil
+	}
+	if err != nil {
+		return Relearnt{}, err
+	}
+	r := Relearnt{Held: true, Withdrawn: !c.Withdrawn.IsZero()}
+	want := crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), c.Subject)
+	r.Matches = (len(c.Recipients) == 0 || slices.Contains(c.Recipients, recipient)) && hmac.Equal([]byte(want), []byte(token))
+	return r, nil
+}

@@ -10,40 +10,42 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
 )
 
-// SeqRun is a run of consecutive sequence numbers, From to To inclusive.
-type SeqRun struct {
-	From int64 `json:"from"`
-	To   int64 `json:"to"`
-}
+// MaxAsk bounds how many awaited envelopes a recovery asks one peer
+// about; those beyond stay awaiting their receipts, as before.
+const MaxAsk = 20_000
 
 // Awaiting is what a node restored from an older copy asks a peer about
-// (node/recovery): the sequence numbers of its envelopes of records to
-// the peer that await an answer lie in Lo..Hi (both 0 when none does),
-// and Known is the highest it gave one the peer did not refuse: a copy
+// (node/recovery): the ids of its envelopes of records to the peer that
+// await an answer (at most MaxAsk, Count all of them), and Known, the
+// highest sequence number it gave one the peer did not refuse: a copy
 // that sent before it was found out holds envelopes refused as replayed,
 // whose numbers the peer had seen under others.
 type Awaiting struct {
-	Lo, Hi int64
-	Count  int
-	Known  int64
+	IDs   []string
+	Count int
+	Known int64
 }
 
 // AwaitingFrom reads what this node awaits from peer (Awaiting).
 func (o *Outbox) AwaitingFrom(ctx context.Context, peer string) (Awaiting, error) {
 	var a Awaiting
-	var lo, hi sql.NullInt64
 	var known sql.NullInt64
-	err := o.db.R.QueryRowContext(ctx, `SELECT min(seq) FILTER (WHERE receipt_ms IS NULL), max(seq) FILTER (WHERE receipt_ms IS NULL),
-			count(*) FILTER (WHERE receipt_ms IS NULL), max(seq)
-		FROM outbox WHERE recipient = ? AND kind = ? AND refused IS NULL`, peer, crypto.KindRecords).Scan(&lo, &hi, &a.Count, &known)
+	err := o.db.R.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE receipt_ms IS NULL), max(seq)
+		FROM outbox WHERE recipient = ? AND kind = ? AND refused IS NULL`, peer, crypto.KindRecords).Scan(&a.Count, &known)
 	if err != nil {
 		return Awaiting{}, fmt.Errorf("read outbox: %w", err)
 	}
-	a.Lo, a.Hi, a.Known = lo.Int64, hi.Int64, known.Int64
+	a.Known = known.Int64
+	a.IDs, err = store.Strings(ctx, o.db.R, `SELECT envelope_id FROM outbox
+		WHERE recipient = ? AND kind = ? AND receipt_ms IS NULL AND refused IS NULL ORDER BY seq LIMIT ?`, peer, crypto.KindRecords, MaxAsk)
+	if err != nil {
+		return Awaiting{}, fmt.Errorf("read outbox: %w", err)
+	}
 	return a, nil
 }
 
@@ -51,76 +53,84 @@ func (o *Outbox) AwaitingFrom(ctx context.Context, peer string) (Awaiting, error
 type Settled struct {
 	// Confirmed are the envelopes the peer holds, marked as answered.
 	Confirmed int `json:"confirmed"`
-	// Resent are the envelopes it does not hold, published again: it
-	// stores each once, or refuses it with a receipt that says why.
+	// Resent are the envelopes asked about that it does not hold,
+	// published again: it stores each once, or refuses it with a receipt
+	// that says why.
 	Resent int `json:"resent"`
+	// Replayed are the envelopes asked about that it does not hold under
+	// sequence numbers it holds others under (sent by a copy before it was
+	// found out): answered as refused, their records shareable again.
+	Replayed int `json:"replayed"`
 }
 
 // Recovered applies inside tx what peer answered a recovery request: the
 // highest sequence number of records it stored from this node (last) and,
-// among those this node awaited an answer for, the ones it holds (held).
+// of the envelopes asked about (asked), the ones it holds (held).
 // Sequence numbers go on past last; the envelopes it holds are marked
-// answered, with a receipt entry (reason recovered); the others are
+// answered, with a receipt entry (reason recovered); those it does not
+// hold under numbers up to last are answered as refused (replayed: it
+// holds others under them), their records shareable again; the rest are
 // published again by the relay (their attempt mark stays: they may have
-// left). The caller has unfrozen the evidence log in tx.
-func (o *Outbox) Recovered(ctx context.Context, tx *sql.Tx, peer string, last int64, held []SeqRun) (Settled, error) {
+// left). The caller has reopened the evidence log in tx.
+func (o *Outbox) Recovered(ctx context.Context, tx *sql.Tx, peer string, last int64, asked, held []string) (Settled, error) {
 	var s Settled
 	if _, err := tx.ExecContext(ctx, `INSERT INTO seq_out(peer, kind, next) VALUES (?, ?, ?)
 		ON CONFLICT(peer, kind) DO UPDATE SET next = max(next, excluded.next)`, peer, crypto.KindRecords, last+1); err != nil {
 		return s, fmt.Errorf("sequence: %w", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT envelope_id, seq, records FROM outbox
-		WHERE recipient = ? AND kind = ? AND receipt_ms IS NULL AND refused IS NULL ORDER BY seq`, peer, crypto.KindRecords)
-	if err != nil {
-		return s, fmt.Errorf("read outbox: %w", err)
-	}
-	type row struct {
-		eid     string
-		seq     int64
-		records int
-	}
-	var awaiting []row
-	for rows.Next() {
-		var r row
-		if err := rows.Scan(&r.eid, &r.seq, &r.records); err != nil {
-			rows.Close()
-			return s, fmt.Errorf("read outbox: %w", err)
-		}
-		awaiting = append(awaiting, r)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return s, fmt.Errorf("read outbox: %w", err)
+	holds := make(map[string]bool, len(held))
+	for _, id := range held {
+		holds[id] = true
 	}
 	now := o.now().UnixMilli()
-	for _, r := range awaiting {
-		if inRuns(held, r.seq) {
+	for _, eid := range asked {
+		var records int
+		var seq int64
+		err := tx.QueryRowContext(ctx, `SELECT records, seq FROM outbox WHERE envelope_id = ? AND recipient = ? AND kind = ?
+			AND receipt_ms IS NULL AND refused IS NULL`, eid, peer, crypto.KindRecords).Scan(&records, &seq)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // answered meanwhile
+		}
+		if err != nil {
+			return s, fmt.Errorf("read outbox: %w", err)
+		}
+		if holds[eid] {
 			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempt_ms = coalesce(attempt_ms, ?1), sent_ms = coalesce(sent_ms, ?1),
-				receipt_ms = ?1 WHERE envelope_id = ?2`, now, r.eid); err != nil {
+				receipt_ms = ?1 WHERE envelope_id = ?2`, now, eid); err != nil {
 				return s, fmt.Errorf("record receipt: %w", err)
 			}
-			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: peer, Envelope: r.eid,
-				Count: r.records, Reason: "recovered"}); err != nil {
+			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: peer, Envelope: eid,
+				Count: records, Reason: "recovered"}); err != nil {
 				return s, err
 			}
 			s.Confirmed++
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = NULL WHERE envelope_id = ?`, r.eid); err != nil {
+		if seq <= last {
+			// The peer holds another envelope under its number: it would
+			// refuse it as replayed. Answered so here, its records shareable
+			// again under a number of their own.
+			if _, err := o.db.Exec(ctx, tx, qRefusedMark, now, envelope.RefuseReplayed, eid); err != nil {
+				return s, fmt.Errorf("record refusal: %w", err)
+			}
+			for _, fn := range o.onDrop {
+				if err := fn(ctx, tx, eid); err != nil {
+					return s, fmt.Errorf("record refusal: %w", err)
+				}
+			}
+			if err := o.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindReceipt, Peer: peer, Envelope: eid,
+				Count: records, Reason: envelope.RefuseReplayed}); err != nil {
+				return s, err
+			}
+			s.Replayed++
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_ms = NULL WHERE envelope_id = ?`, eid); err != nil {
 			return s, fmt.Errorf("resend: %w", err)
 		}
 		s.Resent++
 	}
 	return s, nil
-}
-
-func inRuns(runs []SeqRun, seq int64) bool {
-	for _, r := range runs {
-		if seq >= r.From && seq <= r.To {
-			return true
-		}
-	}
-	return false
 }
 
 // Republished counts what Republish published again to a restored peer.
@@ -134,15 +144,17 @@ type Republished struct {
 // Republish publishes again to peer, restored from an older copy of its
 // database, what this node sent it that the copy cannot hold: envelopes
 // of records with sequence numbers above seqIn (the highest the copy
-// holds), and the erasure requests and agreement messages created since.
-// The peer recognises what it holds already by envelope id. The message
+// holds), every erasure request not yet expired (one created before the
+// copy may have arrived after it; the peer carries out each once), and the
+// agreement messages created since. The peer recognises what it holds
+// already by envelope id. The message
 // ids carry tag, so that JetStream does not take them for the first
 // publications. Envelopes past their expiry are counted, not sent.
 func (o *Outbox) Republish(ctx context.Context, peer string, seqIn int64, since time.Time, tag string) (Republished, error) {
 	var out Republished
 	rows, err := o.db.R.QueryContext(ctx, `SELECT o.envelope_id, o.subject, d.data FROM outbox o JOIN outbox_data d ON d.id = o.id
 		WHERE o.recipient = ?1 AND o.sent_ms IS NOT NULL AND o.refused IS NULL
-			AND ((o.kind = ?2 AND o.seq > ?3) OR (o.kind IN (?4, ?5) AND o.created_ms >= ?6))
+			AND ((o.kind = ?2 AND o.seq > ?3) OR o.kind = ?4 OR (o.kind = ?5 AND o.created_ms >= ?6))
 		ORDER BY o.id`, peer, crypto.KindRecords, seqIn, crypto.KindErasureRequest, crypto.KindAgreement, since.UnixMilli())
 	if err != nil {
 		return out, fmt.Errorf("read outbox: %w", err)

@@ -67,10 +67,17 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 	deleted, fresh := 0, false
 	err := r.db.Write(ctx, func(tx *sql.Tx) error {
 		deleted, fresh = 0, false
-		// The request is kept as it came, for a provider restored from an
-		// older copy to learn again (Recovery).
+		// The request is kept, for a provider restored from an older copy
+		// to learn again (node/recovery), without the subject's id in
+		// clear: the token names the subject to its provider.
+		kept := req
+		kept.SubjectInClear = ""
+		keptJSON, err := json.Marshal(kept)
+		if err != nil {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO erased(request, done_ms, provider, body) VALUES (?, ?, ?, ?)`,
-			req.ID, now.UnixMilli(), req.Provider, r.dk.SealIf(plain, erasedAAD(req.ID)))
+			req.ID, now.UnixMilli(), req.Provider, r.dk.SealIf(keptJSON, erasedAAD(req.ID)))
 		if err != nil {
 			return fmt.Errorf("check erasure: %w", err)
 		}

@@ -207,7 +207,7 @@ func (r *Receiver) Handle(ctx context.Context, msg jetstream.Msg, accept Accept)
 				Envelope: h.IDString(), Reason: ref.Reason})
 		}); err != nil {
 			r.log.Error("record refusal in evidence log; will retry", "err", err)
-			r.nak(msg, time.Second)
+			r.nak(msg, bus.RedeliveryDelay(msg))
 			return
 		}
 		r.term(msg, h)

@@ -10,7 +10,6 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
-	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/store"
 )
 
@@ -20,23 +19,23 @@ type SenderState struct {
 	// Last is the highest sequence number of records envelopes stored
 	// from the sender (0: none).
 	Last int64 `json:"last"`
-	// Held are the sequence numbers stored within the range asked about.
-	Held []outbox.SeqRun `json:"held,omitempty"`
+	// Held are the envelopes asked about that are stored here.
+	Held []string `json:"held,omitempty"`
 	// Beyond and BeyondRecords count the envelopes, and the records they
 	// carried at arrival, stored with sequence numbers above those the
 	// sender's copy knows it gave: what it does not know it sent.
 	Beyond        int64 `json:"beyond"`
 	BeyondRecords int64 `json:"beyond_records"`
 	// Erasures are the erasure requests of the sender carried out here
-	// since the time asked about, as they came (policy.ErasureRequest as
-	// JSON).
+	// since the time asked about, as kept (policy.ErasureRequest as JSON,
+	// without the subject's id in clear).
 	Erasures [][]byte `json:"erasures,omitempty"`
 }
 
-// SenderState reads what this node holds from sender: the sequence numbers
-// of records envelopes stored within lo..hi, how many are stored above
+// SenderState reads what this node holds from sender: which of the
+// envelopes ids it stores, how many it stores with sequence numbers above
 // known, and the erasure requests sender made that were carried out since.
-func (r *Receiver) SenderState(ctx context.Context, sender string, lo, hi, known int64, since time.Time) (SenderState, error) {
+func (r *Receiver) SenderState(ctx context.Context, sender string, ids []string, known int64, since time.Time) (SenderState, error) {
 	var s SenderState
 	err := r.db.R.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0),
 			count(CASE WHEN seq > ?2 THEN 1 END), coalesce(sum(CASE WHEN seq > ?2 THEN records END), 0)
@@ -44,26 +43,13 @@ func (r *Receiver) SenderState(ctx context.Context, sender string, lo, hi, known
 	if err != nil {
 		return s, fmt.Errorf("read inbox: %w", err)
 	}
-	if hi >= lo && lo > 0 {
-		rows, err := r.db.R.QueryContext(ctx, `SELECT seq FROM inbox WHERE sender = ? AND seq BETWEEN ? AND ? ORDER BY seq`, sender, lo, hi)
-		if err != nil {
+	for _, id := range ids {
+		var n int
+		if err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ? AND sender = ?`, id, sender).Scan(&n); err != nil {
 			return s, fmt.Errorf("read inbox: %w", err)
 		}
-		for rows.Next() {
-			var seq int64
-			if err := rows.Scan(&seq); err != nil {
-				rows.Close()
-				return s, fmt.Errorf("read inbox: %w", err)
-			}
-			if n := len(s.Held); n > 0 && s.Held[n-1].To == seq-1 {
-				s.Held[n-1].To = seq
-			} else {
-				s.Held = append(s.Held, outbox.SeqRun{From: seq, To: seq})
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return s, fmt.Errorf("read inbox: %w", err)
+		if n > 0 {
+			s.Held = append(s.Held, id)
 		}
 	}
 	rows, err := r.db.R.QueryContext(ctx, `SELECT request, body FROM erased WHERE provider = ? AND done_ms >= ? ORDER BY done_ms`,
@@ -106,10 +92,11 @@ func (r *Receiver) Peers(ctx context.Context) ([]string, error) {
 // RememberSent keeps, for sender, restored from an older copy of its
 // database, a keyed hash of every record this node holds from it: its
 // copy may not know it sent them, and one that arrives again from sender
-// under the same agreement is dropped (dropRecovered). All of them, not
-// only those above the sequence numbers the copy knows: a copy that shared
-// before it was found out (TestFaultsRestoreFoundByReplay) knows numbers
-// its peers refused. It returns how many records it keeps hashes of.
+// under the same agreement within RecoveredFor is dropped (dropRecovered).
+// All of them, not only those above the sequence numbers the copy knows: a
+// copy that shared before it was found out
+// (TestFaultsRestoreFoundByReplay) knows numbers its peers refused. It
+// returns how many records it keeps hashes of.
 func (r *Receiver) RememberSent(ctx context.Context, sender string) (int, error) {
 	rows, err := r.db.R.QueryContext(ctx, `SELECT i.envelope_id, i.agreement, r.body FROM inbox i JOIN received r ON r.envelope_id = i.envelope_id
 		WHERE i.sender = ?`, sender)
@@ -141,10 +128,11 @@ func (r *Receiver) RememberSent(ctx context.Context, sender string) (int, error)
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("read inbox: %w", err)
 	}
+	now := r.now().UnixMilli()
 	err = r.db.Write(ctx, func(tx *sql.Tx) error {
 		for _, d := range sums {
-			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO recovered(sender, agreement, digest) VALUES (?, ?, ?)`,
-				sender, d.agreement, d.sum[:]); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO recovered(sender, agreement, digest, added_ms) VALUES (?, ?, ?, ?)
+				ON CONFLICT DO UPDATE SET added_ms = excluded.added_ms`, sender, d.agreement, d.sum[:], now); err != nil {
 				return fmt.Errorf("keep record hashes: %w", err)
 			}
 		}
@@ -216,4 +204,18 @@ func (r *Receiver) dropRecovered(ctx context.Context, tx *sql.Tx, p *prepared, b
 		out = []byte{}
 	}
 	return envelope.CompressRecords(out, uint32(k)), k, nil
+}
+
+// RecoveredFor is how long the hashes RememberSent keeps are kept: a
+// restored provider's operator shares again what its copy lost within
+// days of the recovery; afterwards the same record shared again (a consent
+// granted anew after an erasure, a record past its retention) is stored.
+const RecoveredFor = 7 * 24 * time.Hour
+
+// forgetRecovered deletes the hashes older than RecoveredFor.
+func (r *Receiver) forgetRecovered(ctx context.Context) error {
+	return r.db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM recovered WHERE added_ms < ?`, r.now().Add(-RecoveredFor).UnixMilli())
+		return err
+	})
 }

@@ -97,6 +97,9 @@ func (r *Receiver) janitor(ctx context.Context, every time.Duration) {
 		if err := r.expire(ctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("retention pass failed; will retry", "err", err)
 		}
+		if err := r.forgetRecovered(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("forgetting old hashes of records sent before a peer's restore failed; will retry", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

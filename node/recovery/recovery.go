@@ -8,13 +8,16 @@
 // (envelope kind 7), what it holds from this node; each answers with
 //   - the highest sequence number of records it stored from this node, so
 //     that sequences go on past it and nothing new is refused as replayed;
-//   - which of the envelopes this node awaits an answer for it stores, so
-//     that they are marked delivered, the others published again;
+//   - which of the envelopes this node awaits an answer for it stores (by
+//     envelope id), so that they are marked delivered, the others
+//     published again;
 //   - how many envelopes, and records, it stores that this node's copy does
 //     not know it sent (lost here: reported); it keeps keyed hashes of
 //     the records it holds from this node and drops any sent it again;
 //   - the erasure requests of this node it carried out since the copy, so
-//     that the consents withdrawn since are withdrawn again;
+//     that the consents withdrawn since are withdrawn again (only a consent
+//     this node holds, that covers that peer, for a subject whose token at
+//     that peer the request names, under an agreement with it);
 //
 // and publishes again what it sent this node since the copy (records,
 // erasure requests, agreement messages), which this node stores, erases or
@@ -23,12 +26,16 @@
 // lost, withdraws the consents again and ends the failing closed; its
 // Report counts everything it could not recover.
 //
-// It owns no table: what it changes, it changes through the packages that
-// own it (outbox, receive, consent, checkpoint, evidence). It must never
-// end the failing closed before the answers are applied and the log
-// reopened, never let a peer's answer do more than confirm deliveries,
-// raise sequence numbers and withdraw consents this node holds, and never
-// put a subject's identifier in a report, log line or error.
+// It owns the table recovery_withdrawals: the consents to withdraw again,
+// written with the entry that reopens the log, so that a node killed
+// before it withdrew them does so at its next start (Resume), before it
+// sends anything. What else it changes, it changes through the packages
+// that own it (outbox, receive, consent, checkpoint, evidence). It must
+// never end the failing closed before the answers are applied, the log
+// reopened and the consents withdrawn again, never let a peer's answer do
+// more than confirm deliveries it names by id, raise sequence numbers and
+// withdraw consents this node holds, and never put a subject's identifier
+// in a report, log line or error.
 package recovery
 
 import (
@@ -40,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -47,6 +55,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/checkpoint"
+	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/outbox"
@@ -66,9 +75,9 @@ type Deps struct {
 	Receiver *receive.Receiver
 	Registry *registry.Registry
 	Layout   bus.Layout
-	// Consent reports whether this node holds consent id and whether it is
-	// withdrawn; Withdraw withdraws it (consent.Ledger).
-	Consent  func(ctx context.Context, id string) (held, withdrawn bool, err error)
+	// Relearn looks up the consent an erasure request to a recipient
+	// names; Withdraw withdraws it (consent.Ledger).
+	Relearn  func(ctx context.Context, id, recipient, token string) (consent.Relearnt, error)
 	Withdraw func(ctx context.Context, id string) error
 	// AgreementsWith lists the ids of the agreements in force between this
 	// node and peer.
@@ -83,15 +92,21 @@ type Deps struct {
 type Service struct {
 	d Deps
 
-	mu      sync.Mutex
-	waiting map[string]chan<- Answer // by request id: the answers a Recover awaits
-	running bool
+	mu       sync.Mutex
+	waiting  map[string]chan<- Answer // by request id: the answer a Recover awaits
+	running  bool
+	answered map[string]time.Time // when each peer's last request was answered
 }
 
 // New is the Service of d.NodeID.
 func New(d Deps) *Service {
-	return &Service{d: d, waiting: map[string]chan<- Answer{}}
+	return &Service{d: d, waiting: map[string]chan<- Answer{}, answered: map[string]time.Time{}}
 }
+
+// answerEvery is how often a peer's recovery requests are answered at
+// most: answering reads and hashes everything held from it and publishes
+// again what was sent to it.
+const answerEvery = 10 * time.Second
 
 // message is a recovery message's plaintext: one of the two.
 type message struct {
@@ -104,17 +119,17 @@ type Request struct {
 	ID   string `json:"id"`
 	Node string `json:"node"` // the restored node
 	Peer string `json:"peer"` // the peer asked
-	// Lo..Hi are the sequence numbers of the envelopes of records the node
-	// awaits an answer for from the peer (0, 0: none); Known the highest it
-	// knows it gave an envelope the peer did not refuse.
-	Lo    int64 `json:"lo"`
-	Hi    int64 `json:"hi"`
-	Known int64 `json:"known"`
+	// Awaiting are the envelopes of records the node awaits an answer for
+	// from the peer (at most outbox.MaxAsk); Known the highest sequence
+	// number it knows it gave one the peer did not refuse.
+	Awaiting []string `json:"awaiting,omitempty"`
+	Known    int64    `json:"known"`
 	// SeqIn is the highest sequence number of records envelopes the node
 	// holds from the peer.
 	SeqIn int64 `json:"seq_in"`
 	// Since is when the node's copy was last written to (its newest
-	// evidence entry).
+	// evidence entry); the zero time (and SeqIn 0) when that is not known
+	// (a restore found by a replay refusal).
 	Since time.Time `json:"since"`
 }
 
@@ -146,37 +161,57 @@ func (s *Service) Handle(ctx context.Context, h crypto.Header, sender *crypto.Cr
 	if a.Peer != h.Sender || a.Node != s.d.NodeID {
 		return envelope.Refuse(envelope.RefuseContent, errors.New("recovery answer does not match its envelope"))
 	}
+	// The first answer to a request counts; a redelivery finds none waiting.
 	s.mu.Lock()
 	ch := s.waiting[a.Request]
+	delete(s.waiting, a.Request)
 	s.mu.Unlock()
 	if ch == nil {
 		s.d.Log.Info("recovery answer to no recovery in progress; ignored", "peer", a.Peer, "request", a.Request)
 		return nil
 	}
-	select {
-	case ch <- a:
-	default: // answered twice (a redelivery): the first counts
-	}
+	ch <- a // buffered for one answer per peer asked
 	return nil
 }
 
 // answer answers a peer's recovery request: what this node holds from
 // it, and publishes again what this node sent it since its copy.
 func (s *Service) answer(ctx context.Context, h crypto.Header, sender *crypto.Credential, req Request) error {
-	if req.Node != h.Sender || req.Peer != s.d.NodeID || req.ID == "" || req.Lo < 0 || req.Hi < req.Lo || req.Known < 0 || req.SeqIn < 0 {
+	if req.Node != h.Sender || req.Peer != s.d.NodeID || req.ID == "" || len(req.Awaiting) > outbox.MaxAsk || req.Known < 0 || req.SeqIn < 0 {
 		return envelope.Refuse(envelope.RefuseContent, errors.New("recovery request does not match its envelope"))
+	}
+	// An answer needs an evidence entry: a node itself restored answers
+	// once it has recovered (the request waits in JetStream).
+	if err := s.d.Evidence.Frozen(); err != nil {
+		return err
+	}
+	now := s.d.Now()
+	s.mu.Lock()
+	last := s.answered[req.Node]
+	quiet := now.Sub(last) < answerEvery
+	if !quiet {
+		s.answered[req.Node] = now
+	}
+	s.mu.Unlock()
+	if quiet {
+		s.d.Log.Warn("a peer's recovery request came too soon after the last; not answered", "peer", req.Node, "every", answerEvery)
+		return nil
 	}
 	// What it sent after its copy, it may send again (its copy does not
 	// know it did): those records are not stored twice.
 	if _, err := s.d.Receiver.RememberSent(ctx, req.Node); err != nil {
 		return err
 	}
-	st, err := s.d.Receiver.SenderState(ctx, req.Node, req.Lo, req.Hi, req.Known, req.Since.Add(-s.d.ClockSkew))
+	since := req.Since
+	if !since.IsZero() {
+		since = since.Add(-s.d.ClockSkew)
+	}
+	st, err := s.d.Receiver.SenderState(ctx, req.Node, req.Awaiting, req.Known, since)
 	if err != nil {
 		return err
 	}
 	tag := "recovery-" + req.ID
-	rep, err := s.d.Outbox.Republish(ctx, req.Node, req.SeqIn, req.Since.Add(-s.d.ClockSkew), tag)
+	rep, err := s.d.Outbox.Republish(ctx, req.Node, req.SeqIn, since, tag)
 	if err != nil {
 		return err
 	}
@@ -234,7 +269,8 @@ type Report struct {
 	// peer's refusal of reused sequence numbers).
 	EvidenceLost evidence.Gap `json:"evidence_lost"`
 	Peers        []PeerReport `json:"peers"`
-	// Missing are the peers that did not answer in time.
+	// Missing are the peers that did not answer in time, or could not be
+	// asked (no longer members, no key to seal to).
 	Missing []string `json:"missing,omitempty"`
 	// Consents withdrawn again (their withdrawal was lost with the copy
 	// and learnt back from a peer that carried out its erasure).
@@ -283,6 +319,10 @@ type Unrecoverable struct {
 	// UnknownConsents: erasures carried out for consents the copy does not
 	// hold (granted after it): nothing to withdraw.
 	UnknownConsents int `json:"unknown_consents"`
+	// ForeignErasures: erasure requests in an answer that this node could
+	// not have made (another consent's subject, recipient or agreement):
+	// ignored, and logged with the peer.
+	ForeignErasures int `json:"foreign_erasures"`
 	// SilentPeers did not answer; what they hold is not known.
 	SilentPeers int `json:"silent_peers"`
 	// MissingAgreements: agreements made after the copy (PeerReport).
@@ -300,7 +340,8 @@ var ErrMissing = errors.New("not every peer answered")
 // Recover brings this node, restored from an older copy, back in step
 // with the space (see the package comment). Nothing changes until every
 // peer answered (or, with AllowMissing, the wait ended); then the answers
-// are applied in one transaction with the entry that reopens the log.
+// are applied in one transaction with the entry that reopens the log, and
+// the consents learnt back are withdrawn again before the node sends.
 func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 	progress := func(format string, args ...any) {
 		if opt.Progress != nil {
@@ -330,12 +371,19 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	since, err := s.copyTime(ctx)
-	if err != nil {
-		return rep, err
+	// A restore found by a replay refusal: the node ran on the copy since,
+	// so it tells neither when the copy was taken nor what arrived before:
+	// the peers publish again everything not yet expired.
+	var since time.Time
+	replay := s.d.Keeper.FoundByReplay()
+	if !replay {
+		if since, err = s.copyTime(ctx); err != nil {
+			return rep, err
+		}
 	}
 	answers := make(chan Answer, len(peers))
-	asked := map[string]string{} // request id → peer
+	asked := map[string]string{}     // request id → peer
+	awaited := map[string][]string{} // peer → envelope ids asked about
 	defer func() {
 		s.mu.Lock()
 		for id := range asked {
@@ -343,12 +391,19 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 		}
 		s.mu.Unlock()
 	}()
+	var unreachable []string
 	for _, p := range peers {
-		id, err := s.ask(ctx, p, since, answers)
+		id, aw, err := s.ask(ctx, p, since, replay, answers)
+		var ue unreachableError
+		if errors.As(err, &ue) {
+			progress("cannot ask %s: %v", p, ue.err)
+			unreachable = append(unreachable, p)
+			continue
+		}
 		if err != nil {
 			return rep, fmt.Errorf("ask %s: %w", p, err)
 		}
-		asked[id] = p
+		asked[id], awaited[p] = p, aw
 		progress("asked %s", p)
 	}
 
@@ -359,44 +414,40 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 	}
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	for len(got) < len(peers) {
+	for waiting := true; waiting && len(got) < len(asked); {
 		select {
 		case a := <-answers:
 			if asked[a.Request] != a.Peer {
 				continue
 			}
 			got[a.Peer] = a
-			progress("%s answered (%d of %d)", a.Peer, len(got), len(peers))
+			progress("%s answered (%d of %d)", a.Peer, len(got), len(asked))
 		case <-timer.C:
-			for _, p := range peers {
-				if _, ok := got[p]; !ok {
-					rep.Missing = append(rep.Missing, p)
-				}
-			}
-			if !opt.AllowMissing {
-				return rep, fmt.Errorf("%w within %s: %v; nothing was changed. Start them, or recover without them (--allow-missing)",
-					ErrMissing, timeout, rep.Missing)
-			}
+			waiting = false
 		case <-ctx.Done():
 			return rep, ctx.Err()
 		}
-		if rep.Missing != nil {
-			break
+	}
+	rep.Missing = unreachable
+	for _, p := range asked {
+		if _, ok := got[p]; !ok {
+			rep.Missing = append(rep.Missing, p)
 		}
+	}
+	slices.Sort(rep.Missing)
+	if len(rep.Missing) > 0 && !opt.AllowMissing {
+		return rep, fmt.Errorf("%w within %s: %v; nothing was changed. Start them, or recover without them (--allow-missing)",
+			ErrMissing, timeout, rep.Missing)
 	}
 	rep.Unrecoverable.SilentPeers = len(rep.Missing)
 
 	// Apply: reopen the log after the space's checkpoint, settle each
-	// peer's part, in one transaction.
-	order := slices.Sorted(func(yield func(string) bool) {
-		for p := range got {
-			if !yield(p) {
-				return
-			}
-		}
-	})
+	// peer's part and note the consents to withdraw again, in one
+	// transaction.
+	order := slices.Sorted(maps.Keys(got))
 	err = s.d.DB.Write(ctx, func(tx *sql.Tx) error {
 		rep.Peers = rep.Peers[:0]
+		rep.Unrecoverable.UnknownConsents, rep.Unrecoverable.ForeignErasures = 0, 0
 		count, _, err := s.d.Evidence.Head(ctx)
 		if err != nil {
 			return err
@@ -410,12 +461,13 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 			Detail: map[string]int{"peers_silent": len(rep.Missing), "sent_envelopes_lost": int(lostEnv), "sent_records_lost": int(lostRec)}}); err != nil {
 			return err
 		}
+		rep.EvidenceLost = evidence.Gap{}
 		if after.Count > count {
 			rep.EvidenceLost = evidence.Gap{From: count + 1, To: after.Count}
 		}
 		for _, p := range order {
 			a := got[p]
-			settled, err := s.d.Outbox.Recovered(ctx, tx, p, a.Last, a.Held)
+			settled, err := s.d.Outbox.Recovered(ctx, tx, p, a.Last, awaited[p], a.Held)
 			if err != nil {
 				return err
 			}
@@ -429,10 +481,13 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 					missing = append(missing, id)
 				}
 			}
+			if err := s.relearn(ctx, tx, p, own, a.Erasures, &rep.Unrecoverable); err != nil {
+				return err
+			}
 			rep.Peers = append(rep.Peers, PeerReport{Peer: p, Last: a.Last, Settled: settled, LostEnvelopes: a.Beyond,
 				LostRecords: a.BeyondRecords, Republished: a.Republished, Erasures: len(a.Erasures), MissingAgreements: missing})
 		}
-		return nil
+		return s.d.Keeper.KeepRecovered(ctx, tx)
 	})
 	if err != nil {
 		s.d.Evidence.Freeze(rep.Reason)
@@ -444,34 +499,10 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 		progress("evidence log reopened: no entry the space attests was lost")
 	}
 
-	// Withdrawals made after the copy, learnt back from the erasures the
-	// peers carried out. Sending is still blocked: nothing leaves before.
-	seen := map[string]bool{}
-	for _, p := range order {
-		for _, raw := range got[p].Erasures {
-			var req policy.ErasureRequest
-			if err := json.Unmarshal(raw, &req); err != nil || req.Provider != s.d.NodeID || req.Recipient != p {
-				s.d.Log.Warn("an erasure request in a recovery answer is not one of this node's to that peer; ignored", "peer", p)
-				continue
-			}
-			if req.Consent == "" || seen[req.Consent] {
-				continue
-			}
-			seen[req.Consent] = true
-			held, withdrawn, err := s.d.Consent(ctx, req.Consent)
-			if err != nil {
-				return rep, fmt.Errorf("consents withdrawn since the copy: %w", err)
-			}
-			switch {
-			case !held:
-				rep.Unrecoverable.UnknownConsents++
-			case !withdrawn:
-				if err := s.d.Withdraw(ctx, req.Consent); err != nil {
-					return rep, fmt.Errorf("withdraw again a consent withdrawn since the copy: %w", err)
-				}
-				rep.ConsentsWithdrawn++
-			}
-		}
+	// Sending is still blocked: the consents withdrawn after the copy are
+	// withdrawn again first (and at the next start, if this stops here).
+	if rep.ConsentsWithdrawn, err = s.Resume(ctx); err != nil {
+		return rep, err
 	}
 	if rep.ConsentsWithdrawn > 0 {
 		progress("%d consents withdrawn again", rep.ConsentsWithdrawn)
@@ -495,42 +526,109 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 	return rep, nil
 }
 
-// ask sends peer a recovery request; its answer comes on answers.
-func (s *Service) ask(ctx context.Context, peer string, since time.Time, answers chan<- Answer) (string, error) {
-	aw, err := s.d.Outbox.AwaitingFrom(ctx, peer)
+// relearn notes, inside tx, the consents peer's erasures show withdrawn
+// after the copy: only a request this node could have made (to that peer,
+// under an agreement with it, naming the subject's token there, for a
+// consent that covers it) counts.
+func (s *Service) relearn(ctx context.Context, tx *sql.Tx, peer string, agreements []string, erasures [][]byte, u *Unrecoverable) error {
+	for _, raw := range erasures {
+		var req policy.ErasureRequest
+		if err := json.Unmarshal(raw, &req); err != nil || req.Provider != s.d.NodeID || req.Recipient != peer ||
+			req.Consent == "" || !slices.Contains(agreements, req.Agreement) {
+			u.ForeignErasures++
+			s.d.Log.Warn("an erasure request in a recovery answer is not one this node made to that peer; ignored", "peer", peer)
+			continue
+		}
+		c, err := s.d.Relearn(ctx, req.Consent, peer, req.Subject)
+		if err != nil {
+			return fmt.Errorf("consents withdrawn since the copy: %w", err)
+		}
+		switch {
+		case !c.Held:
+			u.UnknownConsents++
+		case !c.Matches:
+			u.ForeignErasures++
+			s.d.Log.Warn("an erasure request in a recovery answer names a consent of another subject or recipient; ignored", "peer", peer)
+		case !c.Withdrawn:
+			if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO recovery_withdrawals(consent, peer) VALUES (?, ?)`, req.Consent, peer); err != nil {
+				return fmt.Errorf("note a consent to withdraw again: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// Resume withdraws again the consents a recovery learnt were withdrawn
+// after the copy and has not yet withdrawn (table recovery_withdrawals),
+// and returns how many. The node calls it at start, before it sends: a
+// recovery killed after it reopened the log finishes here.
+func (s *Service) Resume(ctx context.Context) (int, error) {
+	ids, err := store.Strings(ctx, s.d.DB.R, `SELECT consent FROM recovery_withdrawals ORDER BY consent`)
 	if err != nil {
-		return "", err
+		return 0, fmt.Errorf("read consents to withdraw again: %w", err)
 	}
-	seqIn, err := s.d.Receiver.SeqIn(ctx, peer)
-	if err != nil {
-		return "", err
+	n := 0
+	for _, id := range ids {
+		if err := s.d.Withdraw(ctx, id); err != nil && !errors.Is(err, consent.ErrWithdrawn) {
+			return n, fmt.Errorf("withdraw again consent %s, withdrawn after the copy: %w", id, err)
+		} else if err == nil {
+			n++
+		}
+		if err := s.d.DB.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `DELETE FROM recovery_withdrawals WHERE consent = ?`, id)
+			return err
+		}); err != nil {
+			return n, fmt.Errorf("withdrew again consent %s: %w", id, err)
+		}
 	}
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	req := Request{ID: hex.EncodeToString(b[:]), Node: s.d.NodeID, Peer: peer, Lo: aw.Lo, Hi: aw.Hi, Known: aw.Known,
-		SeqIn: seqIn, Since: since}
-	body, err := json.Marshal(message{Request: &req})
-	if err != nil {
-		return "", err
-	}
+	return n, nil
+}
+
+// unreachableError is a peer that cannot be asked: no longer a member, or
+// without a key to seal to.
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string { return e.err.Error() }
+
+// ask sends peer a recovery request; its answer comes on answers. It
+// returns the request id and the envelopes asked about.
+func (s *Service) ask(ctx context.Context, peer string, since time.Time, replay bool, answers chan<- Answer) (string, []string, error) {
 	cred, err := s.d.Registry.Lookup(ctx, peer)
 	if err != nil {
-		return "", err
+		return "", nil, unreachableError{err}
 	}
 	to := cred.CurrentKEMKey()
 	if to == nil {
-		return "", fmt.Errorf("%s has no KEM key", peer)
+		return "", nil, unreachableError{errors.New("no KEM key")}
+	}
+	aw, err := s.d.Outbox.AwaitingFrom(ctx, peer)
+	if err != nil {
+		return "", nil, err
+	}
+	var seqIn int64
+	if !replay {
+		if seqIn, err = s.d.Receiver.SeqIn(ctx, peer); err != nil {
+			return "", nil, err
+		}
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, err
+	}
+	req := Request{ID: hex.EncodeToString(b[:]), Node: s.d.NodeID, Peer: peer, Awaiting: aw.IDs, Known: aw.Known,
+		SeqIn: seqIn, Since: since}
+	body, err := json.Marshal(message{Request: &req})
+	if err != nil {
+		return "", nil, err
 	}
 	s.mu.Lock()
 	s.waiting[req.ID] = answers
 	s.mu.Unlock()
 	if _, err := s.d.Outbox.SendNow(ctx, crypto.Header{Recipient: peer, Count: 1, Kind: crypto.KindRecovery}, to,
 		s.d.Layout.ControlSubject(peer, s.d.NodeID), body); err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return req.ID, nil
+	return req.ID, aw.IDs, nil
 }
 
 // peers are the nodes to ask: those this node's database names as ones it

@@ -357,6 +357,27 @@ ALTER TABLE outbox ADD COLUMN digest BLOB;
 -- receipt_queue.digest: SHA-256 of the envelope as it arrived; NULL for envelopes queued before.
 ALTER TABLE receipt_queue ADD COLUMN digest BLOB;
 `,
+	// 15: a restore found out, and a recovery, survive a restart.
+	`
+-- rewound: set when a peer refused this node's envelopes as replayed, which only a database
+-- restored from an older copy explains (package checkpoint): the node fails closed, across
+-- restarts, until it is recovered.
+CREATE TABLE rewound (
+	id     INTEGER PRIMARY KEY CHECK (id = 1),
+	reason TEXT    NOT NULL,
+	at_ms  INTEGER NOT NULL
+);
+
+-- recovery_withdrawals: consents a recovery learnt were withdrawn after the copy, written with the
+-- entry that reopens the evidence log and withdrawn again before the node sends (package recovery).
+CREATE TABLE recovery_withdrawals (
+	consent TEXT PRIMARY KEY,
+	peer    TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- recovered.added_ms: when the hash was kept; hashes are kept for a week after a recovery.
+ALTER TABLE recovered ADD COLUMN added_ms INTEGER NOT NULL DEFAULT 0;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
