@@ -3,8 +3,8 @@ package aggregate
 import "context"
 
 // SetTestKnobs sets the knobs of tests (Aggregator.knobs): noNoise sends
-// tables without noise; dropAfter ("commit", "shares", "masked") makes this
-// node stop answering a round after that step.
+// tables without noise; dropAfter ("commit", "shares", "masked", "signed")
+// makes this node stop answering a round after that step.
 func (a *Aggregator) SetTestKnobs(noNoise bool, dropAfter string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -19,7 +19,8 @@ func (a *Aggregator) QueryState(ctx context.Context, id string) (string, error) 
 }
 
 // SetDeviation makes a center break the protocol (Aggregator.knobs.deviate):
-// "short_u2" or "equivocate_u3"; "" follows it.
+// "short_u2", "equivocate_u3", "split_u3" or "split_u3_filter"; "" follows
+// it.
 func (a *Aggregator) SetDeviation(d string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

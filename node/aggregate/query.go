@@ -48,6 +48,10 @@ const (
 	Delta          = 1e-6
 	aggQueryLabel  = "eduspace aggregate query v1\x00"
 	aggCommitLabel = "eduspace aggregate commitment v1\x00"
+	// aggSurvivorsLabel separates a university's signature over the
+	// survivor list U3 it was given (the consistency round, AGGREGATES.md
+	// §3) from its other signatures.
+	aggSurvivorsLabel = "eduspace aggregate survivors v1\x00"
 )
 
 // aggPurposes are the purposes an aggregate query may serve.
@@ -132,8 +136,10 @@ type Query struct {
 	// Deadline: no round starts after it, and universities decline rounds
 	// that reach them after it.
 	Deadline time.Time `json:"deadline"`
-	// RoundTimeout bounds one round; each of its four collecting steps gets
-	// a quarter.
+	// RoundTimeout sets the time of one round's steps: each of its five
+	// collecting steps (commitments, share bundles, masked tables,
+	// signatures over U3, unmask responses) gets a quarter of it, so a
+	// round with a dropout at every step lasts five quarters.
 	RoundTimeout Duration `json:"round_timeout"`
 	// Interval, when set, makes the query standing: the center starts a
 	// new round every interval until the deadline.
@@ -404,6 +410,12 @@ func CheckThreshold(t, n, c int) error {
 	}
 	return fmt.Errorf("threshold %d for %d universities and %d %s: need t > (%d + %d)/2 = %s, so t ≥ %d",
 		t, n, c, cs, n, c, strconv.FormatFloat(float64(n+c)/2, 'f', -1, 64), (n+c)/2+1)
+}
+
+// lifetime is how long a university keeps a round's state: five quarters
+// of the round timeout (every step timed out) and a minute for delivery.
+func (q *Query) lifetime() time.Duration {
+	return time.Duration(q.RoundTimeout)*5/4 + time.Minute
 }
 
 // minSurvivors is m = t: the fewest masked tables a release may sum.

@@ -108,11 +108,15 @@ type Aggregator struct {
 	// tables without noise, so that a test can compare the secure sum with
 	// the plain sum exactly (budgets are still debited); dropAfter makes
 	// this node stop answering a round after the named step ("commit",
-	// "shares" or "masked"), as if it had crashed; it still takes the
+	// "shares", "masked" or "signed"), as if it had crashed; it still takes the
 	// center's abort. deviate makes a center break the protocol, as a
 	// malicious one would: "short_u2" sends each university a list U2 of
 	// itself alone, "equivocate_u3" sends each survivor a list U3 without
-	// one of the others, then the true U3.
+	// one of the others, then the true U3; "split_u3" tells the first
+	// survivor that the last one dropped and the others the true U3, and
+	// relays every signature over U3 to every signer; "split_u3_filter"
+	// does the same but relays to each signer only the signatures over the
+	// list it was given.
 	knobs struct {
 		noNoise   bool
 		dropAfter string
@@ -160,6 +164,11 @@ const (
 	// so that answering it would reveal, for some peer, the other kind of
 	// share (self-mask seed or key-agreement key).
 	ListConflict = "conflicting_survivors"
+	// ListInconsistent: the signatures the center relays over the survivor
+	// list do not show that at least t members of U3 saw the list this
+	// node saw (Bonawitz et al. 2017 §6, the consistency round): the node
+	// reveals no share.
+	ListInconsistent = "inconsistent_survivors"
 )
 
 // errListRefused is returned once a refused list is in the evidence log.
@@ -180,6 +189,8 @@ const (
 	aggMsgBundles     = "bundles"     // center → university: the bundles addressed to it, and U2
 	aggMsgMasked      = "masked"      // university → center: its masked, noised table
 	aggMsgSurvivors   = "survivors"   // center → university: U3
+	aggMsgConsistency = "consistency" // university → center: its signature over the U3 it was given
+	aggMsgSignatures  = "signatures"  // center → signers of U3: the signatures it collected
 	aggMsgUnmask      = "unmask"      // university → center: its unmask response
 	aggMsgAbort       = "abort"       // center → university: the round failed; forget it
 )
@@ -193,6 +204,7 @@ type aggMsg struct {
 	KeyID   string       `json:"key_id,omitempty"`
 	Sig     []byte       `json:"sig,omitempty"`
 	Commits []aggCommit  `json:"commits,omitempty"`
+	Sigs    []aggSig     `json:"sigs,omitempty"`    // signatures over U3
 	Bundles [][]byte     `json:"bundles,omitempty"` // inner envelopes
 	Members []string     `json:"members,omitempty"`
 	Reason  string       `json:"reason,omitempty"`
@@ -207,6 +219,33 @@ type aggCommit struct {
 	Sig   []byte `json:"sig"`
 }
 
+// aggSig is a university's signature over the survivor list U3 it was
+// given: Ed25519 by its node signing key over aggSurvivorsLabel ‖ str8(round
+// id) ‖ the secagg digest of U3 (which binds the round's parameters too).
+type aggSig struct {
+	From  string `json:"from"`
+	KeyID string `json:"key_id"`
+	Sig   []byte `json:"sig"`
+}
+
+// survivorsSigned is what a university signs over the list U3 of round.
+func survivorsSigned(round string, digest [32]byte) []byte {
+	b := append([]byte(aggSurvivorsLabel), byte(len(round)))
+	b = append(b, round...)
+	return append(b, digest[:]...)
+}
+
+// verifySurvivorsSig reports whether s is a valid signature of s.From over
+// the list of digest in round, under a signing key its credential lists.
+func (a *Aggregator) verifySurvivorsSig(ctx context.Context, round string, digest [32]byte, s aggSig) bool {
+	cred, err := a.reg.Lookup(ctx, s.From)
+	if err != nil {
+		return false
+	}
+	vk, ok := cred.SigningKey(s.KeyID)
+	return ok && vk.Verify(survivorsSigned(round, digest), s.Sig)
+}
+
 // partRound is a university's side of one round.
 type partRound struct {
 	id, center, digest, agreement string
@@ -215,8 +254,8 @@ type partRound struct {
 	r                             *secagg.Round
 	p                             *secagg.Participant
 	x                             []int64  // the exact table until masked, then nil
-	step                          string   // committed, shared, masked, unmasked
-	u2, u3                        []string // the lists U2 masked with and U3 answered, sorted
+	step                          string   // committed, shared, masked, signed, unmasked
+	u2, u3                        []string // the lists U2 masked with and U3 signed (then answered), sorted
 	dropped                       bool
 	expires                       time.Time
 }
@@ -301,9 +340,9 @@ func (a *Aggregator) Handle(ctx context.Context, h crypto.Header, plain []byte) 
 	switch m.Type {
 	case aggMsgRound:
 		return a.partRoundStart(ctx, h, m)
-	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgAbort:
+	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgSignatures, aggMsgAbort:
 		return a.partStep(ctx, h, m)
-	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgUnmask:
+	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgConsistency, aggMsgUnmask:
 		if a.cred.Role != crypto.RoleCenter {
 			return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
 		}
@@ -366,7 +405,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 		a.m.Aggregate.Participation.WithLabelValues("declined").Inc()
 		// Remembered, so that a redelivered round message is not declined twice.
 		a.parts[m.Round] = &partRound{id: m.Round, center: q.Center, dropped: true,
-			expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
+			expires: now.Add(q.lifetime())}
 		return nil
 	}
 	if !slices.Contains(q.Participants, a.nodeID) {
@@ -418,7 +457,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 		return decline(RefuseInternal, err)
 	}
 	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, q: q, plan: plan, r: r, p: p, x: x,
-		step: "committed", expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
+		step: "committed", expires: now.Add(q.lifetime())}
 	e := aggEntry(m.Round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells}
@@ -487,10 +526,15 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 	case aggMsgSurvivors:
 		switch pr.step {
 		case "masked":
-			err = a.partUnmask(ctx, pr, m)
-		case "unmasked":
+			err = a.partSign(ctx, pr, m)
+		case "signed", "unmasked":
 			err = a.partSurvivorsAgain(ctx, pr, m)
 		}
+	case aggMsgSignatures:
+		if pr.step != "signed" {
+			return nil
+		}
+		err = a.partUnmask(ctx, pr, m)
 	}
 	if err != nil {
 		// This node leaves the round; the center goes on without it.
@@ -501,7 +545,8 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 }
 
 // partAbort forgets a round the center failed. When this node sent its
-// masked table (its ledger debited) and has not answered a survivor list, it
+// masked table (its ledger debited) and has not answered a survivor list
+// (signing one reveals nothing), it
 // gives the debit back, in one transaction with a refunded evidence entry:
 // the center says it released nothing, and no answer of this node helped
 // unmask anything. Once it has answered a survivor list it keeps the debit:
@@ -511,7 +556,7 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 func (a *Aggregator) partAbort(ctx context.Context, pr *partRound, reason string) error {
 	clear(pr.x)
 	pr.x = nil
-	if pr.step == "masked" {
+	if pr.step == "masked" || pr.step == "signed" {
 		refunded, err := a.refund(ctx, pr)
 		if err != nil {
 			return fmt.Errorf("aggregate round %s: refund: %w", pr.id, err)
@@ -700,12 +745,68 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	return nil
 }
 
-func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
+// partSign handles the survivor list U3: it checks the list (at least t
+// members, this node among them, every member in U2) and signs it for the
+// consistency round; nothing is revealed yet.
+func (a *Aggregator) partSign(ctx context.Context, pr *partRound, m aggMsg) error {
 	if t := pr.q.minSurvivors(); len(m.Members) < t {
 		return a.refuseList(ctx, pr, ListShort, m.Members, nil,
 			map[string]int{"list": 3, "members": len(m.Members), "threshold": t})
 	}
-	resp, err := pr.p.Unmask(m.Members)
+	for _, v := range m.Members {
+		if !slices.Contains(pr.u2, v) {
+			return fmt.Errorf("survivor list names %s, which is not in U2", v)
+		}
+	}
+	if !slices.Contains(m.Members, a.nodeID) {
+		return errors.New("survivor list omits this node")
+	}
+	d, err := pr.r.SurvivorsDigest(m.Members)
+	if err != nil {
+		return err
+	}
+	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgConsistency, Round: pr.id,
+		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(survivorsSigned(pr.id, d))}}, nil); err != nil {
+		return err
+	}
+	pr.step, pr.u3 = "signed", slices.Sorted(slices.Values(m.Members))
+	pr.dropped = a.knobs.dropAfter == "signed"
+	return nil
+}
+
+// partUnmask handles the signatures the center relays over U3 and, if at
+// least t of them, from distinct members of U3, verify over the list this
+// node signed, and none fails, answers with its unmask response. Otherwise
+// some members were given another list (or the center tampered with
+// their signatures): the node refuses (inconsistent_survivors, naming the
+// signers whose signatures fail) and reveals nothing.
+func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
+	d, err := pr.r.SurvivorsDigest(pr.u3)
+	if err != nil {
+		return err
+	}
+	valid, seen := 0, map[string]bool{}
+	var bad []string
+	for _, s := range m.Sigs {
+		if seen[s.From] || !slices.Contains(pr.u3, s.From) {
+			bad = append(bad, s.From)
+			continue
+		}
+		seen[s.From] = true
+		if !a.verifySurvivorsSig(ctx, pr.id, d, s) {
+			bad = append(bad, s.From)
+			continue
+		}
+		valid++
+	}
+	if t := pr.q.Threshold; valid < t || len(bad) > 0 {
+		detail := map[string]int{"list": 3, "members": len(pr.u3), "threshold": t, "valid": valid, "invalid": len(bad)}
+		for _, v := range bad {
+			detail["invalid:"+v] = 1
+		}
+		return a.refuseList(ctx, pr, ListInconsistent, pr.u3, nil, detail)
+	}
+	resp, err := pr.p.Unmask(pr.u3)
 	if err != nil {
 		return err
 	}
@@ -715,23 +816,24 @@ func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) er
 	}
 	e := aggEntry(pr.id, pr.digest, "unmasked")
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
-	e.Count = len(m.Members)
-	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(pr.plan.rho)}, m.Members)
+	e.Count = len(pr.u3)
+	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(pr.plan.rho), "signatures": valid}, pr.u3)
 	e.Digest = hex.EncodeToString(resp.Survivors[:]) // of U3
 	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgUnmask, Round: pr.id, Data: data}},
 		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
 	}
-	pr.step, pr.u3 = "unmasked", slices.Sorted(slices.Values(m.Members))
+	pr.step = "unmasked"
 	return nil
 }
 
-// partSurvivorsAgain handles a survivor list after this node answered one.
+// partSurvivorsAgain handles a survivor list after this node signed one.
 // The same list again (a redelivery) is ignored. Another list would ask,
-// for some peer, the other kind of share than this node revealed (its
-// self-mask seed share if the first list had it dropped, its key share if
-// the first had it surviving): with both, the center unmasks that peer's
-// table alone. It is refused, with the flipped peers in the evidence.
+// for some peer, the other kind of share than this node reveals for the
+// first (its self-mask seed share if the first list had it dropped, its key
+// share if the first had it surviving): with both, the center unmasks that
+// peer's table alone. It is refused, with the flipped peers in the
+// evidence, and the node leaves the round, revealing nothing more.
 func (a *Aggregator) partSurvivorsAgain(ctx context.Context, pr *partRound, m aggMsg) error {
 	again := slices.Sorted(slices.Values(m.Members))
 	if slices.Equal(again, pr.u3) {
