@@ -39,10 +39,10 @@ const (
 	maxAggBound        = 1_000_000_000
 	maxAggContribution = 100
 	maxAggRho          = 10.0
-	// DefaultPrivacyBudget is the ρ a university grants a (recipient,
-	// dataset) account it has no budget for, the first time an active
-	// agreement lets that recipient query that dataset (PRIVACY.md: ten
-	// releases of ρ = 0.05).
+	// DefaultPrivacyBudget is the ρ per calendar year a university grants
+	// a (recipient, population) account it has no budget for, the first
+	// time it debits it (PRIVACY.md §6: ten releases of ρ = 0.05 a year
+	// about the same persons).
 	DefaultPrivacyBudget = 0.5
 	// Delta is the δ at which releases state their ε.
 	Delta          = 1e-6
@@ -108,9 +108,10 @@ type Query struct {
 	Center     string    `json:"center"`
 	Issued     time.Time `json:"issued"`
 	RecordType string    `json:"record_type"`
-	// Dataset names the privacy-budget account the query draws on; it must
-	// be the record type, so that every query over the same records draws
-	// on one account (PRIVACY.md §6).
+	// Dataset names the records counted; it must be the record type. It
+	// does not name the budget account: every query about the persons the
+	// record type's subject key identifies draws on one account per
+	// (recipient, population), whatever its record type (PRIVACY.md §6).
 	Dataset string         `json:"dataset"`
 	Purpose policy.Purpose `json:"purpose"`
 	GroupBy []Dimension    `json:"group_by"`
@@ -207,7 +208,7 @@ func (q *Query) Validate(std *schema.Standard) error {
 		return bad("record_type", "%s concerns no person: aggregate rounds count data subjects' records", q.RecordType)
 	}
 	if q.Dataset != q.RecordType {
-		return bad("dataset", "must be the record type %q (one budget account per record type)", q.RecordType)
+		return bad("dataset", "must be the record type %q", q.RecordType)
 	}
 	if !aggPurposes[q.Purpose] {
 		return bad("purpose", "%q: want statistics or employment_statistics", q.Purpose)

@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -249,15 +250,18 @@ func (a *Aggregator) verifySurvivorsSig(ctx context.Context, round string, diges
 // partRound is a university's side of one round.
 type partRound struct {
 	id, center, digest, agreement string
-	q                             *Query
-	plan                          aggPlan
-	r                             *secagg.Round
-	p                             *secagg.Participant
-	x                             []int64  // the exact table until masked, then nil
-	step                          string   // committed, shared, masked, signed, unmasked
-	u2, u3                        []string // the lists U2 masked with and U3 signed (then answered), sorted
-	dropped                       bool
-	expires                       time.Time
+	// population is the ledger account's population (the record type's
+	// subject key); window is the window debited, set with the debit.
+	population, window string
+	q                  *Query
+	plan               aggPlan
+	r                  *secagg.Round
+	p                  *secagg.Participant
+	x                  []int64  // the exact table until masked, then nil
+	step               string   // committed, shared, masked, signed, unmasked
+	u2, u3             []string // the lists U2 masked with and U3 signed (then answered), sorted
+	dropped            bool
+	expires            time.Time
 }
 
 // ---------------------------------------------------------------------------
@@ -434,7 +438,11 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
-	if ok, err := a.budgetAllows(ctx, q.Center, q.Dataset, plan.rho); err != nil {
+	population, err := a.PopulationOf(q.RecordType)
+	if err != nil {
+		return decline(RefuseBadQuery, err)
+	}
+	if ok, err := a.budgetAllows(ctx, q.Center, population, budgetWindow(now), plan.rho); err != nil {
 		return err
 	} else if !ok {
 		return decline(RefuseBudget, nil)
@@ -456,7 +464,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
-	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, q: q, plan: plan, r: r, p: p, x: x,
+	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, population: population, q: q, plan: plan, r: r, p: p, x: x,
 		step: "committed", expires: now.Add(q.lifetime())}
 	e := aggEntry(m.Round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
@@ -580,11 +588,11 @@ func (a *Aggregator) refund(ctx context.Context, pr *partRound) (bool, error) {
 	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho)}
 	refunded := false
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
-		l, err := loadLedger(ctx, tx)
+		l, err := a.loadLedger(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if err := l.Refund(pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
+		if err := l.Refund(pr.center, pr.population, pr.window, pr.plan.rho); err != nil {
 			a.log.Warn("aggregate round: debit not refunded", "round", pr.id, "err", err)
 			return nil
 		}
@@ -716,8 +724,9 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
 	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho), "shared": len(m.Members)}
 	e.Digest = hex.EncodeToString(masked.Shared[:]) // of U2
+	window := budgetWindow(a.now())
 	err = a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgMasked, Round: pr.id, Data: data}}, func(tx *sql.Tx) error {
-		if err := a.spendTx(ctx, tx, pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
+		if err := a.spendTx(ctx, tx, pr.center, pr.population, window, pr.plan.rho); err != nil {
 			return err
 		}
 		return a.ev.Append(ctx, tx, e)
@@ -738,7 +747,7 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	if err != nil {
 		return err
 	}
-	pr.step, pr.u2 = "masked", slices.Sorted(slices.Values(m.Members))
+	pr.step, pr.u2, pr.window = "masked", slices.Sorted(slices.Values(m.Members)), window
 	pr.dropped = a.knobs.dropAfter == "masked"
 	a.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
 	a.m.Aggregate.Rho.Add(pr.plan.rho)
@@ -879,13 +888,49 @@ func (a *Aggregator) refuseList(ctx context.Context, pr *partRound, reason strin
 }
 
 // ---------------------------------------------------------------------------
-// The privacy ledger, persisted in the privacy_ledger table.
+// The privacy ledger, persisted in the privacy_ledger table: one account per
+// (recipient, population of persons), spent per calendar year (PRIVACY.md
+// §6).
 
-func loadLedger(ctx context.Context, q interface {
+// budgetWindow is the ledger window of an instant: its calendar year in
+// UTC.
+func budgetWindow(t time.Time) string { return strconv.Itoa(t.UTC().Year()) }
+
+// PopulationOf is the population of persons the records of a type are
+// about: the type's subject key ("student_id"), so that every record type
+// keyed by the same person identifier draws on one budget account.
+func (a *Aggregator) PopulationOf(recordType string) (string, error) {
+	rt, ok := a.std.Type(recordType)
+	if !ok {
+		return "", fmt.Errorf("%q is not a record type", recordType)
+	}
+	if rt.SubjectKey() == "" {
+		return "", fmt.Errorf("%s concerns no person", recordType)
+	}
+	return rt.SubjectKey(), nil
+}
+
+// isPopulation reports whether name is the subject key of a record type.
+func (a *Aggregator) isPopulation(name string) bool {
+	for _, t := range a.std.Types() {
+		if p, err := a.PopulationOf(t); err == nil && p == name {
+			return true
+		}
+	}
+	return false
+}
+
+// loadLedger reads the ledger. One of version 1 (accounts per recipient
+// and record type) is migrated as it is read (privacy.MigrateV1): the
+// accounts of record types about the same population merge, their spends
+// charged to the window of the ledger's last change; the next change stores
+// it in the present version.
+func (a *Aggregator) loadLedger(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }) (*privacy.Ledger, error) {
 	var body []byte
-	err := q.QueryRowContext(ctx, `SELECT body FROM privacy_ledger WHERE id = 1`).Scan(&body)
+	var updated int64
+	err := q.QueryRowContext(ctx, `SELECT body, updated_ms FROM privacy_ledger WHERE id = 1`).Scan(&body, &updated)
 	l := &privacy.Ledger{}
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, nil
@@ -893,7 +938,11 @@ func loadLedger(ctx context.Context, q interface {
 	if err != nil {
 		return nil, fmt.Errorf("read privacy ledger: %w", err)
 	}
-	if err := json.Unmarshal(body, l); err != nil {
+	err = json.Unmarshal(body, l)
+	if errors.Is(err, privacy.ErrLedgerV1) {
+		return privacy.MigrateV1(body, a.PopulationOf, budgetWindow(time.UnixMilli(updated)))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("privacy ledger: %w", err)
 	}
 	return l, nil
@@ -909,75 +958,67 @@ func (a *Aggregator) storeLedger(ctx context.Context, tx *sql.Tx, l *privacy.Led
 	return err
 }
 
-func hasAccount(l *privacy.Ledger, recipient, dataset string) bool {
-	for _, a := range l.Accounts() {
-		if a.Recipient == recipient && a.Dataset == dataset {
-			return true
-		}
-	}
-	return false
-}
-
-// budgetAllows reports whether rho fits in what is left of the account,
-// which starts at DefaultPrivacyBudget when none was set.
-func (a *Aggregator) budgetAllows(ctx context.Context, recipient, dataset string, rho float64) (bool, error) {
-	l, err := loadLedger(ctx, a.db.R)
+// budgetAllows reports whether rho fits in what is left of the account in
+// window, which starts at DefaultPrivacyBudget when none was set.
+func (a *Aggregator) budgetAllows(ctx context.Context, recipient, population, window string, rho float64) (bool, error) {
+	l, err := a.loadLedger(ctx, a.db.R)
 	if err != nil {
 		return false, err
 	}
 	left := DefaultPrivacyBudget
-	if hasAccount(l, recipient, dataset) {
-		left = l.Remaining(recipient, dataset)
+	if l.HasBudget(recipient, population) {
+		left = l.Remaining(recipient, population, window)
 	}
 	return rho <= left, nil
 }
 
-// spendTx debits rho inside tx, opening the account at DefaultPrivacyBudget
-// when it has none.
-func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset string, rho float64) error {
-	l, err := loadLedger(ctx, tx)
+// spendTx debits rho in window inside tx, opening the account at
+// DefaultPrivacyBudget when it has none.
+func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, population, window string, rho float64) error {
+	l, err := a.loadLedger(ctx, tx)
 	if err != nil {
 		return err
 	}
-	if !hasAccount(l, recipient, dataset) {
-		if err := l.SetBudget(recipient, dataset, DefaultPrivacyBudget); err != nil {
+	if !l.HasBudget(recipient, population) {
+		if err := l.SetBudget(recipient, population, DefaultPrivacyBudget); err != nil {
 			return err
 		}
 	}
-	if err := l.Spend(recipient, dataset, rho); err != nil {
+	if err := l.Spend(recipient, population, window, rho); err != nil {
 		return err
 	}
 	return a.storeLedger(ctx, tx, l)
 }
 
-// SetBudget sets the total ρ this node grants recipient about
-// dataset (a record type); it may not go below what is spent. The change is
+// SetBudget sets the ρ this node grants recipient about a population of
+// persons (a subject key of the standard, "student_id") in each calendar
+// year; it may not go below what the newest year spent. The change is
 // recorded in the evidence log: a budget_set entry whose Peer is the
-// recipient and Rule "dataset:" and the dataset, so that the entry names the
-// account it changed.
-func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, rho float64) error {
-	if _, ok := a.std.Type(dataset); !ok {
-		return fmt.Errorf("privacy budget: dataset: %q is not a record type", dataset)
+// recipient and Rule "population:" and the population, so that the entry
+// names the account it changed.
+func (a *Aggregator) SetBudget(ctx context.Context, recipient, population string, rho float64) error {
+	if !a.isPopulation(population) {
+		return fmt.Errorf("privacy budget: population: %q is not the subject key of a record type", population)
 	}
 	return a.db.Write(ctx, func(tx *sql.Tx) error {
-		l, err := loadLedger(ctx, tx)
+		l, err := a.loadLedger(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if err := l.SetBudget(recipient, dataset, rho); err != nil {
+		if err := l.SetBudget(recipient, population, rho); err != nil {
 			return fmt.Errorf("privacy budget: %w", err)
 		}
 		if err := a.storeLedger(ctx, tx, l); err != nil {
 			return err
 		}
-		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Rule: "dataset:" + dataset,
+		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Rule: "population:" + population,
 			Reason: "budget_set", Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
 	})
 }
 
-// Budgets lists this node's ledger accounts.
+// Budgets lists this node's ledger: per account, what each year spent.
 func (a *Aggregator) Budgets(ctx context.Context) ([]privacy.Account, error) {
-	l, err := loadLedger(ctx, a.db.R)
+	l, err := a.loadLedger(ctx, a.db.R)
 	if err != nil {
 		return nil, err
 	}

@@ -399,7 +399,7 @@ func TestAggregateFailedRoundRefunds(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, b := range budgets {
-			if b.Recipient == aggCenter && b.Dataset == "student" {
+			if b.Recipient == aggCenter && b.Population == "student_id" {
 				return b.Spent, b.Releases
 			}
 		}
@@ -479,18 +479,21 @@ func TestAggregateFailedRoundRefunds(t *testing.T) {
 func TestAggregateBudget(t *testing.T) {
 	f := newAggSpace(t)
 	ctx := context.Background()
-	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err != nil {
+	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err == nil {
+		t.Error("budget set on a record type, not a population")
+	}
+	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student_id", 0.07); err != nil {
 		t.Fatal(err)
 	}
-	// The budget_set entry names the account: the recipient and the dataset.
+	// The budget_set entry names the account: the recipient and the population.
 	var set map[string]any
 	for _, e := range aggEvidence(t, f.s.Configs["uni-c"].DataDir) {
 		if e["reason"] == "budget_set" {
 			set = e
 		}
 	}
-	if set == nil || set["peer"] != aggCenter || set["rule"] != "dataset:student" {
-		t.Errorf("uni-c's budget_set entry: %v, want peer %s and rule dataset:student", set, aggCenter)
+	if set == nil || set["peer"] != aggCenter || set["rule"] != "population:student_id" {
+		t.Errorf("uni-c's budget_set entry: %v, want peer %s and rule population:student_id", set, aggCenter)
 	} else if d, _ := set["detail"].(map[string]any); d == nil || d["budget_nano_rho"] != 7e7 {
 		t.Errorf("uni-c's budget_set entry: detail %v, want budget_nano_rho 70000000", set["detail"])
 	}
@@ -515,6 +518,130 @@ func TestAggregateBudget(t *testing.T) {
 	budgets, err = f.unis["uni-a"].Aggregator().Budgets(ctx)
 	if err != nil || len(budgets) != 1 || budgets[0].Budget != aggregate.DefaultPrivacyBudget || budgets[0].Releases != 2 {
 		t.Errorf("uni-a's ledger: %+v", budgets)
+	}
+}
+
+// TestAggregatePersonBudget: the budget is per population of persons, not
+// per record type: queries over student and enrollment records, both about
+// the students (keyed by student_id), draw on one account, and once it is
+// spent every query about those students is refused, whatever the record
+// type. The account is spent per calendar year.
+func TestAggregatePersonBudget(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	// Over the admin API: PUT /v1/budgets names the population, or a record
+	// type as "dataset" (the body of ledgers per record type) for the
+	// population it is about; a type about no person is refused.
+	putBudget := func(body string) (int, []map[string]any) {
+		t.Helper()
+		u := f.unis["uni-c"]
+		req, err := http.NewRequest(http.MethodPut, "http://"+u.AdminAddr()+"/v1/budgets", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+u.AdminToken())
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var list []map[string]any
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, list
+	}
+	if code, list := putBudget(`{"recipient":"center","dataset":"enrollment","budget_rho":0.3}`); code != http.StatusOK ||
+		len(list) != 1 || list[0]["population"] != "student_id" || list[0]["budget_rho"] != 0.3 {
+		t.Errorf("PUT with the dataset enrollment: %d %v, want the student_id account at 0.3", code, list)
+	}
+	for _, bad := range []string{`{"recipient":"center","dataset":"course","budget_rho":0.3}`,
+		`{"recipient":"center","population":"enrollment","budget_rho":0.3}`} {
+		if code, _ := putBudget(bad); code != http.StatusUnprocessableEntity {
+			t.Errorf("PUT %s: %d, want 422", bad, code)
+		}
+	}
+	// Three releases of at most 0.05 fit in 0.15, a fourth does not.
+	if code, list := putBudget(`{"recipient":"center","population":"student_id","budget_rho":0.15}`); code != http.StatusOK ||
+		len(list) != 1 || list[0]["budget_rho"] != 0.15 {
+		t.Fatalf("PUT with the population student_id: %d %v", code, list)
+	}
+	enrolQuery := func(id string) aggregate.Query {
+		q := genderQuery(id)
+		q.RecordType = "enrollment"
+		q.GroupBy = []aggregate.Dimension{{Field: "education_level", Values: aggLevels}}
+		return q
+	}
+	queries := []aggregate.Query{genderQuery("p-1"), enrolQuery("p-2"), genderQuery("p-3"), enrolQuery("p-4"), genderQuery("p-5")}
+	for i, q := range queries {
+		rel := f.run(t, q)
+		want := aggUnis
+		if i >= 3 {
+			want = []string{"uni-a", "uni-b"}
+		}
+		if !slices.Equal(rel.Survivors, want) {
+			t.Errorf("%s (%s): survivors %v, want %v", q.ID, q.RecordType, rel.Survivors, want)
+		}
+	}
+	ev := aggEvidence(t, f.s.Configs["uni-c"].DataDir)
+	for i, q := range queries {
+		refused := hasEntry(ev, q.ID+"-r1", "budget_exceeded") != nil
+		if refused != (i >= 3) {
+			t.Errorf("uni-c on %s (%s): refused %v, want %v", q.ID, q.RecordType, refused, i >= 3)
+		}
+	}
+	year := strconv.Itoa(time.Now().UTC().Year())
+	budgets, err := f.unis["uni-c"].Aggregator().Budgets(ctx)
+	if err != nil || len(budgets) != 1 {
+		t.Fatalf("uni-c's ledger: %+v %v; want one account", budgets, err)
+	}
+	if b := budgets[0]; b.Population != "student_id" || b.Releases != 3 || b.Spent > 0.15 || b.Budget != 0.15 || b.Window != year {
+		t.Errorf("uni-c's account %+v, want student_id in %s: three releases of the 0.15", b, year)
+	}
+	// The others, at the default budget, hold one account for the
+	// students too, with all five releases.
+	budgets, err = f.unis["uni-a"].Aggregator().Budgets(ctx)
+	if err != nil || len(budgets) != 1 || budgets[0].Population != "student_id" || budgets[0].Releases != 5 {
+		t.Errorf("uni-a's ledger: %+v %v; want one student_id account with five releases", budgets, err)
+	}
+}
+
+// TestAggregateLedgerMigration: a ledger stored in version 1, with one
+// account per record type, is read as one account per population, the
+// spends of the record types about the students summed into the year of
+// its last change; the next debit stores it in the present version.
+func TestAggregateLedgerMigration(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	agg := f.unis["uni-c"].Aggregator()
+	v1 := `{"version":1,"accounts":[` +
+		`{"recipient":"center","dataset":"enrollment","budget_nano_rho":500000000,"spent_nano_rho":200000000,"releases":4},` +
+		`{"recipient":"center","dataset":"student","budget_nano_rho":500000000,"spent_nano_rho":250000000,"releases":5}]}`
+	last := time.Now().UTC()
+	if err := agg.StoreLedgerBody(ctx, []byte(v1), last); err != nil {
+		t.Fatal(err)
+	}
+	year := strconv.Itoa(last.Year())
+	budgets, err := agg.Budgets(ctx)
+	if err != nil || len(budgets) != 1 {
+		t.Fatalf("migrated ledger: %+v %v; want one account", budgets, err)
+	}
+	if b := budgets[0]; b.Population != "student_id" || b.Window != year || b.Releases != 9 || b.Spent != 0.45 || b.Budget != 0.5 {
+		t.Errorf("migrated account %+v, want student_id in %s: 0.45 of 0.5 in nine releases", b, year)
+	}
+	// 0.05 is left: one more release, then uni-c declines.
+	f.checkGender(t, f.run(t, genderQuery("m-1")), aggUnis...)
+	f.checkGender(t, f.run(t, genderQuery("m-2")), "uni-a", "uni-b")
+	body, err := agg.LedgerBody(ctx)
+	if err != nil || !strings.HasPrefix(string(body), `{"version":2,`) {
+		t.Errorf("stored ledger after a debit: %s %v; want version 2", body, err)
+	}
+	budgets, err = agg.Budgets(ctx)
+	if err != nil || len(budgets) != 1 || budgets[0].Releases != 10 || budgets[0].Spent > 0.5 {
+		t.Errorf("ledger after the debit: %+v %v; want ten releases within 0.5", budgets, err)
 	}
 }
 
