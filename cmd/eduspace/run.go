@@ -78,7 +78,7 @@ func commands() []command {
 			{"query", "submit, list, get or cancel the center's queries"},
 			{"rounds", "recent rounds: state, participants, who declined and why, cells released and suppressed, ρ spent"},
 			{"releases", "the released aggregates, or one with its cells (--id, --csv)"},
-			{"budgets", "this node's privacy budgets per recipient and dataset"},
+			{"budgets", "this node's privacy budgets per recipient and population of persons, spent per year"},
 		}},
 		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{

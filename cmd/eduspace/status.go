@@ -90,7 +90,11 @@ func printOverview(out io.Writer, o *admin.Overview) {
 			a.ValidUntil.UTC().Format(time.DateOnly))
 	}
 	for _, b := range o.Budgets {
-		fmt.Fprintf(w, "budget\t%s / %s: %.4g of %.4g ρ spent, %d releases\n", b.Recipient, b.Dataset, b.Spent, b.Budget, b.Releases)
+		window := b.Window
+		if window == "" {
+			window = "no year yet"
+		}
+		fmt.Fprintf(w, "budget\t%s / %s, %s: %.4g of %.4g ρ spent, %d releases\n", b.Recipient, b.Population, window, b.Spent, b.Budget, b.Releases)
 	}
 	for _, p := range o.Problems {
 		fmt.Fprintf(w, "unread\t%s\n", p)

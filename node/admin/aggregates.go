@@ -147,17 +147,33 @@ func (s *Server) handleBudgets(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, list)
 }
 
+// handleSetBudget sets the budget of a (recipient, population) account,
+// per calendar year. The population is a subject key ("student_id"); a
+// record type given as "dataset" (the body of versions whose accounts were
+// per record type) names the population it is about.
 func (s *Server) handleSetBudget(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Recipient string  `json:"recipient"`
-		Dataset   string  `json:"dataset"`
-		Rho       float64 `json:"budget_rho"`
+		Recipient  string  `json:"recipient"`
+		Population string  `json:"population"`
+		Dataset    string  `json:"dataset"`
+		Rho        float64 `json:"budget_rho"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&req); err != nil || req.Recipient == "" {
-		s.writeProblem(w, http.StatusBadRequest, "bad-request", `Body must be {"recipient": …, "dataset": …, "budget_rho": …}`, "")
+	const usage = `Body must be {"recipient": …, "population": …, "budget_rho": …}`
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<12)).Decode(&req); err != nil || req.Recipient == "" ||
+		(req.Population == "") == (req.Dataset == "") {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request", usage, "")
 		return
 	}
-	if err := s.agg.SetBudget(r.Context(), req.Recipient, req.Dataset, req.Rho); err != nil {
+	population := req.Population
+	if req.Dataset != "" {
+		p, err := s.agg.PopulationOf(req.Dataset)
+		if err != nil {
+			s.writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", "dataset: "+err.Error())
+			return
+		}
+		population = p
+	}
+	if err := s.agg.SetBudget(r.Context(), req.Recipient, population, req.Rho); err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "budget-refused", "Budget not set", err.Error())
 		return
 	}

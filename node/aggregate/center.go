@@ -25,6 +25,7 @@ const (
 	stepCommit = iota
 	stepShares
 	stepMasked
+	stepConsist
 	stepUnmask
 	stepDone
 )
@@ -51,7 +52,10 @@ type centerRound struct {
 	shares              map[string][][]byte
 	shared              []string // U2
 	masked              map[string]secagg.MaskedInput
-	survivors           []string // U3
+	survivors           []string            // U3
+	u3For               map[string][]string // the list U3 sent to each survivor (the same for all, unless a test knob deviates)
+	sigs                map[string]aggSig   // survivors' signatures over the list they were sent
+	signers             []string            // the survivors whose signatures were relayed: they answer the unmask step
 	responses           map[string]secagg.UnmaskResponse
 	done                chan struct{}
 	release             *Release
@@ -209,6 +213,7 @@ func (a *Aggregator) startRound(ctx context.Context, queryID string) (string, er
 	cr := &centerRound{id: id, queryID: q.ID, digest: sq.Digest(), sq: sq, q: q, plan: plan, r: r, started: now, stepAt: now,
 		declined: map[string]string{}, commits: map[string]aggCommit{}, commitments: map[string]secagg.Commitment{},
 		shares: map[string][][]byte{}, masked: map[string]secagg.MaskedInput{}, responses: map[string]secagg.UnmaskResponse{},
+		u3For: map[string][]string{}, sigs: map[string]aggSig{},
 		done: make(chan struct{})}
 	var next sql.NullInt64
 	state = "done"
@@ -385,8 +390,21 @@ func (cr *centerRound) record(a *Aggregator, ctx context.Context, from string, m
 			return errors.New("malformed masked table")
 		}
 		cr.masked[from] = mi
+	case aggMsgConsistency:
+		if cr.step != stepConsist || !slices.Contains(cr.survivors, from) {
+			return errors.New("signature over U3 out of turn")
+		}
+		d, err := cr.r.SurvivorsDigest(cr.u3For[from])
+		if err != nil {
+			return err
+		}
+		s := aggSig{From: from, KeyID: m.KeyID, Sig: m.Sig}
+		if !a.verifySurvivorsSig(ctx, cr.id, d, s) {
+			return errors.New("signature over U3 does not verify over the list sent")
+		}
+		cr.sigs[from] = s
 	case aggMsgUnmask:
-		if cr.step != stepUnmask || !slices.Contains(cr.survivors, from) {
+		if cr.step != stepUnmask || !slices.Contains(cr.signers, from) {
 			return errors.New("unmask response out of turn")
 		}
 		u, err := cr.r.ParseUnmaskResponse(m.Data)
@@ -409,8 +427,10 @@ func (cr *centerRound) pending() (expected, have int) {
 		from, have = slices.Collect(maps.Keys(cr.commits)), len(cr.shares)
 	case stepMasked:
 		from, have = cr.shared, len(cr.masked)
+	case stepConsist:
+		from, have = cr.survivors, len(cr.sigs)
 	case stepUnmask:
-		from, have = cr.survivors, len(cr.responses)
+		from, have = cr.signers, len(cr.responses)
 	}
 	for _, p := range from {
 		if _, gone := cr.declined[p]; !gone {
@@ -479,14 +499,46 @@ func (a *Aggregator) centerAdvance(ctx context.Context, cr *centerRound, timedOu
 		msgs := map[string]aggMsg{}
 		for _, u := range u3 {
 			msgs[u] = aggMsg{Type: aggMsgSurvivors, Round: cr.id, Members: u3}
+			cr.u3For[u] = u3
 		}
 		cr.survivors = u3
+		if d := a.knobs.deviate; d == "split_u3" || d == "split_u3_filter" {
+			short := u3[:len(u3)-1]
+			msgs[u3[0]] = aggMsg{Type: aggMsgSurvivors, Round: cr.id, Members: short}
+			cr.u3For[u3[0]] = short
+		}
 		var e evidence.Entry
 		e, err = a.listEntry(cr, "survivors_list", u3, cr.r.SurvivorsDigest)
 		if err == nil && a.knobs.deviate == "equivocate_u3" {
 			err = a.sendAgg(ctx, cr.q, equivocate(cr.id, u3), nil)
 		}
 		if err == nil {
+			err = a.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) })
+		}
+	case stepConsist:
+		signers := slices.Sorted(maps.Keys(cr.sigs))
+		if len(signers) < cr.q.Threshold {
+			a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d signatures over U3, need %d", len(signers), cr.q.Threshold))
+			return
+		}
+		msgs := map[string]aggMsg{}
+		for _, u := range signers {
+			var sigs []aggSig
+			for _, v := range signers {
+				if a.knobs.deviate != "split_u3_filter" || slices.Equal(cr.u3For[u], cr.u3For[v]) {
+					sigs = append(sigs, cr.sigs[v])
+				}
+			}
+			msgs[u] = aggMsg{Type: aggMsgSignatures, Round: cr.id, Sigs: sigs}
+		}
+		cr.signers = signers
+		var e evidence.Entry
+		e, err = a.listEntry(cr, "survivors_signed", cr.survivors, cr.r.SurvivorsDigest)
+		if err == nil {
+			e.Detail["signers"] = len(signers)
+			for _, v := range signers {
+				e.Detail["signer:"+v] = 1
+			}
 			err = a.sendAgg(ctx, cr.q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) })
 		}
 	case stepUnmask:
@@ -571,7 +623,7 @@ func (a *Aggregator) centerFail(ctx context.Context, cr *centerRound, reason str
 
 func (a *Aggregator) centerFinish(cr *centerRound) {
 	cr.step, cr.finished = stepDone, a.now()
-	cr.commits, cr.commitments, cr.shares, cr.masked, cr.responses = nil, nil, nil, nil, nil
+	cr.commits, cr.commitments, cr.shares, cr.masked, cr.responses, cr.sigs = nil, nil, nil, nil, nil, nil
 	close(cr.done)
 }
 

@@ -39,15 +39,19 @@ const (
 	maxAggBound        = 1_000_000_000
 	maxAggContribution = 100
 	maxAggRho          = 10.0
-	// DefaultPrivacyBudget is the ρ a university grants a (recipient,
-	// dataset) account it has no budget for, the first time an active
-	// agreement lets that recipient query that dataset (PRIVACY.md: ten
-	// releases of ρ = 0.05).
+	// DefaultPrivacyBudget is the ρ per calendar year a university grants
+	// a (recipient, population) account it has no budget for, the first
+	// time it debits it (PRIVACY.md §6: ten releases of ρ = 0.05 a year
+	// about the same persons).
 	DefaultPrivacyBudget = 0.5
 	// Delta is the δ at which releases state their ε.
 	Delta          = 1e-6
 	aggQueryLabel  = "eduspace aggregate query v1\x00"
 	aggCommitLabel = "eduspace aggregate commitment v1\x00"
+	// aggSurvivorsLabel separates a university's signature over the
+	// survivor list U3 it was given (the consistency round, AGGREGATES.md
+	// §3) from its other signatures.
+	aggSurvivorsLabel = "eduspace aggregate survivors v1\x00"
 )
 
 // aggPurposes are the purposes an aggregate query may serve.
@@ -104,9 +108,10 @@ type Query struct {
 	Center     string    `json:"center"`
 	Issued     time.Time `json:"issued"`
 	RecordType string    `json:"record_type"`
-	// Dataset names the privacy-budget account the query draws on; it must
-	// be the record type, so that every query over the same records draws
-	// on one account (PRIVACY.md §6).
+	// Dataset names the records counted; it must be the record type. It
+	// does not name the budget account: every query about the persons the
+	// record type's subject key identifies draws on one account per
+	// (recipient, population), whatever its record type (PRIVACY.md §6).
 	Dataset string         `json:"dataset"`
 	Purpose policy.Purpose `json:"purpose"`
 	GroupBy []Dimension    `json:"group_by"`
@@ -132,8 +137,10 @@ type Query struct {
 	// Deadline: no round starts after it, and universities decline rounds
 	// that reach them after it.
 	Deadline time.Time `json:"deadline"`
-	// RoundTimeout bounds one round; each of its four collecting steps gets
-	// a quarter.
+	// RoundTimeout sets the time of one round's steps: each of its five
+	// collecting steps (commitments, share bundles, masked tables,
+	// signatures over U3, unmask responses) gets a quarter of it, so a
+	// round with a dropout at every step lasts five quarters.
 	RoundTimeout Duration `json:"round_timeout"`
 	// Interval, when set, makes the query standing: the center starts a
 	// new round every interval until the deadline.
@@ -201,7 +208,7 @@ func (q *Query) Validate(std *schema.Standard) error {
 		return bad("record_type", "%s concerns no person: aggregate rounds count data subjects' records", q.RecordType)
 	}
 	if q.Dataset != q.RecordType {
-		return bad("dataset", "must be the record type %q (one budget account per record type)", q.RecordType)
+		return bad("dataset", "must be the record type %q", q.RecordType)
 	}
 	if !aggPurposes[q.Purpose] {
 		return bad("purpose", "%q: want statistics or employment_statistics", q.Purpose)
@@ -404,6 +411,12 @@ func CheckThreshold(t, n, c int) error {
 	}
 	return fmt.Errorf("threshold %d for %d universities and %d %s: need t > (%d + %d)/2 = %s, so t ≥ %d",
 		t, n, c, cs, n, c, strconv.FormatFloat(float64(n+c)/2, 'f', -1, 64), (n+c)/2+1)
+}
+
+// lifetime is how long a university keeps a round's state: five quarters
+// of the round timeout (every step timed out) and a minute for delivery.
+func (q *Query) lifetime() time.Duration {
+	return time.Duration(q.RoundTimeout)*5/4 + time.Minute
 }
 
 // minSurvivors is m = t: the fewest masked tables a release may sum.

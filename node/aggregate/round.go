@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -108,11 +109,15 @@ type Aggregator struct {
 	// tables without noise, so that a test can compare the secure sum with
 	// the plain sum exactly (budgets are still debited); dropAfter makes
 	// this node stop answering a round after the named step ("commit",
-	// "shares" or "masked"), as if it had crashed; it still takes the
+	// "shares", "masked" or "signed"), as if it had crashed; it still takes the
 	// center's abort. deviate makes a center break the protocol, as a
 	// malicious one would: "short_u2" sends each university a list U2 of
 	// itself alone, "equivocate_u3" sends each survivor a list U3 without
-	// one of the others, then the true U3.
+	// one of the others, then the true U3; "split_u3" tells the first
+	// survivor that the last one dropped and the others the true U3, and
+	// relays every signature over U3 to every signer; "split_u3_filter"
+	// does the same but relays to each signer only the signatures over the
+	// list it was given.
 	knobs struct {
 		noNoise   bool
 		dropAfter string
@@ -160,6 +165,11 @@ const (
 	// so that answering it would reveal, for some peer, the other kind of
 	// share (self-mask seed or key-agreement key).
 	ListConflict = "conflicting_survivors"
+	// ListInconsistent: the signatures the center relays over the survivor
+	// list do not show that at least t members of U3 saw the list this
+	// node saw (Bonawitz et al. 2017 §6, the consistency round): the node
+	// reveals no share.
+	ListInconsistent = "inconsistent_survivors"
 )
 
 // errListRefused is returned once a refused list is in the evidence log.
@@ -180,6 +190,8 @@ const (
 	aggMsgBundles     = "bundles"     // center → university: the bundles addressed to it, and U2
 	aggMsgMasked      = "masked"      // university → center: its masked, noised table
 	aggMsgSurvivors   = "survivors"   // center → university: U3
+	aggMsgConsistency = "consistency" // university → center: its signature over the U3 it was given
+	aggMsgSignatures  = "signatures"  // center → signers of U3: the signatures it collected
 	aggMsgUnmask      = "unmask"      // university → center: its unmask response
 	aggMsgAbort       = "abort"       // center → university: the round failed; forget it
 )
@@ -193,6 +205,7 @@ type aggMsg struct {
 	KeyID   string       `json:"key_id,omitempty"`
 	Sig     []byte       `json:"sig,omitempty"`
 	Commits []aggCommit  `json:"commits,omitempty"`
+	Sigs    []aggSig     `json:"sigs,omitempty"`    // signatures over U3
 	Bundles [][]byte     `json:"bundles,omitempty"` // inner envelopes
 	Members []string     `json:"members,omitempty"`
 	Reason  string       `json:"reason,omitempty"`
@@ -207,18 +220,48 @@ type aggCommit struct {
 	Sig   []byte `json:"sig"`
 }
 
+// aggSig is a university's signature over the survivor list U3 it was
+// given: Ed25519 by its node signing key over aggSurvivorsLabel ‖ str8(round
+// id) ‖ the secagg digest of U3 (which binds the round's parameters too).
+type aggSig struct {
+	From  string `json:"from"`
+	KeyID string `json:"key_id"`
+	Sig   []byte `json:"sig"`
+}
+
+// survivorsSigned is what a university signs over the list U3 of round.
+func survivorsSigned(round string, digest [32]byte) []byte {
+	b := append([]byte(aggSurvivorsLabel), byte(len(round)))
+	b = append(b, round...)
+	return append(b, digest[:]...)
+}
+
+// verifySurvivorsSig reports whether s is a valid signature of s.From over
+// the list of digest in round, under a signing key its credential lists.
+func (a *Aggregator) verifySurvivorsSig(ctx context.Context, round string, digest [32]byte, s aggSig) bool {
+	cred, err := a.reg.Lookup(ctx, s.From)
+	if err != nil {
+		return false
+	}
+	vk, ok := cred.SigningKey(s.KeyID)
+	return ok && vk.Verify(survivorsSigned(round, digest), s.Sig)
+}
+
 // partRound is a university's side of one round.
 type partRound struct {
 	id, center, digest, agreement string
-	q                             *Query
-	plan                          aggPlan
-	r                             *secagg.Round
-	p                             *secagg.Participant
-	x                             []int64  // the exact table until masked, then nil
-	step                          string   // committed, shared, masked, unmasked
-	u2, u3                        []string // the lists U2 masked with and U3 answered, sorted
-	dropped                       bool
-	expires                       time.Time
+	// population is the ledger account's population (the record type's
+	// subject key); window is the window debited, set with the debit.
+	population, window string
+	q                  *Query
+	plan               aggPlan
+	r                  *secagg.Round
+	p                  *secagg.Participant
+	x                  []int64  // the exact table until masked, then nil
+	step               string   // committed, shared, masked, signed, unmasked
+	u2, u3             []string // the lists U2 masked with and U3 signed (then answered), sorted
+	dropped            bool
+	expires            time.Time
 }
 
 // ---------------------------------------------------------------------------
@@ -301,9 +344,9 @@ func (a *Aggregator) Handle(ctx context.Context, h crypto.Header, plain []byte) 
 	switch m.Type {
 	case aggMsgRound:
 		return a.partRoundStart(ctx, h, m)
-	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgAbort:
+	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgSignatures, aggMsgAbort:
 		return a.partStep(ctx, h, m)
-	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgUnmask:
+	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgConsistency, aggMsgUnmask:
 		if a.cred.Role != crypto.RoleCenter {
 			return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
 		}
@@ -366,7 +409,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 		a.m.Aggregate.Participation.WithLabelValues("declined").Inc()
 		// Remembered, so that a redelivered round message is not declined twice.
 		a.parts[m.Round] = &partRound{id: m.Round, center: q.Center, dropped: true,
-			expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
+			expires: now.Add(q.lifetime())}
 		return nil
 	}
 	if !slices.Contains(q.Participants, a.nodeID) {
@@ -395,7 +438,11 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
-	if ok, err := a.budgetAllows(ctx, q.Center, q.Dataset, plan.rho); err != nil {
+	population, err := a.PopulationOf(q.RecordType)
+	if err != nil {
+		return decline(RefuseBadQuery, err)
+	}
+	if ok, err := a.budgetAllows(ctx, q.Center, population, budgetWindow(now), plan.rho); err != nil {
 		return err
 	} else if !ok {
 		return decline(RefuseBudget, nil)
@@ -417,8 +464,8 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
-	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, q: q, plan: plan, r: r, p: p, x: x,
-		step: "committed", expires: now.Add(time.Duration(q.RoundTimeout) + time.Minute)}
+	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, population: population, q: q, plan: plan, r: r, p: p, x: x,
+		step: "committed", expires: now.Add(q.lifetime())}
 	e := aggEntry(m.Round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells}
@@ -487,10 +534,15 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 	case aggMsgSurvivors:
 		switch pr.step {
 		case "masked":
-			err = a.partUnmask(ctx, pr, m)
-		case "unmasked":
+			err = a.partSign(ctx, pr, m)
+		case "signed", "unmasked":
 			err = a.partSurvivorsAgain(ctx, pr, m)
 		}
+	case aggMsgSignatures:
+		if pr.step != "signed" {
+			return nil
+		}
+		err = a.partUnmask(ctx, pr, m)
 	}
 	if err != nil {
 		// This node leaves the round; the center goes on without it.
@@ -501,7 +553,8 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 }
 
 // partAbort forgets a round the center failed. When this node sent its
-// masked table (its ledger debited) and has not answered a survivor list, it
+// masked table (its ledger debited) and has not answered a survivor list
+// (signing one reveals nothing), it
 // gives the debit back, in one transaction with a refunded evidence entry:
 // the center says it released nothing, and no answer of this node helped
 // unmask anything. Once it has answered a survivor list it keeps the debit:
@@ -511,7 +564,7 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 func (a *Aggregator) partAbort(ctx context.Context, pr *partRound, reason string) error {
 	clear(pr.x)
 	pr.x = nil
-	if pr.step == "masked" {
+	if pr.step == "masked" || pr.step == "signed" {
 		refunded, err := a.refund(ctx, pr)
 		if err != nil {
 			return fmt.Errorf("aggregate round %s: refund: %w", pr.id, err)
@@ -535,11 +588,11 @@ func (a *Aggregator) refund(ctx context.Context, pr *partRound) (bool, error) {
 	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho)}
 	refunded := false
 	err := a.db.Write(ctx, func(tx *sql.Tx) error {
-		l, err := loadLedger(ctx, tx)
+		l, err := a.loadLedger(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if err := l.Refund(pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
+		if err := l.Refund(pr.center, pr.population, pr.window, pr.plan.rho); err != nil {
 			a.log.Warn("aggregate round: debit not refunded", "round", pr.id, "err", err)
 			return nil
 		}
@@ -671,8 +724,9 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
 	e.Detail = map[string]int{"rho_nano": nanoRho(pr.plan.rho), "shared": len(m.Members)}
 	e.Digest = hex.EncodeToString(masked.Shared[:]) // of U2
+	window := budgetWindow(a.now())
 	err = a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgMasked, Round: pr.id, Data: data}}, func(tx *sql.Tx) error {
-		if err := a.spendTx(ctx, tx, pr.center, pr.q.Dataset, pr.plan.rho); err != nil {
+		if err := a.spendTx(ctx, tx, pr.center, pr.population, window, pr.plan.rho); err != nil {
 			return err
 		}
 		return a.ev.Append(ctx, tx, e)
@@ -693,19 +747,75 @@ func (a *Aggregator) partMask(ctx context.Context, pr *partRound, m aggMsg) erro
 	if err != nil {
 		return err
 	}
-	pr.step, pr.u2 = "masked", slices.Sorted(slices.Values(m.Members))
+	pr.step, pr.u2, pr.window = "masked", slices.Sorted(slices.Values(m.Members)), window
 	pr.dropped = a.knobs.dropAfter == "masked"
 	a.m.Aggregate.Participation.WithLabelValues("contributed").Inc()
 	a.m.Aggregate.Rho.Add(pr.plan.rho)
 	return nil
 }
 
-func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
+// partSign handles the survivor list U3: it checks the list (at least t
+// members, this node among them, every member in U2) and signs it for the
+// consistency round; nothing is revealed yet.
+func (a *Aggregator) partSign(ctx context.Context, pr *partRound, m aggMsg) error {
 	if t := pr.q.minSurvivors(); len(m.Members) < t {
 		return a.refuseList(ctx, pr, ListShort, m.Members, nil,
 			map[string]int{"list": 3, "members": len(m.Members), "threshold": t})
 	}
-	resp, err := pr.p.Unmask(m.Members)
+	for _, v := range m.Members {
+		if !slices.Contains(pr.u2, v) {
+			return fmt.Errorf("survivor list names %s, which is not in U2", v)
+		}
+	}
+	if !slices.Contains(m.Members, a.nodeID) {
+		return errors.New("survivor list omits this node")
+	}
+	d, err := pr.r.SurvivorsDigest(m.Members)
+	if err != nil {
+		return err
+	}
+	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgConsistency, Round: pr.id,
+		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(survivorsSigned(pr.id, d))}}, nil); err != nil {
+		return err
+	}
+	pr.step, pr.u3 = "signed", slices.Sorted(slices.Values(m.Members))
+	pr.dropped = a.knobs.dropAfter == "signed"
+	return nil
+}
+
+// partUnmask handles the signatures the center relays over U3 and, if at
+// least t of them, from distinct members of U3, verify over the list this
+// node signed, and none fails, answers with its unmask response. Otherwise
+// some members were given another list (or the center tampered with
+// their signatures): the node refuses (inconsistent_survivors, naming the
+// signers whose signatures fail) and reveals nothing.
+func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) error {
+	d, err := pr.r.SurvivorsDigest(pr.u3)
+	if err != nil {
+		return err
+	}
+	valid, seen := 0, map[string]bool{}
+	var bad []string
+	for _, s := range m.Sigs {
+		if seen[s.From] || !slices.Contains(pr.u3, s.From) {
+			bad = append(bad, s.From)
+			continue
+		}
+		seen[s.From] = true
+		if !a.verifySurvivorsSig(ctx, pr.id, d, s) {
+			bad = append(bad, s.From)
+			continue
+		}
+		valid++
+	}
+	if t := pr.q.Threshold; valid < t || len(bad) > 0 {
+		detail := map[string]int{"list": 3, "members": len(pr.u3), "threshold": t, "valid": valid, "invalid": len(bad)}
+		for _, v := range bad {
+			detail["invalid:"+v] = 1
+		}
+		return a.refuseList(ctx, pr, ListInconsistent, pr.u3, nil, detail)
+	}
+	resp, err := pr.p.Unmask(pr.u3)
 	if err != nil {
 		return err
 	}
@@ -715,23 +825,24 @@ func (a *Aggregator) partUnmask(ctx context.Context, pr *partRound, m aggMsg) er
 	}
 	e := aggEntry(pr.id, pr.digest, "unmasked")
 	e.Peer, e.Agreement, e.Purpose = pr.center, pr.agreement, string(pr.q.Purpose)
-	e.Count = len(m.Members)
-	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(pr.plan.rho)}, m.Members)
+	e.Count = len(pr.u3)
+	e.Detail = survivorDetail(map[string]int{"rho_nano": nanoRho(pr.plan.rho), "signatures": valid}, pr.u3)
 	e.Digest = hex.EncodeToString(resp.Survivors[:]) // of U3
 	if err := a.sendAgg(ctx, pr.q, map[string]aggMsg{pr.center: {Type: aggMsgUnmask, Round: pr.id, Data: data}},
 		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
 	}
-	pr.step, pr.u3 = "unmasked", slices.Sorted(slices.Values(m.Members))
+	pr.step = "unmasked"
 	return nil
 }
 
-// partSurvivorsAgain handles a survivor list after this node answered one.
+// partSurvivorsAgain handles a survivor list after this node signed one.
 // The same list again (a redelivery) is ignored. Another list would ask,
-// for some peer, the other kind of share than this node revealed (its
-// self-mask seed share if the first list had it dropped, its key share if
-// the first had it surviving): with both, the center unmasks that peer's
-// table alone. It is refused, with the flipped peers in the evidence.
+// for some peer, the other kind of share than this node reveals for the
+// first (its self-mask seed share if the first list had it dropped, its key
+// share if the first had it surviving): with both, the center unmasks that
+// peer's table alone. It is refused, with the flipped peers in the
+// evidence, and the node leaves the round, revealing nothing more.
 func (a *Aggregator) partSurvivorsAgain(ctx context.Context, pr *partRound, m aggMsg) error {
 	again := slices.Sorted(slices.Values(m.Members))
 	if slices.Equal(again, pr.u3) {
@@ -777,13 +888,49 @@ func (a *Aggregator) refuseList(ctx context.Context, pr *partRound, reason strin
 }
 
 // ---------------------------------------------------------------------------
-// The privacy ledger, persisted in the privacy_ledger table.
+// The privacy ledger, persisted in the privacy_ledger table: one account per
+// (recipient, population of persons), spent per calendar year (PRIVACY.md
+// §6).
 
-func loadLedger(ctx context.Context, q interface {
+// budgetWindow is the ledger window of an instant: its calendar year in
+// UTC.
+func budgetWindow(t time.Time) string { return strconv.Itoa(t.UTC().Year()) }
+
+// PopulationOf is the population of persons the records of a type are
+// about: the type's subject key ("student_id"), so that every record type
+// keyed by the same person identifier draws on one budget account.
+func (a *Aggregator) PopulationOf(recordType string) (string, error) {
+	rt, ok := a.std.Type(recordType)
+	if !ok {
+		return "", fmt.Errorf("%q is not a record type", recordType)
+	}
+	if rt.SubjectKey() == "" {
+		return "", fmt.Errorf("%s concerns no person", recordType)
+	}
+	return rt.SubjectKey(), nil
+}
+
+// isPopulation reports whether name is the subject key of a record type.
+func (a *Aggregator) isPopulation(name string) bool {
+	for _, t := range a.std.Types() {
+		if p, err := a.PopulationOf(t); err == nil && p == name {
+			return true
+		}
+	}
+	return false
+}
+
+// loadLedger reads the ledger. One of version 1 (accounts per recipient
+// and record type) is migrated as it is read (privacy.MigrateV1): the
+// accounts of record types about the same population merge, their spends
+// charged to the window of the ledger's last change; the next change stores
+// it in the present version.
+func (a *Aggregator) loadLedger(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }) (*privacy.Ledger, error) {
 	var body []byte
-	err := q.QueryRowContext(ctx, `SELECT body FROM privacy_ledger WHERE id = 1`).Scan(&body)
+	var updated int64
+	err := q.QueryRowContext(ctx, `SELECT body, updated_ms FROM privacy_ledger WHERE id = 1`).Scan(&body, &updated)
 	l := &privacy.Ledger{}
 	if errors.Is(err, sql.ErrNoRows) {
 		return l, nil
@@ -791,7 +938,11 @@ func loadLedger(ctx context.Context, q interface {
 	if err != nil {
 		return nil, fmt.Errorf("read privacy ledger: %w", err)
 	}
-	if err := json.Unmarshal(body, l); err != nil {
+	err = json.Unmarshal(body, l)
+	if errors.Is(err, privacy.ErrLedgerV1) {
+		return privacy.MigrateV1(body, a.PopulationOf, budgetWindow(time.UnixMilli(updated)))
+	}
+	if err != nil {
 		return nil, fmt.Errorf("privacy ledger: %w", err)
 	}
 	return l, nil
@@ -807,75 +958,67 @@ func (a *Aggregator) storeLedger(ctx context.Context, tx *sql.Tx, l *privacy.Led
 	return err
 }
 
-func hasAccount(l *privacy.Ledger, recipient, dataset string) bool {
-	for _, a := range l.Accounts() {
-		if a.Recipient == recipient && a.Dataset == dataset {
-			return true
-		}
-	}
-	return false
-}
-
-// budgetAllows reports whether rho fits in what is left of the account,
-// which starts at DefaultPrivacyBudget when none was set.
-func (a *Aggregator) budgetAllows(ctx context.Context, recipient, dataset string, rho float64) (bool, error) {
-	l, err := loadLedger(ctx, a.db.R)
+// budgetAllows reports whether rho fits in what is left of the account in
+// window, which starts at DefaultPrivacyBudget when none was set.
+func (a *Aggregator) budgetAllows(ctx context.Context, recipient, population, window string, rho float64) (bool, error) {
+	l, err := a.loadLedger(ctx, a.db.R)
 	if err != nil {
 		return false, err
 	}
 	left := DefaultPrivacyBudget
-	if hasAccount(l, recipient, dataset) {
-		left = l.Remaining(recipient, dataset)
+	if l.HasBudget(recipient, population) {
+		left = l.Remaining(recipient, population, window)
 	}
 	return rho <= left, nil
 }
 
-// spendTx debits rho inside tx, opening the account at DefaultPrivacyBudget
-// when it has none.
-func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, dataset string, rho float64) error {
-	l, err := loadLedger(ctx, tx)
+// spendTx debits rho in window inside tx, opening the account at
+// DefaultPrivacyBudget when it has none.
+func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, population, window string, rho float64) error {
+	l, err := a.loadLedger(ctx, tx)
 	if err != nil {
 		return err
 	}
-	if !hasAccount(l, recipient, dataset) {
-		if err := l.SetBudget(recipient, dataset, DefaultPrivacyBudget); err != nil {
+	if !l.HasBudget(recipient, population) {
+		if err := l.SetBudget(recipient, population, DefaultPrivacyBudget); err != nil {
 			return err
 		}
 	}
-	if err := l.Spend(recipient, dataset, rho); err != nil {
+	if err := l.Spend(recipient, population, window, rho); err != nil {
 		return err
 	}
 	return a.storeLedger(ctx, tx, l)
 }
 
-// SetBudget sets the total ρ this node grants recipient about
-// dataset (a record type); it may not go below what is spent. The change is
+// SetBudget sets the ρ this node grants recipient about a population of
+// persons (a subject key of the standard, "student_id") in each calendar
+// year; it may not go below what the newest year spent. The change is
 // recorded in the evidence log: a budget_set entry whose Peer is the
-// recipient and Rule "dataset:" and the dataset, so that the entry names the
-// account it changed.
-func (a *Aggregator) SetBudget(ctx context.Context, recipient, dataset string, rho float64) error {
-	if _, ok := a.std.Type(dataset); !ok {
-		return fmt.Errorf("privacy budget: dataset: %q is not a record type", dataset)
+// recipient and Rule "population:" and the population, so that the entry
+// names the account it changed.
+func (a *Aggregator) SetBudget(ctx context.Context, recipient, population string, rho float64) error {
+	if !a.isPopulation(population) {
+		return fmt.Errorf("privacy budget: population: %q is not the subject key of a record type", population)
 	}
 	return a.db.Write(ctx, func(tx *sql.Tx) error {
-		l, err := loadLedger(ctx, tx)
+		l, err := a.loadLedger(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if err := l.SetBudget(recipient, dataset, rho); err != nil {
+		if err := l.SetBudget(recipient, population, rho); err != nil {
 			return fmt.Errorf("privacy budget: %w", err)
 		}
 		if err := a.storeLedger(ctx, tx, l); err != nil {
 			return err
 		}
-		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Rule: "dataset:" + dataset,
+		return a.ev.Append(ctx, tx, evidence.Entry{Kind: evidenceKindAggregate, Peer: recipient, Rule: "population:" + population,
 			Reason: "budget_set", Detail: map[string]int{"budget_nano_rho": nanoRho(rho)}})
 	})
 }
 
-// Budgets lists this node's ledger accounts.
+// Budgets lists this node's ledger: per account, what each year spent.
 func (a *Aggregator) Budgets(ctx context.Context) ([]privacy.Account, error) {
-	l, err := loadLedger(ctx, a.db.R)
+	l, err := a.loadLedger(ctx, a.db.R)
 	if err != nil {
 		return nil, err
 	}

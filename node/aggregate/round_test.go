@@ -345,6 +345,28 @@ func TestAggregateDropout(t *testing.T) {
 			}
 		})
 	}
+	// A university in U3 that stops before signing it, or after signing it
+	// and before answering: the others' signatures are enough (t = 2), its
+	// self-mask seed is recovered from their shares, and the release is the
+	// sum over U3, all three.
+	for _, step := range []string{"masked", "signed"} {
+		t.Run("after "+step, func(t *testing.T) {
+			f.unis["uni-c"].Aggregator().SetTestKnobs(true, step)
+			q := genderQuery("drop-" + step)
+			q.RoundTimeout = aggregate.Duration(2 * time.Second)
+			rel := f.run(t, q)
+			f.checkGender(t, rel, aggUnis...)
+			ev := aggEvidence(t, f.s.Configs["uni-c"].DataDir)
+			if hasEntry(ev, q.ID+"-r1", "contributed") == nil || hasEntry(ev, q.ID+"-r1", "unmasked") != nil {
+				t.Errorf("uni-c's evidence: want contributed, not unmasked: %v", ev)
+			}
+			signed := hasEntry(aggEvidence(t, f.s.Configs[aggCenter].DataDir), q.ID+"-r1", "survivors_signed")
+			want := map[string]float64{"masked": 2, "signed": 3}[step]
+			if signed == nil || signed["detail"].(map[string]any)["signers"] != want {
+				t.Errorf("center's survivors_signed entry %v, want %v signers", signed, want)
+			}
+		})
+	}
 	// Two dropouts of three: the round fails rather than release less noise.
 	f.unis["uni-b"].Aggregator().SetTestKnobs(true, "commit")
 	q := genderQuery("drop-two")
@@ -377,7 +399,7 @@ func TestAggregateFailedRoundRefunds(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, b := range budgets {
-			if b.Recipient == aggCenter && b.Dataset == "student" {
+			if b.Recipient == aggCenter && b.Population == "student_id" {
 				return b.Spent, b.Releases
 			}
 		}
@@ -429,10 +451,11 @@ func TestAggregateFailedRoundRefunds(t *testing.T) {
 		t.Errorf("uni-a refunds: %v, want 1", v)
 	}
 
-	// uni-b and uni-c stop after masking: uni-a alone answers the survivor
-	// list, the round fails for want of a second answer. uni-a answered, so
-	// it keeps its debit; uni-b and uni-c never answered and get theirs back.
-	failRound(genderQuery("fails-unmask"), "masked", "uni-b", "uni-c")
+	// uni-b and uni-c stop after signing the survivor list: uni-a alone
+	// answers it, the round fails for want of a second answer. uni-a
+	// answered, so it keeps its debit; uni-b and uni-c signed the list but
+	// revealed nothing, and get theirs back.
+	failRound(genderQuery("fails-unmask"), "signed", "uni-b", "uni-c")
 	if s, r := spent("uni-a"); s <= 0 || r != 1 {
 		t.Errorf("uni-a after answering the survivor list of a failed round: spent %v in %d releases, want one debit kept", s, r)
 	}
@@ -456,18 +479,21 @@ func TestAggregateFailedRoundRefunds(t *testing.T) {
 func TestAggregateBudget(t *testing.T) {
 	f := newAggSpace(t)
 	ctx := context.Background()
-	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err != nil {
+	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student", 0.07); err == nil {
+		t.Error("budget set on a record type, not a population")
+	}
+	if err := f.unis["uni-c"].Aggregator().SetBudget(ctx, aggCenter, "student_id", 0.07); err != nil {
 		t.Fatal(err)
 	}
-	// The budget_set entry names the account: the recipient and the dataset.
+	// The budget_set entry names the account: the recipient and the population.
 	var set map[string]any
 	for _, e := range aggEvidence(t, f.s.Configs["uni-c"].DataDir) {
 		if e["reason"] == "budget_set" {
 			set = e
 		}
 	}
-	if set == nil || set["peer"] != aggCenter || set["rule"] != "dataset:student" {
-		t.Errorf("uni-c's budget_set entry: %v, want peer %s and rule dataset:student", set, aggCenter)
+	if set == nil || set["peer"] != aggCenter || set["rule"] != "population:student_id" {
+		t.Errorf("uni-c's budget_set entry: %v, want peer %s and rule population:student_id", set, aggCenter)
 	} else if d, _ := set["detail"].(map[string]any); d == nil || d["budget_nano_rho"] != 7e7 {
 		t.Errorf("uni-c's budget_set entry: detail %v, want budget_nano_rho 70000000", set["detail"])
 	}
@@ -492,6 +518,130 @@ func TestAggregateBudget(t *testing.T) {
 	budgets, err = f.unis["uni-a"].Aggregator().Budgets(ctx)
 	if err != nil || len(budgets) != 1 || budgets[0].Budget != aggregate.DefaultPrivacyBudget || budgets[0].Releases != 2 {
 		t.Errorf("uni-a's ledger: %+v", budgets)
+	}
+}
+
+// TestAggregatePersonBudget: the budget is per population of persons, not
+// per record type: queries over student and enrollment records, both about
+// the students (keyed by student_id), draw on one account, and once it is
+// spent every query about those students is refused, whatever the record
+// type. The account is spent per calendar year.
+func TestAggregatePersonBudget(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	// Over the admin API: PUT /v1/budgets names the population, or a record
+	// type as "dataset" (the body of ledgers per record type) for the
+	// population it is about; a type about no person is refused.
+	putBudget := func(body string) (int, []map[string]any) {
+		t.Helper()
+		u := f.unis["uni-c"]
+		req, err := http.NewRequest(http.MethodPut, "http://"+u.AdminAddr()+"/v1/budgets", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+u.AdminToken())
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var list []map[string]any
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.StatusCode, list
+	}
+	if code, list := putBudget(`{"recipient":"center","dataset":"enrollment","budget_rho":0.3}`); code != http.StatusOK ||
+		len(list) != 1 || list[0]["population"] != "student_id" || list[0]["budget_rho"] != 0.3 {
+		t.Errorf("PUT with the dataset enrollment: %d %v, want the student_id account at 0.3", code, list)
+	}
+	for _, bad := range []string{`{"recipient":"center","dataset":"course","budget_rho":0.3}`,
+		`{"recipient":"center","population":"enrollment","budget_rho":0.3}`} {
+		if code, _ := putBudget(bad); code != http.StatusUnprocessableEntity {
+			t.Errorf("PUT %s: %d, want 422", bad, code)
+		}
+	}
+	// Three releases of at most 0.05 fit in 0.15, a fourth does not.
+	if code, list := putBudget(`{"recipient":"center","population":"student_id","budget_rho":0.15}`); code != http.StatusOK ||
+		len(list) != 1 || list[0]["budget_rho"] != 0.15 {
+		t.Fatalf("PUT with the population student_id: %d %v", code, list)
+	}
+	enrolQuery := func(id string) aggregate.Query {
+		q := genderQuery(id)
+		q.RecordType = "enrollment"
+		q.GroupBy = []aggregate.Dimension{{Field: "education_level", Values: aggLevels}}
+		return q
+	}
+	queries := []aggregate.Query{genderQuery("p-1"), enrolQuery("p-2"), genderQuery("p-3"), enrolQuery("p-4"), genderQuery("p-5")}
+	for i, q := range queries {
+		rel := f.run(t, q)
+		want := aggUnis
+		if i >= 3 {
+			want = []string{"uni-a", "uni-b"}
+		}
+		if !slices.Equal(rel.Survivors, want) {
+			t.Errorf("%s (%s): survivors %v, want %v", q.ID, q.RecordType, rel.Survivors, want)
+		}
+	}
+	ev := aggEvidence(t, f.s.Configs["uni-c"].DataDir)
+	for i, q := range queries {
+		refused := hasEntry(ev, q.ID+"-r1", "budget_exceeded") != nil
+		if refused != (i >= 3) {
+			t.Errorf("uni-c on %s (%s): refused %v, want %v", q.ID, q.RecordType, refused, i >= 3)
+		}
+	}
+	year := strconv.Itoa(time.Now().UTC().Year())
+	budgets, err := f.unis["uni-c"].Aggregator().Budgets(ctx)
+	if err != nil || len(budgets) != 1 {
+		t.Fatalf("uni-c's ledger: %+v %v; want one account", budgets, err)
+	}
+	if b := budgets[0]; b.Population != "student_id" || b.Releases != 3 || b.Spent > 0.15 || b.Budget != 0.15 || b.Window != year {
+		t.Errorf("uni-c's account %+v, want student_id in %s: three releases of the 0.15", b, year)
+	}
+	// The others, at the default budget, hold one account for the
+	// students too, with all five releases.
+	budgets, err = f.unis["uni-a"].Aggregator().Budgets(ctx)
+	if err != nil || len(budgets) != 1 || budgets[0].Population != "student_id" || budgets[0].Releases != 5 {
+		t.Errorf("uni-a's ledger: %+v %v; want one student_id account with five releases", budgets, err)
+	}
+}
+
+// TestAggregateLedgerMigration: a ledger stored in version 1, with one
+// account per record type, is read as one account per population, the
+// spends of the record types about the students summed into the year of
+// its last change; the next debit stores it in the present version.
+func TestAggregateLedgerMigration(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	agg := f.unis["uni-c"].Aggregator()
+	v1 := `{"version":1,"accounts":[` +
+		`{"recipient":"center","dataset":"enrollment","budget_nano_rho":500000000,"spent_nano_rho":200000000,"releases":4},` +
+		`{"recipient":"center","dataset":"student","budget_nano_rho":500000000,"spent_nano_rho":250000000,"releases":5}]}`
+	last := time.Now().UTC()
+	if err := agg.StoreLedgerBody(ctx, []byte(v1), last); err != nil {
+		t.Fatal(err)
+	}
+	year := strconv.Itoa(last.Year())
+	budgets, err := agg.Budgets(ctx)
+	if err != nil || len(budgets) != 1 {
+		t.Fatalf("migrated ledger: %+v %v; want one account", budgets, err)
+	}
+	if b := budgets[0]; b.Population != "student_id" || b.Window != year || b.Releases != 9 || b.Spent != 0.45 || b.Budget != 0.5 {
+		t.Errorf("migrated account %+v, want student_id in %s: 0.45 of 0.5 in nine releases", b, year)
+	}
+	// 0.05 is left: one more release, then uni-c declines.
+	f.checkGender(t, f.run(t, genderQuery("m-1")), aggUnis...)
+	f.checkGender(t, f.run(t, genderQuery("m-2")), "uni-a", "uni-b")
+	body, err := agg.LedgerBody(ctx)
+	if err != nil || !strings.HasPrefix(string(body), `{"version":2,`) {
+		t.Errorf("stored ledger after a debit: %s %v; want version 2", body, err)
+	}
+	budgets, err = agg.Budgets(ctx)
+	if err != nil || len(budgets) != 1 || budgets[0].Releases != 10 || budgets[0].Spent > 0.5 {
+		t.Errorf("ledger after the debit: %+v %v; want ten releases within 0.5", budgets, err)
 	}
 }
 
@@ -876,27 +1026,117 @@ func TestAggregateDeviatingCenter(t *testing.T) {
 				}
 				return len(refused) > 0
 			})
-			if len(unmasked) != 1 || len(refused) != 1 {
-				t.Errorf("%s: %d unmasked and %d %s entries, want 1 and 1: %v", u, len(unmasked), len(refused), aggregate.ListConflict, ev)
+			// u signed the first list and refuses the second: it reveals
+			// no share at all.
+			if len(unmasked) != 0 || len(refused) != 1 {
+				t.Errorf("%s: %d unmasked and %d %s entries, want 0 and 1: %v", u, len(unmasked), len(refused), aggregate.ListConflict, ev)
 				continue
 			}
-			// the one peer in one list and not the other is named as flipped
-			answered, other := unmasked[0]["detail"].(map[string]any), refused[0]["detail"].(map[string]any)
-			flipped := 0
+			// The refused list is the true U3; the one peer the first list
+			// left out is named as flipped.
+			d := refused[0]["detail"].(map[string]any)
+			var flipped []string
 			for _, p := range aggUnis {
-				a, b := answered["survivor:"+p] == 1.0, other["member:"+p] == 1.0
-				if (a != b) != (other["flipped:"+p] == 1.0) {
-					t.Errorf("%s: peer %s in the answered list %v, in the refused one %v, flipped %v", u, p, a, b, other["flipped:"+p])
+				if d["member:"+p] != 1.0 {
+					t.Errorf("%s: the second list lacks %s: %v", u, p, d)
 				}
-				if a != b {
-					flipped++
+				if d["flipped:"+p] == 1.0 {
+					flipped = append(flipped, p)
 				}
 			}
-			if flipped != 1 || unmasked[0]["digest"] == refused[0]["digest"] {
-				t.Errorf("%s: %d peers flipped, digests %v and %v: want 1 and two digests", u, flipped, unmasked[0]["digest"], refused[0]["digest"])
+			if len(flipped) != 1 || flipped[0] == u || d["flipped"] != 1.0 {
+				t.Errorf("%s: flipped %v (%v), want one peer other than itself", u, flipped, d["flipped"])
 			}
 		}
 	})
+}
+
+// TestAggregateConsistencyRound: a center that gives one survivor a
+// different list U3 than the others (telling it that a peer dropped) gets
+// no unmask response from the university that saw the other list: each
+// survivor signs the list it saw, and reveals its shares only over t valid
+// signatures of members of U3 on that same list. Relaying every signature,
+// the center gets no answer at all; relaying to each only the signatures
+// on its own list, it gets answers from the majority that saw the true U3
+// and releases the sum over it, nothing else.
+func TestAggregateConsistencyRound(t *testing.T) {
+	f := newAggSpace(t)
+	ctx := context.Background()
+	run := func(t *testing.T, id string) (*aggregate.Release, error) {
+		t.Helper()
+		q := genderQuery(id)
+		q.RoundTimeout = aggregate.Duration(2 * time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		info, err := f.center.Aggregator().Submit(wctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.center.Aggregator().Wait(wctx, info.Round)
+	}
+	// inconsistent returns u's inconsistent_survivors entry of round and
+	// checks that u answered nothing.
+	inconsistent := func(t *testing.T, u, round string) map[string]any {
+		t.Helper()
+		var e map[string]any
+		wait.Until(t, 20*time.Second, u+" to refuse the signatures of "+round, func() bool {
+			e = hasEntry(aggEvidence(t, f.s.Configs[u].DataDir), round, aggregate.ListInconsistent)
+			return e != nil
+		})
+		if un := hasEntry(aggEvidence(t, f.s.Configs[u].DataDir), round, "unmasked"); un != nil {
+			t.Errorf("%s answered the unmask step of %s: %v", u, round, un)
+		}
+		return e["detail"].(map[string]any)
+	}
+
+	t.Run("every signature relayed", func(t *testing.T) {
+		f.center.Aggregator().SetDeviation("split_u3")
+		defer f.center.Aggregator().SetDeviation("")
+		rel, err := run(t, "split")
+		if err == nil || !strings.Contains(err.Error(), "0 unmask responses") {
+			t.Fatalf("round: %+v, %v; want it failed with no unmask response", rel, err)
+		}
+		// uni-a was told {uni-a, uni-b}; uni-b and uni-c the true U3.
+		d := inconsistent(t, "uni-a", "split-r1")
+		if d["members"] != 2.0 || d["member:uni-c"] != nil || d["invalid:uni-b"] != 1.0 || d["invalid:uni-c"] != 1.0 || d["valid"] != 1.0 {
+			t.Errorf("uni-a: detail %v, want its list of two, uni-b's and uni-c's signatures invalid on it", d)
+		}
+		for _, u := range []string{"uni-b", "uni-c"} {
+			d := inconsistent(t, u, "split-r1")
+			if d["members"] != 3.0 || d["invalid"] != 1.0 || d["invalid:uni-a"] != 1.0 || d["valid"] != 2.0 {
+				t.Errorf("%s: detail %v, want the list of three, uni-a's signature alone invalid on it", u, d)
+			}
+		}
+	})
+
+	t.Run("signatures filtered", func(t *testing.T) {
+		f.center.Aggregator().SetDeviation("split_u3_filter")
+		defer f.center.Aggregator().SetDeviation("")
+		rel, err := run(t, "filter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The release is the sum over the U3 the majority signed.
+		f.checkGender(t, rel, aggUnis...)
+		d := inconsistent(t, "uni-a", "filter-r1")
+		if d["valid"] != 1.0 || d["invalid"] != 0.0 || d["threshold"] != 2.0 {
+			t.Errorf("uni-a: detail %v, want its own signature alone, under the threshold 2", d)
+		}
+		for _, u := range []string{"uni-b", "uni-c"} {
+			un := hasEntry(aggEvidence(t, f.s.Configs[u].DataDir), "filter-r1", "unmasked")
+			if un == nil || un["detail"].(map[string]any)["signatures"] != 2.0 {
+				t.Errorf("%s: unmasked entry %v, want one over two signatures", u, un)
+			}
+		}
+	})
+
+	// The deviations are over: an honest round completes.
+	f.checkGender(t, f.run(t, genderQuery("honest")), aggUnis...)
+	for _, u := range aggUnis {
+		if _, err := f.unis[u].VerifyEvidence(ctx); err != nil {
+			t.Errorf("%s evidence: %v", u, err)
+		}
+	}
 }
 
 // TestAggregateColludersFloor: aggregate.colluders is the fewest colluders

@@ -3,7 +3,8 @@
 // Laplace distributions (Canonne, Kamath, Steinke 2020) driven by an
 // io.Reader, each node's share of distributed discrete Gaussian noise, the
 // zCDP accounting of a release and its conversion to (ε, δ), the budget
-// [Ledger] kept per (recipient, dataset), and the suppression of cells under
+// [Ledger] kept per (recipient, population of persons) and window of time,
+// and the suppression of cells under
 // the minimum size k.
 //
 // Sampling uses only integer and rational arithmetic (math/big): no floating
