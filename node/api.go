@@ -9,6 +9,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
@@ -130,3 +131,14 @@ func (n *Node) CheckpointHeld(ctx context.Context, node string) (int64, error) {
 // RevocationSerial is the serial of the newest revocation list this node
 // has verified and checks peers against, 0 when it holds none.
 func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }
+
+// RotateDataKey makes a new data key current and re-seals what is stored
+// under the old one in the background (node/keys/KEYS.md §1).
+func (n *Node) RotateDataKey(ctx context.Context) (keys.DataKeyState, error) {
+	return n.dataKeys.Rotate(ctx)
+}
+
+// DataKeyState reports the data key and the progress of its rotation.
+func (n *Node) DataKeyState(ctx context.Context) (keys.DataKeyState, error) {
+	return n.dataKeys.State(ctx)
+}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,6 +48,9 @@ type Env struct {
 	// Receive holds the receiving side's test seams; production leaves it
 	// zero.
 	Receive receive.Options
+	// DataKey holds the data key rotation's test seams; production leaves
+	// it zero.
+	DataKey DataKeyOptions
 }
 
 // Node is a running eduspace node: the parts along a record's way, wired
@@ -66,6 +70,7 @@ type Node struct {
 	shares     *share.Sharer
 	agg        *aggregate.Aggregator
 	admin      *admin.Server
+	dataKeys   *dataKeys
 	health     *health
 	run        runner
 }
@@ -268,12 +273,15 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
 		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, DataKey: dk,
 		Options: env.Receive})
+	n.dataKeys = &dataKeys{dk: dk, db: n.db, ev: ev, log: n.log, now: now, grace: cmp.Or(env.DataKey.Grace, dataKeyGrace), page: env.DataKey.Page, wake: make(chan struct{}, 1),
+		parts: []sealedPart{{"held records", n.shares.SealHeld, n.shares.UnsealedHeld},
+			{"received records", n.recv.SealReceived, n.recv.UnsealedReceived}, {"consent ledger", n.consents.SealLedger, n.consents.UnsealedLedger}}}
 	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
 		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, restored: n.ckpt.Restored, log: n.log, now: now}
 	n.health.check(ctx)
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
-		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
+		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg, DataKey: n.dataKeys,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -312,7 +320,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.sealAtRest, n.logLimit.run} {
+	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.dataKeys.run, n.logLimit.run} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
 	m.RegisterGauges(metrics.Gauges{
@@ -337,24 +345,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
 		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
-}
-
-// sealAtRest seals, once at start, the held and received records and the
-// consent ledger stored in clear before storage.encrypt was on.
-func (n *Node) sealAtRest(ctx context.Context) {
-	for _, f := range []struct {
-		what string
-		seal func(context.Context) (int, error)
-	}{{"held records", n.shares.SealHeld}, {"received envelopes", n.recv.SealReceived}, {"consent ledger", n.consents.SealLedger}} {
-		k, err := f.seal(ctx)
-		if err != nil {
-			n.log.Warn("sealing records at rest stopped; the next start goes on", "what", f.what, "err", err)
-			continue
-		}
-		if k > 0 {
-			n.log.Info("sealed at rest", "what", f.what, "count", k)
-		}
-	}
 }
 
 // shareContinuous shares, once at start, what an ingest stored and a stop

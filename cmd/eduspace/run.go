@@ -38,6 +38,7 @@ func commands() []command {
 			{"run", "run the node daemon until SIGTERM"},
 			{"init", "create the node's keys and the request for its credential"},
 			{"rotate", "rotate the node's keys, one step at a time"},
+			{"rotate-data-key", "rotate the key records are sealed under at rest; re-seal in the background"},
 			{"backup", "write an online, consistent copy of the node's database"},
 		}},
 		{name: "authority", summary: "the space authority: credentials, revocations, policy, NATS", run: runAuthority, subs: []subcommand{
@@ -98,6 +99,7 @@ var examples = map[string]string{
 	"node run":                      "eduspace node run --config /etc/eduspace/node.yaml",
 	"node init":                     "eduspace node init --config /etc/eduspace/node.yaml",
 	"node rotate":                   "eduspace node rotate --config /etc/eduspace/node.yaml",
+	"node rotate-data-key":          "eduspace node rotate-data-key --config /etc/eduspace/node.yaml   (then --status until no key is retiring)",
 	"node backup":                   "eduspace node backup --config /etc/eduspace/node.yaml --out /backup/node-2026-12-04.db",
 	"authority init":                "eduspace authority init --dir /srv/authority",
 	"authority issue":               "eduspace authority issue --dir /srv/authority --request node-request.json --space beijing-edu --institution \"Example University\" --out credential.jwt",

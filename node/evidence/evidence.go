@@ -47,7 +47,8 @@ const (
 	KindDrop    = "drop"
 	KindExpire  = "expire"
 	KindAgree   = "agreement"
-	KindExport  = "export" // received records handed to the institution's own systems
+	KindExport  = "export"   // received records handed to the institution's own systems
+	KindDataKey = "data_key" // a rotation of the data key started (reason rotation_started) or finished (rotation_finished)
 )
 
 // Entry is one event. Only Seq and Time are set by the log.
