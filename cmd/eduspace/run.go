@@ -72,7 +72,7 @@ func commands() []command {
 			{"show", "show one consent record"},
 		}},
 		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
-			{"report", "every delivery of one student's data, with its erasure state"},
+			{"report", "every delivery of one student's data, with its erasure state; at a recipient, every export of it"},
 		}},
 		{name: "aggregate", summary: "the center's aggregate queries, their rounds and releases; privacy budgets", run: runAggregate, subs: []subcommand{
 			{"query", "submit, list, get or cancel the center's queries"},
