@@ -70,12 +70,18 @@ func (k *dataKeys) run(ctx context.Context) {
 	}
 	for {
 		k.pass(ctx)
+		// Keys still retiring: the pass comes again once the rotation's
+		// wait is over, or a minute after a pass that could not retire them
+		// (a value that did not re-seal, readers that kept the WAL).
 		var later <-chan time.Time
 		if len(k.dk.Retiring()) > 0 {
 			k.mu.Lock()
 			wait := k.started.Add(k.grace).Sub(k.now())
 			k.mu.Unlock()
-			later = time.After(max(wait, time.Second))
+			if wait <= 0 {
+				wait = time.Minute
+			}
+			later = time.After(wait)
 		}
 		select {
 		case <-ctx.Done():
