@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 )
 
@@ -40,15 +41,26 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 		t.Errorf("share: %+v; want the adult's 2 grades permitted and the minor's 2 denied (minor_needs_guardian)", sr)
 	}
 
-	// A student the node learns of later: a grade shared while no record
-	// showed the age leaves; once a record shows a minor, the next share
-	// (which reads only what was ingested since) holds back the rest.
+	// A student the node learns of later: while the node, which keeps its
+	// students' records, holds none of her, her grade is decided as a
+	// minor's and the reason says she is unknown; once her record shows a
+	// minor, the reason says so.
 	more := `{"type":"course_grade","student_id":"M0002","course_code":"CS101","score":70}` + "\n"
 	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
 		t.Fatal(err)
 	}
-	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 {
-		t.Fatalf("share of a grade whose student is unknown: %+v, %v", sr, err)
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 ||
+		sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 2 {
+		t.Fatalf("share of a grade whose student is unknown: %+v, %v; want it denied (person_unknown), the minor's two as before", sr, err)
+	}
+	reasons := map[string]int{}
+	for _, e := range nodetest.Evidence(t, s.conf["uni-a"].DataDir) {
+		if e["kind"] == "decide" {
+			reasons[fmt.Sprint(e["reason"])]++
+		}
+	}
+	if reasons[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Errorf("evidence of decisions by reason: %v; want one person_unknown", reasons)
 	}
 	more = fmt.Sprintf(`{"type":"student","student_id":"M0002","name":"N","birth_date":%q}`+"\n", child) +
 		`{"type":"course_grade","student_id":"M0002","course_code":"MA101","score":71}` + "\n"
@@ -56,7 +68,24 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	sr, err = a.Share(ctx, ag.ID)
-	if err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 3 {
-		t.Errorf("share after the minor's student record: %+v, %v; want the new grade and the first minor's two denied", sr, err)
+	if err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 4 || sr.Denied[string(policy.ReasonPersonUnknown)] != 0 {
+		t.Errorf("share after the minor's student record: %+v, %v; want her two grades and the first minor's two denied as a minor's", sr, err)
+	}
+
+	// An adult the node learns of later: once her record is held, her
+	// grade leaves.
+	more = `{"type":"course_grade","student_id":"A0002","course_code":"CS101","score":90}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Fatalf("share of an unknown adult's grade: %+v, %v; want it denied (person_unknown)", sr, err)
+	}
+	more = `{"type":"student","student_id":"A0002","name":"N","birth_date":"2001-05-01"}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 0 {
+		t.Errorf("share once the adult's record is held: %+v, %v; want her grade permitted", sr, err)
 	}
 }
