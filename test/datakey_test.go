@@ -94,14 +94,25 @@ func TestDataKeyRotation(t *testing.T) {
 		t.Fatal("uni-a re-sealed no page")
 	}
 	newA := st.Current
+	// Records ingested meanwhile are sealed under the new key at once.
+	const later = 10
+	in.Reset()
+	for i := range later {
+		fmt.Fprintf(&in, `{"type":"course_grade","student_id":"RL%07d","course_code":"CS102","score":60}`+"\n", i)
+	}
+	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != later {
+		t.Fatalf("ingest during the rotation: %+v, %v", res, err)
+	}
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if under := sealedUnder(t, dirA, "records", "body"); under[oldA] == 0 || under[newA] == 0 {
-		t.Fatalf("after the stop, held records by key: %v; want some under the old key %s and some under the new %s", under, oldA, newA)
+	under := sealedUnder(t, dirA, "records", "body")
+	if under[oldA] == 0 || under[newA] < later || under[oldA]+under[newA] != students+later {
+		t.Fatalf("after the stop, held records by key: %v; want some under the old key %s and the rest, the %d new ones too, under the new %s",
+			under, oldA, later, newA)
 	}
-	if got := len(heldRecords(t, dirA, "course_grade")); got != students {
-		t.Fatalf("mid-rotation, %d held records read back, want %d", got, students)
+	if got := len(heldRecords(t, dirA, "course_grade")); got != students+later {
+		t.Fatalf("mid-rotation, %d held records read back, want %d", got, students+later)
 	}
 
 	// The next start goes on and finishes.
@@ -119,8 +130,8 @@ func TestDataKeyRotation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := len(heldRecords(t, dirA, "course_grade")); got != students {
-		t.Errorf("after the rotation, %d held records read back, want %d", got, students)
+	if got := len(heldRecords(t, dirA, "course_grade")); got != students+later {
+		t.Errorf("after the rotation, %d held records read back, want %d", got, students+later)
 	}
 	for dir, old := range map[string]string{dirA: oldA, dirB: oldB} {
 		if _, err := os.Stat(filepath.Join(dir, "keys", "data.key."+old+".pem")); !os.IsNotExist(err) {
@@ -142,8 +153,8 @@ func TestDataKeyRotation(t *testing.T) {
 			t.Errorf("%s: data key evidence %v; want one rotation_started and a rotation_finished", dir, reasons)
 		}
 	}
-	if under := sealedUnder(t, dirA, "records", "body"); under[newA] != students || len(under) != 1 {
-		t.Errorf("held records by key after the rotation: %v; want all %d under %s", under, students, newA)
+	if under := sealedUnder(t, dirA, "records", "body"); under[newA] != students+later || len(under) != 1 {
+		t.Errorf("held records by key after the rotation: %v; want all %d under %s", under, students+later, newA)
 	}
 }
 
