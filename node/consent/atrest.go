@@ -27,7 +27,8 @@ func (l *Ledger) SealLedger(ctx context.Context, progress func(int)) (int, error
 		body []byte
 	}
 	scan := func(rows *sql.Rows) (r row, err error) { return r, rows.Scan(&r.id, &r.body) }
-	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE `+notCurrent(l.dk, "body")+` LIMIT 200`, scan,
+	id := func(r row) any { return r.id }
+	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE id > ? AND `+notCurrent(l.dk, "body")+` ORDER BY id LIMIT 200`, "", id, scan,
 		func(tx *sql.Tx, r row) error {
 			plain, err := l.dk.Open(nil, r.body, consentAAD(r.id))
 			if err != nil {
@@ -44,7 +45,7 @@ func (l *Ledger) SealLedger(ctx context.Context, progress func(int)) (int, error
 	if err != nil {
 		return consents, fmt.Errorf("seal the consent ledger: %w", err)
 	}
-	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE `+notCurrent(l.dk, "request")+` LIMIT 200`, scan,
+	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE id > ? AND `+notCurrent(l.dk, "request")+` ORDER BY id LIMIT 200`, "", id, scan,
 		func(tx *sql.Tx, r row) error {
 			plain, err := l.dk.Open(nil, r.body, erasureAAD(r.id))
 			if err != nil {

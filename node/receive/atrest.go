@@ -23,7 +23,8 @@ func (r *Receiver) SealReceived(ctx context.Context, progress func(int)) (int, e
 		eid  string
 		body []byte
 	}
-	k, err := store.RewritePages(ctx, r.db, `SELECT envelope_id, body FROM received WHERE `+receivedNotCurrent(r.dk)+` LIMIT 200`,
+	k, err := store.RewritePages(ctx, r.db, `SELECT envelope_id, body FROM received
+		WHERE envelope_id > ? AND `+receivedNotCurrent(r.dk)+` ORDER BY envelope_id LIMIT 200`, "", func(x row) any { return x.eid },
 		func(rows *sql.Rows) (x row, err error) { return x, rows.Scan(&x.eid, &x.body) },
 		func(tx *sql.Tx, x row) error {
 			plain, err := r.dk.Open(nil, x.body, receivedAAD(x.eid))

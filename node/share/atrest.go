@@ -68,7 +68,7 @@ func (n *Sharer) SealHeld(ctx context.Context, progress func(int)) (int, error) 
 		subject           string
 	}
 	k, err := store.RewritePages(ctx, n.db, `SELECT id, key, subject, body, labels FROM records
-		WHERE `+heldNotCurrent(n.dk)+` ORDER BY id LIMIT 500`,
+		WHERE id > ? AND `+heldNotCurrent(n.dk)+` ORDER BY id LIMIT 500`, int64(0), func(r row) any { return r.id },
 		func(rows *sql.Rows) (r row, err error) {
 			return r, rows.Scan(&r.id, &r.key, &r.subject, &r.body, &r.labels)
 		},

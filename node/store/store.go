@@ -265,15 +265,20 @@ func rollback(tx *sql.Tx) error {
 
 // RewritePages reads the rows query selects, a page at a time, and
 // rewrites each page in one write transaction, row by row, until a page
-// comes back empty; it returns how many rows it rewrote. The query ends
-// with its own LIMIT, and must no longer select a row once rewrite has
-// handled it. It is how stored values are converted while the node works
-// (sealing at rest, re-sealing after a data key rotation). progress, when
-// set, is told the number of rows of each page once it is committed.
-func RewritePages[T any](ctx context.Context, db *DB, query string, scan func(*sql.Rows) (T, error), rewrite func(*sql.Tx, T) error, progress func(int)) (int, error) {
+// comes back empty; it returns how many rows it rewrote. The query walks
+// the table in the order of a unique key: its one parameter is the key of
+// the last row of the page before (start for the first page), it selects
+// only rows past it, in key order, and ends with its own LIMIT; key gives
+// a row's key. Each row is thus read once, however large the table. It is
+// how stored values are converted while the node works (sealing at rest,
+// re-sealing after a data key rotation). progress, when set, is told the
+// number of rows of each page once it is committed.
+func RewritePages[T any](ctx context.Context, db *DB, query string, start any, key func(T) any, scan func(*sql.Rows) (T, error),
+	rewrite func(*sql.Tx, T) error, progress func(int)) (int, error) {
 	total := 0
+	after := start
 	for {
-		rows, err := db.R.QueryContext(ctx, query)
+		rows, err := db.R.QueryContext(ctx, query, after)
 		if err != nil {
 			return total, err
 		}
@@ -304,6 +309,7 @@ func RewritePages[T any](ctx context.Context, db *DB, query string, scan func(*s
 			return total, err
 		}
 		total += len(page)
+		after = key(page[len(page)-1])
 		if progress != nil {
 			progress(len(page))
 		}
