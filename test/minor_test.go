@@ -3,11 +3,14 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -87,5 +90,49 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 	}
 	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 0 {
 		t.Errorf("share once the adult's record is held: %+v, %v; want her grade permitted", sr, err)
+	}
+}
+
+// TestUnknownPersonStrictRulebook: a node that holds grades and no student
+// record cannot tell a known person from an unknown one, and shares the
+// grades; under a space rulebook with unknown_person_strict it decides
+// them as a minor's, with reason person_unknown, until a guardian's
+// consent is recorded.
+func TestUnknownPersonStrictRulebook(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	rules := filepath.Join(t.TempDir(), "rulebook.json")
+	if err := os.WriteFile(rules, []byte(`{"unknown_person_strict": true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	strict := s.member("uni-a", crypto.SuiteX25519, func(c *node.Config) { c.Rulebook = rules })
+	b := s.member("uni-b", crypto.SuiteX25519)
+	plain := s.member("uni-c", crypto.SuiteX25519)
+	grades := `{"type":"course_grade","student_id":"U0001","course_code":"CS101","score":80}` + "\n" +
+		`{"type":"course_grade","student_id":"U0002","course_code":"CS101","score":81}` + "\n"
+	for _, n := range []*node.Node{strict, plain} {
+		if _, err := n.Ingest(ctx, strings.NewReader(grades), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ag := agreeGrades(t, "strict", s.now, strict, b)
+	if sr, err := strict.Share(ctx, ag.ID); err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonPersonUnknown)] != 2 {
+		t.Fatalf("share under unknown_person_strict: %+v, %v; want both grades denied (person_unknown)", sr, err)
+	}
+	if _, err := strict.GrantConsent(ctx, policy.ConsentRecord{ID: "guardian-u1", Subject: "U0001", Purpose: policy.PurposeCreditTransfer,
+		Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute), Guardian: true}); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := strict.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Errorf("share with a guardian's consent for one: %+v, %v; want that one permitted", sr, err)
+	}
+	other := gradeAgreement("plain", "uni-c", "uni-b", s.now)
+	for _, n := range []*node.Node{plain, b} {
+		if err := n.AddAgreement(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sr, err := plain.Share(ctx, other.ID); err != nil || sr.Permitted != 2 {
+		t.Errorf("share under the default rulebook, no student record held: %+v, %v; want both grades permitted", sr, err)
 	}
 }

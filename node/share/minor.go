@@ -23,7 +23,8 @@ import (
 // "age_unknown", which the rules decide as strictly as a minor's
 // (policy.FlagAgeUnknown). A node that holds no person record of the kind
 // at all (a feed of grades) cannot tell a known person from an unknown one,
-// and decides the record by what it shows.
+// and decides the record by what it shows, unless the space's rulebook
+// sets unknown_person_strict.
 func (s *shareRun) carryMinor(ctx context.Context, labels schema.Labels, now time.Time) (schema.Labels, error) {
 	if labels.Subject == "" || !labels.BirthDate.IsZero() || slices.Contains(labels.Flags, "minor") {
 		return labels, nil
@@ -39,7 +40,7 @@ func (s *shareRun) carryMinor(ctx context.Context, labels schema.Labels, now tim
 	subject := s.n.subjectColumn(labels.Subject)
 	if birth, ok := m.births[subject]; ok && s.n.std.Under(birth, now) {
 		labels.Flags = append(slices.Clone(labels.Flags), "minor")
-	} else if !m.known[subject] && m.known[rosterKey(labels.SubjectKey)] {
+	} else if !m.known[subject] && (m.known[rosterKey(labels.SubjectKey)] || s.n.rules.UnknownPersonStrict) {
 		labels.Flags = append(slices.Clone(labels.Flags), policy.FlagAgeUnknown)
 	}
 	return labels, nil
