@@ -183,14 +183,25 @@ func (k *dataKeys) remaining(ctx context.Context) (int, error) {
 	return total, nil
 }
 
+// passWait is how long Rotate waits for a sealing pass under way to end
+// before it refuses.
+const passWait = 10 * time.Second
+
 // Rotate makes a new data key current and wakes the background pass that
 // re-seals what is stored under the old one. It refuses while a pass or
-// an earlier rotation is under way.
+// an earlier rotation is under way (waiting passWait for a pass to end).
 func (k *dataKeys) Rotate(ctx context.Context) (keys.DataKeyState, error) {
 	if k.dk == nil {
 		return keys.DataKeyState{}, keys.ErrNoDataKey
 	}
+	// A pass under way (the one at start) is short unless the node is
+	// sealing what it stored in clear: wait for it a while.
 	k.mu.Lock()
+	for wait := time.Now().Add(passWait); k.passing && len(k.dk.Retiring()) == 0 && time.Now().Before(wait) && ctx.Err() == nil; {
+		k.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+		k.mu.Lock()
+	}
 	if k.passing || len(k.dk.Retiring()) > 0 {
 		k.mu.Unlock()
 		left, _ := k.remaining(ctx)
