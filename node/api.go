@@ -9,6 +9,7 @@ import (
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/recovery"
 	"github.com/eduspace/eduspace/node/share"
@@ -136,4 +137,15 @@ func (n *Node) RevocationSerial() uint64 { return n.reg.RevocationSerial() }
 // back in step with the space (node/recovery; `eduspace node recover`).
 func (n *Node) Recover(ctx context.Context, opt recovery.Options) (recovery.Report, error) {
 	return n.recovery.Recover(ctx, opt)
+}
+
+// RotateDataKey makes a new data key current and re-seals what is stored
+// under the old one in the background (node/keys/KEYS.md §1).
+func (n *Node) RotateDataKey(ctx context.Context) (keys.DataKeyState, error) {
+	return n.dataKeys.Rotate(ctx)
+}
+
+// DataKeyState reports the data key and the progress of its rotation.
+func (n *Node) DataKeyState(ctx context.Context) (keys.DataKeyState, error) {
+	return n.dataKeys.State(ctx)
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ type Env struct {
 	// Receive holds the receiving side's test seams; production leaves it
 	// zero.
 	Receive receive.Options
+	// DataKey holds the data key rotation's test seams; production leaves
+	// it zero.
+	DataKey DataKeyOptions
 }
 
 // Node is a running eduspace node: the parts along a record's way, wired
@@ -68,6 +72,7 @@ type Node struct {
 	agg        *aggregate.Aggregator
 	recovery   *recovery.Service
 	admin      *admin.Server
+	dataKeys   *dataKeys
 	health     *health
 	run        runner
 }
@@ -297,12 +302,17 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	} else if k > 0 {
 		n.log.Info("recovery from a restore finished: consents withdrawn again", "consents", k)
 	}
+	n.dataKeys = &dataKeys{dk: dk, db: n.db, ev: ev, log: n.log, now: now, grace: cmp.Or(env.DataKey.Grace, dataKeyGrace), page: env.DataKey.Page, wake: make(chan struct{}, 1),
+		parts: []sealedPart{{"held records", n.shares.SealHeld, n.shares.UnsealedHeld},
+			{"received records", n.recv.SealReceived, n.recv.UnsealedReceived}, {"consent ledger", n.consents.SealLedger, n.consents.UnsealedLedger},
+			{"kept erasure requests", n.recv.SealErased, n.recv.UnsealedErased}}}
 	n.health = &health{db: n.db, dir: cfg.DataDir, minFree: uint64(cfg.Storage.MinFreeMiB) << 20, cred: cred,
 		keyID: ks.Signing.Public().KeyID(), reg: n.reg, bus: n.bus, restored: n.ckpt.Restored, log: n.log, now: now}
 	n.health.check(ctx)
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
-		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg, Recovery: n.recovery,
+		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
+		Recovery: n.recovery, DataKey: n.dataKeys,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -341,7 +351,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.sealAtRest, n.logLimit.run} {
+	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.dataKeys.run, n.logLimit.run} {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
 	m.RegisterGauges(metrics.Gauges{
@@ -366,24 +376,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
 		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
-}
-
-// sealAtRest seals, once at start, the held and received records and the
-// consent ledger stored in clear before storage.encrypt was on.
-func (n *Node) sealAtRest(ctx context.Context) {
-	for _, f := range []struct {
-		what string
-		seal func(context.Context) (int, error)
-	}{{"held records", n.shares.SealHeld}, {"received envelopes", n.recv.SealReceived}, {"consent ledger", n.consents.SealLedger}} {
-		k, err := f.seal(ctx)
-		if err != nil {
-			n.log.Warn("sealing records at rest stopped; the next start goes on", "what", f.what, "err", err)
-			continue
-		}
-		if k > 0 {
-			n.log.Info("sealed at rest", "what", f.what, "count", k)
-		}
-	}
 }
 
 // shareContinuous shares, once at start, what an ingest stored and a stop

@@ -85,6 +85,14 @@ func deny(rule string, reason Reason) Decision {
 	return Decision{Rule: rule, Reason: reason}
 }
 
+// FlagAgeUnknown flags the labels of a record whose type carries a
+// person's id but cannot show their age (a course grade), when the node
+// holds no record of the person that could (no student record): the
+// person is unknown to it. Decide treats the subject as a minor, the
+// strictest case of the rules that need the age, and says so with
+// ReasonPersonUnknown.
+const FlagAgeUnknown = "age_unknown"
+
 // Decide returns the decision for one record and one recipient. Deny is the
 // default: a record leaves only when an agreement covers it and every rule of
 // the rulebook holds for what is left of it after the agreement's
@@ -142,7 +150,13 @@ func Decide(rb Rulebook, in Input) Decision {
 	}
 	c := in.Consent
 	covered := c.Granted && scopeCovers(c.Scope, l, actions)
+	// A subject whose age the node cannot know (FlagAgeUnknown) is decided
+	// as a minor, with a reason that says why.
 	minor := slices.Contains(l.Flags, "minor")
+	minorReason, trainingMinorReason := ReasonMinorNeedsGuardian, ReasonTrainingMinor
+	if !minor && slices.Contains(l.Flags, FlagAgeUnknown) {
+		minor, minorReason, trainingMinorReason = true, ReasonPersonUnknown, ReasonPersonUnknown
+	}
 	if a.Purpose == PurposeModelTraining {
 		// Stricter than the general rules below: no legal basis and no
 		// approval stands in for the guardian's consent, the subject's
@@ -151,7 +165,7 @@ func Decide(rb Rulebook, in Input) Decision {
 			if c.Granted && c.Guardian {
 				return deny(RuleRulebookTrainingMinor, ReasonConsentScope)
 			}
-			return deny(RuleRulebookTrainingMinor, ReasonTrainingMinor)
+			return deny(RuleRulebookTrainingMinor, trainingMinorReason)
 		}
 		if level >= rb.SensitiveLevel {
 			return deny(RuleRulebookTrainingL4, ReasonTrainingSensitive)
@@ -171,7 +185,7 @@ func Decide(rb Rulebook, in Input) Decision {
 		if c.Granted && c.Guardian {
 			return deny(RuleRulebookMinor, ReasonConsentScope)
 		}
-		return deny(RuleRulebookMinor, ReasonMinorNeedsGuardian)
+		return deny(RuleRulebookMinor, minorReason)
 	}
 	if level > a.MaxLevel {
 		return deny(RuleAgreementLevel, ReasonLevelAboveAgreement)

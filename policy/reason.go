@@ -40,6 +40,8 @@ const (
 	ReasonTrainingMinor        Reason = "training_minor_needs_guardian" // model_training: a minor's record needs the guardian's consent, whatever the basis
 	ReasonTrainingSensitive    Reason = "training_no_l4"                // model_training: no field at the sensitive level (L4) or above
 	ReasonTrainingNeedsConsent Reason = "training_needs_consent"        // model_training: no standing consent of the subject (none, expired or withdrawn)
+
+	ReasonPersonUnknown Reason = "person_unknown" // the node holds no record showing the subject's age: decided as a minor's, guardian consent required
 )
 
 // Reasons lists every reason code, in a stable order. Metrics are
@@ -54,7 +56,7 @@ func Reasons() []Reason {
 		ReasonRecipientRole, ReasonConsentScope, ReasonVolumeBulk, ReasonVolumeImportant,
 		ReasonVolumeAggregateOnly, ReasonCenterAggregatesOnly, ReasonRetentionTooLong,
 		ReasonAIServicePurpose, ReasonAIPurposeRecipient, ReasonTrainingMinor, ReasonTrainingSensitive,
-		ReasonTrainingNeedsConsent,
+		ReasonTrainingNeedsConsent, ReasonPersonUnknown,
 	}
 }
 
@@ -69,6 +71,7 @@ func (r Reason) Clause() string { return reasonClauses[r] }
 
 var reasonClauses = map[Reason]string{
 	ReasonPermit:               "PIPL art. 6, 13, 23",
+	ReasonPersonUnknown:        "PIPL art. 28, 31",
 	ReasonNoAgreement:          "PIPL art. 13, 23",
 	ReasonAgreementNotValid:    "PIPL art. 13, 23",
 	ReasonAgreementRevoked:     "PIPL art. 13, 23",

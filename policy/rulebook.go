@@ -49,6 +49,14 @@ type Rulebook struct {
 	// (Agreement.AllowMicrodata). Off by default: the center receives
 	// aggregates (DESIGN.md §8), whatever its agreements say.
 	MicrodataToCenter bool `json:"microdata_to_center"`
+	// UnknownPersonStrict decides a record whose person the node holds no
+	// record of (no student record) as a minor's, with reason
+	// person_unknown, even on a node that keeps no person record of the
+	// kind at all (a feed of grades only). Off by default: such a node
+	// cannot tell a known person from an unknown one, and decides the
+	// record by what it shows; a node that holds student records decides
+	// its unknown persons so either way (FlagAgeUnknown).
+	UnknownPersonStrict bool `json:"unknown_person_strict,omitempty"`
 	// MaxRetentionDays caps, per purpose, the retention an agreement may
 	// set (PIPL art. 19: no longer than the purpose needs); records under
 	// an agreement that asks for longer do not leave. A purpose not named

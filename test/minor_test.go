@@ -3,11 +3,15 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/policy"
 )
 
@@ -40,15 +44,26 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 		t.Errorf("share: %+v; want the adult's 2 grades permitted and the minor's 2 denied (minor_needs_guardian)", sr)
 	}
 
-	// A student the node learns of later: a grade shared while no record
-	// showed the age leaves; once a record shows a minor, the next share
-	// (which reads only what was ingested since) holds back the rest.
+	// A student the node learns of later: while the node, which keeps its
+	// students' records, holds none of her, her grade is decided as a
+	// minor's and the reason says she is unknown; once her record shows a
+	// minor, the reason says so.
 	more := `{"type":"course_grade","student_id":"M0002","course_code":"CS101","score":70}` + "\n"
 	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
 		t.Fatal(err)
 	}
-	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 {
-		t.Fatalf("share of a grade whose student is unknown: %+v, %v", sr, err)
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 ||
+		sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 2 {
+		t.Fatalf("share of a grade whose student is unknown: %+v, %v; want it denied (person_unknown), the minor's two as before", sr, err)
+	}
+	reasons := map[string]int{}
+	for _, e := range nodetest.Evidence(t, s.conf["uni-a"].DataDir) {
+		if e["kind"] == "decide" {
+			reasons[fmt.Sprint(e["reason"])]++
+		}
+	}
+	if reasons[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Errorf("evidence of decisions by reason: %v; want one person_unknown", reasons)
 	}
 	more = fmt.Sprintf(`{"type":"student","student_id":"M0002","name":"N","birth_date":%q}`+"\n", child) +
 		`{"type":"course_grade","student_id":"M0002","course_code":"MA101","score":71}` + "\n"
@@ -56,7 +71,68 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 		t.Fatal(err)
 	}
 	sr, err = a.Share(ctx, ag.ID)
-	if err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 3 {
-		t.Errorf("share after the minor's student record: %+v, %v; want the new grade and the first minor's two denied", sr, err)
+	if err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonMinorNeedsGuardian)] != 4 || sr.Denied[string(policy.ReasonPersonUnknown)] != 0 {
+		t.Errorf("share after the minor's student record: %+v, %v; want her two grades and the first minor's two denied as a minor's", sr, err)
+	}
+
+	// An adult the node learns of later: once her record is held, her
+	// grade leaves.
+	more = `{"type":"course_grade","student_id":"A0002","course_code":"CS101","score":90}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Fatalf("share of an unknown adult's grade: %+v, %v; want it denied (person_unknown)", sr, err)
+	}
+	more = `{"type":"student","student_id":"A0002","name":"N","birth_date":"2001-05-01"}` + "\n"
+	if _, err := a.Ingest(ctx, strings.NewReader(more), ""); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := a.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 0 {
+		t.Errorf("share once the adult's record is held: %+v, %v; want her grade permitted", sr, err)
+	}
+}
+
+// TestUnknownPersonStrictRulebook: a node that holds grades and no student
+// record cannot tell a known person from an unknown one, and shares the
+// grades; under a space rulebook with unknown_person_strict it decides
+// them as a minor's, with reason person_unknown, until a guardian's
+// consent is recorded.
+func TestUnknownPersonStrictRulebook(t *testing.T) {
+	ctx := context.Background()
+	s := newSpace(t)
+	rules := filepath.Join(t.TempDir(), "rulebook.json")
+	if err := os.WriteFile(rules, []byte(`{"unknown_person_strict": true}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	strict := s.member("uni-a", crypto.SuiteX25519, func(c *node.Config) { c.Rulebook = rules })
+	b := s.member("uni-b", crypto.SuiteX25519)
+	plain := s.member("uni-c", crypto.SuiteX25519)
+	grades := `{"type":"course_grade","student_id":"U0001","course_code":"CS101","score":80}` + "\n" +
+		`{"type":"course_grade","student_id":"U0002","course_code":"CS101","score":81}` + "\n"
+	for _, n := range []*node.Node{strict, plain} {
+		if _, err := n.Ingest(ctx, strings.NewReader(grades), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ag := agreeGrades(t, "strict", s.now, strict, b)
+	if sr, err := strict.Share(ctx, ag.ID); err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonPersonUnknown)] != 2 {
+		t.Fatalf("share under unknown_person_strict: %+v, %v; want both grades denied (person_unknown)", sr, err)
+	}
+	if _, err := strict.GrantConsent(ctx, policy.ConsentRecord{ID: "guardian-u1", Subject: "U0001", Purpose: policy.PurposeCreditTransfer,
+		Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute), Guardian: true}); err != nil {
+		t.Fatal(err)
+	}
+	if sr, err := strict.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Errorf("share with a guardian's consent for one: %+v, %v; want that one permitted", sr, err)
+	}
+	other := gradeAgreement("plain", "uni-c", "uni-b", s.now)
+	for _, n := range []*node.Node{plain, b} {
+		if err := n.AddAgreement(ctx, other); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sr, err := plain.Share(ctx, other.ID); err != nil || sr.Permitted != 2 {
+		t.Errorf("share under the default rulebook, no student record held: %+v, %v; want both grades permitted", sr, err)
 	}
 }

@@ -239,6 +239,25 @@ func TestDaemon(t *testing.T) {
 	if code, _, stderr := run(t, ctx, "node", "recover", "--config", cfgPath, "--timeout", "5s"); code != exitFailure || !strings.Contains(stderr, "Nothing to recover") {
 		t.Errorf("node recover on a node not restored: exit %d: %s", code, stderr)
 	}
+	// The data key rotated while the node runs: the old key is kept at
+	// least a minute, and a second rotation meanwhile is refused.
+	var dk struct {
+		Current  string   `json:"current"`
+		Retiring []string `json:"retiring"`
+		State    string   `json:"state"`
+	}
+	code, out, stderr = run(t, ctx, "node", "rotate-data-key", "--config", cfgPath, "--status")
+	if err := json.Unmarshal([]byte(out), &dk); code != exitOK || err != nil || dk.Current == "" || len(dk.Retiring) != 0 {
+		t.Fatalf("node rotate-data-key --status: exit %d, %v: %s%s", code, err, out, stderr)
+	}
+	old := dk.Current
+	code, out, stderr = run(t, ctx, "node", "rotate-data-key", "--config", cfgPath)
+	if err := json.Unmarshal([]byte(out), &dk); code != exitOK || err != nil || dk.Current == old || len(dk.Retiring) != 1 || dk.Retiring[0] != old {
+		t.Errorf("node rotate-data-key: exit %d, %v: %s%s; want a new key current and %s retiring", code, err, out, stderr, old)
+	}
+	if code, _, stderr := run(t, ctx, "node", "rotate-data-key", "--config", cfgPath); code != exitFailure || !strings.Contains(stderr, "under way") {
+		t.Errorf("a second node rotate-data-key at once: exit %d: %s; want %d and why", code, stderr, exitFailure)
+	}
 	stop()
 }
 

@@ -21,7 +21,7 @@ import (
 
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: node run --config FILE | node init --config FILE | node rotate --config FILE [--switch | --retire] | node backup --config FILE --out FILE | node recover --config FILE", errUsage)
+		return fmt.Errorf("%w: node run --config FILE | node init --config FILE | node rotate --config FILE [--switch | --retire] | node rotate-data-key --config FILE [--status] | node backup --config FILE --out FILE | node recover --config FILE", errUsage)
 	}
 	switch args[0] {
 	case "backup":
@@ -34,6 +34,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return runNodeInit(ctx, args[1:], stdout, stderr)
 	case "rotate":
 		return runNodeRotate(ctx, args[1:], stdout, stderr)
+	case "rotate-data-key":
+		return runNodeRotateDataKey(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown node subcommand %q", errUsage, args[0])
 }
@@ -89,6 +91,27 @@ func runNodeInit(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		filepath.Join(cfg.DataDir, "keys"), filepath.Join(cfg.DataDir, keys.RequestFile),
 		filepath.Join(cfg.DataDir, keys.RequestFile), cfg.Space, cfg.DataDir)
 	return nil
+}
+
+// runNodeRotateDataKey asks the running node to rotate its data key
+// (node/keys/KEYS.md §1), or with --status reports the rotation's
+// progress: the key in use, the keys being retired and the values left to
+// re-seal, as JSON.
+func runNodeRotateDataKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("node rotate-data-key", stderr)
+	cf := adminFlags(fs)
+	status := fs.Bool("status", false, "report the data key and the rotation's progress, rotate nothing")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	if *status {
+		return c.do(ctx, http.MethodGet, "/v1/data-key", nil, stdout)
+	}
+	return c.do(ctx, http.MethodPost, "/v1/data-key/rotate", nil, stdout)
 }
 
 // runNodeRotate takes one step of a key rotation (node/keys/KEYS.md,

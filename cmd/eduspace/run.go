@@ -38,6 +38,7 @@ func commands() []command {
 			{"run", "run the node daemon until SIGTERM"},
 			{"init", "create the node's keys and the request for its credential"},
 			{"rotate", "rotate the node's keys, one step at a time"},
+			{"rotate-data-key", "rotate the key records are sealed under at rest; re-seal in the background"},
 			{"backup", "write an online, consistent copy of the node's database"},
 			{"recover", "bring a node restored from an older copy back in step with the space"},
 		}},
@@ -72,7 +73,7 @@ func commands() []command {
 			{"show", "show one consent record"},
 		}},
 		{name: "subject", summary: "what the node did with one student's data", run: runSubject, subs: []subcommand{
-			{"report", "every delivery of one student's data, with its erasure state"},
+			{"report", "every delivery of one student's data, with its erasure state; at a recipient, every export of it"},
 		}},
 		{name: "aggregate", summary: "the center's aggregate queries, their rounds and releases; privacy budgets", run: runAggregate, subs: []subcommand{
 			{"query", "submit, list, get or cancel the center's queries"},
@@ -99,6 +100,7 @@ var examples = map[string]string{
 	"node run":                      "eduspace node run --config /etc/eduspace/node.yaml",
 	"node init":                     "eduspace node init --config /etc/eduspace/node.yaml",
 	"node rotate":                   "eduspace node rotate --config /etc/eduspace/node.yaml",
+	"node rotate-data-key":          "eduspace node rotate-data-key --config /etc/eduspace/node.yaml   (then --status until no key is retiring)",
 	"node backup":                   "eduspace node backup --config /etc/eduspace/node.yaml --out /backup/node-2026-12-04.db",
 	"node recover":                  "eduspace node recover --config /etc/eduspace/node.yaml",
 	"authority init":                "eduspace authority init --dir /srv/authority",

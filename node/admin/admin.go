@@ -27,6 +27,7 @@ import (
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
@@ -59,6 +60,8 @@ type Config struct {
 	Shares        *share.Sharer
 	Aggregates    *aggregate.Aggregator
 	Recovery      *recovery.Service
+	// DataKey rotates the data key and reports the rotation's progress.
+	DataKey DataKeys
 	// Ready reports whether the node serves (readiness); Connected whether
 	// it is connected to NATS.
 	Ready, Connected func() bool
@@ -67,6 +70,13 @@ type Config struct {
 	Health func() []string
 	Logger *slog.Logger
 	Now    func() time.Time
+}
+
+// DataKeys is the node's data key as the API rotates it
+// (node/keys/KEYS.md §1).
+type DataKeys interface {
+	Rotate(context.Context) (keys.DataKeyState, error)
+	State(context.Context) (keys.DataKeyState, error)
 }
 
 // Server is a node's admin and metrics listeners.
@@ -89,6 +99,7 @@ type Server struct {
 	shares        *share.Sharer
 	agg           *aggregate.Aggregator
 	recovery      *recovery.Service
+	dataKey       DataKeys
 	ready         func() bool
 	health        func() []string
 	connected     func() bool
@@ -105,7 +116,8 @@ func New(c Config) *Server {
 	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
 		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
 		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
-		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, ready: c.Ready, health: c.Health, connected: c.Connected, log: c.Logger, now: c.Now}
+		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
+		connected: c.Connected, log: c.Logger, now: c.Now}
 }
 
 // Listener is an address to serve on and the host names clients reach it

@@ -17,6 +17,7 @@ import (
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/share"
@@ -100,6 +101,8 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("GET /v1/consents/{id}", s.handleConsentGet)
 	api.HandleFunc("POST /v1/subjects/report", s.handleSubjectReport)
 	api.HandleFunc("POST /v1/recover", s.handleRecover)
+	api.HandleFunc("GET /v1/data-key", s.handleDataKey)
+	api.HandleFunc("POST /v1/data-key/rotate", s.handleDataKey)
 	s.aggregateRoutes(api) // aggregates.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
@@ -521,6 +524,33 @@ func (s *Server) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeJSON(w, rep)
+}
+
+// handleDataKey reports the data key's state (GET) or rotates it (POST):
+// a new key seals from now on, and what is stored under the old one is
+// re-sealed in the background (node/keys/KEYS.md §1).
+func (s *Server) handleDataKey(w http.ResponseWriter, r *http.Request) {
+	if s.dataKey == nil {
+		s.writeProblem(w, http.StatusConflict, "no-data-key", "No data key", keys.ErrNoDataKey.Error())
+		return
+	}
+	state, status := s.dataKey.State, http.StatusOK
+	if r.Method == http.MethodPost {
+		state, status = s.dataKey.Rotate, http.StatusAccepted
+	}
+	st, err := state(r.Context())
+	switch {
+	case errors.Is(err, keys.ErrNoDataKey):
+		s.writeProblem(w, http.StatusConflict, "no-data-key", "No data key", err.Error())
+	case errors.Is(err, keys.ErrRotationUnderway):
+		s.writeProblem(w, http.StatusConflict, "rotation-underway", "Data key rotation under way", err.Error())
+	case err != nil:
+		s.writeProblem(w, http.StatusInternalServerError, "data-key-failed", "Data key unavailable", err.Error())
+	default:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		s.written(json.NewEncoder(w).Encode(st))
+	}
 }
 
 func (s *Server) handleAgreements(w http.ResponseWriter, r *http.Request) {

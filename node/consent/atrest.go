@@ -6,16 +6,19 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 )
 
-// SealLedger seals the consent records and erasure requests stored in
-// clear (by a node with storage.encrypt off, or before it sealed them),
-// and replaces the consents' subjects by keyed hashes. The node runs it at
-// start, in the background; a record reads the same either way meanwhile.
-// It returns how many rows it sealed.
-func (l *Ledger) SealLedger(ctx context.Context) (int, error) {
+// SealLedger seals under the current data key the consent records and
+// erasure requests stored in clear (by a node with storage.encrypt off,
+// or before it sealed them) or under a data key being retired (after a
+// rotation), and replaces the consents' subjects by keyed hashes. The
+// node runs it in the background at start and after a rotation; a record
+// reads the same either way meanwhile. progress, when set, is told each
+// page's count; it returns how many rows it sealed.
+func (l *Ledger) SealLedger(ctx context.Context, progress func(int)) (int, error) {
 	if l.dk == nil {
 		return 0, nil
 	}
@@ -24,27 +27,56 @@ func (l *Ledger) SealLedger(ctx context.Context) (int, error) {
 		body []byte
 	}
 	scan := func(rows *sql.Rows) (r row, err error) { return r, rows.Scan(&r.id, &r.body) }
-	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE substr(body, 1, 2) != x'EDA7' LIMIT 200`, scan,
+	id := func(r row) any { return r.id }
+	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE id > ? AND `+notCurrent(l.dk, "body")+` ORDER BY id LIMIT 200`, "", id, scan,
 		func(tx *sql.Tx, r row) error {
-			var c policy.ConsentRecord
-			if err := json.Unmarshal(r.body, &c); err != nil {
+			plain, err := l.dk.Open(nil, r.body, consentAAD(r.id))
+			if err != nil {
 				return fmt.Errorf("consent %q: %w", r.id, err)
 			}
-			_, err := tx.ExecContext(ctx, `UPDATE consents SET body = ?, subject = ? WHERE id = ? AND body = ?`,
-				l.dk.Seal(nil, r.body, consentAAD(r.id)), l.ev.Subject(c.Subject), r.id, r.body)
+			var c policy.ConsentRecord
+			if err := json.Unmarshal(plain, &c); err != nil {
+				return fmt.Errorf("consent %q: %w", r.id, err)
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE consents SET body = ?, subject = ? WHERE id = ? AND body = ?`,
+				l.dk.Seal(nil, plain, consentAAD(r.id)), l.ev.Subject(c.Subject), r.id, r.body)
 			return err
-		})
+		}, progress)
 	if err != nil {
 		return consents, fmt.Errorf("seal the consent ledger: %w", err)
 	}
-	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE substr(request, 1, 2) != x'EDA7' LIMIT 200`, scan,
+	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE id > ? AND `+notCurrent(l.dk, "request")+` ORDER BY id LIMIT 200`, "", id, scan,
 		func(tx *sql.Tx, r row) error {
-			_, err := tx.ExecContext(ctx, `UPDATE erasures SET request = ? WHERE id = ? AND request = ?`,
-				l.dk.Seal(nil, r.body, erasureAAD(r.id)), r.id, r.body)
+			plain, err := l.dk.Open(nil, r.body, erasureAAD(r.id))
+			if err != nil {
+				return fmt.Errorf("erasure request %q: %w", r.id, err)
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE erasures SET request = ? WHERE id = ? AND request = ?`,
+				l.dk.Seal(nil, plain, erasureAAD(r.id)), r.id, r.body)
 			return err
-		})
+		}, progress)
 	if err != nil {
 		return consents + erasures, fmt.Errorf("seal the consent ledger: %w", err)
 	}
 	return consents + erasures, nil
+}
+
+// notCurrent selects the rows whose column is not sealed under dk's
+// current key.
+func notCurrent(dk *keys.DataKey, column string) string {
+	return fmt.Sprintf("substr(%s, 1, 6) != x'%X'", column, dk.SealedPrefix())
+}
+
+// UnsealedLedger counts the consent records and erasure requests
+// SealLedger has yet to seal.
+func (l *Ledger) UnsealedLedger(ctx context.Context) (int, error) {
+	if l.dk == nil {
+		return 0, nil
+	}
+	var k int
+	if err := l.db.R.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM consents WHERE `+notCurrent(l.dk, "body")+`)
+		+ (SELECT count(*) FROM erasures WHERE `+notCurrent(l.dk, "request")+`)`).Scan(&k); err != nil {
+		return 0, fmt.Errorf("count consent records to seal: %w", err)
+	}
+	return k, nil
 }

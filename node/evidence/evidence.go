@@ -31,6 +31,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,7 @@ const (
 	// space's newest checkpoint of the node are lost, and the chain goes on
 	// from that checkpoint's head.
 	KindRecover = "recover"
+	KindDataKey = "data_key" // a rotation of the data key started (reason rotation_started) or finished (rotation_finished)
 )
 
 // ErrFrozen is the error Append returns while the log is frozen (Freeze).
@@ -455,4 +458,34 @@ func (l *Log) Head(ctx context.Context) (count int64, hash []byte, err error) {
 		return 0, nil, fmt.Errorf("read evidence head: %w", err)
 	}
 	return count, hash, nil
+}
+
+// About lists the entries of kind that name the subject hash among their
+// subjects, oldest first, read from the database the log uses (UseDB). It
+// reads the whole log: for reports, not for a hot path.
+func (l *Log) About(ctx context.Context, kind, subject string) ([]Entry, error) {
+	if l.db == nil {
+		return nil, errors.New("read evidence entries: no database")
+	}
+	rows, err := l.db.R.QueryContext(ctx, `SELECT entry FROM evidence WHERE instr(entry, ?) > 0 AND instr(entry, ?) > 0 ORDER BY seq`,
+		`"kind":`+strconv.Quote(kind), strconv.Quote(subject))
+	if err != nil {
+		return nil, fmt.Errorf("read evidence entries: %w", err)
+	}
+	defer rows.Close()
+	var out []Entry
+	for rows.Next() {
+		var body []byte
+		if err := rows.Scan(&body); err != nil {
+			return nil, fmt.Errorf("read evidence entries: %w", err)
+		}
+		var e Entry
+		if err := json.Unmarshal(body, &e); err != nil {
+			return nil, fmt.Errorf("read evidence entries: %w", err)
+		}
+		if e.Kind == kind && slices.Contains(e.Subjects, subject) {
+			out = append(out, e)
+		}
+	}
+	return out, rows.Err()
 }

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -136,7 +138,7 @@ func (r *Receiver) Export(ctx context.Context, o ExportOptions, w io.Writer) (Ex
 	var columns []string
 	if o.Format == "csv" {
 		seen := map[string]bool{}
-		if err := r.exportRecords(ctx, tx, o, func(rec []byte) error {
+		if err := r.exportRecords(ctx, tx, o, func(_ string, rec []byte) error {
 			return eachKey(rec, func(k string) {
 				if k != "type" && !seen[k] {
 					seen[k] = true
@@ -177,8 +179,12 @@ func (r *Receiver) Export(ctx context.Context, o ExportOptions, w io.Writer) (Ex
 	}
 	count := 0
 	digest := write(h)
-	if err := r.exportRecords(ctx, tx, o, func(rec []byte) error {
+	subjects := map[string]bool{}
+	if err := r.exportRecords(ctx, tx, o, func(typ string, rec []byte) error {
 		count++
+		if err := r.exportSubject(typ, rec, subjects); err != nil {
+			return err
+		}
 		return digest(rec)
 	}); err != nil {
 		return res, err
@@ -189,7 +195,8 @@ func (r *Receiver) Export(ctx context.Context, o ExportOptions, w io.Writer) (Ex
 	}
 	if err := r.db.Write(ctx, func(wtx *sql.Tx) error {
 		return r.ev.Append(ctx, wtx, evidence.Entry{Kind: evidence.KindExport, Peer: a.Provider, Agreement: a.ID,
-			Purpose: string(a.Purpose), LegalBasis: res.LegalBasis, Standard: res.Standard, Count: count, Digest: res.Digest, Detail: map[string]int{"format_" + o.Format: 1}})
+			Purpose: string(a.Purpose), LegalBasis: res.LegalBasis, Standard: res.Standard, Count: count, Digest: res.Digest, Detail: map[string]int{"format_" + o.Format: 1},
+			Subjects: slices.Sorted(maps.Keys(subjects))})
 	}); err != nil {
 		return res, fmt.Errorf("export: evidence: %w", err)
 	}
@@ -198,10 +205,32 @@ func (r *Receiver) Export(ctx context.Context, o ExportOptions, w io.Writer) (Ex
 		o.Start(res)
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
-	if err := r.exportRecords(ctx, tx, o, write(bw)); err != nil {
+	out := write(bw)
+	if err := r.exportRecords(ctx, tx, o, func(_ string, rec []byte) error { return out(rec) }); err != nil {
 		return res, err
 	}
 	return res, bw.Flush()
+}
+
+// exportSubject adds to subjects the keyed hash (the evidence log's) of
+// the subject of rec, a received record of type typ: the value of its type's subject
+// key as it arrived, the student number where the agreement delivers it
+// in clear, else the provider's token for this node. The export's evidence
+// entry names them, so that the subject report finds the export.
+func (r *Receiver) exportSubject(typ string, rec []byte, subjects map[string]bool) error {
+	t, ok := r.std.Type(typ)
+	if !ok || t.SubjectKey() == "" {
+		return nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(rec, &m); err != nil {
+		return fmt.Errorf("export: a stored record is not a JSON object: %w", err)
+	}
+	var subject string
+	if json.Unmarshal(m[t.SubjectKey()], &subject) == nil && subject != "" {
+		subjects[r.ev.Subject(subject)] = true
+	}
+	return nil
 }
 
 // exportable is the agreement with id, if this node may export what it
@@ -224,9 +253,10 @@ func (r *Receiver) exportable(ctx context.Context, id string) (*policy.Agreement
 }
 
 // exportRecords calls fn with each record received under o's agreement
-// (of o.Type, when set), envelope by envelope in order of arrival.
-func (r *Receiver) exportRecords(ctx context.Context, tx *sql.Tx, o ExportOptions, fn func(rec []byte) error) error {
-	rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
+// (of o.Type, when set) and its type, envelope by envelope in order of
+// arrival.
+func (r *Receiver) exportRecords(ctx context.Context, tx *sql.Tx, o ExportOptions, fn func(typ string, rec []byte) error) error {
+	rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, i.record_type, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
 		WHERE i.agreement = ? AND (? = '' OR i.record_type = ?) AND r.records > 0 ORDER BY i.received_ms, i.envelope_id`,
 		o.Agreement, o.Type, o.Type)
 	if err != nil {
@@ -234,9 +264,9 @@ func (r *Receiver) exportRecords(ctx context.Context, tx *sql.Tx, o ExportOption
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var eid string
+		var eid, typ string
 		var body []byte
-		if err := rows.Scan(&eid, &body); err != nil {
+		if err := rows.Scan(&eid, &typ, &body); err != nil {
 			return fmt.Errorf("export: %w", err)
 		}
 		body, err := r.dk.Open(nil, body, receivedAAD(eid))
@@ -249,7 +279,7 @@ func (r *Receiver) exportRecords(ctx context.Context, tx *sql.Tx, o ExportOption
 		}
 		for line := range bytes.Lines(plain) {
 			if line = bytes.TrimSpace(line); len(line) > 0 {
-				if err := fn(line); err != nil {
+				if err := fn(typ, line); err != nil {
 					return err
 				}
 			}

@@ -51,12 +51,14 @@ func (n *Sharer) subjectColumn(subject string) string {
 	return n.ev.Subject(subject)
 }
 
-// SealHeld seals, a page at a time, the held records stored in clear (by
-// a node with storage.encrypt off, or before it sealed records), and
-// replaces their subjects by keyed hashes. The node runs it at start, in
-// the background; a record is read the same either way meanwhile. It
-// returns how many records it sealed.
-func (n *Sharer) SealHeld(ctx context.Context) (int, error) {
+// SealHeld seals under the current data key, a page at a time, the held
+// records stored in clear (by a node with storage.encrypt off, or before
+// it sealed records) or under a data key being retired (after a
+// rotation), and replaces subjects in clear by keyed hashes. The node
+// runs it in the background at start and after a rotation; a record is
+// read the same either way meanwhile. progress, when set, is told each
+// page's count; it returns how many records it sealed.
+func (n *Sharer) SealHeld(ctx context.Context, progress func(int)) (int, error) {
 	if n.dk == nil {
 		return 0, nil
 	}
@@ -66,24 +68,48 @@ func (n *Sharer) SealHeld(ctx context.Context) (int, error) {
 		subject           string
 	}
 	k, err := store.RewritePages(ctx, n.db, `SELECT id, key, subject, body, labels FROM records
-		WHERE substr(body, 1, 2) != x'EDA7' ORDER BY id LIMIT 500`,
+		WHERE id > ? AND `+heldNotCurrent(n.dk)+` ORDER BY id LIMIT 500`, int64(0), func(r row) any { return r.id },
 		func(rows *sql.Rows) (r row, err error) {
 			return r, rows.Scan(&r.id, &r.key, &r.subject, &r.body, &r.labels)
 		},
 		func(tx *sql.Tx, r row) error {
-			body, labels := n.sealHeld(r.key, r.body, r.labels)
+			plain, labels, err := n.openHeld(r.key, r.body, r.labels)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", r.id, err)
+			}
+			body, labels := n.sealHeld(r.key, plain, labels)
 			// A subject stored in clear is hashed; one already hashed (32
 			// hex digits) stays.
 			subject := r.subject
 			if !isSubjectHash(subject) {
 				subject = n.subjectColumn(subject)
 			}
-			_, err := tx.ExecContext(ctx, `UPDATE records SET body = ?, labels = ?, subject = ? WHERE id = ? AND body = ?`,
+			_, err = tx.ExecContext(ctx, `UPDATE records SET body = ?, labels = ?, subject = ? WHERE id = ? AND body = ?`,
 				body, labels, subject, r.id, r.body)
 			return err
-		})
+		}, progress)
 	if err != nil {
 		return k, fmt.Errorf("seal held records: %w", err)
+	}
+	return k, nil
+}
+
+// heldNotCurrent selects the held records whose body or classification
+// is not sealed under dk's current key. The two are sealed one after the
+// other, so a rotation may fall between them.
+func heldNotCurrent(dk *keys.DataKey) string {
+	p := fmt.Sprintf("x'%X'", dk.SealedPrefix())
+	return "(substr(body, 1, 6) != " + p + " OR labels IS NOT NULL AND substr(labels, 1, 6) != " + p + ")"
+}
+
+// UnsealedHeld counts the held records SealHeld has yet to seal.
+func (n *Sharer) UnsealedHeld(ctx context.Context) (int, error) {
+	if n.dk == nil {
+		return 0, nil
+	}
+	var k int
+	if err := n.db.R.QueryRowContext(ctx, `SELECT count(*) FROM records WHERE `+heldNotCurrent(n.dk)).Scan(&k); err != nil {
+		return 0, fmt.Errorf("count held records to seal: %w", err)
 	}
 	return k, nil
 }

@@ -181,7 +181,7 @@ func (s *shareRun) consentState(labels schema.Labels, now time.Time) policy.Cons
 	need := s.a.LegalBasis == policy.BasisConsent || labels.Level >= s.n.rules.SensitiveLevel ||
 		s.a.Purpose == policy.PurposeModelTraining
 	for _, f := range labels.Flags {
-		need = need || f == "minor"
+		need = need || f == "minor" || f == policy.FlagAgeUnknown
 	}
 	if !need {
 		return policy.Consent{}

@@ -265,14 +265,20 @@ func rollback(tx *sql.Tx) error {
 
 // RewritePages reads the rows query selects, a page at a time, and
 // rewrites each page in one write transaction, row by row, until a page
-// comes back empty; it returns how many rows it rewrote. The query ends
-// with its own LIMIT, and must no longer select a row once rewrite has
-// handled it. It is how stored values are converted while the node works
-// (sealing at rest).
-func RewritePages[T any](ctx context.Context, db *DB, query string, scan func(*sql.Rows) (T, error), rewrite func(*sql.Tx, T) error) (int, error) {
+// comes back empty; it returns how many rows it rewrote. The query walks
+// the table in the order of a unique key: its one parameter is the key of
+// the last row of the page before (start for the first page), it selects
+// only rows past it, in key order, and ends with its own LIMIT; key gives
+// a row's key. Each row is thus read once, however large the table. It is
+// how stored values are converted while the node works (sealing at rest,
+// re-sealing after a data key rotation). progress, when set, is told the
+// number of rows of each page once it is committed.
+func RewritePages[T any](ctx context.Context, db *DB, query string, start any, key func(T) any, scan func(*sql.Rows) (T, error),
+	rewrite func(*sql.Tx, T) error, progress func(int)) (int, error) {
 	total := 0
+	after := start
 	for {
-		rows, err := db.R.QueryContext(ctx, query)
+		rows, err := db.R.QueryContext(ctx, query, after)
 		if err != nil {
 			return total, err
 		}
@@ -303,6 +309,44 @@ func RewritePages[T any](ctx context.Context, db *DB, query string, scan func(*s
 			return total, err
 		}
 		total += len(page)
+		after = key(page[len(page)-1])
+		if progress != nil {
+			progress(len(page))
+		}
+	}
+}
+
+// Compact rebuilds the database from its live rows (VACUUM) and then
+// copies the WAL into it and empties the WAL (a TRUNCATE checkpoint), so
+// that neither file keeps a value that was overwritten or deleted: what
+// the freed pages and cells held, and older versions of rewritten pages.
+// Writers wait while it runs (the writing connection does the rebuild);
+// readers go on. The checkpoint waits up to timeout for readers of older
+// snapshots to finish.
+func (db *DB) Compact(ctx context.Context, timeout time.Duration) error {
+	if _, err := db.W.ExecContext(ctx, `VACUUM`); err != nil {
+		db.noteFault(err)
+		return fmt.Errorf("compact: %w", err)
+	}
+	checkpointing.Lock()
+	defer checkpointing.Unlock()
+	deadline := time.Now().Add(timeout)
+	for {
+		var busy, logged, copied int
+		if err := db.ckpt.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logged, &copied); err != nil {
+			return fmt.Errorf("compact: checkpoint: %w", err)
+		}
+		if busy == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("compact: checkpoint: readers kept the WAL from being emptied for %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
 	"testing"
 )
@@ -121,5 +122,73 @@ func TestReadersSeeCommits(t *testing.T) {
 		if n != i || last != i {
 			t.Fatalf("after commit %d: readers see %d rows, the last %d", i, n, last)
 		}
+	}
+}
+
+// TestRewritePages: every row the query selects is rewritten once, a page
+// at a time in key order, rows it does not select are left alone, progress
+// is told each page, and a rewrite that fails rolls its page back while
+// the pages before it stay.
+func TestRewritePages(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "node.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.W.ExecContext(ctx, `CREATE TABLE pages_test (id INTEGER PRIMARY KEY, v TEXT NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1234
+	if err := db.Write(ctx, func(tx *sql.Tx) error {
+		for i := 1; i <= n; i++ {
+			v := "old"
+			if i%10 == 0 {
+				v = "other" // not selected
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO pages_test(id, v) VALUES (?, ?)`, i, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const query = `SELECT id FROM pages_test WHERE id > ? AND v = 'old' ORDER BY id LIMIT 100`
+	scan := func(rows *sql.Rows) (id int64, err error) { return id, rows.Scan(&id) }
+	key := func(id int64) any { return id }
+	seen := map[int64]int{}
+	fail := errors.New("stop")
+	// Stopped in its fourth page: three pages stay rewritten.
+	k, err := RewritePages(ctx, db, query, int64(0), key, scan, func(tx *sql.Tx, id int64) error {
+		if len(seen) == 300 {
+			return fail
+		}
+		seen[id]++
+		_, err := tx.ExecContext(ctx, `UPDATE pages_test SET v = 'new' WHERE id = ?`, id)
+		return err
+	}, nil)
+	var rewritten int
+	db.R.QueryRowContext(ctx, `SELECT count(*) FROM pages_test WHERE v = 'new'`).Scan(&rewritten)
+	if !errors.Is(err, fail) || k != 300 || rewritten != 300 {
+		t.Fatalf("a rewrite stopped in its fourth page: %d rewritten, %d in the table, %v; want 300, 300 and the error", k, rewritten, err)
+	}
+	pages := 0
+	k, err = RewritePages(ctx, db, query, int64(0), key, scan, func(tx *sql.Tx, id int64) error {
+		seen[id]++
+		_, err := tx.ExecContext(ctx, `UPDATE pages_test SET v = 'new' WHERE id = ?`, id)
+		return err
+	}, func(int) { pages++ })
+	want := n - n/10
+	if err != nil || k != want-300 || pages != (want-300+99)/100 {
+		t.Fatalf("the rest: %d rows in %d pages, %v; want %d rows", k, pages, err, want-300)
+	}
+	for id, c := range seen {
+		if c != 1 || id%10 == 0 {
+			t.Fatalf("row %d rewritten %d times", id, c)
+		}
+	}
+	if len(seen) != want {
+		t.Errorf("%d rows rewritten, want %d", len(seen), want)
 	}
 }
