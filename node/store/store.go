@@ -90,6 +90,8 @@ const pageSize = 16384
 // it holds no snapshot: readers see every commit.
 const stmtCacheSize = 64
 
+const writerCacheBytes = 64 << 20
+
 // Open opens (creating if needed) the database at path and brings its
 // schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
@@ -113,6 +115,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	size, err := setPageSize(ctx, w)
 	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("configure database: %w", err)
+	}
+	if _, err := w.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = %d`, -writerCacheBytes>>10)); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("configure database: %w", err)
 	}
