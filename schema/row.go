@@ -1,9 +1,10 @@
 package schema
 
 import (
+	"encoding/binary"
 	"encoding/json"
-	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Row is a record in positional form: its values by the index of its
@@ -236,7 +237,7 @@ func (r *Row) AppendMapJSON(dst []byte) []byte {
 		dst = append(dst, ':')
 		v := r.vals[i]
 		switch {
-		case v.str && plainJSON(v.s) && !htmlSpecial(v.s):
+		case v.str && mapPlainJSON(v.s, r.plain):
 			dst = append(dst, '"')
 			dst = append(dst, v.s...)
 			dst = append(dst, '"')
@@ -254,7 +255,28 @@ func (r *Row) AppendMapJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// htmlSpecial reports whether s has a byte encoding/json escapes for HTML.
-func htmlSpecial(s string) bool {
-	return strings.ContainsAny(s, "<>&")
+// mapPlainJSON reports whether encoding/json writes s between quotes as
+// it is: plainJSON, and without the bytes it escapes for HTML (<, >, &),
+// looked for eight bytes at a time in the same pass. plain says s is
+// known to be valid UTF-8 without quotes, backslashes or control
+// characters (Row.PlainStrings), which then are not checked again.
+func mapPlainJSON(s string, plain bool) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		if hasByte(x, 0xE2) || hasByte(x, '<') || hasByte(x, '>') || hasByte(x, '&') || !plain && stopsString(x) {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0xE2, '<', '>', '&':
+			return false
+		default:
+			if !plain && (c < 0x20 || c == '"' || c == '\\') {
+				return false
+			}
+		}
+	}
+	return plain || utf8.ValidString(s)
 }
