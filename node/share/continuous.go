@@ -85,9 +85,9 @@ func (n *Sharer) startContinuous(ctx context.Context) (*continuousShares, error)
 	if len(list) == 0 {
 		return c, nil
 	}
-	// A share behind the ingest holds the ingest back: at most two stored
-	// batches wait for it in memory.
-	c.ids, c.done = make(chan storedSpan, 2), make(chan struct{})
+	// A share behind the ingest holds the ingest back: at most one stored
+	// batch waits for it in memory.
+	c.ids, c.done = make(chan storedSpan, 1), make(chan struct{})
 	go func() {
 		defer close(c.done)
 		for span := range c.ids {

@@ -25,7 +25,7 @@ import (
 // transaction stores, the fewer times each page is written.
 const (
 	ingestBatch = 1000
-	ingestTx    = 8 * ingestBatch
+	ingestTx    = 32 * ingestBatch
 )
 
 // reasonCoreRefused is the ingest refusal of a record classified CORE.
