@@ -3,6 +3,7 @@ package schema
 import (
 	"encoding/binary"
 	"encoding/json"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -192,6 +193,19 @@ func (l Labels) Positions() (t *RecordType, labels []FieldLabel, has []bool, ok 
 		return nil, nil, nil, false
 	}
 	return l.typ, l.dense, l.has, true
+}
+
+// Keep returns copies of r and of l, ClassifyRow's labels of r, that stay
+// as they are when r is parsed into again: for a row decided after the
+// next one is read. The copy shares r's strings, which a row never
+// modifies; r must not have been parsed from lines shared with the parser
+// (LineParser.ShareLines).
+func (r *Row) Keep(l Labels) (*Row, Labels) {
+	c := &Row{Type: r.Type, Has: slices.Clone(r.Has), vals: slices.Clone(r.vals), t: r.t, lab: slices.Clone(r.lab), plain: r.plain}
+	if l.dense != nil {
+		l.dense, l.has = c.lab, c.Has
+	}
+	return c, l
 }
 
 // ClassifyRow is Classify for a row from ParseRow. The labels keep the

@@ -123,7 +123,8 @@ func (c *continuousShares) stored(rows []ingestRow, ms int64) {
 	var span storedSpan
 	for _, r := range rows {
 		if r.id != 0 {
-			span.rows = append(span.rows, heldRecord{id: r.id, typ: r.typ, body: r.plain, labels: r.plainLabels, ingestedMs: ms})
+			span.rows = append(span.rows, heldRecord{id: r.id, typ: r.typ, body: r.plain, labels: r.plainLabels, ingestedMs: ms,
+				row: r.row, rowLabels: r.rowLabels})
 		}
 	}
 	if len(span.rows) > 0 {

@@ -92,7 +92,12 @@ type ingestRow struct {
 	// plain and plainLabels are body and labels before sealing, which the
 	// continuous shares decide from.
 	plain, plainLabels []byte
-	id                 int64 // its id in the records table once stored; 0: held already
+	// row and rowLabels are the record parsed and classified, when the
+	// reader kept them (NDJSON under continuous agreements): the shares
+	// decide from them without parsing again.
+	row       *schema.Row
+	rowLabels schema.Labels
+	id        int64 // its id in the records table once stored; 0: held already
 }
 
 // Ingest reads records in the format and encoding o names or detects
@@ -108,6 +113,15 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 	if err != nil {
 		return res, fmt.Errorf("ingest: %w", err)
 	}
+	// Under continuous agreements the records stored go on to their
+	// shares while the next ones are read and stored: a third goroutine
+	// shares each stored batch, from its first record on.
+	var cont *continuousShares
+	if !o.AllOrNothing {
+		if cont, err = n.startContinuous(ctx); err != nil {
+			return res, fmt.Errorf("ingest: %w", err)
+		}
+	}
 	// One goroutine reads, parses and classifies while this one stores:
 	// the two halves of an ingest take about as long as each other.
 	var held [][]ingestRow // AllOrNothing: everything, stored at the end
@@ -117,23 +131,11 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 	batches := make(chan []ingestRow, ingestTx/ingestBatch)
 	var readErr error
 	var wg sync.WaitGroup
+	keep := cont != nil && cont.ids != nil // the shares decide the rows as read
 	wg.Go(func() {
 		defer close(batches)
-		readErr = n.readIngest(rctx, rd, batches, &read)
+		readErr = n.readIngest(rctx, rd, batches, &read, keep)
 	})
-	// Under continuous agreements the records stored go on to their
-	// shares while the next ones are read and stored: a third goroutine
-	// shares each stored batch, from its first record on.
-	var cont *continuousShares
-	if !o.AllOrNothing {
-		if cont, err = n.startContinuous(ctx); err != nil {
-			stop()
-			for range batches {
-			}
-			wg.Wait()
-			return res, fmt.Errorf("ingest: %w", err)
-		}
-	}
 	var storeErr error
 	for b := range batches {
 		switch {
@@ -193,8 +195,9 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 
 // readIngest reads, validates and classifies the records of rd, counting
 // the refused ones in res, and hands the valid ones to out in batches of
-// ingestBatch, as they will be stored.
-func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []ingestRow, res *IngestResult) error {
+// ingestBatch, as they will be stored. With keep, each NDJSON record keeps
+// its parsed row and classification for the continuous shares.
+func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []ingestRow, res *IngestResult, keep bool) error {
 	asOf := n.now()
 	batch := make([]ingestRow, 0, ingestBatch)
 	send := func() error {
@@ -279,8 +282,12 @@ func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []
 		key := h.Sum(nil)
 		plainLabels := n.std.AppendLabels(nil, labels)
 		sealedBody, sealedLabels := n.sealHeld(key, body, plainLabels)
-		batch = append(batch, ingestRow{key: key, typ: rec.Type, subject: n.subjectColumn(labels.Subject), level: labels.Level,
-			body: sealedBody, labels: sealedLabels, plain: body, plainLabels: plainLabels})
+		r := ingestRow{key: key, typ: rec.Type, subject: n.subjectColumn(labels.Subject), level: labels.Level,
+			body: sealedBody, labels: sealedLabels, plain: body, plainLabels: plainLabels}
+		if keep && lines != nil {
+			r.row, r.rowLabels = row.Keep(labels)
+		}
+		batch = append(batch, r)
 		if len(batch) == ingestBatch {
 			if err := send(); err != nil {
 				return err

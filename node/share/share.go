@@ -388,6 +388,12 @@ func (n *Sharer) run(ctx context.Context, agreementID string, feed func(base *sh
 					continue // drain
 				}
 				for _, r := range page {
+					if r.row != nil {
+						if errs[w] = s.decideKept(ctx, r.row, r.rowLabels, r.id); errs[w] != nil {
+							break
+						}
+						continue
+					}
 					p := parsers[r.typ]
 					if p == nil {
 						p = schema.NewLineParser(r.typ)
@@ -417,6 +423,10 @@ type heldRecord struct {
 	typ          string
 	body, labels []byte // in clear
 	ingestedMs   int64  // set for an ingest's records handed on (shareRows)
+	// row and rowLabels are the record as an ingest parsed and classified
+	// it, when it kept them (shareRows); nil: parse body and labels.
+	row       *schema.Row
+	rowLabels schema.Labels
 }
 
 // merge sums the results of a run's deciders.
@@ -539,6 +549,23 @@ func (s *shareRun) decideStored(ctx context.Context, parser *schema.LineParser, 
 		// It cannot be judged, so it does not leave.
 		s.n.log.Warn("stored record does not validate under the standard; not shared", "record", id, "err", err)
 		return nil
+	}
+	return s.decide(ctx, record{row: row}, labels, id, now)
+}
+
+// decideKept decides a record an ingest has just stored as the ingest
+// parsed and classified it (row, labels): its classification at ingest
+// is the one a share of the held record would read, and, as there, a
+// minor's record is classified again at the time of the share (C3).
+func (s *shareRun) decideKept(ctx context.Context, row *schema.Row, labels schema.Labels, id int64) error {
+	now := s.n.now()
+	if slices.Contains(labels.Flags, "minor") {
+		l, err := s.n.std.ClassifyRow(row, now)
+		if err != nil {
+			s.n.log.Warn("stored record does not validate under the standard; not shared", "record", id, "err", err)
+			return nil
+		}
+		labels = l
 	}
 	return s.decide(ctx, record{row: row}, labels, id, now)
 }
