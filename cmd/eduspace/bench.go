@@ -14,7 +14,7 @@ import (
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object (version 1)")
-	records := fs.Int("records", bench.DefaultRecords, "records through each path (those of at most 99,000 students: rule V2)")
+	records := fs.Int("records", bench.DefaultRecords, fmt.Sprintf("records through each path (those of at most %d students: rule V2)", bench.MaxSubjects))
 	suite := fs.String("suite", crypto.DefaultSuite.String(), "HPKE suite")
 	batch := fs.Int("batch", 0, "records per envelope (default: the node's default)")
 	samples := fs.Int("latency-samples", 200, "single records timed for the latency figures")
