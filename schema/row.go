@@ -1,9 +1,11 @@
 package schema
 
 import (
+	"encoding/binary"
 	"encoding/json"
-	"strings"
+	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Row is a record in positional form: its values by the index of its
@@ -193,6 +195,19 @@ func (l Labels) Positions() (t *RecordType, labels []FieldLabel, has []bool, ok 
 	return l.typ, l.dense, l.has, true
 }
 
+// Keep returns copies of r and of l, ClassifyRow's labels of r, that stay
+// as they are when r is parsed into again: for a row decided after the
+// next one is read. The copy shares r's strings, which a row never
+// modifies; r must not have been parsed from lines shared with the parser
+// (LineParser.ShareLines).
+func (r *Row) Keep(l Labels) (*Row, Labels) {
+	c := &Row{Type: r.Type, Has: slices.Clone(r.Has), vals: slices.Clone(r.vals), t: r.t, lab: slices.Clone(r.lab), plain: r.plain}
+	if l.dense != nil {
+		l.dense, l.has = c.lab, c.Has
+	}
+	return c, l
+}
+
 // ClassifyRow is Classify for a row from ParseRow. The labels keep the
 // field labels by position (Labels.Fields is nil) in the row's own
 // buffer: they are valid until the row is parsed into again.
@@ -236,7 +251,7 @@ func (r *Row) AppendMapJSON(dst []byte) []byte {
 		dst = append(dst, ':')
 		v := r.vals[i]
 		switch {
-		case v.str && plainJSON(v.s) && !htmlSpecial(v.s):
+		case v.str && mapPlainJSON(v.s, r.plain):
 			dst = append(dst, '"')
 			dst = append(dst, v.s...)
 			dst = append(dst, '"')
@@ -254,7 +269,28 @@ func (r *Row) AppendMapJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
-// htmlSpecial reports whether s has a byte encoding/json escapes for HTML.
-func htmlSpecial(s string) bool {
-	return strings.ContainsAny(s, "<>&")
+// mapPlainJSON reports whether encoding/json writes s between quotes as
+// it is: plainJSON, and without the bytes it escapes for HTML (<, >, &),
+// looked for eight bytes at a time in the same pass. plain says s is
+// known to be valid UTF-8 without quotes, backslashes or control
+// characters (Row.PlainStrings), which then are not checked again.
+func mapPlainJSON(s string, plain bool) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		if hasByte(x, 0xE2) || hasByte(x, '<') || hasByte(x, '>') || hasByte(x, '&') || !plain && stopsString(x) {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		switch c := s[i]; c {
+		case 0xE2, '<', '>', '&':
+			return false
+		default:
+			if !plain && (c < 0x20 || c == '"' || c == '\\') {
+				return false
+			}
+		}
+	}
+	return plain || utf8.ValidString(s)
 }

@@ -195,3 +195,34 @@ func TestShareLines(t *testing.T) {
 		}
 	}
 }
+
+// TestRowKeep: a kept row and its labels stay as they were when the row
+// is parsed into and classified again.
+func TestRowKeep(t *testing.T) {
+	std := Default()
+	asOf := date("2026-11-23")
+	data, _ := synth.Students(2, 7)
+	lines := bytes.Split(bytes.TrimSpace(data), []byte("\n"))
+	p, row := NewLineParser(""), new(Row)
+	if verr := p.ParseRow(lines[0], std, row); verr != nil {
+		t.Fatal(verr)
+	}
+	l, err := std.ClassifyRow(row, asOf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantJSON, wantLabels := row.AppendMapJSON(nil), std.AppendLabels(nil, l)
+	kept, keptLabels := row.Keep(l)
+	if verr := p.ParseRow(lines[1], std, row); verr != nil {
+		t.Fatal(verr)
+	}
+	if _, err := std.ClassifyRow(row, asOf); err != nil {
+		t.Fatal(err)
+	}
+	if got := kept.AppendMapJSON(nil); !bytes.Equal(got, wantJSON) {
+		t.Errorf("kept row %s, want %s", got, wantJSON)
+	}
+	if got := std.AppendLabels(nil, keptLabels); !bytes.Equal(got, wantLabels) {
+		t.Errorf("kept labels %x, want %x", got, wantLabels)
+	}
+}

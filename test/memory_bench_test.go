@@ -104,3 +104,87 @@ func rss(b *testing.B) float64 {
 	b.Fatal(fmt.Errorf("no VmRSS in /proc/self/status"))
 	return 0
 }
+
+// BenchmarkIngestStreamMemory is BenchmarkStreamMemory for the stream
+// path: records POSTed to /v1/ingest (`eduspace ingest`) under a
+// continuous agreement, held and shared as they are stored. The 1,000,000
+// records are twenty versions of the same 50,000 students' records
+// (each version different in the fields other than the student number,
+// so each is a record of its own), generated as the request reads them.
+//
+//	go test ./test/ -run '^$' -bench IngestStreamMemory -benchtime 1x
+func BenchmarkIngestStreamMemory(b *testing.B) {
+	for b.Loop() {
+		ctx := context.Background()
+		s := newSpace(b)
+		a := s.member("uni-a", crypto.SuiteX25519)
+		r := s.member("uni-b", crypto.SuiteX25519)
+		ag := bench.Agreement(s.now)
+		ag.Provider, ag.Recipient, ag.Continuous = "uni-a", "uni-b", true
+		for _, n := range []*node.Node{a, r} {
+			if err := n.AddAgreement(ctx, ag); err != nil {
+				b.Fatal(err)
+			}
+		}
+		tok, err := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, "admin.token"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		total, seed := int64(0), uint64(100)
+		ingest := func(versions int) {
+			var parts []io.Reader
+			for range versions {
+				parts = append(parts, &studentsReader{n: 50_000, seed: seed})
+				seed++
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/ingest", io.MultiReader(parts...))
+			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("ingest: %s %s", resp.Status, body)
+			}
+			total += int64(versions * 50_000)
+			for deadline := time.Now().Add(20 * time.Minute); r.ReceivedRecords() < total; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					b.Fatalf("uni-b holds %d of %d records", r.ReceivedRecords(), total)
+				}
+			}
+		}
+		ingest(1)
+		small := rss(b)
+		ingest(20)
+		large := rss(b)
+		b.ReportMetric(small/(1<<20), "MiB_rss_after_50k")
+		b.ReportMetric(large/(1<<20), "MiB_rss_after_1.05M")
+		b.ReportMetric(large/small, "rss_ratio")
+		b.Logf("resident memory %.0f MiB after 50,000 records, %.0f MiB after 1,050,000 (×%.2f)", small/(1<<20), large/(1<<20), large/small)
+	}
+}
+
+// studentsReader reads synth.Students(n, seed), made at the first read
+// and dropped at the end.
+type studentsReader struct {
+	n    int
+	seed uint64
+	data []byte
+	done bool
+}
+
+func (s *studentsReader) Read(p []byte) (int, error) {
+	if s.done {
+		return 0, io.EOF
+	}
+	if s.data == nil {
+		s.data, _ = synth.Students(s.n, s.seed)
+	}
+	k := copy(p, s.data)
+	if s.data = s.data[k:]; len(s.data) == 0 {
+		s.done, s.data = true, nil
+	}
+	return k, nil
+}

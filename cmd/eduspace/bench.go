@@ -14,7 +14,7 @@ import (
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object (version 1)")
-	records := fs.Int("records", bench.DefaultRecords, fmt.Sprintf("records through the pipeline (at most %d: rule V2)", bench.MaxRecords))
+	records := fs.Int("records", bench.DefaultRecords, fmt.Sprintf("records through each path (those of at most %d students: rule V2)", bench.MaxSubjects))
 	suite := fs.String("suite", crypto.DefaultSuite.String(), "the space's suite, selected in its signed policy: "+suiteNames())
 	batch := fs.Int("batch", 0, "records per envelope (default: the node's default)")
 	samples := fs.Int("latency-samples", 200, "single records timed for the latency figures")
@@ -26,8 +26,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("%w: --suite: %v", errUsage, err)
 	}
-	if *records < 1 || *records > bench.MaxRecords || *batch < 0 || *samples < 1 {
-		return fmt.Errorf("%w: --records must be 1 to %d, --latency-samples positive", errUsage, bench.MaxRecords)
+	if *records < 1 || *batch < 0 || *samples < 1 {
+		return fmt.Errorf("%w: --records and --latency-samples must be positive", errUsage)
 	}
 	o := bench.Options{Records: *records, Suite: s, BatchRecords: *batch, LatencySamples: *samples}
 	if !*asJSON {

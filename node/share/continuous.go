@@ -25,7 +25,9 @@ func (n *Sharer) ShareContinuous(ctx context.Context) ([]Continuous, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.stored(1, 1<<62)
+	if c.ids != nil {
+		c.ids <- storedSpan{first: 1, last: 1 << 62}
+	}
 	return c.wait(), nil
 }
 
@@ -54,9 +56,24 @@ func (n *Sharer) continuousAgreements(ctx context.Context) ([]policy.Agreement, 
 type continuousShares struct {
 	n          *Sharer
 	agreements []policy.Agreement
-	ids        chan [2]int64 // the first and last record of each batch stored; nil: no continuous agreement
+	ids        chan storedSpan // the batches stored; nil: no continuous agreement
 	done       chan struct{}
 	results    map[string]*Continuous
+}
+
+// storedSpan is what a share under a continuous agreement decides: the
+// records an ingest stored, as it stored them (rows), or, when rows is
+// nil, the held records with ids from first to last, read from the records
+// table.
+type storedSpan struct {
+	first, last int64
+	rows        []heldRecord
+}
+
+// add appends the span stored after s.
+func (s *storedSpan) add(next storedSpan) {
+	s.last = next.last
+	s.rows = append(s.rows, next.rows...)
 }
 
 func (n *Sharer) startContinuous(ctx context.Context) (*continuousShares, error) {
@@ -68,7 +85,9 @@ func (n *Sharer) startContinuous(ctx context.Context) (*continuousShares, error)
 	if len(list) == 0 {
 		return c, nil
 	}
-	c.ids, c.done = make(chan [2]int64, 64), make(chan struct{})
+	// A share behind the ingest holds the ingest back: at most one stored
+	// batch waits for it in memory.
+	c.ids, c.done = make(chan storedSpan, 1), make(chan struct{})
 	go func() {
 		defer close(c.done)
 		for span := range c.ids {
@@ -81,29 +100,48 @@ func (n *Sharer) startContinuous(ctx context.Context) (*continuousShares, error)
 					if !ok {
 						break drain
 					}
-					span[1] = next[1]
+					span.add(next)
 				default:
 					break drain
 				}
 			}
-			c.share(ctx, span[0], span[1])
+			c.share(ctx, span)
 		}
 	}()
 	return c, nil
 }
 
-// stored says that the ingest stored records with ids from first to last;
-// each share decides only those, so that a record denied is decided
-// once per ingest.
-func (c *continuousShares) stored(first, last int64) {
-	if c.ids != nil {
-		c.ids <- [2]int64{first, last}
+// stored hands the rows the ingest stored at ms (Unix ms) to the shares,
+// which decide them from their bodies and classifications as read, not
+// from the records table: each share decides only those, so that a record
+// denied is decided once per ingest. Rows held already (id 0) are not
+// shared again.
+func (c *continuousShares) stored(rows []ingestRow, ms int64) {
+	if c.ids == nil {
+		return
+	}
+	var span storedSpan
+	for _, r := range rows {
+		if r.id != 0 {
+			span.rows = append(span.rows, heldRecord{id: r.id, typ: r.typ, body: r.plain, labels: r.plainLabels, ingestedMs: ms,
+				row: r.row, rowLabels: r.rowLabels})
+		}
+	}
+	if len(span.rows) > 0 {
+		span.first, span.last = span.rows[0].id, span.rows[len(span.rows)-1].id
+		c.ids <- span
 	}
 }
 
-func (c *continuousShares) share(ctx context.Context, first, last int64) {
+func (c *continuousShares) share(ctx context.Context, span storedSpan) {
 	for _, a := range c.agreements {
-		res, err := c.n.share(ctx, a.ID, a.ValidFrom.UnixMilli(), first-1, last)
+		var res Result
+		var err error
+		if span.rows != nil {
+			res, err = c.n.shareRows(ctx, a.ID, a.ValidFrom.UnixMilli(), span.rows)
+		} else {
+			res, err = c.n.share(ctx, a.ID, a.ValidFrom.UnixMilli(), span.first-1, span.last)
+		}
 		sum := c.results[a.ID]
 		if sum == nil {
 			sum = &Continuous{Result: Result{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}}}

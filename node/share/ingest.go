@@ -13,11 +13,20 @@ import (
 	"sync"
 
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/schema"
 )
 
-// ingestBatch is how many records go into one database transaction.
-const ingestBatch = 1000
+// ingestBatch is how many records the reader hands on at a time, and
+// ingestTx the most one database transaction stores: the store takes
+// together the batches the reader has ready, up to ingestTx, in one
+// writer turn. The records table's key index is random (a SHA-256), so
+// each transaction rewrites index pages all over it; the more records a
+// transaction stores, the fewer times each page is written.
+const (
+	ingestBatch = 1000
+	ingestTx    = 32 * ingestBatch
+)
 
 // reasonCoreRefused is the ingest refusal of a record classified CORE.
 const reasonCoreRefused = "core_refused"
@@ -78,8 +87,17 @@ type ingestRow struct {
 	typ     string
 	subject string
 	level   schema.Level
-	body    []byte
-	labels  []byte // the classification (schema.Standard.AppendLabels)
+	body    []byte // as stored: sealed under the data key
+	labels  []byte // the classification (schema.Standard.AppendLabels), as stored
+	// plain and plainLabels are body and labels before sealing, which the
+	// continuous shares decide from.
+	plain, plainLabels []byte
+	// row and rowLabels are the record parsed and classified, when the
+	// reader kept them (NDJSON under continuous agreements): the shares
+	// decide from them without parsing again.
+	row       *schema.Row
+	rowLabels schema.Labels
+	id        int64 // its id in the records table once stored; 0: held already
 }
 
 // Ingest reads records in the format and encoding o names or detects
@@ -95,32 +113,29 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 	if err != nil {
 		return res, fmt.Errorf("ingest: %w", err)
 	}
-	// One goroutine reads, parses and classifies while this one stores:
-	// the two halves of an ingest take about as long as each other.
-	var held [][]ingestRow // AllOrNothing: everything, stored at the end
-	var read IngestResult  // the reader's counts
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	batches := make(chan []ingestRow, 2)
-	var readErr error
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		defer close(batches)
-		readErr = n.readIngest(rctx, rd, batches, &read)
-	})
 	// Under continuous agreements the records stored go on to their
 	// shares while the next ones are read and stored: a third goroutine
 	// shares each stored batch, from its first record on.
 	var cont *continuousShares
 	if !o.AllOrNothing {
 		if cont, err = n.startContinuous(ctx); err != nil {
-			stop()
-			for range batches {
-			}
-			wg.Wait()
 			return res, fmt.Errorf("ingest: %w", err)
 		}
 	}
+	// One goroutine reads, parses and classifies while this one stores:
+	// the two halves of an ingest take about as long as each other.
+	var held [][]ingestRow // AllOrNothing: everything, stored at the end
+	var read IngestResult  // the reader's counts
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	batches := make(chan []ingestRow, ingestTx/ingestBatch)
+	var readErr error
+	var wg sync.WaitGroup
+	keep := cont != nil && cont.ids != nil // the shares decide the rows as read
+	wg.Go(func() {
+		defer close(batches)
+		readErr = n.readIngest(rctx, rd, batches, &read, keep)
+	})
 	var storeErr error
 	for b := range batches {
 		switch {
@@ -128,11 +143,24 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 		case o.AllOrNothing:
 			held = append(held, b)
 		default:
-			var first, last int64
-			if first, last, storeErr = n.storeIngest(ctx, b, &res); storeErr != nil {
+			// The batches the reader has ready go in one transaction.
+		more:
+			for len(b) < ingestTx {
+				select {
+				case next, ok := <-batches:
+					if !ok {
+						break more
+					}
+					b = append(b, next...)
+				default:
+					break more
+				}
+			}
+			var ms int64
+			if ms, storeErr = n.storeIngest(ctx, b, &res); storeErr != nil {
 				stop()
-			} else if first != 0 {
-				cont.stored(first, last)
+			} else {
+				cont.stored(b, ms)
 			}
 		}
 	}
@@ -147,13 +175,11 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 			return res, fmt.Errorf("ingest: %w", err)
 		}
 		for _, b := range held {
-			var first, last int64
-			if first, last, storeErr = n.storeIngest(ctx, b, &res); storeErr != nil {
+			var ms int64
+			if ms, storeErr = n.storeIngest(ctx, b, &res); storeErr != nil {
 				break
 			}
-			if first != 0 {
-				cont.stored(first, last)
-			}
+			cont.stored(b, ms)
 		}
 	}
 	// What was stored is shared, even when the ingest stopped short.
@@ -169,8 +195,9 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 
 // readIngest reads, validates and classifies the records of rd, counting
 // the refused ones in res, and hands the valid ones to out in batches of
-// ingestBatch, as they will be stored.
-func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []ingestRow, res *IngestResult) error {
+// ingestBatch, as they will be stored. With keep, each NDJSON record keeps
+// its parsed row and classification for the continuous shares.
+func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []ingestRow, res *IngestResult, keep bool) error {
 	asOf := n.now()
 	batch := make([]ingestRow, 0, ingestBatch)
 	send := func() error {
@@ -253,9 +280,14 @@ func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []
 		h.Write([]byte{0})
 		h.Write(body)
 		key := h.Sum(nil)
-		sealedBody, sealedLabels := n.sealHeld(key, body, n.std.AppendLabels(nil, labels))
-		batch = append(batch, ingestRow{key: key, typ: rec.Type, subject: n.subjectColumn(labels.Subject), level: labels.Level,
-			body: sealedBody, labels: sealedLabels})
+		plainLabels := n.std.AppendLabels(nil, labels)
+		sealedBody, sealedLabels := n.sealHeld(key, body, plainLabels)
+		r := ingestRow{key: key, typ: rec.Type, subject: n.subjectColumn(labels.Subject), level: labels.Level,
+			body: sealedBody, labels: sealedLabels, plain: body, plainLabels: plainLabels}
+		if keep && lines != nil {
+			r.row, r.rowLabels = row.Keep(labels)
+		}
+		batch = append(batch, r)
 		if len(batch) == ingestBatch {
 			if err := send(); err != nil {
 				return err
@@ -319,20 +351,25 @@ func (res *IngestResult) reject(idx int, verr *schema.ValidationError) {
 	}
 }
 
-// storeIngest stores rows in one transaction, and returns the ids of the
-// first and the last it stored (0: all were held already).
-func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) (first, last int64, err error) {
+var qInsertRecord = store.NewQuery(`INSERT OR IGNORE INTO records(key, type, subject, level, body, labels, ingested_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+
+// storeIngest stores rows in one transaction, sets the id of each it
+// stored (0: held already), and returns the time it stored them at (Unix
+// ms, their ingested_ms).
+func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestResult) (int64, error) {
 	now := n.now().UnixMilli()
 	stored := 0
 	var byLevel map[string]int
-	err = n.db.Write(ctx, func(tx *sql.Tx) error {
-		first, last, stored, byLevel = 0, 0, 0, map[string]int{}
-		stmt, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO records(key, type, subject, level, body, labels, ingested_ms) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	err := n.db.Write(ctx, func(tx *sql.Tx) error {
+		ctx := store.InTx(ctx)
+		stored, byLevel = 0, map[string]int{}
+		stmt, err := n.db.Stmt(ctx, tx, qInsertRecord)
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
-		defer stmt.Close()
-		for _, r := range rows {
+		for i := range rows {
+			r := &rows[i]
+			r.id = 0
 			out, err := stmt.ExecContext(ctx, r.key, r.typ, r.subject, r.level.String(), r.body, r.labels, now)
 			if err != nil {
 				return fmt.Errorf("ingest: store: %w", err)
@@ -344,18 +381,18 @@ func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestR
 			if k == 1 {
 				stored++
 				byLevel[r.typ+"/"+r.level.String()]++
-				if last, err = out.LastInsertId(); err != nil {
+				if r.id, err = out.LastInsertId(); err != nil {
 					return fmt.Errorf("ingest: store: %w", err)
-				}
-				if first == 0 {
-					first = last
 				}
 			}
 		}
 		return n.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindIngest, Count: stored, Detail: byLevel})
 	})
 	if err != nil {
-		return 0, 0, err
+		for i := range rows {
+			rows[i].id = 0
+		}
+		return 0, err
 	}
 	res.Stored += stored
 	res.Duplicate += len(rows) - stored
@@ -363,7 +400,7 @@ func (n *Sharer) storeIngest(ctx context.Context, rows []ingestRow, res *IngestR
 		typ, level := splitKey(k)
 		n.m.Ingested.WithLabelValues(typ, level).Add(float64(c))
 	}
-	return first, last, nil
+	return now, nil
 }
 
 func splitKey(k string) (string, string) {

@@ -280,6 +280,84 @@ func (n *Sharer) Share(ctx context.Context, agreementID string) (Result, error) 
 // share is Share of the records ingested at or after since (Unix ms)
 // whose id is above after and at most upto.
 func (n *Sharer) share(ctx context.Context, agreementID string, since, after, upto int64) (Result, error) {
+	return n.run(ctx, agreementID, func(base *shareRun, pages chan<- []heldRecord) error {
+		types := make([]string, 0, len(base.a.RecordTypes))
+		for t := range base.a.RecordTypes {
+			types = append(types, t)
+		}
+		sort.Strings(types)
+		for _, typ := range types {
+			if err := base.readHeld(ctx, typ, since, after, upto, pages); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// shareRows is share of rows, records an ingest has just stored, as the
+// ingest read them: those of the agreement's record types ingested at or
+// after since (Unix ms) that no share has sent under it yet. Nothing is
+// read back from the records table but which of them went out already.
+func (n *Sharer) shareRows(ctx context.Context, agreementID string, since int64, rows []heldRecord) (Result, error) {
+	return n.run(ctx, agreementID, func(base *shareRun, pages chan<- []heldRecord) error {
+		sent, err := base.sharedAmong(ctx, rows[0].id, rows[len(rows)-1].id)
+		if err != nil {
+			return err
+		}
+		const page = 1000
+		got := make([]heldRecord, 0, page)
+		for _, r := range rows {
+			if _, ok := base.a.RecordTypes[r.typ]; !ok || r.ingestedMs < since || sent[r.id] {
+				continue
+			}
+			if got = append(got, r); len(got) == page {
+				select {
+				case pages <- got:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				got = make([]heldRecord, 0, page)
+			}
+		}
+		if len(got) > 0 {
+			select {
+			case pages <- got:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+}
+
+// sharedAmong are the records with ids from first to last that went out
+// under the run's agreement already.
+func (s *shareRun) sharedAmong(ctx context.Context, first, last int64) (map[int64]bool, error) {
+	rows, err := s.n.db.R.QueryContext(ctx, `SELECT record_id FROM shared WHERE agreement = ? AND record_id BETWEEN ? AND ?`,
+		s.a.ID, first, last)
+	if err != nil {
+		return nil, fmt.Errorf("share: read shared: %w", err)
+	}
+	defer rows.Close()
+	sent := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("share: read shared: %w", err)
+		}
+		sent[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("share: read shared: %w", err)
+	}
+	return sent, nil
+}
+
+// run runs a share under agreementID of the held records feed hands to
+// pages, holding the shares lock: sendWorkers deciders, as in Send, parse
+// and decide them.
+func (n *Sharer) run(ctx context.Context, agreementID string, feed func(base *shareRun, pages chan<- []heldRecord) error) (Result, error) {
 	n.lock.Lock()
 	defer n.lock.Unlock()
 	base, err := n.newShareRun(ctx, agreementID)
@@ -294,14 +372,7 @@ func (n *Sharer) share(ctx context.Context, agreementID string, since, after, up
 	// shares lock is released: nothing of this run commits after it
 	// returns.
 	defer base.finish()
-	types := make([]string, 0, len(base.a.RecordTypes))
-	for t := range base.a.RecordTypes {
-		types = append(types, t)
-	}
-	sort.Strings(types)
 
-	// This goroutine reads the held records a page at a time; sendWorkers
-	// deciders, as in Send, parse and decide them.
 	pages := make(chan []heldRecord, 2*sendWorkers)
 	workers := make([]*shareRun, sendWorkers)
 	errs := make([]error, sendWorkers)
@@ -317,6 +388,12 @@ func (n *Sharer) share(ctx context.Context, agreementID string, since, after, up
 					continue // drain
 				}
 				for _, r := range page {
+					if r.row != nil {
+						if errs[w] = s.decideKept(ctx, r.row, r.rowLabels, r.id); errs[w] != nil {
+							break
+						}
+						continue
+					}
 					p := parsers[r.typ]
 					if p == nil {
 						p = schema.NewLineParser(r.typ)
@@ -332,12 +409,7 @@ func (n *Sharer) share(ctx context.Context, agreementID string, since, after, up
 			}
 		})
 	}
-	var readErr error
-	for _, typ := range types {
-		if readErr = base.readHeld(ctx, typ, since, after, upto, pages); readErr != nil {
-			break
-		}
-	}
+	readErr := feed(base, pages)
 	close(pages)
 	wg.Wait()
 	sealErr := base.finish()
@@ -349,7 +421,12 @@ func (n *Sharer) share(ctx context.Context, agreementID string, since, after, up
 type heldRecord struct {
 	id           int64
 	typ          string
-	body, labels []byte
+	body, labels []byte // in clear
+	ingestedMs   int64  // set for an ingest's records handed on (shareRows)
+	// row and rowLabels are the record as an ingest parsed and classified
+	// it, when it kept them (shareRows); nil: parse body and labels.
+	row       *schema.Row
+	rowLabels schema.Labels
 }
 
 // merge sums the results of a run's deciders.
@@ -472,6 +549,23 @@ func (s *shareRun) decideStored(ctx context.Context, parser *schema.LineParser, 
 		// It cannot be judged, so it does not leave.
 		s.n.log.Warn("stored record does not validate under the standard; not shared", "record", id, "err", err)
 		return nil
+	}
+	return s.decide(ctx, record{row: row}, labels, id, now)
+}
+
+// decideKept decides a record an ingest has just stored as the ingest
+// parsed and classified it (row, labels): its classification at ingest
+// is the one a share of the held record would read, and, as there, a
+// minor's record is classified again at the time of the share (C3).
+func (s *shareRun) decideKept(ctx context.Context, row *schema.Row, labels schema.Labels, id int64) error {
+	now := s.n.now()
+	if slices.Contains(labels.Flags, "minor") {
+		l, err := s.n.std.ClassifyRow(row, now)
+		if err != nil {
+			s.n.log.Warn("stored record does not validate under the standard; not shared", "record", id, "err", err)
+			return nil
+		}
+		labels = l
 	}
 	return s.decide(ctx, record{row: row}, labels, id, now)
 }

@@ -90,6 +90,14 @@ const pageSize = 16384
 // it holds no snapshot: readers see every commit.
 const stmtCacheSize = 64
 
+// writerCacheBytes is the writer connection's page cache (SQLite's
+// default is 2 MiB, 128 pages of 16 KiB). The records table's key index is
+// random, a SHA-256 per record: an ingest transaction touches its pages
+// all over, and at a few hundred thousand records they no longer fit the
+// default, so each insert would read its page back from the file.
+// Readers keep the default.
+const writerCacheBytes = 64 << 20
+
 // Open opens (creating if needed) the database at path and brings its
 // schema up to date.
 func Open(ctx context.Context, path string) (*DB, error) {
@@ -113,6 +121,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	size, err := setPageSize(ctx, w)
 	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("configure database: %w", err)
+	}
+	if _, err := w.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = %d`, -writerCacheBytes>>10)); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("configure database: %w", err)
 	}
