@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
@@ -308,7 +307,7 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 		}
 		r.log.Warn("deliveries not stored; will retry", "envelopes", len(ps), "err", err)
 		for _, p := range ps {
-			r.nak(p.msg, bus.RedeliveryDelay(p.msg))
+			r.nak(p.msg, retryDelay(p.msg, err))
 		}
 		return held
 	}
@@ -326,7 +325,7 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 		case p.err != nil:
 			if ctx.Err() == nil {
 				r.log.Warn("delivery failed; will retry", "err", p.err)
-				r.nak(p.msg, bus.RedeliveryDelay(p.msg))
+				r.nak(p.msg, retryDelay(p.msg, p.err))
 			}
 		default:
 			// Stored (or a duplicate): acknowledge the one held before and

@@ -207,7 +207,7 @@ func (r *Receiver) Handle(ctx context.Context, msg jetstream.Msg, accept Accept)
 				Envelope: h.IDString(), Reason: ref.Reason})
 		}); err != nil {
 			r.log.Error("record refusal in evidence log; will retry", "err", err)
-			r.nak(msg, bus.RedeliveryDelay(msg))
+			r.nak(msg, retryDelay(msg, err))
 			return
 		}
 		r.term(msg, h)
@@ -216,8 +216,23 @@ func (r *Receiver) Handle(ctx context.Context, msg jetstream.Msg, accept Accept)
 			return // shutting down: the message is redelivered after AckWait
 		}
 		r.log.Warn("delivery failed; will retry", "err", err)
-		r.nak(msg, bus.RedeliveryDelay(msg))
+		r.nak(msg, retryDelay(msg, err))
 	}
+}
+
+// frozenRetry is how long a message waits for its redelivery while the
+// evidence log is frozen (a database restored from an older copy, until
+// its recovery): not the growing backoff of passing failures, so that
+// what waited arrives within seconds of the recovery.
+const frozenRetry = 2 * time.Second
+
+// retryDelay is how long msg, which failed with err, waits for its
+// redelivery.
+func retryDelay(msg jetstream.Msg, err error) time.Duration {
+	if errors.Is(err, evidence.ErrFrozen) {
+		return frozenRetry
+	}
+	return bus.RedeliveryDelay(msg)
 }
 
 // nak asks for msg to be redelivered after delay; if the server does not
