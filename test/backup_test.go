@@ -82,17 +82,7 @@ func TestBackupOnline(t *testing.T) {
 // publishes no checkpoint that would contradict the space's.
 func TestRestoreFromOlderCopyDetected(t *testing.T) {
 	ctx := context.Background()
-	s := newSpace(t)
-	fast := func(c *node.Config) {
-		c.Checkpoint.Interval = 100 * time.Millisecond
-		c.Checkpoint.MaxAge = time.Hour
-	}
-	a := s.member("uni-a", crypto.SuiteX25519, fast)
-	b := s.member("uni-b", crypto.SuiteX25519)
-	data, _ := records(s.now)
-	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
-		t.Fatal(err)
-	}
+	s, a, b, _ := restorePair(t)
 	covered := func() bool {
 		return strings.Contains(nodetest.Scrape(t, a), "\neduspace_checkpoint_age_seconds 0\n")
 	}
@@ -118,11 +108,7 @@ func TestRestoreFromOlderCopyDetected(t *testing.T) {
 	}
 
 	// Restore the older copy, as an operator would with the node stopped.
-	dbPath := filepath.Join(s.conf["uni-a"].DataDir, "node.db")
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(dbPath + suffix)
-	}
-	copyFile(t, out, dbPath)
+	restoreCopy(t, s.conf["uni-a"].DataDir, out)
 	a = s.open("uni-a", node.Env{})
 	probs := a.Problems()
 	if len(probs) == 0 || !strings.Contains(probs[0], "restored from an older copy") {
@@ -137,6 +123,36 @@ func TestRestoreFromOlderCopyDetected(t *testing.T) {
 	if code, detail := readyz(t, a); code != http.StatusServiceUnavailable || !strings.Contains(detail, "restored from an older copy") {
 		t.Errorf("/readyz after the restore: %d (%s)", code, detail)
 	}
+}
+
+// restorePair opens uni-a, which checkpoints every 100 ms, holding
+// records(now), and uni-b.
+func restorePair(t *testing.T) (s *testSpace, a, b *node.Node, data string) {
+	t.Helper()
+	s = newSpace(t)
+	fast := func(c *node.Config) {
+		c.Checkpoint.Interval = 100 * time.Millisecond
+		c.Checkpoint.MaxAge = time.Hour
+	}
+	a = s.member("uni-a", crypto.SuiteX25519, fast)
+	b = s.member("uni-b", crypto.SuiteX25519)
+	data, _ = records(s.now)
+	if _, err := a.Ingest(context.Background(), strings.NewReader(data), ""); err != nil {
+		t.Fatal(err)
+	}
+	return s, a, b, data
+}
+
+// restoreCopy puts the database copy backup in place in the stopped node's
+// data directory dir, as deploy/README.md says: its WAL and shared-memory
+// files removed.
+func restoreCopy(t *testing.T, dir, backup string) {
+	t.Helper()
+	db := filepath.Join(dir, "node.db")
+	for _, suffix := range []string{"-wal", "-shm"} {
+		os.Remove(db + suffix)
+	}
+	copyFile(t, backup, db)
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -159,17 +175,7 @@ func copyFile(t *testing.T, from, to string) {
 // declared, and the report counts what could not be recovered.
 func TestRestoreRecover(t *testing.T) {
 	ctx := context.Background()
-	s := newSpace(t)
-	fast := func(c *node.Config) {
-		c.Checkpoint.Interval = 100 * time.Millisecond
-		c.Checkpoint.MaxAge = time.Hour
-	}
-	a := s.member("uni-a", crypto.SuiteX25519, fast)
-	b := s.member("uni-b", crypto.SuiteX25519)
-	data, _ := records(s.now)
-	if _, err := a.Ingest(ctx, strings.NewReader(data), ""); err != nil {
-		t.Fatal(err)
-	}
+	s, a, b, data := restorePair(t)
 	study := &policy.Agreement{ID: "study", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeResearch,
 		LegalBasis: policy.BasisConsent, RecordTypes: map[string][]string{"student": {"student_id", "name", "birth_date"}},
 		MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: s.now.Add(-time.Hour), ValidUntil: s.now.Add(time.Hour)}
@@ -244,11 +250,8 @@ func TestRestoreRecover(t *testing.T) {
 	}
 
 	// The restore, then the node fails closed with its log frozen.
+	restoreCopy(t, s.conf["uni-a"].DataDir, out)
 	dbPath := filepath.Join(s.conf["uni-a"].DataDir, "node.db")
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(dbPath + suffix)
-	}
-	copyFile(t, out, dbPath)
 	a = s.open("uni-a", node.Env{})
 	if a.Ready() {
 		t.Fatal("a restored node reports ready")

@@ -72,11 +72,7 @@ func TestFaultsRestore(t *testing.T) {
 		return bytes.Contains(m, []byte("\neduspace_checkpoint_age_seconds 0\n"))
 	})
 	snd.kill()
-	db := filepath.Join(snd.dir, "node.db")
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(db + suffix)
-	}
-	copyFile(t, backup, db)
+	restoreCopy(t, snd.dir, backup)
 	snd.start()
 	wait.Until(t, 30*time.Second, "the restored sender failing closed", func() bool {
 		return strings.Contains(snd.readyProblem(), "restored from an older copy")
@@ -146,11 +142,7 @@ func TestFaultsRestoreFoundByReplay(t *testing.T) {
 	share()
 	wait.Until(t, 60*time.Second, "3,000 records at the receiver", func() bool { return rcv.received(ctx) == 3000 })
 	snd.kill()
-	db := filepath.Join(snd.dir, "node.db")
-	for _, suffix := range []string{"-wal", "-shm"} {
-		os.Remove(db + suffix)
-	}
-	copyFile(t, backup, db)
+	restoreCopy(t, snd.dir, backup)
 	snd.startReady() // nothing on the space is newer than the copy yet
 
 	// Under sequence numbers the receiver has seen: the share may fail
