@@ -595,8 +595,49 @@ func (p *xapiParser) activity(path string, raw json.RawMessage) (id string, def 
 				p.check(iri(v), join(path, "definition."+u), ReasonType)
 			}
 		}
+		p.interaction(join(path, "definition"), def)
 	}
 	return id, def
+}
+
+// interactionTypes are the values of an activity definition's
+// interactionType (xAPI Data §2.4.4.1, interaction activities).
+var interactionTypes = []string{"true-false", "choice", "fill-in", "long-fill-in", "matching", "performance",
+	"sequencing", "likert", "numeric", "other"}
+
+// interaction checks the interaction members of an activity definition:
+// interactionType from its set, correctResponsesPattern a list of strings,
+// and each interaction component list (choices, scale, source, target,
+// steps) a list of objects with an id and an optional description.
+func (p *xapiParser) interaction(path string, def map[string]json.RawMessage) {
+	if it, ok := p.str(def, path, "interactionType"); ok {
+		p.check(contains(interactionTypes, it), join(path, "interactionType"), ReasonEnum)
+	}
+	if raw, ok := def["correctResponsesPattern"]; ok && p.err == nil {
+		var list []string
+		p.check(raw[0] == '[' && json.Unmarshal(raw, &list) == nil, join(path, "correctResponsesPattern"), ReasonType)
+	}
+	for _, name := range []string{"choices", "scale", "source", "target", "steps"} {
+		raw, ok := def[name]
+		if !ok || p.err != nil {
+			continue
+		}
+		cpath := join(path, name)
+		var list []json.RawMessage
+		if !p.check(raw[0] == '[' && json.Unmarshal(raw, &list) == nil, cpath, ReasonType) {
+			return
+		}
+		for _, c := range list {
+			m := p.object(cpath, c, "id", "description")
+			id, ok := p.str(m, cpath, "id")
+			if p.err != nil || !p.check(ok && id != "", join(cpath, "id"), ReasonRequired) {
+				return
+			}
+			if d, ok := m["description"]; ok {
+				p.langMap(join(cpath, "description"), d)
+			}
+		}
+	}
 }
 
 func (p *xapiParser) object1(raw json.RawMessage) {
