@@ -2,7 +2,9 @@ package schema
 
 import (
 	"encoding/json"
+	"io"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -192,6 +194,69 @@ func TestLearningTypesValidation(t *testing.T) {
 		ve, ok := err.(*ValidationError)
 		if !ok || ve.Field != tt.field || ve.Reason != tt.reason {
 			t.Errorf("%s %v: got %v, want field %q reason %q", tt.rec.Type, tt.rec.Fields, err, tt.field, tt.reason)
+		}
+	}
+}
+
+// TestLearningTypesCSV reads the new types from CSV by --type, as every
+// type is read: cells converted by their field's kind, and the records
+// written back as NDJSON and read again give the same records and labels.
+func TestLearningTypesCSV(t *testing.T) {
+	asOf := date("2026-11-23")
+	for _, tt := range []struct {
+		typ, input string
+		want       []string // the records as JSON
+		levels     []Level
+	}{
+		{"digital_competency",
+			"student_id,framework,domain,assessment_date,score,max_score,passed,accommodation_category\n" +
+				"2023010001,DigComp 2.2,safety,2026-06-10,82.5,100,true,none\n" +
+				"2023010002,DigComp 2.2,safety,,,,,disability\n",
+			[]string{
+				`{"accommodation_category":"none","assessment_date":"2026-06-10","domain":"safety","framework":"DigComp 2.2","max_score":100,"passed":true,"score":82.5,"student_id":"2023010001"}`,
+				`{"accommodation_category":"disability","domain":"safety","framework":"DigComp 2.2","student_id":"2023010002"}`,
+			},
+			[]Level{L3, L4}},
+		{"teacher_training",
+			"staff_id,program_name,hours,completed,certificate_no\nT1,国培计划,50,1,\nT2,国培计划,12.5,0,GP-1\n",
+			[]string{
+				`{"completed":true,"hours":50,"program_name":"国培计划","staff_id":"T1"}`,
+				`{"certificate_no":"GP-1","completed":false,"hours":12.5,"program_name":"国培计划","staff_id":"T2"}`,
+			},
+			[]Level{L2, L3}},
+		{"xapi_statement",
+			"actor_id,actor_ifi,verb_id,object_id,result_score_raw\nmailto:a@example.com,mbox,http://adlnet.gov/expapi/verbs/scored,http://example.com/q/1,7\n",
+			[]string{`{"actor_id":"mailto:a@example.com","actor_ifi":"mbox","object_id":"http://example.com/q/1","result_score_raw":7,"verb_id":"http://adlnet.gov/expapi/verbs/scored"}`},
+			[]Level{L3}},
+	} {
+		r := newCSV(t, tt.input, tt.typ)
+		for i, want := range tt.want {
+			rec, idx, err := r.Next()
+			if err != nil || idx != i {
+				t.Fatalf("%s row %d: %v (index %d)", tt.typ, i, err, idx)
+			}
+			got, _ := json.Marshal(rec.Fields)
+			if string(got) != want {
+				t.Errorf("%s row %d:\n got %s\nwant %s", tt.typ, i, got, want)
+			}
+			back, _, err := NewNDJSONReader(strings.NewReader(string(got)), tt.typ).Next()
+			if err != nil {
+				t.Fatalf("%s row %d: read back: %v", tt.typ, i, err)
+			}
+			l1, err1 := Default().Classify(rec, asOf)
+			l2, err2 := Default().Classify(back, asOf)
+			if err1 != nil || err2 != nil {
+				t.Fatalf("%s row %d: Classify: %v, %v", tt.typ, i, err1, err2)
+			}
+			if l1.Level != tt.levels[i] {
+				t.Errorf("%s row %d: level %v, want %v", tt.typ, i, l1.Level, tt.levels[i])
+			}
+			if a, b := l1.AppendJSON(nil, i, l1.ID), l2.AppendJSON(nil, i, l2.ID); string(a) != string(b) {
+				t.Errorf("%s row %d: labels differ after the round trip:\n%s\n%s", tt.typ, i, a, b)
+			}
+		}
+		if _, _, err := r.Next(); err != io.EOF {
+			t.Errorf("%s: after the rows: %v, want io.EOF", tt.typ, err)
 		}
 	}
 }
