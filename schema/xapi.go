@@ -16,9 +16,10 @@ import (
 // XAPIType is the record type the xAPI reader produces.
 const XAPIType = "xapi_statement"
 
-// XAPIError ends the reading of xAPI input that is not JSON, or whose
-// statement is longer than MaxLineBytes: Offset is the byte offset in the
-// input (after decoding) where reading stopped. It carries no input byte.
+// XAPIError ends the reading of xAPI input that cannot be read further
+// (see XAPIReader): Statement is the index of the statement being read,
+// Offset the byte offset in the decoded text after any byte order mark
+// where reading stopped. It carries no byte of the input.
 type XAPIError struct {
 	Statement int   // index of the statement being read
 	Offset    int64 // byte offset where the input stopped being readable
@@ -53,9 +54,11 @@ func (e *XAPIError) Error() string {
 // interaction members; context.revision; the definitions of context
 // activities) are checked and not kept. schema/XAPI.md lists the mapping.
 //
-// Input that is not JSON, or a statement longer than MaxLineBytes, ends
-// the reading with an *XAPIError. Memory is bounded by the longest
-// statement.
+// Input that is not JSON, that ends inside the array or statement result,
+// that has more after them, or a statement longer than MaxLineBytes (give
+// or take the read buffers' 128 KiB) ends the reading with an *XAPIError;
+// the statements before it have been returned. Memory is bounded by the
+// longest statement.
 type XAPIReader struct {
 	guard *guardReader
 	br    *bufio.Reader
