@@ -3,6 +3,7 @@ package schema
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,13 +29,14 @@ const (
 	FormatNDJSON = "ndjson"
 	FormatCSV    = "csv"
 	FormatEdFi   = "edfi"
+	FormatXAPI   = "xapi"
 )
 
 // Formats returns the input formats NewReader knows.
-func Formats() []string { return []string{FormatNDJSON, FormatCSV, FormatEdFi} }
+func Formats() []string { return []string{FormatNDJSON, FormatCSV, FormatEdFi, FormatXAPI} }
 
-// NewReader returns a reader of records in format ("ndjson", "csv" or
-// "edfi") from r, converting values by the kinds of the default standard.
+// NewReader returns a reader of records in format ("ndjson", "csv", "edfi"
+// or "xapi") from r, converting values by the kinds of the default standard.
 // See Standard.NewReader.
 func NewReader(format string, r io.Reader, recordType string) (Reader, error) {
 	return Default().NewReader(format, r, recordType)
@@ -48,7 +50,9 @@ func NewReader(format string, r io.Reader, recordType string) (Reader, error) {
 //   - "csv": recordType is required and must be a type of s
 //     (NewCSVReader);
 //   - "edfi": recordType may be empty (the interchange decides) or one of
-//     EdFiTypes, to keep only records of that type (NewEdFiReader).
+//     EdFiTypes, to keep only records of that type (NewEdFiReader);
+//   - "xapi": recordType may be empty or "xapi_statement", the only type
+//     xAPI statements become (NewXAPIReader).
 //
 // Errors name the format or type argument that is wrong, never input data.
 func (s *Standard) NewReader(format string, r io.Reader, recordType string) (Reader, error) {
@@ -59,6 +63,11 @@ func (s *Standard) NewReader(format string, r io.Reader, recordType string) (Rea
 		return NewCSVReader(s, r, recordType)
 	case FormatEdFi:
 		return NewEdFiReader(r, recordType)
+	case FormatXAPI:
+		if recordType != "" && recordType != XAPIType {
+			return nil, fmt.Errorf("schema: xapi input gives records of type %q only, not %q", XAPIType, recordType)
+		}
+		return NewXAPIReader(r), nil
 	}
 	return nil, fmt.Errorf("schema: unknown input format %q (want one of %q)", format, Formats())
 }
@@ -123,3 +132,61 @@ var edfiTypes = []string{"student", "guardian", "health_record", "program_partic
 
 // EdFiTypes returns the record types NewEdFiReader produces.
 func EdFiTypes() []string { return slices.Clone(edfiTypes) }
+
+// DetectFormat names the input format text starts with, by its first
+// character that is not white space (after a UTF-8 byte order mark):
+// '<' Ed-Fi XML; '[' xAPI (an array of statements); '{' xAPI when the
+// first object is a statement result ({"statements": …}) or a statement
+// (members "actor" and "verb", no "type"), NDJSON otherwise; anything else
+// CSV. peek is the start of the input (64 KiB is plenty); a first object
+// longer than peek is judged by the members peek holds.
+func DetectFormat(peek []byte) string {
+	peek = bytes.TrimPrefix(peek, []byte("\xef\xbb\xbf"))
+	t := bytes.TrimLeft(peek, " \t\r\n")
+	if len(t) == 0 {
+		return FormatNDJSON // empty: nothing to read either way
+	}
+	switch t[0] {
+	case '<':
+		return FormatEdFi
+	case '[':
+		return FormatXAPI
+	case '{':
+		if looksXAPI(t) {
+			return FormatXAPI
+		}
+		return FormatNDJSON
+	}
+	return FormatCSV
+}
+
+// looksXAPI reports whether the object t starts with is an xAPI statement
+// or statement result, by its top-level member names.
+func looksXAPI(t []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(t))
+	if _, err := dec.Token(); err != nil {
+		return false
+	}
+	var actor, verb bool
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		switch tok {
+		case "statements", "more":
+			return true
+		case "type":
+			return false
+		case "actor":
+			actor = true
+		case "verb":
+			verb = true
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			break
+		}
+	}
+	return actor && verb
+}

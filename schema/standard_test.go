@@ -15,15 +15,16 @@ func TestDefaultStandard(t *testing.T) {
 	if got, want := std.Ref(), "EDU-CN-DEFAULT/1"; got != want {
 		t.Errorf("Ref: got %q, want %q", got, want)
 	}
-	want := []string{"course", "course_grade", "discipline", "employment", "enrollment", "financial_aid",
-		"guardian", "health_record", "health_test", "program_participation", "staff", "student"}
+	want := []string{"course", "course_grade", "digital_competency", "discipline", "employment", "enrollment", "financial_aid",
+		"guardian", "health_record", "health_test", "program_participation", "staff", "student", "teacher_training", "xapi_statement"}
 	if got := std.Types(); !slices.Equal(got, want) {
 		t.Errorf("Types: got %q, want %q", got, want)
 	}
 	if std.MinorAge() != 14 {
 		t.Errorf("MinorAge: got %d, want 14", std.MinorAge())
 	}
-	subjects := map[string]string{"student": "student_id", "guardian": "guardian_id", "staff": "staff_id", "course": "", "discipline": "student_id"}
+	subjects := map[string]string{"student": "student_id", "guardian": "guardian_id", "staff": "staff_id", "course": "", "discipline": "student_id",
+		"digital_competency": "student_id", "teacher_training": "staff_id", "xapi_statement": "actor_id"}
 	for typ, want := range subjects {
 		rt, ok := std.Type(typ)
 		if !ok {

@@ -105,7 +105,7 @@ func TestIngestFormats(t *testing.T) {
 		var p struct{ Title, Detail string }
 		json.NewDecoder(resp.Body).Decode(&p)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest || p.Title != "Unknown record type" || !strings.Contains(p.Detail, "course_grade, discipline") {
+		if resp.StatusCode != http.StatusBadRequest || p.Title != "Unknown record type" || !strings.Contains(p.Detail, "course_grade, digital_competency, discipline") {
 			t.Errorf("%s: %s, %+v; want 400 naming the record types", path, resp.Status, p)
 		}
 	}

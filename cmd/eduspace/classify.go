@@ -34,11 +34,11 @@ type classifyInput struct {
 func runClassify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("classify", stderr)
 	stdFile := fs.String("standard", "", "grading standard `FILE` (default: the built-in EDU-CN-DEFAULT v1)")
-	format := fs.String("format", "", "input format: ndjson, csv or edfi (default: from each file's extension; ndjson for -)")
+	format := fs.String("format", "", "input format: ndjson, csv, edfi or xapi (default: from each file's extension, and for .json, .jsonl, .ndjson and - from the content: xAPI statements or NDJSON)")
 	typ := fs.String("type", "", "record `type` of the records (required for csv; for ndjson, of lines without a \"type\"; for edfi, keep only this type)")
 	asOfFlag := fs.String("as-of", "", "the `date` (YYYY-MM-DD) that decides who is under 14 (default: today)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: eduspace classify [--standard FILE] [--format ndjson|csv|edfi] [--type T] [--as-of YYYY-MM-DD] FILE…")
+		fmt.Fprintln(stderr, "usage: eduspace classify [--standard FILE] [--format ndjson|csv|edfi|xapi] [--type T] [--as-of YYYY-MM-DD] FILE…")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\nexample:\n  %s\n", examples["classify"])
 	}
@@ -110,6 +110,19 @@ func runClassify(ctx context.Context, args []string, stdout, stderr io.Writer) e
 				return fmt.Errorf("open input: %w", err)
 			}
 			in.r, in.close = f, f.Close
+		}
+		if *format == "" && in.format == schema.FormatNDJSON {
+			// JSON: NDJSON records, or xAPI statements (a statement, an
+			// array of them, an LRS statement result).
+			br := bufio.NewReaderSize(in.r, 64<<10)
+			peek, err := br.Peek(64 << 10)
+			if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+				return fmt.Errorf("read input %s: %w", name, err)
+			}
+			in.r, in.format = br, schema.DetectFormat(peek)
+			if in.format != schema.FormatXAPI {
+				in.format = schema.FormatNDJSON
+			}
 		}
 		inputs = append(inputs, in)
 	}

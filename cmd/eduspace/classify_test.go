@@ -297,3 +297,77 @@ func TestClassifyProgressOnlyOnTerminal(t *testing.T) {
 		t.Error("progress to a regular file")
 	}
 }
+
+// The record types of learning behaviour, digital competency and teacher
+// training, through classify: xAPI statements from a .json file (one
+// refused for an Agent object, so exit 1), and NDJSON records. The output
+// lines are the same format as every other type's.
+const learningXAPI = `[{"actor":{"name":"Sally Glider","mbox":"mailto:sally@example.com"},"verb":{"id":"http://adlnet.gov/expapi/verbs/failed","display":{"en-US":"failed"}},"object":{"id":"http://example.com/activities/solo-hang-gliding","definition":{"name":{"en-US":"Solo Hang Gliding"}}},"result":{"score":{"scaled":0.4},"success":false},"timestamp":"2026-03-01T10:00:00Z"},
+ {"actor":{"account":{"homePage":"https://lms.example.edu.cn","name":"2023010001"}},"verb":{"id":"http://adlnet.gov/expapi/verbs/attempted"},"object":{"objectType":"Agent","mbox":"mailto:b@example.com"}},
+ {"actor":{"account":{"homePage":"https://lms.example.edu.cn","name":"2023010001"}},"verb":{"id":"http://adlnet.gov/expapi/verbs/completed"},"object":{"id":"https://lms.example.edu.cn/course/MATH101/unit/3"},"result":{"completion":true,"duration":"PT25M"},"context":{"platform":"智慧教育平台","registration":"ec531277-b57b-4c15-8d91-d292c5b2b8f7"}}]
+`
+
+const learningXAPIOutput = `{"index":0,"id":"mailto:sally@example.com","type":"xapi_statement","level":"L3","flags":[],"rules":["C1","C2"],"fields":{"actor_id":{"category":"ID","level":"L3","direct_id":true},"actor_ifi":{"category":"ID","level":"L2"},"actor_name":{"category":"ID","level":"L2","direct_id":true},"timestamp":{"category":"LB","level":"L2"},"verb_id":{"category":"AC","level":"L3"},"verb_display":{"category":"AC","level":"L3"},"object_type":{"category":"LB","level":"L1"},"object_id":{"category":"LB","level":"L1"},"object_name":{"category":"LB","level":"L1"},"result_score_scaled":{"category":"AC","level":"L3"},"result_success":{"category":"AC","level":"L3"}}}
+{"index":1,"error":{"field":"object.objectType","reason":"enum"}}
+{"index":2,"id":"https://lms.example.edu.cn|2023010001","type":"xapi_statement","level":"L3","flags":[],"rules":["C1"],"fields":{"actor_id":{"category":"ID","level":"L3","direct_id":true},"actor_ifi":{"category":"ID","level":"L2"},"verb_id":{"category":"LB","level":"L2"},"object_type":{"category":"LB","level":"L1"},"object_id":{"category":"LB","level":"L1"},"result_completion":{"category":"LB","level":"L2"},"result_duration":{"category":"LB","level":"L2"},"context_registration":{"category":"LB","level":"L2"},"context_platform":{"category":"LB","level":"L1"}}}
+{"summary":{"records":2,"invalid":1,"subjects":2,"level":"L3","rules":["C1","C2"]}}
+`
+
+const learningNDJSON = `{"type":"digital_competency","student_id":"2023010001","framework":"中小学生数字素养框架","domain":"信息意识","assessment_date":"2026-06-10","score":82.5,"proficiency_level":"良好"}
+{"type":"digital_competency","student_id":"2023010002","domain":"数字安全","accommodation_category":"disability"}
+{"type":"teacher_training","staff_id":"T2019001","program_name":"国培计划","start_date":"2026-07-01","hours":50,"completed":true}
+{"type":"teacher_training","staff_id":"T2019002","program_name":"校本研修","result":"合格","comment":"联系 13812345678"}
+`
+
+// A digital-competency result (L3 by its score), an accommodation for a
+// disability (L4 by C2), a teacher's training hours (L2), a training result
+// with a mobile number in the comment (L3, cn_mobile).
+const learningNDJSONOutput = `{"index":0,"id":"2023010001","type":"digital_competency","level":"L3","flags":[],"rules":["C1"],"fields":{"student_id":{"category":"ID","level":"L2"},"framework":{"category":"AC","level":"L1"},"domain":{"category":"AC","level":"L1"},"assessment_date":{"category":"AC","level":"L2"},"score":{"category":"AC","level":"L3"},"proficiency_level":{"category":"AC","level":"L3"}}}
+{"index":1,"id":"2023010002","type":"digital_competency","level":"L4","flags":[],"rules":["C1","C2"],"fields":{"student_id":{"category":"ID","level":"L2"},"domain":{"category":"AC","level":"L1"},"accommodation_category":{"category":"HL","level":"L4"}}}
+{"index":2,"id":"T2019001","type":"teacher_training","level":"L2","flags":[],"rules":["C1"],"fields":{"staff_id":{"category":"ID","level":"L2"},"program_name":{"category":"HR","level":"L1"},"start_date":{"category":"HR","level":"L2"},"hours":{"category":"HR","level":"L2"},"completed":{"category":"HR","level":"L2"}}}
+{"index":3,"id":"T2019002","type":"teacher_training","level":"L3","flags":[],"rules":["C1"],"fields":{"staff_id":{"category":"ID","level":"L2"},"program_name":{"category":"HR","level":"L1"},"result":{"category":"HR","level":"L3"},"comment":{"category":"","level":"L3","detectors":["cn_mobile"]}}}
+{"summary":{"records":4,"invalid":0,"subjects":4,"level":"L4","rules":["C1","C2"]}}
+`
+
+func TestClassifyLearningTypes(t *testing.T) {
+	xapiFile := writeFile(t, "statements.json", learningXAPI)
+	ndjsonFile := writeFile(t, "records.ndjson", learningNDJSON)
+	for _, tt := range []struct {
+		name  string
+		args  []string
+		stdin string
+		code  int
+		want  string
+	}{
+		{"xapi detected in a .json file", []string{xapiFile}, "", exitFailure, learningXAPIOutput},
+		{"xapi named, from stdin", []string{"--format", "xapi", "-"}, learningXAPI, exitFailure, learningXAPIOutput},
+		{"xapi detected on stdin", []string{"-"}, learningXAPI, exitFailure, learningXAPIOutput},
+		{"new types in NDJSON", []string{ndjsonFile}, "", exitOK, learningNDJSONOutput},
+		{"new types in NDJSON on stdin", []string{"-"}, learningNDJSON, exitOK, learningNDJSONOutput},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old := classifyStdin
+			classifyStdin = strings.NewReader(tt.stdin)
+			defer func() { classifyStdin = old }()
+			code, out, stderr := run(t, context.Background(), append([]string{"classify", "--as-of", "2026-11-23"}, tt.args...)...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			if out != tt.want {
+				t.Errorf("output:\n%s\nwant:\n%s", out, tt.want)
+			}
+			if strings.Contains(stderr, "example.com") || strings.Contains(stderr, "2023010001") {
+				t.Errorf("stderr shows record data: %q", stderr)
+			}
+		})
+	}
+	// A CSV of the new types goes through --type like any other.
+	csvFile := writeFile(t, "training.csv", "staff_id,program_name,hours,completed\nT2019001,国培计划,50,true\n")
+	code, out, stderr := run(t, context.Background(), "classify", "--as-of", "2026-11-23", "--type", "teacher_training", csvFile)
+	want := `{"index":0,"id":"T2019001","type":"teacher_training","level":"L2","flags":[],"rules":["C1"],"fields":{"staff_id":{"category":"ID","level":"L2"},"program_name":{"category":"HR","level":"L1"},"hours":{"category":"HR","level":"L2"},"completed":{"category":"HR","level":"L2"}}}
+{"summary":{"records":1,"invalid":0,"subjects":1,"level":"L2","rules":["C1"]}}
+`
+	if code != exitOK || out != want {
+		t.Errorf("csv: exit %d, stderr %q, output:\n%s\nwant:\n%s", code, stderr, out, want)
+	}
+}

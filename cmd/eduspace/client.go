@@ -194,7 +194,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("%w: eduspace ingest [flags] FILE|- (NDJSON, CSV or Ed-Fi XML)", errUsage)
+		return fmt.Errorf("%w: eduspace ingest [flags] FILE|- (NDJSON, CSV, Ed-Fi XML or xAPI statements)", errUsage)
 	}
 	c, err := cf.client()
 	if err != nil {
@@ -223,7 +223,7 @@ type inputOpts struct{ typ, format, encoding *string }
 func inputFlags(fs *flag.FlagSet) inputOpts {
 	return inputOpts{
 		typ:      fs.String("type", "", "record type of records that name none (required for CSV; for Ed-Fi XML, keep only this type)"),
-		format:   fs.String("format", "", "ndjson, csv or edfi (default: from the first character: { NDJSON, < Ed-Fi XML, else CSV)"),
+		format:   fs.String("format", "", "ndjson, csv, edfi or xapi (default: from the first character: { NDJSON, < Ed-Fi XML, else CSV; xAPI statements need xapi)"),
 		encoding: fs.String("encoding", "", "utf-8 or gb18030, which covers GBK (default: detected; undecodable input is refused with its line)"),
 	}
 }

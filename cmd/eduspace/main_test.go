@@ -204,6 +204,18 @@ func TestDaemon(t *testing.T) {
 	if code, out, stderr := run(t, ctx, "ingest", "--config", cfgPath, "--type", "course_grade", recs); code != exitFailure || !strings.Contains(out, `"records": 2`) {
 		t.Errorf("ingest --config: exit %d: %s%s", code, out, stderr)
 	}
+	// xAPI statements, named by --format: an LRS statement result of two,
+	// one refused whole for an Agent object.
+	stmts := filepath.Join(dir, "statements.json")
+	os.WriteFile(stmts, []byte(`{"statements":[`+
+		`{"actor":{"mbox":"mailto:s1@example.edu.cn"},"verb":{"id":"http://adlnet.gov/expapi/verbs/completed"},"object":{"id":"http://example.edu.cn/unit/1"},"result":{"completion":true}},`+
+		`{"actor":{"mbox":"mailto:s2@example.edu.cn"},"verb":{"id":"http://adlnet.gov/expapi/verbs/attempted"},"object":{"objectType":"Agent","mbox":"mailto:s3@example.edu.cn"}}]}`), 0o644)
+	code, out, stderr = run(t, ctx, "ingest", "--config", cfgPath, "--format", "xapi", stmts)
+	ir = struct{ Stored, Invalid int }{}
+	if err := json.Unmarshal([]byte(out), &ir); code != exitFailure || err != nil || ir.Stored != 1 || ir.Invalid != 1 ||
+		!strings.Contains(stderr, "1 records refused (enum 1)") || strings.Contains(out+stderr, "example.edu.cn") {
+		t.Errorf("ingest --format xapi: exit %d, %v: %s%s", code, err, out, stderr)
+	}
 	t.Setenv("EDUSPACE_CONFIG", cfgPath)
 	if code, out, stderr := run(t, ctx, "agreement", "list"); code != exitOK {
 		t.Errorf("agreement list with EDUSPACE_CONFIG: exit %d: %s%s", code, out, stderr)

@@ -51,7 +51,7 @@ func commands() []command {
 			{"nats-config", "generate the NATS server configuration for the members"},
 			{"nats-setup", "create or update the space's streams and buckets, as the operator"},
 		}},
-		{name: "ingest", summary: "send records (NDJSON, CSV, Ed-Fi XML; UTF-8 or GBK) to a running node", run: runIngest},
+		{name: "ingest", summary: "send records (NDJSON, CSV, Ed-Fi XML, xAPI statements; UTF-8 or GBK) to a running node", run: runIngest},
 		{name: "agreement", summary: "agreements with peers", run: runAgreement, subs: []subcommand{
 			{"add", "add an agreement both parties signed off"},
 			{"propose", "propose an agreement to its other party"},
