@@ -223,7 +223,7 @@ type inputOpts struct{ typ, format, encoding *string }
 func inputFlags(fs *flag.FlagSet) inputOpts {
 	return inputOpts{
 		typ:      fs.String("type", "", "record type of records that name none (required for CSV; for Ed-Fi XML, keep only this type)"),
-		format:   fs.String("format", "", "ndjson, csv, edfi or xapi (default: from the first character: { NDJSON, < Ed-Fi XML, else CSV; xAPI statements need xapi)"),
+		format:   fs.String("format", "", "ndjson, csv, edfi or xapi (default: from the start of the input: < Ed-Fi XML, [ or a statement xAPI, other { NDJSON, else CSV)"),
 		encoding: fs.String("encoding", "", "utf-8 or gb18030, which covers GBK (default: detected; undecodable input is refused with its line)"),
 	}
 }

@@ -216,6 +216,12 @@ func TestDaemon(t *testing.T) {
 		!strings.Contains(stderr, "1 records refused (enum 1)") || strings.Contains(out+stderr, "example.edu.cn") {
 		t.Errorf("ingest --format xapi: exit %d, %v: %s%s", code, err, out, stderr)
 	}
+	// Without --format, the node detects them as classify does.
+	code, out, stderr = run(t, ctx, "ingest", "--config", cfgPath, stmts)
+	ir = struct{ Stored, Invalid int }{}
+	if err := json.Unmarshal([]byte(out), &ir); code != exitFailure || err != nil || ir.Invalid != 1 || !strings.Contains(out, `"format": "xapi"`) {
+		t.Errorf("ingest of xAPI statements, format detected: exit %d, %v: %s%s", code, err, out, stderr)
+	}
 	t.Setenv("EDUSPACE_CONFIG", cfgPath)
 	if code, out, stderr := run(t, ctx, "agreement", "list"); code != exitOK {
 		t.Errorf("agreement list with EDUSPACE_CONFIG: exit %d: %s%s", code, out, stderr)

@@ -122,7 +122,7 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 	})
 }
 
-// handleIngest stores the records of the body: ?type=T&format=ndjson|csv|edfi
+// handleIngest stores the records of the body: ?type=T&format=ndjson|csv|edfi|xapi
 // &encoding=utf-8|gb18030&all_or_nothing=true (format and encoding are
 // detected when not given).
 // inputOptions reads how the request's body is to be read: type, format,

@@ -48,7 +48,7 @@ type RecordError struct {
 
 // IngestResult sums up one ingest.
 type IngestResult struct {
-	Format    string         `json:"format"`    // ndjson, csv or edfi, as named or detected
+	Format    string         `json:"format"`    // ndjson, csv, edfi or xapi, as named or detected
 	Encoding  string         `json:"encoding"`  // utf-8 or gb18030, as named or detected
 	Records   int            `json:"records"`   // records read
 	Stored    int            `json:"stored"`    // new records stored
@@ -72,8 +72,8 @@ type IngestOptions struct {
 	// Type is the record type of records that do not name one (required
 	// for CSV; for Ed-Fi XML, only records of it are kept).
 	Type string
-	// Format is ndjson, csv or edfi; "" detects it from the first
-	// character: '{' NDJSON, '<' Ed-Fi XML, anything else CSV.
+	// Format is ndjson, csv, edfi or xapi; "" detects it from the start
+	// of the input (schema.DetectFormat).
 	Format string
 	// Encoding is utf-8 or gb18030 (GBK); "" detects it (schema.Decode).
 	Encoding string
@@ -308,9 +308,14 @@ func (n *Sharer) openInput(r io.Reader, o IngestOptions, res *IngestResult) (sch
 		return nil, err
 	}
 	res.Encoding = enc
-	br := bufio.NewReader(text)
+	br := bufio.NewReaderSize(text, detectPeek)
 	if res.Format = o.Format; res.Format == "" {
-		res.Format = detectFormat(br)
+		// As classify detects it (schema.DetectFormat), from what has
+		// arrived of the start (up to detectPeek): a stream that sends a
+		// record at a time is not kept waiting for more.
+		br.Peek(1)
+		peek, _ := br.Peek(br.Buffered())
+		res.Format = schema.DetectFormat(peek)
 	}
 	if res.Format == schema.FormatCSV && o.Type == "" {
 		return nil, ErrCSVNeedsType
@@ -318,26 +323,8 @@ func (n *Sharer) openInput(r io.Reader, o IngestOptions, res *IngestResult) (sch
 	return n.std.NewReader(res.Format, br, o.Type)
 }
 
-// detectFormat names the format of the text r starts with, by its first
-// character that is not white space: '{' NDJSON, '<' Ed-Fi XML, else CSV.
-func detectFormat(r *bufio.Reader) string {
-	for i := 1; ; i++ {
-		b, err := r.Peek(i)
-		if err != nil {
-			return schema.FormatNDJSON // empty: nothing to read either way
-		}
-		switch c := b[i-1]; c {
-		case ' ', '\t', '\r', '\n':
-			continue
-		case '{':
-			return schema.FormatNDJSON
-		case '<':
-			return schema.FormatEdFi
-		default:
-			return schema.FormatCSV
-		}
-	}
-}
+// detectPeek is how much of an input's start format detection reads.
+const detectPeek = 64 << 10
 
 func (res *IngestResult) reject(idx int, verr *schema.ValidationError) {
 	res.Invalid++

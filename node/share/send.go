@@ -15,7 +15,7 @@ import (
 // by validation.
 type SendResult struct {
 	Result
-	Format   string         `json:"format,omitempty"`   // Stream: ndjson, csv or edfi, as named or detected
+	Format   string         `json:"format,omitempty"`   // Stream: ndjson, csv, edfi or xapi, as named or detected
 	Encoding string         `json:"encoding,omitempty"` // Stream: utf-8 or gb18030, as named or detected
 	Invalid  int            `json:"invalid"`
 	ByReason map[string]int `json:"by_reason,omitempty"` // refused records by reason code
