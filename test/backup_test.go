@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -288,18 +289,26 @@ func TestRestoreRecover(t *testing.T) {
 	if !slices.Equal(p.MissingAgreements, []string{"back", "grades"}) || rep.Unrecoverable.MissingAgreements != 2 {
 		t.Errorf("agreements the copy lacks: %v (%d); want back and grades", p.MissingAgreements, rep.Unrecoverable.MissingAgreements)
 	}
+	// Before the agreement is back, they wait for it: retried, not
+	// refused.
+	retried := func() float64 {
+		for _, line := range strings.Split(nodetest.Scrape(t, a), "\n") {
+			if v, ok := strings.CutPrefix(line, `eduspace_messages_retried_total{consumer="deliver"} `); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				return f
+			}
+		}
+		return 0
+	}
+	before := retried()
+	wait.Until(t, 20*time.Second, "uni-b's grades waiting at uni-a for their agreement", func() bool { return retried() > before })
+	if st, _ := a.Status(ctx); st.Received != 0 {
+		t.Fatalf("uni-a holds %d records before the agreement is back", st.Received)
+	}
 	if err := a.AddAgreement(ctx, back); err != nil {
 		t.Fatal(err)
 	}
-	// Had the grades come before the agreement, uni-a refused them and
-	// uni-b shares them again now.
-	wait.Until(t, 40*time.Second, "uni-b's grades at uni-a again", func() bool {
-		if _, err := b.Share(ctx, "back"); err != nil {
-			t.Fatal(err)
-		}
-		st, _ := a.Status(ctx)
-		return st.Received == 27
-	})
+	wait.Until(t, 40*time.Second, "uni-b's grades at uni-a again", func() bool { st, _ := a.Status(ctx); return st.Received == 27 })
 	var c policy.ConsentRecord
 	if adminCall(t, a, s.conf["uni-a"].DataDir, http.MethodGet, "/v1/consents/c-S0001", "", &c); c.Withdrawn.IsZero() {
 		t.Errorf("the withdrawal made after the copy: %+v; want it withdrawn again", c)

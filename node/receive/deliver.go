@@ -182,6 +182,11 @@ func (r *Receiver) prepare(ctx context.Context, p *prepared) {
 	}
 	a, err := r.agreement(ctx, h.Agreement)
 	if isNoAgreement(err) {
+		if r.awaited(ctx, h.Sender, h.Agreement) {
+			// Lost with a restored copy: it waits to be installed again.
+			p.err = fmt.Errorf("agreement %s, lost with this node's restored copy, is not installed again yet (%w): %w", h.Agreement, errAwaitedAgreement, err)
+			return
+		}
 		p.err = envelope.Refuse(envelope.RefuseNoAgreement, err)
 		return
 	}

@@ -8,9 +8,11 @@
 // (the records of each, as they arrived), seq_in (the highest sequence
 // number seen per peer and kind), receipt_queue (envelopes stored, or refused
 // from an authenticated sender, not yet answered for), erased (the erasure requests carried out) and
-// tombstones (the subjects erased, whose records arriving late are dropped)
-// and recovered (the records a provider restored from an older copy sent
-// after its copy, which are not stored again).
+// tombstones (the subjects erased, whose records arriving late are dropped),
+// recovered (the records a provider restored from an older copy sent
+// after its copy, which are not stored again) and awaited_agreements (the
+// agreements this node's restored copy lost, whose envelopes wait for
+// them).
 //
 // An envelope is stored, its receipt queued and its evidence entry
 // written in one transaction before its message is acknowledged, so a
@@ -222,14 +224,19 @@ func (r *Receiver) Handle(ctx context.Context, msg jetstream.Msg, accept Accept)
 
 // frozenRetry is how long a message waits for its redelivery while the
 // evidence log is frozen (a database restored from an older copy, until
-// its recovery): not the growing backoff of passing failures, so that
-// what waited arrives within seconds of the recovery.
+// its recovery), or while the agreement it comes under, lost with the
+// copy, is not installed again: not the growing backoff of passing
+// failures, so that what waited arrives within seconds.
 const frozenRetry = 2 * time.Second
+
+// errAwaitedAgreement marks a delivery under an agreement this node's
+// restored copy lost, which waits for it to be installed again.
+var errAwaitedAgreement = errors.New("awaiting the agreement")
 
 // retryDelay is how long msg, which failed with err, waits for its
 // redelivery.
 func retryDelay(msg jetstream.Msg, err error) time.Duration {
-	if errors.Is(err, evidence.ErrFrozen) {
+	if errors.Is(err, evidence.ErrFrozen) || errors.Is(err, errAwaitedAgreement) {
 		return frozenRetry
 	}
 	return bus.RedeliveryDelay(msg)

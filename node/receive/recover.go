@@ -219,3 +219,26 @@ func (r *Receiver) forgetRecovered(ctx context.Context) error {
 		return err
 	})
 }
+
+// AwaitAgreements notes, inside tx, the agreements in force that peer
+// holds with this node and this node's restored copy lost: until until,
+// what peer sends under one waits for it to be installed again (retried,
+// not refused).
+func (r *Receiver) AwaitAgreements(ctx context.Context, tx *sql.Tx, peer string, ids []string, until time.Time) error {
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO awaited_agreements(peer, agreement, until_ms) VALUES (?, ?, ?)
+			ON CONFLICT DO UPDATE SET until_ms = excluded.until_ms`, peer, id, until.UnixMilli()); err != nil {
+			return fmt.Errorf("note an agreement to install again: %w", err)
+		}
+	}
+	return nil
+}
+
+// awaited reports whether agreement with sender is one this node's
+// restored copy lost and waits for (AwaitAgreements).
+func (r *Receiver) awaited(ctx context.Context, sender, agreement string) bool {
+	var n int
+	err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM awaited_agreements WHERE peer = ? AND agreement = ? AND until_ms > ?`,
+		sender, agreement, r.now().UnixMilli()).Scan(&n)
+	return err == nil && n > 0
+}

@@ -103,6 +103,12 @@ func New(d Deps) *Service {
 	return &Service{d: d, waiting: map[string]chan<- Answer{}, answered: map[string]time.Time{}}
 }
 
+// AwaitAgreementsFor is how long what a peer sends under an agreement the
+// restored copy lost waits for the agreement to be installed again: an
+// envelope's default lifetime. Then it is refused (no_agreement), and the
+// peer shares its records again once the agreement is back.
+const AwaitAgreementsFor = 24 * time.Hour
+
 // answerEvery is how often a peer's recovery requests are answered at
 // most: answering reads and hashes everything held from it and publishes
 // again what was sent to it.
@@ -297,8 +303,7 @@ type PeerReport struct {
 	Erasures int `json:"erasures"`
 	// MissingAgreements are agreements in force that it holds with this
 	// node and the copy does not: install them again (deploy/README.md);
-	// what it sends under them meanwhile is refused, and shared again by it
-	// once they are.
+	// what it sends under them meanwhile waits for them (AwaitAgreementsFor).
 	MissingAgreements []string `json:"missing_agreements,omitempty"`
 }
 
@@ -482,6 +487,10 @@ func (s *Service) Recover(ctx context.Context, opt Options) (Report, error) {
 				}
 			}
 			if err := s.relearn(ctx, tx, p, own, a.Erasures, &rep.Unrecoverable); err != nil {
+				return err
+			}
+			// What p sends under them waits for them to be installed again.
+			if err := s.d.Receiver.AwaitAgreements(ctx, tx, p, missing, s.d.Now().Add(AwaitAgreementsFor)); err != nil {
 				return err
 			}
 			rep.Peers = append(rep.Peers, PeerReport{Peer: p, Last: a.Last, Settled: settled, LostEnvelopes: a.Beyond,

@@ -378,6 +378,18 @@ CREATE TABLE recovery_withdrawals (
 -- recovered.added_ms: when the hash was kept; hashes are kept for a week after a recovery.
 ALTER TABLE recovered ADD COLUMN added_ms INTEGER NOT NULL DEFAULT 0;
 `,
+	// 16: a node restored from an older copy waits for the agreements it lost.
+	`
+-- awaited_agreements: agreements in force that a peer holds with this node and this node's
+-- restored copy lost (node/recovery); until until_ms, what the peer sends under one waits in
+-- JetStream for the agreement to be installed again rather than being refused (package receive).
+CREATE TABLE awaited_agreements (
+	peer      TEXT    NOT NULL,
+	agreement TEXT    NOT NULL,
+	until_ms  INTEGER NOT NULL,
+	PRIMARY KEY (peer, agreement)
+) WITHOUT ROWID;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
