@@ -30,50 +30,60 @@ import (
 //
 //	go test ./test/ -run '^$' -bench StreamMemory -benchtime 1x
 func BenchmarkStreamMemory(b *testing.B) {
+	data, _ := synth.Students(50_000, 1)
+	memoryRun(b, false, "/v1/agreements/"+bench.Agreement(time.Now()).ID+"/stream", func(copies int) io.Reader {
+		var parts []io.Reader
+		for range copies {
+			parts = append(parts, bytes.NewReader(data))
+		}
+		return io.MultiReader(parts...)
+	})
+}
+
+// memoryRun opens uni-a and uni-b under the bench's agreement (continuous
+// when asked), POSTs to uni-a's path the body of 50,000 records, then of
+// 1,000,000 more (body(k): k × 50,000 records), waits each time until
+// uni-b holds them, and reports the process's resident memory after each.
+func memoryRun(b *testing.B, continuous bool, path string, body func(copies int) io.Reader) {
 	for b.Loop() {
 		ctx := context.Background()
 		s := newSpace(b)
 		a := s.member("uni-a", crypto.SuiteX25519)
 		r := s.member("uni-b", crypto.SuiteX25519)
 		ag := bench.Agreement(s.now)
-		ag.Provider, ag.Recipient = "uni-a", "uni-b"
+		ag.Provider, ag.Recipient, ag.Continuous = "uni-a", "uni-b", continuous
 		for _, n := range []*node.Node{a, r} {
 			if err := n.AddAgreement(ctx, ag); err != nil {
 				b.Fatal(err)
 			}
 		}
-		data, _ := synth.Students(50_000, 1)
 		tok, err := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, "admin.token"))
 		if err != nil {
 			b.Fatal(err)
 		}
 		total := int64(0)
-		stream := func(copies int) {
-			var parts []io.Reader
-			for range copies {
-				parts = append(parts, bytes.NewReader(data))
-			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/agreements/"+ag.ID+"/stream", io.MultiReader(parts...))
+		post := func(copies int) {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+path, body(copies))
 			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				b.Fatal(err)
 			}
-			body, _ := io.ReadAll(resp.Body)
+			answer, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				b.Fatalf("stream: %s %s", resp.Status, body)
+				b.Fatalf("POST %s: %s %s", path, resp.Status, answer)
 			}
 			total += int64(copies * 50_000)
-			for deadline := time.Now().Add(10 * time.Minute); r.ReceivedRecords() < total; time.Sleep(50 * time.Millisecond) {
+			for deadline := time.Now().Add(20 * time.Minute); r.ReceivedRecords() < total; time.Sleep(50 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					b.Fatalf("uni-b holds %d of %d records", r.ReceivedRecords(), total)
 				}
 			}
 		}
-		stream(1)
+		post(1)
 		small := rss(b)
-		stream(20)
+		post(20)
 		large := rss(b)
 		b.ReportMetric(small/(1<<20), "MiB_rss_after_50k")
 		b.ReportMetric(large/(1<<20), "MiB_rss_after_1.05M")
@@ -114,56 +124,15 @@ func rss(b *testing.B) float64 {
 //
 //	go test ./test/ -run '^$' -bench IngestStreamMemory -benchtime 1x
 func BenchmarkIngestStreamMemory(b *testing.B) {
-	for b.Loop() {
-		ctx := context.Background()
-		s := newSpace(b)
-		a := s.member("uni-a", crypto.SuiteX25519)
-		r := s.member("uni-b", crypto.SuiteX25519)
-		ag := bench.Agreement(s.now)
-		ag.Provider, ag.Recipient, ag.Continuous = "uni-a", "uni-b", true
-		for _, n := range []*node.Node{a, r} {
-			if err := n.AddAgreement(ctx, ag); err != nil {
-				b.Fatal(err)
-			}
+	seed := uint64(100)
+	memoryRun(b, true, "/v1/ingest", func(versions int) io.Reader {
+		var parts []io.Reader
+		for range versions {
+			parts = append(parts, &studentsReader{n: 50_000, seed: seed})
+			seed++
 		}
-		tok, err := os.ReadFile(filepath.Join(s.conf["uni-a"].DataDir, "admin.token"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		total, seed := int64(0), uint64(100)
-		ingest := func(versions int) {
-			var parts []io.Reader
-			for range versions {
-				parts = append(parts, &studentsReader{n: 50_000, seed: seed})
-				seed++
-			}
-			req, _ := http.NewRequest(http.MethodPost, "http://"+a.AdminAddr()+"/v1/ingest", io.MultiReader(parts...))
-			req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				b.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				b.Fatalf("ingest: %s %s", resp.Status, body)
-			}
-			total += int64(versions * 50_000)
-			for deadline := time.Now().Add(20 * time.Minute); r.ReceivedRecords() < total; time.Sleep(50 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					b.Fatalf("uni-b holds %d of %d records", r.ReceivedRecords(), total)
-				}
-			}
-		}
-		ingest(1)
-		small := rss(b)
-		ingest(20)
-		large := rss(b)
-		b.ReportMetric(small/(1<<20), "MiB_rss_after_50k")
-		b.ReportMetric(large/(1<<20), "MiB_rss_after_1.05M")
-		b.ReportMetric(large/small, "rss_ratio")
-		b.Logf("resident memory %.0f MiB after 50,000 records, %.0f MiB after 1,050,000 (×%.2f)", small/(1<<20), large/(1<<20), large/small)
-	}
+		return io.MultiReader(parts...)
+	})
 }
 
 // studentsReader reads synth.Students(n, seed), made at the first read

@@ -157,11 +157,7 @@ func (k *Keeper) CheckRestored(ctx context.Context, last []byte) error {
 	}
 	why = "database restored from an older copy: " + why +
 		"; nothing is sent until it is recovered: run `eduspace node recover` (deploy/README.md, Backup and restore)"
-	k.mu.Lock()
-	k.space = &spaceCheckpoint{c: *c, data: last}
-	k.mu.Unlock()
-	k.d.Evidence.Freeze(why)
-	k.restored.Store(&why)
+	k.failRestored(why, &spaceCheckpoint{c: *c, data: last})
 	k.d.Log.Error("database older than the space's record of it: failing closed", "reason", why)
 	return nil
 }
@@ -203,6 +199,12 @@ func (k *Keeper) rewind(ctx context.Context, why string) {
 		sc.c.Count = uint64(count)
 		copy(sc.c.Head[:], head)
 	}
+	k.failRestored(why, sc)
+}
+
+// failRestored fails the node closed for why, a restore, and freezes its
+// evidence log until it is recovered after sc.
+func (k *Keeper) failRestored(why string, sc *spaceCheckpoint) {
 	k.mu.Lock()
 	k.space = sc
 	k.mu.Unlock()

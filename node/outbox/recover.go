@@ -197,23 +197,15 @@ func (o *Outbox) SendNow(ctx context.Context, h crypto.Header, to *crypto.KEMPub
 	var eid string
 	var data []byte
 	err := o.db.Write(ctx, func(tx *sql.Tx) error {
-		var seq int64
-		if err := o.db.QueryRow(store.InTx(ctx), tx, qTakeSeq, h.Recipient, h.Kind).Scan(&seq); err != nil {
-			return fmt.Errorf("sequence: %w", err)
-		}
 		var err error
-		if eid, data, err = o.codec.Seal(h, to, seq, plaintext); err != nil {
-			return err
-		}
-		if err := o.insert(ctx, tx, Envelope{ID: eid, Recipient: h.Recipient, Kind: h.Kind, Subject: subject, Seq: seq}, data); err != nil {
+		if eid, err = o.Enqueue(ctx, tx, h, to, subject, plaintext, 0); err != nil {
 			return err
 		}
 		now := o.now().UnixMilli()
 		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET attempt_ms = ?1, sent_ms = ?1 WHERE envelope_id = ?2`, now, eid); err != nil {
 			return fmt.Errorf("mark sent: %w", err)
 		}
-		_, err = o.db.Exec(ctx, tx, qSetSeq, h.Recipient, h.Kind, seq+1)
-		return err
+		return tx.QueryRowContext(ctx, `SELECT d.data FROM outbox o JOIN outbox_data d ON d.id = o.id WHERE o.envelope_id = ?`, eid).Scan(&data)
 	})
 	if err != nil {
 		return "", err

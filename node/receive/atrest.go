@@ -16,29 +16,47 @@ import (
 // rotation; a body is read the same either way meanwhile. progress, when
 // set, is told each page's count; it returns how many bodies it sealed.
 func (r *Receiver) SealReceived(ctx context.Context, progress func(int)) (int, error) {
+	k, err := r.reseal(ctx, "received", "envelope_id", receivedNotCurrent, receivedAAD, progress)
+	if err != nil {
+		return k, fmt.Errorf("seal received records: %w", err)
+	}
+	return k, nil
+}
+
+// reseal seals under the current data key, a page at a time, the bodies of
+// table (key column key, each sealed bound to aad(key)) that notCurrent
+// selects, and returns how many it sealed. Only a body still as read is
+// rewritten: an erasure may have rewritten it since.
+func (r *Receiver) reseal(ctx context.Context, table, key string, notCurrent func(*keys.DataKey) string, aad func(string) []byte, progress func(int)) (int, error) {
 	if r.dk == nil {
 		return 0, nil
 	}
 	type row struct {
-		eid  string
+		id   string
 		body []byte
 	}
-	k, err := store.RewritePages(ctx, r.db, `SELECT envelope_id, body FROM received
-		WHERE envelope_id > ? AND `+receivedNotCurrent(r.dk)+` ORDER BY envelope_id LIMIT 200`, "", func(x row) any { return x.eid },
-		func(rows *sql.Rows) (x row, err error) { return x, rows.Scan(&x.eid, &x.body) },
+	return store.RewritePages(ctx, r.db, `SELECT `+key+`, body FROM `+table+`
+		WHERE `+key+` > ? AND `+notCurrent(r.dk)+` ORDER BY `+key+` LIMIT 200`, "", func(x row) any { return x.id },
+		func(rows *sql.Rows) (x row, err error) { return x, rows.Scan(&x.id, &x.body) },
 		func(tx *sql.Tx, x row) error {
-			plain, err := r.dk.Open(nil, x.body, receivedAAD(x.eid))
+			plain, err := r.dk.Open(nil, x.body, aad(x.id))
 			if err != nil {
-				return fmt.Errorf("envelope %s: %w", x.eid, err)
+				return fmt.Errorf("%s %s: %w", key, x.id, err)
 			}
-			// Only the body as read: an erasure may have rewritten it
-			// since.
-			_, err = tx.ExecContext(ctx, `UPDATE received SET body = ? WHERE envelope_id = ? AND body = ?`,
-				r.dk.Seal(nil, plain, receivedAAD(x.eid)), x.eid, x.body)
+			_, err = tx.ExecContext(ctx, `UPDATE `+table+` SET body = ? WHERE `+key+` = ? AND body = ?`,
+				r.dk.Seal(nil, plain, aad(x.id)), x.id, x.body)
 			return err
 		}, progress)
-	if err != nil {
-		return k, fmt.Errorf("seal received records: %w", err)
+}
+
+// unsealed counts the bodies of table reseal has yet to seal.
+func (r *Receiver) unsealed(ctx context.Context, table string, notCurrent func(*keys.DataKey) string) (int, error) {
+	if r.dk == nil {
+		return 0, nil
+	}
+	var k int
+	if err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM `+table+` WHERE `+notCurrent(r.dk)).Scan(&k); err != nil {
+		return 0, fmt.Errorf("count %s bodies to seal: %w", table, err)
 	}
 	return k, nil
 }
@@ -52,14 +70,7 @@ func receivedNotCurrent(dk *keys.DataKey) string {
 // UnsealedReceived counts the received bodies SealReceived has yet to
 // seal.
 func (r *Receiver) UnsealedReceived(ctx context.Context) (int, error) {
-	if r.dk == nil {
-		return 0, nil
-	}
-	var k int
-	if err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM received WHERE `+receivedNotCurrent(r.dk)).Scan(&k); err != nil {
-		return 0, fmt.Errorf("count received records to seal: %w", err)
-	}
-	return k, nil
+	return r.unsealed(ctx, "received", receivedNotCurrent)
 }
 
 // OpenBody is a received body as the received table stores it for the
@@ -73,25 +84,7 @@ func OpenBody(dk *keys.DataKey, eid string, body []byte) ([]byte, error) {
 // erasure requests kept for restored providers (erased.body) that are in
 // clear or under a key being retired.
 func (r *Receiver) SealErased(ctx context.Context, progress func(int)) (int, error) {
-	if r.dk == nil {
-		return 0, nil
-	}
-	type row struct {
-		id   string
-		body []byte
-	}
-	k, err := store.RewritePages(ctx, r.db, `SELECT request, body FROM erased
-		WHERE request > ? AND `+erasedNotCurrent(r.dk)+` ORDER BY request LIMIT 200`, "", func(x row) any { return x.id },
-		func(rows *sql.Rows) (x row, err error) { return x, rows.Scan(&x.id, &x.body) },
-		func(tx *sql.Tx, x row) error {
-			plain, err := r.dk.Open(nil, x.body, erasedAAD(x.id))
-			if err != nil {
-				return fmt.Errorf("erasure request %s: %w", x.id, err)
-			}
-			_, err = tx.ExecContext(ctx, `UPDATE erased SET body = ? WHERE request = ? AND body = ?`,
-				r.dk.Seal(nil, plain, erasedAAD(x.id)), x.id, x.body)
-			return err
-		}, progress)
+	k, err := r.reseal(ctx, "erased", "request", erasedNotCurrent, erasedAAD, progress)
 	if err != nil {
 		return k, fmt.Errorf("seal kept erasure requests: %w", err)
 	}
@@ -107,12 +100,5 @@ func erasedNotCurrent(dk *keys.DataKey) string {
 // UnsealedErased counts the kept erasure requests SealErased has yet to
 // seal.
 func (r *Receiver) UnsealedErased(ctx context.Context) (int, error) {
-	if r.dk == nil {
-		return 0, nil
-	}
-	var k int
-	if err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM erased WHERE `+erasedNotCurrent(r.dk)).Scan(&k); err != nil {
-		return 0, fmt.Errorf("count kept erasure requests to seal: %w", err)
-	}
-	return k, nil
+	return r.unsealed(ctx, "erased", erasedNotCurrent)
 }

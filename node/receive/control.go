@@ -117,14 +117,10 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 			}
 			// A stored body is NDJSON or compressed NDJSON (envelope.Codec); what
 			// is kept is written back compressed when that is smaller.
-			if body, err = r.dk.Open(nil, body, receivedAAD(eid)); err != nil {
-				rows.Close()
-				return fmt.Errorf("read records of envelope %s: %w", eid, err)
-			}
-			plain, err := envelope.RecordsPlain(body, envelope.MaxRecordsPlain)
+			plain, err := r.storedRecords(eid, body)
 			if err != nil {
 				rows.Close()
-				return fmt.Errorf("read records of envelope %s: %w", eid, err)
+				return err
 			}
 			kept, k, gone := r.withoutSubjects(typ, plain, erased)
 			if gone > 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -43,13 +44,14 @@ func (r *Receiver) SenderState(ctx context.Context, sender string, ids []string,
 	if err != nil {
 		return s, fmt.Errorf("read inbox: %w", err)
 	}
-	for _, id := range ids {
-		var n int
-		if err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM inbox WHERE envelope_id = ? AND sender = ?`, id, sender).Scan(&n); err != nil {
-			return s, fmt.Errorf("read inbox: %w", err)
+	if len(ids) > 0 {
+		asked, err := json.Marshal(ids)
+		if err != nil {
+			return s, err
 		}
-		if n > 0 {
-			s.Held = append(s.Held, id)
+		if s.Held, err = store.Strings(ctx, r.db.R, `SELECT envelope_id FROM inbox
+			WHERE sender = ? AND envelope_id IN (SELECT value FROM json_each(?))`, sender, string(asked)); err != nil {
+			return s, fmt.Errorf("read inbox: %w", err)
 		}
 	}
 	rows, err := r.db.R.QueryContext(ctx, `SELECT request, body FROM erased WHERE provider = ? AND done_ms >= ? ORDER BY done_ms`,

@@ -191,13 +191,8 @@ func (s *Service) answer(ctx context.Context, h crypto.Header, sender *crypto.Cr
 	if err := s.d.Evidence.Frozen(); err != nil {
 		return err
 	}
-	now := s.d.Now()
 	s.mu.Lock()
-	last := s.answered[req.Node]
-	quiet := now.Sub(last) < answerEvery
-	if !quiet {
-		s.answered[req.Node] = now
-	}
+	quiet := s.d.Now().Sub(s.answered[req.Node]) < answerEvery
 	s.mu.Unlock()
 	if quiet {
 		s.d.Log.Warn("a peer's recovery request came too soon after the last; not answered", "peer", req.Node, "every", answerEvery)
@@ -246,6 +241,11 @@ func (s *Service) answer(ctx context.Context, h crypto.Header, sender *crypto.Cr
 	if err != nil {
 		return err
 	}
+	// Counted once answered: a request that failed on the way is answered
+	// at its redelivery.
+	s.mu.Lock()
+	s.answered[req.Node] = s.d.Now()
+	s.mu.Unlock()
 	s.d.Outbox.Wake()
 	s.d.Log.Info("answered a restored peer's recovery request", "peer", req.Node, "republished", rep.Envelopes, "expired", rep.Expired)
 	return nil
