@@ -50,13 +50,18 @@ type Rulebook struct {
 	// aggregates (DESIGN.md §8), whatever its agreements say.
 	MicrodataToCenter bool `json:"microdata_to_center"`
 	// UnknownPersonStrict decides a record whose person the node holds no
-	// record of (no student record) as a minor's, with reason
-	// person_unknown, even on a node that keeps no person record of the
-	// kind at all (a feed of grades only). Off by default: such a node
-	// cannot tell a known person from an unknown one, and decides the
-	// record by what it shows; a node that holds student records decides
-	// its unknown persons so either way (FlagAgeUnknown).
-	UnknownPersonStrict bool `json:"unknown_person_strict,omitempty"`
+	// record of (no student record of its subject) as a minor's, with
+	// reason person_unknown: a guardian's consent is required unless the
+	// basis is statutory duty (FlagAgeUnknown). On by default, also on a
+	// node that keeps no person record of the kind at all (a feed of
+	// grades only), which cannot tell a known person from an unknown one.
+	// A rulebook that sets it false explicitly lets such a node decide the
+	// record by what it shows: a minor's grade then leaves under the
+	// rules of an adult's whenever the node holds no record showing the
+	// age, so a space sets it false only where every provider's feed is
+	// known to hold adults alone. A node that holds student records
+	// decides its unknown persons strictly either way.
+	UnknownPersonStrict bool `json:"unknown_person_strict"`
 	// MaxRetentionDays caps, per purpose, the retention an agreement may
 	// set (PIPL art. 19: no longer than the purpose needs); records under
 	// an agreement that asks for longer do not leave. A purpose not named
@@ -102,6 +107,7 @@ func DefaultRulebook() Rulebook {
 		IdentityPurposes:      []Purpose{PurposeEnrollmentVerification},
 		ClearIdentityPurposes: []Purpose{PurposeEnrollmentVerification, PurposeCreditTransfer},
 		RecipientRoles:        []string{"university", "center", "ai_service"},
+		UnknownPersonStrict:   true,
 		Volume: VolumeRules{
 			BulkL3:        defaultBulkL3,
 			ImportantL4:   defaultImportantL4,

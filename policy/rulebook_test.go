@@ -41,9 +41,21 @@ func TestParseRulebook(t *testing.T) {
 		t.Errorf("strict.json (members left out keep their defaults):\n got %+v\nwant %+v", rb, want)
 	}
 
+	if !DefaultRulebook().UnknownPersonStrict {
+		t.Error("DefaultRulebook: unknown_person_strict off; want a record of an unknown person decided strictly by default")
+	}
+	if rb, err := ParseRulebook([]byte(`{}`)); err != nil || !rb.UnknownPersonStrict {
+		t.Errorf("{}: unknown_person_strict %v, %v; want it on when left out", rb.UnknownPersonStrict, err)
+	}
+	if rb, err := ParseRulebook([]byte(`{"unknown_person_strict": false}`)); err != nil || rb.UnknownPersonStrict {
+		t.Errorf("explicit opt-out: unknown_person_strict %v, %v; want it off", rb.UnknownPersonStrict, err)
+	}
+
 	for _, tc := range []struct{ in, want string }{
 		{`{}`, ""},
 		{`{"volume":{"bulk_l3":0}}`, ""},
+		{`{"unknown_person_strict":false}`, ""},
+		{`{"unknown_person_strict":"no"}`, "unknown_person_strict"},
 		{`{"shoe_size":1}`, "shoe_size"},
 		{`{"volume":{"bulk":1}}`, "bulk"},
 		{`{"aggregate_only_from":"CORE"}`, "aggregate_only_from"},

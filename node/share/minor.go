@@ -18,13 +18,13 @@ import (
 // node holds of the same subject does, and shows a minor at now (C3): the
 // minor rule then asks for a guardian's consent for every record of the
 // subject, not only for the ones that carry the birth date. When the node
-// keeps the person records of the subject's kind (it holds student records)
-// but none of this subject, the person is unknown to it: it flags labels
-// "age_unknown", which the rules decide as strictly as a minor's
-// (policy.FlagAgeUnknown). A node that holds no person record of the kind
-// at all (a feed of grades) cannot tell a known person from an unknown one,
-// and decides the record by what it shows, unless the space's rulebook
-// sets unknown_person_strict.
+// holds no record that can show this subject's age, the person is unknown
+// to it: it flags labels "age_unknown", which the rules decide as strictly
+// as a minor's (policy.FlagAgeUnknown, reason person_unknown). This holds
+// on a node that keeps no person record of the kind at all (a feed of
+// grades) too, unless the space's rulebook sets unknown_person_strict
+// false; a node that keeps the person records of the subject's kind (it
+// holds student records) but none of this subject flags it either way.
 func (s *shareRun) carryMinor(ctx context.Context, labels schema.Labels, now time.Time) (schema.Labels, error) {
 	if labels.Subject == "" || !labels.BirthDate.IsZero() || slices.Contains(labels.Flags, "minor") {
 		return labels, nil
