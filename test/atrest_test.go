@@ -136,7 +136,8 @@ func TestSealAtRestAfterTheFact(t *testing.T) {
 	a := s.member("uni-a", crypto.SuiteX25519, off)
 	b := s.member("uni-b", crypto.SuiteX25519, off)
 	ag := agreeGrades(t, "later", s.now, a, b)
-	in := `{"type":"course_grade","student_id":"L0001","course_code":"CS101","score":80}` + "\n" +
+	in := knownStudents("L0001", "L0002") +
+		`{"type":"course_grade","student_id":"L0001","course_code":"CS101","score":80}` + "\n" +
 		`{"type":"course_grade","student_id":"L0002","course_code":"CS101","score":81}` + "\n"
 	if _, err := a.Ingest(ctx, strings.NewReader(in), ""); err != nil {
 		t.Fatal(err)

@@ -384,7 +384,8 @@ func TestClusterLeaf(t *testing.T) {
 	snd.startReady()
 	rcv.startReady()
 
-	data, want := clusterRecords(t)
+	students, data, want := clusterRecords(t)
+	ingestStudents(ctx, t, snd, students)
 	var ir struct{ Stored, Invalid int }
 	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", data, &ir); err != nil || ir.Stored != len(want) {
 		t.Fatalf("ingest: %+v, %v; want %d stored", ir, err, len(want))
@@ -496,10 +497,11 @@ func TestClusterLeaf(t *testing.T) {
 
 // clusterRecords are the course grades of faultRecords' first 900
 // students (2,700 records): under the volume rule that asks for bulk
-// approval from 1,000 subjects at L3 on, so every one is permitted.
-func clusterRecords(t *testing.T) ([]byte, map[[2]string]bool) {
+// approval from 1,000 subjects at L3 on, so every one is permitted; and
+// those students' student records, so that the node knows them.
+func clusterRecords(t *testing.T) ([]byte, []byte, map[[2]string]bool) {
 	t.Helper()
-	all, _ := faultRecords(t)
+	known, all, _ := faultRecords(t)
 	var out bytes.Buffer
 	want := map[[2]string]bool{}
 	students := map[string]bool{}
@@ -519,7 +521,7 @@ func clusterRecords(t *testing.T) ([]byte, map[[2]string]bool) {
 		out.Write(line)
 		out.WriteByte('\n')
 	}
-	return out.Bytes(), want
+	return studentsOf(t, known, out.Bytes()), out.Bytes(), want
 }
 
 // clusterDiagnose logs the exchange stream's and the consumers' state.

@@ -190,7 +190,7 @@ func TestConsentTokenJoinsNoRecipient(t *testing.T) {
 	if _, _, err := jwt.NewParser().ParseUnverified(receipt, &claims); err != nil || claims.SubjectToken == "" {
 		t.Fatalf("receipt: %v, %+v", err, claims)
 	}
-	if _, err := a.Ingest(ctx, strings.NewReader(`{"type":"course_grade","student_id":"T0001","course_code":"CS101","score":80}`+"\n"), ""); err != nil {
+	if _, err := a.Ingest(ctx, strings.NewReader(knownStudents("T0001")+`{"type":"course_grade","student_id":"T0001","course_code":"CS101","score":80}`+"\n"), ""); err != nil {
 		t.Fatal(err)
 	}
 	shareAndWait(t, a, r, ag.ID, 1)

@@ -41,13 +41,14 @@ func TestDataKeyRotation(t *testing.T) {
 	ag := agreeGrades(t, "rotate", s.now, a, b)
 	var in strings.Builder
 	var secrets []string
-	const students = 600 // records go 500 to a page: two pages
+	const students = 600 // a student record and a grade each; records go 500 to a page: three pages
 	for i := range students {
 		id := fmt.Sprintf("RK%07d", 4100000+i)
 		secrets = append(secrets, id)
+		in.WriteString(knownStudents(id))
 		fmt.Fprintf(&in, `{"type":"course_grade","student_id":%q,"course_code":"CS101","score":%d}`+"\n", id, 50+i%50)
 	}
-	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != students {
+	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != 2*students {
 		t.Fatalf("ingest: %+v, %v", res, err)
 	}
 	if _, err := a.GrantConsent(ctx, policy.ConsentRecord{ID: "consent-rk", Subject: secrets[0], Purpose: policy.PurposeCreditTransfer,
@@ -107,7 +108,7 @@ func TestDataKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	under := sealedUnder(t, dirA, "records", "body")
-	if under[oldA] == 0 || under[newA] < later || under[oldA]+under[newA] != students+later {
+	if under[oldA] == 0 || under[newA] < later || under[oldA]+under[newA] != 2*students+later {
 		t.Fatalf("after the stop, held records by key: %v; want some under the old key %s and the rest, the %d new ones too, under the new %s",
 			under, oldA, later, newA)
 	}
@@ -153,8 +154,8 @@ func TestDataKeyRotation(t *testing.T) {
 			t.Errorf("%s: data key evidence %v; want one rotation_started and a rotation_finished", dir, reasons)
 		}
 	}
-	if under := sealedUnder(t, dirA, "records", "body"); under[newA] != students+later || len(under) != 1 {
-		t.Errorf("held records by key after the rotation: %v; want all %d under %s", under, students+later, newA)
+	if under := sealedUnder(t, dirA, "records", "body"); under[newA] != 2*students+later || len(under) != 1 {
+		t.Errorf("held records by key after the rotation: %v; want all %d under %s", under, 2*students+later, newA)
 	}
 }
 

@@ -65,7 +65,8 @@ func TestFullDisk(t *testing.T) {
 	}
 	f := newFaultRun(t, 1)
 	ctx, snd, rcv := f.ctx, f.snd, f.rcv
-	data, want := faultRecords(t)
+	students, data, want := faultRecords(t)
+	ingestStudents(ctx, t, snd, students)
 	var ir struct{ Stored int }
 	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", data, &ir); err != nil || ir.Stored != len(want) {
 		t.Fatalf("ingest: %+v, %v; want %d stored", ir, err, len(want))

@@ -27,7 +27,8 @@ func TestFaultsRestore(t *testing.T) {
 	}
 	f := newFaultRun(t, 1)
 	ctx, s, snd, rcv := f.ctx, f.s, f.snd, f.rcv
-	data, want := faultRecords(t)
+	students, data, want := faultRecords(t)
+	ingestStudents(ctx, t, snd, students)
 	lines := bytes.SplitAfter(bytes.TrimSpace(data), []byte("\n"))
 	part := func(from, to int) []byte { return bytes.Join(lines[from:min(to, len(lines))], nil) }
 	before, after, later := part(0, 2000), part(2000, 6000), part(6000, len(lines))
@@ -118,7 +119,7 @@ func TestFaultsRestoreFoundByReplay(t *testing.T) {
 	rcv.startReady()
 	f := &faultRun{ctx: ctx, s: s, snd: snd, rcv: rcv}
 
-	data, want := faultRecords(t)
+	students, data, want := faultRecords(t)
 	lines := bytes.SplitAfter(bytes.TrimSpace(data), []byte("\n"))
 	first := bytes.Join(lines[:3000], nil)
 	for _, p := range []*nodeProc{snd, rcv} {
@@ -126,6 +127,7 @@ func TestFaultsRestoreFoundByReplay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ingestStudents(ctx, t, snd, students)
 	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", first, nil); err != nil {
 		t.Fatal(err)
 	}

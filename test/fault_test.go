@@ -23,36 +23,96 @@ import (
 	"github.com/eduspace/eduspace/test/wait"
 )
 
-// faultRecords are 10,200 course grades of 3,400 synthetic students: all
-// permitted under the fault agreement, each identified by (student_id,
-// course_code).
-func faultRecords(t *testing.T) ([]byte, map[[2]string]bool) {
+// faultRecords are 10,200 course grades of 3,400 synthetic adult students,
+// each identified by (student_id, course_code), and those students'
+// student records: ingested first, they make every student a person the
+// node knows (an unknown person's grade is decided as a minor's,
+// person_unknown), so every grade is permitted under the fault agreement,
+// which names course grades only. The synthetic juvenile class (under 14)
+// is left out, student records and grades: a minor's grades need a
+// guardian's consent.
+func faultRecords(t *testing.T) (students, grades []byte, want map[[2]string]bool) {
 	t.Helper()
+	now := time.Now()
 	var all bytes.Buffer
-	if _, err := (synth.Synth{Prefix: "2024999", Students: 3400, Seed: 7, Now: time.Now()}).Write(&all); err != nil {
+	// 3,579 synthetic students, of whom 179 are in the juvenile class.
+	if _, err := (synth.Synth{Prefix: "2024999", Students: 3579, Seed: 7, Now: now}).Write(&all); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	want := map[[2]string]bool{}
+	var st, out bytes.Buffer
+	want = map[[2]string]bool{}
+	minors := map[string]bool{}
 	sc := bufio.NewScanner(&all)
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if !bytes.Contains(line, []byte(`"type":"course_grade"`)) {
-			continue
-		}
-		var r struct{ StudentID, CourseCode string }
 		var m map[string]any
-		json.Unmarshal(line, &m)
-		r.StudentID, _ = m["student_id"].(string)
-		r.CourseCode, _ = m["course_code"].(string)
-		want[[2]string{r.StudentID, r.CourseCode}] = true
-		out.Write(line)
-		out.WriteByte('\n')
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := m["student_id"].(string)
+		switch m["type"] {
+		case "student":
+			born, err := time.Parse(time.DateOnly, fmt.Sprint(m["birth_date"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if born.After(now.AddDate(-14, 0, 0)) {
+				minors[id] = true
+				continue
+			}
+			st.Write(line)
+			st.WriteByte('\n')
+		case "course_grade":
+			if minors[id] {
+				continue
+			}
+			cc, _ := m["course_code"].(string)
+			want[[2]string{id, cc}] = true
+			out.Write(line)
+			out.WriteByte('\n')
+		}
 	}
-	if len(want) < 10000 {
-		t.Fatalf("only %d distinct records", len(want))
+	if len(want) != 10200 {
+		t.Fatalf("%d distinct grades of adults; want 10,200", len(want))
 	}
-	return out.Bytes(), want
+	return st.Bytes(), out.Bytes(), want
+}
+
+// studentsOf are the student records among students of the ids in grades.
+func studentsOf(t *testing.T, students, grades []byte) []byte {
+	t.Helper()
+	ids := map[string]bool{}
+	for _, line := range bytes.Split(bytes.TrimSpace(grades), []byte("\n")) {
+		var r struct {
+			StudentID string `json:"student_id"`
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatal(err)
+		}
+		ids[r.StudentID] = true
+	}
+	var out bytes.Buffer
+	for _, line := range bytes.SplitAfter(students, []byte("\n")) {
+		var r struct {
+			StudentID string `json:"student_id"`
+		}
+		if json.Unmarshal(line, &r) == nil && ids[r.StudentID] {
+			out.Write(line)
+		}
+	}
+	return out.Bytes()
+}
+
+// ingestStudents ingests the student records of the persons whose grades
+// a test shares, and checks every one is stored.
+func ingestStudents(ctx context.Context, t *testing.T, p *nodeProc, students []byte) {
+	t.Helper()
+	var ir struct{ Stored, Invalid int }
+	n := bytes.Count(students, []byte("\n"))
+	if err := p.call(ctx, http.MethodPost, "/v1/ingest", students, &ir); err != nil || ir.Stored != n {
+		t.Fatalf("ingest the student records: %+v, %v; want %d stored", ir, err, n)
+	}
 }
 
 func faultAgreement() []byte {
@@ -184,7 +244,8 @@ func testFault(t *testing.T, victim string) {
 	f := newFaultRun(t, rounds)
 	ctx, rng, s, snd, rcv := f.ctx, f.rng, f.s, f.snd, f.rcv
 
-	data, want := faultRecords(t)
+	students, data, want := faultRecords(t)
+	ingestStudents(ctx, t, snd, students)
 	var ir struct{ Stored, Invalid int }
 	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", data, &ir); err != nil || ir.Stored != len(want) {
 		t.Fatalf("ingest: %+v, %v; want %d stored", ir, err, len(want))

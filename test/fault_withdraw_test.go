@@ -32,7 +32,7 @@ func TestFaultsWithdrawal(t *testing.T) {
 	ctx, rng, s, snd, rcv := f.ctx, f.rng, f.s, f.snd, f.rcv
 
 	// The grades of the first 300 students of the fault records.
-	all, _ := faultRecords(t)
+	known, all, _ := faultRecords(t)
 	var data bytes.Buffer
 	grades := map[string][]string{} // student → course codes
 	var students []string
@@ -51,6 +51,7 @@ func TestFaultsWithdrawal(t *testing.T) {
 		data.Write(line)
 		data.WriteByte('\n')
 	}
+	ingestStudents(ctx, t, snd, studentsOf(t, known, data.Bytes()))
 	var ir struct{ Stored int }
 	if err := snd.call(ctx, http.MethodPost, "/v1/ingest", data.Bytes(), &ir); err != nil || ir.Stored == 0 {
 		t.Fatalf("ingest: %+v, %v", ir, err)

@@ -136,3 +136,15 @@ func TestUnknownPersonStrictRulebook(t *testing.T) {
 		t.Errorf("share under the default rulebook, no student record held: %+v, %v; want both grades permitted", sr, err)
 	}
 }
+
+// knownStudents are adult student records of ids, as NDJSON: ingested
+// beside their grades, they make each student a person the node knows,
+// whose grades are decided by the rules of an adult's rather than as an
+// unknown person's (person_unknown).
+func knownStudents(ids ...string) string {
+	var b strings.Builder
+	for _, id := range ids {
+		fmt.Fprintf(&b, `{"type":"student","student_id":%q,"name":"N","birth_date":"2001-05-01"}`+"\n", id)
+	}
+	return b.String()
+}
