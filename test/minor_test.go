@@ -93,21 +93,25 @@ func TestMinorAcrossRecordTypes(t *testing.T) {
 	}
 }
 
-// TestUnknownPersonStrictRulebook: a node that holds grades and no student
-// record cannot tell a known person from an unknown one, and shares the
-// grades; under a space rulebook with unknown_person_strict it decides
-// them as a minor's, with reason person_unknown, until a guardian's
-// consent is recorded.
-func TestUnknownPersonStrictRulebook(t *testing.T) {
+// TestUnknownPersonStrict: a node that holds grades and no student
+// record cannot tell a known person from an unknown one; by default it
+// decides every grade as a minor's, with reason person_unknown, until a
+// guardian's consent is recorded. Under a space rulebook that opts out
+// (unknown_person_strict false) it shares the grades; a node under that
+// rulebook that holds student records still decides a student it holds
+// none of as unknown.
+func TestUnknownPersonStrict(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
 	rules := filepath.Join(t.TempDir(), "rulebook.json")
-	if err := os.WriteFile(rules, []byte(`{"unknown_person_strict": true}`), 0o644); err != nil {
+	if err := os.WriteFile(rules, []byte(`{"unknown_person_strict": false}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	strict := s.member("uni-a", crypto.SuiteX25519, func(c *node.Config) { c.Rulebook = rules })
+	optOut := func(c *node.Config) { c.Rulebook = rules }
+	strict := s.member("uni-a", crypto.SuiteX25519)
 	b := s.member("uni-b", crypto.SuiteX25519)
-	plain := s.member("uni-c", crypto.SuiteX25519)
+	plain := s.member("uni-c", crypto.SuiteX25519, optOut)
+	roster := s.member("uni-d", crypto.SuiteX25519, optOut)
 	grades := `{"type":"course_grade","student_id":"U0001","course_code":"CS101","score":80}` + "\n" +
 		`{"type":"course_grade","student_id":"U0002","course_code":"CS101","score":81}` + "\n"
 	for _, n := range []*node.Node{strict, plain} {
@@ -117,7 +121,16 @@ func TestUnknownPersonStrictRulebook(t *testing.T) {
 	}
 	ag := agreeGrades(t, "strict", s.now, strict, b)
 	if sr, err := strict.Share(ctx, ag.ID); err != nil || sr.Permitted != 0 || sr.Denied[string(policy.ReasonPersonUnknown)] != 2 {
-		t.Fatalf("share under unknown_person_strict: %+v, %v; want both grades denied (person_unknown)", sr, err)
+		t.Fatalf("share under the default rulebook, no student record held: %+v, %v; want both grades denied (person_unknown)", sr, err)
+	}
+	reasons := map[string]int{}
+	for _, e := range nodetest.Evidence(t, s.conf["uni-a"].DataDir) {
+		if e["kind"] == "decide" {
+			reasons[fmt.Sprint(e["reason"])]++
+		}
+	}
+	if reasons[string(policy.ReasonPersonUnknown)] != 2 {
+		t.Errorf("evidence of decisions by reason: %v; want two person_unknown", reasons)
 	}
 	if _, err := strict.GrantConsent(ctx, policy.ConsentRecord{ID: "guardian-u1", Subject: "U0001", Purpose: policy.PurposeCreditTransfer,
 		Recipients: []string{"uni-b"}, Granted: s.now.Add(-time.Minute), Guardian: true}); err != nil {
@@ -126,6 +139,7 @@ func TestUnknownPersonStrictRulebook(t *testing.T) {
 	if sr, err := strict.Share(ctx, ag.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 {
 		t.Errorf("share with a guardian's consent for one: %+v, %v; want that one permitted", sr, err)
 	}
+
 	other := gradeAgreement("plain", "uni-c", "uni-b", s.now)
 	for _, n := range []*node.Node{plain, b} {
 		if err := n.AddAgreement(ctx, other); err != nil {
@@ -133,7 +147,20 @@ func TestUnknownPersonStrictRulebook(t *testing.T) {
 		}
 	}
 	if sr, err := plain.Share(ctx, other.ID); err != nil || sr.Permitted != 2 {
-		t.Errorf("share under the default rulebook, no student record held: %+v, %v; want both grades permitted", sr, err)
+		t.Errorf("share under unknown_person_strict false, no student record held: %+v, %v; want both grades permitted", sr, err)
+	}
+
+	if _, err := roster.Ingest(ctx, strings.NewReader(knownStudents("U0001")+grades), ""); err != nil {
+		t.Fatal(err)
+	}
+	third := gradeAgreement("roster", "uni-d", "uni-b", s.now)
+	for _, n := range []*node.Node{roster, b} {
+		if err := n.AddAgreement(ctx, third); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sr, err := roster.Share(ctx, third.ID); err != nil || sr.Permitted != 1 || sr.Denied[string(policy.ReasonPersonUnknown)] != 1 {
+		t.Errorf("share under unknown_person_strict false, one student record held: %+v, %v; want the known student's grade permitted, the other's denied (person_unknown)", sr, err)
 	}
 }
 
