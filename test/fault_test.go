@@ -33,10 +33,21 @@ import (
 // guardian's consent.
 func faultRecords(t *testing.T) (students, grades []byte, want map[[2]string]bool) {
 	t.Helper()
-	now := time.Now()
-	var all bytes.Buffer
 	// 3,579 synthetic students, of whom 179 are in the juvenile class.
-	if _, err := (synth.Synth{Prefix: "2024999", Students: 3579, Seed: 7, Now: now}).Write(&all); err != nil {
+	students, grades, want = adultRecords(t, synth.Synth{Prefix: "2024999", Students: 3579, Seed: 7, Now: time.Now()})
+	if len(want) != 10200 {
+		t.Fatalf("%d distinct grades of adults; want 10,200", len(want))
+	}
+	return students, grades, want
+}
+
+// adultRecords are the student records and course grades sy writes of its
+// adult students, each grade identified by (student_id, course_code); the
+// juvenile class's (under 14 at sy.Now) are left out.
+func adultRecords(t *testing.T, sy synth.Synth) (students, grades []byte, want map[[2]string]bool) {
+	t.Helper()
+	var all bytes.Buffer
+	if _, err := sy.Write(&all); err != nil {
 		t.Fatal(err)
 	}
 	var st, out bytes.Buffer
@@ -57,7 +68,7 @@ func faultRecords(t *testing.T) (students, grades []byte, want map[[2]string]boo
 			if err != nil {
 				t.Fatal(err)
 			}
-			if born.After(now.AddDate(-14, 0, 0)) {
+			if born.After(sy.Now.AddDate(-14, 0, 0)) {
 				minors[id] = true
 				continue
 			}
@@ -72,9 +83,6 @@ func faultRecords(t *testing.T) (students, grades []byte, want map[[2]string]boo
 			out.Write(line)
 			out.WriteByte('\n')
 		}
-	}
-	if len(want) != 10200 {
-		t.Fatalf("%d distinct grades of adults; want 10,200", len(want))
 	}
 	return st.Bytes(), out.Bytes(), want
 }

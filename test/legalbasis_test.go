@@ -46,6 +46,7 @@ func TestLegalBasisAndStandard(t *testing.T) {
 	const n = 25 // three envelopes of at most 10
 	var in strings.Builder
 	for i := range n {
+		in.WriteString(knownStudents(fmt.Sprintf("S%04d", i)))
 		fmt.Fprintf(&in, `{"type":"course_grade","student_id":"S%04d","course_code":"CS101","score":%d}`+"\n", i, 60+i)
 	}
 	if _, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil {

@@ -39,6 +39,7 @@ func TestReceivedExport(t *testing.T) {
 	var in strings.Builder
 	const n = 150
 	for i := range n {
+		in.WriteString(knownStudents(fmt.Sprintf("S%04d", i)))
 		fmt.Fprintf(&in, `{"type":"course_grade","student_id":"S%04d","course_code":"CS%d","score":%d,"course_name":"数据结构"}`+"\n", i, 100+i%3, 50+i%50)
 	}
 	if _, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil {
@@ -164,7 +165,7 @@ func TestClearIdentityUnderCreditTransfer(t *testing.T) {
 			}
 		}
 	}
-	if _, err := a.Ingest(ctx, strings.NewReader(`{"type":"course_grade","student_id":"S0042","course_code":"CS101","score":88}`+"\n"), ""); err != nil {
+	if _, err := a.Ingest(ctx, strings.NewReader(knownStudents("S0042")+`{"type":"course_grade","student_id":"S0042","course_code":"CS101","score":88}`+"\n"), ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{credit.ID, stats.ID} {
@@ -220,7 +221,8 @@ func TestErasureOfAnIdentifierInClear(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in := `{"type":"course_grade","student_id":"K0001","course_code":"CS101","score":80}` + "\n" +
+	in := knownStudents("K0001", "K0002") +
+		`{"type":"course_grade","student_id":"K0001","course_code":"CS101","score":80}` + "\n" +
 		`{"type":"course_grade","student_id":"K0002","course_code":"CS101","score":81}` + "\n"
 	if _, err := a.Ingest(ctx, strings.NewReader(in), ""); err != nil {
 		t.Fatal(err)
@@ -251,7 +253,7 @@ func TestEvidenceFetch(t *testing.T) {
 	a := s.member("uni-a", crypto.SuiteX25519)
 	b := s.member("uni-b", crypto.SuiteX25519)
 	ag := agreeGrades(t, "fetch", s.now, a, b)
-	if _, err := a.Ingest(ctx, strings.NewReader(`{"type":"course_grade","student_id":"F0001","course_code":"CS101","score":80}`+"\n"), ""); err != nil {
+	if _, err := a.Ingest(ctx, strings.NewReader(knownStudents("F0001")+`{"type":"course_grade","student_id":"F0001","course_code":"CS101","score":80}`+"\n"), ""); err != nil {
 		t.Fatal(err)
 	}
 	shareAndWait(t, a, b, ag.ID, 1)

@@ -32,10 +32,11 @@ func outboxKeys(t *testing.T, dir string) []string {
 }
 
 // gradeRecords are n course grades of students S<from>…, valid records of
-// the grading standard.
+// the grading standard, each after its student's record (an adult's).
 func gradeRecords(from, n int) string {
 	var b strings.Builder
 	for i := from; i < from+n; i++ {
+		b.WriteString(knownStudents(fmt.Sprintf("S%04d", i)))
 		fmt.Fprintf(&b, `{"type":"course_grade","student_id":"S%04d","course_code":"CS301","course_name":"编译原理","credits":3,"term":"2025-2026-2","score":%d}`+"\n", i, 70+i%30)
 	}
 	return b.String()

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"testing"
@@ -23,18 +22,11 @@ func TestShareCancelledThenResumed(t *testing.T) {
 	s := newSpace(t)
 	a := s.member("uni-a", crypto.SuiteX25519)
 	b := s.member("uni-b", crypto.SuiteX25519)
-	var all, grades bytes.Buffer
-	(synth.Synth{Prefix: "2025000", Students: 1000, Seed: 5, Now: s.now}).Write(&all)
-	sc := bufio.NewScanner(&all)
-	n := 0
-	for sc.Scan() {
-		if bytes.Contains(sc.Bytes(), []byte(`"type":"course_grade"`)) {
-			grades.Write(sc.Bytes())
-			grades.WriteByte('\n')
-			n++
-		}
-	}
-	if _, err := a.Ingest(ctx, &grades, ""); err != nil {
+	// The adults' grades, and their student records, so that the node
+	// knows every student.
+	students, grades, want := adultRecords(t, synth.Synth{Prefix: "2025000", Students: 1000, Seed: 5, Now: s.now})
+	n := len(want)
+	if _, err := a.Ingest(ctx, bytes.NewReader(append(students, grades...)), ""); err != nil {
 		t.Fatal(err)
 	}
 	ag := &policy.Agreement{ID: "cancel", Provider: "uni-a", Recipient: "uni-b", Purpose: policy.PurposeCreditTransfer,

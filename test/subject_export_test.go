@@ -42,9 +42,10 @@ func TestSubjectReportShowsExports(t *testing.T) {
 	var in strings.Builder
 	ids := []string{"EX0000001", "EX0000002", "EX0000003"}
 	for i, id := range ids {
+		in.WriteString(knownStudents(id))
 		fmt.Fprintf(&in, `{"type":"course_grade","student_id":%q,"course_code":"CS10%d","score":%d}`+"\n", id, i, 70+i)
 	}
-	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != len(ids) {
+	if res, err := a.Ingest(ctx, strings.NewReader(in.String()), ""); err != nil || res.Stored != 2*len(ids) {
 		t.Fatalf("ingest: %+v, %v", res, err)
 	}
 	shareAndWait(t, a, b, clear.ID, len(ids))
