@@ -390,6 +390,34 @@ CREATE TABLE awaited_agreements (
 	PRIMARY KEY (peer, agreement)
 ) WITHOUT ROWID;
 `,
+	// 17: dataset releases (package release).
+	`
+-- releases: the dataset releases this node made (package release), each for the one recipient and
+-- purpose of its agreement: method (k-anonymity or dp-synthetic), the SHA-256 of the rows released,
+-- the envelopes that carried them, the risk report and the data card (JSON, no personal data).
+CREATE TABLE releases (
+	id         TEXT PRIMARY KEY,
+	agreement  TEXT    NOT NULL,
+	recipient  TEXT    NOT NULL,
+	purpose    TEXT    NOT NULL,
+	method     TEXT    NOT NULL,
+	created_ms INTEGER NOT NULL,
+	records    INTEGER NOT NULL,
+	digest     TEXT    NOT NULL,
+	envelopes  TEXT    NOT NULL,
+	report     TEXT    NOT NULL,
+	card       TEXT    NOT NULL
+) WITHOUT ROWID;
+
+-- release_subjects: the subjects (keyed evidence hashes, never ids) a release included, and how:
+-- "row" (a de-identified row of theirs) or "dp_source" (in the source of a synthetic release).
+CREATE TABLE release_subjects (
+	subject TEXT NOT NULL,
+	release TEXT NOT NULL,
+	how     TEXT NOT NULL,
+	PRIMARY KEY (subject, release)
+) WITHOUT ROWID;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
