@@ -166,3 +166,10 @@ func (n *Node) Releases() *release.Releaser { return n.releases }
 func (n *Node) SubjectReleases(ctx context.Context, subject string) ([]release.Inclusion, error) {
 	return n.releases.ForSubjectID(ctx, subject)
 }
+
+// DeclareProvenance records, on an ai_service node, that releases it
+// received fed a model version, and tells their providers
+// (release.Releaser.Declare).
+func (n *Node) DeclareProvenance(ctx context.Context, req release.DeclareRequest) (release.Declaration, error) {
+	return n.releases.Declare(ctx, req)
+}

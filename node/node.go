@@ -270,7 +270,8 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock, DataKey: dk})
 	n.out.OnDrop(n.shares.Unshare)
 	n.releases = release.New(release.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev,
-		Shares: n.shares, Agreements: n.agreements, Registry: m.Registry, Logger: n.log, Now: now,
+		Shares: n.shares, Agreements: n.agreements, Metrics: m.Registry, Logger: n.log, Now: now,
+		Registry: n.reg, Outbox: n.out, Layout: layout, Keys: ks, Role: cred.Role,
 		K: cfg.Release.K, MaxSuppress: cfg.Release.MaxSuppress})
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
@@ -282,6 +283,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Recovery: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 			return n.recovery.Handle(ctx, h, sender, plain)
 		},
+		Release: n.releases.AcceptManifest, Provenance: n.releases.AcceptDeclaration,
 		Options: env.Receive})
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,

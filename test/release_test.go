@@ -175,6 +175,49 @@ func TestDatasetRelease(t *testing.T) {
 		st, err := ai.Status(ctx)
 		return err == nil && st.Received == int64(before)
 	})
+	// ai-1 holds the manifests of the three releases and declares that the
+	// training release fed tutor 1.0; uni-a verifies the declaration and
+	// the subject report of every student it included shows the use.
+	wait.Until(t, 30*time.Second, "the manifests at ai-1", func() bool {
+		ms, err := ai.Releases().Received(ctx)
+		return err == nil && len(ms) == 3
+	})
+	if _, err := ai.DeclareProvenance(ctx, release.DeclareRequest{Model: "tutor", Version: "1.0", Releases: []string{rel.ID}}); err == nil {
+		t.Errorf("ai-1 declared training on a learning_analytics release")
+	}
+	if _, err := ai.DeclareProvenance(ctx, release.DeclareRequest{Model: "tutor", Version: "1.0", Releases: []string{"rel-0000"}}); err == nil {
+		t.Errorf("ai-1 declared a release it never received")
+	}
+	if _, err := uni.DeclareProvenance(ctx, release.DeclareRequest{Model: "tutor", Version: "1.0", Releases: []string{train.ID}}); err == nil {
+		t.Errorf("uni-a, a university, declared a model use")
+	}
+	decl, err := ai.DeclareProvenance(ctx, release.DeclareRequest{Model: "tutor", Version: "1.0", Releases: []string{train.ID}, Use: release.UseTraining})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 30*time.Second, "the model use in R0001's subject report", func() bool {
+		in, err := uni.SubjectReleases(ctx, "R0001")
+		for _, r := range in {
+			if r.Release == train.ID && len(r.ModelUses) == 1 && r.ModelUses[0].Declaration == decl.ID &&
+				r.ModelUses[0].Model == "tutor" && r.ModelUses[0].Version == "1.0" && r.ModelUses[0].Declarer == "ai-1" {
+				return err == nil
+			}
+		}
+		return false
+	})
+	withUse := 0
+	for i := range n {
+		in, _ := uni.SubjectReleases(ctx, fmt.Sprintf("R%04d", i))
+		for _, r := range in {
+			if len(r.ModelUses) > 0 {
+				withUse++
+			}
+		}
+	}
+	if withUse != train.Records {
+		t.Errorf("%d subject reports show a model use, want the %d the training release included", withUse, train.Records)
+	}
+
 	// R0003 withdraws: ai-1 erases her training row and confirms.
 	in, _ := uni.SubjectReleases(ctx, "R0003")
 	if len(in) != 3 {

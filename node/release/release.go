@@ -12,7 +12,13 @@
 // recipient stores them as received records: export, retention and
 // erasure apply there. RELEASES.md gives the rules.
 //
-// It owns the tables releases and release_subjects. It must never send
+// On an ai_service node it records which releases fed which model version
+// (Declare) and sends each release's provider a declaration signed by the
+// node's key; the provider verifies it (AcceptDeclaration) and shows the
+// uses in the subject report of every student the release included.
+//
+// It owns the tables releases, release_subjects, releases_received,
+// provenance and provenance_releases. It must never send
 // a row before every source record was decided and the release passed
 // its checks, never release a direct identifier other than as the
 // recipient's token, never release a field at the sensitive level, never
@@ -39,8 +45,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/outbox"
+	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
@@ -78,9 +89,17 @@ type Config struct {
 	Evidence   *evidence.Log
 	Shares     *share.Sharer
 	Agreements *agreement.Book
-	// Registry is the node's metrics registry: the release counters are
+	// Metrics is the node's metrics registry: the release counters are
 	// registered on it.
-	Registry *prometheus.Registry
+	Metrics *prometheus.Registry
+	// Registry, Outbox, Layout and Keys send manifests and provenance
+	// declarations to peers (envelope kinds 10 and 11); Role is this
+	// node's role in its credential.
+	Registry *registry.Registry
+	Outbox   *outbox.Outbox
+	Layout   bus.Layout
+	Keys     *keys.Keys
+	Role     crypto.Role
 	Logger   *slog.Logger
 	Now      func() time.Time
 	// Rand is the randomness of noise and release ids; nil: crypto/rand.
@@ -115,8 +134,8 @@ func New(c Config) *Releaser {
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "eduspace_release_refusals_total",
 			Help: "Dataset releases refused before any data was produced, by reason code."}, []string{"reason"}),
 	}
-	if c.Registry != nil {
-		c.Registry.MustRegister(r.made, r.refusals)
+	if c.Metrics != nil {
+		c.Metrics.MustRegister(r.made, r.refusals)
 		for _, reason := range refusalReasons() {
 			r.refusals.WithLabelValues(reason)
 		}
@@ -497,6 +516,9 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 	}); err != nil {
 		return nil, fmt.Errorf("release %s: note its envelopes: %w", rel.ID, err)
 	}
+	if err := r.sendManifest(ctx, rel); err != nil {
+		return nil, fmt.Errorf("release %s: its rows are on their way; its manifest to %s failed: %w", rel.ID, rel.Recipient, err)
+	}
 	r.made.Inc()
 	return rel, nil
 }
@@ -711,6 +733,9 @@ type Inclusion struct {
 	// record was in the source of a synthetic release).
 	How    string `json:"how"`
 	Digest string `json:"digest"`
+	// ModelUses are the uses of the release its recipient declared
+	// (provenance declarations, verified).
+	ModelUses []ModelUse `json:"model_uses"`
 }
 
 // ForSubjectID is ForSubject of the subject key value id (a
@@ -738,5 +763,15 @@ func (r *Releaser) ForSubject(ctx context.Context, hash string) ([]Inclusion, er
 		in.Created = time.UnixMilli(created).UTC()
 		out = append(out, in)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		uses, err := r.usesOf(ctx, out[i].Release)
+		if err != nil {
+			return nil, err
+		}
+		out[i].ModelUses = append([]ModelUse{}, uses...)
+	}
+	return out, nil
 }

@@ -417,6 +417,39 @@ CREATE TABLE release_subjects (
 	how     TEXT NOT NULL,
 	PRIMARY KEY (subject, release)
 ) WITHOUT ROWID;
+
+-- releases_received: the manifests of the releases this node received (envelope kind 10), as the
+-- provider sent them: id, provider, agreement, purpose, method, rows, digest, the manifest (JSON).
+CREATE TABLE releases_received (
+	id          TEXT PRIMARY KEY,
+	provider    TEXT    NOT NULL,
+	agreement   TEXT    NOT NULL,
+	purpose     TEXT    NOT NULL,
+	method      TEXT    NOT NULL,
+	records     INTEGER NOT NULL,
+	digest      TEXT    NOT NULL,
+	received_ms INTEGER NOT NULL,
+	manifest    TEXT    NOT NULL
+) WITHOUT ROWID;
+
+-- provenance: training-provenance declarations, made here (an ai_service node) or received from
+-- the recipient of a release and verified (envelope kind 11); body is the signed declaration.
+CREATE TABLE provenance (
+	id          TEXT PRIMARY KEY,
+	declarer    TEXT    NOT NULL,
+	model       TEXT    NOT NULL,
+	version     TEXT    NOT NULL,
+	use         TEXT    NOT NULL,
+	declared_ms INTEGER NOT NULL,
+	body        TEXT    NOT NULL
+) WITHOUT ROWID;
+
+-- provenance_releases: the releases each declaration names.
+CREATE TABLE provenance_releases (
+	release    TEXT NOT NULL,
+	provenance TEXT NOT NULL,
+	PRIMARY KEY (release, provenance)
+) WITHOUT ROWID;
 `,
 }
 
