@@ -55,6 +55,7 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 	out := fs.String("out", "", "write the release (id, digest, risk report, data card) as JSON to this file rather than stdout")
 	list := fs.Bool("list", false, "list the releases this node made")
 	id := fs.String("id", "", "show one release this node made")
+	recv := fs.Bool("received", false, "list the releases this node received (their manifests: ids, digests, data cards)")
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
@@ -63,6 +64,8 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 		return err
 	}
 	switch {
+	case *recv:
+		return c.do(ctx, http.MethodGet, "/v1/releases/received", nil, stdout)
 	case *list:
 		return c.do(ctx, http.MethodGet, "/v1/releases", nil, stdout)
 	case *id != "":

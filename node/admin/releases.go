@@ -15,6 +15,56 @@ func (s *Server) releaseRoutes(api *http.ServeMux) {
 	api.HandleFunc("POST /v1/releases", s.handleRelease)
 	api.HandleFunc("GET /v1/releases", s.handleReleases)
 	api.HandleFunc("GET /v1/releases/{id}", s.handleReleaseGet)
+	api.HandleFunc("GET /v1/releases/received", s.handleReleasesReceived)
+	api.HandleFunc("POST /v1/provenance", s.handleDeclare)
+	api.HandleFunc("GET /v1/provenance", s.handleProvenance)
+}
+
+// handleReleasesReceived lists the manifests of the releases this node
+// received.
+func (s *Server) handleReleasesReceived(w http.ResponseWriter, r *http.Request) {
+	list, err := s.releases.Received(r.Context())
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "releases-failed", "Received releases unavailable", err.Error())
+		return
+	}
+	if list == nil {
+		list = []release.Manifest{}
+	}
+	s.writeJSON(w, list)
+}
+
+// handleDeclare declares, on an ai_service node, which releases fed a
+// model version (release.DeclareRequest).
+func (s *Server) handleDeclare(w http.ResponseWriter, r *http.Request) {
+	var req release.DeclareRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		s.writeProblem(w, http.StatusBadRequest, "bad-request",
+			`Body must be {"model": "NAME", "version": "V", "releases": ["rel-…"], "use": "training"}`, "")
+		return
+	}
+	d, err := s.releases.Declare(r.Context(), req)
+	if err != nil {
+		s.writeProblem(w, http.StatusUnprocessableEntity, "declaration-refused", "Provenance not declared", err.Error())
+		return
+	}
+	s.writeJSON(w, d)
+}
+
+// handleProvenance lists the provenance declarations this node made or
+// received.
+func (s *Server) handleProvenance(w http.ResponseWriter, r *http.Request) {
+	list, err := s.releases.Declarations(r.Context())
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "provenance-failed", "Provenance unavailable", err.Error())
+		return
+	}
+	if list == nil {
+		list = []release.SignedDeclaration{}
+	}
+	s.writeJSON(w, list)
 }
 
 // ReleaseLine is one line of POST /v1/releases's answer (NDJSON): progress
