@@ -3,8 +3,10 @@ package test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -216,6 +218,29 @@ func TestDatasetRelease(t *testing.T) {
 	}
 	if withUse != train.Records {
 		t.Errorf("%d subject reports show a model use, want the %d the training release included", withUse, train.Records)
+	}
+
+	// Another AI service claims a use of ai-1's release: it forges the
+	// manifest in its own database and declares. uni-a checks the
+	// declaration against its own record of the release and refuses it.
+	ai2 := s.memberAs("ai-2", crypto.RoleAIService, crypto.SuiteX25519, node.Env{})
+	forge, err := sql.Open("sqlite3", "file:"+filepath.Join(s.conf["ai-2"].DataDir, "node.db")+"?_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := forge.Exec(`INSERT INTO releases_received(id, provider, agreement, purpose, method, records, digest, received_ms, manifest)
+		VALUES (?, 'uni-a', 'train', 'model_training', ?, ?, ?, 0, '{}')`, train.ID, train.Method, train.Records, train.Digest); err != nil {
+		t.Fatal(err)
+	}
+	forge.Close()
+	if _, err := ai2.DeclareProvenance(ctx, release.DeclareRequest{Model: "other", Version: "9", Releases: []string{train.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 30*time.Second, "uni-a refuses ai-2's declaration", func() bool {
+		return strings.Contains(nodetest.Scrape(t, uni), `eduspace_envelopes_refused_total{reason="bad_content"} 1`)
+	})
+	if in, _ := uni.SubjectReleases(ctx, "R0001"); len(in) != 3 || len(in[2].ModelUses) != 1 {
+		t.Errorf("R0001's releases after a forged declaration: %+v; want ai-1's one use only", in)
 	}
 
 	// R0003 withdraws: ai-1 erases her training row and confirms.
