@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/release"
@@ -50,7 +52,11 @@ func releaseStudents(now time.Time, n int) string {
 // her row and confirms, and a new release is refused
 // (training_needs_consent, withdrawn); with two minors who consented
 // without their guardians it is refused (training_minor_needs_guardian),
-// and with an L4 field in the agreement (training_no_l4).
+// and with an L4 field in the agreement (training_no_l4); for learning
+// analytics too, the minors refuse it (minor_needs_guardian). The AI
+// service declares which release fed its model; the provider verifies the
+// signed declaration, refuses a forged one, and the subject report shows
+// each student's releases and their model uses, through the admin API too.
 func TestDatasetRelease(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
@@ -300,8 +306,34 @@ func TestDatasetRelease(t *testing.T) {
 	if st, _ := ai.Status(ctx); st.Received != int64(before-1) {
 		t.Errorf("ai-1 holds %d records after the refusals, want %d: a refused release sends nothing", st.Received, before-1)
 	}
+	// The same through the admin API: a release streamed as NDJSON (for
+	// learning analytics too, now that uni-a holds two minors without
+	// their guardians' consent, refused), the subject report with the
+	// releases and their model uses, the manifests at the AI service.
+	resp, data := adminRaw(t, uni, s.conf["uni-a"].DataDir, "POST", "/v1/releases", `{"agreement":"la","k":3}`)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	var last admin.ReleaseLine
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || resp.StatusCode != 200 || len(lines) < 3 ||
+		last.Refusal == nil || last.Refusal.Reason != string(policy.ReasonMinorNeedsGuardian) || last.Refusal.Records != 2 ||
+		!strings.Contains(lines[0], "progress") {
+		t.Errorf("POST /v1/releases: %d %s", resp.StatusCode, data)
+	}
+	var rep struct {
+		Deliveries []map[string]any    `json:"deliveries"`
+		Releases   []release.Inclusion `json:"releases"`
+	}
+	adminCall(t, uni, s.conf["uni-a"].DataDir, "POST", "/v1/subjects/report", `{"subject":"R0001"}`, &rep)
+	if len(rep.Releases) != 3 || len(rep.Releases[2].ModelUses) != 1 || rep.Releases[2].ModelUses[0].Model != "tutor" || len(rep.Deliveries) == 0 {
+		t.Errorf("subject report of R0001: %+v", rep)
+	}
+	var manifests []release.Manifest
+	adminCall(t, ai, s.conf["ai-1"].DataDir, "GET", "/v1/releases/received", "", &manifests)
+	if len(manifests) < 3 || manifests[0].Card.Purpose == "" || len(manifests[0].Card.ProhibitedUses) == 0 {
+		t.Errorf("manifests at ai-1: %+v", manifests)
+	}
+
 	m := nodetest.Scrape(t, uni)
-	for _, r := range []string{release.ReasonKUnmet, string(policy.ReasonTrainingMinor), string(policy.ReasonTrainingSensitive)} {
+	for _, r := range []string{release.ReasonKUnmet, string(policy.ReasonTrainingMinor), string(policy.ReasonTrainingSensitive), string(policy.ReasonMinorNeedsGuardian)} {
 		if !strings.Contains(m, `eduspace_release_refusals_total{reason="`+r+`"} 1`) {
 			t.Errorf("uni-a's metrics count no %s release refusal", r)
 		}

@@ -12,12 +12,22 @@ import (
 
 // releaseRoutes serves dataset releases (node/release/RELEASES.md).
 func (s *Server) releaseRoutes(api *http.ServeMux) {
-	api.HandleFunc("POST /v1/releases", s.handleRelease)
-	api.HandleFunc("GET /v1/releases", s.handleReleases)
-	api.HandleFunc("GET /v1/releases/{id}", s.handleReleaseGet)
-	api.HandleFunc("GET /v1/releases/received", s.handleReleasesReceived)
-	api.HandleFunc("POST /v1/provenance", s.handleDeclare)
-	api.HandleFunc("GET /v1/provenance", s.handleProvenance)
+	for pattern, h := range map[string]http.HandlerFunc{
+		"POST /v1/releases":         s.handleRelease,
+		"GET /v1/releases":          s.handleReleases,
+		"GET /v1/releases/{id}":     s.handleReleaseGet,
+		"GET /v1/releases/received": s.handleReleasesReceived,
+		"POST /v1/provenance":       s.handleDeclare,
+		"GET /v1/provenance":        s.handleProvenance,
+	} {
+		api.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if s.releases == nil {
+				s.writeProblem(w, http.StatusNotFound, "no-releases", "This node keeps no releases", "")
+				return
+			}
+			h(w, r)
+		})
+	}
 }
 
 // handleReleasesReceived lists the manifests of the releases this node
@@ -80,10 +90,6 @@ type ReleaseLine struct {
 // handleRelease makes a release as the body (release.Request) asks,
 // streaming its progress.
 func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
-	if s.releases == nil {
-		s.writeProblem(w, http.StatusNotFound, "no-releases", "This node makes no releases", "")
-		return
-	}
 	var req release.Request
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
 	dec.DisallowUnknownFields()
@@ -114,10 +120,6 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) {
-	if s.releases == nil {
-		s.writeJSON(w, []release.Release{})
-		return
-	}
 	list, err := s.releases.List(r.Context())
 	if err != nil {
 		s.writeProblem(w, http.StatusInternalServerError, "releases-failed", "Releases unavailable", err.Error())
@@ -130,10 +132,6 @@ func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleReleaseGet(w http.ResponseWriter, r *http.Request) {
-	if s.releases == nil {
-		s.writeProblem(w, http.StatusNotFound, "no-release", "No such release", "")
-		return
-	}
 	rel, err := s.releases.Get(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, release.ErrNotFound):
