@@ -77,6 +77,8 @@ func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []
 				cf.Treatment = "removed: identifier or no public domain for a synthetic value"
 			case !present[f] && (spec.Direct || f == rt.SubjectKey()):
 				cf.Treatment = "removed: direct identifier"
+			case !present[f] && (identifying[f] || spec.Text):
+				cf.Treatment = "removed: identifying alone, or free text"
 			case !present[f]:
 				cf.Treatment = "removed by the agreement's transformations"
 			case slices.Contains(tr.Tokens, f):

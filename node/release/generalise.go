@@ -73,7 +73,6 @@ var quasiIdentifiers = map[string]hierarchy{
 	"hukou_type":          categoricalHierarchy,
 	"marital_status":      categoricalHierarchy,
 	"political_status":    categoricalHierarchy,
-	"dormitory":           categoricalHierarchy,
 	"department":          categoricalHierarchy,
 	"major_code":          categoricalHierarchy,
 	"major_name":          categoricalHierarchy,

@@ -267,6 +267,15 @@ type CardField struct {
 // Progress receives a line about a long release as it goes.
 type Progress func(msg string)
 
+// identifying are fields the standard does not mark direct that identify a
+// person alone all the same (a romanised name, a contact, a card or
+// document number): a release removes them, as it removes free text.
+var identifying = map[string]bool{
+	"name_pinyin": true, "email": true, "phone": true, "photo": true, "campus_card_no": true,
+	"diploma_no": true, "degree_no": true, "loan_contract_no": true, "bank_card_no": true,
+	"employer_name": true, "dormitory": true,
+}
+
 // refusing orders the rulebook's reasons a release refuses on, first the
 // one named when several apply. Any other denial also refuses, after
 // these; only a subject who never consented is left out instead
@@ -372,10 +381,20 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 			byType[d.Type] = s
 		}
 		fields := d.Fields
-		// Fields the value makes sensitive (a detector's hit) leave no
-		// release either.
+		rt, _ := r.c.Std.Type(d.Type)
 		for f := range fields {
-			if fl, ok := d.Labels.Fields[f]; ok && fl.Level >= r.c.Rules.SensitiveLevel {
+			fl, labelled := d.Labels.Fields[f]
+			switch {
+			// Fields the value makes sensitive (a detector's hit) leave
+			// no release either.
+			case labelled && fl.Level >= r.c.Rules.SensitiveLevel:
+				delete(fields, f)
+			// Direct identifiers leave only as a token the agreement
+			// asks for by name.
+			case (labelled && fl.DirectID || rt != nil && f == rt.SubjectKey()) && a.Transforms[f] != policy.TransformTokenise:
+				delete(fields, f)
+			// Identifying alone, or free text that may say anything.
+			case identifying[f] || labelled && fl.Text:
 				delete(fields, f)
 			}
 		}
