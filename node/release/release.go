@@ -523,23 +523,35 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		}
 		progress(fmt.Sprintf("sealing %d %s rows to %s", len(out[t]), t, a.Recipient))
 		eids, err := r.c.Shares.SendRelease(ctx, a.ID, t, out[t])
-		if err != nil {
-			return nil, fmt.Errorf("release %s: send: %w", rel.ID, err)
-		}
 		rel.Envelopes = append(rel.Envelopes, eids...)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("release %s: send (%d envelopes written before it failed, noted with the release): %w",
+				rel.ID, len(rel.Envelopes), err), r.noteEnvelopes(ctx, rel))
+		}
 	}
-	envs, _ := json.Marshal(rel.Envelopes)
-	if err := r.c.DB.Write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE releases SET envelopes = ? WHERE id = ?`, string(envs), rel.ID)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("release %s: note its envelopes: %w", rel.ID, err)
+	if err := r.noteEnvelopes(ctx, rel); err != nil {
+		return nil, err
 	}
 	if err := r.sendManifest(ctx, rel); err != nil {
 		return nil, fmt.Errorf("release %s: its rows are on their way; its manifest to %s failed: %w", rel.ID, rel.Recipient, err)
 	}
 	r.made.Inc()
 	return rel, nil
+}
+
+// noteEnvelopes records the envelopes that carry the release's rows.
+func (r *Releaser) noteEnvelopes(ctx context.Context, rel *Release) error {
+	envs, err := json.Marshal(rel.Envelopes)
+	if err == nil {
+		err = r.c.DB.Write(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `UPDATE releases SET envelopes = ? WHERE id = ?`, string(envs), rel.ID)
+			return err
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("release %s: note its envelopes: %w", rel.ID, err)
+	}
+	return nil
 }
 
 func sum(m map[string]int) int {

@@ -196,6 +196,13 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 	if len(rows) == 0 {
 		return nil, errors.New("release: no rows to send")
 	}
+	lines := make([][]byte, len(rows))
+	for i, r := range rows {
+		var err error
+		if lines[i], err = releaseLine(typ, r.Fields); err != nil {
+			return nil, err
+		}
+	}
 	n.lock.Lock()
 	defer n.lock.Unlock()
 	s, err := n.newShareRun(ctx, agreementID)
@@ -203,35 +210,25 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 		return nil, err
 	}
 	s.sl = n.startSealer(ctx, s)
-	defer s.finish()
 	b := &pending{typ: typ}
-	for _, r := range rows {
-		line, err := releaseLine(typ, r.Fields)
-		if err != nil {
-			return nil, err
-		}
-		b.buf = append(append(b.buf, line...), '\n')
+	for i, r := range rows {
+		b.buf = append(append(b.buf, lines[i]...), '\n')
 		b.count++
 		b.level = max(b.level, r.Level)
 		if r.Subject != "" {
 			b.subjects = append(b.subjects, r.Subject)
 			b.items = append(b.items, deliveryItem{subject: r.Subject, level: r.Level, fields: fieldList(r.Fields)})
 		}
-		if b.count >= n.maxRecords || len(b.buf) >= s.maxPlain {
-			if err := s.flush(ctx, b); err != nil {
-				return nil, err
+		if b.count >= n.maxRecords || len(b.buf) >= s.maxPlain || i == len(rows)-1 {
+			if err = s.flush(ctx, b); err != nil {
+				break
 			}
 		}
 	}
-	if b.count > 0 {
-		if err := s.flush(ctx, b); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.finish(); err != nil {
-		return nil, err
-	}
-	return s.sl.eids, nil
+	// Whatever failed, the envelopes committed before it are on their way:
+	// they are returned with the error.
+	err = errors.Join(err, s.finish())
+	return s.sl.eids, err
 }
 
 // releaseLine writes one release row as a wire line: its type, then its
