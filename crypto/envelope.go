@@ -33,13 +33,15 @@ const (
 
 // Envelope kinds (ENVELOPE.md §1).
 const (
-	KindRecords        uint8 = 1 // a batch of records
-	KindReceipt        uint8 = 2 // a signed receipt for an envelope received
-	KindErasureRequest uint8 = 3 // a request to erase a data subject's records
-	KindErasureReceipt uint8 = 4 // confirmation that an erasure was done
-	KindAgreement      uint8 = 5 // an agreement proposal, acceptance or revocation between two members
-	KindAggregate      uint8 = 6 // a message of an aggregate round (query, secure-aggregation step, release)
-	KindRecovery       uint8 = 7 // a restored node's recovery request, or a peer's answer (deploy/README.md, Backup and restore)
+	KindRecords        uint8 = 1  // a batch of records
+	KindReceipt        uint8 = 2  // a signed receipt for an envelope received
+	KindErasureRequest uint8 = 3  // a request to erase a data subject's records
+	KindErasureReceipt uint8 = 4  // confirmation that an erasure was done
+	KindAgreement      uint8 = 5  // an agreement proposal, acceptance or revocation between two members
+	KindAggregate      uint8 = 6  // a message of an aggregate round (query, secure-aggregation step, release)
+	KindRecovery       uint8 = 7  // a restored node's recovery request, or a peer's answer (deploy/README.md, Backup and restore)
+	KindRelease        uint8 = 10 // a dataset release's manifest, after its rows (node/release/RELEASES.md §8)
+	KindProvenance     uint8 = 11 // a training-provenance declaration of an AI service (node/release/RELEASES.md §9)
 )
 
 const (
@@ -132,7 +134,7 @@ func malformed(format string, args ...any) error {
 
 // validate checks the rules of ENVELOPE.md §1 other than the suite.
 func (h Header) validate() error {
-	if h.Kind < KindRecords || h.Kind > KindRecovery {
+	if h.Kind < KindRecords || h.Kind > KindProvenance || h.Kind > KindRecovery && h.Kind < KindRelease {
 		return malformed("unknown kind %d", h.Kind)
 	}
 	if h.Count > MaxCount {

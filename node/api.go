@@ -12,6 +12,7 @@ import (
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/recovery"
+	"github.com/eduspace/eduspace/node/release"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -148,4 +149,27 @@ func (n *Node) RotateDataKey(ctx context.Context) (keys.DataKeyState, error) {
 // DataKeyState reports the data key and the progress of its rotation.
 func (n *Node) DataKeyState(ctx context.Context) (keys.DataKeyState, error) {
 	return n.dataKeys.State(ctx)
+}
+
+// Release makes a dataset release under an agreement, or refuses it
+// (*release.Refusal) before any data is produced (release.Releaser.Make).
+func (n *Node) Release(ctx context.Context, req release.Request) (*release.Release, error) {
+	return n.releases.Make(ctx, req, nil)
+}
+
+// Releases is the node's releases: those it made, and the releases that
+// included one subject (release.Releaser).
+func (n *Node) Releases() *release.Releaser { return n.releases }
+
+// SubjectReleases lists the releases that included the subject (the
+// subject key value, e.g. a student_id).
+func (n *Node) SubjectReleases(ctx context.Context, subject string) ([]release.Inclusion, error) {
+	return n.releases.ForSubjectID(ctx, subject)
+}
+
+// DeclareProvenance records, on an ai_service node, that releases it
+// received fed a model version, and tells their providers
+// (release.Releaser.Declare).
+func (n *Node) DeclareProvenance(ctx context.Context, req release.DeclareRequest) (release.Declaration, error) {
+	return n.releases.Declare(ctx, req)
 }

@@ -53,6 +53,8 @@ type Config struct {
 	Storage StorageConfig `yaml:"storage"`
 	// Aggregate sets what this node requires of aggregate queries.
 	Aggregate AggregateConfig `yaml:"aggregate"`
+	// Release sets the defaults of dataset releases (node/release).
+	Release ReleaseConfig `yaml:"release"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -165,6 +167,18 @@ type AggregateConfig struct {
 	Colluders int `yaml:"colluders"`
 }
 
+// ReleaseConfig sets the defaults of dataset releases
+// (node/release/RELEASES.md).
+type ReleaseConfig struct {
+	// K is the k of k-anonymity a release reaches unless it asks for
+	// another (--k); at least 2.
+	K int `yaml:"k"`
+	// MaxSuppress is the largest fraction of its records a release may
+	// suppress to reach k; a release that would need more is refused
+	// (release_k_unmet).
+	MaxSuppress float64 `yaml:"max_suppress"`
+}
+
 // DefaultConfig is the configuration every file starts from.
 func DefaultConfig() Config {
 	return Config{
@@ -174,6 +188,7 @@ func DefaultConfig() Config {
 		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
 		Storage:     StorageConfig{MinFreeMiB: 256, Encrypt: true},
 		Aggregate:   AggregateConfig{Colluders: 1},
+		Release:     ReleaseConfig{K: 5, MaxSuppress: 0.05},
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",
@@ -216,6 +231,12 @@ func (c *Config) Validate() error {
 	}
 	if !bus.ValidName(c.Space) {
 		bad("space", "%q: use 1-63 lower case letters, digits, '-' or '_'", c.Space)
+	}
+	if c.Release.K < 2 || c.Release.K > 1000 {
+		bad("release.k", "%d, want 2..1000 (a class of one record is that record)", c.Release.K)
+	}
+	if !(c.Release.MaxSuppress > 0 && c.Release.MaxSuppress < 0.5) {
+		bad("release.max_suppress", "%v, want a fraction above 0 and below 0.5", c.Release.MaxSuppress)
 	}
 	if c.Aggregate.Colluders < 0 || c.Aggregate.Colluders > 98 {
 		bad("aggregate.colluders", "%d, want 0..98 (a round has at most 100 universities)", c.Aggregate.Colluders)

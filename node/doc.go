@@ -31,7 +31,9 @@
 // itself, opens it, stores it (inbox, received), confirms it to the sender,
 // and carries out erasure requests and retention. Above share, aggregate
 // runs the secure-aggregation rounds of the center and the universities,
-// recovery brings a node restored from an older copy of its database back
+// release makes de-identified or differentially private dataset releases
+// for an agreement's recipient (sent through share) and keeps the
+// training-provenance declarations of AI services, recovery brings a node restored from an older copy of its database back
 // in step with its peers (and answers for this node when a peer recovers),
 // and admin serves the HTTP API, the health probes, the status page and
 // the metrics.

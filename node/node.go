@@ -30,6 +30,7 @@ import (
 	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/recovery"
 	"github.com/eduspace/eduspace/node/registry"
+	"github.com/eduspace/eduspace/node/release"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
@@ -69,6 +70,7 @@ type Node struct {
 	consents   *consent.Ledger
 	recv       *receive.Receiver
 	shares     *share.Sharer
+	releases   *release.Releaser
 	agg        *aggregate.Aggregator
 	recovery   *recovery.Service
 	admin      *admin.Server
@@ -267,6 +269,10 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Logger: n.log, Now: now, Keys: ks, Registry: n.reg, Codec: codec, Outbox: n.out, Agreements: n.agreements,
 		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock, DataKey: dk})
 	n.out.OnDrop(n.shares.Unshare)
+	n.releases = release.New(release.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev,
+		Shares: n.shares, Agreements: n.agreements, Metrics: m.Registry, Logger: n.log, Now: now,
+		Registry: n.reg, Outbox: n.out, Layout: layout, Keys: ks, Role: cred.Role,
+		K: cfg.Release.K, MaxSuppress: cfg.Release.MaxSuppress})
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
 		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords,
@@ -277,6 +283,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Recovery: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 			return n.recovery.Handle(ctx, h, sender, plain)
 		},
+		Release: n.releases.AcceptManifest, Provenance: n.releases.AcceptDeclaration,
 		Options: env.Receive})
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
@@ -312,7 +319,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
 		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
-		Recovery: n.recovery, DataKey: n.dataKeys,
+		Recovery: n.recovery, DataKey: n.dataKeys, Releases: n.releases,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())

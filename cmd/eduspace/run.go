@@ -81,6 +81,13 @@ func commands() []command {
 			{"releases", "the released aggregates, or one with its cells (--id, --csv)"},
 			{"budgets", "this node's privacy budgets per recipient and population of persons, spent per year"},
 		}},
+		{name: "dataset", summary: "the space's datasets and governed releases", run: runDataset, subs: []subcommand{
+			{"release", "a de-identified (k-anonymous) or DP synthetic release for an agreement's recipient and purpose"},
+		}},
+		{name: "provenance", summary: "an AI service's record of which releases fed which model version", run: runProvenance, subs: []subcommand{
+			{"declare", "declare that releases fed a model version; each release's provider is told, signed"},
+			{"list", "the declarations this node made, or received for its releases"},
+		}},
 		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
 			{"verify", "verify an evidence chain against its checkpoints"},
@@ -131,6 +138,9 @@ var examples = map[string]string{
 	"aggregate rounds":   "eduspace aggregate rounds --config node.yaml",
 	"aggregate releases": "eduspace aggregate releases --config node.yaml --id gender-2026-r1 --csv",
 	"aggregate budgets":  "eduspace aggregate budgets --config node.yaml",
+	"dataset release":    "eduspace dataset release --config node.yaml --agreement la-2026 --k 5 --out release.json   (or --dp --epsilon 1)",
+	"provenance declare": "eduspace provenance declare --config ai.yaml --model tutor --version 1.0 --release rel-3f2a9c0d1e4b5a6f --use training",
+	"provenance list":    "eduspace provenance list --config ai.yaml",
 	"classify":           "eduspace classify --type student students.csv",
 	"audit verify":       "eduspace audit verify --db /backup/node.db --authority authority.pub.pem",
 	"audit export":       "eduspace audit export --db /var/lib/eduspace/node.db --out evidence.ndjson",

@@ -104,6 +104,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("GET /v1/data-key", s.handleDataKey)
 	api.HandleFunc("POST /v1/data-key/rotate", s.handleDataKey)
 	s.aggregateRoutes(api) // aggregates.go
+	s.releaseRoutes(api)   // releases.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
 	return mux
@@ -523,7 +524,12 @@ func (s *Server) handleSubjectReport(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, http.StatusInternalServerError, "report-failed", "Subject report failed", "")
 		return
 	}
-	s.writeJSON(w, rep)
+	out, err := s.withReleases(r.Context(), rep, req.Subject)
+	if err != nil {
+		s.writeProblem(w, http.StatusInternalServerError, "report-failed", "Subject report failed", "")
+		return
+	}
+	s.writeJSON(w, out)
 }
 
 // handleDataKey reports the data key's state (GET) or rotates it (POST):

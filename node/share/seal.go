@@ -92,9 +92,10 @@ type sealer struct {
 	jobs      chan sealJob
 	done      chan struct{}
 	failed    atomic.Bool
-	err       error // valid once failed is set, or done is closed
-	closed    bool  // finish has run
-	envelopes int   // valid once done is closed
+	err       error    // valid once failed is set, or done is closed
+	closed    bool     // finish has run
+	envelopes int      // valid once done is closed
+	eids      []string // the envelopes committed, in order; valid once done is closed
 	nextSeq   int64
 }
 
@@ -285,6 +286,7 @@ func (s *shareRun) commitGroup(ctx context.Context, sl *sealer, group []*sealed)
 	for _, e := range group {
 		if e.data != nil {
 			sl.envelopes++
+			sl.eids = append(sl.eids, e.eid)
 			n.m.Sealed.Inc()
 			n.m.SealedRecords.Add(float64(e.job.b.count))
 		}

@@ -390,6 +390,67 @@ CREATE TABLE awaited_agreements (
 	PRIMARY KEY (peer, agreement)
 ) WITHOUT ROWID;
 `,
+	// 17: dataset releases (package release).
+	`
+-- releases: the dataset releases this node made (package release), each for the one recipient and
+-- purpose of its agreement: method (k-anonymity or dp-synthetic), the SHA-256 of the rows released,
+-- the envelopes that carried them, the risk report and the data card (JSON, no personal data).
+CREATE TABLE releases (
+	id         TEXT PRIMARY KEY,
+	agreement  TEXT    NOT NULL,
+	recipient  TEXT    NOT NULL,
+	purpose    TEXT    NOT NULL,
+	method     TEXT    NOT NULL,
+	created_ms INTEGER NOT NULL,
+	records    INTEGER NOT NULL,
+	digest     TEXT    NOT NULL,
+	envelopes  TEXT    NOT NULL,
+	report     TEXT    NOT NULL,
+	card       TEXT    NOT NULL
+) WITHOUT ROWID;
+
+-- release_subjects: the subjects (keyed evidence hashes, never ids) a release included, and how:
+-- "row" (a de-identified row of theirs) or "dp_source" (in the source of a synthetic release).
+CREATE TABLE release_subjects (
+	subject TEXT NOT NULL,
+	release TEXT NOT NULL,
+	how     TEXT NOT NULL,
+	PRIMARY KEY (subject, release)
+) WITHOUT ROWID;
+
+-- releases_received: the manifests of the releases this node received (envelope kind 10), as the
+-- provider sent them: id, provider, agreement, purpose, method, rows, digest, the manifest (JSON).
+CREATE TABLE releases_received (
+	id          TEXT PRIMARY KEY,
+	provider    TEXT    NOT NULL,
+	agreement   TEXT    NOT NULL,
+	purpose     TEXT    NOT NULL,
+	method      TEXT    NOT NULL,
+	records     INTEGER NOT NULL,
+	digest      TEXT    NOT NULL,
+	received_ms INTEGER NOT NULL,
+	manifest    TEXT    NOT NULL
+) WITHOUT ROWID;
+
+-- provenance: training-provenance declarations, made here (an ai_service node) or received from
+-- the recipient of a release and verified (envelope kind 11); body is the signed declaration.
+CREATE TABLE provenance (
+	id          TEXT PRIMARY KEY,
+	declarer    TEXT    NOT NULL,
+	model       TEXT    NOT NULL,
+	version     TEXT    NOT NULL,
+	use         TEXT    NOT NULL,
+	declared_ms INTEGER NOT NULL,
+	body        TEXT    NOT NULL
+) WITHOUT ROWID;
+
+-- provenance_releases: the releases each declaration names.
+CREATE TABLE provenance_releases (
+	release    TEXT NOT NULL,
+	provenance TEXT NOT NULL,
+	PRIMARY KEY (release, provenance)
+) WITHOUT ROWID;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

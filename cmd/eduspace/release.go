@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/eduspace/eduspace/node/admin"
+	"github.com/eduspace/eduspace/node/release"
+)
+
+func init() { datasetCommands["release"] = datasetRelease }
+
+// datasetIO is where `eduspace dataset` subcommands, whose entries in
+// datasetCommands take only their arguments, write and what cancels
+// them: the dispatcher sets it from the command line's (runDataset); by
+// default the process's own.
+var datasetIO = struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+}{nil, os.Stdout, os.Stderr}
+
+// datasetRelease is `eduspace dataset release`.
+func datasetRelease(args []string) error {
+	ctx := datasetIO.ctx
+	if ctx == nil {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	return runDatasetRelease(ctx, args, datasetIO.stdout, datasetIO.stderr)
+}
+
+// runDatasetRelease asks a running node for a release under an agreement
+// (POST /v1/releases, node/release/RELEASES.md), printing its progress
+// on stderr and the release (risk report, data card) on stdout or --out;
+// with --list or --id, the releases the node made.
+func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dataset release", stderr)
+	cf := adminFlags(fs)
+	ag := fs.String("agreement", "", "the agreement whose one recipient and purpose the release is for (required)")
+	types := fs.String("types", "", "record types to release, comma-separated (default: every type of the agreement)")
+	k := fs.Int("k", 0, "k of k-anonymity, at least 2 (default: the node's release.k)")
+	dp := fs.Bool("dp", false, "a differentially private synthetic dataset instead of de-identified rows")
+	eps := fs.Float64("epsilon", 0, "ε of a --dp release, in (0, 10] (required with --dp)")
+	delta := fs.Float64("delta", 0, "δ of a --dp release (default 1e-6)")
+	out := fs.String("out", "", "write the release (id, digest, risk report, data card) as JSON to this file rather than stdout")
+	list := fs.Bool("list", false, "list the releases this node made")
+	id := fs.String("id", "", "show one release this node made")
+	recv := fs.Bool("received", false, "list the releases this node received (their manifests: ids, digests, data cards)")
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	switch {
+	case *recv:
+		return c.do(ctx, http.MethodGet, "/v1/releases/received", nil, stdout)
+	case *list:
+		return c.do(ctx, http.MethodGet, "/v1/releases", nil, stdout)
+	case *id != "":
+		return c.do(ctx, http.MethodGet, "/v1/releases/"+*id, nil, stdout)
+	case *ag == "":
+		return fmt.Errorf("%w: --agreement is required (or --list, --id)", errUsage)
+	case *dp && *eps <= 0:
+		return fmt.Errorf("%w: --dp needs --epsilon E, E in (0, 10]", errUsage)
+	case !*dp && (*eps != 0 || *delta != 0):
+		return fmt.Errorf("%w: --epsilon and --delta belong to --dp", errUsage)
+	case *k == 1 || *k < 0:
+		return fmt.Errorf("%w: --k %d: want at least 2", errUsage, *k)
+	}
+	req := release.Request{Agreement: *ag, K: *k, DP: *dp, Epsilon: *eps, Delta: *delta}
+	if *types != "" {
+		req.Types = strings.Split(*types, ",")
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(ctx, http.MethodPost, "/v1/releases", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		return problemError("POST", "/v1/releases", resp, data)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l admin.ReleaseLine
+		if err := dec.Decode(&l); err != nil {
+			if errors.Is(err, io.EOF) {
+				return errors.New("the node ended the release without an answer: see its log")
+			}
+			return fmt.Errorf("read the release's progress: %w", err)
+		}
+		switch {
+		case l.Progress != "":
+			fmt.Fprintln(stderr, l.Progress)
+		case l.Refusal != nil:
+			r := l.Refusal
+			return exitCodeError{code: exitFailure, msg: fmt.Sprintf("refused: %s (rule %s, %s): %s; see node/release/RELEASES.md §3 for what to do",
+				r.Reason, r.Rule, r.Clause, r.Detail)}
+		case l.Error != "":
+			return fmt.Errorf("release: %s", l.Error)
+		case l.Release != nil:
+			w := stdout
+			if *out != "" {
+				f, err := os.Create(*out)
+				if err != nil {
+					return fmt.Errorf("--out: %w", err)
+				}
+				defer f.Close()
+				w = f
+			}
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(l.Release); err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "release %s: %d rows to %s (%s), digest %s\n", l.Release.ID, l.Release.Records,
+				l.Release.Recipient, l.Release.Method, l.Release.Digest)
+			return nil
+		}
+	}
+}
