@@ -49,8 +49,8 @@ func releaseStudents(now time.Time, n int) string {
 // data cannot meet is refused before anything is sent; a --dp release
 // is synthetic with its ε. For model training, a release goes out while
 // every student consented; after one withdraws, the AI service erases
-// her row and confirms, and a new release is refused
-// (training_needs_consent, withdrawn); with two minors who consented
+// her row and confirms, and a new release leaves her out (a known gap of
+// its data card); with two minors who consented
 // without their guardians it is refused (training_minor_needs_guardian),
 // and with an L4 field in the agreement (training_no_l4); for learning
 // analytics too, the minors refuse it (minor_needs_guardian). The AI
@@ -272,9 +272,16 @@ func TestDatasetRelease(t *testing.T) {
 	if st, _ := ai.Status(ctx); st.Received != int64(before-1) {
 		t.Errorf("ai-1 holds %d records after R0003's erasure, want %d", st.Received, before-1)
 	}
-	_, err = uni.Release(ctx, release.Request{Agreement: "train", K: 5})
-	if !errors.As(err, &ref) || ref.Reason != string(policy.ReasonTrainingNeedsConsent) || ref.Records != 1 || !strings.Contains(ref.Detail, "withdrew") {
-		t.Errorf("training release after a withdrawal: %v; want refused %s for 1 withdrawn record", err, policy.ReasonTrainingNeedsConsent)
+	// A new release leaves her out, and its data card says why.
+	again, err := uni.Release(ctx, release.Request{Agreement: "train", K: 5})
+	if err != nil {
+		t.Fatalf("training release after a withdrawal: %v; want it made without the student who withdrew", err)
+	}
+	if in, _ := uni.SubjectReleases(ctx, "R0003"); len(in) != 3 {
+		t.Errorf("R0003's releases after her withdrawal: %+v; want the three before it only", in)
+	}
+	if gaps := strings.Join(again.Card.KnownGaps, "\n"); !strings.Contains(gaps, "1 records left out: their subjects withdrew") {
+		t.Errorf("data card known gaps after a withdrawal: %q; want the withdrawn record counted", gaps)
 	}
 	if _, err := uni.GrantConsent(ctx, policy.ConsentRecord{ID: "c-R0003-again", Subject: "R0003", Purpose: policy.PurposeModelTraining,
 		Recipients: []string{"ai-1"}, Granted: s.now}); err != nil {
@@ -303,8 +310,14 @@ func TestDatasetRelease(t *testing.T) {
 	if !errors.As(err, &ref) || ref.Reason != string(policy.ReasonTrainingSensitive) || ref.Rule != policy.RuleRulebookTrainingL4 {
 		t.Errorf("training release with an L4 field: %v; want refused %s", err, policy.ReasonTrainingSensitive)
 	}
-	if st, _ := ai.Status(ctx); st.Received != int64(before-1) {
-		t.Errorf("ai-1 holds %d records after the refusals, want %d: a refused release sends nothing", st.Received, before-1)
+	// ai-1 holds the first training release but R0003's row, and the
+	// second; the refused ones sent nothing.
+	wait.Until(t, 30*time.Second, "the second training release at ai-1", func() bool {
+		st, _ := ai.Status(ctx)
+		return st.Received >= int64(before-1+again.Records)
+	})
+	if st, _ := ai.Status(ctx); st.Received != int64(before-1+again.Records) {
+		t.Errorf("ai-1 holds %d records after the refusals, want %d: a refused release sends nothing", st.Received, before-1+again.Records)
 	}
 	// The same through the admin API: a release streamed as NDJSON (for
 	// learning analytics too, now that uni-a holds two minors without
@@ -323,7 +336,7 @@ func TestDatasetRelease(t *testing.T) {
 		Releases   []release.Inclusion `json:"releases"`
 	}
 	adminCall(t, uni, s.conf["uni-a"].DataDir, "POST", "/v1/subjects/report", `{"subject":"R0001"}`, &rep)
-	if len(rep.Releases) != 3 || len(rep.Releases[2].ModelUses) != 1 || rep.Releases[2].ModelUses[0].Model != "tutor" || len(rep.Deliveries) == 0 {
+	if len(rep.Releases) != 4 || len(rep.Releases[2].ModelUses) != 1 || rep.Releases[2].ModelUses[0].Model != "tutor" || len(rep.Deliveries) == 0 {
 		t.Errorf("subject report of R0001: %+v", rep)
 	}
 	var manifests []release.Manifest

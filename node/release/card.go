@@ -32,7 +32,7 @@ var uses = map[policy.Purpose][2][]string{
 }
 
 func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []string, byType map[string]*source,
-	report RiskReport, excludedN int, span TimeSpan) DataCard {
+	report RiskReport, excludedN, withdrawn int, span TimeSpan) DataCard {
 	c := DataCard{Source: r.c.NodeID, Recipient: a.Recipient, Agreement: a.ID, Purpose: string(a.Purpose),
 		LegalBasis: string(a.LegalBasis), Standard: r.c.Std.Ref(), TimeSpan: span, RecordTypes: types,
 		Retention: fmt.Sprintf("%d days from receipt (agreement %s)", a.RetentionDays, a.ID)}
@@ -121,6 +121,9 @@ func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []
 	}
 	if excludedN > 0 {
 		c.KnownGaps = append(c.KnownGaps, fmt.Sprintf("%d records left out: their subjects never gave the consent the purpose needs", excludedN))
+	}
+	if withdrawn > 0 {
+		c.KnownGaps = append(c.KnownGaps, fmt.Sprintf("%d records left out: their subjects withdrew the consent the purpose needs", withdrawn))
 	}
 	sort.Strings(c.KnownGaps)
 	return c

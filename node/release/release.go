@@ -5,7 +5,8 @@
 // (share.Sharer.DecideHeld) and refuses the whole release, before any
 // data is produced, when a record would break a rule that a release may
 // not silently work around (a minor without guardian consent, L4 data for
-// model training, a withdrawn consent) or when k cannot be met; it writes
+// model training) or when k cannot be met, and leaves out the records of
+// subjects who never gave or withdrew the consent the purpose needs; it writes
 // a re-identification risk report and a data card, appends an evidence
 // entry with the SHA-256 of the released rows, and sends the rows under
 // the agreement as records envelopes (share.Sharer.SendRelease), so the
@@ -286,11 +287,12 @@ var refusing = []policy.Reason{
 }
 
 // excluded tells whether a denied record is left out of a release rather
-// than refusing it: its subject never gave the consent the purpose needs
-// (none was recorded; a withdrawn one refuses).
+// than refusing it: its subject never gave, or withdrew, the consent the
+// purpose needs. A withdrawal must keep the subject out of every later
+// release; it must not stop the releases of everyone else.
 func excluded(d share.Decided) bool {
 	r := d.Decision.Reason
-	return !d.Withdrawn && (r == policy.ReasonTrainingNeedsConsent || r == policy.ReasonConsentMissing)
+	return r == policy.ReasonTrainingNeedsConsent || r == policy.ReasonConsentMissing
 }
 
 // source is one record type's permitted records.
@@ -362,13 +364,14 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		to = max(to, d.IngestedMs)
 		if !d.Decision.Permit {
 			if excluded(d) {
-				excludedN++
+				if d.Withdrawn {
+					withdrawn++
+				} else {
+					excludedN++
+				}
 				return nil
 			}
 			reason := string(d.Decision.Reason)
-			if d.Withdrawn {
-				withdrawn++
-			}
 			denied[reason]++
 			if _, ok := firstRule[reason]; !ok {
 				firstRule[reason] = d.Decision.Rule
@@ -407,9 +410,9 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		return nil, fmt.Errorf("release: %w", err)
 	}
 	progress(fmt.Sprintf("decided %d records: %d permitted, %d left out for want of consent, %d refused", considered,
-		considered-excludedN-sum(denied), excludedN, sum(denied)))
+		considered-excludedN-withdrawn-sum(denied), excludedN+withdrawn, sum(denied)))
 	if len(denied) > 0 {
-		return nil, r.refuse(ctx, a, refusalOf(denied, firstRule, withdrawn))
+		return nil, r.refuse(ctx, a, refusalOf(denied, firstRule))
 	}
 	types := make([]string, 0, len(byType))
 	for t := range byType {
@@ -504,7 +507,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		}
 	}
 	rel.Digest = hex.EncodeToString(h.Sum(nil))
-	rel.Card = r.card(a, rel, req, types, byType, report, excludedN, TimeSpan{From: time.UnixMilli(from).UTC(), To: time.UnixMilli(to).UTC()})
+	rel.Card = r.card(a, rel, req, types, byType, report, excludedN, withdrawn, TimeSpan{From: time.UnixMilli(from).UTC(), To: time.UnixMilli(to).UTC()})
 	if rel.Records == 0 {
 		return nil, r.refuse(ctx, a, &Refusal{Rule: RuleNothing, Reason: ReasonNothing, Clause: clauseNothing,
 			Detail: "nothing is left to release after the release's transformations"})
@@ -576,7 +579,7 @@ func typesOr(types []string, a *policy.Agreement) []string {
 
 // refusalOf names the refusal of a release whose records were denied by
 // reason: the first of refusing that applies, else the most frequent.
-func refusalOf(denied map[string]int, rules map[string]string, withdrawn int) *Refusal {
+func refusalOf(denied map[string]int, rules map[string]string) *Refusal {
 	pick := ""
 	for _, r := range refusing {
 		if denied[string(r)] > 0 {
@@ -592,9 +595,6 @@ func refusalOf(denied map[string]int, rules map[string]string, withdrawn int) *R
 		}
 	}
 	detail := fmt.Sprintf("%d source records would break rule %s", denied[pick], rules[pick])
-	if withdrawn > 0 {
-		detail += fmt.Sprintf("; %d of the records refused are of subjects who withdrew their consent for this purpose and recipient", withdrawn)
-	}
 	return &Refusal{Rule: rules[pick], Reason: pick, Clause: policy.Reason(pick).Clause(), Records: denied[pick],
 		ByReason: denied, Detail: detail + ": nothing was produced"}
 }
