@@ -294,6 +294,18 @@ func (r *Receiver) storeDeliveries(ctx context.Context, ps []prepared, held jets
 			if !errors.As(p.err, &ref) {
 				continue // a duplicate, or a failure to retry
 			}
+			// A recovery may have committed since the check: an agreement
+			// its restored copy lost now waits to be installed again.
+			if ref.Reason == envelope.RefuseNoAgreement {
+				awaited, err := r.awaitedTx(ctx, tx, p.h.Sender, p.h.Agreement)
+				if err != nil {
+					return err
+				}
+				if awaited {
+					p.err = fmt.Errorf("agreement %s, lost with this node's restored copy, is not installed again yet (%w): %w", p.h.Agreement, errAwaitedAgreement, ref.Err)
+					continue
+				}
+			}
 			if err := r.ev.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: p.h.Sender,
 				LegalBasis: p.h.LegalBasis, Standard: p.h.Standard, Envelope: p.h.IDString(), Reason: ref.Reason}); err != nil {
 				return err

@@ -236,11 +236,23 @@ func (r *Receiver) AwaitAgreements(ctx context.Context, tx *sql.Tx, peer string,
 	return nil
 }
 
+const qAwaited = `SELECT count(*) FROM awaited_agreements WHERE peer = ? AND agreement = ? AND until_ms > ?`
+
 // awaited reports whether agreement with sender is one this node's
 // restored copy lost and waits for (AwaitAgreements).
 func (r *Receiver) awaited(ctx context.Context, sender, agreement string) bool {
 	var n int
-	err := r.db.R.QueryRowContext(ctx, `SELECT count(*) FROM awaited_agreements WHERE peer = ? AND agreement = ? AND until_ms > ?`,
-		sender, agreement, r.now().UnixMilli()).Scan(&n)
+	err := r.db.R.QueryRowContext(ctx, qAwaited, sender, agreement, r.now().UnixMilli()).Scan(&n)
 	return err == nil && n > 0
+}
+
+// awaitedTx is awaited as the write transaction tx sees it: a recovery
+// that committed after a delivery was checked, and before its refusal is
+// recorded, turns the refusal into a wait.
+func (r *Receiver) awaitedTx(ctx context.Context, tx *sql.Tx, sender, agreement string) (bool, error) {
+	var n int
+	if err := tx.QueryRowContext(ctx, qAwaited, sender, agreement, r.now().UnixMilli()).Scan(&n); err != nil {
+		return false, fmt.Errorf("awaited agreements: %w", err)
+	}
+	return n > 0, nil
 }
