@@ -40,7 +40,14 @@ const (
 	KindAgreement      uint8 = 5 // an agreement proposal, acceptance or revocation between two members
 	KindAggregate      uint8 = 6 // a message of an aggregate round (query, secure-aggregation step, release)
 	KindRecovery       uint8 = 7 // a restored node's recovery request, or a peer's answer (deploy/README.md, Backup and restore)
+	KindCatalogue      uint8 = 9 // a node's catalogue of offered datasets, published to every member (node/catalogue/CATALOGUE.md)
 )
+
+// knownKind reports whether kind is one of the kinds above. Kind 8 is
+// assigned elsewhere and refused until its code is here.
+func knownKind(kind uint8) bool {
+	return kind >= KindRecords && kind <= KindRecovery || kind == KindCatalogue
+}
 
 const (
 	magic        = "EDSE"
@@ -132,7 +139,7 @@ func malformed(format string, args ...any) error {
 
 // validate checks the rules of ENVELOPE.md §1 other than the suite.
 func (h Header) validate() error {
-	if h.Kind < KindRecords || h.Kind > KindRecovery {
+	if !knownKind(h.Kind) {
 		return malformed("unknown kind %d", h.Kind)
 	}
 	if h.Count > MaxCount {
