@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/eduspace/eduspace/node/catalogue"
 )
 
 // dspServer is the listener of the Dataspace Protocol catalogue endpoint
@@ -76,3 +78,6 @@ func (d *dspServer) shutdown(ctx context.Context) error {
 // DSPURL is the URL of the node's DSP catalogue endpoint ("" when
 // dsp.listen is off).
 func (n *Node) DSPURL() string { return n.dsp.url }
+
+// Catalogue is the node's catalogue of offered datasets.
+func (n *Node) Catalogue() *catalogue.Catalogue { return n.cat }

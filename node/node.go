@@ -285,7 +285,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Rows:    n.shares.HeldOfType})
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
-		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, DataKey: dk,
+		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Catalogue: n.cat.Handle, DataKey: dk,
 		Recovery: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 			return n.recovery.Handle(ctx, h, sender, plain)
 		},

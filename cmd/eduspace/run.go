@@ -81,6 +81,7 @@ func commands() []command {
 			{"releases", "the released aggregates, or one with its cells (--id, --csv)"},
 			{"budgets", "this node's privacy budgets per recipient and population of persons, spent per year"},
 		}},
+		{name: "dataset", summary: "the space's catalogue of offered datasets, and this node's offers", run: runDataset, subs: datasetSubs()},
 		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
 			{"verify", "verify an evidence chain against its checkpoints"},
