@@ -148,18 +148,25 @@ func runDatasetShow(ctx context.Context, args []string, stdout, stderr io.Writer
 	id := fs.String("id", "", "the dataset's id (or give it as the first argument)")
 	publisher := fs.String("publisher", "", "the member that offers it, when several offer the same id")
 	asJSON := fs.Bool("json", false, "print the dataset as JSON")
-	// The id may come first: `dataset show ID --json`.
+	// The id may come first (`dataset show ID --json`) or last.
+	var arg string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		first := args[0]
-		if err := parse(fs, args[1:], false); err != nil {
-			return err
-		}
+		arg, args = args[0], args[1:]
+	}
+	if err := parse(fs, args, arg == ""); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(1))
+	}
+	if fs.NArg() == 1 {
+		arg = fs.Arg(0)
+	}
+	if arg != "" {
 		if *id != "" {
 			return fmt.Errorf("%w: give the id once, as an argument or with --id", errUsage)
 		}
-		*id = first
-	} else if err := parse(fs, args, false); err != nil {
-		return err
+		*id = arg
 	}
 	if *id == "" {
 		return fmt.Errorf("%w: dataset show ID [--publisher NODE] [--json]: which dataset? `eduspace dataset list` lists them", errUsage)

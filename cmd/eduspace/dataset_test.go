@@ -67,8 +67,9 @@ func TestDatasetCommands(t *testing.T) {
 		!strings.Contains(out, "learning_analytics") {
 		t.Errorf("list: exit %d:\n%s", code, out)
 	}
-	for _, args := range [][]string{{"dataset", "show", "grades-2026"}, {"dataset", "show", "--id", "grades-2026"}} {
-		code, out, errOut := cli(args...)
+	for _, args := range [][]string{append([]string{"dataset", "show", "grades-2026"}, conn...),
+		append([]string{"dataset", "show", "--id", "grades-2026"}, conn...), append(append([]string{"dataset", "show"}, conn...), "grades-2026")} {
+		code, out, errOut := run(t, ctx, args...)
 		if code != exitOK || !strings.Contains(out, "score") || !strings.Contains(out, "L3") || !strings.Contains(out, "discrete_gaussian") ||
 			!strings.Contains(out, "365 days") || !strings.Contains(out, "data-office@uni-a.example.edu") {
 			t.Errorf("%v: exit %d:\n%s%s", args, code, out, errOut)

@@ -232,6 +232,7 @@ var operands = map[string]string{
 	"agreement propose": " FILE.json",
 	"consent grant":     " FILE.json",
 	"inspect":           " FILE",
+	"dataset show":      " [ID]",
 }
 
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {
