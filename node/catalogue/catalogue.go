@@ -542,31 +542,12 @@ func (c *Catalogue) Handle(ctx context.Context, h crypto.Header, sender *crypto.
 		c.c.Metrics.Catalogue.Refused.WithLabelValues(reason).Inc()
 		return envelope.Refuse(envelope.RefuseContent, err)
 	}
-	var m Message
-	if err := json.Unmarshal(plain, &m); err != nil {
-		return refuse("invalid", errors.New("not a catalogue message"))
+	m, reason, err := ParseMessage(plain, h.Sender, c.c.Now().Add(c.c.ClockSkew))
+	if err != nil {
+		return refuse(reason, err)
 	}
-	if m.Publisher != h.Sender || sender == nil || sender.NodeID != h.Sender {
-		return refuse("publisher_mismatch", errors.New("catalogue publisher is not the member that signed it"))
-	}
-	if len(m.Datasets) > maxOffers {
-		return refuse("invalid", fmt.Errorf("catalogue of %d datasets, at most %d", len(m.Datasets), maxOffers))
-	}
-	if m.Published.IsZero() || m.Published.After(c.c.Now().Add(c.c.ClockSkew)) {
-		return refuse("invalid", errors.New("catalogue published time missing or in the future"))
-	}
-	ids := map[string]bool{}
-	for i, d := range m.Datasets {
-		if d.Publisher != h.Sender {
-			return refuse("publisher_mismatch", fmt.Errorf("dataset %d names another publisher", i))
-		}
-		if err := d.check(); err != nil {
-			return refuse("invalid", fmt.Errorf("dataset %d: %w", i, err))
-		}
-		if ids[d.ID] {
-			return refuse("invalid", fmt.Errorf("dataset %d: id offered twice", i))
-		}
-		ids[d.ID] = true
+	if sender == nil || sender.NodeID != h.Sender {
+		return refuse("publisher_mismatch", errors.New("catalogue sender's credential is another member's"))
 	}
 	body, err := json.Marshal(m)
 	if err != nil {
@@ -593,6 +574,41 @@ func (c *Catalogue) Handle(ctx context.Context, h crypto.Header, sender *crypto.
 		c.c.Metrics.Catalogue.Received.Inc()
 	}
 	return err
+}
+
+// ParseMessage reads a catalogue message that sender signed and checks
+// it (CATALOGUE.md §7): publisher and every dataset's publisher are
+// sender, at most maxOffers datasets with distinct ids, each well formed,
+// published no later than latest. A refusal gives its reason,
+// publisher_mismatch or invalid (metrics.CatalogueRefusals).
+func ParseMessage(plain []byte, sender string, latest time.Time) (*Message, string, error) {
+	var m Message
+	if err := json.Unmarshal(plain, &m); err != nil {
+		return nil, "invalid", errors.New("not a catalogue message")
+	}
+	if m.Publisher != sender {
+		return nil, "publisher_mismatch", errors.New("catalogue publisher is not the member that signed it")
+	}
+	if len(m.Datasets) > maxOffers {
+		return nil, "invalid", fmt.Errorf("catalogue of %d datasets, at most %d", len(m.Datasets), maxOffers)
+	}
+	if m.Published.IsZero() || m.Published.After(latest) {
+		return nil, "invalid", errors.New("catalogue published time missing or in the future")
+	}
+	ids := map[string]bool{}
+	for i, d := range m.Datasets {
+		if d.Publisher != sender {
+			return nil, "publisher_mismatch", fmt.Errorf("dataset %d names another publisher", i)
+		}
+		if err := d.check(); err != nil {
+			return nil, "invalid", fmt.Errorf("dataset %d: %w", i, err)
+		}
+		if ids[d.ID] {
+			return nil, "invalid", fmt.Errorf("dataset %d: id offered twice", i)
+		}
+		ids[d.ID] = true
+	}
+	return &m, "", nil
 }
 
 // check validates a dataset received from a member: what the space's

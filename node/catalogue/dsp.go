@@ -68,6 +68,29 @@ func contextOK(raw json.RawMessage) bool {
 	return slices.ContainsFunc(many, func(m json.RawMessage) bool { return json.Unmarshal(m, &one) == nil && one == DSPContext })
 }
 
+// parseCatalogRequest checks a dspace:CatalogRequestMessage: the DSP
+// 2024/1 context, the type (prefixed or compacted), and a filter, if any,
+// that is an array. The error says what was expected.
+func parseCatalogRequest(data []byte) error {
+	var req catalogRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return fmt.Errorf("a JSON object expected: %w", err)
+	}
+	if !contextOK(req.Context) {
+		return errors.New(`"@context" must be ` + DSPContext)
+	}
+	if req.Type != "dspace:CatalogRequestMessage" && req.Type != "CatalogRequestMessage" {
+		return errors.New(`"@type" must be "dspace:CatalogRequestMessage"`)
+	}
+	if len(req.Filter) > 0 && string(req.Filter) != "null" {
+		var f []json.RawMessage
+		if json.Unmarshal(req.Filter, &f) != nil {
+			return errors.New(`"dspace:filter" must be an array`)
+		}
+	}
+	return nil
+}
+
 func (c *Catalogue) handleCatalogRequest(w http.ResponseWriter, r *http.Request) {
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxDSPRequest+1))
 	if err != nil {
@@ -78,25 +101,9 @@ func (c *Catalogue) handleCatalogRequest(w http.ResponseWriter, r *http.Request)
 		c.dspError(w, http.StatusRequestEntityTooLarge, "bad_request", fmt.Sprintf("a CatalogRequestMessage of at most %d bytes expected", maxDSPRequest))
 		return
 	}
-	var req catalogRequest
-	if err := json.Unmarshal(data, &req); err != nil {
-		c.dspError(w, http.StatusBadRequest, "bad_request", "a JSON object expected: "+err.Error())
+	if err := parseCatalogRequest(data); err != nil {
+		c.dspError(w, http.StatusBadRequest, "bad_request", err.Error())
 		return
-	}
-	if !contextOK(req.Context) {
-		c.dspError(w, http.StatusBadRequest, "bad_request", `"@context" must be `+DSPContext)
-		return
-	}
-	if req.Type != "dspace:CatalogRequestMessage" && req.Type != "CatalogRequestMessage" {
-		c.dspError(w, http.StatusBadRequest, "bad_request", `"@type" must be "dspace:CatalogRequestMessage"`)
-		return
-	}
-	if len(req.Filter) > 0 && string(req.Filter) != "null" {
-		var f []json.RawMessage
-		if json.Unmarshal(req.Filter, &f) != nil {
-			c.dspError(w, http.StatusBadRequest, "bad_request", `"dspace:filter" must be an array`)
-			return
-		}
 	}
 	own, err := c.Own(r.Context())
 	if err != nil {

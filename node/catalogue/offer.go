@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/eduspace/eduspace/policy"
@@ -126,7 +127,7 @@ func (o *Offer) validateText() error {
 			bad(field, "not valid UTF-8")
 		case utf8.RuneCountInString(v) > max:
 			bad(field, "%d characters, at most %d", utf8.RuneCountInString(v), max)
-		case strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 && r != '\n' && r != '\t' || r == 0x7f }):
+		case strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' || unicode.Is(unicode.Bidi_Control, r) }):
 			bad(field, "holds a control character")
 		}
 	}
