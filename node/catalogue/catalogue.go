@@ -174,6 +174,12 @@ func (c *Catalogue) Offer(ctx context.Context, o *Offer) (Dataset, error) {
 	if err != nil {
 		return Dataset{}, fmt.Errorf("encode offer: %w", err)
 	}
+	if size, err := c.sizeWith(ctx, o); err != nil {
+		return Dataset{}, err
+	} else if size > MaxMessage {
+		return Dataset{}, fmt.Errorf("offer %s: the node's catalogue would take %d KiB, above the %d KiB one message to the members carries: "+
+			"list fewer fields (fields), or offer fewer datasets", o.ID, size>>10, MaxMessage>>10)
+	}
 	now := c.c.Now()
 	err = c.c.DB.Write(ctx, func(tx *sql.Tx) error {
 		var k int
@@ -203,6 +209,35 @@ func (c *Catalogue) Offer(ctx context.Context, o *Offer) (Dataset, error) {
 	}
 	c.Wake()
 	return d, nil
+}
+
+// MaxMessage bounds the catalogue message a node sends its members: half
+// NATS's default maximum message size, with room for the envelope.
+const MaxMessage = 512 << 10
+
+// sizeWith is the size of this node's catalogue message with o offered.
+func (c *Catalogue) sizeWith(ctx context.Context, o *Offer) (int, error) {
+	offers, updated, err := c.offers(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	now := c.c.Now()
+	m := Message{Publisher: c.c.NodeID, Published: now}
+	rows := Rows{Noised: 1 << 40, Day: day(now), Mechanism: Mechanism, Sigma2: Sigma2, Rho: RhoPerDraw} // the widest figure
+	add := func(o *Offer, at time.Time) {
+		m.Datasets = append(m.Datasets, Dataset{ID: o.ID, Publisher: c.c.NodeID, Institution: c.c.Institution, Title: o.Title,
+			Description: o.Description, Language: cmp.Or(o.Language, "en"), RecordTypes: o.RecordTypes, Fields: o.fields(c.c.Std),
+			Level: schema.CORE.String(), Standard: c.c.Std.Ref(), Rows: rows, Purposes: o.Purposes, Licence: o.Licence,
+			RetentionDays: o.RetentionDays, Contact: o.Contact, Keywords: o.Keywords, Updated: at, Endpoint: c.c.Endpoint})
+	}
+	for i, old := range offers {
+		if old.ID != o.ID {
+			add(old, updated[i])
+		}
+	}
+	add(o, now)
+	data, err := json.Marshal(m)
+	return len(data), err
 }
 
 // Withdraw removes the offer id and publishes the catalogue without it.

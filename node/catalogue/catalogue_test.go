@@ -16,6 +16,7 @@ import (
 	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
 )
@@ -218,5 +219,36 @@ func TestCatalogueForgedPublisher(t *testing.T) {
 	}
 	if list, err := b.Catalogue().List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("uni-b lists %+v after refusing, %v", list, err)
+	}
+}
+
+// TestCatalogueMessageBounded: offers that would make the node's
+// catalogue message larger than one NATS message carries are refused,
+// saying what to do; what was offered before stays.
+func TestCatalogueMessageBounded(t *testing.T) {
+	_, a, _ := space(t)
+	ctx := context.Background()
+	std := schema.Default()
+	offered := 0
+	var err error
+	for i := range 200 {
+		o := &catalogue.Offer{ID: fmt.Sprintf("everything-%d", i), Title: "Every field of every record type",
+			Description: strings.Repeat("A dataset with every field. ", 100), RecordTypes: std.Types(),
+			Purposes: []policy.Purpose{policy.PurposeResearch}, Licence: "CC0-1.0", RetentionDays: 30, Contact: "data@uni-a.example"}
+		if _, err = a.Catalogue().Offer(ctx, o); err != nil {
+			break
+		}
+		offered++
+	}
+	if err == nil || !strings.Contains(err.Error(), "KiB one message to the members carries") {
+		t.Fatalf("after %d offers: %v, want a refusal for size", offered, err)
+	}
+	own, err := a.Catalogue().Own(ctx)
+	if err != nil || len(own) != offered || offered == 0 {
+		t.Fatalf("%d datasets held after %d offers: %v", len(own), offered, err)
+	}
+	data, err := json.Marshal(catalogue.Message{Publisher: "uni-a", Published: time.Now(), Datasets: own})
+	if err != nil || len(data) > catalogue.MaxMessage {
+		t.Errorf("the catalogue held is %d bytes, above %d", len(data), catalogue.MaxMessage)
 	}
 }
