@@ -127,7 +127,9 @@ func (o *Offer) validateText() error {
 			bad(field, "not valid UTF-8")
 		case utf8.RuneCountInString(v) > max:
 			bad(field, "%d characters, at most %d", utf8.RuneCountInString(v), max)
-		case strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' || unicode.Is(unicode.Bidi_Control, r) }):
+		case strings.ContainsFunc(v, func(r rune) bool {
+			return unicode.IsControl(r) && r != '\n' && r != '\t' || unicode.Is(unicode.Bidi_Control, r)
+		}):
 			bad(field, "holds a control character")
 		}
 	}
