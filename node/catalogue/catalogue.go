@@ -396,7 +396,8 @@ func (c *Catalogue) draw() (int64, error) {
 }
 
 // List is the space's catalogue as this node holds it: its own datasets,
-// then the members' newest, by publisher and id.
+// then the members' newest, by publisher and id; a member the authority
+// revoked is left out.
 func (c *Catalogue) List(ctx context.Context) ([]Entry, error) {
 	own, err := c.Own(ctx)
 	if err != nil {
@@ -420,6 +421,9 @@ func (c *Catalogue) List(ctx context.Context) ([]Entry, error) {
 		var m Message
 		if err := json.Unmarshal(body, &m); err != nil {
 			return nil, fmt.Errorf("decode received catalogue: %w", err)
+		}
+		if c.c.Registry != nil && c.c.Registry.Revoked(m.Publisher, "", c.c.Now()) {
+			continue // the authority revoked the publisher: its offers stand no more
 		}
 		at := time.UnixMilli(ms).UTC()
 		for _, d := range m.Datasets {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/node/keys"
@@ -151,6 +152,25 @@ func TestCataloguePublished(t *testing.T) {
 	if err := a.Catalogue().Withdraw(ctx, "grades-2026"); err == nil {
 		t.Error("withdrawing an offer twice: no error")
 	}
+
+	// Once the authority revokes uni-a, uni-b lists its offers no more.
+	offer(t, a, "grades-2027")
+	wait.Until(t, 20*time.Second, "uni-b to list grades-2027", func() bool {
+		_, err := b.Catalogue().Get(ctx, "grades-2027", "uni-a")
+		return err == nil
+	})
+	authDir := s.Dir // holds the authority's public key (nodetest)
+	_, rl, err := authority.Revoke(s.AK, authDir, nodetest.SpaceID, crypto.Revocation{NodeID: "uni-a", Revoked: time.Now()}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := authority.PublishRevocations(ctx, s.JetStream(), nodetest.SpaceID, rl); err != nil {
+		t.Fatal(err)
+	}
+	wait.Until(t, 20*time.Second, "uni-b to drop the revoked member's offers", func() bool {
+		list, err := b.Catalogue().List(ctx)
+		return err == nil && len(list) == 0
+	})
 }
 
 // TestCatalogueForgedPublisher: uni-c, a member, signs a catalogue that
