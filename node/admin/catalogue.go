@@ -61,6 +61,10 @@ func (s *Server) handleOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := s.cat.Offer(r.Context(), o)
+	if errors.Is(err, catalogue.ErrAuditor) {
+		s.writeProblem(w, http.StatusForbidden, "auditor", "An auditor offers no datasets", err.Error())
+		return
+	}
 	if err != nil {
 		s.writeProblem(w, http.StatusUnprocessableEntity, "offer-failed", "Dataset not offered", err.Error())
 		return
@@ -82,6 +86,10 @@ func (s *Server) handleWithdrawOffer(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handlePublishCatalogue(w http.ResponseWriter, r *http.Request) {
 	k, err := s.cat.Publish(r.Context())
+	if errors.Is(err, catalogue.ErrAuditor) {
+		s.writeProblem(w, http.StatusForbidden, "auditor", "An auditor publishes no catalogue", err.Error())
+		return
+	}
 	if err != nil {
 		s.writeProblem(w, http.StatusInternalServerError, "publish-failed", "Catalogue not published", err.Error())
 		return

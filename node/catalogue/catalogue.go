@@ -48,6 +48,10 @@ import (
 // ErrUnknown is returned for a dataset the catalogue does not hold.
 var ErrUnknown = errors.New("unknown dataset")
 
+// ErrAuditor is returned when an auditor's node is asked to offer or
+// publish: it sends no envelope.
+var ErrAuditor = errors.New("an auditor's node offers no datasets and sends no envelope")
+
 // ErrAmbiguous is returned when a dataset id names datasets of more than
 // one publisher and none was given.
 var ErrAmbiguous = errors.New("dataset id offered by more than one member")
@@ -69,7 +73,8 @@ const RhoPerDraw = 1.0 / (2 * Sigma2)
 // Config is what a Catalogue is built from.
 type Config struct {
 	NodeID      string
-	Institution string // the credential's institution name
+	Institution string      // the credential's institution name
+	Role        crypto.Role // the credential's role: an auditor offers nothing
 	Std         *schema.Standard
 	DB          *store.DB
 	Evidence    *evidence.Log
@@ -167,6 +172,9 @@ func day(t time.Time) string { return t.UTC().Format(time.DateOnly) }
 // Offer stores o (replacing an offer with the same id), draws its row
 // count for today afresh, and publishes the catalogue to the members.
 func (c *Catalogue) Offer(ctx context.Context, o *Offer) (Dataset, error) {
+	if c.c.Role == crypto.RoleAuditor {
+		return Dataset{}, ErrAuditor
+	}
 	if err := o.Validate(c.c.Std); err != nil {
 		return Dataset{}, err
 	}
@@ -467,6 +475,9 @@ func (c *Catalogue) Get(ctx context.Context, id, publisher string) (Entry, error
 // that holds a valid credential, one sealed envelope each, in one
 // transaction; it returns how many were queued.
 func (c *Catalogue) Publish(ctx context.Context) (int, error) {
+	if c.c.Role == crypto.RoleAuditor {
+		return 0, ErrAuditor
+	}
 	own, err := c.Own(ctx)
 	if err != nil {
 		return 0, err

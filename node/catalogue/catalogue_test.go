@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -270,5 +271,23 @@ func TestCatalogueMessageBounded(t *testing.T) {
 	data, err := json.Marshal(catalogue.Message{Publisher: "uni-a", Published: time.Now(), Datasets: own})
 	if err != nil || len(data) > catalogue.MaxMessage {
 		t.Errorf("the catalogue held is %d bytes, above %d", len(data), catalogue.MaxMessage)
+	}
+}
+
+// TestCatalogueAuditorOffersNothing: an auditor's node, which sends no
+// envelope, refuses to offer or publish.
+func TestCatalogueAuditorOffersNothing(t *testing.T) {
+	s := nodetest.NewSpace(t)
+	aud := s.Open(s.Member("aud-1", crypto.RoleAuditor))
+	o, err := catalogue.ParseOffer([]byte(`{"id":"x","title":"t","record_types":["course_grade"],"purposes":["research"],
+		"licence":"CC0-1.0","retention_days":1,"contact":"a@b.example"}`), schema.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := aud.Catalogue().Offer(context.Background(), o); !errors.Is(err, catalogue.ErrAuditor) {
+		t.Errorf("auditor's offer: %v, want ErrAuditor", err)
+	}
+	if _, err := aud.Catalogue().Publish(context.Background()); !errors.Is(err, catalogue.ErrAuditor) {
+		t.Errorf("auditor's publication: %v, want ErrAuditor", err)
 	}
 }
