@@ -154,14 +154,17 @@ func (c *Catalogue) writeLD(w http.ResponseWriter, status int, v any) {
 	}
 }
 
-// The DSP identifiers of this node's catalogue, data service, datasets
-// and offers.
-func (c *Catalogue) catalogID() string { return "urn:eduspace:" + c.c.NodeID + ":catalog" }
-func (c *Catalogue) serviceID() string { return "urn:eduspace:" + c.c.NodeID + ":dsp" }
-func (c *Catalogue) datasetID(id string) string {
-	return "urn:eduspace:" + c.c.NodeID + ":dataset:" + id
+// The DSP identifiers: the participant (this node in its space, an
+// IRI as the DSP context types dspace:participantId, odrl:assigner and
+// dct:creator) and, under it, its catalogue, data service, datasets and
+// offers.
+func (c *Catalogue) participant() string {
+	return "urn:eduspace:" + c.c.Layout.Space + ":" + c.c.NodeID
 }
-func (c *Catalogue) offerID(id string) string { return "urn:eduspace:" + c.c.NodeID + ":offer:" + id }
+func (c *Catalogue) catalogID() string          { return c.participant() + ":catalog" }
+func (c *Catalogue) serviceID() string          { return c.participant() + ":dsp" }
+func (c *Catalogue) datasetID(id string) string { return c.participant() + ":dataset:" + id }
+func (c *Catalogue) offerID(id string) string   { return c.participant() + ":offer:" + id }
 
 func (c *Catalogue) dataService() map[string]any {
 	s := map[string]any{
@@ -182,12 +185,13 @@ func (c *Catalogue) dcatCatalog(own []Dataset) map[string]any {
 		"@id":                  c.catalogID(),
 		"@type":                "dcat:Catalog",
 		"dct:title":            "Datasets offered by " + c.c.NodeID,
-		"dspace:participantId": c.c.NodeID,
+		"dct:creator":          c.participant(),
+		"dspace:participantId": c.participant(),
 		"dcat:service":         []any{c.dataService()},
 	}
 	if c.c.Institution != "" {
 		cat["dct:title"] = "Datasets offered by " + c.c.Institution
-		cat["dct:creator"] = c.c.Institution
+		cat["dct:publisher"] = c.c.Institution
 	}
 	// The schema wants at least one dataset when the key is there.
 	if len(own) > 0 {
@@ -230,7 +234,7 @@ func (c *Catalogue) dcatDataset(d Dataset) map[string]any {
 		"odrl:hasPolicy": []any{map[string]any{
 			"@id":           c.offerID(d.ID),
 			"@type":         "odrl:Offer",
-			"odrl:assigner": d.Publisher,
+			"odrl:assigner": c.participant(),
 			"odrl:permission": []any{map[string]any{
 				"odrl:action": "odrl:use",
 				"odrl:constraint": []any{map[string]any{

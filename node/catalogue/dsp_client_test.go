@@ -80,7 +80,7 @@ func TestDSPIndependentClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cat["@type"] != "dcat:Catalog" || cat["@context"] != "https://w3id.org/dspace/2024/1/context.json" || cat["dspace:participantId"] != "uni-a" {
+	if cat["@type"] != "dcat:Catalog" || cat["@context"] != "https://w3id.org/dspace/2024/1/context.json" || cat["dspace:participantId"] != "urn:eduspace:testspace:uni-a" {
 		t.Errorf("catalogue header: @type %v, @context %v, participant %v", cat["@type"], cat["@context"], cat["dspace:participantId"])
 	}
 	services := list(cat["dcat:service"])
@@ -104,7 +104,7 @@ func TestDSPIndependentClient(t *testing.T) {
 			t.Fatalf("%s: %d policies", id, len(policies))
 		}
 		p := obj(policies[0])
-		if p["@type"] != "odrl:Offer" || p["odrl:assigner"] != "uni-a" || p["odrl:target"] != nil {
+		if p["@type"] != "odrl:Offer" || p["odrl:assigner"] != "urn:eduspace:testspace:uni-a" || p["odrl:target"] != nil {
 			t.Errorf("%s: policy %v", id, p)
 		}
 		var purposes []string
