@@ -33,6 +33,8 @@
 // runs the secure-aggregation rounds of the center and the universities,
 // recovery brings a node restored from an older copy of its database back
 // in step with its peers (and answers for this node when a peer recovers),
-// and admin serves the HTTP API, the health probes, the status page and
-// the metrics.
+// catalogue keeps the datasets the node offers and those the members
+// offer, publishes its own to the space and serves them at the Dataspace
+// Protocol endpoint (dsp.listen), and admin serves the HTTP API, the
+// health probes, the status page and the metrics.
 package node
