@@ -55,6 +55,8 @@ type Config struct {
 	Aggregate AggregateConfig `yaml:"aggregate"`
 	// Release sets the defaults of dataset releases (node/release).
 	Release ReleaseConfig `yaml:"release"`
+	// DSP is the Dataspace Protocol catalogue endpoint.
+	DSP DSPConfig `yaml:"dsp"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -179,6 +181,21 @@ type ReleaseConfig struct {
 	MaxSuppress float64 `yaml:"max_suppress"`
 }
 
+// DSPConfig is the Dataspace Protocol 2024/1 catalogue endpoint
+// (node/catalogue/CATALOGUE.md §4): the datasets this node offers, for
+// connectors such as Eclipse EDC. It shows noised metadata only and asks
+// no authorization (§5).
+type DSPConfig struct {
+	// Listen is where the endpoint is served (host:port); empty, the
+	// default, serves none.
+	Listen string `yaml:"listen"`
+	// URL is the endpoint's address as connectors reach it, given in the
+	// catalogue as the data service's dcat:endpointURL; default
+	// http://LISTEN. Required when Listen accepts connections on every
+	// address.
+	URL string `yaml:"url"`
+}
+
 // DefaultConfig is the configuration every file starts from.
 func DefaultConfig() Config {
 	return Config{
@@ -265,7 +282,18 @@ func (c *Config) Validate() error {
 	if c.NATS.URL == "" && c.NATS.Credentials != "" {
 		bad("nats.credentials", "only with nats.url")
 	}
-	for field, addr := range map[string]string{"nats.listen": c.NATS.Listen, "admin.listen": c.Admin.Listen, "metrics.listen": c.Metrics.Listen} {
+	if c.DSP.URL != "" {
+		if p, err := url.Parse(c.DSP.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("dsp.url", "%q: must be an http or https URL", c.DSP.URL)
+		} else if c.DSP.Listen == "" {
+			bad("dsp.url", "set without dsp.listen: set dsp.listen to serve the endpoint")
+		}
+	} else if host, _, err := net.SplitHostPort(c.DSP.Listen); err == nil {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			bad("dsp.url", "required: dsp.listen %q accepts connections on every address; give the URL connectors reach it by", c.DSP.Listen)
+		}
+	}
+	for field, addr := range map[string]string{"nats.listen": c.NATS.Listen, "admin.listen": c.Admin.Listen, "metrics.listen": c.Metrics.Listen, "dsp.listen": c.DSP.Listen} {
 		if addr == "" {
 			continue
 		}
@@ -319,6 +347,18 @@ func (c *Config) Validate() error {
 		bad("log_level", "%q: use debug, info, warn or error", c.LogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// DSPURL is the DSP catalogue endpoint's URL as connectors reach it:
+// dsp.url, or http://dsp.listen; "" when the endpoint is off.
+func (c *Config) DSPURL() string {
+	switch {
+	case c.DSP.Listen == "":
+		return ""
+	case c.DSP.URL != "":
+		return strings.TrimRight(c.DSP.URL, "/")
+	}
+	return "http://" + c.DSP.Listen
 }
 
 // CredentialPath is the member credential's file: credential, or

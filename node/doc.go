@@ -35,6 +35,8 @@
 // for an agreement's recipient (sent through share) and keeps the
 // training-provenance declarations of AI services, recovery brings a node restored from an older copy of its database back
 // in step with its peers (and answers for this node when a peer recovers),
-// and admin serves the HTTP API, the health probes, the status page and
-// the metrics.
+// catalogue keeps the datasets the node offers and those the members
+// offer, publishes its own to the space and serves them at the Dataspace
+// Protocol endpoint (dsp.listen), and admin serves the HTTP API, the
+// health probes, the status page and the metrics.
 package node

@@ -20,6 +20,7 @@ import (
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/agreement"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/envelope"
@@ -72,6 +73,8 @@ type Node struct {
 	shares     *share.Sharer
 	releases   *release.Releaser
 	agg        *aggregate.Aggregator
+	cat        *catalogue.Catalogue
+	dsp        dspServer
 	recovery   *recovery.Service
 	admin      *admin.Server
 	dataKeys   *dataKeys
@@ -277,9 +280,18 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
 		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords,
 		MinColluders: cfg.Aggregate.Colluders})
+	// The catalogue's endpoint is bound first, so that the catalogue
+	// names the address actually bound (dsp.listen with port 0 in tests).
+	if err := n.dsp.bind(cfg); err != nil {
+		return nil, err
+	}
+	n.cat = catalogue.New(catalogue.Config{NodeID: cfg.NodeID, Institution: cred.Institution, Role: cred.Role, Std: std, DB: n.db, Evidence: ev,
+		Metrics: m, Registry: n.reg, Outbox: n.out, Layout: layout, Endpoint: n.dsp.url, Now: now, ClockSkew: cfg.ClockSkew, Log: n.log,
+		Members: func(ctx context.Context) ([]string, error) { return n.reg.Members(ctx, n.bus.JS, layout) },
+		Rows:    n.shares.HeldOfType})
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,
 		Outbox: n.out, Std: std, Metrics: m, Log: n.log, Now: now, Layout: layout, ClockSkew: cfg.ClockSkew, Agreement: n.receiveAgreement,
-		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, DataKey: dk,
+		ErasureReceipt: n.consents.ConfirmErasure, AgreementMessage: n.agreements.Handle, Aggregate: n.agg.Handle, Catalogue: n.cat.Handle, DataKey: dk,
 		Recovery: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 			return n.recovery.Handle(ctx, h, sender, plain)
 		},
@@ -319,7 +331,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
 		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
-		Recovery: n.recovery, DataKey: n.dataKeys, Releases: n.releases,
+		Recovery: n.recovery, DataKey: n.dataKeys, Releases: n.releases, Catalogue: n.cat,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -358,7 +370,11 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	for _, loop := range []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.dataKeys.run, n.logLimit.run} {
+	loops := []func(context.Context){n.out.Run, n.ckpt.Run, n.agg.Run, n.shareContinuous, n.dataKeys.run, n.logLimit.run}
+	if cred.Role != crypto.RoleAuditor { // an auditor offers nothing and sends no envelope
+		loops = append(loops, n.cat.Run)
+	}
+	for _, loop := range loops {
 		n.run.wg.Go(func() { loop(runCtx) })
 	}
 	m.RegisterGauges(metrics.Gauges{
@@ -378,6 +394,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		admin.Listener{Addr: cfg.Metrics.Listen, Hosts: cfg.Metrics.Hosts}); err != nil {
 		return nil, err
 	}
+	n.dsp.serve(n.cat.DSPHandler(), n.log)
 	n.run.started = true
 	n.run.ready.Store(true)
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
@@ -444,6 +461,11 @@ func (n *Node) Close() error {
 				}
 			})
 		}
+		grace(func(ctx context.Context) {
+			if err := n.dsp.shutdown(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		})
 		if n.bus != nil {
 			grace(n.bus.StopConsuming)
 		}

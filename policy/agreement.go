@@ -48,6 +48,9 @@ var aiPurposes = map[Purpose]bool{
 // under one of them.
 func (p Purpose) AI() bool { return aiPurposes[p] }
 
+// Valid reports whether p is in the closed vocabulary of purposes.
+func (p Purpose) Valid() bool { return purposes[p] }
+
 // LegalBasis is the ground on which the provider discloses records.
 type LegalBasis string
 

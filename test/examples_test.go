@@ -11,6 +11,7 @@ import (
 
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/aggregate"
+	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -58,17 +59,21 @@ func TestExamples(t *testing.T) {
 			if err := q.Validate(schema.Default()); err != nil {
 				t.Errorf("%s: %v", name, err)
 			}
+		case strings.HasPrefix(name, "dataset-"):
+			if _, err := catalogue.ParseOffer(data, schema.Default()); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
 		case strings.HasPrefix(name, "node-"):
 			if _, err := node.LoadConfig(filepath.Join(dir, name)); err != nil {
 				t.Errorf("%s: %v", name, err)
 			}
 		default:
-			t.Errorf("%s: no parser checks this example: name it agreement-*, consent*, query-* or node-*", name)
+			t.Errorf("%s: no parser checks this example: name it agreement-*, consent*, dataset-*, query-* or node-*", name)
 			continue
 		}
 		checked++
 	}
-	if checked < 10 {
-		t.Errorf("checked %d examples, want every one of the 10", checked)
+	if checked < 11 {
+		t.Errorf("checked %d examples, want every one of the 11", checked)
 	}
 }

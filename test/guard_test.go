@@ -109,7 +109,7 @@ var nodeLayers = [][]string{
 	{"node/keys", "node/registry", "node/evidence", "node/metrics"},
 	{"node/envelope", "node/authority"},
 	{"node/outbox", "node/checkpoint"},
-	{"node/agreement"},
+	{"node/agreement", "node/catalogue"},
 	{"node/consent", "node/receive"},
 	{"node/share", "node/recovery"},
 	{"node/aggregate", "node/release"},

@@ -19,6 +19,7 @@ import (
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/test/wait"
@@ -121,6 +122,22 @@ func TestNATSPermissions(t *testing.T) {
 	wait.Until(t, 20*time.Second, "27 records at uni-b through the stock server", func() bool {
 		st, _ := b.Status(ctx)
 		return st.Received == 27
+	})
+
+	// uni-a's catalogue reaches uni-b: uni-a lists the members from the
+	// registry's stream state and sends on the control subjects
+	// (node/catalogue/CATALOGUE.md §7).
+	o, err := catalogue.ParseOffer([]byte(`{"id":"perm-grades","title":"Grades","record_types":["course_grade"],
+		"purposes":["learning_analytics"],"licence":"CC0-1.0","retention_days":30,"contact":"data@uni-a.example"}`), schema.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Catalogue().Offer(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	wait.UntilErr(t, 20*time.Second, "uni-a's catalogue at uni-b through the stock server", func() error {
+		_, err := b.Catalogue().Get(ctx, "perm-grades", "uni-a")
+		return err
 	})
 
 	// uni-a reads its own newest checkpoint back (as a node does at start,

@@ -17,7 +17,10 @@ import (
 	"github.com/eduspace/eduspace/node/release"
 )
 
-func init() { datasetCommands["release"] = datasetRelease }
+func init() {
+	datasetCommands["release"] = datasetRelease
+	datasetHelp["release"] = "a de-identified (k-anonymous) or DP synthetic release for an agreement's recipient and purpose, with its risk report and data card"
+}
 
 // datasetIO is where `eduspace dataset` subcommands, whose entries in
 // datasetCommands take only their arguments, write and what cancels

@@ -81,9 +81,7 @@ func commands() []command {
 			{"releases", "the released aggregates, or one with its cells (--id, --csv)"},
 			{"budgets", "this node's privacy budgets per recipient and population of persons, spent per year"},
 		}},
-		{name: "dataset", summary: "the space's datasets and governed releases", run: runDataset, subs: []subcommand{
-			{"release", "a de-identified (k-anonymous) or DP synthetic release for an agreement's recipient and purpose"},
-		}},
+		{name: "dataset", summary: "the space's catalogue of offered datasets, this node's offers, and governed releases", run: runDataset, subs: datasetSubs()},
 		{name: "provenance", summary: "an AI service's record of which releases fed which model version", run: runProvenance, subs: []subcommand{
 			{"declare", "declare that releases fed a model version; each release's provider is told, signed"},
 			{"list", "the declarations this node made, or received for its releases"},
@@ -241,6 +239,7 @@ var operands = map[string]string{
 	"agreement propose": " FILE.json",
 	"consent grant":     " FILE.json",
 	"inspect":           " FILE",
+	"dataset show":      " [ID]",
 }
 
 func newFlags(name string, stderr io.Writer) *flag.FlagSet {

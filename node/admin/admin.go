@@ -24,6 +24,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/agreement"
+	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -62,6 +63,8 @@ type Config struct {
 	Aggregates    *aggregate.Aggregator
 	Recovery      *recovery.Service
 	Releases      *release.Releaser
+	// Catalogue is the space's catalogue of offered datasets.
+	Catalogue *catalogue.Catalogue
 	// DataKey rotates the data key and reports the rotation's progress.
 	DataKey DataKeys
 	// Ready reports whether the node serves (readiness); Connected whether
@@ -102,6 +105,7 @@ type Server struct {
 	agg           *aggregate.Aggregator
 	recovery      *recovery.Service
 	releases      *release.Releaser
+	cat           *catalogue.Catalogue
 	dataKey       DataKeys
 	ready         func() bool
 	health        func() []string
@@ -119,7 +123,7 @@ func New(c Config) *Server {
 	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
 		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
 		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
-		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, releases: c.Releases, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
+		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, releases: c.Releases, cat: c.Catalogue, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
 		connected: c.Connected, log: c.Logger, now: c.Now}
 }
 

@@ -105,6 +105,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("POST /v1/data-key/rotate", s.handleDataKey)
 	s.aggregateRoutes(api) // aggregates.go
 	s.releaseRoutes(api)   // releases.go
+	s.catalogueRoutes(api) // catalogue.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
 	return mux

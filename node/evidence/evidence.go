@@ -62,6 +62,11 @@ const (
 	// from that checkpoint's head.
 	KindRecover = "recover"
 	KindDataKey = "data_key" // a rotation of the data key started (reason rotation_started) or finished (rotation_finished)
+	// KindCatalogue is a change of the datasets this node offers (reason
+	// offered, withdrawn), a noised row count drawn (rows_noised), its
+	// catalogue published to the space (published) or another member's
+	// received (received): node/catalogue/CATALOGUE.md.
+	KindCatalogue = "catalogue"
 )
 
 // ErrFrozen is the error Append returns while the log is frozen (Freeze).

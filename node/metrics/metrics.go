@@ -58,7 +58,25 @@ type Metrics struct {
 	Latency              prometheus.Histogram
 
 	Aggregate Aggregate
+	Catalogue Catalogue
 }
+
+// Catalogue are the catalogue's instruments (node/catalogue/CATALOGUE.md).
+// Labels come from closed sets: CatalogueRefusals, DSPOutcomes.
+type Catalogue struct {
+	Published prometheus.Counter     // catalogue envelopes queued to members
+	Received  prometheus.Counter     // members' catalogues accepted and stored
+	Refused   *prometheus.CounterVec // reason
+	DSP       *prometheus.CounterVec // outcome
+}
+
+// CatalogueRefusals are the reasons a member's catalogue is refused, the
+// closed set of eduspace_catalogue_refused_total's label.
+var CatalogueRefusals = []string{"publisher_mismatch", "invalid"}
+
+// DSPOutcomes are the outcomes of requests to the Dataspace Protocol
+// catalogue endpoint, the closed set of eduspace_dsp_requests_total's label.
+var DSPOutcomes = []string{"catalog", "dataset", "bad_request", "not_found", "method_not_allowed"}
 
 // Aggregate are the aggregate instruments (node/aggregate/AGGREGATES.md).
 // Labels come from closed sets: round events, participation events,
@@ -168,6 +186,18 @@ func New(std *schema.Standard, labels Labels) *Metrics {
 				"outcome", "released", "suppressed"),
 			Rho: counter("eduspace_aggregate_rho_spent_total",
 				"Privacy loss in zCDP rho: debited from this university's ledger, or carried by this center's releases."),
+		},
+		Catalogue: Catalogue{
+			Published: counter("eduspace_catalogue_published_total",
+				"Catalogue envelopes (this node's offered datasets) queued to the space's members."),
+			Received: counter("eduspace_catalogue_received_total",
+				"Members' catalogues accepted and stored."),
+			Refused: vec("eduspace_catalogue_refused_total",
+				"Members' catalogues refused, by reason (publisher_mismatch, invalid); each also an evidence entry.",
+				"reason", CatalogueRefusals...),
+			DSP: vec("eduspace_dsp_requests_total",
+				"Requests to the Dataspace Protocol catalogue endpoint, by outcome.",
+				"outcome", DSPOutcomes...),
 		},
 	}
 	reg.MustRegister(m.Ingested, m.Decisions, m.Latency)

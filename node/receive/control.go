@@ -19,8 +19,9 @@ import (
 // Control accepts a control message (the Accept of the control
 // consumer): an erasure request (this node erases and answers), an erasure
 // receipt (a recipient confirms), an agreement message, a message of an
-// aggregate round, a recovery message, a dataset release's manifest or a
-// provenance declaration; all but the first go to their handlers in Deps.
+// aggregate round, a recovery message, a member's catalogue, a dataset
+// release's manifest or a provenance declaration; all but the first go to
+// their handlers in Deps.
 func (r *Receiver) Control(ctx context.Context, data []byte) (crypto.Header, error) {
 	env, cred, err := r.codec.Check(ctx, data, 0)
 	if env == nil {
@@ -57,6 +58,11 @@ func (r *Receiver) Control(ctx context.Context, data []byte) (crypto.Header, err
 			return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d is not handled here", h.Kind))
 		}
 		return h, handle(ctx, h, cred, plain)
+	case crypto.KindCatalogue:
+		if r.catalogue == nil {
+			return h, envelope.Refuse(envelope.RefuseMalformed, errors.New("catalogue messages are not handled here"))
+		}
+		return h, r.catalogue(ctx, h, cred, plain)
 	}
 	return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }

@@ -93,6 +93,9 @@ type Deps struct {
 	// Release takes a dataset release's manifest (kind 10) and Provenance
 	// an AI service's provenance declaration (kind 11): node/release.
 	Release, Provenance func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
+	// Catalogue handles a member's catalogue of offered datasets (from its
+	// sender, whose credential is given; node/catalogue).
+	Catalogue func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	// DataKey seals the records received at rest; nil stores them in
 	// clear (storage.encrypt off). They are read either way.
 	DataKey *keys.DataKey
@@ -145,6 +148,7 @@ type Receiver struct {
 	recoveryMsg      func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	releaseMsg       func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	provenanceMsg    func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
+	catalogue        func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 
 	inbound     chan jetstream.Msg // from the deliveries consumer to the deliveries loop
 	receiptWake chan struct{}
@@ -160,7 +164,7 @@ func New(d Deps) *Receiver {
 	r := &Receiver{nodeID: d.NodeID, db: d.DB, ev: d.Evidence, codec: d.Codec, reg: d.Registry, out: d.Outbox,
 		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement, dk: d.DataKey,
 		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate, recoveryMsg: d.Recovery,
-		releaseMsg: d.Release, provenanceMsg: d.Provenance,
+		releaseMsg: d.Release, provenanceMsg: d.Provenance, catalogue: d.Catalogue,
 		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger,
 		skew: d.ClockSkew}
 	if d.Options.receiptLinger > 0 {

@@ -17,6 +17,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -371,4 +373,29 @@ func (r *Registry) takePolicy(data []byte, log *slog.Logger) error {
 	r.policy.Store(p)
 	log.Info("space policy taken", "serial", p.Serial, "min_suite", p.MinSuite.String())
 	return nil
+}
+
+// Members lists the node ids that have an entry in the space's registry
+// bucket (held in js, laid out by l), sorted: the subjects of the bucket's
+// stream, read with a stream-info request members are permitted to make
+// (bus.MemberPermissions). An id listed may hold an expired, revoked or
+// deleted credential: Lookup each before use.
+func (r *Registry) Members(ctx context.Context, js jetstream.JetStream, l bus.Layout) ([]string, error) {
+	st, err := js.Stream(ctx, "KV_"+l.RegistryBucket())
+	if err != nil {
+		return nil, fmt.Errorf("registry members: %w", err)
+	}
+	prefix := "$KV." + l.RegistryBucket() + "."
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(prefix+">"))
+	if err != nil {
+		return nil, fmt.Errorf("registry members: %w", err)
+	}
+	var ids []string
+	for subj := range info.State.Subjects {
+		if id, ok := strings.CutPrefix(subj, prefix); ok && bus.ValidName(id) {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

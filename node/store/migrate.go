@@ -451,6 +451,34 @@ CREATE TABLE provenance_releases (
 	PRIMARY KEY (release, provenance)
 ) WITHOUT ROWID;
 `,
+	// 18: the catalogue of offered datasets (package catalogue).
+	`
+-- catalogue_offers: the datasets this node offers (package catalogue), as its operator defined them
+-- (catalogue.Offer as JSON; no personal data).
+CREATE TABLE catalogue_offers (
+	id         TEXT    PRIMARY KEY,
+	body       BLOB    NOT NULL,
+	updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+-- catalogue_rows: a dataset's noised row count for one UTC day, drawn once and kept, so that asking
+-- again the same day shows the same figure and cannot average the noise away (CATALOGUE.md §3).
+CREATE TABLE catalogue_rows (
+	dataset  TEXT    NOT NULL,
+	day      TEXT    NOT NULL, -- YYYY-MM-DD, UTC
+	noised   INTEGER NOT NULL,
+	drawn_ms INTEGER NOT NULL,
+	PRIMARY KEY (dataset, day)
+) WITHOUT ROWID;
+-- catalogue_received: the newest catalogue each other member published to this node (catalogue.Message
+-- as JSON: noised metadata only), with the envelope that carried it.
+CREATE TABLE catalogue_received (
+	publisher    TEXT    PRIMARY KEY,
+	published_ms INTEGER NOT NULL,
+	received_ms  INTEGER NOT NULL,
+	envelope_id  TEXT    NOT NULL,
+	body         BLOB    NOT NULL
+) WITHOUT ROWID;
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
