@@ -67,7 +67,7 @@ func (s *Service) evaluate(ctx context.Context, h crypto.Header, sender *crypto.
 	k := len(m.Elements) / ElementSize
 	if len(m.Elements)%ElementSize != 0 || k == 0 || k > MaxChunk || m.Part < 1 || m.Part > MaxPart ||
 		m.Chunks < 1 || m.Chunk < 0 || m.Chunk >= m.Chunks || m.Total < k {
-		s.m.refused.WithLabelValues(RefuseMalformed).Inc()
+		s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("linkage request out of bounds"))
 	}
 	if reason := s.requestRefusal(sender, m); reason != "" {
@@ -90,7 +90,7 @@ func (s *Service) evaluate(ctx context.Context, h crypto.Header, sender *crypto.
 	}
 	ans, err := evaluateChunk(key, m)
 	if err != nil {
-		s.m.refused.WithLabelValues(RefuseMalformed).Inc()
+		s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
 		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("linkage request: %w", err))
 	}
 	body, err := json.Marshal(ans)
@@ -138,7 +138,7 @@ func (s *Service) evaluate(ctx context.Context, h crypto.Header, sender *crypto.
 	if refusal != "" {
 		return s.refuseRequest(ctx, sender, m, refusal)
 	}
-	s.m.evaluations.WithLabelValues("evaluated").Add(float64(k))
+	s.m.Evaluations.WithLabelValues("evaluated").Add(float64(k))
 	if local {
 		s.deliverLocal(ans)
 		return nil
@@ -232,7 +232,7 @@ func (s *Service) refuseRequest(ctx context.Context, sender *crypto.Credential, 
 	}); err != nil {
 		return err
 	}
-	s.m.refused.WithLabelValues(reason).Inc()
+	s.m.Refused.WithLabelValues(reason).Inc()
 	if local {
 		var ans message
 		if err := json.Unmarshal(body, &ans); err == nil {

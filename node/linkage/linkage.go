@@ -31,12 +31,12 @@ import (
 	"time"
 
 	"github.com/cloudflare/circl/oprf"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/registry"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
@@ -88,7 +88,7 @@ type Deps struct {
 	// under it.
 	MaxPayload int64
 	Limits     Limits
-	Metrics    prometheus.Registerer
+	Metrics    *metrics.Metrics
 	Log        *slog.Logger
 	Now        func() time.Time
 }
@@ -97,7 +97,7 @@ type Deps struct {
 // the evaluating side of the one the space policy names.
 type Service struct {
 	d Deps
-	m *metrics
+	m metrics.Linkage
 
 	mu      sync.Mutex
 	pending map[string]chan message // request id → answers, while Pseudonyms waits
@@ -114,7 +114,7 @@ func New(d Deps) *Service {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{d: d, m: newMetrics(d.Metrics), pending: map[string]chan message{}, keys: map[string]*oprf.PrivateKey{}}
+	return &Service{d: d, m: d.Metrics.Linkage, pending: map[string]chan message{}, keys: map[string]*oprf.PrivateKey{}}
 }
 
 // Wire messages: one JSON object in each linkage envelope (kind 8).
@@ -189,30 +189,6 @@ func (e *RefusedError) Error() string {
 	return "linkage refused: " + e.Reason
 }
 
-// metrics are the linkage instruments.
-type metrics struct {
-	refused     *prometheus.CounterVec // reason
-	evaluations *prometheus.CounterVec // side: requested, evaluated
-}
-
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "eduspace_linkage_refused_total",
-			Help: "Linkage requests and answers refused, by reason (node/linkage/LINKAGE.md)."}, []string{"reason"}),
-		evaluations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "eduspace_linkage_evaluations_total",
-			Help: "Linkage elements evaluated for others (side evaluated, at the evaluator) or obtained and verified (side requested)."}, []string{"side"}),
-	}
-	for _, r := range Reasons {
-		m.refused.WithLabelValues(r)
-	}
-	m.evaluations.WithLabelValues("requested")
-	m.evaluations.WithLabelValues("evaluated")
-	if reg != nil {
-		reg.MustRegister(m.refused, m.evaluations)
-	}
-	return m
-}
-
 // evidenceKind is the evidence entry kind of linkage batches.
 const evidenceKind = "linkage"
 
@@ -251,7 +227,7 @@ func requesterRole(r crypto.Role) bool {
 func (s *Service) Handle(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 	var m message
 	if err := json.Unmarshal(plain, &m); err != nil || m.V != 1 || len(m.Request) != 32 {
-		s.m.refused.WithLabelValues(RefuseMalformed).Inc()
+		s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("not a linkage message"))
 	}
 	switch m.Type {
@@ -260,7 +236,7 @@ func (s *Service) Handle(ctx context.Context, h crypto.Header, sender *crypto.Cr
 	case msgAnswer, msgRefusal:
 		return s.answer(ctx, h, m)
 	}
-	s.m.refused.WithLabelValues(RefuseMalformed).Inc()
+	s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
 	return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("unknown linkage message type %q", m.Type))
 }
 
@@ -285,7 +261,7 @@ func (s *Service) answer(ctx context.Context, h crypto.Header, m message) error 
 
 // refuse counts a refusal and writes its evidence entry.
 func (s *Service) refuse(ctx context.Context, peer, purpose, epoch, reason string, count int) error {
-	s.m.refused.WithLabelValues(reason).Inc()
+	s.m.Refused.WithLabelValues(reason).Inc()
 	return s.d.DB.Write(ctx, func(tx *sql.Tx) error {
 		return s.d.Evidence.Append(ctx, tx, evidence.Entry{Kind: evidence.KindRefuse, Peer: peer, Purpose: purpose,
 			Rule: epochRule(epoch), Reason: "linkage:" + reason, Count: count})

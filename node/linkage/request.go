@@ -281,7 +281,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 			}); err != nil {
 				return nil, rep, err
 			}
-			s.m.evaluations.WithLabelValues("requested").Add(float64(hi - lo))
+			s.m.Evaluations.WithLabelValues("requested").Add(float64(hi - lo))
 			progress(Progress{Stage: "verified", Done: verified, Total: len(people)})
 		}
 	}

@@ -58,6 +58,14 @@ type Metrics struct {
 	Latency              prometheus.Histogram
 
 	Aggregate Aggregate
+	Linkage   Linkage
+}
+
+// Linkage are the linkage instruments (node/linkage/LINKAGE.md). Labels
+// come from closed sets: refusal reasons, sides.
+type Linkage struct {
+	Refused     *prometheus.CounterVec // reason
+	Evaluations *prometheus.CounterVec // event: evaluated (at the evaluator), requested (verified at the requester)
 }
 
 // Aggregate are the aggregate instruments (node/aggregate/AGGREGATES.md).
@@ -78,6 +86,7 @@ type Labels struct {
 	Refused          []string // envelope refusal reasons
 	Invalid          []string // ingest refusal reasons
 	AggregateRefused []string // aggregate refusal reasons
+	LinkageRefused   []string // linkage refusal reasons
 }
 
 // New makes a node's instruments on a registry of their own, with every
@@ -168,6 +177,14 @@ func New(std *schema.Standard, labels Labels) *Metrics {
 				"outcome", "released", "suppressed"),
 			Rho: counter("eduspace_aggregate_rho_spent_total",
 				"Privacy loss in zCDP rho: debited from this university's ledger, or carried by this center's releases."),
+		},
+		Linkage: Linkage{
+			Refused: vec("eduspace_linkage_refused_total",
+				"Linkage evaluation requests (at the evaluator) and answers (at the requester) refused, by reason.",
+				"reason", labels.LinkageRefused...),
+			Evaluations: vec("eduspace_linkage_evaluations_total",
+				"Linkage elements evaluated here for members (event evaluated) or obtained here with their proofs verified (event requested).",
+				"event", "evaluated", "requested"),
 		},
 	}
 	reg.MustRegister(m.Ingested, m.Decisions, m.Latency)
