@@ -53,6 +53,9 @@ type Env struct {
 	// DataKey holds the data key rotation's test seams; production leaves
 	// it zero.
 	DataKey DataKeyOptions
+	// Linkage holds the linkage service's test seams; production leaves
+	// it zero.
+	Linkage linkage.Options
 }
 
 // Node is a running eduspace node: the parts along a record's way, wired
@@ -285,7 +288,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Options: env.Receive})
 	n.linkage = linkage.New(linkage.Deps{NodeID: cfg.NodeID, Role: cred.Role, DataDir: cfg.DataDir, DB: n.db, Evidence: ev,
 		Registry: n.reg, Layout: layout, Enqueue: n.out.Enqueue, WakeRelay: n.out.Wake, ScanRecords: n.shares.ScanRecords,
-		MaxPayload: n.bus.MaxPayload(), Limits: cfg.Linkage, Metrics: m, Log: n.log, Now: now})
+		MaxPayload: n.bus.MaxPayload(), Limits: cfg.Linkage, Metrics: m, Log: n.log, Now: now, Options: env.Linkage})
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
 		Relearn: n.consents.Relearn,

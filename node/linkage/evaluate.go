@@ -93,6 +93,9 @@ func (s *Service) evaluate(ctx context.Context, h crypto.Header, sender *crypto.
 		s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
 		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("linkage request: %w", err))
 	}
+	if s.d.Options.answer != nil {
+		s.d.Options.answer(&m, &ans)
+	}
 	body, err := json.Marshal(ans)
 	if err != nil {
 		return err

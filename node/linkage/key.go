@@ -129,7 +129,8 @@ func DefaultEpoch(year int) string { return fmt.Sprintf("%04d", year) }
 
 // ValidEpoch reports whether e can name an epoch: a calendar year
 // (four digits, 2000–2999) or a name of 1–32 characters from a–z, 0–9,
-// '.', '_' and '-' starting with a letter or digit.
+// '.', '_' and '-' starting with a letter ("spring-2026"), so that a name is
+// never mistaken for a year.
 func ValidEpoch(e string) bool {
 	if len(e) == 0 || len(e) > 32 {
 		return false
@@ -139,8 +140,8 @@ func ValidEpoch(e string) bool {
 	}
 	for i, c := range e {
 		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		case 'a' <= c && c <= 'z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'):
 		default:
 			return false
 		}

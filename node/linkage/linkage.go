@@ -91,6 +91,19 @@ type Deps struct {
 	Metrics    *metrics.Metrics
 	Log        *slog.Logger
 	Now        func() time.Time
+	// Options are settings tests make (export_test.go); the zero value is
+	// production's.
+	Options Options
+}
+
+// Options are test seams: they hold only unexported fields, so only this
+// package's tests can set them.
+type Options struct {
+	// opened sees the plaintext of every linkage message this node opens.
+	opened func(plain []byte)
+	// answer may change an answer this evaluator is about to send for req:
+	// the tests of a dishonest evaluator.
+	answer func(req, ans *message)
 }
 
 // Service is one node's linkage: the requesting side of every member, and
@@ -225,6 +238,9 @@ func requesterRole(r crypto.Role) bool {
 // subject, its header checked and opened, from sender. A permanent refusal
 // is an envelope.Refusal; other errors are transient.
 func (s *Service) Handle(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
+	if s.d.Options.opened != nil {
+		s.d.Options.opened(plain)
+	}
 	var m message
 	if err := json.Unmarshal(plain, &m); err != nil || m.V != 1 || len(m.Request) != 32 {
 		s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
@@ -291,7 +307,7 @@ func validPurposeEpoch(purpose policy.Purpose, epoch string) error {
 		return fmt.Errorf("purpose %q is not one of the space's purposes (policy.Purpose)", purpose)
 	}
 	if !ValidEpoch(epoch) {
-		return fmt.Errorf("epoch %q: want a year such as 2026 or a name of a-z, 0-9, '.', '_', '-' (at most 32)", epoch)
+		return fmt.Errorf("epoch %q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter, such as spring-2026", epoch)
 	}
 	return nil
 }
