@@ -37,16 +37,16 @@ func TestCollect(t *testing.T) {
 	x := xID(t)
 	bad := id1[:17] + map[bool]string{true: "0", false: "1"}[id1[17] != '0']
 	bodies := []string{
-		fmt.Sprintf(`{"student_id":"S1","id_type":"resident_id","id_number":%q}`, id1),                              // kept
-		fmt.Sprintf(`{"student_id":"S2","id_number":"  %s "}`, id2),                                                 // kept, trimmed
-		fmt.Sprintf(`{"student_id":"S3","id_type":"resident_id","id_number":%q}`, x[:17]+"x"),                       // kept, X upper-cased
-		fmt.Sprintf(`{"student_id":"S4","id_type":"resident_id","id_number":%q}`, bad),                              // malformed: check
-		`{"student_id":"S5","id_type":"resident_id","id_number":"11010120041301123X"}`,                              // malformed: month 13
-		`{"student_id":"S6","id_type":"passport","id_number":"E1234567"}`,                                           // missing
-		`{"student_id":"S7","id_type":"resident_id"}`,                                                               // missing
-		`{"id_type":"resident_id","id_number":"x"}`,                                                                 // malformed: no student
-		fmt.Sprintf(`{"student_id":"S8","id_type":"resident_id","id_number":%q}`, id3),                              // duplicate: S8 and S9 share id3
-		fmt.Sprintf(`{"student_id":"S9","id_type":"resident_id","id_number":%q}`, id3),                              //
+		fmt.Sprintf(`{"student_id":"S1","id_type":"resident_id","id_number":%q}`, id1),                             // kept
+		fmt.Sprintf(`{"student_id":"S2","id_number":"  %s "}`, id2),                                                // kept, trimmed
+		fmt.Sprintf(`{"student_id":"S3","id_type":"resident_id","id_number":%q}`, x[:17]+"x"),                      // kept, X upper-cased
+		fmt.Sprintf(`{"student_id":"S4","id_type":"resident_id","id_number":%q}`, bad),                             // malformed: check
+		`{"student_id":"S5","id_type":"resident_id","id_number":"11010120041301123X"}`,                             // malformed: month 13
+		`{"student_id":"S6","id_type":"passport","id_number":"E1234567"}`,                                          // missing
+		`{"student_id":"S7","id_type":"resident_id"}`,                                                              // missing
+		`{"id_type":"resident_id","id_number":"x"}`,                                                                // malformed: no student
+		fmt.Sprintf(`{"student_id":"S8","id_type":"resident_id","id_number":%q}`, id3),                             // duplicate: S8 and S9 share id3
+		fmt.Sprintf(`{"student_id":"S9","id_type":"resident_id","id_number":%q}`, id3),                             //
 		fmt.Sprintf(`{"student_id":"S10","id_type":"resident_id","id_number":%q}`, checkedID("11010119990101001")), // duplicate: S10 has two ids
 		fmt.Sprintf(`{"student_id":"S10","id_type":"resident_id","id_number":%q}`, checkedID("11010119990101002")),
 		fmt.Sprintf(`{"student_id":"S1","id_type":"resident_id","id_number":%q}`, id1), // S1 again: kept once
