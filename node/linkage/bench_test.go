@@ -1,0 +1,46 @@
+package linkage_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/policy"
+)
+
+// BenchmarkLinkage100k links the 100,000 students a university holds
+// through the evaluator, two nodes on embedded NATS, by the path `eduspace
+// linkage pseudonymize` takes (Node.LinkagePseudonyms): read the records,
+// blind, seal and send the chunks, evaluate with proofs, answer, verify,
+// unblind. Each iteration takes another epoch, so the evaluator's limits
+// are not reached. Run:
+//
+//	go test ./node/linkage/ -run '^$' -bench Linkage100k -benchtime 3x
+func BenchmarkLinkage100k(b *testing.B) {
+	const people = 100_000
+	s := nodetest.NewSpace(b)
+	ca, ce := s.Member("uni-a", "university"), s.Member("uni-e", "university")
+	s.LinkageEvaluator("uni-e")
+	a := s.Open(ca)
+	s.Open(ce)
+	ctx := context.Background()
+	var body strings.Builder
+	body.WriteString(students(s.Now, "A", 0, people))
+	if _, err := a.Ingest(ctx, strings.NewReader(body.String()), ""); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		p, rep, err := a.LinkagePseudonyms(ctx, policy.PurposeStatistics, fmt.Sprintf("bench-%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(p) != people || rep.Evaluated != people {
+			b.Fatalf("%d pseudonyms, report %+v", len(p), rep)
+		}
+	}
+	b.ReportMetric(float64(people*b.N)/b.Elapsed().Seconds(), "ids/s")
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/100k")
+}
