@@ -323,7 +323,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
 		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
-		Recovery: n.recovery, DataKey: n.dataKeys,
+		Recovery: n.recovery, Linkage: n.linkage, DataKey: n.dataKeys,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())

@@ -48,6 +48,7 @@ func commands() []command {
 			{"revoke", "revoke a member or one of its keys"},
 			{"publish-revocations", "publish the signed revocation list on the space"},
 			{"space-policy", "sign and publish the space policy (minimum suite)"},
+			{"linkage-evaluator", "sign and publish the space policy naming the linkage evaluator and its key"},
 			{"nats-config", "generate the NATS server configuration for the members"},
 			{"nats-setup", "create or update the space's streams and buckets, as the operator"},
 		}},
@@ -81,6 +82,7 @@ func commands() []command {
 			{"releases", "the released aggregates, or one with its cells (--id, --csv)"},
 			{"budgets", "this node's privacy budgets per recipient and population of persons, spent per year"},
 		}},
+		{name: "linkage", summary: "pseudonymous linkage: per-purpose, per-epoch pseudonyms of the students held, through the space's evaluator", run: runLinkage, subs: linkageSubs},
 		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
 			{"verify", "verify an evidence chain against its checkpoints"},

@@ -28,6 +28,7 @@ import (
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
@@ -60,6 +61,7 @@ type Config struct {
 	Shares        *share.Sharer
 	Aggregates    *aggregate.Aggregator
 	Recovery      *recovery.Service
+	Linkage       *linkage.Service
 	// DataKey rotates the data key and reports the rotation's progress.
 	DataKey DataKeys
 	// Ready reports whether the node serves (readiness); Connected whether
@@ -99,6 +101,7 @@ type Server struct {
 	shares        *share.Sharer
 	agg           *aggregate.Aggregator
 	recovery      *recovery.Service
+	linkage       *linkage.Service
 	dataKey       DataKeys
 	ready         func() bool
 	health        func() []string
@@ -116,7 +119,7 @@ func New(c Config) *Server {
 	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
 		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
 		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
-		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
+		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, linkage: c.Linkage, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
 		connected: c.Connected, log: c.Logger, now: c.Now}
 }
 

@@ -104,6 +104,7 @@ func (s *Server) adminHandler() http.Handler {
 	api.HandleFunc("GET /v1/data-key", s.handleDataKey)
 	api.HandleFunc("POST /v1/data-key/rotate", s.handleDataKey)
 	s.aggregateRoutes(api) // aggregates.go
+	s.linkageRoutes(api)   // linkage.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
 	return mux

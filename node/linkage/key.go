@@ -165,3 +165,46 @@ func pseudonymOf(output []byte) [32]byte {
 	h.Sum(p[:0])
 	return p
 }
+
+// publicFile is the file `eduspace linkage keygen` writes for the
+// authority: the evaluator, the suite and the public key (base64 in JSON),
+// with its key id for the operators to compare.
+type publicFile struct {
+	Node  string `json:"node"`
+	Suite string `json:"suite"`
+	Key   []byte `json:"key"`
+	KeyID string `json:"key_id"`
+}
+
+// WritePublic writes ev's public part to path for the authority.
+func WritePublic(path string, ev *crypto.LinkageEvaluator) error {
+	data, err := json.MarshalIndent(publicFile{Node: ev.Node, Suite: ev.Suite, Key: ev.Key, KeyID: KeyID(ev.Suite, ev.Key)}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := crypto.WriteFileBytes(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write linkage public key: %w", err)
+	}
+	return nil
+}
+
+// ReadPublic reads a file WritePublic wrote, checking that the key parses
+// and that its key id is the one written beside it.
+func ReadPublic(path string) (*crypto.LinkageEvaluator, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read linkage public key: %w", err)
+	}
+	var pf publicFile
+	if err := json.Unmarshal(data, &pf); err != nil {
+		return nil, fmt.Errorf("linkage public key %s: not the JSON `eduspace linkage keygen` writes: %w", path, err)
+	}
+	ev := &crypto.LinkageEvaluator{Node: pf.Node, Suite: pf.Suite, Key: pf.Key}
+	if _, err := publicKey(ev); err != nil {
+		return nil, fmt.Errorf("linkage public key %s: %w", path, err)
+	}
+	if KeyID(ev.Suite, ev.Key) != pf.KeyID {
+		return nil, fmt.Errorf("linkage public key %s: key id %s does not match the key (%s)", path, pf.KeyID, KeyID(ev.Suite, ev.Key))
+	}
+	return ev, nil
+}
