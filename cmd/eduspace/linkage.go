@@ -164,7 +164,7 @@ func runLinkagePseudonymize(ctx context.Context, args []string, stdout, stderr i
 func printLinkageReport(w io.Writer, r *linkage.Report) {
 	fmt.Fprintf(w, "linkage for purpose %s, epoch %s, through %s (key %s): %d chunks in %.1f s\n", r.Purpose, r.Epoch, r.Evaluator, r.KeyID, r.Chunks, r.Seconds)
 	fmt.Fprintf(w, "student records read: %d\n", r.Records)
-	fmt.Fprintf(w, "  pseudonyms:         %d (kept in the node, for the joined queries of this purpose and epoch)\n", r.Evaluated)
+	fmt.Fprintf(w, "  pseudonyms:         %d (%d of them obtained before, kept in memory; the pseudonyms stay in the node)\n", r.Evaluated, r.Cached)
 	fmt.Fprintf(w, "  excluded:           %d\n", r.Excluded)
 	fmt.Fprintf(w, "    malformed id:     %d (format, date or check character wrong)\n", r.Malformed)
 	fmt.Fprintf(w, "    duplicate:        %d (an id held for two students, two ids for one student, or a repeated record)\n", r.Duplicate)

@@ -117,6 +117,8 @@ type Service struct {
 
 	keyMu sync.Mutex
 	keys  map[string]*oprf.PrivateKey // by key id, loaded on first use
+
+	cache pseudonymCache
 }
 
 // New is the linkage service of d.NodeID.

@@ -99,6 +99,15 @@ func TestLinkageSamePerson(t *testing.T) {
 			t.Fatalf("%s: the same pseudonym across purposes or epochs", id)
 		}
 	}
+	again, rep, err := a.LinkagePseudonyms(ctx, policy.PurposeStatistics, "2026")
+	if err != nil || rep.Cached != 40 || rep.Evaluated != 40 {
+		t.Fatalf("again: %+v, %v; want 40 cached", rep, err)
+	}
+	for id, p := range pa {
+		if again[id] != p {
+			t.Fatalf("%s: another pseudonym the second time", id)
+		}
+	}
 }
 
 // residentIDs are the resident ids students(now, _, first, n) writes.
@@ -213,13 +222,20 @@ func TestLinkageRateLimits(t *testing.T) {
 	if _, _, err := a.LinkagePseudonyms(ctx, policy.PurposeStatistics, "2026"); err != nil {
 		t.Fatal(err)
 	}
+	// The same people again come from the node's memory: nothing asked.
+	if _, rep, err := a.LinkagePseudonyms(ctx, policy.PurposeStatistics, "2026"); err != nil || rep.Cached != 30 {
+		t.Fatalf("the same people again: %+v, %v; want 30 cached", rep, err)
+	}
+	// Another purpose has its own allowance.
+	if _, _, err := a.LinkagePseudonyms(ctx, policy.PurposeResearch, "2026"); err != nil {
+		t.Fatalf("another purpose: %v", err)
+	}
+	// 30 more people would make 60 evaluations for (statistics, 2026).
+	ingest(t, a, students(s.Now, "A", 30, 30))
 	_, _, err := a.LinkagePseudonyms(ctx, policy.PurposeStatistics, "2026")
 	var refused *linkage.RefusedError
 	if !errors.As(err, &refused) || refused.Reason != linkage.RefusePerEpoch {
 		t.Fatalf("second linkage past the epoch's limit: %v, want a refusal %s", err, linkage.RefusePerEpoch)
-	}
-	if _, _, err := a.LinkagePseudonyms(ctx, policy.PurposeResearch, "2026"); err != nil {
-		t.Fatalf("another purpose: %v", err)
 	}
 	_, _, err = b.LinkagePseudonyms(ctx, policy.PurposeStatistics, "2026")
 	if !errors.As(err, &refused) || refused.Reason != linkage.RefusePerRequest {
