@@ -289,6 +289,12 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.linkage = linkage.New(linkage.Deps{NodeID: cfg.NodeID, Role: cred.Role, DataDir: cfg.DataDir, DB: n.db, Evidence: ev,
 		Registry: n.reg, Layout: layout, Enqueue: n.out.Enqueue, WakeRelay: n.out.Wake, ScanRecords: n.shares.ScanRecords,
 		MaxPayload: n.bus.MaxPayload(), Limits: cfg.Linkage, Metrics: m, Log: n.log, Now: now, Options: env.Linkage})
+	// The evaluator the space policy names says at start what keeps it
+	// from answering: a role that may not evaluate (the center), or no
+	// key matching the policy's.
+	if st, err := n.linkage.Status(ctx); err == nil && st.IsEvaluator && st.Problem != "" {
+		n.log.Error("linkage evaluator named by the space policy cannot answer", "problem", st.Problem)
+	}
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
 		Relearn: n.consents.Relearn,

@@ -47,3 +47,7 @@ func ForgedProof() Options {
 		ans.Proofs[0][5] ^= 1
 	}}
 }
+
+// AnyRole is Options of a node that sends linkage requests whatever its
+// role, as a modified node would.
+func AnyRole() Options { return Options{anyRole: true} }

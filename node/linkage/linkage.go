@@ -104,6 +104,9 @@ type Options struct {
 	// answer may change an answer this evaluator is about to send for req:
 	// the tests of a dishonest evaluator.
 	answer func(req, ans *message)
+	// anyRole sends requests whatever this node's role: the tests of the
+	// evaluator's own check.
+	anyRole bool
 }
 
 // Service is one node's linkage: the requesting side of every member, and

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/nodetest"
@@ -325,4 +326,50 @@ func TestLinkageBadIdentifiers(t *testing.T) {
 	if len(p) != 3 {
 		t.Errorf("%d pseudonyms, want 3", len(p))
 	}
+}
+
+// TestLinkageRoles: the center is never the evaluator (members refuse to
+// ask it) and never a requester (it refuses itself, and the evaluator
+// refuses one that asks anyway, counted and in evidence).
+func TestLinkageRoles(t *testing.T) {
+	t.Run("center as evaluator", func(t *testing.T) {
+		s := nodetest.NewSpace(t)
+		ca, cc := s.Config("uni-a"), s.Member("center", crypto.RoleCenter)
+		s.LinkageEvaluator("center")
+		a := s.Open(ca)
+		s.Open(cc)
+		ingest(t, a, students(s.Now, "A", 0, 5))
+		_, _, err := a.LinkagePseudonyms(context.Background(), policy.PurposeStatistics, "2026")
+		var refused *linkage.RefusedError
+		if !errors.As(err, &refused) || refused.Reason != linkage.RefuseRole {
+			t.Fatalf("linkage through the center: %v, want a refusal %s", err, linkage.RefuseRole)
+		}
+	})
+	t.Run("center as requester", func(t *testing.T) {
+		s := nodetest.NewSpace(t)
+		ce, cc := s.Config("uni-e"), s.Member("center", crypto.RoleCenter)
+		s.LinkageEvaluator("uni-e")
+		e := s.Open(ce)
+		honest := s.Open(cc)
+		ingest(t, honest, students(s.Now, "C", 0, 5))
+		_, _, err := honest.LinkagePseudonyms(context.Background(), policy.PurposeStatistics, "2026")
+		var refused *linkage.RefusedError
+		if !errors.As(err, &refused) || refused.Reason != linkage.RefuseRole {
+			t.Fatalf("the center asking: %v, want a refusal %s", err, linkage.RefuseRole)
+		}
+		if err := honest.Close(); err != nil {
+			t.Fatal(err)
+		}
+		modified := s.Open(cc, node.Env{Linkage: linkage.AnyRole()})
+		_, _, err = modified.LinkagePseudonyms(context.Background(), policy.PurposeStatistics, "2026")
+		if !errors.As(err, &refused) || refused.Reason != linkage.RefuseRole {
+			t.Fatalf("a modified center asking: %v, want the evaluator's refusal %s", err, linkage.RefuseRole)
+		}
+		if !strings.Contains(nodetest.Scrape(t, e), `eduspace_linkage_refused_total{reason="role"} 1`) {
+			t.Error("the evaluator did not count the refusal")
+		}
+		if k := nodetest.Count(t, ce, `SELECT count(*) FROM linkage_chunks`); k != 0 {
+			t.Errorf("the evaluator answered %d chunks for the center", k)
+		}
+	})
 }

@@ -159,7 +159,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	if err := validPurposeEpoch(purpose, epoch); err != nil {
 		return nil, rep, err
 	}
-	if !requesterRole(s.d.Role) {
+	if !requesterRole(s.d.Role) && !s.d.Options.anyRole {
 		return nil, rep, &RefusedError{Reason: RefuseRole}
 	}
 	ev, evCred, err := s.evaluator(ctx)
