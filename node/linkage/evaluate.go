@@ -191,12 +191,15 @@ func (s *Service) requestRefusal(sender *crypto.Credential, m message) string {
 	return ""
 }
 
-// limitRefusal is the limit answering m's k elements would pass, or "".
+// limitRefusal is the limit answering m's k elements, and the rest of
+// its request, would pass, or "".
 func (s *Service) limitRefusal(u usage, m message, k int) string {
 	switch {
 	case m.Total > s.d.Limits.PerRequest || u.request+int64(k) > int64(m.Total):
 		return RefusePerRequest
-	case u.epoch+int64(k) > s.d.Limits.PerEpoch:
+	case u.epoch-u.request+int64(m.Total) > s.d.Limits.PerEpoch:
+		// The whole request is counted at its first chunk: one that
+		// would pass the limit is refused before any of it is evaluated.
 		return RefusePerEpoch
 	}
 	return ""

@@ -222,12 +222,19 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	}
 	sentChunks := make([]sent, chunks)
 	var sentMu sync.Mutex
+	// The sender is waited for before returning, so that it never calls
+	// progress after the caller is gone.
 	sendCtx, cancelSend := context.WithCancel(ctx)
+	var sender sync.WaitGroup
+	defer sender.Wait()
 	defer cancelSend()
 	sendErr := make(chan error, 1)
-	go func() {
+	sender.Go(func() {
 		sendErr <- func() error {
 			for c := range chunks {
+				if err := sendCtx.Err(); err != nil {
+					return err
+				}
 				lo, hi := c*perChunk, min(len(people), (c+1)*perChunk)
 				fds, elems, err := blindChunk(client, people[lo:hi])
 				if err != nil {
@@ -245,7 +252,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 			}
 			return nil
 		}()
-	}()
+	})
 
 	got := make([]bool, chunks)
 	verified := 0
