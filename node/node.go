@@ -403,6 +403,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 // same person get the same pseudonym for the same purpose and epoch. The
 // pseudonyms are personal data: keep them in memory or sealed, never in
 // logs or clear files.
+//
+// The evaluator's answers arrive through the node's control consumer:
+// never call this from a handler of a control message (an aggregate
+// round's, say), which would hold that consumer while waiting for them;
+// call it from a goroutine of its own, or before the round. Pseudonyms
+// obtained before for the same purpose, epoch and key come from memory,
+// without asking the evaluator again.
 func (n *Node) LinkagePseudonyms(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, linkage.Report, error) {
 	return n.linkage.Pseudonyms(ctx, purpose, epoch, nil)
 }
