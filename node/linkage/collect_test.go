@@ -85,3 +85,19 @@ func TestValidEpoch(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkSize: chunks fill at most half the server's maximum payload,
+// in whole parts.
+func TestChunkSize(t *testing.T) {
+	for _, tc := range []struct {
+		payload     int64
+		part, chunk int
+	}{
+		{1 << 20, 1024, 12288}, {8 << 20, 1024, MaxChunk}, {0, 1024, 12288}, {64 << 10, 780, 780}, {16 << 10, 195, 195}, {512, 16, 16},
+	} {
+		s := &Service{d: Deps{MaxPayload: tc.payload}}
+		if part, chunk := s.chunkSize(); part != tc.part || chunk != tc.chunk {
+			t.Errorf("payload %d: part %d, chunk %d; want %d, %d", tc.payload, part, chunk, tc.part, tc.chunk)
+		}
+	}
+}

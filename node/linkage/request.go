@@ -29,7 +29,8 @@ const (
 )
 
 // PartSize is how many elements one proof covers in the requests this
-// node makes: proofs are checked part by part, in parallel.
+// node makes (fewer where the NATS server's maximum payload is under
+// ≈ 90 KiB): proofs are checked part by part, in parallel.
 const PartSize = 1024
 
 // answerTimeout is how long Pseudonyms waits for the next answer.
@@ -201,7 +202,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 
 	info := Info(string(purpose), epoch)
 	client := oprf.NewPartialObliviousClient(Suite, pk)
-	perChunk := s.chunkSize()
+	part, perChunk := s.chunkSize()
 	chunks := (len(people) + perChunk - 1) / perChunk
 	rep.Chunks = chunks
 	req := newRequestID()
@@ -236,7 +237,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 					return err
 				}
 				lo, hi := c*perChunk, min(len(people), (c+1)*perChunk)
-				fds, elems, err := blindChunk(client, people[lo:hi])
+				fds, elems, err := blindChunk(client, people[lo:hi], part)
 				if err != nil {
 					return err
 				}
@@ -244,7 +245,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 				sentChunks[c] = sent{fds}
 				sentMu.Unlock()
 				m := message{V: 1, Type: msgRequest, Request: req, Chunk: c, Chunks: chunks, Total: len(people),
-					Purpose: string(purpose), Epoch: epoch, KeyID: rep.KeyID, Part: PartSize, Elements: elems}
+					Purpose: string(purpose), Epoch: epoch, KeyID: rep.KeyID, Part: part, Elements: elems}
 				if err := s.send(sendCtx, ev.Node, evCred, m); err != nil {
 					return err
 				}
@@ -291,7 +292,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 			done++
 			lo := m.Chunk * perChunk
 			hi := min(len(people), lo+perChunk)
-			outputs, err := finalizeChunk(client, fds, m, info, hi-lo)
+			outputs, err := finalizeChunk(client, fds, m, info, hi-lo, part)
 			if err != nil {
 				if rerr := s.refuse(ctx, ev.Node, string(purpose), epoch, RefuseProof, hi-lo); rerr != nil {
 					return nil, rep, rerr
@@ -329,22 +330,24 @@ func knownReason(r string) bool {
 	return false
 }
 
-// chunkSize is how many elements one request envelope carries: a whole
-// number of parts, the envelope (elements in base64, proofs, header,
-// seal) well under half the server's maximum payload.
-func (s *Service) chunkSize() int {
+// chunkSize is how many elements one proof covers and one request
+// envelope carries: a whole number of parts, the envelope (elements in
+// base64, proofs, header, seal) well under half the server's maximum
+// payload.
+func (s *Service) chunkSize() (part, chunk int) {
 	maxPayload := s.d.MaxPayload
 	if maxPayload <= 0 {
 		maxPayload = 1 << 20
 	}
-	perPart := int64(PartSize * ElementSize * 4 / 3) // base64
-	parts := max(1, min(MaxChunk/PartSize, int(maxPayload/2/perPart)))
-	return parts * PartSize
+	fit := int(maxPayload / 2 / (ElementSize * 4 / 3)) // elements in base64 in half the payload
+	part = max(16, min(PartSize, fit))
+	parts := max(1, min(MaxChunk/part, fit/part))
+	return part, parts * part
 }
 
 // blindChunk blinds people's ids, part by part in parallel.
-func blindChunk(client oprf.PartialObliviousClient, people []person) ([]*oprf.FinalizeData, []byte, error) {
-	parts := (len(people) + PartSize - 1) / PartSize
+func blindChunk(client oprf.PartialObliviousClient, people []person, part int) ([]*oprf.FinalizeData, []byte, error) {
+	parts := (len(people) + part - 1) / part
 	fds := make([]*oprf.FinalizeData, parts)
 	elems := make([]byte, len(people)*ElementSize)
 	errs := make([]error, parts)
@@ -354,7 +357,7 @@ func blindChunk(client oprf.PartialObliviousClient, people []person) ([]*oprf.Fi
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			lo, hi := p*PartSize, min(len(people), (p+1)*PartSize)
+			lo, hi := p*part, min(len(people), (p+1)*part)
 			inputs := make([][]byte, hi-lo)
 			for i := range inputs {
 				inputs[i] = []byte(people[lo+i].id)
@@ -376,9 +379,10 @@ func blindChunk(client oprf.PartialObliviousClient, people []person) ([]*oprf.Fi
 }
 
 // finalizeChunk checks an answer's proofs and unblinds its elements, part
-// by part in parallel; k is how many elements the chunk carried.
-func finalizeChunk(client oprf.PartialObliviousClient, fds []*oprf.FinalizeData, m message, info []byte, k int) ([][]byte, error) {
-	if m.Part != PartSize || len(m.Elements) != k*ElementSize || len(m.Proofs) != len(fds) {
+// by part in parallel; k is how many elements the chunk carried, part how
+// many each proof covers.
+func finalizeChunk(client oprf.PartialObliviousClient, fds []*oprf.FinalizeData, m message, info []byte, k, part int) ([][]byte, error) {
+	if m.Part != part || len(m.Elements) != k*ElementSize || len(m.Proofs) != len(fds) {
 		return nil, errors.New("answer does not match its request")
 	}
 	out := make([][]byte, k)
@@ -389,7 +393,7 @@ func finalizeChunk(client oprf.PartialObliviousClient, fds []*oprf.FinalizeData,
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			lo, hi := p*PartSize, min(k, (p+1)*PartSize)
+			lo, hi := p*part, min(k, (p+1)*part)
 			evs, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
 			if err != nil {
 				errs[p] = err
