@@ -216,8 +216,8 @@ func (s *Service) refuseRequest(ctx context.Context, sender *crypto.Credential, 
 	k := len(m.Elements) / ElementSize
 	local := sender.NodeID == s.d.NodeID
 	purpose, epoch := m.Purpose, m.Epoch
-	if reason == RefusePurpose || reason == RefuseEpoch {
-		purpose, epoch = "", "" // not from a closed set: not recorded
+	if !policy.Purpose(purpose).Valid() || !ValidEpoch(epoch) {
+		purpose, epoch = "", "" // not the space's: not recorded
 	}
 	if err := s.d.DB.Write(ctx, func(tx *sql.Tx) error {
 		if purpose != "" {
