@@ -40,6 +40,7 @@ const (
 	KindAgreement      uint8 = 5  // an agreement proposal, acceptance or revocation between two members
 	KindAggregate      uint8 = 6  // a message of an aggregate round (query, secure-aggregation step, release)
 	KindRecovery       uint8 = 7  // a restored node's recovery request, or a peer's answer (deploy/README.md, Backup and restore)
+	KindLinkage        uint8 = 8  // a linkage evaluation request (blinded identifiers) or the evaluator's answer (node/linkage/LINKAGE.md)
 	KindCatalogue      uint8 = 9  // a node's catalogue of offered datasets, published to every member (node/catalogue/CATALOGUE.md)
 	KindRelease        uint8 = 10 // a dataset release's manifest, after its rows (node/release/RELEASES.md §8)
 	KindProvenance     uint8 = 11 // a training-provenance declaration of an AI service (node/release/RELEASES.md §9)
@@ -47,7 +48,7 @@ const (
 
 // knownKind reports whether kind is one of the kinds above.
 func knownKind(kind uint8) bool {
-	return kind >= KindRecords && kind <= KindRecovery || kind >= KindCatalogue && kind <= KindProvenance
+	return kind >= KindRecords && kind <= KindProvenance
 }
 
 const (

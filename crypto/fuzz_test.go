@@ -240,3 +240,39 @@ func withoutPQ(payload []byte) string {
 	}
 	return string(payload[:i]) + "}"
 }
+
+// FuzzParseSpacePolicy parses arbitrary bytes as a space policy: only the
+// policies the authority signed are accepted, and what is accepted
+// re-encodes to the bytes signed.
+func FuzzParseSpacePolicy(f *testing.F) {
+	a, _ := GenerateAuthorityKey(detRand("authority"))
+	valid := map[string]bool{}
+	for _, p := range []SpacePolicy{
+		{Space: "city-edu", Serial: 1, Issued: issued, MinSuite: SuiteXWing},
+		{Space: "city-edu", Serial: 2, Issued: issued, MinSuite: SuiteX25519,
+			Linkage: &LinkageEvaluator{Node: "uni-e", Suite: "ristretto255-SHA512", Key: bytes.Repeat([]byte{7}, 32)}},
+	} {
+		data, err := a.SignSpacePolicy(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		valid[string(data[:len(data)-CompositeSignatureSize])] = true
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := ParseSpacePolicy(b, a.Public(), "city-edu")
+		if err != nil {
+			if p != nil {
+				t.Fatal("policy and error both returned")
+			}
+			return
+		}
+		signed := b[:len(b)-CompositeSignatureSize]
+		if !valid[string(signed)] {
+			t.Fatalf("accepted a policy the authority did not sign: %+v", p)
+		}
+		if got := p.appendTo(nil); !bytes.Equal(got, signed) {
+			t.Fatalf("does not re-encode:\ngot  %x\nwant %x", got, signed)
+		}
+	})
+}

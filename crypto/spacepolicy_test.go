@@ -78,3 +78,71 @@ func TestSpacePolicy(t *testing.T) {
 		t.Error("a policy with an unknown minimum suite was signed")
 	}
 }
+
+// TestSpacePolicyLinkage: a policy naming a linkage evaluator parses back
+// with it; a policy without one encodes as before; a linkage section that
+// is altered, truncated, oversized or followed by bytes is refused.
+func TestSpacePolicyLinkage(t *testing.T) {
+	ak, err := GenerateAuthorityKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	for i := range key {
+		key[i] = byte(i + 1)
+	}
+	base := SpacePolicy{Space: "demo", Serial: 2, Issued: time.Now().Truncate(time.Millisecond), MinSuite: SuiteX25519}
+	withL := base
+	withL.Linkage = &LinkageEvaluator{Node: "uni-e", Suite: "ristretto255-SHA512", Key: key}
+	data, err := ak.SignSpacePolicy(withL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseSpacePolicy(data, ak.Public(), "demo")
+	if err != nil || got.Linkage == nil || got.Linkage.Node != "uni-e" || got.Linkage.Suite != "ristretto255-SHA512" || string(got.Linkage.Key) != string(key) {
+		t.Fatalf("parsed %+v (%+v), %v", got, got.Linkage, err)
+	}
+	plain, err := ak.SignSpacePolicy(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ParseSpacePolicy(plain, ak.Public(), "demo"); err != nil || p.Linkage != nil {
+		t.Fatalf("policy without linkage: %+v, %v", p, err)
+	}
+	if b1, b2 := base.appendTo(nil), withL.appendTo(nil); string(b2[:len(b1)]) != string(b1) {
+		t.Error("the linkage section changes the fields before it")
+	}
+	for name, l := range map[string]*LinkageEvaluator{
+		"no node":   {Suite: "ristretto255-SHA512", Key: key},
+		"no suite":  {Node: "uni-e", Key: key},
+		"no key":    {Node: "uni-e", Suite: "ristretto255-SHA512"},
+		"large key": {Node: "uni-e", Suite: "ristretto255-SHA512", Key: make([]byte, 200)},
+	} {
+		bad := base
+		bad.Linkage = l
+		if _, err := ak.SignSpacePolicy(bad); err == nil {
+			t.Errorf("%s: signed", name)
+		}
+	}
+	// A body with an unknown section or trailing bytes, signed properly,
+	// is refused.
+	for name, body := range map[string][]byte{
+		"unknown section": append(base.appendTo(nil), 2, 0),
+		"trailing":        append(withL.appendTo(nil), 0),
+		"truncated":       withL.appendTo(nil)[:len(withL.appendTo(nil))-3],
+	} {
+		sig, err := ak.ck.Sign(PurposeSpacePolicy, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ParseSpacePolicy(append(body, sig...), ak.Public(), "demo"); err == nil {
+			t.Errorf("%s: parsed", name)
+		}
+	}
+	// Flipping a byte of the key breaks the signature.
+	flipped := append([]byte(nil), data...)
+	flipped[len(withL.appendTo(nil))-1] ^= 1
+	if _, err := ParseSpacePolicy(flipped, ak.Public(), "demo"); err == nil {
+		t.Error("altered linkage key parsed")
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/registry"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	Release ReleaseConfig `yaml:"release"`
 	// DSP is the Dataspace Protocol catalogue endpoint.
 	DSP DSPConfig `yaml:"dsp"`
+	// Linkage sets the rate limits this node holds other members to when
+	// the space policy names it the linkage evaluator (node/linkage).
+	Linkage linkage.Limits `yaml:"linkage"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -206,6 +210,7 @@ func DefaultConfig() Config {
 		Storage:     StorageConfig{MinFreeMiB: 256, Encrypt: true},
 		Aggregate:   AggregateConfig{Colluders: 1},
 		Release:     ReleaseConfig{K: 5, MaxSuppress: 0.05},
+		Linkage:     linkage.DefaultLimits,
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",
@@ -254,6 +259,9 @@ func (c *Config) Validate() error {
 	}
 	if !(c.Release.MaxSuppress > 0 && c.Release.MaxSuppress < 0.5) {
 		bad("release.max_suppress", "%v, want a fraction above 0 and below 0.5", c.Release.MaxSuppress)
+	}
+	if err := c.Linkage.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Aggregate.Colluders < 0 || c.Aggregate.Colluders > 98 {
 		bad("aggregate.colluders", "%d, want 0..98 (a round has at most 100 universities)", c.Aggregate.Colluders)

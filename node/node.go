@@ -26,6 +26,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
@@ -54,6 +55,9 @@ type Env struct {
 	// DataKey holds the data key rotation's test seams; production leaves
 	// it zero.
 	DataKey DataKeyOptions
+	// Linkage holds the linkage service's test seams; production leaves
+	// it zero.
+	Linkage linkage.Options
 }
 
 // Node is a running eduspace node: the parts along a record's way, wired
@@ -76,6 +80,7 @@ type Node struct {
 	cat        *catalogue.Catalogue
 	dsp        dspServer
 	recovery   *recovery.Service
+	linkage    *linkage.Service
 	admin      *admin.Server
 	dataKeys   *dataKeys
 	health     *health
@@ -296,7 +301,19 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			return n.recovery.Handle(ctx, h, sender, plain)
 		},
 		Release: n.releases.AcceptManifest, Provenance: n.releases.AcceptDeclaration,
+		Linkage: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
+			return n.linkage.Handle(ctx, h, sender, plain)
+		},
 		Options: env.Receive})
+	n.linkage = linkage.New(linkage.Deps{NodeID: cfg.NodeID, Role: cred.Role, DataDir: cfg.DataDir, DB: n.db, Evidence: ev,
+		Registry: n.reg, Layout: layout, Enqueue: n.out.Enqueue, WakeRelay: n.out.Wake, ScanRecords: n.shares.ScanRecords,
+		MaxPayload: n.bus.MaxPayload(), Limits: cfg.Linkage, Metrics: m, Log: n.log, Now: now, Options: env.Linkage})
+	// The evaluator the space policy names says at start what keeps it
+	// from answering: a role that may not evaluate (the center), or no
+	// key matching the policy's.
+	if st, err := n.linkage.Status(ctx); err == nil && st.IsEvaluator && st.Problem != "" {
+		n.log.Error("linkage evaluator named by the space policy cannot answer", "problem", st.Problem)
+	}
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
 		Relearn: n.consents.Relearn,
@@ -331,7 +348,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.admin = admin.New(admin.Config{NodeID: cfg.NodeID, Space: cfg.Space, Credential: cred, Suite: suite, Token: ks.AdminToken,
 		CheckpointMax: cfg.Checkpoint.MaxAge, Std: std, DB: n.db, Evidence: ev, Metrics: m, Registry: n.reg, Outbox: n.out,
 		Checkpoints: n.ckpt, Agreements: n.agreements, Consents: n.consents, Receiver: n.recv, Shares: n.shares, Aggregates: n.agg,
-		Recovery: n.recovery, DataKey: n.dataKeys, Releases: n.releases, Catalogue: n.cat,
+		Recovery: n.recovery, DataKey: n.dataKeys, Releases: n.releases, Catalogue: n.cat, Linkage: n.linkage,
 		Ready: n.Ready, Health: n.health.problems, Connected: n.bus.Connected, Logger: n.log, Now: now})
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -400,6 +417,25 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
 		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
+}
+
+// LinkagePseudonyms returns the linkage pseudonym, for purpose and epoch
+// (a year such as "2026" or a named epoch; "" is the current year), of
+// every person this node holds a student record with a valid, unambiguous
+// resident id for, keyed by student_id, and the report of what was
+// evaluated and left out (node/linkage/LINKAGE.md). Two members holding the
+// same person get the same pseudonym for the same purpose and epoch. The
+// pseudonyms are personal data: keep them in memory or sealed, never in
+// logs or clear files.
+//
+// The evaluator's answers arrive through the node's control consumer:
+// never call this from a handler of a control message (an aggregate
+// round's, say), which would hold that consumer while waiting for them;
+// call it from a goroutine of its own, or before the round. Pseudonyms
+// obtained before for the same purpose, epoch and key come from memory,
+// without asking the evaluator again.
+func (n *Node) LinkagePseudonyms(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, linkage.Report, error) {
+	return n.linkage.Pseudonyms(ctx, purpose, epoch, nil)
 }
 
 // shareContinuous shares, once at start, what an ingest stored and a stop

@@ -112,7 +112,7 @@ var nodeLayers = [][]string{
 	{"node/agreement", "node/catalogue"},
 	{"node/consent", "node/receive"},
 	{"node/share", "node/recovery"},
-	{"node/aggregate", "node/release"},
+	{"node/aggregate", "node/release", "node/linkage"},
 	{"node/admin"},
 	{"node"},
 	{"node/demo", "node/bench", "node/nodetest"},

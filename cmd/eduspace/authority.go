@@ -20,6 +20,8 @@ func runAuthority(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: authority init --dir D [--suite S] | authority issue --dir D --request FILE ... | authority revoke --dir D --space S --node ID ... | authority publish-revocations ... | authority space-policy --dir D --space S --min-suite SUITE ... | authority nats-config ... | authority nats-setup ...", errUsage)
 	}
 	switch args[0] {
+	case "linkage-evaluator":
+		return runAuthorityLinkage(ctx, args[1:], stdout, stderr) // linkage.go
 	case "init":
 		fs := newFlags("authority init", stderr)
 		dir := fs.String("dir", "", "directory for the root key pair (required)")

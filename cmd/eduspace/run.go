@@ -48,6 +48,7 @@ func commands() []command {
 			{"revoke", "revoke a member or one of its keys"},
 			{"publish-revocations", "publish the signed revocation list on the space"},
 			{"space-policy", "sign and publish the space policy (minimum suite)"},
+			{"linkage-evaluator", "sign and publish the space policy naming the linkage evaluator and its key"},
 			{"nats-config", "generate the NATS server configuration for the members"},
 			{"nats-setup", "create or update the space's streams and buckets, as the operator"},
 		}},
@@ -86,6 +87,7 @@ func commands() []command {
 			{"declare", "declare that releases fed a model version; each release's provider is told, signed"},
 			{"list", "the declarations this node made, or received for its releases"},
 		}},
+		{name: "linkage", summary: "pseudonymous linkage: per-purpose, per-epoch pseudonyms of the students held, through the space's evaluator", run: runLinkage, subs: linkageSubs},
 		{name: "classify", summary: "classify records offline by the grading standard", run: runClassify},
 		{name: "audit", summary: "check an evidence log", run: runAudit, subs: []subcommand{
 			{"verify", "verify an evidence chain against its checkpoints"},

@@ -29,6 +29,7 @@ import (
 	"github.com/eduspace/eduspace/node/consent"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
@@ -65,6 +66,7 @@ type Config struct {
 	Releases      *release.Releaser
 	// Catalogue is the space's catalogue of offered datasets.
 	Catalogue *catalogue.Catalogue
+	Linkage   *linkage.Service
 	// DataKey rotates the data key and reports the rotation's progress.
 	DataKey DataKeys
 	// Ready reports whether the node serves (readiness); Connected whether
@@ -106,6 +108,7 @@ type Server struct {
 	recovery      *recovery.Service
 	releases      *release.Releaser
 	cat           *catalogue.Catalogue
+	linkage       *linkage.Service
 	dataKey       DataKeys
 	ready         func() bool
 	health        func() []string
@@ -123,7 +126,7 @@ func New(c Config) *Server {
 	return &Server{nodeID: c.NodeID, space: c.Space, cred: c.Credential, suite: c.Suite, token: c.Token,
 		checkpointMax: c.CheckpointMax, std: c.Std, db: c.DB, ev: c.Evidence, m: c.Metrics, reg: c.Registry,
 		out: c.Outbox, ckpt: c.Checkpoints, agreements: c.Agreements, consents: c.Consents, recv: c.Receiver,
-		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, releases: c.Releases, cat: c.Catalogue, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
+		shares: c.Shares, agg: c.Aggregates, recovery: c.Recovery, releases: c.Releases, cat: c.Catalogue, linkage: c.Linkage, dataKey: c.DataKey, ready: c.Ready, health: c.Health,
 		connected: c.Connected, log: c.Logger, now: c.Now}
 }
 

@@ -106,6 +106,7 @@ func (s *Server) adminHandler() http.Handler {
 	s.aggregateRoutes(api) // aggregates.go
 	s.releaseRoutes(api)   // releases.go
 	s.catalogueRoutes(api) // catalogue.go
+	s.linkageRoutes(api)   // linkage.go
 	mux.Handle("/v1/", s.audited(api, s.authorize(api)))
 	mux.Handle("GET /status", s.statusPageHandler()) // loopback only, no token: status.go
 	return mux

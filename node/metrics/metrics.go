@@ -59,6 +59,14 @@ type Metrics struct {
 
 	Aggregate Aggregate
 	Catalogue Catalogue
+	Linkage   Linkage
+}
+
+// Linkage are the linkage instruments (node/linkage/LINKAGE.md). Labels
+// come from closed sets: refusal reasons, sides.
+type Linkage struct {
+	Refused     *prometheus.CounterVec // reason
+	Evaluations *prometheus.CounterVec // event: evaluated (at the evaluator), requested (verified at the requester)
 }
 
 // Catalogue are the catalogue's instruments (node/catalogue/CATALOGUE.md).
@@ -96,6 +104,7 @@ type Labels struct {
 	Refused          []string // envelope refusal reasons
 	Invalid          []string // ingest refusal reasons
 	AggregateRefused []string // aggregate refusal reasons
+	LinkageRefused   []string // linkage refusal reasons
 }
 
 // New makes a node's instruments on a registry of their own, with every
@@ -198,6 +207,14 @@ func New(std *schema.Standard, labels Labels) *Metrics {
 			DSP: vec("eduspace_dsp_requests_total",
 				"Requests to the Dataspace Protocol catalogue endpoint, by outcome.",
 				"outcome", DSPOutcomes...),
+		},
+		Linkage: Linkage{
+			Refused: vec("eduspace_linkage_refused_total",
+				"Linkage evaluation requests (at the evaluator) and answers (at the requester) refused, by reason.",
+				"reason", labels.LinkageRefused...),
+			Evaluations: vec("eduspace_linkage_evaluations_total",
+				"Linkage elements evaluated here for members (event evaluated) or obtained here with their proofs verified (event requested).",
+				"event", "evaluated", "requested"),
 		},
 	}
 	reg.MustRegister(m.Ingested, m.Decisions, m.Latency)

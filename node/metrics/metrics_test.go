@@ -13,6 +13,7 @@ import (
 
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/share"
 	"github.com/eduspace/eduspace/schema"
@@ -119,7 +120,7 @@ func TestMetricsGolden(t *testing.T) {
 // parts own declared as node.Open declares them, every gauge reading 0.
 func newTestMetrics() *metrics.Metrics {
 	m := metrics.New(schema.Default(), metrics.Labels{Refused: envelope.RefuseReasons, Invalid: share.InvalidReasons,
-		AggregateRefused: aggregate.RefuseReasons})
+		AggregateRefused: aggregate.RefuseReasons, LinkageRefused: linkage.Reasons})
 	m.RegisterGauges(metrics.Gauges{})
 	return m
 }

@@ -96,6 +96,9 @@ type Deps struct {
 	// Catalogue handles a member's catalogue of offered datasets (from its
 	// sender, whose credential is given; node/catalogue).
 	Catalogue func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
+	// Linkage handles a linkage message: a member's evaluation request at
+	// the evaluator, or the evaluator's answer (node/linkage).
+	Linkage func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	// DataKey seals the records received at rest; nil stores them in
 	// clear (storage.encrypt off). They are read either way.
 	DataKey *keys.DataKey
@@ -149,6 +152,7 @@ type Receiver struct {
 	releaseMsg       func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	provenanceMsg    func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	catalogue        func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
+	linkage          func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 
 	inbound     chan jetstream.Msg // from the deliveries consumer to the deliveries loop
 	receiptWake chan struct{}
@@ -164,7 +168,7 @@ func New(d Deps) *Receiver {
 	r := &Receiver{nodeID: d.NodeID, db: d.DB, ev: d.Evidence, codec: d.Codec, reg: d.Registry, out: d.Outbox,
 		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement, dk: d.DataKey,
 		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate, recoveryMsg: d.Recovery,
-		releaseMsg: d.Release, provenanceMsg: d.Provenance, catalogue: d.Catalogue,
+		releaseMsg: d.Release, provenanceMsg: d.Provenance, catalogue: d.Catalogue, linkage: d.Linkage,
 		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger,
 		skew: d.ClockSkew}
 	if d.Options.receiptLinger > 0 {
