@@ -80,6 +80,10 @@ type Deps struct {
 	// MinColluders is the fewest colluders a query must tolerate for this
 	// node to submit it or take part (config aggregate.colluders).
 	MinColluders int
+	// Pseudonyms returns this node's linkage pseudonyms for a purpose and
+	// epoch, keyed by subject key (node/linkage): the persons a joined
+	// query links. Nil: this node declines joined queries (no_linkage).
+	Pseudonyms func(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, error)
 }
 
 // Aggregator is a node's side of aggregate rounds, as center or as
@@ -103,6 +107,7 @@ type Aggregator struct {
 	activeAgreements func(ctx context.Context) ([]policy.Agreement, error)
 	scanRecords      func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
 	minColluders     int
+	pseudonyms       func(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, error)
 
 	mu sync.Mutex
 	// knobs are settings of tests only (export_test.go): noNoise sends
@@ -125,6 +130,9 @@ type Aggregator struct {
 	}
 	parts  map[string]*partRound   // university side, by round id
 	rounds map[string]*centerRound // center side, by round id
+	// joinBuf holds join messages of rounds this node has no round
+	// message for yet (joined queries, join.go).
+	joinBuf map[string]*joinBuffered
 }
 
 // New returns the aggregator of a node; Run drives its schedule.
@@ -132,7 +140,7 @@ func New(d Deps) *Aggregator {
 	return &Aggregator{nodeID: d.NodeID, cred: d.Cred, std: d.Std, db: d.DB, ev: d.Evidence, keys: d.Keys, reg: d.Registry,
 		codec: d.Codec, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, enqueue: d.Enqueue, wakeRelay: d.WakeRelay,
 		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords, minColluders: d.MinColluders,
-		parts: map[string]*partRound{}, rounds: map[string]*centerRound{}}
+		pseudonyms: d.Pseudonyms, parts: map[string]*partRound{}, rounds: map[string]*centerRound{}, joinBuf: map[string]*joinBuffered{}}
 }
 
 // evidenceKindAggregate is the evidence entry kind of aggregate events.
@@ -178,7 +186,7 @@ var errListRefused = errors.New("list from the center refused")
 // RefuseReasons are the closed label set of the refused metric: every
 // reason but RefuseTooFew, which fails a round rather than refuses it.
 var RefuseReasons = []string{RefuseBadQuery, RefuseSignature, RefuseNotParticipant, RefuseExpired,
-	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders, RefuseDimension}
+	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders, RefuseDimension, RefusePopulation, RefuseNoLinkage}
 
 // Message types of a round, in order.
 const (
@@ -209,6 +217,9 @@ type aggMsg struct {
 	Bundles [][]byte     `json:"bundles,omitempty"` // inner envelopes
 	Members []string     `json:"members,omitempty"`
 	Reason  string       `json:"reason,omitempty"`
+	// Chunk and Chunks number a join message's part of its list.
+	Chunk  int `json:"chunk,omitempty"`
+	Chunks int `json:"chunks,omitempty"`
 }
 
 // aggCommit is a commitment signed by the participant that made it, so
@@ -262,6 +273,12 @@ type partRound struct {
 	u2, u3             []string // the lists U2 masked with and U3 signed (then answered), sorted
 	dropped            bool
 	expires            time.Time
+	// Of a joined query at an outcome participant: the lists received
+	// from the population participants, this node's outcome records by
+	// join tag, and the bundles message held until every list is in.
+	tags    map[string]*joinTags
+	outcome map[[32]byte][]outcomeEntry
+	pending *aggMsg
 }
 
 // ---------------------------------------------------------------------------
@@ -346,6 +363,11 @@ func (a *Aggregator) Handle(ctx context.Context, h crypto.Header, plain []byte) 
 		return a.partRoundStart(ctx, h, m)
 	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgSignatures, aggMsgAbort:
 		return a.partStep(ctx, h, m)
+	case aggMsgJoin:
+		if a.cred.Role == crypto.RoleCenter {
+			return envelope.Refuse(envelope.RefuseContent, errors.New("aggregate join message to a center"))
+		}
+		return a.partJoin(ctx, h, m)
 	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgConsistency, aggMsgUnmask:
 		if a.cred.Role != crypto.RoleCenter {
 			return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
@@ -424,7 +446,15 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 			return decline(RefuseMember, fmt.Errorf("participant %s", p))
 		}
 	}
-	agreement, err := a.aggAgreement(ctx, q, now)
+	side := q.side(a.nodeID)
+	recordType, fields := q.RecordType, q.fields(a.std)
+	if side == "population" {
+		fields = q.joinPopulationFields(a.std)
+	}
+	if side == "outcome" {
+		recordType, fields = q.Join.Outcome.RecordType, q.joinOutcomeFields(a.std)
+	}
+	agreement, err := a.aggAgreement(ctx, q, recordType, fields, now)
 	if err != nil {
 		return err
 	}
@@ -438,7 +468,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
-	population, err := a.PopulationOf(q.RecordType)
+	population, err := a.PopulationOf(recordType)
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
@@ -447,7 +477,25 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	} else if !ok {
 		return decline(RefuseBudget, nil)
 	}
-	x, err := a.aggregateTable(ctx, q)
+	var x []int64
+	var joinList []byte
+	var outcome map[[32]byte][]outcomeEntry
+	qd := queryDigestBytes(m.Query)
+	switch side {
+	case "":
+		x, err = a.aggregateTable(ctx, q)
+	case "population":
+		var linked int64
+		x, joinList, linked, err = a.populationSide(ctx, q, qd)
+		if err == nil && linked < q.minPopulation(a.std) {
+			return decline(RefusePopulation, fmt.Errorf("%d linked persons in the population, the query's minimum is %d", linked, q.minPopulation(a.std)))
+		}
+	case "outcome":
+		outcome, err = a.outcomeSide(ctx, q, qd)
+	}
+	if err != nil && a.pseudonyms == nil && side != "" {
+		return decline(RefuseNoLinkage, err)
+	}
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
@@ -465,14 +513,34 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 		return decline(RefuseInternal, err)
 	}
 	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, population: population, q: q, plan: plan, r: r, p: p, x: x,
-		step: "committed", expires: now.Add(q.lifetime())}
+		step: "committed", expires: now.Add(q.lifetime()), outcome: outcome}
+	msgs := map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: m.Round, Data: data,
+		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}}
+	if side == "outcome" {
+		a.adoptBuffered(pr)
+	}
 	e := aggEntry(m.Round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells}
-	if err := a.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: m.Round, Data: data,
-		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}},
-		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
+	if side == "population" {
+		e.Detail["join_entries"] = len(joinList) / joinEntrySize
+	}
+	if err := a.sendAgg(ctx, q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
+	}
+	if side == "population" {
+		// The list goes to each outcome participant, sealed to it, in
+		// chunks; after the commitment, so that a list never precedes a
+		// decline.
+		for _, jm := range joinMessages(m.Round, joinList) {
+			out := map[string]aggMsg{}
+			for _, o := range q.Join.Outcome.Participants {
+				out[o] = jm
+			}
+			if err := a.sendAgg(ctx, q, out, nil); err != nil {
+				return err
+			}
+		}
 	}
 	a.parts[m.Round] = pr
 	pr.dropped = a.knobs.dropAfter == "commit"
@@ -482,7 +550,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 
 // aggAgreement returns the id of an active agreement under which this node
 // gives the center the query's fields for the query's purpose, "" if none.
-func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, now time.Time) (string, error) {
+func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, recordType string, fields []string, now time.Time) (string, error) {
 	list, err := a.activeAgreements(ctx)
 	if err != nil {
 		return "", err
@@ -491,12 +559,12 @@ func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, now time.Time) 
 		if ag.Revoked || ag.Provider != a.nodeID || ag.Recipient != q.Center || ag.Purpose != q.Purpose || !ag.ValidAt(now) {
 			continue
 		}
-		if _, ok := ag.RecordTypes[q.RecordType]; !ok {
+		if _, ok := ag.RecordTypes[recordType]; !ok {
 			continue
 		}
 		covered := true
-		for _, f := range q.fields(a.std) {
-			covered = covered && ag.Allows(q.RecordType, f)
+		for _, f := range fields {
+			covered = covered && ag.Allows(recordType, f)
 		}
 		if covered {
 			return ag.ID, nil
@@ -527,10 +595,19 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 		}
 		err = a.partShares(ctx, pr, m)
 	case aggMsgBundles:
-		if pr.step != "shared" {
+		if pr.step != "shared" || pr.pending != nil {
 			return nil
 		}
-		err = a.partMask(ctx, pr, m)
+		switch {
+		case pr.q.side(a.nodeID) != "outcome":
+			err = a.partMask(ctx, pr, m)
+		case a.joinReady(pr, m.Members):
+			err = a.outcomeMask(ctx, pr, m)
+		default:
+			// A population participant's list is still on its way: mask
+			// once it is in (partJoin), or drop out at the round's time.
+			pr.pending = &m
+		}
 	case aggMsgSurvivors:
 		switch pr.step {
 		case "masked":
@@ -1049,6 +1126,11 @@ func (a *Aggregator) Run(ctx context.Context) {
 			if now.After(pr.expires) {
 				clear(pr.x)
 				delete(a.parts, id)
+			}
+		}
+		for id, b := range a.joinBuf {
+			if now.After(b.expires) {
+				delete(a.joinBuf, id)
 			}
 		}
 		a.mu.Unlock()
