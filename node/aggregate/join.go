@@ -717,15 +717,15 @@ type Accuracy struct {
 
 // JoinedRelease is the joined part of a release.
 type JoinedRelease struct {
-	Population        string   `json:"population"` // the population's record type
-	PopulationGroupBy []string `json:"population_group_by"`
-	Outcome           string   `json:"outcome"` // the outcome's record type
-	OutcomeGroupBy    []string `json:"outcome_group_by"`
-	Measure           Measure  `json:"measure"`
-	LinkPurpose       string   `json:"link_purpose"`
-	Epoch             string   `json:"epoch"`
-	PopulationSites   []string `json:"population_participants"`
-	OutcomeSites      []string `json:"outcome_participants"`
+	Population        string       `json:"population"` // the population's record type
+	PopulationGroupBy []string     `json:"population_group_by"`
+	Outcome           string       `json:"outcome"` // the outcome's record type
+	OutcomeGroupBy    []string     `json:"outcome_group_by"`
+	Measure           Measure      `json:"measure"`
+	LinkPurpose       string       `json:"link_purpose"`
+	Epoch             string       `json:"epoch"`
+	PopulationSites   []string     `json:"population_participants"`
+	OutcomeSites      []string     `json:"outcome_participants"`
 	Cells             []JoinedCell `json:"cells"`
 }
 
