@@ -78,8 +78,8 @@ type Result struct {
 	// rates by household registration and gender, with the employment
 	// rates in Joined.Employment.
 	Joined  *JoinedResult `json:"joined"`
-	Seconds   float64              `json:"seconds"`
-	Dir       string               `json:"dir,omitempty"`
+	Seconds float64       `json:"seconds"`
+	Dir     string        `json:"dir,omitempty"`
 }
 
 // AggregateResult is the demo's aggregate round: students by gender
