@@ -40,6 +40,7 @@ const (
 	KindAgreement      uint8 = 5 // an agreement proposal, acceptance or revocation between two members
 	KindAggregate      uint8 = 6 // a message of an aggregate round (query, secure-aggregation step, release)
 	KindRecovery       uint8 = 7 // a restored node's recovery request, or a peer's answer (deploy/README.md, Backup and restore)
+	KindLinkage        uint8 = 8 // a linkage evaluation request (blinded identifiers) or the evaluator's answer (node/linkage/LINKAGE.md)
 )
 
 const (
@@ -132,7 +133,7 @@ func malformed(format string, args ...any) error {
 
 // validate checks the rules of ENVELOPE.md §1 other than the suite.
 func (h Header) validate() error {
-	if h.Kind < KindRecords || h.Kind > KindRecovery {
+	if h.Kind < KindRecords || h.Kind > KindLinkage {
 		return malformed("unknown kind %d", h.Kind)
 	}
 	if h.Count > MaxCount {

@@ -380,7 +380,7 @@ func TestInvalidHeaders(t *testing.T) {
 		{"long purpose", func(h *Header) { h.Purpose = strings.Repeat("p", 65) }},
 		{"unknown level", func(h *Header) { h.Level = "L9" }},
 		{"kind 0", func(h *Header) { h.Kind = 0 }},
-		{"kind 8", func(h *Header) { h.Kind = 8 }},
+		{"kind 9", func(h *Header) { h.Kind = 9 }},
 		{"count above limit", func(h *Header) { h.Count = MaxCount + 1 }},
 		{"records without count", func(h *Header) { h.Count = 0 }},
 		{"zero created", func(h *Header) { h.Created = time.Time{} }},

@@ -27,6 +27,37 @@ type SpacePolicy struct {
 	// with (Strength): nodes neither seal nor open below it. Naming the
 	// GM/T suite puts the space on that suite alone (Allows).
 	MinSuite SuiteID
+	// Linkage names the space's linkage evaluator and its key
+	// (node/linkage/LINKAGE.md); nil when the space has none.
+	Linkage *LinkageEvaluator
+}
+
+// LinkageEvaluator is the member a space policy names to evaluate the
+// space's linkage pseudonyms (RFC 9497 POPRF), with the public key its
+// proofs verify under. Binding the key in the authority's signed policy
+// gives every member the same key: an evaluator cannot answer one member
+// under another key undetected.
+type LinkageEvaluator struct {
+	Node string
+	// Suite is the RFC 9497 suite identifier, e.g. "ristretto255-SHA512".
+	Suite string
+	// Key is the evaluator's public key, serialised as RFC 9497 does.
+	Key []byte
+}
+
+// maxLinkageKey bounds a linkage public key (a compressed P-521 point).
+const maxLinkageKey = 133
+
+func (l *LinkageEvaluator) validate() error {
+	switch {
+	case !validName(l.Node):
+		return errors.New("invalid linkage evaluator name")
+	case l.Suite == "" || len(l.Suite) > 64:
+		return errors.New("invalid linkage suite")
+	case len(l.Key) == 0 || len(l.Key) > maxLinkageKey:
+		return fmt.Errorf("linkage key of %d bytes", len(l.Key))
+	}
+	return nil
 }
 
 // Strength ranks suites for a space's minimum: a post-quantum hybrid above
@@ -78,6 +109,8 @@ func (p *SpacePolicy) validate() error {
 		return errors.New("invalid issue time")
 	case !p.MinSuite.known():
 		return fmt.Errorf("unknown minimum suite %d", p.MinSuite)
+	case p.Linkage != nil:
+		return p.Linkage.validate()
 	}
 	return nil
 }
@@ -88,8 +121,20 @@ func (p *SpacePolicy) appendTo(b []byte) []byte {
 	b = appendStr8(b, p.Space)
 	b = binary.BigEndian.AppendUint64(b, p.Serial)
 	b = appendMillis(b, p.Issued)
-	return binary.BigEndian.AppendUint16(b, uint16(p.MinSuite))
+	b = binary.BigEndian.AppendUint16(b, uint16(p.MinSuite))
+	if l := p.Linkage; l != nil {
+		// An optional section, after the fields every version has: a
+		// policy without it encodes as before.
+		b = append(b, spacePolicyLinkage)
+		b = appendStr8(b, l.Node)
+		b = appendStr8(b, l.Suite)
+		b = appendStr8(b, string(l.Key))
+	}
+	return b
 }
+
+// spacePolicyLinkage tags the linkage section of a space policy.
+const spacePolicyLinkage = 1
 
 // SignSpacePolicy encodes p and signs it with the composite root key under
 // purpose "space-policy". Times are truncated to milliseconds.
@@ -120,6 +165,13 @@ func ParseSpacePolicy(data []byte, root AuthorityPublicKey, space string) (*Spac
 	p := &SpacePolicy{Space: r.str8(), Serial: r.u64()}
 	p.Issued = r.millis("issued")
 	p.MinSuite = SuiteID(r.u16())
+	if r.err == nil && len(r.b) != 0 {
+		if tag := r.u8(); tag != spacePolicyLinkage {
+			r.err = fmt.Errorf("unknown section %d", tag)
+		} else {
+			p.Linkage = &LinkageEvaluator{Node: r.str8(), Suite: r.str8(), Key: []byte(r.str8())}
+		}
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = errors.New("trailing bytes")
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/registry"
 )
 
@@ -53,6 +54,9 @@ type Config struct {
 	Storage StorageConfig `yaml:"storage"`
 	// Aggregate sets what this node requires of aggregate queries.
 	Aggregate AggregateConfig `yaml:"aggregate"`
+	// Linkage sets the rate limits this node holds other members to when
+	// the space policy names it the linkage evaluator (node/linkage).
+	Linkage linkage.Limits `yaml:"linkage"`
 
 	// EnvelopeTTL is how long a sealed envelope stays acceptable.
 	EnvelopeTTL time.Duration `yaml:"envelope_ttl"`
@@ -174,6 +178,7 @@ func DefaultConfig() Config {
 		Checkpoint:  CheckpointConfig{Interval: 10 * time.Second, MaxAge: 5 * time.Minute},
 		Storage:     StorageConfig{MinFreeMiB: 256, Encrypt: true},
 		Aggregate:   AggregateConfig{Colluders: 1},
+		Linkage:     linkage.DefaultLimits,
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
 		LogLevel:    "info",
@@ -216,6 +221,9 @@ func (c *Config) Validate() error {
 	}
 	if !bus.ValidName(c.Space) {
 		bad("space", "%q: use 1-63 lower case letters, digits, '-' or '_'", c.Space)
+	}
+	if err := c.Linkage.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Aggregate.Colluders < 0 || c.Aggregate.Colluders > 98 {
 		bad("aggregate.colluders", "%d, want 0..98 (a round has at most 100 universities)", c.Aggregate.Colluders)

@@ -25,6 +25,7 @@ import (
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/keys"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/node/outbox"
 	"github.com/eduspace/eduspace/node/receive"
@@ -71,6 +72,7 @@ type Node struct {
 	shares     *share.Sharer
 	agg        *aggregate.Aggregator
 	recovery   *recovery.Service
+	linkage    *linkage.Service
 	admin      *admin.Server
 	dataKeys   *dataKeys
 	health     *health
@@ -277,7 +279,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Recovery: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
 			return n.recovery.Handle(ctx, h, sender, plain)
 		},
+		Linkage: func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error {
+			return n.linkage.Handle(ctx, h, sender, plain)
+		},
 		Options: env.Receive})
+	n.linkage = linkage.New(linkage.Deps{NodeID: cfg.NodeID, Role: cred.Role, DataDir: cfg.DataDir, DB: n.db, Evidence: ev,
+		Registry: n.reg, Layout: layout, Enqueue: n.out.Enqueue, WakeRelay: n.out.Wake, ScanRecords: n.shares.ScanRecords,
+		MaxPayload: n.bus.MaxPayload(), Limits: cfg.Linkage, Metrics: m.Registry, Log: n.log, Now: now})
 	n.recovery = recovery.New(recovery.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Keeper: n.ckpt, Outbox: n.out,
 		Receiver: n.recv, Registry: n.reg, Layout: layout, ClockSkew: cfg.ClockSkew, Now: now, Log: n.log,
 		Relearn: n.consents.Relearn,
@@ -376,6 +384,18 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.log.Info("node started", "space", cfg.Space, "role", string(cred.Role), "suite", suite.String(),
 		"embedded_nats", env.Embedded != nil || n.bus.EmbeddedStarted())
 	return n, nil
+}
+
+// LinkagePseudonyms returns the linkage pseudonym, for purpose and epoch
+// (a year such as "2026" or a named epoch; "" is the current year), of
+// every person this node holds a student record with a valid, unambiguous
+// resident id for, keyed by student_id, and the report of what was
+// evaluated and left out (node/linkage/LINKAGE.md). Two members holding the
+// same person get the same pseudonym for the same purpose and epoch. The
+// pseudonyms are personal data: keep them in memory or sealed, never in
+// logs or clear files.
+func (n *Node) LinkagePseudonyms(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, linkage.Report, error) {
+	return n.linkage.Pseudonyms(ctx, purpose, epoch, nil)
 }
 
 // shareContinuous shares, once at start, what an ingest stored and a stop

@@ -112,7 +112,7 @@ var nodeLayers = [][]string{
 	{"node/agreement"},
 	{"node/consent", "node/receive"},
 	{"node/share", "node/recovery"},
-	{"node/aggregate"},
+	{"node/aggregate", "node/linkage"},
 	{"node/admin"},
 	{"node"},
 	{"node/demo", "node/bench", "node/nodetest"},

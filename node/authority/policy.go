@@ -24,8 +24,30 @@ func SpacePolicyPath(dir, space string) string {
 // SetSpacePolicy signs space's policy with minSuite as the weakest suite
 // allowed, under the serial after the last one kept in dir, and keeps it
 // there. It returns the signed policy.
+//
+// The linkage evaluator of the last policy, if any, is kept.
 func SetSpacePolicy(k *crypto.AuthorityKey, dir, space string, minSuite crypto.SuiteID, now time.Time) (*crypto.SpacePolicy, []byte, error) {
+	return nextSpacePolicy(k, dir, space, now, func(p *crypto.SpacePolicy) { p.MinSuite = minSuite })
+}
+
+// SetLinkageEvaluator signs space's policy naming ev as its linkage
+// evaluator (nil: none), under the serial after the last one kept in dir,
+// and keeps it there; the minimum suite of the last policy is kept, and a
+// first policy takes minSuite. It returns the signed policy.
+func SetLinkageEvaluator(k *crypto.AuthorityKey, dir, space string, ev *crypto.LinkageEvaluator, minSuite crypto.SuiteID, now time.Time) (*crypto.SpacePolicy, []byte, error) {
+	return nextSpacePolicy(k, dir, space, now, func(p *crypto.SpacePolicy) {
+		if p.Serial == 1 {
+			p.MinSuite = minSuite
+		}
+		p.Linkage = ev
+	})
+}
+
+// nextSpacePolicy signs the policy after the last one kept in dir for
+// space, as edit makes it from the last one's fields.
+func nextSpacePolicy(k *crypto.AuthorityKey, dir, space string, now time.Time, edit func(*crypto.SpacePolicy)) (*crypto.SpacePolicy, []byte, error) {
 	serial := uint64(1)
+	var kept *crypto.SpacePolicy
 	path := SpacePolicyPath(dir, space)
 	switch data, err := os.ReadFile(path); {
 	case err == nil:
@@ -33,11 +55,15 @@ func SetSpacePolicy(k *crypto.AuthorityKey, dir, space string, minSuite crypto.S
 		if err != nil {
 			return nil, nil, fmt.Errorf("space policy %s: %w", path, err)
 		}
-		serial = last.Serial + 1
+		serial, kept = last.Serial+1, last
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, nil, fmt.Errorf("read space policy: %w", err)
 	}
-	p := crypto.SpacePolicy{Space: space, Serial: serial, Issued: now, MinSuite: minSuite}
+	p := crypto.SpacePolicy{Space: space, Serial: serial, Issued: now}
+	if kept != nil {
+		p.MinSuite, p.Linkage = kept.MinSuite, kept.Linkage
+	}
+	edit(&p)
 	data, err := k.SignSpacePolicy(p)
 	if err != nil {
 		return nil, nil, err

@@ -26,6 +26,7 @@ import (
 	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -116,6 +117,37 @@ func (s *Space) Open(cfg node.Config, env ...node.Env) *node.Node {
 	}
 	s.T.Cleanup(func() { n.Close() })
 	return n
+}
+
+// LinkageEvaluator makes member id (whose config Member or Config made)
+// the space's linkage evaluator: a linkage key in its data directory, and
+// a space policy naming it, signed and published. Nodes opened after read
+// it at start; running nodes take it as it is published.
+func (s *Space) LinkageEvaluator(id string) *crypto.LinkageEvaluator {
+	s.T.Helper()
+	cfg, ok := s.Configs[id]
+	if !ok {
+		s.T.Fatalf("linkage evaluator %s: no config; call Member or Config first", id)
+	}
+	ev, err := linkage.GenerateKey(cfg.DataDir, id)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	s.SignLinkagePolicy(ev)
+	return ev
+}
+
+// SignLinkagePolicy signs and publishes a space policy naming ev (nil:
+// none) as the linkage evaluator.
+func (s *Space) SignLinkagePolicy(ev *crypto.LinkageEvaluator) {
+	s.T.Helper()
+	_, data, err := authority.SetLinkageEvaluator(s.AK, filepath.Join(s.Dir, "authority"), SpaceID, ev, crypto.SuiteX25519, s.Now)
+	if err != nil {
+		s.T.Fatal(err)
+	}
+	if err := authority.PublishSpacePolicy(context.Background(), s.JetStream(), SpaceID, data); err != nil {
+		s.T.Fatal(err)
+	}
 }
 
 // JetStream connects to the space's server as an operator would.

@@ -47,6 +47,11 @@ func (r *Receiver) Control(ctx context.Context, data []byte) (crypto.Header, err
 			return h, envelope.Refuse(envelope.RefuseMalformed, errors.New("recovery messages are not handled here"))
 		}
 		return h, r.recoveryMsg(ctx, h, cred, plain)
+	case crypto.KindLinkage:
+		if r.linkage == nil {
+			return h, envelope.Refuse(envelope.RefuseMalformed, errors.New("linkage messages are not handled here"))
+		}
+		return h, r.linkage(ctx, h, cred, plain)
 	}
 	return h, envelope.Refuse(envelope.RefuseMalformed, fmt.Errorf("kind %d on the control subject", h.Kind))
 }

@@ -90,6 +90,9 @@ type Deps struct {
 	// Recovery handles a recovery message: a restored peer's request, or
 	// a peer's answer to this node's (node/recovery).
 	Recovery func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
+	// Linkage handles a linkage message: a member's evaluation request at
+	// the evaluator, or the evaluator's answer (node/linkage).
+	Linkage func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	// DataKey seals the records received at rest; nil stores them in
 	// clear (storage.encrypt off). They are read either way.
 	DataKey *keys.DataKey
@@ -140,6 +143,7 @@ type Receiver struct {
 	agreementMessage func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 	aggregate        func(ctx context.Context, h crypto.Header, plain []byte) error
 	recoveryMsg      func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
+	linkage          func(ctx context.Context, h crypto.Header, sender *crypto.Credential, plain []byte) error
 
 	inbound     chan jetstream.Msg // from the deliveries consumer to the deliveries loop
 	receiptWake chan struct{}
@@ -154,7 +158,7 @@ type Receiver struct {
 func New(d Deps) *Receiver {
 	r := &Receiver{nodeID: d.NodeID, db: d.DB, ev: d.Evidence, codec: d.Codec, reg: d.Registry, out: d.Outbox,
 		std: d.Std, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, agreement: d.Agreement, dk: d.DataKey,
-		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate, recoveryMsg: d.Recovery,
+		erasureReceipt: d.ErasureReceipt, agreementMessage: d.AgreementMessage, aggregate: d.Aggregate, recoveryMsg: d.Recovery, linkage: d.Linkage,
 		inbound: make(chan jetstream.Msg, deliveryGroup), receiptWake: make(chan struct{}, 1), linger: receiptLinger,
 		skew: d.ClockSkew}
 	if d.Options.receiptLinger > 0 {

@@ -390,6 +390,29 @@ CREATE TABLE awaited_agreements (
 	PRIMARY KEY (peer, agreement)
 ) WITHOUT ROWID;
 `,
+	// 17: the linkage evaluator's counts (node/linkage): evaluations per
+	// requesting member, purpose and epoch, and the request chunks answered.
+	`
+CREATE TABLE linkage_usage (
+	member      TEXT    NOT NULL,
+	purpose     TEXT    NOT NULL,
+	epoch       TEXT    NOT NULL,
+	evaluations INTEGER NOT NULL,
+	refused     INTEGER NOT NULL,
+	last_ms     INTEGER NOT NULL,
+	PRIMARY KEY (member, purpose, epoch)
+);
+CREATE TABLE linkage_chunks (
+	member   TEXT    NOT NULL,
+	request  TEXT    NOT NULL, -- the requester's random request id
+	chunk    INTEGER NOT NULL,
+	elements INTEGER NOT NULL,
+	purpose  TEXT    NOT NULL,
+	epoch    TEXT    NOT NULL,
+	done_ms  INTEGER NOT NULL,
+	PRIMARY KEY (member, request, chunk)
+);
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

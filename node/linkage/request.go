@@ -1,0 +1,414 @@
+package linkage
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cloudflare/circl/oprf"
+	"github.com/cloudflare/circl/zk/dleq"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// The record type, its subject key and the identifier linkage reads.
+const (
+	recordType = "student"
+	subjectKey = "student_id"
+	idField    = "id_number"
+	idType     = "id_type"
+	residentID = "resident_id"
+)
+
+// PartSize is how many elements one proof covers in the requests this
+// node makes: proofs are checked part by part, in parallel.
+const PartSize = 1024
+
+// answerTimeout is how long Pseudonyms waits for the next answer.
+const answerTimeout = 2 * time.Minute
+
+// Report counts what one linkage did; it holds no identifier and no
+// pseudonym.
+type Report struct {
+	Purpose   string `json:"purpose"`
+	Epoch     string `json:"epoch"`
+	Evaluator string `json:"evaluator"`
+	KeyID     string `json:"key_id"`
+	// Records is how many student records were read.
+	Records int `json:"records"`
+	// Evaluated is how many people got a pseudonym.
+	Evaluated int `json:"evaluated"`
+	// Malformed records carry a resident id that fails its format, date
+	// or check character.
+	Malformed int `json:"malformed"`
+	// Duplicate records were left out: their id is also another
+	// student's, their student has two different ids, or they repeat a
+	// record already counted (whose student is kept).
+	Duplicate int `json:"duplicate"`
+	// Missing records have no resident id (another id type, or none).
+	Missing int `json:"missing"`
+	// Excluded = Malformed + Duplicate + Missing = Records − Evaluated.
+	Excluded int     `json:"excluded"`
+	Chunks   int     `json:"chunks"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// Progress is a step of Pseudonyms, for a progress display.
+type Progress struct {
+	Stage string `json:"stage"` // read, sent, verified
+	Done  int    `json:"done"`
+	Total int    `json:"total"`
+}
+
+// person is one student to evaluate.
+type person struct{ student, id string }
+
+// collect reads the student records and keeps one (student, id) per
+// person whose resident id is valid and unambiguous.
+func (s *Service) collect(ctx context.Context, rep *Report) ([]person, error) {
+	type rec struct {
+		Student string `json:"student_id"`
+		Type    string `json:"id_type"`
+		Number  string `json:"id_number"`
+	}
+	var all []person
+	err := s.d.ScanRecords(ctx, recordType, func(_ string, body []byte) error {
+		rep.Records++
+		var r rec
+		if err := json.Unmarshal(body, &r); err != nil || r.Student == "" {
+			rep.Malformed++
+			return nil
+		}
+		if r.Number == "" || (r.Type != "" && r.Type != residentID) {
+			rep.Missing++
+			return nil
+		}
+		id := schema.NormalizeResidentID(r.Number)
+		if !schema.ValidResidentID(id) {
+			rep.Malformed++
+			return nil
+		}
+		all = append(all, person{r.Student, id})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read student records: %w", err)
+	}
+	idsOf, studentsOf := map[string]map[string]int{}, map[string]map[string]int{}
+	for _, p := range all {
+		if idsOf[p.student] == nil {
+			idsOf[p.student] = map[string]int{}
+		}
+		idsOf[p.student][p.id]++
+		if studentsOf[p.id] == nil {
+			studentsOf[p.id] = map[string]int{}
+		}
+		studentsOf[p.id][p.student]++
+	}
+	var out []person
+	for student, ids := range idsOf {
+		n := 0
+		for _, k := range ids {
+			n += k
+		}
+		if len(ids) != 1 {
+			rep.Duplicate += n // two ids for one student: neither is guessed
+			continue
+		}
+		var id string
+		for id = range ids {
+		}
+		if len(studentsOf[id]) != 1 {
+			rep.Duplicate += n // one id for two students: neither is guessed
+			continue
+		}
+		rep.Duplicate += n - 1 // the same record again: the student is kept
+		out = append(out, person{student, id})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].student < out[j].student })
+	return out, nil
+}
+
+// Pseudonyms returns the pseudonym of every student this node holds with a
+// valid, unambiguous resident id, for purpose and epoch, keyed by
+// student_id, and the report of what was evaluated and left out. The
+// identifiers leave the node only blinded; each answer's proof is checked
+// against the key the space's policy names. progress, when not nil, is
+// called as the work advances.
+func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch string, progress func(Progress)) (map[string][32]byte, Report, error) {
+	start := s.d.Now()
+	if epoch == "" {
+		epoch = DefaultEpoch(start.Year())
+	}
+	rep := Report{Purpose: string(purpose), Epoch: epoch}
+	if progress == nil {
+		progress = func(Progress) {}
+	}
+	if err := validPurposeEpoch(purpose, epoch); err != nil {
+		return nil, rep, err
+	}
+	if !requesterRole(s.d.Role) {
+		return nil, rep, &RefusedError{Reason: RefuseRole}
+	}
+	ev, evCred, err := s.evaluator(ctx)
+	if err != nil {
+		return nil, rep, err
+	}
+	rep.Evaluator, rep.KeyID = ev.Node, KeyID(ev.Suite, ev.Key)
+	pk, err := publicKey(ev)
+	if err != nil {
+		return nil, rep, err
+	}
+	people, err := s.collect(ctx, &rep)
+	if err != nil {
+		return nil, rep, err
+	}
+	rep.Excluded = rep.Malformed + rep.Duplicate + rep.Missing
+	progress(Progress{Stage: "read", Done: rep.Records, Total: rep.Records})
+	out := make(map[string][32]byte, len(people))
+	if len(people) == 0 {
+		rep.Seconds = s.d.Now().Sub(start).Seconds()
+		return out, rep, nil
+	}
+
+	info := Info(string(purpose), epoch)
+	client := oprf.NewPartialObliviousClient(Suite, pk)
+	perChunk := s.chunkSize()
+	chunks := (len(people) + perChunk - 1) / perChunk
+	rep.Chunks = chunks
+	req := newRequestID()
+	answers := make(chan message, 2*chunks)
+	s.mu.Lock()
+	s.pending[req] = answers
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, req)
+		s.mu.Unlock()
+	}()
+
+	// Blinding and sending run ahead of the answers: chunk c+1 is blinded
+	// while the evaluator works on chunk c.
+	type sent struct {
+		fds []*oprf.FinalizeData // one per part
+	}
+	sentChunks := make([]sent, chunks)
+	var sentMu sync.Mutex
+	sendCtx, cancelSend := context.WithCancel(ctx)
+	defer cancelSend()
+	sendErr := make(chan error, 1)
+	go func() {
+		sendErr <- func() error {
+			for c := range chunks {
+				lo, hi := c*perChunk, min(len(people), (c+1)*perChunk)
+				fds, elems, err := blindChunk(client, people[lo:hi])
+				if err != nil {
+					return err
+				}
+				sentMu.Lock()
+				sentChunks[c] = sent{fds}
+				sentMu.Unlock()
+				m := message{V: 1, Type: msgRequest, Request: req, Chunk: c, Chunks: chunks, Total: len(people),
+					Purpose: string(purpose), Epoch: epoch, KeyID: rep.KeyID, Part: PartSize, Elements: elems}
+				if err := s.send(sendCtx, ev.Node, evCred, m); err != nil {
+					return err
+				}
+				progress(Progress{Stage: "sent", Done: hi, Total: len(people)})
+			}
+			return nil
+		}()
+	}()
+
+	got := make([]bool, chunks)
+	verified := 0
+	timer := time.NewTimer(answerTimeout)
+	defer timer.Stop()
+	for done := 0; done < chunks; {
+		select {
+		case <-ctx.Done():
+			return nil, rep, ctx.Err()
+		case err := <-sendErr:
+			if err != nil {
+				return nil, rep, fmt.Errorf("send linkage request: %w", err)
+			}
+			sendErr = nil
+		case <-timer.C:
+			return nil, rep, fmt.Errorf("linkage evaluator %s sent no answer for %s: check that it runs and reaches the space", ev.Node, answerTimeout)
+		case m := <-answers:
+			timer.Reset(answerTimeout)
+			if m.Chunk < 0 || m.Chunk >= chunks || got[m.Chunk] {
+				continue
+			}
+			if m.Type == msgRefusal {
+				reason := m.Reason
+				if !knownReason(reason) {
+					reason = RefuseEvaluatorDown
+				}
+				return nil, rep, &RefusedError{Reason: reason}
+			}
+			sentMu.Lock()
+			fds := sentChunks[m.Chunk].fds
+			sentMu.Unlock()
+			if fds == nil {
+				continue // an answer to a chunk not sent: ignored
+			}
+			got[m.Chunk] = true
+			done++
+			lo := m.Chunk * perChunk
+			hi := min(len(people), lo+perChunk)
+			outputs, err := finalizeChunk(client, fds, m, info, hi-lo)
+			if err != nil {
+				if rerr := s.refuse(ctx, ev.Node, string(purpose), epoch, RefuseProof, hi-lo); rerr != nil {
+					return nil, rep, rerr
+				}
+				return nil, rep, &RefusedError{Reason: RefuseProof}
+			}
+			for i, o := range outputs {
+				out[people[lo+i].student] = pseudonymOf(o)
+			}
+			verified += hi - lo
+			if err := s.d.DB.Write(ctx, func(tx *sql.Tx) error {
+				return s.d.Evidence.Append(ctx, tx, evidence.Entry{Kind: evidenceKind, Peer: ev.Node, Purpose: string(purpose),
+					Rule: epochRule(epoch), Reason: "requested", Count: hi - lo})
+			}); err != nil {
+				return nil, rep, err
+			}
+			s.m.evaluations.WithLabelValues("requested").Add(float64(hi - lo))
+			progress(Progress{Stage: "verified", Done: verified, Total: len(people)})
+		}
+	}
+	rep.Evaluated = len(out)
+	rep.Seconds = s.d.Now().Sub(start).Seconds()
+	return out, rep, nil
+}
+
+func knownReason(r string) bool {
+	for _, k := range Reasons {
+		if k == r {
+			return true
+		}
+	}
+	return false
+}
+
+// chunkSize is how many elements one request envelope carries: a whole
+// number of parts, the envelope (elements in base64, proofs, header,
+// seal) well under half the server's maximum payload.
+func (s *Service) chunkSize() int {
+	maxPayload := s.d.MaxPayload
+	if maxPayload <= 0 {
+		maxPayload = 1 << 20
+	}
+	perPart := int64(PartSize * ElementSize * 4 / 3) // base64
+	parts := max(1, min(MaxChunk/PartSize, int(maxPayload/2/perPart)))
+	return parts * PartSize
+}
+
+// blindChunk blinds people's ids, part by part in parallel.
+func blindChunk(client oprf.PartialObliviousClient, people []person) ([]*oprf.FinalizeData, []byte, error) {
+	parts := (len(people) + PartSize - 1) / PartSize
+	fds := make([]*oprf.FinalizeData, parts)
+	elems := make([]byte, len(people)*ElementSize)
+	errs := make([]error, parts)
+	sem := make(chan struct{}, workers())
+	var wg sync.WaitGroup
+	for p := range parts {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			lo, hi := p*PartSize, min(len(people), (p+1)*PartSize)
+			inputs := make([][]byte, hi-lo)
+			for i := range inputs {
+				inputs[i] = []byte(people[lo+i].id)
+			}
+			fd, req, err := client.Blind(inputs)
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			fds[p] = fd
+			errs[p] = encodeElements(elems[lo*ElementSize:hi*ElementSize], req.Elements)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, fmt.Errorf("blind: %w", err)
+	}
+	return fds, elems, nil
+}
+
+// finalizeChunk checks an answer's proofs and unblinds its elements, part
+// by part in parallel; k is how many elements the chunk carried.
+func finalizeChunk(client oprf.PartialObliviousClient, fds []*oprf.FinalizeData, m message, info []byte, k int) ([][]byte, error) {
+	if m.Part != PartSize || len(m.Elements) != k*ElementSize || len(m.Proofs) != len(fds) {
+		return nil, errors.New("answer does not match its request")
+	}
+	out := make([][]byte, k)
+	errs := make([]error, len(fds))
+	sem := make(chan struct{}, workers())
+	var wg sync.WaitGroup
+	for p := range fds {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			lo, hi := p*PartSize, min(k, (p+1)*PartSize)
+			evs, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			proof := new(dleq.Proof)
+			if err := proof.UnmarshalBinary(Suite.Group(), m.Proofs[p]); err != nil {
+				errs[p] = err
+				return
+			}
+			o, err := client.Finalize(fds[p], &oprf.Evaluation{Elements: evs, Proof: proof}, info)
+			if err != nil {
+				errs[p] = err
+				return
+			}
+			copy(out[lo:hi], o)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// send queues a request chunk to the evaluator, or evaluates it here when
+// this node is the evaluator.
+func (s *Service) send(ctx context.Context, to string, cred *crypto.Credential, m message) error {
+	if to == s.d.NodeID {
+		// The evaluator linking its own students: the same checks, counts
+		// and evidence, without the transport.
+		self := &crypto.Credential{NodeID: s.d.NodeID, Role: s.d.Role}
+		return s.evaluateSelf(ctx, self, m)
+	}
+	body, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	key := cred.CurrentKEMKey()
+	if key == nil {
+		return fmt.Errorf("linkage evaluator %s has no KEM key in its credential", to)
+	}
+	if err := s.d.DB.Write(ctx, func(tx *sql.Tx) error {
+		_, err := s.d.Enqueue(ctx, tx, crypto.Header{Recipient: to, Count: 1, Kind: crypto.KindLinkage}, key,
+			s.d.Layout.ControlSubject(to, s.d.NodeID), body, 0)
+		return err
+	}); err != nil {
+		return err
+	}
+	s.d.WakeRelay()
+	return nil
+}
