@@ -133,7 +133,14 @@ type Aggregator struct {
 	// joinBuf holds join messages of rounds this node has no round
 	// message for yet (joined queries, join.go).
 	joinBuf map[string]*joinBuffered
+	// wg waits for the goroutines preparing the join side of rounds
+	// (Drain).
+	wg sync.WaitGroup
 }
+
+// Drain waits for the goroutines that prepare joined rounds; the context
+// their rounds were handled under must be cancelled first.
+func (a *Aggregator) Drain() { a.wg.Wait() }
 
 // New returns the aggregator of a node; Run drives its schedule.
 func New(d Deps) *Aggregator {
@@ -477,29 +484,70 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	} else if !ok {
 		return decline(RefuseBudget, nil)
 	}
-	var x []int64
-	var joinList []byte
-	var outcome map[[32]byte][]outcomeEntry
-	qd := queryDigestBytes(m.Query)
-	switch side {
-	case "":
-		x, err = a.aggregateTable(ctx, q)
-	case "population":
-		var linked int64
-		x, joinList, linked, err = a.populationSide(ctx, q, qd)
-		if err == nil && linked < q.minPopulation(a.std) {
-			return decline(RefusePopulation, fmt.Errorf("%d linked persons in the population, the query's minimum is %d", linked, q.minPopulation(a.std)))
+	if side == "" {
+		x, err := a.aggregateTable(ctx, q)
+		if err != nil {
+			return decline(RefuseInternal, err)
 		}
-	case "outcome":
-		outcome, err = a.outcomeSide(ctx, q, qd)
+		return a.commitRound(ctx, m.Round, q, digest, agreement, population, plan, x, nil, nil, decline)
 	}
-	if err != nil && a.pseudonyms == nil && side != "" {
-		return decline(RefuseNoLinkage, err)
+	// A joined query: the linkage asks the evaluator, whose answers arrive
+	// on the control consumer this message is handled on, so the join side
+	// is prepared off it; the round waits meanwhile (step "linking").
+	qd := queryDigestBytes(m.Query)
+	ph := &partRound{id: m.Round, center: q.Center, digest: digest, q: q, step: "linking", expires: now.Add(q.lifetime())}
+	if side == "outcome" {
+		a.adoptBuffered(ph)
 	}
-	if err != nil {
-		return decline(RefuseInternal, err)
-	}
-	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.shamirDegree(),
+	a.parts[m.Round] = ph
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		var x []int64
+		var list []byte
+		var outcome map[[32]byte][]outcomeEntry
+		var linked int64
+		var err error
+		if side == "population" {
+			x, list, linked, err = a.populationSide(ctx, q, qd)
+		} else {
+			outcome, err = a.outcomeSide(ctx, q, qd)
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.parts[m.Round] != ph {
+			return // aborted or expired meanwhile
+		}
+		var derr error
+		switch {
+		case err != nil && a.pseudonyms == nil:
+			derr = decline(RefuseNoLinkage, err)
+		case err != nil:
+			derr = decline(RefuseInternal, err)
+		case side == "population" && linked < q.minPopulation(a.std):
+			derr = decline(RefusePopulation, fmt.Errorf("%d linked persons in the population, the query's minimum is %d", linked, q.minPopulation(a.std)))
+		default:
+			derr = a.commitRound(ctx, m.Round, q, digest, agreement, population, plan, x, list, outcome, decline)
+		}
+		if derr != nil {
+			a.log.Warn("aggregate round: dropping out", "round", m.Round, "step", "commit", "err", derr)
+			if pr := a.parts[m.Round]; pr != nil {
+				pr.x, pr.dropped = nil, true
+			}
+		}
+	}()
+	return nil
+}
+
+// commitRound sets up this node's secure-aggregation participant for a
+// round whose table (and, for a joined query, list or outcome records) it
+// computed, commits, and for a population participant sends its list to
+// the outcome participants; agg.mu is held.
+func (a *Aggregator) commitRound(ctx context.Context, round string, q *Query, digest, agreement, population string, plan aggPlan,
+	x []int64, joinList []byte, outcome map[[32]byte][]outcomeEntry, decline func(string, error) error) error {
+	side := q.side(a.nodeID)
+	now := a.now()
+	r, err := secagg.NewRound(secagg.Params{RoundID: round, Participants: q.Participants, Threshold: q.shamirDegree(),
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
 		return decline(RefuseBadQuery, err)
@@ -512,14 +560,15 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
-	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, population: population, q: q, plan: plan, r: r, p: p, x: x,
-		step: "committed", expires: now.Add(q.lifetime()), outcome: outcome}
-	msgs := map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: m.Round, Data: data,
-		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}}
-	if side == "outcome" {
-		a.adoptBuffered(pr)
+	pr := a.parts[round]
+	if pr == nil {
+		pr = &partRound{id: round, expires: now.Add(q.lifetime())}
 	}
-	e := aggEntry(m.Round, digest, "joined")
+	pr.center, pr.digest, pr.agreement, pr.population, pr.q, pr.plan, pr.r, pr.p, pr.x = q.Center, digest, agreement, population, q, plan, r, p, x
+	pr.step, pr.outcome = "committed", outcome
+	msgs := map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: round, Data: data,
+		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}}
+	e := aggEntry(round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells}
 	if side == "population" {
@@ -532,7 +581,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 		// The list goes to each outcome participant, sealed to it, in
 		// chunks; after the commitment, so that a list never precedes a
 		// decline.
-		for _, jm := range joinMessages(m.Round, joinList) {
+		for _, jm := range joinMessages(round, joinList) {
 			out := map[string]aggMsg{}
 			for _, o := range q.Join.Outcome.Participants {
 				out[o] = jm
@@ -542,7 +591,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 			}
 		}
 	}
-	a.parts[m.Round] = pr
+	a.parts[round] = pr
 	pr.dropped = a.knobs.dropAfter == "commit"
 	a.m.Aggregate.Participation.WithLabelValues("joined").Inc()
 	return nil
