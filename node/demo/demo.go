@@ -280,6 +280,13 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		}, now); err != nil {
 			return res, err
 		}
+	}
+	step("authority: space policy naming uni-xijiang the linkage evaluator")
+	if err := publishLinkage(ctx, ak, authDir, filepath.Join(dir, "nodes", Evaluator), suite, emb, now); err != nil {
+		return res, err
+	}
+	for _, m := range members {
+		nd := filepath.Join(dir, "nodes", m.id)
 		cfg := node.DefaultConfig()
 		cfg.NodeID, cfg.Space, cfg.DataDir = m.id, Space, nd
 		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)

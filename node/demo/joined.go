@@ -7,11 +7,16 @@ import (
 	"io"
 	"time"
 
+	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/authority"
+	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The demo's joined aggregates (node/aggregate/AGGREGATES.md §7): a senior
@@ -124,4 +129,32 @@ func joinedAggregates(ctx context.Context, nodes map[string]*node.Node) (*Joined
 		return nil, fmt.Errorf("demo: employment rates: %w", err)
 	}
 	return prog, nil
+}
+
+// Evaluator is the demo's linkage evaluator: a university that takes no
+// part in the joined aggregates, so that it sees only blinded elements of
+// the others' students.
+const Evaluator = "uni-xijiang"
+
+// publishLinkage makes the evaluator's linkage key in its data directory
+// and publishes a space policy naming it.
+func publishLinkage(ctx context.Context, ak *crypto.AuthorityKey, authDir, evDir string, suite crypto.SuiteID, emb *bus.Embedded, now time.Time) error {
+	ev, err := linkage.GenerateKey(evDir, Evaluator)
+	if err != nil {
+		return err
+	}
+	_, data, err := authority.SetLinkageEvaluator(ak, authDir, Space, ev, suite, now)
+	if err != nil {
+		return err
+	}
+	nc, err := bus.Connect(bus.ConnectOptions{Name: "demo-authority", Embedded: emb})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("space policy: jetstream: %w", err)
+	}
+	return authority.PublishSpacePolicy(ctx, js, Space, data)
 }
