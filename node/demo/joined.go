@@ -9,10 +9,10 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/linkage"
-	"github.com/eduspace/eduspace/node/aggregate"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
