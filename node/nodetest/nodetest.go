@@ -37,7 +37,7 @@ const SpaceID = "testspace"
 
 // Space is a space of nodes on one embedded NATS server.
 type Space struct {
-	T   *testing.T
+	T   testing.TB
 	Dir string
 	AK  *crypto.AuthorityKey
 	Pub string // the authority's public key file
@@ -51,7 +51,7 @@ type Space struct {
 }
 
 // NewSpace starts an empty space; the test's cleanup stops it.
-func NewSpace(t *testing.T) *Space {
+func NewSpace(t testing.TB) *Space {
 	t.Helper()
 	dir := t.TempDir()
 	ak, err := crypto.GenerateAuthorityKey(rand.Reader)
