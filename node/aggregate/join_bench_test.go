@@ -100,4 +100,3 @@ func BenchmarkJoinedAggregate20(b *testing.B) {
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/round")
 	b.ReportMetric(float64(schools*per)*float64(b.N)/b.Elapsed().Seconds(), "persons/s")
 }
-
