@@ -438,7 +438,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	}
 
 	step("joined aggregates: a senior high school's cohort linked to two universities (progression and employment rates by hukou_type and gender)")
-	ing, inv, err := joinedCohort(ctx, nodes, 2*o.Students, now)
+	// A cohort of twice the students per university, and 400 at least,
+	// so that the four main cells pass k and the population minimum.
+	ing, inv, err := joinedCohort(ctx, nodes, max(2*o.Students, 400), now)
 	if err != nil {
 		return res, err
 	}
