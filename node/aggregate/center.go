@@ -792,6 +792,9 @@ func (a *Aggregator) Releases(ctx context.Context) ([]Release, error) {
 			return nil, err
 		}
 		rel.Cells = nil
+		if rel.Joined != nil {
+			rel.Joined.Cells = nil
+		}
 		out = append(out, rel)
 	}
 	return out, rows.Err()

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -237,6 +239,22 @@ func TestJoinedAggregateExact(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d cells released, %d suppressed, ρ = %.4f", c.outcome, rel.CellsReleased, rel.CellsSuppressed, rel.Rho)
+	}
+	// Served as CSV over the admin API: one row per joined cell.
+	req, err := http.NewRequest("GET", "http://"+f.center.AdminAddr()+"/v1/aggregates/join-enrollment-r1.csv", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "hukou_type,gender,population,count,rate,level,lower,upper,suppressed\n") ||
+		strings.Count(string(body), "\n") != 10 {
+		t.Errorf("joined CSV: %d\n%s", resp.StatusCode, body)
 	}
 	// Both sides debited their population's account (student_id).
 	for _, id := range joinParts {
