@@ -41,6 +41,9 @@ const (
 	// joinChunk is the most (tag, cell) entries of one join message: 36
 	// bytes each, under 1 MB once encoded.
 	joinChunk = 16384
+	// joinMaxChunks bounds a list: about a million persons per population
+	// participant.
+	joinMaxChunks = 64
 	// joinPadMin is the fewest entries a population participant sends: a
 	// list is padded with random tags to the next power of two at or above
 	// it, so that the outcome participant learns the size of another
@@ -316,19 +319,25 @@ func planJoin(q *Query) (aggPlan, error) {
 	return p, nil
 }
 
-// joinTag is the tag of a person in a query: SHA-256(label ‖ query digest
-// ‖ pseudonym).
-func joinTag(digest [32]byte, pseudonym [32]byte) [32]byte {
+// joinTag is the tag of a person in a round: SHA-256(label ‖ round key ‖
+// pseudonym), where the round key binds the query digest and the round id
+// (joinRoundKey), so that tags of two queries, or of two rounds of a
+// standing query, cannot be matched.
+func joinTag(roundKey []byte, pseudonym [32]byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(joinTagLabel))
-	h.Write(digest[:])
+	h.Write(roundKey)
 	h.Write(pseudonym[:])
 	var t [32]byte
 	h.Sum(t[:0])
 	return t
 }
 
-func queryDigestBytes(sq *SignedQuery) [32]byte { return sha256.Sum256(sq.Query) }
+// joinRoundKey is the query digest ‖ str8(round id).
+func joinRoundKey(sq *SignedQuery, round string) []byte {
+	d := sha256.Sum256(sq.Query)
+	return append(append(d[:], byte(len(round))), round...)
+}
 
 // cellIndex places a record in the cells of dims; ok false when a filter
 // dimension's grouping is not listed (filter true) — other cells
@@ -387,7 +396,7 @@ func (a *Aggregator) pseudonymsFor(ctx context.Context, q *Query) (map[string][3
 // populationSide computes a population participant's part: its
 // denominators (the table) and its padded, sorted (tag, cell) list. It
 // returns the number of linked persons in its population.
-func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest [32]byte) ([]int64, []byte, int64, error) {
+func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte) ([]int64, []byte, int64, error) {
 	// Persons by subject key (the pseudonyms' key), each in the cell of
 	// its first record ingested; -1 outside the filter.
 	cells := map[string]int{}
@@ -467,7 +476,7 @@ type outcomeEntry struct {
 // outcomeSide reads an outcome participant's records: per join tag, the
 // outcome cells (and values) of the person's first contribution_bound
 // records.
-func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest [32]byte) (map[[32]byte][]outcomeEntry, error) {
+func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (map[[32]byte][]outcomeEntry, error) {
 	ps, err := a.pseudonymsFor(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("joined outcome: pseudonyms: %w", err)
@@ -542,7 +551,7 @@ func joinMessages(round string, list []byte) []aggMsg {
 
 // addJoinChunk checks and stores one chunk from a population participant.
 func addJoinChunk(tags map[string]*joinTags, from string, m aggMsg, popCells int) error {
-	if m.Chunks < 1 || m.Chunks > 4096 || m.Chunk < 0 || m.Chunk >= m.Chunks || len(m.Data) == 0 ||
+	if m.Chunks < 1 || m.Chunks > joinMaxChunks || m.Chunk < 0 || m.Chunk >= m.Chunks || len(m.Data) == 0 ||
 		len(m.Data)%joinEntrySize != 0 || len(m.Data) > joinChunk*joinEntrySize {
 		return errors.New("malformed join chunk")
 	}

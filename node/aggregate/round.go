@@ -494,7 +494,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	// A joined query: the linkage asks the evaluator, whose answers arrive
 	// on the control consumer this message is handled on, so the join side
 	// is prepared off it; the round waits meanwhile (step "linking").
-	qd := queryDigestBytes(m.Query)
+	qd := joinRoundKey(m.Query, m.Round)
 	ph := &partRound{id: m.Round, center: q.Center, digest: digest, q: q, step: "linking", expires: now.Add(q.lifetime())}
 	if side == "outcome" {
 		a.adoptBuffered(ph)
