@@ -108,7 +108,8 @@ func TestJoinedAggregateEndToEnd(t *testing.T) {
 		return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
 			GroupBy: []aggregate.Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}, {Field: "gender", Values: []string{"女", "男"}}},
 			Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.2, Participants: ids, Threshold: 2,
-			RoundTimeout: aggregate.Duration(30 * time.Second),
+			// a quarter of it for the commit step, which the linkage is part of
+			RoundTimeout: aggregate.Duration(2 * time.Minute),
 			Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: "2026", Population: []string{"hs"}, MinPopulation: 100,
 				Outcome: aggregate.JoinOutcome{RecordType: outcome, Participants: []string{"uni-a", "uni-b"}, Measure: m}}}
 	}

@@ -93,7 +93,9 @@ func joinedQuery(id, outcome string, rho float64) aggregate.Query {
 	return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
 		GroupBy: []aggregate.Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}, {Field: "gender", Values: []string{"女", "男"}}},
 		Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: rho, Participants: append([]string{School}, joinedUnis...),
-		Threshold: 3, Colluders: 1, RoundTimeout: aggregate.Duration(30 * time.Second),
+		// The commit step (a quarter of the round timeout) includes the
+		// linkage; steps end as soon as every participant answered.
+		Threshold: 3, Colluders: 1, RoundTimeout: aggregate.Duration(2 * time.Minute),
 		Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: fmt.Sprint(time.Now().UTC().Year()),
 			Population: []string{School}, MinPopulation: 50,
 			Outcome: aggregate.JoinOutcome{RecordType: outcome, Participants: joinedUnis, Measure: aggregate.Measure{Kind: "count"}}}}
