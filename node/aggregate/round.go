@@ -8,7 +8,11 @@
 // kind crypto.KindAggregate on the control subjects, signed by its sender
 // and sealed to its recipient; share bundles travel inside an inner
 // envelope sealed by one university to another, so the center relays them
-// without reading them.
+// without reading them. A joined query (join.go) links a population at
+// some participants to an outcome at others through the node's linkage
+// pseudonyms (Deps.Pseudonyms): a population participant sends each
+// outcome participant, sealed to it, per-round join tags of its persons and
+// their population cells, and the tables go through the same round.
 //
 // It owns the tables aggregate_queries, aggregate_releases and
 // privacy_ledger, and reads no other: the records it counts come through
@@ -17,7 +21,10 @@
 // exact table, masked vector or unsuppressed noisy value leave the node or
 // be stored, never release a round with fewer noise shares than its plan
 // (n − t), never debit a ledger account past its budget, and never refund a
-// debit once this node has answered the round's survivor list.
+// debit once this node has answered the round's survivor list. It must
+// never send, store or log a pseudonym or an identifier: only join tags
+// (hashes of a pseudonym bound to one round) leave it, to the round's
+// outcome participants, and they are dropped when the table is built.
 package aggregate
 
 import (
