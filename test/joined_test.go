@@ -158,16 +158,20 @@ func TestJoinedAggregateEndToEnd(t *testing.T) {
 			if math.Abs(float64(*cell.Count)-want[1]) > a.Count {
 				t.Errorf("%s %q: count %d, true %v, beyond ±%.1f", c.outcome, cell.Key, *cell.Count, want[1], a.Count)
 			}
-			got, exact := 0.0, 0.0
-			if cell.Rate != nil {
-				got, exact = *cell.Rate, want[1]/want[0]
-			} else {
-				got, exact = *cell.Mean, want[2]/want[1]
+			ra := a
+			if cell.Mean != nil {
+				got, exact := *cell.Mean, want[2]/want[1]
+				if math.Abs(got-exact) > a.HalfWidth {
+					t.Errorf("%s %q: mean %.1f, true %.1f, beyond ±%.1f", c.outcome, cell.Key, got, exact, a.HalfWidth)
+				}
+				t.Logf("%s %q: mean %.1f (true %.1f) ± %.1f", c.outcome, cell.Key, got, exact, a.HalfWidth)
+				ra = cell.RateAccuracy
 			}
-			if math.Abs(got-exact) > a.HalfWidth {
-				t.Errorf("%s %q: %.4f, true %.4f, beyond ±%.4f", c.outcome, cell.Key, got, exact, a.HalfWidth)
+			got, exact := *cell.Rate, want[1]/want[0]
+			if math.Abs(got-exact) > ra.HalfWidth {
+				t.Errorf("%s %q: rate %.4f, true %.4f, beyond ±%.4f", c.outcome, cell.Key, got, exact, ra.HalfWidth)
 			}
-			t.Logf("%s %q: %.4f (true %.4f) ± %.4f", c.outcome, cell.Key, got, exact, a.HalfWidth)
+			t.Logf("%s %q: rate %.4f (true %.4f) ± %.4f", c.outcome, cell.Key, got, exact, ra.HalfWidth)
 		}
 		if released != 4 {
 			t.Errorf("%s: %d cells released, want the 4 of hukou_type × gender", c.outcome, released)

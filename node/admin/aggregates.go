@@ -143,17 +143,17 @@ func csvKey(key []string, capacity int) []string {
 
 // writeJoinedCSV writes one row per joined cell: the population then the
 // outcome dimension values, the noised population and outcome counts, the
-// rate (or the sum and the mean) with its interval at the stated level,
+// rate, for a sum the sum and the mean, the interval at the stated level
+// of the mean (or, without a sum, of the rate),
 // and whether the cell was suppressed (its figures then empty).
 func writeJoinedCSV(w io.Writer, j *aggregate.JoinedRelease) error {
 	cw := csv.NewWriter(w)
 	head := append(append([]string{}, j.PopulationGroupBy...), j.OutcomeGroupBy...)
 	head = append(head, "population", "count")
 	sum := j.Measure.Kind == "sum"
+	head = append(head, "rate")
 	if sum {
 		head = append(head, "sum_"+j.Measure.Field, "mean")
-	} else {
-		head = append(head, "rate")
 	}
 	head = append(head, "level", "lower", "upper", "suppressed")
 	if err := cw.Write(head); err != nil {
@@ -168,10 +168,9 @@ func writeJoinedCSV(w io.Writer, j *aggregate.JoinedRelease) error {
 	for _, c := range j.Cells {
 		row := csvKey(c.Key, len(head))
 		row = append(row, optInt(c.Population), optInt(c.Count))
+		row = append(row, f(c.Rate))
 		if sum {
 			row = append(row, optInt(c.Sum), f(c.Mean))
-		} else {
-			row = append(row, f(c.Rate))
 		}
 		if a := c.Accuracy; a != nil {
 			row = append(row, f(&a.Level), f(&a.Lower), f(&a.Upper))

@@ -696,9 +696,10 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 
 // JoinedCell is one cell of a joined release: its key (the population
 // dimensions' groupings, then the outcome's), the noised population count
-// of its population cell, the noised outcome count, and the rate (outcome
-// count / population count) or, for a sum, the noised sum and the mean,
-// each with its accuracy; or suppressed, with no figure.
+// of its population cell, the noised outcome count, the rate (outcome
+// count / population count) with its accuracy, and for a sum the noised
+// sum and the mean, whose accuracy is then Accuracy (the rate's
+// RateAccuracy); or suppressed, with no figure.
 type JoinedCell struct {
 	Key        []string  `json:"key"`
 	Population *int64    `json:"population,omitempty"`
@@ -707,7 +708,10 @@ type JoinedCell struct {
 	Sum        *int64    `json:"sum,omitempty"`
 	Mean       *float64  `json:"mean,omitempty"`
 	Accuracy   *Accuracy `json:"accuracy,omitempty"`
-	Suppressed bool      `json:"suppressed,omitempty"`
+	// RateAccuracy is the rate's accuracy when the cell holds a mean
+	// (Accuracy is then the mean's).
+	RateAccuracy *Accuracy `json:"rate_accuracy,omitempty"`
+	Suppressed   bool      `json:"suppressed,omitempty"`
 }
 
 // Accuracy is how far a released figure may be from the exact one because
@@ -791,22 +795,21 @@ func joinedRelease(q *Query, plan aggPlan, survivors int, sum []int64, k int64) 
 			released++
 			dd, nn := d, n
 			c.Population, c.Count = &dd, &nn
-			acc := &Accuracy{Level: AccuracyLevel, Count: accuracyZ * math.Sqrt(vN)}
+			rate := float64(n) / float64(d)
+			ra := &Accuracy{Level: AccuracyLevel, Count: accuracyZ * math.Sqrt(vN), StdErr: math.Sqrt(vN+rate*rate*vD) / float64(d)}
+			ra.HalfWidth = accuracyZ * ra.StdErr
+			ra.Lower, ra.Upper = max(0, rate-ra.HalfWidth), rate+ra.HalfWidth
+			c.Rate, c.Accuracy = &rate, ra
 			if j.Outcome.Measure.Kind == "sum" {
 				s := sum[pc+pc*oc+p*oc+o]
 				mean := float64(s) / float64(n)
-				c.Sum, c.Mean = &s, &mean
-				acc.StdErr = math.Sqrt(vS+mean*mean*vN) / float64(n)
-				acc.HalfWidth = accuracyZ * acc.StdErr
-				acc.Lower, acc.Upper = mean-acc.HalfWidth, mean+acc.HalfWidth
-			} else {
-				rate := float64(n) / float64(d)
-				c.Rate = &rate
-				acc.StdErr = math.Sqrt(vN+rate*rate*vD) / float64(d)
-				acc.HalfWidth = accuracyZ * acc.StdErr
-				acc.Lower, acc.Upper = max(0, rate-acc.HalfWidth), rate+acc.HalfWidth
+				ma := &Accuracy{Level: AccuracyLevel, Count: ra.Count, StdErr: math.Sqrt(vS+mean*mean*vN) / float64(n)}
+				ma.HalfWidth = accuracyZ * ma.StdErr
+				// a mean of values clamped to [lower, upper] lies in it
+				ma.Lower = max(float64(j.Outcome.Measure.Lower), mean-ma.HalfWidth)
+				ma.Upper = min(float64(j.Outcome.Measure.Upper), mean+ma.HalfWidth)
+				c.Sum, c.Mean, c.Accuracy, c.RateAccuracy = &s, &mean, ma, ra
 			}
-			c.Accuracy = acc
 			jr.Cells = append(jr.Cells, c)
 		}
 	}

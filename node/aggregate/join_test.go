@@ -228,10 +228,11 @@ func TestJoinedAggregateExact(t *testing.T) {
 				continue
 			}
 			if c.measure.Kind == "sum" {
-				if *cell.Sum != want[2] || cell.Mean == nil || math.Abs(*cell.Mean-float64(want[2])/float64(want[1])) > 1e-9 {
+				if *cell.Sum != want[2] || cell.Mean == nil || math.Abs(*cell.Mean-float64(want[2])/float64(want[1])) > 1e-9 || cell.RateAccuracy == nil {
 					t.Errorf("%s %q: sum %v mean %v, want %d", c.outcome, cell.Key, *cell.Sum, cell.Mean, want[2])
 				}
-			} else if cell.Rate == nil || math.Abs(*cell.Rate-float64(want[1])/float64(want[0])) > 1e-9 {
+			}
+			if cell.Rate == nil || math.Abs(*cell.Rate-float64(want[1])/float64(want[0])) > 1e-9 {
 				t.Errorf("%s %q: rate %v, want %d/%d", c.outcome, cell.Key, cell.Rate, want[1], want[0])
 			}
 			if cell.Accuracy == nil || !(cell.Accuracy.HalfWidth > 0) {
@@ -292,16 +293,20 @@ func TestJoinedAggregateTruth(t *testing.T) {
 			if d := math.Abs(float64(*cell.Count - want[1])); d > a.Count {
 				t.Errorf("%s %q: count %d, true %d, beyond ±%.1f", c.outcome, cell.Key, *cell.Count, want[1], a.Count)
 			}
-			var got, exact float64
+			ra := a
 			if c.measure.Kind == "sum" {
-				got, exact = *cell.Mean, float64(want[2])/float64(want[1])
-			} else {
-				got, exact = *cell.Rate, float64(want[1])/float64(want[0])
+				got, exact := *cell.Mean, float64(want[2])/float64(want[1])
+				if math.Abs(got-exact) > a.HalfWidth {
+					t.Errorf("%s %q: mean %.1f, true %.1f, beyond ±%.1f", c.outcome, cell.Key, got, exact, a.HalfWidth)
+				}
+				t.Logf("%s %q: mean %.1f (true %.1f) ± %.1f at %.0f%%", c.outcome, cell.Key, got, exact, a.HalfWidth, 100*a.Level)
+				ra = cell.RateAccuracy
 			}
-			if math.Abs(got-exact) > a.HalfWidth {
-				t.Errorf("%s %q: %.4f, true %.4f, beyond ±%.4f", c.outcome, cell.Key, got, exact, a.HalfWidth)
+			got, exact := *cell.Rate, float64(want[1])/float64(want[0])
+			if math.Abs(got-exact) > ra.HalfWidth {
+				t.Errorf("%s %q: rate %.4f, true %.4f, beyond ±%.4f", c.outcome, cell.Key, got, exact, ra.HalfWidth)
 			}
-			t.Logf("%s %q: %.4f (true %.4f) ± %.4f at %.0f%%", c.outcome, cell.Key, got, exact, a.HalfWidth, 100*a.Level)
+			t.Logf("%s %q: rate %.4f (true %.4f) ± %.4f at %.0f%%", c.outcome, cell.Key, got, exact, ra.HalfWidth, 100*ra.Level)
 		}
 		if released < 4 {
 			t.Errorf("%s: %d cells released, want the 4 main ones at least", c.outcome, released)

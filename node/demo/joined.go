@@ -87,9 +87,10 @@ func joinedCohort(ctx context.Context, nodes map[string]*node.Node, students int
 }
 
 // joinedQuery is the progression (enrollment) or employment rate of the
-// school's cohort by hukou_type and gender. With three participants and
+// school's cohort by hukou_type and gender; with a sum of the starting
+// salary, the mean salary too. With three participants and
 // one colluder tolerated, t = 3.
-func joinedQuery(id, outcome string, rho float64) aggregate.Query {
+func joinedQuery(id, outcome string, measure aggregate.Measure, rho float64) aggregate.Query {
 	return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
 		GroupBy: []aggregate.Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}, {Field: "gender", Values: []string{"女", "男"}}},
 		Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: rho, Participants: append([]string{School}, joinedUnis...),
@@ -98,7 +99,7 @@ func joinedQuery(id, outcome string, rho float64) aggregate.Query {
 		Threshold: 3, Colluders: 1, RoundTimeout: aggregate.Duration(2 * time.Minute),
 		Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: fmt.Sprint(time.Now().UTC().Year()),
 			Population: []string{School}, MinPopulation: 50,
-			Outcome: aggregate.JoinOutcome{RecordType: outcome, Participants: joinedUnis, Measure: aggregate.Measure{Kind: "count"}}}}
+			Outcome: aggregate.JoinOutcome{RecordType: outcome, Participants: joinedUnis, Measure: measure}}}
 }
 
 // joinedRound runs one joined query at the center and waits for its
@@ -120,14 +121,18 @@ func joinedRound(ctx context.Context, center *node.Node, q aggregate.Query) (*Jo
 		Seconds: time.Since(start).Seconds()}, nil
 }
 
-// joinedAggregates runs the progression and the employment rates.
+// joinedAggregates runs the progression rates, and the employment rates
+// with the mean starting salary. Each participant's (center, student_id)
+// account is debited 0.35 of its 0.5 a year (the universities 0.05 more
+// for the gender round).
 func joinedAggregates(ctx context.Context, nodes map[string]*node.Node) (*JoinedResult, error) {
 	center := nodes["edu-center"]
-	prog, err := joinedRound(ctx, center, joinedQuery("demo-progression", "enrollment", 0.15))
+	prog, err := joinedRound(ctx, center, joinedQuery("demo-progression", "enrollment", aggregate.Measure{Kind: "count"}, 0.15))
 	if err != nil {
 		return nil, fmt.Errorf("demo: progression rates: %w", err)
 	}
-	if prog.Employment, err = joinedRound(ctx, center, joinedQuery("demo-employment", "employment", 0.15)); err != nil {
+	salary := aggregate.Measure{Kind: "sum", Field: "starting_salary_cny", Lower: 0, Upper: 15000}
+	if prog.Employment, err = joinedRound(ctx, center, joinedQuery("demo-employment", "employment", salary, 0.2)); err != nil {
 		return nil, fmt.Errorf("demo: employment rates: %w", err)
 	}
 	return prog, nil
