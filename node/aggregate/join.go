@@ -167,6 +167,19 @@ func (q *Query) validateJoin(std *schema.Standard) error {
 	if err := validateDims(std, prt, q.RecordType, "join.filter", j.Filter, maxAggDims); err != nil {
 		return err
 	}
+	// An outcome participant learns the population cell of each of its
+	// own persons in the population, and that each passed the filter: no
+	// special category (L4: disability, family economic difficulty, …)
+	// may define them.
+	for i, d := range append(slices.Clone(q.GroupBy), j.Filter...) {
+		if dim, ok := std.Dimension(d.Field); ok && dim.Level >= schema.L4 {
+			f := fmt.Sprintf("group_by[%d]", i)
+			if i >= len(q.GroupBy) {
+				f = fmt.Sprintf("join.filter[%d]", i-len(q.GroupBy))
+			}
+			return fmt.Errorf("aggregate query: %s.field: %s is %s: the outcome participants of a joined query learn the population cell of their own persons, so a joined population may be grouped or filtered only by dimensions up to L3", f, d.Field, dim.Level)
+		}
+	}
 	if j.MinPopulation < 0 || j.MinPopulation > 1_000_000 {
 		return bad("min_population", "%d, want 0..1000000", j.MinPopulation)
 	}

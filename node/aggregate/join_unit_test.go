@@ -59,6 +59,8 @@ func TestJoinQueryValidate(t *testing.T) {
 		{"both sides", "join.outcome.participants[0]", func(q *Query) { q.Join.Outcome.Participants = []string{"hs", "u1", "u2"} }, false},
 		{"a participant on no side", "join.population", func(q *Query) { q.Join.Outcome.Participants = []string{"u1"} }, false},
 		{"min population", "join.min_population", func(q *Query) { q.Join.MinPopulation = -1 }, false},
+		{"population grouped by an L4 dimension", "group_by[0].field", func(q *Query) { q.GroupBy = []Dimension{{Field: "disability", Values: []string{"true"}}} }, false},
+		{"population filtered by an L4 dimension", "join.filter[0].field", func(q *Query) { q.Join.Filter = []Dimension{{Field: "disability", Values: []string{"true"}}} }, false},
 	} {
 		q := validJoinQuery()
 		c.edit(&q)
