@@ -398,12 +398,23 @@ func (a *Aggregator) subjectKey(recordType string) (string, error) {
 	return rt.SubjectKey(), nil
 }
 
+// linkageError is a failure to obtain linkage pseudonyms: the node
+// declines with RefuseNoLinkage.
+type linkageError struct{ err error }
+
+func (e *linkageError) Error() string { return "linkage pseudonyms: " + e.err.Error() }
+func (e *linkageError) Unwrap() error { return e.err }
+
 // pseudonymsFor obtains this node's linkage pseudonyms for the query.
 func (a *Aggregator) pseudonymsFor(ctx context.Context, q *Query) (map[string][32]byte, error) {
 	if a.pseudonyms == nil {
-		return nil, errors.New("this node has no linkage")
+		return nil, &linkageError{errors.New("this node has no linkage")}
 	}
-	return a.pseudonyms(ctx, q.Join.LinkPurpose, q.Join.Epoch)
+	ps, err := a.pseudonyms(ctx, q.Join.LinkPurpose, q.Join.Epoch)
+	if err != nil {
+		return nil, &linkageError{err}
+	}
+	return ps, nil
 }
 
 // populationSide computes a population participant's part: its
@@ -442,7 +453,7 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 	}
 	ps, err := a.pseudonymsFor(ctx, q)
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("joined population: pseudonyms: %w", err)
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
 	}
 	x := make([]int64, q.vectorLen())
 	type entry struct {
@@ -492,7 +503,7 @@ type outcomeEntry struct {
 func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (map[[32]byte][]outcomeEntry, error) {
 	ps, err := a.pseudonymsFor(ctx, q)
 	if err != nil {
-		return nil, fmt.Errorf("joined outcome: pseudonyms: %w", err)
+		return nil, fmt.Errorf("joined outcome: %w", err)
 	}
 	o := q.Join.Outcome
 	per := map[string]int{}

@@ -317,7 +317,8 @@ func TestJoinedAggregateTruth(t *testing.T) {
 // TestJoinedAggregateRefusals: a joined query grouping by an undeclared
 // dimension is refused at submission; one whose population is below the
 // minimum, or past the budget, is declined by the school before it commits
-// (the reason in the round's declines), and no round runs.
+// (the reason in the round's declines), and no round runs; so is one at a
+// university whose linkage fails.
 func TestJoinedAggregateRefusals(t *testing.T) {
 	f := newJoinSpace(t, 60, true)
 	ctx := context.Background()
@@ -360,6 +361,17 @@ func TestJoinedAggregateRefusals(t *testing.T) {
 		if e["envelope"] == "small-r1" && e["reason"] != aggregate.RefusePopulation {
 			t.Errorf("school took a step in the refused round: %v", e["reason"])
 		}
+	}
+
+	// A university whose linkage fails declines (no_linkage).
+	f.nodes["uni-b"].Aggregator().SetPseudonyms(func(context.Context, policy.Purpose, string) (map[string][32]byte, error) {
+		return nil, errors.New("the space policy names no linkage evaluator")
+	})
+	if _, err := f.run(t, joinQuery("unlinked", "enrollment", aggregate.Measure{Kind: "count"})); err == nil {
+		t.Error("a university without linkage: released")
+	}
+	if d := declined("unlinked-r1"); d["uni-b"] != aggregate.RefuseNoLinkage {
+		t.Errorf("no linkage: declines %v, want uni-b %s", d, aggregate.RefuseNoLinkage)
 	}
 
 	if err := f.nodes["hs"].Aggregator().SetBudget(ctx, aggCenter, "student_id", 0.05); err != nil {

@@ -526,8 +526,9 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 			return // aborted or expired meanwhile
 		}
 		var derr error
+		var le *linkageError
 		switch {
-		case err != nil && a.pseudonyms == nil:
+		case errors.As(err, &le):
 			derr = decline(RefuseNoLinkage, err)
 		case err != nil:
 			derr = decline(RefuseInternal, err)
