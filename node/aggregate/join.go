@@ -352,26 +352,25 @@ func joinRoundKey(sq *SignedQuery, round string) []byte {
 	return append(append(d[:], byte(len(round))), round...)
 }
 
-// cellIndex places a record in the cells of dims; ok false when a filter
-// dimension's grouping is not listed (filter true) — other cells
-// otherwise.
-func (a *Aggregator) cellIndex(rec map[string]any, dims []Dimension) (int, bool) {
+// cellIndex places a record in the cells of dims (valid under the
+// standard, as Validate checked): a grouping not listed falls in the
+// dimension's other cell.
+func (a *Aggregator) cellIndex(rec map[string]any, dims []Dimension) int {
 	cell := 0
 	for _, d := range dims {
-		dim, ok := a.std.Dimension(d.Field)
-		if !ok {
-			return 0, false
-		}
-		v := dim.Grouping(aggValue(rec[dim.Field]))
-		j := slices.Index(d.Values, v)
-		if j < 0 {
-			j = len(d.Values)
+		j := len(d.Values)
+		if dim, ok := a.std.Dimension(d.Field); ok {
+			if k := slices.Index(d.Values, dim.Grouping(aggValue(rec[dim.Field]))); k >= 0 {
+				j = k
+			}
 		}
 		cell = cell*(len(d.Values)+1) + j
 	}
-	return cell, true
+	return cell
 }
 
+// inFilter reports whether a record's grouping is listed in every filter
+// dimension.
 func (a *Aggregator) inFilter(rec map[string]any, dims []Dimension) bool {
 	for _, d := range dims {
 		dim, ok := a.std.Dimension(d.Field)
@@ -444,7 +443,7 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 			cells[id] = -1
 			return nil
 		}
-		c, _ := a.cellIndex(rec, q.GroupBy)
+		c := a.cellIndex(rec, q.GroupBy)
 		cells[id] = c
 		return nil
 	})
@@ -532,7 +531,7 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 			value = int64(math.Round(min(max(f, float64(o.Measure.Lower)), float64(o.Measure.Upper))))
 		}
 		per[subject]++
-		c, _ := a.cellIndex(rec, o.GroupBy)
+		c := a.cellIndex(rec, o.GroupBy)
 		t, ok := tags[subject]
 		if !ok {
 			t = joinTag(digest, pn)
