@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,6 +242,30 @@ func TestJoinedAggregateExact(t *testing.T) {
 		}
 		t.Logf("%s: %d cells released, %d suppressed, ρ = %.4f", c.outcome, rel.CellsReleased, rel.CellsSuppressed, rel.Rho)
 	}
+	// Grouped by an outcome dimension too: every employment record of the
+	// cohort is in region 440300, so the other region's cells are empty.
+	q := joinQuery("join-region", "employment", aggregate.Measure{Kind: "count"})
+	q.Join.Outcome.GroupBy = []aggregate.Dimension{{Field: "employer_region", Values: []string{"440300"}}}
+	q.Rho = 0.05 // what is left of the year's 0.5
+	rel, err := f.run(t, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth := f.truth("employment")
+	if len(rel.Joined.Cells) != 18 || !slices.Equal(rel.Joined.OutcomeGroupBy, []string{"employer_region"}) {
+		t.Fatalf("by region: %d cells, outcome group_by %v; want 18, [employer_region]", len(rel.Joined.Cells), rel.Joined.OutcomeGroupBy)
+	}
+	for _, cell := range rel.Joined.Cells {
+		want := truth[[2]string{cell.Key[0], cell.Key[1]}]
+		if cell.Key[2] == "" || want[1] < 10 {
+			if !cell.Suppressed {
+				t.Errorf("by region %q: released %+v, want suppressed", cell.Key, cell)
+			}
+		} else if cell.Suppressed || *cell.Count != want[1] || *cell.Population != want[0] {
+			t.Errorf("by region %q: %+v, want count %d of %d", cell.Key, cell, want[1], want[0])
+		}
+	}
+
 	// Served as CSV over the admin API: one row per joined cell.
 	req, err := http.NewRequest("GET", "http://"+f.center.AdminAddr()+"/v1/aggregates/join-enrollment-r1.csv", nil)
 	if err != nil {
