@@ -284,7 +284,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
 		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords,
-		MinColluders: cfg.Aggregate.Colluders})
+		MinColluders: cfg.Aggregate.Colluders,
+		// Joined aggregates link persons through this node's linkage
+		// pseudonyms (node/linkage); they never leave the aggregator.
+		Pseudonyms: func(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, error) {
+			ps, _, err := n.linkage.Pseudonyms(ctx, purpose, epoch, nil)
+			return ps, err
+		}})
 	// The catalogue's endpoint is bound first, so that the catalogue
 	// names the address actually bound (dsp.listen with port 0 in tests).
 	if err := n.dsp.bind(cfg); err != nil {
@@ -509,6 +515,9 @@ func (n *Node) Close() error {
 			n.run.cancel()
 		}
 		n.run.wg.Wait()
+		if n.agg != nil {
+			n.agg.Drain()
+		}
 		if n.run.started {
 			// A share still running (its request outlived the HTTP
 			// shutdown, or a caller in this process) finishes first; then a

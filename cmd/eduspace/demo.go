@@ -91,6 +91,12 @@ func printDemo(w io.Writer, r demo.Result) {
 		}
 		fmt.Fprintf(w, "  %s: %s\n", key, v)
 	}
+	if j := r.Joined; j != nil {
+		printJoined(w, "progression rates", j)
+		if j.Employment != nil {
+			printJoined(w, "employment rates and mean starting salary (CNY)", j.Employment)
+		}
+	}
 	verdict := "every node's evidence chain verified"
 	if !r.EvidenceVerified {
 		verdict = "EVIDENCE CHAIN BROKEN"
@@ -132,4 +138,36 @@ func suiteNames() string {
 		names = append(names, s.String())
 	}
 	return strings.Join(names, ", ")
+}
+
+// printJoined prints one joined aggregate of the demo: per (hukou_type,
+// gender) the noised counts and the rate with its interval, and the mean
+// with its interval when there is one.
+func printJoined(w io.Writer, what string, j *demo.JoinedResult) {
+	fmt.Fprintf(w, "\njoined %s, %s (%s linked to %s): %d of %d participants; ρ = %.3f per participant (ε = %.2f at δ = %g); %.2fs\n",
+		what, j.Round, j.Query.Join.Population[0], strings.Join(j.Query.Join.Outcome.Participants, ", "), j.Survivors, len(j.Participants),
+		j.RhoSpent, j.EpsilonSpent, j.Delta, j.Seconds)
+	for _, c := range j.Cells {
+		key := make([]string, len(c.Key))
+		for i, k := range c.Key {
+			key[i] = k
+			if k == "" {
+				key[i] = "other"
+			}
+		}
+		if c.Suppressed || c.Rate == nil {
+			fmt.Fprintf(w, "  %-12s suppressed\n", strings.Join(key, ", "))
+			continue
+		}
+		a := c.Accuracy
+		if c.Mean != nil {
+			a = c.RateAccuracy
+		}
+		fmt.Fprintf(w, "  %-12s %4d of %4d: rate %.3f, %.0f%% interval [%.3f, %.3f] (counts ±%.0f)",
+			strings.Join(key, ", "), *c.Count, *c.Population, *c.Rate, 100*a.Level, a.Lower, a.Upper, a.Count)
+		if c.Mean != nil {
+			fmt.Fprintf(w, "; mean %.0f [%.0f, %.0f]", *c.Mean, c.Accuracy.Lower, c.Accuracy.Upper)
+		}
+		fmt.Fprintln(w)
+	}
 }

@@ -53,6 +53,25 @@ func TestDemoJSON(t *testing.T) {
 			EpsilonSpent    *float64 `json:"epsilon_spent"`
 			Survivors       int      `json:"survivors"`
 		} `json:"aggregate"`
+		Joined *struct {
+			Query        map[string]any `json:"query"`
+			Participants []string       `json:"participants"`
+			RhoSpent     float64        `json:"rho_spent"`
+			Cells        []struct {
+				Key        []string `json:"key"`
+				Count      *int64   `json:"count"`
+				Rate       *float64 `json:"rate"`
+				Suppressed bool     `json:"suppressed"`
+				Accuracy   *struct {
+					HalfWidth float64 `json:"half_width"`
+					Lower     float64 `json:"lower"`
+					Upper     float64 `json:"upper"`
+				} `json:"accuracy"`
+			} `json:"cells"`
+			Employment *struct {
+				RhoSpent float64 `json:"rho_spent"`
+			} `json:"employment"`
+		} `json:"joined"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
@@ -71,6 +90,29 @@ func TestDemoJSON(t *testing.T) {
 		*ag.EpsilonSpent <= 0 || *ag.EpsilonSpent > 1.5 {
 		t.Errorf("aggregate: %d released, %d suppressed, ε = %v, %d survivors; want 3 cells, ≥ 1 suppressed, 0 < ε ≤ 1.5, 3 survivors",
 			*ag.CellsReleased, *ag.CellsSuppressed, *ag.EpsilonSpent, ag.Survivors)
+	}
+	// The joined aggregate: the school's cohort linked to two universities,
+	// progression rates by hukou_type and gender with their accuracy.
+	if j := res.Joined; j == nil || j.Query["join"] == nil || len(j.Participants) != 3 || !(j.RhoSpent > 0) || len(j.Cells) != 9 || j.Employment == nil {
+		t.Errorf("joined object missing or incomplete: %+v", res.Joined)
+	} else {
+		released := 0
+		for _, c := range j.Cells {
+			if c.Suppressed {
+				if c.Count != nil || c.Rate != nil {
+					t.Errorf("joined cell %q suppressed with figures", c.Key)
+				}
+				continue
+			}
+			released++
+			if len(c.Key) != 2 || c.Count == nil || c.Rate == nil || c.Accuracy == nil || !(c.Accuracy.HalfWidth > 0) ||
+				c.Accuracy.Lower > *c.Rate || c.Accuracy.Upper < *c.Rate {
+				t.Errorf("joined cell %q: count %v rate %v accuracy %+v", c.Key, c.Count, c.Rate, c.Accuracy)
+			}
+		}
+		if released < 4 {
+			t.Errorf("joined: %d cells released, want the four (hukou_type × gender) at least", released)
+		}
 	}
 	// Records reach the center only under its agreements that allow
 	// microdata (the demo space's rulebook permits them); under an

@@ -102,6 +102,9 @@ func (s *Server) handleAggregate(w http.ResponseWriter, r *http.Request) {
 // other), the noisy count, the noisy sum for a sum measure, and whether the
 // cell was suppressed (its figures then empty).
 func writeReleaseCSV(w io.Writer, rel *aggregate.Release) error {
+	if rel.Joined != nil {
+		return writeJoinedCSV(w, rel.Joined)
+	}
 	cw := csv.NewWriter(w)
 	head := append([]string{}, rel.GroupBy...)
 	head = append(head, "count")
@@ -112,16 +115,67 @@ func writeReleaseCSV(w io.Writer, rel *aggregate.Release) error {
 		return err
 	}
 	for _, c := range rel.Cells {
-		row := make([]string, 0, len(head)+1)
-		for _, k := range c.Key {
-			if k != "" && strings.ContainsRune("=+-@\t\r", rune(k[0])) {
-				k = "'" + k // not a formula in a spreadsheet
-			}
-			row = append(row, k)
-		}
+		row := csvKey(c.Key, len(head)+1)
 		row = append(row, optInt(c.Count))
 		if rel.Measure.Kind == "sum" {
 			row = append(row, optInt(c.Sum))
+		}
+		if err := cw.Write(append(row, strconv.FormatBool(c.Suppressed))); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+// csvKey is a cell's key as CSV fields, none of which a spreadsheet
+// takes for a formula.
+func csvKey(key []string, capacity int) []string {
+	row := make([]string, 0, capacity)
+	for _, k := range key {
+		if k != "" && strings.ContainsRune("=+-@\t\r", rune(k[0])) {
+			k = "'" + k // not a formula in a spreadsheet
+		}
+		row = append(row, k)
+	}
+	return row
+}
+
+// writeJoinedCSV writes one row per joined cell: the population then the
+// outcome dimension values, the noised population and outcome counts, the
+// rate, for a sum the sum and the mean, the interval at the stated level
+// of the mean (or, without a sum, of the rate),
+// and whether the cell was suppressed (its figures then empty).
+func writeJoinedCSV(w io.Writer, j *aggregate.JoinedRelease) error {
+	cw := csv.NewWriter(w)
+	head := append(append([]string{}, j.PopulationGroupBy...), j.OutcomeGroupBy...)
+	head = append(head, "population", "count")
+	sum := j.Measure.Kind == "sum"
+	head = append(head, "rate")
+	if sum {
+		head = append(head, "sum_"+j.Measure.Field, "mean")
+	}
+	head = append(head, "level", "lower", "upper", "suppressed")
+	if err := cw.Write(head); err != nil {
+		return err
+	}
+	f := func(v *float64) string {
+		if v == nil {
+			return ""
+		}
+		return strconv.FormatFloat(*v, 'g', 6, 64)
+	}
+	for _, c := range j.Cells {
+		row := csvKey(c.Key, len(head))
+		row = append(row, optInt(c.Population), optInt(c.Count))
+		row = append(row, f(c.Rate))
+		if sum {
+			row = append(row, optInt(c.Sum), f(c.Mean))
+		}
+		if a := c.Accuracy; a != nil {
+			row = append(row, f(&a.Level), f(&a.Lower), f(&a.Upper))
+		} else {
+			row = append(row, "", "", "")
 		}
 		if err := cw.Write(append(row, strconv.FormatBool(c.Suppressed))); err != nil {
 			return err

@@ -109,6 +109,9 @@ type Release struct {
 	// code (budget_exceeded, revoked, …: AGGREGATES.md).
 	Declined map[string]string `json:"declined,omitempty"`
 	Cells    []ReleasedCell    `json:"cells,omitempty"`
+	// Joined is the release of a joined query (AGGREGATES.md §7): its
+	// cells in place of Cells.
+	Joined *JoinedRelease `json:"joined,omitempty"`
 }
 
 // Submit signs q as this center's query, stores it and starts
@@ -457,6 +460,16 @@ func (a *Aggregator) centerAdvance(ctx context.Context, cr *centerRound, timedOu
 			a.centerFail(ctx, cr, RefuseTooFew, fmt.Errorf("%d committed, need %d", len(u1), m))
 			return
 		}
+		if cr.q.Join != nil {
+			sides := map[string]bool{}
+			for _, u := range u1 {
+				sides[cr.q.side(u)] = true
+			}
+			if !sides["population"] || !sides["outcome"] {
+				a.centerFail(ctx, cr, RefuseTooFew, errors.New("a joined round needs a population participant and an outcome participant"))
+				return
+			}
+		}
 		commits := make([]aggCommit, 0, len(u1))
 		for _, u := range u1 {
 			commits = append(commits, cr.commits[u])
@@ -651,6 +664,10 @@ func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 		return
 	}
 	q := cr.q
+	if q.Join != nil {
+		a.centerReleaseJoined(ctx, cr, sum)
+		return
+	}
 	cells := q.cells()
 	counts := sum[:cells]
 	k := q.minCell(a.std)
@@ -686,6 +703,12 @@ func (a *Aggregator) centerRelease(ctx context.Context, cr *centerRound) {
 		}
 		rel.Cells = append(rel.Cells, c)
 	}
+	a.storeRelease(ctx, cr, rel)
+}
+
+// storeRelease stores a release with its evidence and ends the round.
+func (a *Aggregator) storeRelease(ctx context.Context, cr *centerRound, rel *Release) {
+	q := cr.q
 	body, err := json.Marshal(rel)
 	if err != nil {
 		a.centerFail(ctx, cr, RefuseInternal, err)
@@ -769,6 +792,9 @@ func (a *Aggregator) Releases(ctx context.Context) ([]Release, error) {
 			return nil, err
 		}
 		rel.Cells = nil
+		if rel.Joined != nil {
+			rel.Joined.Cells = nil
+		}
 		out = append(out, rel)
 	}
 	return out, rows.Err()
@@ -807,4 +833,27 @@ func (a *Aggregator) skipRound(ctx context.Context, id string, now time.Time) {
 		return
 	}
 	a.setQueryState(ctx, id, "done", sql.NullInt64{})
+}
+
+// centerReleaseJoined releases a joined round: per (population cell,
+// outcome cell) the noised population and outcome counts, the rate or the
+// mean and their accuracy; cells under k suppressed.
+func (a *Aggregator) centerReleaseJoined(ctx context.Context, cr *centerRound, sum []int64) {
+	q := cr.q
+	k := q.joinMinCell(a.std)
+	jr, released, suppressed := joinedRelease(q, cr.plan, len(cr.survivors), sum, k)
+	clear(sum)
+	rel := &Release{ID: cr.id, Query: q.ID, QueryDigest: cr.digest, RecordType: q.RecordType, Dataset: q.Dataset,
+		Purpose: string(q.Purpose), Measure: q.Measure, K: k, Rho: cr.plan.rho, Delta: Delta,
+		Participants: slices.Sorted(slices.Values(q.Participants)), Survivors: cr.survivors, Started: cr.started.UTC(),
+		Released: a.now().UTC(), CellsReleased: released, CellsSuppressed: suppressed, GroupBy: jr.PopulationGroupBy, Joined: jr}
+	if len(cr.declined) > 0 {
+		rel.Declined = maps.Clone(cr.declined)
+	}
+	var err error
+	if rel.Epsilon, err = privacy.Epsilon(cr.plan.rho, Delta); err != nil {
+		a.centerFail(ctx, cr, RefuseInternal, err)
+		return
+	}
+	a.storeRelease(ctx, cr, rel)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"time"
+
+	"github.com/eduspace/eduspace/policy"
 )
 
 // SetTestKnobs sets the knobs of tests (Aggregator.knobs): noNoise sends
@@ -46,4 +48,11 @@ func (a *Aggregator) LedgerBody(ctx context.Context) ([]byte, error) {
 	var body []byte
 	err := a.db.R.QueryRowContext(ctx, `SELECT body FROM privacy_ledger WHERE id = 1`).Scan(&body)
 	return body, err
+}
+
+// SetPseudonyms replaces the node's linkage (Deps.Pseudonyms) with f.
+func (a *Aggregator) SetPseudonyms(f func(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, error)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pseudonyms = f
 }

@@ -161,7 +161,7 @@ func (a *Aggregator) Rounds(ctx context.Context) ([]RoundInfo, error) {
 			continue
 		}
 		ri := RoundInfo{ID: id, Query: cr.queryID, Started: cr.started, Participants: slices.Clone(cr.q.Participants), Survivors: cr.survivors,
-			State: [...]string{"commit", "shares", "masked inputs", "unmasking", "done"}[cr.step], Declined: maps.Clone(cr.declined)}
+			State: [...]string{"commit", "shares", "masked inputs", "signatures", "unmasking", "done"}[cr.step], Declined: maps.Clone(cr.declined)}
 		if cr.step == stepDone && cr.err != nil {
 			ri.State, ri.Reason = "failed", cr.err.Error()
 		}

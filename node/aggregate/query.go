@@ -145,6 +145,11 @@ type Query struct {
 	// Interval, when set, makes the query standing: the center starts a
 	// new round every interval until the deadline.
 	Interval Duration `json:"interval,omitempty"`
+	// Join, when set, makes the query a joined aggregate (AGGREGATES.md
+	// §7): the record type, group_by and measure (a count) above define
+	// the population at Join.Population; Join.Outcome the outcome counted
+	// at the other participants, linked through linkage pseudonyms.
+	Join *Join `json:"join,omitempty"`
 }
 
 func aggText(s string, max int) bool {
@@ -318,6 +323,9 @@ func (q *Query) Validate(std *schema.Standard) error {
 	if c := q.cells(); c > maxAggCells {
 		return bad("group_by", "%d cells, at most %d", c, maxAggCells)
 	}
+	if q.Join != nil {
+		return q.validateJoin(std)
+	}
 	return nil
 }
 
@@ -374,6 +382,9 @@ func (q *Query) cells() int {
 // vectorLen is the length of the vector a participant masks: the counts,
 // and for a sum the sums after them.
 func (q *Query) vectorLen() int {
+	if q.Join != nil {
+		return q.joinLen()
+	}
 	if q.Measure.Kind == "sum" {
 		return 2 * q.cells()
 	}
@@ -503,9 +514,15 @@ type aggPlan struct {
 	cells            int
 	countVar, sumVar *big.Rat // per-node share variances; sumVar nil for a count
 	rho              float64  // worst-case ρ of one release, debited by each contributor
+	// blocks, for a joined query, are the parts of its vector, each with
+	// its own share variance (denominators, numerators, sums).
+	blocks []noiseBlock
 }
 
 func planQuery(q *Query) (aggPlan, error) {
+	if q.Join != nil {
+		return planJoin(q)
+	}
 	p := aggPlan{cells: q.cells()}
 	c := float64(q.ContributionBound)
 	// The fewest noise shares a release protects with: t survivors, of
@@ -541,6 +558,20 @@ func abs64(x int64) int64 {
 
 // noise draws this node's noise share for a vector of the query.
 func (p aggPlan) noise(s *privacy.Sampler, vecLen int) ([]int64, error) {
+	if p.blocks != nil {
+		var z []int64
+		for _, b := range p.blocks {
+			zb, err := privacy.NoiseShare(s, b.variance, b.cells)
+			if err != nil {
+				return nil, err
+			}
+			z = append(z, zb...)
+		}
+		if len(z) != vecLen {
+			return nil, fmt.Errorf("noise: %d values for a vector of %d", len(z), vecLen)
+		}
+		return z, nil
+	}
 	z, err := privacy.NoiseShare(s, p.countVar, p.cells)
 	if err != nil {
 		return nil, err

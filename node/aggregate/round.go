@@ -8,7 +8,11 @@
 // kind crypto.KindAggregate on the control subjects, signed by its sender
 // and sealed to its recipient; share bundles travel inside an inner
 // envelope sealed by one university to another, so the center relays them
-// without reading them.
+// without reading them. A joined query (join.go) links a population at
+// some participants to an outcome at others through the node's linkage
+// pseudonyms (Deps.Pseudonyms): a population participant sends each
+// outcome participant, sealed to it, per-round join tags of its persons and
+// their population cells, and the tables go through the same round.
 //
 // It owns the tables aggregate_queries, aggregate_releases and
 // privacy_ledger, and reads no other: the records it counts come through
@@ -17,7 +21,10 @@
 // exact table, masked vector or unsuppressed noisy value leave the node or
 // be stored, never release a round with fewer noise shares than its plan
 // (n − t), never debit a ledger account past its budget, and never refund a
-// debit once this node has answered the round's survivor list.
+// debit once this node has answered the round's survivor list. It must
+// never send, store or log a pseudonym or an identifier: only join tags
+// (hashes of a pseudonym bound to one round) leave it, to the round's
+// outcome participants, and they are dropped when the table is built.
 package aggregate
 
 import (
@@ -80,6 +87,10 @@ type Deps struct {
 	// MinColluders is the fewest colluders a query must tolerate for this
 	// node to submit it or take part (config aggregate.colluders).
 	MinColluders int
+	// Pseudonyms returns this node's linkage pseudonyms for a purpose and
+	// epoch, keyed by subject key (node/linkage): the persons a joined
+	// query links. Nil: this node declines joined queries (no_linkage).
+	Pseudonyms func(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, error)
 }
 
 // Aggregator is a node's side of aggregate rounds, as center or as
@@ -103,6 +114,7 @@ type Aggregator struct {
 	activeAgreements func(ctx context.Context) ([]policy.Agreement, error)
 	scanRecords      func(ctx context.Context, recordType string, fn func(subject string, body []byte) error) error
 	minColluders     int
+	pseudonyms       func(ctx context.Context, purpose policy.Purpose, epoch string) (map[string][32]byte, error)
 
 	mu sync.Mutex
 	// knobs are settings of tests only (export_test.go): noNoise sends
@@ -125,14 +137,24 @@ type Aggregator struct {
 	}
 	parts  map[string]*partRound   // university side, by round id
 	rounds map[string]*centerRound // center side, by round id
+	// joinBuf holds join messages of rounds this node has no round
+	// message for yet (joined queries, join.go).
+	joinBuf map[string]*joinBuffered
+	// wg waits for the goroutines preparing the join side of rounds
+	// (Drain).
+	wg sync.WaitGroup
 }
+
+// Drain waits for the goroutines that prepare joined rounds; the context
+// their rounds were handled under must be cancelled first.
+func (a *Aggregator) Drain() { a.wg.Wait() }
 
 // New returns the aggregator of a node; Run drives its schedule.
 func New(d Deps) *Aggregator {
 	return &Aggregator{nodeID: d.NodeID, cred: d.Cred, std: d.Std, db: d.DB, ev: d.Evidence, keys: d.Keys, reg: d.Registry,
 		codec: d.Codec, m: d.Metrics, log: d.Log, now: d.Now, layout: d.Layout, enqueue: d.Enqueue, wakeRelay: d.WakeRelay,
 		activeAgreements: d.ActiveAgreements, scanRecords: d.ScanRecords, minColluders: d.MinColluders,
-		parts: map[string]*partRound{}, rounds: map[string]*centerRound{}}
+		pseudonyms: d.Pseudonyms, parts: map[string]*partRound{}, rounds: map[string]*centerRound{}, joinBuf: map[string]*joinBuffered{}}
 }
 
 // evidenceKindAggregate is the evidence entry kind of aggregate events.
@@ -178,7 +200,7 @@ var errListRefused = errors.New("list from the center refused")
 // RefuseReasons are the closed label set of the refused metric: every
 // reason but RefuseTooFew, which fails a round rather than refuses it.
 var RefuseReasons = []string{RefuseBadQuery, RefuseSignature, RefuseNotParticipant, RefuseExpired,
-	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders, RefuseDimension}
+	RefuseMember, RefuseNoAgreement, RefuseBudget, RefuseInternal, RefuseColluders, RefuseDimension, RefusePopulation, RefuseNoLinkage}
 
 // Message types of a round, in order.
 const (
@@ -209,6 +231,9 @@ type aggMsg struct {
 	Bundles [][]byte     `json:"bundles,omitempty"` // inner envelopes
 	Members []string     `json:"members,omitempty"`
 	Reason  string       `json:"reason,omitempty"`
+	// Chunk and Chunks number a join message's part of its list.
+	Chunk  int `json:"chunk,omitempty"`
+	Chunks int `json:"chunks,omitempty"`
 }
 
 // aggCommit is a commitment signed by the participant that made it, so
@@ -262,6 +287,12 @@ type partRound struct {
 	u2, u3             []string // the lists U2 masked with and U3 signed (then answered), sorted
 	dropped            bool
 	expires            time.Time
+	// Of a joined query at an outcome participant: the lists received
+	// from the population participants, this node's outcome records by
+	// join tag, and the bundles message held until every list is in.
+	tags    map[string]*joinTags
+	outcome map[[32]byte][]outcomeEntry
+	pending *aggMsg
 }
 
 // ---------------------------------------------------------------------------
@@ -346,6 +377,11 @@ func (a *Aggregator) Handle(ctx context.Context, h crypto.Header, plain []byte) 
 		return a.partRoundStart(ctx, h, m)
 	case aggMsgCommitments, aggMsgBundles, aggMsgSurvivors, aggMsgSignatures, aggMsgAbort:
 		return a.partStep(ctx, h, m)
+	case aggMsgJoin:
+		if a.cred.Role == crypto.RoleCenter {
+			return envelope.Refuse(envelope.RefuseContent, errors.New("aggregate join message to a center"))
+		}
+		return a.partJoin(ctx, h, m)
 	case aggMsgCommit, aggMsgDecline, aggMsgShares, aggMsgMasked, aggMsgConsistency, aggMsgUnmask:
 		if a.cred.Role != crypto.RoleCenter {
 			return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("aggregate %s message to a node that is not a center", m.Type))
@@ -424,7 +460,15 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 			return decline(RefuseMember, fmt.Errorf("participant %s", p))
 		}
 	}
-	agreement, err := a.aggAgreement(ctx, q, now)
+	side := q.side(a.nodeID)
+	recordType, fields := q.RecordType, q.fields(a.std)
+	if side == "population" {
+		fields = q.joinPopulationFields(a.std)
+	}
+	if side == "outcome" {
+		recordType, fields = q.Join.Outcome.RecordType, q.joinOutcomeFields(a.std)
+	}
+	agreement, err := a.aggAgreement(ctx, q, recordType, fields, now)
 	if err != nil {
 		return err
 	}
@@ -438,7 +482,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
-	population, err := a.PopulationOf(q.RecordType)
+	population, err := a.PopulationOf(recordType)
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
@@ -447,11 +491,71 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	} else if !ok {
 		return decline(RefuseBudget, nil)
 	}
-	x, err := a.aggregateTable(ctx, q)
-	if err != nil {
-		return decline(RefuseInternal, err)
+	if side == "" {
+		x, err := a.aggregateTable(ctx, q)
+		if err != nil {
+			return decline(RefuseInternal, err)
+		}
+		return a.commitRound(ctx, m.Round, q, digest, agreement, population, plan, x, nil, nil, decline)
 	}
-	r, err := secagg.NewRound(secagg.Params{RoundID: m.Round, Participants: q.Participants, Threshold: q.shamirDegree(),
+	// A joined query: the linkage asks the evaluator, whose answers arrive
+	// on the control consumer this message is handled on, so the join side
+	// is prepared off it; the round waits meanwhile (step "linking").
+	qd := joinRoundKey(m.Query, m.Round)
+	ph := &partRound{id: m.Round, center: q.Center, digest: digest, q: q, step: "linking", expires: now.Add(q.lifetime())}
+	if side == "outcome" {
+		a.adoptBuffered(ph)
+	}
+	a.parts[m.Round] = ph
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		var x []int64
+		var list []byte
+		var outcome map[[32]byte][]outcomeEntry
+		var linked int64
+		var err error
+		if side == "population" {
+			x, list, linked, err = a.populationSide(ctx, q, qd)
+		} else {
+			outcome, err = a.outcomeSide(ctx, q, qd)
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.parts[m.Round] != ph {
+			return // aborted or expired meanwhile
+		}
+		var derr error
+		var le *linkageError
+		switch {
+		case errors.As(err, &le):
+			derr = decline(RefuseNoLinkage, err)
+		case err != nil:
+			derr = decline(RefuseInternal, err)
+		case side == "population" && linked < q.minPopulation(a.std):
+			derr = decline(RefusePopulation, fmt.Errorf("%d linked persons in the population, the query's minimum is %d", linked, q.minPopulation(a.std)))
+		default:
+			derr = a.commitRound(ctx, m.Round, q, digest, agreement, population, plan, x, list, outcome, decline)
+		}
+		if derr != nil {
+			a.log.Warn("aggregate round: dropping out", "round", m.Round, "step", "commit", "err", derr)
+			if pr := a.parts[m.Round]; pr != nil {
+				pr.x, pr.dropped = nil, true
+			}
+		}
+	}()
+	return nil
+}
+
+// commitRound sets up this node's secure-aggregation participant for a
+// round whose table (and, for a joined query, list or outcome records) it
+// computed, commits, and for a population participant sends its list to
+// the outcome participants; agg.mu is held.
+func (a *Aggregator) commitRound(ctx context.Context, round string, q *Query, digest, agreement, population string, plan aggPlan,
+	x []int64, joinList []byte, outcome map[[32]byte][]outcomeEntry, decline func(string, error) error) error {
+	side := q.side(a.nodeID)
+	now := a.now()
+	r, err := secagg.NewRound(secagg.Params{RoundID: round, Participants: q.Participants, Threshold: q.shamirDegree(),
 		VectorLen: q.vectorLen(), MinSurvivors: q.minSurvivors()})
 	if err != nil {
 		return decline(RefuseBadQuery, err)
@@ -464,17 +568,38 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseInternal, err)
 	}
-	pr := &partRound{id: m.Round, center: q.Center, digest: digest, agreement: agreement, population: population, q: q, plan: plan, r: r, p: p, x: x,
-		step: "committed", expires: now.Add(q.lifetime())}
-	e := aggEntry(m.Round, digest, "joined")
+	pr := a.parts[round]
+	if pr == nil {
+		pr = &partRound{id: round, expires: now.Add(q.lifetime())}
+	}
+	pr.center, pr.digest, pr.agreement, pr.population, pr.q, pr.plan, pr.r, pr.p, pr.x = q.Center, digest, agreement, population, q, plan, r, p, x
+	pr.step, pr.outcome = "committed", outcome
+	msgs := map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: round, Data: data,
+		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}}
+	e := aggEntry(round, digest, "joined")
 	e.Peer, e.Agreement, e.Purpose = q.Center, agreement, string(q.Purpose)
 	e.Detail = map[string]int{"participants": len(q.Participants), "cells": plan.cells}
-	if err := a.sendAgg(ctx, q, map[string]aggMsg{q.Center: {Type: aggMsgCommit, Round: m.Round, Data: data,
-		KeyID: a.keys.Signing.Public().KeyID(), Sig: a.keys.Signing.Sign(append([]byte(aggCommitLabel), data...))}},
-		func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
+	if side == "population" {
+		e.Detail["join_entries"] = len(joinList) / joinEntrySize
+	}
+	if err := a.sendAgg(ctx, q, msgs, func(tx *sql.Tx) error { return a.ev.Append(ctx, tx, e) }); err != nil {
 		return err
 	}
-	a.parts[m.Round] = pr
+	if side == "population" {
+		// The list goes to each outcome participant, sealed to it, in
+		// chunks; after the commitment, so that a list never precedes a
+		// decline.
+		for _, jm := range joinMessages(round, joinList) {
+			out := map[string]aggMsg{}
+			for _, o := range q.Join.Outcome.Participants {
+				out[o] = jm
+			}
+			if err := a.sendAgg(ctx, q, out, nil); err != nil {
+				return err
+			}
+		}
+	}
+	a.parts[round] = pr
 	pr.dropped = a.knobs.dropAfter == "commit"
 	a.m.Aggregate.Participation.WithLabelValues("joined").Inc()
 	return nil
@@ -482,7 +607,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 
 // aggAgreement returns the id of an active agreement under which this node
 // gives the center the query's fields for the query's purpose, "" if none.
-func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, now time.Time) (string, error) {
+func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, recordType string, fields []string, now time.Time) (string, error) {
 	list, err := a.activeAgreements(ctx)
 	if err != nil {
 		return "", err
@@ -491,12 +616,12 @@ func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, now time.Time) 
 		if ag.Revoked || ag.Provider != a.nodeID || ag.Recipient != q.Center || ag.Purpose != q.Purpose || !ag.ValidAt(now) {
 			continue
 		}
-		if _, ok := ag.RecordTypes[q.RecordType]; !ok {
+		if _, ok := ag.RecordTypes[recordType]; !ok {
 			continue
 		}
 		covered := true
-		for _, f := range q.fields(a.std) {
-			covered = covered && ag.Allows(q.RecordType, f)
+		for _, f := range fields {
+			covered = covered && ag.Allows(recordType, f)
 		}
 		if covered {
 			return ag.ID, nil
@@ -527,10 +652,19 @@ func (a *Aggregator) partStep(ctx context.Context, h crypto.Header, m aggMsg) er
 		}
 		err = a.partShares(ctx, pr, m)
 	case aggMsgBundles:
-		if pr.step != "shared" {
+		if pr.step != "shared" || pr.pending != nil {
 			return nil
 		}
-		err = a.partMask(ctx, pr, m)
+		switch {
+		case pr.q.side(a.nodeID) != "outcome":
+			err = a.partMask(ctx, pr, m)
+		case a.joinReady(pr, m.Members):
+			err = a.outcomeMask(ctx, pr, m)
+		default:
+			// A population participant's list is still on its way: mask
+			// once it is in (partJoin), or drop out at the round's time.
+			pr.pending = &m
+		}
 	case aggMsgSurvivors:
 		switch pr.step {
 		case "masked":
@@ -1049,6 +1183,11 @@ func (a *Aggregator) Run(ctx context.Context) {
 			if now.After(pr.expires) {
 				clear(pr.x)
 				delete(a.parts, id)
+			}
+		}
+		for id, b := range a.joinBuf {
+			if now.After(b.expires) {
+				delete(a.joinBuf, id)
 			}
 		}
 		a.mu.Unlock()

@@ -74,8 +74,12 @@ type Result struct {
 	// records it received, to its own systems.
 	Exported  receive.ExportResult `json:"exported"`
 	Aggregate AggregateResult      `json:"aggregate"`
-	Seconds   float64              `json:"seconds"`
-	Dir       string               `json:"dir,omitempty"`
+	// Joined is the joined aggregate: the school's cohort's progression
+	// rates by household registration and gender, with the employment
+	// rates in Joined.Employment.
+	Joined  *JoinedResult `json:"joined"`
+	Seconds float64       `json:"seconds"`
+	Dir     string        `json:"dir,omitempty"`
 }
 
 // AggregateResult is the demo's aggregate round: students by gender
@@ -121,13 +125,17 @@ type ShareResult struct {
 type member struct {
 	id, institution, prefix string
 	role                    crypto.Role
+	// school: the senior high school of the joined aggregates, a member
+	// with the university role that holds only its cohort's records.
+	school bool
 }
 
 var members = []member{
-	{"uni-beihu", "Beihu University", "2023101", crypto.RoleUniversity},
-	{"uni-nanshan", "Nanshan Normal University", "2023202", crypto.RoleUniversity},
-	{"uni-xijiang", "Xijiang University of Technology", "2023303", crypto.RoleUniversity},
-	{"edu-center", "Municipal Education Big Data Center", "", crypto.RoleCenter},
+	{"uni-beihu", "Beihu University", "2023101", crypto.RoleUniversity, false},
+	{"uni-nanshan", "Nanshan Normal University", "2023202", crypto.RoleUniversity, false},
+	{"uni-xijiang", "Xijiang University of Technology", "2023303", crypto.RoleUniversity, false},
+	{"edu-center", "Municipal Education Big Data Center", "", crypto.RoleCenter, false},
+	{School, "Donghai Senior High School", "", crypto.RoleUniversity, true},
 }
 
 // rulebook is the demo space's rulebook: GRADING.md §7 as written, except
@@ -272,6 +280,13 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		}, now); err != nil {
 			return res, err
 		}
+	}
+	step("authority: space policy naming uni-xijiang the linkage evaluator")
+	if err := publishLinkage(ctx, ak, authDir, filepath.Join(dir, "nodes", Evaluator), suite, emb, now); err != nil {
+		return res, err
+	}
+	for _, m := range members {
+		nd := filepath.Join(dir, "nodes", m.id)
 		cfg := node.DefaultConfig()
 		cfg.NodeID, cfg.Space, cfg.DataDir = m.id, Space, nd
 		cfg.AuthorityKey = filepath.Join(authDir, authority.PublicKeyFile)
@@ -288,7 +303,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 
 	step("ingest synthetic records at the universities")
 	for i, m := range members {
-		if m.role != crypto.RoleUniversity {
+		if m.role != crypto.RoleUniversity || m.school {
 			continue
 		}
 		var buf bytes.Buffer
@@ -422,6 +437,18 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 
+	step("joined aggregates: a senior high school's cohort linked to two universities (progression and employment rates by hukou_type and gender)")
+	// A cohort of twice the students per university, and 400 at least,
+	// so that the four main cells pass k and the population minimum.
+	ing, inv, err := joinedCohort(ctx, nodes, max(2*o.Students, 400), now)
+	if err != nil {
+		return res, err
+	}
+	res.Ingested, res.Invalid = res.Ingested+ing, res.Invalid+inv
+	if res.Joined, err = joinedAggregates(ctx, nodes); err != nil {
+		return res, err
+	}
+
 	step("verify every node's evidence chain")
 	res.EvidenceVerified = true
 	for _, m := range members {
@@ -477,7 +504,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 func centerAggregateAgreements(ctx context.Context, nodes map[string]*node.Node, now time.Time) ([]string, error) {
 	var unis []string
 	for _, m := range members {
-		if m.role != crypto.RoleUniversity {
+		if m.role != crypto.RoleUniversity || m.school {
 			continue
 		}
 		unis = append(unis, m.id)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strconv"
 	"time"
 )
 
@@ -198,4 +199,102 @@ func Students(n int, seed uint64) ([]byte, int) {
 		})
 	}
 	return buf.Bytes(), buf.Len()
+}
+
+// Cohort makes the records of one senior high school's graduating cohort
+// and of the universities some of its students went on to: the same
+// persons, with the same resident ID numbers, under each institution's own
+// student ids, so that a joined aggregate can link them (node/aggregate
+// AGGREGATES.md §7). Progression depends on household registration (more
+// often for 城镇 than for 农村), and about four in five entrants have an
+// employment record with a starting salary.
+type Cohort struct {
+	Seed     uint64
+	Students int
+	Now      time.Time
+	// School is the school's student id prefix; Universities the
+	// universities' prefixes.
+	School       string
+	Universities []string
+}
+
+// CohortPerson is the truth about one person of a cohort, for checking
+// joined answers.
+type CohortPerson struct {
+	Hukou, Gender string
+	// University is the index of the university the person entered, -1
+	// for none.
+	University int
+	// Employed: an employment record with Salary and Region exists.
+	Employed bool
+	Salary   int64
+	Region   string
+}
+
+// CohortRegions are the employer regions of a cohort's employment records.
+var CohortRegions = []string{"440300", "440100", "310100"}
+
+// Write writes the school's records to school and each university's to
+// unis (one writer per prefix), and returns the cohort's persons in order.
+func (c Cohort) Write(school io.Writer, unis []io.Writer) ([]CohortPerson, error) {
+	if len(unis) != len(c.Universities) {
+		return nil, fmt.Errorf("cohort: %d writers for %d universities", len(unis), len(c.Universities))
+	}
+	r := rand.New(rand.NewPCG(c.Seed, c.Seed^0x5bd1e995))
+	enc := json.NewEncoder(school)
+	enc.SetEscapeHTML(false)
+	uenc := make([]*json.Encoder, len(unis))
+	for i, w := range unis {
+		uenc[i] = json.NewEncoder(w)
+		uenc[i].SetEscapeHTML(false)
+	}
+	year := c.Now.Year()
+	var out []CohortPerson
+	for i := 0; i < c.Students; i++ {
+		female := r.IntN(2) == 0
+		p := CohortPerson{Gender: "男", Hukou: "城镇", University: -1}
+		if female {
+			p.Gender = "女"
+		}
+		rural := r.IntN(5) < 2
+		if rural {
+			p.Hukou = "农村"
+		}
+		birth := c.Now.AddDate(-18, 0, -r.IntN(360)-1)
+		rid := ResidentID(r, birth, female)
+		name := ChineseName(r)
+		st := map[string]any{"type": "student", "student_id": fmt.Sprintf("%s%05d", c.School, i+1), "name": name,
+			"gender": p.Gender, "birth_date": birth.Format("2006-01-02"), "id_type": "resident_id", "id_number": rid,
+			"hukou_type": p.Hukou, "ethnicity": ethnicity[r.IntN(len(ethnicity))], "nationality": "中国"}
+		if err := enc.Encode(st); err != nil {
+			return nil, err
+		}
+		progress := 70
+		if rural {
+			progress = 50
+		}
+		if len(unis) > 0 && r.IntN(100) < progress {
+			p.University = r.IntN(len(unis))
+			sid := fmt.Sprintf("%s%05d", c.Universities[p.University], i+1)
+			e := uenc[p.University]
+			recs := []map[string]any{
+				{"type": "student", "student_id": sid, "name": name, "gender": p.Gender, "birth_date": birth.Format("2006-01-02"),
+					"id_type": "resident_id", "id_number": rid, "hukou_type": p.Hukou, "nationality": "中国"},
+				{"type": "enrollment", "student_id": sid, "education_level": "本科", "grade_year": strconv.Itoa(year),
+					"admission_date": fmt.Sprintf("%d-09-01", year), "status": "在读"},
+			}
+			if r.IntN(5) < 4 {
+				p.Employed, p.Salary, p.Region = true, int64(4000+500*r.IntN(17)), CohortRegions[r.IntN(len(CohortRegions))]
+				recs = append(recs, map[string]any{"type": "employment", "student_id": sid, "employer_region": p.Region,
+					"starting_salary_cny": p.Salary, "destination_type": "签就业协议"})
+			}
+			for _, rec := range recs {
+				if err := e.Encode(rec); err != nil {
+					return nil, err
+				}
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }

@@ -1,0 +1,866 @@
+package aggregate
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"regexp"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/policy/privacy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+// Joined aggregates (AGGREGATES.md §7): a population held at some
+// participants, an outcome held at others, linked inside the round through
+// linkage pseudonyms that never leave the node that obtained them. Each
+// population participant sends each outcome participant, end-to-end
+// encrypted, the list of (join tag, population cell) of its population,
+// where the join tag is SHA-256 of a label, the query digest and the
+// pseudonym: equal at both sides for the same person and query,
+// unlinkable across queries. The outcome participant counts its own
+// persons whose tag is on a list; the tables of both sides have one layout
+// [denominators | numerators | sums] and go through the ordinary secure
+// aggregation, noise, suppression and budget.
+
+// Limits and labels of joined queries.
+const (
+	maxJoinOutcomeDims = 2
+	// joinChunk is the most (tag, cell) entries of one join message: 36
+	// bytes each, under 1 MB once encoded.
+	joinChunk = 16384
+	// joinMaxChunks bounds a list: about a million persons per population
+	// participant.
+	joinMaxChunks = 64
+	// joinPadMin is the fewest entries a population participant sends: a
+	// list is padded with random tags to the next power of two at or above
+	// it, so that the outcome participant learns the size of another
+	// institution's population only to within a factor of two.
+	joinPadMin = 1024
+	// joinEntry is the bytes of one entry: a 32-byte tag and a 4-byte
+	// population cell index (big-endian).
+	joinEntrySize = 36
+	joinTagLabel  = "eduspace join tag v1"
+	// joinBufferRounds bounds the rounds whose join messages a node holds
+	// before their round message arrived.
+	joinBufferRounds = 16
+	// AccuracyLevel is the confidence of the intervals a joined release
+	// states.
+	AccuracyLevel = 0.99
+	accuracyZ     = 2.5758293035489004
+)
+
+// RefusePopulation: a population participant holds fewer linked persons in
+// the query's population than its minimum; it declines before committing.
+const RefusePopulation = "population_too_small"
+
+// RefuseNoLinkage: this node cannot obtain linkage pseudonyms (no linkage
+// configured, or the evaluator refused).
+const RefuseNoLinkage = "no_linkage"
+
+// aggMsgJoin: population participant → outcome participant: a chunk of its
+// (tag, population cell) list.
+const aggMsgJoin = "join"
+
+var epochRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
+
+// Join is the join of a joined query.
+type Join struct {
+	// LinkPurpose and Epoch choose the linkage pseudonyms (per purpose and
+	// epoch); LinkPurpose defaults to the query's purpose.
+	LinkPurpose policy.Purpose `json:"link_purpose"`
+	Epoch       string         `json:"epoch"`
+	// Population are the participants holding the population: records of
+	// the query's record type, one person each, grouped by the query's
+	// group_by.
+	Population []string `json:"population"`
+	// Filter keeps in the population only the persons whose record has,
+	// for each dimension, one of the listed groupings.
+	Filter []Dimension `json:"filter,omitempty"`
+	// MinPopulation: a population participant declines
+	// (population_too_small) when fewer linked persons are in its
+	// population; the effective minimum is at least the release's minimum
+	// cell size.
+	MinPopulation int64       `json:"min_population,omitempty"`
+	Outcome       JoinOutcome `json:"outcome"`
+}
+
+// JoinOutcome is what is counted at the outcome participants, for the
+// persons of the population they hold.
+type JoinOutcome struct {
+	RecordType   string      `json:"record_type"`
+	Participants []string    `json:"participants"`
+	GroupBy      []Dimension `json:"group_by,omitempty"`
+	// Measure: count (persons with an outcome record, at most
+	// contribution_bound records each), or sum of a field (released as a
+	// mean with the count).
+	Measure Measure `json:"measure"`
+}
+
+// validateDims checks dimensions of record type rt against the standard;
+// field names the query field for errors.
+func validateDims(std *schema.Standard, rt *schema.RecordType, recordType, field string, dims []Dimension, maxDims int) error {
+	bad := func(f, format string, args ...any) error {
+		return fmt.Errorf("aggregate query: %s: %s", f, fmt.Sprintf(format, args...))
+	}
+	if len(dims) > maxDims {
+		return bad(field, "%d dimensions, at most %d", len(dims), maxDims)
+	}
+	seen := map[string]bool{}
+	for i, d := range dims {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		dim, ok := std.Dimension(d.Field)
+		if !ok {
+			return &DimensionError{fmt.Errorf("aggregate query: %s.field: %q is not a dimension the standard %s declares", f, d.Field, std.Ref())}
+		}
+		if dim.Type != recordType {
+			return &DimensionError{fmt.Errorf("aggregate query: %s.field: the standard declares %s for %s records, not %s", f, d.Field, dim.Type, recordType)}
+		}
+		if _, ok := rt.Field(dim.Field); !ok {
+			return bad(f+".field", "record type %s has no field %s", recordType, dim.Field)
+		}
+		if seen[d.Field] {
+			return bad(f+".field", "%s named twice", d.Field)
+		}
+		seen[d.Field] = true
+		if len(d.Values) == 0 || len(d.Values) > maxAggDimValues {
+			return bad(f+".values", "%d values, want 1..%d", len(d.Values), maxAggDimValues)
+		}
+		vs := map[string]bool{}
+		for j, v := range d.Values {
+			if !aggText(v, 64) || vs[v] || !dim.Allows(v) {
+				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q: want a grouping the standard allows for %s, listed once%s", v, d.Field, groupingsHint(dim))
+			}
+			vs[v] = true
+		}
+	}
+	return nil
+}
+
+func (q *Query) validateJoin(std *schema.Standard) error {
+	j := q.Join
+	bad := func(f, format string, args ...any) error {
+		return fmt.Errorf("aggregate query: join.%s: %s", f, fmt.Sprintf(format, args...))
+	}
+	if q.Measure.Kind != "count" {
+		return bad("measure", "a joined query counts its population: measure must be count (the outcome's measure is join.outcome.measure)")
+	}
+	if !aggPurposes[j.LinkPurpose] {
+		return bad("link_purpose", "%q: want statistics or employment_statistics", j.LinkPurpose)
+	}
+	if !epochRE.MatchString(j.Epoch) {
+		return bad("epoch", "want 1..32 of A-Z a-z 0-9 . _ -, such as 2026")
+	}
+	prt, _ := std.Type(q.RecordType)
+	if err := validateDims(std, prt, q.RecordType, "join.filter", j.Filter, maxAggDims); err != nil {
+		return err
+	}
+	// An outcome participant learns the population cell of each of its
+	// own persons in the population, and that each passed the filter: no
+	// special category (L4: disability, family economic difficulty, …)
+	// may define them.
+	for i, d := range append(slices.Clone(q.GroupBy), j.Filter...) {
+		if dim, ok := std.Dimension(d.Field); ok && dim.Level >= schema.L4 {
+			f := fmt.Sprintf("group_by[%d]", i)
+			if i >= len(q.GroupBy) {
+				f = fmt.Sprintf("join.filter[%d]", i-len(q.GroupBy))
+			}
+			return fmt.Errorf("aggregate query: %s.field: %s is %s: the outcome participants of a joined query learn the population cell of their own persons, so a joined population may be grouped or filtered only by dimensions up to L3", f, d.Field, dim.Level)
+		}
+	}
+	if j.MinPopulation < 0 || j.MinPopulation > 1_000_000 {
+		return bad("min_population", "%d, want 0..1000000", j.MinPopulation)
+	}
+	ort, ok := std.Type(j.Outcome.RecordType)
+	if !ok {
+		return bad("outcome.record_type", "%q is not a record type of the standard", j.Outcome.RecordType)
+	}
+	if ort.SubjectKey() == "" {
+		return bad("outcome.record_type", "%s concerns no person", j.Outcome.RecordType)
+	}
+	if err := validateDims(std, ort, j.Outcome.RecordType, "join.outcome.group_by", j.Outcome.GroupBy, maxJoinOutcomeDims); err != nil {
+		return err
+	}
+	switch m := j.Outcome.Measure; m.Kind {
+	case "count":
+		if m.Field != "" || m.Lower != 0 || m.Upper != 0 {
+			return bad("outcome.measure", "a count takes no field or bounds")
+		}
+	case "sum":
+		fs, ok := ort.Field(m.Field)
+		if !ok || (fs.Kind != schema.KindInteger && fs.Kind != schema.KindNumber && fs.Kind != schema.KindAmount) {
+			return bad("outcome.measure.field", "%q is not a numeric field of %s", m.Field, j.Outcome.RecordType)
+		}
+		if m.Lower >= m.Upper || m.Lower < -maxAggBound || m.Upper > maxAggBound {
+			return bad("outcome.measure.lower", "want lower < upper within ±%d", maxAggBound)
+		}
+	default:
+		return bad("outcome.measure.kind", "%q: want count or sum", m.Kind)
+	}
+	side := map[string]string{}
+	for i, p := range j.Population {
+		if !slices.Contains(q.Participants, p) || side[p] != "" {
+			return bad(fmt.Sprintf("population[%d]", i), "%q: want a participant, listed once", p)
+		}
+		side[p] = "population"
+	}
+	for i, p := range j.Outcome.Participants {
+		if !slices.Contains(q.Participants, p) || side[p] != "" {
+			return bad(fmt.Sprintf("outcome.participants[%d]", i), "%q: want a participant not in the population, listed once", p)
+		}
+		side[p] = "outcome"
+	}
+	if len(j.Population) == 0 || len(j.Outcome.Participants) == 0 || len(side) != len(q.Participants) {
+		return bad("population", "every participant is in the population or at the outcome, and each side has one at least")
+	}
+	if c := q.cells() * q.outcomeCells(); c > maxAggCells {
+		return bad("outcome.group_by", "%d joined cells, at most %d", c, maxAggCells)
+	}
+	return nil
+}
+
+// outcomeCells is the number of outcome cells (1 without outcome
+// dimensions).
+func (q *Query) outcomeCells() int {
+	c := 1
+	for _, d := range q.Join.Outcome.GroupBy {
+		c *= len(d.Values) + 1
+	}
+	return c
+}
+
+// joinLen is the vector of a joined query: population counts per
+// population cell, outcome counts per (population cell, outcome cell),
+// and for a sum the sums per (population cell, outcome cell).
+func (q *Query) joinLen() int {
+	p, o := q.cells(), q.outcomeCells()
+	if q.Join.Outcome.Measure.Kind == "sum" {
+		return p + 2*p*o
+	}
+	return p + p*o
+}
+
+// minPopulation is the fewest linked persons a population participant
+// takes part with.
+func (q *Query) minPopulation(std *schema.Standard) int64 {
+	return max(q.Join.MinPopulation, q.minCell(std))
+}
+
+// joinMinCell is the minimum cell size of a joined release: the larger of
+// k and the minimum cell size of every dimension, population and outcome.
+func (q *Query) joinMinCell(std *schema.Standard) int64 {
+	k := q.minCell(std)
+	for _, d := range append(slices.Clone(q.Join.Outcome.GroupBy), q.Join.Filter...) {
+		if dim, ok := std.Dimension(d.Field); ok {
+			k = max(k, dim.MinCellSize)
+		}
+	}
+	return k
+}
+
+// side is "population", "outcome" or "" for node.
+func (q *Query) side(node string) string {
+	if q.Join == nil {
+		return ""
+	}
+	if slices.Contains(q.Join.Population, node) {
+		return "population"
+	}
+	if slices.Contains(q.Join.Outcome.Participants, node) {
+		return "outcome"
+	}
+	return ""
+}
+
+// noiseBlock is one part of a joined vector and its share variance.
+type noiseBlock struct {
+	cells    int
+	variance *big.Rat
+}
+
+// planJoin plans the noise of a joined query: ρ split evenly between the
+// denominators, the numerators and (for a sum) the sums. A person counts
+// once at each population participant (in one cell: sensitivity the
+// number of population participants, since one person may be held by
+// several) and, with at most contribution_bound records, once at each
+// outcome participant (an outcome participant counts each tag once,
+// whichever population lists it).
+func planJoin(q *Query) (aggPlan, error) {
+	pc, oc := q.cells(), q.outcomeCells()
+	p := aggPlan{cells: pc}
+	m, n := q.minSurvivors()-q.Colluders, len(q.Participants)
+	parts := 2.0
+	if q.Join.Outcome.Measure.Kind == "sum" {
+		parts = 3
+	}
+	target := q.Rho / parts
+	c := float64(q.ContributionBound)
+	np, no := float64(len(q.Join.Population)), float64(len(q.Join.Outcome.Participants))
+	add := func(cells int, sens float64) error {
+		v, r, err := privacy.PlanShareVariance(target, m, n, cells, privacy.Sensitivity{L1: sens, L2: sens})
+		if err != nil {
+			return err
+		}
+		p.blocks = append(p.blocks, noiseBlock{cells, v})
+		p.rho += r
+		return nil
+	}
+	if err := add(pc, np); err != nil {
+		return p, err
+	}
+	if err := add(pc*oc, c*no); err != nil {
+		return p, err
+	}
+	if me := q.Join.Outcome.Measure; me.Kind == "sum" {
+		if err := add(pc*oc, c*no*float64(max(abs64(me.Lower), abs64(me.Upper), 1))); err != nil {
+			return p, err
+		}
+	}
+	p.countVar = p.blocks[0].variance
+	return p, nil
+}
+
+// joinTag is the tag of a person in a round: SHA-256(label ‖ round key ‖
+// pseudonym), where the round key binds the query digest and the round id
+// (joinRoundKey), so that tags of two queries, or of two rounds of a
+// standing query, cannot be matched.
+func joinTag(roundKey []byte, pseudonym [32]byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(joinTagLabel))
+	h.Write(roundKey)
+	h.Write(pseudonym[:])
+	var t [32]byte
+	h.Sum(t[:0])
+	return t
+}
+
+// joinRoundKey is the query digest ‖ str8(round id).
+func joinRoundKey(sq *SignedQuery, round string) []byte {
+	d := sha256.Sum256(sq.Query)
+	return append(append(d[:], byte(len(round))), round...)
+}
+
+// cellIndex places a record in the cells of dims (valid under the
+// standard, as Validate checked): a grouping not listed falls in the
+// dimension's other cell.
+func (a *Aggregator) cellIndex(rec map[string]any, dims []Dimension) int {
+	cell := 0
+	for _, d := range dims {
+		j := len(d.Values)
+		if dim, ok := a.std.Dimension(d.Field); ok {
+			if k := slices.Index(d.Values, dim.Grouping(aggValue(rec[dim.Field]))); k >= 0 {
+				j = k
+			}
+		}
+		cell = cell*(len(d.Values)+1) + j
+	}
+	return cell
+}
+
+// inFilter reports whether a record's grouping is listed in every filter
+// dimension.
+func (a *Aggregator) inFilter(rec map[string]any, dims []Dimension) bool {
+	for _, d := range dims {
+		dim, ok := a.std.Dimension(d.Field)
+		if !ok || !slices.Contains(d.Values, dim.Grouping(aggValue(rec[dim.Field]))) {
+			return false
+		}
+	}
+	return true
+}
+
+func decodeRecord(body []byte) (map[string]any, bool) {
+	var rec map[string]any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	return rec, dec.Decode(&rec) == nil
+}
+
+// subjectKey is the field naming the person of a record type.
+func (a *Aggregator) subjectKey(recordType string) (string, error) {
+	rt, ok := a.std.Type(recordType)
+	if !ok || rt.SubjectKey() == "" {
+		return "", fmt.Errorf("%q is not a record type about a person", recordType)
+	}
+	return rt.SubjectKey(), nil
+}
+
+// linkageError is a failure to obtain linkage pseudonyms: the node
+// declines with RefuseNoLinkage.
+type linkageError struct{ err error }
+
+func (e *linkageError) Error() string { return "linkage pseudonyms: " + e.err.Error() }
+func (e *linkageError) Unwrap() error { return e.err }
+
+// pseudonymsFor obtains this node's linkage pseudonyms for the query.
+func (a *Aggregator) pseudonymsFor(ctx context.Context, q *Query) (map[string][32]byte, error) {
+	if a.pseudonyms == nil {
+		return nil, &linkageError{errors.New("this node has no linkage")}
+	}
+	ps, err := a.pseudonyms(ctx, q.Join.LinkPurpose, q.Join.Epoch)
+	if err != nil {
+		return nil, &linkageError{err}
+	}
+	return ps, nil
+}
+
+// populationSide computes a population participant's part: its
+// denominators (the table) and its padded, sorted (tag, cell) list. It
+// returns the number of linked persons in its population.
+func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte) ([]int64, []byte, int64, error) {
+	// Persons by subject key (the pseudonyms' key), each in the cell of
+	// its first record ingested; -1 outside the filter.
+	cells := map[string]int{}
+	sk, err := a.subjectKey(q.RecordType)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	err = a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
+		if subject == "" {
+			return errors.New("a record without a data subject")
+		}
+		rec, ok := decodeRecord(body)
+		if !ok {
+			return nil
+		}
+		id := aggValue(rec[sk])
+		if _, done := cells[id]; done || id == "" {
+			return nil // one record per person: the first ingested
+		}
+		if !a.inFilter(rec, q.Join.Filter) {
+			cells[id] = -1
+			return nil
+		}
+		c := a.cellIndex(rec, q.GroupBy)
+		cells[id] = c
+		return nil
+	})
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
+	}
+	ps, err := a.pseudonymsFor(ctx, q)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
+	}
+	x := make([]int64, q.vectorLen())
+	type entry struct {
+		tag  [32]byte
+		cell uint32
+	}
+	var list []entry
+	for subject, c := range cells {
+		pn, ok := ps[subject]
+		if c < 0 || !ok {
+			continue // outside the population, or not linkable
+		}
+		x[c]++
+		list = append(list, entry{joinTag(digest, pn), uint32(c)})
+	}
+	linked := int64(len(list))
+	size := joinPadMin
+	for size < len(list) {
+		size *= 2
+	}
+	for len(list) < size {
+		var e entry
+		if _, err := rand.Read(e.tag[:]); err != nil {
+			return nil, nil, 0, err
+		}
+		e.cell = uint32(len(list) % q.cells())
+		list = append(list, e)
+	}
+	sort.Slice(list, func(i, j int) bool { return bytes.Compare(list[i].tag[:], list[j].tag[:]) < 0 })
+	out := make([]byte, 0, len(list)*joinEntrySize)
+	for _, e := range list {
+		out = append(out, e.tag[:]...)
+		out = binary.BigEndian.AppendUint32(out, e.cell)
+	}
+	return x, out, linked, nil
+}
+
+// outcomeEntry is one counted outcome record of a person.
+type outcomeEntry struct {
+	cell  int
+	value int64
+}
+
+// outcomeSide reads an outcome participant's records: per join tag, the
+// outcome cells (and values) of the person's first contribution_bound
+// records.
+func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (map[[32]byte][]outcomeEntry, error) {
+	ps, err := a.pseudonymsFor(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("joined outcome: %w", err)
+	}
+	o := q.Join.Outcome
+	per := map[string]int{}
+	out := map[[32]byte][]outcomeEntry{}
+	tags := map[string][32]byte{}
+	sk, err := a.subjectKey(o.RecordType)
+	if err != nil {
+		return nil, err
+	}
+	err = a.scanRecords(ctx, o.RecordType, func(_ string, body []byte) error {
+		rec, ok := decodeRecord(body)
+		if !ok {
+			return nil
+		}
+		subject := aggValue(rec[sk])
+		pn, ok := ps[subject]
+		if subject == "" || !ok || per[subject] >= q.ContributionBound {
+			return nil
+		}
+		var value int64
+		if o.Measure.Kind == "sum" {
+			f, ok := aggNumber(rec[o.Measure.Field])
+			if !ok {
+				return nil
+			}
+			value = int64(math.Round(min(max(f, float64(o.Measure.Lower)), float64(o.Measure.Upper))))
+		}
+		per[subject]++
+		c := a.cellIndex(rec, o.GroupBy)
+		t, ok := tags[subject]
+		if !ok {
+			t = joinTag(digest, pn)
+			tags[subject] = t
+		}
+		out[t] = append(out[t], outcomeEntry{c, value})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("joined outcome: %w", err)
+	}
+	return out, nil
+}
+
+// joinTags is what one population participant sent an outcome
+// participant: its list, in chunks.
+type joinTags struct {
+	chunks map[int][]byte
+	total  int
+}
+
+func (t *joinTags) complete() bool { return t != nil && t.total > 0 && len(t.chunks) == t.total }
+
+// joinBuffered holds join messages of rounds this node does not know yet.
+type joinBuffered struct {
+	from    map[string]*joinTags
+	expires time.Time
+}
+
+// joinMessages splits a list into the join messages of round.
+func joinMessages(round string, list []byte) []aggMsg {
+	per := joinChunk * joinEntrySize
+	total := (len(list) + per - 1) / per
+	var out []aggMsg
+	for i := range total {
+		out = append(out, aggMsg{Type: aggMsgJoin, Round: round, Data: list[i*per : min(len(list), (i+1)*per)], Chunk: i, Chunks: total})
+	}
+	return out
+}
+
+// addJoinChunk checks and stores one chunk from a population participant.
+func addJoinChunk(tags map[string]*joinTags, from string, m aggMsg, popCells int) error {
+	if m.Chunks < 1 || m.Chunks > joinMaxChunks || m.Chunk < 0 || m.Chunk >= m.Chunks || len(m.Data) == 0 ||
+		len(m.Data)%joinEntrySize != 0 || len(m.Data) > joinChunk*joinEntrySize {
+		return errors.New("malformed join chunk")
+	}
+	if popCells > 0 {
+		for i := 0; i < len(m.Data); i += joinEntrySize {
+			if int(binary.BigEndian.Uint32(m.Data[i+32:])) >= popCells {
+				return errors.New("join chunk names a cell the query does not have")
+			}
+		}
+	}
+	t := tags[from]
+	if t == nil {
+		t = &joinTags{chunks: map[int][]byte{}, total: m.Chunks}
+		tags[from] = t
+	}
+	if t.total != m.Chunks {
+		return errors.New("join chunks disagree on their number")
+	}
+	if _, dup := t.chunks[m.Chunk]; !dup {
+		t.chunks[m.Chunk] = m.Data
+	}
+	return nil
+}
+
+// partJoin takes a join message from a population participant.
+func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pr := a.parts[m.Round]
+	if pr == nil {
+		// The round message may come after a population participant's
+		// list: hold it until then (a bounded number of rounds).
+		b := a.joinBuf[m.Round]
+		if b == nil {
+			now := a.now()
+			for id, o := range a.joinBuf {
+				if now.After(o.expires) {
+					delete(a.joinBuf, id)
+				}
+			}
+			if len(a.joinBuf) >= joinBufferRounds {
+				return envelope.Refuse(envelope.RefuseContent, errors.New("join message of an unknown round, and too many held"))
+			}
+			b = &joinBuffered{from: map[string]*joinTags{}, expires: now.Add(10 * time.Minute)}
+			a.joinBuf[m.Round] = b
+		}
+		if err := addJoinChunk(b.from, h.Sender, m, 0); err != nil {
+			a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+			return envelope.Refuse(envelope.RefuseContent, err)
+		}
+		return nil
+	}
+	if pr.q == nil || pr.q.side(a.nodeID) != "outcome" || pr.q.side(h.Sender) != "population" {
+		if pr.q == nil {
+			return nil // this node declined the round
+		}
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+		return envelope.Refuse(envelope.RefuseContent, errors.New("join message from a node that is not in the round's population, or to one not at its outcome"))
+	}
+	if err := addJoinChunk(pr.tags, h.Sender, m, pr.q.cells()); err != nil {
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+		return envelope.Refuse(envelope.RefuseContent, err)
+	}
+	if pr.pending != nil && !pr.dropped && pr.step == "shared" && a.joinReady(pr, pr.pending.Members) {
+		pm := *pr.pending
+		pr.pending = nil
+		if err := a.outcomeMask(ctx, pr, pm); err != nil {
+			a.log.Warn("aggregate round: dropping out", "round", pr.id, "step", pm.Type, "err", err)
+			pr.x, pr.dropped = nil, true
+		}
+	}
+	return nil
+}
+
+// adoptBuffered moves the join messages held for a round into its state,
+// dropping those not from its population or not of its cells.
+func (a *Aggregator) adoptBuffered(pr *partRound) {
+	b := a.joinBuf[pr.id]
+	delete(a.joinBuf, pr.id)
+	pr.tags = map[string]*joinTags{}
+	if b == nil {
+		return
+	}
+	for from, t := range b.from {
+		if pr.q.side(from) != "population" {
+			continue
+		}
+		for i, data := range t.chunks {
+			_ = addJoinChunk(pr.tags, from, aggMsg{Data: data, Chunk: i, Chunks: t.total}, pr.q.cells())
+		}
+	}
+}
+
+// joinReady reports whether every population participant in the list U2
+// sent its whole list.
+func (a *Aggregator) joinReady(pr *partRound, u2 []string) bool {
+	for _, p := range u2 {
+		if pr.q.side(p) == "population" && !pr.tags[p].complete() {
+			return false
+		}
+	}
+	return true
+}
+
+// outcomeMask builds an outcome participant's table from the lists of the
+// population participants in U2 (each person once, in the cell of the
+// first list by participant id that names its tag), then masks it.
+func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) error {
+	q := pr.q
+	pc, oc := q.cells(), q.outcomeCells()
+	x := make([]int64, q.vectorLen())
+	seen := map[[32]byte]bool{}
+	for _, p := range slices.Sorted(slices.Values(m.Members)) {
+		if q.side(p) != "population" {
+			continue
+		}
+		t := pr.tags[p]
+		for i := range t.total {
+			data := t.chunks[i]
+			for k := 0; k+joinEntrySize <= len(data); k += joinEntrySize {
+				var tag [32]byte
+				copy(tag[:], data[k:k+32])
+				if seen[tag] {
+					continue
+				}
+				seen[tag] = true
+				pcell := int(binary.BigEndian.Uint32(data[k+32:]))
+				for _, e := range pr.outcome[tag] {
+					i := pc + pcell*oc + e.cell
+					x[i]++
+					if q.Join.Outcome.Measure.Kind == "sum" {
+						x[i+pc*oc] += e.value
+					}
+				}
+			}
+		}
+	}
+	pr.tags, pr.outcome = nil, nil
+	pr.x = x
+	return a.partMask(ctx, pr, m)
+}
+
+// JoinedCell is one cell of a joined release: its key (the population
+// dimensions' groupings, then the outcome's), the noised population count
+// of its population cell, the noised outcome count, the rate (outcome
+// count / population count) with its accuracy, and for a sum the noised
+// sum and the mean, whose accuracy is then Accuracy (the rate's
+// RateAccuracy); or suppressed, with no figure.
+type JoinedCell struct {
+	Key        []string  `json:"key"`
+	Population *int64    `json:"population,omitempty"`
+	Count      *int64    `json:"count,omitempty"`
+	Rate       *float64  `json:"rate,omitempty"`
+	Sum        *int64    `json:"sum,omitempty"`
+	Mean       *float64  `json:"mean,omitempty"`
+	Accuracy   *Accuracy `json:"accuracy,omitempty"`
+	// RateAccuracy is the rate's accuracy when the cell holds a mean
+	// (Accuracy is then the mean's).
+	RateAccuracy *Accuracy `json:"rate_accuracy,omitempty"`
+	Suppressed   bool      `json:"suppressed,omitempty"`
+}
+
+// Accuracy is how far a released figure may be from the exact one because
+// of the noise: at confidence Level, the count within ±Count, and the rate
+// (or the mean) within ±HalfWidth, in [Lower, Upper]. The noise variances
+// are known exactly (the plan's share variance times the number of
+// survivors); the rate's and the mean's follow by the delta method.
+type Accuracy struct {
+	Level     float64 `json:"level"`
+	Count     float64 `json:"count"`
+	StdErr    float64 `json:"stderr"`
+	HalfWidth float64 `json:"half_width"`
+	Lower     float64 `json:"lower"`
+	Upper     float64 `json:"upper"`
+}
+
+// JoinedRelease is the joined part of a release.
+type JoinedRelease struct {
+	Population        string       `json:"population"` // the population's record type
+	PopulationGroupBy []string     `json:"population_group_by"`
+	Outcome           string       `json:"outcome"` // the outcome's record type
+	OutcomeGroupBy    []string     `json:"outcome_group_by"`
+	Measure           Measure      `json:"measure"`
+	LinkPurpose       string       `json:"link_purpose"`
+	Epoch             string       `json:"epoch"`
+	PopulationSites   []string     `json:"population_participants"`
+	OutcomeSites      []string     `json:"outcome_participants"`
+	Cells             []JoinedCell `json:"cells"`
+}
+
+// outcomeKey returns the outcome dimension values of outcome cell i.
+func (q *Query) outcomeKey(i int) []string {
+	dims := q.Join.Outcome.GroupBy
+	key := make([]string, len(dims))
+	for d := len(dims) - 1; d >= 0; d-- {
+		size := len(dims[d].Values) + 1
+		j := i % size
+		i /= size
+		if j < len(dims[d].Values) {
+			key[d] = dims[d].Values[j]
+		}
+	}
+	return key
+}
+
+// joinedRelease builds the joined cells from the summed vector: a cell is
+// suppressed when its noisy population count or its noisy outcome count
+// is under k.
+func joinedRelease(q *Query, plan aggPlan, survivors int, sum []int64, k int64) (*JoinedRelease, int, int) {
+	pc, oc := q.cells(), q.outcomeCells()
+	j := q.Join
+	jr := &JoinedRelease{Population: q.RecordType, Outcome: j.Outcome.RecordType, Measure: j.Outcome.Measure,
+		LinkPurpose: string(j.LinkPurpose), Epoch: j.Epoch, PopulationSites: slices.Sorted(slices.Values(j.Population)),
+		OutcomeSites: slices.Sorted(slices.Values(j.Outcome.Participants)), PopulationGroupBy: []string{}, OutcomeGroupBy: []string{}}
+	for _, d := range q.GroupBy {
+		jr.PopulationGroupBy = append(jr.PopulationGroupBy, d.Field)
+	}
+	for _, d := range j.Outcome.GroupBy {
+		jr.OutcomeGroupBy = append(jr.OutcomeGroupBy, d.Field)
+	}
+	variance := func(b int) float64 {
+		f, _ := plan.blocks[b].variance.Float64()
+		return f * float64(survivors)
+	}
+	vD, vN := variance(0), variance(1)
+	var vS float64
+	if j.Outcome.Measure.Kind == "sum" {
+		vS = variance(2)
+	}
+	released, suppressed := 0, 0
+	for p := range pc {
+		for o := range oc {
+			c := JoinedCell{Key: append(q.cellKey(p), q.outcomeKey(o)...)}
+			d, n := sum[p], sum[pc+p*oc+o]
+			if d < k || n < k {
+				c.Suppressed = true
+				suppressed++
+				jr.Cells = append(jr.Cells, c)
+				continue
+			}
+			released++
+			dd, nn := d, n
+			c.Population, c.Count = &dd, &nn
+			rate := float64(n) / float64(d)
+			ra := &Accuracy{Level: AccuracyLevel, Count: accuracyZ * math.Sqrt(vN), StdErr: math.Sqrt(vN+rate*rate*vD) / float64(d)}
+			ra.HalfWidth = accuracyZ * ra.StdErr
+			ra.Lower, ra.Upper = max(0, rate-ra.HalfWidth), rate+ra.HalfWidth
+			c.Rate, c.Accuracy = &rate, ra
+			if j.Outcome.Measure.Kind == "sum" {
+				s := sum[pc+pc*oc+p*oc+o]
+				mean := float64(s) / float64(n)
+				ma := &Accuracy{Level: AccuracyLevel, Count: ra.Count, StdErr: math.Sqrt(vS+mean*mean*vN) / float64(n)}
+				ma.HalfWidth = accuracyZ * ma.StdErr
+				// a mean of values clamped to [lower, upper] lies in it
+				ma.Lower = max(float64(j.Outcome.Measure.Lower), mean-ma.HalfWidth)
+				ma.Upper = min(float64(j.Outcome.Measure.Upper), mean+ma.HalfWidth)
+				c.Sum, c.Mean, c.Accuracy, c.RateAccuracy = &s, &mean, ma, ra
+			}
+			jr.Cells = append(jr.Cells, c)
+		}
+	}
+	return jr, released, suppressed
+}
+
+// joinPopulationFields are the fields a population participant reads:
+// the group_by and filter dimensions' fields.
+func (q *Query) joinPopulationFields(std *schema.Standard) []string {
+	return dimFields(std, append(slices.Clone(q.GroupBy), q.Join.Filter...), "")
+}
+
+// joinOutcomeFields are the fields an outcome participant reads: its
+// dimensions' fields and the measured field.
+func (q *Query) joinOutcomeFields(std *schema.Standard) []string {
+	return dimFields(std, q.Join.Outcome.GroupBy, q.Join.Outcome.Measure.Field)
+}
+
+func dimFields(std *schema.Standard, dims []Dimension, measure string) []string {
+	var out []string
+	for _, d := range dims {
+		if dim, ok := std.Dimension(d.Field); ok {
+			out = append(out, dim.Field)
+		}
+	}
+	if measure != "" {
+		out = append(out, measure)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}

@@ -1,0 +1,139 @@
+package aggregate
+
+import (
+	"bytes"
+	"encoding/binary"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eduspace/eduspace/policy"
+	"github.com/eduspace/eduspace/schema"
+)
+
+func validJoinQuery() Query {
+	q := Query{ID: "j", RecordType: "student", Purpose: policy.PurposeStatistics,
+		GroupBy: []Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}},
+		Measure: Measure{Kind: "count"}, K: 10, Rho: 0.1, Participants: []string{"hs", "u1", "u2"}, Threshold: 3, Colluders: 1,
+		Join: &Join{LinkPurpose: policy.PurposeStatistics, Epoch: "2026", Population: []string{"hs"},
+			Outcome: JoinOutcome{RecordType: "employment", Participants: []string{"u1", "u2"},
+				GroupBy: []Dimension{{Field: "employer_region", Values: []string{"440300"}}},
+				Measure: Measure{Kind: "sum", Field: "starting_salary_cny", Lower: 0, Upper: 20000}}}}
+	q.SetDefaults("center", time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC))
+	return q
+}
+
+// TestJoinQueryValidate: each bad join field is refused, naming it; an
+// undeclared dimension is a DimensionError.
+func TestJoinQueryValidate(t *testing.T) {
+	std := schema.Default()
+	q := validJoinQuery()
+	if err := q.Validate(std); err != nil {
+		t.Fatalf("valid joined query: %v", err)
+	}
+	if q.vectorLen() != 3+2*3*2 {
+		t.Errorf("vector length %d, want %d", q.vectorLen(), 3+2*3*2)
+	}
+	for _, c := range []struct {
+		name, want string
+		edit       func(*Query)
+		dimension  bool
+	}{
+		{"count only", "join.measure", func(q *Query) {
+			q.RecordType, q.Dataset = "enrollment", "enrollment"
+			q.GroupBy = []Dimension{{Field: "education_level", Values: []string{"本科"}}}
+			q.Measure = Measure{Kind: "sum", Field: "program_length", Lower: 0, Upper: 5}
+		}, false},
+		{"purpose", "join.link_purpose", func(q *Query) { q.Join.LinkPurpose = "marketing" }, false},
+		{"epoch", "join.epoch", func(q *Query) { q.Join.Epoch = "" }, false},
+		{"outcome type", "join.outcome.record_type", func(q *Query) { q.Join.Outcome.RecordType = "nope" }, false},
+		{"outcome of no person", "join.outcome.record_type", func(q *Query) { q.Join.Outcome.RecordType = "course" }, false},
+		{"outcome dimension of another type", "join.outcome.group_by[0].field", func(q *Query) { q.Join.Outcome.GroupBy[0].Field = "gender" }, true},
+		{"undeclared filter", "join.filter[0].field", func(q *Query) { q.Join.Filter = []Dimension{{Field: "shoe_size", Values: []string{"1"}}} }, true},
+		{"grouping not allowed", "join.outcome.group_by[0].values[0]", func(q *Query) {
+			q.Join.Outcome.GroupBy[0].Field = "employer_region"
+			q.Join.Outcome.GroupBy[0].Values = []string{""}
+		}, false},
+		{"measure field", "join.outcome.measure.field", func(q *Query) { q.Join.Outcome.Measure.Field = "employer_name" }, false},
+		{"population not a participant", "join.population[0]", func(q *Query) { q.Join.Population = []string{"x"} }, false},
+		{"both sides", "join.outcome.participants[0]", func(q *Query) { q.Join.Outcome.Participants = []string{"hs", "u1", "u2"} }, false},
+		{"a participant on no side", "join.population", func(q *Query) { q.Join.Outcome.Participants = []string{"u1"} }, false},
+		{"min population", "join.min_population", func(q *Query) { q.Join.MinPopulation = -1 }, false},
+		{"population grouped by an L4 dimension", "group_by[0].field", func(q *Query) { q.GroupBy = []Dimension{{Field: "disability", Values: []string{"true"}}} }, false},
+		{"population filtered by an L4 dimension", "join.filter[0].field", func(q *Query) { q.Join.Filter = []Dimension{{Field: "disability", Values: []string{"true"}}} }, false},
+	} {
+		q := validJoinQuery()
+		c.edit(&q)
+		err := q.Validate(std)
+		var de *DimensionError
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error naming %s", c.name, err, c.want)
+		} else if isDim := asDimensionError(err, &de); isDim != c.dimension {
+			t.Errorf("%s: DimensionError %v, want %v", c.name, isDim, c.dimension)
+		}
+	}
+}
+
+func asDimensionError(err error, de **DimensionError) bool {
+	d, ok := err.(*DimensionError)
+	*de = d
+	return ok
+}
+
+// TestJoinTags: tags are equal for the same pseudonym and round, and
+// differ across rounds and queries; lists are padded, sorted and chunked.
+func TestJoinTags(t *testing.T) {
+	sq := &SignedQuery{Query: []byte(`{"id":"a"}`)}
+	other := &SignedQuery{Query: []byte(`{"id":"b"}`)}
+	var p [32]byte
+	p[0] = 7
+	t1 := joinTag(joinRoundKey(sq, "a-r1"), p)
+	if t1 != joinTag(joinRoundKey(sq, "a-r1"), p) {
+		t.Error("the same person and round: tags differ")
+	}
+	if t1 == joinTag(joinRoundKey(sq, "a-r2"), p) || t1 == joinTag(joinRoundKey(other, "a-r1"), p) {
+		t.Error("tags match across rounds or queries")
+	}
+	list := bytes.Repeat([]byte{1}, (joinChunk+5)*joinEntrySize)
+	msgs := joinMessages("a-r1", list)
+	if len(msgs) != 2 || msgs[0].Chunks != 2 || msgs[1].Chunk != 1 || len(msgs[1].Data) != 5*joinEntrySize {
+		t.Errorf("chunks: %d", len(msgs))
+	}
+}
+
+// TestJoinChunkRefusals: malformed chunks, cells the query lacks, chunk
+// counts that disagree or are too many are refused.
+func TestJoinChunkRefusals(t *testing.T) {
+	entry := func(cell uint32) []byte {
+		b := make([]byte, 32)
+		return binary.BigEndian.AppendUint32(b, cell)
+	}
+	for _, c := range []struct {
+		name string
+		m    aggMsg
+	}{
+		{"empty", aggMsg{Chunk: 0, Chunks: 1}},
+		{"not whole entries", aggMsg{Data: make([]byte, 35), Chunk: 0, Chunks: 1}},
+		{"chunk past chunks", aggMsg{Data: entry(0), Chunk: 1, Chunks: 1}},
+		{"too many chunks", aggMsg{Data: entry(0), Chunk: 0, Chunks: joinMaxChunks + 1}},
+		{"cell the query lacks", aggMsg{Data: entry(3), Chunk: 0, Chunks: 1}},
+		{"too long", aggMsg{Data: bytes.Repeat(entry(0), joinChunk+1), Chunk: 0, Chunks: 1}},
+	} {
+		if err := addJoinChunk(map[string]*joinTags{}, "hs", c.m, 3); err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+	tags := map[string]*joinTags{}
+	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(2), Chunk: 0, Chunks: 2}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(2), Chunk: 1, Chunks: 3}, 3); err == nil {
+		t.Error("chunks disagreeing on their number: accepted")
+	}
+	if tags["hs"].complete() {
+		t.Error("one chunk of two: complete")
+	}
+	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(1), Chunk: 1, Chunks: 2}, 3); err != nil || !tags["hs"].complete() {
+		t.Errorf("second chunk: %v, complete %v", err, tags["hs"].complete())
+	}
+}
