@@ -1124,6 +1124,33 @@ func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, populat
 	return a.storeLedger(ctx, tx, l)
 }
 
+// BudgetLeft is the ρ left of recipient's account for population in the
+// current calendar year: DefaultPrivacyBudget when no budget was set.
+// With SpendBudget it is the ledger node/release charges its
+// differentially private releases to (wired by node/node.go), so that a
+// recipient's releases and aggregate rounds draw on one budget.
+func (a *Aggregator) BudgetLeft(ctx context.Context, recipient, population string) (float64, error) {
+	l, err := a.loadLedger(ctx, a.db.R)
+	if err != nil {
+		return 0, err
+	}
+	if !l.HasBudget(recipient, population) {
+		return DefaultPrivacyBudget, nil
+	}
+	return l.Remaining(recipient, population, budgetWindow(a.now())), nil
+}
+
+// SpendBudget debits rho from recipient's account for population in the
+// current calendar year inside tx, the caller's transaction that records
+// what the spend pays for; it fails, debiting nothing, with an error
+// wrapping privacy.ErrBudgetExceeded when rho does not fit.
+func (a *Aggregator) SpendBudget(ctx context.Context, tx *sql.Tx, recipient, population string, rho float64) error {
+	if !a.isPopulation(population) {
+		return fmt.Errorf("privacy budget: population: %q is not the subject key of a record type", population)
+	}
+	return a.spendTx(ctx, tx, recipient, population, budgetWindow(a.now()), rho)
+}
+
 // SetBudget sets the ρ this node grants recipient about a population of
 // persons (a subject key of the standard, "student_id") in each calendar
 // year; it may not go below what the newest year spent. The change is
