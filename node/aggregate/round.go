@@ -15,7 +15,9 @@
 // their population cells, and the tables go through the same round.
 //
 // It owns the tables aggregate_queries, aggregate_releases and
-// privacy_ledger, and reads no other: the records it counts come through
+// privacy_ledger (whose accounts node/release's differentially private
+// releases also draw on, through BudgetLeft and SpendBudget, wired by
+// node/node.go), and reads no other: the records it counts come through
 // Deps.ScanRecords, the agreements through Deps.ActiveAgreements, and its
 // messages leave through Deps.Enqueue. It must never let a university's
 // exact table, masked vector or unsuppressed noisy value leave the node or

@@ -50,7 +50,8 @@ func domainOf(spec schema.FieldSpec, now time.Time) []string {
 // DP is the differential-privacy statement of a synthetic release.
 type DP struct {
 	// Epsilon and Delta: the release is (ε, δ)-differentially private
-	// with respect to adding or removing one record of its source.
+	// with respect to adding or removing one record of its source, which
+	// holds one record per person (onePerPerson): one person.
 	Epsilon float64 `json:"epsilon"`
 	Delta   float64 `json:"delta"`
 	// Rho is its zero-concentrated DP parameter, from which ε is derived

@@ -18,8 +18,15 @@
 // node's key; the provider verifies it (AcceptDeclaration) and shows the
 // uses in the subject report of every student the release included.
 //
+// A differentially private release is charged its ρ on the person-level
+// privacy ledger through Config.Budget (node/aggregate's, wired by
+// node/node.go), in the transaction that records it, and refused before
+// any data is produced when it does not fit.
+//
 // It owns the tables releases, release_subjects, releases_received,
-// provenance and provenance_releases. It must never send
+// provenance and provenance_releases, and touches the privacy ledger only
+// through Config.Budget. It must never make a DP release it has not
+// charged to the ledger, never send
 // a row before every source record was decided and the release passed
 // its checks, never release a direct identifier other than as the
 // recipient's token, never release a field at the sensitive level, never
