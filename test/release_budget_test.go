@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ import (
 // and in the evidence log, and nothing more reaches ai-1. The budgets, as
 // the admin API lists them, show the releases' spend. A k-anonymous
 // release to ai-1 still goes (it debits nothing), and ai-2 has a budget of
-// its own.
+// its own; of concurrent releases with room for one, one is made.
 func TestDPReleaseBudget(t *testing.T) {
 	ctx := context.Background()
 	s := newSpace(t)
@@ -157,9 +158,44 @@ func TestDPReleaseBudget(t *testing.T) {
 	if a2 := account("ai-2"); a2.Releases != 1 || a2.Spent < rho-1e-9 || a2.Spent > nano/1e9+1e-9 {
 		t.Errorf("ai-2's account %+v: want one release of ρ %.6g", a2, rho)
 	}
-	wait.Until(t, 30*time.Second, "the DP release at ai-2", func() bool {
+
+	// Three DP releases to ai-2 at once, with room for one more: one is
+	// made and charged, two are refused, whichever check stops them (the
+	// one before the data is read, or the debit in the transaction that
+	// would record the release).
+	if err := uni.Aggregator().SetBudget(ctx, "ai-2", "student_id", 2.5*nano/1e9); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	rels := make([]*release.Release, 3)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rels[i], errs[i] = uni.Release(ctx, release.Request{Agreement: "la-2", DP: true, Epsilon: eps})
+		}()
+	}
+	wg.Wait()
+	ok, refused, received := 0, 0, rel2.Records
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+			received += rels[i].Records
+		case errors.As(err, &ref) && ref.Reason == release.ReasonBudget:
+			refused++
+			t.Logf("concurrent: %s", ref.Detail)
+		default:
+			t.Errorf("concurrent DP release: %v", err)
+		}
+	}
+	if a2 := account("ai-2"); ok != 1 || refused != 2 || a2.Releases != 2 || a2.Spent > 2*nano/1e9+1e-9 {
+		t.Errorf("3 concurrent DP releases with room for one: %d made, %d refused, account %+v; want 1, 2 and 2 releases", ok, refused, a2)
+	}
+	wait.Until(t, 30*time.Second, "the DP releases at ai-2", func() bool {
 		st, err := ai2.Status(ctx)
-		return err == nil && st.Received == int64(rel2.Records)
+		return err == nil && st.Received == int64(received)
 	})
 	if st, err := ai1.Status(ctx); err != nil || st.Received != int64(records+krel.Records) {
 		t.Errorf("ai-1 holds %v records (%v), want %d: a refused release sends nothing", st.Received, err, records+krel.Records)

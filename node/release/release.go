@@ -531,7 +531,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 				sourceN += len(s.rows)
 			}
 		}
-		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, func(pop string) (float64, error) {
+		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, "nothing was produced", func(pop string) (float64, error) {
 			return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
 		}); err != nil {
 			return nil, fmt.Errorf("release: privacy budget: %w", err)
@@ -595,7 +595,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		if errors.Is(err, privacy.ErrBudgetExceeded) || errors.Is(err, privacy.ErrNoBudget) {
 			// Another release or aggregate round spent the budget since
 			// the check: refused now, nothing recorded or sent.
-			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, func(pop string) (float64, error) {
+			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, "spent meanwhile by another release or an aggregate round: the release is neither recorded nor sent", func(pop string) (float64, error) {
 				return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
 			})
 			if ref == nil {
@@ -706,7 +706,7 @@ func (r *Releaser) refuse(ctx context.Context, a *policy.Agreement, ref *Refusal
 // (spends) does not fit what left says is left of the recipient's account
 // this calendar year, or nil when every spend fits. records is the number
 // of source records the release would be made from.
-func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int,
+func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int, outcome string,
 	left func(population string) (float64, error)) (*Refusal, error) {
 	for _, pop := range slices.Sorted(maps.Keys(spends)) {
 		l, err := left(pop)
@@ -715,9 +715,9 @@ func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spend
 		}
 		if spends[pop] > l {
 			return &Refusal{Rule: RuleBudget, Reason: ReasonBudget, Clause: clauseBudget, Records: records,
-				Detail: fmt.Sprintf("the release costs ρ = %.6g of %s's privacy budget for %s, which has ρ = %.6g left in %d: nothing was produced; "+
+				Detail: fmt.Sprintf("the release costs ρ = %.6g of %s's privacy budget for %s, which has ρ = %.6g left in %d (%s); "+
 					"ask for a smaller ε, wait for the next calendar year, or have the node raise the budget (eduspace aggregate budgets)",
-					spends[pop], a.Recipient, pop, max(l, 0), r.c.Now().UTC().Year())}, nil
+					spends[pop], a.Recipient, pop, max(l, 0), r.c.Now().UTC().Year(), outcome)}, nil
 		}
 	}
 	return nil, nil
