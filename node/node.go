@@ -277,10 +277,6 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		Logger: n.log, Now: now, Keys: ks, Registry: n.reg, Codec: codec, Outbox: n.out, Agreements: n.agreements,
 		Layout: layout, MaxRecords: cfg.Batch.MaxRecords, MaxPayload: n.bus.MaxPayload, Consents: n.consents.For, Lock: &sharesLock, DataKey: dk})
 	n.out.OnDrop(n.shares.Unshare)
-	n.releases = release.New(release.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev,
-		Shares: n.shares, Agreements: n.agreements, Metrics: m.Registry, Logger: n.log, Now: now,
-		Registry: n.reg, Outbox: n.out, Layout: layout, Keys: ks, Role: cred.Role,
-		K: cfg.Release.K, MaxSuppress: cfg.Release.MaxSuppress})
 	n.agg = aggregate.New(aggregate.Deps{NodeID: cfg.NodeID, Cred: cred, Std: std, DB: n.db, Evidence: ev, Keys: ks,
 		Registry: n.reg, Codec: codec, Metrics: m, Log: n.log, Now: now, Layout: layout, Enqueue: n.out.Enqueue,
 		WakeRelay: n.out.Wake, ActiveAgreements: n.agreements.Active, ScanRecords: n.shares.ScanRecords,
@@ -291,6 +287,13 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 			ps, _, err := n.linkage.Pseudonyms(ctx, purpose, epoch, nil)
 			return ps, err
 		}})
+	// A differentially private release is charged to the aggregate
+	// privacy ledger (node/release RELEASES.md §4): the recipient's
+	// person-level budget is one, whether it asks for rounds or releases.
+	n.releases = release.New(release.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev,
+		Shares: n.shares, Agreements: n.agreements, Metrics: m.Registry, Logger: n.log, Now: now,
+		Registry: n.reg, Outbox: n.out, Layout: layout, Keys: ks, Role: cred.Role,
+		K: cfg.Release.K, MaxSuppress: cfg.Release.MaxSuppress, Budget: n.agg})
 	// The catalogue's endpoint is bound first, so that the catalogue
 	// names the address actually bound (dsp.listen with port 0 in tests).
 	if err := n.dsp.bind(cfg); err != nil {

@@ -15,7 +15,9 @@
 // their population cells, and the tables go through the same round.
 //
 // It owns the tables aggregate_queries, aggregate_releases and
-// privacy_ledger, and reads no other: the records it counts come through
+// privacy_ledger (whose accounts node/release's differentially private
+// releases also draw on, through BudgetLeft and SpendBudget, wired by
+// node/node.go), and reads no other: the records it counts come through
 // Deps.ScanRecords, the agreements through Deps.ActiveAgreements, and its
 // messages leave through Deps.Enqueue. It must never let a university's
 // exact table, masked vector or unsuppressed noisy value leave the node or
@@ -1122,6 +1124,33 @@ func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, populat
 		return err
 	}
 	return a.storeLedger(ctx, tx, l)
+}
+
+// BudgetLeft is the ρ left of recipient's account for population in the
+// current calendar year: DefaultPrivacyBudget when no budget was set.
+// With SpendBudget it is the ledger node/release charges its
+// differentially private releases to (wired by node/node.go), so that a
+// recipient's releases and aggregate rounds draw on one budget.
+func (a *Aggregator) BudgetLeft(ctx context.Context, recipient, population string) (float64, error) {
+	l, err := a.loadLedger(ctx, a.db.R)
+	if err != nil {
+		return 0, err
+	}
+	if !l.HasBudget(recipient, population) {
+		return DefaultPrivacyBudget, nil
+	}
+	return l.Remaining(recipient, population, budgetWindow(a.now())), nil
+}
+
+// SpendBudget debits rho from recipient's account for population in the
+// current calendar year inside tx, the caller's transaction that records
+// what the spend pays for; it fails, debiting nothing, with an error
+// wrapping privacy.ErrBudgetExceeded when rho does not fit.
+func (a *Aggregator) SpendBudget(ctx context.Context, tx *sql.Tx, recipient, population string, rho float64) error {
+	if !a.isPopulation(population) {
+		return fmt.Errorf("privacy budget: population: %q is not the subject key of a record type", population)
+	}
+	return a.spendTx(ctx, tx, recipient, population, budgetWindow(a.now()), rho)
 }
 
 // SetBudget sets the ρ this node grants recipient about a population of

@@ -50,7 +50,8 @@ func domainOf(spec schema.FieldSpec, now time.Time) []string {
 // DP is the differential-privacy statement of a synthetic release.
 type DP struct {
 	// Epsilon and Delta: the release is (ε, δ)-differentially private
-	// with respect to adding or removing one record of its source.
+	// with respect to adding or removing one record of its source, which
+	// holds one record per person (onePerPerson): one person.
 	Epsilon float64 `json:"epsilon"`
 	Delta   float64 `json:"delta"`
 	// Rho is its zero-concentrated DP parameter, from which ε is derived
@@ -87,6 +88,75 @@ func rhoFor(eps, delta float64) float64 {
 		}
 	}
 	return lo
+}
+
+// noiseFor is the discrete Gaussian's σ² for m marginals and the total at
+// (eps, delta), and the ρ it gives: one record changes the total and one
+// cell of each marginal by 1, L2 sensitivity √(m+1); σ² = (m+1)/(2ρ) for
+// the ρ of rhoFor, rounded up to a rational with a denominator of 10⁶, so
+// the ρ reached is at most rhoFor's. It depends on m and not on the
+// data, so the ρ a release will cost is known before any noise is drawn.
+func noiseFor(m int, eps, delta float64) (*big.Rat, float64, error) {
+	l2 := math.Sqrt(float64(m + 1))
+	target := rhoFor(eps, delta)
+	sigma2 := new(big.Rat).SetFrac64(int64(math.Ceil(l2*l2/(2*target)*1e6)), 1e6)
+	rho, err := privacy.GaussianRho(sigma2, l2)
+	if err != nil {
+		return nil, 0, err
+	}
+	return sigma2, rho, nil
+}
+
+// plannedRho is the ρ synthesise will state for record type rt with
+// fields at (eps, delta) and now: that of noiseFor for the fields with a
+// public domain. Computed from the schema only, before the data is read.
+func plannedRho(rt *schema.RecordType, fields []string, eps, delta float64, now time.Time) (float64, error) {
+	m := 0
+	for _, f := range fields {
+		if spec, ok := rt.Field(f); ok && len(domainOf(spec, now)) > 0 {
+			m++
+		}
+	}
+	if m == 0 {
+		return 0, errors.New("no released field has a public domain: nothing to synthesise (RELEASES.md §4)")
+	}
+	_, rho, err := noiseFor(m, eps, delta)
+	return rho, err
+}
+
+// onePerPerson keeps one record of each subject, chosen uniformly at
+// random by draw and never by its values, so that adding or removing one
+// person changes a type's tables as adding or removing one record does:
+// the ρ of the tables is then about a person, which is what the privacy
+// ledger counts (policy/PRIVACY.md §4.1, §6). Records without a subject
+// (a type that concerns no person) are all kept. The order of the records
+// kept is that of the source.
+func onePerPerson(rows []map[string]any, subjects []string, draw *rand.Rand) []map[string]any {
+	seen := map[string]int{}
+	kept := map[string]int{}
+	keep := make([]bool, len(rows))
+	for i, s := range subjects {
+		if s == "" {
+			keep[i] = true
+			continue
+		}
+		seen[s]++
+		// Reservoir sampling of one: the n-th record of a subject replaces
+		// the kept one with probability 1/n.
+		if n := seen[s]; n == 1 || draw.IntN(n) == 0 {
+			if j, ok := kept[s]; ok {
+				keep[j] = false
+			}
+			kept[s], keep[i] = i, true
+		}
+	}
+	out := make([]map[string]any, 0, len(kept))
+	for i, k := range keep {
+		if k {
+			out = append(out, rows[i])
+		}
+	}
+	return out
 }
 
 // synthesise makes a differentially private synthetic table from rows
@@ -132,11 +202,7 @@ func synthesise(rows []map[string]any, rt *schema.RecordType, fields []string, e
 			}
 		}
 	}
-	l2 := math.Sqrt(float64(len(ms) + 1))
-	target := rhoFor(eps, delta)
-	// σ² = l2²/(2ρ), rounded up to a rational with a denominator of 10⁶.
-	sigma2 := new(big.Rat).SetFrac64(int64(math.Ceil(l2*l2/(2*target)*1e6)), 1e6)
-	rho, err := privacy.GaussianRho(sigma2, l2)
+	sigma2, rho, err := noiseFor(len(ms), eps, delta)
 	if err != nil {
 		return nil, dp, err
 	}

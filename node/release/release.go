@@ -18,8 +18,15 @@
 // node's key; the provider verifies it (AcceptDeclaration) and shows the
 // uses in the subject report of every student the release included.
 //
+// A differentially private release is charged its ρ on the person-level
+// privacy ledger through Config.Budget (node/aggregate's, wired by
+// node/node.go), in the transaction that records it, and refused before
+// any data is produced when it does not fit.
+//
 // It owns the tables releases, release_subjects, releases_received,
-// provenance and provenance_releases. It must never send
+// provenance and provenance_releases, and touches the privacy ledger only
+// through Config.Budget. It must never make a DP release it has not
+// charged to the ledger, never send
 // a row before every source record was decided and the release passed
 // its checks, never release a direct identifier other than as the
 // recipient's token, never release a field at the sensitive level, never
@@ -38,6 +45,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"math"
 	mrand "math/rand/v2"
 	"slices"
 	"sort"
@@ -72,7 +81,33 @@ const (
 	RuleNothing      = "release.empty"
 	ReasonNothing    = "release_empty"
 	clauseNothing    = "PIPL art. 6"
+	// A differentially private release whose ρ does not fit what is left
+	// of the recipient's person-level privacy budget this calendar year
+	// (the reason code is the aggregate rounds' for the same ledger).
+	RuleBudget   = "release.privacy_budget"
+	ReasonBudget = "budget_exceeded"
+	clauseBudget = "PIPL art. 51, 73(3); policy/PRIVACY.md §6"
 )
+
+// Budget is the person-level privacy budget ledger a differentially
+// private release draws on: one account per (recipient, population of
+// persons), renewed each calendar year (policy/PRIVACY.md §6). The node
+// wires in the aggregate package's ledger (aggregate.Aggregator), so that
+// DP releases and aggregate rounds spend one budget; this package never
+// reads or writes the ledger's table itself.
+type Budget interface {
+	// PopulationOf is the population of persons the records of a type
+	// are about (its subject key), or an error when the type concerns
+	// no person.
+	PopulationOf(recordType string) (string, error)
+	// BudgetLeft is the ρ left this calendar year of recipient's account
+	// for population.
+	BudgetLeft(ctx context.Context, recipient, population string) (float64, error)
+	// SpendBudget debits rho from that account inside tx, or fails,
+	// debiting nothing, with an error wrapping privacy.ErrBudgetExceeded
+	// or privacy.ErrNoBudget when it does not fit.
+	SpendBudget(ctx context.Context, tx *sql.Tx, recipient, population string, rho float64) error
+}
 
 // Defaults.
 const (
@@ -109,6 +144,9 @@ type Config struct {
 	// of records a release may suppress to reach k (release.max_suppress).
 	K           int
 	MaxSuppress float64
+	// Budget is the privacy ledger DP releases are charged to; without
+	// one, a DP release is not made.
+	Budget Budget
 }
 
 // Releaser makes releases.
@@ -147,7 +185,7 @@ func New(c Config) *Releaser {
 // refusalReasons are the label values of the refusals counter: the
 // rulebook's reasons and the release's own.
 func refusalReasons() []string {
-	out := []string{ReasonKUnmet, ReasonNothing}
+	out := []string{ReasonKUnmet, ReasonNothing, ReasonBudget}
 	for _, r := range policy.Reasons() {
 		if r != policy.ReasonPermit {
 			out = append(out, string(r))
@@ -432,7 +470,9 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 	}
 	report := RiskReport{}
 	out := map[string][]share.ReleaseRow{}
-	var included []string // subjects (hashes) whose records went into the release
+	spends := map[string]float64{} // the ρ a DP release debits, per population of persons
+	sourceN := 0                   // the source records of the types about persons, for a DP release
+	var included []string          // subjects (hashes) whose records went into the release
 	if !req.DP {
 		rel.Method = MethodK
 		report.K, report.MaxSuppress = k, r.c.MaxSuppress
@@ -456,6 +496,9 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 			progress(fmt.Sprintf("%s: %d records, k = %d reached with %d suppressed", t, len(s.rows), k, an.suppressed))
 		}
 	} else {
+		if r.c.Budget == nil {
+			return nil, errors.New("release: this node has no privacy budget ledger to charge a --dp release to; make a k-anonymous release instead")
+		}
 		rel.Method = MethodDP
 		report.DP = map[string]DP{}
 		var seed [32]byte
@@ -464,17 +507,48 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		}
 		sampler := privacy.NewSampler(r.c.Rand)
 		draw := mrand.New(mrand.NewChaCha8(seed))
-		// The types' tables share the budget: each is made with ε/len(types).
+		// The types' tables share the ε asked for: each is made with
+		// ε/len(types). Each is made from one record per person, so its
+		// ρ is about a person; the ρ of the types about one population
+		// adds up on that population's account of the recipient, and
+		// the release is refused here, before any noise is drawn, when
+		// it does not fit what is left this year.
 		eps := req.Epsilon / float64(len(types))
+		dpRows := map[string][]map[string]any{}
+		dpFields := map[string][]string{}
+		planned := map[string]float64{}
 		for _, t := range types {
 			s := byType[t]
 			rt, _ := r.c.Std.Type(t)
-			fields := releasable(rt, s.rows)
-			rows, dp, err := synthesise(s.rows, rt, fields, eps, delta, sampler, draw, rel.Created)
+			dpRows[t] = onePerPerson(s.rows, s.subjects, draw)
+			dpFields[t] = releasable(rt, dpRows[t])
+			rho, err := plannedRho(rt, dpFields[t], eps, delta, rel.Created)
+			if err != nil {
+				return nil, fmt.Errorf("release: %s: %w", t, err)
+			}
+			if pop, err := r.c.Budget.PopulationOf(t); err == nil {
+				planned[pop] += rho
+				sourceN += len(s.rows)
+			}
+		}
+		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, "nothing was produced", func(pop string) (float64, error) {
+			return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
+		}); err != nil {
+			return nil, fmt.Errorf("release: privacy budget: %w", err)
+		} else if ref != nil {
+			return nil, r.refuse(ctx, a, ref)
+		}
+		for _, t := range types {
+			s := byType[t]
+			rt, _ := r.c.Std.Type(t)
+			rows, dp, err := synthesise(dpRows[t], rt, dpFields[t], eps, delta, sampler, draw, rel.Created)
 			if err != nil {
 				return nil, fmt.Errorf("release: %s: %w", t, err)
 			}
 			report.DP[t] = dp
+			if pop, err := r.c.Budget.PopulationOf(t); err == nil {
+				spends[pop] += dp.Rho
+			}
 			qis := quasiOf(s.rows)
 			report.Types = append(report.Types, TypeRisk{Type: t, QuasiIdentifiers: qis,
 				Before: stats(classes(s.rows, qis, nil)), After: stats(classes(rows, quasiOf(rows), nil))})
@@ -517,7 +591,19 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 	// always has its entry.
 	slices.Sort(included)
 	included = slices.Compact(included)
-	if err := r.store(ctx, a, rel, included); err != nil {
+	if err := r.store(ctx, a, rel, included, spends); err != nil {
+		if errors.Is(err, privacy.ErrBudgetExceeded) || errors.Is(err, privacy.ErrNoBudget) {
+			// Another release or aggregate round spent the budget since
+			// the check: refused now, nothing recorded or sent.
+			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, "spent meanwhile by another release or an aggregate round: the release is neither recorded nor sent", func(pop string) (float64, error) {
+				return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
+			})
+			if ref == nil {
+				ref = &Refusal{Rule: RuleBudget, Reason: ReasonBudget, Clause: clauseBudget, Records: sourceN,
+					Detail: err.Error() + ": nothing was sent"}
+			}
+			return nil, errors.Join(r.refuse(ctx, a, ref), rerr)
+		}
 		return nil, err
 	}
 	for _, t := range types {
@@ -616,6 +702,27 @@ func (r *Releaser) refuse(ctx context.Context, a *policy.Agreement, ref *Refusal
 	return ref
 }
 
+// budgetRefusal is the refusal of a DP release whose ρ per population
+// (spends) does not fit what left says is left of the recipient's account
+// this calendar year, or nil when every spend fits. records is the number
+// of source records the release would be made from.
+func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int, outcome string,
+	left func(population string) (float64, error)) (*Refusal, error) {
+	for _, pop := range slices.Sorted(maps.Keys(spends)) {
+		l, err := left(pop)
+		if err != nil {
+			return nil, err
+		}
+		if spends[pop] > l {
+			return &Refusal{Rule: RuleBudget, Reason: ReasonBudget, Clause: clauseBudget, Records: records,
+				Detail: fmt.Sprintf("the release costs ρ = %.6g of %s's privacy budget for %s, which has ρ = %.6g left in %d (%s); "+
+					"ask for a smaller ε, wait for the next calendar year, or have the node raise the budget (eduspace aggregate budgets)",
+					spends[pop], a.Recipient, pop, max(l, 0), r.c.Now().UTC().Year(), outcome)}, nil
+		}
+	}
+	return nil, nil
+}
+
 func (r *Releaser) newID() (string, error) {
 	var b [8]byte
 	if _, err := io.ReadFull(r.c.Rand, b[:]); err != nil {
@@ -671,7 +778,7 @@ func tokenFields(std *schema.Standard, t string, rows []map[string]any) []string
 
 // store writes the release, the subjects it included and its evidence
 // entry in one transaction.
-func (r *Releaser) store(ctx context.Context, a *policy.Agreement, rel *Release, included []string) error {
+func (r *Releaser) store(ctx context.Context, a *policy.Agreement, rel *Release, included []string, spends map[string]float64) error {
 	report, err := json.Marshal(rel.Report)
 	if err != nil {
 		return err
@@ -681,6 +788,15 @@ func (r *Releaser) store(ctx context.Context, a *policy.Agreement, rel *Release,
 		return err
 	}
 	return r.c.DB.Write(ctx, func(tx *sql.Tx) error {
+		// A DP release's ρ is debited in the transaction that records
+		// it: recorded and charged, or neither.
+		detail := map[string]int{"records": rel.Records}
+		for _, pop := range slices.Sorted(maps.Keys(spends)) {
+			if err := r.c.Budget.SpendBudget(ctx, tx, a.Recipient, pop, spends[pop]); err != nil {
+				return fmt.Errorf("charge the release to %s's %s budget: %w", a.Recipient, pop, err)
+			}
+			detail["rho_nano:"+pop] = int(math.Ceil(spends[pop] * 1e9))
+		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO releases(id, agreement, recipient, purpose, method, created_ms, records, digest, envelopes, report, card)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)`, rel.ID, rel.Agreement, rel.Recipient, rel.Purpose, rel.Method,
 			rel.Created.UnixMilli(), rel.Records, rel.Digest, string(report), string(card)); err != nil {
@@ -695,7 +811,6 @@ func (r *Releaser) store(ctx context.Context, a *policy.Agreement, rel *Release,
 				return fmt.Errorf("store release subjects: %w", err)
 			}
 		}
-		detail := map[string]int{"records": rel.Records}
 		if rel.Method == MethodK {
 			detail["k"] = rel.Report.K
 			for _, t := range rel.Report.Types {
