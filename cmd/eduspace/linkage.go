@@ -245,23 +245,6 @@ func runAuthorityLinkage(ctx context.Context, args []string, stdout, stderr io.W
 	} else {
 		fmt.Fprintf(stdout, "space policy %d signed: no linkage evaluator; kept in %s\n", p.Serial, authority.SpacePolicyPath(*dir, *space))
 	}
-	if *out != "" {
-		if err := crypto.WriteFileBytes(*out, data, 0o644); err != nil {
-			return fmt.Errorf("write space policy: %w", err)
-		}
-		fmt.Fprintf(stdout, "space policy %d written to %s\n", p.Serial, *out)
-	}
-	if *url == "" {
-		return nil
-	}
-	jsc, closeNATS, err := operatorJetStream(*url, *creds)
-	if err != nil {
-		return err
-	}
-	defer closeNATS()
-	if err := authority.PublishSpacePolicy(ctx, jsc, *space, data); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "space policy %d published; running nodes take it at once\n", p.Serial)
-	return nil
+	return deliverSpacePolicy(ctx, stdout, p, data, *space, *out, *url, *creds,
+		fmt.Sprintf("space policy %d published; running nodes take it at once", p.Serial))
 }
