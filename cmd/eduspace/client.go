@@ -100,6 +100,21 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 	return printJSON(stdout, data)
 }
 
+// runRequest is a client command with no flags but the node's: it sends
+// method to path and prints the answer.
+func runRequest(ctx context.Context, name string, args []string, stdout, stderr io.Writer, method, path string) error {
+	fs := newFlags(name, stderr)
+	cf := adminFlags(fs)
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, method, path, nil, stdout)
+}
+
 // printJSON writes the JSON answer data to stdout, indented.
 func printJSON(stdout io.Writer, data []byte) error {
 	var pretty bytes.Buffer

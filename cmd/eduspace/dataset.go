@@ -276,14 +276,5 @@ func runDatasetWithdraw(ctx context.Context, args []string, stdout, stderr io.Wr
 }
 
 func runDatasetPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dataset publish", stderr)
-	cf := adminFlags(fs)
-	if err := parse(fs, args, false); err != nil {
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, http.MethodPost, "/v1/datasets/publish", nil, stdout)
+	return runRequest(ctx, "dataset publish", args, stdout, stderr, http.MethodPost, "/v1/datasets/publish")
 }
