@@ -98,15 +98,7 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 			`Body must be {"agreement": "ID", "types": ["student"], "k": 5, "dp": false, "epsilon": 1.0, "delta": 1e-6} (agreement required)`, "")
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
-	send := func(l ReleaseLine) {
-		if enc.Encode(l) == nil && flusher != nil {
-			flusher.Flush()
-		}
-	}
+	send := startLines[ReleaseLine](w)
 	rel, err := s.releases.Make(r.Context(), req, func(msg string) { send(ReleaseLine{Progress: msg}) })
 	var ref *release.Refusal
 	switch {
