@@ -284,24 +284,33 @@ func runSpacePolicy(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	fmt.Fprintf(stdout, "space policy %d signed (minimum suite %s), kept in %s\n", p.Serial, p.MinSuite, authority.SpacePolicyPath(*dir, *space))
-	if *out != "" {
-		if err := crypto.WriteFileBytes(*out, data, 0o644); err != nil {
+	published := fmt.Sprintf("space policy %d published in bucket %s; running nodes take it at once, others when they start", p.Serial, bus.Layout{Space: *space}.RevocationBucket())
+	return deliverSpacePolicy(ctx, stdout, p, data, *space, *out, *url, *creds, published)
+}
+
+// deliverSpacePolicy writes the signed space policy p, data, to the file
+// out and publishes it on the space through the NATS server url as the
+// operator (creds), each where it is given, saying so on stdout;
+// published is what it says once the policy is published.
+func deliverSpacePolicy(ctx context.Context, stdout io.Writer, p *crypto.SpacePolicy, data []byte, space, out, url, creds, published string) error {
+	if out != "" {
+		if err := crypto.WriteFileBytes(out, data, 0o644); err != nil {
 			return fmt.Errorf("write space policy: %w", err)
 		}
-		fmt.Fprintf(stdout, "space policy %d written to %s\n", p.Serial, *out)
+		fmt.Fprintf(stdout, "space policy %d written to %s\n", p.Serial, out)
 	}
-	if *url == "" {
+	if url == "" {
 		return nil
 	}
-	js, closeNATS, err := operatorJetStream(*url, *creds)
+	js, closeNATS, err := operatorJetStream(url, creds)
 	if err != nil {
 		return err
 	}
 	defer closeNATS()
-	if err := authority.PublishSpacePolicy(ctx, js, *space, data); err != nil {
+	if err := authority.PublishSpacePolicy(ctx, js, space, data); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "space policy %d published in bucket %s; running nodes take it at once, others when they start\n", p.Serial, bus.Layout{Space: *space}.RevocationBucket())
+	fmt.Fprintln(stdout, published)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -97,6 +98,21 @@ func (c *adminClient) do(ctx context.Context, method, path string, body io.Reade
 		return err
 	}
 	return printJSON(stdout, data)
+}
+
+// runRequest is a client command with no flags but the node's: it sends
+// method to path and prints the answer.
+func runRequest(ctx context.Context, name string, args []string, stdout, stderr io.Writer, method, path string) error {
+	fs := newFlags(name, stderr)
+	cf := adminFlags(fs)
+	if err := parse(fs, args, false); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, method, path, nil, stdout)
 }
 
 // printJSON writes the JSON answer data to stdout, indented.
@@ -390,4 +406,38 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(secs) * time.Second, true
+}
+
+// streamLines POSTs req, as JSON, to path, whose answer streams the work
+// line by line (progress, then the outcome: node/admin's …Line types),
+// and hands each line, decoded into a fresh L, to line until it says the
+// command is done or fails. what names the work in errors ("release");
+// owed is what the node must end with ("a report").
+func streamLines[L any](ctx context.Context, c *adminClient, path string, req any, what, owed string, line func(*L) (done bool, err error)) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	resp, err := c.send(ctx, http.MethodPost, path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		return problemError(http.MethodPost, path, resp, data)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var l L
+		if err := dec.Decode(&l); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("the node ended the %s without %s: see its log", what, owed)
+			}
+			return fmt.Errorf("read the %s's progress: %w", what, err)
+		}
+		if done, err := line(&l); done || err != nil {
+			return err
+		}
+	}
 }

@@ -259,31 +259,10 @@ func runDatasetOffer(ctx context.Context, args []string, stdout, stderr io.Write
 }
 
 func runDatasetWithdraw(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dataset withdraw", stderr)
-	cf := adminFlags(fs)
-	id := fs.String("id", "", "the id of the offer to withdraw (required)")
-	if err := parse(fs, args, false); err != nil {
-		return err
-	}
-	if *id == "" {
-		return fmt.Errorf("%w: --id is required", errUsage)
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, http.MethodDelete, "/v1/datasets/"+url.PathEscape(*id), nil, stdout)
+	return runByID(ctx, "dataset withdraw", "the id of the offer to withdraw", args, stdout, stderr, http.MethodDelete,
+		func(id string) string { return "/v1/datasets/" + url.PathEscape(id) })
 }
 
 func runDatasetPublish(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dataset publish", stderr)
-	cf := adminFlags(fs)
-	if err := parse(fs, args, false); err != nil {
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	return c.do(ctx, http.MethodPost, "/v1/datasets/publish", nil, stdout)
+	return runRequest(ctx, "dataset publish", args, stdout, stderr, http.MethodPost, "/v1/datasets/publish")
 }

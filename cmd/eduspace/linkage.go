@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -113,51 +111,31 @@ func runLinkagePseudonymize(ctx context.Context, args []string, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(admin.PseudonymizeRequest{Purpose: *purpose, Epoch: *epoch})
-	if err != nil {
-		return err
-	}
-	resp, err := c.send(ctx, http.MethodPost, "/v1/linkage/pseudonymize", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		return problemError(http.MethodPost, "/v1/linkage/pseudonymize", resp, data)
-	}
 	term := progressTo(stderr)
 	start := time.Now()
 	shown := false
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var l admin.PseudonymizeLine
-		if err := dec.Decode(&l); err != nil {
-			if errors.Is(err, io.EOF) {
-				return errors.New("the node ended the linkage without a report: see its log")
-			}
-			return fmt.Errorf("read the linkage's progress: %w", err)
-		}
+	req := admin.PseudonymizeRequest{Purpose: *purpose, Epoch: *epoch}
+	return streamLines(ctx, c, "/v1/linkage/pseudonymize", req, "linkage", "a report", func(l *admin.PseudonymizeLine) (bool, error) {
 		if p := l.Progress; p != nil && term != nil {
 			el := time.Since(start).Seconds()
 			fmt.Fprintf(term, "\r%-8s %d of %d (%.0f%%) in %.1f s   ", p.Stage, p.Done, p.Total, 100*float64(p.Done)/float64(max(p.Total, 1)), el)
 			shown = true
 		}
 		if l.Report == nil && l.Error == "" {
-			continue
+			return false, nil
 		}
 		if shown {
 			fmt.Fprintln(term)
 		}
 		if l.Error != "" {
-			return fmt.Errorf("linkage: %s", l.Error)
+			return true, fmt.Errorf("linkage: %s", l.Error)
 		}
 		if *asJSON {
-			return json.NewEncoder(stdout).Encode(l.Report)
+			return true, json.NewEncoder(stdout).Encode(l.Report)
 		}
 		printLinkageReport(stdout, l.Report)
-		return nil
-	}
+		return true, nil
+	})
 }
 
 // printLinkageReport prints a linkage's report for an operator.
@@ -267,23 +245,6 @@ func runAuthorityLinkage(ctx context.Context, args []string, stdout, stderr io.W
 	} else {
 		fmt.Fprintf(stdout, "space policy %d signed: no linkage evaluator; kept in %s\n", p.Serial, authority.SpacePolicyPath(*dir, *space))
 	}
-	if *out != "" {
-		if err := crypto.WriteFileBytes(*out, data, 0o644); err != nil {
-			return fmt.Errorf("write space policy: %w", err)
-		}
-		fmt.Fprintf(stdout, "space policy %d written to %s\n", p.Serial, *out)
-	}
-	if *url == "" {
-		return nil
-	}
-	jsc, closeNATS, err := operatorJetStream(*url, *creds)
-	if err != nil {
-		return err
-	}
-	defer closeNATS()
-	if err := authority.PublishSpacePolicy(ctx, jsc, *space, data); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "space policy %d published; running nodes take it at once\n", p.Serial)
-	return nil
+	return deliverSpacePolicy(ctx, stdout, p, data, *space, *out, *url, *creds,
+		fmt.Sprintf("space policy %d published; running nodes take it at once", p.Serial))
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -225,46 +223,27 @@ func runNodeRecover(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	body, err := json.Marshal(admin.RecoverRequest{Timeout: timeout.String(), AllowMissing: *allowMissing, Peers: peers})
-	if err != nil {
-		return err
-	}
 	fmt.Fprintf(stderr, "asking the peers what they hold of this node (waiting up to %s)\n", *timeout)
-	resp, err := c.send(ctx, "POST", "/v1/recover", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		return problemError("POST", "/v1/recover", resp, data)
-	}
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var l admin.RecoverLine
-		if err := dec.Decode(&l); err != nil {
-			if errors.Is(err, io.EOF) {
-				return errors.New("the node ended the recovery without a report: see its log")
-			}
-			return fmt.Errorf("read the recovery's progress: %w", err)
-		}
+	req := admin.RecoverRequest{Timeout: timeout.String(), AllowMissing: *allowMissing, Peers: peers}
+	return streamLines(ctx, c, "/v1/recover", req, "recovery", "a report", func(l *admin.RecoverLine) (bool, error) {
 		if l.Progress != "" {
 			fmt.Fprintln(stderr, l.Progress)
 		}
 		if l.Report != nil && l.Error == "" {
 			if *asJSON {
-				return json.NewEncoder(stdout).Encode(l.Report)
+				return true, json.NewEncoder(stdout).Encode(l.Report)
 			}
 			printRecovery(stdout, l.Report)
-			return nil
+			return true, nil
 		}
 		if l.Error != "" {
 			if l.Report != nil && len(l.Report.Missing) > 0 {
 				fmt.Fprintf(stderr, "no answer from: %s\n", strings.Join(l.Report.Missing, ", "))
 			}
-			return fmt.Errorf("recovery: %s", l.Error)
+			return true, fmt.Errorf("recovery: %s", l.Error)
 		}
-	}
+		return false, nil
+	})
 }
 
 // printRecovery prints a recovery's report for an operator.

@@ -23,16 +23,7 @@ func runProvenance(ctx context.Context, args []string, stdout, stderr io.Writer)
 	case "declare":
 		return runProvenanceDeclare(ctx, args[1:], stdout, stderr)
 	case "list":
-		fs := newFlags("provenance list", stderr)
-		cf := adminFlags(fs)
-		if err := parse(fs, args[1:], false); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		return c.do(ctx, http.MethodGet, "/v1/provenance", nil, stdout)
+		return runRequest(ctx, "provenance list", args[1:], stdout, stderr, http.MethodGet, "/v1/provenance")
 	}
 	return fmt.Errorf("%w: unknown subcommand %q: eduspace provenance declare|list", errUsage, args[0])
 }

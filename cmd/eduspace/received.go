@@ -21,16 +21,7 @@ func runReceived(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	switch args[0] {
 	case "list":
-		fs := newFlags("received list", stderr)
-		cf := adminFlags(fs)
-		if err := parse(fs, args[1:], false); err != nil {
-			return err
-		}
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		return c.do(ctx, http.MethodGet, "/v1/received/summary", nil, stdout)
+		return runRequest(ctx, "received list", args[1:], stdout, stderr, http.MethodGet, "/v1/received/summary")
 	case "export":
 		fs := newFlags("received export", stderr)
 		cf := adminFlags(fs)

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,43 +84,22 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 	if *types != "" {
 		req.Types = strings.Split(*types, ",")
 	}
-	body, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	resp, err := c.send(ctx, http.MethodPost, "/v1/releases", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-		return problemError("POST", "/v1/releases", resp, data)
-	}
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var l admin.ReleaseLine
-		if err := dec.Decode(&l); err != nil {
-			if errors.Is(err, io.EOF) {
-				return errors.New("the node ended the release without an answer: see its log")
-			}
-			return fmt.Errorf("read the release's progress: %w", err)
-		}
+	return streamLines(ctx, c, "/v1/releases", req, "release", "an answer", func(l *admin.ReleaseLine) (bool, error) {
 		switch {
 		case l.Progress != "":
 			fmt.Fprintln(stderr, l.Progress)
 		case l.Refusal != nil:
 			r := l.Refusal
-			return exitCodeError{code: exitFailure, msg: fmt.Sprintf("refused: %s (rule %s, %s): %s; see node/release/RELEASES.md §3 for what to do",
+			return true, exitCodeError{code: exitFailure, msg: fmt.Sprintf("refused: %s (rule %s, %s): %s; see node/release/RELEASES.md §3 for what to do",
 				r.Reason, r.Rule, r.Clause, r.Detail)}
 		case l.Error != "":
-			return fmt.Errorf("release: %s", l.Error)
+			return true, fmt.Errorf("release: %s", l.Error)
 		case l.Release != nil:
 			w := stdout
 			if *out != "" {
 				f, err := os.Create(*out)
 				if err != nil {
-					return fmt.Errorf("--out: %w", err)
+					return true, fmt.Errorf("--out: %w", err)
 				}
 				defer f.Close()
 				w = f
@@ -130,11 +107,12 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			if err := enc.Encode(l.Release); err != nil {
-				return err
+				return true, err
 			}
 			fmt.Fprintf(stderr, "release %s: %d rows to %s (%s), digest %s\n", l.Release.ID, l.Release.Records,
 				l.Release.Recipient, l.Release.Method, l.Release.Digest)
-			return nil
+			return true, nil
 		}
-	}
+		return false, nil
+	})
 }

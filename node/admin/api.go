@@ -47,6 +47,22 @@ func (s *Server) writeJSON(w http.ResponseWriter, v any) {
 	s.written(json.NewEncoder(w).Encode(v))
 }
 
+// startLines begins a streamed answer of w (NDJSON, status 200: the
+// …Line types) and returns what sends one line of it, flushed at once so
+// that the client sees the progress as it comes. A line that cannot be
+// written is dropped: the client has gone.
+func startLines[L any](w http.ResponseWriter) (send func(L)) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	flusher, _ := w.(http.Flusher)
+	return func(l L) {
+		if enc.Encode(l) == nil && flusher != nil {
+			flusher.Flush()
+		}
+	}
+}
+
 // written logs a response that could not be written whole: the client
 // has gone, or a value did not encode; nothing else can be done.
 func (s *Server) written(err error) {

@@ -53,15 +53,7 @@ func (s *Server) handlePseudonymize(w http.ResponseWriter, r *http.Request) {
 			"epoch must be a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter", "")
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
-	send := func(l PseudonymizeLine) {
-		if enc.Encode(l) == nil && flusher != nil {
-			flusher.Flush()
-		}
-	}
+	send := startLines[PseudonymizeLine](w)
 	_, rep, err := s.linkage.Pseudonyms(r.Context(), policy.Purpose(req.Purpose), req.Epoch, func(p linkage.Progress) {
 		send(PseudonymizeLine{Progress: &p})
 	})

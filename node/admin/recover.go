@@ -58,15 +58,7 @@ func (s *Server) handleRecover(w http.ResponseWriter, r *http.Request) {
 			"this node's database is not older than the space's record of it")
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
-	send := func(l RecoverLine) {
-		if enc.Encode(l) == nil && flusher != nil {
-			flusher.Flush()
-		}
-	}
+	send := startLines[RecoverLine](w)
 	rep, err := s.recovery.Recover(r.Context(), recovery.Options{Timeout: timeout, AllowMissing: req.AllowMissing, Peers: req.Peers,
 		Progress: func(msg string) { send(RecoverLine{Progress: msg}) }})
 	if err != nil {

@@ -34,14 +34,7 @@ func (s *Server) releaseRoutes(api *http.ServeMux) {
 // received.
 func (s *Server) handleReleasesReceived(w http.ResponseWriter, r *http.Request) {
 	list, err := s.releases.Received(r.Context())
-	if err != nil {
-		s.writeProblem(w, http.StatusInternalServerError, "releases-failed", "Received releases unavailable", err.Error())
-		return
-	}
-	if list == nil {
-		list = []release.Manifest{}
-	}
-	s.writeJSON(w, list)
+	writeList(s, w, list, err, "releases-failed", "Received releases unavailable")
 }
 
 // handleDeclare declares, on an ai_service node, which releases fed a
@@ -67,12 +60,18 @@ func (s *Server) handleDeclare(w http.ResponseWriter, r *http.Request) {
 // received.
 func (s *Server) handleProvenance(w http.ResponseWriter, r *http.Request) {
 	list, err := s.releases.Declarations(r.Context())
+	writeList(s, w, list, err, "provenance-failed", "Provenance unavailable")
+}
+
+// writeList answers with list as JSON, [] when there is none, or, when
+// err says it could not be read, with a problem: code and title.
+func writeList[T any](s *Server, w http.ResponseWriter, list []T, err error, code, title string) {
 	if err != nil {
-		s.writeProblem(w, http.StatusInternalServerError, "provenance-failed", "Provenance unavailable", err.Error())
+		s.writeProblem(w, http.StatusInternalServerError, code, title, err.Error())
 		return
 	}
 	if list == nil {
-		list = []release.SignedDeclaration{}
+		list = []T{}
 	}
 	s.writeJSON(w, list)
 }
@@ -98,15 +97,7 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 			`Body must be {"agreement": "ID", "types": ["student"], "k": 5, "dp": false, "epsilon": 1.0, "delta": 1e-6} (agreement required)`, "")
 		return
 	}
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	enc := json.NewEncoder(w)
-	flusher, _ := w.(http.Flusher)
-	send := func(l ReleaseLine) {
-		if enc.Encode(l) == nil && flusher != nil {
-			flusher.Flush()
-		}
-	}
+	send := startLines[ReleaseLine](w)
 	rel, err := s.releases.Make(r.Context(), req, func(msg string) { send(ReleaseLine{Progress: msg}) })
 	var ref *release.Refusal
 	switch {
@@ -121,14 +112,7 @@ func (s *Server) handleRelease(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleReleases(w http.ResponseWriter, r *http.Request) {
 	list, err := s.releases.List(r.Context())
-	if err != nil {
-		s.writeProblem(w, http.StatusInternalServerError, "releases-failed", "Releases unavailable", err.Error())
-		return
-	}
-	if list == nil {
-		list = []release.Release{}
-	}
-	s.writeJSON(w, list)
+	writeList(s, w, list, err, "releases-failed", "Releases unavailable")
 }
 
 func (s *Server) handleReleaseGet(w http.ResponseWriter, r *http.Request) {

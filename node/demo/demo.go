@@ -554,6 +554,12 @@ func publishPolicy(ctx context.Context, ak *crypto.AuthorityKey, authDir string,
 	if err != nil {
 		return err
 	}
+	return publishSpacePolicy(ctx, emb, data)
+}
+
+// publishSpacePolicy publishes the signed space policy data on the
+// embedded server as the authority.
+func publishSpacePolicy(ctx context.Context, emb *bus.Embedded, data []byte) error {
 	nc, err := bus.Connect(bus.ConnectOptions{Name: "demo-authority", Embedded: emb})
 	if err != nil {
 		return err

@@ -16,7 +16,6 @@ import (
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 	"github.com/eduspace/eduspace/schema/synth"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The demo's joined aggregates (node/aggregate/AGGREGATES.md §7): a senior
@@ -154,14 +153,5 @@ func publishLinkage(ctx context.Context, ak *crypto.AuthorityKey, authDir, evDir
 	if err != nil {
 		return err
 	}
-	nc, err := bus.Connect(bus.ConnectOptions{Name: "demo-authority", Embedded: emb})
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("space policy: jetstream: %w", err)
-	}
-	return authority.PublishSpacePolicy(ctx, js, Space, data)
+	return publishSpacePolicy(ctx, emb, data)
 }
