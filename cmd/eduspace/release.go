@@ -51,7 +51,7 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 	types := fs.String("types", "", "record types to release, comma-separated (default: every type of the agreement)")
 	k := fs.Int("k", 0, "k of k-anonymity, at least 2 (default: the node's release.k)")
 	dp := fs.Bool("dp", false, "a differentially private synthetic dataset instead of de-identified rows")
-	eps := fs.Float64("epsilon", 0, "ε of a --dp release, in (0, 10] (required with --dp)")
+	eps := fs.Float64("epsilon", 0, "ε of a --dp release, in (0, 10] (required with --dp); its ρ is debited from the recipient's yearly privacy budget (ρ 0.5 by default, about ε 5.2: `eduspace aggregate budgets`), and a release past it is refused")
 	delta := fs.Float64("delta", 0, "δ of a --dp release (default 1e-6)")
 	out := fs.String("out", "", "write the release (id, digest, risk report, data card) as JSON to this file rather than stdout")
 	list := fs.Bool("list", false, "list the releases this node made")
