@@ -54,8 +54,16 @@ const (
 	joinEntrySize = 36
 	joinTagLabel  = "eduspace join tag v1"
 	// joinBufferRounds bounds the rounds whose join messages a node holds
-	// before their round message arrived.
-	joinBufferRounds = 16
+	// before their round message arrived, joinBufferPerSender the rounds
+	// one sender may have messages held in, and joinBufferBytes the bytes
+	// held in all: one member cannot fill the buffer alone, nor make the
+	// node hold more than joinBufferBytes. A sender past its share is
+	// refused; a message finding the whole buffer full is retried later
+	// (errJoinBufferFull), so that another member's filling it loses no
+	// honest list.
+	joinBufferRounds    = 64
+	joinBufferPerSender = 4
+	joinBufferBytes     = 256 << 20
 	// AccuracyLevel is the confidence of the intervals a joined release
 	// states.
 	AccuracyLevel = 0.99
@@ -558,7 +566,53 @@ func (t *joinTags) complete() bool { return t != nil && t.total > 0 && len(t.chu
 // joinBuffered holds join messages of rounds this node does not know yet.
 type joinBuffered struct {
 	from    map[string]*joinTags
+	bytes   int // of the chunks held
 	expires time.Time
+}
+
+// errJoinBufferFull: a join message of a round this node does not know
+// yet found the buffer full; it is a passing failure, redelivered later.
+var errJoinBufferFull = errors.New("join message of a round not known yet: the buffer of such messages is full; retried later")
+
+// bufferJoin holds a join message of a round this node has no round
+// message for yet; agg.mu is held.
+func (a *Aggregator) bufferJoin(h crypto.Header, m aggMsg) error {
+	now := a.now()
+	held, senderRounds := 0, 0
+	for id, o := range a.joinBuf {
+		if now.After(o.expires) {
+			delete(a.joinBuf, id)
+			continue
+		}
+		held += o.bytes
+		if o.from[h.Sender] != nil && id != m.Round {
+			senderRounds++
+		}
+	}
+	b := a.joinBuf[m.Round]
+	if (b == nil || b.from[h.Sender] == nil) && senderRounds >= joinBufferPerSender {
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("join messages of more than %d rounds not known yet from one sender", joinBufferPerSender))
+	}
+	if b == nil && len(a.joinBuf) >= joinBufferRounds || held+len(m.Data) > joinBufferBytes {
+		return errJoinBufferFull
+	}
+	if b == nil {
+		b = &joinBuffered{from: map[string]*joinTags{}, expires: now.Add(10 * time.Minute)}
+	}
+	before := 0
+	if t := b.from[h.Sender]; t != nil {
+		before = len(t.chunks)
+	}
+	if err := addJoinChunk(b.from, h.Sender, m, 0); err != nil {
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+		return envelope.Refuse(envelope.RefuseContent, err)
+	}
+	if len(b.from[h.Sender].chunks) > before {
+		b.bytes += len(m.Data)
+	}
+	a.joinBuf[m.Round] = b
+	return nil
 }
 
 // joinMessages splits a list into the join messages of round.
@@ -606,26 +660,8 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 	pr := a.parts[m.Round]
 	if pr == nil {
 		// The round message may come after a population participant's
-		// list: hold it until then (a bounded number of rounds).
-		b := a.joinBuf[m.Round]
-		if b == nil {
-			now := a.now()
-			for id, o := range a.joinBuf {
-				if now.After(o.expires) {
-					delete(a.joinBuf, id)
-				}
-			}
-			if len(a.joinBuf) >= joinBufferRounds {
-				return envelope.Refuse(envelope.RefuseContent, errors.New("join message of an unknown round, and too many held"))
-			}
-			b = &joinBuffered{from: map[string]*joinTags{}, expires: now.Add(10 * time.Minute)}
-			a.joinBuf[m.Round] = b
-		}
-		if err := addJoinChunk(b.from, h.Sender, m, 0); err != nil {
-			a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
-			return envelope.Refuse(envelope.RefuseContent, err)
-		}
-		return nil
+		// list: hold it until then (bounded per sender and in all).
+		return a.bufferJoin(h, m)
 	}
 	if pr.q == nil || pr.q.side(a.nodeID) != "outcome" || pr.q.side(h.Sender) != "population" {
 		if pr.q == nil {

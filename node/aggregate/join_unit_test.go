@@ -2,11 +2,17 @@ package aggregate
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -135,5 +141,44 @@ func TestJoinChunkRefusals(t *testing.T) {
 	}
 	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(1), Chunk: 1, Chunks: 2}, 3); err != nil || !tags["hs"].complete() {
 		t.Errorf("second chunk: %v, complete %v", err, tags["hs"].complete())
+	}
+}
+
+// TestJoinBufferShares: a member sending join messages of rounds the
+// node does not know yet is held to its share of the buffer; the buffer
+// full, an honest member's list is retried later, never refused.
+func TestJoinBufferShares(t *testing.T) {
+	now := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	a := New(Deps{NodeID: "u1", Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: func() time.Time { return now }})
+	entry := binary.BigEndian.AppendUint32(make([]byte, 32), 0)
+	send := func(from, round string) error {
+		return a.partJoin(context.Background(), crypto.Header{Sender: from}, aggMsg{Type: aggMsgJoin, Round: round, Data: entry, Chunk: 0, Chunks: 1})
+	}
+	var refused *envelope.Refusal
+	for i := range joinBufferRounds + 1 {
+		err := send("evil", fmt.Sprintf("x%d-r1", i))
+		if i < joinBufferPerSender && err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if i >= joinBufferPerSender && !errors.As(err, &refused) {
+			t.Fatalf("round %d of one sender: want a refusal, got %v", i, err)
+		}
+	}
+	if len(a.joinBuf) != joinBufferPerSender {
+		t.Errorf("%d rounds held, want %d", len(a.joinBuf), joinBufferPerSender)
+	}
+	// Other members fill the rest: an honest list is then retried, not refused.
+	for i := 0; len(a.joinBuf) < joinBufferRounds; i++ {
+		if err := send(fmt.Sprintf("m%d", i/joinBufferPerSender), fmt.Sprintf("y%d-r1", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := send("hs", "q-r1")
+	if errors.As(err, &refused) || !errors.Is(err, errJoinBufferFull) {
+		t.Errorf("honest list, buffer full: want errJoinBufferFull, got %v", err)
+	}
+	now = now.Add(11 * time.Minute)
+	if err := send("hs", "q-r1"); err != nil {
+		t.Errorf("honest list once the held ones expired: %v", err)
 	}
 }
