@@ -82,7 +82,11 @@ const RefuseNoLinkage = "no_linkage"
 // (tag, population cell) list.
 const aggMsgJoin = "join"
 
-var epochRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
+// epochRE is the linkage's epoch (node/linkage ValidEpoch): a year
+// 2000-2999, or 1..32 of a-z 0-9 . _ - starting with a letter. An epoch
+// the linkage refuses is refused with the query, before any round starts,
+// rather than declined by every participant (no_linkage).
+var epochRE = regexp.MustCompile(`^(2[0-9]{3}|[a-z][a-z0-9._-]{0,31})$`)
 
 // Join is the join of a joined query.
 type Join struct {
@@ -169,7 +173,7 @@ func (q *Query) validateJoin(std *schema.Standard) error {
 		return bad("link_purpose", "%q: want statistics or employment_statistics", j.LinkPurpose)
 	}
 	if !epochRE.MatchString(j.Epoch) {
-		return bad("epoch", "want 1..32 of A-Z a-z 0-9 . _ -, such as 2026")
+		return bad("epoch", "%q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter, such as spring-2026", j.Epoch)
 	}
 	prt, _ := std.Type(q.RecordType)
 	if err := validateDims(std, prt, q.RecordType, "join.filter", j.Filter, maxAggDims); err != nil {

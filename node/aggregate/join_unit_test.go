@@ -52,6 +52,8 @@ func TestJoinQueryValidate(t *testing.T) {
 		}, false},
 		{"purpose", "join.link_purpose", func(q *Query) { q.Join.LinkPurpose = "marketing" }, false},
 		{"epoch", "join.epoch", func(q *Query) { q.Join.Epoch = "" }, false},
+		{"epoch the linkage refuses", "join.epoch", func(q *Query) { q.Join.Epoch = "Spring-2026" }, false},
+		{"epoch a number not a year", "join.epoch", func(q *Query) { q.Join.Epoch = "12026" }, false},
 		{"outcome type", "join.outcome.record_type", func(q *Query) { q.Join.Outcome.RecordType = "nope" }, false},
 		{"outcome of no person", "join.outcome.record_type", func(q *Query) { q.Join.Outcome.RecordType = "course" }, false},
 		{"outcome dimension of another type", "join.outcome.group_by[0].field", func(q *Query) { q.Join.Outcome.GroupBy[0].Field = "gender" }, true},
