@@ -674,6 +674,12 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("join message from a node that is not in the round's population, or to one not at its outcome"))
 	}
+	if pr.tags == nil || pr.dropped {
+		// The table was built from the lists already (a redelivered chunk,
+		// or the list of a participant left out of U2), or this node left
+		// the round: nothing to hold it for.
+		return nil
+	}
 	if err := addJoinChunk(pr.tags, h.Sender, m, pr.q.cells()); err != nil {
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, err)
