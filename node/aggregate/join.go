@@ -53,6 +53,7 @@ const (
 	// population cell index (big-endian).
 	joinEntrySize = 36
 	joinTagLabel  = "eduspace join tag v1"
+	joinCellLabel = "eduspace join cell v1"
 	// joinBufferRounds bounds the rounds whose join messages a node holds
 	// before their round message arrived, joinBufferPerSender the rounds
 	// one sender may have messages held in, and joinBufferBytes the bytes
@@ -358,6 +359,22 @@ func joinTag(roundKey []byte, pseudonym [32]byte) [32]byte {
 	return t
 }
 
+// joinCellMask masks a person's population cell in a list: the first 4
+// bytes of SHA-256(cell label ‖ round key ‖ pseudonym). Only a node that
+// holds the pseudonym (an outcome participant for its own persons) can
+// take the mask off; for everyone else an entry's cell is as random as
+// its tag, so the list does not show the population's exact histogram of
+// cells (its un-noised denominators).
+func joinCellMask(roundKey []byte, pseudonym [32]byte) uint32 {
+	h := sha256.New()
+	h.Write([]byte(joinCellLabel))
+	h.Write(roundKey)
+	h.Write(pseudonym[:])
+	var m [32]byte
+	h.Sum(m[:0])
+	return binary.BigEndian.Uint32(m[:4])
+}
+
 // joinRoundKey is the query digest ‖ str8(round id).
 func joinRoundKey(sq *SignedQuery, round string) []byte {
 	d := sha256.Sum256(sq.Query)
@@ -478,7 +495,7 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 			continue // outside the population, or not linkable
 		}
 		x[c]++
-		list = append(list, entry{joinTag(digest, pn), uint32(c)})
+		list = append(list, entry{joinTag(digest, pn), uint32(c) ^ joinCellMask(digest, pn)})
 	}
 	linked := int64(len(list))
 	size := joinPadMin
@@ -486,11 +503,13 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 		size *= 2
 	}
 	for len(list) < size {
-		var e entry
-		if _, err := rand.Read(e.tag[:]); err != nil {
+		var b [36]byte
+		if _, err := rand.Read(b[:]); err != nil {
 			return nil, nil, 0, err
 		}
-		e.cell = uint32(len(list) % q.cells())
+		var e entry
+		copy(e.tag[:], b[:32])
+		e.cell = binary.BigEndian.Uint32(b[32:]) // as random as a masked cell
 		list = append(list, e)
 	}
 	sort.Slice(list, func(i, j int) bool { return bytes.Compare(list[i].tag[:], list[j].tag[:]) < 0 })
@@ -508,17 +527,28 @@ type outcomeEntry struct {
 	value int64
 }
 
+// outcomePerson is what an outcome participant holds of one of its
+// persons in a round: the mask of the person's population cell in a list,
+// and the outcome records counted.
+type outcomePerson struct {
+	mask    uint32
+	entries []outcomeEntry
+}
+
+// outcomeRecords are an outcome participant's persons by join tag.
+type outcomeRecords map[[32]byte]*outcomePerson
+
 // outcomeSide reads an outcome participant's records: per join tag, the
 // outcome cells (and values) of the person's first contribution_bound
 // records.
-func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (map[[32]byte][]outcomeEntry, error) {
+func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (outcomeRecords, error) {
 	ps, err := a.pseudonymsFor(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("joined outcome: %w", err)
 	}
 	o := q.Join.Outcome
 	per := map[string]int{}
-	out := map[[32]byte][]outcomeEntry{}
+	out := outcomeRecords{}
 	tags := map[string][32]byte{}
 	sk, err := a.subjectKey(o.RecordType)
 	if err != nil {
@@ -548,8 +578,9 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 		if !ok {
 			t = joinTag(digest, pn)
 			tags[subject] = t
+			out[t] = &outcomePerson{mask: joinCellMask(digest, pn)}
 		}
-		out[t] = append(out[t], outcomeEntry{c, value})
+		out[t].entries = append(out[t].entries, outcomeEntry{c, value})
 		return nil
 	})
 	if err != nil {
@@ -608,7 +639,7 @@ func (a *Aggregator) bufferJoin(h crypto.Header, m aggMsg) error {
 	if t := b.from[h.Sender]; t != nil {
 		before = len(t.chunks)
 	}
-	if err := addJoinChunk(b.from, h.Sender, m, 0); err != nil {
+	if err := addJoinChunk(b.from, h.Sender, m); err != nil {
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, err)
 	}
@@ -631,17 +662,13 @@ func joinMessages(round string, list []byte) []aggMsg {
 }
 
 // addJoinChunk checks and stores one chunk from a population participant.
-func addJoinChunk(tags map[string]*joinTags, from string, m aggMsg, popCells int) error {
+// Its cells are masked (joinCellMask): they are checked against the
+// query's cells when unmasked, for the outcome participant's own persons
+// (outcomeMask).
+func addJoinChunk(tags map[string]*joinTags, from string, m aggMsg) error {
 	if m.Chunks < 1 || m.Chunks > joinMaxChunks || m.Chunk < 0 || m.Chunk >= m.Chunks || len(m.Data) == 0 ||
 		len(m.Data)%joinEntrySize != 0 || len(m.Data) > joinChunk*joinEntrySize {
 		return errors.New("malformed join chunk")
-	}
-	if popCells > 0 {
-		for i := 0; i < len(m.Data); i += joinEntrySize {
-			if int(binary.BigEndian.Uint32(m.Data[i+32:])) >= popCells {
-				return errors.New("join chunk names a cell the query does not have")
-			}
-		}
 	}
 	t := tags[from]
 	if t == nil {
@@ -680,7 +707,7 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 		// the round: nothing to hold it for.
 		return nil
 	}
-	if err := addJoinChunk(pr.tags, h.Sender, m, pr.q.cells()); err != nil {
+	if err := addJoinChunk(pr.tags, h.Sender, m); err != nil {
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, err)
 	}
@@ -696,7 +723,7 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 }
 
 // adoptBuffered moves the join messages held for a round into its state,
-// dropping those not from its population or not of its cells.
+// dropping those not from its population.
 func (a *Aggregator) adoptBuffered(pr *partRound) {
 	b := a.joinBuf[pr.id]
 	delete(a.joinBuf, pr.id)
@@ -709,7 +736,7 @@ func (a *Aggregator) adoptBuffered(pr *partRound) {
 			continue
 		}
 		for i, data := range t.chunks {
-			_ = addJoinChunk(pr.tags, from, aggMsg{Data: data, Chunk: i, Chunks: t.total}, pr.q.cells())
+			_ = addJoinChunk(pr.tags, from, aggMsg{Data: data, Chunk: i, Chunks: t.total})
 		}
 	}
 }
@@ -738,6 +765,12 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 			continue
 		}
 		t := pr.tags[p]
+		badCells := 0
+		defer func() {
+			if badCells > 0 {
+				a.log.Warn("aggregate round: a join list names population cells the query lacks; not counted", "round", pr.id, "from", p, "entries", badCells)
+			}
+		}()
 		for i := range t.total {
 			data := t.chunks[i]
 			for k := 0; k+joinEntrySize <= len(data); k += joinEntrySize {
@@ -747,8 +780,18 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 					continue
 				}
 				seen[tag] = true
-				pcell := int(binary.BigEndian.Uint32(data[k+32:]))
-				for _, e := range pr.outcome[tag] {
+				op := pr.outcome[tag]
+				if op == nil {
+					continue // not one of this node's persons: its cell stays masked
+				}
+				pcell := int(binary.BigEndian.Uint32(data[k+32:]) ^ op.mask)
+				if pcell >= pc {
+					// Only a population participant that breaks the
+					// protocol names a cell the query lacks: not counted.
+					badCells++
+					continue
+				}
+				for _, e := range op.entries {
 					i := pc + pcell*oc + e.cell
 					x[i]++
 					if q.Join.Outcome.Measure.Kind == "sum" {
