@@ -53,9 +53,18 @@ const (
 	// population cell index (big-endian).
 	joinEntrySize = 36
 	joinTagLabel  = "eduspace join tag v1"
+	joinCellLabel = "eduspace join cell v1"
 	// joinBufferRounds bounds the rounds whose join messages a node holds
-	// before their round message arrived.
-	joinBufferRounds = 16
+	// before their round message arrived, joinBufferPerSender the rounds
+	// one sender may have messages held in, and joinBufferBytes the bytes
+	// held in all: one member cannot fill the buffer alone, nor make the
+	// node hold more than joinBufferBytes. A sender past its share is
+	// refused; a message finding the whole buffer full is retried later
+	// (errJoinBufferFull), so that another member's filling it loses no
+	// honest list.
+	joinBufferRounds    = 64
+	joinBufferPerSender = 4
+	joinBufferBytes     = 256 << 20
 	// AccuracyLevel is the confidence of the intervals a joined release
 	// states.
 	AccuracyLevel = 0.99
@@ -74,7 +83,11 @@ const RefuseNoLinkage = "no_linkage"
 // (tag, population cell) list.
 const aggMsgJoin = "join"
 
-var epochRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$`)
+// epochRE is the linkage's epoch (node/linkage ValidEpoch): a year
+// 2000-2999, or 1..32 of a-z 0-9 . _ - starting with a letter. An epoch
+// the linkage refuses is refused with the query, before any round starts,
+// rather than declined by every participant (no_linkage).
+var epochRE = regexp.MustCompile(`^(2[0-9]{3}|[a-z][a-z0-9._-]{0,31})$`)
 
 // Join is the join of a joined query.
 type Join struct {
@@ -161,7 +174,7 @@ func (q *Query) validateJoin(std *schema.Standard) error {
 		return bad("link_purpose", "%q: want statistics or employment_statistics", j.LinkPurpose)
 	}
 	if !epochRE.MatchString(j.Epoch) {
-		return bad("epoch", "want 1..32 of A-Z a-z 0-9 . _ -, such as 2026")
+		return bad("epoch", "%q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter, such as spring-2026", j.Epoch)
 	}
 	prt, _ := std.Type(q.RecordType)
 	if err := validateDims(std, prt, q.RecordType, "join.filter", j.Filter, maxAggDims); err != nil {
@@ -346,6 +359,22 @@ func joinTag(roundKey []byte, pseudonym [32]byte) [32]byte {
 	return t
 }
 
+// joinCellMask masks a person's population cell in a list: the first 4
+// bytes of SHA-256(cell label ‖ round key ‖ pseudonym). Only a node that
+// holds the pseudonym (an outcome participant for its own persons) can
+// take the mask off; for everyone else an entry's cell is as random as
+// its tag, so the list does not show the population's exact histogram of
+// cells (its un-noised denominators).
+func joinCellMask(roundKey []byte, pseudonym [32]byte) uint32 {
+	h := sha256.New()
+	h.Write([]byte(joinCellLabel))
+	h.Write(roundKey)
+	h.Write(pseudonym[:])
+	var m [32]byte
+	h.Sum(m[:0])
+	return binary.BigEndian.Uint32(m[:4])
+}
+
 // joinRoundKey is the query digest ‖ str8(round id).
 func joinRoundKey(sq *SignedQuery, round string) []byte {
 	d := sha256.Sum256(sq.Query)
@@ -466,7 +495,7 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 			continue // outside the population, or not linkable
 		}
 		x[c]++
-		list = append(list, entry{joinTag(digest, pn), uint32(c)})
+		list = append(list, entry{joinTag(digest, pn), uint32(c) ^ joinCellMask(digest, pn)})
 	}
 	linked := int64(len(list))
 	size := joinPadMin
@@ -474,11 +503,13 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 		size *= 2
 	}
 	for len(list) < size {
-		var e entry
-		if _, err := rand.Read(e.tag[:]); err != nil {
+		var b [36]byte
+		if _, err := rand.Read(b[:]); err != nil {
 			return nil, nil, 0, err
 		}
-		e.cell = uint32(len(list) % q.cells())
+		var e entry
+		copy(e.tag[:], b[:32])
+		e.cell = binary.BigEndian.Uint32(b[32:]) // as random as a masked cell
 		list = append(list, e)
 	}
 	sort.Slice(list, func(i, j int) bool { return bytes.Compare(list[i].tag[:], list[j].tag[:]) < 0 })
@@ -496,17 +527,28 @@ type outcomeEntry struct {
 	value int64
 }
 
+// outcomePerson is what an outcome participant holds of one of its
+// persons in a round: the mask of the person's population cell in a list,
+// and the outcome records counted.
+type outcomePerson struct {
+	mask    uint32
+	entries []outcomeEntry
+}
+
+// outcomeRecords are an outcome participant's persons by join tag.
+type outcomeRecords map[[32]byte]*outcomePerson
+
 // outcomeSide reads an outcome participant's records: per join tag, the
 // outcome cells (and values) of the person's first contribution_bound
 // records.
-func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (map[[32]byte][]outcomeEntry, error) {
+func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (outcomeRecords, error) {
 	ps, err := a.pseudonymsFor(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("joined outcome: %w", err)
 	}
 	o := q.Join.Outcome
 	per := map[string]int{}
-	out := map[[32]byte][]outcomeEntry{}
+	out := outcomeRecords{}
 	tags := map[string][32]byte{}
 	sk, err := a.subjectKey(o.RecordType)
 	if err != nil {
@@ -536,8 +578,9 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 		if !ok {
 			t = joinTag(digest, pn)
 			tags[subject] = t
+			out[t] = &outcomePerson{mask: joinCellMask(digest, pn)}
 		}
-		out[t] = append(out[t], outcomeEntry{c, value})
+		out[t].entries = append(out[t].entries, outcomeEntry{c, value})
 		return nil
 	})
 	if err != nil {
@@ -558,7 +601,53 @@ func (t *joinTags) complete() bool { return t != nil && t.total > 0 && len(t.chu
 // joinBuffered holds join messages of rounds this node does not know yet.
 type joinBuffered struct {
 	from    map[string]*joinTags
+	bytes   int // of the chunks held
 	expires time.Time
+}
+
+// errJoinBufferFull: a join message of a round this node does not know
+// yet found the buffer full; it is a passing failure, redelivered later.
+var errJoinBufferFull = errors.New("join message of a round not known yet: the buffer of such messages is full; retried later")
+
+// bufferJoin holds a join message of a round this node has no round
+// message for yet; agg.mu is held.
+func (a *Aggregator) bufferJoin(h crypto.Header, m aggMsg) error {
+	now := a.now()
+	held, senderRounds := 0, 0
+	for id, o := range a.joinBuf {
+		if now.After(o.expires) {
+			delete(a.joinBuf, id)
+			continue
+		}
+		held += o.bytes
+		if o.from[h.Sender] != nil && id != m.Round {
+			senderRounds++
+		}
+	}
+	b := a.joinBuf[m.Round]
+	if (b == nil || b.from[h.Sender] == nil) && senderRounds >= joinBufferPerSender {
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("join messages of more than %d rounds not known yet from one sender", joinBufferPerSender))
+	}
+	if b == nil && len(a.joinBuf) >= joinBufferRounds || held+len(m.Data) > joinBufferBytes {
+		return errJoinBufferFull
+	}
+	if b == nil {
+		b = &joinBuffered{from: map[string]*joinTags{}, expires: now.Add(10 * time.Minute)}
+	}
+	before := 0
+	if t := b.from[h.Sender]; t != nil {
+		before = len(t.chunks)
+	}
+	if err := addJoinChunk(b.from, h.Sender, m); err != nil {
+		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
+		return envelope.Refuse(envelope.RefuseContent, err)
+	}
+	if len(b.from[h.Sender].chunks) > before {
+		b.bytes += len(m.Data)
+	}
+	a.joinBuf[m.Round] = b
+	return nil
 }
 
 // joinMessages splits a list into the join messages of round.
@@ -573,17 +662,13 @@ func joinMessages(round string, list []byte) []aggMsg {
 }
 
 // addJoinChunk checks and stores one chunk from a population participant.
-func addJoinChunk(tags map[string]*joinTags, from string, m aggMsg, popCells int) error {
+// Its cells are masked (joinCellMask): they are checked against the
+// query's cells when unmasked, for the outcome participant's own persons
+// (outcomeMask).
+func addJoinChunk(tags map[string]*joinTags, from string, m aggMsg) error {
 	if m.Chunks < 1 || m.Chunks > joinMaxChunks || m.Chunk < 0 || m.Chunk >= m.Chunks || len(m.Data) == 0 ||
 		len(m.Data)%joinEntrySize != 0 || len(m.Data) > joinChunk*joinEntrySize {
 		return errors.New("malformed join chunk")
-	}
-	if popCells > 0 {
-		for i := 0; i < len(m.Data); i += joinEntrySize {
-			if int(binary.BigEndian.Uint32(m.Data[i+32:])) >= popCells {
-				return errors.New("join chunk names a cell the query does not have")
-			}
-		}
 	}
 	t := tags[from]
 	if t == nil {
@@ -606,26 +691,8 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 	pr := a.parts[m.Round]
 	if pr == nil {
 		// The round message may come after a population participant's
-		// list: hold it until then (a bounded number of rounds).
-		b := a.joinBuf[m.Round]
-		if b == nil {
-			now := a.now()
-			for id, o := range a.joinBuf {
-				if now.After(o.expires) {
-					delete(a.joinBuf, id)
-				}
-			}
-			if len(a.joinBuf) >= joinBufferRounds {
-				return envelope.Refuse(envelope.RefuseContent, errors.New("join message of an unknown round, and too many held"))
-			}
-			b = &joinBuffered{from: map[string]*joinTags{}, expires: now.Add(10 * time.Minute)}
-			a.joinBuf[m.Round] = b
-		}
-		if err := addJoinChunk(b.from, h.Sender, m, 0); err != nil {
-			a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
-			return envelope.Refuse(envelope.RefuseContent, err)
-		}
-		return nil
+		// list: hold it until then (bounded per sender and in all).
+		return a.bufferJoin(h, m)
 	}
 	if pr.q == nil || pr.q.side(a.nodeID) != "outcome" || pr.q.side(h.Sender) != "population" {
 		if pr.q == nil {
@@ -634,7 +701,13 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("join message from a node that is not in the round's population, or to one not at its outcome"))
 	}
-	if err := addJoinChunk(pr.tags, h.Sender, m, pr.q.cells()); err != nil {
+	if pr.tags == nil || pr.dropped {
+		// The table was built from the lists already (a redelivered chunk,
+		// or the list of a participant left out of U2), or this node left
+		// the round: nothing to hold it for.
+		return nil
+	}
+	if err := addJoinChunk(pr.tags, h.Sender, m); err != nil {
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, err)
 	}
@@ -650,7 +723,7 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 }
 
 // adoptBuffered moves the join messages held for a round into its state,
-// dropping those not from its population or not of its cells.
+// dropping those not from its population.
 func (a *Aggregator) adoptBuffered(pr *partRound) {
 	b := a.joinBuf[pr.id]
 	delete(a.joinBuf, pr.id)
@@ -663,7 +736,7 @@ func (a *Aggregator) adoptBuffered(pr *partRound) {
 			continue
 		}
 		for i, data := range t.chunks {
-			_ = addJoinChunk(pr.tags, from, aggMsg{Data: data, Chunk: i, Chunks: t.total}, pr.q.cells())
+			_ = addJoinChunk(pr.tags, from, aggMsg{Data: data, Chunk: i, Chunks: t.total})
 		}
 	}
 }
@@ -692,6 +765,12 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 			continue
 		}
 		t := pr.tags[p]
+		badCells := 0
+		defer func() {
+			if badCells > 0 {
+				a.log.Warn("aggregate round: a join list names population cells the query lacks; not counted", "round", pr.id, "from", p, "entries", badCells)
+			}
+		}()
 		for i := range t.total {
 			data := t.chunks[i]
 			for k := 0; k+joinEntrySize <= len(data); k += joinEntrySize {
@@ -701,8 +780,18 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 					continue
 				}
 				seen[tag] = true
-				pcell := int(binary.BigEndian.Uint32(data[k+32:]))
-				for _, e := range pr.outcome[tag] {
+				op := pr.outcome[tag]
+				if op == nil {
+					continue // not one of this node's persons: its cell stays masked
+				}
+				pcell := int(binary.BigEndian.Uint32(data[k+32:]) ^ op.mask)
+				if pcell >= pc {
+					// Only a population participant that breaks the
+					// protocol names a cell the query lacks: not counted.
+					badCells++
+					continue
+				}
+				for _, e := range op.entries {
 					i := pc + pcell*oc + e.cell
 					x[i]++
 					if q.Join.Outcome.Measure.Kind == "sum" {

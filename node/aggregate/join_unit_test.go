@@ -2,11 +2,17 @@ package aggregate
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/eduspace/eduspace/crypto"
+	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/metrics"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
 )
@@ -46,6 +52,8 @@ func TestJoinQueryValidate(t *testing.T) {
 		}, false},
 		{"purpose", "join.link_purpose", func(q *Query) { q.Join.LinkPurpose = "marketing" }, false},
 		{"epoch", "join.epoch", func(q *Query) { q.Join.Epoch = "" }, false},
+		{"epoch the linkage refuses", "join.epoch", func(q *Query) { q.Join.Epoch = "Spring-2026" }, false},
+		{"epoch a number not a year", "join.epoch", func(q *Query) { q.Join.Epoch = "12026" }, false},
 		{"outcome type", "join.outcome.record_type", func(q *Query) { q.Join.Outcome.RecordType = "nope" }, false},
 		{"outcome of no person", "join.outcome.record_type", func(q *Query) { q.Join.Outcome.RecordType = "course" }, false},
 		{"outcome dimension of another type", "join.outcome.group_by[0].field", func(q *Query) { q.Join.Outcome.GroupBy[0].Field = "gender" }, true},
@@ -101,8 +109,8 @@ func TestJoinTags(t *testing.T) {
 	}
 }
 
-// TestJoinChunkRefusals: malformed chunks, cells the query lacks, chunk
-// counts that disagree or are too many are refused.
+// TestJoinChunkRefusals: malformed chunks, chunk counts that disagree or
+// are too many are refused.
 func TestJoinChunkRefusals(t *testing.T) {
 	entry := func(cell uint32) []byte {
 		b := make([]byte, 32)
@@ -116,24 +124,140 @@ func TestJoinChunkRefusals(t *testing.T) {
 		{"not whole entries", aggMsg{Data: make([]byte, 35), Chunk: 0, Chunks: 1}},
 		{"chunk past chunks", aggMsg{Data: entry(0), Chunk: 1, Chunks: 1}},
 		{"too many chunks", aggMsg{Data: entry(0), Chunk: 0, Chunks: joinMaxChunks + 1}},
-		{"cell the query lacks", aggMsg{Data: entry(3), Chunk: 0, Chunks: 1}},
 		{"too long", aggMsg{Data: bytes.Repeat(entry(0), joinChunk+1), Chunk: 0, Chunks: 1}},
 	} {
-		if err := addJoinChunk(map[string]*joinTags{}, "hs", c.m, 3); err == nil {
+		if err := addJoinChunk(map[string]*joinTags{}, "hs", c.m); err == nil {
 			t.Errorf("%s: accepted", c.name)
 		}
 	}
 	tags := map[string]*joinTags{}
-	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(2), Chunk: 0, Chunks: 2}, 3); err != nil {
+	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(2), Chunk: 0, Chunks: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(2), Chunk: 1, Chunks: 3}, 3); err == nil {
+	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(2), Chunk: 1, Chunks: 3}); err == nil {
 		t.Error("chunks disagreeing on their number: accepted")
 	}
 	if tags["hs"].complete() {
 		t.Error("one chunk of two: complete")
 	}
-	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(1), Chunk: 1, Chunks: 2}, 3); err != nil || !tags["hs"].complete() {
+	if err := addJoinChunk(tags, "hs", aggMsg{Data: entry(1), Chunk: 1, Chunks: 2}); err != nil || !tags["hs"].complete() {
 		t.Errorf("second chunk: %v, complete %v", err, tags["hs"].complete())
+	}
+}
+
+// TestJoinBufferShares: a member sending join messages of rounds the
+// node does not know yet is held to its share of the buffer; the buffer
+// full, an honest member's list is retried later, never refused.
+func TestJoinBufferShares(t *testing.T) {
+	now := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	a := New(Deps{NodeID: "u1", Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: func() time.Time { return now }})
+	entry := binary.BigEndian.AppendUint32(make([]byte, 32), 0)
+	send := func(from, round string) error {
+		return a.partJoin(context.Background(), crypto.Header{Sender: from}, aggMsg{Type: aggMsgJoin, Round: round, Data: entry, Chunk: 0, Chunks: 1})
+	}
+	var refused *envelope.Refusal
+	for i := range joinBufferRounds + 1 {
+		err := send("evil", fmt.Sprintf("x%d-r1", i))
+		if i < joinBufferPerSender && err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if i >= joinBufferPerSender && !errors.As(err, &refused) {
+			t.Fatalf("round %d of one sender: want a refusal, got %v", i, err)
+		}
+	}
+	if len(a.joinBuf) != joinBufferPerSender {
+		t.Errorf("%d rounds held, want %d", len(a.joinBuf), joinBufferPerSender)
+	}
+	// Other members fill the rest: an honest list is then retried, not refused.
+	for i := 0; len(a.joinBuf) < joinBufferRounds; i++ {
+		if err := send(fmt.Sprintf("m%d", i/joinBufferPerSender), fmt.Sprintf("y%d-r1", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := send("hs", "q-r1")
+	if errors.As(err, &refused) || !errors.Is(err, errJoinBufferFull) {
+		t.Errorf("honest list, buffer full: want errJoinBufferFull, got %v", err)
+	}
+	now = now.Add(11 * time.Minute)
+	if err := send("hs", "q-r1"); err != nil {
+		t.Errorf("honest list once the held ones expired: %v", err)
+	}
+}
+
+// TestJoinChunkAfterMask: a population participant's chunk arriving after
+// the outcome participant built its table from the lists (a redelivery,
+// or the list of one left out of U2) is let go: no panic, nothing held.
+func TestJoinChunkAfterMask(t *testing.T) {
+	q := validJoinQuery()
+	a := New(Deps{NodeID: "u1", Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: time.Now})
+	a.parts["j-r1"] = &partRound{id: "j-r1", q: &q, step: "masked"} // tags dropped by outcomeMask
+	entry := binary.BigEndian.AppendUint32(make([]byte, 32), 0)
+	err := a.partJoin(context.Background(), crypto.Header{Sender: "hs"}, aggMsg{Type: aggMsgJoin, Round: "j-r1", Data: entry, Chunk: 0, Chunks: 1})
+	if err != nil {
+		t.Errorf("late chunk: %v", err)
+	}
+	if a.parts["j-r1"].tags != nil {
+		t.Error("late chunk held after the table was built")
+	}
+}
+
+// TestJoinListHidesCells: a population participant's list does not show
+// the outcome participant how many of its persons are in each population
+// cell (its exact, un-noised denominators): an entry's cell is masked by
+// the person's pseudonym, so only the outcome participant's own persons'
+// cells can be read, and they read right.
+func TestJoinListHidesCells(t *testing.T) {
+	q := validJoinQuery()
+	ps := map[string][32]byte{}
+	var bodies [][]byte
+	for i := range 300 {
+		id := fmt.Sprintf("s%03d", i)
+		hukou := "城镇"
+		if i < 5 {
+			hukou = "农村" // a small cell: 5 persons
+		}
+		bodies = append(bodies, []byte(fmt.Sprintf(`{"student_id":%q,"hukou_type":%q}`, id, hukou)))
+		var p [32]byte
+		copy(p[:], id)
+		ps[id] = p
+	}
+	a := New(Deps{NodeID: "hs", Std: schema.Default(), Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: time.Now,
+		ScanRecords: func(_ context.Context, _ string, fn func(string, []byte) error) error {
+			for _, b := range bodies {
+				if err := fn("subject", b); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Pseudonyms: func(context.Context, policy.Purpose, string) (map[string][32]byte, error) { return ps, nil }})
+	key := []byte("round key")
+	x, list, linked, err := a.populationSide(context.Background(), &q, key)
+	if err != nil || linked != 300 {
+		t.Fatalf("population side: %v, %d linked", err, linked)
+	}
+	if x[0]+x[1]+x[2] != 300 || x[1] != 5 {
+		t.Fatalf("denominators %v, want 5 in the second cell of 300", x[:3])
+	}
+	inRange := 0
+	byTag := map[[32]byte]uint32{}
+	for i := 0; i < len(list); i += joinEntrySize {
+		var tag [32]byte
+		copy(tag[:], list[i:i+32])
+		c := binary.BigEndian.Uint32(list[i+32:])
+		byTag[tag] = c
+		if c < uint32(q.cells()) {
+			inRange++
+		}
+	}
+	// In clear, every entry would name one of the 3 cells; masked, a
+	// handful at most do by chance.
+	if n := len(list) / joinEntrySize; inRange > n/100 {
+		t.Errorf("%d of %d entries name a population cell in clear: the list shows the cells' counts", inRange, n)
+	}
+	// The holder of a pseudonym reads its person's cell.
+	p := ps["s002"]
+	if c := byTag[joinTag(key, p)] ^ joinCellMask(key, p); c != 1 {
+		t.Errorf("s002's cell unmasked: %d, want 1", c)
 	}
 }

@@ -293,7 +293,7 @@ type partRound struct {
 	// from the population participants, this node's outcome records by
 	// join tag, and the bundles message held until every list is in.
 	tags    map[string]*joinTags
-	outcome map[[32]byte][]outcomeEntry
+	outcome outcomeRecords
 	pending *aggMsg
 }
 
@@ -514,7 +514,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 		defer a.wg.Done()
 		var x []int64
 		var list []byte
-		var outcome map[[32]byte][]outcomeEntry
+		var outcome outcomeRecords
 		var linked int64
 		var err error
 		if side == "population" {
@@ -554,7 +554,7 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 // computed, commits, and for a population participant sends its list to
 // the outcome participants; agg.mu is held.
 func (a *Aggregator) commitRound(ctx context.Context, round string, q *Query, digest, agreement, population string, plan aggPlan,
-	x []int64, joinList []byte, outcome map[[32]byte][]outcomeEntry, decline func(string, error) error) error {
+	x []int64, joinList []byte, outcome outcomeRecords, decline func(string, error) error) error {
 	side := q.side(a.nodeID)
 	now := a.now()
 	r, err := secagg.NewRound(secagg.Params{RoundID: round, Participants: q.Participants, Threshold: q.shamirDegree(),

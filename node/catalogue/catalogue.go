@@ -1,7 +1,7 @@
 // Package catalogue owns a node's catalogue of offered datasets
 // (CATALOGUE.md): the datasets its operator offers (table
-// catalogue_offers), their noised row counts, drawn once per dataset and
-// UTC day (catalogue_rows), and the catalogues the space's other members
+// catalogue_offers), their noised row counts, drawn once per set of record
+// types and UTC day (catalogue_rows), and the catalogues the space's other members
 // published to it (catalogue_received). It publishes the node's offers to
 // every member in signed, sealed envelopes of kind 9, checks and stores
 // the members' catalogues, and serves the node's own datasets at a
@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"math/big"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -201,11 +202,6 @@ func (c *Catalogue) Offer(ctx context.Context, o *Offer) (Dataset, error) {
 			ON CONFLICT(id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms`, o.ID, body, now.UnixMilli()); err != nil {
 			return fmt.Errorf("store offer: %w", err)
 		}
-		// The record types may have changed: today's count is drawn again
-		// (another ρ, CATALOGUE.md §3).
-		if _, err := tx.ExecContext(ctx, `DELETE FROM catalogue_rows WHERE dataset = ? AND day = ?`, o.ID, day(now)); err != nil {
-			return fmt.Errorf("store offer: %w", err)
-		}
 		return c.c.Evidence.Append(ctx, tx, evidence.Entry{Kind: evidence.KindCatalogue, Reason: "offered", Digest: digest(body)})
 	})
 	if err != nil {
@@ -349,13 +345,25 @@ func (c *Catalogue) dataset(ctx context.Context, o *Offer, updated time.Time) (D
 		Keywords: o.Keywords, Updated: updated, Endpoint: c.c.Endpoint}, nil
 }
 
-// rows is the dataset's noised row count for today: the stored one, or a
-// fresh draw stored before it is shown. Of two draws racing, the first
-// stored wins and the other is never shown.
+// drawKey names the count a dataset's noised row count is drawn for: the
+// set of its record types, not its id, since the count depends on those
+// only. Datasets over the same record types, and an offer made again,
+// show one draw a day: offering the same records under many ids must not
+// publish many draws of one count, which averaged would take the noise
+// away.
+func drawKey(o *Offer) string {
+	types := slices.Sorted(slices.Values(o.RecordTypes))
+	return "types:" + strings.Join(slices.Compact(types), ",")
+}
+
+// rows is the dataset's noised row count for today: the stored one for
+// its record types, or a fresh draw stored before it is shown. Of two
+// draws racing, the first stored wins and the other is never shown.
 func (c *Catalogue) rows(ctx context.Context, o *Offer) (Rows, error) {
 	today := day(c.c.Now())
+	key := drawKey(o)
 	r := Rows{Day: today, Mechanism: Mechanism, Sigma2: Sigma2, Rho: RhoPerDraw}
-	err := c.c.DB.R.QueryRowContext(ctx, `SELECT noised FROM catalogue_rows WHERE dataset = ? AND day = ?`, o.ID, today).Scan(&r.Noised)
+	err := c.c.DB.R.QueryRowContext(ctx, `SELECT noised FROM catalogue_rows WHERE dataset = ? AND day = ?`, key, today).Scan(&r.Noised)
 	if err == nil {
 		return r, nil
 	}
@@ -378,7 +386,7 @@ func (c *Catalogue) rows(ctx context.Context, o *Offer) (Rows, error) {
 	noised := max(count+noise, 0)
 	err = c.c.DB.Write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO catalogue_rows(dataset, day, noised, drawn_ms) VALUES (?, ?, ?, ?)`,
-			o.ID, today, noised, c.c.Now().UnixMilli())
+			key, today, noised, c.c.Now().UnixMilli())
 		if err != nil {
 			return fmt.Errorf("store row count: %w", err)
 		}
@@ -391,7 +399,7 @@ func (c *Catalogue) rows(ctx context.Context, o *Offer) (Rows, error) {
 	if err != nil {
 		return Rows{}, err
 	}
-	if err := c.c.DB.R.QueryRowContext(ctx, `SELECT noised FROM catalogue_rows WHERE dataset = ? AND day = ?`, o.ID, today).Scan(&r.Noised); err != nil {
+	if err := c.c.DB.R.QueryRowContext(ctx, `SELECT noised FROM catalogue_rows WHERE dataset = ? AND day = ?`, key, today).Scan(&r.Noised); err != nil {
 		return Rows{}, fmt.Errorf("read row count: %w", err)
 	}
 	return r, nil

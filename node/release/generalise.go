@@ -3,6 +3,7 @@ package release
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -119,15 +120,18 @@ func valueString(v any) string {
 }
 
 // ClassStats describe the equivalence classes of a table on its
-// quasi-identifiers: the records that share one combination of values.
+// quasi-identifiers: the records that share one combination of values. A
+// class's size is the number of persons in it, not of records: a person
+// with several records in one class is one person (k persons, not k
+// records, hide each other).
 type ClassStats struct {
 	Records int `json:"records"`
 	Classes int `json:"classes"`
-	// Unique is how many records are alone in their class: their
-	// combination of quasi-identifiers singles them out.
+	// Unique is how many records are the only person's in their class:
+	// their combination of quasi-identifiers singles the person out.
 	Unique         int     `json:"unique"`
 	UniqueFraction float64 `json:"unique_fraction"`
-	// Smallest is the size of the smallest class (0 for no records).
+	// Smallest is the persons in the smallest class (0 for no records).
 	Smallest int `json:"smallest_class"`
 }
 
@@ -149,25 +153,46 @@ func classKey(row map[string]any, qis []string, levels map[string]int) string {
 	return b.String()
 }
 
-// classes counts the rows by class at levels.
-func classes(rows []map[string]any, qis []string, levels map[string]int) map[string]int {
-	c := make(map[string]int, len(rows))
-	for _, r := range rows {
-		c[classKey(r, qis, levels)]++
+// class is one equivalence class: its records and its distinct persons.
+type class struct {
+	records int
+	persons map[string]struct{}
+}
+
+// size is the persons in the class.
+func (c *class) size() int { return len(c.persons) }
+
+// classes groups the rows by class at levels. subjects[i] names row i's
+// person; a row without one (subjects nil, or "") is a person of its own.
+func classes(rows []map[string]any, subjects []string, qis []string, levels map[string]int) map[string]*class {
+	c := make(map[string]*class, len(rows))
+	for i, r := range rows {
+		key := classKey(r, qis, levels)
+		cl := c[key]
+		if cl == nil {
+			cl = &class{persons: map[string]struct{}{}}
+			c[key] = cl
+		}
+		cl.records++
+		person := "\x00" + strconv.Itoa(i) // a row of its own: never a subject hash
+		if i < len(subjects) && subjects[i] != "" {
+			person = subjects[i]
+		}
+		cl.persons[person] = struct{}{}
 	}
 	return c
 }
 
-func stats(c map[string]int) ClassStats {
+func stats(c map[string]*class) ClassStats {
 	var s ClassStats
-	for _, n := range c {
-		s.Records += n
+	for _, cl := range c {
+		s.Records += cl.records
 		s.Classes++
-		if n == 1 {
-			s.Unique++
+		if cl.size() == 1 {
+			s.Unique += cl.records
 		}
-		if s.Smallest == 0 || n < s.Smallest {
-			s.Smallest = n
+		if s.Smallest == 0 || cl.size() < s.Smallest {
+			s.Smallest = cl.size()
 		}
 	}
 	if s.Records > 0 {
@@ -176,12 +201,12 @@ func stats(c map[string]int) ClassStats {
 	return s
 }
 
-// below counts the records in classes smaller than k.
-func below(c map[string]int, k int) int {
+// below counts the records in classes of fewer than k persons.
+func below(c map[string]*class, k int) int {
 	n := 0
-	for _, m := range c {
-		if m < k {
-			n += m
+	for _, cl := range c {
+		if cl.size() < k {
+			n += cl.records
 		}
 	}
 	return n
@@ -215,19 +240,19 @@ type anonymity struct {
 	suppressed int
 }
 
-// anonymise generalises the quasi-identifiers of rows by their
-// hierarchies, one level of one field at a time, until at most
-// maxSuppress of the rows lie in classes smaller than k; those rows are
-// then suppressed. Each step raises the field whose next level leaves the
+// anonymise generalises the quasi-identifiers of rows (of the persons
+// subjects, as classes reads them) by their hierarchies, one level of one
+// field at a time, until at most maxSuppress of the rows lie in classes of
+// fewer than k persons; those rows are then suppressed. Each step raises the field whose next level leaves the
 // fewest rows in small classes (ties: the field with more distinct values
 // now, then by name), so that fields are coarsened only as far as k
 // needs. ok is false when even every field at "*" leaves more than
 // maxSuppress of the rows in small classes (fewer rows than k).
-func anonymise(rows []map[string]any, k int, maxSuppress float64) (anonymity, bool) {
+func anonymise(rows []map[string]any, subjects []string, k int, maxSuppress float64) (anonymity, bool) {
 	qis := quasiOf(rows)
 	levels := map[string]int{}
 	a := anonymity{qis: qis, levels: levels}
-	c := classes(rows, qis, levels)
+	c := classes(rows, subjects, qis, levels)
 	a.before = stats(c)
 	allowed := int(maxSuppress * float64(len(rows)))
 	for below(c, k) > allowed {
@@ -237,7 +262,7 @@ func anonymise(rows []map[string]any, k int, maxSuppress float64) (anonymity, bo
 				continue
 			}
 			levels[f]++
-			b := below(classes(rows, qis, levels), k)
+			b := below(classes(rows, subjects, qis, levels), k)
 			levels[f]--
 			distinct := distinctAt(rows, f, levels[f])
 			if best == "" || b < bestBelow || b == bestBelow && distinct > bestDistinct {
@@ -249,10 +274,10 @@ func anonymise(rows []map[string]any, k int, maxSuppress float64) (anonymity, bo
 			return a, false
 		}
 		levels[best]++
-		c = classes(rows, qis, levels)
+		c = classes(rows, subjects, qis, levels)
 	}
 	for i, r := range rows {
-		if c[classKey(r, qis, levels)] >= k {
+		if c[classKey(r, qis, levels)].size() >= k {
 			a.kept = append(a.kept, i)
 		} else {
 			a.suppressed++
@@ -263,10 +288,10 @@ func anonymise(rows []map[string]any, k int, maxSuppress float64) (anonymity, bo
 			delete(levels, f)
 		}
 	}
-	kept := map[string]int{}
-	for key, n := range c {
-		if n >= k {
-			kept[key] = n
+	kept := map[string]*class{}
+	for key, cl := range c {
+		if cl.size() >= k {
+			kept[key] = cl
 		}
 	}
 	a.after = stats(kept)

@@ -478,7 +478,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		report.K, report.MaxSuppress = k, r.c.MaxSuppress
 		for _, t := range types {
 			s := byType[t]
-			an, ok := anonymise(s.rows, k, r.c.MaxSuppress)
+			an, ok := anonymise(s.rows, s.subjects, k, r.c.MaxSuppress)
 			if !ok {
 				return nil, r.refuse(ctx, a, &Refusal{Rule: RuleKAnonymity, Reason: ReasonKUnmet, Clause: clauseKAnonymity,
 					Records: len(s.rows), Detail: fmt.Sprintf("%s: %d records cannot form classes of %d on %s without suppressing more than %.0f%% of them",
@@ -551,7 +551,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 			}
 			qis := quasiOf(s.rows)
 			report.Types = append(report.Types, TypeRisk{Type: t, QuasiIdentifiers: qis,
-				Before: stats(classes(s.rows, qis, nil)), After: stats(classes(rows, quasiOf(rows), nil))})
+				Before: stats(classes(s.rows, s.subjects, qis, nil)), After: stats(classes(rows, nil, quasiOf(rows), nil))})
 			level := schema.L1
 			for _, l := range s.levels {
 				level = max(level, l)

@@ -60,7 +60,7 @@ func TestAnonymise(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, tc := range []struct{ n, k int }{{50, 2}, {200, 5}, {1000, 10}, {3000, 20}} {
 		rows := people(r, tc.n)
-		a, ok := anonymise(rows, tc.k, 0.05)
+		a, ok := anonymise(rows, nil, tc.k, 0.05)
 		if !ok {
 			t.Fatalf("n=%d k=%d: not anonymised", tc.n, tc.k)
 		}
@@ -80,7 +80,7 @@ func TestAnonymise(t *testing.T) {
 		t.Logf("n=%d k=%d: unique before %d (%.2f), classes after %d, smallest %d, suppressed %d, generalised %v",
 			tc.n, tc.k, a.before.Unique, a.before.UniqueFraction, a.after.Classes, a.after.Smallest, a.suppressed, levelNames(a.levels))
 	}
-	if _, ok := anonymise(people(r, 4), 5, 0.05); ok {
+	if _, ok := anonymise(people(r, 4), nil, 5, 0.05); ok {
 		t.Errorf("4 rows anonymised to k = 5")
 	}
 }
@@ -124,9 +124,51 @@ func BenchmarkAnonymise(b *testing.B) {
 	rows := people(rand.New(rand.NewPCG(7, 8)), 20000)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, ok := anonymise(rows, 10, 0.05); !ok {
+		if _, ok := anonymise(rows, nil, 10, 0.05); !ok {
 			b.Fatal("not anonymised")
 		}
 	}
 	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// TestAnonymisePersons: k counts persons, not records. Five course
+// records of one student with the same quasi-identifiers are a class of
+// one person: with k = 5 they are suppressed or generalised into a class
+// of five persons, never released as a class of their own.
+func TestAnonymisePersons(t *testing.T) {
+	var rows []map[string]any
+	var subjects []string
+	add := func(subject, birth, address string, n int) {
+		for range n {
+			rows = append(rows, map[string]any{"birth_date": birth, "gender": "女", "address": address, "score": 90})
+			subjects = append(subjects, subject)
+		}
+	}
+	// One student, five records, alone in her district and birth year.
+	add("s-lone", "2001-03-04", "北京市海淀区中关村大街1号", 5)
+	// Ninety-five others, each with one record, elsewhere.
+	for i := range 95 {
+		add(fmt.Sprintf("s%d", i), fmt.Sprintf("%d-01-01", 1995+i%5), "上海市浦东新区世纪大道1号", 1)
+	}
+	a, ok := anonymise(rows, subjects, 5, 0.05)
+	if !ok {
+		t.Fatal("not anonymised")
+	}
+	persons := map[string]map[string]bool{}
+	for _, i := range a.kept {
+		g := generalised(rows[i], a.levels)
+		key := fmt.Sprint(g["birth_date"], "|", g["gender"], "|", g["address"])
+		if persons[key] == nil {
+			persons[key] = map[string]bool{}
+		}
+		persons[key][subjects[i]] = true
+	}
+	for key, p := range persons {
+		if len(p) < 5 {
+			t.Errorf("released class %q holds %d persons, want at least k = 5", key, len(p))
+		}
+	}
+	if a.before.Unique != 5 || a.after.Unique != 0 {
+		t.Errorf("unique before %d (want 5: the lone student's records), after %d (want 0)", a.before.Unique, a.after.Unique)
+	}
 }
