@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -110,7 +111,7 @@ func TestJoinedAggregateEndToEnd(t *testing.T) {
 			Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.2, Participants: ids, Threshold: 2,
 			// a quarter of it for the commit step, which the linkage is part of
 			RoundTimeout: aggregate.Duration(2 * time.Minute),
-			Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: "2026", Population: []string{"hs"}, MinPopulation: 100,
+			Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: strconv.Itoa(time.Now().UTC().Year()), Population: []string{"hs"}, MinPopulation: 100,
 				Outcome: aggregate.JoinOutcome{RecordType: outcome, Participants: []string{"uni-a", "uni-b"}, Measure: m}}}
 	}
 	for _, c := range []struct {

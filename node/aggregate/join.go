@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -424,6 +425,20 @@ func (a *Aggregator) subjectKey(recordType string) (string, error) {
 		return "", fmt.Errorf("%q is not a record type about a person", recordType)
 	}
 	return rt.SubjectKey(), nil
+}
+
+// joinEpochAllowed checks, at a participant, the epoch of a joined
+// query's linkage against the time: this calendar year or the last one.
+// Each new epoch makes every participant link all its students again and
+// spends the evaluator's allowance for a fresh (purpose, epoch); a center
+// naming epochs at will could drive that work without bound, so named
+// epochs and other years are declined (bad_query) before any linkage.
+func joinEpochAllowed(epoch string, now time.Time) error {
+	year := now.UTC().Year()
+	if epoch == strconv.Itoa(year) || epoch == strconv.Itoa(year-1) {
+		return nil
+	}
+	return fmt.Errorf("join.epoch %q: a participant links for joined queries only in this calendar year's epoch (%d) or the last one's (%d)", epoch, year, year-1)
 }
 
 // linkageError is a failure to obtain linkage pseudonyms: the node

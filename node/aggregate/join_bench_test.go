@@ -3,6 +3,7 @@ package aggregate_test
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func BenchmarkJoinedAggregate20(b *testing.B) {
 			GroupBy: []aggregate.Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}, {Field: "gender", Values: []string{"女", "男"}}},
 			Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.05, Participants: all, Threshold: 11, Colluders: 1,
 			RoundTimeout: aggregate.Duration(30 * time.Second),
-			Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: "2026", Population: pop,
+			Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: strconv.Itoa(time.Now().UTC().Year()), Population: pop,
 				Outcome: aggregate.JoinOutcome{RecordType: "enrollment", Participants: out, Measure: aggregate.Measure{Kind: "count"}}}}
 		info, err := center.Aggregator().Submit(ctx, q)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -155,7 +156,7 @@ func joinQuery(id, outcome string, measure aggregate.Measure) aggregate.Query {
 		GroupBy: []aggregate.Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}, {Field: "gender", Values: []string{"女", "男"}}},
 		Measure: aggregate.Measure{Kind: "count"}, K: 10, Rho: 0.2, Participants: joinParts, Threshold: 3, Colluders: 1,
 		RoundTimeout: aggregate.Duration(20 * time.Second),
-		Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: "2026", Population: []string{"hs"},
+		Join: &aggregate.Join{LinkPurpose: policy.PurposeStatistics, Epoch: strconv.Itoa(time.Now().UTC().Year()), Population: []string{"hs"},
 			Outcome: aggregate.JoinOutcome{RecordType: outcome, Participants: []string{"uni-a", "uni-b"}, Measure: measure}}}
 }
 
@@ -386,6 +387,18 @@ func TestJoinedAggregateRefusals(t *testing.T) {
 		if e["envelope"] == "small-r1" && e["reason"] != aggregate.RefusePopulation {
 			t.Errorf("school took a step in the refused round: %v", e["reason"])
 		}
+	}
+
+	// An epoch other than this year's or last year's is declined before
+	// any linkage (bad_query): a center must not make every participant
+	// link all its students again for epochs it names at will.
+	q = joinQuery("old-epoch", "enrollment", aggregate.Measure{Kind: "count"})
+	q.Join.Epoch = strconv.Itoa(time.Now().UTC().Year() - 2)
+	if _, err := f.run(t, q); err == nil {
+		t.Error("a joined query for an epoch two years back: released")
+	}
+	if d := declined("old-epoch-r1"); d["hs"] != aggregate.RefuseBadQuery || d["uni-a"] != aggregate.RefuseBadQuery {
+		t.Errorf("epoch two years back: declines %v, want %s from every participant", d, aggregate.RefuseBadQuery)
 	}
 
 	// A university whose linkage fails declines (no_linkage).

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func validJoinQuery() Query {
 	q := Query{ID: "j", RecordType: "student", Purpose: policy.PurposeStatistics,
 		GroupBy: []Dimension{{Field: "hukou_type", Values: []string{"城镇", "农村"}}},
 		Measure: Measure{Kind: "count"}, K: 10, Rho: 0.1, Participants: []string{"hs", "u1", "u2"}, Threshold: 3, Colluders: 1,
-		Join: &Join{LinkPurpose: policy.PurposeStatistics, Epoch: "2026", Population: []string{"hs"},
+		Join: &Join{LinkPurpose: policy.PurposeStatistics, Epoch: strconv.Itoa(time.Now().UTC().Year()), Population: []string{"hs"},
 			Outcome: JoinOutcome{RecordType: "employment", Participants: []string{"u1", "u2"},
 				GroupBy: []Dimension{{Field: "employer_region", Values: []string{"440300"}}},
 				Measure: Measure{Kind: "sum", Field: "starting_salary_cny", Lower: 0, Upper: 20000}}}}

@@ -488,6 +488,11 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if err != nil {
 		return decline(RefuseBadQuery, err)
 	}
+	if q.Join != nil {
+		if err := joinEpochAllowed(q.Join.Epoch, now); err != nil {
+			return decline(RefuseBadQuery, err)
+		}
+	}
 	if ok, err := a.budgetAllows(ctx, q.Center, population, budgetWindow(now), plan.rho); err != nil {
 		return err
 	} else if !ok {
