@@ -2,6 +2,7 @@ package release
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -336,3 +337,64 @@ func levelNames(levels map[string]int) map[string]string {
 
 // isQuasi tells whether f is a declared quasi-identifier.
 func isQuasi(f string) bool { _, ok := quasiIdentifiers[f]; return ok }
+
+// linkedRow is a row kept in a release whose record type carries the
+// recipient's token of its person: rows of one person can be joined on
+// it, across record types and within one.
+type linkedRow struct {
+	typ     string
+	index   int    // in its type's rows
+	subject string // the person (keyed hash)
+	class   string // its class key at its type's levels
+}
+
+// Linked is the risk report's figures for the rows a recipient can join
+// into one profile per person through their tokens.
+type Linked struct {
+	// Types are the record types whose rows carry a token of the person.
+	Types []string `json:"types"`
+	// Profiles counts the persons' distinct profiles (the set of classes
+	// of all their rows) and the smallest profile in persons, after
+	// suppression.
+	Profiles   int `json:"profiles"`
+	Smallest   int `json:"smallest_profile"`
+	Suppressed int `json:"suppressed"` // rows suppressed for profiles of fewer than k persons
+}
+
+// linkProfiles checks k over persons rather than rows where rows can be
+// joined: each person's profile is the sorted set of (type, class) of
+// all the rows kept of them, and a person whose profile fewer than k
+// persons share is suppressed whole (every row of theirs in rows). It
+// returns the indexes of the rows to suppress, the figures, and false
+// when that would suppress more than maxSuppress of the rows.
+func linkProfiles(rows []linkedRow, k int, maxSuppress float64) (map[int]bool, Linked, bool) {
+	bySubject := map[string][]string{}
+	for _, r := range rows {
+		bySubject[r.subject] = append(bySubject[r.subject], r.typ+"\x1e"+r.class)
+	}
+	profileOf := make(map[string]string, len(bySubject))
+	persons := map[string]int{}
+	for s, parts := range bySubject {
+		slices.Sort(parts)
+		p := strings.Join(slices.Compact(parts), "\x1d")
+		profileOf[s] = p
+		persons[p]++
+	}
+	drop := map[int]bool{}
+	var l Linked
+	for i, r := range rows {
+		if persons[profileOf[r.subject]] < k {
+			drop[i] = true
+			l.Suppressed++
+		}
+	}
+	for _, n := range persons {
+		if n >= k {
+			l.Profiles++
+			if l.Smallest == 0 || n < l.Smallest {
+				l.Smallest = n
+			}
+		}
+	}
+	return drop, l, l.Suppressed <= int(maxSuppress*float64(len(rows)))
+}

@@ -253,10 +253,13 @@ const (
 // uniqueness of quasi-identifier combinations before (the records as
 // policy lets them leave) and after (what was released), per record type.
 type RiskReport struct {
-	K           int           `json:"k,omitempty"`
-	MaxSuppress float64       `json:"max_suppress_fraction,omitempty"`
-	Types       []TypeRisk    `json:"types"`
-	DP          map[string]DP `json:"dp,omitempty"`
+	K           int        `json:"k,omitempty"`
+	MaxSuppress float64    `json:"max_suppress_fraction,omitempty"`
+	Types       []TypeRisk `json:"types"`
+	// Linked is k over persons' profiles where rows carry the
+	// recipient's token of their person (RELEASES.md §2).
+	Linked *Linked       `json:"linked,omitempty"`
+	DP     map[string]DP `json:"dp,omitempty"`
 }
 
 // TypeRisk is the risk report of one record type.
@@ -476,6 +479,8 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 	if !req.DP {
 		rel.Method = MethodK
 		report.K, report.MaxSuppress = k, r.c.MaxSuppress
+		ans := map[string]anonymity{}
+		var linked []linkedRow // rows the recipient can join per person through their tokens
 		for _, t := range types {
 			s := byType[t]
 			an, ok := anonymise(s.rows, s.subjects, k, r.c.MaxSuppress)
@@ -484,16 +489,59 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 					Records: len(s.rows), Detail: fmt.Sprintf("%s: %d records cannot form classes of %d on %s without suppressing more than %.0f%% of them",
 						t, len(s.rows), k, strings.Join(an.qis, ", "), 100*r.c.MaxSuppress)})
 			}
+			ans[t] = an
 			tr := TypeRisk{Type: t, QuasiIdentifiers: an.qis, Before: an.before, After: an.after, Suppressed: an.suppressed,
 				Generalised: levelNames(an.levels), Tokens: tokenFields(r.c.Std, t, s.rows)}
 			report.Types = append(report.Types, tr)
+			if len(tr.Tokens) > 0 {
+				for _, i := range an.kept {
+					if s.subjects[i] != "" {
+						linked = append(linked, linkedRow{typ: t, index: i, subject: s.subjects[i], class: classKey(s.rows[i], an.qis, an.levels)})
+					}
+				}
+			}
+		}
+		// Rows that carry a token of their person can be joined into one
+		// profile per person, across record types and within one: k
+		// holds over persons' profiles, not only per table.
+		drop := map[int]bool{}
+		if len(linked) > 0 {
+			var l Linked
+			var ok bool
+			drop, l, ok = linkProfiles(linked, k, r.c.MaxSuppress)
+			for _, t := range types {
+				if len(ans[t].kept) > 0 && slices.ContainsFunc(linked, func(lr linkedRow) bool { return lr.typ == t }) {
+					l.Types = append(l.Types, t)
+				}
+			}
+			if !ok {
+				return nil, r.refuse(ctx, a, &Refusal{Rule: RuleKAnonymity, Reason: ReasonKUnmet, Clause: clauseKAnonymity,
+					Records: len(linked), Detail: fmt.Sprintf("%d records of %s carry the recipient's token of their person: joined per person, %d of them fall in profiles of fewer than %d persons, more than %.0f%%",
+						len(linked), strings.Join(l.Types, ", "), l.Suppressed, k, 100*r.c.MaxSuppress)})
+			}
+			report.Linked = &l
+		}
+		dropped := map[string]map[int]bool{}
+		for j, lr := range linked {
+			if drop[j] {
+				if dropped[lr.typ] == nil {
+					dropped[lr.typ] = map[int]bool{}
+				}
+				dropped[lr.typ][lr.index] = true
+			}
+		}
+		for _, t := range types {
+			s, an := byType[t], ans[t]
 			for _, i := range an.kept {
+				if dropped[t][i] {
+					continue
+				}
 				out[t] = append(out[t], share.ReleaseRow{Fields: generalised(s.rows[i], an.levels), Subject: s.subjects[i], Level: s.levels[i]})
 				if s.subjects[i] != "" {
 					included = append(included, s.subjects[i])
 				}
 			}
-			progress(fmt.Sprintf("%s: %d records, k = %d reached with %d suppressed", t, len(s.rows), k, an.suppressed))
+			progress(fmt.Sprintf("%s: %d records, k = %d reached with %d suppressed, %d more for profiles joined through tokens", t, len(s.rows), k, an.suppressed, len(dropped[t])))
 		}
 	} else {
 		if r.c.Budget == nil {
