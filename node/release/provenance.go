@@ -100,24 +100,18 @@ func (r *Releaser) AcceptManifest(ctx context.Context, h crypto.Header, sender *
 
 // Received lists the releases this node received, newest first.
 func (r *Releaser) Received(ctx context.Context) ([]Manifest, error) {
-	rows, err := r.c.DB.R.QueryContext(ctx, `SELECT manifest FROM releases_received ORDER BY received_ms DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("read received releases: %w", err)
-	}
-	defer rows.Close()
-	var out []Manifest
-	for rows.Next() {
-		var body string
-		var m Manifest
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("read received releases: %w", err)
-		}
-		if err := json.Unmarshal([]byte(body), &m); err != nil {
-			return nil, fmt.Errorf("read received release: %w", err)
-		}
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, r.c.DB.R, "read received releases", `SELECT manifest FROM releases_received ORDER BY received_ms DESC, id`, nil,
+		func(read func(...any) error) (Manifest, error) {
+			var body string
+			var m Manifest
+			if err := read(&body); err != nil {
+				return m, err
+			}
+			if err := json.Unmarshal([]byte(body), &m); err != nil {
+				return m, fmt.Errorf("read received release: %w", err)
+			}
+			return m, nil
+		})
 }
 
 // Uses of a release a provenance declaration may declare.
@@ -350,44 +344,32 @@ type ModelUse struct {
 
 // usesOf lists the declared uses of a release, oldest first.
 func (r *Releaser) usesOf(ctx context.Context, release string) ([]ModelUse, error) {
-	rows, err := r.c.DB.R.QueryContext(ctx, `SELECT p.id, p.declarer, p.model, p.version, p.use, p.declared_ms
-		FROM provenance_releases pr JOIN provenance p ON p.id = pr.provenance WHERE pr.release = ? ORDER BY p.declared_ms, p.id`, release)
-	if err != nil {
-		return nil, fmt.Errorf("read model uses: %w", err)
-	}
-	defer rows.Close()
-	var out []ModelUse
-	for rows.Next() {
-		var u ModelUse
-		var ms int64
-		if err := rows.Scan(&u.Declaration, &u.Declarer, &u.Model, &u.Version, &u.Use, &ms); err != nil {
-			return nil, fmt.Errorf("read model uses: %w", err)
-		}
-		u.Declared = time.UnixMilli(ms).UTC()
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, r.c.DB.R, "read model uses", `SELECT p.id, p.declarer, p.model, p.version, p.use, p.declared_ms
+		FROM provenance_releases pr JOIN provenance p ON p.id = pr.provenance WHERE pr.release = ? ORDER BY p.declared_ms, p.id`, []any{release},
+		func(read func(...any) error) (ModelUse, error) {
+			var u ModelUse
+			var ms int64
+			if err := read(&u.Declaration, &u.Declarer, &u.Model, &u.Version, &u.Use, &ms); err != nil {
+				return u, err
+			}
+			u.Declared = time.UnixMilli(ms).UTC()
+			return u, nil
+		})
 }
 
 // Declarations lists the provenance declarations this node made or
 // received, newest first.
 func (r *Releaser) Declarations(ctx context.Context) ([]SignedDeclaration, error) {
-	rows, err := r.c.DB.R.QueryContext(ctx, `SELECT body FROM provenance ORDER BY declared_ms DESC, id`)
-	if err != nil {
-		return nil, fmt.Errorf("read provenance: %w", err)
-	}
-	defer rows.Close()
-	var out []SignedDeclaration
-	for rows.Next() {
-		var body string
-		var s SignedDeclaration
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("read provenance: %w", err)
-		}
-		if err := json.Unmarshal([]byte(body), &s); err != nil {
-			return nil, fmt.Errorf("read provenance: %w", err)
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, r.c.DB.R, "read provenance", `SELECT body FROM provenance ORDER BY declared_ms DESC, id`, nil,
+		func(read func(...any) error) (SignedDeclaration, error) {
+			var body string
+			var s SignedDeclaration
+			if err := read(&body); err != nil {
+				return s, err
+			}
+			if err := json.Unmarshal([]byte(body), &s); err != nil {
+				return s, fmt.Errorf("read provenance: %w", err)
+			}
+			return s, nil
+		})
 }

@@ -890,29 +890,23 @@ var ErrNotFound = errors.New("no such release at this node (eduspace dataset rel
 func (r *Releaser) List(ctx context.Context) ([]Release, error) { return r.query(ctx, ``) }
 
 func (r *Releaser) query(ctx context.Context, where string, args ...any) ([]Release, error) {
-	rows, err := r.c.DB.R.QueryContext(ctx, `SELECT id, agreement, recipient, purpose, method, created_ms, records, digest, envelopes, report, card
-		FROM releases `+where+` ORDER BY created_ms DESC, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read releases: %w", err)
-	}
-	defer rows.Close()
-	var out []Release
-	for rows.Next() {
-		var rel Release
-		var created int64
-		var envs, report, card string
-		if err := rows.Scan(&rel.ID, &rel.Agreement, &rel.Recipient, &rel.Purpose, &rel.Method, &created, &rel.Records,
-			&rel.Digest, &envs, &report, &card); err != nil {
-			return nil, fmt.Errorf("read releases: %w", err)
-		}
-		rel.Created = time.UnixMilli(created).UTC()
-		if err := errors.Join(json.Unmarshal([]byte(envs), &rel.Envelopes), json.Unmarshal([]byte(report), &rel.Report),
-			json.Unmarshal([]byte(card), &rel.Card)); err != nil {
-			return nil, fmt.Errorf("read release %s: %w", rel.ID, err)
-		}
-		out = append(out, rel)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, r.c.DB.R, "read releases", `SELECT id, agreement, recipient, purpose, method, created_ms, records, digest, envelopes, report, card
+		FROM releases `+where+` ORDER BY created_ms DESC, id`, args,
+		func(read func(...any) error) (Release, error) {
+			var rel Release
+			var created int64
+			var envs, report, card string
+			if err := read(&rel.ID, &rel.Agreement, &rel.Recipient, &rel.Purpose, &rel.Method, &created, &rel.Records,
+				&rel.Digest, &envs, &report, &card); err != nil {
+				return rel, err
+			}
+			rel.Created = time.UnixMilli(created).UTC()
+			if err := errors.Join(json.Unmarshal([]byte(envs), &rel.Envelopes), json.Unmarshal([]byte(report), &rel.Report),
+				json.Unmarshal([]byte(card), &rel.Card)); err != nil {
+				return rel, fmt.Errorf("read release %s: %w", rel.ID, err)
+			}
+			return rel, nil
+		})
 }
 
 // Inclusion is one release that included a subject, for the subject report.
@@ -941,23 +935,18 @@ func (r *Releaser) ForSubjectID(ctx context.Context, id string) ([]Inclusion, er
 // ForSubject lists the releases that included the subject whose evidence
 // hash is hash, oldest first.
 func (r *Releaser) ForSubject(ctx context.Context, hash string) ([]Inclusion, error) {
-	rows, err := r.c.DB.R.QueryContext(ctx, `SELECT r.id, r.recipient, r.agreement, r.purpose, r.method, r.created_ms, s.how, r.digest
-		FROM release_subjects s JOIN releases r ON r.id = s.release WHERE s.subject = ? ORDER BY r.created_ms, r.id`, hash)
+	out, err := queryAll(ctx, r.c.DB.R, "read a subject's releases", `SELECT r.id, r.recipient, r.agreement, r.purpose, r.method, r.created_ms, s.how, r.digest
+		FROM release_subjects s JOIN releases r ON r.id = s.release WHERE s.subject = ? ORDER BY r.created_ms, r.id`, []any{hash},
+		func(read func(...any) error) (Inclusion, error) {
+			var in Inclusion
+			var created int64
+			if err := read(&in.Release, &in.Recipient, &in.Agreement, &in.Purpose, &in.Method, &created, &in.How, &in.Digest); err != nil {
+				return in, err
+			}
+			in.Created = time.UnixMilli(created).UTC()
+			return in, nil
+		})
 	if err != nil {
-		return nil, fmt.Errorf("read a subject's releases: %w", err)
-	}
-	defer rows.Close()
-	var out []Inclusion
-	for rows.Next() {
-		var in Inclusion
-		var created int64
-		if err := rows.Scan(&in.Release, &in.Recipient, &in.Agreement, &in.Purpose, &in.Method, &created, &in.How, &in.Digest); err != nil {
-			return nil, fmt.Errorf("read a subject's releases: %w", err)
-		}
-		in.Created = time.UnixMilli(created).UTC()
-		out = append(out, in)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	for i := range out {

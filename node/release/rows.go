@@ -1,0 +1,36 @@
+package release
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// queryAll runs query with args on db and returns what scan makes of each
+// row, in the query's order. scan reads its row through read, which
+// scans the row's columns into dest; an error of the query or of read
+// says what was being read ("read releases: …"), an error scan returns
+// of its own (decoding a stored body) comes back as scan wrote it.
+func queryAll[T any](ctx context.Context, db *sql.DB, what, query string, args []any,
+	scan func(read func(dest ...any) error) (T, error)) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	read := func(dest ...any) error {
+		if err := rows.Scan(dest...); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	var out []T
+	for rows.Next() {
+		v, err := scan(read)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
