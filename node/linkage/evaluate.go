@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/cloudflare/circl/oprf"
 
@@ -279,33 +278,22 @@ func evaluateChunk(key *oprf.PrivateKey, m message) (message, error) {
 	parts := (k + m.Part - 1) / m.Part
 	out := make([]byte, len(m.Elements))
 	proofs := make([][]byte, parts)
-	errs := make([]error, parts)
-	sem := make(chan struct{}, workers())
-	var wg sync.WaitGroup
-	for p := range parts {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			lo, hi := p*m.Part, min(k, (p+1)*m.Part)
-			req, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			ev, err := srv.Evaluate(&oprf.EvaluationRequest{Elements: req}, info)
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			if err := encodeElements(out[lo*ElementSize:hi*ElementSize], ev.Elements); err != nil {
-				errs[p] = err
-				return
-			}
-			proofs[p], errs[p] = ev.Proof.MarshalBinary()
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := forParts(parts, func(p int) error {
+		lo, hi := p*m.Part, min(k, (p+1)*m.Part)
+		req, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
+		if err != nil {
+			return err
+		}
+		ev, err := srv.Evaluate(&oprf.EvaluationRequest{Elements: req}, info)
+		if err != nil {
+			return err
+		}
+		if err := encodeElements(out[lo*ElementSize:hi*ElementSize], ev.Elements); err != nil {
+			return err
+		}
+		proofs[p], err = ev.Proof.MarshalBinary()
+		return err
+	}); err != nil {
 		return message{}, err
 	}
 	return message{V: 1, Type: msgAnswer, Request: m.Request, Chunk: m.Chunk, Chunks: m.Chunks, Total: m.Total,

@@ -306,6 +306,23 @@ func newRequestID() string {
 // workers is how many goroutines blind, evaluate or finalize in parallel.
 func workers() int { return max(1, runtime.GOMAXPROCS(0)) }
 
+// forParts runs fn for each part 0..n-1, at most workers() at a time, and
+// returns the errors of all parts joined (nil when none failed).
+func forParts(n int, fn func(p int) error) error {
+	errs := make([]error, n)
+	sem := make(chan struct{}, workers())
+	var wg sync.WaitGroup
+	for p := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[p] = fn(p)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // validPurpose checks a purpose and an epoch.
 func validPurposeEpoch(purpose policy.Purpose, epoch string) error {
 	if !purpose.Valid() {

@@ -350,29 +350,19 @@ func blindChunk(client oprf.PartialObliviousClient, people []person, part int) (
 	parts := (len(people) + part - 1) / part
 	fds := make([]*oprf.FinalizeData, parts)
 	elems := make([]byte, len(people)*ElementSize)
-	errs := make([]error, parts)
-	sem := make(chan struct{}, workers())
-	var wg sync.WaitGroup
-	for p := range parts {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			lo, hi := p*part, min(len(people), (p+1)*part)
-			inputs := make([][]byte, hi-lo)
-			for i := range inputs {
-				inputs[i] = []byte(people[lo+i].id)
-			}
-			fd, req, err := client.Blind(inputs)
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			fds[p] = fd
-			errs[p] = encodeElements(elems[lo*ElementSize:hi*ElementSize], req.Elements)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := forParts(parts, func(p int) error {
+		lo, hi := p*part, min(len(people), (p+1)*part)
+		inputs := make([][]byte, hi-lo)
+		for i := range inputs {
+			inputs[i] = []byte(people[lo+i].id)
+		}
+		fd, req, err := client.Blind(inputs)
+		if err != nil {
+			return err
+		}
+		fds[p] = fd
+		return encodeElements(elems[lo*ElementSize:hi*ElementSize], req.Elements)
+	}); err != nil {
 		return nil, nil, fmt.Errorf("blind: %w", err)
 	}
 	return fds, elems, nil
@@ -386,34 +376,23 @@ func finalizeChunk(client oprf.PartialObliviousClient, fds []*oprf.FinalizeData,
 		return nil, errors.New("answer does not match its request")
 	}
 	out := make([][]byte, k)
-	errs := make([]error, len(fds))
-	sem := make(chan struct{}, workers())
-	var wg sync.WaitGroup
-	for p := range fds {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			lo, hi := p*part, min(k, (p+1)*part)
-			evs, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			proof := new(dleq.Proof)
-			if err := proof.UnmarshalBinary(Suite.Group(), m.Proofs[p]); err != nil {
-				errs[p] = err
-				return
-			}
-			o, err := client.Finalize(fds[p], &oprf.Evaluation{Elements: evs, Proof: proof}, info)
-			if err != nil {
-				errs[p] = err
-				return
-			}
-			copy(out[lo:hi], o)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := forParts(len(fds), func(p int) error {
+		lo, hi := p*part, min(k, (p+1)*part)
+		evs, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
+		if err != nil {
+			return err
+		}
+		proof := new(dleq.Proof)
+		if err := proof.UnmarshalBinary(Suite.Group(), m.Proofs[p]); err != nil {
+			return err
+		}
+		o, err := client.Finalize(fds[p], &oprf.Evaluation{Elements: evs, Proof: proof}, info)
+		if err != nil {
+			return err
+		}
+		copy(out[lo:hi], o)
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	return out, nil
