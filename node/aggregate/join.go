@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
@@ -123,9 +124,14 @@ type JoinOutcome struct {
 	Measure Measure `json:"measure"`
 }
 
-// validateDims checks dimensions of record type rt against the standard;
-// field names the query field for errors.
-func validateDims(std *schema.Standard, rt *schema.RecordType, recordType, field string, dims []Dimension, maxDims int) error {
+// validateDims checks dimensions of record type rt against the standard:
+// at most maxDims, each a dimension the standard declares for recordType
+// on a field rt has, named once, with 1..maxAggDimValues groupings the
+// standard allows, each listed once. field names the query field for
+// errors. detail makes the errors say more: a field that is not a
+// dimension is told the standard's dimensions, and a refused value which
+// of its checks it failed; without it a value's error names all three.
+func validateDims(std *schema.Standard, rt *schema.RecordType, recordType, field string, dims []Dimension, maxDims int, detail bool) error {
 	bad := func(f, format string, args ...any) error {
 		return fmt.Errorf("aggregate query: %s: %s", f, fmt.Sprintf(format, args...))
 	}
@@ -137,7 +143,11 @@ func validateDims(std *schema.Standard, rt *schema.RecordType, recordType, field
 		f := fmt.Sprintf("%s[%d]", field, i)
 		dim, ok := std.Dimension(d.Field)
 		if !ok {
-			return &DimensionError{fmt.Errorf("aggregate query: %s.field: %q is not a dimension the standard %s declares", f, d.Field, std.Ref())}
+			hint := ""
+			if detail {
+				hint = " (" + strings.Join(std.Dimensions(), ", ") + ")"
+			}
+			return &DimensionError{fmt.Errorf("aggregate query: %s.field: %q is not a dimension the standard %s declares%s", f, d.Field, std.Ref(), hint)}
 		}
 		if dim.Type != recordType {
 			return &DimensionError{fmt.Errorf("aggregate query: %s.field: the standard declares %s for %s records, not %s", f, d.Field, dim.Type, recordType)}
@@ -154,8 +164,16 @@ func validateDims(std *schema.Standard, rt *schema.RecordType, recordType, field
 		}
 		vs := map[string]bool{}
 		for j, v := range d.Values {
-			if !aggText(v, 64) || vs[v] || !dim.Allows(v) {
-				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q: want a grouping the standard allows for %s, listed once%s", v, d.Field, groupingsHint(dim))
+			fv := fmt.Sprintf("%s.values[%d]", f, j)
+			switch {
+			case detail && !aggText(v, 64):
+				return bad(fv, "want 1..64 bytes of text")
+			case detail && vs[v]:
+				return bad(fv, "%q listed twice", v)
+			case detail && !dim.Allows(v):
+				return bad(fv, "%q is not a grouping the standard allows for %s%s", v, d.Field, groupingsHint(dim))
+			case !aggText(v, 64) || vs[v] || !dim.Allows(v):
+				return bad(fv, "%q: want a grouping the standard allows for %s, listed once%s", v, d.Field, groupingsHint(dim))
 			}
 			vs[v] = true
 		}
@@ -178,7 +196,7 @@ func (q *Query) validateJoin(std *schema.Standard) error {
 		return bad("epoch", "%q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter, such as spring-2026", j.Epoch)
 	}
 	prt, _ := std.Type(q.RecordType)
-	if err := validateDims(std, prt, q.RecordType, "join.filter", j.Filter, maxAggDims); err != nil {
+	if err := validateDims(std, prt, q.RecordType, "join.filter", j.Filter, maxAggDims, false); err != nil {
 		return err
 	}
 	// An outcome participant learns the population cell of each of its
@@ -204,7 +222,7 @@ func (q *Query) validateJoin(std *schema.Standard) error {
 	if ort.SubjectKey() == "" {
 		return bad("outcome.record_type", "%s concerns no person", j.Outcome.RecordType)
 	}
-	if err := validateDims(std, ort, j.Outcome.RecordType, "join.outcome.group_by", j.Outcome.GroupBy, maxJoinOutcomeDims); err != nil {
+	if err := validateDims(std, ort, j.Outcome.RecordType, "join.outcome.group_by", j.Outcome.GroupBy, maxJoinOutcomeDims, false); err != nil {
 		return err
 	}
 	switch m := j.Outcome.Measure; m.Kind {

@@ -218,44 +218,8 @@ func (q *Query) Validate(std *schema.Standard) error {
 	if !aggPurposes[q.Purpose] {
 		return bad("purpose", "%q: want statistics or employment_statistics", q.Purpose)
 	}
-	if len(q.GroupBy) > maxAggDims {
-		return bad("group_by", "%d dimensions, at most %d", len(q.GroupBy), maxAggDims)
-	}
-	seen := map[string]bool{}
-	for i, d := range q.GroupBy {
-		f := fmt.Sprintf("group_by[%d]", i)
-		dim, ok := std.Dimension(d.Field)
-		if !ok {
-			return &DimensionError{fmt.Errorf("aggregate query: %s.field: %q is not a dimension the standard %s declares (%s)",
-				f, d.Field, std.Ref(), strings.Join(std.Dimensions(), ", "))}
-		}
-		if dim.Type != q.RecordType {
-			return &DimensionError{fmt.Errorf("aggregate query: %s.field: the standard declares %s for %s records, not %s",
-				f, d.Field, dim.Type, q.RecordType)}
-		}
-		if _, ok := rt.Field(dim.Field); !ok {
-			return bad(f+".field", "record type %s has no field %s", q.RecordType, dim.Field)
-		}
-		if seen[d.Field] {
-			return bad(f+".field", "%s named twice", d.Field)
-		}
-		seen[d.Field] = true
-		if len(d.Values) == 0 || len(d.Values) > maxAggDimValues {
-			return bad(f+".values", "%d values, want 1..%d", len(d.Values), maxAggDimValues)
-		}
-		vs := map[string]bool{}
-		for j, v := range d.Values {
-			if !aggText(v, 64) {
-				return bad(fmt.Sprintf("%s.values[%d]", f, j), "want 1..64 bytes of text")
-			}
-			if vs[v] {
-				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q listed twice", v)
-			}
-			if !dim.Allows(v) {
-				return bad(fmt.Sprintf("%s.values[%d]", f, j), "%q is not a grouping the standard allows for %s%s", v, d.Field, groupingsHint(dim))
-			}
-			vs[v] = true
-		}
+	if err := validateDims(std, rt, q.RecordType, "group_by", q.GroupBy, maxAggDims, true); err != nil {
+		return err
 	}
 	switch q.Measure.Kind {
 	case "count":
