@@ -161,11 +161,11 @@ func (s *Service) evaluateSelf(ctx context.Context, self *crypto.Credential, m m
 // Pseudonyms call waiting for it.
 func (s *Service) deliverLocal(m message) {
 	s.mu.Lock()
-	ch := s.pending[m.Request]
+	w := s.pending[m.Request]
 	s.mu.Unlock()
-	if ch != nil {
+	if w != nil {
 		select {
-		case ch <- m:
+		case w.answers <- m:
 		default:
 		}
 	}

@@ -51,3 +51,17 @@ func ForgedProof() Options {
 // AnyRole is Options of a node that sends linkage requests whatever its
 // role, as a modified node would.
 func AnyRole() Options { return Options{anyRole: true} }
+
+// Relabelled is Options of an evaluator that evaluates a request as asked
+// but labels its answers with purpose and epoch (each when not empty), as
+// if they answered another request.
+func Relabelled(purpose, epoch string) Options {
+	return Options{answer: func(_, ans *message) {
+		if purpose != "" {
+			ans.Purpose = purpose
+		}
+		if epoch != "" {
+			ans.Epoch = epoch
+		}
+	}}
+}

@@ -116,12 +116,22 @@ type Service struct {
 	m metrics.Linkage
 
 	mu      sync.Mutex
-	pending map[string]chan message // request id → answers, while Pseudonyms waits
+	pending map[string]*waiting // by request id, while Pseudonyms waits
 
 	keyMu sync.Mutex
 	keys  map[string]*oprf.PrivateKey // by key id, loaded on first use
 
 	cache pseudonymCache
+}
+
+// waiting is a request Pseudonyms waits on: the purpose and epoch its
+// answers must repeat, and where they go.
+type waiting struct {
+	purpose, epoch string
+	answers        chan message
+	// refused takes the reason an answer was refused for, when it ends
+	// the request (buffered: the first is enough).
+	refused chan string
 }
 
 // New is the linkage service of d.NodeID.
@@ -132,7 +142,7 @@ func New(d Deps) *Service {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{d: d, m: d.Metrics.Linkage, pending: map[string]chan message{}, keys: map[string]*oprf.PrivateKey{}}
+	return &Service{d: d, m: d.Metrics.Linkage, pending: map[string]*waiting{}, keys: map[string]*oprf.PrivateKey{}}
 }
 
 // Wire messages: one JSON object in each linkage envelope (kind 8).
@@ -179,13 +189,14 @@ const (
 	RefuseRole          = "role"            // the requester or the evaluator has a role that may not take part
 	RefuseMalformed     = "malformed"       // a message that does not parse or whose elements are not group elements
 	RefuseProof         = "proof"           // an answer whose proof does not verify under the policy's key
-	RefuseUnexpected    = "unexpected"      // an answer to no request waiting, or from a node that is not the evaluator
+	RefuseUnexpected    = "unexpected"      // an answer to no request waiting, from a node that is not the evaluator, or past twice its chunks
+	RefuseMismatch      = "mismatch"        // an answer whose purpose or epoch is not its request's
 	RefuseEvaluatorDown = "evaluator_error" // the evaluator failed to evaluate
 )
 
 // Reasons is the closed set of refusal reasons.
 var Reasons = []string{RefusePerEpoch, RefusePerRequest, RefusePurpose, RefuseEpoch, RefuseKey, RefuseNotEvaluator,
-	RefuseRole, RefuseMalformed, RefuseProof, RefuseUnexpected, RefuseEvaluatorDown}
+	RefuseRole, RefuseMalformed, RefuseProof, RefuseUnexpected, RefuseMismatch, RefuseEvaluatorDown}
 
 // RefusedError is Pseudonyms' error when the evaluator refused the
 // request, or this node refused the evaluator's answer.
@@ -201,6 +212,8 @@ func (e *RefusedError) Error() string {
 		return "linkage refused: the evaluator's answer does not verify under the key the space policy names; nothing was kept (evidence entry written)"
 	case RefuseRole:
 		return "linkage refused: the requester or the evaluator has a role that may not take part (the center never requests or evaluates)"
+	case RefuseMismatch:
+		return "linkage refused: the evaluator's answer names another purpose or epoch than the request; nothing was kept (evidence entry written)"
 	case RefuseKey:
 		return "linkage refused: the evaluator holds no key matching the space policy's; its operator must install it or the authority publish the right one"
 	}
@@ -265,17 +278,30 @@ func (s *Service) Handle(ctx context.Context, h crypto.Header, sender *crypto.Cr
 func (s *Service) answer(ctx context.Context, h crypto.Header, m message) error {
 	p := s.d.Registry.Policy()
 	s.mu.Lock()
-	ch := s.pending[m.Request]
+	w := s.pending[m.Request]
 	s.mu.Unlock()
-	if ch == nil || p == nil || p.Linkage == nil || h.Sender != p.Linkage.Node {
-		// A late answer to a request given up, or one from a node that is
-		// not the evaluator.
+	if w == nil || p == nil || p.Linkage == nil || h.Sender != p.Linkage.Node {
+		// A late answer to a request given up, one to a request this node
+		// never made, or one from a node that is not the evaluator: what it
+		// claims to answer is unknown, so none of it is recorded.
 		return s.refuse(ctx, h.Sender, "", "", RefuseUnexpected, 0)
 	}
+	// From here on the evidence names the request's purpose and epoch,
+	// never the answer's.
+	if m.Purpose != w.purpose || m.Epoch != w.epoch {
+		// An answer relabelled: not for the request it names. It ends
+		// the request, once its refusal is recorded.
+		err := s.refuse(ctx, h.Sender, w.purpose, w.epoch, RefuseMismatch, 0)
+		select {
+		case w.refused <- RefuseMismatch:
+		default:
+		}
+		return err
+	}
 	select {
-	case ch <- m:
+	case w.answers <- m:
 	default: // more answers than chunks: the waiting side has them all
-		return s.refuse(ctx, h.Sender, m.Purpose, m.Epoch, RefuseUnexpected, 0)
+		return s.refuse(ctx, h.Sender, w.purpose, w.epoch, RefuseUnexpected, 0)
 	}
 	return nil
 }

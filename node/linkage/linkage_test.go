@@ -287,6 +287,46 @@ func TestLinkageDishonestEvaluator(t *testing.T) {
 	}
 }
 
+// TestLinkageRelabelledAnswer: an answer that names another purpose or
+// epoch than the request it answers is refused by the requester, counted
+// and in its evidence under the request's purpose and epoch (never the
+// answer's), and no pseudonym is returned, though its proofs verify.
+func TestLinkageRelabelledAnswer(t *testing.T) {
+	cases := map[string]struct{ purpose, epoch string }{
+		"epoch":   {"", "1999"},
+		"purpose": {string(policy.PurposeEmploymentStatistics), ""},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, a, _, _ := linkSpace(t, nil, node.Env{Linkage: linkage.Relabelled(c.purpose, c.epoch)})
+			ingest(t, a, students(s.Now, "A", 0, 20))
+			p, _, err := a.LinkagePseudonyms(context.Background(), policy.PurposeStatistics, "2026")
+			var refused *linkage.RefusedError
+			if !errors.As(err, &refused) || refused.Reason != linkage.RefuseMismatch || p != nil {
+				t.Fatalf("got %d pseudonyms, %v; want a refusal %s", len(p), err, linkage.RefuseMismatch)
+			}
+			if !strings.Contains(nodetest.Scrape(t, a), `eduspace_linkage_refused_total{reason="mismatch"} 1`) {
+				t.Error("the refusal is not counted")
+			}
+			found := false
+			for _, entry := range nodetest.Evidence(t, s.Configs["uni-a"].DataDir) {
+				if entry["kind"] == "refuse" && entry["reason"] == "linkage:mismatch" && entry["peer"] == "uni-e" {
+					found = true
+					if entry["purpose"] != string(policy.PurposeStatistics) || entry["rule"] != "epoch:2026" {
+						t.Errorf("refusal recorded under purpose %v, rule %v; want the request's statistics, epoch:2026", entry["purpose"], entry["rule"])
+					}
+				}
+				if entry["rule"] == "epoch:1999" || entry["purpose"] == string(policy.PurposeEmploymentStatistics) {
+					t.Errorf("the answer's own label reached the requester's evidence: %v", entry)
+				}
+			}
+			if !found {
+				t.Error("no evidence entry for the refused answer")
+			}
+		})
+	}
+}
+
 // TestLinkageBadIdentifiers: duplicate and missing resident ids are
 // counted, reported and left out, never guessed; malformed ones do not get
 // past ingest (TestCollect covers those held anyway).

@@ -207,8 +207,9 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	rep.Chunks = chunks
 	req := newRequestID()
 	answers := make(chan message, 2*chunks)
+	refused := make(chan string, 1)
 	s.mu.Lock()
-	s.pending[req] = answers
+	s.pending[req] = &waiting{purpose: string(purpose), epoch: epoch, answers: answers, refused: refused}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -268,6 +269,8 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 				return nil, rep, fmt.Errorf("send linkage request: %w", err)
 			}
 			sendErr = nil
+		case reason := <-refused:
+			return nil, rep, &RefusedError{Reason: reason}
 		case <-timer.C:
 			return nil, rep, fmt.Errorf("linkage evaluator %s sent no answer for %s: check that it runs and reaches the space", ev.Node, answerTimeout)
 		case m := <-answers:
