@@ -369,13 +369,7 @@ func planJoin(q *Query) (aggPlan, error) {
 // (joinRoundKey), so that tags of two queries, or of two rounds of a
 // standing query, cannot be matched.
 func joinTag(roundKey []byte, pseudonym [32]byte) [32]byte {
-	h := sha256.New()
-	h.Write([]byte(joinTagLabel))
-	h.Write(roundKey)
-	h.Write(pseudonym[:])
-	var t [32]byte
-	h.Sum(t[:0])
-	return t
+	return joinHash(joinTagLabel, roundKey, pseudonym)
 }
 
 // joinCellMask masks a person's population cell in a list: the first 4
@@ -385,13 +379,19 @@ func joinTag(roundKey []byte, pseudonym [32]byte) [32]byte {
 // its tag, so the list does not show the population's exact histogram of
 // cells (its un-noised denominators).
 func joinCellMask(roundKey []byte, pseudonym [32]byte) uint32 {
+	m := joinHash(joinCellLabel, roundKey, pseudonym)
+	return binary.BigEndian.Uint32(m[:4])
+}
+
+// joinHash is SHA-256(label ‖ round key ‖ pseudonym).
+func joinHash(label string, roundKey []byte, pseudonym [32]byte) [32]byte {
 	h := sha256.New()
-	h.Write([]byte(joinCellLabel))
+	h.Write([]byte(label))
 	h.Write(roundKey)
 	h.Write(pseudonym[:])
-	var m [32]byte
-	h.Sum(m[:0])
-	return binary.BigEndian.Uint32(m[:4])
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // joinRoundKey is the query digest ‖ str8(round id).
