@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -268,20 +267,10 @@ func TestJoinedAggregateExact(t *testing.T) {
 	}
 
 	// Served as CSV over the admin API: one row per joined cell.
-	req, err := http.NewRequest("GET", "http://"+f.center.AdminAddr()+"/v1/aggregates/join-enrollment-r1.csv", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "hukou_type,gender,population,count,rate,level,lower,upper,suppressed\n") ||
+	code, body := admin(t, f.center, http.MethodGet, "/v1/aggregates/join-enrollment-r1.csv", nil)
+	if code != 200 || !strings.HasPrefix(string(body), "hukou_type,gender,population,count,rate,level,lower,upper,suppressed\n") ||
 		strings.Count(string(body), "\n") != 10 {
-		t.Errorf("joined CSV: %d\n%s", resp.StatusCode, body)
+		t.Errorf("joined CSV: %d\n%s", code, body)
 	}
 	// Both sides debited their population's account (student_id).
 	for _, id := range joinParts {

@@ -226,6 +226,30 @@ func metricValue(t *testing.T, n *node.Node, series string) float64 {
 	return v
 }
 
+// admin sends a request to n's admin API with its token (body, when not
+// nil, as JSON) and returns the status and the body of the answer.
+func admin(t *testing.T, n *node.Node, method, path string, body io.Reader) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+n.AdminAddr()+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+n.AdminToken())
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
 // TestAggregateSecureSumExact: with noise off, the secure sum of a count
 // and of a bounded sum equals the plain sum over the universities exactly;
 // the release is served as JSON and CSV and is in every evidence log.
@@ -263,21 +287,8 @@ func TestAggregateSecureSumExact(t *testing.T) {
 
 	// Served over the admin API as JSON and CSV.
 	get := func(path string) (int, string) {
-		req, err := http.NewRequest("GET", "http://"+f.center.AdminAddr()+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
+		code, b := admin(t, f.center, http.MethodGet, path, nil)
+		return code, string(b)
 	}
 	if code, body := get("/v1/aggregates"); code != 200 || !strings.Contains(body, `"enrol-sum-r1"`) || !strings.Contains(body, `"gender-count-r1"`) {
 		t.Errorf("GET /v1/aggregates: %d %s", code, body)
@@ -534,25 +545,14 @@ func TestAggregatePersonBudget(t *testing.T) {
 	// population it is about; a type about no person is refused.
 	putBudget := func(body string) (int, []map[string]any) {
 		t.Helper()
-		u := f.unis["uni-c"]
-		req, err := http.NewRequest(http.MethodPut, "http://"+u.AdminAddr()+"/v1/budgets", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+u.AdminToken())
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
+		code, b := admin(t, f.unis["uni-c"], http.MethodPut, "/v1/budgets", strings.NewReader(body))
 		var list []map[string]any
-		if resp.StatusCode == http.StatusOK {
-			if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		if code == http.StatusOK {
+			if err := json.Unmarshal(b, &list); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return resp.StatusCode, list
+		return code, list
 	}
 	if code, list := putBudget(`{"recipient":"center","dataset":"enrollment","budget_rho":0.3}`); code != http.StatusOK ||
 		len(list) != 1 || list[0]["population"] != "student_id" || list[0]["budget_rho"] != 0.3 {
@@ -718,20 +718,10 @@ func TestAggregateRefusesBadQueries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequest("POST", "http://"+f.center.AdminAddr()+"/v1/aggregate-queries", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+f.center.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	problem, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(problem), "undeclared-dimension") ||
+	code, problem := admin(t, f.center, http.MethodPost, "/v1/aggregate-queries", bytes.NewReader(body))
+	if code != http.StatusUnprocessableEntity || !strings.Contains(string(problem), "undeclared-dimension") ||
 		!strings.Contains(string(problem), "group_by[0].field") {
-		t.Errorf("POST a query grouping by religion: %d %s", resp.StatusCode, problem)
+		t.Errorf("POST a query grouping by religion: %d %s", code, problem)
 	}
 	if v := metricValue(t, f.center, `eduspace_aggregate_queries_refused_total{reason="undeclared_dimension"}`); v != 2 {
 		t.Errorf("center: queries refused for an undeclared dimension: %v, want 2", v)
