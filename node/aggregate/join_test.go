@@ -196,18 +196,22 @@ func (f *joinFixture) run(t *testing.T, q aggregate.Query) (*aggregate.Release, 
 	return rel, err
 }
 
+// joinOutcomes are the outcomes the joined tests count: enrollments, and
+// the bounded sum of starting salaries.
+var joinOutcomes = []struct {
+	outcome string
+	measure aggregate.Measure
+}{
+	{"enrollment", aggregate.Measure{Kind: "count"}},
+	{"employment", aggregate.Measure{Kind: "sum", Field: "starting_salary_cny", Lower: 0, Upper: 20000}},
+}
+
 // TestJoinedAggregateExact: with noise off, the joined counts and sums
 // equal the true joined answers exactly; persons at the universities who
 // were not in the school's population are not counted.
 func TestJoinedAggregateExact(t *testing.T) {
 	f := newJoinSpace(t, 200, true)
-	for _, c := range []struct {
-		outcome string
-		measure aggregate.Measure
-	}{
-		{"enrollment", aggregate.Measure{Kind: "count"}},
-		{"employment", aggregate.Measure{Kind: "sum", Field: "starting_salary_cny", Lower: 0, Upper: 20000}},
-	} {
+	for _, c := range joinOutcomes {
 		rel, err := f.run(t, joinQuery("join-"+c.outcome, c.outcome, c.measure))
 		if err != nil {
 			t.Fatal(err)
@@ -285,13 +289,7 @@ func TestJoinedAggregateExact(t *testing.T) {
 // is within its stated accuracy of the true joined answer.
 func TestJoinedAggregateTruth(t *testing.T) {
 	f := newJoinSpace(t, 400, false)
-	for _, c := range []struct {
-		outcome string
-		measure aggregate.Measure
-	}{
-		{"enrollment", aggregate.Measure{Kind: "count"}},
-		{"employment", aggregate.Measure{Kind: "sum", Field: "starting_salary_cny", Lower: 0, Upper: 20000}},
-	} {
+	for _, c := range joinOutcomes {
 		rel, err := f.run(t, joinQuery("truth-"+c.outcome, c.outcome, c.measure))
 		if err != nil {
 			t.Fatal(err)
