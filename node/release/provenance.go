@@ -100,18 +100,7 @@ func (r *Releaser) AcceptManifest(ctx context.Context, h crypto.Header, sender *
 
 // Received lists the releases this node received, newest first.
 func (r *Releaser) Received(ctx context.Context) ([]Manifest, error) {
-	return queryAll(ctx, r.c.DB.R, "read received releases", `SELECT manifest FROM releases_received ORDER BY received_ms DESC, id`, nil,
-		func(read func(...any) error) (Manifest, error) {
-			var body string
-			var m Manifest
-			if err := read(&body); err != nil {
-				return m, err
-			}
-			if err := json.Unmarshal([]byte(body), &m); err != nil {
-				return m, fmt.Errorf("read received release: %w", err)
-			}
-			return m, nil
-		})
+	return queryJSON[Manifest](ctx, r.c.DB.R, "read received releases", "read received release", `SELECT manifest FROM releases_received ORDER BY received_ms DESC, id`)
 }
 
 // Uses of a release a provenance declaration may declare.
@@ -360,16 +349,5 @@ func (r *Releaser) usesOf(ctx context.Context, release string) ([]ModelUse, erro
 // Declarations lists the provenance declarations this node made or
 // received, newest first.
 func (r *Releaser) Declarations(ctx context.Context) ([]SignedDeclaration, error) {
-	return queryAll(ctx, r.c.DB.R, "read provenance", `SELECT body FROM provenance ORDER BY declared_ms DESC, id`, nil,
-		func(read func(...any) error) (SignedDeclaration, error) {
-			var body string
-			var s SignedDeclaration
-			if err := read(&body); err != nil {
-				return s, err
-			}
-			if err := json.Unmarshal([]byte(body), &s); err != nil {
-				return s, fmt.Errorf("read provenance: %w", err)
-			}
-			return s, nil
-		})
+	return queryJSON[SignedDeclaration](ctx, r.c.DB.R, "read provenance", "read provenance", `SELECT body FROM provenance ORDER BY declared_ms DESC, id`)
 }

@@ -3,6 +3,7 @@ package release
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 )
 
@@ -33,4 +34,21 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what, query string, args [
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// queryJSON is queryAll of a query that selects one column of JSON, each
+// row decoded into a T; a row that does not decode is an error prefixed
+// with decoding.
+func queryJSON[T any](ctx context.Context, db *sql.DB, what, decoding, query string) ([]T, error) {
+	return queryAll(ctx, db, what, query, nil, func(read func(...any) error) (T, error) {
+		var body string
+		var v T
+		if err := read(&body); err != nil {
+			return v, err
+		}
+		if err := json.Unmarshal([]byte(body), &v); err != nil {
+			return v, fmt.Errorf("%s: %w", decoding, err)
+		}
+		return v, nil
+	})
 }
