@@ -163,7 +163,7 @@ func printJoined(w io.Writer, what string, j *demo.JoinedResult) {
 		if c.Mean != nil {
 			a = c.RateAccuracy
 		}
-		fmt.Fprintf(w, "  %-12s %4d of %4d: rate %.3f, %.0f%% interval [%.3f, %.3f] (counts ±%.0f)",
+		fmt.Fprintf(w, "  %-12s %4d of %4d: rate %.3f, %.1f%% interval [%.3f, %.3f] (counts ±%.0f)",
 			strings.Join(key, ", "), *c.Count, *c.Population, *c.Rate, 100*a.Level, a.Lower, a.Upper, a.Count)
 		if c.Mean != nil {
 			fmt.Fprintf(w, "; mean %.0f [%.0f, %.0f]", *c.Mean, c.Accuracy.Lower, c.Accuracy.Upper)

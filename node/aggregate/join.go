@@ -69,8 +69,8 @@ const (
 	joinBufferBytes     = 256 << 20
 	// AccuracyLevel is the confidence of the intervals a joined release
 	// states.
-	AccuracyLevel = 0.99
-	accuracyZ     = 2.5758293035489004
+	AccuracyLevel = 0.999
+	accuracyZ     = 3.2905267314919255
 )
 
 // RefusePopulation: a population participant holds fewer linked persons in
