@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
 	"regexp"
@@ -300,6 +302,34 @@ func (q *Query) joinMinCell(std *schema.Standard) int64 {
 		}
 	}
 	return k
+}
+
+// joinAgreement returns the id of an active agreement under which
+// provider, a population participant, sends recipient, an outcome
+// participant, its list of a joined query: purpose the query's purpose,
+// naming the population's record type and every field its population
+// cells are made of (group_by and filter, joinPopulationFields); "" if
+// none. The same agreement is looked up at both ends: by the population
+// participant before it takes part, by the outcome participant on each
+// join message (AGGREGATES.md §7).
+func (a *Aggregator) joinAgreement(ctx context.Context, q *Query, provider, recipient string, now time.Time) (string, error) {
+	return a.agreementFor(ctx, provider, recipient, q.Purpose, q.RecordType, q.joinPopulationFields(a.std), now)
+}
+
+// fieldsHint is ", fields a, b" for an error, "" without fields.
+func fieldsHint(fields []string) string {
+	if len(fields) == 0 {
+		return ""
+	}
+	return " with fields " + strings.Join(fields, ", ")
+}
+
+// joinAgreementRefusal is the refusal of a join message from sender, a
+// population participant this node holds no agreement with.
+func joinAgreementRefusal(q *Query, sender, node string, fields []string) error {
+	return envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf(
+		"join message from %s: %s holds no active agreement with %s as provider and itself as recipient, purpose %s, covering %s%s; install one on both sides (AGGREGATES.md §7)",
+		sender, node, sender, q.Purpose, q.RecordType, fieldsHint(fields)))
 }
 
 // side is "population", "outcome" or "" for node.
@@ -644,7 +674,7 @@ var errJoinBufferFull = errors.New("join message of a round not known yet: the b
 
 // bufferJoin holds a join message of a round this node has no round
 // message for yet; agg.mu is held.
-func (a *Aggregator) bufferJoin(h crypto.Header, m aggMsg) error {
+func (a *Aggregator) bufferJoin(ctx context.Context, h crypto.Header, m aggMsg) error {
 	now := a.now()
 	held, senderRounds := 0, 0
 	for id, o := range a.joinBuf {
@@ -658,6 +688,20 @@ func (a *Aggregator) bufferJoin(h crypto.Header, m aggMsg) error {
 		}
 	}
 	b := a.joinBuf[m.Round]
+	if b == nil || b.from[h.Sender] == nil {
+		// Without the query the agreement cannot be matched yet (adoptBuffered
+		// does, once the round message is in): a sender this node holds no
+		// aggregates-purpose agreement from at all is refused now.
+		ok, err := a.anyJoinAgreement(ctx, h.Sender, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			a.m.Aggregate.Refused.WithLabelValues(RefuseNoAgreement).Inc()
+			return envelope.Refuse(envelope.RefuseNoAgreement, fmt.Errorf(
+				"join message from %s: this node holds no active statistics or employment_statistics agreement with it as provider; install one on both sides (AGGREGATES.md §7)", h.Sender))
+		}
+	}
 	if (b == nil || b.from[h.Sender] == nil) && senderRounds >= joinBufferPerSender {
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, fmt.Errorf("join messages of more than %d rounds not known yet from one sender", joinBufferPerSender))
@@ -681,6 +725,22 @@ func (a *Aggregator) bufferJoin(h crypto.Header, m aggMsg) error {
 	}
 	a.joinBuf[m.Round] = b
 	return nil
+}
+
+// anyJoinAgreement reports whether this node holds an active agreement,
+// valid at now, with sender as provider and itself as recipient under
+// one of the purposes of aggregates.
+func (a *Aggregator) anyJoinAgreement(ctx context.Context, sender string, now time.Time) (bool, error) {
+	list, err := a.activeAgreements(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, ag := range list {
+		if !ag.Revoked && ag.Provider == sender && ag.Recipient == a.nodeID && aggPurposes[ag.Purpose] && ag.ValidAt(now) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // joinMessages splits a list into the join messages of round.
@@ -725,7 +785,7 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 	if pr == nil {
 		// The round message may come after a population participant's
 		// list: hold it until then (bounded per sender and in all).
-		return a.bufferJoin(h, m)
+		return a.bufferJoin(ctx, h, m)
 	}
 	if pr.q == nil || pr.q.side(a.nodeID) != "outcome" || pr.q.side(h.Sender) != "population" {
 		if pr.q == nil {
@@ -733,6 +793,12 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 		}
 		a.m.Aggregate.Refused.WithLabelValues(RefuseBadQuery).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("join message from a node that is not in the round's population, or to one not at its outcome"))
+	}
+	if id, err := a.joinAgreement(ctx, pr.q, h.Sender, a.nodeID, a.now()); err != nil {
+		return err
+	} else if id == "" {
+		a.m.Aggregate.Refused.WithLabelValues(RefuseNoAgreement).Inc()
+		return joinAgreementRefusal(pr.q, h.Sender, a.nodeID, pr.q.joinPopulationFields(a.std))
 	}
 	if pr.tags == nil || pr.dropped {
 		// The table was built from the lists already (a redelivered chunk,
@@ -756,22 +822,60 @@ func (a *Aggregator) partJoin(ctx context.Context, h crypto.Header, m aggMsg) er
 }
 
 // adoptBuffered moves the join messages held for a round into its state,
-// dropping those not from its population.
-func (a *Aggregator) adoptBuffered(pr *partRound) {
+// dropping those not from its population, and refusing those of a sender
+// this node holds no agreement from for the query (joinAgreement): counted
+// and in the evidence log (reason no_agreement, peer the sender), since
+// their envelopes were accepted into the buffer before the query was known.
+// An error (the agreements could not be read) leaves the buffer as it was.
+func (a *Aggregator) adoptBuffered(ctx context.Context, pr *partRound) error {
 	b := a.joinBuf[pr.id]
-	delete(a.joinBuf, pr.id)
 	pr.tags = map[string]*joinTags{}
 	if b == nil {
-		return
+		return nil
 	}
-	for from, t := range b.from {
+	var refused []string
+	now := a.now()
+	for _, from := range slices.Sorted(maps.Keys(b.from)) {
 		if pr.q.side(from) != "population" {
+			continue
+		}
+		id, err := a.joinAgreement(ctx, pr.q, from, a.nodeID, now)
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			refused = append(refused, from)
+		}
+	}
+	if len(refused) > 0 {
+		err := a.db.Write(ctx, func(tx *sql.Tx) error {
+			for _, from := range refused {
+				e := aggEntry(pr.id, pr.digest, RefuseNoAgreement)
+				e.Peer, e.Purpose = from, string(pr.q.Purpose)
+				if err := a.ev.Append(ctx, tx, e); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, from := range refused {
+			a.m.Aggregate.Refused.WithLabelValues(RefuseNoAgreement).Inc()
+			a.log.Warn("aggregate round: join list held from a sender without an agreement for the query; refused", "round", pr.id, "from", from)
+		}
+	}
+	delete(a.joinBuf, pr.id)
+	for from, t := range b.from {
+		if pr.q.side(from) != "population" || slices.Contains(refused, from) {
 			continue
 		}
 		for i, data := range t.chunks {
 			_ = addJoinChunk(pr.tags, from, aggMsg{Data: data, Chunk: i, Chunks: t.total})
 		}
 	}
+	return nil
 }
 
 // joinReady reports whether every population participant in the list U2

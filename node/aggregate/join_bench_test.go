@@ -56,8 +56,10 @@ func BenchmarkJoinedAggregate20(b *testing.B) {
 			}
 		}
 	}
+	nodes := map[string]*node.Node{}
 	for _, id := range all {
 		n := s.Open(s.Member(id, crypto.RoleUniversity))
+		nodes[id] = n
 		mine := ps[id]
 		n.Aggregator().SetPseudonyms(func(context.Context, policy.Purpose, string) (map[string][32]byte, error) { return mine, nil })
 		if _, err := n.Ingest(ctx, strings.NewReader(recs[id].String()), ""); err != nil {
@@ -74,6 +76,21 @@ func BenchmarkJoinedAggregate20(b *testing.B) {
 		}
 		if err := n.Aggregator().SetBudget(ctx, aggCenter, "student_id", 10); err != nil {
 			b.Fatal(err)
+		}
+	}
+	// Each school sends its list to each university under an agreement
+	// between the two (AGGREGATES.md §7), held on both sides.
+	for _, sch := range pop {
+		for _, u := range out {
+			a := &policy.Agreement{ID: sch + "-" + u + "-join", Provider: sch, Recipient: u,
+				Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+				RecordTypes: map[string][]string{"student": {"gender", "hukou_type"}},
+				MaxLevel:    schema.L3, RetentionDays: 30, ValidFrom: s.Now.Add(-time.Hour), ValidUntil: s.Now.Add(24 * time.Hour)}
+			for _, id := range []string{sch, u} {
+				if err := nodes[id].AddAgreement(ctx, a); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
 	}
 	b.ResetTimer()

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,6 +79,24 @@ var joinParts = []string{"hs", "uni-a", "uni-b"}
 // their records and statistics agreements; noise off when exact.
 func newJoinSpace(t *testing.T, people int, exact bool) *joinFixture {
 	t.Helper()
+	return newJoinSpaceWithout(t, people, exact, nil)
+}
+
+// joinPairAgreement is the agreement under which the school sends uni its
+// join lists: statistics, the population's record type with the fields of
+// its cells (AGGREGATES.md §7).
+func joinPairAgreement(now time.Time, uni string) *policy.Agreement {
+	return &policy.Agreement{ID: "hs-" + uni + "-join", Provider: "hs", Recipient: uni,
+		Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+		RecordTypes: map[string][]string{"student": {"gender", "hukou_type"}},
+		MaxLevel:    schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(24 * time.Hour)}
+}
+
+// newJoinSpaceWithout is newJoinSpace with the school–university
+// agreements installed on both sides except at the "node:agreement id"
+// pairs of skip.
+func newJoinSpaceWithout(t *testing.T, people int, exact bool, skip map[string]bool) *joinFixture {
+	t.Helper()
 	ctx := context.Background()
 	f := &joinFixture{s: nodetest.NewSpace(t), nodes: map[string]*node.Node{}, cohort: joinCohort(people)}
 	f.center = f.s.Open(f.s.Member(aggCenter, crypto.RoleCenter))
@@ -141,6 +160,17 @@ func newJoinSpace(t *testing.T, people int, exact bool) *joinFixture {
 			MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: f.s.Now.Add(-time.Hour), ValidUntil: f.s.Now.Add(24 * time.Hour)}
 		for _, n := range []*node.Node{n, f.center} {
 			if err := n.AddAgreement(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, u := range []string{"uni-a", "uni-b"} {
+		a := joinPairAgreement(f.s.Now, u)
+		for _, id := range []string{"hs", u} {
+			if skip[id+":"+a.ID] {
+				continue
+			}
+			if err := f.nodes[id].AddAgreement(ctx, a); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -440,4 +470,81 @@ func TestJoinedAggregateRefusals(t *testing.T) {
 	if v := metricValue(t, f.nodes["hs"], `eduspace_aggregate_queries_refused_total{reason="population_too_small"}`); v != 1 {
 		t.Errorf("population_too_small refusals: %v, want 1", v)
 	}
+}
+
+// TestJoinedAggregateNoPairAgreement: a population participant without an
+// agreement with an outcome participant declines (no_agreement) before it
+// links or sends a list; an outcome participant refuses the join messages
+// of a population participant it holds no agreement from (no_agreement,
+// counted, an evidence refuse entry) and never counts them.
+func TestJoinedAggregateNoPairAgreement(t *testing.T) {
+	t.Run("population", func(t *testing.T) {
+		f := newJoinSpaceWithout(t, 60, true, map[string]bool{"hs:hs-uni-b-join": true})
+		var linked atomic.Bool
+		f.nodes["hs"].Aggregator().SetPseudonyms(func(context.Context, policy.Purpose, string) (map[string][32]byte, error) {
+			linked.Store(true)
+			return nil, errors.New("linked although it declines")
+		})
+		if _, err := f.run(t, joinQuery("no-pair", "enrollment", aggregate.Measure{Kind: "count"})); err == nil {
+			t.Fatal("a school without an agreement with uni-b: released")
+		}
+		rounds, err := f.center.Aggregator().Rounds(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rounds {
+			if r.ID == "no-pair-r1" && r.Declined["hs"] != aggregate.RefuseNoAgreement {
+				t.Errorf("declines %v, want hs %s", r.Declined, aggregate.RefuseNoAgreement)
+			}
+		}
+		if linked.Load() {
+			t.Error("the school linked its students for a round it declines")
+		}
+		ev := aggEvidence(t, f.s.Configs["hs"].DataDir)
+		if hasEntry(ev, "no-pair-r1", aggregate.RefuseNoAgreement) == nil {
+			t.Error("no no_agreement decline in the school's evidence")
+		}
+		for _, e := range ev {
+			if e["envelope"] == "no-pair-r1" && e["reason"] != aggregate.RefuseNoAgreement {
+				t.Errorf("school took a step in the declined round: %v", e["reason"])
+			}
+		}
+		if v := metricValue(t, f.nodes["hs"], `eduspace_aggregate_queries_refused_total{reason="no_agreement"}`); v != 1 {
+			t.Errorf("no_agreement refusals at the school: %v, want 1", v)
+		}
+	})
+	t.Run("outcome", func(t *testing.T) {
+		// The school holds its side of the agreement with uni-b; uni-b does
+		// not: the school sends, uni-b refuses what arrives.
+		f := newJoinSpaceWithout(t, 60, true, map[string]bool{"uni-b:hs-uni-b-join": true})
+		if _, err := f.run(t, joinQuery("one-sided", "enrollment", aggregate.Measure{Kind: "count"})); err == nil {
+			t.Fatal("uni-b took the school's list without an agreement: released")
+		}
+		ev := aggEvidence(t, f.s.Configs["hs"].DataDir)
+		for _, u := range []string{"uni-a", "uni-b"} {
+			found := false
+			for _, e := range ev {
+				found = found || e["envelope"] == "one-sided-r1" && e["reason"] == "join_sent" && e["peer"] == u && e["agreement"] == "hs-"+u+"-join"
+			}
+			if !found {
+				t.Errorf("no join_sent entry naming %s and its agreement in the school's evidence", u)
+			}
+		}
+		refused := false
+		for _, e := range nodetest.Evidence(t, f.s.Configs["uni-b"].DataDir) {
+			refused = refused || e["peer"] == "hs" && e["reason"] == aggregate.RefuseNoAgreement
+		}
+		if !refused {
+			t.Error("uni-b's evidence has no no_agreement refusal of the school's join messages")
+		}
+		if v := metricValue(t, f.nodes["uni-b"], `eduspace_aggregate_queries_refused_total{reason="no_agreement"}`); v < 1 {
+			t.Errorf("no_agreement refusals at uni-b: %v, want at least 1", v)
+		}
+		if hasEntry(aggEvidence(t, f.s.Configs["uni-b"].DataDir), "one-sided-r1", "contributed") != nil {
+			t.Error("uni-b contributed a table counting a list it refused")
+		}
+		if v := metricValue(t, f.nodes["uni-a"], `eduspace_aggregate_queries_refused_total{reason="no_agreement"}`); v > 0 {
+			t.Errorf("uni-a, which holds the agreement, refused %v join messages", v)
+		}
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,9 +15,12 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/envelope"
+	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/metrics"
+	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func validJoinQuery() Query {
@@ -151,7 +156,12 @@ func TestJoinChunkRefusals(t *testing.T) {
 // full, an honest member's list is retried later, never refused.
 func TestJoinBufferShares(t *testing.T) {
 	now := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
-	a := New(Deps{NodeID: "u1", Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: func() time.Time { return now }})
+	senders := []string{"evil", "hs"}
+	for i := range joinBufferRounds {
+		senders = append(senders, fmt.Sprintf("m%d", i))
+	}
+	a := New(Deps{NodeID: "u1", Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: func() time.Time { return now },
+		ActiveAgreements: joinAgreementsTo("u1", now, nil, senders...)})
 	entry := binary.BigEndian.AppendUint32(make([]byte, 32), 0)
 	send := func(from, round string) error {
 		return a.partJoin(context.Background(), crypto.Header{Sender: from}, aggMsg{Type: aggMsgJoin, Round: round, Data: entry, Chunk: 0, Chunks: 1})
@@ -190,7 +200,8 @@ func TestJoinBufferShares(t *testing.T) {
 // or the list of one left out of U2) is let go: no panic, nothing held.
 func TestJoinChunkAfterMask(t *testing.T) {
 	q := validJoinQuery()
-	a := New(Deps{NodeID: "u1", Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: time.Now})
+	a := New(Deps{NodeID: "u1", Std: schema.Default(), Metrics: metrics.New(schema.Default(), metrics.Labels{}), Now: time.Now,
+		ActiveAgreements: joinAgreementsTo("u1", time.Now(), nil, "hs")})
 	a.parts["j-r1"] = &partRound{id: "j-r1", q: &q, step: "masked"} // tags dropped by outcomeMask
 	entry := binary.BigEndian.AppendUint32(make([]byte, 32), 0)
 	err := a.partJoin(context.Background(), crypto.Header{Sender: "hs"}, aggMsg{Type: aggMsgJoin, Round: "j-r1", Data: entry, Chunk: 0, Chunks: 1})
@@ -260,5 +271,86 @@ func TestJoinListHidesCells(t *testing.T) {
 	p := ps["s002"]
 	if c := byTag[joinTag(key, p)] ^ joinCellMask(key, p); c != 1 {
 		t.Errorf("s002's cell unmasked: %d, want 1", c)
+	}
+}
+
+// joinAgreementsTo lists, for Deps.ActiveAgreements, an agreement from each
+// sender to recipient for statistics, valid around now, naming the record
+// types of types (default: student with hukou_type and gender).
+func joinAgreementsTo(recipient string, now time.Time, types map[string][]string, senders ...string) func(context.Context) ([]policy.Agreement, error) {
+	if types == nil {
+		types = map[string][]string{"student": {"gender", "hukou_type"}}
+	}
+	var out []policy.Agreement
+	for _, s := range senders {
+		out = append(out, policy.Agreement{ID: s + "-" + recipient + "-join", Provider: s, Recipient: recipient,
+			Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest, RecordTypes: types,
+			MaxLevel: schema.L3, RetentionDays: 30, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(24 * time.Hour)})
+	}
+	return func(context.Context) ([]policy.Agreement, error) { return out, nil }
+}
+
+// TestJoinAgreementChecked: an outcome participant takes join messages
+// only from a sender it holds the query's agreement from. A message of a
+// round not known yet from a sender with no aggregates agreement at all is
+// refused (no_agreement) and not buffered; one from a sender whose
+// agreement does not cover the query (another record type) is buffered,
+// then refused when the round message comes: dropped, counted, and in the
+// evidence log. Once the round is known, such a message is refused at once.
+func TestJoinAgreementChecked(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 9, 1, 0, 0, 0, 0, time.UTC)
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "node.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	m := metrics.New(schema.Default(), metrics.Labels{})
+	// hs's agreement names enrollment, not the population's student records.
+	a := New(Deps{NodeID: "u1", Std: schema.Default(), DB: db, Evidence: evidence.New("u1", []byte("subject key"), func() time.Time { return now }).UseDB(db),
+		Metrics: m, Now: func() time.Time { return now }, Log: slog.New(slog.DiscardHandler),
+		ActiveAgreements: joinAgreementsTo("u1", now, map[string][]string{"enrollment": {"education_level"}}, "hs")})
+	entry := binary.BigEndian.AppendUint32(make([]byte, 32), 0)
+	send := func(from, round string) error {
+		return a.partJoin(ctx, crypto.Header{Sender: from}, aggMsg{Type: aggMsgJoin, Round: round, Data: entry, Chunk: 0, Chunks: 1})
+	}
+	var refused *envelope.Refusal
+	if err := send("u2", "j-r1"); !errors.As(err, &refused) || refused.Reason != envelope.RefuseNoAgreement {
+		t.Errorf("join message from a sender with no agreement: %v, want a no_agreement refusal", err)
+	}
+	if len(a.joinBuf) != 0 {
+		t.Error("a refused join message was buffered")
+	}
+	if err := send("hs", "j-r1"); err != nil {
+		t.Fatalf("join message from a sender with an aggregates agreement, round not known yet: %v", err)
+	}
+	q := validJoinQuery()
+	pr := &partRound{id: "j-r1", q: &q, digest: "d", step: "linking"}
+	if err := a.adoptBuffered(ctx, pr); err != nil {
+		t.Fatal(err)
+	}
+	if pr.tags["hs"] != nil || len(a.joinBuf) != 0 {
+		t.Errorf("the list of a sender whose agreement does not cover the query adopted: %v, %d rounds buffered", pr.tags["hs"], len(a.joinBuf))
+	}
+	var body string
+	if err := db.R.QueryRowContext(ctx, `SELECT entry FROM evidence ORDER BY seq DESC LIMIT 1`).Scan(&body); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"peer":"hs"`, `"reason":"no_agreement"`, `"envelope":"j-r1"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("evidence entry %s lacks %s", body, want)
+		}
+	}
+	a.parts["j-r1"] = pr
+	if err := send("hs", "j-r1"); !errors.As(err, &refused) || refused.Reason != envelope.RefuseNoAgreement {
+		t.Errorf("join message of a known round from a sender without the query's agreement: %v, want a no_agreement refusal", err)
+	}
+	if v := testutil.ToFloat64(m.Aggregate.Refused.WithLabelValues(RefuseNoAgreement)); v != 3 {
+		t.Errorf("no_agreement refusals counted: %v, want 3", v)
+	}
+	// With the agreement covering the query, the list is taken.
+	a.activeAgreements = joinAgreementsTo("u1", now, nil, "hs")
+	if err := send("hs", "j-r1"); err != nil || !pr.tags["hs"].complete() {
+		t.Errorf("join message under the query's agreement: %v, list complete %v", err, pr.tags["hs"].complete())
 	}
 }

@@ -295,6 +295,9 @@ type partRound struct {
 	tags    map[string]*joinTags
 	outcome outcomeRecords
 	pending *aggMsg
+	// Of a joined query at a population participant: the agreement with
+	// each outcome participant its list is sent under.
+	joinAgreements map[string]string
 }
 
 // ---------------------------------------------------------------------------
@@ -477,6 +480,24 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	if agreement == "" {
 		return decline(RefuseNoAgreement, nil)
 	}
+	// A population participant discloses its persons' tags and cells to
+	// each outcome participant: only under an agreement with each
+	// (AGGREGATES.md §7), checked before it links or sends anything.
+	var joinAgreements map[string]string
+	if side == "population" {
+		joinAgreements = map[string]string{}
+		for _, o := range q.Join.Outcome.Participants {
+			id, err := a.joinAgreement(ctx, q, a.nodeID, o, now)
+			if err != nil {
+				return err
+			}
+			if id == "" {
+				return decline(RefuseNoAgreement, fmt.Errorf("no active agreement with outcome participant %s as recipient, purpose %s, covering %s%s",
+					o, q.Purpose, q.RecordType, fieldsHint(fields)))
+			}
+			joinAgreements[o] = id
+		}
+	}
 	if q.Colluders < a.minColluders {
 		return decline(RefuseColluders, fmt.Errorf("the query tolerates %d colluders, this node requires %d", q.Colluders, a.minColluders))
 	}
@@ -509,9 +530,12 @@ func (a *Aggregator) partRoundStart(ctx context.Context, h crypto.Header, m aggM
 	// on the control consumer this message is handled on, so the join side
 	// is prepared off it; the round waits meanwhile (step "linking").
 	qd := joinRoundKey(m.Query, m.Round)
-	ph := &partRound{id: m.Round, center: q.Center, digest: digest, q: q, step: "linking", expires: now.Add(q.lifetime())}
+	ph := &partRound{id: m.Round, center: q.Center, digest: digest, q: q, step: "linking", expires: now.Add(q.lifetime()),
+		joinAgreements: joinAgreements}
 	if side == "outcome" {
-		a.adoptBuffered(ph)
+		if err := a.adoptBuffered(ctx, ph); err != nil {
+			return err
+		}
 	}
 	a.parts[m.Round] = ph
 	a.wg.Add(1)
@@ -596,12 +620,28 @@ func (a *Aggregator) commitRound(ctx context.Context, round string, q *Query, di
 		// The list goes to each outcome participant, sealed to it, in
 		// chunks; after the commitment, so that a list never precedes a
 		// decline.
-		for _, jm := range joinMessages(round, joinList) {
+		// The first chunk goes with one evidence entry per outcome
+		// participant naming the agreement the list is sent under.
+		for i, jm := range joinMessages(round, joinList) {
 			out := map[string]aggMsg{}
 			for _, o := range q.Join.Outcome.Participants {
 				out[o] = jm
 			}
-			if err := a.sendAgg(ctx, q, out, nil); err != nil {
+			var extra func(*sql.Tx) error
+			if i == 0 {
+				extra = func(tx *sql.Tx) error {
+					for _, o := range q.Join.Outcome.Participants {
+						e := aggEntry(round, digest, "join_sent")
+						e.Peer, e.Agreement, e.Purpose = o, pr.joinAgreements[o], string(q.Purpose)
+						e.Detail = map[string]int{"join_entries": len(joinList) / joinEntrySize}
+						if err := a.ev.Append(ctx, tx, e); err != nil {
+							return err
+						}
+					}
+					return nil
+				}
+			}
+			if err := a.sendAgg(ctx, q, out, extra); err != nil {
 				return err
 			}
 		}
@@ -615,12 +655,19 @@ func (a *Aggregator) commitRound(ctx context.Context, round string, q *Query, di
 // aggAgreement returns the id of an active agreement under which this node
 // gives the center the query's fields for the query's purpose, "" if none.
 func (a *Aggregator) aggAgreement(ctx context.Context, q *Query, recordType string, fields []string, now time.Time) (string, error) {
+	return a.agreementFor(ctx, a.nodeID, q.Center, q.Purpose, recordType, fields, now)
+}
+
+// agreementFor returns the id of an active agreement, valid at now, under
+// which provider gives recipient fields of recordType for purpose: it
+// names the record type and every one of the fields. "" if none.
+func (a *Aggregator) agreementFor(ctx context.Context, provider, recipient string, purpose policy.Purpose, recordType string, fields []string, now time.Time) (string, error) {
 	list, err := a.activeAgreements(ctx)
 	if err != nil {
 		return "", err
 	}
 	for _, ag := range list {
-		if ag.Revoked || ag.Provider != a.nodeID || ag.Recipient != q.Center || ag.Purpose != q.Purpose || !ag.ValidAt(now) {
+		if ag.Revoked || ag.Provider != provider || ag.Recipient != recipient || ag.Purpose != purpose || !ag.ValidAt(now) {
 			continue
 		}
 		if _, ok := ag.RecordTypes[recordType]; !ok {

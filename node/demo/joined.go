@@ -48,9 +48,10 @@ type JoinedResult struct {
 	Employment   *JoinedResult          `json:"employment,omitempty"`
 }
 
-// joinedCohort ingests the cohort at the school and the universities and
+// joinedCohort ingests the cohort at the school and the universities,
 // gives the center a statistics agreement with each of the three for the
-// fields the joined queries read.
+// fields the joined queries read, and installs the school's agreement
+// with each university (joinAgreements) on both sides.
 func joinedCohort(ctx context.Context, nodes map[string]*node.Node, students int, now time.Time) (ingested, invalid int, err error) {
 	var school bytes.Buffer
 	unis := make([]bytes.Buffer, len(joinedUnis))
@@ -82,7 +83,31 @@ func joinedCohort(ctx context.Context, nodes map[string]*node.Node, students int
 			}
 		}
 	}
+	for _, a := range joinAgreements(now) {
+		for _, n := range []string{a.Provider, a.Recipient} {
+			if err := nodes[n].AddAgreement(ctx, a); err != nil {
+				return ingested, invalid, err
+			}
+		}
+	}
 	return ingested, invalid, nil
+}
+
+// joinAgreements are the agreements under which the school sends each
+// university its join lists (AGGREGATES.md §7): the school provides,
+// the university receives, for the joined queries' purpose (statistics),
+// naming the population's record type (student) with the fields its cells
+// are made of. No field leaves the school as a record under them: only the
+// per-round tags of its linked students and their masked cells.
+func joinAgreements(now time.Time) []*policy.Agreement {
+	var out []*policy.Agreement
+	for _, u := range joinedUnis {
+		out = append(out, &policy.Agreement{ID: School + "-" + u + "-join", Provider: School, Recipient: u,
+			Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+			RecordTypes: map[string][]string{"student": {"gender", "hukou_type"}},
+			MaxLevel:    schema.L3, RetentionDays: 365, ValidFrom: now.Add(-time.Hour), ValidUntil: now.Add(365 * 24 * time.Hour)})
+	}
+	return out
 }
 
 // joinedQuery is the progression (enrollment) or employment rate of the
