@@ -73,7 +73,7 @@ func TestExamples(t *testing.T) {
 		}
 		checked++
 	}
-	if checked < 11 {
-		t.Errorf("checked %d examples, want every one of the 11", checked)
+	if checked < 12 {
+		t.Errorf("checked %d examples, want every one of the 12", checked)
 	}
 }

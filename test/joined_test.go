@@ -105,6 +105,19 @@ func TestJoinedAggregateEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	// The school sends each university its join lists under an agreement
+	// between the two, held on both sides (node/aggregate AGGREGATES.md §7).
+	for _, u := range []string{"uni-a", "uni-b"} {
+		a := &policy.Agreement{ID: "hs-" + u + "-join", Provider: "hs", Recipient: u,
+			Purpose: policy.PurposeStatistics, LegalBasis: policy.BasisPublicInterest,
+			RecordTypes: map[string][]string{"student": {"gender", "hukou_type"}},
+			MaxLevel:    schema.L3, RetentionDays: 30, ValidFrom: s.Now.Add(-time.Hour), ValidUntil: s.Now.Add(24 * time.Hour)}
+		for _, n := range []string{"hs", u} {
+			if err := nodes[n].AddAgreement(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	query := func(id, outcome string, m aggregate.Measure) aggregate.Query {
 		return aggregate.Query{ID: id, RecordType: "student", Purpose: policy.PurposeStatistics,
