@@ -170,7 +170,7 @@ const (
 	RefuseNotParticipant = "not_participant"   // this node is not in the query's participants
 	RefuseExpired        = "expired"           // past the query's deadline or the round's time
 	RefuseMember         = "unknown_member"    // a participant is not an admitted university
-	RefuseNoAgreement    = "no_agreement"      // no active agreement with the center covering the query
+	RefuseNoAgreement    = "no_agreement"      // no active agreement with the center covering the query (or, joined, with an outcome participant: join.go)
 	RefuseBudget         = "budget_exceeded"   // the release's worst-case ρ would overspend the ledger
 	RefuseInternal       = "internal_error"    // this node failed (computing its table, sealing)
 	RefuseTooFew         = "too_few_survivors" // a round failed: fewer than the minimum were left
