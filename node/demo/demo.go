@@ -437,7 +437,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 
-	step("joined aggregates: a senior high school's cohort linked to two universities (progression and employment rates by hukou_type and gender)")
+	step("joined aggregates: a senior high school's cohort linked to two universities under the school's agreement with each (progression and employment rates by hukou_type and gender)")
 	// A cohort of twice the students per university, and 400 at least,
 	// so that the four main cells pass k and the population minimum.
 	ing, inv, err := joinedCohort(ctx, nodes, max(2*o.Students, 400), now)
