@@ -322,7 +322,9 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 	step("consents for the health study at Beihu University (one student in five)")
 	for i := 0; i < o.Students; i += 5 {
 		id := fmt.Sprintf("%s%04d", members[0].prefix, i+1)
-		if _, err := nodes["uni-beihu"].GrantConsent(ctx, policy.ConsentRecord{ID: "consent-" + id, Subject: id,
+		// A consent's id is kept and logged in clear: a form number, never
+		// the student's.
+		if _, err := nodes["uni-beihu"].GrantConsent(ctx, policy.ConsentRecord{ID: healthConsentID(i), Subject: id,
 			Purpose: policy.PurposeResearch, Recipients: []string{"edu-center"}, Granted: now.Add(-time.Hour)}); err != nil {
 			return res, err
 		}
@@ -379,8 +381,7 @@ func Run(ctx context.Context, o Options) (res Result, err error) {
 
 	step("withdraw two consents; the center erases and confirms")
 	for _, i := range []int{0, 5} {
-		id := fmt.Sprintf("%s%04d", members[0].prefix, i+1)
-		wr, err := nodes["uni-beihu"].WithdrawConsent(ctx, "consent-"+id)
+		wr, err := nodes["uni-beihu"].WithdrawConsent(ctx, healthConsentID(i))
 		if err != nil {
 			return res, err
 		}
@@ -571,3 +572,7 @@ func publishSpacePolicy(ctx context.Context, emb *bus.Embedded, data []byte) err
 	}
 	return authority.PublishSpacePolicy(ctx, js, Space, data)
 }
+
+// healthConsentID is the id of the health-study consent form of the
+// demo's i-th student at Beihu University (one in five signs one).
+func healthConsentID(i int) string { return fmt.Sprintf("health-study-form-%03d", i/5+1) }
