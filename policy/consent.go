@@ -17,6 +17,9 @@ import (
 // recipients and categories, from Granted until Expires or Withdrawn.
 // A withdrawal does not delete the record: it sets Withdrawn.
 type ConsentRecord struct {
+	// ID names the consent (a form number). It is kept, logged and shown in
+	// clear, so it must not contain the subject's id or any other personal
+	// value.
 	ID string `json:"id"`
 	// Subject is the value of the record's subject key (student_id, ...).
 	// It stays in the node's own ledger; what leaves names a token.
