@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,14 +18,6 @@ import (
 	"github.com/eduspace/eduspace/node/catalogue"
 )
 
-// datasetCommands are the `eduspace dataset` subcommands that other files
-// add in their init(): the release command file adds
-// datasetCommands["release"] (and its line in datasetHelp). runDataset
-// hands them the arguments after the subcommand's name.
-var datasetCommands = map[string]func(args []string) error{
-	// "release": added by the release command file.
-}
-
 // datasetHelp is each dataset subcommand's one-line summary for the help.
 var datasetHelp = map[string]string{
 	"list":     "the space's catalogue: datasets this node and the members offer",
@@ -34,9 +27,10 @@ var datasetHelp = map[string]string{
 	"publish":  "send this node's catalogue to the space's members now",
 }
 
-// catalogueCommands are the dataset subcommands of this file, which talk
-// to the node's admin API.
-var catalogueCommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+// datasetCommands are the `eduspace dataset` subcommands; other files add
+// theirs in their init() (the release command file adds "release", and
+// its line in datasetHelp).
+var datasetCommands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
 	"list":     runDatasetList,
 	"show":     runDatasetShow,
 	"offer":    runDatasetOffer,
@@ -55,20 +49,8 @@ func init() {
 // datasetSubs are the dataset subcommands for the help, sorted, list
 // first.
 func datasetSubs() []subcommand {
-	names := slices.Sorted(func(yield func(string) bool) {
-		for n := range catalogueCommands {
-			if !yield(n) {
-				return
-			}
-		}
-		for n := range datasetCommands {
-			if _, dup := catalogueCommands[n]; !dup && !yield(n) {
-				return
-			}
-		}
-	})
 	subs := []subcommand{{"list", datasetHelp["list"]}}
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(datasetCommands)) {
 		if n != "list" {
 			subs = append(subs, subcommand{n, cmp.Or(datasetHelp[n], "see `eduspace dataset "+n+" -h`")})
 		}
@@ -86,12 +68,8 @@ func runDataset(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(args) == 0 {
 		return fmt.Errorf("%w: %s", errUsage, use)
 	}
-	if run, ok := catalogueCommands[args[0]]; ok {
-		return run(ctx, args[1:], stdout, stderr)
-	}
 	if run, ok := datasetCommands[args[0]]; ok {
-		datasetIO.ctx, datasetIO.stdout, datasetIO.stderr = ctx, stdout, stderr
-		return run(args[1:])
+		return run(ctx, args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown subcommand %q: %s", errUsage, args[0], use)
 }

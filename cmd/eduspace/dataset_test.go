@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -115,7 +116,7 @@ func TestDatasetCommands(t *testing.T) {
 // subcommands there are.
 func TestDatasetDispatch(t *testing.T) {
 	var got []string
-	datasetCommands["zz-added"] = func(args []string) error { got = args; return nil }
+	datasetCommands["zz-added"] = func(_ context.Context, args []string, _, _ io.Writer) error { got = args; return nil }
 	datasetHelp["zz-added"] = "a subcommand added by another file"
 	t.Cleanup(func() { delete(datasetCommands, "zz-added"); delete(datasetHelp, "zz-added") })
 	if code, _, errOut := run(t, context.Background(), "dataset", "zz-added", "--x", "y"); code != exitOK || !slices.Equal(got, []string{"--x", "y"}) {

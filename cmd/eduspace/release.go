@@ -7,37 +7,15 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/release"
 )
 
 func init() {
-	datasetCommands["release"] = datasetRelease
+	datasetCommands["release"] = runDatasetRelease
 	datasetHelp["release"] = "a de-identified (k-anonymous) or DP synthetic release for an agreement's recipient and purpose, with its risk report and data card"
-}
-
-// datasetIO is where `eduspace dataset` subcommands, whose entries in
-// datasetCommands take only their arguments, write and what cancels
-// them: the dispatcher sets it from the command line's (runDataset); by
-// default the process's own.
-var datasetIO = struct {
-	ctx            context.Context
-	stdout, stderr io.Writer
-}{nil, os.Stdout, os.Stderr}
-
-// datasetRelease is `eduspace dataset release`.
-func datasetRelease(args []string) error {
-	ctx := datasetIO.ctx
-	if ctx == nil {
-		var stop context.CancelFunc
-		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-	}
-	return runDatasetRelease(ctx, args, datasetIO.stdout, datasetIO.stderr)
 }
 
 // runDatasetRelease asks a running node for a release under an agreement
