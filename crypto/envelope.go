@@ -199,7 +199,7 @@ func (h Header) appendTo(b []byte) []byte {
 // hpkeInfo is the HPKE info for an envelope with header, under the label
 // of the header's version; the GM/T suite hashes with SM3 (§3.1).
 func hpkeInfo(header []byte) []byte {
-	h := suiteHash(headerSuite(header))
+	h := headerSuite(header).NewHash()
 	h.Write(header)
 	return h.Sum([]byte(label(header[len(magic)], "hpke")))
 }
@@ -208,7 +208,7 @@ func hpkeInfo(header []byte) []byte {
 // version signed names, with the hash of its suite (SM3 for the GM/T
 // suite, SHA-256 for the others).
 func sigDigest(signed []byte) []byte {
-	h := suiteHash(headerSuite(signed))
+	h := headerSuite(signed).NewHash()
 	h.Write([]byte(label(signed[len(magic)], "sig")))
 	h.Write(signed)
 	return h.Sum(nil)

@@ -5,13 +5,11 @@ import (
 	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/asn1"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"math/big"
 
@@ -247,15 +245,6 @@ func newGCM(block cipher.Block) (cipher.AEAD, error) {
 		return g.NewGCM(gcmNonceSize, aeadOverhead)
 	}
 	return cipher.NewGCM(block)
-}
-
-// suiteHash is the hash the envelope of suite s uses for its info and
-// signature digest: SM3 for the GM/T suite, SHA-256 otherwise.
-func suiteHash(s SuiteID) hash.Hash {
-	if s == SuiteSM2 {
-		return sm3.New()
-	}
-	return sha256.New()
 }
 
 // sm2Sign signs msg with k under [SM2UserID] (GB/T 32918.2: e = SM3(Z_A ‖

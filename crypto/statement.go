@@ -385,7 +385,7 @@ func SignCheckpointSM2(k *SigningKey, c Checkpoint) ([]byte, error) {
 //
 // It is longer than 32 bytes, so never an envelope's signed digest.
 func sm2StatementMessage(purpose string, msg []byte) []byte {
-	d := suiteHash(SuiteSM2)
+	d := SuiteSM2.NewHash()
 	d.Write(msg)
 	m := append([]byte(labelSM2Statement), 0, byte(len(purpose)))
 	m = append(m, purpose...)

@@ -1,12 +1,15 @@
 package crypto
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 
 	"github.com/cloudflare/circl/hpke"
 	"github.com/cloudflare/circl/kem"
+	"github.com/emmansun/gmsm/sm3"
 )
 
 // SuiteID names an HPKE cipher suite used for envelopes. It is written as a
@@ -63,12 +66,18 @@ func ParseSuite(name string) (SuiteID, error) {
 	return 0, fmt.Errorf("unknown suite %q, want one of %s: %w", name, strings.Join(names, ", "), ErrSuite)
 }
 
-func (s SuiteID) known() bool { return s == SuiteXWing || s == SuiteX25519 || s == SuiteSM2 }
+func (s SuiteID) known() bool { return slices.Contains(knownSuites[:], s) }
 
 // NewHash returns the hash suite s uses wherever it hashes for integrity
-// (envelope digests, a node's evidence chain): SM3 for the GM/T suite,
-// SHA-256 for the others. Both give 32 bytes.
-func (s SuiteID) NewHash() hash.Hash { return suiteHash(s) }
+// (envelope info and signature digests, statements, a node's evidence
+// chain): SM3 for the GM/T suite, SHA-256 for the others. Both give 32
+// bytes.
+func (s SuiteID) NewHash() hash.Hash {
+	if s == SuiteSM2 {
+		return sm3.New()
+	}
+	return sha256.New()
+}
 
 // SignatureAlgorithm is the algorithm of the signing keys that sign
 // envelopes of suite s: SM2 for the GM/T suite, Ed25519 for the others.
