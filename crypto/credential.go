@@ -469,7 +469,9 @@ func (a *AuthorityKey) Issue(c Credential) (string, error) {
 	var s string
 	var err error
 	if a.sm2 != nil {
-		s, err = a.signClaimsSM2(cl)
+		// alg SM2 with the root's SM2 key, which the header names; no pq
+		// claim (CREDENTIALS.md §3.3).
+		s, err = a.sm2.SignJWT(cl)
 	} else {
 		s, err = a.signClaims(cl)
 	}
@@ -477,16 +479,6 @@ func (a *AuthorityKey) Issue(c Credential) (string, error) {
 		return "", fmt.Errorf("issue credential: %w", err)
 	}
 	return s, nil
-}
-
-// signClaimsSM2 signs cl as a JWS of alg SM2 with the root's SM2 key, which
-// its header names (CREDENTIALS.md §3.3): the credential of a space on the
-// GM/T suite, without a pq claim.
-func (a *AuthorityKey) signClaimsSM2(cl credentialClaims) (string, error) {
-	cl.PQ = ""
-	tok := jwt.NewWithClaims(signingMethodSM2{}, cl)
-	tok.Header["kid"] = a.sm2.Public().KeyID()
-	return tok.SignedString(a.sm2)
 }
 
 // signClaims signs cl (with cl.PQ empty) as Issue describes.
