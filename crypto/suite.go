@@ -52,7 +52,7 @@ func (s SuiteID) String() string {
 }
 
 // Suites returns every known suite, the default first.
-func Suites() []SuiteID { return knownSuites[:] }
+func Suites() []SuiteID { return slices.Clone(knownSuites[:]) } // a copy: callers cannot change what is known
 
 // ParseSuite returns the suite with the given name (see [SuiteID.String]).
 func ParseSuite(name string) (SuiteID, error) {
