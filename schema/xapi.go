@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -309,13 +311,8 @@ func (p *xapiParser) object(path string, data []byte, allowed ...string) map[str
 		p.fail(join(path, dup), ReasonSyntax) // a member given twice
 		return nil
 	}
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		if !contains(allowed, k) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(allowed, k) {
 			p.fail(join(path, k), ReasonUnknownField)
 			return nil
 		}
@@ -354,15 +351,6 @@ func members(data []byte) (m map[string]json.RawMessage, dup string, ok bool) {
 		m[name] = v
 	}
 	return m, dup, true
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func join(path, name string) string {
@@ -614,7 +602,7 @@ var interactionTypes = []string{"true-false", "choice", "fill-in", "long-fill-in
 // steps) a list of objects with an id and an optional description.
 func (p *xapiParser) interaction(path string, def map[string]json.RawMessage) {
 	if it, ok := p.str(def, path, "interactionType"); ok {
-		p.check(contains(interactionTypes, it), join(path, "interactionType"), ReasonEnum)
+		p.check(slices.Contains(interactionTypes, it), join(path, "interactionType"), ReasonEnum)
 	}
 	if raw, ok := def["correctResponsesPattern"]; ok && p.err == nil {
 		var list []string
