@@ -402,7 +402,8 @@ func parseCheckpoint(data []byte) (c *Checkpoint, keyID string, signed, sig []by
 		return nil, "", nil, nil, errors.New("too large")
 	}
 	var body []byte
-	if len(data) > len(magicCheckpoint) && data[len(magicCheckpoint)] == checkpointVersionSM2 {
+	v2 := len(data) > len(magicCheckpoint) && data[len(magicCheckpoint)] == checkpointVersionSM2
+	if v2 {
 		if len(data) < len(magicCheckpoint)+1+sm2SignatureSize || string(data[:len(magicCheckpoint)]) != magicCheckpoint {
 			return nil, "", nil, nil, errors.New("bad magic or too short")
 		}
@@ -427,7 +428,7 @@ func parseCheckpoint(data []byte) (c *Checkpoint, keyID string, signed, sig []by
 		return nil, "", nil, nil, err
 	}
 	want := byte('c')
-	if data[len(magicCheckpoint)] == checkpointVersionSM2 {
+	if v2 {
 		want = 's'
 	}
 	if !validKeyID(keyID) || keyID[0] != want {
