@@ -791,6 +791,12 @@ func (p *xapiParser) context(raw json.RawMessage) {
 	p.ext[0] = m["extensions"]
 }
 
+// xapiExtensions name the extensions of xapiParser.ext, in its order:
+// the key in the extensions field and the member's path in a statement.
+var xapiExtensions = [len(xapiParser{}.ext)]struct{ name, path string }{
+	{"context", "context.extensions"}, {"object", "object.definition.extensions"}, {"result", "result.extensions"},
+}
+
 // extensions writes the statement's extensions as one JSON object,
 // {"context":{…},"object":{…},"result":{…}}, each compacted as given.
 func (p *xapiParser) extensions() {
@@ -798,12 +804,12 @@ func (p *xapiParser) extensions() {
 		return
 	}
 	var buf bytes.Buffer
-	for i, name := range []string{"context", "object", "result"} {
+	for i, e := range xapiExtensions {
 		raw := p.ext[i]
 		if raw == nil {
 			continue
 		}
-		path := map[int]string{0: "context.extensions", 1: "object.definition.extensions", 2: "result.extensions"}[i]
+		name, path := e.name, e.path
 		var m map[string]json.RawMessage
 		if raw[0] != '{' || json.Unmarshal(raw, &m) != nil {
 			p.fail(path, ReasonType)
