@@ -10,7 +10,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -517,26 +516,27 @@ func (p *xapiParser) langMap(path string, raw json.RawMessage) (string, bool) {
 		p.fail(path, ReasonType)
 		return "", false
 	}
-	vals := map[string]string{}
-	tags := make([]string, 0, len(m))
+	vals := make(map[string]string, len(m))
+	first := "" // the first tag in byte order
 	for tag, v := range m {
 		var s string
 		if !p.check(langRE.MatchString(tag) && len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil, path, ReasonType) {
 			return "", false
 		}
 		vals[tag] = s
-		tags = append(tags, tag)
+		if first == "" || tag < first {
+			first = tag
+		}
 	}
-	if len(tags) == 0 {
+	if len(vals) == 0 {
 		return "", false
 	}
-	sort.Strings(tags)
 	for _, want := range []string{"en-US", "en"} {
 		if s, ok := vals[want]; ok {
 			return s, true
 		}
 	}
-	return vals[tags[0]], true
+	return vals[first], true
 }
 
 func (p *xapiParser) verb(raw json.RawMessage) {
