@@ -292,3 +292,25 @@ func FuzzXAPIReader(f *testing.F) {
 		}
 	})
 }
+
+// TestXAPILanguageMapChoice: a language map gives its en-US value, else
+// its en value, else the value of the first language tag in byte order,
+// whatever order the map is written in.
+func TestXAPILanguageMapChoice(t *testing.T) {
+	for _, tc := range []struct{ display, want string }{
+		{`{"zh-CN":"完成","de-DE":"abgeschlossen","fr-FR":"terminé"}`, "abgeschlossen"},
+		{`{"fr-FR":"terminé","zh-CN":"完成"}`, "terminé"},
+		{`{"zh-CN":"完成","en":"completed","de-DE":"abgeschlossen"}`, "completed"},
+		{`{"en":"done","en-US":"completed"}`, "completed"},
+	} {
+		stmt := `{"actor":{"mbox":"mailto:a@example.com"},"verb":{"id":"http://adlnet.gov/expapi/verbs/completed","display":` +
+			tc.display + `},"object":{"id":"http://example.com/unit/1"}}`
+		rec, verr := ParseXAPIStatement([]byte(stmt))
+		if verr != nil {
+			t.Fatalf("%s: %v", tc.display, verr)
+		}
+		if got := rec.Fields["verb_display"]; got != tc.want {
+			t.Errorf("display %s: verb_display %v, want %q", tc.display, got, tc.want)
+		}
+	}
+}
