@@ -281,7 +281,8 @@ type subjectPublicKeyInfo struct {
 // first the Ed25519 key, which openssl and JOSE libraries read to verify
 // credentials' EdDSA signatures, then the ML-DSA-65 key (RFC 9881 encoding:
 // algorithm id-ml-dsa-65 without parameters, the 1952-byte key as the bit
-// string).
+// string), and for a space on the GM/T suite a third, the SM2 key
+// (id-ecPublicKey with the SM2 curve, the 65-byte uncompressed point).
 func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 	if p.IsZero() {
 		return fmt.Errorf("write key file %s: no key", path)
@@ -315,8 +316,9 @@ func WriteAuthorityPublicKey(path string, p AuthorityPublicKey) error {
 }
 
 // ReadAuthorityPublicKey reads a root public key written by
-// [WriteAuthorityPublicKey]. It requires exactly the two blocks, Ed25519
-// first and ML-DSA-65 second, without headers and with nothing after them.
+// [WriteAuthorityPublicKey]. It requires the two blocks, Ed25519 first and
+// ML-DSA-65 second, then at most the SM2 block, without headers and with
+// nothing after them.
 func ReadAuthorityPublicKey(path string) (AuthorityPublicKey, error) {
 	blocks, err := readPEMBlocksRange(path, pemPublicKey, 2, 3, false)
 	if err != nil {
