@@ -579,9 +579,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 				sourceN += len(s.rows)
 			}
 		}
-		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, "nothing was produced", func(pop string) (float64, error) {
-			return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
-		}); err != nil {
+		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, "nothing was produced"); err != nil {
 			return nil, fmt.Errorf("release: privacy budget: %w", err)
 		} else if ref != nil {
 			return nil, r.refuse(ctx, a, ref)
@@ -643,9 +641,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		if errors.Is(err, privacy.ErrBudgetExceeded) || errors.Is(err, privacy.ErrNoBudget) {
 			// Another release or aggregate round spent the budget since
 			// the check: refused now, nothing recorded or sent.
-			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, "spent meanwhile by another release or an aggregate round: the release is neither recorded nor sent", func(pop string) (float64, error) {
-				return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
-			})
+			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, "spent meanwhile by another release or an aggregate round: the release is neither recorded nor sent")
 			if ref == nil {
 				ref = &Refusal{Rule: RuleBudget, Reason: ReasonBudget, Clause: clauseBudget, Records: sourceN,
 					Detail: err.Error() + ": nothing was sent"}
@@ -751,13 +747,12 @@ func (r *Releaser) refuse(ctx context.Context, a *policy.Agreement, ref *Refusal
 }
 
 // budgetRefusal is the refusal of a DP release whose ρ per population
-// (spends) does not fit what left says is left of the recipient's account
-// this calendar year, or nil when every spend fits. records is the number
-// of source records the release would be made from.
-func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int, outcome string,
-	left func(population string) (float64, error)) (*Refusal, error) {
+// (spends) does not fit what is left of the recipient's account this
+// calendar year (Budget.BudgetLeft), or nil when every spend fits. records
+// is the number of source records the release would be made from.
+func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int, outcome string) (*Refusal, error) {
 	for _, pop := range slices.Sorted(maps.Keys(spends)) {
-		l, err := left(pop)
+		l, err := r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
 		if err != nil {
 			return nil, err
 		}
