@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"time"
@@ -186,11 +185,11 @@ func (r *Releaser) Declare(ctx context.Context, req DeclareRequest) (Declaration
 	if req.Model == "" || req.Version == "" || len(req.Releases) == 0 || len(req.Model) > 128 || len(req.Version) > 64 {
 		return Declaration{}, errors.New("provenance: a model name (≤ 128 bytes), a version (≤ 64) and at least one release id are required")
 	}
-	var b [8]byte
-	if _, err := io.ReadFull(r.c.Rand, b[:]); err != nil {
-		return Declaration{}, fmt.Errorf("provenance id: %w", err)
+	id, err := r.newID("prov-", "provenance id")
+	if err != nil {
+		return Declaration{}, err
 	}
-	d := Declaration{ID: "prov-" + hex.EncodeToString(b[:]), Declarer: r.c.NodeID, Model: req.Model, Version: req.Version,
+	d := Declaration{ID: id, Declarer: r.c.NodeID, Model: req.Model, Version: req.Version,
 		Use: req.Use, Declared: r.c.Now().UTC().Truncate(time.Millisecond)}
 	byProvider := map[string][]DeclaredRelease{}
 	for _, id := range slices.Compact(slices.Sorted(slices.Values(req.Releases))) {

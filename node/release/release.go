@@ -467,7 +467,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 	}
 
 	rel := &Release{Agreement: a.ID, Recipient: a.Recipient, Purpose: string(a.Purpose), Created: r.c.Now().UTC()}
-	rel.ID, err = r.newID()
+	rel.ID, err = r.newID("rel-", "release id")
 	if err != nil {
 		return nil, err
 	}
@@ -766,12 +766,14 @@ func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spend
 	return nil, nil
 }
 
-func (r *Releaser) newID() (string, error) {
+// newID is prefix and 8 random bytes in hex: a release's or a provenance
+// declaration's id. what names it in an error.
+func (r *Releaser) newID(prefix, what string) (string, error) {
 	var b [8]byte
 	if _, err := io.ReadFull(r.c.Rand, b[:]); err != nil {
-		return "", fmt.Errorf("release id: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	return "rel-" + hex.EncodeToString(b[:]), nil
+	return prefix + hex.EncodeToString(b[:]), nil
 }
 
 // releasable lists the fields of rows that a synthetic release may carry:
