@@ -199,7 +199,7 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 	lines := make([][]byte, len(rows))
 	for i, r := range rows {
 		var err error
-		if lines[i], err = releaseLine(typ, r.Fields); err != nil {
+		if lines[i], err = ReleaseLine(typ, r.Fields); err != nil {
 			return nil, err
 		}
 	}
@@ -231,9 +231,10 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 	return s.sl.eids, err
 }
 
-// releaseLine writes one release row as a wire line: its type, then its
-// fields in name order.
-func releaseLine(typ string, fields map[string]any) ([]byte, error) {
+// ReleaseLine writes one release row of type typ as the wire line
+// SendRelease sends, without its newline (what a release's digest
+// covers): its type, then its fields in name order.
+func ReleaseLine(typ string, fields map[string]any) ([]byte, error) {
 	names := slices.Sorted(maps.Keys(fields))
 	line := appendWireType(nil, typ)
 	for _, name := range names {
@@ -261,7 +262,3 @@ func fieldList(fields map[string]any) string {
 	}
 	return string(b)
 }
-
-// ReleaseLine is the wire line SendRelease writes for one release row of
-// type typ, without its newline: what a release's digest covers.
-func ReleaseLine(typ string, fields map[string]any) ([]byte, error) { return releaseLine(typ, fields) }
