@@ -614,13 +614,16 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		}
 	}
 	rel.Report = report
+	// Each row's line is written once: the digest covers it, and
+	// SendRelease sends it as it is.
 	h := sha256.New()
 	for _, t := range types {
-		for _, row := range out[t] {
-			line, err := share.ReleaseLine(t, row.Fields)
+		for i := range out[t] {
+			line, err := share.ReleaseLine(t, out[t][i].Fields)
 			if err != nil {
 				return nil, err
 			}
+			out[t][i].Line = line
 			h.Write(line)
 			h.Write([]byte{'\n'})
 			rel.Records++

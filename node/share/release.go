@@ -183,6 +183,9 @@ type ReleaseRow struct {
 	Fields  map[string]any
 	Subject string // "" for a synthetic row
 	Level   schema.Level
+	// Line is the row's wire line (ReleaseLine of its type and Fields),
+	// when the caller has it already; nil: SendRelease writes it.
+	Line []byte
 }
 
 // SendRelease seals the rows of a release (node/release) under
@@ -198,6 +201,9 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 	}
 	lines := make([][]byte, len(rows))
 	for i, r := range rows {
+		if lines[i] = r.Line; lines[i] != nil {
+			continue
+		}
 		var err error
 		if lines[i], err = ReleaseLine(typ, r.Fields); err != nil {
 			return nil, err
