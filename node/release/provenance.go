@@ -330,19 +330,34 @@ type ModelUse struct {
 	Declared    time.Time `json:"declared"`
 }
 
-// usesOf lists the declared uses of a release, oldest first.
-func (r *Releaser) usesOf(ctx context.Context, release string) ([]ModelUse, error) {
-	return queryAll(ctx, r.c.DB.R, "read model uses", `SELECT p.id, p.declarer, p.model, p.version, p.use, p.declared_ms
-		FROM provenance_releases pr JOIN provenance p ON p.id = pr.provenance WHERE pr.release = ? ORDER BY p.declared_ms, p.id`, []any{release},
-		func(read func(...any) error) (ModelUse, error) {
-			var u ModelUse
+// usesOfSubject lists the declared uses of each release that included
+// the subject whose evidence hash is hash, by release, oldest first: one
+// query for all of them.
+func (r *Releaser) usesOfSubject(ctx context.Context, hash string) (map[string][]ModelUse, error) {
+	type use struct {
+		release string
+		ModelUse
+	}
+	all, err := queryAll(ctx, r.c.DB.R, "read model uses", `SELECT pr.release, p.id, p.declarer, p.model, p.version, p.use, p.declared_ms
+		FROM release_subjects s JOIN provenance_releases pr ON pr.release = s.release JOIN provenance p ON p.id = pr.provenance
+		WHERE s.subject = ? ORDER BY p.declared_ms, p.id`, []any{hash},
+		func(read func(...any) error) (use, error) {
+			var u use
 			var ms int64
-			if err := read(&u.Declaration, &u.Declarer, &u.Model, &u.Version, &u.Use, &ms); err != nil {
+			if err := read(&u.release, &u.Declaration, &u.Declarer, &u.Model, &u.Version, &u.Use, &ms); err != nil {
 				return u, err
 			}
 			u.Declared = time.UnixMilli(ms).UTC()
 			return u, nil
 		})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]ModelUse{}
+	for _, u := range all {
+		out[u.release] = append(out[u.release], u.ModelUse)
+	}
+	return out, nil
 }
 
 // Declarations lists the provenance declarations this node made or

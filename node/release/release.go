@@ -949,12 +949,12 @@ func (r *Releaser) ForSubject(ctx context.Context, hash string) ([]Inclusion, er
 	if err != nil {
 		return nil, err
 	}
+	uses, err := r.usesOfSubject(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
 	for i := range out {
-		uses, err := r.usesOf(ctx, out[i].Release)
-		if err != nil {
-			return nil, err
-		}
-		out[i].ModelUses = append([]ModelUse{}, uses...)
+		out[i].ModelUses = append([]ModelUse{}, uses[out[i].Release]...)
 	}
 	return out, nil
 }
