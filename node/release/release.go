@@ -702,12 +702,7 @@ func typesOr(types []string, a *policy.Agreement) []string {
 	if len(types) > 0 {
 		return types
 	}
-	var out []string
-	for t := range a.RecordTypes {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(a.RecordTypes))
 }
 
 // refusalOf names the refusal of a release whose records were denied by
