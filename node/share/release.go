@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/policy"
@@ -258,13 +259,8 @@ func appendWireType(dst []byte, typ string) []byte {
 	return schema.AppendJSONString(append(dst, `{"type":`...), typ)
 }
 
+// fieldList is the names of fields, sorted, comma-separated: the fields
+// of a delivery.
 func fieldList(fields map[string]any) string {
-	var b []byte
-	for i, name := range slices.Sorted(maps.Keys(fields)) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, name...)
-	}
-	return string(b)
+	return strings.Join(slices.Sorted(maps.Keys(fields)), ",")
 }
