@@ -229,10 +229,7 @@ func (c *Catalogue) sizeWith(ctx context.Context, o *Offer) (int, error) {
 	m := Message{Publisher: c.c.NodeID, Published: now}
 	rows := Rows{Noised: 1 << 40, Day: day(now), Mechanism: Mechanism, Sigma2: Sigma2, Rho: RhoPerDraw} // the widest figure
 	add := func(o *Offer, at time.Time) {
-		m.Datasets = append(m.Datasets, Dataset{ID: o.ID, Publisher: c.c.NodeID, Institution: c.c.Institution, Title: o.Title,
-			Description: o.Description, Language: cmp.Or(o.Language, "en"), RecordTypes: o.RecordTypes, Fields: o.fields(c.c.Std),
-			Level: schema.CORE.String(), Standard: c.c.Std.Ref(), Rows: rows, Purposes: o.Purposes, Licence: o.Licence,
-			RetentionDays: o.RetentionDays, Contact: o.Contact, Keywords: o.Keywords, Updated: at, Endpoint: c.c.Endpoint})
+		m.Datasets = append(m.Datasets, c.describe(o, o.fields(c.c.Std), schema.CORE, rows, at))
 	}
 	for i, old := range offers {
 		if old.ID != o.ID {
@@ -339,10 +336,16 @@ func (c *Catalogue) dataset(ctx context.Context, o *Offer, updated time.Time) (D
 			level = l
 		}
 	}
+	return c.describe(o, fields, level, rows, updated), nil
+}
+
+// describe is offer o as this node publishes it, with fields (o's, as
+// the standard labels them), level, rows and updated.
+func (c *Catalogue) describe(o *Offer, fields []Field, level schema.Level, rows Rows, updated time.Time) Dataset {
 	return Dataset{ID: o.ID, Publisher: c.c.NodeID, Institution: c.c.Institution, Title: o.Title, Description: o.Description,
 		Language: cmp.Or(o.Language, "en"), RecordTypes: o.RecordTypes, Fields: fields, Level: level.String(), Standard: c.c.Std.Ref(),
 		Rows: rows, Purposes: o.Purposes, Licence: o.Licence, RetentionDays: o.RetentionDays, Contact: o.Contact,
-		Keywords: o.Keywords, Updated: updated, Endpoint: c.c.Endpoint}, nil
+		Keywords: o.Keywords, Updated: updated, Endpoint: c.c.Endpoint}
 }
 
 // drawKey names the count a dataset's noised row count is drawn for: the

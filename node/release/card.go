@@ -1,6 +1,7 @@
 package release
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -61,13 +62,13 @@ func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []
 		if d, ok := report.DP[t]; ok {
 			dp = &d
 		}
+		tr := risk[t]
 		for _, f := range a.RecordTypes[t] {
 			spec, ok := rt.Field(f)
 			if !ok {
 				continue
 			}
 			cf := CardField{Type: t, Name: f, Category: string(spec.Category), Level: spec.Level.String()}
-			tr := risk[t]
 			switch {
 			case spec.Level >= r.c.Rules.SensitiveLevel:
 				cf.Treatment = "removed: special category (sensitive level)"
@@ -92,10 +93,10 @@ func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []
 			}
 			c.Fields = append(c.Fields, cf)
 		}
-		sort.Slice(c.Fields, func(i, j int) bool {
-			return c.Fields[i].Type+"\x00"+c.Fields[i].Name < c.Fields[j].Type+"\x00"+c.Fields[j].Name
-		})
 	}
+	slices.SortFunc(c.Fields, func(x, y CardField) int {
+		return cmp.Or(strings.Compare(x.Type, y.Type), strings.Compare(x.Name, y.Name))
+	})
 	if rel.Method == MethodK {
 		c.Transformations = append(c.Transformations,
 			"direct identifiers removed, or replaced by a token for this recipient where the agreement asks for one",

@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/big"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"time"
 
@@ -172,8 +171,11 @@ func synthesise(rows []map[string]any, rt *schema.RecordType, fields []string, e
 	dp := DP{Delta: delta}
 	type marginal struct {
 		field  string
+		date   bool // a date field: counted by its year
 		domain []string
+		index  map[string]int // value → its first cell in domain
 		counts []int64
+		sum    int64 // of counts, once noised
 	}
 	var ms []marginal
 	for _, f := range fields {
@@ -186,7 +188,13 @@ func synthesise(rows []map[string]any, rt *schema.RecordType, fields []string, e
 			dp.Dropped = append(dp.Dropped, f)
 			continue
 		}
-		ms = append(ms, marginal{field: f, domain: d, counts: make([]int64, len(d))})
+		index := make(map[string]int, len(d))
+		for k, v := range d {
+			if _, ok := index[v]; !ok {
+				index[v] = k
+			}
+		}
+		ms = append(ms, marginal{field: f, date: spec.Kind == schema.KindDate, domain: d, index: index, counts: make([]int64, len(d))})
 	}
 	if len(ms) == 0 {
 		return nil, dp, errors.New("no released field has a public domain: nothing to synthesise (RELEASES.md §4)")
@@ -194,10 +202,10 @@ func synthesise(rows []map[string]any, rt *schema.RecordType, fields []string, e
 	for _, r := range rows {
 		for i := range ms {
 			v := valueString(r[ms[i].field])
-			if spec, _ := rt.Field(ms[i].field); spec.Kind == schema.KindDate && len(v) >= 4 {
+			if ms[i].date && len(v) >= 4 {
 				v = v[:4]
 			}
-			if k := slices.Index(ms[i].domain, v); k >= 0 {
+			if k, ok := ms[i].index[v]; ok {
 				ms[i].counts[k]++
 			}
 		}
@@ -228,20 +236,17 @@ func synthesise(rows []map[string]any, rt *schema.RecordType, fields []string, e
 				return nil, dp, err
 			}
 			ms[i].counts[k] = max(v, 0)
+			ms[i].sum += ms[i].counts[k]
 		}
 	}
 	out := make([]map[string]any, 0, total)
 	for range total {
 		row := map[string]any{}
 		for _, m := range ms {
-			var sum int64
-			for _, c := range m.counts {
-				sum += c
-			}
-			if sum == 0 {
+			if m.sum == 0 {
 				continue // every cell noised to nothing: the field stays out of the row
 			}
-			pick := draw.Int64N(sum)
+			pick := draw.Int64N(m.sum)
 			for k, c := range m.counts {
 				if pick < c {
 					row[m.field] = m.domain[k]

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"time"
@@ -186,11 +185,11 @@ func (r *Releaser) Declare(ctx context.Context, req DeclareRequest) (Declaration
 	if req.Model == "" || req.Version == "" || len(req.Releases) == 0 || len(req.Model) > 128 || len(req.Version) > 64 {
 		return Declaration{}, errors.New("provenance: a model name (≤ 128 bytes), a version (≤ 64) and at least one release id are required")
 	}
-	var b [8]byte
-	if _, err := io.ReadFull(r.c.Rand, b[:]); err != nil {
-		return Declaration{}, fmt.Errorf("provenance id: %w", err)
+	id, err := r.newID("prov-", "provenance id")
+	if err != nil {
+		return Declaration{}, err
 	}
-	d := Declaration{ID: "prov-" + hex.EncodeToString(b[:]), Declarer: r.c.NodeID, Model: req.Model, Version: req.Version,
+	d := Declaration{ID: id, Declarer: r.c.NodeID, Model: req.Model, Version: req.Version,
 		Use: req.Use, Declared: r.c.Now().UTC().Truncate(time.Millisecond)}
 	byProvider := map[string][]DeclaredRelease{}
 	for _, id := range slices.Compact(slices.Sorted(slices.Values(req.Releases))) {
@@ -331,19 +330,34 @@ type ModelUse struct {
 	Declared    time.Time `json:"declared"`
 }
 
-// usesOf lists the declared uses of a release, oldest first.
-func (r *Releaser) usesOf(ctx context.Context, release string) ([]ModelUse, error) {
-	return queryAll(ctx, r.c.DB.R, "read model uses", `SELECT p.id, p.declarer, p.model, p.version, p.use, p.declared_ms
-		FROM provenance_releases pr JOIN provenance p ON p.id = pr.provenance WHERE pr.release = ? ORDER BY p.declared_ms, p.id`, []any{release},
-		func(read func(...any) error) (ModelUse, error) {
-			var u ModelUse
+// usesOfSubject lists the declared uses of each release that included
+// the subject whose evidence hash is hash, by release, oldest first: one
+// query for all of them.
+func (r *Releaser) usesOfSubject(ctx context.Context, hash string) (map[string][]ModelUse, error) {
+	type use struct {
+		release string
+		ModelUse
+	}
+	all, err := queryAll(ctx, r.c.DB.R, "read model uses", `SELECT pr.release, p.id, p.declarer, p.model, p.version, p.use, p.declared_ms
+		FROM release_subjects s JOIN provenance_releases pr ON pr.release = s.release JOIN provenance p ON p.id = pr.provenance
+		WHERE s.subject = ? ORDER BY p.declared_ms, p.id`, []any{hash},
+		func(read func(...any) error) (use, error) {
+			var u use
 			var ms int64
-			if err := read(&u.Declaration, &u.Declarer, &u.Model, &u.Version, &u.Use, &ms); err != nil {
+			if err := read(&u.release, &u.Declaration, &u.Declarer, &u.Model, &u.Version, &u.Use, &ms); err != nil {
 				return u, err
 			}
 			u.Declared = time.UnixMilli(ms).UTC()
 			return u, nil
 		})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]ModelUse{}
+	for _, u := range all {
+		out[u.release] = append(out[u.release], u.ModelUse)
+	}
+	return out, nil
 }
 
 // Declarations lists the provenance declarations this node made or

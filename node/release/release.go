@@ -467,7 +467,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 	}
 
 	rel := &Release{Agreement: a.ID, Recipient: a.Recipient, Purpose: string(a.Purpose), Created: r.c.Now().UTC()}
-	rel.ID, err = r.newID()
+	rel.ID, err = r.newID("rel-", "release id")
 	if err != nil {
 		return nil, err
 	}
@@ -579,9 +579,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 				sourceN += len(s.rows)
 			}
 		}
-		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, "nothing was produced", func(pop string) (float64, error) {
-			return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
-		}); err != nil {
+		if ref, err := r.budgetRefusal(ctx, a, planned, sourceN, "nothing was produced"); err != nil {
 			return nil, fmt.Errorf("release: privacy budget: %w", err)
 		} else if ref != nil {
 			return nil, r.refuse(ctx, a, ref)
@@ -616,13 +614,16 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		}
 	}
 	rel.Report = report
+	// Each row's line is written once: the digest covers it, and
+	// SendRelease sends it as it is.
 	h := sha256.New()
 	for _, t := range types {
-		for _, row := range out[t] {
-			line, err := share.ReleaseLine(t, row.Fields)
+		for i := range out[t] {
+			line, err := share.ReleaseLine(t, out[t][i].Fields)
 			if err != nil {
 				return nil, err
 			}
+			out[t][i].Line = line
 			h.Write(line)
 			h.Write([]byte{'\n'})
 			rel.Records++
@@ -643,9 +644,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		if errors.Is(err, privacy.ErrBudgetExceeded) || errors.Is(err, privacy.ErrNoBudget) {
 			// Another release or aggregate round spent the budget since
 			// the check: refused now, nothing recorded or sent.
-			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, "spent meanwhile by another release or an aggregate round: the release is neither recorded nor sent", func(pop string) (float64, error) {
-				return r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
-			})
+			ref, rerr := r.budgetRefusal(ctx, a, spends, sourceN, "spent meanwhile by another release or an aggregate round: the release is neither recorded nor sent")
 			if ref == nil {
 				ref = &Refusal{Rule: RuleBudget, Reason: ReasonBudget, Clause: clauseBudget, Records: sourceN,
 					Detail: err.Error() + ": nothing was sent"}
@@ -703,12 +702,7 @@ func typesOr(types []string, a *policy.Agreement) []string {
 	if len(types) > 0 {
 		return types
 	}
-	var out []string
-	for t := range a.RecordTypes {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(a.RecordTypes))
 }
 
 // refusalOf names the refusal of a release whose records were denied by
@@ -751,13 +745,12 @@ func (r *Releaser) refuse(ctx context.Context, a *policy.Agreement, ref *Refusal
 }
 
 // budgetRefusal is the refusal of a DP release whose ρ per population
-// (spends) does not fit what left says is left of the recipient's account
-// this calendar year, or nil when every spend fits. records is the number
-// of source records the release would be made from.
-func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int, outcome string,
-	left func(population string) (float64, error)) (*Refusal, error) {
+// (spends) does not fit what is left of the recipient's account this
+// calendar year (Budget.BudgetLeft), or nil when every spend fits. records
+// is the number of source records the release would be made from.
+func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spends map[string]float64, records int, outcome string) (*Refusal, error) {
 	for _, pop := range slices.Sorted(maps.Keys(spends)) {
-		l, err := left(pop)
+		l, err := r.c.Budget.BudgetLeft(ctx, a.Recipient, pop)
 		if err != nil {
 			return nil, err
 		}
@@ -771,12 +764,14 @@ func (r *Releaser) budgetRefusal(ctx context.Context, a *policy.Agreement, spend
 	return nil, nil
 }
 
-func (r *Releaser) newID() (string, error) {
+// newID is prefix and 8 random bytes in hex: a release's or a provenance
+// declaration's id. what names it in an error.
+func (r *Releaser) newID(prefix, what string) (string, error) {
 	var b [8]byte
 	if _, err := io.ReadFull(r.c.Rand, b[:]); err != nil {
-		return "", fmt.Errorf("release id: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	return "rel-" + hex.EncodeToString(b[:]), nil
+	return prefix + hex.EncodeToString(b[:]), nil
 }
 
 // releasable lists the fields of rows that a synthetic release may carry:
@@ -949,12 +944,12 @@ func (r *Releaser) ForSubject(ctx context.Context, hash string) ([]Inclusion, er
 	if err != nil {
 		return nil, err
 	}
+	uses, err := r.usesOfSubject(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
 	for i := range out {
-		uses, err := r.usesOf(ctx, out[i].Release)
-		if err != nil {
-			return nil, err
-		}
-		out[i].ModelUses = append([]ModelUse{}, uses...)
+		out[i].ModelUses = append([]ModelUse{}, uses[out[i].Release]...)
 	}
 	return out, nil
 }

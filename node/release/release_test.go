@@ -172,3 +172,19 @@ func TestAnonymisePersons(t *testing.T) {
 		t.Errorf("unique before %d (want 5: the lone student's records), after %d (want 0)", a.before.Unique, a.after.Unique)
 	}
 }
+
+// BenchmarkSynthesise reports the source rows a synthetic table of birth
+// dates and genders is made from per second, 20 000 rows, ε = 1.
+func BenchmarkSynthesise(b *testing.B) {
+	rt, _ := schema.Default().Type("student")
+	rows := people(rand.New(rand.NewPCG(9, 10)), 20000)
+	now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	s := privacy.NewSampler(rand.NewChaCha8([32]byte{11}))
+	draw := rand.New(rand.NewChaCha8([32]byte{12}))
+	for b.Loop() {
+		if _, _, err := synthesise(rows, rt, []string{"birth_date", "gender"}, 1, 1e-6, s, draw, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}

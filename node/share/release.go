@@ -10,6 +10,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/policy"
@@ -183,6 +184,9 @@ type ReleaseRow struct {
 	Fields  map[string]any
 	Subject string // "" for a synthetic row
 	Level   schema.Level
+	// Line is the row's wire line (ReleaseLine of its type and Fields),
+	// when the caller has it already; nil: SendRelease writes it.
+	Line []byte
 }
 
 // SendRelease seals the rows of a release (node/release) under
@@ -198,8 +202,11 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 	}
 	lines := make([][]byte, len(rows))
 	for i, r := range rows {
+		if lines[i] = r.Line; lines[i] != nil {
+			continue
+		}
 		var err error
-		if lines[i], err = releaseLine(typ, r.Fields); err != nil {
+		if lines[i], err = ReleaseLine(typ, r.Fields); err != nil {
 			return nil, err
 		}
 	}
@@ -231,9 +238,10 @@ func (n *Sharer) SendRelease(ctx context.Context, agreementID, typ string, rows 
 	return s.sl.eids, err
 }
 
-// releaseLine writes one release row as a wire line: its type, then its
-// fields in name order.
-func releaseLine(typ string, fields map[string]any) ([]byte, error) {
+// ReleaseLine writes one release row of type typ as the wire line
+// SendRelease sends, without its newline (what a release's digest
+// covers): its type, then its fields in name order.
+func ReleaseLine(typ string, fields map[string]any) ([]byte, error) {
 	names := slices.Sorted(maps.Keys(fields))
 	line := appendWireType(nil, typ)
 	for _, name := range names {
@@ -251,17 +259,8 @@ func appendWireType(dst []byte, typ string) []byte {
 	return schema.AppendJSONString(append(dst, `{"type":`...), typ)
 }
 
+// fieldList is the names of fields, sorted, comma-separated: the fields
+// of a delivery.
 func fieldList(fields map[string]any) string {
-	var b []byte
-	for i, name := range slices.Sorted(maps.Keys(fields)) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, name...)
-	}
-	return string(b)
+	return strings.Join(slices.Sorted(maps.Keys(fields)), ",")
 }
-
-// ReleaseLine is the wire line SendRelease writes for one release row of
-// type typ, without its newline: what a release's digest covers.
-func ReleaseLine(typ string, fields map[string]any) ([]byte, error) { return releaseLine(typ, fields) }
