@@ -184,8 +184,7 @@ func (r *Receiver) dropRecovered(ctx context.Context, tx *sql.Tx, p *prepared, b
 	for line := range bytes.Lines(plain) {
 		sum := r.recordSum(h.Agreement, line)
 		var held int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM recovered WHERE sender = ? AND agreement = ? AND digest = ?`,
-			h.Sender, h.Agreement, sum[:]).Scan(&held); err != nil {
+		if err := r.db.QueryRow(ctx, tx, qRecoveredRecord, h.Sender, h.Agreement, sum[:]).Scan(&held); err != nil {
 			return nil, 0, fmt.Errorf("check records sent before a restore: %w", err)
 		}
 		if held > 0 {
