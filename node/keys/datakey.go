@@ -178,6 +178,13 @@ func (k *DataKey) SealedPrefix() []byte {
 	return append(bytes.Clone(sealedMagic), id[:]...)
 }
 
+// NotCurrentSQL is an SQL condition on column that holds for a value not
+// sealed under the current key: in clear, or under a key being retired.
+func (k *DataKey) NotCurrentSQL(column string) string {
+	p := k.SealedPrefix()
+	return fmt.Sprintf("substr(%s, 1, %d) != x'%X'", column, len(p), p)
+}
+
 // ErrNoKeyFile is returned by Rotate for a key kept in no file.
 var ErrNoKeyFile = errors.New("data key: kept in no file, cannot be rotated")
 
