@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -250,7 +249,7 @@ func (k *DataKey) Retire(id string) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if hex.EncodeToString(k.cur.Load().id[:]) == strings.ToLower(id) {
+	if k.cur.Load().id == [4]byte(b) {
 		return fmt.Errorf("retire data key %s: it is the current key", id)
 	}
 	ring := maps.Clone(*k.ring.Load())
