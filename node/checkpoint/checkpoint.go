@@ -288,11 +288,10 @@ func (k *Keeper) KeepRecovered(ctx context.Context, tx *sql.Tx) error {
 func (k *Keeper) Recovered(ctx context.Context) error {
 	k.mu.Lock()
 	sc := k.space
-	k.mu.Unlock()
 	if sc == nil {
+		k.mu.Unlock()
 		return errors.New("not restored from an older copy: nothing to recover")
 	}
-	k.mu.Lock()
 	k.count = max(k.count, int64(sc.c.Count))
 	k.space = nil
 	k.mu.Unlock()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy"
 )
@@ -28,7 +27,7 @@ func (l *Ledger) SealLedger(ctx context.Context, progress func(int)) (int, error
 	}
 	scan := func(rows *sql.Rows) (r row, err error) { return r, rows.Scan(&r.id, &r.body) }
 	id := func(r row) any { return r.id }
-	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE id > ? AND `+notCurrent(l.dk, "body")+` ORDER BY id LIMIT 200`, "", id, scan,
+	consents, err := store.RewritePages(ctx, l.db, `SELECT id, body FROM consents WHERE id > ? AND `+l.dk.NotCurrentSQL("body")+` ORDER BY id LIMIT 200`, "", id, scan,
 		func(tx *sql.Tx, r row) error {
 			plain, err := l.dk.Open(nil, r.body, consentAAD(r.id))
 			if err != nil {
@@ -45,7 +44,7 @@ func (l *Ledger) SealLedger(ctx context.Context, progress func(int)) (int, error
 	if err != nil {
 		return consents, fmt.Errorf("seal the consent ledger: %w", err)
 	}
-	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE id > ? AND `+notCurrent(l.dk, "request")+` ORDER BY id LIMIT 200`, "", id, scan,
+	erasures, err := store.RewritePages(ctx, l.db, `SELECT id, request FROM erasures WHERE id > ? AND `+l.dk.NotCurrentSQL("request")+` ORDER BY id LIMIT 200`, "", id, scan,
 		func(tx *sql.Tx, r row) error {
 			plain, err := l.dk.Open(nil, r.body, erasureAAD(r.id))
 			if err != nil {
@@ -61,12 +60,6 @@ func (l *Ledger) SealLedger(ctx context.Context, progress func(int)) (int, error
 	return consents + erasures, nil
 }
 
-// notCurrent selects the rows whose column is not sealed under dk's
-// current key.
-func notCurrent(dk *keys.DataKey, column string) string {
-	return fmt.Sprintf("substr(%s, 1, 6) != x'%X'", column, dk.SealedPrefix())
-}
-
 // UnsealedLedger counts the consent records and erasure requests
 // SealLedger has yet to seal.
 func (l *Ledger) UnsealedLedger(ctx context.Context) (int, error) {
@@ -74,8 +67,8 @@ func (l *Ledger) UnsealedLedger(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	var k int
-	if err := l.db.R.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM consents WHERE `+notCurrent(l.dk, "body")+`)
-		+ (SELECT count(*) FROM erasures WHERE `+notCurrent(l.dk, "request")+`)`).Scan(&k); err != nil {
+	if err := l.db.R.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM consents WHERE `+l.dk.NotCurrentSQL("body")+`)
+		+ (SELECT count(*) FROM erasures WHERE `+l.dk.NotCurrentSQL("request")+`)`).Scan(&k); err != nil {
 		return 0, fmt.Errorf("count consent records to seal: %w", err)
 	}
 	return k, nil

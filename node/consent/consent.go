@@ -313,6 +313,12 @@ func (l *Ledger) Withdraw(ctx context.Context, id string) (WithdrawResult, error
 	return res, err
 }
 
+// recipientToken is the subject's token at recipient: how the records
+// shared with it, and the erasure requests sent to it, name the subject.
+func (l *Ledger) recipientToken(recipient, subject string) string {
+	return crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), subject)
+}
+
 // requestErasure queues a signed erasure request to recipient inside tx.
 func (l *Ledger) requestErasure(ctx context.Context, tx *sql.Tx, c policy.ConsentRecord, subject, recipient, agreement string, now time.Time) error {
 	cred, err := l.reg.Lookup(ctx, recipient)
@@ -329,7 +335,7 @@ func (l *Ledger) requestErasure(ctx context.Context, tx *sql.Tx, c policy.Consen
 	}
 	req := policy.ErasureRequest{
 		ID: "er-" + hex.EncodeToString(rid[:]), Provider: l.nodeID, Recipient: recipient,
-		Subject: crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), c.Subject),
+		Subject: l.recipientToken(recipient, c.Subject),
 		Purpose: c.Purpose, Agreement: agreement, Requested: now, Consent: c.ID,
 	}
 	if l.inClear != nil && l.inClear(ctx, agreement) {
@@ -474,7 +480,7 @@ func (l *Ledger) Relearn(ctx context.Context, id, recipient, token string) (Rele
 		return Relearnt{}, err
 	}
 	r := Relearnt{Held: true, Withdrawn: !c.Withdrawn.IsZero()}
-	want := crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), c.Subject)
+	want := l.recipientToken(recipient, c.Subject)
 	r.Matches = (len(c.Recipients) == 0 || slices.Contains(c.Recipients, recipient)) && hmac.Equal([]byte(want), []byte(token))
 	return r, nil
 }

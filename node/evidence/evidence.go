@@ -309,6 +309,7 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 	if len(after.Head) != sha256.Size {
 		return fmt.Errorf("recover evidence log: a checkpoint head of %d bytes", len(after.Head))
 	}
+	next, prev := seq+1, head
 	if after.Count <= seq {
 		// Nothing the space attests is lost: the checkpoint must be of
 		// this log, which goes on from its head.
@@ -321,23 +322,20 @@ func (l *Log) AppendRecovery(ctx context.Context, tx *sql.Tx, after Checkpoint, 
 				return fmt.Errorf("recover evidence log: it differs at entry %d from the checkpoint of it: it was rewritten, not restored from an older copy", after.Count)
 			}
 		}
-		if head == nil {
-			head = alg.genesis()
+		if prev == nil {
+			prev = alg.genesis()
 		}
-		if err := l.appendAt(ctx, tx, alg, seq+1, head, e); err != nil {
-			return err
+	} else {
+		detail := map[string]int{"lost_from": int(seq + 1), "lost_to": int(after.Count)}
+		for k, v := range e.Detail {
+			if _, ok := detail[k]; !ok {
+				detail[k] = v
+			}
 		}
-		l.frozen.Store(nil)
-		return nil
+		e.Detail = detail
+		next, prev = after.Count+1, after.Head
 	}
-	detail := map[string]int{"lost_from": int(seq + 1), "lost_to": int(after.Count)}
-	for k, v := range e.Detail {
-		if _, ok := detail[k]; !ok {
-			detail[k] = v
-		}
-	}
-	e.Detail = detail
-	if err := l.appendAt(ctx, tx, alg, after.Count+1, after.Head, e); err != nil {
+	if err := l.appendAt(ctx, tx, alg, next, prev, e); err != nil {
 		return err
 	}
 	l.frozen.Store(nil)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,11 +15,7 @@ import (
 func chain(t *testing.T, n int) *store.DB {
 	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "node.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openDB(t)
 	clock := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
 	log := evidence.New("uni-a", []byte("0123456789abcdef0123456789abcdef"), func() time.Time { return clock })
 	for i := 0; i < n; i++ {

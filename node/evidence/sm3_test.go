@@ -39,18 +39,6 @@ func openDB(t *testing.T) *store.DB {
 	return db
 }
 
-func rows(t *testing.T, db *store.DB) []evidence.Row {
-	t.Helper()
-	var out []evidence.Row
-	for r, err := range evidence.DBRows(context.Background(), db.R) {
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, r)
-	}
-	return out
-}
-
 // TestChainSM3: the log of a node on the GM/T suite hashes its chain with
 // SM3, starting from the SM3 genesis; it verifies, says so, and tampering
 // is caught as in a SHA-256 chain.
@@ -62,7 +50,7 @@ func TestChainSM3(t *testing.T) {
 	if err != nil || head.Count != 5 || head.Algorithm != "SM3" {
 		t.Fatalf("verify: %+v, %v; want 5 entries of an SM3 chain", head, err)
 	}
-	rs := rows(t, db)
+	rs := rowsOf(t, db)
 	g := crypto.SuiteSM2.NewHash()
 	g.Write([]byte("eduspace evidence chain v1 sm3"))
 	if !bytes.Equal(rs[0].PrevHash, g.Sum(nil)) {
@@ -124,7 +112,7 @@ func TestChainSM3OpenSSL(t *testing.T) {
 	db := openDB(t)
 	appendN(t, db, evidence.New("uni-a", []byte("key"), time.Now).UseDB(db).ForSuite(crypto.SuiteSM2), 3)
 	dir := t.TempDir()
-	for _, r := range rows(t, db) {
+	for _, r := range rowsOf(t, db) {
 		in := filepath.Join(dir, "link")
 		if err := os.WriteFile(in, append(bytes.Clone(r.PrevHash), r.Entry...), 0o600); err != nil {
 			t.Fatal(err)

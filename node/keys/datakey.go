@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -178,6 +177,13 @@ func (k *DataKey) SealedPrefix() []byte {
 	return append(bytes.Clone(sealedMagic), id[:]...)
 }
 
+// NotCurrentSQL is an SQL condition on column that holds for a value not
+// sealed under the current key: in clear, or under a key being retired.
+func (k *DataKey) NotCurrentSQL(column string) string {
+	p := k.SealedPrefix()
+	return fmt.Sprintf("substr(%s, 1, %d) != x'%X'", column, len(p), p)
+}
+
 // ErrNoKeyFile is returned by Rotate for a key kept in no file.
 var ErrNoKeyFile = errors.New("data key: kept in no file, cannot be rotated")
 
@@ -243,7 +249,7 @@ func (k *DataKey) Retire(id string) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if hex.EncodeToString(k.cur.Load().id[:]) == strings.ToLower(id) {
+	if k.cur.Load().id == [4]byte(b) {
 		return fmt.Errorf("retire data key %s: it is the current key", id)
 	}
 	ring := maps.Clone(*k.ring.Load())

@@ -21,13 +21,12 @@ const MaxAsk = 20_000
 
 // Awaiting is what a node restored from an older copy asks a peer about
 // (node/recovery): the ids of its envelopes of records to the peer that
-// await an answer (at most MaxAsk, Count all of them), and Known, the
-// highest sequence number it gave one the peer did not refuse: a copy
-// that sent before it was found out holds envelopes refused as replayed,
-// whose numbers the peer had seen under others.
+// await an answer (at most MaxAsk), and Known, the highest sequence
+// number it gave one the peer did not refuse: a copy that sent before it
+// was found out holds envelopes refused as replayed, whose numbers the
+// peer had seen under others.
 type Awaiting struct {
 	IDs   []string
-	Count int
 	Known int64
 }
 
@@ -35,8 +34,8 @@ type Awaiting struct {
 func (o *Outbox) AwaitingFrom(ctx context.Context, peer string) (Awaiting, error) {
 	var a Awaiting
 	var known sql.NullInt64
-	err := o.db.R.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE receipt_ms IS NULL), max(seq)
-		FROM outbox WHERE recipient = ? AND kind = ? AND refused IS NULL`, peer, crypto.KindRecords).Scan(&a.Count, &known)
+	err := o.db.R.QueryRowContext(ctx, `SELECT max(seq) FROM outbox WHERE recipient = ? AND kind = ? AND refused IS NULL`,
+		peer, crypto.KindRecords).Scan(&known)
 	if err != nil {
 		return Awaiting{}, fmt.Errorf("read outbox: %w", err)
 	}

@@ -64,7 +64,7 @@ func (r *Receiver) unsealed(ctx context.Context, table string, notCurrent func(*
 // receivedNotCurrent selects the received bodies not sealed under dk's
 // current key (an empty body, every record of it erased, stays empty).
 func receivedNotCurrent(dk *keys.DataKey) string {
-	return fmt.Sprintf("length(body) > 0 AND substr(body, 1, 6) != x'%X'", dk.SealedPrefix())
+	return "length(body) > 0 AND " + dk.NotCurrentSQL("body")
 }
 
 // UnsealedReceived counts the received bodies SealReceived has yet to
@@ -94,7 +94,7 @@ func (r *Receiver) SealErased(ctx context.Context, progress func(int)) (int, err
 // erasedNotCurrent selects the kept erasure requests not sealed under dk's
 // current key.
 func erasedNotCurrent(dk *keys.DataKey) string {
-	return fmt.Sprintf("body IS NOT NULL AND substr(body, 1, 6) != x'%X'", dk.SealedPrefix())
+	return "body IS NOT NULL AND " + dk.NotCurrentSQL("body")
 }
 
 // UnsealedErased counts the kept erasure requests SealErased has yet to

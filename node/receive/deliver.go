@@ -377,14 +377,15 @@ func (r *Receiver) queueRefusal(ctx context.Context, tx *sql.Tx, p *prepared, re
 
 // The statements of storeOne.
 var (
-	qInboxHas       = store.NewQuery(`SELECT count(*) FROM inbox WHERE envelope_id = ?`)
-	qInboxSeq       = store.NewQuery(`SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`)
-	qLastIn         = store.NewQuery(`SELECT coalesce(max(last), 0) FROM seq_in WHERE peer = ? AND kind = ?`)
-	qInsertInbox    = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms, legal_basis, standard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	qInsertReceived = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
-	qTombstoned     = store.NewQuery(`SELECT count(*) FROM tombstones WHERE sender = ? AND agreement = ? AND before_ms >= ?`)
-	qRecovered      = store.NewQuery(`SELECT count(*) FROM (SELECT 1 FROM recovered WHERE sender = ? AND agreement = ? LIMIT 1)`)
-	qLastInUpdate   = store.NewQuery(`INSERT INTO seq_in(peer, kind, last) VALUES (?, ?, ?)
+	qInboxHas        = store.NewQuery(`SELECT count(*) FROM inbox WHERE envelope_id = ?`)
+	qInboxSeq        = store.NewQuery(`SELECT count(*) FROM inbox WHERE sender = ? AND seq = ?`)
+	qLastIn          = store.NewQuery(`SELECT coalesce(max(last), 0) FROM seq_in WHERE peer = ? AND kind = ?`)
+	qInsertInbox     = store.NewQuery(`INSERT INTO inbox(envelope_id, sender, seq, agreement, purpose, record_type, records, created_ms, received_ms, legal_basis, standard) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertReceived  = store.NewQuery(`INSERT INTO received(envelope_id, type, records, body) VALUES (?, ?, ?, ?)`)
+	qTombstoned      = store.NewQuery(`SELECT count(*) FROM tombstones WHERE sender = ? AND agreement = ? AND before_ms >= ?`)
+	qRecovered       = store.NewQuery(`SELECT count(*) FROM (SELECT 1 FROM recovered WHERE sender = ? AND agreement = ? LIMIT 1)`)
+	qRecoveredRecord = store.NewQuery(`SELECT count(*) FROM recovered WHERE sender = ? AND agreement = ? AND digest = ?`)
+	qLastInUpdate    = store.NewQuery(`INSERT INTO seq_in(peer, kind, last) VALUES (?, ?, ?)
 		ON CONFLICT(peer, kind) DO UPDATE SET last = max(last, excluded.last)`)
 )
 

@@ -133,8 +133,7 @@ func (r *Receiver) RememberSent(ctx context.Context, sender string) (int, error)
 	now := r.now().UnixMilli()
 	err = r.db.Write(ctx, func(tx *sql.Tx) error {
 		for _, d := range sums {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO recovered(sender, agreement, digest, added_ms) VALUES (?, ?, ?, ?)
-				ON CONFLICT DO UPDATE SET added_ms = excluded.added_ms`, sender, d.agreement, d.sum[:], now); err != nil {
+			if _, err := r.db.Exec(ctx, tx, qRemember, sender, d.agreement, d.sum[:], now); err != nil {
 				return fmt.Errorf("keep record hashes: %w", err)
 			}
 		}
@@ -142,6 +141,10 @@ func (r *Receiver) RememberSent(ctx context.Context, sender string) (int, error)
 	})
 	return len(sums), err
 }
+
+// qRemember keeps one record's hash for RememberSent.
+var qRemember = store.NewQuery(`INSERT INTO recovered(sender, agreement, digest, added_ms) VALUES (?, ?, ?, ?)
+	ON CONFLICT DO UPDATE SET added_ms = excluded.added_ms`)
 
 // storedRecords is the NDJSON of a received body as stored.
 func (r *Receiver) storedRecords(eid string, body []byte) ([]byte, error) {
@@ -184,8 +187,7 @@ func (r *Receiver) dropRecovered(ctx context.Context, tx *sql.Tx, p *prepared, b
 	for line := range bytes.Lines(plain) {
 		sum := r.recordSum(h.Agreement, line)
 		var held int
-		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM recovered WHERE sender = ? AND agreement = ? AND digest = ?`,
-			h.Sender, h.Agreement, sum[:]).Scan(&held); err != nil {
+		if err := r.db.QueryRow(ctx, tx, qRecoveredRecord, h.Sender, h.Agreement, sum[:]).Scan(&held); err != nil {
 			return nil, 0, fmt.Errorf("check records sent before a restore: %w", err)
 		}
 		if held > 0 {

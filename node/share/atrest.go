@@ -98,8 +98,7 @@ func (n *Sharer) SealHeld(ctx context.Context, progress func(int)) (int, error) 
 // is not sealed under dk's current key. The two are sealed one after the
 // other, so a rotation may fall between them.
 func heldNotCurrent(dk *keys.DataKey) string {
-	p := fmt.Sprintf("x'%X'", dk.SealedPrefix())
-	return "(substr(body, 1, 6) != " + p + " OR labels IS NOT NULL AND substr(labels, 1, 6) != " + p + ")"
+	return "(" + dk.NotCurrentSQL("body") + " OR labels IS NOT NULL AND " + dk.NotCurrentSQL("labels") + ")"
 }
 
 // UnsealedHeld counts the held records SealHeld has yet to seal.

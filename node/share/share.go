@@ -312,23 +312,30 @@ func (n *Sharer) shareRows(ctx context.Context, agreementID string, since int64,
 				continue
 			}
 			if got = append(got, r); len(got) == page {
-				select {
-				case pages <- got:
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := sendPage(ctx, pages, got); err != nil {
+					return err
 				}
 				got = make([]heldRecord, 0, page)
 			}
 		}
 		if len(got) > 0 {
-			select {
-			case pages <- got:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := sendPage(ctx, pages, got); err != nil {
+				return err
 			}
 		}
 		return nil
 	})
+}
+
+// sendPage hands a page of held records to a run's deciders, or gives up
+// when ctx ends.
+func sendPage(ctx context.Context, pages chan<- []heldRecord, got []heldRecord) error {
+	select {
+	case pages <- got:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // sharedAmong are the records with ids from first to last that went out
@@ -519,10 +526,8 @@ func (s *shareRun) readHeld(ctx context.Context, typ string, since, after, upto 
 			return fmt.Errorf("share: read records: %w", err)
 		}
 		if len(got) > 0 {
-			select {
-			case pages <- got:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := sendPage(ctx, pages, got); err != nil {
+				return err
 			}
 		}
 		if len(got) < page {
