@@ -430,29 +430,50 @@ func joinRoundKey(sq *SignedQuery, round string) []byte {
 	return append(append(d[:], byte(len(round))), round...)
 }
 
-// cellIndex places a record in the cells of dims (valid under the
-// standard, as Validate checked): a grouping not listed falls in the
-// dimension's other cell.
-func (a *Aggregator) cellIndex(rec map[string]any, dims []Dimension) int {
-	cell := 0
-	for _, d := range dims {
-		j := len(d.Values)
-		if dim, ok := a.std.Dimension(d.Field); ok {
-			if k := slices.Index(d.Values, dim.Grouping(aggValue(rec[dim.Field]))); k >= 0 {
-				j = k
-			}
+// dimCells places records in the cells of a list of dimensions (valid under
+// the standard, as Validate checked): each dimension and the index of each
+// of its groupings are looked up once per table, not once per record.
+type dimCells struct {
+	dims  []*schema.Dimension
+	index []map[string]int // by grouping, per dimension
+}
+
+// newDimCells prepares dims for placing records.
+func (a *Aggregator) newDimCells(dims []Dimension) (dimCells, error) {
+	c := dimCells{dims: make([]*schema.Dimension, len(dims)), index: make([]map[string]int, len(dims))}
+	for i, d := range dims {
+		dim, ok := a.std.Dimension(d.Field)
+		if !ok {
+			return c, fmt.Errorf("dimension %s not declared", d.Field)
 		}
-		cell = cell*(len(d.Values)+1) + j
+		c.dims[i] = dim
+		c.index[i] = make(map[string]int, len(d.Values))
+		for j, v := range d.Values {
+			c.index[i][v] = j
+		}
+	}
+	return c, nil
+}
+
+// cell is the cell of a record: a grouping not listed falls in the
+// dimension's other cell.
+func (c dimCells) cell(rec map[string]any) int {
+	cell := 0
+	for i, dim := range c.dims {
+		j, ok := c.index[i][dim.Grouping(aggValue(rec[dim.Field]))]
+		if !ok {
+			j = len(c.index[i]) // other
+		}
+		cell = cell*(len(c.index[i])+1) + j
 	}
 	return cell
 }
 
-// inFilter reports whether a record's grouping is listed in every filter
-// dimension.
-func (a *Aggregator) inFilter(rec map[string]any, dims []Dimension) bool {
-	for _, d := range dims {
-		dim, ok := a.std.Dimension(d.Field)
-		if !ok || !slices.Contains(d.Values, dim.Grouping(aggValue(rec[dim.Field]))) {
+// listed reports whether a record's grouping is listed in every dimension
+// (a filter).
+func (c dimCells) listed(rec map[string]any) bool {
+	for i, dim := range c.dims {
+		if _, ok := c.index[i][dim.Grouping(aggValue(rec[dim.Field]))]; !ok {
 			return false
 		}
 	}
@@ -519,6 +540,14 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 	if err != nil {
 		return nil, nil, 0, err
 	}
+	filter, err := a.newDimCells(q.Join.Filter)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
+	}
+	groups, err := a.newDimCells(q.GroupBy)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
+	}
 	err = a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
 		if subject == "" {
 			return errors.New("a record without a data subject")
@@ -531,12 +560,11 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 		if _, done := cells[id]; done || id == "" {
 			return nil // one record per person: the first ingested
 		}
-		if !a.inFilter(rec, q.Join.Filter) {
+		if !filter.listed(rec) {
 			cells[id] = -1
 			return nil
 		}
-		c := a.cellIndex(rec, q.GroupBy)
-		cells[id] = c
+		cells[id] = groups.cell(rec)
 		return nil
 	})
 	if err != nil {
@@ -617,6 +645,10 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 	if err != nil {
 		return nil, err
 	}
+	groups, err := a.newDimCells(o.GroupBy)
+	if err != nil {
+		return nil, fmt.Errorf("joined outcome: %w", err)
+	}
 	err = a.scanRecords(ctx, o.RecordType, func(_ string, body []byte) error {
 		rec, ok := decodeRecord(body)
 		if !ok {
@@ -636,7 +668,7 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 			value = int64(math.Round(min(max(f, float64(o.Measure.Lower)), float64(o.Measure.Upper))))
 		}
 		per[subject]++
-		c := a.cellIndex(rec, o.GroupBy)
+		c := groups.cell(rec)
 		t, ok := tags[subject]
 		if !ok {
 			t = joinTag(digest, pn)
