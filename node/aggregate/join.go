@@ -927,6 +927,7 @@ func (a *Aggregator) joinReady(pr *partRound, u2 []string) bool {
 func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) error {
 	q := pr.q
 	pc, oc := q.cells(), q.outcomeCells()
+	sum := q.Join.Outcome.Measure.Kind == "sum"
 	x := make([]int64, q.vectorLen())
 	seen := map[[32]byte]bool{}
 	for _, p := range slices.Sorted(slices.Values(m.Members)) {
@@ -935,11 +936,6 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 		}
 		t := pr.tags[p]
 		badCells := 0
-		defer func() {
-			if badCells > 0 {
-				a.log.Warn("aggregate round: a join list names population cells the query lacks; not counted", "round", pr.id, "from", p, "entries", badCells)
-			}
-		}()
 		for i := range t.total {
 			data := t.chunks[i]
 			for k := 0; k+joinEntrySize <= len(data); k += joinEntrySize {
@@ -963,11 +959,14 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 				for _, e := range op.entries {
 					i := pc + pcell*oc + e.cell
 					x[i]++
-					if q.Join.Outcome.Measure.Kind == "sum" {
+					if sum {
 						x[i+pc*oc] += e.value
 					}
 				}
 			}
+		}
+		if badCells > 0 {
+			a.log.Warn("aggregate round: a join list names population cells the query lacks; not counted", "round", pr.id, "from", p, "entries", badCells)
 		}
 	}
 	pr.tags, pr.outcome = nil, nil
