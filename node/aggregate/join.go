@@ -929,7 +929,7 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 	pc, oc := q.cells(), q.outcomeCells()
 	sum := q.Join.Outcome.Measure.Kind == "sum"
 	x := make([]int64, q.vectorLen())
-	seen := map[[32]byte]bool{}
+	seen := map[[32]byte]bool{} // of this node's persons only: other tags are skipped anyway
 	for _, p := range slices.Sorted(slices.Values(m.Members)) {
 		if q.side(p) != "population" {
 			continue
@@ -941,14 +941,14 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 			for k := 0; k+joinEntrySize <= len(data); k += joinEntrySize {
 				var tag [32]byte
 				copy(tag[:], data[k:k+32])
-				if seen[tag] {
-					continue
-				}
-				seen[tag] = true
 				op := pr.outcome[tag]
 				if op == nil {
 					continue // not one of this node's persons: its cell stays masked
 				}
+				if seen[tag] {
+					continue
+				}
+				seen[tag] = true
 				pcell := int(binary.BigEndian.Uint32(data[k+32:]) ^ op.mask)
 				if pcell >= pc {
 					// Only a population participant that breaks the
