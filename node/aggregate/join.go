@@ -480,6 +480,8 @@ func (c dimCells) listed(rec map[string]any) bool {
 	return true
 }
 
+// decodeRecord decodes a record's body, numbers kept as json.Number; false
+// when it is not a JSON object.
 func decodeRecord(body []byte) (map[string]any, bool) {
 	var rec map[string]any
 	dec := json.NewDecoder(bytes.NewReader(body))

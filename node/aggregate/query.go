@@ -570,10 +570,8 @@ func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, err
 		if per[subject] >= q.ContributionBound {
 			return nil
 		}
-		var rec map[string]any
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		if err := dec.Decode(&rec); err != nil {
+		rec, ok := decodeRecord(body)
+		if !ok {
 			return nil // not a record this node wrote; never counted
 		}
 		var value int64
