@@ -19,12 +19,10 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-// The record type, its subject key and the identifier linkage reads.
+// The record type linkage reads, and the id_type of a resident id (its
+// fields are collect's rec).
 const (
 	recordType = "student"
-	subjectKey = "student_id"
-	idField    = "id_number"
-	idType     = "id_type"
 	residentID = "resident_id"
 )
 
