@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -278,7 +279,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 			}
 			if m.Type == msgRefusal {
 				reason := m.Reason
-				if !knownReason(reason) {
+				if !slices.Contains(Reasons, reason) {
 					reason = RefuseEvaluatorDown
 				}
 				return nil, rep, &RefusedError{Reason: reason}
@@ -320,15 +321,6 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	rep.Evaluated = len(out)
 	rep.Seconds = s.d.Now().Sub(start).Seconds()
 	return out, rep, nil
-}
-
-func knownReason(r string) bool {
-	for _, k := range Reasons {
-		if k == r {
-			return true
-		}
-	}
-	return false
 }
 
 // chunkSize is how many elements one proof covers and one request
