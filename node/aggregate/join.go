@@ -489,15 +489,6 @@ func decodeRecord(body []byte) (map[string]any, bool) {
 	return rec, dec.Decode(&rec) == nil
 }
 
-// subjectKey is the field naming the person of a record type.
-func (a *Aggregator) subjectKey(recordType string) (string, error) {
-	rt, ok := a.std.Type(recordType)
-	if !ok || rt.SubjectKey() == "" {
-		return "", fmt.Errorf("%q is not a record type about a person", recordType)
-	}
-	return rt.SubjectKey(), nil
-}
-
 // joinEpochAllowed checks, at a participant, the epoch of a joined
 // query's linkage against the time: this calendar year or the last one.
 // Each new epoch makes every participant link all its students again and
@@ -538,7 +529,7 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 	// Persons by subject key (the pseudonyms' key), each in the cell of
 	// its first record ingested; -1 outside the filter.
 	cells := map[string]int{}
-	sk, err := a.subjectKey(q.RecordType)
+	sk, err := a.PopulationOf(q.RecordType) // the subject key
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -643,7 +634,7 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 	per := map[string]int{}
 	out := outcomeRecords{}
 	tags := map[string][32]byte{}
-	sk, err := a.subjectKey(o.RecordType)
+	sk, err := a.PopulationOf(o.RecordType) // the subject key
 	if err != nil {
 		return nil, err
 	}
