@@ -181,16 +181,8 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	// People evaluated before under the same purpose, epoch and key are
 	// not asked for again: their pseudonyms are kept in memory.
 	ck := cacheKey{string(purpose), epoch, rep.KeyID}
-	cached := s.cache.get(ck)
-	todo := people[:0:0]
-	for _, p := range people {
-		if ps, ok := cached[p.id]; ok {
-			out[p.student] = ps
-			rep.Cached++
-		} else {
-			todo = append(todo, p)
-		}
-	}
+	todo := s.cache.known(ck, people, out)
+	rep.Cached = len(people) - len(todo)
 	people = todo
 	if len(people) == 0 {
 		rep.Evaluated = len(out)
