@@ -631,8 +631,9 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 		return nil, fmt.Errorf("joined outcome: %w", err)
 	}
 	o := q.Join.Outcome
-	per := map[string]int{}
 	out := outcomeRecords{}
+	// tags are the join tags by subject; a person's records counted are
+	// out[tag].entries.
 	tags := map[string][32]byte{}
 	sk, err := a.PopulationOf(o.RecordType) // the subject key
 	if err != nil {
@@ -649,7 +650,11 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 		}
 		subject := aggValue(rec[sk])
 		pn, ok := ps[subject]
-		if subject == "" || !ok || per[subject] >= q.ContributionBound {
+		if subject == "" || !ok {
+			return nil
+		}
+		t, seen := tags[subject]
+		if seen && len(out[t].entries) >= q.ContributionBound {
 			return nil
 		}
 		var value int64
@@ -660,10 +665,8 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 			}
 			value = int64(math.Round(min(max(f, float64(o.Measure.Lower)), float64(o.Measure.Upper))))
 		}
-		per[subject]++
 		c := groups.cell(rec)
-		t, ok := tags[subject]
-		if !ok {
+		if !seen {
 			t = joinTag(digest, pn)
 			tags[subject] = t
 			out[t] = &outcomePerson{mask: joinCellMask(digest, pn)}
