@@ -430,49 +430,63 @@ func joinRoundKey(sq *SignedQuery, round string) []byte {
 	return append(append(d[:], byte(len(round))), round...)
 }
 
-// cellIndex places a record in the cells of dims (valid under the
-// standard, as Validate checked): a grouping not listed falls in the
-// dimension's other cell.
-func (a *Aggregator) cellIndex(rec map[string]any, dims []Dimension) int {
-	cell := 0
-	for _, d := range dims {
-		j := len(d.Values)
-		if dim, ok := a.std.Dimension(d.Field); ok {
-			if k := slices.Index(d.Values, dim.Grouping(aggValue(rec[dim.Field]))); k >= 0 {
-				j = k
-			}
+// dimCells places records in the cells of a list of dimensions (valid under
+// the standard, as Validate checked): each dimension and the index of each
+// of its groupings are looked up once per table, not once per record.
+type dimCells struct {
+	dims  []*schema.Dimension
+	index []map[string]int // by grouping, per dimension
+}
+
+// newDimCells prepares dims for placing records.
+func (a *Aggregator) newDimCells(dims []Dimension) (dimCells, error) {
+	c := dimCells{dims: make([]*schema.Dimension, len(dims)), index: make([]map[string]int, len(dims))}
+	for i, d := range dims {
+		dim, ok := a.std.Dimension(d.Field)
+		if !ok {
+			return c, fmt.Errorf("dimension %s not declared", d.Field)
 		}
-		cell = cell*(len(d.Values)+1) + j
+		c.dims[i] = dim
+		c.index[i] = make(map[string]int, len(d.Values))
+		for j, v := range d.Values {
+			c.index[i][v] = j
+		}
+	}
+	return c, nil
+}
+
+// cell is the cell of a record: a grouping not listed falls in the
+// dimension's other cell.
+func (c dimCells) cell(rec map[string]any) int {
+	cell := 0
+	for i, dim := range c.dims {
+		j, ok := c.index[i][dim.Grouping(aggValue(rec[dim.Field]))]
+		if !ok {
+			j = len(c.index[i]) // other
+		}
+		cell = cell*(len(c.index[i])+1) + j
 	}
 	return cell
 }
 
-// inFilter reports whether a record's grouping is listed in every filter
-// dimension.
-func (a *Aggregator) inFilter(rec map[string]any, dims []Dimension) bool {
-	for _, d := range dims {
-		dim, ok := a.std.Dimension(d.Field)
-		if !ok || !slices.Contains(d.Values, dim.Grouping(aggValue(rec[dim.Field]))) {
+// listed reports whether a record's grouping is listed in every dimension
+// (a filter).
+func (c dimCells) listed(rec map[string]any) bool {
+	for i, dim := range c.dims {
+		if _, ok := c.index[i][dim.Grouping(aggValue(rec[dim.Field]))]; !ok {
 			return false
 		}
 	}
 	return true
 }
 
+// decodeRecord decodes a record's body, numbers kept as json.Number; false
+// when it is not a JSON object.
 func decodeRecord(body []byte) (map[string]any, bool) {
 	var rec map[string]any
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	return rec, dec.Decode(&rec) == nil
-}
-
-// subjectKey is the field naming the person of a record type.
-func (a *Aggregator) subjectKey(recordType string) (string, error) {
-	rt, ok := a.std.Type(recordType)
-	if !ok || rt.SubjectKey() == "" {
-		return "", fmt.Errorf("%q is not a record type about a person", recordType)
-	}
-	return rt.SubjectKey(), nil
 }
 
 // joinEpochAllowed checks, at a participant, the epoch of a joined
@@ -515,9 +529,17 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 	// Persons by subject key (the pseudonyms' key), each in the cell of
 	// its first record ingested; -1 outside the filter.
 	cells := map[string]int{}
-	sk, err := a.subjectKey(q.RecordType)
+	sk, err := a.PopulationOf(q.RecordType) // the subject key
 	if err != nil {
 		return nil, nil, 0, err
+	}
+	filter, err := a.newDimCells(q.Join.Filter)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
+	}
+	groups, err := a.newDimCells(q.GroupBy)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("joined population: %w", err)
 	}
 	err = a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
 		if subject == "" {
@@ -531,12 +553,11 @@ func (a *Aggregator) populationSide(ctx context.Context, q *Query, digest []byte
 		if _, done := cells[id]; done || id == "" {
 			return nil // one record per person: the first ingested
 		}
-		if !a.inFilter(rec, q.Join.Filter) {
+		if !filter.listed(rec) {
 			cells[id] = -1
 			return nil
 		}
-		c := a.cellIndex(rec, q.GroupBy)
-		cells[id] = c
+		cells[id] = groups.cell(rec)
 		return nil
 	})
 	if err != nil {
@@ -610,12 +631,17 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 		return nil, fmt.Errorf("joined outcome: %w", err)
 	}
 	o := q.Join.Outcome
-	per := map[string]int{}
 	out := outcomeRecords{}
+	// tags are the join tags by subject; a person's records counted are
+	// out[tag].entries.
 	tags := map[string][32]byte{}
-	sk, err := a.subjectKey(o.RecordType)
+	sk, err := a.PopulationOf(o.RecordType) // the subject key
 	if err != nil {
 		return nil, err
+	}
+	groups, err := a.newDimCells(o.GroupBy)
+	if err != nil {
+		return nil, fmt.Errorf("joined outcome: %w", err)
 	}
 	err = a.scanRecords(ctx, o.RecordType, func(_ string, body []byte) error {
 		rec, ok := decodeRecord(body)
@@ -624,7 +650,11 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 		}
 		subject := aggValue(rec[sk])
 		pn, ok := ps[subject]
-		if subject == "" || !ok || per[subject] >= q.ContributionBound {
+		if subject == "" || !ok {
+			return nil
+		}
+		t, seen := tags[subject]
+		if seen && len(out[t].entries) >= q.ContributionBound {
 			return nil
 		}
 		var value int64
@@ -635,10 +665,8 @@ func (a *Aggregator) outcomeSide(ctx context.Context, q *Query, digest []byte) (
 			}
 			value = int64(math.Round(min(max(f, float64(o.Measure.Lower)), float64(o.Measure.Upper))))
 		}
-		per[subject]++
-		c := a.cellIndex(rec, o.GroupBy)
-		t, ok := tags[subject]
-		if !ok {
+		c := groups.cell(rec)
+		if !seen {
 			t = joinTag(digest, pn)
 			tags[subject] = t
 			out[t] = &outcomePerson{mask: joinCellMask(digest, pn)}
@@ -895,32 +923,28 @@ func (a *Aggregator) joinReady(pr *partRound, u2 []string) bool {
 func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) error {
 	q := pr.q
 	pc, oc := q.cells(), q.outcomeCells()
+	sum := q.Join.Outcome.Measure.Kind == "sum"
 	x := make([]int64, q.vectorLen())
-	seen := map[[32]byte]bool{}
+	seen := map[[32]byte]bool{} // of this node's persons only: other tags are skipped anyway
 	for _, p := range slices.Sorted(slices.Values(m.Members)) {
 		if q.side(p) != "population" {
 			continue
 		}
 		t := pr.tags[p]
 		badCells := 0
-		defer func() {
-			if badCells > 0 {
-				a.log.Warn("aggregate round: a join list names population cells the query lacks; not counted", "round", pr.id, "from", p, "entries", badCells)
-			}
-		}()
 		for i := range t.total {
 			data := t.chunks[i]
 			for k := 0; k+joinEntrySize <= len(data); k += joinEntrySize {
 				var tag [32]byte
 				copy(tag[:], data[k:k+32])
-				if seen[tag] {
-					continue
-				}
-				seen[tag] = true
 				op := pr.outcome[tag]
 				if op == nil {
 					continue // not one of this node's persons: its cell stays masked
 				}
+				if seen[tag] {
+					continue
+				}
+				seen[tag] = true
 				pcell := int(binary.BigEndian.Uint32(data[k+32:]) ^ op.mask)
 				if pcell >= pc {
 					// Only a population participant that breaks the
@@ -931,11 +955,14 @@ func (a *Aggregator) outcomeMask(ctx context.Context, pr *partRound, m aggMsg) e
 				for _, e := range op.entries {
 					i := pc + pcell*oc + e.cell
 					x[i]++
-					if q.Join.Outcome.Measure.Kind == "sum" {
+					if sum {
 						x[i+pc*oc] += e.value
 					}
 				}
 			}
+		}
+		if badCells > 0 {
+			a.log.Warn("aggregate round: a join list names population cells the query lacks; not counted", "round", pr.id, "from", p, "entries", badCells)
 		}
 	}
 	pr.tags, pr.outcome = nil, nil

@@ -558,31 +558,20 @@ func (p aggPlan) noise(s *privacy.Sampler, vecLen int) ([]int64, error) {
 func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, error) {
 	cells := q.cells()
 	x := make([]int64, q.vectorLen())
-	index := make([]map[string]int, len(q.GroupBy))
-	dims := make([]*schema.Dimension, len(q.GroupBy))
-	for i, d := range q.GroupBy {
-		dim, ok := a.std.Dimension(d.Field)
-		if !ok {
-			return nil, fmt.Errorf("aggregate table: dimension %s not declared", d.Field)
-		}
-		dims[i] = dim
-		index[i] = make(map[string]int, len(d.Values))
-		for j, v := range d.Values {
-			index[i][v] = j
-		}
+	groups, err := a.newDimCells(q.GroupBy)
+	if err != nil {
+		return nil, fmt.Errorf("aggregate table: %w", err)
 	}
 	per := map[string]int{}
-	err := a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
+	err = a.scanRecords(ctx, q.RecordType, func(subject string, body []byte) error {
 		if subject == "" {
 			return errors.New("a record without a data subject: its contribution cannot be bounded")
 		}
 		if per[subject] >= q.ContributionBound {
 			return nil
 		}
-		var rec map[string]any
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		if err := dec.Decode(&rec); err != nil {
+		rec, ok := decodeRecord(body)
+		if !ok {
 			return nil // not a record this node wrote; never counted
 		}
 		var value int64
@@ -595,15 +584,7 @@ func (a *Aggregator) aggregateTable(ctx context.Context, q *Query) ([]int64, err
 			value = int64(f)
 		}
 		per[subject]++
-		cell := 0
-		for i, d := range q.GroupBy {
-			v := dims[i].Grouping(aggValue(rec[dims[i].Field]))
-			j, ok := index[i][v]
-			if !ok {
-				j = len(d.Values) // other
-			}
-			cell = cell*(len(d.Values)+1) + j
-		}
+		cell := groups.cell(rec)
 		x[cell]++
 		if q.Measure.Kind == "sum" {
 			x[cells+cell] += value

@@ -1149,15 +1149,21 @@ func (a *Aggregator) storeLedger(ctx context.Context, tx *sql.Tx, l *privacy.Led
 // budgetAllows reports whether rho fits in what is left of the account in
 // window, which starts at DefaultPrivacyBudget when none was set.
 func (a *Aggregator) budgetAllows(ctx context.Context, recipient, population, window string, rho float64) (bool, error) {
+	left, err := a.budgetLeftIn(ctx, recipient, population, window)
+	return rho <= left, err
+}
+
+// budgetLeftIn is the ρ left of recipient's account for population in
+// window: DefaultPrivacyBudget when no budget was set.
+func (a *Aggregator) budgetLeftIn(ctx context.Context, recipient, population, window string) (float64, error) {
 	l, err := a.loadLedger(ctx, a.db.R)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
-	left := DefaultPrivacyBudget
-	if l.HasBudget(recipient, population) {
-		left = l.Remaining(recipient, population, window)
+	if !l.HasBudget(recipient, population) {
+		return DefaultPrivacyBudget, nil
 	}
-	return rho <= left, nil
+	return l.Remaining(recipient, population, window), nil
 }
 
 // spendTx debits rho in window inside tx, opening the account at
@@ -1184,14 +1190,7 @@ func (a *Aggregator) spendTx(ctx context.Context, tx *sql.Tx, recipient, populat
 // differentially private releases to (wired by node/node.go), so that a
 // recipient's releases and aggregate rounds draw on one budget.
 func (a *Aggregator) BudgetLeft(ctx context.Context, recipient, population string) (float64, error) {
-	l, err := a.loadLedger(ctx, a.db.R)
-	if err != nil {
-		return 0, err
-	}
-	if !l.HasBudget(recipient, population) {
-		return DefaultPrivacyBudget, nil
-	}
-	return l.Remaining(recipient, population, budgetWindow(a.now())), nil
+	return a.budgetLeftIn(ctx, recipient, population, budgetWindow(a.now()))
 }
 
 // SpendBudget debits rho from recipient's account for population in the

@@ -25,21 +25,27 @@ type cacheSet struct {
 	used uint64
 }
 
-// get returns a copy of the set for k (nil when none).
-func (c *pseudonymCache) get(k cacheKey) map[string][32]byte {
+// known puts in out, by student, the pseudonyms the set for k holds of
+// people, and returns the people it holds none of. It looks each person up
+// under the lock rather than copying the set.
+func (c *pseudonymCache) known(k cacheKey, people []person, out map[string][32]byte) []person {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	set := c.sets[k]
 	if set == nil {
-		return nil
+		return people
 	}
 	c.tick++
 	set.used = c.tick
-	out := make(map[string][32]byte, len(set.byID))
-	for id, p := range set.byID {
-		out[id] = p
+	todo := people[:0:0]
+	for _, p := range people {
+		if ps, ok := set.byID[p.id]; ok {
+			out[p.student] = ps
+		} else {
+			todo = append(todo, p)
+		}
 	}
-	return out
+	return todo
 }
 
 // add puts fresh pseudonyms in the set for k, dropping the set used

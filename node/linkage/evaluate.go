@@ -207,8 +207,9 @@ func (s *Service) limitRefusal(u usage, m message, k int) string {
 // refuseRequest answers m with a refusal, counted and in evidence.
 func (s *Service) refuseRequest(ctx context.Context, sender *crypto.Credential, m message, reason string) error {
 	to := sender.CurrentKEMKey()
-	body, err := json.Marshal(message{V: 1, Type: msgRefusal, Request: m.Request, Chunk: m.Chunk, Chunks: m.Chunks,
-		Purpose: m.Purpose, Epoch: m.Epoch, KeyID: m.KeyID, Reason: reason})
+	ref := message{V: 1, Type: msgRefusal, Request: m.Request, Chunk: m.Chunk, Chunks: m.Chunks,
+		Purpose: m.Purpose, Epoch: m.Epoch, KeyID: m.KeyID, Reason: reason}
+	body, err := json.Marshal(ref)
 	if err != nil {
 		return err
 	}
@@ -239,10 +240,7 @@ func (s *Service) refuseRequest(ctx context.Context, sender *crypto.Credential, 
 	}
 	s.m.Refused.WithLabelValues(reason).Inc()
 	if local {
-		var ans message
-		if err := json.Unmarshal(body, &ans); err == nil {
-			s.deliverLocal(ans)
-		}
+		s.deliverLocal(ref)
 		return nil
 	}
 	s.d.WakeRelay()

@@ -349,7 +349,7 @@ func forParts(n int, fn func(p int) error) error {
 	return errors.Join(errs...)
 }
 
-// validPurpose checks a purpose and an epoch.
+// validPurposeEpoch checks a purpose and an epoch.
 func validPurposeEpoch(purpose policy.Purpose, epoch string) error {
 	if !purpose.Valid() {
 		return fmt.Errorf("purpose %q is not one of the space's purposes (policy.Purpose)", purpose)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -19,12 +20,10 @@ import (
 	"github.com/eduspace/eduspace/schema"
 )
 
-// The record type, its subject key and the identifier linkage reads.
+// The record type linkage reads, and the id_type of a resident id (its
+// fields are collect's rec).
 const (
 	recordType = "student"
-	subjectKey = "student_id"
-	idField    = "id_number"
-	idType     = "id_type"
 	residentID = "resident_id"
 )
 
@@ -182,16 +181,8 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	// People evaluated before under the same purpose, epoch and key are
 	// not asked for again: their pseudonyms are kept in memory.
 	ck := cacheKey{string(purpose), epoch, rep.KeyID}
-	cached := s.cache.get(ck)
-	todo := people[:0:0]
-	for _, p := range people {
-		if ps, ok := cached[p.id]; ok {
-			out[p.student] = ps
-			rep.Cached++
-		} else {
-			todo = append(todo, p)
-		}
-	}
+	todo := s.cache.known(ck, people, out)
+	rep.Cached = len(people) - len(todo)
 	people = todo
 	if len(people) == 0 {
 		rep.Evaluated = len(out)
@@ -280,7 +271,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 			}
 			if m.Type == msgRefusal {
 				reason := m.Reason
-				if !knownReason(reason) {
+				if !slices.Contains(Reasons, reason) {
 					reason = RefuseEvaluatorDown
 				}
 				return nil, rep, &RefusedError{Reason: reason}
@@ -322,15 +313,6 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	rep.Evaluated = len(out)
 	rep.Seconds = s.d.Now().Sub(start).Seconds()
 	return out, rep, nil
-}
-
-func knownReason(r string) bool {
-	for _, k := range Reasons {
-		if k == r {
-			return true
-		}
-	}
-	return false
 }
 
 // chunkSize is how many elements one proof covers and one request

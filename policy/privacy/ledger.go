@@ -139,6 +139,14 @@ func (l *Ledger) newestSpent(k popKey) uint64 {
 	return spent
 }
 
+// spentIn is what the account spent in window (0 when nothing).
+func (l *Ledger) spentIn(k popKey, window string) uint64 {
+	if a := l.spends[windowKey{k, window}]; a != nil {
+		return a.spent
+	}
+	return 0
+}
+
 // HasBudget reports whether a budget was set for the recipient about the
 // population.
 func (l *Ledger) HasBudget(recipient, population string) bool {
@@ -189,15 +197,12 @@ func (l *Ledger) Spend(recipient, population, window string, rho float64) error 
 	if !ok {
 		return fmt.Errorf("spend %v on %s for %s: %w", rho, population, recipient, ErrNoBudget)
 	}
-	a := l.spends[windowKey{k, window}]
-	var spent uint64
-	if a != nil {
-		spent = a.spent
-	}
+	spent := l.spentIn(k, window)
 	if spent > budget || n > budget-spent {
 		return fmt.Errorf("spend %v on %s for %s in %s, %v of %v left: %w", rho, population, recipient, window,
 			float64(budget-min(spent, budget))/nanoPerRho, float64(budget)/nanoPerRho, ErrBudgetExceeded)
 	}
+	a := l.spends[windowKey{k, window}]
 	if a == nil {
 		if l.spends == nil {
 			l.spends = make(map[windowKey]*account)
@@ -245,11 +250,7 @@ func (l *Ledger) Remaining(recipient, population, window string) float64 {
 	if !ok {
 		return 0
 	}
-	var spent uint64
-	if a := l.spends[windowKey{k, window}]; a != nil {
-		spent = a.spent
-	}
-	return float64(budget-min(spent, budget)) / nanoPerRho
+	return float64(budget-min(l.spentIn(k, window), budget)) / nanoPerRho
 }
 
 // Accounts lists the ledger's lines sorted by recipient, population and
