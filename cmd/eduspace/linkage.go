@@ -15,6 +15,7 @@ import (
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
 	"github.com/eduspace/eduspace/node/linkage"
+	"github.com/eduspace/eduspace/policy"
 )
 
 func init() {
@@ -104,7 +105,7 @@ func runLinkagePseudonymize(ctx context.Context, args []string, stdout, stderr i
 	if *purpose == "" {
 		return fmt.Errorf("%w: --purpose is required (statistics, research, employment_statistics, …)", errUsage)
 	}
-	if *epoch != "" && !linkage.ValidEpoch(*epoch) {
+	if *epoch != "" && !policy.ValidEpoch(*epoch) {
 		return fmt.Errorf("%w: --epoch %q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter", errUsage, *epoch)
 	}
 	c, err := cf.client()

@@ -48,7 +48,7 @@ func (s *Server) handlePseudonymize(w http.ResponseWriter, r *http.Request) {
 		s.writeProblem(w, http.StatusBadRequest, "bad-purpose", "purpose must be one of the space's purposes, such as statistics or research", "")
 		return
 	}
-	if req.Epoch != "" && !linkage.ValidEpoch(req.Epoch) {
+	if req.Epoch != "" && !policy.ValidEpoch(req.Epoch) {
 		s.writeProblem(w, http.StatusBadRequest, "bad-epoch",
 			"epoch must be a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter", "")
 		return

@@ -13,7 +13,6 @@ import (
 	"maps"
 	"math"
 	"math/big"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -86,12 +85,6 @@ const RefuseNoLinkage = "no_linkage"
 // aggMsgJoin: population participant → outcome participant: a chunk of its
 // (tag, population cell) list.
 const aggMsgJoin = "join"
-
-// epochRE is the linkage's epoch (node/linkage ValidEpoch): a year
-// 2000-2999, or 1..32 of a-z 0-9 . _ - starting with a letter. An epoch
-// the linkage refuses is refused with the query, before any round starts,
-// rather than declined by every participant (no_linkage).
-var epochRE = regexp.MustCompile(`^(2[0-9]{3}|[a-z][a-z0-9._-]{0,31})$`)
 
 // Join is the join of a joined query.
 type Join struct {
@@ -194,7 +187,7 @@ func (q *Query) validateJoin(std *schema.Standard) error {
 	if !aggPurposes[j.LinkPurpose] {
 		return bad("link_purpose", "%q: want statistics or employment_statistics", j.LinkPurpose)
 	}
-	if !epochRE.MatchString(j.Epoch) {
+	if !policy.ValidEpoch(j.Epoch) {
 		return bad("epoch", "%q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter, such as spring-2026", j.Epoch)
 	}
 	prt, _ := std.Type(q.RecordType)

@@ -182,7 +182,7 @@ func (s *Service) requestRefusal(sender *crypto.Credential, m message) string {
 		return RefuseRole
 	case !policy.Purpose(m.Purpose).Valid():
 		return RefusePurpose
-	case !ValidEpoch(m.Epoch):
+	case !policy.ValidEpoch(m.Epoch):
 		return RefuseEpoch
 	case m.KeyID != KeyID(p.Linkage.Suite, p.Linkage.Key):
 		return RefuseKey
@@ -216,7 +216,7 @@ func (s *Service) refuseRequest(ctx context.Context, sender *crypto.Credential, 
 	k := len(m.Elements) / ElementSize
 	local := sender.NodeID == s.d.NodeID
 	purpose, epoch := m.Purpose, m.Epoch
-	if !policy.Purpose(purpose).Valid() || !ValidEpoch(epoch) {
+	if !policy.Purpose(purpose).Valid() || !policy.ValidEpoch(epoch) {
 		purpose, epoch = "", "" // not the space's: not recorded
 	}
 	if err := s.d.DB.Write(ctx, func(tx *sql.Tx) error {

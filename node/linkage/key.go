@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cloudflare/circl/oprf"
 
@@ -126,28 +125,6 @@ func publicKey(ev *crypto.LinkageEvaluator) (*oprf.PublicKey, error) {
 
 // DefaultEpoch is the epoch of a calendar year.
 func DefaultEpoch(year int) string { return fmt.Sprintf("%04d", year) }
-
-// ValidEpoch reports whether e can name an epoch: a calendar year
-// (four digits, 2000–2999) or a name of 1–32 characters from a–z, 0–9,
-// '.', '_' and '-' starting with a letter ("spring-2026"), so that a name is
-// never mistaken for a year.
-func ValidEpoch(e string) bool {
-	if len(e) == 0 || len(e) > 32 {
-		return false
-	}
-	if len(e) == 4 && strings.Trim(e, "0123456789") == "" {
-		return e[0] == '2'
-	}
-	for i, c := range e {
-		switch {
-		case 'a' <= c && c <= 'z':
-		case i > 0 && ('0' <= c && c <= '9' || c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // Info is the POPRF public input of a purpose and an epoch:
 // "eduspace linkage v1" ‖ 0 ‖ purpose ‖ 0 ‖ epoch. Different info, different

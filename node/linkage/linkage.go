@@ -354,7 +354,7 @@ func validPurposeEpoch(purpose policy.Purpose, epoch string) error {
 	if !purpose.Valid() {
 		return fmt.Errorf("purpose %q is not one of the space's purposes (policy.Purpose)", purpose)
 	}
-	if !ValidEpoch(epoch) {
+	if !policy.ValidEpoch(epoch) {
 		return fmt.Errorf("epoch %q: want a year such as 2026, or a name of at most 32 of a-z, 0-9, '.', '_', '-' starting with a letter, such as spring-2026", epoch)
 	}
 	return nil
