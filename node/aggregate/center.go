@@ -14,6 +14,7 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/crypto/secagg"
 	"github.com/eduspace/eduspace/node/evidence"
+	"github.com/eduspace/eduspace/node/store"
 	"github.com/eduspace/eduspace/policy/privacy"
 )
 
@@ -294,20 +295,7 @@ func (a *Aggregator) centerTick(ctx context.Context, now time.Time) {
 
 // dueQueries lists the standing queries whose next round is due.
 func (a *Aggregator) dueQueries(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := a.db.R.QueryContext(ctx, `SELECT id FROM aggregate_queries WHERE state = 'active' AND next_ms IS NOT NULL AND next_ms <= ?`, now.UnixMilli())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var due []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return due, err
-		}
-		due = append(due, id)
-	}
-	return due, rows.Err()
+	return store.Strings(ctx, a.db.R, `SELECT id FROM aggregate_queries WHERE state = 'active' AND next_ms IS NOT NULL AND next_ms <= ?`, now.UnixMilli())
 }
 
 // centerMessage records a participant's message and moves the round on
