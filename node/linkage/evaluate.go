@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/cloudflare/circl/oprf"
-
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/envelope"
 	"github.com/eduspace/eduspace/node/evidence"
@@ -249,7 +247,7 @@ func (s *Service) refuseRequest(ctx context.Context, sender *crypto.Credential, 
 
 // key is the private key with id, loaded from the data directory on first
 // use; it must be the key the space policy names.
-func (s *Service) key(id string) (*oprf.PrivateKey, error) {
+func (s *Service) key(id string) (*evalKey, error) {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	if k := s.keys[id]; k != nil {
@@ -259,7 +257,11 @@ func (s *Service) key(id string) (*oprf.PrivateKey, error) {
 	if p == nil || p.Linkage == nil || KeyID(p.Linkage.Suite, p.Linkage.Key) != id {
 		return nil, errNoKey
 	}
-	k, err := loadKey(s.d.DataDir, p.Linkage)
+	priv, err := loadKey(s.d.DataDir, p.Linkage)
+	if err != nil {
+		return nil, err
+	}
+	k, err := newEvalKey(priv)
 	if err != nil {
 		return nil, err
 	}
@@ -269,64 +271,23 @@ func (s *Service) key(id string) (*oprf.PrivateKey, error) {
 
 // evaluateChunk evaluates the elements of m under key and m's info, each
 // part with its own proof, the parts in parallel.
-func evaluateChunk(key *oprf.PrivateKey, m message) (message, error) {
-	srv := oprf.NewPartialObliviousServer(Suite, key)
-	info := Info(m.Purpose, m.Epoch)
+func evaluateChunk(key *evalKey, m message) (message, error) {
+	tw, err := key.tweak(Info(m.Purpose, m.Epoch))
+	if err != nil {
+		return message{}, err
+	}
 	k := len(m.Elements) / ElementSize
 	parts := (k + m.Part - 1) / m.Part
 	out := make([]byte, len(m.Elements))
 	proofs := make([][]byte, parts)
 	if err := forParts(parts, func(p int) error {
-		lo, hi := p*m.Part, min(k, (p+1)*m.Part)
-		req, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
-		if err != nil {
-			return err
-		}
-		ev, err := srv.Evaluate(&oprf.EvaluationRequest{Elements: req}, info)
-		if err != nil {
-			return err
-		}
-		if err := encodeElements(out[lo*ElementSize:hi*ElementSize], ev.Elements); err != nil {
-			return err
-		}
-		proofs[p], err = ev.Proof.MarshalBinary()
+		lo, hi := p*m.Part*ElementSize, min(k, (p+1)*m.Part)*ElementSize
+		var err error
+		proofs[p], err = tw.evaluate(m.Elements[lo:hi], out[lo:hi])
 		return err
 	}); err != nil {
 		return message{}, err
 	}
 	return message{V: 1, Type: msgAnswer, Request: m.Request, Chunk: m.Chunk, Chunks: m.Chunks, Total: m.Total,
 		Purpose: m.Purpose, Epoch: m.Epoch, KeyID: m.KeyID, Part: m.Part, Elements: out, Proofs: proofs}, nil
-}
-
-// decodeElements parses concatenated serialised elements, refusing the
-// identity.
-func decodeElements(b []byte) ([]oprf.Blinded, error) {
-	g := Suite.Group()
-	out := make([]oprf.Blinded, len(b)/ElementSize)
-	for i := range out {
-		e := g.NewElement()
-		if err := e.UnmarshalBinary(b[i*ElementSize : (i+1)*ElementSize]); err != nil {
-			return nil, fmt.Errorf("element %d: not a group element", i)
-		}
-		if e.IsIdentity() {
-			return nil, fmt.Errorf("element %d: the identity", i)
-		}
-		out[i] = e
-	}
-	return out, nil
-}
-
-// encodeElements serialises elements into dst, ElementSize bytes each.
-func encodeElements(dst []byte, elements []oprf.Evaluated) error {
-	for i, e := range elements {
-		b, err := e.MarshalBinaryCompress()
-		if err != nil {
-			return err
-		}
-		if len(b) != ElementSize {
-			return fmt.Errorf("element of %d bytes", len(b))
-		}
-		copy(dst[i*ElementSize:], b)
-	}
-	return nil
 }

@@ -27,7 +27,11 @@ func Opened() (Options, func() [][]byte) {
 // WrongKey is Options of an evaluator that answers under another key than
 // the space policy's, with proofs valid for that other key.
 func WrongKey() Options {
-	other, err := oprf.GenerateKey(Suite, rand.Reader)
+	priv, err := oprf.GenerateKey(Suite, rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	other, err := newEvalKey(priv)
 	if err != nil {
 		panic(err)
 	}

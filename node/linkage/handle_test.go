@@ -58,25 +58,25 @@ func TestHandleRefusesMalformed(t *testing.T) {
 	}
 }
 
-// TestDecodeElements: only canonical encodings of group elements other
+// TestDecodePoint: only canonical encodings of group elements other
 // than the identity pass.
-func TestDecodeElements(t *testing.T) {
+func TestDecodePoint(t *testing.T) {
 	g := Suite.Group()
 	e := g.Generator()
 	good, err := e.MarshalBinaryCompress()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := decodeElements(good); err != nil {
+	if _, err := decodePoint(good, 0); err != nil {
 		t.Errorf("the generator: %v", err)
 	}
 	identity := make([]byte, ElementSize)
-	if _, err := decodeElements(identity); err == nil {
+	if _, err := decodePoint(identity, 0); err == nil {
 		t.Error("the identity decoded")
 	}
 	bad := append([]byte(nil), good...)
 	bad[31] |= 0x80 // not canonical
-	if _, err := decodeElements(bad); err == nil {
+	if _, err := decodePoint(bad, 0); err == nil {
 		t.Error("a non-canonical encoding decoded")
 	}
 }

@@ -112,7 +112,7 @@ func loadKey(dir string, want *crypto.LinkageEvaluator) (*oprf.PrivateKey, error
 }
 
 // publicKey parses the evaluator's public key from the space policy.
-func publicKey(ev *crypto.LinkageEvaluator) (*oprf.PublicKey, error) {
+func publicKey(ev *crypto.LinkageEvaluator) (*clientKey, error) {
 	if ev.Suite != Suite.Identifier() {
 		return nil, fmt.Errorf("linkage suite %q in the space policy: this node speaks %q", ev.Suite, Suite.Identifier())
 	}
@@ -120,7 +120,7 @@ func publicKey(ev *crypto.LinkageEvaluator) (*oprf.PublicKey, error) {
 	if err := pk.UnmarshalBinary(Suite, ev.Key); err != nil {
 		return nil, fmt.Errorf("linkage key in the space policy: %w", err)
 	}
-	return pk, nil
+	return newClientKey(pk)
 }
 
 // DefaultEpoch is the epoch of a calendar year.

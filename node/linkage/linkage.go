@@ -1,7 +1,8 @@
 // Package linkage owns a node's pseudonymous linkage (LINKAGE.md): turning
 // the resident identity numbers of the students it holds into per-purpose,
 // per-epoch pseudonyms through the space's linkage evaluator, with RFC 9497
-// POPRF (circl oprf, verifiable, public input = purpose and epoch); and, on
+// POPRF (verifiable, public input = purpose and epoch; keys from circl's
+// oprf, batches computed by poprf.go and held to circl's by the tests); and, on
 // the evaluator the space policy names, answering other members'
 // evaluation requests under rate limits. Its tables are linkage_usage (at
 // the evaluator: evaluations per requesting member, purpose and epoch) and
@@ -29,8 +30,6 @@ import (
 	"runtime"
 	"sync"
 	"time"
-
-	"github.com/cloudflare/circl/oprf"
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
@@ -119,7 +118,7 @@ type Service struct {
 	pending map[string]*waiting // by request id, while Pseudonyms waits
 
 	keyMu sync.Mutex
-	keys  map[string]*oprf.PrivateKey // by key id, loaded on first use
+	keys  map[string]*evalKey // by key id, loaded on first use
 
 	cache pseudonymCache
 }
@@ -142,7 +141,7 @@ func New(d Deps) *Service {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{d: d, m: d.Metrics.Linkage, pending: map[string]*waiting{}, keys: map[string]*oprf.PrivateKey{}}
+	return &Service{d: d, m: d.Metrics.Linkage, pending: map[string]*waiting{}, keys: map[string]*evalKey{}}
 }
 
 // Wire messages: one JSON object in each linkage envelope (kind 8).

@@ -11,9 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cloudflare/circl/oprf"
-	"github.com/cloudflare/circl/zk/dleq"
-
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/policy"
@@ -192,7 +189,10 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	fresh := make(map[string][32]byte, len(people))
 
 	info := Info(string(purpose), epoch)
-	client := oprf.NewPartialObliviousClient(Suite, pk)
+	tk, err := pk.tweaked(info)
+	if err != nil {
+		return nil, rep, err
+	}
 	part, perChunk := s.chunkSize()
 	chunks := (len(people) + perChunk - 1) / perChunk
 	rep.Chunks = chunks
@@ -211,7 +211,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 	// Blinding and sending run ahead of the answers: chunk c+1 is blinded
 	// while the evaluator works on chunk c.
 	type sent struct {
-		fds []*oprf.FinalizeData // one per part
+		batches []*blindBatch // one per part
 	}
 	sentChunks := make([]sent, chunks)
 	var sentMu sync.Mutex
@@ -229,12 +229,12 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 					return err
 				}
 				lo, hi := c*perChunk, min(len(people), (c+1)*perChunk)
-				fds, elems, err := blindChunk(client, people[lo:hi], part)
+				batches, elems, err := blindChunk(people[lo:hi], part)
 				if err != nil {
 					return err
 				}
 				sentMu.Lock()
-				sentChunks[c] = sent{fds}
+				sentChunks[c] = sent{batches}
 				sentMu.Unlock()
 				m := message{V: 1, Type: msgRequest, Request: req, Chunk: c, Chunks: chunks, Total: len(people),
 					Purpose: string(purpose), Epoch: epoch, KeyID: rep.KeyID, Part: part, Elements: elems}
@@ -277,16 +277,16 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 				return nil, rep, &RefusedError{Reason: reason}
 			}
 			sentMu.Lock()
-			fds := sentChunks[m.Chunk].fds
+			batches := sentChunks[m.Chunk].batches
 			sentMu.Unlock()
-			if fds == nil {
+			if batches == nil {
 				continue // an answer to a chunk not sent: ignored
 			}
 			got[m.Chunk] = true
 			done++
 			lo := m.Chunk * perChunk
 			hi := min(len(people), lo+perChunk)
-			outputs, err := finalizeChunk(client, fds, m, info, hi-lo, part)
+			outputs, err := finalizeChunk(tk, batches, m, info, hi-lo, part)
 			if err != nil {
 				if rerr := s.refuse(ctx, ev.Node, string(purpose), epoch, RefuseProof, hi-lo); rerr != nil {
 					return nil, rep, rerr
@@ -331,9 +331,9 @@ func (s *Service) chunkSize() (part, chunk int) {
 }
 
 // blindChunk blinds people's ids, part by part in parallel.
-func blindChunk(client oprf.PartialObliviousClient, people []person, part int) ([]*oprf.FinalizeData, []byte, error) {
+func blindChunk(people []person, part int) ([]*blindBatch, []byte, error) {
 	parts := (len(people) + part - 1) / part
-	fds := make([]*oprf.FinalizeData, parts)
+	batches := make([]*blindBatch, parts)
 	elems := make([]byte, len(people)*ElementSize)
 	if err := forParts(parts, func(p int) error {
 		lo, hi := p*part, min(len(people), (p+1)*part)
@@ -341,37 +341,26 @@ func blindChunk(client oprf.PartialObliviousClient, people []person, part int) (
 		for i := range inputs {
 			inputs[i] = []byte(people[lo+i].id)
 		}
-		fd, req, err := client.Blind(inputs)
-		if err != nil {
-			return err
-		}
-		fds[p] = fd
-		return encodeElements(elems[lo*ElementSize:hi*ElementSize], req.Elements)
+		var err error
+		batches[p], err = blind(inputs, elems[lo*ElementSize:hi*ElementSize])
+		return err
 	}); err != nil {
 		return nil, nil, fmt.Errorf("blind: %w", err)
 	}
-	return fds, elems, nil
+	return batches, elems, nil
 }
 
-// finalizeChunk checks an answer's proofs and unblinds its elements, part
-// by part in parallel; k is how many elements the chunk carried, part how
-// many each proof covers.
-func finalizeChunk(client oprf.PartialObliviousClient, fds []*oprf.FinalizeData, m message, info []byte, k, part int) ([][]byte, error) {
-	if m.Part != part || len(m.Elements) != k*ElementSize || len(m.Proofs) != len(fds) {
+// finalizeChunk checks an answer's proofs under the tweaked key and
+// unblinds its elements, part by part in parallel; k is how many elements
+// the chunk carried, part how many each proof covers.
+func finalizeChunk(tk tweakedKey, batches []*blindBatch, m message, info []byte, k, part int) ([][]byte, error) {
+	if m.Part != part || len(m.Elements) != k*ElementSize || len(m.Proofs) != len(batches) {
 		return nil, errors.New("answer does not match its request")
 	}
 	out := make([][]byte, k)
-	if err := forParts(len(fds), func(p int) error {
+	if err := forParts(len(batches), func(p int) error {
 		lo, hi := p*part, min(k, (p+1)*part)
-		evs, err := decodeElements(m.Elements[lo*ElementSize : hi*ElementSize])
-		if err != nil {
-			return err
-		}
-		proof := new(dleq.Proof)
-		if err := proof.UnmarshalBinary(Suite.Group(), m.Proofs[p]); err != nil {
-			return err
-		}
-		o, err := client.Finalize(fds[p], &oprf.Evaluation{Elements: evs, Proof: proof}, info)
+		o, err := batches[p].finalize(tk, info, m.Elements[lo*ElementSize:hi*ElementSize], m.Proofs[p])
 		if err != nil {
 			return err
 		}
