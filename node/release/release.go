@@ -259,7 +259,7 @@ type RiskReport struct {
 	MaxSuppress float64    `json:"max_suppress_fraction,omitempty"`
 	Types       []TypeRisk `json:"types"`
 	// Linked is k over persons' profiles where rows carry the
-	// recipient's token of their person (RELEASES.md §2).
+	// release's token of their person (RELEASES.md §2).
 	Linked *Linked       `json:"linked,omitempty"`
 	DP     map[string]DP `json:"dp,omitempty"`
 }
@@ -272,7 +272,7 @@ type TypeRisk struct {
 	After            ClassStats        `json:"after"`
 	Suppressed       int               `json:"suppressed"`
 	Generalised      map[string]string `json:"generalised,omitempty"` // field → level
-	Tokens           []string          `json:"tokens,omitempty"`      // fields released as the recipient's tokens
+	Tokens           []string          `json:"tokens,omitempty"`      // fields released as the release's tokens
 }
 
 // DataCard describes a release for whoever uses it.
@@ -537,7 +537,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 			}
 			if !ok {
 				return nil, r.refuse(ctx, a, &Refusal{Rule: RuleKAnonymity, Reason: ReasonKUnmet, Clause: clauseKAnonymity,
-					Records: len(linked), Detail: fmt.Sprintf("%d records of %s carry the recipient's token of their person: joined per person, %d of them fall in profiles of fewer than %d persons, more than %.0f%%",
+					Records: len(linked), Detail: fmt.Sprintf("%d records of %s carry the release's token of their person: joined per person, %d of them fall in profiles of fewer than %d persons, more than %.0f%%",
 						len(linked), strings.Join(l.Types, ", "), l.Suppressed, k, 100*r.c.MaxSuppress)})
 			}
 			report.Linked = &l
