@@ -21,6 +21,24 @@ func TokenKey(nodeSecret []byte, recipient string) []byte {
 	return m.Sum(nil)
 }
 
+const labelReleaseTokenKey = "eduspace release token key v1"
+
+// ReleaseTokenKey derives the key of the tokens of one dataset release
+// from the recipient's token key (TokenKey):
+// HMAC-SHA256(recipientKey, "eduspace release token key v1" ‖ 0x00 ‖
+// releaseID). A release's token of a person is Token of the person's
+// recipient token under it, so every release gives a person a token of
+// its own: two releases to one recipient cannot be joined on their tokens
+// without the provider's secret, and the provider, knowing the release
+// ids, can name them all in an erasure request. The result is secret.
+func ReleaseTokenKey(recipientKey []byte, releaseID string) []byte {
+	m := hmac.New(sha256.New, recipientKey)
+	m.Write([]byte(labelReleaseTokenKey))
+	m.Write([]byte{0})
+	m.Write([]byte(releaseID))
+	return m.Sum(nil)
+}
+
 // Token returns the pseudonymous token of value under key: "tk_" and the
 // unpadded base64url of the first 16 bytes of HMAC-SHA256(key, value), 25
 // characters in all. The same value and key always give the same token.

@@ -43,3 +43,28 @@ func TestTokenizerMatchesToken(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseTokens: a person's token in a release is derived from their
+// recipient token and the release id: two releases to one recipient give
+// the person two tokens, each differing from the recipient token, and the
+// same release always gives the same one.
+func TestReleaseTokens(t *testing.T) {
+	secret := []byte("node secret for tests only, 32 b")
+	kb := TokenKey(secret, "uni-b")
+	rt := Token(kb, "2023010001")
+	t1 := Token(ReleaseTokenKey(kb, "rel-0123456789abcdef"), rt)
+	t2 := Token(ReleaseTokenKey(kb, "rel-fedcba9876543210"), rt)
+	if t1 == t2 || t1 == rt || t2 == rt {
+		t.Errorf("release tokens %s, %s of recipient token %s: want three different tokens", t1, t2, rt)
+	}
+	if again := Token(ReleaseTokenKey(TokenKey(secret, "uni-b"), "rel-0123456789abcdef"), rt); again != t1 {
+		t.Errorf("same release, same person: %s, then %s", t1, again)
+	}
+	if other := Token(ReleaseTokenKey(TokenKey(secret, "center"), "rel-0123456789abcdef"), rt); other == t1 {
+		t.Error("same release id under another recipient's key: tokens equal")
+	}
+	// Known answer, computed independently with Python's hmac module.
+	if want := "tk_iuwbPbtgb8nT8ah1ZHp18g"; t1 != want {
+		t.Errorf("release token = %q, want %q", t1, want)
+	}
+}

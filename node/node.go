@@ -3,6 +3,7 @@ package node
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -272,6 +273,12 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 				}
 			}
 			return false
+		},
+		// A release gives each person a token of its own (node/release
+		// RELEASES.md §2): the erasure request names them all. n.releases
+		// is made below, before any withdrawal can run.
+		ReleaseTokens: func(ctx context.Context, tx *sql.Tx, subject, recipient, agreement string) ([]string, error) {
+			return n.releases.ErasureTokens(ctx, tx, subject, recipient, agreement)
 		}})
 	n.shares = share.New(share.Config{NodeID: cfg.NodeID, Std: std, Rules: rules, DB: n.db, Evidence: ev, Metrics: m,
 		Logger: n.log, Now: now, Keys: ks, Registry: n.reg, Codec: codec, Outbox: n.out, Agreements: n.agreements,

@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -22,10 +23,17 @@ type ErasureRequest struct {
 	// delivered it in clear (an identity purpose, or an identifier the
 	// agreement kept): the recipient's copies carry it, not the token, and
 	// the recipient holds it already.
-	SubjectInClear string    `json:"subject_in_clear,omitempty"`
-	Purpose        Purpose   `json:"purpose"`
-	Agreement      string    `json:"agreement"`
-	Requested      time.Time `json:"requested"`
+	SubjectInClear string `json:"subject_in_clear,omitempty"`
+	// ReleaseTokens are the subject's tokens in the dataset releases the
+	// provider made to the recipient under the agreement with a row of
+	// theirs: each release gives a person a token of its own
+	// (crypto.ReleaseTokenKey), so that two releases cannot be joined,
+	// and the request names them all, so that the erasure reaches the
+	// subject's rows in every release. The recipient holds each already.
+	ReleaseTokens []string  `json:"release_tokens,omitempty"`
+	Purpose       Purpose   `json:"purpose"`
+	Agreement     string    `json:"agreement"`
+	Requested     time.Time `json:"requested"`
 	// Consent names the withdrawn consent record, when there is one.
 	Consent string `json:"consent,omitempty"`
 }
@@ -76,6 +84,8 @@ func (r *ErasureRequest) Validate() error {
 		return fmt.Errorf("erasure request %s: recipient: required, and not the provider", r.ID)
 	case !isToken(r.Subject):
 		return fmt.Errorf("erasure request %s: subject: must be the recipient's token, never a raw id", r.ID)
+	case slices.ContainsFunc(r.ReleaseTokens, func(t string) bool { return !isToken(t) }):
+		return fmt.Errorf("erasure request %s: release_tokens: must be the subject's tokens in releases, never a raw id", r.ID)
 	case !purposes[r.Purpose]:
 		return fmt.Errorf("erasure request %s: purpose: %q is not in the vocabulary", r.ID, r.Purpose)
 	case r.Agreement == "":

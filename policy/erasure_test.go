@@ -13,6 +13,11 @@ func TestErasure(t *testing.T) {
 	if err := req.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	withReleases := req
+	withReleases.ReleaseTokens = []string{"tk_0123456789abcdefABCDEG", "tk_0123456789abcdefABCDEH"}
+	if err := withReleases.Validate(); err != nil {
+		t.Errorf("request naming release tokens: %v", err)
+	}
 	if !bytes.HasPrefix(req.SigningMessage(), []byte(ErasureRequestSignatureLabel+"\x00")) {
 		t.Errorf("request signing message: %q", req.SigningMessage())
 	}
@@ -44,6 +49,7 @@ func TestErasure(t *testing.T) {
 		{"provider", func(r *ErasureRequest) { r.Provider = "" }},
 		{"recipient", func(r *ErasureRequest) { r.Recipient = "uni-a" }},
 		{"subject", func(r *ErasureRequest) { r.Subject = "2023010001" }},
+		{"release_tokens", func(r *ErasureRequest) { r.ReleaseTokens = []string{"tk_0123456789abcdefABCDEG", "2023010001"} }},
 		{"purpose", func(r *ErasureRequest) { r.Purpose = "x" }},
 		{"agreement", func(r *ErasureRequest) { r.Agreement = "" }},
 		{"requested", func(r *ErasureRequest) { r.Requested = time.Time{} }},

@@ -61,6 +61,12 @@ type Config struct {
 	// id in clear (policy.Rulebook.IdentifierInClear), so that an erasure
 	// request names it as the recipient's copies carry it.
 	SubjectInClear func(ctx context.Context, agreement string) bool
+	// ReleaseTokens lists, inside tx, the subject's tokens in the dataset
+	// releases this node made to recipient under agreement with a row of
+	// theirs (node/release, which gives every release a token of its own
+	// per person), so that an erasure request reaches those rows too; nil:
+	// the node makes no releases. subject is the subject's id.
+	ReleaseTokens func(ctx context.Context, tx *sql.Tx, subject, recipient, agreement string) ([]string, error)
 	// DataKey seals consent records and erasure requests at rest; nil
 	// stores them in clear (storage.encrypt off). They are read either way.
 	DataKey *keys.DataKey
@@ -79,13 +85,15 @@ type Ledger struct {
 	now     func() time.Time
 	shares  sync.Locker
 	inClear func(ctx context.Context, agreement string) bool
+	relToks func(ctx context.Context, tx *sql.Tx, subject, recipient, agreement string) ([]string, error)
 	dk      *keys.DataKey
 }
 
 // New is the consent ledger in c.DB.
 func New(c Config) *Ledger {
 	return &Ledger{nodeID: c.NodeID, db: c.DB, ev: c.Evidence, m: c.Metrics, keys: c.Keys, reg: c.Registry,
-		out: c.Outbox, layout: c.Layout, now: c.Now, shares: c.Shares, inClear: c.SubjectInClear, dk: c.DataKey}
+		out: c.Outbox, layout: c.Layout, now: c.Now, shares: c.Shares, inClear: c.SubjectInClear,
+		relToks: c.ReleaseTokens, dk: c.DataKey}
 }
 
 // receiptClaims is a consent receipt: the policy's claims under the JWT's
@@ -314,7 +322,9 @@ func (l *Ledger) Withdraw(ctx context.Context, id string) (WithdrawResult, error
 }
 
 // recipientToken is the subject's token at recipient: how the records
-// shared with it, and the erasure requests sent to it, name the subject.
+// shared with it, and the erasure requests sent to it, name the subject
+// (a dataset release's rows carry a token derived from it per release,
+// which the request lists beside it: Config.ReleaseTokens).
 func (l *Ledger) recipientToken(recipient, subject string) string {
 	return crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), subject)
 }
@@ -340,6 +350,11 @@ func (l *Ledger) requestErasure(ctx context.Context, tx *sql.Tx, c policy.Consen
 	}
 	if l.inClear != nil && l.inClear(ctx, agreement) {
 		req.SubjectInClear = c.Subject
+	}
+	if l.relToks != nil {
+		if req.ReleaseTokens, err = l.relToks(ctx, tx, c.Subject, recipient, agreement); err != nil {
+			return fmt.Errorf("erasure request to %s: the subject's release tokens: %w", recipient, err)
+		}
 	}
 	if err := req.Validate(); err != nil {
 		return fmt.Errorf("erasure request: %w", err)

@@ -74,7 +74,7 @@ func (r *Receiver) Control(ctx context.Context, data []byte) (crypto.Header, err
 
 // erase deletes, from what this node received from the provider under the
 // request's agreement, every record whose subject key carries the
-// request's token, and answers with a signed erasure receipt, in one
+// request's token or one of its release tokens, and answers with a signed erasure receipt, in one
 // transaction.
 func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.Credential, plain []byte) error {
 	var req policy.ErasureRequest
@@ -110,13 +110,17 @@ func (r *Receiver) erase(ctx context.Context, h crypto.Header, provider *crypto.
 			return nil // a redelivered request: done already, its receipt queued then
 		}
 		fresh = true
-		// The subject as the records carry it: the token, or its id where
-		// the agreement delivered that in clear.
-		// Kept as keyed hashes, as the tombstones keep them: no subject's
-		// id or token is stored in clear.
+		// The subject as the records carry it: the token, its token in
+		// each dataset release the provider made to this node under the
+		// agreement (one per release), or its id where the agreement
+		// delivered that in clear. Kept as keyed hashes, as the tombstones
+		// keep them: no subject's id or token is stored in clear.
 		erased := map[string]bool{r.ev.Subject(req.Subject): true}
 		if req.SubjectInClear != "" {
 			erased[r.ev.Subject(req.SubjectInClear)] = true
+		}
+		for _, t := range req.ReleaseTokens {
+			erased[r.ev.Subject(t)] = true
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT r.envelope_id, r.type, r.body FROM received r JOIN inbox i ON i.envelope_id = r.envelope_id
 			WHERE i.sender = ? AND i.agreement = ?`, req.Provider, req.Agreement)

@@ -83,7 +83,7 @@ func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []
 			case !present[f]:
 				cf.Treatment = "removed by the agreement's transformations"
 			case slices.Contains(tr.Tokens, f):
-				cf.Treatment = "tokenised: a pseudonym for this recipient only"
+				cf.Treatment = "tokenised: a pseudonym of this release only (another release gives the person another)"
 			case tr.Generalised[f] != "":
 				cf.Treatment = "generalised to " + tr.Generalised[f] + " (quasi-identifier)"
 			case isQuasi(f):
@@ -99,7 +99,7 @@ func (r *Releaser) card(a *policy.Agreement, rel *Release, req Request, types []
 	})
 	if rel.Method == MethodK {
 		c.Transformations = append(c.Transformations,
-			"direct identifiers removed, or replaced by a token for this recipient where the agreement asks for one",
+			"direct identifiers removed, or replaced by a token of this release where the agreement asks for one",
 			"fields at the sensitive level (special categories) removed",
 			fmt.Sprintf("quasi-identifiers generalised by hierarchy (birth date → year → 5-year band; address → district → city) until every class of records sharing them has at least k = %d", report.K),
 			fmt.Sprintf("records still in classes below k suppressed (at most %.0f%%)", 100*report.MaxSuppress))

@@ -339,7 +339,7 @@ func levelNames(levels map[string]int) map[string]string {
 func isQuasi(f string) bool { _, ok := quasiIdentifiers[f]; return ok }
 
 // linkedRow is a row kept in a release whose record type carries the
-// recipient's token of its person: rows of one person can be joined on
+// release's token of its person: rows of one person can be joined on
 // it, across record types and within one.
 type linkedRow struct {
 	typ     string

@@ -29,7 +29,9 @@
 // charged to the ledger, never send
 // a row before every source record was decided and the release passed
 // its checks, never release a direct identifier other than as the
-// recipient's token, never release a field at the sensitive level, never
+// release's own token of it (crypto.ReleaseTokenKey: one per release and
+// person, so that two releases cannot be joined on it; ErasureTokens
+// names them for an erasure request), never release a field at the sensitive level, never
 // release a row in an equivalence class smaller than k, and never write
 // a subject's id in clear (release_subjects holds keyed hashes).
 package release
@@ -257,7 +259,7 @@ type RiskReport struct {
 	MaxSuppress float64    `json:"max_suppress_fraction,omitempty"`
 	Types       []TypeRisk `json:"types"`
 	// Linked is k over persons' profiles where rows carry the
-	// recipient's token of their person (RELEASES.md §2).
+	// release's token of their person (RELEASES.md §2).
 	Linked *Linked       `json:"linked,omitempty"`
 	DP     map[string]DP `json:"dp,omitempty"`
 }
@@ -270,7 +272,7 @@ type TypeRisk struct {
 	After            ClassStats        `json:"after"`
 	Suppressed       int               `json:"suppressed"`
 	Generalised      map[string]string `json:"generalised,omitempty"` // field → level
-	Tokens           []string          `json:"tokens,omitempty"`      // fields released as the recipient's tokens
+	Tokens           []string          `json:"tokens,omitempty"`      // fields released as the release's tokens
 }
 
 // DataCard describes a release for whoever uses it.
@@ -391,6 +393,16 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		spec, ok := rt.Field(field)
 		return ok && spec.Level >= r.c.Rules.SensitiveLevel
 	}
+	// The release's id comes first: the tokens of its rows are derived
+	// from it (releaseTokens).
+	rel := &Release{Agreement: a.ID, Recipient: a.Recipient, Purpose: string(a.Purpose), Created: r.c.Now().UTC()}
+	if rel.ID, err = r.newID("rel-", "release id"); err != nil {
+		return nil, err
+	}
+	tz, err := r.releaseTokenizer(a.Recipient, rel.ID)
+	if err != nil {
+		return nil, err
+	}
 	progress(fmt.Sprintf("deciding the held records under agreement %s", a.ID))
 	byType := map[string]*source{}
 	denied := map[string]int{}
@@ -442,6 +454,20 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 				delete(fields, f)
 			}
 		}
+		// What the decision tokenised for the recipient leaves as this
+		// release's token of it: two releases cannot be joined on them.
+		for _, act := range d.Decision.Actions {
+			if act.Transform != policy.TransformTokenise {
+				continue
+			}
+			if v, ok := fields[act.Field]; ok {
+				if tok, isStr := v.(string); isStr {
+					fields[act.Field] = tz.Token(tok)
+				} else {
+					delete(fields, act.Field)
+				}
+			}
+		}
 		s.rows = append(s.rows, fields)
 		s.subjects = append(s.subjects, d.Subject)
 		s.levels = append(s.levels, d.Decision.Level)
@@ -466,11 +492,6 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 				typesOr(req.Types, a), a.ID, considered, excludedN)})
 	}
 
-	rel := &Release{Agreement: a.ID, Recipient: a.Recipient, Purpose: string(a.Purpose), Created: r.c.Now().UTC()}
-	rel.ID, err = r.newID("rel-", "release id")
-	if err != nil {
-		return nil, err
-	}
 	report := RiskReport{}
 	out := map[string][]share.ReleaseRow{}
 	spends := map[string]float64{} // the ρ a DP release debits, per population of persons
@@ -516,7 +537,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 			}
 			if !ok {
 				return nil, r.refuse(ctx, a, &Refusal{Rule: RuleKAnonymity, Reason: ReasonKUnmet, Clause: clauseKAnonymity,
-					Records: len(linked), Detail: fmt.Sprintf("%d records of %s carry the recipient's token of their person: joined per person, %d of them fall in profiles of fewer than %d persons, more than %.0f%%",
+					Records: len(linked), Detail: fmt.Sprintf("%d records of %s carry the release's token of their person: joined per person, %d of them fall in profiles of fewer than %d persons, more than %.0f%%",
 						len(linked), strings.Join(l.Types, ", "), l.Suppressed, k, 100*r.c.MaxSuppress)})
 			}
 			report.Linked = &l
@@ -902,6 +923,69 @@ func (r *Releaser) query(ctx context.Context, where string, args ...any) ([]Rele
 			}
 			return rel, nil
 		})
+}
+
+// releaseTokenizer is the tokenizer of a release's tokens: under
+// crypto.ReleaseTokenKey of the recipient's token key (the share path's,
+// node/share) and the release id. A person's token in the release is its
+// token of the person's recipient token.
+func (r *Releaser) releaseTokenizer(recipient, releaseID string) (*crypto.Tokenizer, error) {
+	key, err := r.recipientTokenKey(recipient)
+	if err != nil {
+		return nil, err
+	}
+	return crypto.NewTokenizer(crypto.ReleaseTokenKey(key, releaseID)), nil
+}
+
+// recipientTokenKey is the key of recipient's tokens, as node/share and
+// node/consent derive it from the node's secret.
+func (r *Releaser) recipientTokenKey(recipient string) ([]byte, error) {
+	if r.c.Keys == nil {
+		return nil, errors.New("release: this node has no keys to derive the release tokens from; start the node with its keys")
+	}
+	return crypto.TokenKey(r.c.Keys.Derive("tokens"), recipient), nil
+}
+
+// ErasureTokens lists, read inside tx, the tokens the subject whose id is
+// subject (a student_id) has in the k-anonymous releases this node made to
+// recipient under agreement that carried a row of theirs, one per release,
+// in release id order: what an erasure request to recipient names besides
+// the subject's recipient token, so that it reaches those rows
+// (node/consent calls it through its Config.ReleaseTokens). recipient
+// holds every one of them already.
+func (r *Releaser) ErasureTokens(ctx context.Context, tx *sql.Tx, subject, recipient, agreement string) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT s.release FROM release_subjects s JOIN releases r ON r.id = s.release
+		WHERE s.subject = ? AND s.how = 'row' AND r.recipient = ? AND r.agreement = ? ORDER BY s.release`,
+		r.c.Evidence.Subject(subject), recipient, agreement)
+	if err != nil {
+		return nil, fmt.Errorf("read a subject's releases: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read a subject's releases: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read a subject's releases: %w", err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	recipientKey, err := r.recipientTokenKey(recipient)
+	if err != nil {
+		return nil, err
+	}
+	recipientToken := crypto.Token(recipientKey, subject)
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = crypto.Token(crypto.ReleaseTokenKey(recipientKey, id), recipientToken)
+	}
+	return out, nil
 }
 
 // Inclusion is one release that included a subject, for the subject report.
