@@ -91,6 +91,10 @@ type Config struct {
 	// Endpoint is the URL of this node's DSP catalogue endpoint as
 	// connectors reach it (dsp.url); empty when dsp.listen is off.
 	Endpoint string
+	// DSPRate and DSPBurst bound the DSP endpoint's requests per remote
+	// address: a minute, and at once (dsp.rate_per_minute, dsp.burst);
+	// 0 is DefaultDSPRate, DefaultDSPBurst.
+	DSPRate, DSPBurst int
 	// Rand is the noise's randomness; nil is crypto/rand.
 	Rand      io.Reader
 	Now       func() time.Time
