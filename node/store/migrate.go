@@ -502,6 +502,14 @@ CREATE TABLE linkage_chunks (
 	PRIMARY KEY (member, request, chunk)
 );
 `,
+	// 20: the evidence log's entries by kind (node/evidence Log.About).
+	`
+-- evidence.kind: the entry's kind, as in the entry (which the chain hashes; this column is outside
+-- it), so that the entries of one kind are found without reading the whole log.
+ALTER TABLE evidence ADD COLUMN kind TEXT;
+UPDATE evidence SET kind = json_extract(CAST(entry AS TEXT), '$.kind');
+CREATE INDEX evidence_kind ON evidence(kind, seq);
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
