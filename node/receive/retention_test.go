@@ -3,10 +3,12 @@ package receive_test
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/eduspace/eduspace/node/nodetest"
+	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/store"
 )
 
@@ -47,5 +49,34 @@ func TestRetentionForgetsAwaitedAgreements(t *testing.T) {
 	}
 	if k := nodetest.Count(t, cfg, `SELECT count(*) FROM awaited_agreements WHERE agreement = 'waiting'`); k != 1 {
 		t.Error("the agreement still awaited was deleted")
+	}
+}
+
+// TestForgetRecoveredUsesIndex: the janitor's deletion of the hashes kept
+// after a peer's restore finds them by recovered_added, not by reading the
+// whole table.
+func TestForgetRecoveredUsesIndex(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "node.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.R.QueryContext(ctx, `EXPLAIN QUERY PLAN `+receive.QForgetRecovered, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if len(plan) != 1 || !strings.Contains(plan[0], "USING COVERING INDEX recovered_added (added_ms<?)") && !strings.Contains(plan[0], "USING INDEX recovered_added (added_ms<?)") {
+		t.Errorf("plan %q, want a search of recovered by the index recovered_added", plan)
 	}
 }

@@ -510,6 +510,11 @@ ALTER TABLE evidence ADD COLUMN kind TEXT;
 UPDATE evidence SET kind = json_extract(CAST(entry AS TEXT), '$.kind');
 CREATE INDEX evidence_kind ON evidence(kind, seq);
 `,
+	// 21: the hashes of records sent before a peer's restore, by when they
+	// were kept (package receive forgets them after a week).
+	`
+CREATE INDEX recovered_added ON recovered(added_ms);
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
