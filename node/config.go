@@ -16,6 +16,7 @@ import (
 
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node/bus"
+	"github.com/eduspace/eduspace/node/catalogue"
 	"github.com/eduspace/eduspace/node/keys"
 	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/node/registry"
@@ -198,6 +199,12 @@ type DSPConfig struct {
 	// http://LISTEN. Required when Listen accepts connections on every
 	// address.
 	URL string `yaml:"url"`
+	// RatePerMinute is how many requests one remote address (an IPv4
+	// address, an IPv6 /64) may make a minute, Burst how many at once;
+	// past them it is answered 429 with Retry-After. Behind a proxy every
+	// request comes from the proxy's address: raise them, or limit there.
+	RatePerMinute int `yaml:"rate_per_minute"`
+	Burst         int `yaml:"burst"`
 }
 
 // DefaultConfig is the configuration every file starts from.
@@ -210,6 +217,7 @@ func DefaultConfig() Config {
 		Storage:     StorageConfig{MinFreeMiB: 256, Encrypt: true},
 		Aggregate:   AggregateConfig{Colluders: 1},
 		Release:     ReleaseConfig{K: 5, MaxSuppress: 0.05},
+		DSP:         DSPConfig{RatePerMinute: catalogue.DefaultDSPRate, Burst: catalogue.DefaultDSPBurst},
 		Linkage:     linkage.DefaultLimits,
 		EnvelopeTTL: 24 * time.Hour,
 		ClockSkew:   5 * time.Minute,
@@ -300,6 +308,12 @@ func (c *Config) Validate() error {
 		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 			bad("dsp.url", "required: dsp.listen %q accepts connections on every address; give the URL connectors reach it by", c.DSP.Listen)
 		}
+	}
+	if c.DSP.RatePerMinute < 1 || c.DSP.RatePerMinute > 1_000_000 {
+		bad("dsp.rate_per_minute", "%d, want 1..1000000 requests a minute per address", c.DSP.RatePerMinute)
+	}
+	if c.DSP.Burst < 1 || c.DSP.Burst > 100_000 {
+		bad("dsp.burst", "%d, want 1..100000 requests at once per address", c.DSP.Burst)
 	}
 	for field, addr := range map[string]string{"nats.listen": c.NATS.Listen, "admin.listen": c.Admin.Listen, "metrics.listen": c.Metrics.Listen, "dsp.listen": c.DSP.Listen} {
 		if addr == "" {

@@ -88,6 +88,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{"nats.listen", func(c *Config) { c.NATS.Listen = "192.0.2.7:4222" }},
 		{"batch.max_records", func(c *Config) { c.Batch.MaxRecords = 0 }},
 		{"dsp.listen", func(c *Config) { c.DSP.Listen = "8282" }},
+		{"dsp.rate_per_minute", func(c *Config) { c.DSP.RatePerMinute = 0 }},
+		{"dsp.burst", func(c *Config) { c.DSP.Burst = -1 }},
 		{"dsp.url", func(c *Config) { c.DSP.Listen = "0.0.0.0:8282" }},
 		{"dsp.url", func(c *Config) { c.DSP.Listen, c.DSP.URL = "127.0.0.1:8282", "ftp://x" }},
 		{"dsp.url", func(c *Config) { c.DSP.URL = "https://dsp.uni-a.example" }},

@@ -307,7 +307,7 @@ func Open(ctx context.Context, cfg Config, env Env) (_ *Node, err error) {
 		return nil, err
 	}
 	n.cat = catalogue.New(catalogue.Config{NodeID: cfg.NodeID, Institution: cred.Institution, Role: cred.Role, Std: std, DB: n.db, Evidence: ev,
-		Metrics: m, Registry: n.reg, Outbox: n.out, Layout: layout, Endpoint: n.dsp.url, Now: now, ClockSkew: cfg.ClockSkew, Log: n.log,
+		Metrics: m, Registry: n.reg, Outbox: n.out, Layout: layout, Endpoint: n.dsp.url, DSPRate: cfg.DSP.RatePerMinute, DSPBurst: cfg.DSP.Burst, Now: now, ClockSkew: cfg.ClockSkew, Log: n.log,
 		Members: func(ctx context.Context) ([]string, error) { return n.reg.Members(ctx, n.bus.JS, layout) },
 		Rows:    n.shares.HeldOfType})
 	n.recv = receive.New(receive.Deps{NodeID: cfg.NodeID, DB: n.db, Evidence: ev, Codec: codec, Registry: n.reg,

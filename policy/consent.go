@@ -90,9 +90,9 @@ func (c *ConsentRecord) ActiveAt(t time.Time) bool {
 		(c.Withdrawn.IsZero() || t.Before(c.Withdrawn))
 }
 
-// coversRecipient reports whether the consent names recipient (or any
+// CoversRecipient reports whether the consent names recipient (or any
 // recipient).
-func (c *ConsentRecord) coversRecipient(recipient string) bool {
+func (c *ConsentRecord) CoversRecipient(recipient string) bool {
 	return len(c.Recipients) == 0 || slices.Contains(c.Recipients, recipient)
 }
 
@@ -108,7 +108,7 @@ func ConsentState(records []ConsentRecord, subject string, purpose Purpose, reci
 	var ids []string
 	for i := range records {
 		r := &records[i]
-		if r.Subject != subject || r.Purpose != purpose || !r.coversRecipient(recipient) || !r.ActiveAt(now) {
+		if r.Subject != subject || r.Purpose != purpose || !r.CoversRecipient(recipient) || !r.ActiveAt(now) {
 			continue
 		}
 		ids = append(ids, r.ID)

@@ -191,7 +191,7 @@ func TestAuditVerify(t *testing.T) {
 			tamper: func(t *testing.T, s *auditSpace) { execSQL(t, s.a, `DELETE FROM evidence WHERE seq = 6`) }},
 		{name: "inserted entry", wantCode: exitFailure, want: "first bad entry 7",
 			tamper: func(t *testing.T, s *auditSpace) {
-				execSQL(t, s.a, `UPDATE evidence SET seq = -seq WHERE seq >= 7; UPDATE evidence SET seq = 1 - seq WHERE seq < 0; INSERT INTO evidence SELECT 7, entry, prev_hash, hash FROM evidence WHERE seq = 3`)
+				execSQL(t, s.a, `UPDATE evidence SET seq = -seq WHERE seq >= 7; UPDATE evidence SET seq = 1 - seq WHERE seq < 0; INSERT INTO evidence(seq, entry, prev_hash, hash) SELECT 7, entry, prev_hash, hash FROM evidence WHERE seq = 3`)
 			}},
 		{name: "reordered entries", wantCode: exitFailure, want: "first bad entry 3",
 			tamper: func(t *testing.T, s *auditSpace) {

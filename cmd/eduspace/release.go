@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 
@@ -48,7 +49,7 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 	case *list:
 		return c.do(ctx, http.MethodGet, "/v1/releases", nil, stdout)
 	case *id != "":
-		return c.do(ctx, http.MethodGet, "/v1/releases/"+*id, nil, stdout)
+		return c.do(ctx, http.MethodGet, "/v1/releases/"+url.PathEscape(*id), nil, stdout)
 	case *ag == "":
 		return fmt.Errorf("%w: --agreement is required (or --list, --id)", errUsage)
 	case *dp && *eps <= 0:
@@ -73,19 +74,17 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 		case l.Error != "":
 			return true, fmt.Errorf("release: %s", l.Error)
 		case l.Release != nil:
-			w := stdout
 			if *out != "" {
-				f, err := os.Create(*out)
-				if err != nil {
-					return true, fmt.Errorf("--out: %w", err)
+				if err := writeRelease(*out, l.Release); err != nil {
+					return true, fmt.Errorf("--out: %w; the node made release %s: fetch it again with `eduspace dataset release --id %s`",
+						err, l.Release.ID, l.Release.ID)
 				}
-				defer f.Close()
-				w = f
-			}
-			enc := json.NewEncoder(w)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(l.Release); err != nil {
-				return true, err
+			} else {
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(l.Release); err != nil {
+					return true, err
+				}
 			}
 			fmt.Fprintf(stderr, "release %s: %d rows to %s (%s), digest %s\n", l.Release.ID, l.Release.Records,
 				l.Release.Recipient, l.Release.Method, l.Release.Digest)
@@ -93,4 +92,31 @@ func runDatasetRelease(ctx context.Context, args []string, stdout, stderr io.Wri
 		}
 		return false, nil
 	})
+}
+
+// writeRelease writes rel as indented JSON to the file path, synced and
+// closed with both errors checked (a full disk or a failed flush is an
+// error, not a silent short file); a file that could not be written
+// whole is removed.
+func writeRelease(path string, rel *release.Release) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	enc.SetIndent("", "  ")
+	err = enc.Encode(rel)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if info, serr := os.Stat(path); serr == nil && info.Mode().IsRegular() {
+			os.Remove(path)
+		}
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

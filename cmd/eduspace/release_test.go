@@ -79,3 +79,40 @@ func TestDatasetReleaseCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestDatasetReleaseIDAndOut: --id is escaped into one path segment (an id
+// with a slash cannot reach another admin route), and a --out file that
+// cannot be written whole (a full device) exits non-zero naming the
+// release to fetch again, never reporting success.
+func TestDatasetReleaseIDAndOut(t *testing.T) {
+	var uris []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uris = append(uris, r.RequestURI)
+		if r.Method == http.MethodGet {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"x"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		json.NewEncoder(w).Encode(admin.ReleaseLine{Release: &release.Release{ID: "rel-02", Agreement: "la", Recipient: "ai-1",
+			Method: release.MethodK, Records: 3, Digest: strings.Repeat("b", 64)}})
+	}))
+	defer srv.Close()
+	_, tok := tokenFile(t)
+	ctx := context.Background()
+
+	if code, _, stderr := run(t, ctx, "dataset", "release", "--node", srv.URL, "--token-file", tok, "--id", "../agreements/x y"); code != exitOK {
+		t.Fatalf("--id: exit %d: %s", code, stderr)
+	}
+	if want := "/v1/releases/..%2Fagreements%2Fx%20y"; len(uris) != 1 || uris[0] != want {
+		t.Errorf("--id requested %q, want [%q]", uris, want)
+	}
+
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full to stand for a full disk")
+	}
+	code, stdout, stderr := run(t, ctx, "dataset", "release", "--node", srv.URL, "--token-file", tok, "--agreement", "la", "--out", "/dev/full")
+	if code == exitOK || !strings.Contains(stderr, "--out") || !strings.Contains(stderr, "--id rel-02") || strings.Contains(stderr, "3 rows to ai-1") {
+		t.Errorf("--out on a full device: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}

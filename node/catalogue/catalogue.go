@@ -91,6 +91,10 @@ type Config struct {
 	// Endpoint is the URL of this node's DSP catalogue endpoint as
 	// connectors reach it (dsp.url); empty when dsp.listen is off.
 	Endpoint string
+	// DSPRate and DSPBurst bound the DSP endpoint's requests per remote
+	// address: a minute, and at once (dsp.rate_per_minute, dsp.burst);
+	// 0 is DefaultDSPRate, DefaultDSPBurst.
+	DSPRate, DSPBurst int
 	// Rand is the noise's randomness; nil is crypto/rand.
 	Rand      io.Reader
 	Now       func() time.Time
@@ -295,15 +299,22 @@ func (c *Catalogue) offers(ctx context.Context, id string) ([]*Offer, []time.Tim
 	return out, updated, rows.Err()
 }
 
-// Own is the datasets this node offers, with today's noised row counts.
+// Own is the datasets this node offers, with today's noised row counts:
+// the offers and the day's stored counts in two queries, whatever the
+// number of offers; a count not yet drawn today is drawn (rows).
 func (c *Catalogue) Own(ctx context.Context) ([]Dataset, error) {
 	offers, updated, err := c.offers(ctx, "")
 	if err != nil {
 		return nil, err
 	}
+	today := day(c.c.Now())
+	drawn, err := c.drawn(ctx, today)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Dataset, 0, len(offers))
 	for i, o := range offers {
-		d, err := c.dataset(ctx, o, updated[i])
+		d, err := c.dataset(ctx, o, updated[i], today, drawn)
 		if err != nil {
 			return nil, err
 		}
@@ -312,8 +323,30 @@ func (c *Catalogue) Own(ctx context.Context) ([]Dataset, error) {
 	return out, nil
 }
 
+// drawn is the noised row counts stored for day, by drawKey.
+func (c *Catalogue) drawn(ctx context.Context, day string) (map[string]int64, error) {
+	rows, err := c.c.DB.R.QueryContext(ctx, `SELECT dataset, noised FROM catalogue_rows WHERE day = ?`, day)
+	if err != nil {
+		return nil, fmt.Errorf("read row counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var key string
+		var n int64
+		if err := rows.Scan(&key, &n); err != nil {
+			return nil, fmt.Errorf("read row counts: %w", err)
+		}
+		out[key] = n
+	}
+	return out, rows.Err()
+}
+
 // own is this node's dataset id.
 func (c *Catalogue) own(ctx context.Context, id string) (Dataset, error) {
+	if id == "" {
+		return Dataset{}, fmt.Errorf("dataset %q: %w", id, ErrUnknown)
+	}
 	offers, updated, err := c.offers(ctx, id)
 	if err != nil {
 		return Dataset{}, err
@@ -321,13 +354,24 @@ func (c *Catalogue) own(ctx context.Context, id string) (Dataset, error) {
 	if len(offers) == 0 {
 		return Dataset{}, fmt.Errorf("dataset %q: %w", id, ErrUnknown)
 	}
-	return c.dataset(ctx, offers[0], updated[0])
+	return c.dataset(ctx, offers[0], updated[0], day(c.c.Now()), nil)
 }
 
-func (c *Catalogue) dataset(ctx context.Context, o *Offer, updated time.Time) (Dataset, error) {
-	rows, err := c.rows(ctx, o)
-	if err != nil {
-		return Dataset{}, err
+// dataset is offer o with its noised row count for today: from drawn
+// (the day's stored counts, by drawKey) when there, else read or drawn
+// (rows) and added to drawn.
+func (c *Catalogue) dataset(ctx context.Context, o *Offer, updated time.Time, today string, drawn map[string]int64) (Dataset, error) {
+	rows := Rows{Day: today, Mechanism: Mechanism, Sigma2: Sigma2, Rho: RhoPerDraw}
+	if n, ok := drawn[drawKey(o)]; ok {
+		rows.Noised = n
+	} else {
+		var err error
+		if rows, err = c.rows(ctx, o, today); err != nil {
+			return Dataset{}, err
+		}
+		if drawn != nil {
+			drawn[drawKey(o)] = rows.Noised
+		}
 	}
 	fields := o.fields(c.c.Std)
 	level := schema.L1
@@ -362,8 +406,7 @@ func drawKey(o *Offer) string {
 // rows is the dataset's noised row count for today: the stored one for
 // its record types, or a fresh draw stored before it is shown. Of two
 // draws racing, the first stored wins and the other is never shown.
-func (c *Catalogue) rows(ctx context.Context, o *Offer) (Rows, error) {
-	today := day(c.c.Now())
+func (c *Catalogue) rows(ctx context.Context, o *Offer, today string) (Rows, error) {
 	key := drawKey(o)
 	r := Rows{Day: today, Mechanism: Mechanism, Sigma2: Sigma2, Rho: RhoPerDraw}
 	err := c.c.DB.R.QueryRowContext(ctx, `SELECT noised FROM catalogue_rows WHERE dataset = ? AND day = ?`, key, today).Scan(&r.Noised)
@@ -426,7 +469,18 @@ func (c *Catalogue) List(ctx context.Context) ([]Entry, error) {
 	for _, d := range own {
 		out = append(out, Entry{Dataset: d, Own: true})
 	}
-	rows, err := c.c.DB.R.QueryContext(ctx, `SELECT received_ms, body FROM catalogue_received ORDER BY publisher`)
+	return c.received(ctx, out, "", "")
+}
+
+// received appends to out the datasets the members published to this
+// node, by publisher: of publisher only when not "", with id only when
+// not ""; a member the authority revoked is left out.
+func (c *Catalogue) received(ctx context.Context, out []Entry, publisher, id string) ([]Entry, error) {
+	q, args := `SELECT received_ms, body FROM catalogue_received ORDER BY publisher`, []any{}
+	if publisher != "" {
+		q, args = `SELECT received_ms, body FROM catalogue_received WHERE publisher = ?`, []any{publisher}
+	}
+	rows, err := c.c.DB.R.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read received catalogues: %w", err)
 	}
@@ -446,7 +500,9 @@ func (c *Catalogue) List(ctx context.Context) ([]Entry, error) {
 		}
 		at := time.UnixMilli(ms).UTC()
 		for _, d := range m.Datasets {
-			out = append(out, Entry{Dataset: d, Received: &at})
+			if id == "" || d.ID == id {
+				out = append(out, Entry{Dataset: d, Received: &at})
+			}
 		}
 	}
 	return out, rows.Err()
@@ -454,20 +510,28 @@ func (c *Catalogue) List(ctx context.Context) ([]Entry, error) {
 
 // Get is one dataset of the space's catalogue: of publisher, or, with
 // publisher "", this node's own or else the one member's that offers id
-// (ErrAmbiguous when several do).
+// (ErrAmbiguous when several do). It reads that one offer of this node
+// and the members' catalogues (of publisher, when given), not the whole
+// list: no other offer's row count is read or drawn.
 func (c *Catalogue) Get(ctx context.Context, id, publisher string) (Entry, error) {
-	all, err := c.List(ctx)
-	if err != nil {
-		return Entry{}, err
+	if id == "" {
+		return Entry{}, fmt.Errorf("dataset %q: %w", id, ErrUnknown)
 	}
 	var found []Entry
-	for _, e := range all {
-		if e.ID == id && (publisher == "" || e.Publisher == publisher) {
-			if e.Own && publisher == "" {
-				return e, nil
-			}
-			found = append(found, e)
+	if publisher == "" || publisher == c.c.NodeID {
+		d, err := c.own(ctx, id)
+		switch {
+		case err == nil && publisher == "":
+			return Entry{Dataset: d, Own: true}, nil
+		case err == nil:
+			found = append(found, Entry{Dataset: d, Own: true})
+		case !errors.Is(err, ErrUnknown):
+			return Entry{}, err
 		}
+	}
+	found, err := c.received(ctx, found, publisher, id)
+	if err != nil {
+		return Entry{}, err
 	}
 	switch len(found) {
 	case 0:

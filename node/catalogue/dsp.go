@@ -24,7 +24,8 @@ const (
 // connectors: POST /catalog/request answers a dcat:Catalog, GET
 // /catalog/datasets/{id} one dcat:Dataset. It needs no authorization: it
 // shows only what the node publishes to every member, with noised counts
-// (CATALOGUE.md §5).
+// (CATALOGUE.md §5). Each remote address may make Config.DSPRate
+// requests a minute, DSPBurst at once; past that it is answered 429.
 func (c *Catalogue) DSPHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/catalog/request", func(w http.ResponseWriter, r *http.Request) {
@@ -44,7 +45,7 @@ func (c *Catalogue) DSPHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c.dspError(w, http.StatusNotFound, "not_found", "this endpoint serves POST /catalog/request and GET /catalog/datasets/{id}")
 	})
-	return mux
+	return c.limit(newLimiter(c.c.DSPRate, c.c.DSPBurst, c.c.Now), mux)
 }
 
 // CatalogRequest is a dspace:CatalogRequestMessage as read.

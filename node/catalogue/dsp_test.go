@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/nodetest"
 )
 
@@ -199,6 +202,62 @@ func TestDSPCatalogSchema(t *testing.T) {
 	for _, want := range []string{`eduspace_dsp_requests_total{outcome="catalog"} 3`, `eduspace_dsp_requests_total{outcome="dataset"} 1`,
 		`eduspace_dsp_requests_total{outcome="bad_request"} 5`, `eduspace_dsp_requests_total{outcome="method_not_allowed"} 2`,
 		`eduspace_dsp_requests_total{outcome="not_found"} 2`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestDSPRateLimited: past dsp.burst requests from one address, the
+// endpoint answers 429 with Retry-After and a dspace:CatalogError that
+// validates, counted as rate_limited; at the rate, a token comes back.
+// The node's clock is set, so the test depends on no timing.
+func TestDSPRateLimited(t *testing.T) {
+	schemas := loadDSPSchemas(t)
+	s := nodetest.NewSpace(t)
+	cfg := s.Config("uni-a")
+	cfg.DSP.Listen = "127.0.0.1:0"
+	cfg.DSP.RatePerMinute, cfg.DSP.Burst = 6, 2 // a token every 10 s
+	var mu sync.Mutex
+	now := s.Now
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	a := s.Open(cfg, node.Env{Now: clock})
+	url := a.DSPURL()
+	for i := range 2 {
+		if code, data := postDSP(t, url, catalogRequest); code != http.StatusOK {
+			t.Fatalf("request %d of a burst of 2: %d %s", i+1, code, data)
+		}
+	}
+	resp, err := http.Post(url+"/catalog/request", "application/json", strings.NewReader(catalogRequest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "10" {
+		t.Errorf("3rd request: %d, Retry-After %q; want 429, 10: %s", resp.StatusCode, resp.Header.Get("Retry-After"), data)
+	}
+	if err := schemas.validate(t, "catalog-error", data); err != nil {
+		t.Errorf("the 429's body: %v\n%s", err, data)
+	}
+	var e map[string]any
+	if json.Unmarshal(data, &e) != nil || e["dspace:code"] != "429" {
+		t.Errorf("dspace:code %v, want 429", e["dspace:code"])
+	}
+	// Any path counts against the same bucket.
+	if resp, err := http.Get(url + "/catalog/datasets/x"); err != nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("GET a dataset past the limit: %v %v", resp.StatusCode, err)
+	} else {
+		resp.Body.Close()
+	}
+	mu.Lock()
+	now = now.Add(10 * time.Second)
+	mu.Unlock()
+	if code, data := postDSP(t, url, catalogRequest); code != http.StatusOK {
+		t.Errorf("after 10 s at 6 a minute: %d %s", code, data)
+	}
+	m := nodetest.Scrape(t, a)
+	for _, want := range []string{`eduspace_dsp_requests_total{outcome="catalog"} 3`, `eduspace_dsp_requests_total{outcome="rate_limited"} 2`} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s", want)
 		}

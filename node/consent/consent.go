@@ -20,7 +20,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -496,6 +495,6 @@ func (l *Ledger) Relearn(ctx context.Context, id, recipient, token string) (Rele
 	}
 	r := Relearnt{Held: true, Withdrawn: !c.Withdrawn.IsZero()}
 	want := l.recipientToken(recipient, c.Subject)
-	r.Matches = (len(c.Recipients) == 0 || slices.Contains(c.Recipients, recipient)) && hmac.Equal([]byte(want), []byte(token))
+	r.Matches = c.CoversRecipient(recipient) && hmac.Equal([]byte(want), []byte(token))
 	return r, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,7 +60,7 @@ func TestTamperingDetected(t *testing.T) {
 	}{
 		{"edited entry", `UPDATE evidence SET entry = replace(entry, '"permit"', '"deny"') WHERE seq = 4`, 4},
 		{"deleted entry", `DELETE FROM evidence WHERE seq = 5`, 5},
-		{"inserted entry", `UPDATE evidence SET seq = -seq WHERE seq >= 7; UPDATE evidence SET seq = 1 - seq WHERE seq < 0; INSERT INTO evidence SELECT 7, entry, prev_hash, hash FROM evidence WHERE seq = 3`, 7},
+		{"inserted entry", `UPDATE evidence SET seq = -seq WHERE seq >= 7; UPDATE evidence SET seq = 1 - seq WHERE seq < 0; INSERT INTO evidence(seq, entry, prev_hash, hash) SELECT 7, entry, prev_hash, hash FROM evidence WHERE seq = 3`, 7},
 		{"reordered entries", `UPDATE evidence SET seq = -1 WHERE seq = 3; UPDATE evidence SET seq = 3 WHERE seq = 6; UPDATE evidence SET seq = 6 WHERE seq = -1`, 3},
 		{"rewritten hash", `UPDATE evidence SET hash = zeroblob(32) WHERE seq = 9`, 9},
 		{"truncated head", `DELETE FROM evidence WHERE seq <= 2`, 1},
@@ -75,5 +76,57 @@ func TestTamperingDetected(t *testing.T) {
 				t.Fatalf("got %v, want broken at entry %d", err, tc.wantSeq)
 			}
 		})
+	}
+}
+
+// TestAboutByKind: About finds the entries of a kind that name a subject,
+// oldest first, and none of another kind or subject; its query reads the
+// entries of the kind through the index evidence_kind, not the whole log.
+func TestAboutByKind(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	log := evidence.New("uni-a", []byte("key"), time.Now).UseDB(db)
+	s1, s2 := log.Subject("s1"), log.Subject("s2")
+	for _, e := range []evidence.Entry{
+		{Kind: evidence.KindDecide, Reason: "permit", Subjects: []string{s1, s2}},
+		{Kind: evidence.KindExport, Count: 1, Subjects: []string{s1}},
+		{Kind: evidence.KindExport, Count: 2, Subjects: []string{s2}},
+		{Kind: evidence.KindExport, Count: 3, Subjects: []string{s2, s1}},
+	} {
+		if err := db.Write(ctx, func(tx *sql.Tx) error { return log.Append(ctx, tx, e) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := log.About(ctx, evidence.KindExport, s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Seq != 2 || got[1].Seq != 4 || got[0].Count != 1 || got[1].Count != 3 {
+		t.Errorf("About(export, s1) = %+v, want entries 2 and 4", got)
+	}
+	if got, err := log.About(ctx, evidence.KindExport, log.Subject("s3")); err != nil || len(got) != 0 {
+		t.Errorf("About(export, s3) = %+v, %v; want none", got, err)
+	}
+	var kinds int
+	if err := db.R.QueryRowContext(ctx, `SELECT count(*) FROM evidence WHERE kind = ?`, evidence.KindExport).Scan(&kinds); err != nil || kinds != 3 {
+		t.Errorf("%d entries with kind column export (%v), want 3", kinds, err)
+	}
+
+	rows, err := db.R.QueryContext(ctx, `EXPLAIN QUERY PLAN `+evidence.QAbout, evidence.KindExport, `"x"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if len(plan) != 1 || !strings.Contains(plan[0], "USING INDEX evidence_kind (kind=?)") {
+		t.Errorf("About's plan %q, want a search of evidence by the index evidence_kind and no sort", plan)
 	}
 }

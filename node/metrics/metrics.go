@@ -84,7 +84,7 @@ var CatalogueRefusals = []string{"publisher_mismatch", "invalid"}
 
 // DSPOutcomes are the outcomes of requests to the Dataspace Protocol
 // catalogue endpoint, the closed set of eduspace_dsp_requests_total's label.
-var DSPOutcomes = []string{"catalog", "dataset", "bad_request", "not_found", "method_not_allowed"}
+var DSPOutcomes = []string{"catalog", "dataset", "bad_request", "not_found", "method_not_allowed", "rate_limited"}
 
 // Aggregate are the aggregate instruments (node/aggregate/AGGREGATES.md).
 // Labels come from closed sets: round events, participation events,

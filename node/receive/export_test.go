@@ -7,3 +7,6 @@ import "time"
 func WithReceiptLinger(d time.Duration) Options {
 	return Options{receiptLinger: d}
 }
+
+// QForgetRecovered is forgetRecovered's query, for the test of its plan.
+const QForgetRecovered = qForgetRecovered

@@ -219,10 +219,14 @@ const RecoveredFor = 7 * 24 * time.Hour
 // forgetRecovered deletes the hashes older than RecoveredFor.
 func (r *Receiver) forgetRecovered(ctx context.Context) error {
 	return r.db.Write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM recovered WHERE added_ms < ?`, r.now().Add(-RecoveredFor).UnixMilli())
+		_, err := tx.ExecContext(ctx, qForgetRecovered, r.now().Add(-RecoveredFor).UnixMilli())
 		return err
 	})
 }
+
+// qForgetRecovered is forgetRecovered's deletion: through the index
+// recovered_added, not a walk of every hash kept, on each janitor pass.
+const qForgetRecovered = `DELETE FROM recovered WHERE added_ms < ?`
 
 // AwaitAgreements notes, inside tx, the agreements in force that peer
 // holds with this node and this node's restored copy lost: until until,

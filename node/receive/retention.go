@@ -17,7 +17,9 @@ func (r *Receiver) ExpireRetention(ctx context.Context) error { return r.expire(
 
 // expire is one retention pass. It also forgets tombstones no envelope
 // can reach any more: one created before the tombstone's time has expired
-// (maxEnvelopeLife, give or take the clock skew).
+// (maxEnvelopeLife, give or take the clock skew); and the agreements a
+// restored copy awaited (AwaitAgreements) whose wait has ended, which
+// awaited reads as absent already.
 func (r *Receiver) expire(ctx context.Context) error {
 	horizon := r.now().Add(-maxEnvelopeLife - r.skew).UnixMilli()
 	if err := r.db.Write(ctx, func(tx *sql.Tx) error {
@@ -25,6 +27,12 @@ func (r *Receiver) expire(ctx context.Context) error {
 		return err
 	}); err != nil {
 		return fmt.Errorf("retention: forget tombstones: %w", err)
+	}
+	if err := r.db.Write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM awaited_agreements WHERE until_ms <= ?`, r.now().UnixMilli())
+		return err
+	}); err != nil {
+		return fmt.Errorf("retention: forget awaited agreements: %w", err)
 	}
 	rows, err := r.db.R.QueryContext(ctx, `SELECT r.envelope_id, r.records, i.agreement, i.sender, i.received_ms FROM received r
 		JOIN inbox i ON i.envelope_id = r.envelope_id WHERE r.records > 0`)

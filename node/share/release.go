@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -82,34 +83,12 @@ func (n *Sharer) DecideHeld(ctx context.Context, agreementID string, types []str
 	return nil
 }
 
-// decideAll decides the held records of one type, a page at a time.
+// decideAll decides the held records of one type, a page at a time
+// (readRecords), shared already or not.
 func (s *shareRun) decideAll(ctx context.Context, typ string, tz *crypto.Tokenizer, fn func(Decided) error) error {
-	const page = 1000
 	parser := schema.NewLineParser(typ)
 	row := new(schema.Row)
-	var after int64
-	for {
-		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, key, body, labels, ingested_ms FROM records WHERE type = ? AND id > ? ORDER BY id LIMIT ?`, typ, after, page)
-		if err != nil {
-			return fmt.Errorf("release: read records: %w", err)
-		}
-		var got []heldRecord
-		for rows.Next() {
-			r := heldRecord{typ: typ}
-			var key []byte
-			if err := rows.Scan(&r.id, &key, &r.body, &r.labels, &r.ingestedMs); err == nil {
-				r.body, r.labels, err = s.n.openHeld(key, r.body, r.labels)
-			}
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("release: read record %d: %w", r.id, err)
-			}
-			got = append(got, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("release: read records: %w", err)
-		}
+	return s.readRecords(ctx, "release", typ, heldRange{since: math.MinInt64, upto: math.MaxInt64}, func(got []heldRecord) error {
 		for _, r := range got {
 			now := s.n.now()
 			if verr := parser.ParseRow(r.body, s.n.std, row); verr != nil {
@@ -154,11 +133,8 @@ func (s *shareRun) decideAll(ctx context.Context, typ string, tz *crypto.Tokeniz
 				return err
 			}
 		}
-		if len(got) < page {
-			return nil
-		}
-		after = got[len(got)-1].id
-	}
+		return nil
+	})
 }
 
 // withdrawn tells whether the subject withdrew a consent for the run's
@@ -167,7 +143,7 @@ func (s *shareRun) withdrawn(subject string) bool {
 	recs := s.consents[subject]
 	found := false
 	for _, c := range recs {
-		if c.Purpose != s.a.Purpose || len(c.Recipients) > 0 && !slices.Contains(c.Recipients, s.a.Recipient) {
+		if c.Purpose != s.a.Purpose || !c.CoversRecipient(s.a.Recipient) {
 			continue
 		}
 		if c.Withdrawn.IsZero() {

@@ -429,7 +429,7 @@ type heldRecord struct {
 	id           int64
 	typ          string
 	body, labels []byte // in clear
-	ingestedMs   int64  // set for an ingest's records handed on (shareRows)
+	ingestedMs   int64  // when the node stored it (Unix ms)
 	// row and rowLabels are the record as an ingest parsed and classified
 	// it, when it kept them (shareRows); nil: parse body and labels.
 	row       *schema.Row
@@ -500,33 +500,65 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 // after and at most upto, a page at a time into pages, so memory stays
 // flat.
 func (s *shareRun) readHeld(ctx context.Context, typ string, since, after, upto int64, pages chan<- []heldRecord) error {
-	const page = 1000
-	for {
-		rows, err := s.n.db.R.QueryContext(ctx, `SELECT id, key, body, labels FROM records r
+	return s.readRecords(ctx, "share", typ, heldRange{since: since, after: after, upto: upto, unshared: true}, func(got []heldRecord) error {
+		return sendPage(ctx, pages, got)
+	})
+}
+
+// heldRange is which held records of a type readRecords reads: ingested
+// at or after since (Unix ms), with ids above after and at most upto, and,
+// when unshared, only those not yet shared under the run's agreement.
+type heldRange struct {
+	since, after, upto int64
+	unshared           bool
+}
+
+// The queries of readRecords: every record of the range, or those not
+// yet shared under the agreement.
+const (
+	qHeld = `SELECT id, key, body, labels, ingested_ms FROM records r
+			WHERE type = ? AND id > ? AND id <= ? AND ingested_ms >= ?
+			ORDER BY id LIMIT ?`
+	qHeldUnshared = `SELECT id, key, body, labels, ingested_ms FROM records r
 			WHERE type = ? AND id > ? AND id <= ? AND ingested_ms >= ? AND NOT EXISTS (SELECT 1 FROM shared s WHERE s.agreement = ? AND s.record_id = r.id)
-			ORDER BY id LIMIT ?`, typ, after, upto, since, s.a.ID, page)
+			ORDER BY id LIMIT ?`
+)
+
+// readRecords reads the held records of type typ in range hr, opened, a
+// page at a time in order of id, and hands each non-empty page to fn, so
+// memory stays flat. Its errors start with what (the caller: share,
+// release).
+func (s *shareRun) readRecords(ctx context.Context, what, typ string, hr heldRange, fn func([]heldRecord) error) error {
+	const page = 1000
+	after := hr.after
+	for {
+		q, args := qHeld, []any{typ, after, hr.upto, hr.since, page}
+		if hr.unshared {
+			q, args = qHeldUnshared, []any{typ, after, hr.upto, hr.since, s.a.ID, page}
+		}
+		rows, err := s.n.db.R.QueryContext(ctx, q, args...)
 		if err != nil {
-			return fmt.Errorf("share: read records: %w", err)
+			return fmt.Errorf("%s: read records: %w", what, err)
 		}
 		got := make([]heldRecord, 0, page)
 		for rows.Next() {
 			r := heldRecord{typ: typ}
 			var key []byte
-			if err := rows.Scan(&r.id, &key, &r.body, &r.labels); err == nil {
+			if err := rows.Scan(&r.id, &key, &r.body, &r.labels, &r.ingestedMs); err == nil {
 				r.body, r.labels, err = s.n.openHeld(key, r.body, r.labels)
 			}
 			if err != nil {
 				rows.Close()
-				return fmt.Errorf("share: read record %d: %w", r.id, err)
+				return fmt.Errorf("%s: read record %d: %w", what, r.id, err)
 			}
 			got = append(got, r)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return fmt.Errorf("share: read records: %w", err)
+			return fmt.Errorf("%s: read records: %w", what, err)
 		}
 		if len(got) > 0 {
-			if err := sendPage(ctx, pages, got); err != nil {
+			if err := fn(got); err != nil {
 				return err
 			}
 		}

@@ -502,6 +502,19 @@ CREATE TABLE linkage_chunks (
 	PRIMARY KEY (member, request, chunk)
 );
 `,
+	// 20: the evidence log's entries by kind (node/evidence Log.About).
+	`
+-- evidence.kind: the entry's kind, as in the entry (which the chain hashes; this column is outside
+-- it), so that the entries of one kind are found without reading the whole log.
+ALTER TABLE evidence ADD COLUMN kind TEXT;
+UPDATE evidence SET kind = json_extract(CAST(entry AS TEXT), '$.kind');
+CREATE INDEX evidence_kind ON evidence(kind, seq);
+`,
+	// 21: the hashes of records sent before a peer's restore, by when they
+	// were kept (package receive forgets them after a week).
+	`
+CREATE INDEX recovered_added ON recovered(added_ms);
+`,
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -96,5 +97,53 @@ func TestDeliveriesMigration(t *testing.T) {
 	}
 	if eid != "env-0" || string(data) != "\x00\xff\x10" {
 		t.Errorf("outbox after migration: %s %x", eid, data)
+	}
+}
+
+// migrationWith is the index of the migration that contains s.
+func migrationWith(t *testing.T, s string) int {
+	t.Helper()
+	for i, m := range migrations {
+		if strings.Contains(m, s) {
+			return i
+		}
+	}
+	t.Fatalf("no migration contains %q", s)
+	return 0
+}
+
+// TestEvidenceKindMigration: the migration that adds evidence.kind fills
+// it from the entries already written, so About finds old entries too.
+func TestEvidenceKindMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "node.db")
+	old, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := migrationWith(t, "ALTER TABLE evidence ADD COLUMN kind")
+	for i, m := range migrations[:n] {
+		if _, err := old.ExecContext(ctx, m); err != nil {
+			t.Fatalf("migration %d: %v", i+1, err)
+		}
+	}
+	for i, kind := range []string{"decide", "export", "ingest"} {
+		if _, err := old.ExecContext(ctx, `INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, x'00', x'00')`,
+			i+1, []byte(`{"seq":`+fmt.Sprint(i+1)+`,"t":1,"node":"uni-a","kind":"`+kind+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := old.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, n)); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var kinds string
+	if err := db.R.QueryRowContext(ctx, `SELECT group_concat(kind, ',' ORDER BY seq) FROM evidence`).Scan(&kinds); err != nil || kinds != "decide,export,ingest" {
+		t.Errorf("evidence.kind after migration %q (%v), want decide,export,ingest", kinds, err)
 	}
 }

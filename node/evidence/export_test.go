@@ -1,0 +1,4 @@
+package evidence
+
+// QAbout is About's query, for the test of its plan.
+const QAbout = qAbout
