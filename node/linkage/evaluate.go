@@ -18,6 +18,10 @@ import (
 const (
 	// MaxPart is the most elements one proof may cover.
 	MaxPart = 8192
+	// MinPart is the fewest elements one proof may cover (but for a chunk
+	// of fewer): a proof costs the evaluator a few scalar multiplications
+	// whatever it covers, so parts of one element would multiply its work.
+	MinPart = 16
 	// MaxChunk is the most elements one chunk may carry.
 	MaxChunk = 16384
 )
@@ -62,7 +66,7 @@ func (s *Service) usage(ctx context.Context, tx *sql.Tx, member string, m messag
 // written and its answer queued in one transaction.
 func (s *Service) evaluate(ctx context.Context, h crypto.Header, sender *crypto.Credential, m message) error {
 	k := len(m.Elements) / ElementSize
-	if len(m.Elements)%ElementSize != 0 || k == 0 || k > MaxChunk || m.Part < 1 || m.Part > MaxPart ||
+	if len(m.Elements)%ElementSize != 0 || k == 0 || k > MaxChunk || m.Part < min(MinPart, k) || m.Part > MaxPart ||
 		m.Chunks < 1 || m.Chunk < 0 || m.Chunk >= m.Chunks || m.Total < k {
 		s.m.Refused.WithLabelValues(RefuseMalformed).Inc()
 		return envelope.Refuse(envelope.RefuseContent, errors.New("linkage request out of bounds"))

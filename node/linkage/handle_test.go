@@ -40,6 +40,9 @@ func TestHandleRefusesMalformed(t *testing.T) {
 		"too many elements": req(func(m *message) { m.Elements = make([]byte, (MaxChunk+1)*ElementSize); m.Total = MaxChunk + 1 }),
 		"part 0":            req(func(m *message) { m.Part = 0 }),
 		"part too large":    req(func(m *message) { m.Part = MaxPart + 1 }),
+		"part too small": req(func(m *message) {
+			m.Elements, m.Total, m.Part = make([]byte, 2*MinPart*ElementSize), 2*MinPart, MinPart-1
+		}),
 		"chunk past chunks": req(func(m *message) { m.Chunk = 1 }),
 		"total below chunk": req(func(m *message) { m.Total = 1 }),
 		"negative chunk":    req(func(m *message) { m.Chunk = -1 }),

@@ -1,7 +1,9 @@
 package linkage
 
 import (
+	"bytes"
 	stdcrypto "crypto"
+	"crypto/rand"
 	"crypto/sha512"
 	"crypto/subtle"
 	"encoding/binary"
@@ -144,16 +146,31 @@ func challenge(tweaked []byte, m, z, t2, t3 *r255.Point) r255.Scalar {
 	return hashToScalar(append(msg, "Challenge"...))
 }
 
+// msmMin is the fewest terms msm sums with buckets.
+const msmMin = 48
+
 // msm sets, for each set j of points, out[j] = Σᵢ d[i]·points[j][i], all
 // sets sharing the scalars: Pippenger's method with 8-bit windows, in
 // variable time (for public inputs only).
 func msm(d []r255.Scalar, points ...[]r255.Point) []r255.Point {
+	out := make([]r255.Point, len(points))
+	if len(d) < msmMin {
+		// The buckets cost ≈ 16,000 additions whatever n: below msmMin
+		// terms, a multiplication each is cheaper.
+		var x r255.Point
+		for j, ps := range points {
+			out[j].SetZero()
+			for i := range ps {
+				out[j].Add(&out[j], x.PublicScalarMult(&ps[i], &d[i]))
+			}
+		}
+		return out
+	}
 	const window = 8
 	digits := make([][32]byte, len(d))
 	for i := range d {
 		d[i].BytesInto(&digits[i])
 	}
-	out := make([]r255.Point, len(points))
 	var buckets [1 << window]r255.Point
 	var used [1 << window]bool
 	for j, ps := range points {
@@ -227,7 +244,7 @@ func (k *evalKey) tweak(info []byte) (*serverTweak, error) {
 	var tw serverTweak
 	tw.t.Add(&m, &k.k)
 	if tw.t.IsNonZeroI() == 0 {
-		return nil, errors.New("linkage info gives a zero tweak: use another purpose or epoch")
+		return nil, errors.New("linkage key and info give a zero tweak, which makes the key public: rotate the linkage key (eduspace linkage keygen)")
 	}
 	tw.tInv.Inverse(&tw.t)
 	var T r255.Point
@@ -263,8 +280,7 @@ func (tw *serverTweak) evaluate(blinded, evaluated []byte) ([]byte, error) {
 	m := msm(d, zs)[0]
 	var z, t2, t3 r255.Point
 	z.ScalarMult(&m, &tw.t)
-	var r r255.Scalar
-	r.Rand()
+	r := tw.nonce(&m)
 	t2.ScalarMultBase(&r)
 	t3.ScalarMult(&m, &r)
 	c := challenge(tw.tweaked[:], &m, &z, &t2, &t3)
@@ -274,6 +290,35 @@ func (tw *serverTweak) evaluate(blinded, evaluated []byte) ([]byte, error) {
 	proof := make([]byte, 0, 2*scalarSize)
 	proof = append(proof, c.Bytes()...)
 	return append(proof, s.Bytes()...), nil
+}
+
+// nonce is the proof's secret nonce, hedged: a hash of fresh randomness,
+// the secret t and the batch's composite M, so that a weak random source
+// alone does not repeat it (a repeated nonce would give t away, and the
+// key with it). Zero is never returned.
+func (tw *serverTweak) nonce(m *r255.Point) r255.Scalar {
+	var seed [64]byte
+	var tb, mb [32]byte
+	tw.t.BytesInto(&tb)
+	m.BytesInto(&mb)
+	for {
+		if _, err := rand.Read(seed[:]); err != nil {
+			panic("linkage: no randomness: " + err.Error()) // crypto/rand does not fail on Linux
+		}
+		h := sha512.New()
+		h.Write([]byte("eduspace linkage proof nonce v1\x00"))
+		h.Write(seed[:])
+		h.Write(tb[:])
+		h.Write(tw.tweaked[:])
+		h.Write(mb[:])
+		var wide [64]byte
+		h.Sum(wide[:0])
+		var r r255.Scalar
+		r.SetReduced(&wide)
+		if r.IsNonZeroI() == 1 {
+			return r
+		}
+	}
 }
 
 // clientKey is what a requester knows of the evaluator: its public key.
@@ -295,13 +340,14 @@ func newClientKey(pk *oprf.PublicKey) (*clientKey, error) {
 // tweakedKey is the evaluator's key tweaked by an info, T = m·G + pk, and
 // its encoding: what a requester checks the proofs for that info against.
 type tweakedKey struct {
+	info    []byte
 	point   r255.Point
 	encoded [32]byte
 }
 
 // tweaked is the tweaked key for info.
 func (ck *clientKey) tweaked(info []byte) (tweakedKey, error) {
-	var tk tweakedKey
+	tk := tweakedKey{info: info}
 	m, err := infoScalar(info)
 	if err != nil {
 		return tk, err
@@ -332,9 +378,12 @@ func blind(inputs [][]byte, out []byte) (*blindBatch, error) {
 	if n == 0 || len(out) != n*ElementSize {
 		return nil, errors.New("linkage batch: want one element per input")
 	}
-	b := &blindBatch{inputs: inputs, blinds: make([]r255.Scalar, n), blinded: make([]r255.Point, n), encoded: out}
+	b := &blindBatch{inputs: inputs, blinds: make([]r255.Scalar, n), blinded: make([]r255.Point, n)}
 	var buf [32]byte
 	for i, in := range inputs {
+		if len(in) > 0xffff {
+			return nil, fmt.Errorf("input %d longer than 65535 bytes", i)
+		}
 		p := hashToGroup(in)
 		if isIdentity(&p) {
 			return nil, fmt.Errorf("input %d hashes to the identity", i)
@@ -346,14 +395,17 @@ func blind(inputs [][]byte, out []byte) (*blindBatch, error) {
 		b.blinded[i].BytesInto(&buf)
 		copy(out[i*ElementSize:], buf[:])
 	}
+	// A copy of what is sent, which the proof's composites hash: the
+	// caller's buffer may change once sent.
+	b.encoded = bytes.Clone(out)
 	return b, nil
 }
 
 // finalize checks the evaluator's proof over the batch (evaluated holds
 // the encodings of the Zᵢ, proof is c ‖ s) under the tweaked key tk, then
-// unblinds each element and hashes it with its input and info into the
+// unblinds each element and hashes it with its input and the key's info into the
 // POPRF output. No output is returned unless the proof verifies.
-func (b *blindBatch) finalize(tk tweakedKey, info, evaluated, proof []byte) ([][]byte, error) {
+func (b *blindBatch) finalize(tk tweakedKey, evaluated, proof []byte) ([][]byte, error) {
 	n := len(b.inputs)
 	if len(evaluated) != n*ElementSize || len(proof) != 2*scalarSize {
 		return nil, errors.New("linkage answer does not match its request")
@@ -402,7 +454,7 @@ func (b *blindBatch) finalize(tk tweakedKey, info, evaluated, proof []byte) ([][
 		u.BytesInto(&buf)
 		h.Reset()
 		h.Write(appendFramed(nil, b.inputs[i]))
-		h.Write(appendFramed(nil, info))
+		h.Write(appendFramed(nil, tk.info))
 		h.Write(appendFramed(nil, buf[:]))
 		h.Write([]byte("Finalize"))
 		outputs[i] = h.Sum(nil)

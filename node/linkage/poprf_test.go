@@ -163,7 +163,7 @@ func TestFinalizeInteroperates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	outputs, err := b.finalize(tk, info, evaluated, proof)
+	outputs, err := b.finalize(tk, evaluated, proof)
 	if err != nil {
 		t.Fatalf("circl's proof refused: %v", err)
 	}
@@ -209,7 +209,7 @@ func TestFinalizeInteroperates(t *testing.T) {
 		"one element short":          {tk, evaluated[ElementSize:], proof},
 		"the identity as an element": {tk, append(make([]byte, ElementSize), evaluated[ElementSize:]...), proof},
 	} {
-		if _, err := b.finalize(c.tk, info, c.evaluated, c.proof); err == nil {
+		if _, err := b.finalize(c.tk, c.evaluated, c.proof); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -244,7 +244,8 @@ func TestBatchRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		outputs, err := b.finalize(tk, info, evaluated, proof)
+		clear(blinded) // the sent buffer reused: the batch kept its own copy
+		outputs, err := b.finalize(tk, evaluated, proof)
 		if err != nil {
 			t.Fatalf("%d elements: %v", n, err)
 		}
@@ -264,38 +265,39 @@ func TestBatchRoundTrip(t *testing.T) {
 	}
 }
 
-// TestMSM: the bucket method agrees with a sum of products, including zero
-// scalars, repeated points and digits of every byte value.
+// TestMSM: the sums agree with sums of products, on both sides of msmMin,
+// including zero scalars, repeated points and digits of every byte value.
 func TestMSM(t *testing.T) {
-	n := 700
-	d := make([]r255.Scalar, n)
-	ps := make([]r255.Point, n)
-	qs := make([]r255.Point, n)
-	for i := range n {
-		switch i % 7 {
-		case 0:
-			d[i].SetZero()
-		case 1:
-			d[i].SetUint64(uint64(i))
-		default:
-			d[i].Rand()
+	for _, n := range []int{1, 5, msmMin - 1, msmMin, 700} {
+		d := make([]r255.Scalar, n)
+		ps := make([]r255.Point, n)
+		qs := make([]r255.Point, n)
+		for i := range n {
+			switch i % 7 {
+			case 0:
+				d[i].SetZero()
+			case 1:
+				d[i].SetUint64(uint64(i))
+			default:
+				d[i].Rand()
+			}
+			ps[i].Rand()
+			if i%5 == 0 && i > 0 {
+				ps[i] = ps[i-1]
+			}
+			qs[i].Rand()
 		}
-		ps[i].Rand()
-		if i%5 == 0 && i > 0 {
-			ps[i] = ps[i-1]
+		var wantP, wantQ, x r255.Point
+		wantP.SetZero()
+		wantQ.SetZero()
+		for i := range n {
+			wantP.Add(&wantP, x.ScalarMult(&ps[i], &d[i]))
+			wantQ.Add(&wantQ, x.ScalarMult(&qs[i], &d[i]))
 		}
-		qs[i].Rand()
-	}
-	var wantP, wantQ, x r255.Point
-	wantP.SetZero()
-	wantQ.SetZero()
-	for i := range n {
-		wantP.Add(&wantP, x.ScalarMult(&ps[i], &d[i]))
-		wantQ.Add(&wantQ, x.ScalarMult(&qs[i], &d[i]))
-	}
-	got := msm(d, ps, qs)
-	if !got[0].Equals(&wantP) || !got[1].Equals(&wantQ) {
-		t.Fatal("multi-scalar multiplication differs from the sum of products")
+		got := msm(d, ps, qs)
+		if !got[0].Equals(&wantP) || !got[1].Equals(&wantQ) {
+			t.Fatalf("%d terms: the multi-scalar multiplication differs from the sum of products", n)
+		}
 	}
 }
 
@@ -377,7 +379,7 @@ func BenchmarkPOPRF(b *testing.B) {
 	})
 	b.Run("finalize", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := batch.finalize(tk, info, evaluated, proof); err != nil {
+			if _, err := batch.finalize(tk, evaluated, proof); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -286,7 +286,7 @@ func (s *Service) Pseudonyms(ctx context.Context, purpose policy.Purpose, epoch 
 			done++
 			lo := m.Chunk * perChunk
 			hi := min(len(people), lo+perChunk)
-			outputs, err := finalizeChunk(tk, batches, m, info, hi-lo, part)
+			outputs, err := finalizeChunk(tk, batches, m, hi-lo, part)
 			if err != nil {
 				if rerr := s.refuse(ctx, ev.Node, string(purpose), epoch, RefuseProof, hi-lo); rerr != nil {
 					return nil, rep, rerr
@@ -325,7 +325,7 @@ func (s *Service) chunkSize() (part, chunk int) {
 		maxPayload = 1 << 20
 	}
 	fit := int(maxPayload / 2 / (ElementSize * 4 / 3)) // elements in base64 in half the payload
-	part = max(16, min(PartSize, fit))
+	part = max(MinPart, min(PartSize, fit))
 	parts := max(1, min(MaxChunk/part, fit/part))
 	return part, parts * part
 }
@@ -353,14 +353,14 @@ func blindChunk(people []person, part int) ([]*blindBatch, []byte, error) {
 // finalizeChunk checks an answer's proofs under the tweaked key and
 // unblinds its elements, part by part in parallel; k is how many elements
 // the chunk carried, part how many each proof covers.
-func finalizeChunk(tk tweakedKey, batches []*blindBatch, m message, info []byte, k, part int) ([][]byte, error) {
+func finalizeChunk(tk tweakedKey, batches []*blindBatch, m message, k, part int) ([][]byte, error) {
 	if m.Part != part || len(m.Elements) != k*ElementSize || len(m.Proofs) != len(batches) {
 		return nil, errors.New("answer does not match its request")
 	}
 	out := make([][]byte, k)
 	if err := forParts(len(batches), func(p int) error {
 		lo, hi := p*part, min(k, (p+1)*part)
-		o, err := batches[p].finalize(tk, info, m.Elements[lo*ElementSize:hi*ElementSize], m.Proofs[p])
+		o, err := batches[p].finalize(tk, m.Elements[lo*ElementSize:hi*ElementSize], m.Proofs[p])
 		if err != nil {
 			return err
 		}
