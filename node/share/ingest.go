@@ -11,7 +11,6 @@ import (
 	"io"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/store"
@@ -196,278 +195,109 @@ func (n *Sharer) Ingest(ctx context.Context, r io.Reader, o IngestOptions) (Inge
 
 // readIngest reads, validates and classifies the records of rd, counting
 // the refused ones in res, and hands the valid ones to out in batches of
-// ingestBatch, as they will be stored, in input order. With keep, each
-// NDJSON record keeps its parsed row and classification for the
-// continuous shares. NDJSON is parsed, classified and sealed by
-// ingestWorkers goroutines (readLines); other formats by this one.
+// ingestBatch, as they will be stored. With keep, each NDJSON record keeps
+// its parsed row and classification for the continuous shares.
 func (n *Sharer) readIngest(ctx context.Context, rd schema.Reader, out chan<- []ingestRow, res *IngestResult, keep bool) error {
-	if lines, ok := rd.(lineReader); ok {
-		return n.readLines(ctx, lines, out, res, keep)
-	}
 	asOf := n.now()
 	batch := make([]ingestRow, 0, ingestBatch)
+	send := func() error {
+		select {
+		case out <- batch:
+			batch = make([]ingestRow, 0, ingestBatch)
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// NDJSON lines are parsed into a reused row, classified by position
+	// and written back as stored from it: no map per record. Other
+	// formats give records.
+	lines, _ := rd.(lineReader)
+	var parser *schema.LineParser
+	if lines != nil {
+		parser = lines.Parser()
+	}
+	row := new(schema.Row)
+	var rec schema.Record
+	var body []byte
 	for {
-		rec, idx, err := rd.Next()
+		var labels schema.Labels
+		var idx int
+		var err error
+		if lines != nil {
+			var line []byte
+			if line, idx, err = lines.NextLine(); err == nil {
+				if verr := parser.ParseRow(line, n.std, row); verr != nil {
+					err = verr
+				} else {
+					rec.Type = row.Type
+				}
+			}
+		} else {
+			rec, idx, err = rd.Next()
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		var verr *schema.ValidationError
 		if errors.As(err, &verr) {
 			res.Records++
-			n.reject(res, idx, verr)
+			res.reject(idx, verr)
+			n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("ingest: read: %w", err)
 		}
 		res.Records++
-		labels, err := n.std.Classify(rec, asOf)
+		if lines != nil {
+			labels, err = n.std.ClassifyRow(row, asOf)
+		} else {
+			labels, err = n.std.Classify(rec, asOf)
+		}
 		if errors.As(err, &verr) {
-			n.reject(res, idx, verr)
+			res.reject(idx, verr)
+			n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("ingest: classify: %w", err)
 		}
 		if labels.Level >= schema.CORE {
-			n.reject(res, idx, &schema.ValidationError{Reason: reasonCoreRefused})
+			res.reject(idx, &schema.ValidationError{Reason: reasonCoreRefused})
+			n.m.Invalid.WithLabelValues(reasonCoreRefused).Inc()
 			continue
 		}
 		// The fields as encoding/json writes the map: keys sorted, so the
 		// body, and the key made from it, are canonical.
-		body, err := json.Marshal(rec.Fields)
-		if err != nil {
+		if lines != nil {
+			body = row.AppendMapJSON(nil)
+		} else if body, err = json.Marshal(rec.Fields); err != nil {
 			return fmt.Errorf("ingest: encode record %d: %w", idx, err)
 		}
-		batch = append(batch, n.heldRow(rec.Type, body, labels))
+		h := sha256.New()
+		h.Write([]byte(rec.Type))
+		h.Write([]byte{0})
+		h.Write(body)
+		key := h.Sum(nil)
+		plainLabels := n.std.AppendLabels(nil, labels)
+		sealedBody, sealedLabels := n.sealHeld(key, body, plainLabels)
+		r := ingestRow{key: key, typ: rec.Type, subject: n.subjectColumn(labels.Subject), level: labels.Level,
+			body: sealedBody, labels: sealedLabels, plain: body, plainLabels: plainLabels}
+		if keep && lines != nil {
+			r.row, r.rowLabels = row.Keep(labels)
+		}
+		batch = append(batch, r)
 		if len(batch) == ingestBatch {
-			if err := sendBatch(ctx, out, batch); err != nil {
+			if err := send(); err != nil {
 				return err
 			}
-			batch = make([]ingestRow, 0, ingestBatch)
 		}
 	}
 	if len(batch) > 0 {
-		return sendBatch(ctx, out, batch)
+		return send()
 	}
 	return nil
-}
-
-// ingestWorkers is how many goroutines parse, classify and seal NDJSON
-// records at ingest; ingestChunk how many lines each is handed at a time.
-const (
-	ingestWorkers = 2
-	ingestChunk   = 250
-)
-
-// readLines is readIngest for NDJSON: this goroutine hands the records'
-// results on in order, a splitter goroutine cuts the input into chunks of
-// lines, and ingestWorkers goroutines parse, classify, encode and seal
-// each chunk. Reading one record costs about as much as storing it, so
-// one reading goroutine would leave the store waiting on two cores.
-func (n *Sharer) readLines(ctx context.Context, lines lineReader, out chan<- []ingestRow, res *IngestResult, keep bool) error {
-	asOf := n.now()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type item struct {
-		line []byte
-		idx  int
-		verr *schema.ValidationError // refused as read (a line too long)
-	}
-	type rejected struct {
-		idx  int
-		verr *schema.ValidationError
-	}
-	type done struct {
-		rows    []ingestRow
-		rejects []rejected // in input order
-		records int
-		err     error
-	}
-	type job struct {
-		items  []item
-		result chan done // buffered: a worker never waits to hand a result over
-	}
-	jobs := make(chan job, ingestWorkers)
-	// order holds the chunks' results in input order, as many as may be
-	// in flight.
-	order := make(chan chan done, 4*ingestWorkers)
-	var workers sync.WaitGroup
-	for range ingestWorkers {
-		workers.Go(func() {
-			parser := lines.Parser()
-			row := new(schema.Row)
-			for j := range jobs {
-				var d done
-				if d.err = ctx.Err(); d.err == nil {
-					for _, it := range j.items {
-						d.records++
-						if it.verr != nil {
-							d.rejects = append(d.rejects, rejected{it.idx, it.verr})
-							continue
-						}
-						r, verr, err := n.readLine(parser, row, it.line, asOf, keep)
-						if err != nil {
-							d.err = fmt.Errorf("ingest: record %d: %w", it.idx, err)
-							break
-						}
-						if verr != nil {
-							d.rejects = append(d.rejects, rejected{it.idx, verr})
-							continue
-						}
-						d.rows = append(d.rows, r)
-					}
-				}
-				j.result <- d
-			}
-		})
-	}
-	// The splitter: lines are copied out of the reader's buffer into their
-	// chunk's arena, which the parsed rows do not point into.
-	var splitErr error
-	var splitter sync.WaitGroup
-	splitter.Go(func() {
-		defer workers.Wait()
-		defer close(jobs)
-		defer close(order)
-		items := make([]item, 0, ingestChunk)
-		var arena []byte
-		hand := func() bool {
-			j := job{items: items, result: make(chan done, 1)}
-			select {
-			case jobs <- j:
-			case <-ctx.Done():
-				return false
-			}
-			select {
-			case order <- j.result:
-			case <-ctx.Done():
-				return false
-			}
-			items, arena = make([]item, 0, ingestChunk), make([]byte, 0, cap(arena))
-			return true
-		}
-		for {
-			line, idx, err := lines.NextLine()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			var verr *schema.ValidationError
-			switch {
-			case errors.As(err, &verr):
-				items = append(items, item{idx: idx, verr: verr})
-			case err != nil:
-				splitErr = fmt.Errorf("ingest: read: %w", err)
-			default:
-				start := len(arena)
-				arena = append(arena, line...)
-				items = append(items, item{line: arena[start:len(arena):len(arena)], idx: idx})
-			}
-			if splitErr != nil {
-				break
-			}
-			if len(items) == ingestChunk && !hand() {
-				return
-			}
-		}
-		if len(items) > 0 {
-			hand()
-		}
-	})
-	// The results in order, into batches of ingestBatch.
-	var err error
-	batch := make([]ingestRow, 0, ingestBatch)
-	for result := range order {
-		d := <-result
-		if err != nil {
-			continue // drain
-		}
-		if d.err != nil {
-			err = d.err
-			cancel()
-			continue
-		}
-		res.Records += d.records
-		for _, r := range d.rejects {
-			n.reject(res, r.idx, r.verr)
-		}
-		for _, r := range d.rows {
-			batch = append(batch, r)
-			if len(batch) == ingestBatch {
-				if err = sendBatch(ctx, out, batch); err != nil {
-					cancel()
-					break
-				}
-				batch = make([]ingestRow, 0, ingestBatch)
-			}
-		}
-	}
-	splitter.Wait()
-	if err == nil {
-		err = splitErr
-	}
-	if err == nil && len(batch) > 0 {
-		err = sendBatch(ctx, out, batch)
-	}
-	return err
-}
-
-// readLine parses, validates and classifies one NDJSON record into row
-// (parser and row are the calling goroutine's) and returns it as held,
-// or why it is refused.
-func (n *Sharer) readLine(parser *schema.LineParser, row *schema.Row, line []byte, asOf time.Time, keep bool) (ingestRow, *schema.ValidationError, error) {
-	if verr := parser.ParseRow(line, n.std, row); verr != nil {
-		return ingestRow{}, verr, nil
-	}
-	labels, err := n.std.ClassifyRow(row, asOf)
-	var verr *schema.ValidationError
-	if errors.As(err, &verr) {
-		return ingestRow{}, verr, nil
-	}
-	if err != nil {
-		return ingestRow{}, nil, fmt.Errorf("classify: %w", err)
-	}
-	if labels.Level >= schema.CORE {
-		return ingestRow{}, &schema.ValidationError{Reason: reasonCoreRefused}, nil
-	}
-	// Written back as encoding/json writes the map: keys sorted, so the
-	// body, and the key made from it, are canonical.
-	r := n.heldRow(row.Type, row.AppendMapJSON(nil), labels)
-	if keep {
-		r.row, r.rowLabels = row.Keep(labels)
-	}
-	return r, nil, nil
-}
-
-// heldRow is a valid record as the records table holds it: its key (the
-// SHA-256 of type and canonical body), subject hash, level, and body and
-// classification sealed under the data key.
-func (n *Sharer) heldRow(typ string, body []byte, labels schema.Labels) ingestRow {
-	h := sha256.New()
-	h.Write([]byte(typ))
-	h.Write([]byte{0})
-	h.Write(body)
-	key := h.Sum(nil)
-	plainLabels := n.std.AppendLabels(nil, labels)
-	sealedBody, sealedLabels := n.sealHeld(key, body, plainLabels)
-	return ingestRow{key: key, typ: typ, subject: n.subjectColumn(labels.Subject), level: labels.Level,
-		body: sealedBody, labels: sealedLabels, plain: body, plainLabels: plainLabels}
-}
-
-// sendBatch hands a batch of rows to the store.
-func sendBatch(ctx context.Context, out chan<- []ingestRow, batch []ingestRow) error {
-	select {
-	case out <- batch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// reject counts a refused record in res and in the metrics.
-func (n *Sharer) reject(res *IngestResult, idx int, verr *schema.ValidationError) {
-	res.reject(idx, verr)
-	n.m.Invalid.WithLabelValues(verr.Reason).Inc()
 }
 
 // openInput decodes r as o says or as detected (res.Format, res.Encoding
