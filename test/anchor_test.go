@@ -23,20 +23,15 @@ import (
 	"github.com/eduspace/eduspace/crypto/timestamp"
 	"github.com/eduspace/eduspace/crypto/timestamp/tsatest"
 	"github.com/eduspace/eduspace/node"
+	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/checkpoint"
 	"github.com/eduspace/eduspace/node/evidence"
 	"github.com/eduspace/eduspace/node/nodetest"
 	"github.com/eduspace/eduspace/node/store"
 )
 
-// anchorOverview is what the tests read of GET /v1/overview.
-type anchorOverview struct {
-	Anchoring     bool      `json:"anchoring"`
-	LastAnchoredT time.Time `json:"last_anchored_t"`
-	OwnCheckpoint int64     `json:"own_checkpoint"`
-}
-
-func readOverview(t *testing.T, n *node.Node) anchorOverview {
+// readOverview reads n's GET /v1/overview.
+func readOverview(t *testing.T, n *node.Node) admin.Overview {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, "http://"+n.AdminAddr()+"/v1/overview", nil)
 	if err != nil {
@@ -48,7 +43,7 @@ func readOverview(t *testing.T, n *node.Node) anchorOverview {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var o anchorOverview
+	var o admin.Overview
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /v1/overview: %s", resp.Status)
 	}

@@ -104,6 +104,10 @@ func TestDatasetRelease(t *testing.T) {
 		st, err := ai.Status(ctx)
 		return err == nil && st.Received == int64(rel.Records)
 	})
+	// The node's one screen counts it.
+	if o := readOverview(t, uni); o.Releases.Count != 1 || o.Releases.Records != rel.Records || o.Releases.Last.Sub(rel.Created).Abs() >= time.Millisecond {
+		t.Errorf("overview releases %+v, want the one release of %d records made at %s", o.Releases, rel.Records, rel.Created)
+	}
 	got := received(t, s.conf["ai-1"].DataDir)
 	class := map[string]int{}
 	for _, r := range got {

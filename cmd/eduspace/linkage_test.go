@@ -63,6 +63,16 @@ func TestLinkageCommands(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "this node: requester") {
 		t.Errorf("status on a member: exit %d\n%s", code, out)
 	}
+	// The node's one screen names the evaluator and its key too.
+	keyID := linkage.KeyID(ev.Suite, ev.Key)
+	code, out, _ = run(t, ctx, append([]string{"status"}, flags(ce.DataDir, e.AdminAddr())...)...)
+	if code != exitOK || !strings.Contains(out, "this node evaluates, key "+keyID+"\n") || !strings.Contains(out, "0 datasets offered here, 0 from members") {
+		t.Errorf("status on the evaluator: exit %d\n%s", code, out)
+	}
+	code, out, _ = run(t, ctx, append([]string{"status"}, flags(ca.DataDir, a.AdminAddr())...)...)
+	if code != exitOK || !strings.Contains(out, "evaluator uni-e, key "+keyID+"\n") {
+		t.Errorf("status on a member: exit %d\n%s", code, out)
+	}
 	for _, bad := range [][]string{
 		{"linkage", "pseudonymize"},
 		{"linkage", "pseudonymize", "--purpose", "statistics", "--epoch", "Spring 2026"},

@@ -15,7 +15,8 @@ import (
 
 // runStatus prints a running node's state on one screen (GET
 // /v1/overview): identity and credential, health, fail-closed state and
-// checkpoints, outbox and inbox, keys, peers, agreements and budgets.
+// checkpoints, outbox and inbox, keys, peers, agreements, budgets, the
+// catalogue, releases and linkage.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	cf := adminFlags(fs)
@@ -95,6 +96,19 @@ func printOverview(out io.Writer, o *admin.Overview) {
 			window = "no year yet"
 		}
 		fmt.Fprintf(w, "budget\t%s / %s, %s: %.4g of %.4g ρ spent, %d releases\n", b.Recipient, b.Population, window, b.Spent, b.Budget, b.Releases)
+	}
+	fmt.Fprintf(w, "catalogue\t%d datasets offered here, %d from members\n", o.Datasets.Offered, o.Datasets.Members)
+	if o.Releases.Count > 0 {
+		fmt.Fprintf(w, "releases\t%d made (%d records), the last %s\n", o.Releases.Count, o.Releases.Records, ago(o.Releases.Last, o.Generated))
+	}
+	switch l := o.Linkage; {
+	case l == nil:
+	case l.Evaluator == "":
+		fmt.Fprintf(w, "linkage\tno evaluator named in the space policy\n")
+	case l.IsEvaluator:
+		fmt.Fprintf(w, "linkage\tthis node evaluates, key %s%s\n", l.KeyID, yes(l.KeyHeld, "", " NOT HELD: "+l.Problem))
+	default:
+		fmt.Fprintf(w, "linkage\tevaluator %s, key %s%s\n", l.Evaluator, l.KeyID, yes(l.Problem == "", "", ": "+l.Problem))
 	}
 	for _, p := range o.Problems {
 		fmt.Fprintf(w, "unread\t%s\n", p)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/eduspace/eduspace/node/linkage"
 	"github.com/eduspace/eduspace/policy/privacy"
 )
 
@@ -22,6 +23,27 @@ type Overview struct {
 	// Agreements are the node's agreements, without their field lists.
 	Agreements []OverviewAgreement `json:"agreements"`
 	Budgets    []privacy.Account   `json:"budgets"`
+	// Datasets counts the space's catalogue as this node holds it.
+	Datasets OverviewDatasets `json:"datasets"`
+	// Releases counts the dataset releases this node made.
+	Releases OverviewReleases `json:"releases"`
+	// Linkage is the space's linkage as this node sees it, without the
+	// evaluator's per-member usage (eduspace linkage status has it).
+	Linkage *linkage.Status `json:"linkage,omitempty"`
+}
+
+// OverviewDatasets counts datasets: this node's offers, and the members'
+// it received.
+type OverviewDatasets struct {
+	Offered int `json:"offered"`
+	Members int `json:"members"`
+}
+
+// OverviewReleases counts this node's dataset releases.
+type OverviewReleases struct {
+	Count   int       `json:"count"`
+	Records int       `json:"records"`
+	Last    time.Time `json:"last,omitzero"`
 }
 
 // OverviewKey is one key of the node's credential.
@@ -67,6 +89,34 @@ func (s *Server) overview(ctx context.Context) Overview {
 		o.Problems = append(o.Problems, "budgets: "+err.Error())
 	} else {
 		o.Budgets = b
+	}
+	if s.cat != nil {
+		if offered, members, err := s.cat.Counts(ctx); err != nil {
+			o.Problems = append(o.Problems, "catalogue: "+err.Error())
+		} else {
+			o.Datasets = OverviewDatasets{Offered: offered, Members: members}
+		}
+	}
+	if s.releases != nil {
+		if list, err := s.releases.List(ctx); err != nil {
+			o.Problems = append(o.Problems, "releases: "+err.Error())
+		} else {
+			for _, r := range list {
+				o.Releases.Count++
+				o.Releases.Records += r.Records
+				if r.Created.After(o.Releases.Last) {
+					o.Releases.Last = r.Created
+				}
+			}
+		}
+	}
+	if s.linkage != nil {
+		if st, err := s.linkage.Status(ctx); err != nil {
+			o.Problems = append(o.Problems, "linkage: "+err.Error())
+		} else {
+			st.Usage = nil
+			o.Linkage = &st
+		}
 	}
 	return o
 }

@@ -472,6 +472,21 @@ func (c *Catalogue) List(ctx context.Context) ([]Entry, error) {
 	return c.received(ctx, out, "", "")
 }
 
+// Counts is how many datasets this node offers and how many of the
+// members' it holds (the revoked members' left out), without drawing a
+// row count.
+func (c *Catalogue) Counts(ctx context.Context) (offered, members int, err error) {
+	offers, _, err := c.offers(ctx, "")
+	if err != nil {
+		return 0, 0, err
+	}
+	received, err := c.received(ctx, nil, "", "")
+	if err != nil {
+		return 0, 0, err
+	}
+	return len(offers), len(received), nil
+}
+
 // received appends to out the datasets the members published to this
 // node, by publisher: of publisher only when not "", with id only when
 // not ""; a member the authority revoked is left out.
