@@ -449,14 +449,18 @@ func (b *blindBatch) finalize(tk tweakedKey, evaluated, proof []byte) ([][]byte,
 	outputs := make([][]byte, n)
 	h := sha512.New()
 	var u r255.Point
+	// The hash's message, one buffer for the batch: input ‖ info ‖
+	// element ‖ "Finalize", each but the last framed.
+	var msg []byte
 	for i := range n {
 		u.ScalarMult(&zs[i], &inv[i])
 		u.BytesInto(&buf)
+		msg = appendFramed(msg[:0], b.inputs[i])
+		msg = appendFramed(msg, tk.info)
+		msg = appendFramed(msg, buf[:])
+		msg = append(msg, "Finalize"...)
 		h.Reset()
-		h.Write(appendFramed(nil, b.inputs[i]))
-		h.Write(appendFramed(nil, tk.info))
-		h.Write(appendFramed(nil, buf[:]))
-		h.Write([]byte("Finalize"))
+		h.Write(msg)
 		outputs[i] = h.Sum(nil)
 	}
 	return outputs, nil
