@@ -378,6 +378,11 @@ func blind(inputs [][]byte, out []byte) (*blindBatch, error) {
 	if n == 0 || len(out) != n*ElementSize {
 		return nil, errors.New("linkage batch: want one element per input")
 	}
+	if n > 0xffff {
+		// The composites number the elements in two bytes, as evaluate
+		// holds a batch to.
+		return nil, errors.New("linkage batch: more than 65535 elements under one proof")
+	}
 	b := &blindBatch{inputs: inputs, blinds: make([]r255.Scalar, n), blinded: make([]r255.Point, n)}
 	var buf [32]byte
 	for i, in := range inputs {

@@ -259,6 +259,9 @@ func TestBatchRoundTrip(t *testing.T) {
 	if _, err := tw.evaluate(nil, nil); err == nil {
 		t.Error("an empty batch evaluated")
 	}
+	if _, err := blind(make([][]byte, 0x10000), make([]byte, 0x10000*ElementSize)); err == nil {
+		t.Error("a batch of 65536 blinded: its composites' two-byte index would wrap")
+	}
 	bad := make([]byte, 2*ElementSize)
 	if _, err := tw.evaluate(bad, make([]byte, len(bad))); err == nil {
 		t.Error("the identity evaluated")
