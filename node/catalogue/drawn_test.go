@@ -19,21 +19,8 @@ func TestDrawnUsesKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.R.QueryContext(ctx, `EXPLAIN QUERY PLAN `+qDrawn, "2026-12-04", `["types:student"]`)
+	plan, err := store.QueryPlan(ctx, db.R, qDrawn, "2026-12-04", `["types:student"]`)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
 	if len(plan) == 0 || !strings.Contains(plan[0], "USING PRIMARY KEY (dataset=? AND day=?)") {
