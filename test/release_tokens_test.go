@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -17,7 +15,6 @@ import (
 	"github.com/eduspace/eduspace/crypto"
 	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/envelope"
-	"github.com/eduspace/eduspace/node/receive"
 	"github.com/eduspace/eduspace/node/release"
 	"github.com/eduspace/eduspace/policy"
 	"github.com/eduspace/eduspace/schema"
@@ -25,30 +22,11 @@ import (
 )
 
 // receivedLines are the record lines a node stores, per envelope id, in
-// the order received.
+// the order received (receivedBodies, each body's records as NDJSON).
 func receivedLines(t *testing.T, dir string) map[string][][]byte {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "node.db")+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT envelope_id, body FROM received`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	dk := dataKey(t, dir)
 	out := map[string][][]byte{}
-	for rows.Next() {
-		var eid string
-		var body []byte
-		if err := rows.Scan(&eid, &body); err != nil {
-			t.Fatal(err)
-		}
-		if body, err = receive.OpenBody(dk, eid, body); err != nil {
-			t.Fatal(err)
-		}
+	for eid, body := range receivedBodies(t, dir) {
 		plain, err := envelope.ReceivedNDJSON(body)
 		if err != nil {
 			t.Fatal(err)
@@ -59,9 +37,6 @@ func receivedLines(t *testing.T, dir string) map[string][][]byte {
 				out[eid] = append(out[eid], line)
 			}
 		}
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

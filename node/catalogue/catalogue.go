@@ -300,15 +300,15 @@ func (c *Catalogue) offers(ctx context.Context, id string) ([]*Offer, []time.Tim
 }
 
 // Own is the datasets this node offers, with today's noised row counts:
-// the offers and the day's stored counts in two queries, whatever the
-// number of offers; a count not yet drawn today is drawn (rows).
+// the offers and their stored counts of the day in two queries, whatever
+// the number of offers; a count not yet drawn today is drawn (rows).
 func (c *Catalogue) Own(ctx context.Context) ([]Dataset, error) {
 	offers, updated, err := c.offers(ctx, "")
 	if err != nil {
 		return nil, err
 	}
 	today := day(c.c.Now())
-	drawn, err := c.drawn(ctx, today)
+	drawn, err := c.drawn(ctx, today, offers)
 	if err != nil {
 		return nil, err
 	}
@@ -323,14 +323,30 @@ func (c *Catalogue) Own(ctx context.Context) ([]Dataset, error) {
 	return out, nil
 }
 
-// drawn is the noised row counts stored for day, by drawKey.
-func (c *Catalogue) drawn(ctx context.Context, day string) (map[string]int64, error) {
-	rows, err := c.c.DB.R.QueryContext(ctx, `SELECT dataset, noised FROM catalogue_rows WHERE day = ?`, day)
+// qDrawn is drawn's query: the counts of day of the draw keys given as a
+// JSON array, each found by the primary key (dataset, day), so that the
+// days gone by are never read.
+const qDrawn = `SELECT dataset, noised FROM catalogue_rows WHERE day = ? AND dataset IN (SELECT value FROM json_each(?))`
+
+// drawn is the noised row counts of offers stored for day, by drawKey.
+func (c *Catalogue) drawn(ctx context.Context, day string, offers []*Offer) (map[string]int64, error) {
+	out := map[string]int64{}
+	if len(offers) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(offers))
+	for i, o := range offers {
+		keys[i] = drawKey(o)
+	}
+	list, err := json.Marshal(keys)
+	if err != nil {
+		return nil, fmt.Errorf("read row counts: %w", err)
+	}
+	rows, err := c.c.DB.R.QueryContext(ctx, qDrawn, day, string(list))
 	if err != nil {
 		return nil, fmt.Errorf("read row counts: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int64{}
 	for rows.Next() {
 		var key string
 		var n int64

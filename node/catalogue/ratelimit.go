@@ -61,9 +61,12 @@ func (l *limiter) idle() time.Duration {
 // allow takes a token of key's bucket; when there is none, it says how
 // long until there is one.
 func (l *limiter) allow(key string) (bool, time.Duration) {
-	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The clock is read under the lock: a time read before it could be
+	// older than a bucket's, setting the bucket back and refilling the
+	// same interval twice.
+	now := l.now()
 	// A sweep walks every address: at most once per fill time, or per
 	// second when the limiter is full, never once per request.
 	if since := now.Sub(l.swept); since >= l.idle() || len(l.addrs) >= maxAddrs && since >= time.Second {
@@ -82,8 +85,8 @@ func (l *limiter) allow(key string) (bool, time.Duration) {
 	}
 	if dt := now.Sub(b.at); dt > 0 {
 		b.tokens = min(l.burst, b.tokens+dt.Seconds()*l.rate)
+		b.at = now
 	}
-	b.at = now
 	if b.tokens >= 1 {
 		b.tokens--
 		return true, 0

@@ -69,3 +69,27 @@ func TestLimiter(t *testing.T) {
 		}
 	}
 }
+
+// TestLimiterOlderTime: a request whose time is older than its bucket's
+// (read just before another request took the lock) does not set the
+// bucket back, so no interval is refilled twice.
+func TestLimiterOlderTime(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	now := t0
+	l := newLimiter(60, 1, func() time.Time { return now })
+	if ok, _ := l.allow("192.0.2.1"); !ok {
+		t.Fatal("the first request refused")
+	}
+	now = t0.Add(-500 * time.Millisecond)
+	if ok, _ := l.allow("192.0.2.1"); ok {
+		t.Error("a second request at once allowed past a burst of 1")
+	}
+	now = t0.Add(600 * time.Millisecond)
+	if ok, _ := l.allow("192.0.2.1"); ok {
+		t.Error("0.6 s after the first request, at a token a second, allowed: the older time refilled 0.5 s twice")
+	}
+	now = t0.Add(time.Second)
+	if ok, _ := l.allow("192.0.2.1"); !ok {
+		t.Error("a second after the first request, at a token a second, refused")
+	}
+}

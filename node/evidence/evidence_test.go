@@ -112,19 +112,9 @@ func TestAboutByKind(t *testing.T) {
 		t.Errorf("%d entries with kind column export (%v), want 3", kinds, err)
 	}
 
-	rows, err := db.R.QueryContext(ctx, `EXPLAIN QUERY PLAN `+evidence.QAbout, evidence.KindExport, `"x"`)
+	plan, err := store.QueryPlan(ctx, db.R, evidence.QAbout, evidence.KindExport, `"x"`)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
 	}
 	if len(plan) != 1 || !strings.Contains(plan[0], "USING INDEX evidence_kind (kind=?)") {
 		t.Errorf("About's plan %q, want a search of evidence by the index evidence_kind and no sort", plan)

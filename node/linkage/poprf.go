@@ -378,6 +378,11 @@ func blind(inputs [][]byte, out []byte) (*blindBatch, error) {
 	if n == 0 || len(out) != n*ElementSize {
 		return nil, errors.New("linkage batch: want one element per input")
 	}
+	if n > 0xffff {
+		// The composites number the elements in two bytes, as evaluate
+		// holds a batch to.
+		return nil, errors.New("linkage batch: more than 65535 elements under one proof")
+	}
 	b := &blindBatch{inputs: inputs, blinds: make([]r255.Scalar, n), blinded: make([]r255.Point, n)}
 	var buf [32]byte
 	for i, in := range inputs {
@@ -449,14 +454,18 @@ func (b *blindBatch) finalize(tk tweakedKey, evaluated, proof []byte) ([][]byte,
 	outputs := make([][]byte, n)
 	h := sha512.New()
 	var u r255.Point
+	// The hash's message, one buffer for the batch: input ‖ info ‖
+	// element ‖ "Finalize", each but the last framed.
+	var msg []byte
 	for i := range n {
 		u.ScalarMult(&zs[i], &inv[i])
 		u.BytesInto(&buf)
+		msg = appendFramed(msg[:0], b.inputs[i])
+		msg = appendFramed(msg, tk.info)
+		msg = appendFramed(msg, buf[:])
+		msg = append(msg, "Finalize"...)
 		h.Reset()
-		h.Write(appendFramed(nil, b.inputs[i]))
-		h.Write(appendFramed(nil, tk.info))
-		h.Write(appendFramed(nil, buf[:]))
-		h.Write([]byte("Finalize"))
+		h.Write(msg)
 		outputs[i] = h.Sum(nil)
 	}
 	return outputs, nil

@@ -259,6 +259,9 @@ func TestBatchRoundTrip(t *testing.T) {
 	if _, err := tw.evaluate(nil, nil); err == nil {
 		t.Error("an empty batch evaluated")
 	}
+	if _, err := blind(make([][]byte, 0x10000), make([]byte, 0x10000*ElementSize)); err == nil {
+		t.Error("a batch of 65536 blinded: its composites' two-byte index would wrap")
+	}
 	bad := make([]byte, 2*ElementSize)
 	if _, err := tw.evaluate(bad, make([]byte, len(bad))); err == nil {
 		t.Error("the identity evaluated")
@@ -368,10 +371,15 @@ func BenchmarkPOPRF(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var proof []byte
+	// The answer finalize checks, made here so that finalize runs alone
+	// too (-bench POPRF/finalize).
+	proof, err := tw.evaluate(blinded, evaluated)
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Run("evaluate", func(b *testing.B) {
 		for b.Loop() {
-			if proof, err = tw.evaluate(blinded, evaluated); err != nil {
+			if _, err := tw.evaluate(blinded, evaluated); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -23,16 +23,15 @@ func (r *Receiver) ExpireRetention(ctx context.Context) error { return r.expire(
 func (r *Receiver) expire(ctx context.Context) error {
 	horizon := r.now().Add(-maxEnvelopeLife - r.skew).UnixMilli()
 	if err := r.db.Write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM tombstones WHERE before_ms < ?`, horizon)
-		return err
+		if _, err := tx.ExecContext(ctx, `DELETE FROM tombstones WHERE before_ms < ?`, horizon); err != nil {
+			return fmt.Errorf("forget tombstones: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM awaited_agreements WHERE until_ms <= ?`, r.now().UnixMilli()); err != nil {
+			return fmt.Errorf("forget awaited agreements: %w", err)
+		}
+		return nil
 	}); err != nil {
-		return fmt.Errorf("retention: forget tombstones: %w", err)
-	}
-	if err := r.db.Write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM awaited_agreements WHERE until_ms <= ?`, r.now().UnixMilli())
-		return err
-	}); err != nil {
-		return fmt.Errorf("retention: forget awaited agreements: %w", err)
+		return fmt.Errorf("retention: %w", err)
 	}
 	rows, err := r.db.R.QueryContext(ctx, `SELECT r.envelope_id, r.records, i.agreement, i.sender, i.received_ms FROM received r
 		JOIN inbox i ON i.envelope_id = r.envelope_id WHERE r.records > 0`)

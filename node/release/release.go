@@ -394,7 +394,7 @@ func (r *Releaser) Make(ctx context.Context, req Request, progress Progress) (*R
 		return ok && spec.Level >= r.c.Rules.SensitiveLevel
 	}
 	// The release's id comes first: the tokens of its rows are derived
-	// from it (releaseTokens).
+	// from it (releaseTokenizer).
 	rel := &Release{Agreement: a.ID, Recipient: a.Recipient, Purpose: string(a.Purpose), Created: r.c.Now().UTC()}
 	if rel.ID, err = r.newID("rel-", "release id"); err != nil {
 		return nil, err
@@ -954,24 +954,16 @@ func (r *Releaser) recipientTokenKey(recipient string) ([]byte, error) {
 // (node/consent calls it through its Config.ReleaseTokens). recipient
 // holds every one of them already.
 func (r *Releaser) ErasureTokens(ctx context.Context, tx *sql.Tx, subject, recipient, agreement string) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT s.release FROM release_subjects s JOIN releases r ON r.id = s.release
+	ids, err := queryAll(ctx, tx, "read a subject's releases", `SELECT s.release FROM release_subjects s JOIN releases r ON r.id = s.release
 		WHERE s.subject = ? AND s.how = 'row' AND r.recipient = ? AND r.agreement = ? ORDER BY s.release`,
-		r.c.Evidence.Subject(subject), recipient, agreement)
+		[]any{r.c.Evidence.Subject(subject), recipient, agreement},
+		func(read func(...any) error) (string, error) {
+			var id string
+			err := read(&id)
+			return id, err
+		})
 	if err != nil {
-		return nil, fmt.Errorf("read a subject's releases: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read a subject's releases: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read a subject's releases: %w", err)
+		return nil, err
 	}
 	if len(ids) == 0 {
 		return nil, nil

@@ -7,12 +7,17 @@ import (
 	"fmt"
 )
 
-// queryAll runs query with args on db and returns what scan makes of each
+// querier is a database or a transaction: what queryAll reads through.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryAll runs query with args on db (or inside a transaction) and returns what scan makes of each
 // row, in the query's order. scan reads its row through read, which
 // scans the row's columns into dest; an error of the query or of read
 // says what was being read ("read releases: …"), an error scan returns
 // of its own (decoding a stored body) comes back as scan wrote it.
-func queryAll[T any](ctx context.Context, db *sql.DB, what, query string, args []any,
+func queryAll[T any](ctx context.Context, db querier, what, query string, args []any,
 	scan func(read func(dest ...any) error) (T, error)) ([]T, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
@@ -33,7 +38,10 @@ func queryAll[T any](ctx context.Context, db *sql.DB, what, query string, args [
 		}
 		out = append(out, v)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
 }
 
 // queryJSON is queryAll of a query that selects one column of JSON, each

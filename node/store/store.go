@@ -362,6 +362,28 @@ func (db *DB) Compact(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
+// QueryPlan is SQLite's plan of query with args (EXPLAIN QUERY PLAN): the
+// detail of each step, in order, e.g. "SEARCH evidence USING INDEX
+// evidence_kind (kind=?)". Tests hold the queries of hot paths to their
+// indexes with it.
+func QueryPlan(ctx context.Context, db *sql.DB, query string, args ...any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `EXPLAIN QUERY PLAN `+query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			return nil, err
+		}
+		plan = append(plan, detail)
+	}
+	return plan, rows.Err()
+}
+
 // Strings runs query, which selects one text column, and returns its rows.
 func Strings(ctx context.Context, db *sql.DB, query string, args ...any) ([]string, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
