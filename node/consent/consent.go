@@ -325,7 +325,7 @@ func (l *Ledger) Withdraw(ctx context.Context, id string) (WithdrawResult, error
 // (a dataset release's rows carry a token derived from it per release,
 // which the request lists beside it: Config.ReleaseTokens).
 func (l *Ledger) recipientToken(recipient, subject string) string {
-	return crypto.Token(crypto.TokenKey(l.keys.Derive("tokens"), recipient), subject)
+	return crypto.Token(l.keys.TokenKey(recipient), subject)
 }
 
 // requestErasure queues a signed erasure request to recipient inside tx.

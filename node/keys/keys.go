@@ -159,11 +159,18 @@ func (k *Keys) SignCheckpoint(c crypto.Checkpoint) ([]byte, error) {
 	return crypto.SignCheckpoint(k.Checkpoint, c)
 }
 
-// derive returns a key for one use, derived from the node secret.
+// Derive returns a key for one use, derived from the node secret.
 func (k *Keys) Derive(label string) []byte {
 	m := hmac.New(sha256.New, k.secret)
 	m.Write([]byte("eduspace node key v1\x00" + label))
 	return m.Sum(nil)
+}
+
+// TokenKey is the key of this node's tokens for recipient
+// (crypto.TokenKey under the node's "tokens" key): the one derivation the
+// shares, the releases and the consent ledger's erasures must agree on.
+func (k *Keys) TokenKey(recipient string) []byte {
+	return crypto.TokenKey(k.Derive("tokens"), recipient)
 }
 
 // Request is the public part of a node's keys, handed to the authority.

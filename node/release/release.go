@@ -943,7 +943,7 @@ func (r *Releaser) recipientTokenKey(recipient string) ([]byte, error) {
 	if r.c.Keys == nil {
 		return nil, errors.New("release: this node has no keys to derive the release tokens from; start the node with its keys")
 	}
-	return crypto.TokenKey(r.c.Keys.Derive("tokens"), recipient), nil
+	return r.c.Keys.TokenKey(recipient), nil
 }
 
 // ErasureTokens lists, read inside tx, the tokens the subject whose id is

@@ -485,7 +485,7 @@ func (n *Sharer) newShareRun(ctx context.Context, agreementID string) (*shareRun
 	a = &sorted
 	return &shareRun{
 		n: n, a: a, to: to, role: cred.Role,
-		tokenKey:  crypto.TokenKey(n.keys.Derive("tokens"), a.Recipient),
+		tokenKey:  n.keys.TokenKey(a.Recipient),
 		res:       Result{Agreement: a.ID, Recipient: a.Recipient, Denied: map[string]int{}},
 		batches:   map[string]*pending{},
 		decisions: map[[2]string]*decisionGroup{},
