@@ -158,7 +158,7 @@ func rechain(t *testing.T, path string, k int) {
 			e.Seq = int64(i + 1)
 			body, _ := json.Marshal(e)
 			h := sha256.Sum256(append(append([]byte(nil), prev...), body...))
-			if _, err := db.Exec(`INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)`, e.Seq, body, prev, h[:]); err != nil {
+			if _, err := db.Exec(`INSERT INTO evidence(seq, entry, prev_hash, hash, kind) VALUES (?, ?, ?, ?, ?)`, e.Seq, body, prev, h[:], e.Kind); err != nil {
 				return err
 			}
 			prev = h[:]

@@ -19,6 +19,11 @@ type Row struct {
 	Entry    []byte // the canonical entry
 	PrevHash []byte
 	Hash     []byte
+	// Kind is the database's copy of the entry's kind (the evidence.kind
+	// column About finds entries by, outside the hashes), nil where the
+	// source has none: verification checks that it agrees with the entry,
+	// so that an edited column cannot hide an entry from About.
+	Kind *string
 }
 
 // Rows is a chain source: its rows in seq order. A non-nil error ends the
@@ -30,7 +35,16 @@ func DBRows(ctx context.Context, db *sql.DB) Rows { return queryRows(ctx, db) }
 
 func queryRows(ctx context.Context, db queryer) Rows {
 	return func(yield func(Row, error) bool) {
-		rows, err := db.QueryContext(ctx, `SELECT seq, entry, prev_hash, hash FROM evidence ORDER BY seq`)
+		// A database from before the kind column (an older copy under
+		// audit) has none to check.
+		kind := `NULL`
+		if has, err := hasKindColumn(ctx, db); err != nil {
+			yield(Row{}, fmt.Errorf("read evidence: %w", err))
+			return
+		} else if has {
+			kind = `kind`
+		}
+		rows, err := db.QueryContext(ctx, `SELECT seq, entry, prev_hash, hash, `+kind+` FROM evidence ORDER BY seq`)
 		if err != nil {
 			yield(Row{}, fmt.Errorf("read evidence: %w", err))
 			return
@@ -38,9 +52,13 @@ func queryRows(ctx context.Context, db queryer) Rows {
 		defer rows.Close()
 		for rows.Next() {
 			var r Row
-			if err := rows.Scan(&r.Seq, &r.Entry, &r.PrevHash, &r.Hash); err != nil {
+			var k sql.NullString
+			if err := rows.Scan(&r.Seq, &r.Entry, &r.PrevHash, &r.Hash, &k); err != nil {
 				yield(Row{}, fmt.Errorf("read evidence: %w", err))
 				return
+			}
+			if kind != `NULL` {
+				r.Kind = &k.String // NULL reads as "", which no entry's kind is
 			}
 			if !yield(r, nil) {
 				return
@@ -50,6 +68,17 @@ func queryRows(ctx context.Context, db queryer) Rows {
 			yield(Row{}, fmt.Errorf("read evidence: %w", err))
 		}
 	}
+}
+
+// hasKindColumn says whether db's evidence table has the kind column.
+func hasKindColumn(ctx context.Context, db queryer) (bool, error) {
+	rows, err := db.QueryContext(ctx, `SELECT 1 FROM pragma_table_info('evidence') WHERE name = 'kind'`)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	has := rows.Next()
+	return has, rows.Err()
 }
 
 // FirstNode returns the node named by the first entry of rows, or "" when
@@ -170,6 +199,9 @@ func VerifyCheckpoints(rows Rows, cps []Checkpoint) (Head, error) {
 		var e Entry
 		if err := json.Unmarshal(r.Entry, &e); err != nil || e.Seq != n {
 			return Head{}, &BrokenError{Seq: n, Reason: "entry is not a well-formed record of its position"}
+		}
+		if r.Kind != nil && *r.Kind != e.Kind {
+			return Head{}, &BrokenError{Seq: n, Reason: fmt.Sprintf("the kind column says %q, the entry %q", *r.Kind, e.Kind)}
 		}
 		if n == 1 {
 			node = e.Node

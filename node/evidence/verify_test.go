@@ -50,7 +50,7 @@ func headAt(t *testing.T, db *store.DB, n int64) []byte {
 
 // rechain rewrites db's chain the way an attacker who wants a valid-looking
 // log would: mutate the rows, then renumber them from 1 and recompute every
-// entry's seq, prev_hash and hash.
+// entry's seq, prev_hash and hash, and the kind column beside it.
 func rechain(t *testing.T, db *store.DB, mutate func([]evidence.Row) []evidence.Row) {
 	t.Helper()
 	rows := mutate(rowsOf(t, db))
@@ -70,7 +70,7 @@ func rechain(t *testing.T, db *store.DB, mutate func([]evidence.Row) []evidence.
 				return err
 			}
 			h := sha256.Sum256(append(append([]byte(nil), prev...), body...))
-			if _, err := tx.Exec(`INSERT INTO evidence(seq, entry, prev_hash, hash) VALUES (?, ?, ?, ?)`, e.Seq, body, prev, h[:]); err != nil {
+			if _, err := tx.Exec(`INSERT INTO evidence(seq, entry, prev_hash, hash, kind) VALUES (?, ?, ?, ?, ?)`, e.Seq, body, prev, h[:], e.Kind); err != nil {
 				return err
 			}
 			prev = h[:]
