@@ -356,17 +356,18 @@ func BenchmarkPOPRF(b *testing.B) {
 	inputs := testInputs(PartSize)
 	blinded := make([]byte, PartSize*ElementSize)
 	evaluated := make([]byte, len(blinded))
-	perID := func(b *testing.B) {
-		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*PartSize), "µs/id")
-	}
-	b.Run("blind", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := blind(inputs, blinded); err != nil {
-				b.Fatal(err)
+	// step times fn, per identifier of its part.
+	step := func(name string, fn func() error) {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				if err := fn(); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		perID(b)
-	})
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*PartSize), "µs/id")
+		})
+	}
+	step("blind", func() error { _, err := blind(inputs, blinded); return err })
 	batch, err := blind(inputs, blinded)
 	if err != nil {
 		b.Fatal(err)
@@ -377,22 +378,8 @@ func BenchmarkPOPRF(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("evaluate", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := tw.evaluate(blinded, evaluated); err != nil {
-				b.Fatal(err)
-			}
-		}
-		perID(b)
-	})
-	b.Run("finalize", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := batch.finalize(tk, evaluated, proof); err != nil {
-				b.Fatal(err)
-			}
-		}
-		perID(b)
-	})
+	step("evaluate", func() error { _, err := tw.evaluate(blinded, evaluated); return err })
+	step("finalize", func() error { _, err := batch.finalize(tk, evaluated, proof); return err })
 	// circl's oprf doing the same, for comparison.
 	client := oprf.NewPartialObliviousClient(Suite, priv.Public())
 	server := oprf.NewPartialObliviousServer(Suite, priv)
@@ -404,20 +391,6 @@ func BenchmarkPOPRF(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("circl-evaluate", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := server.Evaluate(req, info); err != nil {
-				b.Fatal(err)
-			}
-		}
-		perID(b)
-	})
-	b.Run("circl-finalize", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := client.Finalize(fd, ev, info); err != nil {
-				b.Fatal(err)
-			}
-		}
-		perID(b)
-	})
+	step("circl-evaluate", func() error { _, err := server.Evaluate(req, info); return err })
+	step("circl-finalize", func() error { _, err := client.Finalize(fd, ev, info); return err })
 }
