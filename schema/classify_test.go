@@ -10,6 +10,25 @@ import (
 	"time"
 )
 
+// checkFieldLabels checks that l labels n fields, and each named in want
+// as want says (fieldString).
+func checkFieldLabels(t *testing.T, l Labels, n int, want map[string]string) {
+	t.Helper()
+	if len(l.Fields) != n {
+		t.Errorf("fields: got %d labels, want %d", len(l.Fields), n)
+	}
+	for name, w := range want {
+		fl, ok := l.Fields[name]
+		if !ok {
+			t.Errorf("field %s: missing", name)
+			continue
+		}
+		if got := fieldString(fl); got != w {
+			t.Errorf("field %s: got %q, want %q", name, got, w)
+		}
+	}
+}
+
 // fieldWant is a compact expected field label: "CAT LEVEL [direct] [det,det]".
 func fieldString(fl FieldLabel) string {
 	s := fmt.Sprintf("%s %s", fl.Category, fl.Level)
@@ -220,19 +239,7 @@ func TestClassify(t *testing.T) {
 			if !slices.Equal(l.Rules, tt.rules) {
 				t.Errorf("rules: got %q, want %q", l.Rules, tt.rules)
 			}
-			if len(l.Fields) != len(tt.rec.Fields) {
-				t.Errorf("fields: got %d labels, want %d", len(l.Fields), len(tt.rec.Fields))
-			}
-			for name, want := range tt.fields {
-				fl, ok := l.Fields[name]
-				if !ok {
-					t.Errorf("field %s: missing", name)
-					continue
-				}
-				if got := fieldString(fl); got != want {
-					t.Errorf("field %s: got %q, want %q", name, got, want)
-				}
-			}
+			checkFieldLabels(t, l, len(tt.rec.Fields), tt.fields)
 			var gotBirth string
 			if !l.BirthDate.IsZero() {
 				gotBirth = l.BirthDate.Format(time.DateOnly)

@@ -155,19 +155,7 @@ func TestClassifyLearningTypes(t *testing.T) {
 			if len(l.Flags) != 0 {
 				t.Errorf("flags: got %q, want none", l.Flags)
 			}
-			if len(l.Fields) != len(tt.rec.Fields) {
-				t.Errorf("fields: got %d labels, want %d", len(l.Fields), len(tt.rec.Fields))
-			}
-			for name, want := range tt.fields {
-				fl, ok := l.Fields[name]
-				if !ok {
-					t.Errorf("field %s: missing", name)
-					continue
-				}
-				if got := fieldString(fl); got != want {
-					t.Errorf("field %s: got %q, want %q", name, got, want)
-				}
-			}
+			checkFieldLabels(t, l, len(tt.rec.Fields), tt.fields)
 		})
 	}
 }
