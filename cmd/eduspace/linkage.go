@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/eduspace/eduspace/crypto"
-	"github.com/eduspace/eduspace/node"
 	"github.com/eduspace/eduspace/node/admin"
 	"github.com/eduspace/eduspace/node/authority"
 	"github.com/eduspace/eduspace/node/bus"
@@ -68,10 +67,7 @@ func runLinkage(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err := parse(fs, args[1:], false); err != nil {
 			return err
 		}
-		if *cfgPath == "" {
-			return fmt.Errorf("%w: --config is required", errUsage)
-		}
-		cfg, err := node.LoadConfig(*cfgPath)
+		cfg, err := loadRequiredConfig(*cfgPath)
 		if err != nil {
 			return err
 		}

@@ -46,10 +46,7 @@ func runNodeRun(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		return fmt.Errorf("%w: --config is required", errUsage)
-	}
-	cfg, err := node.LoadConfig(*cfgPath)
+	cfg, err := loadRequiredConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -71,10 +68,7 @@ func runNodeInit(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := parse(fs, args, false); err != nil {
 		return err
 	}
-	if *cfgPath == "" {
-		return fmt.Errorf("%w: --config is required", errUsage)
-	}
-	cfg, err := node.LoadConfig(*cfgPath)
+	cfg, err := loadRequiredConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -133,7 +127,7 @@ func runNodeRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *sw && *retire {
 		return fmt.Errorf("%w: --switch and --retire exclude each other", errUsage)
 	}
-	cfg, err := node.LoadConfig(*cfgPath)
+	cfg, err := loadRequiredConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
@@ -270,4 +264,13 @@ func printRecovery(w io.Writer, r *recovery.Report) {
 		"%d envelopes received after the copy and expired; %d withdrawals of consents the copy does not hold; %d agreements to install again; %d peers silent; "+
 		"%d erasure requests in answers that this node did not make (ignored)\n",
 		u.EvidenceEntries, u.SentEnvelopes, u.SentRecords, u.ExpiredEnvelopes, u.UnknownConsents, u.MissingAgreements, u.SilentPeers, u.ForeignErasures)
+}
+
+// loadRequiredConfig loads the config file a command's --config names,
+// which it cannot do without.
+func loadRequiredConfig(path string) (node.Config, error) {
+	if path == "" {
+		return node.Config{}, fmt.Errorf("%w: --config is required", errUsage)
+	}
+	return node.LoadConfig(path)
 }
